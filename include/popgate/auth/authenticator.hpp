@@ -1,0 +1,56 @@
+#pragma once
+// Credential checks shared by POP3 (USER/PASS, APOP, AUTH) and SMTP AUTH.
+// Every method blocks (crypt(3) is slow on purpose, the store is SQLite): call
+// them through daemon::run_blocking. Policy that depends on the connection
+// (plaintext over TLS only, APOP on/off) is the session's; per-user policy
+// (disabled, apop-only, shared secret present) is decided here.
+#include "popgate/store/store.hpp"
+
+#include <chrono>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+namespace popgate::auth {
+
+enum class outcome {
+    ok,
+    failed,           // unknown user, wrong password or digest: one answer for all (no enumeration)
+    apop_required,    // apop-only user tried another mechanism
+    no_secret,        // APOP / CRAM-MD5 for a user without a shared secret
+    unavailable,      // the store failed: a temporary error
+};
+
+struct result {
+    outcome what = outcome::failed;
+    std::string user;    // canonical name when ok
+    std::string reason;  // for the log: "wrong password", "disabled", "no such user", ...
+};
+
+class authenticator {
+public:
+    explicit authenticator(store::store& db) : db_(db) {}
+
+    void set_cache_ttl(std::chrono::seconds ttl) noexcept { cache_ttl_ = ttl; }
+
+    result check_password(std::string_view user, std::string_view password);
+    result check_apop(std::string_view user, std::string_view timestamp, std::string_view digest_hex);
+    result check_cram_md5(std::string_view user, std::string_view challenge, std::string_view digest_hex);
+
+private:
+    bool cached(std::string const& user, std::string const& hash, std::string_view password);
+    void remember(std::string const& user, std::string const& hash, std::string_view password);
+
+    struct cache_entry {
+        std::string hash;    // the crypt(3) hash it was verified against: a changed password misses
+        std::string tag;     // HMAC-SHA256(process key, password)
+        std::chrono::steady_clock::time_point until;
+    };
+    store::store& db_;
+    std::chrono::seconds cache_ttl_{0};
+    std::mutex mutex_;
+    std::unordered_map<std::string, cache_entry> cache_;
+};
+
+}  // namespace popgate::auth

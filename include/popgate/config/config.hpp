@@ -1,0 +1,125 @@
+#pragma once
+// The daemon's configuration: one TOML file (config/popgate.toml documents every
+// key). Unknown keys and wrong types are errors reported with their line.
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace popgate::config {
+
+enum class protocol { pop3, smtp };
+enum class tls_mode { none, starttls, implicit };
+enum class plaintext_policy { never, tls_only, always };
+enum class upstream_tls { none, opportunistic, required };
+
+struct listener {
+    std::string name;
+    protocol proto = protocol::pop3;
+    std::string address = "127.0.0.1";
+    std::uint16_t port = 0;  // 0: an ephemeral port (tests); the daemon reports what it bound
+    tls_mode tls = tls_mode::none;
+    bool auth_required = false;  // SMTP submission: relay only after AUTH
+};
+
+struct tls_settings {
+    std::filesystem::path cert_file = "var/tls/cert.pem";
+    std::filesystem::path key_file = "var/tls/key.pem";
+    bool self_signed = true;  // make a certificate on first start when the files are missing
+    std::string min_version = "1.2";
+    std::string ciphers;       // TLS 1.2 cipher list (OpenSSL syntax); empty: OpenSSL's default
+    std::string ciphersuites;  // TLS 1.3 suites; empty: OpenSSL's default
+};
+
+struct settings {
+    std::filesystem::path source;  // the file this came from ("" = built-in default)
+
+    // [server]
+    std::string hostname = "localhost";
+    unsigned threads = 0;  // 0: one per core
+    std::string run_as_user;
+    std::string run_as_group;
+
+    std::vector<listener> listeners;
+    tls_settings tls;
+
+    // [storage]
+    std::filesystem::path database = "var/popgate.db";
+    std::chrono::milliseconds busy_timeout{5000};
+    std::size_t audit_max_rows = 100000;
+    unsigned audit_max_age_days = 90;
+
+    // [mail]
+    std::string maildir = "var/mail/%u";  // %u user, %n local part, %d domain
+    std::vector<std::string> local_domains{"localhost"};
+    std::filesystem::path relay_drop = "var/relay-drop";
+
+    // [relay]
+    std::chrono::seconds grant_ttl{1800};
+    unsigned ipv6_prefix = 64;
+    std::chrono::seconds purge_interval{300};
+    std::string upstream_host;  // empty: relayed mail goes to relay_drop
+    std::uint16_t upstream_port = 25;
+    upstream_tls upstream_starttls = upstream_tls::opportunistic;
+    std::string upstream_user;
+    std::filesystem::path upstream_password_file;
+    std::chrono::seconds upstream_timeout{60};
+
+    // [auth]
+    plaintext_policy plaintext = plaintext_policy::tls_only;
+    bool loopback_is_secure = false;
+    bool apop = true;
+    bool cram_md5 = true;
+    std::chrono::milliseconds failure_delay{2000};
+    std::chrono::seconds credential_cache_ttl{0};  // 0: off
+
+    // [limits]
+    std::size_t max_sessions = 1000;
+    std::size_t max_sessions_per_ip = 20;
+    std::chrono::seconds pop3_idle_timeout{600};
+    std::chrono::seconds smtp_idle_timeout{300};
+    std::chrono::seconds data_timeout{600};
+    std::chrono::seconds tls_handshake_timeout{30};
+    std::size_t pop3_max_line = 255;
+    std::size_t smtp_max_line = 2048;
+    std::size_t max_message_size = 26214400;
+    std::size_t max_recipients = 100;
+    std::size_t max_bad_commands = 20;
+
+    // [log]
+    std::string log_level = "info";
+    std::string log_file;  // empty: stderr
+};
+
+struct error {
+    std::size_t line = 0;  // 0: the file as a whole
+    std::size_t column = 0;
+    std::string message;
+};
+
+struct load_result {
+    std::optional<settings> value;  // set iff errors is empty
+    std::vector<error> errors;
+};
+
+// Parses and validates. Relative paths in the file are taken relative to the
+// current directory (the README starts the daemon from the checkout).
+load_result parse(std::string_view toml_text, std::filesystem::path const& source = {});
+load_result load(std::filesystem::path const& file);
+
+// The shipped default (config/popgate.toml), compiled in.
+std::string_view embedded_default() noexcept;
+
+std::string to_string(protocol p);
+std::string to_string(tls_mode m);
+
+}  // namespace popgate::config
+
+namespace popgate::config {
+// `file` if given; else config/popgate.toml when it exists; else the embedded default.
+load_result load_effective(std::string const& file);
+// One line per error: "FILE:LINE:COL: message".
+std::string format_errors(load_result const& r, std::string const& file);
+}  // namespace popgate::config

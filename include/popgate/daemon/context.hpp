@@ -1,0 +1,71 @@
+#pragma once
+// What every session of the daemon shares: the current settings and TLS context
+// (both replaced on SIGHUP), the store, the blocking pool, the relay decider and
+// the authenticator, and the admission counters (sessions in all and per address,
+// maildrop locks).
+#include "popgate/auth/authenticator.hpp"
+#include "popgate/config/config.hpp"
+#include "popgate/net/ip.hpp"
+#include "popgate/relay/decider.hpp"
+#include "popgate/store/store.hpp"
+
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/thread_pool.hpp>
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+
+namespace popgate::daemon {
+
+struct listener_info {
+    config::listener cfg;
+    std::uint16_t bound_port = 0;
+};
+
+class context {
+public:
+    context(std::shared_ptr<config::settings const> s, std::unique_ptr<store::store> db, unsigned blocking_threads);
+    ~context();
+
+    std::shared_ptr<config::settings const> settings() const;
+    void set_settings(std::shared_ptr<config::settings const> s);
+    std::shared_ptr<boost::asio::ssl::context> tls() const;
+    void set_tls(std::shared_ptr<boost::asio::ssl::context> t);
+
+    store::store& db() noexcept { return *db_; }
+    boost::asio::thread_pool& blocking() noexcept { return blocking_; }
+    relay::decider& relay() noexcept { return relay_; }
+    auth::authenticator& auth() noexcept { return auth_; }
+
+    // Admission: false (with the reason) past limits.max_sessions or
+    // limits.max_sessions_per_ip. Every admitted session calls release().
+    bool admit(net::ip_address const& peer, std::string& why);
+    void release(net::ip_address const& peer);
+    std::size_t active_sessions() const noexcept { return active_.load(); }
+
+    // One POP3 session per maildrop (RFC 1939 §8: exclusive-access lock).
+    bool lock_maildrop(std::string const& user);
+    void unlock_maildrop(std::string const& user);
+
+    // Whether a session on this connection counts as secure for the
+    // plaintext-authentication policy.
+    bool secure_for_plaintext(bool tls_active, net::ip_address const& peer) const;
+
+private:
+    mutable std::mutex mutex_;
+    std::shared_ptr<config::settings const> settings_;
+    std::shared_ptr<boost::asio::ssl::context> tls_;
+    std::unique_ptr<store::store> db_;
+    boost::asio::thread_pool blocking_;
+    relay::decider relay_;
+    auth::authenticator auth_;
+    std::atomic<std::size_t> active_{0};
+    std::map<net::ip_address, std::size_t> per_ip_;
+    std::set<std::string> maildrops_;
+};
+
+}  // namespace popgate::daemon

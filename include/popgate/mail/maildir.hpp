@@ -1,0 +1,93 @@
+#pragma once
+// Maildir storage (https://cr.yp.to/proto/maildir.html) for POP3 reading and
+// local delivery. Blocking filesystem calls: run off the event loop.
+#include "popgate/proto/pop3.hpp"
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace popgate::mail {
+
+struct message_entry {
+    std::string uid;              // RFC 1939 UIDL: 1..70 chars in 0x21..0x7E
+    std::filesystem::path path;   // current location under cur/
+    std::uint64_t size;           // octets with CRLF line ends (RFC 1939 LIST/STAT)
+};
+
+class maildir {
+public:
+    explicit maildir(std::filesystem::path root);
+
+    // Creates root (and missing parents), tmp/, new/ and cur/ with mode 0700.
+    // Throws std::system_error on failure.
+    void ensure() const;
+
+    // Moves every new/ message to cur/ (appending ":2,"), then lists cur/:
+    // dotfiles and non-regular files skipped, sorted in delivery order (file
+    // name, with the leading seconds and .M<usec> compared as numbers).
+    std::vector<message_entry> scan();
+
+    // Unlinks the message. ENOENT is fine: another session removed it first.
+    void remove(message_entry const& m) const;
+
+    std::filesystem::path const& root() const noexcept { return root_; }
+
+private:
+    std::filesystem::path root_;
+};
+
+// UIDL for a Maildir file name: the base name before ':', which survives the
+// new -> cur move and flag changes; its lowercase hex MD5 when it would break
+// the RFC 1939 §7 limits (more than 70 chars, or chars outside 0x21..0x7E).
+std::string maildir_uid(std::string_view file_name);
+
+// Writes one message into tmp/ and moves it to new/ on commit. Until commit()
+// returns, nothing appears in new/; an abandoned delivery leaves nothing behind.
+class delivery {
+public:
+    // Opens tmp/<unique name> (mode 0600). hostname becomes part of the file
+    // name with '/', ':' and ',' escaped as the Maildir spec asks.
+    delivery(std::filesystem::path maildir_root, std::string_view hostname);
+    delivery(delivery&& other) noexcept;
+    delivery(delivery const&) = delete;
+    delivery& operator=(delivery const&) = delete;
+    delivery& operator=(delivery&&) = delete;
+    ~delivery();
+
+    // Appends message bytes. CRLF becomes LF as stored (Maildir convention);
+    // a CRLF split across two calls is still recognised.
+    void write(std::string_view chunk);
+
+    // fsync the file, rename it to new/<sec>.M<usec>P<pid>Q<n>.<host>,S=<stored>,W=<crlf>
+    // and fsync new/. Returns the final path. Throws std::system_error (after
+    // removing the tmp file) on failure.
+    std::filesystem::path commit();
+
+    // Removes the tmp file. Safe to call more than once.
+    void abort() noexcept;
+
+private:
+    void flush();
+
+    std::filesystem::path root_;
+    std::string base_;            // unique name without the ,S= ,W= fields
+    std::filesystem::path tmp_path_;
+    int fd_ = -1;
+    std::string buf_;
+    std::uint64_t stored_size_ = 0;
+    proto::crlf_counter wire_size_;
+    bool pending_cr_ = false;
+    bool finished_ = false;       // committed or aborted: nothing left to clean up
+};
+
+// Expands a configured maildir template: %u user name, %n local part, %d
+// domain part (empty without '@'), %% a literal '%'. Rejects (throws
+// std::invalid_argument) user names that could escape the template directory:
+// containing '/', NUL or control chars, or whose name, local part or domain
+// part starts with '.'; also an empty user or local part, and unknown escapes.
+std::filesystem::path user_maildir(std::string_view templ, std::string_view user);
+
+}  // namespace popgate::mail

@@ -1,0 +1,55 @@
+#pragma once
+// Client addresses and networks. Pure code (inet_pton/inet_ntop only), shared by
+// the daemon, the admin command and the store. grant_key() is THE one place where
+// a client address is normalised for relay_grants (DESIGN: normalised in exactly
+// one place).
+#include <array>
+#include <compare>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace popgate::net {
+
+struct ip_address {
+    // IPv4 is held in its IPv4-mapped IPv6 form (::ffff:a.b.c.d) so that one
+    // comparison and one mask routine serve both families.
+    std::array<std::uint8_t, 16> bytes{};
+    bool v4 = false;
+
+    static ip_address from_v4(std::uint32_t host_order) noexcept;
+    std::string to_string() const;  // dotted quad, or RFC 5952 lowercase IPv6
+    bool is_loopback() const noexcept;
+    friend auto operator<=>(ip_address const&, ip_address const&) = default;
+};
+
+// Accepts dotted-quad IPv4 (no leading zeros, no shorthand) and IPv6 text; an
+// IPv4-mapped IPv6 address (::ffff:192.0.2.7) is folded to IPv4. Brackets and
+// zone ids are refused.
+std::optional<ip_address> parse_ip(std::string_view text, std::string* why = nullptr);
+
+// Keeps the first `prefix` bits (of 32 for IPv4, of 128 for IPv6).
+ip_address mask(ip_address a, unsigned prefix) noexcept;
+
+struct cidr {
+    ip_address base;   // host bits are zero
+    unsigned prefix = 0;
+
+    bool contains(ip_address const& a) const noexcept;
+    unsigned max_prefix() const noexcept { return base.v4 ? 32 : 128; }
+    std::string to_string() const;  // "192.0.2.0/24"; a host network keeps its /32 or /128
+    friend auto operator<=>(cidr const&, cidr const&) = default;
+};
+
+// "a.b.c.d/n", "x:y::/n", or a bare address (a host network). Host bits set
+// below the prefix are refused unless `allow_host_bits` (then they are masked):
+// "192.0.2.5/24" is almost always a typo for a single host.
+std::optional<cidr> parse_cidr(std::string_view text, std::string* why = nullptr,
+                               bool allow_host_bits = false);
+
+// The relay_grants key of a client: IPv4 as is; IPv6 truncated to
+// `ipv6_prefix` bits (so a /64 of privacy addresses shares one grant).
+ip_address grant_key(ip_address client, unsigned ipv6_prefix) noexcept;
+
+}  // namespace popgate::net

@@ -1,0 +1,47 @@
+#pragma once
+// The relay decision as one pure function (DESIGN: "the relay decision is one
+// function that all of them call"): the SMTP listener today, a Postfix policy
+// endpoint later. Inputs are facts already looked up; no I/O here.
+#include <string_view>
+
+namespace popgate::proto {
+
+enum class relay_verdict {
+    local,            // recipient domain is ours: deliver into the Maildir
+    relay_auth,       // SMTP AUTH in this session
+    relay_grant,      // unexpired POP-before-SMTP grant for the client address
+    relay_network,    // client inside an allowed network
+    deny,             // 554 5.7.1 <rcpt>: Relay access denied
+};
+
+struct relay_facts {
+    bool local_domain = false;
+    bool authenticated = false;
+    bool auth_required = false;  // submission listener: grants and networks do not count
+    bool has_grant = false;
+    bool in_network = false;
+};
+
+constexpr relay_verdict decide_relay(relay_facts const& f) noexcept
+{
+    if (f.local_domain) return relay_verdict::local;
+    if (f.authenticated) return relay_verdict::relay_auth;
+    if (f.auth_required) return relay_verdict::deny;
+    if (f.has_grant) return relay_verdict::relay_grant;
+    if (f.in_network) return relay_verdict::relay_network;
+    return relay_verdict::deny;
+}
+
+constexpr std::string_view to_string(relay_verdict v) noexcept
+{
+    switch (v) {
+    case relay_verdict::local: return "local";
+    case relay_verdict::relay_auth: return "auth";
+    case relay_verdict::relay_grant: return "grant";
+    case relay_verdict::relay_network: return "network";
+    case relay_verdict::deny: return "denied";
+    }
+    return "?";
+}
+
+}  // namespace popgate::proto

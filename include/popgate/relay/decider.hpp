@@ -1,0 +1,52 @@
+#pragma once
+// Gathers the facts for proto::decide_relay from the store: the client's grant
+// (indexed read, every time, so a row written or deleted with sqlite3 counts at
+// the next RCPT) and the allowed networks (held in memory, reloaded whenever the
+// network_generation counter that triggers bump has moved).
+#include "popgate/net/ip.hpp"
+#include "popgate/proto/policy.hpp"
+#include "popgate/store/store.hpp"
+
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace popgate::relay {
+
+struct decision {
+    proto::relay_verdict verdict = proto::relay_verdict::deny;
+    std::string detail;                // "user=alice" / "network=192.0.2.0/24" / "no grant or network"
+    std::string grant_address;         // set when a grant decided it (to count the hit)
+};
+
+class decider {
+public:
+    decider(store::store& db, unsigned ipv6_prefix) : db_(db), ipv6_prefix_(ipv6_prefix) {}
+
+    void set_ipv6_prefix(unsigned p) noexcept { ipv6_prefix_ = p; }
+
+    // For a recipient that is not in a local domain. Blocking but short
+    // (indexed reads); throws store_error if the database is unusable, which the
+    // caller answers with a 451 (never a relay).
+    decision decide(net::ip_address const& client, bool authenticated, bool auth_required);
+
+    // The grant keys of a client: its grant_key and, for IPv6, its full address.
+    std::vector<std::string> grant_keys(net::ip_address const& client) const;
+
+private:
+    struct net_entry {
+        net::cidr net;
+        std::optional<store::unix_time> expires_at;
+        std::string text;
+    };
+    std::optional<std::string> find_network(net::ip_address const& client, store::unix_time now);
+
+    store::store& db_;
+    unsigned ipv6_prefix_;
+    std::mutex mutex_;
+    std::int64_t generation_ = -1;
+    std::vector<net_entry> networks_;
+};
+
+}  // namespace popgate::relay

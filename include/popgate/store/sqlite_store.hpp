@@ -1,0 +1,21 @@
+#pragma once
+#include "popgate/store/store.hpp"
+
+#include <chrono>
+#include <filesystem>
+#include <memory>
+
+namespace popgate::store {
+
+struct sqlite_options {
+    std::chrono::milliseconds busy_timeout{5000};
+    bool migrate = true;      // apply pending migrations on open (the daemon and `db migrate`)
+    bool must_exist = false;  // admin commands refuse to create a database by accident
+};
+
+// Opens (and by default migrates) the database; throws store_error with a
+// message fit for an administrator. Thread-safe: each call borrows a connection
+// from a small pool, so concurrent readers never wait for one another (WAL).
+std::unique_ptr<store> open_sqlite_store(std::filesystem::path const& path, sqlite_options const& o = {});
+
+}  // namespace popgate::store

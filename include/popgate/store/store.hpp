@@ -1,0 +1,112 @@
+#pragma once
+// The storage interface shared by the daemon and the admin command. SQLite is the
+// embedded implementation (sqlite_store.hpp); dialect-specific SQL stays there so
+// a PostgreSQL store can sit beside it. Calls block: the daemon runs them on its
+// blocking pool (daemon/blocking.hpp), never on an I/O thread, except for the
+// relay decision's indexed read.
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace popgate::store {
+
+using unix_time = std::int64_t;
+
+struct user_record {
+    std::string name;
+    std::optional<std::string> password_hash;  // crypt(3)
+    std::optional<std::string> shared_secret;  // APOP / CRAM-MD5
+    bool disabled = false;
+    bool apop_only = false;
+    unix_time created_at = 0;
+    unix_time updated_at = 0;
+};
+
+struct grant {
+    std::string address;  // net::grant_key(...).to_string()
+    std::string user;
+    std::string method;   // pass | apop | sasl-plain ... | cli | sql
+    bool tls = false;
+    std::string listener;
+    unix_time granted_at = 0;
+    unix_time expires_at = 0;
+    std::int64_t hits = 0;
+    std::optional<unix_time> last_used;
+};
+
+struct network {
+    std::int64_t id = 0;
+    std::string cidr;
+    std::string note;
+    unix_time created_at = 0;
+    std::optional<unix_time> expires_at;
+};
+
+struct audit_entry {
+    std::int64_t id = 0;
+    unix_time at = 0;
+    std::string event;  // grant | revoke | deny | auth-fail | admin
+    std::string address;
+    std::string user;
+    std::string detail;
+};
+
+enum class store_errc { not_found, duplicate, constraint, busy, unavailable, schema_too_new };
+
+class store_error : public std::runtime_error {
+public:
+    store_error(store_errc c, std::string const& what) : std::runtime_error(what), code_(c) {}
+    store_errc code() const noexcept { return code_; }
+
+private:
+    store_errc code_;
+};
+
+class store {
+public:
+    virtual ~store() = default;
+
+    // users
+    virtual std::optional<user_record> find_user(std::string_view name) = 0;
+    virtual void add_user(user_record const& u) = 0;      // store_errc::duplicate
+    virtual void update_user(user_record const& u) = 0;   // store_errc::not_found
+    virtual bool delete_user(std::string_view name) = 0;
+    virtual std::vector<user_record> list_users() = 0;
+    // Adds every user in one transaction: all or nothing.
+    virtual void import_users(std::span<user_record const> users, bool replace) = 0;
+
+    // relay grants
+    virtual void upsert_grant(grant const& g) = 0;  // committed on return
+    // The first unexpired grant among `keys` (the client's full address and its
+    // IPv6-prefix key), or nothing.
+    virtual std::optional<grant> find_active_grant(std::span<std::string const> keys, unix_time now) = 0;
+    virtual void touch_grant(std::string const& address, unix_time now) = 0;
+    virtual bool delete_grant(std::string_view address) = 0;
+    virtual std::size_t delete_grants_of_user(std::string_view user) = 0;
+    virtual std::vector<grant> list_grants(bool include_expired, unix_time now) = 0;
+    virtual std::size_t purge_expired_grants(unix_time now) = 0;
+
+    // allowed networks
+    virtual std::int64_t add_network(network const& n) = 0;  // store_errc::duplicate
+    virtual bool delete_network(std::string_view cidr) = 0;
+    virtual std::vector<network> list_networks() = 0;
+    // Changes whenever any row of allowed_networks changes, by whatever writer.
+    virtual std::int64_t network_generation() = 0;
+
+    // audit
+    virtual void audit(std::string_view event, std::string_view address, std::string_view user,
+                       std::string_view detail) = 0;
+    virtual std::vector<audit_entry> list_audit(std::size_t limit) = 0;
+    virtual std::size_t purge_audit(std::size_t keep_rows, unix_time older_than) = 0;
+
+    virtual int schema_version() = 0;
+    virtual bool integrity_ok() = 0;
+};
+
+unix_time now() noexcept;
+
+}  // namespace popgate::store

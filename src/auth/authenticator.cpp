@@ -1,0 +1,126 @@
+#include "popgate/auth/authenticator.hpp"
+
+#include "popgate/auth/password.hpp"
+
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+
+#include <cctype>
+
+namespace popgate::auth {
+namespace {
+
+// Unknown users cost one crypt(3) too, so timing does not tell which names
+// exist. A SHA512-crypt of a random string generated once per process.
+std::string const& dummy_hash()
+{
+    static std::string const h = hash_password("popgate-no-such-user", hash_scheme::sha512_crypt);
+    return h;
+}
+
+std::string const& process_key()
+{
+    static std::string const k = [] {
+        std::string key(32, '\0');
+        RAND_bytes(reinterpret_cast<unsigned char*>(key.data()), static_cast<int>(key.size()));
+        return key;
+    }();
+    return k;
+}
+
+std::string tag_of(std::string_view password)
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    auto const& key = process_key();
+    HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
+         reinterpret_cast<unsigned char const*>(password.data()), password.size(), md, &len);
+    return std::string(reinterpret_cast<char*>(md), len);
+}
+
+std::string lower(std::string_view s)
+{
+    std::string out(s);
+    for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return out;
+}
+
+}  // namespace
+
+bool authenticator::cached(std::string const& user, std::string const& hash, std::string_view password)
+{
+    if (cache_ttl_.count() == 0) return false;
+    std::lock_guard lock(mutex_);
+    auto it = cache_.find(user);
+    if (it == cache_.end()) return false;
+    if (it->second.until < std::chrono::steady_clock::now() || it->second.hash != hash) {
+        cache_.erase(it);
+        return false;
+    }
+    return equal_ct(it->second.tag, tag_of(password));
+}
+
+void authenticator::remember(std::string const& user, std::string const& hash, std::string_view password)
+{
+    if (cache_ttl_.count() == 0) return;
+    std::lock_guard lock(mutex_);
+    if (cache_.size() > 100000) cache_.clear();  // bounded: a flood of names cannot grow it forever
+    cache_[user] = {hash, tag_of(password), std::chrono::steady_clock::now() + cache_ttl_};
+}
+
+result authenticator::check_password(std::string_view user, std::string_view password)
+{
+    std::optional<store::user_record> u;
+    try {
+        u = db_.find_user(user);
+    } catch (store::store_error const& e) {
+        return {outcome::unavailable, {}, e.what()};
+    }
+    if (!u || !u->password_hash) {
+        (void)verify_password(password, dummy_hash());
+        return {outcome::failed, {}, u ? "no password set" : "no such user"};
+    }
+    if (u->apop_only) return {outcome::apop_required, {}, "apop-only user"};
+    bool const ok = cached(u->name, *u->password_hash, password) || verify_password(password, *u->password_hash);
+    if (!ok) return {outcome::failed, {}, "wrong password"};
+    // A disabled user learns nothing the wrong-password answer would not say.
+    if (u->disabled) return {outcome::failed, {}, "disabled"};
+    remember(u->name, *u->password_hash, password);
+    return {outcome::ok, u->name, {}};
+}
+
+result authenticator::check_apop(std::string_view user, std::string_view timestamp, std::string_view digest_hex)
+{
+    std::optional<store::user_record> u;
+    try {
+        u = db_.find_user(user);
+    } catch (store::store_error const& e) {
+        return {outcome::unavailable, {}, e.what()};
+    }
+    if (!u) return {outcome::failed, {}, "no such user"};
+    if (!u->shared_secret) return {outcome::no_secret, {}, "no shared secret"};
+    if (!equal_ct(apop_digest(timestamp, *u->shared_secret), lower(digest_hex)))
+        return {outcome::failed, {}, "wrong digest"};
+    if (u->disabled) return {outcome::failed, {}, "disabled"};
+    return {outcome::ok, u->name, {}};
+}
+
+result authenticator::check_cram_md5(std::string_view user, std::string_view challenge, std::string_view digest_hex)
+{
+    std::optional<store::user_record> u;
+    try {
+        u = db_.find_user(user);
+    } catch (store::store_error const& e) {
+        return {outcome::unavailable, {}, e.what()};
+    }
+    if (!u) return {outcome::failed, {}, "no such user"};
+    if (u->apop_only) return {outcome::apop_required, {}, "apop-only user"};
+    if (!u->shared_secret) return {outcome::no_secret, {}, "no shared secret"};
+    if (!equal_ct(cram_md5_digest(challenge, *u->shared_secret), lower(digest_hex)))
+        return {outcome::failed, {}, "wrong digest"};
+    if (u->disabled) return {outcome::failed, {}, "disabled"};
+    return {outcome::ok, u->name, {}};
+}
+
+}  // namespace popgate::auth

@@ -1,0 +1,602 @@
+#include "popgate/cli/admin.hpp"
+
+#include "popgate/auth/password.hpp"
+#include "popgate/config/config.hpp"
+#include "popgate/net/ip.hpp"
+#include "popgate/store/migrate.hpp"
+#include "popgate/store/sqlite_store.hpp"
+
+#include <termios.h>
+#include <unistd.h>
+
+#include <charconv>
+#include <ctime>
+#include <fstream>
+#include <iostream>
+
+namespace popgate::cli {
+namespace {
+
+// One clear line on stderr and a non-zero exit: what every bad input gets.
+struct user_error : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+config::settings effective_settings(global_options const& g)
+{
+    auto r = config::load_effective(g.config_file);
+    if (!r.value) throw user_error("invalid configuration:\n" + config::format_errors(r, g.config_file));
+    return *r.value;
+}
+
+std::filesystem::path db_path(global_options const& g)
+{
+    if (!g.db_path.empty()) return g.db_path;
+    return effective_settings(g).database;
+}
+
+std::unique_ptr<store::store> open_db(global_options const& g, bool create = false)
+{
+    store::sqlite_options o;
+    o.must_exist = !create;
+    o.migrate = create;
+    return store::open_sqlite_store(db_path(g), o);
+}
+
+std::string format_time(std::optional<store::unix_time> t)
+{
+    if (!t) return "-";
+    std::time_t const tt = *t;
+    std::tm tm{};
+    ::localtime_r(&tt, &tm);
+    char buf[32];
+    std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &tm);
+    return buf;
+}
+
+// "90" seconds, "30m", "12h", "7d".
+std::int64_t parse_duration(std::string const& s)
+{
+    std::int64_t n = 0;
+    auto const [end, ec] = std::from_chars(s.data(), s.data() + s.size(), n);
+    std::string_view unit(end, static_cast<std::size_t>(s.data() + s.size() - end));
+    std::int64_t mult = unit.empty() || unit == "s" ? 1 : unit == "m" ? 60 : unit == "h" ? 3600 : unit == "d" ? 86400 : 0;
+    if (ec != std::errc{} || end == s.data() || n <= 0 || mult == 0 || n > 100LL * 365 * 86400 / mult)
+        throw user_error("bad duration '" + s + "' (write 90, 30m, 12h or 7d)");
+    return n * mult;
+}
+
+// Unix seconds, "YYYY-MM-DD" (midnight, local time) or "YYYY-MM-DD HH:MM[:SS]".
+store::unix_time parse_time(std::string const& s)
+{
+    if (!s.empty() && s.find_first_not_of("0123456789") == std::string::npos) return std::stoll(s);
+    for (char const* fmt : {"%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d"}) {
+        std::tm tm{};
+        char const* end = ::strptime(s.c_str(), fmt, &tm);
+        if (end && *end == '\0') {
+            tm.tm_isdst = -1;
+            return std::mktime(&tm);
+        }
+    }
+    throw user_error("bad time '" + s + "' (write 2026-12-04, '2026-12-04 18:00' or Unix seconds)");
+}
+
+// Passwords never come from argv (visible in ps and shell history): from a
+// prompt with echo off when stdin is a terminal, else the first line of stdin.
+std::string read_password(std::string const& prompt, bool confirm)
+{
+    if (!::isatty(STDIN_FILENO)) {
+        std::string line;
+        if (!std::getline(std::cin, line)) throw user_error("no password on standard input");
+        if (!line.empty() && line.back() == '\r') line.pop_back();
+        if (line.empty()) throw user_error("empty password refused");
+        return line;
+    }
+    auto ask = [](std::string const& p) {
+        termios old{};
+        ::tcgetattr(STDIN_FILENO, &old);
+        termios quiet = old;
+        quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO);
+        std::cerr << p << std::flush;
+        ::tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
+        std::string line;
+        std::getline(std::cin, line);
+        ::tcsetattr(STDIN_FILENO, TCSAFLUSH, &old);
+        std::cerr << "\n";
+        return line;
+    };
+    auto pw = ask(prompt);
+    if (pw.empty()) throw user_error("empty password refused");
+    if (confirm && ask("again: ") != pw) throw user_error("passwords do not match");
+    return pw;
+}
+
+void check_user_name(std::string const& name)
+{
+    if (name.empty() || name.size() > 255 || name.front() == '.' || name.find('/') != std::string::npos ||
+        name.find_first_of(" \t:") != std::string::npos)
+        throw user_error("bad user name '" + name + "' (printable, no '/', ':' or spaces, not starting with '.')");
+    for (unsigned char c : name)
+        if (c < 0x21 || c > 0x7e) throw user_error("bad user name: only printable ASCII is allowed");
+}
+
+std::string normalise_address(std::string const& text, unsigned ipv6_prefix)
+{
+    std::string why;
+    auto a = net::parse_ip(text, &why);
+    if (!a) throw user_error(why);
+    return net::grant_key(*a, ipv6_prefix).to_string();
+}
+
+// --- Dovecot passwd-file and shadow import ------------------------------
+
+std::optional<store::user_record> parse_import_line(std::string line, std::size_t lineno)
+{
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    auto const first = line.find_first_not_of(" \t");
+    if (first == std::string::npos || line[first] == '#') return std::nullopt;
+    auto const colon = line.find(':');
+    if (colon == std::string::npos) throw user_error("line " + std::to_string(lineno) + ": expected 'user:password...'");
+    store::user_record u;
+    u.name = line.substr(0, colon);
+    try {
+        check_user_name(u.name);
+    } catch (user_error const& e) {
+        throw user_error("line " + std::to_string(lineno) + ": " + e.what());
+    }
+    auto const end = line.find(':', colon + 1);
+    std::string pw = line.substr(colon + 1, end == std::string::npos ? std::string::npos : end - colon - 1);
+    auto fail = [&](std::string const& why) {
+        return user_error("line " + std::to_string(lineno) + " (" + u.name + "): " + why);
+    };
+    // shadow(5): '!' locks the account but keeps the hash.
+    if (pw.starts_with("!")) {
+        u.disabled = true;
+        pw.erase(0, pw.find_first_not_of('!'));
+        if (pw.empty() || pw == "*") return u;
+    }
+    std::string scheme;
+    if (pw.starts_with("{")) {
+        auto const close = pw.find('}');
+        if (close == std::string::npos) throw fail("unterminated {SCHEME}");
+        scheme = pw.substr(1, close - 1);
+        for (auto& c : scheme) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+        pw.erase(0, close + 1);
+    }
+    if (scheme == "PLAIN" || scheme == "CLEARTEXT" || scheme == "CLEAR") {
+        // A plaintext-equivalent secret: keep it for APOP/CRAM-MD5 (which need
+        // it), and store a real hash for USER/PASS and AUTH PLAIN/LOGIN.
+        if (pw.empty()) throw fail("empty {PLAIN} password");
+        u.shared_secret = pw;
+        u.password_hash = auth::hash_password(pw, auth::hash_scheme::sha512_crypt);
+        return u;
+    }
+    if (!scheme.empty() && scheme != "CRYPT" && scheme != "SHA512-CRYPT" && scheme != "SHA256-CRYPT" &&
+        scheme != "BLF-CRYPT" && scheme != "MD5-CRYPT" && scheme != "BCRYPT")
+        throw fail("password scheme {" + scheme + "} cannot be imported (crypt(3) hashes and {PLAIN} can)");
+    if (pw == "*" || pw == "x" || pw.empty()) throw fail("no password hash (locked or shadowed entry)");
+    if (!auth::is_crypt_hash(pw)) throw fail("not a crypt(3) hash this system can verify");
+    u.password_hash = pw;
+    return u;
+}
+
+// --- subcommands -----------------------------------------------------------
+
+void add_user_commands(CLI::App& app, global_options& g, std::function<int()>& run)
+{
+    auto* user = app.add_subcommand("user", "manage users");
+    user->require_subcommand(1);
+
+    struct add_opts {
+        std::string name, scheme = "yescrypt";
+        bool shared = false, apop_only = false, disabled = false;
+    };
+    auto ao = std::make_shared<add_opts>();
+    auto* add = user->add_subcommand("add", "add a user; the password is read from a prompt or stdin");
+    add->add_option("name", ao->name, "user name")->required();
+    add->add_option("--scheme", ao->scheme, "hash scheme: yescrypt, sha512-crypt, bcrypt");
+    add->add_flag("--shared-secret", ao->shared,
+                  "also keep the password as the APOP/CRAM-MD5 shared secret (plaintext-equivalent)");
+    add->add_flag("--apop-only", ao->apop_only, "refuse every mechanism but APOP for this user");
+    add->add_flag("--disabled", ao->disabled, "create the user disabled");
+    add->callback([&, ao] {
+        run = [&g, ao] {
+            check_user_name(ao->name);
+            auto scheme = auth::parse_scheme(ao->scheme);
+            if (!scheme) throw user_error("unknown scheme '" + ao->scheme + "' (yescrypt, sha512-crypt, bcrypt)");
+            auto db = open_db(g, true);
+            if (db->find_user(ao->name)) throw user_error("user '" + ao->name + "' already exists");
+            auto pw = read_password("password for " + ao->name + ": ", true);
+            store::user_record u;
+            u.name = ao->name;
+            u.password_hash = auth::hash_password(pw, *scheme);
+            if (ao->shared || ao->apop_only) u.shared_secret = pw;
+            u.apop_only = ao->apop_only;
+            u.disabled = ao->disabled;
+            db->add_user(u);
+            db->audit("admin", "", u.name, "user add");
+            std::cout << "added user " << u.name << "\n";
+            return 0;
+        };
+    });
+
+    auto pname = std::make_shared<std::string>();
+    auto* del = user->add_subcommand("del", "delete a user and revoke their grants");
+    del->add_option("name", *pname)->required();
+    del->callback([&, pname] {
+        run = [&g, pname] {
+            auto db = open_db(g);
+            if (!db->delete_user(*pname)) throw user_error("no such user '" + *pname + "'");
+            auto const n = db->delete_grants_of_user(*pname);
+            db->audit("admin", "", *pname, "user del");
+            std::cout << "deleted user " << *pname << " (" << n << " grants revoked)\n";
+            return 0;
+        };
+    });
+
+    struct passwd_opts {
+        std::string name, scheme = "yescrypt";
+        bool shared = false, no_shared = false;
+    };
+    auto po = std::make_shared<passwd_opts>();
+    auto* passwd = user->add_subcommand("passwd", "set a user's password (prompt or stdin)");
+    passwd->add_option("name", po->name)->required();
+    passwd->add_option("--scheme", po->scheme, "hash scheme: yescrypt, sha512-crypt, bcrypt");
+    passwd->add_flag("--shared-secret", po->shared, "also keep it as the APOP/CRAM-MD5 shared secret");
+    passwd->add_flag("--no-shared-secret", po->no_shared, "remove the shared secret (APOP/CRAM-MD5 off)");
+    passwd->callback([&, po] {
+        run = [&g, po] {
+            auto scheme = auth::parse_scheme(po->scheme);
+            if (!scheme) throw user_error("unknown scheme '" + po->scheme + "'");
+            auto db = open_db(g);
+            auto u = db->find_user(po->name);
+            if (!u) throw user_error("no such user '" + po->name + "'");
+            auto pw = read_password("new password for " + po->name + ": ", true);
+            u->password_hash = auth::hash_password(pw, *scheme);
+            // A stale shared secret would keep the old password valid for APOP.
+            if (po->shared || (u->shared_secret && !po->no_shared)) u->shared_secret = pw;
+            if (po->no_shared) {
+                if (u->apop_only) throw user_error("user '" + po->name + "' is apop-only and needs a shared secret");
+                u->shared_secret.reset();
+            }
+            db->update_user(*u);
+            db->audit("admin", "", u->name, "user passwd");
+            std::cout << "password changed for " << u->name << "\n";
+            return 0;
+        };
+    });
+
+    struct set_opts {
+        std::string name;
+        std::optional<bool> disabled, apop_only;
+    };
+    auto so = std::make_shared<set_opts>();
+    auto* set = user->add_subcommand("set", "change a user's flags");
+    set->add_option("name", so->name)->required();
+    set->add_option("--disabled", so->disabled, "true/false");
+    set->add_option("--apop-only", so->apop_only, "true/false");
+    set->callback([&, so] {
+        run = [&g, so] {
+            auto db = open_db(g);
+            auto u = db->find_user(so->name);
+            if (!u) throw user_error("no such user '" + so->name + "'");
+            if (so->disabled) u->disabled = *so->disabled;
+            if (so->apop_only) u->apop_only = *so->apop_only;
+            db->update_user(*u);
+            if (u->disabled) db->delete_grants_of_user(u->name);
+            db->audit("admin", "", u->name, "user set");
+            std::cout << "updated user " << u->name << "\n";
+            return 0;
+        };
+    });
+
+    auto* list = user->add_subcommand("list", "list users");
+    list->callback([&] {
+        run = [&g] {
+            auto db = open_db(g);
+            for (auto const& u : db->list_users()) {
+                std::cout << u.name << (u.disabled ? " disabled" : "") << (u.apop_only ? " apop-only" : "")
+                          << (u.shared_secret ? " shared-secret" : "") << "\n";
+            }
+            return 0;
+        };
+    });
+
+    auto* show = user->add_subcommand("show", "show one user (never the password)");
+    show->add_option("name", *pname)->required();
+    show->callback([&, pname] {
+        run = [&g, pname] {
+            auto db = open_db(g);
+            auto u = db->find_user(*pname);
+            if (!u) throw user_error("no such user '" + *pname + "'");
+            std::string scheme = "none";
+            if (u->password_hash) scheme = u->password_hash->substr(0, u->password_hash->find('$', 1) + 1);
+            std::cout << "name: " << u->name << "\nhash scheme: " << scheme
+                      << "\nshared secret: " << (u->shared_secret ? "yes" : "no")
+                      << "\ndisabled: " << (u->disabled ? "yes" : "no")
+                      << "\napop-only: " << (u->apop_only ? "yes" : "no")
+                      << "\ncreated: " << format_time(u->created_at)
+                      << "\nupdated: " << format_time(u->updated_at) << "\n";
+            return 0;
+        };
+    });
+
+    struct import_opts {
+        std::string file = "-";
+        bool replace = false;
+    };
+    auto io = std::make_shared<import_opts>();
+    auto* imp = user->add_subcommand("import", "import Dovecot passwd-file or shadow lines (all or nothing)");
+    imp->add_option("file", io->file, "file to read, - for stdin");
+    imp->add_flag("--replace", io->replace, "overwrite users that already exist");
+    imp->callback([&, io] {
+        run = [&g, io] {
+            std::ifstream f;
+            std::istream* in = &std::cin;
+            if (io->file != "-") {
+                f.open(io->file);
+                if (!f) throw user_error("cannot read " + io->file);
+                in = &f;
+            }
+            std::vector<store::user_record> users;
+            std::string line;
+            for (std::size_t n = 1; std::getline(*in, line); ++n)
+                if (auto u = parse_import_line(line, n)) users.push_back(std::move(*u));
+            auto db = open_db(g, true);
+            db->import_users(users, io->replace);
+            db->audit("admin", "", "", "user import " + std::to_string(users.size()));
+            std::cout << "imported " << users.size() << " users\n";
+            return 0;
+        };
+    });
+}
+
+void add_allow_commands(CLI::App& app, global_options& g, std::function<int()>& run)
+{
+    auto* allow = app.add_subcommand("allow", "manage networks allowed to relay");
+    allow->require_subcommand(1);
+    struct add_opts {
+        std::string cidr, note, until, for_;
+    };
+    auto ao = std::make_shared<add_opts>();
+    auto* add = allow->add_subcommand("add", "allow a network (CIDR) to relay");
+    add->add_option("cidr", ao->cidr, "192.0.2.0/24, 2001:db8::/32 or one address")->required();
+    add->add_option("--note", ao->note, "why (shown by list)");
+    auto* until = add->add_option("--until", ao->until, "expiry: 2026-12-04, '2026-12-04 18:00' or Unix seconds");
+    add->add_option("--for", ao->for_, "expiry as a duration: 90, 30m, 12h, 7d")->excludes(until);
+    add->callback([&, ao] {
+        run = [&g, ao] {
+            std::string why;
+            auto c = net::parse_cidr(ao->cidr, &why);
+            if (!c) throw user_error(why);
+            store::network n;
+            n.cidr = c->to_string();
+            n.note = ao->note;
+            auto const t = store::now();
+            if (!ao->until.empty()) n.expires_at = parse_time(ao->until);
+            if (!ao->for_.empty()) n.expires_at = t + parse_duration(ao->for_);
+            if (n.expires_at && *n.expires_at <= t) throw user_error("expiry " + format_time(n.expires_at) + " is in the past");
+            auto db = open_db(g, true);
+            db->add_network(n);
+            db->audit("admin", n.cidr, "", "allow add");
+            std::cout << "allowed " << n.cidr << (n.expires_at ? " until " + format_time(n.expires_at) : "") << "\n";
+            return 0;
+        };
+    });
+    auto cidr = std::make_shared<std::string>();
+    auto* del = allow->add_subcommand("del", "remove an allowed network");
+    del->add_option("cidr", *cidr)->required();
+    del->callback([&, cidr] {
+        run = [&g, cidr] {
+            std::string key = *cidr;
+            if (auto c = net::parse_cidr(*cidr)) key = c->to_string();
+            auto db = open_db(g);
+            // Rows written by hand may lack the /32 that `allow add` adds.
+            if (!db->delete_network(key) && !db->delete_network(*cidr))
+                throw user_error("network " + *cidr + " is not in the allow list");
+            db->audit("admin", key, "", "allow del");
+            std::cout << "removed " << key << "\n";
+            return 0;
+        };
+    });
+    auto* list = allow->add_subcommand("list", "list allowed networks");
+    list->callback([&] {
+        run = [&g] {
+            auto db = open_db(g);
+            auto const t = store::now();
+            for (auto const& n : db->list_networks()) {
+                bool const valid = net::parse_cidr(n.cidr, nullptr, true).has_value();
+                std::cout << n.cidr << "\t" << (n.expires_at ? "until " + format_time(n.expires_at) : "permanent")
+                          << (n.expires_at && *n.expires_at <= t ? " (expired)" : "")
+                          << (valid ? "" : " (INVALID: ignored by the daemon)") << "\t" << n.note << "\n";
+            }
+            return 0;
+        };
+    });
+}
+
+void add_grant_commands(CLI::App& app, global_options& g, std::function<int()>& run)
+{
+    auto* grant = app.add_subcommand("grant", "manage relay grants");
+    grant->require_subcommand(1);
+    struct add_opts {
+        std::string address, user, ttl;
+    };
+    auto ao = std::make_shared<add_opts>();
+    auto* add = grant->add_subcommand("add", "let an address relay for a while");
+    add->add_option("address", ao->address, "client IP address")->required();
+    add->add_option("--user", ao->user, "user to record");
+    add->add_option("--ttl", ao->ttl, "lifetime: 90, 30m, 12h, 7d (default: relay.grant_ttl)");
+    add->callback([&, ao] {
+        run = [&g, ao] {
+            auto const s = effective_settings(g);
+            store::grant gr;
+            gr.address = normalise_address(ao->address, s.ipv6_prefix);
+            gr.user = ao->user;
+            gr.method = "cli";
+            gr.granted_at = store::now();
+            gr.expires_at = gr.granted_at + (ao->ttl.empty() ? s.grant_ttl.count() : parse_duration(ao->ttl));
+            auto db = open_db(g, true);
+            db->upsert_grant(gr);
+            db->audit("grant", gr.address, gr.user, "cli");
+            std::cout << "granted " << gr.address << " until " << format_time(gr.expires_at) << "\n";
+            return 0;
+        };
+    });
+    auto who = std::make_shared<std::string>();
+    auto by_user = std::make_shared<bool>(false);
+    auto* del = grant->add_subcommand("del", "revoke the grant of an address (or --user: every grant of a user)");
+    del->add_option("address", *who, "client IP address, or a user name with --user")->required();
+    del->add_flag("--user", *by_user, "revoke every grant of this user");
+    del->callback([&, who, by_user] {
+        run = [&g, who, by_user] {
+            auto db = open_db(g);
+            if (*by_user) {
+                auto const n = db->delete_grants_of_user(*who);
+                db->audit("revoke", "", *who, "cli");
+                std::cout << "revoked " << n << " grants of " << *who << "\n";
+                return 0;
+            }
+            auto const s = effective_settings(g);
+            auto const key = normalise_address(*who, s.ipv6_prefix);
+            if (!db->delete_grant(key) && !db->delete_grant(normalise_address(*who, 128)))
+                throw user_error("no grant for " + key);
+            db->audit("revoke", key, "", "cli");
+            std::cout << "revoked " << key << "\n";
+            return 0;
+        };
+    });
+    auto all = std::make_shared<bool>(false);
+    auto* list = grant->add_subcommand("list", "list unexpired grants");
+    list->add_flag("--all", *all, "include expired grants");
+    list->callback([&, all] {
+        run = [&g, all] {
+            auto db = open_db(g);
+            auto const t = store::now();
+            for (auto const& gr : db->list_grants(*all, t))
+                std::cout << gr.address << "\t" << (gr.user.empty() ? "-" : gr.user) << "\t" << gr.method
+                          << (gr.tls ? "+tls" : "") << "\tuntil " << format_time(gr.expires_at)
+                          << (gr.expires_at <= t ? " (expired)" : "") << "\thits " << gr.hits << "\n";
+            return 0;
+        };
+    });
+    auto* purge = grant->add_subcommand("purge", "delete expired grants");
+    purge->callback([&] {
+        run = [&g] {
+            auto db = open_db(g);
+            std::cout << "purged " << db->purge_expired_grants(store::now()) << " expired grants\n";
+            return 0;
+        };
+    });
+}
+
+void add_db_commands(CLI::App& app, global_options& g, std::function<int()>& run)
+{
+    auto* db = app.add_subcommand("db", "database maintenance");
+    db->require_subcommand(1);
+    db->add_subcommand("migrate", "create the database or apply pending migrations")->callback([&] {
+        run = [&g] {
+            auto st = open_db(g, true);
+            std::cout << "schema version " << st->schema_version() << "\n";
+            return 0;
+        };
+    });
+    db->add_subcommand("version", "print the schema version")->callback([&] {
+        run = [&g] {
+            store::sqlite_options o;
+            o.must_exist = true;
+            o.migrate = false;
+            try {
+                auto st = store::open_sqlite_store(db_path(g), o);
+                std::cout << st->schema_version() << " (this popgate: " << store::latest_schema_version() << ")\n";
+            } catch (store::store_error const& e) {
+                if (e.code() != store::store_errc::unavailable) throw;
+                std::cout << e.what() << "\n";
+                return 1;
+            }
+            return 0;
+        };
+    });
+    db->add_subcommand("check", "run SQLite's integrity check")->callback([&] {
+        run = [&g] {
+            auto st = open_db(g);
+            bool const ok = st->integrity_ok();
+            std::cout << (ok ? "ok" : "integrity check FAILED") << "\n";
+            return ok ? 0 : 1;
+        };
+    });
+    auto limit = std::make_shared<std::size_t>(50);
+    auto* audit = db->add_subcommand("audit", "show the newest audit events");
+    audit->add_option("-n,--limit", *limit, "how many");
+    audit->callback([&, limit] {
+        run = [&g, limit] {
+            auto st = open_db(g);
+            for (auto const& e : st->list_audit(*limit))
+                std::cout << format_time(e.at) << "\t" << e.event << "\t" << (e.address.empty() ? "-" : e.address)
+                          << "\t" << (e.user.empty() ? "-" : e.user) << "\t" << e.detail << "\n";
+            return 0;
+        };
+    });
+    db->add_subcommand("purge-audit", "apply storage.audit_max_rows and audit_max_age_days now")->callback([&] {
+        run = [&g] {
+            auto const s = effective_settings(g);
+            auto st = open_db(g);
+            auto const n = st->purge_audit(s.audit_max_rows, store::now() - std::int64_t{86400} * s.audit_max_age_days);
+            std::cout << "purged " << n << " audit rows\n";
+            return 0;
+        };
+    });
+}
+
+}  // namespace
+
+void add_admin_commands(CLI::App& app, global_options& g, std::function<int()>& outer_run)
+{
+    // Every action runs inside one handler that turns failures into one line.
+    auto inner = std::make_shared<std::function<int()>>();
+    auto wrap = [inner, &outer_run] {
+        outer_run = [inner] {
+            try {
+                return (*inner)();
+            } catch (user_error const& e) {
+                std::cerr << "popgate: " << e.what() << (std::string_view(e.what()).ends_with('\n') ? "" : "\n");
+            } catch (store::store_error const& e) {
+                std::cerr << "popgate: " << e.what() << "\n";
+            } catch (std::exception const& e) {
+                std::cerr << "popgate: error: " << e.what() << "\n";
+            }
+            return 1;
+        };
+    };
+    add_user_commands(app, g, *inner);
+    add_allow_commands(app, g, *inner);
+    add_grant_commands(app, g, *inner);
+    add_db_commands(app, g, *inner);
+
+    auto file = std::make_shared<std::string>();
+    auto* check = app.add_subcommand("check-config", "validate a config file; errors carry line numbers");
+    check->add_option("file", *file, "config file (default: -c, config/popgate.toml, or the built-in default)");
+    check->callback([&g, file, inner] {
+        *inner = [&g, file] {
+            auto const name = file->empty() ? g.config_file : *file;
+            auto r = config::load_effective(name);
+            if (!r.value) {
+                std::cerr << config::format_errors(r, name.empty() ? "config/popgate.toml" : name);
+                return 1;
+            }
+            std::cout << "configuration OK (" << r.value->listeners.size() << " listeners)\n";
+            return 0;
+        };
+    });
+    for (auto* sub : app.get_subcommands({})) {
+        if (sub->get_name() == "serve") continue;
+        auto prev = sub->get_subcommands({});
+        if (prev.empty()) {
+            sub->parse_complete_callback(wrap);
+        } else {
+            for (auto* leaf : prev) leaf->parse_complete_callback(wrap);
+        }
+    }
+}
+
+}  // namespace popgate::cli

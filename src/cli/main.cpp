@@ -1,0 +1,41 @@
+// popgate: one binary for the daemon (`serve`) and the admin commands.
+#include "popgate/cli/admin.hpp"
+#include "popgate/daemon/serve.hpp"
+
+#include <cstdio>
+#include <iostream>
+
+int main(int argc, char** argv)
+{
+    CLI::App app{"popgate: POP-before-SMTP relay authorization gateway"};
+    app.require_subcommand(0, 1);
+    bool version = false;
+    app.add_flag("--version", version, "print the version and exit");
+    popgate::cli::global_options g;
+    app.add_option("-c,--config", g.config_file, "config file (default: config/popgate.toml, else built in)");
+    app.add_option("--db", g.db_path, "database file (default: storage.database from the config)");
+
+    std::function<int()> run;
+    popgate::cli::add_admin_commands(app, g, run);
+
+    auto* serve = app.add_subcommand("serve", "run the gateway daemon");
+    popgate::daemon::serve_options so;
+    serve->add_option("--ready-file", so.ready_file,
+                      "write the bound listener ports here (JSON) once every listener accepts");
+    serve->callback([&] { run = [&] { return popgate::daemon::serve(g.config_file, g.db_path, so); }; });
+
+    try {
+        app.parse(argc, argv);
+    } catch (CLI::ParseError const& e) {
+        return app.exit(e);
+    }
+    if (version) {
+        std::cout << "popgate " << POPGATE_VERSION << "\n";
+        return 0;
+    }
+    if (!run) {
+        std::cerr << app.help();
+        return 2;
+    }
+    return run();
+}

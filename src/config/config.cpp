@@ -1,0 +1,356 @@
+#include "popgate/config/config.hpp"
+
+#include "popgate/default_config.hpp"
+#include "popgate/net/ip.hpp"
+
+#include <toml++/toml.h>
+
+#include <fstream>
+#include <functional>
+#include <set>
+#include <sstream>
+
+namespace popgate::config {
+namespace {
+
+// Reads one TOML table into a struct, remembering which keys it knew so that
+// every other key is reported as unknown, with its line.
+class section {
+public:
+    section(toml::table const& t, std::string name, std::vector<error>& errors)
+        : t_(t), name_(std::move(name)), errors_(errors)
+    {
+    }
+    ~section()
+    {
+        for (auto const& [k, v] : t_) {
+            if (known_.count(std::string(k.str()))) continue;
+            errors_.push_back({k.source().begin.line, k.source().begin.column,
+                               "unknown key '" + std::string(k.str()) + "' in [" + name_ + "]"});
+        }
+    }
+    section(section const&) = delete;
+    section& operator=(section const&) = delete;
+
+    template <class T>
+    toml::node const* get(std::string_view key)
+    {
+        known_.insert(std::string(key));
+        return t_.get(key);
+    }
+
+    void fail(toml::node const& n, std::string msg)
+    {
+        errors_.push_back({n.source().begin.line, n.source().begin.column, name_ + "." + msg});
+    }
+
+    void str(std::string_view key, std::string& out, std::function<bool(std::string const&)> ok = {},
+             std::string_view expect = {})
+    {
+        auto const* n = get<void>(key);
+        if (!n) return;
+        auto const v = n->value<std::string>();
+        if (!n->is_string() || !v) return fail(*n, std::string(key) + ": expected a string");
+        if (ok && !ok(*v)) return fail(*n, std::string(key) + ": " + std::string(expect));
+        out = *v;
+    }
+
+    void path(std::string_view key, std::filesystem::path& out)
+    {
+        std::string s;
+        bool seen = false;
+        str(key, s, [&](std::string const&) { seen = true; return true; });
+        if (seen) out = s;
+    }
+
+    void boolean(std::string_view key, bool& out)
+    {
+        auto const* n = get<void>(key);
+        if (!n) return;
+        if (!n->is_boolean()) return fail(*n, std::string(key) + ": expected true or false");
+        out = *n->value<bool>();
+    }
+
+    template <class Int>
+    void integer(std::string_view key, Int& out, std::int64_t min, std::int64_t max)
+    {
+        auto const* n = get<void>(key);
+        if (!n) return;
+        if (!n->is_integer()) return fail(*n, std::string(key) + ": expected an integer");
+        auto const v = *n->value<std::int64_t>();
+        if (v < min || v > max)
+            return fail(*n, std::string(key) + ": " + std::to_string(v) + " is out of range " +
+                                std::to_string(min) + ".." + std::to_string(max));
+        out = static_cast<Int>(v);
+    }
+
+    template <class Dur>
+    void duration(std::string_view key, Dur& out, std::int64_t min, std::int64_t max)
+    {
+        std::int64_t v = out.count();
+        integer(key, v, min, max);
+        out = Dur{v};
+    }
+
+    template <class Enum>
+    void choice(std::string_view key, Enum& out, std::initializer_list<std::pair<std::string_view, Enum>> opts)
+    {
+        auto const* n = get<void>(key);
+        if (!n) return;
+        auto const v = n->value<std::string>();
+        std::string names;
+        for (auto const& [name, e] : opts) {
+            if (v && *v == name) {
+                out = e;
+                return;
+            }
+            names += (names.empty() ? "\"" : ", \"") + std::string(name) + "\"";
+        }
+        fail(*n, std::string(key) + ": expected one of " + names);
+    }
+
+    void strings(std::string_view key, std::vector<std::string>& out)
+    {
+        auto const* n = get<void>(key);
+        if (!n) return;
+        auto const* arr = n->as_array();
+        if (!arr) return fail(*n, std::string(key) + ": expected an array of strings");
+        std::vector<std::string> v;
+        for (auto const& e : *arr) {
+            if (!e.is_string()) return fail(e, std::string(key) + ": expected an array of strings");
+            v.push_back(*e.value<std::string>());
+        }
+        out = std::move(v);
+    }
+
+private:
+    toml::table const& t_;
+    std::string name_;
+    std::vector<error>& errors_;
+    std::set<std::string, std::less<>> known_;
+};
+
+constexpr std::int64_t max_i32 = 2147483647;
+
+toml::table const* sub_table(toml::table const& root, std::string_view key, std::vector<error>& errors)
+{
+    auto const* n = root.get(key);
+    if (!n) return nullptr;
+    if (!n->is_table()) {
+        errors.push_back({n->source().begin.line, n->source().begin.column,
+                          "'" + std::string(key) + "' must be a table: [" + std::string(key) + "]"});
+        return nullptr;
+    }
+    return n->as_table();
+}
+
+void read_listeners(toml::table const& root, settings& s, std::vector<error>& errors)
+{
+    auto const* n = root.get("listener");
+    if (!n) return;
+    auto const* arr = n->as_array();
+    if (!arr) {
+        errors.push_back({n->source().begin.line, n->source().begin.column,
+                          "'listener' must be an array of tables: [[listener]]"});
+        return;
+    }
+    std::set<std::string> names;
+    std::set<std::pair<std::string, int>> endpoints;
+    for (auto const& e : *arr) {
+        auto const* t = e.as_table();
+        if (!t) {
+            errors.push_back({e.source().begin.line, e.source().begin.column, "listener: expected a table"});
+            continue;
+        }
+        listener l;
+        std::size_t const before = errors.size();
+        {
+            section sec(*t, "listener", errors);
+            sec.str("name", l.name, [](auto const& v) { return !v.empty() && v.size() <= 32; },
+                    "1 to 32 characters");
+            sec.choice("protocol", l.proto, {{"pop3", protocol::pop3}, {"smtp", protocol::smtp}});
+            sec.str("address", l.address, [](auto const& v) { return net::parse_ip(v).has_value(); },
+                    "expected an IP address such as 127.0.0.1, 0.0.0.0 or ::");
+            sec.integer("port", l.port, 0, 65535);
+            sec.choice("tls", l.tls,
+                       {{"none", tls_mode::none}, {"starttls", tls_mode::starttls}, {"implicit", tls_mode::implicit}});
+            sec.boolean("auth_required", l.auth_required);
+            if (!t->contains("protocol"))
+                errors.push_back({t->source().begin.line, 0, "listener: 'protocol' is required"});
+        }
+        if (errors.size() != before) continue;
+        if (l.name.empty()) l.name = to_string(l.proto) + std::to_string(s.listeners.size());
+        if (!names.insert(l.name).second)
+            errors.push_back({t->source().begin.line, 0, "listener: duplicate name '" + l.name + "'"});
+        if (l.port != 0 && !endpoints.insert({l.address, l.port}).second)
+            errors.push_back({t->source().begin.line, 0,
+                              "listener '" + l.name + "': " + l.address + ":" + std::to_string(l.port) +
+                                  " is already used by another listener"});
+        if (l.auth_required && l.proto != protocol::smtp)
+            errors.push_back({t->source().begin.line, 0, "listener '" + l.name + "': auth_required is for smtp"});
+        s.listeners.push_back(std::move(l));
+    }
+}
+
+}  // namespace
+
+std::string to_string(protocol p) { return p == protocol::pop3 ? "pop3" : "smtp"; }
+std::string to_string(tls_mode m)
+{
+    switch (m) {
+    case tls_mode::none: return "none";
+    case tls_mode::starttls: return "starttls";
+    case tls_mode::implicit: return "implicit";
+    }
+    return "?";
+}
+
+std::string_view embedded_default() noexcept { return generated::default_config; }
+
+load_result parse(std::string_view text, std::filesystem::path const& source)
+{
+    load_result r;
+    toml::table root;
+    try {
+        root = toml::parse(text, source.string());
+    } catch (toml::parse_error const& e) {
+        r.errors.push_back({e.source().begin.line, e.source().begin.column, std::string(e.description())});
+        return r;
+    }
+    settings s;
+    s.source = source;
+    auto& errs = r.errors;
+    for (auto const& [k, v] : root) {
+        static std::set<std::string, std::less<>> const sections{"server", "listener", "tls", "storage", "mail",
+                                                                  "relay",  "auth",     "limits", "log"};
+        if (!sections.count(k.str()))
+            errs.push_back({k.source().begin.line, k.source().begin.column,
+                            "unknown section or key '" + std::string(k.str()) + "'"});
+    }
+    if (auto const* t = sub_table(root, "server", errs)) {
+        section sec(*t, "server", errs);
+        sec.str("hostname", s.hostname, [](auto const& v) {
+            return !v.empty() && v.size() <= 253 && v.find_first_not_of(
+                "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-") == std::string::npos;
+        }, "expected a host name (letters, digits, '.', '-')");
+        sec.integer("threads", s.threads, 0, 256);
+        sec.str("user", s.run_as_user);
+        sec.str("group", s.run_as_group);
+    }
+    read_listeners(root, s, errs);
+    if (auto const* t = sub_table(root, "tls", errs)) {
+        section sec(*t, "tls", errs);
+        sec.path("cert_file", s.tls.cert_file);
+        sec.path("key_file", s.tls.key_file);
+        sec.boolean("self_signed", s.tls.self_signed);
+        sec.str("min_version", s.tls.min_version, [](auto const& v) { return v == "1.2" || v == "1.3"; },
+                "expected \"1.2\" or \"1.3\"");
+        sec.str("ciphers", s.tls.ciphers);
+        sec.str("ciphersuites", s.tls.ciphersuites);
+    }
+    if (auto const* t = sub_table(root, "storage", errs)) {
+        section sec(*t, "storage", errs);
+        sec.path("database", s.database);
+        sec.duration("busy_timeout_ms", s.busy_timeout, 0, 600000);
+        sec.integer("audit_max_rows", s.audit_max_rows, 0, max_i32);
+        sec.integer("audit_max_age_days", s.audit_max_age_days, 1, 36500);
+    }
+    if (auto const* t = sub_table(root, "mail", errs)) {
+        section sec(*t, "mail", errs);
+        sec.str("maildir", s.maildir, [](auto const& v) { return v.find("%u") != std::string::npos ||
+                                                                 v.find("%n") != std::string::npos; },
+                "must contain %u or %n so that every user has a Maildir of their own");
+        sec.strings("local_domains", s.local_domains);
+        sec.path("relay_drop", s.relay_drop);
+    }
+    if (auto const* t = sub_table(root, "relay", errs)) {
+        section sec(*t, "relay", errs);
+        sec.duration("grant_ttl", s.grant_ttl, 1, 31 * 86400);
+        sec.integer("ipv6_prefix", s.ipv6_prefix, 1, 128);
+        sec.duration("purge_interval", s.purge_interval, 1, 86400);
+        sec.str("upstream_host", s.upstream_host);
+        sec.integer("upstream_port", s.upstream_port, 1, 65535);
+        sec.choice("upstream_starttls", s.upstream_starttls,
+                   {{"none", upstream_tls::none}, {"opportunistic", upstream_tls::opportunistic},
+                    {"required", upstream_tls::required}});
+        sec.str("upstream_user", s.upstream_user);
+        sec.path("upstream_password_file", s.upstream_password_file);
+        sec.duration("upstream_timeout", s.upstream_timeout, 1, 3600);
+    }
+    if (auto const* t = sub_table(root, "auth", errs)) {
+        section sec(*t, "auth", errs);
+        sec.choice("plaintext", s.plaintext,
+                   {{"never", plaintext_policy::never}, {"tls-only", plaintext_policy::tls_only},
+                    {"always", plaintext_policy::always}});
+        sec.boolean("loopback_is_secure", s.loopback_is_secure);
+        sec.boolean("apop", s.apop);
+        sec.boolean("cram_md5", s.cram_md5);
+        sec.duration("failure_delay_ms", s.failure_delay, 0, 60000);
+        sec.duration("credential_cache_ttl", s.credential_cache_ttl, 0, 86400);
+    }
+    if (auto const* t = sub_table(root, "limits", errs)) {
+        section sec(*t, "limits", errs);
+        sec.integer("max_sessions", s.max_sessions, 1, 1000000);
+        sec.integer("max_sessions_per_ip", s.max_sessions_per_ip, 1, 1000000);
+        // RFC 1939 §3: the autologout timer is at least 10 minutes; tests may
+        // shorten it, so the floor is 1 second with the default at 600.
+        sec.duration("pop3_idle_timeout", s.pop3_idle_timeout, 1, 86400);
+        sec.duration("smtp_idle_timeout", s.smtp_idle_timeout, 1, 86400);
+        sec.duration("data_timeout", s.data_timeout, 1, 86400);
+        sec.duration("tls_handshake_timeout", s.tls_handshake_timeout, 1, 600);
+        sec.integer("pop3_max_line", s.pop3_max_line, 255, 65536);
+        sec.integer("smtp_max_line", s.smtp_max_line, 512, 65536);
+        sec.integer("max_message_size", s.max_message_size, 1024, std::int64_t{1} << 40);
+        sec.integer("max_recipients", s.max_recipients, 100, 100000);
+        sec.integer("max_bad_commands", s.max_bad_commands, 1, 100000);
+    }
+    if (auto const* t = sub_table(root, "log", errs)) {
+        section sec(*t, "log", errs);
+        sec.str("level", s.log_level, [](auto const& v) {
+            return v == "trace" || v == "debug" || v == "info" || v == "warn" || v == "error";
+        }, "expected \"trace\", \"debug\", \"info\", \"warn\" or \"error\"");
+        sec.str("file", s.log_file);
+    }
+    if (errs.empty() && s.listeners.empty())
+        errs.push_back({0, 0, "no [[listener]] configured: the daemon would serve nothing"});
+    if (!errs.empty()) {
+        std::stable_sort(errs.begin(), errs.end(), [](auto const& a, auto const& b) { return a.line < b.line; });
+        return r;
+    }
+    r.value = std::move(s);
+    return r;
+}
+
+load_result load(std::filesystem::path const& file)
+{
+    std::ifstream in(file, std::ios::binary);
+    if (!in) return {std::nullopt, {{0, 0, "cannot read " + file.string()}}};
+    std::ostringstream ss;
+    ss << in.rdbuf();
+    return parse(ss.str(), file);
+}
+
+}  // namespace popgate::config
+
+namespace popgate::config {
+
+load_result load_effective(std::string const& file)
+{
+    if (!file.empty()) return load(file);
+    if (std::filesystem::exists("config/popgate.toml")) return load("config/popgate.toml");
+    return parse(embedded_default(), "(built-in default)");
+}
+
+std::string format_errors(load_result const& r, std::string const& file)
+{
+    std::string out;
+    std::string const name = file.empty() ? "config" : file;
+    for (auto const& e : r.errors) {
+        out += name;
+        if (e.line) out += ":" + std::to_string(e.line) + ":" + std::to_string(e.column);
+        out += ": " + e.message + "\n";
+    }
+    return out;
+}
+
+}  // namespace popgate::config

@@ -1,0 +1,266 @@
+// `popgate serve`: the daemon frame. Binds the listeners, drops privileges,
+// spawns one coroutine per session, purges expired rows, reloads on SIGHUP and
+// drains on SIGTERM.
+#include "popgate/daemon/serve.hpp"
+
+#include "popgate/daemon/blocking.hpp"
+#include "popgate/daemon/context.hpp"
+#include "popgate/log/log.hpp"
+#include "popgate/session/sessions.hpp"
+#include "popgate/session/tls.hpp"
+#include "popgate/store/sqlite_store.hpp"
+
+#include <boost/asio.hpp>
+#include <grp.h>
+#include <pwd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <thread>
+
+namespace popgate::daemon {
+namespace {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+
+struct server {
+    asio::io_context io;
+    std::unique_ptr<context> ctx;
+    std::vector<std::unique_ptr<tcp::acceptor>> acceptors;
+    std::vector<listener_info> listeners;
+    std::string config_file;
+    bool draining = false;
+};
+
+bool any_tls(config::settings const& s)
+{
+    for (auto const& l : s.listeners)
+        if (l.tls != config::tls_mode::none) return true;
+    return false;
+}
+
+std::shared_ptr<asio::ssl::context> load_tls(config::settings const& s)
+{
+    if (!any_tls(s)) return nullptr;
+    if (session::ensure_self_signed(s.tls, s.hostname))
+        spdlog::info("tls self-signed certificate created cert={} key={}", s.tls.cert_file.string(),
+                     s.tls.key_file.string());
+    return session::make_server_tls(s.tls);
+}
+
+asio::awaitable<void> accept_loop(server& srv, tcp::acceptor& acc, listener_info const& li)
+{
+    for (;;) {
+        auto [ec, sock] = co_await acc.async_accept(asio::make_strand(srv.io), asio::as_tuple(asio::use_awaitable));
+        if (ec) {
+            if (ec == asio::error::operation_aborted || !acc.is_open()) co_return;
+            // EMFILE and friends: log, breathe, go on; the daemon must not die.
+            spdlog::warn("accept listener={} error={}", li.cfg.name, ec.message());
+            asio::steady_timer t(acc.get_executor(), std::chrono::milliseconds(100));
+            co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+            continue;
+        }
+        sock.set_option(tcp::no_delay(true), ec);
+        auto ex = sock.get_executor();
+        auto done = [name = li.cfg.name](std::exception_ptr ep) {
+            if (!ep) return;
+            try {
+                std::rethrow_exception(ep);
+            } catch (std::exception const& e) {
+                spdlog::error("session listener={} ended by exception: {}", name, e.what());
+            }
+        };
+        if (li.cfg.proto == config::protocol::pop3)
+            asio::co_spawn(ex, session::serve_pop3(std::move(sock), li, *srv.ctx), done);
+        else
+            asio::co_spawn(ex, session::serve_smtp(std::move(sock), li, *srv.ctx), done);
+    }
+}
+
+asio::awaitable<void> purge_loop(server& srv)
+{
+    asio::steady_timer t(co_await asio::this_coro::executor);
+    for (;;) {
+        t.expires_after(srv.ctx->settings()->purge_interval);
+        auto [ec] = co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+        if (ec || srv.draining) co_return;
+        auto const s = srv.ctx->settings();
+        try {
+            auto [grants, audit] = co_await run_blocking(srv.ctx->blocking(), [&] {
+                auto const now = store::now();
+                return std::pair{srv.ctx->db().purge_expired_grants(now),
+                                 srv.ctx->db().purge_audit(s->audit_max_rows,
+                                                           now - std::int64_t{86400} * s->audit_max_age_days)};
+            });
+            if (grants || audit) spdlog::info("purge expired_grants={} audit_rows={}", grants, audit);
+        } catch (std::exception const& e) {
+            spdlog::error("purge failed: {}", e.what());
+        }
+    }
+}
+
+void reload(server& srv)
+{
+    auto r = config::load_effective(srv.config_file);
+    if (!r.value) {
+        spdlog::error("reload refused, keeping the running configuration:\n{}",
+                      config::format_errors(r, srv.config_file));
+        return;
+    }
+    auto fresh = std::make_shared<config::settings const>(std::move(*r.value));
+    try {
+        auto tls = load_tls(*fresh);
+        // Sessions hold their own reference to the context they started with:
+        // live TLS sessions go on with the old certificate, new ones get this.
+        if (tls) srv.ctx->set_tls(std::move(tls));
+    } catch (std::exception const& e) {
+        spdlog::error("reload: TLS not reloaded, keeping the old certificate: {}", e.what());
+    }
+    spdlog::set_level(spdlog::level::from_str(fresh->log_level));
+    srv.ctx->set_settings(std::move(fresh));
+    spdlog::info("reload done (listeners are kept as bound; a change of listeners needs a restart)");
+}
+
+asio::awaitable<void> signal_loop(server& srv)
+{
+    asio::signal_set sigs(co_await asio::this_coro::executor, SIGHUP, SIGTERM, SIGINT);
+    for (;;) {
+        auto [ec, sig] = co_await sigs.async_wait(asio::as_tuple(asio::use_awaitable));
+        if (ec) co_return;
+        if (sig == SIGHUP) {
+            spdlog::info("SIGHUP: reloading configuration and certificates");
+            reload(srv);
+            continue;
+        }
+        spdlog::info("signal {}: draining sessions={}", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+                     srv.ctx->active_sessions());
+        srv.draining = true;
+        for (auto& a : srv.acceptors) {
+            boost::system::error_code ignored;
+            a->close(ignored);
+        }
+        // Sessions finish what they are doing; whatever is still open after
+        // the grace period is cut. Nothing is lost by that: a POP3 session that
+        // never reached UPDATE deletes nothing, and an SMTP message never
+        // answered 250 is the client's to send again.
+        asio::steady_timer t(co_await asio::this_coro::executor);
+        auto const until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+        while (srv.ctx->active_sessions() > 0 && std::chrono::steady_clock::now() < until) {
+            t.expires_after(std::chrono::milliseconds(50));
+            co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+        }
+        spdlog::info("stopped sessions_left={}", srv.ctx->active_sessions());
+        srv.io.stop();
+        co_return;
+    }
+}
+
+void drop_privileges(config::settings const& s)
+{
+    if (::geteuid() != 0) return;
+    if (s.run_as_user.empty()) {
+        spdlog::warn("running as root: set server.user to drop privileges after binding");
+        return;
+    }
+    errno = 0;
+    passwd const* pw = ::getpwnam(s.run_as_user.c_str());
+    if (!pw) throw std::runtime_error("server.user '" + s.run_as_user + "' does not exist");
+    gid_t gid = pw->pw_gid;
+    if (!s.run_as_group.empty()) {
+        group const* gr = ::getgrnam(s.run_as_group.c_str());
+        if (!gr) throw std::runtime_error("server.group '" + s.run_as_group + "' does not exist");
+        gid = gr->gr_gid;
+    }
+    uid_t const uid = pw->pw_uid;
+    // Group first (after setuid we could no longer change it), then verify that
+    // root cannot be regained.
+    if (::setgroups(0, nullptr) != 0 || ::setgid(gid) != 0 || ::setuid(uid) != 0)
+        throw std::runtime_error("cannot drop privileges to " + s.run_as_user + ": " + std::strerror(errno));
+    if (::setuid(0) == 0) throw std::runtime_error("privilege drop did not stick");
+    spdlog::info("privileges dropped user={} uid={} gid={}", s.run_as_user, uid, gid);
+}
+
+void write_ready_file(std::string const& path, std::vector<listener_info> const& ls)
+{
+    std::string json = "{";
+    for (std::size_t i = 0; i < ls.size(); ++i)
+        json += (i ? ", \"" : "\"") + ls[i].cfg.name + "\": " + std::to_string(ls[i].bound_port);
+    json += "}\n";
+    std::string const tmp = path + ".tmp";
+    {
+        std::ofstream f(tmp);
+        f << json;
+    }
+    std::filesystem::rename(tmp, path);  // readers never see half a file
+}
+
+}  // namespace
+
+int serve(std::string const& config_file, std::string const& db_override, serve_options const& o)
+{
+    auto r = config::load_effective(config_file);
+    if (!r.value) {
+        std::cerr << "popgate: invalid configuration:\n" << config::format_errors(r, config_file);
+        return 1;
+    }
+    auto settings = std::make_shared<config::settings>(std::move(*r.value));
+    if (!db_override.empty()) settings->database = db_override;
+    server srv;
+    srv.config_file = config_file;
+    try {
+        log::setup(settings->log_level, settings->log_file);
+        ::umask(077);  // every file the daemon makes (database, Maildirs, keys) is private
+        auto tls = load_tls(*settings);
+        auto db = store::open_sqlite_store(settings->database);
+        unsigned const cores = std::max(1u, std::thread::hardware_concurrency());
+        srv.ctx = std::make_unique<context>(settings, std::move(db), std::max(2u, cores));
+        srv.ctx->set_tls(std::move(tls));
+
+        for (auto const& l : settings->listeners) {
+            auto const addr = asio::ip::make_address(l.address);
+            auto acc = std::make_unique<tcp::acceptor>(srv.io);
+            tcp::endpoint ep(addr, l.port);
+            acc->open(ep.protocol());
+            acc->set_option(tcp::acceptor::reuse_address(true));
+            if (addr.is_v6()) acc->set_option(asio::ip::v6_only(true));
+            boost::system::error_code ec;
+            acc->bind(ep, ec);
+            if (ec)
+                throw std::runtime_error("listener '" + l.name + "': cannot bind " + l.address + ":" +
+                                         std::to_string(l.port) + ": " + ec.message());
+            acc->listen(asio::socket_base::max_listen_connections);
+            srv.listeners.push_back({l, acc->local_endpoint().port()});
+            srv.acceptors.push_back(std::move(acc));
+        }
+        drop_privileges(*settings);
+    } catch (std::exception const& e) {
+        std::cerr << "popgate: " << e.what() << "\n";
+        spdlog::error("startup failed: {}", e.what());
+        return 1;
+    }
+
+    for (std::size_t i = 0; i < srv.acceptors.size(); ++i) {
+        auto const& li = srv.listeners[i];
+        spdlog::info("listening name={} protocol={} address={} port={} tls={}{}", li.cfg.name,
+                     config::to_string(li.cfg.proto), li.cfg.address, li.bound_port, config::to_string(li.cfg.tls),
+                     li.cfg.auth_required ? " auth_required=yes" : "");
+        asio::co_spawn(srv.io, accept_loop(srv, *srv.acceptors[i], li), asio::detached);
+    }
+    asio::co_spawn(srv.io, signal_loop(srv), asio::detached);
+    asio::co_spawn(srv.io, purge_loop(srv), asio::detached);
+    if (!o.ready_file.empty()) write_ready_file(o.ready_file, srv.listeners);
+
+    unsigned const n = settings->threads ? settings->threads : std::max(1u, std::thread::hardware_concurrency());
+    spdlog::info("popgate {} started threads={} database={}", POPGATE_VERSION, n, settings->database.string());
+    std::vector<std::jthread> threads;
+    for (unsigned i = 1; i < n; ++i) threads.emplace_back([&] { srv.io.run(); });
+    srv.io.run();
+    for (auto& t : threads) t.join();
+    return 0;
+}
+
+}  // namespace popgate::daemon

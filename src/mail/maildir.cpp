@@ -1,0 +1,410 @@
+#include "popgate/mail/maildir.hpp"
+
+#include <openssl/evp.h>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <optional>
+#include <cstdio>   // renameat2, RENAME_NOREPLACE (glibc >= 2.28)
+#include <stdexcept>
+#include <system_error>
+#include <tuple>
+#include <utility>
+
+namespace popgate::mail {
+namespace fs = std::filesystem;
+
+namespace {
+
+[[noreturn]] void throw_errno(int err, std::string const& what)
+{
+    throw std::system_error(err, std::generic_category(), what);
+}
+
+// mkdir that accepts an existing directory (another process may race us).
+void make_dir(fs::path const& p)
+{
+    if (::mkdir(p.c_str(), 0700) == 0) return;
+    int const err = errno;
+    struct stat st {};
+    if (err == EEXIST && ::stat(p.c_str(), &st) == 0) {
+        if (S_ISDIR(st.st_mode)) return;
+        throw_errno(ENOTDIR, "maildir: not a directory: " + p.string());
+    }
+    throw_errno(err, "maildir: mkdir " + p.string());
+}
+
+// rename(2) silently replaces an existing target, which would lose a message
+// on a name clash; RENAME_NOREPLACE (or link(2) where the filesystem lacks
+// it) fails with EEXIST instead. Returns 0 or an errno value.
+int move_no_replace(fs::path const& from, fs::path const& to) noexcept
+{
+    if (::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) == 0) return 0;
+    if (errno != EINVAL && errno != ENOSYS) return errno;
+    if (::link(from.c_str(), to.c_str()) != 0) return errno;
+    ::unlink(from.c_str());
+    return 0;
+}
+
+void fsync_dir(fs::path const& dir)
+{
+    int const fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) throw_errno(errno, "maildir: open " + dir.string());
+    int const rc = ::fsync(fd);
+    int const err = errno;
+    ::close(fd);
+    if (rc != 0) throw_errno(err, "maildir: fsync " + dir.string());
+}
+
+std::string_view base_name(std::string_view file_name) noexcept
+{
+    return file_name.substr(0, file_name.find(':'));
+}
+
+// Dovecot-style ",W=<n>" field: the size with CRLF line ends, saves reading the file.
+std::optional<std::uint64_t> size_field(std::string_view base) noexcept
+{
+    auto const pos = base.find(",W=");
+    if (pos == base.npos) return std::nullopt;
+    auto const digits = base.substr(pos + 3, base.find(',', pos + 3) - (pos + 3));
+    if (digits.empty() || digits.size() > 19) return std::nullopt;
+    std::uint64_t v = 0;
+    for (char const c : digits) {
+        if (c < '0' || c > '9') return std::nullopt;
+        v = v * 10 + static_cast<std::uint64_t>(c - '0');
+    }
+    return v;
+}
+
+// Returns nullopt when the file vanished (another session deleted it).
+std::optional<std::uint64_t> computed_size(fs::path const& p)
+{
+    int const fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) {
+        if (errno == ENOENT) return std::nullopt;
+        throw_errno(errno, "maildir: open " + p.string());
+    }
+    proto::crlf_counter counter;
+    std::array<char, 65536> buf;
+    for (;;) {
+        auto const n = ::read(fd, buf.data(), buf.size());
+        if (n == 0) break;
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            int const err = errno;
+            ::close(fd);
+            throw_errno(err, "maildir: read " + p.string());
+        }
+        counter.feed({buf.data(), static_cast<std::size_t>(n)});
+    }
+    ::close(fd);
+    return counter.size();
+}
+
+// Delivery order: "<sec>.M<usec>..." names compare by number, so the order
+// stays right even if the digit counts differ; other names sort after, by name.
+struct order_key {
+    std::uint64_t sec = ~std::uint64_t{0};
+    std::uint64_t usec = 0;
+    std::string name;
+
+    friend bool operator<(order_key const& a, order_key const& b)
+    {
+        return std::tie(a.sec, a.usec, a.name) < std::tie(b.sec, b.usec, b.name);
+    }
+};
+
+std::uint64_t leading_number(std::string_view s, std::size_t& i) noexcept
+{
+    std::uint64_t v = 0;
+    std::size_t const start = i;
+    while (i < s.size() && s[i] >= '0' && s[i] <= '9' && i - start < 19)
+        v = v * 10 + static_cast<std::uint64_t>(s[i++] - '0');
+    return v;
+}
+
+order_key make_order_key(std::string name)
+{
+    order_key k;
+    std::size_t i = 0;
+    auto const sec = leading_number(name, i);
+    if (i > 0) {
+        k.sec = sec;
+        if (name.compare(i, 2, ".M") == 0) {
+            i += 2;
+            k.usec = leading_number(name, i);
+        }
+    }
+    k.name = std::move(name);
+    return k;
+}
+
+std::string escape_host(std::string_view host)
+{
+    // Maildir spec: '/' -> \057 and ':' -> \072; ',' -> \054 as well because
+    // ,S= and ,W= fields follow the host.
+    if (host.empty()) host = "localhost";
+    std::string out;
+    for (char const c : host) {
+        if (c == '/') out += "\\057";
+        else if (c == ':') out += "\\072";
+        else if (c == ',') out += "\\054";
+        else if (static_cast<unsigned char>(c) < 0x21 || static_cast<unsigned char>(c) > 0x7e) out += '_';
+        else out += c;
+    }
+    return out;
+}
+
+std::atomic<std::uint64_t> delivery_counter{0};
+
+}  // namespace
+
+std::string maildir_uid(std::string_view file_name)
+{
+    auto const base = base_name(file_name);
+    bool ok = !base.empty() && base.size() <= 70;
+    for (char const c : base)
+        if (c < 0x21 || c > 0x7e) ok = false;
+    if (ok) return std::string{base};
+
+    std::array<unsigned char, EVP_MAX_MD_SIZE> md{};
+    unsigned int len = 0;
+    if (EVP_Digest(base.data(), base.size(), md.data(), &len, EVP_md5(), nullptr) != 1)
+        throw std::runtime_error("maildir: MD5 unavailable");
+    static constexpr char hex[] = "0123456789abcdef";
+    std::string out;
+    for (unsigned int i = 0; i < len; ++i) {
+        out += hex[md[i] >> 4];
+        out += hex[md[i] & 0xf];
+    }
+    return out;
+}
+
+maildir::maildir(fs::path root) : root_{std::move(root)} {}
+
+void maildir::ensure() const
+{
+    // Parents too: templates such as var/mail/%d/%n need the domain level.
+    fs::path prefix;
+    for (auto const& part : root_) {
+        prefix /= part;
+        if (part.empty() || part == part.root_directory() || part == "." || part == "..") continue;
+        make_dir(prefix);
+    }
+    make_dir(root_ / "tmp");
+    make_dir(root_ / "new");
+    make_dir(root_ / "cur");
+}
+
+std::vector<message_entry> maildir::scan()
+{
+    auto const new_dir = root_ / "new";
+    auto const cur_dir = root_ / "cur";
+
+    for (auto const& e : fs::directory_iterator(new_dir)) {
+        auto const name = e.path().filename().string();
+        if (name.empty() || name.front() == '.') continue;
+        std::error_code ec;
+        // Symlinks are skipped: a message is a regular file we own.
+        if (e.symlink_status(ec).type() != fs::file_type::regular) continue;
+        auto const target = name.find(':') == name.npos ? name + ":2," : name;
+        int const err = move_no_replace(e.path(), cur_dir / target);
+        // ENOENT: a concurrent scan moved it first. EEXIST: a clash we must
+        // not resolve by overwriting; the message stays in new/.
+        if (err != 0 && err != ENOENT && err != EEXIST)
+            throw_errno(err, "maildir: move " + e.path().string());
+    }
+
+    std::vector<std::pair<order_key, message_entry>> found;
+    for (auto const& e : fs::directory_iterator(cur_dir)) {
+        auto name = e.path().filename().string();
+        if (name.empty() || name.front() == '.') continue;
+        std::error_code ec;
+        if (e.symlink_status(ec).type() != fs::file_type::regular) continue;
+        auto size = size_field(base_name(name));
+        if (!size) size = computed_size(e.path());
+        if (!size) continue;   // vanished meanwhile
+        message_entry m{maildir_uid(name), e.path(), *size};
+        found.emplace_back(make_order_key(std::move(name)), std::move(m));
+    }
+    std::sort(found.begin(), found.end(), [](auto const& a, auto const& b) { return a.first < b.first; });
+
+    std::vector<message_entry> out;
+    out.reserve(found.size());
+    for (auto& f : found) out.push_back(std::move(f.second));
+    return out;
+}
+
+void maildir::remove(message_entry const& m) const
+{
+    if (::unlink(m.path.c_str()) == 0) return;
+    if (errno != ENOENT) throw_errno(errno, "maildir: unlink " + m.path.string());
+    // Another agent (an IMAP server setting flags) may have renamed it within
+    // cur/; the base name before ':' still identifies the message.
+    auto const base = std::string{base_name(m.path.filename().string())};
+    std::error_code ec;
+    for (auto const& e : fs::directory_iterator(root_ / "cur", ec)) {
+        auto const name = e.path().filename().string();
+        if (base_name(name) != base) continue;
+        if (::unlink(e.path().c_str()) != 0 && errno != ENOENT)
+            throw_errno(errno, "maildir: unlink " + e.path().string());
+        return;
+    }
+}
+
+delivery::delivery(fs::path maildir_root, std::string_view hostname) : root_{std::move(maildir_root)}
+{
+    // Maildir spec: unique name from time, microseconds, pid and a
+    // per-process counter (two deliveries in one microsecond still differ).
+    auto const now = std::chrono::system_clock::now().time_since_epoch();
+    auto const sec = std::chrono::duration_cast<std::chrono::seconds>(now);
+    auto const usec = std::chrono::duration_cast<std::chrono::microseconds>(now - sec);
+    base_ = std::to_string(sec.count()) + ".M" + std::to_string(usec.count()) + "P" + std::to_string(::getpid()) +
+            "Q" + std::to_string(delivery_counter.fetch_add(1, std::memory_order_relaxed)) + "." +
+            escape_host(hostname);
+    tmp_path_ = root_ / "tmp" / base_;
+    fd_ = ::open(tmp_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd_ < 0) throw_errno(errno, "maildir: create " + tmp_path_.string());
+}
+
+delivery::delivery(delivery&& other) noexcept
+    : root_{std::move(other.root_)},
+      base_{std::move(other.base_)},
+      tmp_path_{std::move(other.tmp_path_)},
+      fd_{std::exchange(other.fd_, -1)},
+      buf_{std::move(other.buf_)},
+      stored_size_{other.stored_size_},
+      wire_size_{other.wire_size_},
+      pending_cr_{other.pending_cr_},
+      finished_{std::exchange(other.finished_, true)}   // moved-from owns nothing to abort
+{
+}
+
+delivery::~delivery()
+{
+    if (!finished_) abort();
+}
+
+void delivery::write(std::string_view chunk)
+{
+    if (finished_ || fd_ < 0) throw std::logic_error("maildir: write after commit or abort");
+    std::size_t i = 0;
+    while (i < chunk.size()) {
+        if (pending_cr_) {
+            pending_cr_ = false;
+            // CRLF is stored as LF; a CR followed by anything else is kept.
+            if (chunk[i] != '\n') buf_ += '\r';
+        }
+        auto const cr = chunk.find('\r', i);
+        auto const end = cr == chunk.npos ? chunk.size() : cr;
+        buf_.append(chunk.data() + i, end - i);
+        i = end;
+        if (cr != chunk.npos) {
+            pending_cr_ = true;   // decided by the next byte, maybe in the next chunk
+            ++i;
+        }
+    }
+    if (buf_.size() >= 65536) flush();
+}
+
+void delivery::flush()
+{
+    wire_size_.feed(buf_);
+    stored_size_ += buf_.size();
+    std::size_t off = 0;
+    while (off < buf_.size()) {
+        auto const n = ::write(fd_, buf_.data() + off, buf_.size() - off);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            throw_errno(errno, "maildir: write " + tmp_path_.string());
+        }
+        off += static_cast<std::size_t>(n);
+    }
+    buf_.clear();
+}
+
+fs::path delivery::commit()
+{
+    if (finished_ || fd_ < 0) throw std::logic_error("maildir: commit after commit or abort");
+    fs::path final_path;
+    bool in_new = false;
+    try {
+        if (pending_cr_) buf_ += '\r';   // a trailing lone CR is content
+        pending_cr_ = false;
+        flush();
+        // Maildir: the data must be on disk before the name appears in new/.
+        if (::fsync(fd_) != 0) throw_errno(errno, "maildir: fsync " + tmp_path_.string());
+        int const fd = std::exchange(fd_, -1);
+        if (::close(fd) != 0) throw_errno(errno, "maildir: close " + tmp_path_.string());
+
+        final_path = root_ / "new" /
+                     (base_ + ",S=" + std::to_string(stored_size_) + ",W=" + std::to_string(wire_size_.size()));
+        if (int const err = move_no_replace(tmp_path_, final_path); err != 0)
+            throw_errno(err, "maildir: rename to " + final_path.string());
+        in_new = true;
+        // The rename itself is durable only once the directory is synced.
+        fsync_dir(root_ / "new");
+    } catch (...) {
+        // Undelivered: the SMTP client gets a temporary error and retries, so
+        // a copy left in new/ would become a duplicate.
+        if (in_new) ::unlink(final_path.c_str());
+        abort();
+        throw;
+    }
+    finished_ = true;
+    return final_path;
+}
+
+void delivery::abort() noexcept
+{
+    if (fd_ >= 0) ::close(std::exchange(fd_, -1));
+    if (!finished_ && !tmp_path_.empty()) ::unlink(tmp_path_.c_str());
+    finished_ = true;   // nothing left to do; also stops the destructor
+    buf_.clear();
+}
+
+fs::path user_maildir(std::string_view templ, std::string_view user)
+{
+    auto const bad = [](std::string_view why) { throw std::invalid_argument("maildir: user name " + std::string{why}); };
+    if (user.empty()) bad("is empty");
+    for (char const c : user) {
+        auto const u = static_cast<unsigned char>(c);
+        if (c == '/') bad("contains '/'");
+        if (u < 0x20 || u == 0x7f) bad("contains control characters");
+    }
+    // RFC 5321 local parts may hold a quoted '@'; the domain follows the last one.
+    auto const at = user.rfind('@');
+    auto const local = user.substr(0, at);
+    auto const domain = at == user.npos ? std::string_view{} : user.substr(at + 1);
+    // A leading '.' covers "." and "..": no component may climb out.
+    if (user.front() == '.') bad("starts with '.'");
+    if (local.empty()) bad("has an empty local part");
+    if (local.front() == '.') bad("local part starts with '.'");
+    if (!domain.empty() && domain.front() == '.') bad("domain starts with '.'");
+
+    std::string out;
+    for (std::size_t i = 0; i < templ.size(); ++i) {
+        if (templ[i] != '%') {
+            out += templ[i];
+            continue;
+        }
+        if (++i == templ.size()) throw std::invalid_argument("maildir: template ends with '%'");
+        switch (templ[i]) {
+        case 'u': out += user; break;
+        case 'n': out += local; break;
+        case 'd': out += domain; break;
+        case '%': out += '%'; break;
+        default: throw std::invalid_argument(std::string{"maildir: unknown template escape %"} + templ[i]);
+        }
+    }
+    return fs::path{out};
+}
+
+}  // namespace popgate::mail

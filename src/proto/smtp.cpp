@@ -1,0 +1,713 @@
+#include "popgate/proto/smtp.hpp"
+
+#include <algorithm>
+#include <stdexcept>
+
+namespace popgate::proto {
+namespace {
+
+constexpr bool is_alpha(char c) noexcept
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
+}
+constexpr bool is_digit(char c) noexcept { return c >= '0' && c <= '9'; }
+constexpr bool is_alnum(char c) noexcept { return is_alpha(c) || is_digit(c); }
+constexpr bool is_hex(char c) noexcept
+{
+    return is_digit(c) || (c >= 'A' && c <= 'F') || (c >= 'a' && c <= 'f');
+}
+constexpr char to_upper(char c) noexcept
+{
+    return c >= 'a' && c <= 'z' ? static_cast<char>(c - 'a' + 'A') : c;
+}
+
+bool iequals(std::string_view a, std::string_view b) noexcept
+{
+    return a.size() == b.size()
+        && std::equal(a.begin(), a.end(), b.begin(),
+                      [](char x, char y) { return to_upper(x) == to_upper(y); });
+}
+
+bool istarts_with(std::string_view s, std::string_view prefix) noexcept
+{
+    return s.size() >= prefix.size() && iequals(s.substr(0, prefix.size()), prefix);
+}
+
+// RFC 5322 §3.2.3 atext (RFC 5321 §4.1.2 Atom). No UTF-8: we do not offer SMTPUTF8.
+constexpr bool is_atext(char c) noexcept
+{
+    if (is_alnum(c)) return true;
+    switch (c) {
+    case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+':
+    case '-': case '/': case '=': case '?': case '^': case '_': case '`': case '{':
+    case '|': case '}': case '~':
+        return true;
+    default:
+        return false;
+    }
+}
+
+// RFC 5321 §4.1.2 Dot-string = Atom *("." Atom)
+bool is_dot_string(std::string_view s) noexcept
+{
+    if (s.empty() || s.front() == '.' || s.back() == '.') return false;
+    for (std::size_t i = 0; i < s.size(); ++i) {
+        if (s[i] == '.') {
+            if (s[i + 1] == '.') return false;  // back() is not '.', so i + 1 is valid
+        } else if (!is_atext(s[i])) {
+            return false;
+        }
+    }
+    return true;
+}
+
+// RFC 5321 §4.1.2 Domain = sub-domain *("." sub-domain),
+// sub-domain = Let-dig [Ldh-str]; labels capped at 63 octets (RFC 1035 §2.3.4).
+bool is_hostname(std::string_view d) noexcept
+{
+    if (d.empty()) return false;
+    std::size_t start = 0;
+    for (;;) {
+        auto const dot = d.find('.', start);
+        auto const label = d.substr(start, dot == d.npos ? d.npos : dot - start);
+        if (label.empty() || label.size() > 63 || label.front() == '-' || label.back() == '-')
+            return false;
+        for (char c : label)
+            if (!is_alnum(c) && c != '-') return false;
+        if (dot == d.npos) return true;
+        start = dot + 1;
+    }
+}
+
+// RFC 5321 §4.1.3 IPv4-address-literal: Snum 3("." Snum), Snum = 1*3DIGIT <= 255
+bool is_ipv4(std::string_view s) noexcept
+{
+    int parts = 0;
+    std::size_t i = 0;
+    for (;;) {
+        std::size_t digits = 0;
+        unsigned value = 0;
+        while (i < s.size() && is_digit(s[i]) && digits < 4) {
+            value = value * 10 + static_cast<unsigned>(s[i] - '0');
+            ++i;
+            ++digits;
+        }
+        if (digits == 0 || digits > 3 || value > 255) return false;
+        ++parts;
+        if (i == s.size()) return parts == 4;
+        if (s[i] != '.' || parts == 4) return false;
+        ++i;
+    }
+}
+
+// Counts 16-bit groups of "h16 *(":" h16)" where the last piece may be an IPv4
+// address (two groups). Empty text is zero groups.
+bool ipv6_groups(std::string_view s, bool allow_ipv4_tail, int& groups) noexcept
+{
+    groups = 0;
+    if (s.empty()) return true;
+    std::size_t start = 0;
+    for (;;) {
+        auto const colon = s.find(':', start);
+        auto const piece = s.substr(start, colon == s.npos ? s.npos : colon - start);
+        bool const last = colon == s.npos;
+        if (last && allow_ipv4_tail && piece.find('.') != piece.npos) {
+            if (!is_ipv4(piece)) return false;
+            groups += 2;
+            return true;
+        }
+        if (piece.empty() || piece.size() > 4) return false;
+        for (char c : piece)
+            if (!is_hex(c)) return false;
+        ++groups;
+        if (last) return true;
+        start = colon + 1;
+    }
+}
+
+// RFC 5321 §4.1.3 IPv6-addr (full, comp, v4-full, v4-comp). Like inet_pton, "::"
+// may stand for a single zero group (RFC 4291 §2.2), which RFC 5321 omits.
+bool is_ipv6(std::string_view s) noexcept
+{
+    auto const dc = s.find("::");
+    int left = 0;
+    int right = 0;
+    if (dc == s.npos) return ipv6_groups(s, true, left) && left == 8;
+    if (s.find("::", dc + 1) != s.npos) return false;
+    return ipv6_groups(s.substr(0, dc), false, left)
+        && ipv6_groups(s.substr(dc + 2), true, right) && left + right <= 7;
+}
+
+// Domain or address-literal. General-address-literal (RFC 5321 §4.1.3) has no
+// registered tag besides IPv6, so anything else in brackets is refused.
+bool is_domain(std::string_view d) noexcept
+{
+    if (!d.empty() && d.front() == '[') {
+        if (d.size() < 3 || d.back() != ']') return false;
+        auto const inner = d.substr(1, d.size() - 2);
+        if (istarts_with(inner, "IPv6:")) return is_ipv6(inner.substr(5));
+        return is_ipv4(inner);
+    }
+    return is_hostname(d);
+}
+
+enum class path_kind { reverse, forward };
+
+// Reads the domain starting at s[pos] up to (not including) one of `stops`.
+// An address literal runs to its ']'.
+std::size_t domain_end(std::string_view s, std::size_t pos, std::string_view stops) noexcept
+{
+    if (pos < s.size() && s[pos] == '[') {
+        auto const close = s.find(']', pos);
+        return close == s.npos ? s.size() : close + 1;
+    }
+    auto const end = s.find_first_of(stops, pos);
+    return end == s.npos ? s.size() : end;
+}
+
+// Parses "<...>" at the start of `s`; returns the offset after '>'.
+result<std::size_t> parse_path(std::string_view s, smtp_path& out, path_kind kind)
+{
+    if (s.empty() || s.front() != '<') return errc::bad_address;
+    std::size_t pos = 1;
+    auto at = [&](char c) { return pos < s.size() && s[pos] == c; };
+
+    if (at('>')) {
+        if (kind == path_kind::forward) return errc::bad_address;  // §4.1.1.3: RCPT needs a mailbox
+        out.null_path = true;
+        return pos + 1;
+    }
+
+    // A-d-l ":" (source route): obsolete, accepted and ignored (§4.1.2, appendix C).
+    if (at('@')) {
+        for (;;) {
+            if (!at('@')) return errc::bad_address;
+            ++pos;
+            auto const end = domain_end(s, pos, ",:>");
+            if (!is_domain(s.substr(pos, end - pos))) return errc::bad_address;
+            pos = end;
+            if (at(',')) { ++pos; continue; }
+            if (at(':')) { ++pos; break; }
+            return errc::bad_address;
+        }
+    }
+
+    // Local-part = Dot-string / Quoted-string (§4.1.2)
+    auto const local_start = pos;
+    bool quoted = false;
+    if (at('"')) {
+        quoted = true;
+        ++pos;
+        for (;;) {
+            if (pos >= s.size()) return errc::bad_address;
+            char const c = s[pos];
+            if (c == '"') { ++pos; break; }
+            if (c == '\\') {
+                // quoted-pairSMTP = %d92 %d32-126
+                if (pos + 1 >= s.size() || s[pos + 1] < 32 || s[pos + 1] > 126)
+                    return errc::bad_address;
+                out.local.push_back(s[pos + 1]);
+                pos += 2;
+                continue;
+            }
+            // qtextSMTP = %d32-33 / %d35-91 / %d93-126
+            if (c < 32 || c > 126) return errc::bad_address;
+            out.local.push_back(c);
+            ++pos;
+        }
+    } else {
+        while (pos < s.size() && (is_atext(s[pos]) || s[pos] == '.')) ++pos;
+        out.local.assign(s.substr(local_start, pos - local_start));
+        if (!is_dot_string(out.local)) return errc::bad_address;
+    }
+    if (pos - local_start > smtp_max_local_part) return errc::too_long;
+
+    if (at('@')) {
+        ++pos;
+        auto const end = domain_end(s, pos, ">");
+        auto const domain = s.substr(pos, end - pos);
+        if (domain.size() > smtp_max_domain) return errc::too_long;
+        if (!is_domain(domain)) return errc::bad_address;
+        out.domain.assign(domain);
+        pos = end;
+    } else if (kind == path_kind::forward && !quoted && local_start == 1
+               && iequals(out.local, "postmaster")) {
+        // §4.5.1: "<Postmaster>" without domain, case-insensitive. Normalised
+        // so that the session compares with one string.
+        out.local = "postmaster";
+    } else {
+        return errc::bad_address;
+    }
+
+    if (!at('>')) return errc::bad_address;
+    ++pos;
+    if (pos > smtp_max_path) return errc::too_long;
+    return pos;
+}
+
+// esmtp-keyword = (ALPHA / DIGIT) *(ALPHA / DIGIT / "-")
+bool is_esmtp_keyword(std::string_view k) noexcept
+{
+    if (k.empty() || !is_alnum(k.front())) return false;
+    return std::all_of(k.begin(), k.end(), [](char c) { return is_alnum(c) || c == '-'; });
+}
+
+// esmtp-value = 1*(%d33-60 / %d62-126): printable, no '=' and no space
+bool is_esmtp_value(std::string_view v) noexcept
+{
+    if (v.empty()) return false;
+    return std::all_of(v.begin(), v.end(),
+                       [](char c) { return c >= 33 && c <= 126 && c != '='; });
+}
+
+result<mail_args> parse_mail_args(std::string_view args, path_kind kind)
+{
+    mail_args r;
+    // parse_smtp already skipped the spaces after the colon; tolerate them here too.
+    while (!args.empty() && args.front() == ' ') args.remove_prefix(1);
+    auto const end = parse_path(args, r.path, kind);
+    if (!end) return end.error();
+    auto rest = args.substr(*end);
+    if (!rest.empty() && rest.front() != ' ') return errc::bad_address;
+
+    // Mail-parameters = esmtp-param *(SP esmtp-param) (§4.1.2); like Postfix we
+    // accept several spaces between parameters and trailing spaces.
+    for (;;) {
+        while (!rest.empty() && rest.front() == ' ') rest.remove_prefix(1);
+        if (rest.empty()) break;
+        auto const sp = rest.find(' ');
+        auto const token = rest.substr(0, sp);
+        rest = sp == rest.npos ? std::string_view{} : rest.substr(sp);
+
+        auto const eq = token.find('=');
+        auto const keyword = token.substr(0, eq);
+        if (!is_esmtp_keyword(keyword)) return errc::bad_parameter;
+        mail_param p;
+        p.keyword.reserve(keyword.size());
+        for (char c : keyword) p.keyword.push_back(to_upper(c));
+        if (eq != token.npos) {
+            auto const value = token.substr(eq + 1);
+            if (!is_esmtp_value(value)) return errc::bad_parameter;
+            p.value.assign(value);
+        }
+        // A repeated keyword would leave the meaning to whoever reads it
+        // first or last; refuse it instead.
+        if (r.find(p.keyword)) return errc::bad_parameter;
+        r.params.push_back(std::move(p));
+    }
+    return r;
+}
+
+struct verb_entry {
+    std::string_view name;
+    smtp_verb verb;
+};
+constexpr std::array<verb_entry, 13> verbs{{
+    {"HELO", smtp_verb::helo},     {"EHLO", smtp_verb::ehlo},   {"MAIL", smtp_verb::mail},
+    {"RCPT", smtp_verb::rcpt},     {"DATA", smtp_verb::data},   {"RSET", smtp_verb::rset},
+    {"NOOP", smtp_verb::noop},     {"QUIT", smtp_verb::quit},   {"VRFY", smtp_verb::vrfy},
+    {"HELP", smtp_verb::help},     {"STARTTLS", smtp_verb::starttls},
+    {"AUTH", smtp_verb::auth},     {"EXPN", smtp_verb::expn},
+}};
+
+std::optional<smtp_verb> lookup_verb(std::string_view name) noexcept
+{
+    for (auto const& v : verbs)
+        if (iequals(v.name, name)) return v.verb;
+    return std::nullopt;
+}
+
+// Replaces controls so that text quoted from a peer cannot break reply framing.
+void append_safe(std::string& out, std::string_view text)
+{
+    for (char c : text) {
+        auto const u = static_cast<unsigned char>(c);
+        out.push_back(u < 32 || u == 127 ? '?' : c);
+    }
+}
+
+// Length of a leading RFC 3463 code "class.subject.detail" (subject and detail
+// 1..3 digits) of the given class, or 0.
+std::size_t enhanced_prefix(std::string_view t, int cls) noexcept
+{
+    if (t.size() < 5 || t[0] != static_cast<char>('0' + cls) || t[1] != '.') return 0;
+    std::size_t i = 2;
+    for (int part = 0; part < 2; ++part) {
+        std::size_t digits = 0;
+        while (i < t.size() && is_digit(t[i]) && digits < 4) { ++i; ++digits; }
+        if (digits == 0 || digits > 3) return 0;
+        if (part == 0) {
+            if (i >= t.size() || t[i] != '.') return 0;
+            ++i;
+        }
+    }
+    if (i < t.size() && t[i] != ' ') return 0;
+    return i;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- commands
+
+std::string_view verb_name(smtp_verb v) noexcept
+{
+    for (auto const& e : verbs)
+        if (e.verb == v) return e.name;
+    return "?";
+}
+
+result<smtp_command> parse_smtp(std::string_view line, std::size_t max_line) noexcept
+{
+    if (line.size() + 2 > max_line) return errc::line_too_long;
+    if (line.empty()) return errc::empty_line;
+    // A CR or LF here means the line reader split on something other than
+    // CRLF, or a peer tries to hide a second command (smuggling class).
+    for (char c : line) {
+        if (c == '\r' || c == '\n') return errc::bare_cr_or_lf;
+        if (c == '\0') return errc::nul_byte;
+    }
+    auto const sp = line.find(' ');
+    auto const verb = lookup_verb(line.substr(0, sp));
+    if (!verb) return errc::unknown_command;
+    auto args = sp == line.npos ? std::string_view{} : line.substr(sp + 1);
+
+    if (*verb == smtp_verb::mail || *verb == smtp_verb::rcpt) {
+        // RFC 5321 §4.1.1.2/§4.1.1.3: "MAIL FROM:" / "RCPT TO:", exactly one
+        // space after the keyword; spaces after the colon tolerated as Postfix does.
+        auto const prefix = *verb == smtp_verb::mail ? std::string_view{"FROM:"}
+                                                     : std::string_view{"TO:"};
+        if (!istarts_with(args, prefix)) return errc::bad_arguments;
+        args.remove_prefix(prefix.size());
+        while (!args.empty() && args.front() == ' ') args.remove_prefix(1);
+    }
+    return smtp_command{*verb, args};
+}
+
+// ---------------------------------------------------------------- envelope
+
+std::string smtp_path::to_string() const
+{
+    if (null_path) return {};
+    std::string s;
+    if (is_dot_string(local)) {
+        s = local;
+    } else {
+        // Quoted-string with quoted-pairs for '"' and '\' (§4.1.2).
+        s.push_back('"');
+        for (char c : local) {
+            if (c == '"' || c == '\\') s.push_back('\\');
+            s.push_back(c);
+        }
+        s.push_back('"');
+    }
+    if (!domain.empty()) {
+        s.push_back('@');
+        s += domain;
+    }
+    return s;
+}
+
+mail_param const* mail_args::find(std::string_view keyword) const noexcept
+{
+    for (auto const& p : params)
+        if (p.keyword == keyword) return &p;
+    return nullptr;
+}
+
+result<mail_args> parse_mail_from(std::string_view args)
+{
+    return parse_mail_args(args, path_kind::reverse);
+}
+
+result<mail_args> parse_rcpt_to(std::string_view args)
+{
+    return parse_mail_args(args, path_kind::forward);
+}
+
+result<std::uint64_t> parse_size_param(std::string_view value) noexcept
+{
+    // RFC 1870 §3: size-value = 1*20DIGIT
+    if (value.empty() || value.size() > 20) return errc::bad_number;
+    std::uint64_t n = 0;
+    for (char c : value) {
+        if (!is_digit(c)) return errc::bad_number;
+        auto const d = static_cast<std::uint64_t>(c - '0');
+        if (n > (UINT64_MAX - d) / 10) return errc::out_of_range;
+        n = n * 10 + d;
+    }
+    return n;
+}
+
+result<body_type> parse_body_param(std::string_view value) noexcept
+{
+    if (iequals(value, "7BIT")) return body_type::seven_bit;
+    if (iequals(value, "8BITMIME")) return body_type::eight_bit_mime;
+    return errc::bad_parameter;
+}
+
+result<std::string> xtext_decode(std::string_view in)
+{
+    // xtext = *( xchar / hexchar ); xchar = "!".."~" except "+" and "=";
+    // hexchar = "+" 2(upper-case HEX). Lower-case hex is tolerated.
+    std::string out;
+    out.reserve(in.size());
+    for (std::size_t i = 0; i < in.size(); ++i) {
+        char const c = in[i];
+        if (c == '+') {
+            if (i + 2 >= in.size() || !is_hex(in[i + 1]) || !is_hex(in[i + 2]))
+                return errc::bad_parameter;
+            auto const hex = [](char h) {
+                return is_digit(h) ? h - '0' : to_upper(h) - 'A' + 10;
+            };
+            out.push_back(static_cast<char>(hex(in[i + 1]) * 16 + hex(in[i + 2])));
+            i += 2;
+        } else if (c >= 33 && c <= 126 && c != '=') {
+            out.push_back(c);
+        } else {
+            return errc::bad_parameter;
+        }
+    }
+    return out;
+}
+
+std::string xtext_encode(std::string_view in)
+{
+    static constexpr char digits[] = "0123456789ABCDEF";
+    std::string out;
+    out.reserve(in.size());
+    for (char c : in) {
+        auto const u = static_cast<unsigned char>(c);
+        if (u >= 33 && u <= 126 && c != '+' && c != '=') {
+            out.push_back(c);
+        } else {
+            out.push_back('+');
+            out.push_back(digits[u >> 4]);
+            out.push_back(digits[u & 15]);
+        }
+    }
+    return out;
+}
+
+// ---------------------------------------------------------------- DATA
+
+data_reader::data_reader(std::size_t max_size, std::size_t max_line)
+    : max_size_{max_size}, max_line_{max_line}
+{
+    if (max_line < 3) throw std::invalid_argument{"data_reader: max_line < 3"};
+}
+
+void data_reader::reset() noexcept
+{
+    size_ = 0;
+    line_len_ = 0;
+    state_ = state::line_start;
+    error_.reset();
+}
+
+void data_reader::fail(errc e) noexcept
+{
+    if (!error_) error_ = e;  // the first problem is the one reported
+}
+
+void data_reader::count(char c, std::string& out)
+{
+    ++size_;
+    if (size_ > max_size_) fail(errc::too_long);
+    // After any error the message will be refused: stop buffering it.
+    if (!error_) out.push_back(c);
+}
+
+void data_reader::content(char c, std::string& out)
+{
+    ++line_len_;
+    if (line_len_ + 2 > max_line_) fail(errc::line_too_long);
+    count(c, out);
+}
+
+void data_reader::content_run(std::string_view run, std::string& out)
+{
+    // Same result as content() byte by byte, including which limit trips
+    // first, so the outcome does not depend on how the input was chunked.
+    if (!error_) {
+        // No error yet, so both limits still hold and the rooms are >= 0.
+        std::size_t const line_room = max_line_ - 2 - line_len_;
+        std::uint64_t const size_room = max_size_ - size_;
+        if (run.size() > line_room || run.size() > size_room) {
+            // Bytes line_room+1 / size_room+1 would trip; content() checks the line first.
+            fail(line_room <= size_room ? errc::line_too_long : errc::too_long);
+            out.append(run.substr(0, static_cast<std::size_t>(std::min<std::uint64_t>(line_room, size_room))));
+        } else {
+            out.append(run);
+        }
+    }
+    line_len_ += run.size();
+    size_ += run.size();
+}
+
+// One byte through the state machine; true at the end of data.
+bool data_reader::step(char c, std::string& out)
+{
+    for (;;) {
+        switch (state_) {
+        case state::line_start:
+            if (c == '.') { state_ = state::dot; return false; }
+            state_ = state::in_line;
+            continue;
+        case state::dot:
+            if (c == '\r') { state_ = state::dot_cr; return false; }
+            // RFC 5321 §4.5.2: a leading dot followed by more text is removed.
+            state_ = state::in_line;
+            continue;
+        case state::dot_cr:
+            if (c == '\n') { state_ = state::finished; return true; }  // CRLF "." CRLF
+            // ".\r" + anything else: bare CR; keep the CR as data and re-read c.
+            fail(errc::bare_cr_or_lf);
+            content('\r', out);
+            state_ = state::in_line;
+            continue;
+        case state::in_line:
+            if (c == '\r') { state_ = state::cr; return false; }
+            // A bare LF does not end a line here: only CRLF does, so nothing
+            // after it can be taken for a terminator.
+            if (c == '\n') fail(errc::bare_cr_or_lf);
+            content(c, out);
+            return false;
+        case state::cr:
+            if (c == '\n') {
+                count('\r', out);
+                count('\n', out);
+                line_len_ = 0;
+                state_ = state::line_start;
+                return false;
+            }
+            fail(errc::bare_cr_or_lf);
+            content('\r', out);
+            state_ = state::in_line;
+            continue;
+        case state::finished:
+            return true;
+        }
+    }
+}
+
+data_reader::status data_reader::feed(std::string_view in, std::size_t& consumed, std::string& out)
+{
+    consumed = 0;
+    if (state_ == state::finished) return status::done;
+    std::size_t i = 0;
+    while (i < in.size()) {
+        if (state_ == state::in_line) {
+            // Fast path: copy the run up to the next CR or LF in one go.
+            auto const stop = in.find_first_of("\r\n", i);
+            auto const end = stop == in.npos ? in.size() : stop;
+            if (end > i) {
+                content_run(in.substr(i, end - i), out);
+                i = end;
+                continue;
+            }
+        }
+        if (step(in[i++], out)) {
+            consumed = i;
+            return status::done;
+        }
+    }
+    consumed = i;
+    return status::more;
+}
+
+// ---------------------------------------------------------------- replies
+
+std::string format_reply(smtp_reply const& r)
+{
+    if (r.code < 200 || r.code > 599) throw std::invalid_argument{"format_reply: bad code"};
+    auto const code = std::to_string(r.code);
+    std::string out;
+    auto const line = [&](std::string_view text, bool last) {
+        out += code;
+        bool const has_text = !r.enhanced.empty() || !text.empty();
+        if (has_text || !last) out.push_back(last ? ' ' : '-');
+        if (!r.enhanced.empty()) {
+            append_safe(out, r.enhanced);
+            if (!text.empty()) out.push_back(' ');
+        }
+        append_safe(out, text);
+        out += "\r\n";
+    };
+    if (r.lines.empty()) {
+        line({}, true);
+    } else {
+        for (std::size_t i = 0; i < r.lines.size(); ++i) line(r.lines[i], i + 1 == r.lines.size());
+    }
+    return out;
+}
+
+std::string reply(int code, std::string_view enhanced, std::string_view text)
+{
+    return format_reply(smtp_reply{code, std::string{enhanced}, {std::string{text}}});
+}
+
+void reply_parser::reset() noexcept
+{
+    reply_.code = 0;
+    reply_.enhanced.clear();
+    reply_.lines.clear();
+    error_.reset();
+    status_ = status::more;
+}
+
+reply_parser::status reply_parser::fail(errc e) noexcept
+{
+    error_ = e;
+    status_ = status::error;
+    return status_;
+}
+
+reply_parser::status reply_parser::feed(std::string_view line)
+{
+    if (status_ != status::more) reset();
+    if (line.size() + 2 > max_line_) return fail(errc::line_too_long);
+    if (reply_.lines.size() >= max_lines_) return fail(errc::too_long);
+    for (char c : line) {
+        if (c == '\r' || c == '\n') return fail(errc::bare_cr_or_lf);
+        if (c == '\0') return fail(errc::nul_byte);
+    }
+    // Reply-line = *( Reply-code "-" [ textstring ] CRLF )
+    //              Reply-code [ SP textstring ] CRLF        (RFC 5321 §4.2)
+    if (line.size() < 3 || !is_digit(line[0]) || !is_digit(line[1]) || !is_digit(line[2]))
+        return fail(errc::bad_arguments);
+    int const code = (line[0] - '0') * 100 + (line[1] - '0') * 10 + (line[2] - '0');
+    if (reply_class(code) == 0) return fail(errc::bad_arguments);
+    if (!reply_.lines.empty() && code != reply_.code) return fail(errc::bad_arguments);
+    reply_.code = code;
+
+    bool last = true;
+    std::string_view text;
+    if (line.size() > 3) {
+        if (line[3] == '-') last = false;
+        else if (line[3] != ' ') return fail(errc::bad_arguments);
+        text = line.substr(4);
+    }
+    reply_.lines.emplace_back(text);
+    if (!last) return status_ = status::more;
+    split_enhanced();
+    return status_ = status::done;
+}
+
+void reply_parser::split_enhanced()
+{
+    // Only when every line carries the same code of the right class (RFC 2034
+    // §4 asks servers to prefix each line); otherwise keep the texts as sent.
+    int const cls = reply_class(reply_.code);
+    std::string_view first;
+    for (auto const& l : reply_.lines) {
+        auto const n = enhanced_prefix(l, cls);
+        if (n == 0) return;
+        auto const code = std::string_view{l}.substr(0, n);
+        if (first.empty()) first = code;
+        else if (code != first) return;
+    }
+    reply_.enhanced.assign(first);
+    for (auto& l : reply_.lines) l.erase(0, std::min(l.size(), reply_.enhanced.size() + 1));
+}
+
+}  // namespace popgate::proto

@@ -1,0 +1,70 @@
+#include "popgate/relay/decider.hpp"
+
+#include <spdlog/spdlog.h>
+
+namespace popgate::relay {
+
+std::vector<std::string> decider::grant_keys(net::ip_address const& client) const
+{
+    std::vector<std::string> keys{net::grant_key(client, ipv6_prefix_).to_string()};
+    if (!client.v4 && ipv6_prefix_ < 128) keys.push_back(client.to_string());
+    return keys;
+}
+
+std::optional<std::string> decider::find_network(net::ip_address const& client, store::unix_time now)
+{
+    auto const gen = db_.network_generation();
+    std::lock_guard lock(mutex_);
+    if (gen != generation_) {
+        std::vector<net_entry> fresh;
+        for (auto const& n : db_.list_networks()) {
+            std::string why;
+            // Rows written by hand with host bits set are masked, as Postfix's
+            // cidr tables do, rather than ignored.
+            auto c = net::parse_cidr(n.cidr, &why, true);
+            if (!c) {
+                spdlog::warn("allowed_networks id={} cidr='{}' ignored: {}", n.id, n.cidr, why);
+                continue;
+            }
+            fresh.push_back({*c, n.expires_at, n.cidr});
+        }
+        networks_ = std::move(fresh);
+        generation_ = gen;
+    }
+    for (auto const& e : networks_)
+        if ((!e.expires_at || *e.expires_at > now) && e.net.contains(client)) return e.text;
+    return std::nullopt;
+}
+
+decision decider::decide(net::ip_address const& client, bool authenticated, bool auth_required)
+{
+    proto::relay_facts f;
+    f.authenticated = authenticated;
+    f.auth_required = auth_required;
+    decision d;
+    auto const now = store::now();
+    std::optional<store::grant> g;
+    std::optional<std::string> net;
+    if (!authenticated && !auth_required) {
+        auto const keys = grant_keys(client);
+        g = db_.find_active_grant(keys, now);
+        f.has_grant = g.has_value();
+        if (!g) {
+            net = find_network(client, now);
+            f.in_network = net.has_value();
+        }
+    }
+    d.verdict = proto::decide_relay(f);
+    switch (d.verdict) {
+    case proto::relay_verdict::relay_grant:
+        d.detail = "grant_user=" + (g->user.empty() ? std::string("-") : g->user) + " grant=" + g->address;
+        d.grant_address = g->address;
+        break;
+    case proto::relay_verdict::relay_network: d.detail = "network=" + *net; break;
+    case proto::relay_verdict::relay_auth: d.detail = "sasl"; break;
+    default: d.detail = auth_required && !authenticated ? "auth required on this listener" : "no grant or network";
+    }
+    return d;
+}
+
+}  // namespace popgate::relay

@@ -1,0 +1,113 @@
+#include "popgate/session/tls.hpp"
+
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+#include <sys/stat.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <stdexcept>
+
+namespace popgate::session {
+namespace {
+
+std::string openssl_error()
+{
+    unsigned long const e = ERR_get_error();
+    if (!e) return "unknown OpenSSL error";
+    char buf[256];
+    ERR_error_string_n(e, buf, sizeof buf);
+    ERR_clear_error();
+    return buf;
+}
+
+template <class T, void (*Free)(T*)>
+struct ossl_deleter {
+    void operator()(T* p) const noexcept { Free(p); }
+};
+using pkey_ptr = std::unique_ptr<EVP_PKEY, ossl_deleter<EVP_PKEY, EVP_PKEY_free>>;
+using x509_ptr = std::unique_ptr<X509, ossl_deleter<X509, X509_free>>;
+
+void write_pem(std::filesystem::path const& p, auto&& writer)
+{
+    if (p.has_parent_path()) std::filesystem::create_directories(p.parent_path());
+    mode_t const old = ::umask(077);
+    FILE* f = std::fopen(p.c_str(), "wx");
+    ::umask(old);
+    if (!f) throw std::runtime_error("cannot create " + p.string());
+    bool const ok = writer(f);
+    bool const closed = std::fclose(f) == 0;
+    if (!ok || !closed) throw std::runtime_error("cannot write " + p.string() + ": " + openssl_error());
+}
+
+}  // namespace
+
+bool ensure_self_signed(config::tls_settings const& t, std::string const& hostname)
+{
+    namespace fs = std::filesystem;
+    bool const have_cert = fs::exists(t.cert_file), have_key = fs::exists(t.key_file);
+    if (have_cert || have_key || !t.self_signed) return false;
+    // P-256: quick to make and accepted by every client we test with.
+    pkey_ptr key(EVP_EC_gen("P-256"));
+    if (!key) throw std::runtime_error("cannot make a key: " + openssl_error());
+    x509_ptr cert(X509_new());
+    X509_set_version(cert.get(), 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(cert.get()), static_cast<long>(std::time(nullptr)));
+    X509_gmtime_adj(X509_getm_notBefore(cert.get()), -3600);
+    X509_gmtime_adj(X509_getm_notAfter(cert.get()), 3650L * 86400);
+    X509_set_pubkey(cert.get(), key.get());
+    X509_NAME* name = X509_get_subject_name(cert.get());
+    X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC, reinterpret_cast<unsigned char const*>("popgate self-signed"), -1, -1, 0);
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, reinterpret_cast<unsigned char const*>(hostname.c_str()), -1, -1, 0);
+    X509_set_issuer_name(cert.get(), name);
+    X509V3_CTX ctx;
+    X509V3_set_ctx_nodb(&ctx);
+    X509V3_set_ctx(&ctx, cert.get(), cert.get(), nullptr, nullptr, 0);
+    std::string const san = "DNS:" + hostname + ",IP:127.0.0.1,IP:::1";
+    if (X509_EXTENSION* ext = X509V3_EXT_conf_nid(nullptr, &ctx, NID_subject_alt_name, san.c_str())) {
+        X509_add_ext(cert.get(), ext, -1);
+        X509_EXTENSION_free(ext);
+    }
+    if (!X509_sign(cert.get(), key.get(), EVP_sha256())) throw std::runtime_error("cannot sign: " + openssl_error());
+    write_pem(t.key_file, [&](FILE* f) { return PEM_write_PrivateKey(f, key.get(), nullptr, nullptr, 0, nullptr, nullptr) == 1; });
+    write_pem(t.cert_file, [&](FILE* f) { return PEM_write_X509(f, cert.get()) == 1; });
+    return true;
+}
+
+std::shared_ptr<boost::asio::ssl::context> make_server_tls(config::tls_settings const& t)
+{
+    namespace ssl = boost::asio::ssl;
+    auto ctx = std::make_shared<ssl::context>(ssl::context::tls_server);
+    SSL_CTX* c = ctx->native_handle();
+    SSL_CTX_set_min_proto_version(c, t.min_version == "1.3" ? TLS1_3_VERSION : TLS1_2_VERSION);
+    SSL_CTX_set_options(c, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+    if (!t.ciphers.empty() && SSL_CTX_set_cipher_list(c, t.ciphers.c_str()) != 1)
+        throw std::runtime_error("tls.ciphers: no usable cipher in '" + t.ciphers + "'");
+    if (!t.ciphersuites.empty() && SSL_CTX_set_ciphersuites(c, t.ciphersuites.c_str()) != 1)
+        throw std::runtime_error("tls.ciphersuites: no usable suite in '" + t.ciphersuites + "'");
+    if (SSL_CTX_use_certificate_chain_file(c, t.cert_file.c_str()) != 1)
+        throw std::runtime_error("tls.cert_file " + t.cert_file.string() + ": " + openssl_error());
+    if (SSL_CTX_use_PrivateKey_file(c, t.key_file.c_str(), SSL_FILETYPE_PEM) != 1)
+        throw std::runtime_error("tls.key_file " + t.key_file.string() + ": " + openssl_error());
+    if (SSL_CTX_check_private_key(c) != 1)
+        throw std::runtime_error("tls.key_file " + t.key_file.string() + " does not match tls.cert_file " +
+                                 t.cert_file.string());
+    return ctx;
+}
+
+std::shared_ptr<boost::asio::ssl::context> make_client_tls()
+{
+    namespace ssl = boost::asio::ssl;
+    auto ctx = std::make_shared<ssl::context>(ssl::context::tls_client);
+    SSL_CTX_set_min_proto_version(ctx->native_handle(), TLS1_2_VERSION);
+    // The legacy MTA usually has a self-signed or internal certificate; TLS to
+    // it protects against passive capture. Verification is not configured yet.
+    ctx->set_verify_mode(ssl::verify_none);
+    return ctx;
+}
+
+}  // namespace popgate::session

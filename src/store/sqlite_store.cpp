@@ -1,0 +1,360 @@
+#include "popgate/store/sqlite_store.hpp"
+
+#include "popgate/store/migrate.hpp"
+#include "sqlite_util.hpp"
+
+#include <sys/stat.h>
+
+#include <chrono>
+#include <mutex>
+
+namespace popgate::store {
+
+unix_time now() noexcept
+{
+    return std::chrono::duration_cast<std::chrono::seconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+namespace {
+
+using detail::stmt;
+
+struct conn_deleter {
+    void operator()(sqlite3* db) const noexcept { sqlite3_close_v2(db); }
+};
+using conn_ptr = std::unique_ptr<sqlite3, conn_deleter>;
+
+conn_ptr open_connection(std::filesystem::path const& path, sqlite_options const& o, bool create)
+{
+    sqlite3* raw = nullptr;
+    int const flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (create ? SQLITE_OPEN_CREATE : 0);
+    // The database holds password hashes: never world-readable, even briefly.
+    mode_t const old = ::umask(077);
+    int const rc = sqlite3_open_v2(path.c_str(), &raw, flags, nullptr);
+    ::umask(old);
+    conn_ptr db(raw);
+    if (rc != SQLITE_OK)
+        throw store_error(store_errc::unavailable,
+                          "cannot open database " + path.string() + ": " +
+                              (raw ? sqlite3_errmsg(raw) : sqlite3_errstr(rc)));
+    sqlite3_extended_result_codes(db.get(), 1);
+    sqlite3_busy_timeout(db.get(), static_cast<int>(o.busy_timeout.count()));
+    // WAL: readers (the relay decision, Postfix's read-only lookups) never wait
+    // for the writer. synchronous=NORMAL in WAL mode keeps every commit across a
+    // process crash; only an OS crash may lose the last transactions.
+    detail::exec(db.get(), "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;"
+                           " PRAGMA foreign_keys = ON; PRAGMA trusted_schema = OFF;");
+    return db;
+}
+
+class sqlite_store final : public store {
+public:
+    sqlite_store(std::filesystem::path path, sqlite_options o) : path_(std::move(path)), opts_(o)
+    {
+        bool const exists = std::filesystem::exists(path_);
+        if (!exists && o.must_exist)
+            throw store_error(store_errc::unavailable,
+                              "database " + path_.string() +
+                                  " does not exist (run `popgate db migrate` or start the daemon once)");
+        if (!exists && path_.has_parent_path()) std::filesystem::create_directories(path_.parent_path());
+        auto first = open_connection(path_, opts_, !o.must_exist);
+        if (o.migrate) {
+            migrate(first.get());
+        } else {
+            refuse_if_newer(first.get());
+            if (current_schema_version(first.get()) < latest_schema_version())
+                throw store_error(store_errc::unavailable,
+                                  "database " + path_.string() + " has schema version " +
+                                      std::to_string(current_schema_version(first.get())) +
+                                      ", this popgate needs " + std::to_string(latest_schema_version()) +
+                                      ": run `popgate db migrate`");
+        }
+        pool_.push_back(std::move(first));
+    }
+
+    std::optional<user_record> find_user(std::string_view name) override
+    {
+        auto c = borrow();
+        stmt q(c.db, "SELECT name, password_hash, shared_secret, disabled, apop_only, created_at, updated_at"
+                     " FROM users WHERE name = ?1");
+        q.bind(1, name);
+        if (!q.step()) return std::nullopt;
+        return read_user(q);
+    }
+
+    void add_user(user_record const& u) override
+    {
+        auto c = borrow();
+        try {
+            insert_user(c.db, u, false);
+        } catch (store_error const& e) {
+            if (e.code() == store_errc::duplicate)
+                throw store_error(store_errc::duplicate, "user '" + u.name + "' already exists");
+            throw;
+        }
+    }
+
+    void update_user(user_record const& u) override
+    {
+        auto c = borrow();
+        stmt q(c.db, "UPDATE users SET password_hash = ?2, shared_secret = ?3, disabled = ?4, apop_only = ?5,"
+                     " updated_at = unixepoch() WHERE name = ?1");
+        q.bind(1, u.name).bind_opt(2, u.password_hash).bind_opt(3, u.shared_secret);
+        q.bind(4, std::int64_t{u.disabled}).bind(5, std::int64_t{u.apop_only}).run();
+        if (sqlite3_changes(c.db) == 0) throw store_error(store_errc::not_found, "no such user '" + u.name + "'");
+    }
+
+    bool delete_user(std::string_view name) override
+    {
+        auto c = borrow();
+        stmt q(c.db, "DELETE FROM users WHERE name = ?1");
+        q.bind(1, name).run();
+        return sqlite3_changes(c.db) > 0;
+    }
+
+    std::vector<user_record> list_users() override
+    {
+        auto c = borrow();
+        stmt q(c.db, "SELECT name, password_hash, shared_secret, disabled, apop_only, created_at, updated_at"
+                     " FROM users ORDER BY name");
+        std::vector<user_record> out;
+        while (q.step()) out.push_back(read_user(q));
+        return out;
+    }
+
+    void import_users(std::span<user_record const> users, bool replace) override
+    {
+        auto c = borrow();
+        detail::transaction tx(c.db);
+        for (auto const& u : users) {
+            try {
+                insert_user(c.db, u, replace);
+            } catch (store_error const& e) {
+                if (e.code() == store_errc::duplicate)
+                    throw store_error(store_errc::duplicate,
+                                      "user '" + u.name + "' already exists (use --replace to overwrite)");
+                throw store_error(e.code(), "user '" + u.name + "': " + e.what());
+            }
+        }
+        tx.commit();
+    }
+
+    void upsert_grant(grant const& g) override
+    {
+        auto c = borrow();
+        // One row per address: a new login refreshes it. The hit counter
+        // belongs to the address and survives the refresh.
+        stmt q(c.db,
+               "INSERT INTO relay_grants (address, user, method, tls, listener, granted_at, expires_at)"
+               " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+               " ON CONFLICT (address) DO UPDATE SET user = excluded.user, method = excluded.method,"
+               " tls = excluded.tls, listener = excluded.listener, granted_at = excluded.granted_at,"
+               " expires_at = excluded.expires_at");
+        q.bind(1, g.address).bind(2, g.user).bind(3, g.method).bind(4, std::int64_t{g.tls});
+        q.bind(5, g.listener).bind(6, g.granted_at).bind(7, g.expires_at).run();
+    }
+
+    std::optional<grant> find_active_grant(std::span<std::string const> keys, unix_time t) override
+    {
+        auto c = borrow();
+        stmt q(c.db, "SELECT address, user, method, tls, listener, granted_at, expires_at, hits, last_used"
+                     " FROM relay_grants WHERE address = ?1 AND expires_at > ?2");
+        for (auto const& k : keys) {
+            q.reset();
+            q.bind(1, k).bind(2, t);
+            if (q.step()) return read_grant(q);
+        }
+        return std::nullopt;
+    }
+
+    void touch_grant(std::string const& address, unix_time t) override
+    {
+        auto c = borrow();
+        stmt q(c.db, "UPDATE relay_grants SET hits = hits + 1, last_used = ?2 WHERE address = ?1");
+        q.bind(1, address).bind(2, t).run();
+    }
+
+    bool delete_grant(std::string_view address) override
+    {
+        auto c = borrow();
+        stmt q(c.db, "DELETE FROM relay_grants WHERE address = ?1");
+        q.bind(1, address).run();
+        return sqlite3_changes(c.db) > 0;
+    }
+
+    std::size_t delete_grants_of_user(std::string_view user) override
+    {
+        auto c = borrow();
+        stmt q(c.db, "DELETE FROM relay_grants WHERE user = ?1");
+        q.bind(1, user).run();
+        return static_cast<std::size_t>(sqlite3_changes(c.db));
+    }
+
+    std::vector<grant> list_grants(bool include_expired, unix_time t) override
+    {
+        auto c = borrow();
+        stmt q(c.db, "SELECT address, user, method, tls, listener, granted_at, expires_at, hits, last_used"
+                     " FROM relay_grants WHERE ?1 OR expires_at > ?2 ORDER BY expires_at DESC, address");
+        q.bind(1, std::int64_t{include_expired}).bind(2, t);
+        std::vector<grant> out;
+        while (q.step()) out.push_back(read_grant(q));
+        return out;
+    }
+
+    std::size_t purge_expired_grants(unix_time t) override
+    {
+        auto c = borrow();
+        stmt q(c.db, "DELETE FROM relay_grants WHERE expires_at <= ?1");
+        q.bind(1, t).run();
+        return static_cast<std::size_t>(sqlite3_changes(c.db));
+    }
+
+    std::int64_t add_network(network const& n) override
+    {
+        auto c = borrow();
+        stmt q(c.db, "INSERT INTO allowed_networks (cidr, note, expires_at) VALUES (?1, ?2, ?3)");
+        q.bind(1, n.cidr).bind(2, n.note).bind_opt(3, n.expires_at);
+        try {
+            q.run();
+        } catch (store_error const& e) {
+            if (e.code() == store_errc::duplicate)
+                throw store_error(store_errc::duplicate, "network " + n.cidr + " is already allowed");
+            throw;
+        }
+        return sqlite3_last_insert_rowid(c.db);
+    }
+
+    bool delete_network(std::string_view cidr) override
+    {
+        auto c = borrow();
+        stmt q(c.db, "DELETE FROM allowed_networks WHERE cidr = ?1");
+        q.bind(1, cidr).run();
+        return sqlite3_changes(c.db) > 0;
+    }
+
+    std::vector<network> list_networks() override
+    {
+        auto c = borrow();
+        stmt q(c.db, "SELECT id, cidr, note, created_at, expires_at FROM allowed_networks ORDER BY id");
+        std::vector<network> out;
+        while (q.step()) out.push_back({q.i64(0), q.text(1), q.text(2), q.i64(3), q.opt_i64(4)});
+        return out;
+    }
+
+    std::int64_t network_generation() override
+    {
+        auto c = borrow();
+        stmt q(c.db, "SELECT generation FROM network_generation WHERE id = 1");
+        return q.step() ? q.i64(0) : -1;
+    }
+
+    void audit(std::string_view event, std::string_view address, std::string_view user,
+               std::string_view detail) override
+    {
+        auto c = borrow();
+        stmt q(c.db, "INSERT INTO audit_log (event, address, user, detail) VALUES (?1, ?2, ?3, ?4)");
+        q.bind(1, event).bind(2, address).bind(3, user).bind(4, detail).run();
+    }
+
+    std::vector<audit_entry> list_audit(std::size_t limit) override
+    {
+        auto c = borrow();
+        stmt q(c.db, "SELECT id, at, event, coalesce(address, ''), coalesce(user, ''), detail"
+                     " FROM audit_log ORDER BY id DESC LIMIT ?1");
+        q.bind(1, static_cast<std::int64_t>(limit));
+        std::vector<audit_entry> out;
+        while (q.step()) out.push_back({q.i64(0), q.i64(1), q.text(2), q.text(3), q.text(4), q.text(5)});
+        return out;
+    }
+
+    std::size_t purge_audit(std::size_t keep_rows, unix_time older_than) override
+    {
+        auto c = borrow();
+        stmt q(c.db, "DELETE FROM audit_log WHERE at < ?2"
+                     " OR id <= (SELECT max(id) FROM audit_log) - ?1");
+        q.bind(1, static_cast<std::int64_t>(keep_rows)).bind(2, older_than).run();
+        return static_cast<std::size_t>(sqlite3_changes(c.db));
+    }
+
+    int schema_version() override
+    {
+        auto c = borrow();
+        return current_schema_version(c.db);
+    }
+
+    bool integrity_ok() override
+    {
+        auto c = borrow();
+        stmt q(c.db, "PRAGMA integrity_check");
+        return q.step() && q.text(0) == "ok";
+    }
+
+private:
+    // A connection borrowed for one call and returned to the pool afterwards.
+    struct lease {
+        sqlite_store* owner;
+        conn_ptr conn;
+        sqlite3* db;
+        lease(sqlite_store* o, conn_ptr c) : owner(o), conn(std::move(c)), db(conn.get()) {}
+        lease(lease const&) = delete;
+        lease& operator=(lease const&) = delete;
+        ~lease()
+        {
+            std::lock_guard lock(owner->mutex_);
+            owner->pool_.push_back(std::move(conn));
+        }
+    };
+
+    lease borrow()
+    {
+        {
+            std::lock_guard lock(mutex_);
+            if (!pool_.empty()) {
+                auto c = std::move(pool_.back());
+                pool_.pop_back();
+                return lease(this, std::move(c));
+            }
+        }
+        return lease(this, open_connection(path_, opts_, false));
+    }
+
+    static user_record read_user(stmt const& q)
+    {
+        return {q.text(0), q.opt_text(1), q.opt_text(2), q.i64(3) != 0, q.i64(4) != 0, q.i64(5), q.i64(6)};
+    }
+
+    static grant read_grant(stmt const& q)
+    {
+        return {q.text(0), q.text(1), q.text(2), q.i64(3) != 0, q.text(4), q.i64(5), q.i64(6), q.i64(7),
+                q.opt_i64(8)};
+    }
+
+    static void insert_user(sqlite3* db, user_record const& u, bool replace)
+    {
+        stmt q(db, replace ? "INSERT INTO users (name, password_hash, shared_secret, disabled, apop_only)"
+                             " VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (name) DO UPDATE SET"
+                             " password_hash = excluded.password_hash, shared_secret = excluded.shared_secret,"
+                             " disabled = excluded.disabled, apop_only = excluded.apop_only,"
+                             " updated_at = unixepoch()"
+                           : "INSERT INTO users (name, password_hash, shared_secret, disabled, apop_only)"
+                             " VALUES (?1, ?2, ?3, ?4, ?5)");
+        q.bind(1, u.name).bind_opt(2, u.password_hash).bind_opt(3, u.shared_secret);
+        q.bind(4, std::int64_t{u.disabled}).bind(5, std::int64_t{u.apop_only}).run();
+    }
+
+    std::filesystem::path path_;
+    sqlite_options opts_;
+    std::mutex mutex_;
+    std::vector<conn_ptr> pool_;
+};
+
+}  // namespace
+
+std::unique_ptr<store> open_sqlite_store(std::filesystem::path const& path, sqlite_options const& o)
+{
+    return std::make_unique<sqlite_store>(path, o);
+}
+
+}  // namespace popgate::store

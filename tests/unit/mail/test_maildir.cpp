@@ -1,0 +1,344 @@
+#include "popgate/mail/maildir.hpp"
+
+#include <boost/test/data/monomorphic.hpp>
+#include <boost/test/data/test_case.hpp>
+#include <boost/test/unit_test.hpp>
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <ostream>
+#include <stdexcept>
+#include <string>
+#include <system_error>
+
+using namespace popgate::mail;
+namespace fs = std::filesystem;
+namespace bdata = boost::unit_test::data;
+
+namespace {
+
+// A fresh directory per test, removed afterwards.
+struct temp_dir {
+    fs::path path;
+    temp_dir()
+    {
+        static std::atomic<unsigned> n{0};
+        auto const stamp = std::chrono::steady_clock::now().time_since_epoch().count();
+        path = fs::temp_directory_path() /
+               ("popgate-test-maildir-" + std::to_string(::getpid()) + "-" + std::to_string(stamp) + "-" +
+                std::to_string(n++));
+        fs::create_directory(path);
+    }
+    ~temp_dir()
+    {
+        std::error_code ec;
+        fs::remove_all(path, ec);
+    }
+    temp_dir(temp_dir const&) = delete;
+    temp_dir& operator=(temp_dir const&) = delete;
+};
+
+struct maildir_fixture {
+    temp_dir tmp;
+    fs::path root = tmp.path / "Maildir";
+    maildir md{root};
+    maildir_fixture() { md.ensure(); }
+};
+
+void put(fs::path const& p, std::string_view data)
+{
+    std::ofstream f{p, std::ios::binary};
+    f << data;
+}
+
+std::string slurp(fs::path const& p)
+{
+    std::ifstream f{p, std::ios::binary};
+    return {std::istreambuf_iterator<char>{f}, {}};
+}
+
+std::size_t count_files(fs::path const& dir)
+{
+    return static_cast<std::size_t>(std::distance(fs::directory_iterator{dir}, fs::directory_iterator{}));
+}
+
+// Permission bits as a number so a failure prints them in octal-able form.
+unsigned mode_of(fs::path const& p)
+{
+    return static_cast<unsigned>(fs::status(p).permissions() & fs::perms::all);
+}
+
+std::string escaped(std::string_view s)
+{
+    std::string out;
+    for (char const c : s) {
+        if (c == '\r') out += "\\r";
+        else if (c == '\n') out += "\\n";
+        else out += c;
+    }
+    return out;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(maildir_store, *boost::unit_test::label("unit"))
+
+BOOST_AUTO_TEST_CASE(ensure_creates_private_dirs_and_parents)
+{
+    temp_dir tmp;
+    maildir md{tmp.path / "example.org" / "alice"};
+    md.ensure();
+    md.ensure();   // idempotent
+    for (auto const* sub : {"", "tmp", "new", "cur"}) {
+        auto const p = md.root() / sub;
+        BOOST_TEST_CONTEXT(p)
+        {
+            BOOST_TEST(fs::is_directory(p));
+            BOOST_TEST(mode_of(p) == 0700u);
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(ensure_fails_on_file_in_the_way)
+{
+    temp_dir tmp;
+    put(tmp.path / "file", "x");
+    BOOST_CHECK_THROW(maildir{tmp.path / "file"}.ensure(), std::system_error);
+    BOOST_CHECK_THROW(maildir{tmp.path / "file" / "sub"}.ensure(), std::system_error);
+}
+
+BOOST_FIXTURE_TEST_CASE(scan_moves_new_to_cur_and_orders_by_delivery, maildir_fixture)
+{
+    put(root / "new" / "1000.M5P1Q0.host", "Subject: a\n\nbody\n");          // 17 stored, 20 on wire
+    put(root / "new" / "999.M1P1Q0.host,S=3,W=42", "x\n");                  // size from W=
+    put(root / "new" / "1000.M40P1Q1.host", "no newline");
+    put(root / "new" / ".hidden", "skip me");
+    put(root / "tmp" / "1.M1P1Q9.host", "being delivered");
+    put(root / "cur" / "998.M1P1Q0.host:2,S", "seen\r\n");                  // info kept
+
+    auto const msgs = md.scan();
+    BOOST_TEST_REQUIRE(msgs.size() == 4u);
+    BOOST_TEST(msgs[0].uid == "998.M1P1Q0.host");
+    BOOST_TEST(msgs[0].size == 6u);
+    BOOST_TEST(msgs[0].path.filename() == "998.M1P1Q0.host:2,S");
+    BOOST_TEST(msgs[1].uid == "999.M1P1Q0.host,S=3,W=42");
+    BOOST_TEST(msgs[1].size == 42u);
+    BOOST_TEST(msgs[2].uid == "1000.M5P1Q0.host");   // 5 usec before 40 usec, numerically
+    BOOST_TEST(msgs[2].size == 20u);
+    BOOST_TEST(msgs[2].path == root / "cur" / "1000.M5P1Q0.host:2,");
+    BOOST_TEST(msgs[3].uid == "1000.M40P1Q1.host");
+    BOOST_TEST(msgs[3].size == 10u);
+
+    // Only the dotfile stays in new/; tmp/ is untouched.
+    BOOST_TEST(count_files(root / "new") == 1u);
+    BOOST_TEST(fs::exists(root / "new" / ".hidden"));
+    BOOST_TEST(fs::exists(root / "tmp" / "1.M1P1Q9.host"));
+    BOOST_TEST(fs::exists(root / "cur" / "999.M1P1Q0.host,S=3,W=42:2,"));
+}
+
+BOOST_FIXTURE_TEST_CASE(uids_stable_across_scans, maildir_fixture)
+{
+    put(root / "new" / "1.M1P1Q0.h", "a\n");
+    auto const first = md.scan();
+    put(root / "new" / "2.M1P1Q0.h", "b\n");
+    auto const second = md.scan();
+    BOOST_TEST_REQUIRE(first.size() == 1u);
+    BOOST_TEST_REQUIRE(second.size() == 2u);
+    BOOST_TEST(first[0].uid == second[0].uid);
+    BOOST_TEST(first[0].path == second[0].path);
+    BOOST_TEST(second[1].uid == "2.M1P1Q0.h");
+
+    // A flag change by another agent renames the file but keeps the UID.
+    fs::rename(second[0].path, root / "cur" / "1.M1P1Q0.h:2,S");
+    auto const third = md.scan();
+    BOOST_TEST_REQUIRE(third.size() == 2u);
+    BOOST_TEST(third[0].uid == first[0].uid);
+}
+
+BOOST_AUTO_TEST_CASE(uid_rules)
+{
+    BOOST_TEST(maildir_uid("1.M1P1Q0.host:2,S") == "1.M1P1Q0.host");
+    BOOST_TEST(maildir_uid(std::string(70, 'x')) == std::string(70, 'x'));
+    // RFC 1939 §7: longer than 70 chars or outside 0x21..0x7E -> hash.
+    BOOST_TEST(maildir_uid(std::string(71, 'x') + ":2,") == "522966f2ff9ab1543c945d48ee25045b");
+    BOOST_TEST(maildir_uid("a b") == "0cc9cd4dd26c5137b675a0d819cb9ab0");
+    BOOST_TEST(maildir_uid(":2,") == "d41d8cd98f00b204e9800998ecf8427e");   // empty base
+    BOOST_TEST(maildir_uid("caf\xc3\xa9").size() == 32u);
+}
+
+BOOST_FIXTURE_TEST_CASE(scan_hashes_odd_names, maildir_fixture)
+{
+    put(root / "new" / "5.M1P1Q0.with space", "x");
+    auto const msgs = md.scan();
+    BOOST_TEST_REQUIRE(msgs.size() == 1u);
+    BOOST_TEST(msgs[0].uid == maildir_uid("5.M1P1Q0.with space"));
+    BOOST_TEST(msgs[0].uid.size() == 32u);
+}
+
+BOOST_FIXTURE_TEST_CASE(remove_unlinks_and_tolerates_missing, maildir_fixture)
+{
+    put(root / "new" / "1.M1P1Q0.h", "a\n");
+    put(root / "new" / "2.M1P1Q0.h", "b\n");
+    auto msgs = md.scan();
+    BOOST_TEST_REQUIRE(msgs.size() == 2u);
+    md.remove(msgs[0]);
+    BOOST_TEST(!fs::exists(msgs[0].path));
+    BOOST_CHECK_NO_THROW(md.remove(msgs[0]));   // already gone
+
+    // Renamed for a flag change after our scan: still removed by base name.
+    fs::rename(msgs[1].path, root / "cur" / "2.M1P1Q0.h:2,S");
+    md.remove(msgs[1]);
+    BOOST_TEST(count_files(root / "cur") == 0u);
+    BOOST_TEST(md.scan().empty());
+}
+
+BOOST_FIXTURE_TEST_CASE(delivery_commit_stores_lf_and_sizes, maildir_fixture)
+{
+    std::string_view const wire = "Subject: a\r\n\r\nbody\r\n.dot\r\nbare\rcr\r\n";
+    std::string_view const stored = "Subject: a\n\nbody\n.dot\nbare\rcr\n";
+    delivery d{root, "mx.example.org"};
+    d.write("Subject: a\r");   // CRLF split across writes
+    d.write("\n\r\nbody\r\n.dot\r");
+    d.write("\nbare\rcr\r\n");
+    auto const p = d.commit();
+
+    BOOST_TEST(p.parent_path() == root / "new");
+    BOOST_TEST(escaped(slurp(p)) == escaped(stored));
+    auto const name = p.filename().string();
+    BOOST_TEST(name.find(".mx.example.org,S=" + std::to_string(stored.size()) + ",W=" +
+                         std::to_string(popgate::proto::crlf_size(stored))) != std::string::npos);
+    BOOST_TEST(popgate::proto::crlf_size(stored) == wire.size());
+    BOOST_TEST(name.find('P' + std::to_string(::getpid()) + 'Q') != std::string::npos);
+    BOOST_TEST(mode_of(p) == 0600u);
+    BOOST_TEST(count_files(root / "tmp") == 0u);
+
+    auto const msgs = md.scan();
+    BOOST_TEST_REQUIRE(msgs.size() == 1u);
+    BOOST_TEST(msgs[0].size == wire.size());
+}
+
+BOOST_FIXTURE_TEST_CASE(delivery_handles_every_split, maildir_fixture)
+{
+    std::string_view const wire = "A: 1\r\n\r\nx\r\r\n\rz\r\n\r";
+    std::string const want = "A: 1\n\nx\r\n\rz\n\r";
+    for (std::size_t i = 0; i <= wire.size(); ++i) {
+        delivery d{root, "h"};
+        d.write(wire.substr(0, i));
+        d.write(wire.substr(i));
+        auto const p = d.commit();
+        BOOST_TEST(escaped(slurp(p)) == escaped(want), "split at " << i);
+        fs::remove(p);
+    }
+}
+
+BOOST_FIXTURE_TEST_CASE(delivery_names_unique_and_host_escaped, maildir_fixture)
+{
+    delivery a{root, "a/b:c,d"};
+    delivery b{root, "a/b:c,d"};
+    auto const pa = a.commit();
+    auto const pb = b.commit();
+    BOOST_TEST(pa != pb);
+    BOOST_TEST(pa.filename().string().find(".a\\057b\\072c\\054d,S=0,W=0") != std::string::npos);
+    BOOST_TEST(count_files(root / "new") == 2u);
+}
+
+BOOST_FIXTURE_TEST_CASE(abort_and_destructor_leave_nothing, maildir_fixture)
+{
+    {
+        delivery d{root, "h"};
+        d.write("partial message\r\n");
+        BOOST_TEST(count_files(root / "tmp") == 1u);
+        d.abort();
+        d.abort();   // harmless twice
+        BOOST_CHECK_THROW(d.write("more"), std::logic_error);
+        BOOST_CHECK_THROW(d.commit(), std::logic_error);
+    }
+    {
+        delivery d{root, "h"};
+        d.write(std::string(200000, 'x'));   // larger than the write buffer: really on disk
+    }
+    {
+        delivery d{root, "h"};
+        delivery moved{std::move(d)};
+        moved.write("y\r\n");
+    }
+    BOOST_TEST(count_files(root / "tmp") == 0u);
+    BOOST_TEST(count_files(root / "new") == 0u);
+    BOOST_TEST(count_files(root / "cur") == 0u);
+}
+
+BOOST_FIXTURE_TEST_CASE(commit_twice_is_an_error, maildir_fixture)
+{
+    delivery d{root, "h"};
+    d.write("x\n");
+    auto const p = d.commit();
+    BOOST_CHECK_THROW(d.commit(), std::logic_error);
+    BOOST_TEST(fs::exists(p));   // a committed message survives the destructor
+}
+
+BOOST_AUTO_TEST_CASE(delivery_without_maildir_throws)
+{
+    temp_dir tmp;
+    BOOST_CHECK_THROW((delivery{tmp.path / "missing", "h"}), std::system_error);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(maildir_template, *boost::unit_test::label("unit"))
+
+struct expand_case {
+    std::string_view templ;
+    std::string_view user;
+    std::string_view path;
+};
+std::ostream& operator<<(std::ostream& os, expand_case const& c) { return os << c.templ << " / " << c.user; }
+
+static expand_case const expansions[]{
+    {"var/mail/%d/%n", "alice@example.org", "var/mail/example.org/alice"},
+    {"var/mail/%u", "alice@example.org", "var/mail/alice@example.org"},
+    {"/srv/mail/%u/Maildir", "bob", "/srv/mail/bob/Maildir"},
+    {"var/mail/%d/%n", "bob", "var/mail//bob"},
+    {"var/%%/%n", "a.b@c", "var/%/a.b"},
+    {"var/mail/%d/%n", "\"x@y\"@example.org", "var/mail/example.org/\"x@y\""},
+    {"fixed", "carol", "fixed"},
+};
+
+BOOST_DATA_TEST_CASE(expands_template, bdata::make(expansions), c)
+{
+    BOOST_TEST(user_maildir(c.templ, c.user) == fs::path{c.path});
+}
+
+struct reject_case {
+    std::string_view templ;
+    std::string_view user;
+};
+std::ostream& operator<<(std::ostream& os, reject_case const& c) { return os << c.templ << " / " << escaped(c.user); }
+
+static reject_case const rejected[]{
+    {"var/mail/%u", ""},
+    {"var/mail/%u", "../etc"},
+    {"var/mail/%u", ".."},
+    {"var/mail/%u", ".hidden"},
+    {"var/mail/%u", "a/b"},
+    {"var/mail/%u", "a/../../b"},
+    {"var/mail/%d/%n", "x@.."},
+    {"var/mail/%d/%n", "x@../etc"},
+    {"var/mail/%d/%n", "..@example.org"},
+    {"var/mail/%d/%n", "@example.org"},
+    {"var/mail/%u", "a\nb"},
+    {"var/mail/%x", "alice"},
+    {"var/mail/%", "alice"},
+};
+
+BOOST_DATA_TEST_CASE(rejects_traversal_and_bad_templates, bdata::make(rejected), c)
+{
+    BOOST_CHECK_THROW(user_maildir(c.templ, c.user), std::invalid_argument);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
