@@ -90,37 +90,36 @@ result authenticator::check_password(std::string_view user, std::string_view pas
     return {outcome::ok, u->name, {}};
 }
 
-result authenticator::check_apop(std::string_view user, std::string_view timestamp, std::string_view digest_hex)
+// APOP and CRAM-MD5 share one rule: HMAC or digest over a challenge with the
+// user's shared secret, compared in constant time.
+template <class Digest>
+result check_shared_secret(store::store& db, std::string_view user, bool apop, Digest digest_of,
+                           std::string_view digest_hex)
 {
     std::optional<store::user_record> u;
     try {
-        u = db_.find_user(user);
+        u = db.find_user(user);
     } catch (store::store_error const& e) {
         return {outcome::unavailable, {}, e.what()};
     }
     if (!u) return {outcome::failed, {}, "no such user"};
+    if (!apop && u->apop_only) return {outcome::apop_required, {}, "apop-only user"};
     if (!u->shared_secret) return {outcome::no_secret, {}, "no shared secret"};
-    if (!equal_ct(apop_digest(timestamp, *u->shared_secret), lower(digest_hex)))
-        return {outcome::failed, {}, "wrong digest"};
+    if (!equal_ct(digest_of(*u->shared_secret), lower(digest_hex))) return {outcome::failed, {}, "wrong digest"};
     if (u->disabled) return {outcome::failed, {}, "disabled"};
     return {outcome::ok, u->name, {}};
 }
 
+result authenticator::check_apop(std::string_view user, std::string_view timestamp, std::string_view digest_hex)
+{
+    return check_shared_secret(db_, user, true, [&](std::string const& secret) { return apop_digest(timestamp, secret); },
+                               digest_hex);
+}
+
 result authenticator::check_cram_md5(std::string_view user, std::string_view challenge, std::string_view digest_hex)
 {
-    std::optional<store::user_record> u;
-    try {
-        u = db_.find_user(user);
-    } catch (store::store_error const& e) {
-        return {outcome::unavailable, {}, e.what()};
-    }
-    if (!u) return {outcome::failed, {}, "no such user"};
-    if (u->apop_only) return {outcome::apop_required, {}, "apop-only user"};
-    if (!u->shared_secret) return {outcome::no_secret, {}, "no shared secret"};
-    if (!equal_ct(cram_md5_digest(challenge, *u->shared_secret), lower(digest_hex)))
-        return {outcome::failed, {}, "wrong digest"};
-    if (u->disabled) return {outcome::failed, {}, "disabled"};
-    return {outcome::ok, u->name, {}};
+    return check_shared_secret(db_, user, false,
+                               [&](std::string const& secret) { return cram_md5_digest(challenge, secret); }, digest_hex);
 }
 
 }  // namespace popgate::auth

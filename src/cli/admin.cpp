@@ -37,10 +37,12 @@ std::filesystem::path db_path(global_options const& g)
 
 std::unique_ptr<store::store> open_db(global_options const& g, bool create = false)
 {
+    auto const s = effective_settings(g);
     store::sqlite_options o;
+    o.busy_timeout = s.busy_timeout;
     o.must_exist = !create;
     o.migrate = create;
-    return store::open_sqlite_store(db_path(g), o);
+    return store::open_sqlite_store(g.db_path.empty() ? s.database : std::filesystem::path(g.db_path), o);
 }
 
 std::string format_time(std::optional<store::unix_time> t)
