@@ -2,13 +2,21 @@
 
 namespace popgate::daemon {
 
+namespace {
+auth::throttle_settings throttle_of(config::settings const& s)
+{
+    return {s.failure_window, s.max_failures_per_ip, s.block_time, s.failure_delay, s.failure_delay_max};
+}
+}  // namespace
+
 context::context(std::shared_ptr<config::settings const> s, std::unique_ptr<store::store> db,
                  unsigned blocking_threads)
     : settings_(std::move(s)),
       db_(std::move(db)),
       blocking_(blocking_threads),
       relay_(*db_, settings_->ipv6_prefix),
-      auth_(*db_)
+      auth_(*db_),
+      failures_(throttle_of(*settings_))
 {
     auth_.set_cache_ttl(settings_->credential_cache_ttl);
 }
@@ -25,6 +33,8 @@ void context::set_settings(std::shared_ptr<config::settings const> s)
 {
     relay_.set_ipv6_prefix(s->ipv6_prefix);
     auth_.set_cache_ttl(s->credential_cache_ttl);
+    // The counts themselves survive a reload; only the thresholds change.
+    failures_.set_settings(throttle_of(*s));
     std::lock_guard lock(mutex_);
     settings_ = std::move(s);
 }

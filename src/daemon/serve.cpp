@@ -88,6 +88,7 @@ asio::awaitable<void> purge_loop(server& srv)
         t.expires_after(srv.ctx->settings()->purge_interval);
         auto [ec] = co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
         if (ec || srv.draining) co_return;
+        srv.ctx->failures().expire(std::chrono::steady_clock::now());
         auto const s = srv.ctx->settings();
         try {
             auto [grants, audit] = co_await run_blocking(srv.ctx->blocking(), [&] {

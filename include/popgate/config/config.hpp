@@ -72,7 +72,11 @@ struct settings {
     bool loopback_is_secure = false;
     bool apop = true;
     bool cram_md5 = true;
-    std::chrono::milliseconds failure_delay{2000};
+    std::chrono::milliseconds failure_delay{2000};       // first failure; doubles per failure in the window
+    std::chrono::milliseconds failure_delay_max{15000};
+    std::chrono::seconds failure_window{900};
+    std::size_t max_failures_per_ip = 10;                // then the address is refused for block_time
+    std::chrono::seconds block_time{900};
     std::chrono::seconds credential_cache_ttl{0};  // 0: off
 
     // [limits]

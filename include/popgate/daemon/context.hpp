@@ -4,6 +4,7 @@
 // the authenticator, and the admission counters (sessions in all and per address,
 // maildrop locks).
 #include "popgate/auth/authenticator.hpp"
+#include "popgate/auth/failure_tracker.hpp"
 #include "popgate/config/config.hpp"
 #include "popgate/net/ip.hpp"
 #include "popgate/relay/decider.hpp"
@@ -40,6 +41,9 @@ public:
     boost::asio::thread_pool& blocking() noexcept { return blocking_; }
     relay::decider& relay() noexcept { return relay_; }
     auth::authenticator& auth() noexcept { return auth_; }
+    // Brute-force defence: check blocked() before authenticating, call
+    // record_failure() on every failed attempt and wait the delay it returns.
+    auth::failure_tracker& failures() noexcept { return failures_; }
 
     // Admission: false (with the reason) past limits.max_sessions or
     // limits.max_sessions_per_ip. Every admitted session calls release().
@@ -63,6 +67,7 @@ private:
     boost::asio::thread_pool blocking_;
     relay::decider relay_;
     auth::authenticator auth_;
+    auth::failure_tracker failures_;
     std::atomic<std::size_t> active_{0};
     std::map<net::ip_address, std::size_t> per_ip_;
     std::set<std::string> maildrops_;
