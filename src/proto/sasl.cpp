@@ -66,6 +66,9 @@ result<std::string> base64_decode(std::string_view in)
             v[k] = table[static_cast<unsigned char>(c)];
             if (v[k] < 0) return errc::bad_base64;
         }
+        // RFC 4648 §3.5: the bits under the padding must be zero, so every
+        // byte string has exactly one encoding.
+        if ((pad == 1 && (v[2] & 3)) || (pad == 2 && (v[1] & 15))) return errc::bad_base64;
         std::uint32_t const n = (static_cast<std::uint32_t>(v[0]) << 18) | (static_cast<std::uint32_t>(v[1]) << 12) |
                                 (static_cast<std::uint32_t>(v[2]) << 6) | static_cast<std::uint32_t>(v[3]);
         out += static_cast<char>((n >> 16) & 0xff);
