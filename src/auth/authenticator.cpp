@@ -77,11 +77,13 @@ result authenticator::check_password(std::string_view user, std::string_view pas
     } catch (store::store_error const& e) {
         return {outcome::unavailable, {}, e.what()};
     }
+    // Before the password check: an apop-only user (who usually has no
+    // password at all) is told to use APOP, as check_cram_md5 does.
+    if (u && u->apop_only) return {outcome::apop_required, {}, "apop-only user"};
     if (!u || !u->password_hash) {
         (void)verify_password(password, dummy_hash());
         return {outcome::failed, {}, u ? "no password set" : "no such user"};
     }
-    if (u->apop_only) return {outcome::apop_required, {}, "apop-only user"};
     bool const ok = cached(u->name, *u->password_hash, password) || verify_password(password, *u->password_hash);
     if (!ok) return {outcome::failed, {}, "wrong password"};
     // A disabled user learns nothing the wrong-password answer would not say.

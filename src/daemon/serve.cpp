@@ -177,6 +177,13 @@ void drop_privileges(config::settings const& s)
         gid = gr->gr_gid;
     }
     uid_t const uid = pw->pw_uid;
+    // The database was opened (and perhaps created) as root; the pool opens
+    // more connections later, as the service user, so it must own the files.
+    for (char const* suffix : {"", "-wal", "-shm"}) {
+        auto const f = s.database.string() + suffix;
+        if (std::filesystem::exists(f) && ::chown(f.c_str(), uid, gid) != 0)
+            throw std::runtime_error("cannot hand " + f + " to " + s.run_as_user + ": " + std::strerror(errno));
+    }
     // Group first (after setuid we could no longer change it), then verify that
     // root cannot be regained.
     if (::setgroups(0, nullptr) != 0 || ::setgid(gid) != 0 || ::setuid(uid) != 0)

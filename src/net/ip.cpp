@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cstdio>
 #include <cstring>
 
 namespace popgate::net {
@@ -38,15 +39,40 @@ ip_address ip_address::from_v4(std::uint32_t host_order) noexcept
 std::string ip_address::to_string() const
 {
     char buf[INET6_ADDRSTRLEN] = {};
-    if (v4) {
+    if (v4 || is_v4_mapped(bytes)) {
         ::inet_ntop(AF_INET, bytes.data() + 12, buf, sizeof buf);
-    } else {
-        // glibc's inet_ntop follows RFC 5952 (lowercase, longest zero run as ::)
-        // except that it prints mapped forms with a dotted tail; those never
-        // reach here because parse_ip folds them to IPv4.
-        ::inet_ntop(AF_INET6, bytes.data(), buf, sizeof buf);
+        // RFC 5952 §5: a mapped address keeps its dotted tail (parse_ip folds
+        // those to IPv4, so only a hand-built ip_address gets here).
+        return v4 ? std::string(buf) : "::ffff:" + std::string(buf);
     }
-    return buf;
+    // RFC 5952 §4 by hand: glibc's inet_ntop prints any address whose first 96
+    // bits are zero in the deprecated IPv4-compatible form (::1:0 as
+    // "::0.1.0.0"), which is not RFC 5952 and which the relay_grants and
+    // allowed_networks triggers refuse.
+    std::array<unsigned, 8> w{};
+    for (std::size_t i = 0; i < 8; ++i) w[i] = (unsigned{bytes[2 * i]} << 8) | bytes[2 * i + 1];
+    // §4.2.2/§4.2.3: the longest run of two or more zero fields, the first on a tie.
+    std::size_t best = 8, best_len = 0;
+    for (std::size_t i = 0; i < 8;) {
+        if (w[i] != 0) { ++i; continue; }
+        std::size_t j = i;
+        while (j < 8 && w[j] == 0) ++j;
+        if (j - i > best_len) { best = i; best_len = j - i; }
+        i = j;
+    }
+    if (best_len < 2) best = 8;
+    std::string out;
+    for (std::size_t i = 0; i < 8; ++i) {
+        if (i == best) {
+            out += "::";
+            i += best_len - 1;
+            continue;
+        }
+        if (!out.empty() && out.back() != ':') out += ':';
+        std::snprintf(buf, sizeof buf, "%x", w[i]);  // §4.3: lowercase; §4.1: no leading zeros
+        out += buf;
+    }
+    return out;
 }
 
 bool ip_address::is_loopback() const noexcept
@@ -58,7 +84,8 @@ bool ip_address::is_loopback() const noexcept
 
 std::optional<ip_address> parse_ip(std::string_view text, std::string* why)
 {
-    if (text.empty() || text.size() > 45) {
+    // A NUL would end the C string inet_pton sees: "1.2.3.4\0junk" is not 1.2.3.4.
+    if (text.empty() || text.size() > 45 || text.find('\0') != std::string_view::npos) {
         set_why(why, "not an IP address: '" + std::string(text.substr(0, 64)) + "'");
         return std::nullopt;
     }

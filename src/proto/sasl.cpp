@@ -159,6 +159,9 @@ sasl_step sasl_server::next(std::string_view line)
     if (line.size() > max_response * 4 / 3 + 4) return fail(errc::too_long);
     auto decoded = base64_decode(line);
     if (!decoded) return fail(errc::bad_base64);
+    // The length check above is a cheap bound only: 4097 and 4098 octets
+    // encode to as many characters as 4096.
+    if (decoded->size() > max_response) return fail(errc::too_long);
     return on_response(*decoded);
 }
 

@@ -1,0 +1,437 @@
+#include "popgate/config/config.hpp"
+
+#include <boost/test/data/monomorphic.hpp>
+#include <boost/test/data/test_case.hpp>
+#include <boost/test/unit_test.hpp>
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <ostream>
+#include <string>
+#include <string_view>
+#include <vector>
+
+using namespace popgate::config;
+namespace fs = std::filesystem;
+namespace bdata = boost::unit_test::data;
+using namespace std::chrono_literals;
+
+namespace {
+
+std::string slurp(fs::path const& p)
+{
+    std::ifstream f{p, std::ios::binary};
+    return {std::istreambuf_iterator<char>{f}, {}};
+}
+
+fs::path shipped_config() { return fs::path(POPGATE_SOURCE_DIR) / "config" / "popgate.toml"; }
+
+// Every message, one per line, for failure output.
+std::string all_errors(load_result const& r) { return format_errors(r, "test.toml"); }
+
+bool has_error(load_result const& r, std::size_t line, std::string_view word)
+{
+    for (auto const& e : r.errors)
+        if (e.line == line && e.message.find(word) != std::string::npos) return true;
+    return false;
+}
+
+// A file with one good listener on line 1..3, so that an error elsewhere is
+// the only error.
+constexpr std::string_view one_listener = "[[listener]]\n"   // 1
+                                          "protocol = \"pop3\"\n"  // 2
+                                          "port = 0\n";       // 3
+
+struct temp_dir {
+    fs::path path;
+    temp_dir()
+    {
+        static std::atomic<unsigned> n{0};
+        auto const stamp = std::chrono::steady_clock::now().time_since_epoch().count();
+        path = fs::temp_directory_path() / ("popgate-test-config-" + std::to_string(::getpid()) + "-" +
+                                            std::to_string(stamp) + "-" + std::to_string(n++));
+        fs::create_directory(path);
+    }
+    ~temp_dir()
+    {
+        std::error_code ec;
+        fs::remove_all(path, ec);
+    }
+    temp_dir(temp_dir const&) = delete;
+    temp_dir& operator=(temp_dir const&) = delete;
+};
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+BOOST_AUTO_TEST_SUITE(config_default, *boost::unit_test::label("unit"))
+
+BOOST_AUTO_TEST_CASE(embedded_default_parses_with_five_listeners)
+{
+    auto const r = parse(embedded_default());
+    BOOST_TEST_REQUIRE(r.errors.empty(), all_errors(r));
+    BOOST_TEST_REQUIRE(r.value.has_value());
+    auto const& s = *r.value;
+    BOOST_TEST_REQUIRE(s.listeners.size() == 5u);
+    BOOST_TEST(s.listeners[0].name == "pop3");
+    BOOST_TEST((s.listeners[0].proto == protocol::pop3));
+    BOOST_TEST((s.listeners[0].tls == tls_mode::starttls));
+    BOOST_TEST(s.listeners[0].port == 1110);
+    BOOST_TEST(s.listeners[1].name == "pop3s");
+    BOOST_TEST((s.listeners[1].tls == tls_mode::implicit));
+    BOOST_TEST(s.listeners[2].name == "smtp");
+    BOOST_TEST((s.listeners[2].proto == protocol::smtp));
+    BOOST_TEST(!s.listeners[2].auth_required);
+    BOOST_TEST(s.listeners[3].name == "submission");
+    BOOST_TEST(s.listeners[3].auth_required);
+    BOOST_TEST(s.listeners[4].name == "smtps");
+    BOOST_TEST((s.listeners[4].tls == tls_mode::implicit));
+    BOOST_TEST(s.listeners[4].auth_required);
+    for (auto const& l : s.listeners) BOOST_TEST(l.address == "127.0.0.1");
+}
+
+BOOST_AUTO_TEST_CASE(shipped_file_is_the_embedded_default)
+{
+    auto const path = shipped_config();
+    BOOST_TEST_REQUIRE(fs::exists(path), path.string());
+    auto const text = slurp(path);
+    BOOST_TEST(!text.empty());
+    BOOST_TEST((text == embedded_default()), "config/popgate.toml differs from the compiled-in default");
+
+    auto const r = load(path);
+    BOOST_TEST_REQUIRE(r.errors.empty(), all_errors(r));
+    BOOST_TEST_REQUIRE(r.value.has_value());
+    BOOST_TEST(r.value->source == path);
+    BOOST_TEST(r.value->listeners.size() == 5u);
+}
+
+// The shipped file documents "every key with its default": its values are the
+// struct's defaults, except loopback_is_secure (on for the quick start).
+BOOST_AUTO_TEST_CASE(shipped_values_are_the_struct_defaults)
+{
+    auto const r = parse(embedded_default());
+    BOOST_TEST_REQUIRE(r.value.has_value(), all_errors(r));
+    auto const& f = *r.value;
+    settings const d;
+    BOOST_TEST(f.hostname == d.hostname);
+    BOOST_TEST(f.threads == d.threads);
+    BOOST_TEST(f.tls.cert_file == d.tls.cert_file);
+    BOOST_TEST(f.tls.key_file == d.tls.key_file);
+    BOOST_TEST(f.tls.self_signed == d.tls.self_signed);
+    BOOST_TEST(f.tls.min_version == d.tls.min_version);
+    BOOST_TEST(f.database == d.database);
+    BOOST_TEST(f.busy_timeout.count() == d.busy_timeout.count());
+    BOOST_TEST(f.audit_max_rows == d.audit_max_rows);
+    BOOST_TEST(f.audit_max_age_days == d.audit_max_age_days);
+    BOOST_TEST(f.maildir == d.maildir);
+    BOOST_TEST(f.local_domains == d.local_domains);
+    BOOST_TEST(f.relay_drop == d.relay_drop);
+    BOOST_TEST(f.grant_ttl.count() == d.grant_ttl.count());
+    BOOST_TEST(f.ipv6_prefix == d.ipv6_prefix);
+    BOOST_TEST(f.purge_interval.count() == d.purge_interval.count());
+    BOOST_TEST(f.upstream_host == d.upstream_host);
+    BOOST_TEST(f.upstream_port == d.upstream_port);
+    BOOST_TEST((f.upstream_starttls == d.upstream_starttls));
+    BOOST_TEST(f.upstream_timeout.count() == d.upstream_timeout.count());
+    BOOST_TEST((f.plaintext == d.plaintext));
+    BOOST_TEST(f.loopback_is_secure);  // the one documented difference
+    BOOST_TEST(!d.loopback_is_secure);
+    BOOST_TEST(f.apop == d.apop);
+    BOOST_TEST(f.cram_md5 == d.cram_md5);
+    BOOST_TEST(f.failure_delay.count() == d.failure_delay.count());
+    BOOST_TEST(f.credential_cache_ttl.count() == d.credential_cache_ttl.count());
+    BOOST_TEST(f.max_sessions == d.max_sessions);
+    BOOST_TEST(f.max_sessions_per_ip == d.max_sessions_per_ip);
+    BOOST_TEST(f.pop3_idle_timeout.count() == d.pop3_idle_timeout.count());
+    BOOST_TEST(f.smtp_idle_timeout.count() == d.smtp_idle_timeout.count());
+    BOOST_TEST(f.data_timeout.count() == d.data_timeout.count());
+    BOOST_TEST(f.tls_handshake_timeout.count() == d.tls_handshake_timeout.count());
+    BOOST_TEST(f.pop3_max_line == d.pop3_max_line);
+    BOOST_TEST(f.smtp_max_line == d.smtp_max_line);
+    BOOST_TEST(f.max_message_size == d.max_message_size);
+    BOOST_TEST(f.max_recipients == d.max_recipients);
+    BOOST_TEST(f.max_bad_commands == d.max_bad_commands);
+    BOOST_TEST(f.log_level == d.log_level);
+    BOOST_TEST(f.log_file == d.log_file);
+}
+
+BOOST_AUTO_TEST_CASE(load_of_missing_file_is_an_error)
+{
+    temp_dir tmp;
+    auto const missing = tmp.path / "nope.toml";
+    auto const r = load(missing);
+    BOOST_TEST(!r.value.has_value());
+    BOOST_TEST_REQUIRE(r.errors.size() == 1u);
+    BOOST_TEST(r.errors[0].message.find(missing.string()) != std::string::npos, r.errors[0].message);
+}
+
+BOOST_AUTO_TEST_CASE(load_reads_a_file_and_reports_its_lines)
+{
+    temp_dir tmp;
+    auto const file = tmp.path / "p.toml";
+    {
+        std::ofstream f{file};
+        f << one_listener << "[relay]\ngrant_ttl = 0\n";  // line 5
+    }
+    auto const r = load(file);
+    BOOST_TEST(!r.value.has_value());
+    BOOST_TEST_REQUIRE(r.errors.size() == 1u, all_errors(r));
+    BOOST_TEST(r.errors[0].line == 5u);
+    auto const text = format_errors(r, file.string());
+    BOOST_TEST(text.find(file.string() + ":5:") == 0u, text);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+// ---------------------------------------------------------------------------
+BOOST_AUTO_TEST_SUITE(config_errors, *boost::unit_test::label("unit"))
+
+struct error_case {
+    std::string_view name;
+    std::string_view toml;
+    std::size_t line;       // where the single error must be reported
+    std::string_view word;  // which its message must contain
+};
+std::ostream& operator<<(std::ostream& os, error_case const& c) { return os << c.name; }
+
+// Each file below holds exactly one mistake.
+error_case const error_cases[]{
+    {"unknown key in a section",
+     "[[listener]]\nprotocol = \"pop3\"\n\n[server]\nhostname = \"mx\"\nthreds = 4\n", 6, "threds"},
+    {"unknown key in a listener",
+     "[[listener]]\nprotocol = \"pop3\"\nprot = 110\n", 3, "prot"},
+    {"unknown section",
+     "[[listener]]\nprotocol = \"pop3\"\n\n[relais]\ngrant_ttl = 60\n", 4, "relais"},
+    {"unknown top-level key", "verbose = true\n[[listener]]\nprotocol = \"pop3\"\n", 1, "verbose"},
+    {"string for integer",
+     "[[listener]]\nprotocol = \"pop3\"\n[server]\nthreads = \"4\"\n", 4, "integer"},
+    {"string for integer in a listener",
+     "[[listener]]\nprotocol = \"pop3\"\nport = \"110\"\n", 3, "integer"},
+    {"integer for string", "[[listener]]\nprotocol = \"pop3\"\n[server]\nhostname = 7\n", 4, "string"},
+    {"integer for boolean", "[[listener]]\nprotocol = \"pop3\"\n[auth]\napop = 1\n", 4, "true or false"},
+    {"float for integer", "[[listener]]\nprotocol = \"pop3\"\n[relay]\ngrant_ttl = 60.5\n", 4, "integer"},
+    {"out of range ipv6_prefix",
+     "[[listener]]\nprotocol = \"pop3\"\n\n[relay]\nipv6_prefix = 129\n", 5, "out of range"},
+    {"out of range zero grant_ttl", "[[listener]]\nprotocol = \"pop3\"\n[relay]\ngrant_ttl = 0\n", 4, "out of range"},
+    {"negative threads", "[[listener]]\nprotocol = \"pop3\"\n[server]\nthreads = -1\n", 4, "out of range"},
+    {"port above 65535", "[[listener]]\nprotocol = \"pop3\"\nport = 65536\n", 3, "out of range"},
+    {"pop3_max_line below RFC 2449",
+     "[[listener]]\nprotocol = \"pop3\"\n[limits]\npop3_max_line = 254\n", 4, "out of range"},
+    {"bad tls enum", "[[listener]]\nprotocol = \"pop3\"\ntls = \"maybe\"\n", 3, "\"implicit\""},
+    {"bad protocol enum", "[[listener]]\nprotocol = \"imap\"\n", 2, "\"smtp\""},
+    {"bad plaintext enum", "[[listener]]\nprotocol = \"pop3\"\n[auth]\nplaintext = \"tls_only\"\n", 4, "tls-only"},
+    {"integer for enum", "[[listener]]\nprotocol = \"pop3\"\n[relay]\nupstream_starttls = 1\n", 4,
+     "opportunistic"},
+    {"bad listener address", "[[listener]]\nprotocol = \"pop3\"\naddress = \"localhost\"\n", 3, "IP address"},
+    {"maildir without %u", "[[listener]]\nprotocol = \"pop3\"\n[mail]\nmaildir = \"var/mail\"\n", 4, "%u"},
+    {"local_domains not strings",
+     "[[listener]]\nprotocol = \"pop3\"\n[mail]\nlocal_domains = [\"a\", 2]\n", 4, "array of strings"},
+    {"bad log level", "[[listener]]\nprotocol = \"pop3\"\n[log]\nlevel = \"verbose\"\n", 4, "\"debug\""},
+    {"bad tls min_version", "[[listener]]\nprotocol = \"pop3\"\n[tls]\nmin_version = \"1.1\"\n", 4, "1.2"},
+    {"section that is not a table", "server = 1\n[[listener]]\nprotocol = \"pop3\"\n", 1, "table"},
+    {"listener that is not an array", "[listener]\nprotocol = \"pop3\"\n", 1, "array of tables"},
+    {"syntax error: unterminated string", "[[listener]]\nprotocol = \"pop3\n", 2, ""},
+    {"syntax error: missing value", "[[listener]]\nprotocol = \"pop3\"\n\n[relay]\ngrant_ttl =\n", 5, ""},
+    {"syntax error: duplicate key", "[[listener]]\nprotocol = \"pop3\"\nprotocol = \"smtp\"\n", 3, ""},
+    {"listener without protocol", "[[listener]]\nprotocol = \"pop3\"\n\n[[listener]]\nname = \"x\"\nport = 1\n", 4,
+     "protocol"},
+    {"duplicate listener name",
+     "[[listener]]\nname = \"a\"\nprotocol = \"pop3\"\n\n[[listener]]\nname = \"a\"\nprotocol = \"smtp\"\n", 5,
+     "duplicate"},
+    {"same address and port twice",
+     "[[listener]]\nprotocol = \"pop3\"\nport = 1110\n[[listener]]\nprotocol = \"smtp\"\nport = 1110\n", 4,
+     "already used"},
+    {"auth_required on pop3", "[[listener]]\nprotocol = \"pop3\"\nauth_required = true\n", 1, "smtp"},
+    {"empty listener name", "[[listener]]\nname = \"\"\nprotocol = \"pop3\"\n", 2, "1 to 32"},
+    {"no listeners", "[server]\nhostname = \"mx\"\n", 0, "listener"},
+    {"empty file", "", 0, "listener"},
+};
+
+BOOST_DATA_TEST_CASE(reports_the_line, bdata::make(error_cases), c)
+{
+    auto const r = parse(c.toml);
+    BOOST_TEST(!r.value.has_value());
+    BOOST_TEST_REQUIRE(r.errors.size() == 1u, all_errors(r));
+    BOOST_TEST(r.errors[0].line == c.line, all_errors(r));
+    BOOST_TEST(r.errors[0].message.find(c.word) != std::string::npos, r.errors[0].message);
+    BOOST_TEST(!r.errors[0].message.empty());
+}
+
+BOOST_AUTO_TEST_CASE(every_error_is_reported_in_line_order)
+{
+    constexpr std::string_view text = "[log]\n"                    // 1
+                                      "level = \"loud\"\n"          // 2  bad value
+                                      "\n"                           // 3
+                                      "[[listener]]\n"               // 4
+                                      "protocol = \"pop3\"\n"        // 5
+                                      "tls = \"maybe\"\n"            // 6  bad enum
+                                      "\n"                           // 7
+                                      "[server]\n"                   // 8
+                                      "threads = \"many\"\n"         // 9  wrong type
+                                      "colour = \"blue\"\n"          // 10 unknown key
+                                      "\n"                           // 11
+                                      "[relay]\n"                    // 12
+                                      "ipv6_prefix = 0\n"            // 13 out of range
+                                      "\n"                           // 14
+                                      "[extra]\n";                   // 15 unknown section
+    auto const r = parse(text);
+    BOOST_TEST(!r.value.has_value());
+    BOOST_TEST_REQUIRE(r.errors.size() == 6u, all_errors(r));
+    std::size_t const lines[]{2, 6, 9, 10, 13, 15};
+    for (std::size_t i = 0; i < 6; ++i) BOOST_TEST(r.errors[i].line == lines[i], all_errors(r));
+    BOOST_TEST(has_error(r, 2, "level"));
+    BOOST_TEST(has_error(r, 6, "tls"));
+    BOOST_TEST(has_error(r, 9, "threads"));
+    BOOST_TEST(has_error(r, 10, "colour"));
+    BOOST_TEST(has_error(r, 13, "ipv6_prefix"));
+    BOOST_TEST(has_error(r, 15, "extra"));
+    // format_errors gives one "FILE:LINE:COL: message" line per error.
+    auto const text_out = format_errors(r, "f.toml");
+    BOOST_TEST(std::count(text_out.begin(), text_out.end(), '\n') == 6);
+    BOOST_TEST(text_out.find("f.toml:9:") != std::string::npos, text_out);
+}
+
+BOOST_AUTO_TEST_CASE(errors_in_two_listeners_both_reported)
+{
+    auto const r = parse("[[listener]]\nprotocol = \"pop\"\n[[listener]]\nprotocol = \"smtp\"\ntls = 1\n");
+    BOOST_TEST_REQUIRE(r.errors.size() == 2u, all_errors(r));
+    BOOST_TEST(r.errors[0].line == 2u);
+    BOOST_TEST(r.errors[1].line == 5u);
+}
+
+BOOST_AUTO_TEST_CASE(error_columns_point_at_the_value)
+{
+    auto const r = parse("[[listener]]\nprotocol = \"pop3\"\nport =   99999\n");
+    BOOST_TEST_REQUIRE(r.errors.size() == 1u, all_errors(r));
+    BOOST_TEST(r.errors[0].line == 3u);
+    BOOST_TEST(r.errors[0].column == 10u);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+// ---------------------------------------------------------------------------
+BOOST_AUTO_TEST_SUITE(config_overrides, *boost::unit_test::label("unit"))
+
+BOOST_AUTO_TEST_CASE(good_overrides_take_effect)
+{
+    constexpr std::string_view text = R"(
+[server]
+hostname = "mail.example.org"
+threads = 3
+
+[[listener]]
+name = "in"
+protocol = "smtp"
+address = "::1"
+port = 2500
+tls = "implicit"
+auth_required = true
+
+[storage]
+database = "/tmp/x.db"
+busy_timeout_ms = 250
+
+[mail]
+local_domains = ["example.org", "example.net"]
+
+[relay]
+grant_ttl = 60
+ipv6_prefix = 56
+upstream_host = "mx.internal"
+upstream_starttls = "required"
+
+[auth]
+plaintext = "always"
+loopback_is_secure = false
+apop = false
+credential_cache_ttl = 120
+
+[limits]
+pop3_max_line = 1000
+max_recipients = 500
+
+[log]
+level = "debug"
+)";
+    auto const r = parse(text, "x.toml");
+    BOOST_TEST_REQUIRE(r.errors.empty(), all_errors(r));
+    BOOST_TEST_REQUIRE(r.value.has_value());
+    auto const& s = *r.value;
+    BOOST_TEST(s.source == fs::path("x.toml"));
+    BOOST_TEST(s.hostname == "mail.example.org");
+    BOOST_TEST(s.threads == 3u);
+    BOOST_TEST_REQUIRE(s.listeners.size() == 1u);
+    auto const& l = s.listeners[0];
+    BOOST_TEST(l.name == "in");
+    BOOST_TEST((l.proto == protocol::smtp));
+    BOOST_TEST(l.address == "::1");
+    BOOST_TEST(l.port == 2500);
+    BOOST_TEST((l.tls == tls_mode::implicit));
+    BOOST_TEST(l.auth_required);
+    BOOST_TEST(s.database == fs::path("/tmp/x.db"));
+    BOOST_TEST(s.busy_timeout.count() == 250);
+    BOOST_TEST(s.local_domains == (std::vector<std::string>{"example.org", "example.net"}));
+    BOOST_TEST(s.grant_ttl.count() == 60);
+    BOOST_TEST(s.ipv6_prefix == 56u);
+    BOOST_TEST(s.upstream_host == "mx.internal");
+    BOOST_TEST((s.upstream_starttls == upstream_tls::required));
+    BOOST_TEST((s.plaintext == plaintext_policy::always));
+    BOOST_TEST(!s.loopback_is_secure);
+    BOOST_TEST(!s.apop);
+    BOOST_TEST(s.cram_md5);  // untouched: the default
+    BOOST_TEST(s.credential_cache_ttl.count() == 120);
+    BOOST_TEST(s.pop3_max_line == 1000u);
+    BOOST_TEST(s.max_recipients == 500u);
+    BOOST_TEST(s.log_level == "debug");
+}
+
+struct policy_case {
+    std::string_view text;
+    plaintext_policy policy;
+};
+std::ostream& operator<<(std::ostream& os, policy_case const& c) { return os << c.text; }
+constexpr policy_case policies[]{
+    {"never", plaintext_policy::never}, {"tls-only", plaintext_policy::tls_only}, {"always", plaintext_policy::always}};
+
+BOOST_DATA_TEST_CASE(plaintext_policy_values, bdata::make(policies), c)
+{
+    auto const r = parse(std::string(one_listener) + "[auth]\nplaintext = \"" + std::string(c.text) + "\"\n");
+    BOOST_TEST_REQUIRE(r.value.has_value(), all_errors(r));
+    BOOST_TEST((r.value->plaintext == c.policy));
+}
+
+BOOST_AUTO_TEST_CASE(unnamed_listeners_get_distinct_names)
+{
+    auto const r = parse("[[listener]]\nprotocol = \"pop3\"\n[[listener]]\nprotocol = \"smtp\"\n");
+    BOOST_TEST_REQUIRE(r.value.has_value(), all_errors(r));
+    BOOST_TEST_REQUIRE(r.value->listeners.size() == 2u);
+    BOOST_TEST(r.value->listeners[0].name != r.value->listeners[1].name);
+    BOOST_TEST(!r.value->listeners[0].name.empty());
+}
+
+BOOST_AUTO_TEST_CASE(minimal_file_keeps_defaults)
+{
+    auto const r = parse(one_listener);
+    BOOST_TEST_REQUIRE(r.value.has_value(), all_errors(r));
+    settings const d;
+    BOOST_TEST(r.value->grant_ttl.count() == d.grant_ttl.count());
+    BOOST_TEST((r.value->plaintext == plaintext_policy::tls_only));
+    BOOST_TEST(r.value->local_domains == d.local_domains);
+    BOOST_TEST(r.value->listeners[0].port == 0);
+    BOOST_TEST(r.value->listeners[0].address == "127.0.0.1");
+}
+
+BOOST_AUTO_TEST_CASE(empty_local_domains_allowed)
+{
+    auto const r = parse(std::string(one_listener) + "[mail]\nlocal_domains = []\n");
+    BOOST_TEST_REQUIRE(r.value.has_value(), all_errors(r));
+    BOOST_TEST(r.value->local_domains.empty());
+}
+
+BOOST_AUTO_TEST_SUITE_END()

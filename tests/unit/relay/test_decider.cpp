@@ -1,0 +1,340 @@
+#include "popgate/proto/policy.hpp"
+#include "popgate/relay/decider.hpp"
+#include "popgate/store/sqlite_store.hpp"
+
+#include <boost/test/data/monomorphic.hpp>
+#include <boost/test/data/test_case.hpp>
+#include <boost/test/unit_test.hpp>
+
+#include <sqlite3.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <memory>
+#include <ostream>
+#include <string>
+#include <string_view>
+
+using namespace popgate;
+using proto::relay_facts;
+using proto::relay_verdict;
+namespace fs = std::filesystem;
+namespace bdata = boost::unit_test::data;
+
+namespace {
+
+struct temp_dir {
+    fs::path path;
+    temp_dir()
+    {
+        static std::atomic<unsigned> n{0};
+        auto const stamp = std::chrono::steady_clock::now().time_since_epoch().count();
+        path = fs::temp_directory_path() / ("popgate-test-decider-" + std::to_string(::getpid()) + "-" +
+                                            std::to_string(stamp) + "-" + std::to_string(n++));
+        fs::create_directory(path);
+    }
+    ~temp_dir()
+    {
+        std::error_code ec;
+        fs::remove_all(path, ec);
+    }
+    temp_dir(temp_dir const&) = delete;
+    temp_dir& operator=(temp_dir const&) = delete;
+};
+
+net::ip_address ip(std::string_view text)
+{
+    auto a = net::parse_ip(text);
+    BOOST_TEST_REQUIRE(a.has_value(), "test address does not parse: " << text);
+    return *a;
+}
+
+// The daemon's store on a fresh file, the decider over it, and a second
+// connection standing in for an administrator's sqlite3 shell.
+struct decider_fixture {
+    temp_dir tmp;
+    fs::path file = tmp.path / "popgate.db";
+    std::unique_ptr<store::store> db = store::open_sqlite_store(file);
+    relay::decider decider{*db, 64};
+    sqlite3* raw = nullptr;
+
+    decider_fixture()
+    {
+        BOOST_TEST_REQUIRE(sqlite3_open(file.c_str(), &raw) == SQLITE_OK);
+        sqlite3_busy_timeout(raw, 5000);
+    }
+    ~decider_fixture() { sqlite3_close(raw); }
+
+    void sql(std::string const& text)
+    {
+        char* err = nullptr;
+        int const rc = sqlite3_exec(raw, text.c_str(), nullptr, nullptr, &err);
+        std::string const msg = err ? err : "";
+        sqlite3_free(err);
+        BOOST_TEST_REQUIRE(rc == SQLITE_OK, text << " -> " << msg);
+    }
+
+    void grant_for(std::string const& address, std::string const& user, store::unix_time ttl)
+    {
+        auto const t = store::now();
+        store::grant g;
+        g.address = address;
+        g.user = user;
+        g.method = "pass";
+        g.granted_at = ttl > 0 ? t : t + ttl - 10;
+        g.expires_at = t + ttl;
+        db->upsert_grant(g);
+    }
+
+    relay::decision decide(std::string_view client, bool authenticated = false, bool auth_required = false)
+    {
+        return decider.decide(ip(client), authenticated, auth_required);
+    }
+};
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+BOOST_AUTO_TEST_SUITE(relay_policy, *boost::unit_test::label("unit"))
+
+struct policy_case {
+    bool local, authenticated, auth_required, grant, network;
+    relay_verdict verdict;
+};
+std::ostream& operator<<(std::ostream& os, policy_case const& c)
+{
+    return os << "local=" << c.local << " auth=" << c.authenticated << " auth_required=" << c.auth_required
+              << " grant=" << c.grant << " network=" << c.network << " -> " << proto::to_string(c.verdict);
+}
+
+using enum relay_verdict;
+constexpr policy_case policy_cases[]{
+    // local domain first, whatever else holds (even on a submission port, unauthenticated)
+    {true, false, false, false, false, local},
+    {true, true, true, true, true, local},
+    {true, false, true, false, false, local},
+    {true, false, false, true, true, local},
+    // SMTP AUTH relays on any listener
+    {false, true, false, false, false, relay_auth},
+    {false, true, true, false, false, relay_auth},
+    {false, true, false, true, true, relay_auth},
+    {false, true, true, true, true, relay_auth},
+    // auth_required: grants and networks do not count
+    {false, false, true, true, false, deny},
+    {false, false, true, false, true, deny},
+    {false, false, true, true, true, deny},
+    {false, false, true, false, false, deny},
+    // grant before network
+    {false, false, false, true, false, relay_grant},
+    {false, false, false, true, true, relay_grant},
+    {false, false, false, false, true, relay_network},
+    // nothing
+    {false, false, false, false, false, deny},
+};
+
+BOOST_DATA_TEST_CASE(truth_table, bdata::make(policy_cases), c)
+{
+    relay_facts f;
+    f.local_domain = c.local;
+    f.authenticated = c.authenticated;
+    f.auth_required = c.auth_required;
+    f.has_grant = c.grant;
+    f.in_network = c.network;
+    BOOST_TEST((proto::decide_relay(f) == c.verdict));
+}
+
+BOOST_AUTO_TEST_CASE(invariants_over_all_combinations)
+{
+    // The safety rules, over all 32 combinations of facts.
+    for (unsigned bits = 0; bits < 32; ++bits) {
+        relay_facts f{bool(bits & 1), bool(bits & 2), bool(bits & 4), bool(bits & 8), bool(bits & 16)};
+        auto const v = proto::decide_relay(f);
+        if (f.local_domain) BOOST_TEST((v == local), "bits=" << bits);
+        // Never a relay for an unauthenticated client on a submission port.
+        if (!f.local_domain && f.auth_required && !f.authenticated) BOOST_TEST((v == deny), "bits=" << bits);
+        // Never a relay without some reason.
+        if (!f.local_domain && !f.authenticated && !f.has_grant && !f.in_network)
+            BOOST_TEST((v == deny), "bits=" << bits);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(verdict_names)
+{
+    BOOST_TEST(proto::to_string(local) == "local");
+    BOOST_TEST(proto::to_string(relay_auth) == "auth");
+    BOOST_TEST(proto::to_string(relay_grant) == "grant");
+    BOOST_TEST(proto::to_string(relay_network) == "network");
+    BOOST_TEST(proto::to_string(deny) == "denied");
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+// ---------------------------------------------------------------------------
+BOOST_FIXTURE_TEST_SUITE(relay_decider, decider_fixture, *boost::unit_test::label("unit"))
+
+BOOST_AUTO_TEST_CASE(no_rows_deny)
+{
+    auto const d = decide("192.0.2.7");
+    BOOST_TEST((d.verdict == relay_verdict::deny));
+    BOOST_TEST(d.grant_address.empty());
+    BOOST_TEST(!d.detail.empty());
+    BOOST_TEST((decide("2001:db8::1").verdict == relay_verdict::deny));
+}
+
+BOOST_AUTO_TEST_CASE(grant_for_the_address_relays)
+{
+    grant_for("192.0.2.7", "alice", 600);
+    auto const d = decide("192.0.2.7");
+    BOOST_TEST((d.verdict == relay_verdict::relay_grant));
+    BOOST_TEST(d.grant_address == "192.0.2.7");
+    BOOST_TEST(d.detail.find("alice") != std::string::npos, d.detail);
+    // The IPv4-mapped form of the same client is the same client.
+    auto const m = decide("::ffff:192.0.2.7");
+    BOOST_TEST((m.verdict == relay_verdict::relay_grant));
+    BOOST_TEST(m.grant_address == "192.0.2.7");
+}
+
+BOOST_AUTO_TEST_CASE(expired_grant_denies)
+{
+    grant_for("192.0.2.7", "alice", -1);
+    BOOST_TEST((decide("192.0.2.7").verdict == relay_verdict::deny));
+}
+
+BOOST_AUTO_TEST_CASE(grant_for_another_address_denies)
+{
+    grant_for("192.0.2.7", "alice", 600);
+    BOOST_TEST((decide("192.0.2.8").verdict == relay_verdict::deny));
+    BOOST_TEST((decide("192.0.2.70").verdict == relay_verdict::deny));
+    BOOST_TEST((decide("::ffff:192.0.2.8").verdict == relay_verdict::deny));
+}
+
+BOOST_AUTO_TEST_CASE(grant_deleted_by_hand_is_seen_at_once)
+{
+    grant_for("192.0.2.7", "alice", 600);
+    BOOST_TEST((decide("192.0.2.7").verdict == relay_verdict::relay_grant));
+    sql("DELETE FROM relay_grants WHERE address = '192.0.2.7'");
+    BOOST_TEST((decide("192.0.2.7").verdict == relay_verdict::deny));
+}
+
+BOOST_AUTO_TEST_CASE(ipv6_client_matched_by_its_64)
+{
+    grant_for("2001:db8:1:2::", "bob", 600);
+    auto const d = decide("2001:db8:1:2::5");
+    BOOST_TEST((d.verdict == relay_verdict::relay_grant));
+    BOOST_TEST(d.grant_address == "2001:db8:1:2::");
+    BOOST_TEST((decide("2001:db8:1:2:aaaa:bbbb:cccc:dddd").verdict == relay_verdict::relay_grant));
+    BOOST_TEST((decide("2001:db8:1:3::5").verdict == relay_verdict::deny));
+}
+
+BOOST_AUTO_TEST_CASE(ipv6_client_matched_by_its_full_address)
+{
+    sql("INSERT INTO relay_grants (address, user, expires_at) VALUES ('2001:db8:1:2::5', 'carol', unixepoch() + 600)");
+    auto const d = decide("2001:db8:1:2::5");
+    BOOST_TEST((d.verdict == relay_verdict::relay_grant));
+    BOOST_TEST(d.grant_address == "2001:db8:1:2::5");
+    BOOST_TEST((decide("2001:db8:1:2::6").verdict == relay_verdict::deny));
+}
+
+BOOST_AUTO_TEST_CASE(grant_keys_of_a_client)
+{
+    auto const v6 = decider.grant_keys(ip("2001:db8:1:2::5"));
+    BOOST_TEST_REQUIRE(v6.size() == 2u);
+    BOOST_TEST(v6[0] == "2001:db8:1:2::");
+    BOOST_TEST(v6[1] == "2001:db8:1:2::5");
+    auto const v4 = decider.grant_keys(ip("192.0.2.7"));
+    BOOST_TEST_REQUIRE(v4.size() == 1u);
+    BOOST_TEST(v4[0] == "192.0.2.7");
+    decider.set_ipv6_prefix(128);
+    auto const full = decider.grant_keys(ip("2001:db8:1:2::5"));
+    BOOST_TEST_REQUIRE(full.size() == 1u);
+    BOOST_TEST(full[0] == "2001:db8:1:2::5");
+    decider.set_ipv6_prefix(48);
+    BOOST_TEST(decider.grant_keys(ip("2001:db8:1:2::5"))[0] == "2001:db8:1::");
+}
+
+BOOST_AUTO_TEST_CASE(authenticated_and_auth_required)
+{
+    grant_for("192.0.2.7", "alice", 600);
+    sql("INSERT INTO allowed_networks (cidr) VALUES ('198.51.100.0/24')");
+    BOOST_TEST((decide("203.0.113.1", true).verdict == relay_verdict::relay_auth));
+    BOOST_TEST((decide("203.0.113.1", true, true).verdict == relay_verdict::relay_auth));
+    // A submission port ignores grants and networks.
+    auto const d = decide("192.0.2.7", false, true);
+    BOOST_TEST((d.verdict == relay_verdict::deny));
+    BOOST_TEST(d.grant_address.empty());
+    BOOST_TEST(d.detail.find("auth") != std::string::npos, d.detail);
+    BOOST_TEST((decide("198.51.100.1", false, true).verdict == relay_verdict::deny));
+    BOOST_TEST((decide("198.51.100.1").verdict == relay_verdict::relay_network));
+}
+
+BOOST_AUTO_TEST_CASE(network_row_added_by_hand_is_seen_at_the_next_decision)
+{
+    BOOST_TEST((decide("198.51.100.9").verdict == relay_verdict::deny));  // loads (and caches) no networks
+    sql("INSERT INTO allowed_networks (cidr, note) VALUES ('198.51.100.0/24', 'by hand')");
+    auto const d = decide("198.51.100.9");
+    BOOST_TEST((d.verdict == relay_verdict::relay_network));
+    BOOST_TEST(d.detail.find("198.51.100.0/24") != std::string::npos, d.detail);
+    BOOST_TEST(d.grant_address.empty());
+    // ... and a deletion likewise.
+    sql("DELETE FROM allowed_networks WHERE cidr = '198.51.100.0/24'");
+    BOOST_TEST((decide("198.51.100.9").verdict == relay_verdict::deny));
+    // ... and an update.
+    sql("INSERT INTO allowed_networks (cidr) VALUES ('10.0.0.0/8')");
+    BOOST_TEST((decide("10.1.2.3").verdict == relay_verdict::relay_network));
+    sql("UPDATE allowed_networks SET cidr = '11.0.0.0/8' WHERE cidr = '10.0.0.0/8'");
+    BOOST_TEST((decide("10.1.2.3").verdict == relay_verdict::deny));
+    BOOST_TEST((decide("11.1.2.3").verdict == relay_verdict::relay_network));
+}
+
+BOOST_AUTO_TEST_CASE(network_added_through_the_store)
+{
+    BOOST_TEST((decide("2001:db8:ff::1").verdict == relay_verdict::deny));
+    store::network n;
+    n.cidr = "2001:db8::/32";
+    db->add_network(n);
+    BOOST_TEST((decide("2001:db8:ff::1").verdict == relay_verdict::relay_network));
+    BOOST_TEST((decide("2001:db9::1").verdict == relay_verdict::deny));
+    BOOST_TEST((decide("192.0.2.1").verdict == relay_verdict::deny));
+}
+
+BOOST_AUTO_TEST_CASE(grant_wins_over_network)
+{
+    sql("INSERT INTO allowed_networks (cidr) VALUES ('192.0.2.0/24')");
+    grant_for("192.0.2.7", "alice", 600);
+    auto const d = decide("192.0.2.7");
+    BOOST_TEST((d.verdict == relay_verdict::relay_grant));
+    BOOST_TEST((decide("192.0.2.8").verdict == relay_verdict::relay_network));
+}
+
+BOOST_AUTO_TEST_CASE(expired_network_denies)
+{
+    sql("INSERT INTO allowed_networks (cidr, created_at, expires_at)"
+        " VALUES ('198.51.100.0/24', unixepoch() - 600, unixepoch() - 1)");
+    BOOST_TEST((decide("198.51.100.9").verdict == relay_verdict::deny));
+    sql("INSERT INTO allowed_networks (cidr, created_at, expires_at)"
+        " VALUES ('203.0.113.0/24', unixepoch() - 600, unixepoch() + 600)");
+    BOOST_TEST((decide("203.0.113.9").verdict == relay_verdict::relay_network));
+}
+
+BOOST_AUTO_TEST_CASE(network_with_host_bits_written_by_hand_is_masked)
+{
+    sql("INSERT INTO allowed_networks (cidr) VALUES ('192.0.2.5/24')");  // the trigger lets it through
+    auto const d = decide("192.0.2.200");
+    BOOST_TEST((d.verdict == relay_verdict::relay_network));
+    BOOST_TEST(d.detail.find("192.0.2.5/24") != std::string::npos, d.detail);  // the row as written
+    BOOST_TEST((decide("192.0.3.5").verdict == relay_verdict::deny));
+}
+
+BOOST_AUTO_TEST_CASE(unreadable_network_row_is_ignored_not_an_open_relay)
+{
+    // Passes the trigger's shape checks but is no address: ignored with a warning.
+    sql("INSERT INTO allowed_networks (cidr) VALUES ('1:2:3/0')");
+    sql("INSERT INTO allowed_networks (cidr) VALUES ('198.51.100.0/24')");
+    BOOST_TEST((decide("203.0.113.9").verdict == relay_verdict::deny));
+    BOOST_TEST((decide("2001:db8::1").verdict == relay_verdict::deny));
+    BOOST_TEST((decide("198.51.100.1").verdict == relay_verdict::relay_network));
+}
+
+BOOST_AUTO_TEST_SUITE_END()
