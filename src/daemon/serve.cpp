@@ -28,8 +28,10 @@ namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 
 struct server {
-    asio::io_context io;
+    // Declared first, destroyed last: sessions still open when io is destroyed
+    // release their admission slots and maildrop locks in the context.
     std::unique_ptr<context> ctx;
+    asio::io_context io;
     std::vector<std::unique_ptr<tcp::acceptor>> acceptors;
     std::vector<listener_info> listeners;
     std::string config_file;
@@ -244,6 +246,9 @@ int serve(std::string const& config_file, std::string const& db_override, serve_
             srv.listeners.push_back({l, acc->local_endpoint().port()});
             srv.acceptors.push_back(std::move(acc));
         }
+        // Written while still privileged: the ready file's directory belongs
+        // to whoever started the daemon, not to the service user.
+        if (!o.ready_file.empty()) write_ready_file(o.ready_file, srv.listeners);
         drop_privileges(*settings);
     } catch (std::exception const& e) {
         std::cerr << "popgate: " << e.what() << "\n";
@@ -260,7 +265,6 @@ int serve(std::string const& config_file, std::string const& db_override, serve_
     }
     asio::co_spawn(srv.io, signal_loop(srv), asio::detached);
     asio::co_spawn(srv.io, purge_loop(srv), asio::detached);
-    if (!o.ready_file.empty()) write_ready_file(o.ready_file, srv.listeners);
 
     unsigned const n = settings->threads ? settings->threads : std::max(1u, std::thread::hardware_concurrency());
     spdlog::info("popgate {} started threads={} database={}", POPGATE_VERSION, n, settings->database.string());

@@ -73,4 +73,17 @@ private:
     std::set<std::string> maildrops_;
 };
 
+// Holds one admission slot for the life of a session (context::admit).
+class admission {
+public:
+    admission(context& c, net::ip_address peer) : ctx_(c), peer_(peer) {}
+    ~admission() { ctx_.release(peer_); }
+    admission(admission const&) = delete;
+    admission& operator=(admission const&) = delete;
+
+private:
+    context& ctx_;
+    net::ip_address peer_;
+};
+
 }  // namespace popgate::daemon

@@ -1,0 +1,120 @@
+"""The daemon frame: start, reload, drain, privileges, file modes, and the
+database edited with sqlite3 while the daemon runs."""
+import os
+import pwd
+import signal
+import smtplib
+import socket
+import stat
+import subprocess
+import time
+
+import pytest
+
+from popgate_test import POPGATE, Gateway, gateway, make_gateway, upstream  # noqa: F401
+
+
+def test_sigterm_drains_and_exits_zero(gateway):
+    s = socket.create_connection(("127.0.0.1", gateway.port("pop3")))
+    assert s.recv(512).startswith(b"+OK")
+    gateway.proc.send_signal(signal.SIGTERM)
+    # The listener closes at once; the open session may finish.
+    deadline = time.time() + 5
+    refused = False
+    while time.time() < deadline and not refused:
+        try:
+            socket.create_connection(("127.0.0.1", gateway.port("pop3")), timeout=1).close()
+            time.sleep(0.05)
+        except OSError:
+            refused = True
+    assert refused
+    s.sendall(b"QUIT\r\n")
+    assert s.recv(512).startswith(b"+OK")
+    s.close()
+    assert gateway.proc.wait(15) == 0
+    assert "draining" in gateway.log()
+
+
+def test_sighup_reloads_and_refuses_a_broken_config(gateway):
+    text = gateway.config_file.read_text()
+    gateway.config_file.write_text(text.replace('level = "debug"', 'level = "info"'))
+    gateway.reload()
+    assert gateway.wait_log("reload done")
+    gateway.config_file.write_text(text + "\n[limits]\nbogus = 1\n")
+    gateway.reload()
+    assert gateway.wait_log("reload refused")
+    assert "unknown key 'bogus'" in gateway.log()
+    # Still serving.
+    s = socket.create_connection(("127.0.0.1", gateway.port("pop3")))
+    assert s.recv(512).startswith(b"+OK")
+    s.close()
+    assert gateway.proc.poll() is None
+
+
+def test_files_are_private(gateway):
+    gateway.add_user("alice", "pw")
+    assert stat.S_IMODE(os.stat(gateway.db).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(gateway.key).st_mode) == 0o600
+    import poplib
+    c = poplib.POP3("127.0.0.1", gateway.port("pop3"), timeout=10)
+    c.user("alice")
+    c.pass_("pw")
+    c.quit()
+    md = gateway.maildir("alice")
+    assert md.is_dir()
+    assert stat.S_IMODE(os.stat(md).st_mode) == 0o700
+
+
+def test_bad_certificate_is_a_clear_startup_error(tmp_path):
+    g = Gateway(tmp_path / "gw")
+    g.cert.parent.mkdir(parents=True)
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=a",
+                    "-keyout", str(g.key), "-out", str(g.cert), "-days", "1"], check=True, capture_output=True)
+    other = tmp_path / "other.pem"
+    subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-out", str(other)], check=True, capture_output=True)
+    os.replace(other, g.key)
+    with pytest.raises(RuntimeError) as e:
+        g.start(timeout=10)
+    assert "does not match" in str(e.value)
+
+
+def test_allow_row_from_sqlite3_counts_at_next_rcpt(gateway, upstream, make_gateway):
+    g = make_gateway(overrides={"relay": {"upstream_host": "127.0.0.1", "upstream_port": upstream.port,
+                                          "upstream_starttls": "none"}}, name="gw2")
+    def try_relay():
+        with smtplib.SMTP("127.0.0.1", g.port("smtp"), timeout=10) as c:
+            c.ehlo("client.test")
+            c.mail("a@client.test")
+            code, _ = c.rcpt("bob@remote.test")
+            c.rset()
+            return code
+    assert try_relay() == 554
+    # An administrator adds the network with the sqlite3 shell while the daemon runs.
+    subprocess.run(["sqlite3", str(g.db), "INSERT INTO allowed_networks (cidr, note) VALUES ('127.0.0.0/8', 'lo')"],
+                   check=True)
+    assert "127.0.0.0/8\tpermanent\tlo" in g.cli("allow", "list").stdout
+    assert try_relay() == 250
+    subprocess.run(["sqlite3", str(g.db), "DELETE FROM allowed_networks"], check=True)
+    assert try_relay() == 554
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to test the privilege drop")
+def test_drops_privileges_after_binding(tmp_path):
+    nobody = pwd.getpwnam("nobody")
+    root = tmp_path / "gw"
+    g = Gateway(root, overrides={"server": {"user": "nobody", "group": "nogroup"}})
+    # The service account owns its state, as deploy/systemd expects.
+    os.chmod(tmp_path, 0o755)
+    os.chown(root, nobody.pw_uid, nobody.pw_gid)
+    g.start()
+    try:
+        status = open(f"/proc/{g.proc.pid}/status").read()
+        uids = next(l for l in status.splitlines() if l.startswith("Uid:")).split()[1:]
+        assert uids == [str(nobody.pw_uid)] * 4
+        assert "privileges dropped user=nobody" in g.log()
+        s = socket.create_connection(("127.0.0.1", g.port("pop3")))
+        assert s.recv(512).startswith(b"+OK")
+        s.close()
+    finally:
+        g.stop()

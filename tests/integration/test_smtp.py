@@ -1,0 +1,428 @@
+"""SMTP listener against the running daemon with real clients (smtplib, swaks,
+curl, raw sockets): protocol replies, the relay decision from grants, networks
+and AUTH, local delivery, synchronous relay to a capture upstream, and the
+smuggling / pipelining cases of issue 3."""
+import poplib
+import smtplib
+import socket
+import subprocess
+import time
+
+import pytest
+
+from popgate_test import CaptureUpstream, client_tls_context, make_gateway, raw_exchange, upstream  # noqa: F401
+
+BODY = b"From: a@example.org\r\nTo: x@remote.test\r\nSubject: test\r\n\r\nline one\r\n.leading dot\r\nlast line\r\n"
+
+
+def relay_overrides(up, **extra):
+    o = {"relay": {"upstream_host": "127.0.0.1", "upstream_port": up.port, "upstream_starttls": "none"}}
+    for k, v in extra.items():
+        o.setdefault(k, {}).update(v)
+    return o
+
+
+def grant(g, address="127.0.0.1", ttl=600):
+    g.sql("INSERT INTO relay_grants(address, expires_at) VALUES(?, unixepoch()+?)", (address, ttl))
+
+
+def strip_received(data: bytes) -> bytes:
+    """The message as the client sent it: our Received header (3 folded lines) removed."""
+    nl = b"\r\n" if b"\r\n" in data else b"\n"
+    lines = data.split(nl)
+    assert lines[0].startswith(b"Received: from "), data[:200]
+    i = 1
+    while lines[i].startswith(b"\t"):
+        i += 1
+    return nl.join(lines[i:])
+
+
+def send(port, rcpts, body=BODY, sender="a@example.org"):
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as s:
+        return s.sendmail(sender, rcpts, body)
+
+
+class Conn:
+    """A raw SMTP conversation: exact bytes in, exact replies out."""
+
+    def __init__(self, port):
+        self.s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.buf = b""
+        self.greeting = self.reply()
+
+    def reply(self):
+        while True:
+            lines = self.buf.split(b"\r\n")
+            for i, l in enumerate(lines[:-1]):
+                if len(l) >= 4 and l[3:4] == b" " or len(l) == 3:
+                    out = b"\r\n".join(lines[: i + 1]) + b"\r\n"
+                    self.buf = self.buf[len(out):]
+                    return out
+            chunk = self.s.recv(65536)
+            if not chunk:
+                out, self.buf = self.buf, b""
+                return out
+            self.buf += chunk
+
+    def cmd(self, line: bytes):
+        self.s.sendall(line)
+        return self.reply()
+
+    def close(self):
+        self.s.close()
+
+
+@pytest.fixture
+def relay_gw(make_gateway, upstream):
+    return make_gateway(overrides=relay_overrides(upstream))
+
+
+# ------------------------------------------------------------------ protocol
+
+
+def test_greeting_ehlo_and_simple_commands(make_gateway):
+    g = make_gateway()
+    c = Conn(g.port("smtp"))
+    assert c.greeting == b"220 gw.test ESMTP popgate\r\n"
+    assert c.cmd(b"MAIL FROM:<a@b.test>\r\n") == b"503 5.5.1 Error: send HELO/EHLO first\r\n"
+    assert c.cmd(b"EHLO client.test\r\n") == (
+        b"250-gw.test\r\n250-PIPELINING\r\n250-SIZE 26214400\r\n250-8BITMIME\r\n"
+        b"250-ENHANCEDSTATUSCODES\r\n250-STARTTLS\r\n250 AUTH PLAIN LOGIN CRAM-MD5\r\n")
+    assert c.cmd(b"NOOP\r\n") == b"250 2.0.0 Ok\r\n"
+    assert c.cmd(b"VRFY alice\r\n").startswith(b"252 2.0.0 ")
+    assert c.cmd(b"HELP\r\n").startswith(b"214-2.0.0 Commands: ")
+    assert c.cmd(b"FOO bar\r\n") == b"502 5.5.2 Error: command not recognized\r\n"
+    assert c.cmd(b"RCPT TO:<x@gw.test>\r\n") == b"503 5.5.1 Error: need MAIL command\r\n"
+    assert c.cmd(b"DATA\r\n") == b"503 5.5.1 Error: need MAIL command\r\n"
+    assert c.cmd(b"MAIL FROM:bad\r\n") == b"501 5.1.7 Bad sender address syntax\r\n"
+    assert c.cmd(b"MAIL TO:<a@b>\r\n") == b"501 5.5.4 Syntax error in parameters\r\n"
+    assert c.cmd(b"MAIL FROM:<a@b.test> FOO=1\r\n") == b"555 5.5.4 Unsupported option: FOO\r\n"
+    assert c.cmd(b"MAIL FROM:<>\r\n") == b"250 2.1.0 Ok\r\n"
+    assert c.cmd(b"MAIL FROM:<a@b.test>\r\n") == b"503 5.5.1 Error: nested MAIL command\r\n"
+    assert c.cmd(b"DATA\r\n") == b"503 5.5.1 Error: need RCPT command\r\n"
+    assert c.cmd(b"RCPT TO:<nobody@gw.test>\r\n") == (
+        b"550 5.1.1 <nobody@gw.test>: Recipient address rejected: User unknown\r\n")
+    assert c.cmd(b"DATA\r\n") == b"554 5.5.1 Error: no valid recipients\r\n"
+    assert c.cmd(b"RSET\r\n") == b"250 2.0.0 Ok\r\n"
+    assert c.cmd(b"NOOP\r\nQUIT\n") == b"250 2.0.0 Ok\r\n"
+    assert c.reply() == b"500 5.5.2 Error: bare <LF> received\r\n"
+    assert c.cmd(b"QUIT\r\n") == b"221 2.0.0 Bye\r\n"
+    assert c.reply() == b""  # closed
+    c.close()
+
+
+def test_too_many_bad_commands_closes(make_gateway):
+    g = make_gateway(overrides={"limits": {"max_bad_commands": 3}})
+    out = raw_exchange(g.port("smtp"), b"X\r\nY\r\nZ\r\nW\r\nNOOP\r\n")
+    assert out.endswith(b"502 5.5.2 Error: command not recognized\r\n" * 3 +
+                        b"421 4.7.0 gw.test Error: too many errors\r\n"), out
+
+
+def test_idle_timeout_says_421(make_gateway):
+    g = make_gateway(overrides={"limits": {"smtp_idle_timeout": 1}})
+    t0 = time.time()
+    out = raw_exchange(g.port("smtp"), b"EHLO x\r\n", timeout=6)
+    assert out.endswith(b"421 4.4.2 gw.test Error: timeout exceeded\r\n"), out
+    assert time.time() - t0 < 4
+
+
+def test_too_many_recipients(make_gateway):
+    g = make_gateway()
+    grant(g)
+    c = Conn(g.port("smtp"))
+    c.cmd(b"EHLO x\r\n")
+    c.cmd(b"MAIL FROM:<a@b.test>\r\n")
+    c.s.sendall(b"".join(b"RCPT TO:<r%d@remote.test>\r\n" % i for i in range(101)))
+    for _ in range(100):
+        assert c.reply() == b"250 2.1.5 Ok\r\n"
+    assert c.reply() == b"452 4.5.3 Error: too many recipients\r\n"
+    c.close()
+
+
+def test_pipelined_transaction_in_one_write(make_gateway):
+    g = make_gateway()
+    g.add_user("alice", "pw")
+    c = Conn(g.port("smtp"))
+    assert c.cmd(b"EHLO x\r\n").startswith(b"250-gw.test")
+    c.s.sendall(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<alice@gw.test>\r\nRCPT TO:<bob@gw.test>\r\nDATA\r\n")
+    assert c.reply() == b"250 2.1.0 Ok\r\n"
+    assert c.reply() == b"250 2.1.5 Ok\r\n"
+    assert c.reply() == b"550 5.1.1 <bob@gw.test>: Recipient address rejected: User unknown\r\n"
+    assert c.reply() == b"354 End data with <CR><LF>.<CR><LF>\r\n"
+    # message, terminator and the next transaction in one write
+    c.s.sendall(b"Subject: p1\r\n\r\none\r\n.\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<alice@gw.test>\r\nDATA\r\n")
+    assert c.reply().startswith(b"250 2.0.0 Ok: queued as ")
+    assert c.reply() == b"250 2.1.0 Ok\r\n"
+    assert c.reply() == b"250 2.1.5 Ok\r\n"
+    assert c.reply() == b"354 End data with <CR><LF>.<CR><LF>\r\n"
+    c.s.sendall(b"Subject: p2\r\n\r\ntwo\r\n.\r\nQUIT\r\n")
+    assert c.reply().startswith(b"250 2.0.0 Ok: queued as ")
+    assert c.reply() == b"221 2.0.0 Bye\r\n"
+    c.close()
+    msgs = [strip_received(m) for m in g.messages("alice")]
+    assert msgs == [b"Subject: p1\n\none\n", b"Subject: p2\n\ntwo\n"]
+
+
+# ------------------------------------------------------------------ relay decision
+
+
+def test_relay_refused_without_grant(relay_gw, upstream):
+    with pytest.raises(smtplib.SMTPRecipientsRefused) as e:
+        send(relay_gw.port("smtp"), ["x@remote.test"])
+    assert e.value.recipients == {"x@remote.test": (554, b"5.7.1 <x@remote.test>: Relay access denied")}
+    assert upstream.messages == []
+    assert relay_gw.wait_log("decision=denied detail=no grant or network")
+    time.sleep(0.2)
+    assert relay_gw.sql("SELECT event, address, detail FROM audit_log WHERE event='deny'") == \
+        [("deny", "127.0.0.1", "x@remote.test")]
+
+
+def test_grant_allows_then_expiry_refuses(relay_gw, upstream):
+    grant(relay_gw)
+    assert send(relay_gw.port("smtp"), ["x@remote.test"]) == {}
+    assert len(upstream.messages) == 1
+    m = upstream.messages[0]
+    assert m["mail_from"] == "a@example.org" and m["rcpt_tos"] == ["x@remote.test"]
+    assert strip_received(m["data"]) == BODY
+    assert relay_gw.wait_log("decision=grant")
+    time.sleep(0.3)
+    assert relay_gw.sql("SELECT hits FROM relay_grants WHERE address='127.0.0.1'") == [(1,)]
+    relay_gw.sql("UPDATE relay_grants SET granted_at = unixepoch() - 100, expires_at = unixepoch() - 1")
+    with pytest.raises(smtplib.SMTPRecipientsRefused):
+        send(relay_gw.port("smtp"), ["x@remote.test"])
+    assert len(upstream.messages) == 1
+
+
+def test_grant_for_other_address_does_not_help(relay_gw, upstream):
+    grant(relay_gw, "127.0.0.2")
+    with pytest.raises(smtplib.SMTPRecipientsRefused):
+        send(relay_gw.port("smtp"), ["x@remote.test"])
+    assert upstream.messages == []
+
+
+def test_allowed_network_relays_with_swaks(relay_gw, upstream):
+    relay_gw.sql("INSERT INTO allowed_networks(cidr) VALUES('127.0.0.0/8')")
+    r = subprocess.run(["swaks", "--server", f"127.0.0.1:{relay_gw.port('smtp')}", "--to", "x@remote.test",
+                        "--from", "a@b.test", "--body", "hello from swaks", "--h-Subject", "swaks"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "<-  250 2.0.0 Ok: queued as " in r.stdout
+    assert len(upstream.messages) == 1 and b"hello from swaks" in upstream.messages[0]["data"]
+    assert relay_gw.wait_log("decision=network detail=network=127.0.0.0/8")
+
+
+def test_curl_relay_after_grant(relay_gw, upstream, tmp_path):
+    grant(relay_gw)
+    f = tmp_path / "mail.txt"
+    f.write_bytes(BODY)
+    r = subprocess.run(["curl", "-sS", "--url", f"smtp://127.0.0.1:{relay_gw.port('smtp')}",
+                        "--mail-from", "a@b.test", "--mail-rcpt", "x@remote.test", "-T", str(f)],
+                       capture_output=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert [strip_received(m["data"]) for m in upstream.messages] == [BODY]
+
+
+def test_curl_refused_without_grant(relay_gw, upstream, tmp_path):
+    f = tmp_path / "mail.txt"
+    f.write_bytes(BODY)
+    r = subprocess.run(["curl", "-sS", "--url", f"smtp://127.0.0.1:{relay_gw.port('smtp')}",
+                        "--mail-from", "a@b.test", "--mail-rcpt", "x@remote.test", "-T", str(f)],
+                       capture_output=True, timeout=30)
+    assert r.returncode == 55, r.stderr  # CURLE_SEND_ERROR: RCPT failed
+    assert b"554" in r.stderr
+    assert upstream.messages == []
+
+
+def test_submission_refuses_relay_without_auth_even_with_grant(relay_gw, upstream):
+    grant(relay_gw)
+    with pytest.raises(smtplib.SMTPRecipientsRefused) as e:
+        send(relay_gw.port("submission"), ["x@remote.test"])
+    assert e.value.recipients["x@remote.test"][0] == 554
+    assert upstream.messages == []
+
+
+# ------------------------------------------------------------------ delivery
+
+
+def test_local_delivery_byte_exact_and_pop3(make_gateway):
+    g = make_gateway()
+    g.add_user("alice", "secret1")
+    body = b"Subject: local\r\n\r\n\xc3\xa9t\xc3\xa9 8bit\r\n..double\r\n\r\nend\r\n"
+    with smtplib.SMTP("127.0.0.1", g.port("smtp")) as s:
+        s.ehlo("client.example")
+        assert s.sendmail("a@b.test", ["alice@gw.test", "alice@localhost"], body, mail_options=["BODY=8BITMIME"]) == {}
+    msgs = g.messages("alice")
+    assert len(msgs) == 1  # the same mailbox twice in one envelope: one copy
+    assert msgs[0].startswith(b"Received: from client.example (unknown [127.0.0.1])\n\tby gw.test (popgate) with ESMTP id ")
+    assert strip_received(msgs[0]) == body.replace(b"\r\n", b"\n")
+    # ... and readable over POP3 with the CRLF wire form, byte for byte
+    p = poplib.POP3("127.0.0.1", g.port("pop3"), timeout=10)
+    p.user("alice")
+    p.pass_("secret1")
+    resp, lines, _ = p.retr(1)
+    p.quit()
+    assert strip_received(b"\r\n".join(lines) + b"\r\n") == body
+
+
+def test_relay_drop_when_no_upstream(make_gateway):
+    g = make_gateway()
+    grant(g)
+    assert send(g.port("smtp"), ["x@remote.test", "y@remote.test"]) == {}
+    d = g.dropped()
+    assert len(d) == 1
+    assert d[0].startswith(b"X-Envelope-From: <a@example.org>\nX-Envelope-To: <x@remote.test>, <y@remote.test>\n")
+    assert d[0].endswith(BODY.replace(b"\r\n", b"\n"))
+
+
+def test_upstream_down_gives_451_and_nothing_delivered(make_gateway, tmp_path):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    dead_port = s.getsockname()[1]
+    s.close()
+    g = make_gateway(overrides={"relay": {"upstream_host": "127.0.0.1", "upstream_port": dead_port,
+                                          "upstream_starttls": "none"}})
+    g.add_user("alice", "pw")
+    grant(g)
+    with pytest.raises(smtplib.SMTPDataError) as e:
+        send(g.port("smtp"), ["alice@gw.test", "x@remote.test"])
+    assert e.value.smtp_code == 451 and e.value.smtp_error.startswith(b"4.4.1 ")
+    assert g.messages("alice") == [] and g.dropped() == []
+
+
+@pytest.mark.parametrize("mode,code,text", [
+    ("tempfail", 451, b"4.4.1 Error: upstream mail server unavailable, try again later"),
+    ("reject", 554, b"5.6.0 Error: upstream refused: content rejected"),
+    ("reject-rcpt", 550, b"5.1.1 <x@remote.test>: Error: upstream refused: no such user here"),
+])
+def test_upstream_verdict_passed_on(relay_gw, upstream, mode, code, text):
+    relay_gw.add_user("alice", "pw")
+    grant(relay_gw)
+    upstream.mode = mode
+    with pytest.raises(smtplib.SMTPDataError) as e:
+        send(relay_gw.port("smtp"), ["x@remote.test", "alice@gw.test"])
+    assert (e.value.smtp_code, e.value.smtp_error) == (code, text)
+    assert upstream.messages == []
+    assert relay_gw.messages("alice") == []  # local copy only after the relay part succeeded
+
+
+def test_mixed_local_and_relay(relay_gw, upstream):
+    relay_gw.add_user("alice", "pw")
+    grant(relay_gw)
+    assert send(relay_gw.port("smtp"), ["x@remote.test", "alice@gw.test"]) == {}
+    assert [m["rcpt_tos"] for m in upstream.messages] == [["x@remote.test"]]
+    assert [strip_received(m) for m in relay_gw.messages("alice")] == [BODY.replace(b"\r\n", b"\n")]
+
+
+def test_client_drop_mid_data_delivers_nothing(relay_gw, upstream):
+    relay_gw.add_user("alice", "pw")
+    grant(relay_gw)
+    c = Conn(relay_gw.port("smtp"))
+    c.cmd(b"EHLO x\r\n")
+    c.s.sendall(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<x@remote.test>\r\nRCPT TO:<alice@gw.test>\r\nDATA\r\n")
+    for _ in range(3):
+        assert c.reply().startswith(b"250 ")
+    assert c.reply().startswith(b"354 ")
+    c.s.sendall(b"Subject: cut\r\n\r\n" + b"x" * 100000 + b"\r\n")
+    time.sleep(0.3)
+    c.close()
+    assert relay_gw.wait_log("smtp data aborted")
+    time.sleep(0.3)
+    assert upstream.messages == []
+    assert relay_gw.messages("alice") == []
+    tmp = relay_gw.maildir("alice") / "tmp"
+    assert not tmp.exists() or list(tmp.iterdir()) == []
+
+
+# ------------------------------------------------------------------ limits and smuggling
+
+
+def test_size_refused_at_mail_and_in_data(relay_gw, upstream):
+    g = relay_gw
+    grant(g)
+    c = Conn(g.port("smtp"))
+    c.cmd(b"EHLO x\r\n")
+    assert c.cmd(b"MAIL FROM:<a@b.test> SIZE=26214401\r\n") == b"552 5.3.4 Message size exceeds fixed limit\r\n"
+    assert c.cmd(b"MAIL FROM:<a@b.test> SIZE=100\r\n") == b"250 2.1.0 Ok\r\n"
+    assert c.cmd(b"RCPT TO:<x@remote.test>\r\n") == b"250 2.1.5 Ok\r\n"
+    assert c.cmd(b"DATA\r\n").startswith(b"354 ")
+    line = b"y" * 998 + b"\r\n"
+    c.s.sendall(line * (26214400 // len(line) + 2))
+    assert c.cmd(b".\r\n") == b"552 5.3.4 Message size exceeds fixed limit\r\n"
+    assert c.cmd(b"NOOP\r\n") == b"250 2.0.0 Ok\r\n"  # in step with the client
+    c.close()
+    assert upstream.messages == []
+
+
+SMUGGLING = [
+    b"Subject: a\r\n\r\nfirst\n.\nMAIL FROM:<evil@x>\r\nRCPT TO:<x@remote.test>\r\nDATA\r\nsmuggled\r\n.\r\n",
+    b"Subject: a\r\n\r\nfirst\r\n.\nMAIL FROM:<evil@x>\r\nRCPT TO:<x@remote.test>\r\nDATA\r\nsmuggled\r\n.\r\n",
+    b"Subject: a\r\n\r\nbare\nlf in data\r\n.\r\n",
+    b"Subject: a\r\n\r\nfirst\r.\r\nMAIL FROM:<evil@x>\r\nRCPT TO:<x@remote.test>\r\nDATA\r\nsmuggled\r\n.\r\n",
+]
+
+
+@pytest.mark.parametrize("payload", SMUGGLING, ids=["lf.lf", "crlf.lf", "bare-lf", "cr.crlf"])
+def test_smuggling_refused_and_nothing_delivered(relay_gw, upstream, payload):
+    relay_gw.add_user("alice", "pw")
+    grant(relay_gw)
+    c = Conn(relay_gw.port("smtp"))
+    c.cmd(b"EHLO x\r\n")
+    c.s.sendall(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<x@remote.test>\r\nRCPT TO:<alice@gw.test>\r\nDATA\r\n")
+    for _ in range(3):
+        c.reply()
+    assert c.reply().startswith(b"354 ")
+    c.s.sendall(payload)
+    r = c.reply()
+    # the smuggled "DATA\r\n" and "\r\n.\r\n" are body bytes of the one refused message
+    assert r == b"550 5.5.2 Error: bare <CR> or <LF> in message data\r\n", r
+    assert c.cmd(b"QUIT\r\n") == b"221 2.0.0 Bye\r\n"
+    c.close()
+    time.sleep(0.2)
+    assert upstream.messages == []
+    assert relay_gw.messages("alice") == []
+
+
+def test_long_data_line_refused(make_gateway):
+    g = make_gateway()
+    g.add_user("alice", "pw")
+    c = Conn(g.port("smtp"))
+    c.cmd(b"EHLO x\r\n")
+    c.cmd(b"MAIL FROM:<a@b.test>\r\n")
+    c.cmd(b"RCPT TO:<alice@gw.test>\r\n")
+    assert c.cmd(b"DATA\r\n").startswith(b"354")
+    assert c.cmd(b"x" * 999 + b"\r\n.\r\n") == b"550 5.5.2 Error: message line longer than 998 octets\r\n"
+    c.close()
+    assert g.messages("alice") == []
+
+
+# ------------------------------------------------------------------ the story
+
+
+def test_pop_before_smtp_story(relay_gw, upstream):
+    g = relay_gw
+    g.add_user("carol", "s3cret!")
+    with pytest.raises(smtplib.SMTPRecipientsRefused):
+        send(g.port("smtp"), ["friend@remote.test"])
+    p = poplib.POP3("127.0.0.1", g.port("pop3"), timeout=10)
+    p.user("carol")
+    p.pass_("s3cret!")
+    p.quit()
+    body = b"From: carol@gw.test\r\nTo: friend@remote.test\r\nSubject: story\r\n\r\nHello \xe2\x98\x83\r\n..dot\r\n"
+    with smtplib.SMTP("127.0.0.1", g.port("smtp")) as s:
+        assert s.sendmail("carol@gw.test", ["friend@remote.test"], body, mail_options=["BODY=8BITMIME"]) == {}
+    assert len(upstream.messages) == 1
+    m = upstream.messages[0]
+    assert (m["mail_from"], m["rcpt_tos"]) == ("carol@gw.test", ["friend@remote.test"])
+    assert strip_received(m["data"]) == body
+    assert g.wait_log("decision=grant detail=grant_user=carol")
+
+
+def test_upstream_starttls_required_but_not_offered_gives_451(make_gateway, upstream):
+    g = make_gateway(overrides={"relay": {"upstream_host": "127.0.0.1", "upstream_port": upstream.port,
+                                          "upstream_starttls": "required"}})
+    grant(g)
+    with pytest.raises(smtplib.SMTPDataError) as e:
+        send(g.port("smtp"), ["x@remote.test"])
+    assert e.value.smtp_code == 451
+    assert upstream.messages == []
+    assert g.wait_log("upstream does not offer STARTTLS")
