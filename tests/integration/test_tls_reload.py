@@ -1,0 +1,82 @@
+"""SIGHUP reloads the certificate: a new connection gets the new one while a
+session opened before keeps working on the old one."""
+import hashlib
+import os
+import socket
+import ssl
+import subprocess
+
+from popgate_test import client_tls_context, gateway  # noqa: F401
+
+
+def fingerprint(port):
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        with client_tls_context().wrap_socket(raw) as s:
+            der = s.getpeercert(binary_form=True)
+            s.recv(512)
+            return hashlib.sha256(der).hexdigest()
+
+
+def test_sighup_swaps_certificate_for_new_connections_only(gateway):
+    port = gateway.port("pop3s")
+    before = fingerprint(port)
+    old = client_tls_context().wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=5))
+    assert old.recv(512).startswith(b"+OK")
+
+    new_key, new_cert = gateway.root / "new-key.pem", gateway.root / "new-cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-subj", "/CN=reloaded.test", "-keyout", str(new_key), "-out", str(new_cert), "-days", "2"],
+                   check=True, capture_output=True)
+    os.replace(new_key, gateway.key)
+    os.replace(new_cert, gateway.cert)
+    gateway.reload()
+    assert gateway.wait_log("reload done")
+
+    after = fingerprint(port)
+    assert after != before
+    with open(gateway.cert, "rb") as f:
+        expected = hashlib.sha256(ssl.PEM_cert_to_DER_cert(f.read().decode())).hexdigest()
+    assert after == expected
+
+    # The session opened before the reload still works.
+    old.sendall(b"CAPA\r\n")
+    data = b""
+    while not data.endswith(b"\r\n.\r\n"):
+        chunk = old.recv(4096)
+        assert chunk
+        data += chunk
+    assert data.startswith(b"+OK")
+    old.sendall(b"QUIT\r\n")
+    assert old.recv(512).startswith(b"+OK")
+    old.close()
+
+
+def test_sighup_with_broken_key_keeps_old_certificate(gateway):
+    port = gateway.port("pop3s")
+    before = fingerprint(port)
+    gateway.key.write_text("not a key\n")
+    gateway.reload()
+    assert gateway.wait_log("TLS not reloaded")
+    assert fingerprint(port) == before
+
+
+def test_only_tls12_and_later(gateway):
+    import warnings
+    ctx = client_tls_context()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+    ctx.set_ciphers("DEFAULT:@SECLEVEL=0")  # so that our client can offer TLS 1.1 at all
+    with socket.create_connection(("127.0.0.1", gateway.port("pop3s")), timeout=5) as raw:
+        try:
+            ctx.wrap_socket(raw).close()
+            error = ""
+        except ssl.SSLError as e:
+            error = str(e)
+    # The server, not our client, refuses: it answers with a protocol_version alert.
+    assert "ALERT_PROTOCOL_VERSION" in error
+    with socket.create_connection(("127.0.0.1", gateway.port("smtps")), timeout=5) as raw:
+        with client_tls_context().wrap_socket(raw) as s:
+            assert s.version() in ("TLSv1.2", "TLSv1.3")
+            assert s.recv(512).startswith(b"220 ")
