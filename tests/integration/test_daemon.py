@@ -109,10 +109,12 @@ def test_drops_privileges_after_binding(tmp_path):
     os.chown(root, nobody.pw_uid, nobody.pw_gid)
     g.start()
     try:
+        # The ready file is written just before the drop (while the daemon may
+        # still write where it was started); the log line follows the drop.
+        assert g.wait_log("privileges dropped user=nobody")
         status = open(f"/proc/{g.proc.pid}/status").read()
         uids = next(l for l in status.splitlines() if l.startswith("Uid:")).split()[1:]
         assert uids == [str(nobody.pw_uid)] * 4
-        assert "privileges dropped user=nobody" in g.log()
         s = socket.create_connection(("127.0.0.1", g.port("pop3")))
         assert s.recv(512).startswith(b"+OK")
         s.close()
