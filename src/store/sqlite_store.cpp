@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <mutex>
+#include <unordered_map>
 
 namespace popgate::store {
 
@@ -25,6 +26,14 @@ struct conn_deleter {
     void operator()(sqlite3* db) const noexcept { sqlite3_close_v2(db); }
 };
 using conn_ptr = std::unique_ptr<sqlite3, conn_deleter>;
+
+// A connection with its prepared statements: preparing costs more than running
+// the indexed lookups of a relay decision, so each SQL text is prepared once
+// per connection. Statements are declared after the handle: destroyed first.
+struct connection {
+    conn_ptr db;
+    std::unordered_map<char const*, std::unique_ptr<stmt>> stmts;
+};
 
 conn_ptr open_connection(std::filesystem::path const& path, sqlite_options const& o, bool create)
 {
@@ -71,13 +80,13 @@ public:
                                       ", this popgate needs " + std::to_string(latest_schema_version()) +
                                       ": run `popgate db migrate`");
         }
-        pool_.push_back(std::move(first));
+        pool_.push_back(std::make_unique<connection>(connection{std::move(first), {}}));
     }
 
     std::optional<user_record> find_user(std::string_view name) override
     {
         auto c = borrow();
-        stmt q(c.db, "SELECT name, password_hash, shared_secret, disabled, apop_only, created_at, updated_at"
+        auto& q = c.prepare("SELECT name, password_hash, shared_secret, disabled, apop_only, created_at, updated_at"
                      " FROM users WHERE name = ?1");
         q.bind(1, name);
         if (!q.step()) return std::nullopt;
@@ -99,7 +108,7 @@ public:
     void update_user(user_record const& u) override
     {
         auto c = borrow();
-        stmt q(c.db, "UPDATE users SET password_hash = ?2, shared_secret = ?3, disabled = ?4, apop_only = ?5,"
+        auto& q = c.prepare("UPDATE users SET password_hash = ?2, shared_secret = ?3, disabled = ?4, apop_only = ?5,"
                      " updated_at = unixepoch() WHERE name = ?1");
         q.bind(1, u.name).bind_opt(2, u.password_hash).bind_opt(3, u.shared_secret);
         q.bind(4, std::int64_t{u.disabled}).bind(5, std::int64_t{u.apop_only}).run();
@@ -109,7 +118,7 @@ public:
     bool delete_user(std::string_view name) override
     {
         auto c = borrow();
-        stmt q(c.db, "DELETE FROM users WHERE name = ?1");
+        auto& q = c.prepare("DELETE FROM users WHERE name = ?1");
         q.bind(1, name).run();
         return sqlite3_changes(c.db) > 0;
     }
@@ -117,7 +126,7 @@ public:
     std::vector<user_record> list_users() override
     {
         auto c = borrow();
-        stmt q(c.db, "SELECT name, password_hash, shared_secret, disabled, apop_only, created_at, updated_at"
+        auto& q = c.prepare("SELECT name, password_hash, shared_secret, disabled, apop_only, created_at, updated_at"
                      " FROM users ORDER BY name");
         std::vector<user_record> out;
         while (q.step()) out.push_back(read_user(q));
@@ -146,7 +155,7 @@ public:
         auto c = borrow();
         // One row per address: a new login refreshes it. The hit counter
         // belongs to the address and survives the refresh.
-        stmt q(c.db,
+        auto& q = c.prepare(
                "INSERT INTO relay_grants (address, user, method, tls, listener, granted_at, expires_at)"
                " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
                " ON CONFLICT (address) DO UPDATE SET user = excluded.user, method = excluded.method,"
@@ -159,7 +168,7 @@ public:
     std::optional<grant> find_active_grant(std::span<std::string const> keys, unix_time t) override
     {
         auto c = borrow();
-        stmt q(c.db, "SELECT address, user, method, tls, listener, granted_at, expires_at, hits, last_used"
+        auto& q = c.prepare("SELECT address, user, method, tls, listener, granted_at, expires_at, hits, last_used"
                      " FROM relay_grants WHERE address = ?1 AND expires_at > ?2");
         for (auto const& k : keys) {
             q.reset();
@@ -172,14 +181,14 @@ public:
     void touch_grant(std::string const& address, unix_time t) override
     {
         auto c = borrow();
-        stmt q(c.db, "UPDATE relay_grants SET hits = hits + 1, last_used = ?2 WHERE address = ?1");
+        auto& q = c.prepare("UPDATE relay_grants SET hits = hits + 1, last_used = ?2 WHERE address = ?1");
         q.bind(1, address).bind(2, t).run();
     }
 
     bool delete_grant(std::string_view address) override
     {
         auto c = borrow();
-        stmt q(c.db, "DELETE FROM relay_grants WHERE address = ?1");
+        auto& q = c.prepare("DELETE FROM relay_grants WHERE address = ?1");
         q.bind(1, address).run();
         return sqlite3_changes(c.db) > 0;
     }
@@ -187,7 +196,7 @@ public:
     std::size_t delete_grants_of_user(std::string_view user) override
     {
         auto c = borrow();
-        stmt q(c.db, "DELETE FROM relay_grants WHERE user = ?1");
+        auto& q = c.prepare("DELETE FROM relay_grants WHERE user = ?1");
         q.bind(1, user).run();
         return static_cast<std::size_t>(sqlite3_changes(c.db));
     }
@@ -195,7 +204,7 @@ public:
     std::vector<grant> list_grants(bool include_expired, unix_time t) override
     {
         auto c = borrow();
-        stmt q(c.db, "SELECT address, user, method, tls, listener, granted_at, expires_at, hits, last_used"
+        auto& q = c.prepare("SELECT address, user, method, tls, listener, granted_at, expires_at, hits, last_used"
                      " FROM relay_grants WHERE ?1 OR expires_at > ?2 ORDER BY expires_at DESC, address");
         q.bind(1, std::int64_t{include_expired}).bind(2, t);
         std::vector<grant> out;
@@ -206,7 +215,7 @@ public:
     std::size_t purge_expired_grants(unix_time t) override
     {
         auto c = borrow();
-        stmt q(c.db, "DELETE FROM relay_grants WHERE expires_at <= ?1");
+        auto& q = c.prepare("DELETE FROM relay_grants WHERE expires_at <= ?1");
         q.bind(1, t).run();
         return static_cast<std::size_t>(sqlite3_changes(c.db));
     }
@@ -214,7 +223,7 @@ public:
     std::int64_t add_network(network const& n) override
     {
         auto c = borrow();
-        stmt q(c.db, "INSERT INTO allowed_networks (cidr, note, expires_at) VALUES (?1, ?2, ?3)");
+        auto& q = c.prepare("INSERT INTO allowed_networks (cidr, note, expires_at) VALUES (?1, ?2, ?3)");
         q.bind(1, n.cidr).bind(2, n.note).bind_opt(3, n.expires_at);
         try {
             q.run();
@@ -229,7 +238,7 @@ public:
     bool delete_network(std::string_view cidr) override
     {
         auto c = borrow();
-        stmt q(c.db, "DELETE FROM allowed_networks WHERE cidr = ?1");
+        auto& q = c.prepare("DELETE FROM allowed_networks WHERE cidr = ?1");
         q.bind(1, cidr).run();
         return sqlite3_changes(c.db) > 0;
     }
@@ -237,7 +246,7 @@ public:
     std::vector<network> list_networks() override
     {
         auto c = borrow();
-        stmt q(c.db, "SELECT id, cidr, note, created_at, expires_at FROM allowed_networks ORDER BY id");
+        auto& q = c.prepare("SELECT id, cidr, note, created_at, expires_at FROM allowed_networks ORDER BY id");
         std::vector<network> out;
         while (q.step()) out.push_back({q.i64(0), q.text(1), q.text(2), q.i64(3), q.opt_i64(4)});
         return out;
@@ -246,7 +255,7 @@ public:
     std::int64_t network_generation() override
     {
         auto c = borrow();
-        stmt q(c.db, "SELECT generation FROM network_generation WHERE id = 1");
+        auto& q = c.prepare("SELECT generation FROM network_generation WHERE id = 1");
         return q.step() ? q.i64(0) : -1;
     }
 
@@ -254,14 +263,14 @@ public:
                std::string_view detail) override
     {
         auto c = borrow();
-        stmt q(c.db, "INSERT INTO audit_log (event, address, user, detail) VALUES (?1, ?2, ?3, ?4)");
+        auto& q = c.prepare("INSERT INTO audit_log (event, address, user, detail) VALUES (?1, ?2, ?3, ?4)");
         q.bind(1, event).bind(2, address).bind(3, user).bind(4, detail).run();
     }
 
     std::vector<audit_entry> list_audit(std::size_t limit) override
     {
         auto c = borrow();
-        stmt q(c.db, "SELECT id, at, event, coalesce(address, ''), coalesce(user, ''), detail"
+        auto& q = c.prepare("SELECT id, at, event, coalesce(address, ''), coalesce(user, ''), detail"
                      " FROM audit_log ORDER BY id DESC LIMIT ?1");
         q.bind(1, static_cast<std::int64_t>(limit));
         std::vector<audit_entry> out;
@@ -272,7 +281,7 @@ public:
     std::size_t purge_audit(std::size_t keep_rows, unix_time older_than) override
     {
         auto c = borrow();
-        stmt q(c.db, "DELETE FROM audit_log WHERE at < ?2"
+        auto& q = c.prepare("DELETE FROM audit_log WHERE at < ?2"
                      " OR id <= (SELECT max(id) FROM audit_log) - ?1");
         q.bind(1, static_cast<std::int64_t>(keep_rows)).bind(2, older_than).run();
         return static_cast<std::size_t>(sqlite3_changes(c.db));
@@ -287,23 +296,34 @@ public:
     bool integrity_ok() override
     {
         auto c = borrow();
-        stmt q(c.db, "PRAGMA integrity_check");
+        auto& q = c.prepare("PRAGMA integrity_check");
         return q.step() && q.text(0) == "ok";
     }
 
 private:
-    // A connection borrowed for one call and returned to the pool afterwards.
+    // A connection borrowed for one call and returned to the pool afterwards,
+    // with every statement reset so that no read snapshot stays open (it
+    // would hold back WAL checkpoints and show stale rows).
     struct lease {
         sqlite_store* owner;
-        conn_ptr conn;
+        std::unique_ptr<connection> conn;
         sqlite3* db;
-        lease(sqlite_store* o, conn_ptr c) : owner(o), conn(std::move(c)), db(conn.get()) {}
+        lease(sqlite_store* o, std::unique_ptr<connection> c) : owner(o), conn(std::move(c)), db(conn->db.get()) {}
         lease(lease const&) = delete;
         lease& operator=(lease const&) = delete;
         ~lease()
         {
+            for (auto& [sql, st] : conn->stmts) st->reset();
             std::lock_guard lock(owner->mutex_);
             owner->pool_.push_back(std::move(conn));
+        }
+        // `sql` must be a string literal: its address is the cache key.
+        stmt& prepare(char const* sql)
+        {
+            auto& slot = conn->stmts[sql];
+            if (!slot) slot = std::make_unique<stmt>(db, sql);
+            else slot->reset();
+            return *slot;
         }
     };
 
@@ -317,7 +337,7 @@ private:
                 return lease(this, std::move(c));
             }
         }
-        return lease(this, open_connection(path_, opts_, false));
+        return lease(this, std::make_unique<connection>(connection{open_connection(path_, opts_, false), {}}));
     }
 
     static user_record read_user(stmt const& q)
@@ -347,7 +367,7 @@ private:
     std::filesystem::path path_;
     sqlite_options opts_;
     std::mutex mutex_;
-    std::vector<conn_ptr> pool_;
+    std::vector<std::unique_ptr<connection>> pool_;
 };
 
 }  // namespace
