@@ -77,6 +77,10 @@ class Gateway:
         self.config_file.write_text("\n".join(lines))
         self.proc = None
         self.ports = {}
+        # Tests that kill the daemon on purpose set this; otherwise a daemon
+        # that does not exit 0 on SIGTERM (a crash, a sanitizer report, a
+        # drain that hangs) fails the test that ran it.
+        self.allow_unclean_exit = False
 
     # -- lifecycle ---------------------------------------------------------
     def start(self, timeout=15):
@@ -270,8 +274,12 @@ def make_gateway(tmp_path):
         return g
 
     yield make
+    failures = []
     for g in made:
-        g.stop()
+        rc = g.stop()
+        if rc not in (None, 0) and not g.allow_unclean_exit:
+            failures.append(f"{g.root.name}: popgate exited {rc}\n" + g.log()[-3000:])
+    assert not failures, "\n".join(failures)
 
 
 @pytest.fixture
