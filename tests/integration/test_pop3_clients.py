@@ -95,3 +95,25 @@ def test_fetchmail_apop(make_gateway, tmp_path):
     assert got == sorted([MSG1, MSG2])
     assert g.messages("bob") == []
     assert g.sql("SELECT user, method FROM relay_grants") == [("bob", "apop")]
+
+
+@pytest.mark.parametrize("mech", ["plain", "login", "cram-md5"])
+def test_mpop_sasl_over_stls(make_gateway, tmp_path, mech):
+    # tls-only with loopback not trusted: PLAIN and LOGIN work only after STLS.
+    g = make_gateway(overrides={"auth": {"plaintext": "tls-only", "loopback_is_secure": False}})
+    stock(g, "carol", "pw-carol", "--shared-secret")
+    target = tmp_path / f"mpop-{mech}"
+    r = mpop(g, target, "carol", "pw-carol", f"--auth={mech}", "--tls=on", "--tls-starttls=on",
+             "--tls-certcheck=off")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert sorted(strip_client_headers(m) for m in delivered(target)) == sorted([MSG1, MSG2])
+    assert g.sql("SELECT method, tls FROM relay_grants") == [("sasl-" + mech, 1)]
+
+
+def test_mpop_plain_refused_without_tls(make_gateway, tmp_path):
+    g = make_gateway(overrides={"auth": {"plaintext": "tls-only", "loopback_is_secure": False}})
+    stock(g, "carol", "pw-carol")
+    r = mpop(g, tmp_path / "m", "carol", "pw-carol", "--auth=plain", "--tls=off")
+    assert r.returncode != 0
+    assert len(g.messages("carol")) == 2
+    assert g.sql("SELECT count(*) FROM relay_grants") == [(0,)]

@@ -278,7 +278,8 @@ def make_gateway(tmp_path):
     for g in made:
         rc = g.stop()
         if rc not in (None, 0) and not g.allow_unclean_exit:
-            failures.append(f"{g.root.name}: popgate exited {rc}\n" + g.log()[-3000:])
+            out = g.proc.stdout.read().decode(errors="replace") if g.proc and g.proc.stdout else ""
+            failures.append(f"{g.root.name}: popgate exited {rc}\n{out[-6000:]}\n" + g.log()[-2000:])
     assert not failures, "\n".join(failures)
 
 
