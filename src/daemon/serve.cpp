@@ -272,6 +272,11 @@ int serve(std::string const& config_file, std::string const& db_override, serve_
     for (unsigned i = 1; i < n; ++i) threads.emplace_back([&] { srv.io.run(); });
     srv.io.run();
     for (auto& t : threads) t.join();
+    // Blocking jobs still running hold work on io's executor and post their
+    // completions to it: let them finish while io still exists. Then io is
+    // destroyed (with any unfinished session frames, which release their
+    // slots in the context), and the context last.
+    srv.ctx->blocking().join();
     return 0;
 }
 
