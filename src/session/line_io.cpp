@@ -5,6 +5,7 @@ namespace popgate::session {
 asio::awaitable<void> watchdog(asio::ip::tcp::socket& sock, session_clock& c)
 {
     asio::steady_timer timer(co_await asio::this_coro::executor);
+    alarm_guard const registered(c, timer);
     while (!c.finished) {
         auto const now = clock::now();
         if (c.deadline <= now) {
@@ -19,8 +20,14 @@ asio::awaitable<void> watchdog(asio::ip::tcp::socket& sock, session_clock& c)
         // Wake at the deadline; if the session moved it meanwhile, wait again.
         timer.expires_at(c.deadline);
         auto [ec] = co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
-        if (ec) co_return;  // cancelled: the session is over
+        if (ec && !co_await woken_early(c)) co_return;  // cancelled: the session is over
     }
+}
+
+asio::awaitable<bool> woken_early(session_clock const& c)
+{
+    auto const cs = co_await asio::this_coro::cancellation_state;
+    co_return !c.finished && cs.cancelled() == asio::cancellation_type::none;
 }
 
 }  // namespace popgate::session

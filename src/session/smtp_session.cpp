@@ -179,6 +179,7 @@ asio::awaitable<void> smtp_watchdog(smtp_session& ss)
 {
     asio::steady_timer timer(co_await asio::this_coro::executor);
     auto& c = ss.clock;
+    alarm_guard const registered(c, timer);
     while (!c.finished) {
         if (c.deadline <= clock::now()) {
             c.expired = true;
@@ -194,7 +195,7 @@ asio::awaitable<void> smtp_watchdog(smtp_session& ss)
         }
         timer.expires_at(c.deadline);
         auto [ec] = co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
-        if (ec) co_return;
+        if (ec && !co_await woken_early(c)) co_return;
     }
 }
 
@@ -472,6 +473,10 @@ asio::awaitable<bool> on_data(Stream& st, smtp_session& ss, proto::smtp_command 
     std::string& pending = ss.reader.pending();
     std::string input = std::move(pending);  // pipelined bytes read with the DATA line come first
     pending.clear();
+    // Fix (issue 5): limits.data_timeout bounds the WHOLE message. It used to
+    // be re-armed before every read, so a slow-loris writer sending a byte now
+    // and then could hold the session (and its admission slot) forever.
+    auto const data_deadline = clock::now() + s.data_timeout;
     char buf[16384];
     for (;;) {
         std::size_t consumed = 0;
@@ -491,8 +496,12 @@ asio::awaitable<bool> on_data(Stream& st, smtp_session& ss, proto::smtp_command 
             pending.assign(input, consumed, std::string::npos);
             break;
         }
-        ss.clock.arm(s.data_timeout);
+        ss.clock.set(data_deadline);
+        // Nothing is queued for the client here (the 354 went out), so the
+        // watchdog may tell it why it is cut off (421 4.4.2), as at a prompt.
+        ss.waiting_for_command = true;
         auto [ec, n] = co_await st.async_read_some(asio::buffer(buf), asio::as_tuple(asio::use_awaitable));
+        ss.waiting_for_command = false;
         if (ec) {
             // Client gone mid-DATA: nothing is delivered anywhere.
             if (up) up->abort();
@@ -746,6 +755,8 @@ asio::awaitable<loop_end> command_loop(Stream& st, smtp_session& ss)
         case read_status::timed_out: ss.end_reason = "timeout"; co_return loop_end::closed;
         case read_status::error: ss.end_reason = "error"; co_return loop_end::closed;
         case read_status::too_long:
+            // A limit hit leaves a trace (issue 5), like POP3's "line too long".
+            spdlog::debug("sid={} smtp line too long ip={} limit={}", ss.sid, ss.ip, max_line);
             ss.queue(500, "5.5.2", "Error: line too long");
             if (bad_command(ss)) break;
             continue;

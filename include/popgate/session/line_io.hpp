@@ -25,8 +25,34 @@ struct session_clock {
     clock::time_point deadline = clock::time_point::max();
     bool expired = false;
     bool finished = false;
-    void arm(clock::duration d) { deadline = clock::now() + d; }
+    // The watchdog's timer while it sleeps (set by the watchdog itself).
+    asio::steady_timer* alarm = nullptr;
+    void arm(clock::duration d) { set(clock::now() + d); }
+    // Fix (issue 5): the watchdog sleeps until the deadline it last saw. A
+    // deadline moved EARLIER (the TLS handshake bound after STLS/STARTTLS, the
+    // DATA bound below the idle timeout) must wake it, or the shorter limit
+    // would only be enforced once the longer one ran out.
+    void set(clock::time_point t)
+    {
+        bool const earlier = t < deadline;
+        deadline = t;
+        if (earlier && alarm) alarm->cancel();
+    }
 };
+
+// Registers `t` as the clock's alarm for the watchdog's lifetime.
+struct alarm_guard {
+    session_clock& c;
+    alarm_guard(session_clock& sc, asio::steady_timer& t) : c(sc) { c.alarm = &t; }
+    ~alarm_guard() { c.alarm = nullptr; }
+    alarm_guard(alarm_guard const&) = delete;
+    alarm_guard& operator=(alarm_guard const&) = delete;
+};
+
+// After the watchdog's timer wait failed: true when it was only woken by
+// session_clock::set (go round again), false when the watchdog itself was
+// cancelled (the session is over).
+asio::awaitable<bool> woken_early(session_clock const& c);
 
 // Closes `sock` when the deadline passes; ends when the session has finished.
 asio::awaitable<void> watchdog(asio::ip::tcp::socket& sock, session_clock& c);
