@@ -338,6 +338,13 @@ void on_rcpt(smtp_session& ss, proto::smtp_command const& cmd)
             std::optional<store::user_record> u;
             if (!a->path.domain.empty()) u = ss.ctx.db().find_user(addr);
             if (!u) u = ss.ctx.db().find_user(a->path.local);
+            // RFC 5321 §4.5.1: mail to postmaster is never refused. With no
+            // user of that name it still goes to the Maildir a "postmaster"
+            // user would have; adding that user makes it readable over POP3.
+            if (!u && iequals(a->path.local, "postmaster")) {
+                u.emplace();
+                u->name = "postmaster";
+            }
             std::filesystem::path dir;
             if (u) {
                 try {

@@ -426,3 +426,22 @@ def test_upstream_starttls_required_but_not_offered_gives_451(make_gateway, upst
     assert e.value.smtp_code == 451
     assert upstream.messages == []
     assert g.wait_log("upstream does not offer STARTTLS")
+
+
+def test_postmaster_is_always_accepted(make_gateway):
+    # RFC 5321 4.5.1: <postmaster> and postmaster@<local domain> are never
+    # refused, even before an administrator has made a postmaster user; other
+    # unknown local users still are.
+    g = make_gateway()
+    c = Conn(g.port("smtp"))
+    c.cmd(b"EHLO client.test\r\n")
+    assert c.cmd(b"MAIL FROM:<a@remote.test>\r\n").startswith(b"250")
+    assert c.cmd(b"RCPT TO:<Postmaster>\r\n").startswith(b"250 2.1.5")
+    assert c.cmd(b"RCPT TO:<postmaster@gw.test>\r\n").startswith(b"250 2.1.5")
+    assert c.cmd(b"RCPT TO:<nobody@gw.test>\r\n").startswith(b"550 5.1.1")
+    assert c.cmd(b"DATA\r\n").startswith(b"354")
+    assert c.cmd(BODY.replace(b"\r\n.", b"\r\n..") + b".\r\n").startswith(b"250 2.0.0")
+    c.cmd(b"QUIT\r\n")
+    msgs = g.messages("postmaster")
+    assert len(msgs) == 1
+    assert strip_received(msgs[0]) == BODY.replace(b"\r\n", b"\n")
