@@ -1,0 +1,820 @@
+#!/usr/bin/env python3
+"""popgate benchmark: one command, popgate side by side with Dovecot and Postfix.
+
+    python3 bench/run.py                      # build, set up, 3 rounds x 5 s, print the table
+    python3 bench/run.py --rounds 5 --duration 10 --only pop3-login-apop,smtp-relay
+    python3 bench/run.py --no-compare         # popgate alone
+
+Everything lives in a temporary directory (--workdir to keep it); servers listen
+on 127.0.0.1 only; Dovecot and Postfix run from config files in that directory
+(dovecot -c, postfix -c), never from /etc. See bench/README.md.
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUILD = os.path.join(ROOT, "build", "release")
+POPGATE = os.path.join(BUILD, "popgate")
+LOAD = os.path.join(BUILD, "bench", "popgate_load")
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def sh(cmd, **kw):
+    kw.setdefault("check", True)
+    return subprocess.run(cmd, **kw)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=20):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return True
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+
+# ---------------------------------------------------------------- /proc readings
+def children_map():
+    kids = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                st = f.read()
+        except OSError:
+            continue
+        ppid = int(st[st.rfind(")") + 2:].split()[1])
+        kids.setdefault(ppid, []).append(int(d))
+    return kids
+
+
+def tree(pids):
+    kids = children_map()
+    out, todo = [], list(pids)
+    while todo and len(out) < 100000:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(kids.get(p, []))
+    return out
+
+
+CLK = os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu(pids):
+    """CPU seconds of a process tree: live processes' own time plus the time of
+    the children they reaped (cutime/cstime), so exited workers count once."""
+    total = 0
+    for p in tree(pids):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                st = f.read()
+        except OSError:
+            continue
+        fields = st[st.rfind(")") + 2:].split()
+        total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+    return total / CLK
+
+
+def tree_mem(pids):
+    """(sum of VmHWM, sum of Pss) in MB over the live tree."""
+    hwm = pss = 0
+    for p in tree(pids):
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        hwm += int(line.split()[1])
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        pss += int(line.split()[1])
+        except OSError:
+            continue
+    return hwm / 1024, pss / 1024
+
+
+# ---------------------------------------------------------------- setup
+def build(args):
+    if args.no_build:
+        return
+    if not os.path.exists(os.path.join(BUILD, "build.ninja")) or \
+            "POPGATE_BENCH:BOOL=ON" not in open(os.path.join(BUILD, "CMakeCache.txt")).read():
+        sh(["cmake", "--preset", "release", "-DPOPGATE_BENCH=ON"], cwd=ROOT, stdout=subprocess.DEVNULL)
+    sh(["cmake", "--build", "--preset", "release", "-j", str(args.jobs), "--target", "popgate", "popgate_load"],
+       cwd=ROOT, stdout=subprocess.DEVNULL)
+
+
+def install_comparison():
+    """Dovecot and Postfix from Debian, if missing. Services are not started
+    (policy-rc.d) nor configured system-wide ('No configuration')."""
+    need = []
+    if not shutil.which("dovecot"):
+        need.append("dovecot-pop3d")
+    if not os.path.exists("/usr/sbin/smtp-sink") or not os.path.exists("/usr/sbin/postfix"):
+        need += ["postfix"]
+    if not os.path.exists("/usr/lib/postfix/postfix-sqlite.so"):
+        need += ["postfix-sqlite"]
+    if not need:
+        return True
+    if os.geteuid() != 0:
+        log("not root: cannot install", need)
+        return False
+    log("installing", need)
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["debconf-set-selections"], input=b"postfix postfix/main_mailer_type select No configuration\n")
+    r = subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends"] + need, env=env,
+                       stdout=subprocess.DEVNULL)
+    if r.returncode != 0:
+        subprocess.run(["apt-get", "update", "-qq"], env=env)
+        r = subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends"] + need, env=env,
+                           stdout=subprocess.DEVNULL)
+    return r.returncode == 0
+
+
+def make_users(w, n_crypt, n_plain):
+    """c00000..: SHA512-crypt hashes (the same on both sides); p00000..: {PLAIN}
+    (APOP secret on both sides). users-*.txt are the generator's name:password lines."""
+    crypt_pw = [f"pw-c{i:05d}" for i in range(n_crypt)]
+    src = os.path.join(w, "crypt-passwords.txt")
+    with open(src, "w") as f:
+        f.write("\n".join(crypt_pw) + "\n")
+    hashes = sh(["openssl", "passwd", "-6", "-in", src], capture_output=True, text=True).stdout.split()
+    assert len(hashes) == n_crypt
+    with open(os.path.join(w, "users-crypt.txt"), "w") as f:
+        for i in range(n_crypt):
+            f.write(f"c{i:05d}:{crypt_pw[i]}\n")
+    with open(os.path.join(w, "users-plain.txt"), "w") as f:
+        for i in range(n_plain):
+            f.write(f"p{i:05d}:pw-p{i:05d}\n")
+    with open(os.path.join(w, "passwd"), "w") as f:
+        for i in range(n_crypt):
+            f.write(f"c{i:05d}:{{SHA512-CRYPT}}{hashes[i]}\n")
+        for i in range(n_plain):
+            f.write(f"p{i:05d}:{{PLAIN}}pw-p{i:05d}\n")
+    return hashes[0], crypt_pw[0]
+
+
+def message(size):
+    head = ("From: <sender@example.org>\r\nTo: <rcpt@localhost>\r\nSubject: bench\r\n"
+            "Message-ID: <bench@example.org>\r\n\r\n")
+    line = "y" * 76 + "\r\n"
+    body = line * max(1, (size - len(head)) // len(line))
+    return (head + body).encode()
+
+
+def fill_maildirs(base, prefix, n, msg, owner=None):
+    """One message in new/ of each user's Maildir (tmp/new/cur)."""
+    for i in range(n):
+        d = os.path.join(base, f"{prefix}{i:05d}")
+        for s in ("tmp", "new", "cur"):
+            os.makedirs(os.path.join(d, s), exist_ok=True)
+        with open(os.path.join(d, "new", f"1700000000.M{i}P1.bench"), "wb") as f:
+            f.write(msg)
+    if owner:
+        sh(["chown", "-R", owner, base])
+
+
+def clear_maildirs(base):
+    if os.path.isdir(base):
+        shutil.rmtree(base)
+
+
+POPGATE_CONF = """
+[server]
+hostname = "bench.localhost"
+threads = {threads}
+[[listener]]
+name = "pop3"
+protocol = "pop3"
+address = "127.0.0.1"
+port = 0
+tls = "none"
+[[listener]]
+name = "smtp"
+protocol = "smtp"
+address = "127.0.0.1"
+port = 0
+tls = "none"
+[tls]
+cert_file = "{w}/tls/cert.pem"
+key_file = "{w}/tls/key.pem"
+self_signed = true
+[storage]
+database = "{w}/popgate.db"
+[mail]
+maildir = "{w}/pg-mail/%u"
+local_domains = ["localhost"]
+relay_drop = "{w}/pg-relay-drop"
+[relay]
+upstream_host = "127.0.0.1"
+upstream_port = {sink_port}
+upstream_starttls = "none"
+purge_interval = 3600
+[auth]
+plaintext = "always"
+failure_delay_ms = 0
+max_failures_per_ip = 1000000
+credential_cache_ttl = {cache}
+[limits]
+max_sessions = 100000
+max_sessions_per_ip = 100000
+[log]
+level = "warn"
+file = "{w}/popgate.log"
+"""
+
+
+class Popgate:
+    name = "popgate"
+
+    def __init__(self, w, args, sink_port):
+        self.w, self.args = w, args
+        self.conf = os.path.join(w, "popgate.toml")
+        with open(self.conf, "w") as f:
+            f.write(POPGATE_CONF.format(w=w, sink_port=sink_port, threads=args.threads,
+                                        cache=args.credential_cache))
+        self.proc = None
+
+    def cli(self, *a, **kw):
+        return sh([POPGATE, "-c", self.conf] + list(a), capture_output=True, text=True, **kw)
+
+    def setup(self, n_grants, n_networks):
+        self.cli("db", "migrate")
+        self.cli("user", "import", os.path.join(self.w, "passwd"))
+        db = os.path.join(self.w, "popgate.db")
+        sql = grants_sql(n_grants, n_networks, with_networks=True)
+        sh(["sqlite3", db], input=sql, text=True, stdout=subprocess.DEVNULL)
+
+    def start(self):
+        ready = os.path.join(self.w, "popgate.ready")
+        if os.path.exists(ready):
+            os.unlink(ready)
+        self.proc = subprocess.Popen([POPGATE, "-c", self.conf, "serve", "--ready-file", ready],
+                                     cwd=self.w, stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.w, "popgate.err"), "w"),
+                                     preexec_fn=raise_nofile)
+        end = time.time() + 30
+        while time.time() < end and not os.path.exists(ready):
+            if self.proc.poll() is not None:
+                raise RuntimeError("popgate exited: " + open(os.path.join(self.w, "popgate.err")).read())
+            time.sleep(0.05)
+        time.sleep(0.05)
+        ports = json.load(open(ready))
+        self.pop_port, self.smtp_port = ports["pop3"], ports["smtp"]
+        self.pids = [self.proc.pid]
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def raise_nofile():
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def grants_sql(n_grants, n_networks, with_networks):
+    """n_grants rows in 10.0.0.0/8 plus 127.0.0.1 (the granted bench client);
+    127.0.0.3 stays ungranted. n_networks /24s in 100.64.0.0/10."""
+    s = ["PRAGMA journal_mode=%s;" % ("WAL" if with_networks else "DELETE"), "BEGIN;",
+         "INSERT OR REPLACE INTO relay_grants (address, user, method, expires_at) "
+         "VALUES ('127.0.0.1', '', 'sql', unixepoch() + 864000);"]
+    if n_grants:
+        s.append(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < %d) "
+            "INSERT OR IGNORE INTO relay_grants (address, user, method, expires_at) "
+            "SELECT '10.' || ((i >> 16) & 255) || '.' || ((i >> 8) & 255) || '.' || (i & 255), '', 'sql', "
+            "unixepoch() + 864000 FROM n;" % n_grants)
+    if with_networks and n_networks:
+        s.append(
+            "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < %d) "
+            "INSERT OR IGNORE INTO allowed_networks (cidr) "
+            "SELECT '100.' || (64 + (i >> 8)) || '.' || (i & 255) || '.0/24' FROM n;" % (n_networks - 1))
+    s.append("COMMIT;")
+    return "\n".join(s) + "\n"
+
+
+DOVECOT_CONF = """
+base_dir = {w}/dc-run
+state_dir = {w}/dc-state
+log_path = {w}/dovecot.log
+info_log_path = /dev/null
+protocols = pop3
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain apop
+mail_location = maildir:{w}/dc-mail/%u
+first_valid_uid = 8
+last_valid_uid = 0
+first_valid_gid = 8
+pop3_uidl_format = %08Xu%08Xv
+login_greeting = Dovecot ready.
+passdb {{
+  driver = passwd-file
+  args = {w}/passwd
+}}
+userdb {{
+  driver = static
+  args = uid=mail gid=mail home={w}/dc-mail/%u
+}}
+service pop3-login {{
+  inet_listener pop3 {{
+    address = 127.0.0.1
+    port = {port}
+  }}
+  inet_listener pop3s {{
+    port = 0
+  }}
+  service_count = 0
+  process_min_avail = {cores}
+  client_limit = 15000
+  vsz_limit = 1G
+}}
+service pop3 {{
+  process_limit = 1000
+  client_limit = 1
+  process_min_avail = {cores}
+}}
+service anvil {{
+  client_limit = 15000
+}}
+service auth {{
+  client_limit = 15000
+}}
+default_process_limit = 1000
+default_client_limit = 15000
+"""
+
+
+class Dovecot:
+    name = "dovecot"
+
+    def __init__(self, w, args):
+        self.w = w
+        self.port = free_port()
+        self.conf = os.path.join(w, "dovecot.conf")
+        os.makedirs(os.path.join(w, "dc-run"), exist_ok=True)
+        os.makedirs(os.path.join(w, "dc-state"), exist_ok=True)
+        with open(self.conf, "w") as f:
+            f.write(DOVECOT_CONF.format(w=w, port=self.port, cores=os.cpu_count() or 2))
+        self.pids = []
+
+    def start(self):
+        sh(["dovecot", "-c", self.conf], preexec_fn=raise_nofile, stdin=subprocess.DEVNULL,
+           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if not wait_port(self.port):
+            raise RuntimeError("dovecot did not listen; see " + os.path.join(self.w, "dovecot.log"))
+        pidf = os.path.join(self.w, "dc-run", "master.pid")
+        for _ in range(50):
+            if os.path.exists(pidf):
+                break
+            time.sleep(0.1)
+        self.pids = [int(open(pidf).read())]
+        self.pop_port = self.port
+
+    def stop(self):
+        subprocess.run(["dovecot", "-c", self.conf, "stop"], stderr=subprocess.DEVNULL)
+        for _ in range(100):
+            if not self.pids or not os.path.exists(f"/proc/{self.pids[0]}"):
+                break
+            time.sleep(0.1)
+
+
+POSTFIX_MAIN = """
+compatibility_level = 3.6
+queue_directory = {w}/pf-queue
+data_directory = {w}/pf-data
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = bench.localdomain
+mydomain = localdomain
+myorigin = $myhostname
+mydestination =
+mynetworks = 192.0.2.1/32
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+relayhost = [127.0.0.1]:{sink_port}
+smtp_dns_support_level = disabled
+disable_dns_lookups = yes
+smtpd_peername_lookup = no
+local_transport = error:no local delivery
+alias_maps =
+alias_database =
+smtpd_relay_restrictions = check_client_access sqlite:{w}/pf-grants.cf, reject_unauth_destination
+smtpd_recipient_restrictions =
+smtpd_client_connection_count_limit = 0
+smtpd_client_connection_rate_limit = 0
+smtpd_client_message_rate_limit = 0
+smtpd_client_recipient_rate_limit = 0
+anvil_rate_time_unit = 60s
+# Without this, a RCPT accepted and then abandoned (the decision scenario) waits 1 s for a flow token.
+in_flow_delay = 0s
+default_process_limit = 200
+smtp_destination_concurrency_limit = 50
+default_destination_concurrency_limit = 50
+maillog_file = {w}/postfix.log
+maillog_file_prefixes = {w}
+shlib_directory = /usr/lib/postfix
+daemon_directory = /usr/lib/postfix/sbin
+meta_directory = /etc/postfix
+command_directory = /usr/sbin
+"""
+
+POSTFIX_MASTER = """
+127.0.0.1:{port} inet n - n - - smtpd
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+tlsmgr    unix  -       -       n       1000?   1       tlsmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+"""
+
+
+class Postfix:
+    name = "postfix"
+
+    def __init__(self, w, args, sink_port):
+        self.w = w
+        self.port = free_port()
+        self.dir = os.path.join(w, "pf-conf")
+        os.makedirs(self.dir, exist_ok=True)
+        with open(os.path.join(self.dir, "main.cf"), "w") as f:
+            f.write(POSTFIX_MAIN.format(w=w, sink_port=sink_port))
+        with open(os.path.join(self.dir, "master.cf"), "w") as f:
+            f.write(POSTFIX_MASTER.format(port=self.port))
+        with open(os.path.join(w, "pf-grants.cf"), "w") as f:
+            f.write(f"dbpath = {w}/pf-grants.db\n"
+                    "query = SELECT 'OK' FROM relay_grants WHERE address = '%s' AND expires_at > unixepoch()\n")
+        self.pids = []
+
+    def setup(self, n_grants):
+        db = os.path.join(self.w, "pf-grants.db")
+        sql = ("CREATE TABLE relay_grants (address TEXT PRIMARY KEY NOT NULL, user TEXT NOT NULL DEFAULT '', "
+               "method TEXT NOT NULL DEFAULT 'sql', expires_at INTEGER NOT NULL) WITHOUT ROWID;\n"
+               + grants_sql(n_grants, 0, with_networks=False))
+        sh(["sqlite3", db], input=sql, text=True, stdout=subprocess.DEVNULL)
+        os.chmod(db, 0o644)
+        os.chmod(self.w, 0o755)
+        for d in ("pf-queue", "pf-data"):
+            os.makedirs(os.path.join(self.w, d), exist_ok=True)
+        sh(["chown", "postfix", os.path.join(self.w, "pf-data")])
+
+    def start(self):
+        env = dict(os.environ, MAIL_CONFIG=self.dir)
+        sh(["postfix", "-c", self.dir, "set-permissions"], env=env, stdout=subprocess.DEVNULL,
+           stderr=subprocess.DEVNULL, check=False)
+        sh(["postfix", "-c", self.dir, "start"], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+           stderr=subprocess.DEVNULL,
+           preexec_fn=raise_nofile)
+        if not wait_port(self.port):
+            raise RuntimeError("postfix did not listen; see " + os.path.join(self.w, "postfix.log"))
+        pidf = os.path.join(self.w, "pf-queue", "pid", "master.pid")
+        self.pids = [int(open(pidf).read().split()[0])]
+        self.smtp_port = self.port
+
+    def stop(self):
+        env = dict(os.environ, MAIL_CONFIG=self.dir)
+        subprocess.run(["postfix", "-c", self.dir, "stop"], env=env, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+        for _ in range(100):
+            if not self.pids or not os.path.exists(f"/proc/{self.pids[0]}"):
+                break
+            time.sleep(0.1)
+
+    def queue_empty(self, timeout=30):
+        """Wait until the queue has drained to the sink."""
+        end = time.time() + timeout
+        while time.time() < end:
+            n = 0
+            for d in ("incoming", "active", "deferred", "maildrop"):
+                for _, _, files in os.walk(os.path.join(self.w, "pf-queue", d)):
+                    n += len(files)
+            if n == 0:
+                return True
+            time.sleep(0.2)
+        return False
+
+
+class Sink:
+    """Postfix's smtp-sink on a loopback port; -c counters go to a file."""
+
+    def __init__(self, w, name):
+        self.port = free_port()
+        self.out = os.path.join(w, f"sink-{name}.out")
+        self.proc = subprocess.Popen(["smtp-sink", "-c", "-u", "postfix", f"127.0.0.1:{self.port}", "1024"],
+                                     stdout=open(self.out, "w"), stderr=subprocess.STDOUT, preexec_fn=raise_nofile)
+        if not wait_port(self.port):
+            raise RuntimeError("smtp-sink did not listen")
+
+    def messages(self):
+        # -c writes "sess=N quit=N mesg=N\r" after every event; keep the last
+        try:
+            with open(self.out, "rb") as f:
+                f.seek(max(0, os.path.getsize(self.out) - 400))
+                data = f.read().decode(errors="replace")
+        except OSError:
+            return 0
+        nums = re.findall(r"mesg=(\d+)", data)
+        return int(nums[-1]) if nums else 0
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(5)
+
+
+# ---------------------------------------------------------------- running
+def run_load(args, server, argv, timeout):
+    before = tree_cpu(server.pids)
+    t = time.time()
+    r = subprocess.run([LOAD] + argv, capture_output=True, text=True, timeout=timeout, cwd=args.workdir_path)
+    wall = time.time() - t
+    after = tree_cpu(server.pids)
+    hwm, pss = tree_mem(server.pids)
+    try:
+        res = json.loads(r.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise RuntimeError(f"popgate_load failed: {r.stderr.strip()}")
+    res["server_cpu_s"] = after - before
+    res["server_hwm_mb"] = hwm
+    res["server_pss_mb"] = pss
+    res["wall_s"] = wall
+    return res
+
+
+def run_idle(args, server, pop_port, smtp_port, n_pop, n_smtp):
+    _, base_pss = tree_mem(server.pids)
+    argv = [LOAD, "--scenario", "idle", "-c", "64", "-d", "3", "--idle-pop3", str(n_pop),
+            "--idle-smtp", str(n_smtp), "--port", str(pop_port or 0), "--smtp-port", str(smtp_port or 0)]
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=raise_nofile)
+    line = p.stdout.readline()
+    opened = int(line.split()[1]) if line.startswith("READY") else 0
+    time.sleep(0.5)
+    hwm, pss = tree_mem(server.pids)
+    out, err = p.communicate(timeout=120)
+    res = json.loads(out.strip().splitlines()[-1])
+    res.update(opened=opened, server_pss_mb=pss, server_hwm_mb=hwm, base_pss_mb=base_pss,
+               kb_per_session=(pss - base_pss) * 1024 / opened if opened else 0,
+               ops_per_s=0, server_cpu_s=0)
+    return res
+
+
+def scenarios(args):
+    """(key, description, popgate-side, other-side name, argv builder)."""
+    d = str(args.duration)
+    S = []
+    for c in args.login_conc:
+        S.append((f"pop3-login-user c={c}", "pop3", ["--scenario", "pop3-login", "--auth", "user", "-c", str(c),
+                                                        "-d", d, "--users", "users-crypt.txt"]))
+    for c in args.login_conc:
+        S.append((f"pop3-login-apop c={c}", "pop3", ["--scenario", "pop3-login", "--auth", "apop", "-c", str(c),
+                                                        "-d", d, "--users", "users-plain.txt"]))
+    S.append(("pop3-login-plain c=8", "pop3", ["--scenario", "pop3-login", "--auth", "plain", "-c", "8",
+                                               "-d", d, "--users", "users-crypt.txt"]))
+    S.append(("pop3-retr-100k c=8", "pop3", ["--scenario", "pop3-poll", "--no-dele", "--auth", "apop", "-c", "8",
+                                            "-d", d, "--users", "users-plain.txt"]))
+    S.append(("pop3-poll c=16", "pop3-refill", ["--scenario", "pop3-poll", "--auth", "user", "-c", "16",
+                                                "-d", d, "--users", "users-crypt.txt"]))
+    for c in args.relay_conc:
+        S.append((f"smtp-relay-4k c={c}", "smtp", ["--scenario", "smtp-relay", "--size", "4", "-c", str(c),
+                                                     "-d", d, "--bind", "127.0.0.1"]))
+    S.append(("smtp-decision-granted c=50", "smtp", ["--scenario", "smtp-decision", "--expect", "250", "-c", "50",
+                                                     "-d", d, "--bind", "127.0.0.1"]))
+    S.append(("smtp-decision-denied c=50", "smtp", ["--scenario", "smtp-decision", "--expect", "554", "-c", "50",
+                                                    "-d", d, "--bind", "127.0.0.3"]))
+    if args.only:
+        want = [x.strip() for x in args.only.split(",")]
+        S = [s for s in S if any(s[0].startswith(x) for x in want)]
+    return S
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=float, default=5, help="seconds per run")
+    ap.add_argument("--users", type=int, default=10000, help="SHA512-crypt users (poller mix)")
+    ap.add_argument("--plain-users", type=int, default=1000, help="{PLAIN}/APOP users")
+    ap.add_argument("--grants", type=int, default=1000000)
+    ap.add_argument("--networks", type=int, default=10000)
+    ap.add_argument("--lag-trials", type=int, default=10000)
+    ap.add_argument("--idle", type=int, default=10000, help="idle sessions (half POP3, half SMTP)")
+    ap.add_argument("--login-conc", default="1,8,64")
+    ap.add_argument("--relay-conc", default="1,10,50")
+    ap.add_argument("--threads", type=int, default=0, help="popgate server.threads")
+    ap.add_argument("--credential-cache", type=int, default=0, help="popgate auth.credential_cache_ttl")
+    ap.add_argument("--only", default="", help="comma-separated scenario name prefixes")
+    ap.add_argument("--no-compare", action="store_true", help="popgate alone")
+    ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--workdir", default="", help="keep everything here (default: a temp dir, removed)")
+    ap.add_argument("--json", default="", help="write all raw results here")
+    args = ap.parse_args()
+    args.login_conc = [int(x) for x in args.login_conc.split(",")]
+    args.relay_conc = [int(x) for x in args.relay_conc.split(",")]
+    if not (1 <= args.rounds <= 50 and 0 < args.duration <= 600):
+        ap.error("rounds in 1..50, duration in (0, 600]")
+
+    build(args)
+    compare = not args.no_compare and install_comparison()
+    w = args.workdir or tempfile.mkdtemp(prefix="popgate-bench-")
+    os.makedirs(w, exist_ok=True)
+    os.chmod(w, 0o755)
+    args.workdir_path = w
+    log("workdir", w)
+    servers = []
+    sinks = []
+    results = []
+    try:
+        t0 = time.time()
+        crypt_hash, crypt_pass = make_users(w, args.users, args.plain_users)
+        msg4k, msg100k = message(4096), message(100 * 1024)
+        log(f"users made in {time.time() - t0:.1f} s")
+        sink_pg = Sink(w, "popgate")
+        sinks.append(sink_pg)
+        pg = Popgate(w, args, sink_pg.port)
+        t0 = time.time()
+        pg.setup(args.grants, args.networks)
+        log(f"popgate database ready ({args.grants} grants, {args.networks} networks) in {time.time() - t0:.1f} s")
+        fill_maildirs(os.path.join(w, "pg-mail"), "p", args.plain_users, msg100k)
+        pg.start()
+        servers.append(pg)
+        dc = pf = None
+        if compare:
+            try:
+                dc = Dovecot(w, args)
+                fill_maildirs(os.path.join(w, "dc-mail"), "p", args.plain_users, msg100k, owner="mail:mail")
+                dc.start()
+                servers.append(dc)
+            except Exception as e:  # noqa: BLE001 - report and go on with popgate alone
+                log("dovecot unavailable:", e)
+                dc = None
+            try:
+                sink_pf = Sink(w, "postfix")
+                sinks.append(sink_pf)
+                pf = Postfix(w, args, sink_pf.port)
+                pf.setup(args.grants)
+                pf.start()
+                servers.append(pf)
+            except Exception as e:  # noqa: BLE001
+                log("postfix unavailable:", e)
+                pf = None
+
+        def refill(kind):
+            # pop3-poll deletes: give every crypt user one new 4 KB message again
+            if kind == "popgate":
+                fill_maildirs(os.path.join(w, "pg-mail"), "c", args.users, msg4k)
+            else:
+                fill_maildirs(os.path.join(w, "dc-mail"), "c", args.users, msg4k, owner="mail:mail")
+
+        # crypt(3) bound, measured in this run
+        cr = subprocess.run([LOAD, "--scenario", "crypt", "-c", str(os.cpu_count() or 2), "-d", str(min(args.duration, 3)),
+                             "--crypt-hash", crypt_hash, "--crypt-pass", crypt_pass], capture_output=True, text=True)
+        crypt_rate = json.loads(cr.stdout.strip().splitlines()[-1])["ops_per_s"]
+        log(f"crypt(3) SHA512-crypt bound on {os.cpu_count()} cores: {crypt_rate:.0f} verifies/s")
+
+        table = []
+        for key, kind, argv in scenarios(args):
+            other = None
+            if kind.startswith("pop3") and dc:
+                other = dc
+            if kind == "smtp" and pf:
+                other = pf
+            per_round = {"popgate": [], "other": []}
+            for r in range(args.rounds):
+                for who, srv in (("popgate", pg), ("other", other)):
+                    if srv is None:
+                        continue
+                    if kind == "pop3-refill":
+                        refill(srv.name)
+                    port = srv.pop_port if kind.startswith("pop3") else srv.smtp_port
+                    sent_before = None
+                    if kind == "smtp":
+                        sink = sink_pg if who == "popgate" else sinks[-1]
+                        sent_before = sink.messages()
+                    res = run_load(args, srv, argv + ["--port", str(port)], timeout=args.duration * 4 + 60)
+                    if kind == "smtp" and "relay" in key:
+                        if who == "other":
+                            pf.queue_empty()
+                        time.sleep(0.3)
+                        res["sink_delta"] = sink.messages() - sent_before
+                    res.update(server=srv.name, round=r, key=key)
+                    results.append(res)
+                    per_round[who].append(res)
+                    log(f"  {key:28s} {srv.name:8s} round {r}: {res['ops_per_s']:8.1f}/s p99 {res['p99_ms']:.2f} ms "
+                        f"err {res['errors']} server CPU {res['server_cpu_s']:.2f} s client CPU {res['client_cpu_s']:.2f} s"
+                        + (f" sink +{res['sink_delta']}" if "sink_delta" in res else "")
+                        + (f" [{res['first_error']}]" if res['first_error'] else ""))
+            table.append((key, per_round, other.name if other else "-"))
+
+        # lag: popgate only (Postfix has no POP-before-SMTP of its own)
+        lag = run_load(args, pg, ["--scenario", "lag", "--auth", "apop", "-c", "8", "-n", str(args.lag_trials),
+                                  "--users", "users-plain.txt", "--port", str(pg.pop_port),
+                                  "--smtp-port", str(pg.smtp_port)], timeout=600)
+        results.append(dict(lag, server="popgate", key="lag"))
+        # idle: popgate POP3+SMTP; Dovecot POP3 half for comparison
+        idle_pg = run_idle(args, pg, pg.pop_port, pg.smtp_port, args.idle // 2, args.idle - args.idle // 2)
+        results.append(dict(idle_pg, server="popgate", key="idle"))
+        idle_dc = None
+        if dc:
+            idle_dc = run_idle(args, dc, dc.pop_port, None, args.idle // 2, 0)
+            results.append(dict(idle_dc, server="dovecot", key="idle-pop3"))
+    finally:
+        for s in servers:
+            try:
+                s.stop()
+            except Exception as e:  # noqa: BLE001
+                log("stop:", e)
+        for s in sinks:
+            s.stop()
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(results, f, indent=1)
+        if not args.workdir:
+            shutil.rmtree(w, ignore_errors=True)
+
+    # ---------------------------------------------------------------- table
+    def med(xs):
+        return statistics.median(xs) if xs else float("nan")
+
+    print()
+    print(f"popgate benchmark, {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, "
+          f"{args.rounds} rounds x {args.duration:g} s; crypt(3) SHA512-crypt bound {crypt_rate:.0f}/s")
+    hdr = f"{'scenario':30s} {'popgate/s':>10s} {'p99 ms':>7s} {'CPU s':>6s} {'PSS MB':>6s} | {'other':8s} {'other/s':>9s} {'p99 ms':>7s} {'CPU s':>6s} {'PSS MB':>6s} | {'ratio':>6s} {'errors':>6s} {'gen CPU%':>8s}"
+    print(hdr)
+    print("-" * len(hdr))
+    for key, pr, other in table:
+        a, b = pr["popgate"], pr["other"]
+        ratios = [x["ops_per_s"] / y["ops_per_s"] for x, y in zip(a, b) if y["ops_per_s"] > 0]
+        errs = sum(x["errors"] for x in a) + sum(y["errors"] for y in b)
+        gen = med([100 * x["client_cpu_s"] / x["seconds"] for x in a if x["seconds"] > 0])
+        line = (f"{key:30s} {med([x['ops_per_s'] for x in a]):10.0f} {med([x['p99_ms'] for x in a]):7.2f} "
+                f"{med([x['server_cpu_s'] for x in a]):6.2f} {max(x['server_pss_mb'] for x in a):6.0f} | ")
+        if b:
+            line += (f"{other:8s} {med([y['ops_per_s'] for y in b]):9.0f} {med([y['p99_ms'] for y in b]):7.2f} "
+                     f"{med([y['server_cpu_s'] for y in b]):6.2f} {max(y['server_pss_mb'] for y in b):6.0f} | "
+                     f"{med(ratios):6.2f}")
+        else:
+            line += f"{'-':8s} {'':9s} {'':7s} {'':6s} {'':6s} | {'-':>6s}"
+        line += f" {errs:6d} {gen:7.0f}%"
+        print(line)
+        if "relay" in key:
+            sa = sum(x.get("sink_delta", 0) for x in a)
+            sb = sum(y.get("sink_delta", 0) for y in b)
+            print(f"{'':30s}   sink got {sa} for {sum(x['ops'] for x in a)} popgate 250s"
+                  + (f"; {sb} for {sum(y['ops'] for y in b)} postfix 250s" if b else ""))
+    print(f"lag: {lag['ops']} trials, {lag['errors']} failures, POP3 +OK -> SMTP RCPT 250 "
+          f"p50 {lag['step_p50_ms']:.2f} p99 {lag['step_p99_ms']:.2f} max {lag['step_max_ms']:.2f} ms"
+          + (f" [{lag['first_error']}]" if lag["first_error"] else ""))
+    print(f"idle popgate: {idle_pg['opened']} sessions open ({idle_pg['ops']} still alive), PSS {idle_pg['server_pss_mb']:.0f} MB, "
+          f"{idle_pg['kb_per_session']:.1f} KB/session")
+    if idle_dc:
+        print(f"idle dovecot (POP3 only): {idle_dc['opened']} sessions open ({idle_dc['ops']} alive), "
+              f"PSS {idle_dc['server_pss_mb']:.0f} MB, {idle_dc['kb_per_session']:.1f} KB/session")
+
+
+if __name__ == "__main__":
+    main()
