@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+
 namespace popgate::relay {
 
 std::vector<std::string> decider::grant_keys(net::ip_address const& client) const
@@ -16,7 +18,7 @@ std::optional<std::string> decider::find_network(net::ip_address const& client, 
     auto const gen = db_.network_generation();
     std::lock_guard lock(mutex_);
     if (gen != generation_) {
-        std::vector<net_entry> fresh;
+        std::vector<bucket> fresh;
         for (auto const& n : db_.list_networks()) {
             std::string why;
             // Rows written by hand with host bits set are masked, as Postfix's
@@ -26,13 +28,21 @@ std::optional<std::string> decider::find_network(net::ip_address const& client, 
                 spdlog::warn("allowed_networks id={} cidr='{}' ignored: {}", n.id, n.cidr, why);
                 continue;
             }
-            fresh.push_back({*c, n.expires_at, n.cidr});
+            auto it = std::find_if(fresh.begin(), fresh.end(),
+                                   [&](bucket const& b) { return b.v4 == c->base.v4 && b.prefix == c->prefix; });
+            if (it == fresh.end()) it = fresh.insert(fresh.end(), bucket{c->base.v4, c->prefix, {}});
+            it->by_base[c->base].push_back({*c, n.expires_at, n.cidr});
         }
-        networks_ = std::move(fresh);
+        buckets_ = std::move(fresh);
         generation_ = gen;
     }
-    for (auto const& e : networks_)
-        if ((!e.expires_at || *e.expires_at > now) && e.net.contains(client)) return e.text;
+    for (auto const& b : buckets_) {
+        if (b.v4 != client.v4) continue;
+        auto const it = b.by_base.find(net::mask(client, b.prefix));
+        if (it == b.by_base.end()) continue;
+        for (auto const& e : it->second)
+            if (!e.expires_at || *e.expires_at > now) return e.text;
+    }
     return std::nullopt;
 }
 

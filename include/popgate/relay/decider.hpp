@@ -7,6 +7,7 @@
 #include "popgate/proto/policy.hpp"
 #include "popgate/store/store.hpp"
 
+#include <map>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -42,11 +43,21 @@ private:
     };
     std::optional<std::string> find_network(net::ip_address const& client, store::unix_time now);
 
+    // Networks grouped by (family, prefix length), each group keyed by its
+    // base address: a lookup masks the client once per distinct prefix length
+    // instead of testing every row (10,000 rows cost a third of the decision
+    // rate as a linear scan; see bench/README.md).
+    struct bucket {
+        bool v4 = false;
+        unsigned prefix = 0;
+        std::map<net::ip_address, std::vector<net_entry>> by_base;
+    };
+
     store::store& db_;
     unsigned ipv6_prefix_;
     std::mutex mutex_;
     std::int64_t generation_ = -1;
-    std::vector<net_entry> networks_;
+    std::vector<bucket> buckets_;
 };
 
 }  // namespace popgate::relay
