@@ -23,6 +23,12 @@ HOSTILE = {"auth": {"failure_delay_ms": 20, "failure_delay_max_ms": 100, "max_fa
 
 OPEN = []
 
+# A session whose client never reads stops reading too, so the daemon's memory
+# stays flat. Under AddressSanitizer freed memory sits in quarantine and RSS
+# grows with every allocation, freed or not: the bound is checked in the
+# normal build and only loosely in the sanitizer build.
+RSS_BOUND_KB = 16 * 1024 if os.environ.get("POPGATE_SANITIZED", "OFF") in ("", "OFF", "0") else 1024 * 1024
+
 
 @pytest.fixture(autouse=True)
 def _close_clients(make_gateway):
@@ -244,7 +250,7 @@ def test_client_that_never_reads_is_bounded_and_cut_at_idle_timeout(make_gateway
     c, n = flood(g.port(proto), line)
     assert n >= 2000, n    # thousands of commands pipelined
     grown = rss_kb(g.proc.pid) - base
-    assert grown < 16 * 1024, f"RSS grew by {grown} kB"
+    assert grown < RSS_BOUND_KB, f"RSS grew by {grown} kB"
     # the stuck session does not block anybody else
     other = Client(g.port(proto))
     assert other.greeting.startswith((b"+OK popgate", SMTP_GREETING))
@@ -255,7 +261,7 @@ def test_client_that_never_reads_is_bounded_and_cut_at_idle_timeout(make_gateway
     c.s.setblocking(True)
     _, closed = c.rest_until_close(timeout=6)   # drains what was sent, then EOF/RST
     assert closed and time.time() - t < 6
-    assert rss_kb(g.proc.pid) - base < 16 * 1024
+    assert rss_kb(g.proc.pid) - base < RSS_BOUND_KB
     assert_serves(g)
 
 

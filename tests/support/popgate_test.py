@@ -59,7 +59,7 @@ class Gateway:
             "mail": {"maildir": str(self.mail_root / "%u"), "local_domains": ["gw.test", "localhost"],
                      "relay_drop": str(self.drop)},
             "relay": {"grant_ttl": 1800},
-            "auth": {"plaintext": "always", "failure_delay_ms": 50},
+            "auth": {"plaintext": "always", "failure_delay_ms": 50, "cram_md5": True},
             "log": {"level": "debug", "file": str(self.log_file)},
         }
         for sec, kv in (overrides or {}).items():

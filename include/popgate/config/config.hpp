@@ -71,7 +71,7 @@ struct settings {
     plaintext_policy plaintext = plaintext_policy::tls_only;
     bool loopback_is_secure = false;
     bool apop = true;
-    bool cram_md5 = true;
+    bool cram_md5 = false;  // advertised to all; clients pick it first (see popgate.toml)
     std::chrono::milliseconds failure_delay{2000};       // first failure; doubles per failure in the window
     std::chrono::milliseconds failure_delay_max{15000};
     std::chrono::seconds failure_window{900};

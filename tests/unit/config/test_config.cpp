@@ -384,7 +384,7 @@ level = "debug"
     BOOST_TEST((s.plaintext == plaintext_policy::always));
     BOOST_TEST(!s.loopback_is_secure);
     BOOST_TEST(!s.apop);
-    BOOST_TEST(s.cram_md5);  // untouched: the default
+    BOOST_TEST(!s.cram_md5);  // untouched: the default (off)
     BOOST_TEST(s.credential_cache_ttl.count() == 120);
     BOOST_TEST(s.pop3_max_line == 1000u);
     BOOST_TEST(s.max_recipients == 500u);
