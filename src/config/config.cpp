@@ -296,6 +296,8 @@ load_result parse(std::string_view text, std::filesystem::path const& source)
         section sec(*t, "limits", errs);
         sec.integer("max_sessions", s.max_sessions, 1, 1000000);
         sec.integer("max_sessions_per_ip", s.max_sessions_per_ip, 1, 1000000);
+        sec.integer("max_connections_per_minute", s.max_connections_per_minute, 0, 1000000);
+        sec.integer("max_junk_commands", s.max_junk_commands, 1, 1000000);
         // RFC 1939 §3: the autologout timer is at least 10 minutes; tests may
         // shorten it, so the floor is 1 second with the default at 600.
         sec.duration("pop3_idle_timeout", s.pop3_idle_timeout, 1, 86400);

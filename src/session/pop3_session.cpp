@@ -82,6 +82,7 @@ struct pop3_session {
     std::optional<pop3_maildrop> box;
     std::optional<mail::maildir> md;
     std::size_t bad = 0;
+    std::size_t junk = 0;  // NOOP/RSET/STAT/CAPA since the last progress
     std::size_t auth_failures = 0;   // hook for brute-force hardening
     std::string end_reason = "eof";
 
@@ -257,6 +258,7 @@ asio::awaitable<bool> complete_login(Stream& st, pop3_session& p, std::string co
     p.md.emplace(path);
     p.box.emplace(std::move(messages));
     p.phase = pop3_phase::transaction;
+    p.junk = 0;  // progress
     p.pending_user.clear();
     p.mech = std::string(mech);
     spdlog::info("sid={} pop3 login user={} ip={} mech={} tls={} result=ok grant={} grant_until={} messages={} "
@@ -555,6 +557,24 @@ asio::awaitable<bool> dispatch(Stream& st, pop3_session& p, proto::pop3_command 
     if (!pop3_allowed(c.verb, p.phase))
         co_return co_await bad_command(st, p, "-ERR Command not valid in this state\r\n");
     auto const args = c.args;
+    switch (c.verb) {
+    case pop3_verb::noop:
+    case pop3_verb::rset:
+    case pop3_verb::stat:
+    case pop3_verb::capa:
+        // Endless commands that change nothing (limits.max_junk_commands).
+        if (++p.junk > p.s->max_junk_commands) {
+            spdlog::warn("sid={} pop3 too many commands without progress ip={} count={}", p.sid, p.ip, p.junk);
+            p.end_reason = "too-many-junk-commands";
+            co_await send(st, p, "-ERR [SYS/TEMP] Too many commands without progress\r\n");
+            co_return false;
+        }
+        break;
+    case pop3_verb::retr:
+    case pop3_verb::top:
+    case pop3_verb::dele: p.junk = 0; break;
+    default: break;
+    }
     switch (c.verb) {
     case pop3_verb::capa: co_return co_await send(st, p, pop3_capa(p.offer(), p.phase));
     case pop3_verb::quit: co_return co_await cmd_quit(st, p);

@@ -115,6 +115,7 @@ struct smtp_session {
     bool authenticated = false;
     std::string auth_user;
     std::size_t bad_commands = 0;
+    std::size_t junk_commands = 0;  // NOOP/RSET/VRFY/HELP since the last accepted recipient
     std::size_t messages = 0;
     std::string out;  // replies not yet written (PIPELINING, RFC 2920 §3.1)
 
@@ -170,6 +171,17 @@ bool bad_command(smtp_session& ss)
     spdlog::warn("sid={} smtp too many errors ip={} count={}", ss.sid, ss.ip, ss.bad_commands);
     ss.queue(421, "4.7.0", ss.host() + " Error: too many errors");
     ss.end_reason = "too-many-errors";
+    return true;
+}
+
+// Counts a command that makes no progress (NOOP, RSET, VRFY, HELP); true when
+// limits.max_junk_commands is passed and the session must end (421 queued).
+bool junk_command(smtp_session& ss)
+{
+    if (++ss.junk_commands <= ss.s->max_junk_commands) return false;
+    spdlog::warn("sid={} smtp too many commands without progress ip={} count={}", ss.sid, ss.ip, ss.junk_commands);
+    ss.queue(421, "4.7.0", ss.host() + " Error: too many commands without progress");
+    ss.end_reason = "too-many-junk-commands";
     return true;
 }
 
@@ -401,6 +413,7 @@ void on_rcpt(smtp_session& ss, proto::smtp_command const& cmd)
     }
     bool const dup = std::any_of(ss.rcpts.begin(), ss.rcpts.end(), [&](recipient const& x) { return x.address == addr; });
     if (!dup) ss.rcpts.push_back(std::move(r));
+    ss.junk_commands = 0;  // progress
     ss.phase = smtp_phase::in_rcpt;
     ss.queue(250, "2.1.5", "Ok");
 }
@@ -821,6 +834,7 @@ asio::awaitable<loop_end> command_loop(Stream& st, smtp_session& ss)
             if (!co_await on_data(st, ss, *cmd)) co_return loop_end::closed;
             break;
         case smtp_verb::rset:
+            if (junk_command(ss)) break;
             if (!cmd->args.empty()) {
                 ss.queue(501, "5.5.4", "Syntax: RSET");
                 break;
@@ -828,19 +842,23 @@ asio::awaitable<loop_end> command_loop(Stream& st, smtp_session& ss)
             ss.reset_transaction();
             ss.queue(250, "2.0.0", "Ok");
             break;
-        case smtp_verb::noop: ss.queue(250, "2.0.0", "Ok"); break;
+        case smtp_verb::noop:
+            if (!junk_command(ss)) ss.queue(250, "2.0.0", "Ok");
+            break;
         case smtp_verb::quit:
             ss.queue(221, "2.0.0", "Bye");
             co_await flush(st, ss);
             ss.end_reason = "quit";
             co_return loop_end::quit;
         case smtp_verb::vrfy:
+            if (junk_command(ss)) break;
             if (cmd->args.empty()) ss.queue(501, "5.5.4", "Syntax: VRFY address");
             // RFC 5321 §3.5.3: no user enumeration, but do not discourage sending.
             else ss.queue(252, "2.0.0", "Cannot VRFY user, but will accept message and attempt delivery");
             break;
         case smtp_verb::expn: ss.queue(502, "5.5.1", "Error: EXPN not supported"); break;
         case smtp_verb::help: {
+            if (junk_command(ss)) break;
             std::string cmds = "Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP";
             if (starttls_offered(ss)) cmds += " STARTTLS";
             cmds += " AUTH";
@@ -880,7 +898,8 @@ asio::awaitable<loop_end> command_loop(Stream& st, smtp_session& ss)
             if (!co_await on_auth(st, ss, *cmd)) co_return loop_end::closed;
             break;
         }
-        if (ss.end_reason == "too-many-errors" || ss.end_reason == "auth-blocked") {
+        if (ss.end_reason == "too-many-errors" || ss.end_reason == "auth-blocked" ||
+            ss.end_reason == "too-many-junk-commands") {
             co_await flush(st, ss);
             co_return loop_end::closed;
         }

@@ -244,7 +244,10 @@ def flood(port, line: bytes, seconds=3.0):
     ("smtp", b"NOOP\r\n", "smtp end reason=timeout"),
 ])
 def test_client_that_never_reads_is_bounded_and_cut_at_idle_timeout(make_gateway, proto, line, end):
-    g = make_gateway(overrides={**HOSTILE, "limits": {"pop3_idle_timeout": 2, "smtp_idle_timeout": 2}})
+    # The junk-command limit would end this flood early; here the point is
+    # that output stays bounded while the client does not read.
+    g = make_gateway(overrides={**HOSTILE, "limits": {"pop3_idle_timeout": 2, "smtp_idle_timeout": 2,
+                                                      "max_junk_commands": 1000000}})
     g.add_user("alice", "pw-alice")
     base = rss_kb(g.proc.pid)
     c, n = flood(g.port(proto), line)

@@ -542,3 +542,67 @@ def test_smtp_brute_force_421_closes_shared_with_pop3_other_address_and_sighup(m
     r, _ = smtp_auth(c, "alice", "pw-alice")
     assert r == b"235 2.7.0 Authentication successful\r\n"
     assert wait_count(g, "smtp auth-block", 1)
+
+
+# -- new connections per address per minute ------------------------------------
+
+def test_connections_per_minute_per_address(make_gateway):
+    g = make_gateway(overrides={"limits": {"max_connections_per_minute": 3}})
+    for _ in range(3):
+        c = Client(g.port("pop3"))
+        assert c.greeting.startswith(b"+OK")
+        assert c.cmd(b"QUIT\r\n").startswith(b"+OK")
+        c.close()
+    # The fourth within the minute is refused, with the reason, and closed.
+    c = Client(g.port("pop3"), greet=False)
+    data, closed = c.rest_until_close()
+    assert data == b"-ERR [SYS/TEMP] too many connections from this address " \
+                   b"(limits.max_connections_per_minute=3)\r\n"
+    assert closed
+    c = Client(g.port("smtp"), greet=False)
+    data, closed = c.rest_until_close()
+    assert data.startswith(b"421 4.7.0 ") and closed
+    assert g.wait_log("reason=too many connections from this address")
+    # Another address is not affected.
+    c = Client(g.port("pop3"), src=OTHER)
+    assert c.greeting.startswith(b"+OK popgate POP3 server ready")
+
+
+# -- commands without progress ---------------------------------------------------
+
+def test_smtp_junk_commands_without_progress(make_gateway):
+    g = make_gateway(overrides={"limits": {"max_junk_commands": 5}})
+    c = Client(g.port("smtp"))
+    assert c.smtp(b"EHLO client.test\r\n").startswith(b"250")
+    for verb in (b"NOOP", b"RSET", b"NOOP", b"HELP", b"VRFY bob"):
+        assert c.smtp(verb + b"\r\n")[:1] == b"2"
+    # Progress (an accepted recipient) resets the count.
+    g.sql("INSERT INTO relay_grants (address, expires_at) VALUES ('127.0.0.1', unixepoch() + 600)")
+    assert c.smtp(b"MAIL FROM:<a@client.test>\r\n").startswith(b"250")
+    assert c.smtp(b"RCPT TO:<x@remote.test>\r\n").startswith(b"250")
+    for _ in range(5):
+        assert c.smtp(b"NOOP\r\n").startswith(b"250")
+    assert c.smtp(b"NOOP\r\n") == b"421 4.7.0 gw.test Error: too many commands without progress\r\n"
+    _, closed = c.rest_until_close()
+    assert closed
+    assert g.wait_log("smtp too many commands without progress")
+    d = Client(g.port("smtp"))
+    assert d.smtp(b"NOOP\r\n").startswith(b"250")
+
+
+def test_pop3_junk_commands_without_progress(make_gateway):
+    g = make_gateway(overrides={"limits": {"max_junk_commands": 4}})
+    g.add_user("alice", "pw")
+    c = Client(g.port("pop3"))
+    for _ in range(3):                       # CAPA in AUTHORIZATION counts too
+        assert c.cmd(b"CAPA\r\n").startswith(b"+OK")
+        while c.line() != b".\r\n":
+            pass
+    assert c.cmd(b"USER alice\r\n").startswith(b"+OK")
+    assert c.cmd(b"PASS pw\r\n").startswith(b"+OK")  # progress: the count restarts
+    for _ in range(4):
+        assert c.cmd(b"NOOP\r\n") == b"+OK\r\n"
+    assert c.cmd(b"STAT\r\n") == b"-ERR [SYS/TEMP] Too many commands without progress\r\n"
+    _, closed = c.rest_until_close()
+    assert closed
+    assert g.wait_log("pop3 too many commands without progress")

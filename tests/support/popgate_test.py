@@ -116,7 +116,7 @@ class Gateway:
     def log(self):
         return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
 
-    def wait_log(self, needle, timeout=5):
+    def wait_log(self, needle, timeout=15):
         deadline = time.time() + timeout
         while time.time() < deadline:
             if needle in self.log():

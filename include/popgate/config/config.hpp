@@ -82,6 +82,8 @@ struct settings {
     // [limits]
     std::size_t max_sessions = 1000;
     std::size_t max_sessions_per_ip = 20;
+    std::size_t max_connections_per_minute = 300;  // new connections per address per minute; 0: off
+    std::size_t max_junk_commands = 100;           // NOOP/RSET/... in a row without progress
     std::chrono::seconds pop3_idle_timeout{600};
     std::chrono::seconds smtp_idle_timeout{300};
     std::chrono::seconds data_timeout{600};

@@ -14,6 +14,8 @@
 #include <boost/asio/thread_pool.hpp>
 
 #include <atomic>
+#include <chrono>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -45,8 +47,8 @@ public:
     // record_failure() on every failed attempt and wait the delay it returns.
     auth::failure_tracker& failures() noexcept { return failures_; }
 
-    // Admission: false (with the reason) past limits.max_sessions or
-    // limits.max_sessions_per_ip. Every admitted session calls release().
+    // Admission: false (with the reason) past limits.max_sessions,
+    // limits.max_sessions_per_ip or limits.max_connections_per_minute. Every admitted session calls release().
     bool admit(net::ip_address const& peer, std::string& why);
     void release(net::ip_address const& peer);
     std::size_t active_sessions() const noexcept { return active_.load(); }
@@ -70,6 +72,7 @@ private:
     auth::failure_tracker failures_;
     std::atomic<std::size_t> active_{0};
     std::map<net::ip_address, std::size_t> per_ip_;
+    std::map<net::ip_address, std::deque<std::chrono::steady_clock::time_point>> recent_;  // connection times
     std::set<std::string> maildrops_;
 };
 
