@@ -315,8 +315,10 @@ asio::awaitable<bool> refuse_if_blocked(Stream& st, pop3_session& p, bool& refus
     refused = true;
     p.pending_user.clear();
     spdlog::info("sid={} pop3 login ip={} result=blocked retry_after={}s", p.sid, p.ip, left->count());
-    co_return co_await send(st, p,
-                            "-ERR [SYS/TEMP] Too many authentication failures from your address, try again later\r\n");
+    // [AUTH] (RFC 3206), as issue 5 asks: the refusal is about this client's
+    // authentication attempts; the text says it is temporary.
+    co_return co_await send(st, p, "-ERR [AUTH] Too many authentication failures from your address, try again in " +
+                                       std::to_string(left->count()) + " seconds\r\n");
 }
 
 template <class Stream>
