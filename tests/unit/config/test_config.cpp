@@ -1,5 +1,7 @@
 #include "popgate/config/config.hpp"
 
+#include "temp_dir.hpp"
+
 #include <boost/test/data/monomorphic.hpp>
 #include <boost/test/data/test_case.hpp>
 #include <boost/test/unit_test.hpp>
@@ -48,24 +50,7 @@ constexpr std::string_view one_listener = "[[listener]]\n"   // 1
                                           "protocol = \"pop3\"\n"  // 2
                                           "port = 0\n";       // 3
 
-struct temp_dir {
-    fs::path path;
-    temp_dir()
-    {
-        static std::atomic<unsigned> n{0};
-        auto const stamp = std::chrono::steady_clock::now().time_since_epoch().count();
-        path = fs::temp_directory_path() / ("popgate-test-config-" + std::to_string(::getpid()) + "-" +
-                                            std::to_string(stamp) + "-" + std::to_string(n++));
-        fs::create_directory(path);
-    }
-    ~temp_dir()
-    {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-    temp_dir(temp_dir const&) = delete;
-    temp_dir& operator=(temp_dir const&) = delete;
-};
+using popgate::test::temp_dir;
 
 }  // namespace
 

@@ -1,5 +1,7 @@
 #include "popgate/mail/maildir.hpp"
 
+#include "temp_dir.hpp"
+
 #include <boost/test/data/monomorphic.hpp>
 #include <boost/test/data/test_case.hpp>
 #include <boost/test/unit_test.hpp>
@@ -23,26 +25,7 @@ namespace bdata = boost::unit_test::data;
 
 namespace {
 
-// A fresh directory per test, removed afterwards.
-struct temp_dir {
-    fs::path path;
-    temp_dir()
-    {
-        static std::atomic<unsigned> n{0};
-        auto const stamp = std::chrono::steady_clock::now().time_since_epoch().count();
-        path = fs::temp_directory_path() /
-               ("popgate-test-maildir-" + std::to_string(::getpid()) + "-" + std::to_string(stamp) + "-" +
-                std::to_string(n++));
-        fs::create_directory(path);
-    }
-    ~temp_dir()
-    {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-    temp_dir(temp_dir const&) = delete;
-    temp_dir& operator=(temp_dir const&) = delete;
-};
+using popgate::test::temp_dir;
 
 struct maildir_fixture {
     temp_dir tmp;

@@ -2,6 +2,8 @@
 #include "popgate/relay/decider.hpp"
 #include "popgate/store/sqlite_store.hpp"
 
+#include "temp_dir.hpp"
+
 #include <boost/test/data/monomorphic.hpp>
 #include <boost/test/data/test_case.hpp>
 #include <boost/test/unit_test.hpp>
@@ -25,24 +27,7 @@ namespace bdata = boost::unit_test::data;
 
 namespace {
 
-struct temp_dir {
-    fs::path path;
-    temp_dir()
-    {
-        static std::atomic<unsigned> n{0};
-        auto const stamp = std::chrono::steady_clock::now().time_since_epoch().count();
-        path = fs::temp_directory_path() / ("popgate-test-decider-" + std::to_string(::getpid()) + "-" +
-                                            std::to_string(stamp) + "-" + std::to_string(n++));
-        fs::create_directory(path);
-    }
-    ~temp_dir()
-    {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-    temp_dir(temp_dir const&) = delete;
-    temp_dir& operator=(temp_dir const&) = delete;
-};
+using popgate::test::temp_dir;
 
 net::ip_address ip(std::string_view text)
 {
