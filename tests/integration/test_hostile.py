@@ -21,7 +21,7 @@ AUTH_FAILED = b"-ERR [AUTH] Authentication failed.\r\n"
 # Failures are many here: keep the brute-force delay short and never block.
 HOSTILE = {"auth": {"failure_delay_ms": 20, "failure_delay_max_ms": 100, "max_failures_per_ip": 100000}}
 
-OPEN = []
+from raw_client import OPEN, Client  # noqa: E402
 
 # A session whose client never reads stops reading too, so the daemon's memory
 # stays flat. Under AddressSanitizer freed memory sits in quarantine and RSS
@@ -42,73 +42,6 @@ def g(make_gateway):
     gw = make_gateway(overrides=HOSTILE)
     gw.add_user("alice", "pw-alice")
     return gw
-
-
-class Client:
-    def __init__(self, port, timeout=5, rcvbuf=None, greet=True):
-        s = socket.socket()
-        if rcvbuf:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        s.settimeout(timeout)
-        s.connect(("127.0.0.1", port))
-        self.s, self.buf = s, b""
-        OPEN.append(self)
-        self.greeting = self.line() if greet else None
-
-    def send(self, data: bytes):
-        self.s.sendall(data)
-
-    def line(self, timeout=5) -> bytes:
-        deadline = time.time() + timeout
-        while b"\r\n" not in self.buf:
-            self.s.settimeout(max(0.01, deadline - time.time()))
-            chunk = self.s.recv(65536)
-            if not chunk:
-                raise EOFError(f"closed; have {self.buf!r}")
-            self.buf += chunk
-        i = self.buf.index(b"\r\n") + 2
-        out, self.buf = self.buf[:i], self.buf[i:]
-        return out
-
-    def reply(self, timeout=5) -> bytes:
-        out = b""
-        while True:
-            l = self.line(timeout)
-            out += l
-            if l[3:4] != b"-":
-                return out
-
-    def cmd(self, data: bytes) -> bytes:
-        self.send(data)
-        return self.line()
-
-    def smtp(self, data: bytes) -> bytes:
-        self.send(data)
-        return self.reply()
-
-    def multi(self) -> bytes:
-        out = self.line()
-        while not out.endswith(b"\r\n.\r\n"):
-            out += self.line()
-        return out
-
-    def rest_until_close(self, timeout=5):
-        deadline = time.time() + timeout
-        try:
-            while time.time() < deadline:
-                self.s.settimeout(max(0.01, deadline - time.time()))
-                chunk = self.s.recv(65536)
-                if not chunk:
-                    return self.buf, True
-                self.buf += chunk
-        except (socket.timeout, TimeoutError):
-            return self.buf, False
-        except OSError:
-            return self.buf, True
-        return self.buf, False
-
-    def close(self):
-        self.s.close()
 
 
 def assert_serves(g):
