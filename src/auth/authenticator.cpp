@@ -46,6 +46,26 @@ std::string lower(std::string_view s)
     return out;
 }
 
+// APOP and CRAM-MD5 share one rule: HMAC or digest over a challenge with the
+// user's shared secret, compared in constant time.
+template <class Digest>
+result check_shared_secret(store::store& db, std::string_view user, bool apop, Digest digest_of,
+                           std::string_view digest_hex)
+{
+    std::optional<store::user_record> u;
+    try {
+        u = db.find_user(user);
+    } catch (store::store_error const& e) {
+        return {outcome::unavailable, {}, e.what()};
+    }
+    if (!u) return {outcome::failed, {}, "no such user"};
+    if (!apop && u->apop_only) return {outcome::apop_required, {}, "apop-only user"};
+    if (!u->shared_secret) return {outcome::no_secret, {}, "no shared secret"};
+    if (!equal_ct(digest_of(*u->shared_secret), lower(digest_hex))) return {outcome::failed, {}, "wrong digest"};
+    if (u->disabled) return {outcome::failed, {}, "disabled"};
+    return {outcome::ok, u->name, {}};
+}
+
 }  // namespace
 
 bool authenticator::cached(std::string const& user, std::string const& hash, std::string_view password)
@@ -89,26 +109,6 @@ result authenticator::check_password(std::string_view user, std::string_view pas
     // A disabled user learns nothing the wrong-password answer would not say.
     if (u->disabled) return {outcome::failed, {}, "disabled"};
     remember(u->name, *u->password_hash, password);
-    return {outcome::ok, u->name, {}};
-}
-
-// APOP and CRAM-MD5 share one rule: HMAC or digest over a challenge with the
-// user's shared secret, compared in constant time.
-template <class Digest>
-result check_shared_secret(store::store& db, std::string_view user, bool apop, Digest digest_of,
-                           std::string_view digest_hex)
-{
-    std::optional<store::user_record> u;
-    try {
-        u = db.find_user(user);
-    } catch (store::store_error const& e) {
-        return {outcome::unavailable, {}, e.what()};
-    }
-    if (!u) return {outcome::failed, {}, "no such user"};
-    if (!apop && u->apop_only) return {outcome::apop_required, {}, "apop-only user"};
-    if (!u->shared_secret) return {outcome::no_secret, {}, "no shared secret"};
-    if (!equal_ct(digest_of(*u->shared_secret), lower(digest_hex))) return {outcome::failed, {}, "wrong digest"};
-    if (u->disabled) return {outcome::failed, {}, "disabled"};
     return {outcome::ok, u->name, {}};
 }
 

@@ -32,7 +32,6 @@ public:
     section(section const&) = delete;
     section& operator=(section const&) = delete;
 
-    template <class T>
     toml::node const* get(std::string_view key)
     {
         known_.insert(std::string(key));
@@ -47,7 +46,7 @@ public:
     void str(std::string_view key, std::string& out, std::function<bool(std::string const&)> ok = {},
              std::string_view expect = {})
     {
-        auto const* n = get<void>(key);
+        auto const* n = get(key);
         if (!n) return;
         auto const v = n->value<std::string>();
         if (!n->is_string() || !v) return fail(*n, std::string(key) + ": expected a string");
@@ -65,7 +64,7 @@ public:
 
     void boolean(std::string_view key, bool& out)
     {
-        auto const* n = get<void>(key);
+        auto const* n = get(key);
         if (!n) return;
         if (!n->is_boolean()) return fail(*n, std::string(key) + ": expected true or false");
         out = *n->value<bool>();
@@ -74,7 +73,7 @@ public:
     template <class Int>
     void integer(std::string_view key, Int& out, std::int64_t min, std::int64_t max)
     {
-        auto const* n = get<void>(key);
+        auto const* n = get(key);
         if (!n) return;
         if (!n->is_integer()) return fail(*n, std::string(key) + ": expected an integer");
         auto const v = *n->value<std::int64_t>();
@@ -95,7 +94,7 @@ public:
     template <class Enum>
     void choice(std::string_view key, Enum& out, std::initializer_list<std::pair<std::string_view, Enum>> opts)
     {
-        auto const* n = get<void>(key);
+        auto const* n = get(key);
         if (!n) return;
         auto const v = n->value<std::string>();
         std::string names;
@@ -111,7 +110,7 @@ public:
 
     void strings(std::string_view key, std::vector<std::string>& out)
     {
-        auto const* n = get<void>(key);
+        auto const* n = get(key);
         if (!n) return;
         auto const* arr = n->as_array();
         if (!arr) return fail(*n, std::string(key) + ": expected an array of strings");

@@ -116,6 +116,7 @@ struct smtp_session {
     std::string auth_user;
     std::size_t bad_commands = 0;
     std::size_t junk_commands = 0;  // NOOP/RSET/VRFY/HELP since the last accepted recipient
+    bool close_after_reply = false;  // a limit was hit: write the queued 421 (or refusal), then close
     std::size_t messages = 0;
     std::string out;  // replies not yet written (PIPELINING, RFC 2920 §3.1)
 
@@ -164,25 +165,30 @@ asio::awaitable<bool> flush(Stream& st, smtp_session& ss)
     co_return co_await write_all(st, data, ss.clock, ss.s->smtp_idle_timeout);
 }
 
-// Counts a bad command; true when the session must end (421 queued).
-bool bad_command(smtp_session& ss)
+// Counts one more command against a per-session limit; past it, queues the
+// 421 and marks the session to close once that reply is written.
+bool over_limit(smtp_session& ss, std::size_t& counter, std::size_t limit, std::string_view what,
+                char const* reason)
 {
-    if (++ss.bad_commands <= ss.s->max_bad_commands) return false;
-    spdlog::warn("sid={} smtp too many errors ip={} count={}", ss.sid, ss.ip, ss.bad_commands);
-    ss.queue(421, "4.7.0", ss.host() + " Error: too many errors");
-    ss.end_reason = "too-many-errors";
+    if (++counter <= limit) return false;
+    spdlog::warn("sid={} smtp {} ip={} count={}", ss.sid, what, ss.ip, counter);
+    ss.queue(421, "4.7.0", ss.host() + " Error: " + std::string(what));
+    ss.end_reason = reason;
+    ss.close_after_reply = true;
     return true;
 }
 
-// Counts a command that makes no progress (NOOP, RSET, VRFY, HELP); true when
-// limits.max_junk_commands is passed and the session must end (421 queued).
+// A bad command (limits.max_bad_commands); true when the session must end.
+bool bad_command(smtp_session& ss)
+{
+    return over_limit(ss, ss.bad_commands, ss.s->max_bad_commands, "too many errors", "too-many-errors");
+}
+
+// A command that makes no progress: NOOP, RSET, VRFY, HELP (limits.max_junk_commands).
 bool junk_command(smtp_session& ss)
 {
-    if (++ss.junk_commands <= ss.s->max_junk_commands) return false;
-    spdlog::warn("sid={} smtp too many commands without progress ip={} count={}", ss.sid, ss.ip, ss.junk_commands);
-    ss.queue(421, "4.7.0", ss.host() + " Error: too many commands without progress");
-    ss.end_reason = "too-many-junk-commands";
-    return true;
+    return over_limit(ss, ss.junk_commands, ss.s->max_junk_commands, "too many commands without progress",
+                      "too-many-junk-commands");
 }
 
 // Same watchdog as line_io's, but an idle client waiting at the command prompt
@@ -625,6 +631,7 @@ asio::awaitable<bool> on_auth(Stream& st, smtp_session& ss, proto::smtp_command 
                                    std::to_string(left->count()) + " seconds");
         spdlog::info("sid={} smtp auth refused ip={} reason=address-blocked seconds_left={}", ss.sid, ss.ip, left->count());
         ss.end_reason = "auth-blocked";
+        ss.close_after_reply = true;
         co_return true;
     }
     if (mech_name.empty()) {
@@ -781,7 +788,7 @@ asio::awaitable<loop_end> command_loop(Stream& st, smtp_session& ss)
             if (bad_command(ss)) break;
             continue;
         }
-        if (!ss.out.empty() && ss.end_reason == "too-many-errors") {
+        if (ss.close_after_reply) {
             co_await flush(st, ss);
             co_return loop_end::closed;
         }
@@ -898,8 +905,7 @@ asio::awaitable<loop_end> command_loop(Stream& st, smtp_session& ss)
             if (!co_await on_auth(st, ss, *cmd)) co_return loop_end::closed;
             break;
         }
-        if (ss.end_reason == "too-many-errors" || ss.end_reason == "auth-blocked" ||
-            ss.end_reason == "too-many-junk-commands") {
+        if (ss.close_after_reply) {
             co_await flush(st, ss);
             co_return loop_end::closed;
         }

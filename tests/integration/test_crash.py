@@ -17,19 +17,10 @@ import threading
 import time
 
 from popgate_test import make_gateway, upstream  # noqa: F401  (fixtures)
+from smtp_support import relay_overrides, strip_received
 
 SEED = 20251123
 KILLS = 4
-
-
-def strip_received(data: bytes) -> bytes:
-    nl = b"\r\n" if b"\r\n" in data else b"\n"
-    lines = data.split(nl)
-    assert lines[0].startswith(b"Received: from "), data[:200]
-    i = 1
-    while lines[i].startswith(b"\t"):
-        i += 1
-    return nl.join(lines[i:])
 
 
 def message_id(data: bytes) -> str:
@@ -112,11 +103,9 @@ class Load:
 
 def test_sigkill_under_load_loses_nothing_acknowledged(make_gateway, upstream):
     t_start = time.time()
-    g = make_gateway(overrides={
-        "relay": {"upstream_host": "127.0.0.1", "upstream_port": upstream.port, "upstream_starttls": "none",
-                  "upstream_timeout": 5},
-        "limits": {"smtp_idle_timeout": 10, "pop3_idle_timeout": 10, "data_timeout": 10},
-    })
+    g = make_gateway(overrides=relay_overrides(
+        upstream, relay={"upstream_timeout": 5},
+        limits={"smtp_idle_timeout": 10, "pop3_idle_timeout": 10, "data_timeout": 10}))
     g.add_user("alice", "pw-alice")
     g.add_user("carol", "pw-carol")
     # 127.0.0.1 may relay (the SMTP workers); POP3 logins grant their own addresses

@@ -11,30 +11,13 @@ import time
 import pytest
 
 from popgate_test import CaptureUpstream, client_tls_context, make_gateway, raw_exchange, upstream  # noqa: F401
+from smtp_support import relay_overrides, strip_received
 
 BODY = b"From: a@example.org\r\nTo: x@remote.test\r\nSubject: test\r\n\r\nline one\r\n.leading dot\r\nlast line\r\n"
 
 
-def relay_overrides(up, **extra):
-    o = {"relay": {"upstream_host": "127.0.0.1", "upstream_port": up.port, "upstream_starttls": "none"}}
-    for k, v in extra.items():
-        o.setdefault(k, {}).update(v)
-    return o
-
-
 def grant(g, address="127.0.0.1", ttl=600):
     g.sql("INSERT INTO relay_grants(address, expires_at) VALUES(?, unixepoch()+?)", (address, ttl))
-
-
-def strip_received(data: bytes) -> bytes:
-    """The message as the client sent it: our Received header (3 folded lines) removed."""
-    nl = b"\r\n" if b"\r\n" in data else b"\n"
-    lines = data.split(nl)
-    assert lines[0].startswith(b"Received: from "), data[:200]
-    i = 1
-    while lines[i].startswith(b"\t"):
-        i += 1
-    return nl.join(lines[i:])
 
 
 def send(port, rcpts, body=BODY, sender="a@example.org"):

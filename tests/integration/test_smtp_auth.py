@@ -9,24 +9,9 @@ import subprocess
 import pytest
 
 from popgate_test import client_tls_context, make_gateway, upstream  # noqa: F401
+from smtp_support import relay_overrides, strip_received
 
 BODY = b"Subject: auth\r\n\r\nrelayed after AUTH\r\n"
-
-
-def relay_overrides(up, **sections):
-    o = {"relay": {"upstream_host": "127.0.0.1", "upstream_port": up.port, "upstream_starttls": "none"}}
-    for k, v in sections.items():
-        o.setdefault(k, {}).update(v)
-    return o
-
-
-def strip_received(data: bytes) -> bytes:
-    lines = data.split(b"\r\n")
-    assert lines[0].startswith(b"Received: from ")
-    i = 1
-    while lines[i].startswith(b"\t"):
-        i += 1
-    return b"\r\n".join(lines[i:])
 
 
 def read_reply(s):
