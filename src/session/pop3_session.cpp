@@ -694,6 +694,13 @@ asio::awaitable<bool> handshake(ssl::stream<tcp::socket&>& st, pop3_session& p)
 
 asio::awaitable<void> run_session(tcp::socket& sock, pop3_session& p)
 {
+    // When the watchdog wins the race it closes the socket and the || cancels
+    // this branch. Without this, the next co_await would throw before its
+    // operation started, skipping the session's own handling of the failed
+    // read (a DATA abort went unlogged, the end reason lost its detail).
+    // Every operation here fails on the closed socket instead and is handled
+    // through its error code.
+    co_await asio::this_coro::throw_if_cancelled(false);
     if (p.l.cfg.tls == config::tls_mode::implicit) {
         if (!p.tls_ctx) {
             spdlog::error("sid={} pop3 no TLS context for implicit-TLS listener={}", p.sid, p.l.cfg.name);

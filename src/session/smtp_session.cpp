@@ -937,6 +937,13 @@ asio::awaitable<bool> greet(Stream& st, smtp_session& ss)
 
 asio::awaitable<void> run_session(smtp_session& ss)
 {
+    // When the watchdog wins the race it closes the socket and the || cancels
+    // this branch. Without this, the next co_await would throw before its
+    // operation started, skipping the session's own handling of the failed
+    // read (a DATA abort went unlogged, the end reason lost its detail).
+    // Every operation here fails on the closed socket instead and is handled
+    // through its error code.
+    co_await asio::this_coro::throw_if_cancelled(false);
     if (ss.l.cfg.tls == config::tls_mode::implicit) {
         ss.tls_ctx = ss.ctx.tls();
         if (!ss.tls_ctx) {
