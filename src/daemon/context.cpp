@@ -14,6 +14,7 @@ context::context(std::shared_ptr<config::settings const> s, std::unique_ptr<stor
     : settings_(std::move(s)),
       db_(std::move(db)),
       blocking_(blocking_threads),
+      writes_(*db_),
       relay_(*db_, settings_->ipv6_prefix),
       auth_(*db_),
       failures_(throttle_of(*settings_))

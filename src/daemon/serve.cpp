@@ -12,6 +12,7 @@
 
 #include <boost/asio.hpp>
 #include <grp.h>
+#include <malloc.h>
 #include <pwd.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -224,6 +225,12 @@ int serve(std::string const& config_file, std::string const& db_override, serve_
     try {
         log::setup(settings->log_level, settings->log_file);
         ::umask(077);  // every file the daemon makes (database, Maildirs, keys) is private
+        // glibc hands freed memory back to the kernel as soon as 128 KB sit at
+        // the top of a heap: on a busy daemon that is an madvise() per burst,
+        // and each one interrupts every core to flush its TLB (a fifth of the
+        // CPU of a login storm, measured with perf). Keep up to 64 MB for reuse.
+        ::mallopt(M_TRIM_THRESHOLD, 64 << 20);
+        ::mallopt(M_MMAP_THRESHOLD, 4 << 20);
         auto tls = load_tls(*settings);
         auto db = store::open_sqlite_store(settings->database);
         unsigned const cores = std::max(1u, std::thread::hardware_concurrency());

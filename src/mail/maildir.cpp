@@ -203,7 +203,37 @@ void maildir::ensure() const
     make_dir(root_ / "cur");
 }
 
-std::vector<message_entry> maildir::scan()
+std::optional<std::uint64_t> size_cache::wire_size(fs::path const& p)
+{
+    struct stat st {};
+    if (::lstat(p.c_str(), &st) != 0) {
+        if (errno == ENOENT) return std::nullopt;
+        throw_errno(errno, "maildir: stat " + p.string());
+    }
+    key const k{static_cast<std::uint64_t>(st.st_dev), static_cast<std::uint64_t>(st.st_ino)};
+    auto const mtime = static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+    auto const stored = static_cast<std::uint64_t>(st.st_size);
+    {
+        std::lock_guard lock(mutex_);
+        auto const it = map_.find(k);
+        if (it != map_.end() && it->second.stored_size == stored && it->second.mtime_ns == mtime)
+            return it->second.wire;
+    }
+    auto const wire = computed_size(p);
+    if (!wire) return std::nullopt;
+    std::lock_guard lock(mutex_);
+    if (map_.size() >= max_entries) map_.clear();
+    map_[k] = {stored, mtime, *wire};
+    return wire;
+}
+
+std::size_t size_cache::size() const
+{
+    std::lock_guard lock(mutex_);
+    return map_.size();
+}
+
+std::vector<message_entry> maildir::scan(size_cache* sizes)
 {
     auto const new_dir = root_ / "new";
     auto const cur_dir = root_ / "cur";
@@ -229,7 +259,7 @@ std::vector<message_entry> maildir::scan()
         std::error_code ec;
         if (e.symlink_status(ec).type() != fs::file_type::regular) continue;
         auto size = size_field(base_name(name));
-        if (!size) size = computed_size(e.path());
+        if (!size) size = sizes ? sizes->wire_size(e.path()) : computed_size(e.path());
         if (!size) continue;   // vanished meanwhile
         message_entry m{maildir_uid(name), e.path(), *size};
         found.emplace_back(make_order_key(std::move(name)), std::move(m));

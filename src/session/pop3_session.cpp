@@ -177,15 +177,6 @@ asio::awaitable<void> pause(std::chrono::milliseconds d)
     co_await t.async_wait(asio::use_awaitable);
 }
 
-void audit_async_safe(pop3_session& p, std::string_view event, std::string_view user, std::string const& detail)
-{
-    try {
-        p.ctx.db().audit(event, p.ip, user, detail);
-    } catch (std::exception const& e) {
-        spdlog::error("sid={} pop3 audit failed event={} error={}", p.sid, event, log::escape(e.what()));
-    }
-}
-
 // Locks and opens the maildrop, writes the grant, then +OK. Any failure
 // leaves the session in AUTHORIZATION with the lock released.
 template <class Stream>
@@ -216,8 +207,13 @@ asio::awaitable<bool> complete_login(Stream& st, pop3_session& p, std::string co
         try {
             messages = co_await daemon::run_blocking(ctx.blocking(), [&] {
                 mail::maildir m(path);
-                m.ensure();   // a missing Maildir is created
-                return m.scan();
+                try {
+                    return m.scan(&ctx.sizes());
+                } catch (std::filesystem::filesystem_error const& e) {
+                    if (e.code() != std::errc::no_such_file_or_directory) throw;
+                }
+                m.ensure();  // a missing Maildir (or part of one) is created
+                return m.scan(&ctx.sizes());
             });
         } catch (std::exception const& e) {
             spdlog::error("sid={} pop3 maildrop user={} path={} error={}", p.sid, uesc, log::escape(path.string()),
@@ -241,11 +237,12 @@ asio::awaitable<bool> complete_login(Stream& st, pop3_session& p, std::string co
     bool granted = false;
     try {
         // Committed on return: an SMTP connection after our +OK sees it.
-        co_await daemon::run_blocking(ctx.blocking(), [&] {
-            ctx.db().upsert_grant(g);
-            audit_async_safe(p, "grant", user,
-                             "pop3 mech=" + g.method + " listener=" + g.listener + " until=" + iso_utc(g.expires_at));
-        });
+        std::vector<store::write_op> ops;
+        ops.emplace_back(g);
+        ops.emplace_back(store::audit_record{
+            "grant", p.ip, user,
+            "pop3 mech=" + g.method + " listener=" + g.listener + " until=" + iso_utc(g.expires_at)});
+        co_await ctx.writes().commit(std::move(ops));
         granted = true;
     } catch (std::exception const& e) {
         spdlog::error("sid={} pop3 grant failed user={} ip={} error={}", p.sid, uesc, p.ip, log::escape(e.what()));
@@ -287,12 +284,8 @@ asio::awaitable<bool> finish_auth(Stream& st, pop3_session& p, auth::result cons
     ++p.auth_failures;
     spdlog::info("sid={} pop3 login user={} ip={} mech={} tls={} result=fail reason={}", p.sid, uesc, p.ip, mech,
                  yes_no(p.tls_active), log::escape(r.reason.empty() ? "failed" : r.reason));
-    try {
-        std::string const detail = "pop3 mech=" + std::string(mech) + " reason=" + r.reason;
-        co_await daemon::run_blocking(p.ctx.blocking(), [&] { audit_async_safe(p, "auth-fail", attempted, detail); });
-    } catch (std::exception const& e) {
-        spdlog::error("sid={} pop3 audit failed error={}", p.sid, log::escape(e.what()));
-    }
+    p.ctx.writes().post(store::audit_record{"auth-fail", p.ip, attempted, "pop3 mech=" + std::string(mech) +
+                                                                             " reason=" + r.reason});
     // Brute-force defence: the delay grows with this address's and this
     // name's recent failures; past the threshold the address is blocked.
     auto const v = p.ctx.failures().record_failure(p.peer, attempted, std::chrono::steady_clock::now());
@@ -329,7 +322,9 @@ asio::awaitable<bool> cmd_user(Stream& st, pop3_session& p, std::string_view arg
     std::string name(args);
     std::optional<store::user_record> u;
     try {
-        u = co_await daemon::run_blocking(p.ctx.blocking(), [&] { return p.ctx.db().find_user(name); });
+        // An indexed read, as the SMTP relay decision makes: no hop to the
+        // blocking pool (only writes and crypt(3) go there).
+        u = p.ctx.db().find_user(name);
     } catch (std::exception const& e) {
         // PASS will ask again and answer [SYS/TEMP] if the store is still down.
         spdlog::error("sid={} pop3 user lookup failed error={}", p.sid, log::escape(e.what()));

@@ -388,26 +388,12 @@ void on_rcpt(smtp_session& ss, proto::smtp_command const& cmd)
             spdlog::info("sid={} smtp rcpt to=<{}> ip={} decision={} detail={}{}", ss.sid, shown, ss.ip, verdict,
                          d.detail, ss.authenticated ? " sasl_user=" + log::escape(ss.auth_user, 64) : std::string());
             if (d.verdict == proto::relay_verdict::deny) {
-                auto& ctx = ss.ctx;
-                asio::post(ctx.blocking(), [&ctx, ip = ss.ip, addr] {
-                    try {
-                        ctx.db().audit("deny", ip, "", addr);
-                    } catch (std::exception const& e) {
-                        spdlog::error("audit deny failed: {}", e.what());
-                    }
-                });
+                ss.ctx.writes().post(store::audit_record{"deny", ss.ip, "", addr});
                 ss.queue(554, "5.7.1", "<" + addr + ">: Relay access denied");
                 return;
             }
             if (d.verdict == proto::relay_verdict::relay_grant && !d.grant_address.empty()) {
-                auto& ctx = ss.ctx;
-                asio::post(ctx.blocking(), [&ctx, g = d.grant_address] {
-                    try {
-                        ctx.db().touch_grant(g, store::now());
-                    } catch (std::exception const& e) {
-                        spdlog::error("touch grant={} failed: {}", g, e.what());
-                    }
-                });
+                ss.ctx.writes().post(store::grant_touch{d.grant_address, store::now()});
             }
         }
     } catch (store::store_error const& e) {
@@ -713,16 +699,7 @@ asio::awaitable<bool> on_auth(Stream& st, smtp_session& ss, proto::smtp_command 
     }
     spdlog::info("sid={} smtp auth user={} mech={} ip={} result=failed reason={}", ss.sid, who, mname, ss.ip,
                  res.reason);
-    {
-        auto& ctx = ss.ctx;
-        asio::post(ctx.blocking(), [&ctx, ip = ss.ip, u = step.authcid, m = std::string(mname)] {
-            try {
-                ctx.db().audit("auth-fail", ip, u, "smtp mech=" + m);
-            } catch (std::exception const& e) {
-                spdlog::error("audit auth-fail failed: {}", e.what());
-            }
-        });
-    }
+    ss.ctx.writes().post(store::audit_record{"auth-fail", ss.ip, step.authcid, "smtp mech=" + std::string(mname)});
     // Brute-force defence shared with POP3: a delay that grows with the
     // failures of this address or this name, and a cool-down for the address.
     auto const verdict = ss.ctx.failures().record_failure(ss.peer, step.authcid, std::chrono::steady_clock::now());

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <mutex>
+#include <type_traits>
 #include <unordered_map>
 
 namespace popgate::store {
@@ -153,16 +154,7 @@ public:
     void upsert_grant(grant const& g) override
     {
         auto c = borrow();
-        // One row per address: a new login refreshes it. The hit counter
-        // belongs to the address and survives the refresh.
-        auto& q = c.prepare(
-               "INSERT INTO relay_grants (address, user, method, tls, listener, granted_at, expires_at)"
-               " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
-               " ON CONFLICT (address) DO UPDATE SET user = excluded.user, method = excluded.method,"
-               " tls = excluded.tls, listener = excluded.listener, granted_at = excluded.granted_at,"
-               " expires_at = excluded.expires_at");
-        q.bind(1, g.address).bind(2, g.user).bind(3, g.method).bind(4, std::int64_t{g.tls});
-        q.bind(5, g.listener).bind(6, g.granted_at).bind(7, g.expires_at).run();
+        put_grant(c, g);
     }
 
     std::optional<grant> find_active_grant(std::span<std::string const> keys, unix_time t) override
@@ -181,8 +173,7 @@ public:
     void touch_grant(std::string const& address, unix_time t) override
     {
         auto c = borrow();
-        auto& q = c.prepare("UPDATE relay_grants SET hits = hits + 1, last_used = ?2 WHERE address = ?1");
-        q.bind(1, address).bind(2, t).run();
+        put_touch(c, {address, t});
     }
 
     bool delete_grant(std::string_view address) override
@@ -263,8 +254,34 @@ public:
                std::string_view detail) override
     {
         auto c = borrow();
-        auto& q = c.prepare("INSERT INTO audit_log (event, address, user, detail) VALUES (?1, ?2, ?3, ?4)");
-        q.bind(1, event).bind(2, address).bind(3, user).bind(4, detail).run();
+        put_audit(c, event, address, user, detail);
+    }
+
+    void write_batch(std::span<write_op const> ops, std::vector<std::string>& errors) override
+    {
+        errors.assign(ops.size(), std::string{});
+        auto c = borrow();
+        detail::transaction tx(c.db);
+        for (std::size_t i = 0; i < ops.size(); ++i) {
+            try {
+                std::visit(
+                    [&](auto const& op) {
+                        using T = std::decay_t<decltype(op)>;
+                        if constexpr (std::is_same_v<T, grant>) put_grant(c, op);
+                        else if constexpr (std::is_same_v<T, grant_touch>) put_touch(c, op);
+                        else put_audit(c, op.event, op.address, op.user, op.detail);
+                    },
+                    ops[i]);
+            } catch (store_error const& e) {
+                // A constraint or trigger refusal undoes that one statement and
+                // the transaction goes on (no savepoint per op: they cost an
+                // allocation each). Errors that end the transaction (disk
+                // full, I/O) fail the whole batch.
+                if (sqlite3_get_autocommit(c.db)) throw;
+                errors[i] = e.what();
+            }
+        }
+        tx.commit();
     }
 
     std::vector<audit_entry> list_audit(std::size_t limit) override
@@ -338,6 +355,33 @@ private:
             }
         }
         return lease(this, std::make_unique<connection>(connection{open_connection(path_, opts_, false), {}}));
+    }
+
+    static void put_grant(lease& c, grant const& g)
+    {
+        // One row per address: a new login refreshes it. The hit counter
+        // belongs to the address and survives the refresh.
+        auto& q = c.prepare(
+               "INSERT INTO relay_grants (address, user, method, tls, listener, granted_at, expires_at)"
+               " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+               " ON CONFLICT (address) DO UPDATE SET user = excluded.user, method = excluded.method,"
+               " tls = excluded.tls, listener = excluded.listener, granted_at = excluded.granted_at,"
+               " expires_at = excluded.expires_at");
+        q.bind(1, g.address).bind(2, g.user).bind(3, g.method).bind(4, std::int64_t{g.tls});
+        q.bind(5, g.listener).bind(6, g.granted_at).bind(7, g.expires_at).run();
+    }
+
+    static void put_touch(lease& c, grant_touch const& t)
+    {
+        auto& q = c.prepare("UPDATE relay_grants SET hits = hits + 1, last_used = ?2 WHERE address = ?1");
+        q.bind(1, t.address).bind(2, t.at).run();
+    }
+
+    static void put_audit(lease& c, std::string_view event, std::string_view address, std::string_view user,
+                          std::string_view detail)
+    {
+        auto& q = c.prepare("INSERT INTO audit_log (event, address, user, detail) VALUES (?1, ?2, ?3, ?4)");
+        q.bind(1, event).bind(2, address).bind(3, user).bind(4, detail).run();
     }
 
     static user_record read_user(stmt const& q)

@@ -6,6 +6,8 @@
 #include "popgate/auth/authenticator.hpp"
 #include "popgate/auth/failure_tracker.hpp"
 #include "popgate/config/config.hpp"
+#include "popgate/daemon/write_queue.hpp"
+#include "popgate/mail/maildir.hpp"
 #include "popgate/net/ip.hpp"
 #include "popgate/relay/decider.hpp"
 #include "popgate/store/store.hpp"
@@ -41,6 +43,9 @@ public:
 
     store::store& db() noexcept { return *db_; }
     boost::asio::thread_pool& blocking() noexcept { return blocking_; }
+    // Every grant, touch and audit row from sessions goes through here.
+    write_queue& writes() noexcept { return writes_; }
+    mail::size_cache& sizes() noexcept { return sizes_; }
     relay::decider& relay() noexcept { return relay_; }
     auth::authenticator& auth() noexcept { return auth_; }
     // Brute-force defence: check blocked() before authenticating, call
@@ -67,6 +72,8 @@ private:
     std::shared_ptr<boost::asio::ssl::context> tls_;
     std::unique_ptr<store::store> db_;
     boost::asio::thread_pool blocking_;
+    write_queue writes_;  // after db_: stopped (and drained) before it closes
+    mail::size_cache sizes_;
     relay::decider relay_;
     auth::authenticator auth_;
     auth::failure_tracker failures_;

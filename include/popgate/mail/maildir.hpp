@@ -5,8 +5,11 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 namespace popgate::mail {
@@ -15,6 +18,38 @@ struct message_entry {
     std::string uid;              // RFC 1939 UIDL: 1..70 chars in 0x21..0x7E
     std::filesystem::path path;   // current location under cur/
     std::uint64_t size;           // octets with CRLF line ends (RFC 1939 LIST/STAT)
+};
+
+// Remembers the CRLF size of messages whose names carry no ",W=" field (a
+// legacy MTA's local delivery agent does not write one), so a client that
+// leaves its mail on the server does not make every login read every message.
+// Keyed by device and inode, checked against the file's size and mtime;
+// Maildir messages never change in place. Thread-safe; bounded: when full it
+// starts over.
+class size_cache {
+public:
+    static constexpr std::size_t max_entries = 200000;
+
+    // The CRLF size of `p`, from the cache or by reading the file; nullopt
+    // when the file vanished meanwhile.
+    std::optional<std::uint64_t> wire_size(std::filesystem::path const& p);
+    std::size_t size() const;
+
+private:
+    struct key {
+        std::uint64_t dev, ino;
+        friend bool operator==(key const&, key const&) = default;
+    };
+    struct key_hash {
+        std::size_t operator()(key const& k) const noexcept { return std::hash<std::uint64_t>{}(k.ino * 31 + k.dev); }
+    };
+    struct entry {
+        std::uint64_t stored_size;
+        std::int64_t mtime_ns;
+        std::uint64_t wire;
+    };
+    mutable std::mutex mutex_;
+    std::unordered_map<key, entry, key_hash> map_;
 };
 
 class maildir {
@@ -28,7 +63,8 @@ public:
     // Moves every new/ message to cur/ (appending ":2,"), then lists cur/:
     // dotfiles and non-regular files skipped, sorted in delivery order (file
     // name, with the leading seconds and .M<usec> compared as numbers).
-    std::vector<message_entry> scan();
+    // Sizes come from the ",W=" field, else from `sizes`, else by reading the file.
+    std::vector<message_entry> scan(size_cache* sizes = nullptr);
 
     // Unlinks the message. ENOENT is fine: another session removed it first.
     void remove(message_entry const& m) const;

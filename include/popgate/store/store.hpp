@@ -10,6 +10,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <variant>
 #include <vector>
 
 namespace popgate::store {
@@ -54,6 +55,20 @@ struct audit_entry {
     std::string user;
     std::string detail;
 };
+
+// The writes the daemon makes on every login and every relayed or refused
+// recipient, applied many at a time by write_batch (group commit).
+struct grant_touch {
+    std::string address;
+    unix_time at = 0;
+};
+struct audit_record {
+    std::string event;
+    std::string address;
+    std::string user;
+    std::string detail;
+};
+using write_op = std::variant<grant, grant_touch, audit_record>;
 
 enum class store_errc { not_found, duplicate, constraint, busy, unavailable, schema_too_new };
 
@@ -102,6 +117,13 @@ public:
                        std::string_view detail) = 0;
     virtual std::vector<audit_entry> list_audit(std::size_t limit) = 0;
     virtual std::size_t purge_audit(std::size_t keep_rows, unix_time older_than) = 0;
+
+    // Applies `ops` in order in one transaction: one commit for many logins.
+    // An op that fails is undone alone (a savepoint each) and its message is
+    // put in errors[i] (resized to ops.size(), empty = applied); the others
+    // commit. Throws store_error when the transaction itself cannot begin or
+    // commit: then nothing was applied.
+    virtual void write_batch(std::span<write_op const> ops, std::vector<std::string>& errors) = 0;
 
     virtual int schema_version() = 0;
     virtual bool integrity_ok() = 0;

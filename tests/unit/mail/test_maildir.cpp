@@ -125,6 +125,32 @@ BOOST_FIXTURE_TEST_CASE(scan_moves_new_to_cur_and_orders_by_delivery, maildir_fi
     BOOST_TEST(fs::exists(root / "cur" / "999.M1P1Q0.host,S=3,W=42:2,"));
 }
 
+BOOST_FIXTURE_TEST_CASE(size_cache_reads_each_message_once, maildir_fixture)
+{
+    put(root / "new" / "1000.M1P1Q0.host", "a\nb\n");           // 4 stored, 6 on the wire
+    put(root / "new" / "1001.M1P1Q0.host,S=2,W=3", "x\n");      // W=: never cached
+    size_cache sizes;
+    auto msgs = md.scan(&sizes);
+    BOOST_TEST_REQUIRE(msgs.size() == 2u);
+    BOOST_TEST(msgs[0].size == 6u);
+    BOOST_TEST(sizes.size() == 1u);
+
+    // Same inode, size and mtime: the cached figure, so the file was not read
+    // again (its new bytes would count 4).
+    auto const p = msgs[0].path;
+    auto const mtime = fs::last_write_time(p);
+    put(p, "abcd");
+    fs::last_write_time(p, mtime);
+    msgs = md.scan(&sizes);
+    BOOST_TEST(msgs[0].size == 6u);
+
+    // A changed mtime: read again.
+    fs::last_write_time(p, mtime + std::chrono::seconds(5));
+    msgs = md.scan(&sizes);
+    BOOST_TEST(msgs[0].size == 4u);
+    BOOST_TEST(md.scan().at(0).size == 4u);  // without a cache: read every time
+}
+
 BOOST_FIXTURE_TEST_CASE(uids_stable_across_scans, maildir_fixture)
 {
     put(root / "new" / "1.M1P1Q0.h", "a\n");

@@ -478,6 +478,65 @@ BOOST_AUTO_TEST_CASE(bad_grant_through_the_store_is_a_constraint_error)
 BOOST_AUTO_TEST_SUITE_END()
 
 // ---------------------------------------------------------------------------
+BOOST_FIXTURE_TEST_SUITE(store_write_batch, store_fixture, *boost::unit_test::label("unit"))
+
+BOOST_AUTO_TEST_CASE(applies_grants_touches_and_audits_in_order)
+{
+    auto const t = now();
+    std::vector<write_op> ops;
+    ops.emplace_back(make_grant("192.0.2.7", "alice", t, t + 600));
+    ops.emplace_back(grant_touch{"192.0.2.7", t + 1});
+    ops.emplace_back(grant_touch{"192.0.2.7", t + 2});
+    ops.emplace_back(audit_record{"grant", "192.0.2.7", "alice", "pop3 mech=pass"});
+    std::vector<std::string> errors{"stale"};
+    db->write_batch(ops, errors);
+    BOOST_TEST_REQUIRE(errors.size() == ops.size());
+    for (auto const& e : errors) BOOST_TEST(e.empty(), e);
+    auto const g = db->list_grants(false, t);
+    BOOST_TEST_REQUIRE(g.size() == 1u);
+    BOOST_TEST(g[0].user == "alice");
+    BOOST_TEST(g[0].hits == 2);
+    BOOST_TEST(g[0].last_used.value_or(0) == t + 2);
+    auto const a = db->list_audit(10);
+    BOOST_TEST_REQUIRE(a.size() == 1u);
+    BOOST_TEST(a[0].detail == "pop3 mech=pass");
+}
+
+BOOST_AUTO_TEST_CASE(a_failed_op_is_undone_alone)
+{
+    auto const t = now();
+    std::vector<write_op> ops;
+    ops.emplace_back(make_grant("192.0.2.1", "a", t, t + 600));
+    ops.emplace_back(make_grant("192.0.2.300", "bad", t, t + 600));  // address trigger refuses it
+    ops.emplace_back(audit_record{"bogus", "", "", ""});              // event CHECK refuses it
+    ops.emplace_back(make_grant("192.0.2.2", "b", t, t + 600));
+    std::vector<std::string> errors;
+    db->write_batch(ops, errors);
+    BOOST_TEST_REQUIRE(errors.size() == 4u);
+    BOOST_TEST(errors[0].empty());
+    BOOST_TEST(errors[1].find("relay_grants.address") != std::string::npos, errors[1]);
+    BOOST_TEST(!errors[2].empty());
+    BOOST_TEST(errors[3].empty());
+    auto const g = db->list_grants(true, t);
+    BOOST_TEST_REQUIRE(g.size() == 2u);
+    BOOST_TEST(db->list_audit(10).empty());
+}
+
+BOOST_AUTO_TEST_CASE(a_locked_database_fails_the_whole_batch)
+{
+    auto quick = open_sqlite_store(file, {.busy_timeout = std::chrono::milliseconds(50)});
+    raw_db admin(file);
+    admin.must("BEGIN IMMEDIATE");
+    std::vector<write_op> ops;
+    ops.emplace_back(make_grant("192.0.2.1", "a", now(), now() + 600));
+    std::vector<std::string> errors;
+    BOOST_TEST((code_of([&] { quick->write_batch(ops, errors); }) == store_errc::busy));
+    admin.must("ROLLBACK");
+    BOOST_TEST(db->list_grants(true, now()).empty());
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
 BOOST_FIXTURE_TEST_SUITE(store_networks, store_fixture, *boost::unit_test::label("unit"))
 
 BOOST_AUTO_TEST_CASE(add_list_duplicate_delete)

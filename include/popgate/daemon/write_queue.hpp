@@ -1,0 +1,94 @@
+#pragma once
+// The daemon's one database writer: grants, grant touches and audit rows from
+// every session go through one thread that commits them in batches (group
+// commit). SQLite takes one writer at a time; writers on several threads wait
+// for each other in its busy handler, which sleeps for milliseconds. One
+// thread taking whatever has queued while the previous commit ran turns N
+// logins' N commits into one, without delaying a login that arrives alone.
+//
+// commit() resumes its coroutine only after the transaction holding its ops
+// committed (DESIGN decision 4: the grant is committed before the +OK).
+// post() is best effort (a touch, a deny audit): it is dropped, with a
+// warning, when max_backlog such writes are already waiting.
+#include "popgate/store/store.hpp"
+
+#include <boost/asio/associated_executor.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <condition_variable>
+#include <cstddef>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace popgate::daemon {
+
+class write_queue {
+public:
+    static constexpr std::size_t max_batch = 1024;
+    static constexpr std::size_t max_backlog = 20000;
+
+    explicit write_queue(store::store& db);
+    ~write_queue();  // applies what is queued, then stops
+    write_queue(write_queue const&) = delete;
+    write_queue& operator=(write_queue const&) = delete;
+
+    // Queues `ops` as one unit; `done` runs on the writer thread with the
+    // error of ops[0] ("" = committed). The failures of later ops (an audit
+    // row beside a grant) are logged, not reported.
+    void submit(std::vector<store::write_op> ops, std::function<void(std::string const&)> done);
+
+    // Awaitable form of submit(): returns once committed; throws
+    // store::store_error (store_errc::unavailable) when ops[0] was not.
+    auto commit(std::vector<store::write_op> ops)
+    {
+        namespace asio = boost::asio;
+        return asio::async_initiate<asio::use_awaitable_t<> const, void(std::exception_ptr)>(
+            [this](auto handler, std::vector<store::write_op> o) {
+                auto work = asio::make_work_guard(asio::get_associated_executor(handler));
+                auto h = std::make_shared<decltype(handler)>(std::move(handler));
+                submit(std::move(o), [h, work = std::move(work)](std::string const& err) mutable {
+                    std::exception_ptr ep;
+                    if (!err.empty())
+                        ep = std::make_exception_ptr(store::store_error(store::store_errc::unavailable, err));
+                    auto ex = asio::get_associated_executor(*h);
+                    asio::dispatch(ex, [h, ep]() mutable { std::move (*h)(ep); });
+                });
+            },
+            asio::use_awaitable, std::move(ops));
+    }
+
+    // Best effort, nobody waits: false when dropped (backlog full or stopping).
+    bool post(store::write_op op);
+
+    // Writes committed so far and transactions that carried them (for tests
+    // and the shutdown log line).
+    std::size_t committed_ops() const;
+    std::size_t transactions() const;
+
+private:
+    struct unit {
+        std::vector<store::write_op> ops;
+        std::function<void(std::string const&)> done;  // empty for post()
+    };
+    void run();
+    void apply(std::vector<unit>& batch);
+
+    store::store& db_;
+    mutable std::mutex mutex_;
+    std::condition_variable wake_;
+    std::vector<unit> queue_;
+    std::size_t backlog_ = 0;  // queued post() writes
+    std::size_t dropped_ = 0;
+    std::size_t committed_ = 0;
+    std::size_t transactions_ = 0;
+    bool stopping_ = false;
+    std::thread thread_;  // last: started once the rest exists
+};
+
+}  // namespace popgate::daemon

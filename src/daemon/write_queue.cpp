@@ -1,0 +1,132 @@
+#include "popgate/daemon/write_queue.hpp"
+
+#include "popgate/log/log.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <exception>
+
+namespace popgate::daemon {
+
+namespace {
+char const* kind_name(store::write_op const& op)
+{
+    static constexpr char const* names[] = {"grant", "touch", "audit"};
+    return names[op.index()];
+}
+}  // namespace
+
+write_queue::write_queue(store::store& db) : db_(db), thread_([this] { run(); }) {}
+
+write_queue::~write_queue()
+{
+    {
+        std::lock_guard lock(mutex_);
+        stopping_ = true;
+    }
+    wake_.notify_one();
+    thread_.join();
+    if (dropped_) spdlog::warn("write queue dropped={} best-effort writes (backlog full)", dropped_);
+}
+
+void write_queue::submit(std::vector<store::write_op> ops, std::function<void(std::string const&)> done)
+{
+    {
+        std::lock_guard lock(mutex_);
+        if (!stopping_) {
+            queue_.push_back({std::move(ops), std::move(done)});
+            wake_.notify_one();
+            return;
+        }
+    }
+    done("the daemon is shutting down");
+}
+
+bool write_queue::post(store::write_op op)
+{
+    std::size_t dropped = 0;
+    {
+        std::lock_guard lock(mutex_);
+        if (!stopping_ && backlog_ < max_backlog) {
+            ++backlog_;
+            std::vector<store::write_op> ops;
+            ops.push_back(std::move(op));
+            queue_.push_back({std::move(ops), {}});
+            wake_.notify_one();
+            return true;
+        }
+        dropped = ++dropped_;
+    }
+    // The store is stuck or far behind: say so, without a line per write.
+    if (dropped % 1000 == 1)
+        spdlog::warn("write queue full backlog={} dropped={} (grant touches and deny audits are best effort)",
+                     max_backlog, dropped);
+    return false;
+}
+
+std::size_t write_queue::committed_ops() const
+{
+    std::lock_guard lock(mutex_);
+    return committed_;
+}
+
+std::size_t write_queue::transactions() const
+{
+    std::lock_guard lock(mutex_);
+    return transactions_;
+}
+
+void write_queue::run()
+{
+    std::vector<unit> batch;
+    for (;;) {
+        {
+            std::unique_lock lock(mutex_);
+            wake_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+            if (queue_.empty()) return;  // stopping, and everything applied
+            // Whatever queued while the last commit ran goes into this one.
+            std::size_t ops = 0, n = 0;
+            while (n < queue_.size() && ops < max_batch) ops += queue_[n++].ops.size();
+            batch.assign(std::make_move_iterator(queue_.begin()), std::make_move_iterator(queue_.begin() + n));
+            queue_.erase(queue_.begin(), queue_.begin() + n);
+            for (auto const& u : batch)
+                if (!u.done) --backlog_;
+        }
+        apply(batch);
+        batch.clear();
+    }
+}
+
+void write_queue::apply(std::vector<unit>& batch)
+{
+    std::vector<store::write_op> ops;
+    for (auto& u : batch)
+        for (auto& op : u.ops) ops.push_back(std::move(op));
+    std::vector<std::string> errors;
+    std::string whole;  // the transaction failed: every op shares the error
+    try {
+        db_.write_batch(ops, errors);
+    } catch (std::exception const& e) {
+        whole = e.what();
+        spdlog::error("write batch failed ops={} error={}", ops.size(), log::escape(whole));
+    }
+    std::size_t i = 0, applied = 0;
+    for (auto& u : batch) {
+        std::string const first = u.ops.empty() ? std::string{} : whole.empty() ? errors[i] : whole;
+        for (std::size_t k = 0; k < u.ops.size(); ++k, ++i) {
+            auto const& err = whole.empty() ? errors[i] : whole;
+            if (err.empty()) {
+                ++applied;
+            } else if (whole.empty()) {
+                // A failed op in a committed batch: the others went in.
+                spdlog::error("write op failed kind={} error={}", kind_name(ops[i]), log::escape(err));
+            }
+        }
+        if (u.done) u.done(first);
+    }
+    std::lock_guard lock(mutex_);
+    committed_ += applied;
+    if (whole.empty()) ++transactions_;
+}
+
+}  // namespace popgate::daemon

@@ -1,0 +1,193 @@
+#include "popgate/daemon/write_queue.hpp"
+#include "popgate/store/sqlite_store.hpp"
+
+#include "temp_dir.hpp"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/test/unit_test.hpp>
+
+#include <sqlite3.h>
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+using namespace popgate;
+using daemon::write_queue;
+namespace asio = boost::asio;
+
+namespace {
+
+store::grant make_grant(std::string address)
+{
+    store::grant g;
+    g.address = std::move(address);
+    g.user = "alice";
+    g.method = "pass";
+    g.listener = "pop3";
+    g.granted_at = store::now();
+    g.expires_at = g.granted_at + 600;
+    return g;
+}
+
+std::vector<store::write_op> one(store::write_op op)
+{
+    std::vector<store::write_op> v;
+    v.push_back(std::move(op));
+    return v;
+}
+
+// Holds the database's write lock, as an administrator's open transaction would.
+class write_lock {
+public:
+    explicit write_lock(std::filesystem::path const& p)
+    {
+        BOOST_TEST_REQUIRE(sqlite3_open(p.c_str(), &db_) == SQLITE_OK);
+        BOOST_TEST_REQUIRE(sqlite3_exec(db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) == SQLITE_OK);
+    }
+    void release()
+    {
+        if (db_) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+        sqlite3_close(db_);
+        db_ = nullptr;
+    }
+    ~write_lock() { release(); }
+    write_lock(write_lock const&) = delete;
+    write_lock& operator=(write_lock const&) = delete;
+
+private:
+    sqlite3* db_ = nullptr;
+};
+
+template <class Pred>
+bool eventually(Pred p)
+{
+    for (int i = 0; i < 1000; ++i) {
+        if (p()) return true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return p();
+}
+
+struct queue_fixture {
+    test::temp_dir tmp{"writeq"};
+    std::filesystem::path file = tmp.path / "popgate.db";
+    std::unique_ptr<store::store> db = store::open_sqlite_store(file);
+};
+
+}  // namespace
+
+BOOST_FIXTURE_TEST_SUITE(write_queue_tests, queue_fixture, *boost::unit_test::label("unit"))
+
+BOOST_AUTO_TEST_CASE(commit_resumes_after_the_row_is_visible)
+{
+    write_queue q(*db);
+    asio::io_context io;
+    std::optional<std::size_t> seen;
+    asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<void> {
+            co_await q.commit(one(make_grant("192.0.2.7")));
+            // Another connection, as the SMTP side would use.
+            seen = db->list_grants(false, store::now()).size();
+        },
+        asio::detached);
+    io.run();
+    BOOST_TEST_REQUIRE(seen.has_value());
+    BOOST_TEST(*seen == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(commit_throws_when_its_first_op_failed)
+{
+    write_queue q(*db);
+    asio::io_context io;
+    std::string error;
+    asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<void> {
+            try {
+                co_await q.commit(one(make_grant("192.0.2.300")));
+            } catch (store::store_error const& e) {
+                error = e.what();
+            }
+        },
+        asio::detached);
+    io.run();
+    BOOST_TEST(error.find("relay_grants.address") != std::string::npos, error);
+    BOOST_TEST(db->list_grants(true, store::now()).empty());
+}
+
+BOOST_AUTO_TEST_CASE(logins_queued_behind_a_busy_writer_share_one_commit)
+{
+    write_queue q(*db);
+    write_lock admin(file);
+    std::atomic<int> ok{0}, failed{0};
+    constexpr int n = 50;
+    for (int i = 0; i < n; ++i) {
+        std::vector<store::write_op> ops;
+        ops.emplace_back(make_grant("192.0.2." + std::to_string(i + 1)));
+        ops.emplace_back(store::audit_record{"grant", "192.0.2." + std::to_string(i + 1), "alice", "unit"});
+        q.submit(std::move(ops), [&](std::string const& e) { (e.empty() ? ok : failed)++; });
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    BOOST_TEST(ok.load() == 0);  // nothing reported before its commit
+    admin.release();
+    BOOST_TEST_REQUIRE(eventually([&] { return ok.load() + failed.load() == n; }));
+    BOOST_TEST(ok.load() == n);
+    BOOST_TEST(q.committed_ops() == 2u * n);
+    // The first unit may have been taken alone before the others queued.
+    BOOST_TEST(q.transactions() <= 2u);
+    BOOST_TEST(db->list_grants(true, store::now()).size() == std::size_t{n});
+    BOOST_TEST(db->list_audit(1000).size() == std::size_t{n});
+}
+
+BOOST_AUTO_TEST_CASE(a_bad_unit_fails_alone_in_its_batch)
+{
+    write_queue q(*db);
+    write_lock admin(file);  // so that both land in one batch
+    std::string e_bad = "unset", e_good = "unset";
+    q.submit(one(make_grant("192.0.2.1")), [](std::string const&) {});
+    q.submit(one(make_grant("not-an-address")), [&](std::string const& e) { e_bad = e; });
+    q.submit(one(make_grant("192.0.2.2")), [&](std::string const& e) { e_good = e; });
+    admin.release();
+    BOOST_TEST_REQUIRE(eventually([&] { return q.committed_ops() == 2u; }));
+    BOOST_TEST(e_good.empty());
+    BOOST_TEST(!e_bad.empty());
+    BOOST_TEST(e_bad != "unset");
+    BOOST_TEST(db->list_grants(true, store::now()).size() == 2u);
+}
+
+BOOST_AUTO_TEST_CASE(best_effort_writes_are_bounded_and_the_accepted_ones_land)
+{
+    db->upsert_grant(make_grant("192.0.2.9"));
+    std::size_t accepted = 0, dropped = 0;
+    {
+        write_queue q(*db);
+        write_lock admin(file);
+        for (std::size_t i = 0; i < write_queue::max_backlog + write_queue::max_batch + 10; ++i)
+            (q.post(store::grant_touch{"192.0.2.9", store::now()}) ? accepted : dropped)++;
+        admin.release();
+    }  // the destructor applies everything queued
+    BOOST_TEST(dropped >= 10u);
+    BOOST_TEST(accepted <= write_queue::max_backlog + write_queue::max_batch);
+    auto const g = db->list_grants(true, store::now());
+    BOOST_TEST_REQUIRE(g.size() == 1u);
+    BOOST_TEST(g[0].hits == static_cast<std::int64_t>(accepted));
+}
+
+BOOST_AUTO_TEST_CASE(stopping_applies_everything_queued)
+{
+    {
+        write_queue q(*db);
+        for (int i = 0; i < 100; ++i) BOOST_TEST(q.post(store::audit_record{"deny", "192.0.2.1", "", "unit"}));
+    }
+    BOOST_TEST(db->list_audit(1000).size() == 100u);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
