@@ -275,6 +275,7 @@ load_result parse(std::string_view text, std::filesystem::path const& source)
         sec.str("upstream_user", s.upstream_user);
         sec.path("upstream_password_file", s.upstream_password_file);
         sec.duration("upstream_timeout", s.upstream_timeout, 1, 3600);
+        sec.duration("upstream_reuse_time", s.upstream_reuse_time, 0, 300);
     }
     if (auto const* t = sub_table(root, "auth", errs)) {
         section sec(*t, "auth", errs);

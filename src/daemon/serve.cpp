@@ -158,6 +158,7 @@ asio::awaitable<void> signal_loop(server& srv)
             co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
         }
         spdlog::info("stopped sessions_left={}", srv.ctx->active_sessions());
+        srv.ctx->upstreams().close_all();
         srv.io.stop();
         co_return;
     }
@@ -279,6 +280,7 @@ int serve(std::string const& config_file, std::string const& db_override, serve_
     for (unsigned i = 1; i < n; ++i) threads.emplace_back([&] { srv.io.run(); });
     srv.io.run();
     for (auto& t : threads) t.join();
+    srv.ctx->upstreams().close_all();  // their sockets belong to io
     // Blocking jobs still running hold work on io's executor and post their
     // completions to it: let them finish while io still exists. Then io is
     // destroyed (with any unfinished session frames, which release their

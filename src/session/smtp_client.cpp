@@ -4,14 +4,20 @@
 #include "popgate/proto/sasl.hpp"
 #include "popgate/session/tls.hpp"
 
+#include <spdlog/spdlog.h>
+
 #include <boost/asio/connect.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/ssl.hpp>
 
+#include <chrono>
 #include <fstream>
+#include <map>
+#include <mutex>
 #include <sstream>
+#include <utility>
 
 namespace popgate::session {
 
@@ -38,10 +44,127 @@ std::string joined(proto::smtp_reply const& r)
     return t;
 }
 
+// Whether an EHLO keyword (upper case) is among the upstream's extensions.
+bool offers(std::vector<std::string> const& ext, std::string_view kw)
+{
+    for (auto const& e : ext)
+        if (e.compare(0, kw.size(), kw) == 0 && (e.size() == kw.size() || e[kw.size()] == ' ' || e[kw.size()] == '='))
+            return true;
+    return false;
+}
+
+// Where the upstream is. A literal address needs no lookup; a name is looked
+// up once a minute, not once per message: Asio resolves on one background
+// thread, with AI_ADDRCONFIG (a netlink query per call), and at a few hundred
+// messages a second that thread became the relay's limit.
+constexpr auto resolve_ttl = std::chrono::seconds(60);
+std::mutex resolved_mutex;
+std::map<std::pair<std::string, std::uint16_t>,
+         std::pair<std::vector<tcp::endpoint>, std::chrono::steady_clock::time_point>>
+    resolved;
+
+std::vector<tcp::endpoint> cached_endpoints(std::string const& host, std::uint16_t port)
+{
+    boost::system::error_code ec;
+    auto const addr = asio::ip::make_address(host, ec);
+    if (!ec) return {tcp::endpoint(addr, port)};
+    std::lock_guard lock(resolved_mutex);
+    auto const it = resolved.find({host, port});
+    if (it == resolved.end() || it->second.second < std::chrono::steady_clock::now()) return {};
+    return it->second.first;
+}
+
+void remember_endpoints(std::string const& host, std::uint16_t port, std::vector<tcp::endpoint> const& eps)
+{
+    std::lock_guard lock(resolved_mutex);
+    if (resolved.size() > 16) resolved.clear();  // one upstream, or a few across reloads
+    resolved[{host, port}] = {eps, std::chrono::steady_clock::now() + resolve_ttl};
+}
+
 }  // namespace
 
-smtp_client::smtp_client(asio::any_io_executor ex, config::settings const& s, std::string sid)
-    : ex_(ex), s_(s), sid_(std::move(sid)), sock_(ex)
+// ------------------------------------------------------------------ pool
+
+namespace {
+// Best effort, never waits: the upstream learns we are gone either way.
+void quit_and_close(upstream_link& l) noexcept
+{
+    boost::system::error_code ignored;
+    if (!l.sock.is_open()) return;
+    if (!l.tls) {
+        static constexpr char quit[] = "QUIT\r\n";
+        l.sock.non_blocking(true, ignored);
+        l.sock.send(asio::buffer(quit, sizeof quit - 1), 0, ignored);
+    }
+    l.sock.shutdown(tcp::socket::shutdown_both, ignored);
+    l.sock.close(ignored);
+}
+}  // namespace
+
+upstream_pool::~upstream_pool() { close_all(); }
+
+std::unique_ptr<upstream_link> upstream_pool::take(std::string const& key,
+                                                   std::chrono::steady_clock::duration max_idle_time)
+{
+    std::vector<std::unique_ptr<upstream_link>> stale;
+    std::unique_ptr<upstream_link> found;
+    {
+        std::lock_guard lock(mutex_);
+        auto const now = std::chrono::steady_clock::now();
+        std::vector<std::unique_ptr<upstream_link>> keep;
+        for (auto& l : idle_) {
+            if (now - l->idle_since >= max_idle_time || !l->sock.is_open())
+                stale.push_back(std::move(l));
+            else
+                keep.push_back(std::move(l));
+        }
+        idle_ = std::move(keep);
+        for (auto it = idle_.rbegin(); it != idle_.rend(); ++it) {
+            if ((*it)->key == key) {
+                found = std::move(*it);
+                idle_.erase(std::next(it).base());
+                break;
+            }
+        }
+    }
+    for (auto& l : stale) quit_and_close(*l);
+    return found;
+}
+
+void upstream_pool::put(std::unique_ptr<upstream_link> link)
+{
+    std::unique_ptr<upstream_link> oldest;
+    {
+        std::lock_guard lock(mutex_);
+        if (idle_.size() >= max_idle) {
+            oldest = std::move(idle_.front());
+            idle_.erase(idle_.begin());
+        }
+        idle_.push_back(std::move(link));
+    }
+    if (oldest) quit_and_close(*oldest);
+}
+
+void upstream_pool::close_all()
+{
+    std::vector<std::unique_ptr<upstream_link>> all;
+    {
+        std::lock_guard lock(mutex_);
+        all.swap(idle_);
+    }
+    for (auto& l : all) quit_and_close(*l);
+}
+
+std::size_t upstream_pool::idle() const
+{
+    std::lock_guard lock(mutex_);
+    return idle_.size();
+}
+
+// ------------------------------------------------------------------ client
+
+smtp_client::smtp_client(asio::any_io_executor ex, config::settings const& s, std::string sid, upstream_pool& pool)
+    : ex_(ex), s_(s), sid_(std::move(sid)), pool_(pool)
 {
 }
 
@@ -50,10 +173,16 @@ smtp_client::~smtp_client() { abort(); }
 void smtp_client::abort() noexcept
 {
     boost::system::error_code ignored;
-    if (sock_.is_open()) {
-        sock_.shutdown(tcp::socket::shutdown_both, ignored);
-        sock_.close(ignored);
+    if (link_ && link_->sock.is_open()) {
+        link_->sock.shutdown(tcp::socket::shutdown_both, ignored);
+        link_->sock.close(ignored);
     }
+}
+
+std::string smtp_client::pool_key() const
+{
+    return s_.upstream_host + "|" + std::to_string(s_.upstream_port) + "|" +
+           std::to_string(static_cast<int>(s_.upstream_starttls)) + "|" + s_.upstream_user + "|" + s_.hostname;
 }
 
 // Races one operation against the deadline; the watchdog closes the socket when
@@ -63,7 +192,7 @@ asio::awaitable<std::optional<T>> smtp_client::timed(asio::awaitable<T> op)
 {
     clock_.expired = false;
     clock_.arm(s_.upstream_timeout);
-    auto r = co_await (std::move(op) || watchdog(sock_, clock_));
+    auto r = co_await (std::move(op) || watchdog(link_->sock, clock_));
     if (r.index() != 0 || clock_.expired) co_return std::nullopt;
     co_return std::get<0>(std::move(r));
 }
@@ -82,33 +211,34 @@ upstream_verdict smtp_client::broken(std::string why)
 
 asio::awaitable<bool> smtp_client::write(std::string_view data)
 {
-    if (!sock_.is_open()) co_return false;
+    if (!link_ || !link_->sock.is_open()) co_return false;
     std::optional<std::tuple<boost::system::error_code, std::size_t>> r;
-    if (tls_)
-        r = co_await timed(asio::async_write(*tls_, asio::buffer(data), asio::as_tuple(asio::use_awaitable)));
+    if (link_->tls)
+        r = co_await timed(asio::async_write(*link_->tls, asio::buffer(data), asio::as_tuple(asio::use_awaitable)));
     else
-        r = co_await timed(asio::async_write(sock_, asio::buffer(data), asio::as_tuple(asio::use_awaitable)));
+        r = co_await timed(asio::async_write(link_->sock, asio::buffer(data), asio::as_tuple(asio::use_awaitable)));
     co_return r && !std::get<0>(*r);
 }
 
 asio::awaitable<std::optional<std::string>> smtp_client::read_line()
 {
+    auto& buf = link_->buf;
     for (;;) {
-        auto const lf = buf_.find("\r\n");
+        auto const lf = buf.find("\r\n");
         if (lf != std::string::npos) {
-            std::string line = buf_.substr(0, lf);
-            buf_.erase(0, lf + 2);
+            std::string line = buf.substr(0, lf);
+            buf.erase(0, lf + 2);
             co_return line;
         }
-        if (buf_.size() > proto::smtp_max_reply_line * 4 || !sock_.is_open()) co_return std::nullopt;
+        if (buf.size() > proto::smtp_max_reply_line * 4 || !link_->sock.is_open()) co_return std::nullopt;
         char chunk[4096];
         std::optional<std::tuple<boost::system::error_code, std::size_t>> r;
-        if (tls_)
-            r = co_await timed(tls_->async_read_some(asio::buffer(chunk), asio::as_tuple(asio::use_awaitable)));
+        if (link_->tls)
+            r = co_await timed(link_->tls->async_read_some(asio::buffer(chunk), asio::as_tuple(asio::use_awaitable)));
         else
-            r = co_await timed(sock_.async_read_some(asio::buffer(chunk), asio::as_tuple(asio::use_awaitable)));
+            r = co_await timed(link_->sock.async_read_some(asio::buffer(chunk), asio::as_tuple(asio::use_awaitable)));
         if (!r || std::get<0>(*r)) co_return std::nullopt;
-        buf_.append(chunk, std::get<1>(*r));
+        buf.append(chunk, std::get<1>(*r));
     }
 }
 
@@ -169,47 +299,51 @@ asio::awaitable<bool> smtp_client::ehlo(std::vector<std::string>& ext)
     co_return true;
 }
 
-asio::awaitable<upstream_verdict> smtp_client::open(upstream_envelope const& env)
+// A fresh connection: connect, greeting, EHLO, STARTTLS, EHLO again, AUTH.
+// ok: ready for MAIL.
+asio::awaitable<upstream_verdict> smtp_client::connect()
 {
-    // --- connect
-    tcp::resolver resolver(ex_);
-    std::string const port = std::to_string(s_.upstream_port);
-    auto res = co_await timed(resolver.async_resolve(s_.upstream_host, port, asio::as_tuple(asio::use_awaitable)));
-    if (!res || std::get<0>(*res)) co_return broken("resolve " + s_.upstream_host + " failed");
-    sock_ = tcp::socket(ex_);
-    sock_.open(std::get<1>(*res).begin()->endpoint().protocol());
-    auto conn = co_await timed(asio::async_connect(sock_, std::get<1>(*res), asio::as_tuple(asio::use_awaitable)));
+    link_ = std::make_unique<upstream_link>(ex_);
+    link_->key = pool_key();
+    auto endpoints = cached_endpoints(s_.upstream_host, s_.upstream_port);
+    if (endpoints.empty()) {
+        tcp::resolver resolver(ex_);
+        auto res = co_await timed(resolver.async_resolve(s_.upstream_host, std::to_string(s_.upstream_port),
+                                                         tcp::resolver::numeric_service,
+                                                         asio::as_tuple(asio::use_awaitable)));
+        if (!res || std::get<0>(*res) || std::get<1>(*res).empty())
+            co_return broken("resolve " + s_.upstream_host + " failed");
+        for (auto const& e : std::get<1>(*res)) endpoints.push_back(e.endpoint());
+        remember_endpoints(s_.upstream_host, s_.upstream_port, endpoints);
+    }
+    auto& sock = link_->sock;
+    auto conn = co_await timed(asio::async_connect(sock, endpoints, asio::as_tuple(asio::use_awaitable)));
     if (!conn || std::get<0>(*conn)) {
         auto const why = conn ? std::get<0>(*conn).message() : std::string("timeout");
         co_return broken("connect " + s_.upstream_host + ":" + std::to_string(s_.upstream_port) + " failed: " + why);
     }
     boost::system::error_code ignored;
-    sock_.set_option(tcp::no_delay(true), ignored);
+    sock.set_option(tcp::no_delay(true), ignored);
 
     auto greet = co_await read_reply();
     if (!greet) co_return broken("greeting: none");
     if (proto::reply_class(greet->code) != 2) co_return broken("greeting " + std::to_string(greet->code));
 
     // --- EHLO (and again after STARTTLS)
-    std::vector<std::string> ext;
-    auto has = [&](std::string_view kw) -> std::string const* {
-        for (auto const& e : ext)
-            if (e.compare(0, kw.size(), kw) == 0 && (e.size() == kw.size() || e[kw.size()] == ' ' || e[kw.size()] == '='))
-                return &e;
-        return nullptr;
-    };
+    auto& ext = link_->extensions;
     if (!co_await ehlo(ext)) co_return broken("EHLO refused");
 
     if (s_.upstream_starttls != config::upstream_tls::none) {
-        if (has("STARTTLS")) {
+        if (offers(ext, "STARTTLS")) {
             std::string const line = "STARTTLS\r\n";
             auto v = co_await command(line, 2, "STARTTLS");
             if (v.what != upstream_verdict::kind::ok) co_return broken(v.log);
-            if (!buf_.empty()) co_return broken("STARTTLS: bytes pipelined after the 220");
-            tls_ctx_ = make_client_tls();
-            tls_ = std::make_unique<asio::ssl::stream<tcp::socket&>>(sock_, *tls_ctx_);
-            SSL_set_tlsext_host_name(tls_->native_handle(), s_.upstream_host.c_str());
-            auto hs = co_await timed(tls_->async_handshake(asio::ssl::stream_base::client, asio::as_tuple(asio::use_awaitable)));
+            if (!link_->buf.empty()) co_return broken("STARTTLS: bytes pipelined after the 220");
+            link_->tls_ctx = make_client_tls();
+            link_->tls = std::make_unique<asio::ssl::stream<tcp::socket&>>(sock, *link_->tls_ctx);
+            SSL_set_tlsext_host_name(link_->tls->native_handle(), s_.upstream_host.c_str());
+            auto hs = co_await timed(
+                link_->tls->async_handshake(asio::ssl::stream_base::client, asio::as_tuple(asio::use_awaitable)));
             if (!hs || std::get<0>(*hs)) co_return broken("TLS handshake with upstream failed");
             if (!co_await ehlo(ext)) co_return broken("EHLO after STARTTLS refused");
         } else if (s_.upstream_starttls == config::upstream_tls::required) {
@@ -232,10 +366,18 @@ asio::awaitable<upstream_verdict> smtp_client::open(upstream_envelope const& env
         auto v = co_await command(line, 2, "AUTH");
         if (v.what != upstream_verdict::kind::ok) co_return broken("upstream AUTH failed: " + v.log);
     }
+    upstream_verdict ok;
+    ok.what = upstream_verdict::kind::ok;
+    co_return ok;
+}
 
+// MAIL, RCPT for each recipient, DATA on the connection in link_.
+asio::awaitable<upstream_verdict> smtp_client::transaction(upstream_envelope const& env)
+{
+    auto const& ext = link_->extensions;
     std::string mail = "MAIL FROM:<" + env.mail_from + ">";
-    if (env.size && has("SIZE")) mail += " SIZE=" + std::to_string(*env.size);
-    if (env.eight_bit && has("8BITMIME")) mail += " BODY=8BITMIME";
+    if (env.size && offers(ext, "SIZE")) mail += " SIZE=" + std::to_string(*env.size);
+    if (env.eight_bit && offers(ext, "8BITMIME")) mail += " BODY=8BITMIME";
     mail += "\r\n";
     auto v = co_await command(mail, 2, "MAIL");
     if (v.what != upstream_verdict::kind::ok) co_return v;
@@ -251,9 +393,34 @@ asio::awaitable<upstream_verdict> smtp_client::open(upstream_envelope const& env
     co_return v;
 }
 
+asio::awaitable<upstream_verdict> smtp_client::open(upstream_envelope const& env)
+{
+    if (s_.upstream_reuse_time.count() > 0) link_ = pool_.take(pool_key(), s_.upstream_reuse_time);
+    if (link_) {
+        auto v = co_await transaction(env);
+        // A kept connection that is gone (the upstream timed it out, closed
+        // it, says 421) costs nothing: the message itself has not been sent
+        // (open() stops at the 354), so it goes on a fresh connection, which
+        // gives the verdict on any temporary failure. A 5xx is the upstream's
+        // verdict on this message.
+        bool const dead = v.what == upstream_verdict::kind::temporary;
+        if (!dead) {
+            reused_ = true;
+            v.log += " reused=yes";
+            co_return v;
+        }
+        spdlog::debug("sid={} upstream kept connection unusable, reconnecting: {}", sid_, v.log);
+        abort();
+        link_.reset();
+    }
+    auto c = co_await connect();
+    if (c.what != upstream_verdict::kind::ok) co_return c;
+    co_return co_await transaction(env);
+}
+
 asio::awaitable<bool> smtp_client::send(std::string_view stuffed)
 {
-    if (stuffed.empty()) co_return sock_.is_open();
+    if (stuffed.empty()) co_return is_open();
     co_return co_await write(stuffed);
 }
 
@@ -262,6 +429,15 @@ asio::awaitable<upstream_verdict> smtp_client::finish()
     std::string const dot = ".\r\n";
     auto v = co_await command(dot, 2, "end of data");
     if (v.what == upstream_verdict::kind::ok) {
+        ++link_->messages;
+        // Kept for the next message unless reuse is off, the connection has
+        // carried its share, or the upstream sent more than we asked for.
+        if (s_.upstream_reuse_time.count() > 0 && link_->messages < upstream_pool::max_messages &&
+            link_->buf.empty() && is_open()) {
+            link_->idle_since = std::chrono::steady_clock::now();
+            pool_.put(std::move(link_));
+            co_return v;
+        }
         // Polite end; the verdict is already in hand, so a failure here changes nothing.
         std::string const quit = "QUIT\r\n";
         if (co_await write(quit)) co_await read_reply();

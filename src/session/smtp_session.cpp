@@ -449,7 +449,7 @@ asio::awaitable<bool> on_data(Stream& st, smtp_session& ss, proto::smtp_command 
     if (use_upstream) {
         if (!co_await flush(st, ss)) co_return false;
         auto ex = co_await asio::this_coro::executor;
-        up = std::make_unique<smtp_client>(ex, s, ss.sid);
+        up = std::make_unique<smtp_client>(ex, s, ss.sid, ss.ctx.upstreams());
         // The client waits for us meanwhile; the upstream's own timeouts bound this.
         ss.clock.arm(s.smtp_idle_timeout + 8 * s.upstream_timeout);
         upstream_envelope env{ss.mail_from, ss.declared_size, ss.eight_bit, relay_rcpts};

@@ -3,6 +3,7 @@ its own temporary database, Maildirs and certificate, and a capture upstream.
 
 Every integration test starts the servers it needs through these fixtures.
 """
+import asyncio
 import json
 import os
 import signal
@@ -212,17 +213,63 @@ def raw_exchange(port, payload: bytes, read_until=None, timeout=5, tls=False):
 
 class CaptureUpstream:
     """An SMTP server (aiosmtpd) that records every envelope and the exact bytes
-    of every message; `mode` makes it answer DATA with 250, 451 or 554."""
+    of every message; `mode` makes it answer DATA with 250, 451 or 554.
+
+    Connections are numbered from 1 in the order they are accepted (the
+    controller's own start-up probe is not counted): each message records the
+    connection it came on ("conn", and its "peer" address), `connections` holds
+    the peer of each, `greetings` the connection of each EHLO/HELO, `quits` of
+    each QUIT and `closed` of each connection that has ended. With
+    `close_after_data` the upstream drops the connection shortly after its 250
+    to DATA; with `mail_421_on_reuse` it answers MAIL on a connection that has
+    already carried a message with 421 and drops it."""
 
     def __init__(self):
         from aiosmtpd.controller import Controller
+        from aiosmtpd.smtp import SMTP
 
         self.messages = []
         self.mode = "accept"
+        self.close_after_data = False
+        self.mail_421_on_reuse = False
+        self.connections = []
+        self.greetings = []
+        self.quits = []
+        self.closed = []
         self.lock = threading.Lock()
+        self._counting = False
         outer = self
 
+        def drop_soon(server):
+            transport = server.transport
+            if transport is not None:
+                # after the reply has been written
+                asyncio.get_running_loop().call_later(0.05, transport.close)
+
         class Handler:
+            async def handle_EHLO(self, server, session, envelope, hostname, responses):
+                session.host_name = hostname  # what aiosmtpd does when there is no hook
+                with outer.lock:
+                    outer.greetings.append(server.conn_id)
+                return responses
+
+            async def handle_HELO(self, server, session, envelope, hostname):
+                session.host_name = hostname
+                with outer.lock:
+                    outer.greetings.append(server.conn_id)
+                return f"250 {server.hostname}"
+
+            async def handle_MAIL(self, server, session, envelope, address, mail_options):
+                if outer.mail_421_on_reuse:
+                    with outer.lock:
+                        used = any(m["conn"] == server.conn_id for m in outer.messages)
+                    if used:
+                        drop_soon(server)
+                        return "421 4.3.2 closing this connection"
+                envelope.mail_from = address
+                envelope.mail_options.extend(mail_options)
+                return "250 OK"
+
             async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
                 if outer.mode == "reject-rcpt":
                     return "550 5.1.1 no such user here"
@@ -237,11 +284,40 @@ class CaptureUpstream:
                 with outer.lock:
                     outer.messages.append({"mail_from": envelope.mail_from,
                                            "rcpt_tos": list(envelope.rcpt_tos),
-                                           "data": envelope.original_content})
+                                           "data": envelope.original_content,
+                                           "conn": server.conn_id, "peer": session.peer})
+                if outer.close_after_data:
+                    drop_soon(server)
                 return "250 2.0.0 queued as UPSTREAM1"
 
-        self.controller = Controller(Handler(), hostname="127.0.0.1", port=0, decode_data=False,
-                                     data_size_limit=64 * 1024 * 1024)
+            async def handle_QUIT(self, server, session, envelope):
+                with outer.lock:
+                    outer.quits.append(server.conn_id)
+                return "221 Bye"
+
+        class CountingSMTP(SMTP):
+            conn_id = None
+
+            def connection_made(self, transport):
+                first = self.transport is None  # STARTTLS calls it again
+                super().connection_made(transport)
+                if first and outer._counting:
+                    with outer.lock:
+                        outer.connections.append(self.session.peer)
+                        self.conn_id = len(outer.connections)
+
+            def connection_lost(self, error):
+                if self.conn_id is not None:
+                    with outer.lock:
+                        outer.closed.append(self.conn_id)
+                super().connection_lost(error)
+
+        class CountingController(Controller):
+            def factory(self):
+                return CountingSMTP(self.handler, **self.SMTP_kwargs)
+
+        self.controller = CountingController(Handler(), hostname="127.0.0.1", port=0, decode_data=False,
+                                             data_size_limit=64 * 1024 * 1024)
         # aiosmtpd binds port 0 only on newer releases; pick a free port ourselves.
         s = socket.socket()
         s.bind(("127.0.0.1", 0))
@@ -249,6 +325,22 @@ class CaptureUpstream:
         s.close()
         self.controller.port = self.port
         self.controller.start()
+        self._counting = True
+
+    def open_connections(self):
+        """Numbers of the connections accepted and not yet ended."""
+        with self.lock:
+            return sorted(set(range(1, len(self.connections) + 1)) - set(self.closed))
+
+    def wait_for(self, predicate, timeout=10):
+        """Polls `predicate()` until it is true or the timeout passes; returns
+        its last value."""
+        deadline = time.time() + timeout
+        while True:
+            ok = predicate()
+            if ok or time.time() >= deadline:
+                return ok
+            time.sleep(0.02)
 
     def stop(self):
         self.controller.stop()

@@ -66,6 +66,7 @@ struct settings {
     std::string upstream_user;
     std::filesystem::path upstream_password_file;
     std::chrono::seconds upstream_timeout{60};
+    std::chrono::seconds upstream_reuse_time{5};  // 0: one upstream connection per message
 
     // [auth]
     plaintext_policy plaintext = plaintext_policy::tls_only;

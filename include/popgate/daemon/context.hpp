@@ -8,6 +8,7 @@
 #include "popgate/config/config.hpp"
 #include "popgate/daemon/write_queue.hpp"
 #include "popgate/mail/maildir.hpp"
+#include "popgate/session/smtp_client.hpp"
 #include "popgate/net/ip.hpp"
 #include "popgate/relay/decider.hpp"
 #include "popgate/store/store.hpp"
@@ -46,6 +47,8 @@ public:
     // Every grant, touch and audit row from sessions goes through here.
     write_queue& writes() noexcept { return writes_; }
     mail::size_cache& sizes() noexcept { return sizes_; }
+    // Idle upstream connections kept for the next relayed message.
+    session::upstream_pool& upstreams() noexcept { return upstreams_; }
     relay::decider& relay() noexcept { return relay_; }
     auth::authenticator& auth() noexcept { return auth_; }
     // Brute-force defence: check blocked() before authenticating, call
@@ -74,6 +77,7 @@ private:
     boost::asio::thread_pool blocking_;
     write_queue writes_;  // after db_: stopped (and drained) before it closes
     mail::size_cache sizes_;
+    session::upstream_pool upstreams_;
     relay::decider relay_;
     auth::authenticator auth_;
     auth::failure_tracker failures_;

@@ -13,7 +13,9 @@
 #include <boost/asio/ssl/context.hpp>
 #include <boost/asio/ssl/stream.hpp>
 
+#include <chrono>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -36,9 +38,44 @@ struct upstream_envelope {
     std::vector<std::string> recipients;    // relay recipients only
 };
 
+// One connection to the upstream, kept between messages by upstream_pool.
+struct upstream_link {
+    explicit upstream_link(asio::any_io_executor ex) : sock(std::move(ex)) {}
+    asio::ip::tcp::socket sock;
+    std::shared_ptr<asio::ssl::context> tls_ctx;
+    std::unique_ptr<asio::ssl::stream<asio::ip::tcp::socket&>> tls;  // refers to sock
+    std::vector<std::string> extensions;  // EHLO keywords, upper case
+    std::string buf;                      // read but not yet parsed
+    unsigned messages = 0;
+    std::string key;                      // which upstream, as configured
+    std::chrono::steady_clock::time_point idle_since;
+};
+
+// Idle upstream connections (relay.upstream_reuse_time), as Postfix's
+// connection cache: the next message skips connect, greeting, EHLO, STARTTLS
+// and AUTH. Thread-safe; bounded.
+class upstream_pool {
+public:
+    static constexpr std::size_t max_idle = 32;
+    static constexpr unsigned max_messages = 100;  // per connection, then QUIT
+
+    ~upstream_pool();
+    // The most recently used live connection to `key` idle for less than
+    // `max_idle_time`; older ones are closed on the way.
+    std::unique_ptr<upstream_link> take(std::string const& key, std::chrono::steady_clock::duration max_idle_time);
+    void put(std::unique_ptr<upstream_link> link);
+    // QUIT and close every idle connection (shutdown; before the io_context goes).
+    void close_all();
+    std::size_t idle() const;
+
+private:
+    mutable std::mutex mutex_;
+    std::vector<std::unique_ptr<upstream_link>> idle_;  // oldest first
+};
+
 class smtp_client {
 public:
-    smtp_client(asio::any_io_executor ex, config::settings const& s, std::string sid);
+    smtp_client(asio::any_io_executor ex, config::settings const& s, std::string sid, upstream_pool& pool);
     ~smtp_client();
     smtp_client(smtp_client const&) = delete;
     smtp_client& operator=(smtp_client const&) = delete;
@@ -62,7 +99,9 @@ public:
     // partial message (RFC 5321 §4.1.1.4: no data without the final dot).
     void abort() noexcept;
 
-    bool is_open() const noexcept { return sock_.is_open(); }
+    bool is_open() const noexcept { return link_ && link_->sock.is_open(); }
+    // Whether open() used a kept connection (for the log line).
+    bool reused() const noexcept { return reused_; }
 
 private:
     template <class T>
@@ -73,16 +112,18 @@ private:
     asio::awaitable<upstream_verdict> command(std::string const& line, int expect_class, std::string_view what,
                                               std::string_view client_prefix = {});
     asio::awaitable<bool> ehlo(std::vector<std::string>& extensions);
+    asio::awaitable<upstream_verdict> connect();
+    asio::awaitable<upstream_verdict> transaction(upstream_envelope const& env);
     upstream_verdict broken(std::string why);
+    std::string pool_key() const;
 
     asio::any_io_executor ex_;
     config::settings const& s_;
     std::string sid_;
-    asio::ip::tcp::socket sock_;
-    std::shared_ptr<asio::ssl::context> tls_ctx_;
-    std::unique_ptr<asio::ssl::stream<asio::ip::tcp::socket&>> tls_;
+    upstream_pool& pool_;
+    std::unique_ptr<upstream_link> link_;
+    bool reused_ = false;
     session_clock clock_;
-    std::string buf_;
 };
 
 }  // namespace popgate::session
