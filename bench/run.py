@@ -223,7 +223,7 @@ cert_file = "{w}/tls/cert.pem"
 key_file = "{w}/tls/key.pem"
 self_signed = true
 [storage]
-database = "{w}/popgate.db"
+database = "{db}"
 [mail]
 maildir = "{w}/pg-mail/%u"
 local_domains = ["localhost"]
@@ -241,21 +241,29 @@ credential_cache_ttl = {cache}
 [limits]
 max_sessions = 100000
 max_sessions_per_ip = 100000
+max_connections_per_minute = 0
 [log]
 level = "warn"
-file = "{w}/popgate.log"
+file = "{w}/{tag}.log"
 """
 
 
-class Popgate:
-    name = "popgate"
+CACHE_TTL = 300  # auth.credential_cache_ttl of the popgate-cache instance
 
-    def __init__(self, w, args, sink_port):
-        self.w, self.args = w, args
-        self.conf = os.path.join(w, "popgate.toml")
+
+class Popgate:
+    """One popgate instance. tag names its config, log, ready file and the table
+    column; db its SQLite file (instances may share one; only one runs load at a time)."""
+
+    def __init__(self, w, args, sink, tag="popgate", db="popgate.db", cache=None):
+        self.w, self.args, self.sink, self.name = w, args, sink, tag
+        self.db = os.path.join(w, db)
+        self.cache_ttl = args.credential_cache if cache is None else cache
+        self.warmed_at = 0.0
+        self.conf = os.path.join(w, f"{tag}.toml")
         with open(self.conf, "w") as f:
-            f.write(POPGATE_CONF.format(w=w, sink_port=sink_port, threads=args.threads,
-                                        cache=args.credential_cache))
+            f.write(POPGATE_CONF.format(w=w, db=self.db, tag=tag, sink_port=sink.port, threads=args.threads,
+                                        cache=self.cache_ttl))
         self.proc = None
 
     def cli(self, *a, **kw):
@@ -264,23 +272,25 @@ class Popgate:
     def setup(self, n_grants, n_networks):
         self.cli("db", "migrate")
         self.cli("user", "import", os.path.join(self.w, "passwd"))
-        db = os.path.join(self.w, "popgate.db")
         sql = grants_sql(n_grants, n_networks, with_networks=True)
-        sh(["sqlite3", db], input=sql, text=True, stdout=subprocess.DEVNULL)
+        sh(["sqlite3", self.db], input=sql, text=True, stdout=subprocess.DEVNULL)
 
     def start(self):
-        ready = os.path.join(self.w, "popgate.ready")
+        ready = os.path.join(self.w, f"{self.name}.ready")
+        err = os.path.join(self.w, f"{self.name}.err")
         if os.path.exists(ready):
             os.unlink(ready)
         self.proc = subprocess.Popen([POPGATE, "-c", self.conf, "serve", "--ready-file", ready],
-                                     cwd=self.w, stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.w, "popgate.err"), "w"),
+                                     cwd=self.w, stdout=subprocess.DEVNULL, stderr=open(err, "w"),
                                      preexec_fn=raise_nofile)
         end = time.time() + 30
         while time.time() < end and not os.path.exists(ready):
             if self.proc.poll() is not None:
-                raise RuntimeError("popgate exited: " + open(os.path.join(self.w, "popgate.err")).read())
+                raise RuntimeError(f"{self.name} exited: " + open(err).read())
             time.sleep(0.05)
         time.sleep(0.05)
+        if not os.path.exists(ready):
+            raise RuntimeError(f"{self.name} not ready after 30 s; see {err}")
         ports = json.load(open(ready))
         self.pop_port, self.smtp_port = ports["pop3"], ports["smtp"]
         self.pids = [self.proc.pid]
@@ -323,9 +333,9 @@ def grants_sql(n_grants, n_networks, with_networks):
 
 
 DOVECOT_CONF = """
-base_dir = {w}/dc-run
-state_dir = {w}/dc-state
-log_path = {w}/dovecot.log
+base_dir = {w}/{d}-run
+state_dir = {w}/{d}-state
+log_path = {w}/{tag}.log
 info_log_path = /dev/null
 protocols = pop3
 listen = 127.0.0.1
@@ -346,6 +356,19 @@ userdb {{
   driver = static
   args = uid=mail gid=mail home={w}/dc-mail/%u
 }}
+{services}
+service anvil {{
+  client_limit = 15000
+}}
+service auth {{
+  client_limit = 15000
+}}
+default_process_limit = 1000
+default_client_limit = 15000
+"""
+
+# High-performance login mode: long-lived pop3-login processes, one per core, kept warm.
+DOVECOT_HIGH_PERF = """
 service pop3-login {{
   inet_listener pop3 {{
     address = 127.0.0.1
@@ -364,36 +387,45 @@ service pop3 {{
   client_limit = 1
   process_min_avail = {cores}
 }}
-service anvil {{
-  client_limit = 15000
+"""
+
+# Dovecot's default login mode: one pop3-login process per connection, nothing pre-forked.
+DOVECOT_DEFAULT_MODE = """
+service pop3-login {{
+  inet_listener pop3 {{
+    address = 127.0.0.1
+    port = {port}
+  }}
+  inet_listener pop3s {{
+    port = 0
+  }}
+  service_count = 1
 }}
-service auth {{
-  client_limit = 15000
-}}
-default_process_limit = 1000
-default_client_limit = 15000
 """
 
 
 class Dovecot:
-    name = "dovecot"
+    """One Dovecot instance: tag names its config, log and table column, d its
+    base_dir/state_dir prefix; services is DOVECOT_HIGH_PERF or DOVECOT_DEFAULT_MODE.
+    Instances share the passwd file and the dc-mail Maildirs."""
 
-    def __init__(self, w, args):
-        self.w = w
+    def __init__(self, w, args, tag="dovecot", d="dc", services=DOVECOT_HIGH_PERF):
+        self.w, self.name, self.d = w, tag, d
         self.port = free_port()
-        self.conf = os.path.join(w, "dovecot.conf")
-        os.makedirs(os.path.join(w, "dc-run"), exist_ok=True)
-        os.makedirs(os.path.join(w, "dc-state"), exist_ok=True)
+        self.conf = os.path.join(w, f"{tag}.conf")
+        os.makedirs(os.path.join(w, f"{d}-run"), exist_ok=True)
+        os.makedirs(os.path.join(w, f"{d}-state"), exist_ok=True)
+        svc = services.format(port=self.port, cores=os.cpu_count() or 2)
         with open(self.conf, "w") as f:
-            f.write(DOVECOT_CONF.format(w=w, port=self.port, cores=os.cpu_count() or 2))
+            f.write(DOVECOT_CONF.format(w=w, d=d, tag=tag, services=svc))
         self.pids = []
 
     def start(self):
         sh(["dovecot", "-c", self.conf], preexec_fn=raise_nofile, stdin=subprocess.DEVNULL,
            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if not wait_port(self.port):
-            raise RuntimeError("dovecot did not listen; see " + os.path.join(self.w, "dovecot.log"))
-        pidf = os.path.join(self.w, "dc-run", "master.pid")
+            raise RuntimeError(f"{self.name} did not listen; see " + os.path.join(self.w, f"{self.name}.log"))
+        pidf = os.path.join(self.w, f"{self.d}-run", "master.pid")
         for _ in range(50):
             if os.path.exists(pidf):
                 break
@@ -477,13 +509,13 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 class Postfix:
     name = "postfix"
 
-    def __init__(self, w, args, sink_port):
-        self.w = w
+    def __init__(self, w, args, sink):
+        self.w, self.sink = w, sink
         self.port = free_port()
         self.dir = os.path.join(w, "pf-conf")
         os.makedirs(self.dir, exist_ok=True)
         with open(os.path.join(self.dir, "main.cf"), "w") as f:
-            f.write(POSTFIX_MAIN.format(w=w, sink_port=sink_port))
+            f.write(POSTFIX_MAIN.format(w=w, sink_port=sink.port))
         with open(os.path.join(self.dir, "master.cf"), "w") as f:
             f.write(POSTFIX_MASTER.format(port=self.port))
         with open(os.path.join(w, "pf-grants.cf"), "w") as f:
@@ -603,33 +635,78 @@ def run_idle(args, server, pop_port, smtp_port, n_pop, n_smtp):
     return res
 
 
+def short_count(n):
+    """1000000 -> 1M, 20000 -> 20k."""
+    for div, unit in ((1000000, "M"), (1000, "k")):
+        if n >= div and n % div == 0:
+            return f"{n // div}{unit}"
+    return str(n)
+
+
 def scenarios(args):
-    """(key, description, popgate-side, other-side name, argv builder)."""
+    """(key, kind, popgate-side role, other-side role, argv). Roles: popgate,
+    popgate-cache, popgate-10, dovecot, dovecot-1, postfix (see main)."""
     d = str(args.duration)
     S = []
+
+    def add(key, kind, argv, other, mine="popgate"):
+        S.append((key, kind, mine, other, argv))
+
+    def login(auth, c, users):
+        return ["--scenario", "pop3-login", "--auth", auth, "-c", str(c), "-d", d, "--users", users]
+
     for c in args.login_conc:
-        S.append((f"pop3-login-user c={c}", "pop3", ["--scenario", "pop3-login", "--auth", "user", "-c", str(c),
-                                                        "-d", d, "--users", "users-crypt.txt"]))
+        add(f"pop3-login-user c={c}", "pop3", login("user", c, "users-crypt.txt"), "dovecot")
+    for c in (8, 64):
+        add(f"pop3-login-user+cache c={c}", "pop3", login("user", c, "users-crypt.txt"), "dovecot",
+            mine="popgate-cache")
     for c in args.login_conc:
-        S.append((f"pop3-login-apop c={c}", "pop3", ["--scenario", "pop3-login", "--auth", "apop", "-c", str(c),
-                                                        "-d", d, "--users", "users-plain.txt"]))
-    S.append(("pop3-login-plain c=8", "pop3", ["--scenario", "pop3-login", "--auth", "plain", "-c", "8",
-                                               "-d", d, "--users", "users-crypt.txt"]))
-    S.append(("pop3-retr-100k c=8", "pop3", ["--scenario", "pop3-poll", "--no-dele", "--auth", "apop", "-c", "8",
-                                            "-d", d, "--users", "users-plain.txt"]))
-    S.append(("pop3-poll c=16", "pop3-refill", ["--scenario", "pop3-poll", "--auth", "user", "-c", "16",
-                                                "-d", d, "--users", "users-crypt.txt"]))
+        add(f"pop3-login-apop c={c}", "pop3", login("apop", c, "users-plain.txt"), "dovecot")
+    add("pop3-login-apop c=8 (dovecot default mode)", "pop3", login("apop", 8, "users-plain.txt"), "dovecot-1")
+    add("pop3-login-plain c=8", "pop3", login("plain", 8, "users-crypt.txt"), "dovecot")
+    add("pop3-retr-100k c=8", "pop3", ["--scenario", "pop3-poll", "--no-dele", "--auth", "apop", "-c", "8",
+                                       "-d", d, "--users", "users-plain.txt"], "dovecot")
+    add("pop3-poll c=16", "pop3-refill", ["--scenario", "pop3-poll", "--auth", "user", "-c", "16",
+                                          "-d", d, "--users", "users-crypt.txt"], "dovecot")
     for c in args.relay_conc:
-        S.append((f"smtp-relay-4k c={c}", "smtp", ["--scenario", "smtp-relay", "--size", "4", "-c", str(c),
-                                                     "-d", d, "--bind", "127.0.0.1"]))
-    S.append(("smtp-decision-granted c=50", "smtp", ["--scenario", "smtp-decision", "--expect", "250", "-c", "50",
-                                                     "-d", d, "--bind", "127.0.0.1"]))
-    S.append(("smtp-decision-denied c=50", "smtp", ["--scenario", "smtp-decision", "--expect", "554", "-c", "50",
-                                                    "-d", d, "--bind", "127.0.0.3"]))
+        add(f"smtp-relay-4k c={c}", "smtp", ["--scenario", "smtp-relay", "--size", "4", "-c", str(c),
+                                             "-d", d, "--bind", "127.0.0.1"], "postfix")
+    granted = ["--scenario", "smtp-decision", "--expect", "250", "-c", "50", "-d", d, "--bind", "127.0.0.1"]
+    add("smtp-decision-granted c=50", "smtp", granted, "postfix")
+    add(f"smtp-decision-granted c=50 {short_count(args.grants)} vs 10 grants", "smtp", granted, "popgate-10")
+    add("smtp-decision-denied c=50", "smtp", ["--scenario", "smtp-decision", "--expect", "554", "-c", "50",
+                                              "-d", d, "--bind", "127.0.0.3"], "postfix")
     if args.only:
         want = [x.strip() for x in args.only.split(",")]
         S = [s for s in S if any(s[0].startswith(x) for x in want)]
     return S
+
+
+def warm_cache(args, pg):
+    """Log every crypt user in once, one client (users 0, 1, 2, ... each exactly
+    once), so the popgate-cache instance holds all of them verified; again when
+    the oldest entries could expire before the next run ends."""
+    if time.time() + args.duration + 30 < pg.warmed_at + pg.cache_ttl:
+        return
+    pg.warmed_at = time.time()
+    res = run_load(args, pg, ["--scenario", "pop3-login", "--auth", "user", "-c", "1", "-n", str(args.users),
+                              "--users", "users-crypt.txt", "--port", str(pg.pop_port)],
+                   timeout=args.users / 20 + 60)
+    log(f"  {pg.name} cache warmed: {res['ops']} logins in {res['wall_s']:.1f} s, err {res['errors']}"
+        + (f" [{res['first_error']}]" if res["first_error"] else ""))
+
+
+def start_other(servers, make):
+    """A comparison server (make() builds it); on failure log and go on without it."""
+    srv = None
+    try:
+        srv = make()
+        servers.append(srv)
+        srv.start()
+        return srv
+    except Exception as e:  # noqa: BLE001 - report and go on with popgate alone
+        log(f"{srv.name if srv else 'server'} unavailable:", e)
+        return None
 
 
 def main():
@@ -665,6 +742,8 @@ def main():
     os.chmod(w, 0o755)
     args.workdir_path = w
     log("workdir", w)
+    selected = scenarios(args)
+    roles = {s[2] for s in selected} | {s[3] for s in selected}
     servers = []
     sinks = []
     results = []
@@ -675,33 +754,44 @@ def main():
         log(f"users made in {time.time() - t0:.1f} s")
         sink_pg = Sink(w, "popgate")
         sinks.append(sink_pg)
-        pg = Popgate(w, args, sink_pg.port)
+        pg = Popgate(w, args, sink_pg)
         t0 = time.time()
         pg.setup(args.grants, args.networks)
         log(f"popgate database ready ({args.grants} grants, {args.networks} networks) in {time.time() - t0:.1f} s")
         fill_maildirs(os.path.join(w, "pg-mail"), "p", args.plain_users, msg100k)
-        pg.start()
         servers.append(pg)
-        dc = pf = None
+        pg.start()
+        pgc = pg10 = None
+        if "popgate-cache" in roles:
+            # same database and Maildirs as pg, verified-credential cache on
+            pgc = Popgate(w, args, sink_pg, tag="popgate-cache", cache=CACHE_TTL)
+            servers.append(pgc)
+            pgc.start()
+        if "popgate-10" in roles:
+            # own database: 10 grants (plus 127.0.0.1), the same networks; no relay runs, sink shared
+            pg10 = Popgate(w, args, sink_pg, tag="popgate-10", db="popgate-10.db")
+            pg10.setup(10, args.networks)
+            servers.append(pg10)
+            pg10.start()
+        dc = dc1 = pf = None
         if compare:
-            try:
-                dc = Dovecot(w, args)
-                fill_maildirs(os.path.join(w, "dc-mail"), "p", args.plain_users, msg100k, owner="mail:mail")
-                dc.start()
-                servers.append(dc)
-            except Exception as e:  # noqa: BLE001 - report and go on with popgate alone
-                log("dovecot unavailable:", e)
-                dc = None
+            fill_maildirs(os.path.join(w, "dc-mail"), "p", args.plain_users, msg100k, owner="mail:mail")
+            dc = start_other(servers, lambda: Dovecot(w, args))
+            if "dovecot-1" in roles:
+                dc1 = start_other(servers, lambda: Dovecot(w, args, tag="dovecot-1", d="dc1",
+                                                           services=DOVECOT_DEFAULT_MODE))
             try:
                 sink_pf = Sink(w, "postfix")
                 sinks.append(sink_pf)
-                pf = Postfix(w, args, sink_pf.port)
+                pf = Postfix(w, args, sink_pf)
                 pf.setup(args.grants)
-                pf.start()
                 servers.append(pf)
+                pf.start()
             except Exception as e:  # noqa: BLE001
                 log("postfix unavailable:", e)
                 pf = None
+        by_role = {"popgate": pg, "popgate-cache": pgc, "popgate-10": pg10,
+                   "dovecot": dc, "dovecot-1": dc1, "postfix": pf}
 
         def refill(kind):
             # pop3-poll deletes: give every crypt user one new 4 KB message again
@@ -717,34 +807,32 @@ def main():
         log(f"crypt(3) SHA512-crypt bound on {os.cpu_count()} cores: {crypt_rate:.0f} verifies/s")
 
         table = []
-        for key, kind, argv in scenarios(args):
-            other = None
-            if kind.startswith("pop3") and dc:
-                other = dc
-            if kind == "smtp" and pf:
-                other = pf
+        for key, kind, mine, theirs, argv in selected:
+            ours, other = by_role[mine], by_role[theirs]
             per_round = {"popgate": [], "other": []}
             for r in range(args.rounds):
-                for who, srv in (("popgate", pg), ("other", other)):
+                for who, srv in (("popgate", ours), ("other", other)):
                     if srv is None:
                         continue
                     if kind == "pop3-refill":
                         refill(srv.name)
+                    if srv is pgc:
+                        warm_cache(args, pgc)
                     port = srv.pop_port if kind.startswith("pop3") else srv.smtp_port
                     sent_before = None
                     if kind == "smtp":
-                        sink = sink_pg if who == "popgate" else sinks[-1]
+                        sink = srv.sink
                         sent_before = sink.messages()
                     res = run_load(args, srv, argv + ["--port", str(port)], timeout=args.duration * 4 + 60)
                     if kind == "smtp" and "relay" in key:
-                        if who == "other":
+                        if srv is pf:
                             pf.queue_empty()
                         time.sleep(0.3)
                         res["sink_delta"] = sink.messages() - sent_before
                     res.update(server=srv.name, round=r, key=key)
                     results.append(res)
                     per_round[who].append(res)
-                    log(f"  {key:28s} {srv.name:8s} round {r}: {res['ops_per_s']:8.1f}/s p99 {res['p99_ms']:.2f} ms "
+                    log(f"  {key:28s} {srv.name:10s} round {r}: {res['ops_per_s']:8.1f}/s p99 {res['p99_ms']:.2f} ms "
                         f"err {res['errors']} server CPU {res['server_cpu_s']:.2f} s client CPU {res['client_cpu_s']:.2f} s"
                         + (f" sink +{res['sink_delta']}" if "sink_delta" in res else "")
                         + (f" [{res['first_error']}]" if res['first_error'] else ""))
@@ -783,7 +871,10 @@ def main():
     print()
     print(f"popgate benchmark, {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, "
           f"{args.rounds} rounds x {args.duration:g} s; crypt(3) SHA512-crypt bound {crypt_rate:.0f}/s")
-    hdr = f"{'scenario':30s} {'popgate/s':>10s} {'p99 ms':>7s} {'CPU s':>6s} {'PSS MB':>6s} | {'other':8s} {'other/s':>9s} {'p99 ms':>7s} {'CPU s':>6s} {'PSS MB':>6s} | {'ratio':>6s} {'errors':>6s} {'gen CPU%':>8s}"
+    kw = max([30] + [len(t[0]) for t in table])  # scenario column
+    ow = max([8] + [len(t[2]) for t in table])   # other-server column
+    hdr = (f"{'scenario':{kw}s} {'popgate/s':>10s} {'p99 ms':>7s} {'CPU s':>6s} {'PSS MB':>6s} | {'other':{ow}s} "
+           f"{'other/s':>9s} {'p99 ms':>7s} {'CPU s':>6s} {'PSS MB':>6s} | {'ratio':>6s} {'errors':>6s} {'gen CPU%':>8s}")
     print(hdr)
     print("-" * len(hdr))
     for key, pr, other in table:
@@ -791,21 +882,21 @@ def main():
         ratios = [x["ops_per_s"] / y["ops_per_s"] for x, y in zip(a, b) if y["ops_per_s"] > 0]
         errs = sum(x["errors"] for x in a) + sum(y["errors"] for y in b)
         gen = med([100 * x["client_cpu_s"] / x["seconds"] for x in a if x["seconds"] > 0])
-        line = (f"{key:30s} {med([x['ops_per_s'] for x in a]):10.0f} {med([x['p99_ms'] for x in a]):7.2f} "
+        line = (f"{key:{kw}s} {med([x['ops_per_s'] for x in a]):10.0f} {med([x['p99_ms'] for x in a]):7.2f} "
                 f"{med([x['server_cpu_s'] for x in a]):6.2f} {max(x['server_pss_mb'] for x in a):6.0f} | ")
         if b:
-            line += (f"{other:8s} {med([y['ops_per_s'] for y in b]):9.0f} {med([y['p99_ms'] for y in b]):7.2f} "
+            line += (f"{other:{ow}s} {med([y['ops_per_s'] for y in b]):9.0f} {med([y['p99_ms'] for y in b]):7.2f} "
                      f"{med([y['server_cpu_s'] for y in b]):6.2f} {max(y['server_pss_mb'] for y in b):6.0f} | "
                      f"{med(ratios):6.2f}")
         else:
-            line += f"{'-':8s} {'':9s} {'':7s} {'':6s} {'':6s} | {'-':>6s}"
+            line += f"{'-':{ow}s} {'':9s} {'':7s} {'':6s} {'':6s} | {'-':>6s}"
         line += f" {errs:6d} {gen:7.0f}%"
         print(line)
         if "relay" in key:
             sa = sum(x.get("sink_delta", 0) for x in a)
             sb = sum(y.get("sink_delta", 0) for y in b)
-            print(f"{'':30s}   sink got {sa} for {sum(x['ops'] for x in a)} popgate 250s"
-                  + (f"; {sb} for {sum(y['ops'] for y in b)} postfix 250s" if b else ""))
+            print(f"{'':{kw}s}   sink got {sa} for {sum(x['ops'] for x in a)} popgate 250s"
+                  + (f"; {sb} for {sum(y['ops'] for y in b)} {other} 250s" if b else ""))
     print(f"lag: {lag['ops']} trials, {lag['errors']} failures, POP3 +OK -> SMTP RCPT 250 "
           f"p50 {lag['step_p50_ms']:.2f} p99 {lag['step_p99_ms']:.2f} max {lag['step_max_ms']:.2f} ms"
           + (f" [{lag['first_error']}]" if lag["first_error"] else ""))
