@@ -27,6 +27,7 @@
 #include <cstring>
 #include <ctime>
 #include <optional>
+#include <utility>
 
 namespace popgate::session {
 namespace {
@@ -177,54 +178,82 @@ asio::awaitable<void> pause(std::chrono::milliseconds d)
     co_await t.async_wait(asio::use_awaitable);
 }
 
-// Locks and opens the maildrop, writes the grant, then +OK. Any failure
+// The user's maildrop, locked and scanned; blocking (filesystem). On any
+// status but ok the lock is not held.
+struct opened_maildrop {
+    enum class status { ok, in_use, bad_name, unavailable } what = status::unavailable;
+    std::filesystem::path path;
+    std::vector<mail::message_entry> messages;
+    std::string error;
+};
+
+opened_maildrop open_maildrop(daemon::context& ctx, config::settings const& s, std::string const& user)
+{
+    opened_maildrop o;
+    if (!ctx.lock_maildrop(user)) {
+        o.what = opened_maildrop::status::in_use;
+        return o;
+    }
+    try {
+        o.path = mail::user_maildir(s.maildir, user);
+    } catch (std::exception const& e) {
+        ctx.unlock_maildrop(user);
+        o.what = opened_maildrop::status::bad_name;
+        o.error = e.what();
+        return o;
+    }
+    try {
+        mail::maildir m(o.path);
+        try {
+            o.messages = m.scan(&ctx.sizes());
+        } catch (std::filesystem::filesystem_error const& e) {
+            if (e.code() != std::errc::no_such_file_or_directory) throw;
+            m.ensure();  // a missing Maildir (or part of one) is created
+            o.messages = m.scan(&ctx.sizes());
+        }
+    } catch (std::exception const& e) {
+        ctx.unlock_maildrop(user);
+        o.what = opened_maildrop::status::unavailable;
+        o.error = e.what();
+        return o;
+    }
+    o.what = opened_maildrop::status::ok;
+    return o;
+}
+
+// Locks and opens the maildrop (unless the password check already did, in
+// the same hop to the blocking pool), writes the grant, then +OK. Any failure
 // leaves the session in AUTHORIZATION with the lock released.
 template <class Stream>
-asio::awaitable<bool> complete_login(Stream& st, pop3_session& p, std::string const& user, std::string_view mech)
+asio::awaitable<bool> complete_login(Stream& st, pop3_session& p, std::string const& user, std::string_view mech,
+                                     std::optional<opened_maildrop> opened = std::nullopt)
 {
     auto& ctx = p.ctx;
     auto const uesc = log::escape(user, 64);
-    if (!ctx.lock_maildrop(user)) {
+    if (!opened) {
+        // Only references in the job: GCC 12 may destroy a temporary of a
+        // co_await expression twice, which a captured shared_ptr would not survive.
+        auto const& s = *p.s;
+        opened = co_await daemon::run_blocking(ctx.blocking(), [&ctx, &s, &user] { return open_maildrop(ctx, s, user); });
+    }
+    switch (opened->what) {
+    case opened_maildrop::status::ok: break;
+    case opened_maildrop::status::in_use:
         spdlog::info("sid={} pop3 login user={} ip={} mech={} tls={} result=in-use", p.sid, uesc, p.ip, mech,
                      yes_no(p.tls_active));
         co_return co_await send(st, p, "-ERR [IN-USE] Maildrop is locked by another POP3 session\r\n");
+    case opened_maildrop::status::bad_name:
+        spdlog::error("sid={} pop3 maildrop user={} error={}", p.sid, uesc, log::escape(opened->error));
+        co_return co_await send(st, p, "-ERR [SYS/PERM] This user name cannot have a maildrop\r\n");
+    case opened_maildrop::status::unavailable:
+        spdlog::error("sid={} pop3 maildrop user={} path={} error={}", p.sid, uesc,
+                      log::escape(opened->path.string()), log::escape(opened->error));
+        co_return co_await send(st, p, "-ERR [SYS/TEMP] Unable to open the maildrop, try again later\r\n");
     }
     p.locked = true;
     p.user = user;
-
-    // (No co_await inside a handler: failures set `refusal` and answer below.)
-    std::string_view refusal;
-    std::filesystem::path path;
-    try {
-        path = mail::user_maildir(p.s->maildir, user);
-    } catch (std::exception const& e) {
-        spdlog::error("sid={} pop3 maildrop user={} error={}", p.sid, uesc, log::escape(e.what()));
-        refusal = "-ERR [SYS/PERM] This user name cannot have a maildrop\r\n";
-    }
-
-    std::vector<mail::message_entry> messages;
-    if (refusal.empty()) {
-        try {
-            messages = co_await daemon::run_blocking(ctx.blocking(), [&] {
-                mail::maildir m(path);
-                try {
-                    return m.scan(&ctx.sizes());
-                } catch (std::filesystem::filesystem_error const& e) {
-                    if (e.code() != std::errc::no_such_file_or_directory) throw;
-                }
-                m.ensure();  // a missing Maildir (or part of one) is created
-                return m.scan(&ctx.sizes());
-            });
-        } catch (std::exception const& e) {
-            spdlog::error("sid={} pop3 maildrop user={} path={} error={}", p.sid, uesc, log::escape(path.string()),
-                          log::escape(e.what()));
-            refusal = "-ERR [SYS/TEMP] Unable to open the maildrop, try again later\r\n";
-        }
-    }
-    if (!refusal.empty()) {
-        p.abandon_login();
-        co_return co_await send(st, p, refusal);
-    }
+    auto const path = std::move(opened->path);
+    auto messages = std::move(opened->messages);
 
     store::grant g;
     g.address = ctx.relay().grant_keys(p.peer).front();
@@ -267,13 +296,27 @@ asio::awaitable<bool> complete_login(Stream& st, pop3_session& p, std::string co
                                            " messages (" + std::to_string(p.box->live_octets()) + " octets)"));
 }
 
+// crypt(3) and, when it succeeds, the maildrop in one hop to the blocking pool.
+asio::awaitable<std::pair<auth::result, std::optional<opened_maildrop>>>
+check_password_and_open(pop3_session& p, std::string const& user, std::string const& password)
+{
+    auto& ctx = p.ctx;
+    auto const& s = *p.s;  // p.s outlives the job: references only (see complete_login)
+    co_return co_await daemon::run_blocking(ctx.blocking(), [&ctx, &s, &user, &password] {
+        std::pair<auth::result, std::optional<opened_maildrop>> out;
+        out.first = ctx.auth().check_password(user, password);
+        if (out.first.what == auth::outcome::ok) out.second = open_maildrop(ctx, s, out.first.user);
+        return out;
+    });
+}
+
 // Turns the authenticator's verdict into the login or the failure reply.
 template <class Stream>
 asio::awaitable<bool> finish_auth(Stream& st, pop3_session& p, auth::result const& r, std::string_view mech,
-                                  std::string const& attempted)
+                                  std::string const& attempted, std::optional<opened_maildrop> opened = std::nullopt)
 {
     p.pending_user.clear();
-    if (r.what == auth::outcome::ok) co_return co_await complete_login(st, p, r.user, mech);
+    if (r.what == auth::outcome::ok) co_return co_await complete_login(st, p, r.user, mech, std::move(opened));
 
     auto const uesc = log::escape(attempted, 64);
     if (r.what == auth::outcome::unavailable) {
@@ -353,9 +396,8 @@ asio::awaitable<bool> cmd_pass(Stream& st, pop3_session& p, std::string_view arg
     if (refused) co_return true;
     std::string const user = p.pending_user;
     std::string const password(args);
-    auto const r = co_await daemon::run_blocking(p.ctx.blocking(),
-                                                 [&] { return p.ctx.auth().check_password(user, password); });
-    co_return co_await finish_auth(st, p, r, "pass", user);
+    auto [r, opened] = co_await check_password_and_open(p, user, password);
+    co_return co_await finish_auth(st, p, r, "pass", user, std::move(opened));
 }
 
 template <class Stream>
@@ -369,8 +411,9 @@ asio::awaitable<bool> cmd_apop(Stream& st, pop3_session& p, std::string_view arg
     if (!ok) co_return false;
     if (refused) co_return true;
     std::string const user(a->first), digest(a->second);
-    auto const r = co_await daemon::run_blocking(
-        p.ctx.blocking(), [&] { return p.ctx.auth().check_apop(user, p.timestamp, digest); });
+    // An indexed read and one MD5: cheaper than the hop to the blocking pool
+    // and back (which is kept for crypt(3) and writes).
+    auto const r = p.ctx.auth().check_apop(user, p.timestamp, digest);
     // No shared secret: the same answer as a wrong digest (no enumeration).
     co_return co_await finish_auth(st, p, r, "apop", user);
 }
@@ -426,13 +469,12 @@ asio::awaitable<bool> cmd_auth(Stream& st, pop3_session& p, std::string_view arg
     }();
     switch (step.what) {
     case proto::sasl_step::kind::check_password: {
-        auto const r = co_await daemon::run_blocking(
-            p.ctx.blocking(), [&] { return p.ctx.auth().check_password(step.authcid, step.password); });
-        co_return co_await finish_auth(st, p, r, mech, step.authcid);
+        auto [r, opened] = co_await check_password_and_open(p, step.authcid, step.password);
+        co_return co_await finish_auth(st, p, r, mech, step.authcid, std::move(opened));
     }
     case proto::sasl_step::kind::check_cram: {
-        auto const r = co_await daemon::run_blocking(
-            p.ctx.blocking(), [&] { return p.ctx.auth().check_cram_md5(step.authcid, challenge, step.digest); });
+        // No crypt(3) here: checked in place, as APOP.
+        auto const r = p.ctx.auth().check_cram_md5(step.authcid, challenge, step.digest);
         co_return co_await finish_auth(st, p, r, mech, step.authcid);
     }
     case proto::sasl_step::kind::cancelled:
