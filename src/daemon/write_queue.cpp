@@ -4,7 +4,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <exception>
+#include <variant>
 
 namespace popgate::daemon {
 
@@ -47,7 +49,16 @@ bool write_queue::post(store::write_op op)
     std::size_t dropped = 0;
     {
         std::lock_guard lock(mutex_);
-        if (!stopping_ && backlog_ < max_backlog) {
+        if (auto const* t = std::get_if<store::grant_touch>(&op); t && !stopping_) {
+            auto it = touches_.find(t->address);
+            if (it == touches_.end() && touches_.size() < max_backlog)
+                it = touches_.emplace(t->address, touch_sum{}).first;
+            if (it != touches_.end()) {
+                it->second.at = std::max(it->second.at, t->at);
+                it->second.count += t->count;
+                return true;  // the writer picks the sums up on its next round
+            }
+        } else if (!stopping_ && backlog_ < max_backlog) {
             ++backlog_;
             std::vector<store::write_op> ops;
             ops.push_back(std::move(op));
@@ -79,11 +90,18 @@ std::size_t write_queue::transactions() const
 void write_queue::run()
 {
     std::vector<unit> batch;
+    auto touches_due = std::chrono::steady_clock::now() + touch_interval;
     for (;;) {
         {
             std::unique_lock lock(mutex_);
-            wake_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
-            if (queue_.empty()) return;  // stopping, and everything applied
+            wake_.wait_until(lock, touches_due, [&] { return stopping_ || !queue_.empty(); });
+            auto const now = std::chrono::steady_clock::now();
+            bool const flush_touches = !touches_.empty() && (stopping_ || now >= touches_due);
+            if (queue_.empty() && !flush_touches) {
+                if (stopping_) return;  // everything applied
+                if (now >= touches_due) touches_due = now + touch_interval;
+                continue;
+            }
             // Whatever queued while the last commit ran goes into this one.
             std::size_t ops = 0, n = 0;
             while (n < queue_.size() && ops < max_batch) ops += queue_[n++].ops.size();
@@ -91,6 +109,13 @@ void write_queue::run()
             queue_.erase(queue_.begin(), queue_.begin() + n);
             for (auto const& u : batch)
                 if (!u.done) --backlog_;
+            if (flush_touches) {
+                unit u;
+                for (auto& [address, t] : touches_) u.ops.push_back(store::grant_touch{address, t.at, t.count});
+                touches_.clear();
+                batch.push_back(std::move(u));
+                touches_due = now + touch_interval;
+            }
         }
         apply(batch);
         batch.clear();

@@ -373,8 +373,9 @@ private:
 
     static void put_touch(lease& c, grant_touch const& t)
     {
-        auto& q = c.prepare("UPDATE relay_grants SET hits = hits + 1, last_used = ?2 WHERE address = ?1");
-        q.bind(1, t.address).bind(2, t.at).run();
+        auto& q = c.prepare("UPDATE relay_grants SET hits = hits + ?3, last_used = max(coalesce(last_used, 0), ?2)"
+                            " WHERE address = ?1");
+        q.bind(1, t.address).bind(2, t.at).bind(3, t.count).run();
     }
 
     static void put_audit(lease& c, std::string_view event, std::string_view address, std::string_view user,

@@ -9,7 +9,9 @@
 // commit() resumes its coroutine only after the transaction holding its ops
 // committed (DESIGN decision 4: the grant is committed before the +OK).
 // post() is best effort (a touch, a deny audit): it is dropped, with a
-// warning, when max_backlog such writes are already waiting.
+// warning, when max_backlog such writes are already waiting. Grant touches
+// (hits, last_used: statistics) are added up per address and written once
+// per touch_interval, not once per relayed recipient.
 #include "popgate/store/store.hpp"
 
 #include <boost/asio/associated_executor.hpp>
@@ -18,12 +20,14 @@
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <functional>
 #include <mutex>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 namespace popgate::daemon {
@@ -32,6 +36,7 @@ class write_queue {
 public:
     static constexpr std::size_t max_batch = 1024;
     static constexpr std::size_t max_backlog = 20000;
+    static constexpr std::chrono::milliseconds touch_interval{1000};
 
     explicit write_queue(store::store& db);
     ~write_queue();  // applies what is queued, then stops
@@ -83,6 +88,11 @@ private:
     mutable std::mutex mutex_;
     std::condition_variable wake_;
     std::vector<unit> queue_;
+    struct touch_sum {
+        store::unix_time at = 0;
+        std::int64_t count = 0;
+    };
+    std::unordered_map<std::string, touch_sum> touches_;  // at most max_backlog addresses
     std::size_t backlog_ = 0;  // queued post() writes
     std::size_t dropped_ = 0;
     std::size_t committed_ = 0;

@@ -60,7 +60,8 @@ struct audit_entry {
 // recipient, applied many at a time by write_batch (group commit).
 struct grant_touch {
     std::string address;
-    unix_time at = 0;
+    unix_time at = 0;         // last_used
+    std::int64_t count = 1;   // added to hits
 };
 struct audit_record {
     std::string event;

@@ -165,20 +165,38 @@ BOOST_AUTO_TEST_CASE(a_bad_unit_fails_alone_in_its_batch)
 
 BOOST_AUTO_TEST_CASE(best_effort_writes_are_bounded_and_the_accepted_ones_land)
 {
-    db->upsert_grant(make_grant("192.0.2.9"));
     std::size_t accepted = 0, dropped = 0;
     {
         write_queue q(*db);
         write_lock admin(file);
         for (std::size_t i = 0; i < write_queue::max_backlog + write_queue::max_batch + 10; ++i)
-            (q.post(store::grant_touch{"192.0.2.9", store::now()}) ? accepted : dropped)++;
+            (q.post(store::audit_record{"deny", "192.0.2.9", "", "unit"}) ? accepted : dropped)++;
         admin.release();
     }  // the destructor applies everything queued
     BOOST_TEST(dropped >= 10u);
     BOOST_TEST(accepted <= write_queue::max_backlog + write_queue::max_batch);
-    auto const g = db->list_grants(true, store::now());
-    BOOST_TEST_REQUIRE(g.size() == 1u);
-    BOOST_TEST(g[0].hits == static_cast<std::int64_t>(accepted));
+    BOOST_TEST(db->list_audit(100000).size() == accepted);
+}
+
+BOOST_AUTO_TEST_CASE(touches_are_summed_per_address_and_written_within_the_interval)
+{
+    db->upsert_grant(make_grant("192.0.2.9"));
+    db->upsert_grant(make_grant("192.0.2.10"));
+    auto const t = store::now();
+    write_queue q(*db);
+    for (int i = 0; i < 500; ++i) BOOST_TEST(q.post(store::grant_touch{"192.0.2.9", t + (i % 7)}));
+    BOOST_TEST(q.post(store::grant_touch{"192.0.2.10", t}));
+    // No stop, no other write: the periodic round writes them.
+    auto hits = [&](std::string const& a) {
+        for (auto const& g : db->list_grants(true, store::now()))
+            if (g.address == a) return g.hits;
+        return std::int64_t{-1};
+    };
+    BOOST_TEST_REQUIRE(eventually([&] { return hits("192.0.2.9") == 500; }));
+    BOOST_TEST(hits("192.0.2.10") == 1);
+    BOOST_TEST(q.transactions() == 1u);  // 501 touches, one UPDATE per address, one commit
+    for (auto const& g : db->list_grants(true, store::now()))
+        if (g.address == "192.0.2.9") BOOST_TEST(g.last_used.value_or(0) == t + 6);
 }
 
 BOOST_AUTO_TEST_CASE(stopping_applies_everything_queued)
