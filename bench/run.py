@@ -186,11 +186,14 @@ def message(size):
 
 
 def fill_maildirs(base, prefix, n, msg, owner=None):
-    """One message in new/ of each user's Maildir (tmp/new/cur)."""
+    """One message in new/ of each user's Maildir (tmp/new/cur); msg None:
+    the Maildirs only, as an existing site has them."""
     for i in range(n):
         d = os.path.join(base, f"{prefix}{i:05d}")
         for s in ("tmp", "new", "cur"):
             os.makedirs(os.path.join(d, s), exist_ok=True)
+        if msg is None:
+            continue
         with open(os.path.join(d, "new", f"1700000000.M{i}P1.bench"), "wb") as f:
             f.write(msg)
     if owner:
@@ -386,6 +389,10 @@ service pop3 {{
   process_limit = 1000
   client_limit = 1
   process_min_avail = {cores}
+  # Mail processes reused too (all users share uid mail): without this every
+  # login forks a fresh pop3 process, which on a small VM costs more than the
+  # login itself.
+  service_count = 0
 }}
 """
 
@@ -759,6 +766,7 @@ def main():
         pg.setup(args.grants, args.networks)
         log(f"popgate database ready ({args.grants} grants, {args.networks} networks) in {time.time() - t0:.1f} s")
         fill_maildirs(os.path.join(w, "pg-mail"), "p", args.plain_users, msg100k)
+        fill_maildirs(os.path.join(w, "pg-mail"), "c", args.users, None)
         servers.append(pg)
         pg.start()
         pgc = pg10 = None
@@ -776,6 +784,7 @@ def main():
         dc = dc1 = pf = None
         if compare:
             fill_maildirs(os.path.join(w, "dc-mail"), "p", args.plain_users, msg100k, owner="mail:mail")
+            fill_maildirs(os.path.join(w, "dc-mail"), "c", args.users, None, owner="mail:mail")
             dc = start_other(servers, lambda: Dovecot(w, args))
             if "dovecot-1" in roles:
                 dc1 = start_other(servers, lambda: Dovecot(w, args, tag="dovecot-1", d="dc1",
