@@ -36,6 +36,7 @@ struct server {
     std::vector<std::unique_ptr<tcp::acceptor>> acceptors;
     std::vector<listener_info> listeners;
     std::string config_file;
+    std::unique_ptr<asio::signal_set> signals;
     bool draining = false;
 };
 
@@ -129,9 +130,8 @@ void reload(server& srv)
     spdlog::info("reload done (listeners are kept as bound; a change of listeners needs a restart)");
 }
 
-asio::awaitable<void> signal_loop(server& srv)
+asio::awaitable<void> signal_loop(server& srv, asio::signal_set& sigs)
 {
-    asio::signal_set sigs(co_await asio::this_coro::executor, SIGHUP, SIGTERM, SIGINT);
     for (;;) {
         auto [ec, sig] = co_await sigs.async_wait(asio::as_tuple(asio::use_awaitable));
         if (ec) co_return;
@@ -254,6 +254,10 @@ int serve(std::string const& config_file, std::string const& db_override, serve_
             srv.listeners.push_back({l, acc->local_endpoint().port()});
             srv.acceptors.push_back(std::move(acc));
         }
+        // Signals are caught from here on: a SIGHUP or SIGTERM sent as soon
+        // as the ready file appears must not find the default action (which
+        // ends the process) before the signal loop has started.
+        srv.signals = std::make_unique<asio::signal_set>(srv.io, SIGHUP, SIGTERM, SIGINT);
         // Written while still privileged: the ready file's directory belongs
         // to whoever started the daemon, not to the service user.
         if (!o.ready_file.empty()) write_ready_file(o.ready_file, srv.listeners);
@@ -271,7 +275,7 @@ int serve(std::string const& config_file, std::string const& db_override, serve_
                      li.cfg.auth_required ? " auth_required=yes" : "");
         asio::co_spawn(srv.io, accept_loop(srv, *srv.acceptors[i], li), asio::detached);
     }
-    asio::co_spawn(srv.io, signal_loop(srv), asio::detached);
+    asio::co_spawn(srv.io, signal_loop(srv, *srv.signals), asio::detached);
     asio::co_spawn(srv.io, purge_loop(srv), asio::detached);
 
     unsigned const n = settings->threads ? settings->threads : std::max(1u, std::thread::hardware_concurrency());
@@ -286,6 +290,8 @@ int serve(std::string const& config_file, std::string const& db_override, serve_
     // destroyed (with any unfinished session frames, which release their
     // slots in the context), and the context last.
     srv.ctx->blocking().join();
+    // Likewise the writer: a grant commit's completion holds work on io.
+    srv.ctx->writes().stop();
     return 0;
 }
 

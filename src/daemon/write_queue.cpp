@@ -20,14 +20,17 @@ char const* kind_name(store::write_op const& op)
 
 write_queue::write_queue(store::store& db) : db_(db), thread_([this] { run(); }) {}
 
-write_queue::~write_queue()
+write_queue::~write_queue() { stop(); }
+
+void write_queue::stop()
 {
     {
         std::lock_guard lock(mutex_);
+        if (stopping_ && !thread_.joinable()) return;
         stopping_ = true;
     }
     wake_.notify_one();
-    thread_.join();
+    if (thread_.joinable()) thread_.join();
     if (dropped_) spdlog::warn("write queue dropped={} best-effort writes (backlog full)", dropped_);
 }
 

@@ -39,7 +39,11 @@ public:
     static constexpr std::chrono::milliseconds touch_interval{1000};
 
     explicit write_queue(store::store& db);
-    ~write_queue();  // applies what is queued, then stops
+    ~write_queue();  // stop()
+    // Applies what is queued, then ends the writer thread; idempotent. The
+    // daemon calls it before the io_context goes: a commit's completion holds
+    // work on the io_context and must be destroyed while it still exists.
+    void stop();
     write_queue(write_queue const&) = delete;
     write_queue& operator=(write_queue const&) = delete;
 

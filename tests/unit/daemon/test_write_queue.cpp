@@ -208,4 +208,25 @@ BOOST_AUTO_TEST_CASE(stopping_applies_everything_queued)
     BOOST_TEST(db->list_audit(1000).size() == 100u);
 }
 
+BOOST_AUTO_TEST_CASE(stop_runs_and_destroys_every_completion_before_it_returns)
+{
+    // The daemon relies on this: a completion holds work on the io_context,
+    // which is destroyed right after stop().
+    write_queue q(*db);
+    auto sentinel = std::make_shared<int>(0);
+    std::weak_ptr<int> watch = sentinel;
+    bool ran = false;
+    {
+        write_lock admin(file);  // keeps the unit queued until stop()
+        q.submit(one(make_grant("192.0.2.7")), [s = std::move(sentinel), &ran](std::string const& e) {
+            ran = e.empty() && *s == 0;
+        });
+    }
+    q.stop();
+    BOOST_TEST(ran);
+    BOOST_TEST(watch.expired());
+    q.stop();  // idempotent
+    BOOST_TEST(db->list_grants(true, store::now()).size() == 1u);
+}
+
 BOOST_AUTO_TEST_SUITE_END()
