@@ -370,16 +370,19 @@ default_process_limit = 1000
 default_client_limit = 15000
 """
 
-# High-performance login mode: long-lived pop3-login processes, one per core, kept warm.
-DOVECOT_HIGH_PERF = """
-service pop3-login {{
+# The pop3-login listeners, the same in both modes.
+DOVECOT_LISTENERS = """
   inet_listener pop3 {{
     address = 127.0.0.1
     port = {port}
   }}
   inet_listener pop3s {{
     port = 0
-  }}
+  }}"""
+
+# High-performance login mode: long-lived pop3-login processes, one per core, kept warm.
+DOVECOT_HIGH_PERF = """
+service pop3-login {{""" + DOVECOT_LISTENERS + """
   service_count = 0
   process_min_avail = {cores}
   client_limit = 15000
@@ -398,14 +401,7 @@ service pop3 {{
 
 # Dovecot's default login mode: one pop3-login process per connection, nothing pre-forked.
 DOVECOT_DEFAULT_MODE = """
-service pop3-login {{
-  inet_listener pop3 {{
-    address = 127.0.0.1
-    port = {port}
-  }}
-  inet_listener pop3s {{
-    port = 0
-  }}
+service pop3-login {{""" + DOVECOT_LISTENERS + """
   service_count = 1
 }}
 """
