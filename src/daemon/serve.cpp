@@ -158,8 +158,7 @@ asio::awaitable<void> signal_loop(server& srv, asio::signal_set& sigs)
             co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
         }
         spdlog::info("stopped sessions_left={}", srv.ctx->active_sessions());
-        srv.ctx->upstreams().close_all();
-        srv.io.stop();
+        srv.io.stop();  // serve() then closes the idle upstream connections
         co_return;
     }
 }

@@ -155,12 +155,6 @@ void upstream_pool::close_all()
     for (auto& l : all) quit_and_close(*l);
 }
 
-std::size_t upstream_pool::idle() const
-{
-    std::lock_guard lock(mutex_);
-    return idle_.size();
-}
-
 // ------------------------------------------------------------------ client
 
 smtp_client::smtp_client(asio::any_io_executor ex, config::settings const& s, std::string sid, upstream_pool& pool)
@@ -301,10 +295,10 @@ asio::awaitable<bool> smtp_client::ehlo(std::vector<std::string>& ext)
 
 // A fresh connection: connect, greeting, EHLO, STARTTLS, EHLO again, AUTH.
 // ok: ready for MAIL.
-asio::awaitable<upstream_verdict> smtp_client::connect()
+asio::awaitable<upstream_verdict> smtp_client::connect(std::string key)
 {
     link_ = std::make_unique<upstream_link>(ex_);
-    link_->key = pool_key();
+    link_->key = std::move(key);
     auto endpoints = cached_endpoints(s_.upstream_host, s_.upstream_port);
     if (endpoints.empty()) {
         tcp::resolver resolver(ex_);
@@ -395,7 +389,8 @@ asio::awaitable<upstream_verdict> smtp_client::transaction(upstream_envelope con
 
 asio::awaitable<upstream_verdict> smtp_client::open(upstream_envelope const& env)
 {
-    if (s_.upstream_reuse_time.count() > 0) link_ = pool_.take(pool_key(), s_.upstream_reuse_time);
+    auto key = pool_key();
+    if (s_.upstream_reuse_time.count() > 0) link_ = pool_.take(key, s_.upstream_reuse_time);
     if (link_) {
         auto v = co_await transaction(env);
         // A kept connection that is gone (the upstream timed it out, closed
@@ -405,15 +400,13 @@ asio::awaitable<upstream_verdict> smtp_client::open(upstream_envelope const& env
         // verdict on this message.
         bool const dead = v.what == upstream_verdict::kind::temporary;
         if (!dead) {
-            reused_ = true;
             v.log += " reused=yes";
             co_return v;
         }
         spdlog::debug("sid={} upstream kept connection unusable, reconnecting: {}", sid_, v.log);
-        abort();
-        link_.reset();
+        link_.reset();  // broken() closed it already
     }
-    auto c = co_await connect();
+    auto c = co_await connect(std::move(key));
     if (c.what != upstream_verdict::kind::ok) co_return c;
     co_return co_await transaction(env);
 }

@@ -75,8 +75,7 @@ public:
     // Best effort, nobody waits: false when dropped (backlog full or stopping).
     bool post(store::write_op op);
 
-    // Writes committed so far and transactions that carried them (for tests
-    // and the shutdown log line).
+    // Writes committed so far and transactions that carried them (for tests).
     std::size_t committed_ops() const;
     std::size_t transactions() const;
 

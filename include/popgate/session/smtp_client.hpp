@@ -66,7 +66,6 @@ public:
     void put(std::unique_ptr<upstream_link> link);
     // QUIT and close every idle connection (shutdown; before the io_context goes).
     void close_all();
-    std::size_t idle() const;
 
 private:
     mutable std::mutex mutex_;
@@ -100,8 +99,6 @@ public:
     void abort() noexcept;
 
     bool is_open() const noexcept { return link_ && link_->sock.is_open(); }
-    // Whether open() used a kept connection (for the log line).
-    bool reused() const noexcept { return reused_; }
 
 private:
     template <class T>
@@ -112,7 +109,7 @@ private:
     asio::awaitable<upstream_verdict> command(std::string const& line, int expect_class, std::string_view what,
                                               std::string_view client_prefix = {});
     asio::awaitable<bool> ehlo(std::vector<std::string>& extensions);
-    asio::awaitable<upstream_verdict> connect();
+    asio::awaitable<upstream_verdict> connect(std::string key);
     asio::awaitable<upstream_verdict> transaction(upstream_envelope const& env);
     upstream_verdict broken(std::string why);
     std::string pool_key() const;
@@ -122,7 +119,6 @@ private:
     std::string sid_;
     upstream_pool& pool_;
     std::unique_ptr<upstream_link> link_;
-    bool reused_ = false;
     session_clock clock_;
 };
 

@@ -120,10 +120,11 @@ public:
     virtual std::size_t purge_audit(std::size_t keep_rows, unix_time older_than) = 0;
 
     // Applies `ops` in order in one transaction: one commit for many logins.
-    // An op that fails is undone alone (a savepoint each) and its message is
-    // put in errors[i] (resized to ops.size(), empty = applied); the others
-    // commit. Throws store_error when the transaction itself cannot begin or
-    // commit: then nothing was applied.
+    // An op refused by a constraint is undone alone (statement-level
+    // rollback) and its message is put in errors[i] (resized to ops.size(),
+    // empty = applied); the others commit. Throws store_error when the
+    // transaction itself cannot begin, goes on or commit: then nothing was
+    // applied.
     virtual void write_batch(std::span<write_op const> ops, std::vector<std::string>& errors) = 0;
 
     virtual int schema_version() = 0;
