@@ -1,0 +1,19 @@
+# RFC 5321 §4.1.1.1 EHLO reply, line by line, on a STARTTLS listener (RFC 3207
+# STARTTLS, RFC 4954 AUTH, RFC 1870 SIZE, RFC 2920 PIPELINING, RFC 6152
+# 8BITMIME, RFC 2034 ENHANCEDSTATUSCODES). EHLO without a domain is 501.
+@protocol smtp
+@listener tls=starttls
+S: 220 gw.test ESMTP popgate
+C: EHLO
+S: 501 5.5.4 Syntax: EHLO hostname
+C: EHLO client.example
+S: 250-gw.test
+S: 250-PIPELINING
+S: 250-SIZE 26214400
+S: 250-8BITMIME
+S: 250-ENHANCEDSTATUSCODES
+S: 250-STARTTLS
+S: 250 AUTH PLAIN LOGIN CRAM-MD5
+C: QUIT
+S: 221 2.0.0 Bye
+=closed
