@@ -70,7 +70,7 @@ result check_shared_secret(store::store& db, std::string_view user, bool apop, D
 
 bool authenticator::cached(std::string const& user, std::string const& hash, std::string_view password)
 {
-    if (cache_ttl_.count() == 0) return false;
+    if (cache_ttl_.load(std::memory_order_relaxed).count() == 0) return false;
     std::lock_guard lock(mutex_);
     auto it = cache_.find(user);
     if (it == cache_.end()) return false;
@@ -83,10 +83,17 @@ bool authenticator::cached(std::string const& user, std::string const& hash, std
 
 void authenticator::remember(std::string const& user, std::string const& hash, std::string_view password)
 {
-    if (cache_ttl_.count() == 0) return;
+    auto const ttl = cache_ttl_.load(std::memory_order_relaxed);
+    if (ttl.count() == 0) return;
     std::lock_guard lock(mutex_);
     if (cache_.size() > 100000) cache_.clear();  // bounded: a flood of names cannot grow it forever
-    cache_[user] = {hash, tag_of(password), std::chrono::steady_clock::now() + cache_ttl_};
+    cache_[user] = {hash, tag_of(password), std::chrono::steady_clock::now() + ttl};
+}
+
+bool authenticator::requires_apop(std::string_view user)
+{
+    auto const u = db_.find_user(user);
+    return u && u->apop_only;
 }
 
 result authenticator::check_password(std::string_view user, std::string_view password)

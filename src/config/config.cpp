@@ -108,6 +108,23 @@ public:
         fail(*n, std::string(key) + ": expected one of " + names);
     }
 
+    // A name from a list known elsewhere (the protocol registry).
+    void choice(std::string_view key, std::string& out, std::span<std::string_view const> opts)
+    {
+        auto const* n = get(key);
+        if (!n) return;
+        auto const v = n->value<std::string>();
+        std::string names;
+        for (auto const name : opts) {
+            if (v && *v == name) {
+                out = *v;
+                return;
+            }
+            names += (names.empty() ? "\"" : ", \"") + std::string(name) + "\"";
+        }
+        fail(*n, std::string(key) + ": expected one of " + names);
+    }
+
     void strings(std::string_view key, std::vector<std::string>& out)
     {
         auto const* n = get(key);
@@ -167,7 +184,7 @@ void read_listeners(toml::table const& root, settings& s, std::vector<error>& er
             section sec(*t, "listener", errors);
             sec.str("name", l.name, [](auto const& v) { return !v.empty() && v.size() <= 32; },
                     "1 to 32 characters");
-            sec.choice("protocol", l.proto, {{"pop3", protocol::pop3}, {"smtp", protocol::smtp}});
+            sec.choice("protocol", l.protocol, listener_protocols());
             sec.str("address", l.address, [](auto const& v) { return net::parse_ip(v).has_value(); },
                     "expected an IP address such as 127.0.0.1, 0.0.0.0 or ::");
             sec.integer("port", l.port, 0, 65535);
@@ -178,14 +195,14 @@ void read_listeners(toml::table const& root, settings& s, std::vector<error>& er
                 errors.push_back({t->source().begin.line, 0, "listener: 'protocol' is required"});
         }
         if (errors.size() != before) continue;
-        if (l.name.empty()) l.name = to_string(l.proto) + std::to_string(s.listeners.size());
+        if (l.name.empty()) l.name = l.protocol + std::to_string(s.listeners.size());
         if (!names.insert(l.name).second)
             errors.push_back({t->source().begin.line, 0, "listener: duplicate name '" + l.name + "'"});
         if (l.port != 0 && !endpoints.insert({l.address, l.port}).second)
             errors.push_back({t->source().begin.line, 0,
                               "listener '" + l.name + "': " + l.address + ":" + std::to_string(l.port) +
                                   " is already used by another listener"});
-        if (l.auth_required && l.proto != protocol::smtp)
+        if (l.auth_required && l.protocol != "smtp")
             errors.push_back({t->source().begin.line, 0, "listener '" + l.name + "': auth_required is for smtp"});
         s.listeners.push_back(std::move(l));
     }
@@ -193,7 +210,6 @@ void read_listeners(toml::table const& root, settings& s, std::vector<error>& er
 
 }  // namespace
 
-std::string to_string(protocol p) { return p == protocol::pop3 ? "pop3" : "smtp"; }
 std::string to_string(tls_mode m)
 {
     switch (m) {

@@ -3,11 +3,11 @@
 // drains on SIGTERM.
 #include "popgate/daemon/serve.hpp"
 
-#include "popgate/daemon/blocking.hpp"
 #include "popgate/daemon/context.hpp"
+#include "popgate/io/blocking.hpp"
+#include "popgate/io/tls.hpp"
 #include "popgate/log/log.hpp"
-#include "popgate/session/sessions.hpp"
-#include "popgate/session/tls.hpp"
+#include "popgate/server/frame.hpp"
 #include "popgate/store/sqlite_store.hpp"
 
 #include <boost/asio.hpp>
@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <iostream>
@@ -27,6 +28,11 @@ namespace {
 
 namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
+
+struct listener_info {
+    config::listener cfg;
+    std::uint16_t bound_port = 0;
+};
 
 struct server {
     // Declared first, destroyed last: sessions still open when io is destroyed
@@ -50,39 +56,10 @@ bool any_tls(config::settings const& s)
 std::shared_ptr<asio::ssl::context> load_tls(config::settings const& s)
 {
     if (!any_tls(s)) return nullptr;
-    if (session::ensure_self_signed(s.tls, s.hostname))
+    if (io::ensure_self_signed(s.tls, s.hostname))
         spdlog::info("tls self-signed certificate created cert={} key={}", s.tls.cert_file.string(),
                      s.tls.key_file.string());
-    return session::make_server_tls(s.tls);
-}
-
-asio::awaitable<void> accept_loop(server& srv, tcp::acceptor& acc, listener_info const& li)
-{
-    for (;;) {
-        auto [ec, sock] = co_await acc.async_accept(asio::make_strand(srv.io), asio::as_tuple(asio::use_awaitable));
-        if (ec) {
-            if (ec == asio::error::operation_aborted || !acc.is_open()) co_return;
-            // EMFILE and friends: log, breathe, go on; the daemon must not die.
-            spdlog::warn("accept listener={} error={}", li.cfg.name, ec.message());
-            asio::steady_timer t(acc.get_executor(), std::chrono::milliseconds(100));
-            co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
-            continue;
-        }
-        sock.set_option(tcp::no_delay(true), ec);
-        auto ex = sock.get_executor();
-        auto done = [name = li.cfg.name](std::exception_ptr ep) {
-            if (!ep) return;
-            try {
-                std::rethrow_exception(ep);
-            } catch (std::exception const& e) {
-                spdlog::error("session listener={} ended by exception: {}", name, e.what());
-            }
-        };
-        if (li.cfg.proto == config::protocol::pop3)
-            asio::co_spawn(ex, session::serve_pop3(std::move(sock), li, *srv.ctx), done);
-        else
-            asio::co_spawn(ex, session::serve_smtp(std::move(sock), li, *srv.ctx), done);
-    }
+    return io::make_server_tls(s.tls);
 }
 
 asio::awaitable<void> purge_loop(server& srv)
@@ -95,7 +72,7 @@ asio::awaitable<void> purge_loop(server& srv)
         srv.ctx->failures().expire(std::chrono::steady_clock::now());
         auto const s = srv.ctx->settings();
         try {
-            auto [grants, audit] = co_await run_blocking(srv.ctx->blocking(), [&] {
+            auto [grants, audit] = co_await io::run_blocking(srv.ctx->blocking(), [&] {
                 auto const now = store::now();
                 return std::pair{srv.ctx->db().purge_expired_grants(now),
                                  srv.ctx->db().purge_audit(s->audit_max_rows,
@@ -121,12 +98,12 @@ void reload(server& srv)
         auto tls = load_tls(*fresh);
         // Sessions hold their own reference to the context they started with:
         // live TLS sessions go on with the old certificate, new ones get this.
-        if (tls) srv.ctx->set_tls(std::move(tls));
+        if (tls) srv.ctx->live().set_tls(std::move(tls));
     } catch (std::exception const& e) {
         spdlog::error("reload: TLS not reloaded, keeping the old certificate: {}", e.what());
     }
     spdlog::set_level(spdlog::level::from_str(fresh->log_level));
-    srv.ctx->set_settings(std::move(fresh));
+    srv.ctx->reload(std::move(fresh));
     spdlog::info("reload done (listeners are kept as bound; a change of listeners needs a restart)");
 }
 
@@ -195,11 +172,31 @@ void drop_privileges(config::settings const& s)
     spdlog::info("privileges dropped user={} uid={} gid={}", s.run_as_user, uid, gid);
 }
 
+// A JSON string: quotes, backslashes and control characters escaped (RFC 8259 §7).
+std::string json_string(std::string_view v)
+{
+    std::string out = "\"";
+    for (char const c : v) {
+        if (c == '"' || c == '\\') {
+            out += '\\';
+            out += c;
+        } else if (static_cast<unsigned char>(c) < 0x20) {
+            char buf[8];
+            std::snprintf(buf, sizeof buf, "\\u%04x", static_cast<unsigned>(static_cast<unsigned char>(c)));
+            out += buf;
+        } else {
+            out += c;
+        }
+    }
+    return out + "\"";
+}
+
+// {"listener name": bound port, ...}: tests and scripts read the ports here.
 void write_ready_file(std::string const& path, std::vector<listener_info> const& ls)
 {
     std::string json = "{";
     for (std::size_t i = 0; i < ls.size(); ++i)
-        json += (i ? ", \"" : "\"") + ls[i].cfg.name + "\": " + std::to_string(ls[i].bound_port);
+        json += (i ? ", " : "") + json_string(ls[i].cfg.name) + ": " + std::to_string(ls[i].bound_port);
     json += "}\n";
     std::string const tmp = path + ".tmp";
     {
@@ -235,7 +232,7 @@ int serve(std::string const& config_file, std::string const& db_override, serve_
         auto db = store::open_sqlite_store(settings->database);
         unsigned const cores = std::max(1u, std::thread::hardware_concurrency());
         srv.ctx = std::make_unique<context>(settings, std::move(db), std::max(2u, cores));
-        srv.ctx->set_tls(std::move(tls));
+        srv.ctx->live().set_tls(std::move(tls));
 
         for (auto const& l : settings->listeners) {
             auto const addr = asio::ip::make_address(l.address);
@@ -269,10 +266,13 @@ int serve(std::string const& config_file, std::string const& db_override, serve_
 
     for (std::size_t i = 0; i < srv.acceptors.size(); ++i) {
         auto const& li = srv.listeners[i];
-        spdlog::info("listening name={} protocol={} address={} port={} tls={}{}", li.cfg.name,
-                     config::to_string(li.cfg.proto), li.cfg.address, li.bound_port, config::to_string(li.cfg.tls),
+        spdlog::info("listening name={} protocol={} address={} port={} tls={}{}", li.cfg.name, li.cfg.protocol,
+                     li.cfg.address, li.bound_port, config::to_string(li.cfg.tls),
                      li.cfg.auth_required ? " auth_required=yes" : "");
-        asio::co_spawn(srv.io, accept_loop(srv, *srv.acceptors[i], li), asio::detached);
+        asio::co_spawn(srv.io,
+                       popgate::server::accept_loop(*srv.acceptors[i], li.cfg, *srv.ctx->protocol(li.cfg.protocol),
+                                           srv.ctx->frame_env()),
+                       asio::detached);
     }
     asio::co_spawn(srv.io, signal_loop(srv, *srv.signals), asio::detached);
     asio::co_spawn(srv.io, purge_loop(srv), asio::detached);

@@ -19,6 +19,19 @@
 #include <utility>
 
 namespace popgate::mail {
+
+bool maildrop_locks::lock(std::string const& user)
+{
+    std::lock_guard lock(mutex_);
+    return held_.insert(user).second;
+}
+
+void maildrop_locks::unlock(std::string const& user)
+{
+    std::lock_guard lock(mutex_);
+    held_.erase(user);
+}
+
 namespace fs = std::filesystem;
 
 namespace {

@@ -6,30 +6,41 @@
 namespace popgate::proto {
 namespace {
 
-struct verb_entry {
-    std::string_view keyword;
-    pop3_verb verb;
-    bool secret;
-};
+using enum pop3_phase;
+constexpr unsigned both = phase_bits(authorization) | phase_bits(transaction);
 
-// RFC 1939 §3: keywords are three or four characters.
-constexpr std::array<verb_entry, 15> verbs{{
-    {"USER", pop3_verb::user, false},
-    {"PASS", pop3_verb::pass, true},
-    {"APOP", pop3_verb::apop, true},   // digest is password-equivalent for replay
-    {"AUTH", pop3_verb::auth, true},   // RFC 5034 initial response may hold credentials
-    {"STAT", pop3_verb::stat, false},
-    {"LIST", pop3_verb::list, false},
-    {"UIDL", pop3_verb::uidl, false},
-    {"TOP", pop3_verb::top, false},
-    {"RETR", pop3_verb::retr, false},
-    {"DELE", pop3_verb::dele, false},
-    {"RSET", pop3_verb::rset, false},
-    {"NOOP", pop3_verb::noop, false},
-    {"QUIT", pop3_verb::quit, false},
-    {"CAPA", pop3_verb::capa, false},
-    {"STLS", pop3_verb::stls, false},
+// RFC 1939 §3: keywords are three or four characters. In pop3_verb order.
+// Phases: RFC 1939 §4-§7; CAPA anywhere (RFC 2449); STLS and AUTH only before
+// login (RFC 2595 §4, RFC 5034 §4). Junk: changes nothing, so endless runs
+// of it are cut off (limits.max_junk_commands); RETR, TOP and DELE are the
+// progress that resets that count. Secret: PASS, APOP (the digest replays)
+// and AUTH (RFC 5034 initial response) arguments are never logged.
+constexpr std::array<pop3_command_spec, 15> verbs{{
+    //  keyword verb               phases                      junk   progress secret
+    {"USER", pop3_verb::user, phase_bits(authorization), false, false, false},
+    {"PASS", pop3_verb::pass, phase_bits(authorization), false, false, true},
+    {"APOP", pop3_verb::apop, phase_bits(authorization), false, false, true},
+    {"AUTH", pop3_verb::auth, phase_bits(authorization), false, false, true},
+    {"STAT", pop3_verb::stat, phase_bits(transaction), true, false, false},
+    {"LIST", pop3_verb::list, phase_bits(transaction), false, false, false},
+    {"UIDL", pop3_verb::uidl, phase_bits(transaction), false, false, false},
+    {"TOP", pop3_verb::top, phase_bits(transaction), false, true, false},
+    {"RETR", pop3_verb::retr, phase_bits(transaction), false, true, false},
+    {"DELE", pop3_verb::dele, phase_bits(transaction), false, true, false},
+    {"RSET", pop3_verb::rset, phase_bits(transaction), true, false, false},
+    {"NOOP", pop3_verb::noop, phase_bits(transaction), true, false, false},
+    {"QUIT", pop3_verb::quit, both, false, false, false},
+    {"CAPA", pop3_verb::capa, both, true, false, false},
+    {"STLS", pop3_verb::stls, phase_bits(authorization), false, false, false},
 }};
+
+constexpr bool table_in_verb_order() noexcept
+{
+    for (std::size_t i = 0; i < verbs.size(); ++i)
+        if (static_cast<std::size_t>(verbs[i].verb) != i) return false;
+    return true;
+}
+static_assert(table_in_verb_order(), "the POP3 command table must follow pop3_verb order");
 
 constexpr char ascii_upper(char c) noexcept
 {
@@ -89,11 +100,14 @@ std::string reply(std::string_view status, std::string_view text)
 
 }  // namespace
 
+pop3_command_spec const& spec_for(pop3_verb v) noexcept
+{
+    return verbs[static_cast<std::size_t>(v)];
+}
+
 std::string_view to_string(pop3_verb v) noexcept
 {
-    for (auto const& e : verbs)
-        if (e.verb == v) return e.keyword;
-    return "?";
+    return spec_for(v).keyword;
 }
 
 result<pop3_command> parse_pop3(std::string_view line) noexcept
@@ -113,9 +127,7 @@ result<pop3_command> parse_pop3(std::string_view line) noexcept
 
 bool pop3_secret_args(pop3_verb v) noexcept
 {
-    for (auto const& e : verbs)
-        if (e.verb == v) return e.secret;
-    return true;   // unknown: err on the side of not logging
+    return spec_for(v).secret_args;
 }
 
 result<std::uint32_t> parse_msg_number(std::string_view s) noexcept
@@ -175,18 +187,6 @@ std::string make_apop_timestamp(std::uint64_t pid, std::uint64_t unix_time, std:
     for (char const c : host) out += timestamp_char(c) ? c : '-';
     out += '>';
     return out;
-}
-
-bool apop_timestamp_ok(std::string_view ts) noexcept
-{
-    if (ts.size() < 5 || ts.front() != '<' || ts.back() != '>') return false;
-    auto const inner = ts.substr(1, ts.size() - 2);
-    auto const at = inner.find('@');
-    if (at == inner.npos || at == 0 || at + 1 == inner.size()) return false;
-    if (inner.find('@', at + 1) != inner.npos) return false;
-    for (std::size_t i = 0; i < inner.size(); ++i)
-        if (i != at && !timestamp_char(inner[i])) return false;
-    return true;
 }
 
 pop3_stuffer::pop3_stuffer(std::optional<std::uint32_t> body_lines) noexcept : body_lines_{body_lines} {}
@@ -271,13 +271,6 @@ void crlf_counter::feed(std::string_view data) noexcept
         if (c == '\n' && !prev_cr_) ++size_;
         prev_cr_ = c == '\r';
     }
-}
-
-std::uint64_t crlf_size(std::string_view data) noexcept
-{
-    crlf_counter c;
-    c.feed(data);
-    return c.size();
 }
 
 }  // namespace popgate::proto

@@ -292,7 +292,8 @@ result<mail_args> parse_mail_args(std::string_view args, path_kind kind)
         }
         // A repeated keyword would leave the meaning to whoever reads it
         // first or last; refuse it instead.
-        if (r.find(p.keyword)) return errc::bad_parameter;
+        if (std::any_of(r.params.begin(), r.params.end(), [&](mail_param const& q) { return q.keyword == p.keyword; }))
+            return errc::bad_parameter;
         r.params.push_back(std::move(p));
     }
     return r;
@@ -407,13 +408,6 @@ std::string smtp_path::to_string() const
     return s;
 }
 
-mail_param const* mail_args::find(std::string_view keyword) const noexcept
-{
-    for (auto const& p : params)
-        if (p.keyword == keyword) return &p;
-    return nullptr;
-}
-
 result<mail_args> parse_mail_from(std::string_view args)
 {
     return parse_mail_args(args, path_kind::reverse);
@@ -443,49 +437,6 @@ result<body_type> parse_body_param(std::string_view value) noexcept
     if (iequals(value, "7BIT")) return body_type::seven_bit;
     if (iequals(value, "8BITMIME")) return body_type::eight_bit_mime;
     return errc::bad_parameter;
-}
-
-result<std::string> xtext_decode(std::string_view in)
-{
-    // xtext = *( xchar / hexchar ); xchar = "!".."~" except "+" and "=";
-    // hexchar = "+" 2(upper-case HEX). Lower-case hex is tolerated.
-    std::string out;
-    out.reserve(in.size());
-    for (std::size_t i = 0; i < in.size(); ++i) {
-        char const c = in[i];
-        if (c == '+') {
-            if (i + 2 >= in.size() || !is_hex(in[i + 1]) || !is_hex(in[i + 2]))
-                return errc::bad_parameter;
-            auto const hex = [](char h) {
-                return is_digit(h) ? h - '0' : to_upper(h) - 'A' + 10;
-            };
-            out.push_back(static_cast<char>(hex(in[i + 1]) * 16 + hex(in[i + 2])));
-            i += 2;
-        } else if (c >= 33 && c <= 126 && c != '=') {
-            out.push_back(c);
-        } else {
-            return errc::bad_parameter;
-        }
-    }
-    return out;
-}
-
-std::string xtext_encode(std::string_view in)
-{
-    static constexpr char digits[] = "0123456789ABCDEF";
-    std::string out;
-    out.reserve(in.size());
-    for (char c : in) {
-        auto const u = static_cast<unsigned char>(c);
-        if (u >= 33 && u <= 126 && c != '+' && c != '=') {
-            out.push_back(c);
-        } else {
-            out.push_back('+');
-            out.push_back(digits[u >> 4]);
-            out.push_back(digits[u & 15]);
-        }
-    }
-    return out;
 }
 
 // ---------------------------------------------------------------- DATA

@@ -8,8 +8,9 @@ namespace popgate::relay {
 
 std::vector<std::string> decider::grant_keys(net::ip_address const& client) const
 {
-    std::vector<std::string> keys{net::grant_key(client, ipv6_prefix_).to_string()};
-    if (!client.v4 && ipv6_prefix_ < 128) keys.push_back(client.to_string());
+    unsigned const prefix = ipv6_prefix_.load(std::memory_order_relaxed);
+    std::vector<std::string> keys{net::grant_key(client, prefix).to_string()};
+    if (!client.v4 && prefix < 128) keys.push_back(client.to_string());
     return keys;
 }
 
@@ -46,16 +47,17 @@ std::optional<std::string> decider::find_network(net::ip_address const& client, 
     return std::nullopt;
 }
 
-decision decider::decide(net::ip_address const& client, bool authenticated, bool auth_required)
+decision decider::decide(net::ip_address const& client, bool authenticated, bool auth_required, bool local_domain)
 {
     proto::relay_facts f;
+    f.local_domain = local_domain;
     f.authenticated = authenticated;
     f.auth_required = auth_required;
     decision d;
     auto const now = store::now();
     std::optional<store::grant> g;
     std::optional<std::string> net;
-    if (!authenticated && !auth_required) {
+    if (!local_domain && !authenticated && !auth_required) {
         auto const keys = grant_keys(client);
         g = db_.find_active_grant(keys, now);
         f.has_grant = g.has_value();
@@ -72,6 +74,7 @@ decision decider::decide(net::ip_address const& client, bool authenticated, bool
         break;
     case proto::relay_verdict::relay_network: d.detail = "network=" + *net; break;
     case proto::relay_verdict::relay_auth: d.detail = "sasl"; break;
+    case proto::relay_verdict::local: d.detail = "local domain"; break;
     default: d.detail = auth_required && !authenticated ? "auth required on this listener" : "no grant or network";
     }
     return d;

@@ -1,11 +1,13 @@
 #pragma once
 // Credential checks shared by POP3 (USER/PASS, APOP, AUTH) and SMTP AUTH.
-// Every method blocks (crypt(3) is slow on purpose, the store is SQLite): call
-// them through daemon::run_blocking. Policy that depends on the connection
+// check_password runs crypt(3), slow on purpose: call it through
+// io::run_blocking. check_apop and check_cram_md5 are an indexed read and one
+// MD5, cheaper than the hop to the pool: sessions call them in place. Policy that depends on the connection
 // (plaintext over TLS only, APOP on/off) is the session's; per-user policy
 // (disabled, apop-only, shared secret present) is decided here.
 #include "popgate/store/store.hpp"
 
+#include <atomic>
 #include <chrono>
 #include <mutex>
 #include <string>
@@ -32,7 +34,12 @@ class authenticator {
 public:
     explicit authenticator(store::store& db) : db_(db) {}
 
-    void set_cache_ttl(std::chrono::seconds ttl) noexcept { cache_ttl_ = ttl; }
+    // SIGHUP: read by other threads at the same time, hence atomic.
+    void set_cache_ttl(std::chrono::seconds ttl) noexcept { cache_ttl_.store(ttl, std::memory_order_relaxed); }
+
+    // Whether the user may log in with APOP only (USER answers at once, before
+    // a password is sent). An indexed read; throws store::store_error.
+    bool requires_apop(std::string_view user);
 
     result check_password(std::string_view user, std::string_view password);
     result check_apop(std::string_view user, std::string_view timestamp, std::string_view digest_hex);
@@ -48,7 +55,7 @@ private:
         std::chrono::steady_clock::time_point until;
     };
     store::store& db_;
-    std::chrono::seconds cache_ttl_{0};
+    std::atomic<std::chrono::seconds> cache_ttl_{std::chrono::seconds{0}};
     std::mutex mutex_;
     std::unordered_map<std::string, cache_entry> cache_;
 };

@@ -5,19 +5,25 @@
 #include <cstdint>
 #include <filesystem>
 #include <optional>
+#include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace popgate::config {
 
-enum class protocol { pop3, smtp };
+// The protocols a [[listener]] may name. Defined beside the protocol
+// registry (daemon/protocols.cpp), so that adding a protocol is one line
+// there and the configuration accepts it at once.
+std::span<std::string_view const> listener_protocols() noexcept;
+
 enum class tls_mode { none, starttls, implicit };
 enum class plaintext_policy { never, tls_only, always };
 enum class upstream_tls { none, opportunistic, required };
 
 struct listener {
     std::string name;
-    protocol proto = protocol::pop3;
+    std::string protocol = "pop3";  // a name from listener_protocols()
     std::string address = "127.0.0.1";
     std::uint16_t port = 0;  // 0: an ephemeral port (tests); the daemon reports what it bound
     tls_mode tls = tls_mode::none;
@@ -119,7 +125,6 @@ load_result load(std::filesystem::path const& file);
 // The shipped default (config/popgate.toml), compiled in.
 std::string_view embedded_default() noexcept;
 
-std::string to_string(protocol p);
 std::string to_string(tls_mode m);
 
 }  // namespace popgate::config

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -50,6 +51,18 @@ private:
     };
     mutable std::mutex mutex_;
     std::unordered_map<key, entry, key_hash> map_;
+};
+
+// One POP3 session per maildrop (RFC 1939 §8: the exclusive-access lock),
+// across every listener of the daemon. Thread-safe.
+class maildrop_locks {
+public:
+    bool lock(std::string const& user);  // false: held by another session
+    void unlock(std::string const& user);
+
+private:
+    std::mutex mutex_;
+    std::set<std::string> held_;
 };
 
 class maildir {

@@ -1,7 +1,6 @@
 #pragma once
-// The relay decision as one pure function (DESIGN: "the relay decision is one
-// function that all of them call"): the SMTP listener today, a Postfix policy
-// endpoint later. Inputs are facts already looked up; no I/O here.
+// The rule of the relay decision as one pure function over facts already
+// looked up (relay/policy.hpp gathers them and is what callers use). No I/O.
 #include <string_view>
 
 namespace popgate::proto {
@@ -12,6 +11,7 @@ enum class relay_verdict {
     relay_grant,      // unexpired POP-before-SMTP grant for the client address
     relay_network,    // client inside an allowed network
     deny,             // 554 5.7.1 <rcpt>: Relay access denied
+    tempfail,         // the facts could not be read: 451 4.3.0, never a relay
 };
 
 struct relay_facts {
@@ -40,6 +40,7 @@ constexpr std::string_view to_string(relay_verdict v) noexcept
     case relay_verdict::relay_grant: return "grant";
     case relay_verdict::relay_network: return "network";
     case relay_verdict::deny: return "denied";
+    case relay_verdict::tempfail: return "error";
     }
     return "?";
 }

@@ -33,6 +33,25 @@ struct pop3_command {
 // Errors: line_too_long, empty_line, nul_byte, bare_cr_or_lf, unknown_command.
 result<pop3_command> parse_pop3(std::string_view line) noexcept;
 
+// RFC 1939 §3: UPDATE is entered only by QUIT and is not a state the command
+// loop waits in, so it has no value here. Bits, so a spec lists its phases.
+enum class pop3_phase : unsigned { authorization = 1, transaction = 2 };
+constexpr unsigned phase_bits(pop3_phase p) noexcept { return static_cast<unsigned>(p); }
+
+// The POP3 command table: the rules of each command as data, enforced in one
+// place by the session (session/pop3/pop3_state.cpp).
+struct pop3_command_spec {
+    std::string_view keyword;  // as sent on the wire
+    pop3_verb verb;
+    unsigned phases;           // pop3_phase bits that accept it
+    bool junk;                 // makes no progress: counts against limits.max_junk_commands
+    bool progress;             // resets that count
+    bool secret_args;          // never logged
+
+    constexpr bool allowed_in(pop3_phase p) const noexcept { return (phases & phase_bits(p)) != 0; }
+};
+pop3_command_spec const& spec_for(pop3_verb v) noexcept;
+
 // PASS, APOP and AUTH carry secrets or secret-equivalent data: never log their args.
 bool pop3_secret_args(pop3_verb v) noexcept;
 
@@ -55,10 +74,6 @@ std::string pop3_err(std::string_view text);
 // outside [A-Za-z0-9._-] become '-': some clients (mpop) refuse '+', '/', '='.
 std::string make_apop_timestamp(std::uint64_t pid, std::uint64_t unix_time, std::uint64_t random,
                                 std::string_view host);
-
-// True when ts is "<local@domain>" with exactly one '@', non-empty parts and
-// only [A-Za-z0-9._-] otherwise.
-bool apop_timestamp_ok(std::string_view ts) noexcept;
 
 // Turns stored message bytes into the RETR/TOP multi-line response body
 // (RFC 1939 §3): every line end (LF or CRLF) goes out as CRLF, a line that
@@ -103,7 +118,5 @@ private:
     std::uint64_t size_ = 0;
     bool prev_cr_ = false;
 };
-
-std::uint64_t crlf_size(std::string_view data) noexcept;
 
 }  // namespace popgate::proto

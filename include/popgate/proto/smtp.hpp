@@ -3,7 +3,7 @@
 // DATA reader (dot-unstuffing and the anti-smuggling terminator rule),
 // reply formatting, the upstream reply parser and the command table.
 // RFC 5321 (SMTP), 1870 (SIZE), 6152 (8BITMIME), 2920 (PIPELINING),
-// 3207 (STARTTLS), 4954 (AUTH), 3461 (xtext), 2034/3463 (enhanced codes).
+// 3207 (STARTTLS), 4954 (AUTH), 2034/3463 (enhanced codes).
 #include "popgate/proto/errc.hpp"
 
 #include <array>
@@ -69,8 +69,6 @@ struct mail_args {
     smtp_path path;
     std::vector<mail_param> params;
 
-    // First parameter with this (upper-case) keyword, or nullptr.
-    mail_param const* find(std::string_view keyword) const noexcept;
 };
 
 // `args` is smtp_command::args of MAIL. Angle brackets are required; "<>" is
@@ -91,11 +89,6 @@ result<std::uint64_t> parse_size_param(std::string_view value) noexcept;
 enum class body_type { seven_bit, eight_bit_mime };
 // Case-insensitive "7BIT" / "8BITMIME"; anything else: bad_parameter.
 result<body_type> parse_body_param(std::string_view value) noexcept;
-
-// RFC 3461 §4 xtext, used by the AUTH= and ENVID/ORCPT parameters.
-// Decode errors: bad_parameter (bad hexchar, character outside xchar).
-result<std::string> xtext_decode(std::string_view in);
-std::string xtext_encode(std::string_view in);
 
 // ---------------------------------------------------------------- DATA
 
@@ -232,6 +225,7 @@ struct smtp_command_spec {
     bool pre_tls;             // accepted before STARTTLS when TLS is required
     bool ends_group;          // must be last of a pipelined group (RFC 2920 §3.1)
     bool secret_args;         // never logged (AUTH initial response)
+    bool junk;                // makes no progress: counts against limits.max_junk_commands
 
     constexpr bool allowed_in(smtp_phase p) const noexcept
     {
@@ -246,20 +240,20 @@ using enum smtp_phase;
 // DATA needs a recipient (§3.3). HELO ends a group too: pipelining is an
 // EHLO extension and a greeting resets the state behind later commands.
 inline constexpr std::array<smtp_command_spec, 13> smtp_commands{{
-    //  verb                  allowed phases       pre_tls ends_group secret_args
-    {smtp_verb::helo,      smtp_any_phase,      true,   true,      false},
-    {smtp_verb::ehlo,      smtp_any_phase,      true,   true,      false},
-    {smtp_verb::mail,      phase_bits(greeted), false,  false,     false},
-    {smtp_verb::rcpt,      in_mail | in_rcpt,   false,  false,     false},
-    {smtp_verb::data,      phase_bits(in_rcpt), false,  true,      false},
-    {smtp_verb::rset,      smtp_any_phase,      true,   false,     false},
-    {smtp_verb::noop,      smtp_any_phase,      true,   true,      false},
-    {smtp_verb::quit,      smtp_any_phase,      true,   true,      false},
-    {smtp_verb::vrfy,      smtp_any_phase,      false,  true,      false},
-    {smtp_verb::help,      smtp_any_phase,      false,  true,      false},
-    {smtp_verb::starttls,  phase_bits(greeted), true,   true,      false},
-    {smtp_verb::auth,      phase_bits(greeted), false,  true,      true},
-    {smtp_verb::expn,      smtp_any_phase,      false,  true,      false},
+    //  verb                  allowed phases       pre_tls ends_group secret_args junk
+    {smtp_verb::helo,      smtp_any_phase,      true,   true,      false,      false},
+    {smtp_verb::ehlo,      smtp_any_phase,      true,   true,      false,      false},
+    {smtp_verb::mail,      phase_bits(greeted), false,  false,     false,      false},
+    {smtp_verb::rcpt,      in_mail | in_rcpt,   false,  false,     false,      false},
+    {smtp_verb::data,      phase_bits(in_rcpt), false,  true,      false,      false},
+    {smtp_verb::rset,      smtp_any_phase,      true,   false,     false,      true},
+    {smtp_verb::noop,      smtp_any_phase,      true,   true,      false,      true},
+    {smtp_verb::quit,      smtp_any_phase,      true,   true,      false,      false},
+    {smtp_verb::vrfy,      smtp_any_phase,      false,  true,      false,      true},
+    {smtp_verb::help,      smtp_any_phase,      false,  true,      false,      true},
+    {smtp_verb::starttls,  phase_bits(greeted), true,   true,      false,      false},
+    {smtp_verb::auth,      phase_bits(greeted), false,  true,      true,       false},
+    {smtp_verb::expn,      smtp_any_phase,      false,  true,      false,      false},
 }};
 
 constexpr bool table_in_verb_order() noexcept

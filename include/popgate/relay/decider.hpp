@@ -1,5 +1,5 @@
 #pragma once
-// Gathers the facts for proto::decide_relay from the store: the client's grant
+// Gathers the grant and network facts for proto::decide_relay from the store: the client's grant
 // (indexed read, every time, so a row written or deleted with sqlite3 counts at
 // the next RCPT) and the allowed networks (held in memory, reloaded whenever the
 // network_generation counter that triggers bump has moved).
@@ -7,6 +7,7 @@
 #include "popgate/proto/policy.hpp"
 #include "popgate/store/store.hpp"
 
+#include <atomic>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -25,12 +26,16 @@ class decider {
 public:
     decider(store::store& db, unsigned ipv6_prefix) : db_(db), ipv6_prefix_(ipv6_prefix) {}
 
-    void set_ipv6_prefix(unsigned p) noexcept { ipv6_prefix_ = p; }
+    // SIGHUP: read by I/O threads at the same time, hence atomic.
+    void set_ipv6_prefix(unsigned p) noexcept { ipv6_prefix_.store(p, std::memory_order_relaxed); }
 
-    // For a recipient that is not in a local domain. Blocking but short
-    // (indexed reads); throws store_error if the database is unusable, which the
-    // caller answers with a 451 (never a relay).
-    decision decide(net::ip_address const& client, bool authenticated, bool auth_required);
+    // The verdict of proto::decide_relay over the facts of this client and
+    // recipient domain; for a local domain no lookup is made (relay::policy
+    // finds the mailbox). Blocking but short (indexed reads); throws
+    // store_error if the database is unusable, which the caller answers with
+    // a 451 (never a relay).
+    decision decide(net::ip_address const& client, bool authenticated, bool auth_required,
+                    bool local_domain = false);
 
     // The grant keys of a client: its grant_key and, for IPv6, its full address.
     std::vector<std::string> grant_keys(net::ip_address const& client) const;
@@ -54,7 +59,7 @@ private:
     };
 
     store::store& db_;
-    unsigned ipv6_prefix_;
+    std::atomic<unsigned> ipv6_prefix_;
     std::mutex mutex_;
     std::int64_t generation_ = -1;
     std::vector<bucket> buckets_;

@@ -65,13 +65,13 @@ BOOST_AUTO_TEST_CASE(embedded_default_parses_with_five_listeners)
     auto const& s = *r.value;
     BOOST_TEST_REQUIRE(s.listeners.size() == 5u);
     BOOST_TEST(s.listeners[0].name == "pop3");
-    BOOST_TEST((s.listeners[0].proto == protocol::pop3));
+    BOOST_TEST((s.listeners[0].protocol == "pop3"));
     BOOST_TEST((s.listeners[0].tls == tls_mode::starttls));
     BOOST_TEST(s.listeners[0].port == 1110);
     BOOST_TEST(s.listeners[1].name == "pop3s");
     BOOST_TEST((s.listeners[1].tls == tls_mode::implicit));
     BOOST_TEST(s.listeners[2].name == "smtp");
-    BOOST_TEST((s.listeners[2].proto == protocol::smtp));
+    BOOST_TEST((s.listeners[2].protocol == "smtp"));
     BOOST_TEST(!s.listeners[2].auth_required);
     BOOST_TEST(s.listeners[3].name == "submission");
     BOOST_TEST(s.listeners[3].auth_required);
@@ -354,7 +354,7 @@ level = "debug"
     BOOST_TEST_REQUIRE(s.listeners.size() == 1u);
     auto const& l = s.listeners[0];
     BOOST_TEST(l.name == "in");
-    BOOST_TEST((l.proto == protocol::smtp));
+    BOOST_TEST((l.protocol == "smtp"));
     BOOST_TEST(l.address == "::1");
     BOOST_TEST(l.port == 2500);
     BOOST_TEST((l.tls == tls_mode::implicit));

@@ -15,6 +15,14 @@ namespace bdata = boost::unit_test::data;
 
 namespace {
 
+// The CRLF size of a whole message, through the streaming counter.
+std::uint64_t wire_size(std::string_view data)
+{
+    crlf_counter c;
+    c.feed(data);
+    return c.size();
+}
+
 // Printable form of test bytes: CR, LF, NUL and others shown escaped.
 std::string escaped(std::string_view s)
 {
@@ -264,6 +272,23 @@ BOOST_AUTO_TEST_SUITE_END()
 
 BOOST_AUTO_TEST_SUITE(pop3_apop_timestamp, *boost::unit_test::label("unit"))
 
+// RFC 1939 §7 as clients check it: "<local@domain>", one '@', non-empty
+// parts, only [A-Za-z0-9._-] otherwise (mpop refuses '+', '/', '=').
+bool apop_timestamp_ok(std::string_view ts)
+{
+    auto const ok = [](char c) {
+        return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+               c == '-';
+    };
+    if (ts.size() < 5 || ts.front() != '<' || ts.back() != '>') return false;
+    auto const inner = ts.substr(1, ts.size() - 2);
+    auto const at = inner.find('@');
+    if (at == inner.npos || at == 0 || at + 1 == inner.size() || inner.find('@', at + 1) != inner.npos) return false;
+    for (std::size_t i = 0; i < inner.size(); ++i)
+        if (i != at && !ok(inner[i])) return false;
+    return true;
+}
+
 BOOST_AUTO_TEST_CASE(timestamp_format)
 {
     auto const ts = make_apop_timestamp(1896, 1700000000, 0xdeadbeefu, "mail.example.org");
@@ -279,36 +304,6 @@ BOOST_AUTO_TEST_CASE(timestamp_sanitises_host)
     BOOST_TEST(apop_timestamp_ok(make_apop_timestamp(1, 2, 3, "")));
     BOOST_TEST(apop_timestamp_ok(make_apop_timestamp(1, 2, 3, std::string(1000, 'h'))));
     BOOST_TEST(make_apop_timestamp(1, 2, 3, std::string(1000, 'h')).size() < 300u);
-}
-
-struct ts_case {
-    std::string_view ts;
-    bool ok;
-};
-std::ostream& operator<<(std::ostream& os, ts_case const& c) { return os << escaped(c.ts); }
-
-static ts_case const timestamps[]{
-    {"<1896.697170952@dbc.mtview.ca.us>", true},
-    {"<a@b>", true},
-    {"<a_b-c.d@x-y_z.0>", true},
-    {"<1896.697170952@dbc.mtview.ca.us", false},
-    {"1896.697170952@dbc.mtview.ca.us>", false},
-    {"<1896.697170952dbc.mtview.ca.us>", false},
-    {"<a@b@c>", false},
-    {"<@b>", false},
-    {"<a@>", false},
-    {"<a+b@c>", false},
-    {"<a/b@c>", false},
-    {"<a=b@c>", false},
-    {"<a b@c>", false},
-    {"<a<b@c>", false},
-    {"<>", false},
-    {"", false},
-};
-
-BOOST_DATA_TEST_CASE(timestamp_checker, bdata::make(timestamps), c)
-{
-    BOOST_TEST(apop_timestamp_ok(c.ts) == c.ok);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
@@ -489,7 +484,7 @@ static size_case const sizes[]{
 
 BOOST_DATA_TEST_CASE(crlf_size_counts_wire_octets, bdata::make(sizes), c)
 {
-    BOOST_TEST(crlf_size(c.data) == c.size);
+    BOOST_TEST(wire_size(c.data) == c.size);
     for (std::size_t i = 0; i <= c.data.size(); ++i) {
         crlf_counter k;
         k.feed(c.data.substr(0, i));
@@ -512,7 +507,7 @@ BOOST_DATA_TEST_CASE(size_matches_retr_output, bdata::make(pop3_stuffing::messag
     // A message without a final line end gets a CRLF that is not part of its size.
     bool const ends_with_line_end = c.msg.empty() || c.msg.back() == '\n';
     if (!ends_with_line_end) wire -= 2;
-    BOOST_TEST(crlf_size(c.msg) == wire);
+    BOOST_TEST(wire_size(c.msg) == wire);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

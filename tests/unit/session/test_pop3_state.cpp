@@ -1,7 +1,7 @@
 // Pure POP3 session logic: the state table, CAPA per connection, and the
 // maildrop view (numbers, sizes, UIDs, deletion marks) behind STAT/LIST/UIDL/
 // DELE/RSET/RETR.
-#include "popgate/session/pop3_session.hpp"
+#include "popgate/session/pop3/pop3_state.hpp"
 
 #include <boost/test/unit_test.hpp>
 

@@ -1,4 +1,4 @@
-#include "popgate/session/tls.hpp"
+#include "popgate/io/tls.hpp"
 
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -12,7 +12,7 @@
 #include <filesystem>
 #include <stdexcept>
 
-namespace popgate::session {
+namespace popgate::io {
 namespace {
 
 std::string openssl_error()
@@ -110,4 +110,4 @@ std::shared_ptr<boost::asio::ssl::context> make_client_tls()
     return ctx;
 }
 
-}  // namespace popgate::session
+}  // namespace popgate::io

@@ -15,7 +15,7 @@
 #include <optional>
 #include <type_traits>
 
-namespace popgate::daemon {
+namespace popgate::io {
 
 namespace asio = boost::asio;
 
@@ -49,4 +49,4 @@ auto run_blocking(asio::thread_pool& pool, F f)
         asio::use_awaitable, std::move(f));
 }
 
-}  // namespace popgate::daemon
+}  // namespace popgate::io

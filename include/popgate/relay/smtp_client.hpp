@@ -6,7 +6,7 @@
 // Every network step is bounded by relay.upstream_timeout.
 #include "popgate/config/config.hpp"
 #include "popgate/proto/smtp.hpp"
-#include "popgate/session/line_io.hpp"
+#include "popgate/io/line_io.hpp"
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -20,7 +20,9 @@
 #include <string>
 #include <vector>
 
-namespace popgate::session {
+namespace popgate::relay {
+
+namespace asio = boost::asio;
 
 // What the upstream said, already mapped to what the gateway tells its client.
 struct upstream_verdict {
@@ -119,7 +121,7 @@ private:
     std::string sid_;
     upstream_pool& pool_;
     std::unique_ptr<upstream_link> link_;
-    session_clock clock_;
+    io::session_clock clock_;
 };
 
-}  // namespace popgate::session
+}  // namespace popgate::relay

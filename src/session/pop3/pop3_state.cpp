@@ -1,5 +1,6 @@
-// Pure POP3 session logic: command/state table, CAPA, the maildrop view.
-#include "popgate/session/pop3_session.hpp"
+// Pure POP3 session logic: CAPA and the maildrop view. The command steps are
+// in pop3_steps.cpp.
+#include "popgate/session/pop3/pop3_state.hpp"
 
 namespace popgate::session {
 
@@ -7,24 +8,7 @@ using proto::pop3_verb;
 
 bool pop3_allowed(pop3_verb v, pop3_phase phase) noexcept
 {
-    switch (v) {
-    case pop3_verb::capa:
-    case pop3_verb::quit: return true;
-    case pop3_verb::user:
-    case pop3_verb::pass:
-    case pop3_verb::apop:
-    case pop3_verb::auth:
-    case pop3_verb::stls: return phase == pop3_phase::authorization;
-    case pop3_verb::stat:
-    case pop3_verb::list:
-    case pop3_verb::uidl:
-    case pop3_verb::top:
-    case pop3_verb::retr:
-    case pop3_verb::dele:
-    case pop3_verb::rset:
-    case pop3_verb::noop: return phase == pop3_phase::transaction;
-    }
-    return false;
+    return proto::spec_for(v).allowed_in(phase);
 }
 
 std::vector<proto::sasl_mech> pop3_sasl_mechs(pop3_offer const& o)

@@ -1,8 +1,8 @@
-#include "popgate/session/smtp_client.hpp"
+#include "popgate/relay/smtp_client.hpp"
 
 #include "popgate/log/log.hpp"
 #include "popgate/proto/sasl.hpp"
-#include "popgate/session/tls.hpp"
+#include "popgate/io/tls.hpp"
 
 #include <spdlog/spdlog.h>
 
@@ -19,7 +19,7 @@
 #include <sstream>
 #include <utility>
 
-namespace popgate::session {
+namespace popgate::relay {
 
 using namespace boost::asio::experimental::awaitable_operators;
 using tcp = asio::ip::tcp;
@@ -186,7 +186,7 @@ asio::awaitable<std::optional<T>> smtp_client::timed(asio::awaitable<T> op)
 {
     clock_.expired = false;
     clock_.arm(s_.upstream_timeout);
-    auto r = co_await (std::move(op) || watchdog(link_->sock, clock_));
+    auto r = co_await (std::move(op) || io::watchdog(link_->sock, clock_));
     if (r.index() != 0 || clock_.expired) co_return std::nullopt;
     co_return std::get<0>(std::move(r));
 }
@@ -333,7 +333,7 @@ asio::awaitable<upstream_verdict> smtp_client::connect(std::string key)
             auto v = co_await command(line, 2, "STARTTLS");
             if (v.what != upstream_verdict::kind::ok) co_return broken(v.log);
             if (!link_->buf.empty()) co_return broken("STARTTLS: bytes pipelined after the 220");
-            link_->tls_ctx = make_client_tls();
+            link_->tls_ctx = io::make_client_tls();
             link_->tls = std::make_unique<asio::ssl::stream<tcp::socket&>>(sock, *link_->tls_ctx);
             SSL_set_tlsext_host_name(link_->tls->native_handle(), s_.upstream_host.c_str());
             auto hs = co_await timed(
@@ -439,4 +439,4 @@ asio::awaitable<upstream_verdict> smtp_client::finish()
     co_return v;
 }
 
-}  // namespace popgate::session
+}  // namespace popgate::relay

@@ -1,4 +1,4 @@
-#include "popgate/daemon/write_queue.hpp"
+#include "popgate/store/write_queue.hpp"
 #include "popgate/store/sqlite_store.hpp"
 
 #include "temp_dir.hpp"
@@ -19,7 +19,7 @@
 #include <vector>
 
 using namespace popgate;
-using daemon::write_queue;
+using store::write_queue;
 namespace asio = boost::asio;
 
 namespace {

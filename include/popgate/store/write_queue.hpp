@@ -30,7 +30,7 @@
 #include <unordered_map>
 #include <vector>
 
-namespace popgate::daemon {
+namespace popgate::store {
 
 class write_queue {
 public:
@@ -38,7 +38,7 @@ public:
     static constexpr std::size_t max_backlog = 20000;
     static constexpr std::chrono::milliseconds touch_interval{1000};
 
-    explicit write_queue(store::store& db);
+    explicit write_queue(store& db);
     ~write_queue();  // stop()
     // Applies what is queued, then ends the writer thread; idempotent. The
     // daemon calls it before the io_context goes: a commit's completion holds
@@ -50,21 +50,21 @@ public:
     // Queues `ops` as one unit; `done` runs on the writer thread with the
     // error of ops[0] ("" = committed). The failures of later ops (an audit
     // row beside a grant) are logged, not reported.
-    void submit(std::vector<store::write_op> ops, std::function<void(std::string const&)> done);
+    void submit(std::vector<write_op> ops, std::function<void(std::string const&)> done);
 
     // Awaitable form of submit(): returns once committed; throws
-    // store::store_error (store_errc::unavailable) when ops[0] was not.
-    auto commit(std::vector<store::write_op> ops)
+    // store_error (store_errc::unavailable) when ops[0] was not.
+    auto commit(std::vector<write_op> ops)
     {
         namespace asio = boost::asio;
         return asio::async_initiate<asio::use_awaitable_t<> const, void(std::exception_ptr)>(
-            [this](auto handler, std::vector<store::write_op> o) {
+            [this](auto handler, std::vector<write_op> o) {
                 auto work = asio::make_work_guard(asio::get_associated_executor(handler));
                 auto h = std::make_shared<decltype(handler)>(std::move(handler));
                 submit(std::move(o), [h, work = std::move(work)](std::string const& err) mutable {
                     std::exception_ptr ep;
                     if (!err.empty())
-                        ep = std::make_exception_ptr(store::store_error(store::store_errc::unavailable, err));
+                        ep = std::make_exception_ptr(store_error(store_errc::unavailable, err));
                     auto ex = asio::get_associated_executor(*h);
                     asio::dispatch(ex, [h, ep]() mutable { std::move (*h)(ep); });
                 });
@@ -73,7 +73,7 @@ public:
     }
 
     // Best effort, nobody waits: false when dropped (backlog full or stopping).
-    bool post(store::write_op op);
+    bool post(write_op op);
 
     // Writes committed so far and transactions that carried them (for tests).
     std::size_t committed_ops() const;
@@ -81,18 +81,18 @@ public:
 
 private:
     struct unit {
-        std::vector<store::write_op> ops;
+        std::vector<write_op> ops;
         std::function<void(std::string const&)> done;  // empty for post()
     };
     void run();
     void apply(std::vector<unit>& batch);
 
-    store::store& db_;
+    store& db_;
     mutable std::mutex mutex_;
     std::condition_variable wake_;
     std::vector<unit> queue_;
     struct touch_sum {
-        store::unix_time at = 0;
+        unix_time at = 0;
         std::int64_t count = 0;
     };
     std::unordered_map<std::string, touch_sum> touches_;  // at most max_backlog addresses
@@ -104,4 +104,4 @@ private:
     std::thread thread_;  // last: started once the rest exists
 };
 
-}  // namespace popgate::daemon
+}  // namespace popgate::store

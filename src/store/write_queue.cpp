@@ -1,4 +1,4 @@
-#include "popgate/daemon/write_queue.hpp"
+#include "popgate/store/write_queue.hpp"
 
 #include "popgate/log/log.hpp"
 
@@ -8,17 +8,17 @@
 #include <exception>
 #include <variant>
 
-namespace popgate::daemon {
+namespace popgate::store {
 
 namespace {
-char const* kind_name(store::write_op const& op)
+char const* kind_name(write_op const& op)
 {
     static constexpr char const* names[] = {"grant", "touch", "audit"};
     return names[op.index()];
 }
 }  // namespace
 
-write_queue::write_queue(store::store& db) : db_(db), thread_([this] { run(); }) {}
+write_queue::write_queue(store& db) : db_(db), thread_([this] { run(); }) {}
 
 write_queue::~write_queue() { stop(); }
 
@@ -34,7 +34,7 @@ void write_queue::stop()
     if (dropped_) spdlog::warn("write queue dropped={} best-effort writes (backlog full)", dropped_);
 }
 
-void write_queue::submit(std::vector<store::write_op> ops, std::function<void(std::string const&)> done)
+void write_queue::submit(std::vector<write_op> ops, std::function<void(std::string const&)> done)
 {
     {
         std::lock_guard lock(mutex_);
@@ -47,12 +47,12 @@ void write_queue::submit(std::vector<store::write_op> ops, std::function<void(st
     done("the daemon is shutting down");
 }
 
-bool write_queue::post(store::write_op op)
+bool write_queue::post(write_op op)
 {
     std::size_t dropped = 0;
     {
         std::lock_guard lock(mutex_);
-        if (auto const* t = std::get_if<store::grant_touch>(&op); t && !stopping_) {
+        if (auto const* t = std::get_if<grant_touch>(&op); t && !stopping_) {
             auto it = touches_.find(t->address);
             if (it == touches_.end() && touches_.size() < max_backlog)
                 it = touches_.emplace(t->address, touch_sum{}).first;
@@ -63,7 +63,7 @@ bool write_queue::post(store::write_op op)
             }
         } else if (!stopping_ && backlog_ < max_backlog) {
             ++backlog_;
-            std::vector<store::write_op> ops;
+            std::vector<write_op> ops;
             ops.push_back(std::move(op));
             queue_.push_back({std::move(ops), {}});
             wake_.notify_one();
@@ -114,7 +114,7 @@ void write_queue::run()
                 if (!u.done) --backlog_;
             if (flush_touches) {
                 unit u;
-                for (auto& [address, t] : touches_) u.ops.push_back(store::grant_touch{address, t.at, t.count});
+                for (auto& [address, t] : touches_) u.ops.push_back(grant_touch{address, t.at, t.count});
                 touches_.clear();
                 batch.push_back(std::move(u));
                 touches_due = now + touch_interval;
@@ -127,7 +127,7 @@ void write_queue::run()
 
 void write_queue::apply(std::vector<unit>& batch)
 {
-    std::vector<store::write_op> ops;
+    std::vector<write_op> ops;
     for (auto& u : batch)
         for (auto& op : u.ops) ops.push_back(std::move(op));
     std::vector<std::string> errors;
@@ -157,4 +157,4 @@ void write_queue::apply(std::vector<unit>& batch)
     if (whole.empty()) ++transactions_;
 }
 
-}  // namespace popgate::daemon
+}  // namespace popgate::store

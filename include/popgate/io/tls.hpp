@@ -9,7 +9,7 @@
 #include <memory>
 #include <string>
 
-namespace popgate::session {
+namespace popgate::io {
 
 // Throws std::runtime_error with an administrator-readable message when the
 // files are missing, unreadable, or the key does not match the certificate.
@@ -22,4 +22,4 @@ bool ensure_self_signed(config::tls_settings const& t, std::string const& hostna
 // A client context for talking to the upstream MTA (TLS 1.2+).
 std::shared_ptr<boost::asio::ssl::context> make_client_tls();
 
-}  // namespace popgate::session
+}  // namespace popgate::io

@@ -1,0 +1,96 @@
+#pragma once
+// Line-oriented I/O shared by the POP3 and SMTP sessions: bounded lines,
+// a per-session deadline enforced by a watchdog, and writes that cannot block
+// forever (a client that never reads is cut off at the same deadline).
+#include "popgate/io/stream.hpp"
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <chrono>
+#include <functional>
+#include <string>
+#include <string_view>
+
+namespace popgate::io {
+
+namespace asio = boost::asio;
+using clock = std::chrono::steady_clock;
+
+// Deadline shared by a session and its watchdog (both on the session's strand).
+struct session_clock {
+    clock::time_point deadline = clock::time_point::max();
+    bool expired = false;
+    bool finished = false;
+    // The watchdog's timer while it sleeps (set by the watchdog itself).
+    asio::steady_timer* alarm = nullptr;
+    void arm(clock::duration d) { set(clock::now() + d); }
+    // The watchdog sleeps until the deadline it last saw: a deadline moved
+    // EARLIER (the TLS handshake bound, the DATA bound below the idle
+    // timeout) wakes it, or the shorter limit would only be enforced once
+    // the longer one ran out.
+    void set(clock::time_point t)
+    {
+        bool const earlier = t < deadline;
+        deadline = t;
+        if (earlier && alarm) alarm->cancel();
+    }
+};
+
+// Registers `t` as the clock's alarm for the watchdog's lifetime.
+struct alarm_guard {
+    session_clock& c;
+    alarm_guard(session_clock& sc, asio::steady_timer& t) : c(sc) { c.alarm = &t; }
+    ~alarm_guard() { c.alarm = nullptr; }
+    alarm_guard(alarm_guard const&) = delete;
+    alarm_guard& operator=(alarm_guard const&) = delete;
+};
+
+// After the watchdog's timer wait failed: true when it was only woken by
+// session_clock::set (go round again), false when the watchdog itself was
+// cancelled (the session is over).
+asio::awaitable<bool> woken_early(session_clock const& c);
+
+// Closes `sock` when the deadline passes; ends when the session has finished.
+// `last_words`, when given, is asked for a line to send (best effort, without
+// blocking) just before the close; empty: nothing.
+asio::awaitable<void> watchdog(asio::ip::tcp::socket& sock, session_clock& c,
+                               std::function<std::string()> last_words = {});
+
+enum class read_status { ok, eof, timed_out, too_long, error };
+
+// Reads CRLF-terminated lines. A line longer than `max` (CRLF included) is
+// reported once as too_long and then skipped up to its end, so the session stays
+// in step with the client. The CRLF is stripped; a bare LF also ends a line and
+// is left in place as "\n" at the end of `line` so the caller can refuse it.
+class line_reader {
+public:
+    explicit line_reader(std::size_t max) : max_(max) {}
+
+    asio::awaitable<read_status> read(stream& s, std::string& line, session_clock& c, clock::duration idle);
+
+    // Bytes received but not yet consumed (pipelined commands).
+    std::string& pending() noexcept { return buf_; }
+    bool has_pending() const noexcept { return !buf_.empty(); }
+    // Whether a whole line is already buffered (RFC 2920: the client is not
+    // waiting for our replies yet).
+    bool line_pending() const noexcept { return buf_.find('\n') != std::string::npos; }
+    void set_max(std::size_t m) noexcept { max_ = m; }
+    std::size_t max() const noexcept { return max_; }
+    void clear() noexcept
+    {
+        buf_.clear();
+        discarding_ = false;
+    }
+
+private:
+    std::size_t max_;
+    std::string buf_;
+    bool discarding_ = false;
+};
+
+// Writes all of `data`; false if the peer is gone or the deadline passed.
+asio::awaitable<bool> write_all(stream& s, std::string_view data, session_clock& c, clock::duration idle);
+
+}  // namespace popgate::io

@@ -1,0 +1,67 @@
+#pragma once
+// The one relay decision. Every path that asks "may this client send to this
+// recipient?" calls relay::policy::decide: the SMTP listener at each RCPT
+// today, a policy listener or any other integration tomorrow. It gathers the
+// facts (local domain and mailbox, SMTP AUTH, an unexpired grant, an allowed
+// network), applies proto::decide_relay, and records its own effects: a grant
+// hit (touch) when a grant decided it, a deny row in the audit log when it
+// refused. It never throws for a store failure: that is the tempfail verdict.
+#include "popgate/config/config.hpp"
+#include "popgate/net/ip.hpp"
+#include "popgate/proto/policy.hpp"
+#include "popgate/relay/decider.hpp"
+#include "popgate/store/store.hpp"
+#include "popgate/store/write_queue.hpp"
+
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace popgate::relay {
+
+struct request {
+    net::ip_address client;
+    std::string_view local_part;  // of the recipient, unquoted
+    std::string_view domain;      // "" for <postmaster>
+    std::string_view address;     // the recipient as written in logs and the audit
+    bool authenticated = false;   // SMTP AUTH succeeded in this session
+    bool auth_required = false;   // the listener relays for AUTH only
+};
+
+// A local recipient's mailbox (verdict local).
+struct mailbox {
+    std::string user;
+    std::filesystem::path maildir;
+};
+
+struct verdict {
+    proto::relay_verdict what = proto::relay_verdict::deny;
+    // For the log: "user=alice", "grant_user=alice grant=192.0.2.7",
+    // "network=192.0.2.0/24", "sasl", "no grant or network", "unknown-user",
+    // or the store's error (tempfail).
+    std::string detail;
+    std::optional<mailbox> box;  // local: the mailbox; unset = no such user (550)
+};
+
+class policy {
+public:
+    policy(decider& d, store::store& db, store::write_queue& writes) : decider_(d), db_(db), writes_(writes) {}
+
+    // Blocking but short (indexed reads, a cached network table); run it in
+    // place. `s` is the caller's settings snapshot (local domains, maildirs).
+    verdict decide(request const& r, config::settings const& s);
+
+private:
+    verdict local(request const& r, config::settings const& s);
+
+    decider& decider_;
+    store::store& db_;
+    store::write_queue& writes_;
+};
+
+// Whether `domain` is one of mail.local_domains (case-insensitive); the empty
+// domain of <postmaster> is always local.
+bool is_local_domain(config::settings const& s, std::string_view domain);
+
+}  // namespace popgate::relay

@@ -1,0 +1,45 @@
+#pragma once
+// Admission of new connections: limits.max_sessions in all,
+// limits.max_sessions_per_ip and limits.max_connections_per_minute per
+// client address. Thread-safe; the frame holds one slot per session.
+#include "popgate/config/config.hpp"
+#include "popgate/net/ip.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <string>
+
+namespace popgate::server {
+
+class admission_control {
+public:
+    // false (with the reason for the log) past a limit. Every admitted
+    // connection calls release() once.
+    bool admit(net::ip_address const& peer, config::settings const& s, std::string& why);
+    void release(net::ip_address const& peer);
+    std::size_t active() const noexcept { return active_.load(); }
+
+private:
+    std::mutex mutex_;
+    std::atomic<std::size_t> active_{0};
+    std::map<net::ip_address, std::size_t> per_ip_;
+    std::map<net::ip_address, std::deque<std::chrono::steady_clock::time_point>> recent_;  // connection times
+};
+
+// Holds one admission slot for the life of a session.
+class admission_slot {
+public:
+    admission_slot(admission_control& a, net::ip_address peer) : a_(a), peer_(peer) {}
+    ~admission_slot() { a_.release(peer_); }
+    admission_slot(admission_slot const&) = delete;
+    admission_slot& operator=(admission_slot const&) = delete;
+
+private:
+    admission_control& a_;
+    net::ip_address peer_;
+};
+
+}  // namespace popgate::server

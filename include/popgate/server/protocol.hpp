@@ -1,0 +1,58 @@
+#pragma once
+// What a protocol plugs into the connection frame (server/frame.hpp). The
+// frame accepts, reads the peer address, admits, does implicit TLS, runs the
+// watchdog and writes the connect and end log lines; a protocol provides the
+// conversation. A new protocol is a folder under session/ with one class
+// deriving from `protocol`, plus one line in the registry (daemon/protocols.cpp).
+#include "popgate/config/config.hpp"
+#include "popgate/io/line_io.hpp"
+#include "popgate/io/stream.hpp"
+#include "popgate/net/ip.hpp"
+
+#include <boost/asio/awaitable.hpp>
+
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace popgate::server {
+
+// One admitted connection, as the frame hands it to a session.
+struct connection {
+    std::string sid;                 // session id, first in every log line
+    net::ip_address peer;            // the client (after a PROXY header, when one is trusted)
+    std::string ip;                  // peer as text, for logs
+    config::listener const& listener;
+    // Snapshot at accept: a SIGHUP does not change a live session.
+    std::shared_ptr<config::settings const> settings;
+    io::stream& stream;
+    io::session_clock& clock;        // the watchdog's deadline
+    std::string end_reason = "eof";  // for the end log line
+};
+
+class session {
+public:
+    virtual ~session() = default;
+    // Greeting to the end of the conversation. Expected ends (EOF, timeout,
+    // QUIT, limits) set connection::end_reason and return; broken invariants
+    // throw, and the frame logs them and closes this connection only.
+    virtual boost::asio::awaitable<void> run() = 0;
+    // The watchdog is about to cut a clear-text connection: a line to send
+    // first (best effort), or "".
+    virtual std::string last_words() const { return {}; }
+    // The protocol's own fields of the end log line, after "reason=...".
+    virtual std::string end_fields() const = 0;
+};
+
+class protocol {
+public:
+    virtual ~protocol() = default;
+    // The name a [[listener]] uses ("pop3", "smtp").
+    virtual std::string_view name() const noexcept = 0;
+    // Sent in clear, best effort, to a connection that admission refused.
+    virtual std::string refusal(std::string_view why, config::settings const& s) const = 0;
+    // The session for one admitted connection; `c` outlives it.
+    virtual std::unique_ptr<session> open(connection& c) = 0;
+};
+
+}  // namespace popgate::server

@@ -1,0 +1,50 @@
+#pragma once
+// What POP3 and SMTP share when a client authenticates: the SASL
+// challenge/response exchange (RFC 5034, RFC 4954), the challenge and
+// timestamp generator, and the brute-force accounting of a failure.
+#include "popgate/auth/failure_tracker.hpp"
+#include "popgate/proto/sasl.hpp"
+#include "popgate/session/channel.hpp"
+#include "popgate/store/write_queue.hpp"
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace popgate::session {
+
+// The brute-force defence and its audit trail.
+struct auth_guard {
+    auth::failure_tracker& failures;
+    store::write_queue& writes;
+};
+
+// "<pid.time.random@host>", unique per call, the random part from OpenSSL:
+// the APOP timestamp (RFC 1939 §7) and the CRAM-MD5 challenge (RFC 2195).
+std::string unique_challenge(std::string_view host);
+
+struct sasl_outcome {
+    proto::sasl_step step;                       // the last step (check_*, failed, cancelled)
+    io::read_status status = io::read_status::ok;  // not ok: ended early (too_long, or the peer is gone)
+};
+
+// Runs the exchange from the command's optional initial response to the
+// mechanism's verdict: each challenge is written as `prompt` + base64 + CRLF
+// ("+ " for POP3, "334 " for SMTP), each response read with the line limit
+// raised to `max_line` (RFC 4954 §4 lifts the command limit for them).
+asio::awaitable<sasl_outcome> sasl_exchange(channel& ch, proto::sasl_server& sasl,
+                                            std::optional<std::string_view> initial, std::string_view prompt,
+                                            std::size_t max_line);
+
+// A failed authentication (wrong credentials, not a store failure): an
+// audit row and one more failure for the address and the name. The caller
+// logs the result (and the block, when now_blocked) in its protocol's words,
+// then waits the delay with pause_after_failure.
+auth::failure_tracker::failure_verdict record_auth_failure(auth_guard& g, server::connection const& c,
+                                                           std::string const& user, std::string audit_detail);
+asio::awaitable<void> pause_after_failure(channel& ch, std::chrono::milliseconds delay);
+
+// How long the client's address is still refused, if it is.
+std::optional<std::chrono::seconds> auth_blocked(auth_guard& g, server::connection const& c);
+
+}  // namespace popgate::session

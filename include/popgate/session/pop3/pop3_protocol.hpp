@@ -1,0 +1,39 @@
+#pragma once
+// The POP3 protocol for the connection frame: registered as "pop3". A
+// successful login locks the maildrop, opens it, commits the relay grant and
+// only then answers +OK (DESIGN decision 4). Deletions happen only when QUIT
+// is received in TRANSACTION; a timeout or a dropped connection deletes nothing.
+#include "popgate/auth/authenticator.hpp"
+#include "popgate/mail/maildir.hpp"
+#include "popgate/relay/decider.hpp"
+#include "popgate/server/protocol.hpp"
+#include "popgate/session/auth_flow.hpp"
+#include "popgate/store/write_queue.hpp"
+
+#include <boost/asio/thread_pool.hpp>
+
+namespace popgate::session {
+
+// The few services a POP3 session uses, owned by the layers below.
+struct pop3_services {
+    boost::asio::thread_pool& blocking;  // crypt(3), maildrop scans, deletions
+    auth::authenticator& auth;
+    auth_guard guard;                    // brute-force accounting
+    store::write_queue& writes;          // the grant, committed before +OK
+    mail::maildrop_locks& maildrops;
+    mail::size_cache& sizes;
+    relay::decider& grants;              // the grant key of a client address
+};
+
+class pop3_protocol final : public server::protocol {
+public:
+    explicit pop3_protocol(pop3_services s) : s_(s) {}
+    std::string_view name() const noexcept override { return "pop3"; }
+    std::string refusal(std::string_view why, config::settings const& s) const override;
+    std::unique_ptr<server::session> open(server::connection& c) override;
+
+private:
+    pop3_services s_;
+};
+
+}  // namespace popgate::session

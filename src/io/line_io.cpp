@@ -1,0 +1,95 @@
+#include "popgate/io/line_io.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+namespace popgate::io {
+
+asio::awaitable<void> watchdog(asio::ip::tcp::socket& sock, session_clock& c, std::function<std::string()> last_words)
+{
+    asio::steady_timer timer(co_await asio::this_coro::executor);
+    alarm_guard const registered(c, timer);
+    while (!c.finished) {
+        auto const now = clock::now();
+        if (c.deadline <= now) {
+            c.expired = true;
+            boost::system::error_code ignored;
+            if (last_words) {
+                auto const msg = last_words();
+                if (!msg.empty()) {
+                    sock.non_blocking(true, ignored);
+                    sock.send(asio::buffer(msg), 0, ignored);
+                }
+            }
+            // Closing the TCP socket fails every pending operation of the
+            // session, TLS or not; the session then ends as timed out.
+            sock.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
+            sock.close(ignored);
+            co_return;
+        }
+        // Wake at the deadline; if the session moved it meanwhile, wait again.
+        timer.expires_at(c.deadline);
+        auto [ec] = co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
+        if (ec && !co_await woken_early(c)) co_return;  // cancelled: the session is over
+    }
+}
+
+asio::awaitable<bool> woken_early(session_clock const& c)
+{
+    auto const cs = co_await asio::this_coro::cancellation_state;
+    co_return !c.finished && cs.cancelled() == asio::cancellation_type::none;
+}
+
+asio::awaitable<read_status> line_reader::read(stream& s, std::string& line, session_clock& c, clock::duration idle)
+{
+    std::size_t scanned = 0;
+    for (;;) {
+        auto const lf = buf_.find('\n', scanned);
+        if (lf != std::string::npos) {
+            if (discarding_) {
+                buf_.erase(0, lf + 1);
+                discarding_ = false;
+                scanned = 0;
+                continue;
+            }
+            if (lf + 1 > max_) {
+                buf_.erase(0, lf + 1);
+                co_return read_status::too_long;
+            }
+            bool const crlf = lf > 0 && buf_[lf - 1] == '\r';
+            line.assign(buf_, 0, crlf ? lf - 1 : lf);
+            if (!crlf) line.push_back('\n');  // mark the bare LF for the caller
+            buf_.erase(0, lf + 1);
+            co_return read_status::ok;
+        }
+        scanned = buf_.size();
+        if (discarding_) {
+            buf_.clear();
+            scanned = 0;
+        } else if (buf_.size() >= max_) {
+            // No end in sight: drop what we have and skip to the next LF.
+            buf_.clear();
+            scanned = 0;
+            discarding_ = true;
+            co_return read_status::too_long;
+        }
+        char chunk[4096];
+        c.arm(idle);
+        auto [ec, n] = co_await s.read_some(asio::buffer(chunk));
+        if (ec) {
+            if (c.expired) co_return read_status::timed_out;
+            co_return ec == asio::error::eof ? read_status::eof : read_status::error;
+        }
+        buf_.append(chunk, n);
+    }
+}
+
+asio::awaitable<bool> write_all(stream& s, std::string_view data, session_clock& c, clock::duration idle)
+{
+    c.arm(idle);
+    auto const ec = co_await s.write(asio::buffer(data));
+    co_return !ec;
+}
+
+}  // namespace popgate::io

@@ -1,0 +1,70 @@
+#include "popgate/relay/policy.hpp"
+
+#include "popgate/mail/maildir.hpp"
+
+#include <algorithm>
+#include <cctype>
+
+namespace popgate::relay {
+namespace {
+
+bool iequals(std::string_view a, std::string_view b)
+{
+    return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+               return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
+           });
+}
+
+}  // namespace
+
+bool is_local_domain(config::settings const& s, std::string_view domain)
+{
+    if (domain.empty()) return true;  // <postmaster>
+    return std::any_of(s.local_domains.begin(), s.local_domains.end(),
+                       [&](std::string const& d) { return iequals(d, domain); });
+}
+
+verdict policy::local(request const& r, config::settings const& s)
+{
+    verdict v;
+    v.what = proto::relay_verdict::local;
+    // The mailbox is the user named by the full address, else by the local part.
+    std::optional<store::user_record> u;
+    if (!r.domain.empty()) u = db_.find_user(r.address);
+    if (!u) u = db_.find_user(r.local_part);
+    // RFC 5321 §4.5.1: mail to postmaster is never refused. With no user of
+    // that name it still goes to the Maildir a "postmaster" user would have;
+    // adding that user makes it readable over POP3.
+    if (!u && iequals(r.local_part, "postmaster")) {
+        u.emplace();
+        u->name = "postmaster";
+    }
+    if (u) {
+        try {
+            v.box = mailbox{u->name, mail::user_maildir(s.maildir, u->name)};
+        } catch (std::invalid_argument const&) {
+            // A name that cannot have a Maildir is no mailbox.
+        }
+    }
+    v.detail = v.box ? "user=" + v.box->user : "unknown-user";
+    return v;
+}
+
+verdict policy::decide(request const& r, config::settings const& s)
+{
+    try {
+        auto const d = decider_.decide(r.client, r.authenticated, r.auth_required, is_local_domain(s, r.domain));
+        if (d.verdict == proto::relay_verdict::local) return local(r, s);
+        verdict v{d.verdict, d.detail, std::nullopt};
+        if (d.verdict == proto::relay_verdict::deny)
+            writes_.post(store::audit_record{"deny", r.client.to_string(), "", std::string(r.address)});
+        else if (d.verdict == proto::relay_verdict::relay_grant && !d.grant_address.empty())
+            writes_.post(store::grant_touch{d.grant_address, store::now()});
+        return v;
+    } catch (store::store_error const& e) {
+        // Never relay on a store failure; the client tries again later.
+        return {proto::relay_verdict::tempfail, e.what(), std::nullopt};
+    }
+}
+
+}  // namespace popgate::relay

@@ -1,0 +1,232 @@
+#include "popgate/server/frame.hpp"
+
+#include "popgate/log/log.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/ssl/stream.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <openssl/ssl.h>
+#include <spdlog/spdlog.h>
+
+#include <optional>
+
+namespace popgate::server {
+namespace {
+
+namespace asio = boost::asio;
+namespace ssl = asio::ssl;
+using tcp = asio::ip::tcp;
+
+// A TCP connection, in clear until start_tls() and through OpenSSL after.
+class tcp_stream final : public io::stream {
+public:
+    tcp_stream(tcp::socket& sock, std::shared_ptr<ssl::context> tls_ctx, std::string_view proto)
+        : sock_(sock), tls_ctx_(std::move(tls_ctx)), proto_(proto)
+    {
+    }
+    void attach(connection& c) noexcept { conn_ = &c; }
+
+    asio::awaitable<std::pair<boost::system::error_code, std::size_t>> read_some(asio::mutable_buffer into) override
+    {
+        // (No co_await inside ?: or &&: g++ 12 miscompiles some of those.)
+        if (tls_) {
+            auto [ec, n] = co_await tls_->async_read_some(into, asio::as_tuple(asio::use_awaitable));
+            co_return std::pair{ec, n};
+        }
+        auto [ec, n] = co_await sock_.async_read_some(into, asio::as_tuple(asio::use_awaitable));
+        co_return std::pair{ec, n};
+    }
+
+    asio::awaitable<boost::system::error_code> write(asio::const_buffer data) override
+    {
+        if (tls_) {
+            auto [ec, n] = co_await asio::async_write(*tls_, data, asio::as_tuple(asio::use_awaitable));
+            co_return ec;
+        }
+        auto [ec, n] = co_await asio::async_write(sock_, data, asio::as_tuple(asio::use_awaitable));
+        co_return ec;
+    }
+
+    bool can_start_tls() const noexcept override
+    {
+        return conn_->listener.tls == config::tls_mode::starttls && tls_ctx_ && !tls_;
+    }
+
+    asio::awaitable<bool> start_tls() override
+    {
+        if (!can_start_tls()) co_return false;
+        co_return co_await handshake();
+    }
+
+    bool tls_active() const noexcept override { return tls_.has_value(); }
+
+    // Implicit TLS (before the greeting) and STARTTLS alike.
+    asio::awaitable<bool> handshake()
+    {
+        auto& c = *conn_;
+        if (!tls_ctx_) {
+            spdlog::error("sid={} {} no TLS context for implicit-TLS listener={}", c.sid, proto_, c.listener.name);
+            c.end_reason = "no-tls";
+            co_return false;
+        }
+        c.clock.arm(c.settings->tls_handshake_timeout);
+        tls_.emplace(sock_, *tls_ctx_);
+        auto [ec] = co_await tls_->async_handshake(ssl::stream_base::server, asio::as_tuple(asio::use_awaitable));
+        if (ec) {
+            c.end_reason = c.clock.expired ? "tls-timeout" : "tls-failed";
+            spdlog::info("sid={} {} tls handshake failed ip={} error={}", c.sid, proto_, c.ip,
+                         c.clock.expired ? std::string("timeout") : log::escape(ec.message()));
+            co_return false;
+        }
+        spdlog::info("sid={} {} tls ip={} version={} cipher={}", c.sid, proto_, c.ip,
+                     SSL_get_version(tls_->native_handle()), SSL_get_cipher_name(tls_->native_handle()));
+        co_return true;
+    }
+
+private:
+    tcp::socket& sock_;
+    std::shared_ptr<ssl::context> tls_ctx_;  // kept for the session (a reload swaps the daemon's)
+    std::string_view proto_;
+    connection* conn_ = nullptr;
+    std::optional<ssl::stream<tcp::socket&>> tls_;
+};
+
+asio::awaitable<void> converse(tcp_stream& st, connection& c, session& s)
+{
+    // When the watchdog wins the race it closes the socket and the || cancels
+    // this branch. Without this, the next co_await would throw before its
+    // operation started, skipping the session's own handling of the failed
+    // read. Every operation fails on the closed socket instead and is
+    // handled through its error code.
+    co_await asio::this_coro::throw_if_cancelled(false);
+    if (c.listener.tls == config::tls_mode::implicit) {
+        bool const shaken = co_await st.handshake();
+        if (!shaken) co_return;
+    }
+    co_await s.run();
+}
+
+void send_now(tcp::socket& sock, std::string_view msg) noexcept
+{
+    boost::system::error_code ignored;
+    sock.non_blocking(true, ignored);
+    sock.send(asio::buffer(msg.data(), msg.size()), 0, ignored);
+}
+
+}  // namespace
+
+std::shared_ptr<config::settings const> live_config::settings() const
+{
+    std::lock_guard lock(mutex_);
+    return settings_;
+}
+
+void live_config::set_settings(std::shared_ptr<config::settings const> s)
+{
+    std::lock_guard lock(mutex_);
+    settings_ = std::move(s);
+}
+
+std::shared_ptr<ssl::context> live_config::tls() const
+{
+    std::lock_guard lock(mutex_);
+    return tls_;
+}
+
+void live_config::set_tls(std::shared_ptr<ssl::context> t)
+{
+    std::lock_guard lock(mutex_);
+    tls_ = std::move(t);
+}
+
+asio::awaitable<void> serve_connection(tcp::socket sock, config::listener const& l, protocol& p, frame_env env)
+{
+    using namespace asio::experimental::awaitable_operators;
+    auto const proto = p.name();
+    boost::system::error_code ec;
+    auto const ep = sock.remote_endpoint(ec);
+    if (ec) co_return;  // gone before we looked
+    auto const peer = net::parse_ip(ep.address().to_string());
+    if (!peer) co_return;
+
+    auto settings = env.live.settings();
+    std::string why;
+    if (!env.admission.admit(*peer, *settings, why)) {
+        spdlog::warn("{} refused ip={} listener={} reason={}", proto, peer->to_string(), l.name, why);
+        // Under implicit TLS a clear-text line would be noise to the client.
+        if (l.tls != config::tls_mode::implicit) send_now(sock, p.refusal(why, *settings));
+        sock.close(ec);
+        co_return;
+    }
+    admission_slot const admitted{env.admission, *peer};
+
+    io::session_clock clock;
+    tcp_stream st(sock, env.live.tls(), proto);
+    connection c{log::new_session_id(), *peer, peer->to_string(), l, std::move(settings), st, clock};
+    st.attach(c);
+    std::unique_ptr<session> s;
+    try {
+        s = p.open(c);
+    } catch (std::exception const& e) {
+        spdlog::error("{} session setup failed ip={} error={}", proto, c.ip, log::escape(e.what()));
+        co_return;
+    }
+    spdlog::info("sid={} {} connect ip={} port={} listener={} tls={}", c.sid, proto, c.ip, ep.port(), l.name,
+                 config::to_string(l.tls));
+    auto last_words = [&] { return st.tls_active() ? std::string() : s->last_words(); };
+    try {
+        co_await (converse(st, c, *s) || io::watchdog(sock, clock, last_words));
+    } catch (boost::system::system_error const& e) {
+        if (clock.expired) {
+            c.end_reason = "timeout";
+        } else {
+            c.end_reason = "error";
+            spdlog::warn("sid={} {} i/o error={}", c.sid, proto, log::escape(e.what()));
+        }
+    } catch (std::exception const& e) {
+        c.end_reason = "error";
+        spdlog::error("sid={} {} error={}", c.sid, proto, log::escape(e.what()));
+    }
+    clock.finished = true;
+    // A timeout the session already named more closely ("timeout-in-data") stays.
+    if (clock.expired && c.end_reason.rfind("timeout", 0) != 0) c.end_reason = "timeout";
+    spdlog::info("sid={} {} end reason={} {}", c.sid, proto, c.end_reason, s->end_fields());
+    boost::system::error_code ignored;
+    sock.shutdown(tcp::socket::shutdown_both, ignored);
+    sock.close(ignored);
+}
+
+asio::awaitable<void> accept_loop(tcp::acceptor& acc, config::listener const& l, protocol& p, frame_env env)
+{
+    for (;;) {
+        auto [ec, sock] =
+            co_await acc.async_accept(asio::make_strand(acc.get_executor()), asio::as_tuple(asio::use_awaitable));
+        if (ec) {
+            if (ec == asio::error::operation_aborted || !acc.is_open()) co_return;
+            // EMFILE and friends: log, breathe, go on; the daemon must not die.
+            spdlog::warn("accept listener={} error={}", l.name, ec.message());
+            asio::steady_timer t(acc.get_executor(), std::chrono::milliseconds(100));
+            co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+            continue;
+        }
+        sock.set_option(tcp::no_delay(true), ec);
+        auto ex = sock.get_executor();
+        auto done = [name = l.name](std::exception_ptr ep) {
+            if (!ep) return;
+            try {
+                std::rethrow_exception(ep);
+            } catch (std::exception const& e) {
+                spdlog::error("session listener={} ended by exception: {}", name, e.what());
+            }
+        };
+        asio::co_spawn(ex, serve_connection(std::move(sock), l, p, env), done);
+    }
+}
+
+}  // namespace popgate::server

@@ -1,0 +1,67 @@
+#include "popgate/session/auth_flow.hpp"
+
+#include "popgate/proto/pop3.hpp"
+
+#include <openssl/rand.h>
+#include <unistd.h>
+
+#include <ctime>
+#include <stdexcept>
+
+namespace popgate::session {
+
+std::string unique_challenge(std::string_view host)
+{
+    std::uint64_t r = 0;
+    if (RAND_bytes(reinterpret_cast<unsigned char*>(&r), sizeof r) != 1) throw std::runtime_error("RAND_bytes failed");
+    return proto::make_apop_timestamp(static_cast<std::uint64_t>(::getpid()),
+                                      static_cast<std::uint64_t>(std::time(nullptr)), r, host);
+}
+
+asio::awaitable<sasl_outcome> sasl_exchange(channel& ch, proto::sasl_server& sasl,
+                                            std::optional<std::string_view> initial, std::string_view prompt,
+                                            std::size_t max_line)
+{
+    sasl_outcome out;
+    out.step = sasl.start(initial);
+    auto& reader = ch.reader();
+    auto const normal_max = reader.max();
+    reader.set_max(std::max(normal_max, max_line));
+    std::string line;
+    while (out.step.what == proto::sasl_step::kind::challenge) {
+        ch.queue(std::string(prompt) + proto::base64_encode(out.step.challenge) + "\r\n");
+        if (!co_await ch.flush()) {
+            out.status = io::read_status::error;
+            break;
+        }
+        out.status = co_await ch.read_line(line);
+        if (out.status != io::read_status::ok) break;
+        if (!line.empty() && line.back() == '\n') line.pop_back();
+        out.step = sasl.next(line);
+    }
+    reader.set_max(normal_max);
+    co_return out;
+}
+
+auth::failure_tracker::failure_verdict record_auth_failure(auth_guard& g, server::connection const& c,
+                                                           std::string const& user, std::string audit_detail)
+{
+    g.writes.post(store::audit_record{"auth-fail", c.ip, user, std::move(audit_detail)});
+    // The delay grows with this address's and this name's recent failures;
+    // past the threshold the address is blocked (never the name).
+    return g.failures.record_failure(c.peer, user, std::chrono::steady_clock::now());
+}
+
+asio::awaitable<void> pause_after_failure(channel& ch, std::chrono::milliseconds delay)
+{
+    if (delay.count() <= 0) co_return;
+    ch.conn().clock.arm(ch.idle() + delay);
+    co_await pause(delay);
+}
+
+std::optional<std::chrono::seconds> auth_blocked(auth_guard& g, server::connection const& c)
+{
+    return g.failures.blocked(c.peer, std::chrono::steady_clock::now());
+}
+
+}  // namespace popgate::session

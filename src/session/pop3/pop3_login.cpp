@@ -1,0 +1,263 @@
+// The POP3 login effects: USER's lookup, the PASS / APOP / AUTH checks, the
+// brute-force accounting, and a successful login (maildrop locked and
+// scanned, grant committed, then +OK).
+#include "pop3_session.hpp"
+
+#include "popgate/auth/plaintext.hpp"
+#include "popgate/io/blocking.hpp"
+#include "popgate/log/log.hpp"
+
+#include <ctime>
+
+namespace popgate::session {
+namespace {
+
+// RFC 5034 §4 does not bound SASL responses by the 255-octet command limit;
+// sasl_server refuses decoded responses above 4096 octets anyway.
+constexpr std::size_t sasl_line_max = 8192;
+
+std::string iso_utc(store::unix_time t)
+{
+    std::time_t const tt = static_cast<std::time_t>(t);
+    std::tm tm{};
+    ::gmtime_r(&tt, &tm);
+    char buf[32];
+    std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return buf;
+}
+
+}  // namespace
+
+asio::awaitable<bool> pop3_session::do_user(std::string name)
+{
+    bool apop_only = false;
+    try {
+        // An indexed read, as the SMTP relay decision makes: no hop to the
+        // blocking pool (only writes and crypt(3) go there).
+        apop_only = svc_.auth.requires_apop(name);
+    } catch (std::exception const& e) {
+        // PASS will ask again and answer [SYS/TEMP] if the store is still down.
+        spdlog::error("sid={} pop3 user lookup failed error={}", c_.sid, log::escape(e.what()));
+    }
+    auto step = pop3_user_checked(st_, std::move(name), apop_only, rules_);
+    ch_.write_log(step.log);
+    co_return co_await ch_.send(step.reply);
+}
+
+// An address blocked by the brute-force defence is not even asked for a
+// password check. [AUTH] (RFC 3206): the refusal is about this client's
+// authentication attempts; the text says it is temporary.
+asio::awaitable<bool> pop3_session::refuse_if_blocked(bool& refused)
+{
+    refused = false;
+    auto const left = auth_blocked(svc_.guard, c_);
+    if (!left) co_return true;
+    refused = true;
+    st_.pending_user.clear();
+    spdlog::info("sid={} pop3 login ip={} result=blocked retry_after={}s", c_.sid, c_.ip, left->count());
+    co_return co_await ch_.send("-ERR [AUTH] Too many authentication failures from your address, try again in " +
+                            std::to_string(left->count()) + " seconds\r\n");
+}
+
+pop3_session::opened_maildrop pop3_session::open_maildrop(std::string const& user)
+{
+    opened_maildrop o;
+    if (!svc_.maildrops.lock(user)) {
+        o.what = opened_maildrop::status::in_use;
+        return o;
+    }
+    try {
+        o.path = mail::user_maildir(s_.maildir, user);
+    } catch (std::exception const& e) {
+        svc_.maildrops.unlock(user);
+        o.what = opened_maildrop::status::bad_name;
+        o.error = e.what();
+        return o;
+    }
+    try {
+        mail::maildir m(o.path);
+        try {
+            o.messages = m.scan(&svc_.sizes);
+        } catch (std::filesystem::filesystem_error const& e) {
+            if (e.code() != std::errc::no_such_file_or_directory) throw;
+            m.ensure();  // a missing Maildir (or part of one) is created
+            o.messages = m.scan(&svc_.sizes);
+        }
+    } catch (std::exception const& e) {
+        svc_.maildrops.unlock(user);
+        o.what = opened_maildrop::status::unavailable;
+        o.error = e.what();
+        return o;
+    }
+    o.what = opened_maildrop::status::ok;
+    return o;
+}
+
+asio::awaitable<bool> pop3_session::do_pass(std::string const& user, std::string const& password)
+{
+    bool refused = false;
+    if (!co_await refuse_if_blocked(refused)) co_return false;
+    if (refused) co_return true;
+    co_return co_await password_login(user, password, "pass");
+}
+
+asio::awaitable<bool> pop3_session::password_login(std::string const& user, std::string const& password,
+                                                   std::string_view mech)
+{
+    // crypt(3) and, when it succeeds, the maildrop in one hop to the pool.
+    auto job = [this, &user, &password] {
+        std::pair<auth::result, std::optional<opened_maildrop>> out;
+        out.first = svc_.auth.check_password(user, password);
+        if (out.first.what == auth::outcome::ok) out.second = open_maildrop(out.first.user);
+        return out;
+    };
+    auto [r, opened] = co_await io::run_blocking(svc_.blocking, job);
+    co_return co_await finish_auth(r, mech, user, std::move(opened));
+}
+
+asio::awaitable<bool> pop3_session::do_apop(std::string const& user, std::string const& digest)
+{
+    bool refused = false;
+    if (!co_await refuse_if_blocked(refused)) co_return false;
+    if (refused) co_return true;
+    // No shared secret: the same answer as a wrong digest (no enumeration).
+    auto const r = svc_.auth.check_apop(user, timestamp_, digest);
+    co_return co_await finish_auth(r, "apop", user, std::nullopt);
+}
+
+asio::awaitable<bool> pop3_session::do_auth(proto::sasl_mech m, std::optional<std::string_view> initial)
+{
+    bool refused = false;
+    if (!co_await refuse_if_blocked(refused)) co_return false;
+    if (refused) co_return true;
+    spdlog::debug("sid={} pop3 auth mech={} initial_response={}", c_.sid, proto::sasl_mech_name(m),
+                  yes_no(initial.has_value()));
+    std::string const challenge = m == proto::sasl_mech::cram_md5 ? unique_challenge(s_.hostname) : std::string{};
+    proto::sasl_server sasl(m, challenge);
+    auto const x = co_await sasl_exchange(ch_, sasl, initial, "+ ", std::max(s_.pop3_max_line, sasl_line_max));
+    switch (x.status) {
+    case io::read_status::ok: break;
+    case io::read_status::too_long: {
+        auto bad = pop3_bad_command(st_, rules_, "-ERR SASL response too long\r\n");
+        co_return co_await run_step(bad);
+    }
+    default: c_.end_reason = x.status == io::read_status::timed_out ? "timeout" : "eof"; co_return false;
+    }
+    auto const& step = x.step;
+    std::string const mech = pop3_mech_name(m);
+    switch (step.what) {
+    case proto::sasl_step::kind::check_password: co_return co_await password_login(step.authcid, step.password, mech);
+    case proto::sasl_step::kind::check_cram: {
+        // No crypt(3) here: checked in place, as APOP.
+        auto const r = svc_.auth.check_cram_md5(step.authcid, challenge, step.digest);
+        co_return co_await finish_auth(r, mech, step.authcid, std::nullopt);
+    }
+    case proto::sasl_step::kind::cancelled:
+        spdlog::info("sid={} pop3 auth mech={} ip={} result=cancelled", c_.sid, mech, c_.ip);
+        co_return co_await ch_.send("-ERR Authentication cancelled\r\n");
+    default: break;
+    }
+    // Malformed exchange (bad base64, authzid mismatch, empty fields).
+    auto const e = step.error.value_or(proto::errc::bad_arguments);
+    if (e == proto::errc::bad_base64 || e == proto::errc::too_long) {
+        auto bad = pop3_bad_command(
+            st_, rules_, e == proto::errc::bad_base64 ? "-ERR Invalid base64 data\r\n" : "-ERR SASL response too long\r\n");
+        co_return co_await run_step(bad);
+    }
+    auth::result r;
+    r.what = auth::outcome::failed;
+    r.reason = "malformed " + std::string(proto::sasl_mech_name(m)) + " response";
+    co_return co_await finish_auth(r, mech, step.authcid, std::nullopt);
+}
+
+// Turns the authenticator's verdict into the login or the failure reply.
+asio::awaitable<bool> pop3_session::finish_auth(auth::result const& r, std::string_view mech,
+                                                std::string const& attempted, std::optional<opened_maildrop> opened)
+{
+    st_.pending_user.clear();
+    if (r.what == auth::outcome::ok) co_return co_await complete_login(r.user, mech, std::move(opened));
+
+    auto const uesc = log::escape(attempted, 64);
+    if (r.what == auth::outcome::unavailable) {
+        spdlog::error("sid={} pop3 login user={} ip={} mech={} result=unavailable error={}", c_.sid, uesc, c_.ip, mech,
+                      log::escape(r.reason));
+        co_return co_await ch_.send(pop3_reply::auth_unavailable);
+    }
+    spdlog::info("sid={} pop3 login user={} ip={} mech={} tls={} result=fail reason={}", c_.sid, uesc, c_.ip, mech,
+                 yes_no(c_.stream.tls_active()), log::escape(r.reason.empty() ? "failed" : r.reason));
+    auto const v = record_auth_failure(svc_.guard, c_, attempted,
+                                       "pop3 mech=" + std::string(mech) + " reason=" + r.reason);
+    if (v.now_blocked)
+        spdlog::warn("sid={} pop3 address blocked ip={} failures={} block_time={}s", c_.sid, c_.ip, v.ip_count,
+                     s_.block_time.count());
+    co_await pause_after_failure(ch_, v.delay);
+    co_return co_await ch_.send(r.what == auth::outcome::apop_required ? pop3_reply::apop_required
+                                                                   : pop3_reply::auth_failed);
+}
+
+// Locks and opens the maildrop (unless the password check already did, in
+// the same hop to the blocking pool), commits the grant, then +OK. Any
+// failure leaves the session in AUTHORIZATION with the lock released.
+asio::awaitable<bool> pop3_session::complete_login(std::string const& user, std::string_view mech,
+                                                   std::optional<opened_maildrop> opened)
+{
+    auto const uesc = log::escape(user, 64);
+    bool const tls = c_.stream.tls_active();
+    if (!opened) {
+        auto job = [this, &user] { return open_maildrop(user); };
+        opened = co_await io::run_blocking(svc_.blocking, job);
+    }
+    switch (opened->what) {
+    case opened_maildrop::status::ok: break;
+    case opened_maildrop::status::in_use:
+        spdlog::info("sid={} pop3 login user={} ip={} mech={} tls={} result=in-use", c_.sid, uesc, c_.ip, mech,
+                     yes_no(tls));
+        co_return co_await ch_.send("-ERR [IN-USE] Maildrop is locked by another POP3 session\r\n");
+    case opened_maildrop::status::bad_name:
+        spdlog::error("sid={} pop3 maildrop user={} error={}", c_.sid, uesc, log::escape(opened->error));
+        co_return co_await ch_.send("-ERR [SYS/PERM] This user name cannot have a maildrop\r\n");
+    case opened_maildrop::status::unavailable:
+        spdlog::error("sid={} pop3 maildrop user={} path={} error={}", c_.sid, uesc,
+                      log::escape(opened->path.string()), log::escape(opened->error));
+        co_return co_await ch_.send("-ERR [SYS/TEMP] Unable to open the maildrop, try again later\r\n");
+    }
+    locked_ = true;
+    user_ = user;
+
+    store::grant g;
+    g.address = svc_.grants.grant_keys(c_.peer).front();
+    g.user = user;
+    g.method = std::string(mech);
+    g.tls = tls;
+    g.listener = c_.listener.name;
+    g.granted_at = store::now();
+    g.expires_at = g.granted_at + s_.grant_ttl.count();
+    bool granted = false;
+    try {
+        // Committed on return: an SMTP connection after our +OK sees it.
+        std::vector<store::write_op> ops;
+        ops.emplace_back(g);
+        ops.emplace_back(store::audit_record{
+            "grant", c_.ip, user,
+            "pop3 mech=" + g.method + " listener=" + g.listener + " until=" + iso_utc(g.expires_at)});
+        co_await svc_.writes.commit(std::move(ops));
+        granted = true;
+    } catch (std::exception const& e) {
+        spdlog::error("sid={} pop3 grant failed user={} ip={} error={}", c_.sid, uesc, c_.ip, log::escape(e.what()));
+    }
+    if (!granted) {
+        unlock();
+        user_.clear();
+        co_return co_await ch_.send("-ERR [SYS/TEMP] Unable to record the login, try again later\r\n");
+    }
+
+    md_.emplace(opened->path);
+    auto const ok = pop3_logged_in(st_, std::move(opened->messages));
+    spdlog::info("sid={} pop3 login user={} ip={} mech={} tls={} result=ok grant={} grant_until={} messages={} "
+                 "octets={}",
+                 c_.sid, uesc, c_.ip, mech, yes_no(tls), g.address, iso_utc(g.expires_at), st_.box->live_count(),
+                 st_.box->live_octets());
+    co_return co_await ch_.send(ok);
+}
+
+}  // namespace popgate::session

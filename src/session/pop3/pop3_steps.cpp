@@ -1,0 +1,273 @@
+// The POP3 command steps: one line in, the reply and the effect out. The
+// command table (proto::spec_for: phases, junk, progress, secret) is enforced
+// here, in one place, before a command's handler runs.
+#include "popgate/log/log.hpp"
+#include "popgate/session/pop3/pop3_state.hpp"
+
+#include <algorithm>
+#include <array>
+
+namespace popgate::session {
+namespace {
+
+using proto::pop3_verb;
+using spdlog::level::debug;
+using spdlog::level::warn;
+
+pop3_step reply(std::string text)
+{
+    pop3_step s;
+    s.reply = std::move(text);
+    return s;
+}
+
+pop3_step effect(pop3_effect e, std::string text = {})
+{
+    pop3_step s;
+    s.effect = e;
+    s.reply = std::move(text);
+    return s;
+}
+
+// A protocol error: counted, and past limits.max_bad_commands the session ends.
+pop3_step bad(pop3_state& st, pop3_rules const& r, std::string_view text)
+{
+    ++st.bad;
+    if (r.max_bad_commands > 0 && st.bad >= r.max_bad_commands) {
+        auto s = effect(pop3_effect::close, "-ERR too many errors\r\n");
+        s.end_reason = "too-many-errors";
+        s.log.push_back({warn, "pop3 too-many-errors ip=" + r.ip + " count=" + std::to_string(st.bad)});
+        return s;
+    }
+    return reply(std::string(text));
+}
+
+// (Built in place: g++ 12 warns falsely on a braced log_line temporary.)
+void prepend(std::vector<log_line>& log, spdlog::level::level_enum level, std::string text)
+{
+    log.emplace(log.begin(), log_line{level, std::move(text)});
+}
+
+using handler = pop3_step (*)(pop3_state&, proto::pop3_command const&, pop3_offer const&, pop3_rules const&);
+
+pop3_step on_capa(pop3_state& st, proto::pop3_command const&, pop3_offer const& o, pop3_rules const&)
+{
+    return reply(pop3_capa(o, st.phase));
+}
+
+pop3_step on_quit(pop3_state& st, proto::pop3_command const&, pop3_offer const&, pop3_rules const&)
+{
+    if (st.phase == pop3_phase::transaction) return effect(pop3_effect::quit);
+    auto s = effect(pop3_effect::close, "+OK popgate POP3 server signing off\r\n");
+    s.end_reason = "quit";
+    return s;
+}
+
+pop3_step on_user(pop3_state& st, proto::pop3_command const& c, pop3_offer const& o, pop3_rules const& r)
+{
+    if (!o.plaintext) return reply(std::string(pop3_reply::plaintext_refused));
+    if (c.args.empty()) return bad(st, r, "-ERR USER needs a user name\r\n");
+    return effect(pop3_effect::user);
+}
+
+pop3_step on_pass(pop3_state& st, proto::pop3_command const&, pop3_offer const& o, pop3_rules const& r)
+{
+    if (st.pending_user.empty()) return bad(st, r, "-ERR USER first\r\n");
+    if (!o.plaintext) {
+        st.pending_user.clear();
+        return reply(std::string(pop3_reply::plaintext_refused));
+    }
+    auto s = effect(pop3_effect::pass);
+    s.user = std::exchange(st.pending_user, {});
+    return s;
+}
+
+pop3_step on_apop(pop3_state& st, proto::pop3_command const& c, pop3_offer const& o, pop3_rules const& r)
+{
+    if (!o.apop) return reply("-ERR [AUTH] APOP is not available on this server\r\n");
+    auto a = proto::parse_apop_args(c.args);
+    if (!a) return bad(st, r, "-ERR APOP needs a user name and a 32-digit hex digest\r\n");
+    auto s = effect(pop3_effect::apop);
+    s.user.assign(a->first);
+    s.digest.assign(a->second);
+    return s;
+}
+
+pop3_step on_auth(pop3_state&, proto::pop3_command const& c, pop3_offer const& o, pop3_rules const&)
+{
+    if (c.args.empty()) return reply(pop3_auth_list(o));
+    auto const sp = c.args.find(' ');
+    auto const m = proto::parse_sasl_mech(c.args.substr(0, sp));
+    auto const offered = pop3_sasl_mechs(o);
+    if (!m || std::find(offered.begin(), offered.end(), *m) == offered.end()) {
+        if (m && proto::sasl_is_plaintext(*m) && !o.plaintext) return reply(std::string(pop3_reply::plaintext_refused));
+        return reply("-ERR Unsupported authentication mechanism\r\n");
+    }
+    auto s = effect(pop3_effect::auth);
+    s.mech = *m;
+    if (sp != std::string_view::npos) s.initial = c.args.substr(sp + 1);
+    return s;
+}
+
+pop3_step on_stls(pop3_state& st, proto::pop3_command const&, pop3_offer const& o, pop3_rules const& r)
+{
+    if (!o.stls_port) return bad(st, r, "-ERR STLS not offered on this port\r\n");
+    if (o.tls_active) return bad(st, r, "-ERR Command not permitted when TLS active\r\n");
+    // RFC 2595 §4: the session stays in AUTHORIZATION; a USER sent before
+    // is forgotten with everything else from the clear-text part.
+    st.pending_user.clear();
+    return effect(pop3_effect::stls, "+OK Begin TLS negotiation\r\n");
+}
+
+pop3_step on_stat(pop3_state& st, proto::pop3_command const& c, pop3_offer const&, pop3_rules const& r)
+{
+    if (!c.args.empty()) return bad(st, r, "-ERR STAT takes no argument\r\n");
+    return reply(st.box->stat());
+}
+
+pop3_step on_rset(pop3_state& st, proto::pop3_command const& c, pop3_offer const&, pop3_rules const& r)
+{
+    if (!c.args.empty()) return bad(st, r, "-ERR RSET takes no argument\r\n");
+    return reply(st.box->rset());
+}
+
+pop3_step on_noop(pop3_state& st, proto::pop3_command const& c, pop3_offer const&, pop3_rules const& r)
+{
+    if (!c.args.empty()) return bad(st, r, "-ERR NOOP takes no argument\r\n");
+    return reply("+OK\r\n");
+}
+
+pop3_step on_list(pop3_state& st, proto::pop3_command const& c, pop3_offer const&, pop3_rules const&)
+{
+    return reply(st.box->list(c.args));
+}
+
+pop3_step on_uidl(pop3_state& st, proto::pop3_command const& c, pop3_offer const&, pop3_rules const&)
+{
+    return reply(st.box->uidl(c.args));
+}
+
+pop3_step on_dele(pop3_state& st, proto::pop3_command const& c, pop3_offer const&, pop3_rules const& r)
+{
+    if (c.args.empty()) return bad(st, r, "-ERR DELE needs a message number\r\n");
+    return reply(st.box->dele(c.args));
+}
+
+pop3_step on_retr(pop3_state& st, proto::pop3_command const& c, pop3_offer const&, pop3_rules const& r)
+{
+    if (c.args.empty()) return bad(st, r, "-ERR RETR needs a message number\r\n");
+    auto const l = st.box->find(c.args);
+    if (!l.msg) return reply(l.error);
+    auto s = effect(pop3_effect::retr);
+    s.msg = l.msg;
+    return s;
+}
+
+pop3_step on_top(pop3_state& st, proto::pop3_command const& c, pop3_offer const&, pop3_rules const& r)
+{
+    auto const a = proto::parse_top_args(c.args);
+    if (!a) return bad(st, r, "-ERR TOP needs a message number and a line count\r\n");
+    auto const l = st.box->find(a->first);
+    if (!l.msg) return reply(l.error);
+    auto s = effect(pop3_effect::retr);
+    s.msg = l.msg;
+    s.top_lines = a->second;
+    return s;
+}
+
+// The handlers, in pop3_verb order beside proto's table of rules.
+constexpr std::array<handler, 15> handlers{
+    on_user, on_pass, on_apop, on_auth, on_stat, on_list, on_uidl, on_top,
+    on_retr, on_dele, on_rset, on_noop, on_quit, on_capa, on_stls,
+};
+
+std::string_view parse_error_reply(proto::errc e)
+{
+    switch (e) {
+    case proto::errc::empty_line: return "-ERR Empty command\r\n";
+    case proto::errc::line_too_long: return "-ERR line too long\r\n";
+    case proto::errc::nul_byte: return "-ERR NUL byte in command\r\n";
+    case proto::errc::bare_cr_or_lf: return "-ERR Bare CR in command\r\n";
+    default: return "-ERR Unknown command\r\n";
+    }
+}
+
+}  // namespace
+
+pop3_step pop3_on_line(pop3_state& st, std::string_view line, pop3_offer const& o, pop3_rules const& r)
+{
+    // A bare LF ends a command too (lenient like Dovecot; POP3 has no
+    // smuggling hazard in commands).
+    if (!line.empty() && line.back() == '\n') line.remove_suffix(1);
+    auto const cmd = proto::parse_pop3(line);
+    if (!cmd) {
+        auto s = bad(st, r, parse_error_reply(static_cast<proto::errc>(cmd.error().value())));
+        prepend(s.log, debug,
+                "pop3 bad line=" + log::escape(line.substr(0, line.find(' ')), 16) + " error=" + cmd.error().message());
+        return s;
+    }
+    auto const& spec = proto::spec_for(cmd->verb);
+    std::vector<log_line> logged{{debug, spec.secret_args ? "pop3 cmd=" + std::string(spec.keyword)
+                                                          : "pop3 cmd=" + std::string(spec.keyword) +
+                                                                " args=" + log::escape(cmd->args, 80)}};
+    pop3_step s;
+    if (!spec.allowed_in(st.phase)) {
+        s = bad(st, r, "-ERR Command not valid in this state\r\n");
+    } else if (spec.junk && ++st.junk > r.max_junk_commands) {
+        s = effect(pop3_effect::close, "-ERR [SYS/TEMP] Too many commands without progress\r\n");
+        s.end_reason = "too-many-junk-commands";
+        s.log.push_back(
+            {warn, "pop3 too many commands without progress ip=" + r.ip + " count=" + std::to_string(st.junk)});
+    } else {
+        if (spec.progress) st.junk = 0;
+        s = handlers[static_cast<std::size_t>(cmd->verb)](st, *cmd, o, r);
+    }
+    s.cmd = *cmd;
+    logged.insert(logged.end(), s.log.begin(), s.log.end());
+    s.log = std::move(logged);
+    return s;
+}
+
+pop3_step pop3_bad_command(pop3_state& st, pop3_rules const& r, std::string_view text)
+{
+    return bad(st, r, text);
+}
+
+pop3_step pop3_on_too_long(pop3_state& st, pop3_rules const& r)
+{
+    auto s = bad(st, r, "-ERR line too long\r\n");
+    prepend(s.log, debug, "pop3 line too long");
+    return s;
+}
+
+pop3_step pop3_user_checked(pop3_state& st, std::string name, bool apop_only, pop3_rules const& r)
+{
+    if (apop_only) {
+        st.pending_user.clear();
+        auto s = reply(std::string(pop3_reply::apop_required));
+        s.log.push_back({spdlog::level::info, "pop3 login user=" + log::escape(name, 64) + " ip=" + r.ip +
+                                                  " mech=pass result=fail reason=apop-only"});
+        return s;
+    }
+    st.pending_user = std::move(name);
+    return reply("+OK\r\n");
+}
+
+std::string pop3_logged_in(pop3_state& st, std::vector<mail::message_entry> messages)
+{
+    st.box.emplace(std::move(messages));
+    st.phase = pop3_phase::transaction;
+    st.junk = 0;  // progress
+    st.pending_user.clear();
+    return proto::pop3_ok("Logged in, maildrop has " + std::to_string(st.box->live_count()) + " messages (" +
+                          std::to_string(st.box->live_octets()) + " octets)");
+}
+
+std::string pop3_mech_name(proto::sasl_mech m)
+{
+    std::string n = "sasl-";
+    for (char c : proto::sasl_mech_name(m)) n += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return n;
+}
+
+}  // namespace popgate::session

@@ -1,0 +1,237 @@
+// The SMTP session coroutine: reads lines, lets smtp_on_line decide, queues
+// the replies (PIPELINING: written when the client will wait for them) and
+// runs the effects: the relay decision at RCPT, the SASL exchange, the TLS
+// upgrade. DATA is in smtp_data.cpp.
+#include "smtp_session.hpp"
+
+// GCC 12 reports the coroutine frames' own operator new/delete pair as
+// mismatched once inlining sees both (GCC bug 109224, a false positive).
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ == 12
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
+
+#include "popgate/auth/plaintext.hpp"
+#include "popgate/io/blocking.hpp"
+#include "popgate/log/log.hpp"
+
+namespace popgate::session {
+
+std::string smtp_protocol::refusal(std::string_view, config::settings const& s) const
+{
+    return proto::reply(421, "4.7.0", s.hostname + " Error: too many connections");
+}
+
+std::unique_ptr<server::session> smtp_protocol::open(server::connection& c)
+{
+    return std::make_unique<smtp_session>(s_, c);
+}
+
+smtp_session::smtp_session(smtp_services& svc, server::connection& c)
+    : svc_(svc),
+      c_(c),
+      s_(*c.settings),
+      ch_(c, std::max<std::size_t>(s_.smtp_max_line, proto::smtp_max_command_line), s_.smtp_idle_timeout)
+{
+}
+
+smtp_offer smtp_session::offer() const
+{
+    smtp_offer o;
+    o.host = s_.hostname;
+    o.ip = c_.ip;
+    o.tls_active = c_.stream.tls_active();
+    o.starttls_port = c_.listener.tls == config::tls_mode::starttls;
+    o.can_start_tls = c_.stream.can_start_tls();
+    o.plaintext = auth::plaintext_allowed(s_, o.tls_active, c_.peer);
+    o.cram_md5 = s_.cram_md5;
+    o.max_line = std::max<std::size_t>(s_.smtp_max_line, proto::smtp_max_command_line);
+    o.max_message_size = s_.max_message_size;
+    o.max_recipients = s_.max_recipients;
+    o.max_bad_commands = s_.max_bad_commands;
+    o.max_junk_commands = s_.max_junk_commands;
+    return o;
+}
+
+// An idle client at the command prompt is told why it is cut off.
+std::string smtp_session::last_words() const
+{
+    if (!waiting_for_command_ || ch_.has_output()) return {};
+    return proto::reply(421, "4.4.2", host() + " Error: timeout exceeded");
+}
+
+std::string smtp_session::end_fields() const
+{
+    return "ip=" + c_.ip + " messages=" + std::to_string(st_.messages) +
+           " user=" + (st_.auth_user.empty() ? std::string("-") : log::escape(st_.auth_user, 64));
+}
+
+asio::awaitable<bool> smtp_session::close_with(smtp_step& step)
+{
+    ch_.queue(step.reply);
+    c_.end_reason = step.end_reason;
+    bool const written = co_await ch_.flush();
+    (void)written;  // the session ends either way
+    co_return false;
+}
+
+asio::awaitable<bool> smtp_session::do_rcpt(proto::mail_args const& rcpt)
+{
+    auto const addr = rcpt.path.to_string();
+    relay::request req{c_.peer, rcpt.path.local, rcpt.path.domain, addr, st_.authenticated,
+                       c_.listener.auth_required};
+    auto const v = svc_.relay.decide(req, s_);
+    auto step = smtp_rcpt_decided(st_, rcpt, v, offer());
+    co_return co_await run_step(step);
+}
+
+asio::awaitable<bool> smtp_session::do_starttls()
+{
+    if (ch_.reader().has_pending()) {
+        // RFC 3207 §5 / CVE-2011-0411: commands sent before the handshake
+        // must never run after it.
+        spdlog::warn("sid={} smtp starttls discarded pipelined bytes ip={} count={} data={}", c_.sid, c_.ip,
+                     ch_.reader().pending().size(), log::escape(ch_.reader().pending(), 60));
+        ch_.reader().clear();
+    }
+    bool const written = co_await ch_.flush();
+    if (!written) co_return false;
+    bool const secured = co_await c_.stream.start_tls();
+    if (!secured) co_return false;
+    st_.forget_all();
+    co_return true;
+}
+
+asio::awaitable<bool> smtp_session::do_auth(std::string_view args)
+{
+    if (auto const left = auth_blocked(svc_.guard, c_)) {
+        smtp_step s;
+        s.reply = proto::reply(421, "4.7.0", host() + " Error: too many failed authentications from your address, "
+                                                     "try again in " + std::to_string(left->count()) + " seconds");
+        s.end_reason = "auth-blocked";
+        spdlog::info("sid={} smtp auth refused ip={} reason=address-blocked seconds_left={}", c_.sid, c_.ip,
+                     left->count());
+        co_return co_await close_with(s);
+    }
+    auto const o = offer();
+    auto const req = smtp_auth_start(args, o);
+    if (!req.mech) {
+        ch_.queue(req.refusal);
+        co_return true;
+    }
+    auto const mech = *req.mech;
+    auto const challenge = mech == proto::sasl_mech::cram_md5 ? unique_challenge(host()) : std::string();
+    proto::sasl_server sasl(mech, challenge);
+    auto const x = co_await sasl_exchange(ch_, sasl, req.initial, "334 ", o.max_line);
+    if (x.status == io::read_status::too_long) {
+        auto s = smtp_bad_command(st_, o, proto::reply(500, "5.5.6", "Authentication Exchange line is too long"));
+        co_return co_await run_step(s);
+    }
+    if (x.status != io::read_status::ok) {
+        c_.end_reason = x.status == io::read_status::timed_out ? "timeout" : "eof-in-auth";
+        co_return false;
+    }
+    co_return co_await finish_auth(x.step, mech, challenge);
+}
+
+// The credentials of a finished exchange checked, and the 235 or 535.
+asio::awaitable<bool> smtp_session::finish_auth(proto::sasl_step const& step, proto::sasl_mech mech,
+                                                std::string const& challenge)
+{
+    auto const o = offer();
+    auto const mname = proto::sasl_mech_name(mech);
+    if (step.what == proto::sasl_step::kind::cancelled) {
+        spdlog::info("sid={} smtp auth mech={} ip={} result=cancelled", c_.sid, mname, c_.ip);
+        ch_.queue(proto::reply(501, "5.7.0", "Authentication cancelled"));
+        co_return true;
+    }
+    if (step.what == proto::sasl_step::kind::failed && step.error == proto::errc::bad_base64) {
+        spdlog::info("sid={} smtp auth mech={} ip={} result=bad-base64", c_.sid, mname, c_.ip);
+        auto s = smtp_bad_command(st_, o, proto::reply(501, "5.5.2", "Cannot decode response"));
+        co_return co_await run_step(s);
+    }
+
+    auth::result res;
+    if (step.what == proto::sasl_step::kind::check_password) {
+        auto job = [this, &step] { return svc_.auth.check_password(step.authcid, step.password); };
+        res = co_await io::run_blocking(svc_.blocking, job);
+    } else if (step.what == proto::sasl_step::kind::check_cram) {
+        // An indexed read and one HMAC-MD5: checked in place (no crypt(3)).
+        res = svc_.auth.check_cram_md5(step.authcid, challenge, step.digest);
+    } else {
+        res.what = auth::outcome::failed;
+        res.reason = "malformed response";
+    }
+    auto const who = log::escape(step.authcid.empty() ? std::string("-") : step.authcid, 64);
+    if (res.what == auth::outcome::ok) {
+        st_.authenticated = true;
+        st_.auth_user = res.user;
+        spdlog::info("sid={} smtp auth user={} mech={} ip={} tls={} result=ok", c_.sid, log::escape(res.user, 64),
+                     mname, c_.ip, o.tls_active ? "yes" : "no");
+        ch_.queue(proto::reply(235, "2.7.0", "Authentication successful"));
+        co_return true;
+    }
+    if (res.what == auth::outcome::unavailable) {
+        spdlog::error("sid={} smtp auth user={} mech={} ip={} result=unavailable reason={}", c_.sid, who, mname, c_.ip,
+                      res.reason);
+        ch_.queue(proto::reply(454, "4.7.0", "Temporary authentication failure"));
+        co_return true;
+    }
+    spdlog::info("sid={} smtp auth user={} mech={} ip={} result=failed reason={}", c_.sid, who, mname, c_.ip,
+                 res.reason);
+    auto const v = record_auth_failure(svc_.guard, c_, step.authcid, "smtp mech=" + std::string(mname));
+    if (v.now_blocked)
+        spdlog::warn("sid={} smtp auth-block ip={} failures_ip={} failures_user={} user={} block_time={}s", c_.sid,
+                     c_.ip, v.ip_count, v.user_count, who, s_.block_time.count());
+    co_await pause_after_failure(ch_, v.delay);
+    auto s = smtp_bad_command(st_, o, proto::reply(535, "5.7.8", "Error: authentication failed"));
+    co_return co_await run_step(s);
+}
+
+asio::awaitable<bool> smtp_session::run_step(smtp_step& step)
+{
+    ch_.write_log(step.log);
+    switch (step.effect) {
+    case smtp_effect::reply: ch_.queue(step.reply); break;
+    case smtp_effect::close: co_return co_await close_with(step);
+    case smtp_effect::rcpt: co_return co_await do_rcpt(*step.rcpt);
+    case smtp_effect::data: co_return co_await do_data();
+    case smtp_effect::auth: co_return co_await do_auth(step.cmd.args);
+    case smtp_effect::starttls: {
+        ch_.queue(step.reply);
+        co_return co_await do_starttls();
+    }
+    }
+    co_return true;
+}
+
+asio::awaitable<void> smtp_session::run()
+{
+    if (!co_await ch_.send(smtp_greeting(offer()))) co_return;
+    std::string line;
+    for (;;) {
+        // RFC 2920 §3.1: replies go out when the client will wait for them,
+        // i.e. when no complete command is left in what it sent.
+        if (!ch_.reader().line_pending()) {
+            bool const written = co_await ch_.flush();
+            if (!written) co_return;
+        }
+        waiting_for_command_ = true;
+        auto const rs = co_await ch_.read_line(line);
+        waiting_for_command_ = false;
+        smtp_step step;
+        switch (rs) {
+        case io::read_status::ok: step = smtp_on_line(st_, line, offer()); break;
+        case io::read_status::too_long: step = smtp_on_too_long(st_, offer()); break;
+        case io::read_status::eof: c_.end_reason = "eof"; co_return;
+        case io::read_status::timed_out: c_.end_reason = "timeout"; co_return;
+        case io::read_status::error: c_.end_reason = "error"; co_return;
+        }
+        if (!co_await run_step(step)) co_return;
+        if (step.ends_group) {
+            bool const written = co_await ch_.flush();
+            if (!written) co_return;
+        }
+    }
+}
+
+}  // namespace popgate::session
