@@ -1,0 +1,171 @@
+// relay::policy, the one relay decision: every verdict it can give for a
+// recipient, and the effects it records itself (the deny audit row, the
+// grant hit). Refusals are tested as closely as grants: never an open relay.
+#include "popgate/relay/policy.hpp"
+#include "popgate/store/sqlite_store.hpp"
+
+#include "temp_dir.hpp"
+
+#include <boost/test/unit_test.hpp>
+
+#include <sqlite3.h>
+
+#include <filesystem>
+#include <memory>
+#include <string>
+
+using namespace popgate;
+using proto::relay_verdict;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct policy_fixture {
+    popgate::test::temp_dir tmp;
+    fs::path file = tmp.path / "popgate.db";
+    std::unique_ptr<store::store> db = store::open_sqlite_store(file);
+    std::optional<store::write_queue> writes{std::in_place, *db};
+    relay::decider decider{*db, 64};
+    relay::policy policy{decider, *db, *writes};
+    config::settings s;
+
+    policy_fixture()
+    {
+        s.local_domains = {"gw.test", "localhost"};
+        s.maildir = (tmp.path / "mail" / "%u").string();
+        store::user_record u;
+        u.name = "alice";
+        u.password_hash = "$6$salt$0123456789abcdef";
+        db->add_user(u);
+        u.name = "bob@gw.test";
+        db->add_user(u);
+    }
+
+    relay::verdict decide(std::string_view client, std::string_view local, std::string_view domain,
+                          bool authenticated = false, bool auth_required = false)
+    {
+        auto const a = net::parse_ip(client);
+        BOOST_TEST_REQUIRE(a.has_value());
+        std::string const address = domain.empty() ? std::string(local) : std::string(local) + "@" + std::string(domain);
+        return policy.decide({*a, local, domain, address, authenticated, auth_required}, s);
+    }
+
+    void grant(std::string const& address, store::unix_time ttl)
+    {
+        store::grant g;
+        g.address = address;
+        g.user = "alice";
+        g.method = "pass";
+        g.granted_at = store::now() - 100;
+        g.expires_at = store::now() + ttl;
+        db->upsert_grant(g);
+    }
+
+    // Everything the writer has queued, applied.
+    void drain() { writes.reset(); }
+
+    std::size_t audit_rows(std::string const& event)
+    {
+        std::size_t n = 0;
+        for (auto const& e : db->list_audit(1000)) n += e.event == event ? 1 : 0;
+        return n;
+    }
+};
+
+}  // namespace
+
+BOOST_FIXTURE_TEST_SUITE(relay_one_decision, policy_fixture, *boost::unit_test::label("unit"))
+
+BOOST_AUTO_TEST_CASE(local_recipient_gets_its_mailbox_whoever_asks)
+{
+    auto const v = decide("203.0.113.9", "alice", "GW.test");
+    BOOST_TEST((v.what == relay_verdict::local));
+    BOOST_TEST_REQUIRE(v.box.has_value());
+    BOOST_TEST(v.box->user == "alice");
+    BOOST_TEST(v.box->maildir == tmp.path / "mail" / "alice");
+    // The full address names the user first.
+    auto const b = decide("203.0.113.9", "bob", "gw.test");
+    BOOST_TEST_REQUIRE(b.box.has_value());
+    BOOST_TEST(b.box->user == "bob@gw.test");
+}
+
+BOOST_AUTO_TEST_CASE(unknown_local_user_has_no_mailbox)
+{
+    auto const v = decide("203.0.113.9", "nobody", "gw.test");
+    BOOST_TEST((v.what == relay_verdict::local));
+    BOOST_TEST(!v.box.has_value());
+    BOOST_TEST(v.detail == "unknown-user");
+}
+
+BOOST_AUTO_TEST_CASE(postmaster_is_never_refused)
+{
+    auto const v = decide("203.0.113.9", "postmaster", "");
+    BOOST_TEST((v.what == relay_verdict::local));
+    BOOST_TEST_REQUIRE(v.box.has_value());
+    BOOST_TEST(v.box->user == "postmaster");
+}
+
+BOOST_AUTO_TEST_CASE(stranger_is_denied_and_the_denial_audited)
+{
+    auto const v = decide("203.0.113.9", "x", "example.org");
+    BOOST_TEST((v.what == relay_verdict::deny));
+    BOOST_TEST(v.detail == "no grant or network");
+    drain();
+    BOOST_TEST(audit_rows("deny") == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(grant_relays_and_counts_a_hit)
+{
+    grant("203.0.113.9", 600);
+    auto const v = decide("203.0.113.9", "x", "example.org");
+    BOOST_TEST((v.what == relay_verdict::relay_grant));
+    drain();
+    auto const gs = db->list_grants(false, store::now());
+    BOOST_TEST_REQUIRE(gs.size() == 1u);
+    BOOST_TEST(gs[0].hits == 1);
+    BOOST_TEST(audit_rows("deny") == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(expired_grant_and_a_neighbour_are_denied)
+{
+    grant("203.0.113.9", -1);
+    BOOST_TEST((decide("203.0.113.9", "x", "example.org").what == relay_verdict::deny));
+    grant("203.0.113.10", 600);
+    BOOST_TEST((decide("203.0.113.9", "x", "example.org").what == relay_verdict::deny));
+}
+
+BOOST_AUTO_TEST_CASE(network_relays)
+{
+    store::network n;
+    n.cidr = "203.0.113.0/24";
+    db->add_network(n);
+    auto const v = decide("203.0.113.9", "x", "example.org");
+    BOOST_TEST((v.what == relay_verdict::relay_network));
+    BOOST_TEST(v.detail == "network=203.0.113.0/24");
+    BOOST_TEST((decide("198.51.100.1", "x", "example.org").what == relay_verdict::deny));
+}
+
+BOOST_AUTO_TEST_CASE(auth_relays_and_auth_required_ignores_grants)
+{
+    grant("203.0.113.9", 600);
+    BOOST_TEST((decide("198.51.100.1", "x", "example.org", true).what == relay_verdict::relay_auth));
+    auto const v = decide("203.0.113.9", "x", "example.org", false, true);
+    BOOST_TEST((v.what == relay_verdict::deny));
+    BOOST_TEST(v.detail == "auth required on this listener");
+    // Local mail is still accepted on such a listener.
+    BOOST_TEST((decide("203.0.113.9", "alice", "gw.test", false, true).what == relay_verdict::local));
+}
+
+BOOST_AUTO_TEST_CASE(unreadable_store_is_a_tempfail_never_a_relay)
+{
+    grant("203.0.113.9", 600);
+    sqlite3* raw = nullptr;
+    BOOST_TEST_REQUIRE(sqlite3_open(file.c_str(), &raw) == SQLITE_OK);
+    BOOST_TEST_REQUIRE(sqlite3_exec(raw, "DROP TABLE relay_grants", nullptr, nullptr, nullptr) == SQLITE_OK);
+    sqlite3_close(raw);
+    auto const v = decide("203.0.113.9", "x", "example.org");
+    BOOST_TEST((v.what == relay_verdict::tempfail));
+    BOOST_TEST(!v.detail.empty());
+}
+
+BOOST_AUTO_TEST_SUITE_END()
