@@ -2,7 +2,7 @@
 // The storage interface shared by the daemon and the admin command. SQLite is the
 // embedded implementation (sqlite_store.hpp); dialect-specific SQL stays there so
 // a PostgreSQL store can sit beside it. Calls block: the daemon runs them on its
-// blocking pool (daemon/blocking.hpp), never on an I/O thread, except for the
+// blocking pool (io/blocking.hpp), never on an I/O thread, except for the
 // relay decision's indexed read.
 #include <cstdint>
 #include <optional>
