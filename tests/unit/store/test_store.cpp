@@ -55,6 +55,18 @@ public:
         sqlite3_free(err);
         return msg;
     }
+    // One statement with `value` bound to ?1. Empty string: success; else SQLite's message.
+    std::string exec_with(std::string const& sql, std::string_view value)
+    {
+        sqlite3_stmt* s = nullptr;
+        if (sqlite3_prepare_v2(db_, sql.c_str(), -1, &s, nullptr) != SQLITE_OK) return sqlite3_errmsg(db_);
+        sqlite3_bind_text(s, 1, value.data(), static_cast<int>(value.size()), SQLITE_TRANSIENT);
+        int const rc = sqlite3_step(s);
+        std::string msg = rc == SQLITE_DONE ? "" : sqlite3_errmsg(db_);
+        sqlite3_finalize(s);
+        if (rc != SQLITE_DONE && msg.empty()) msg = "error";
+        return msg;
+    }
     void must(std::string const& sql)
     {
         auto const e = exec(sql);
@@ -748,6 +760,299 @@ BOOST_AUTO_TEST_CASE(refused_rows_are_not_stored)
     BOOST_TEST(raw.scalar("SELECT count(*) FROM relay_grants") == 0);
     BOOST_TEST(raw.scalar("SELECT count(*) FROM allowed_networks") == 0);
     BOOST_TEST(db->list_networks().empty());
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+// ---------------------------------------------------------------------------
+// The address and network rules of sql/002_readable_address_rules.sql: one
+// trigger per rule, for INSERT and for UPDATE, each with a message that says
+// what is wrong and what to write instead (sql/README.md lists them).
+BOOST_FIXTURE_TEST_SUITE(store_address_rules, store_fixture, *boost::unit_test::label("unit"))
+
+enum class rule_column { address, cidr };
+
+struct rule_case {
+    rule_column column;
+    std::string_view value;
+    std::string_view message;  // the start of the rule's message
+};
+std::ostream& operator<<(std::ostream& os, rule_case const& c)
+{
+    return os << (c.column == rule_column::address ? "address '" : "cidr '") << c.value << "'";
+}
+
+// A row to update, so that UPDATE is checked as well as INSERT.
+constexpr char const* rule_rows =
+    "INSERT INTO relay_grants (address, expires_at) VALUES ('192.0.2.1', unixepoch() + 60);"
+    " INSERT INTO allowed_networks (cidr) VALUES ('198.51.100.0/24')";
+
+std::string insert_sql(rule_column c)
+{
+    return c == rule_column::address ? "INSERT INTO relay_grants (address, expires_at) VALUES (?1, unixepoch() + 60)"
+                                     : "INSERT INTO allowed_networks (cidr) VALUES (?1)";
+}
+std::string update_sql(rule_column c)
+{
+    return c == rule_column::address ? "UPDATE relay_grants SET address = ?1 WHERE address = '192.0.2.1'"
+                                     : "UPDATE allowed_networks SET cidr = ?1 WHERE cidr = '198.51.100.0/24'";
+}
+
+// Each value breaks exactly one rule, so the message is that rule's.
+using enum rule_column;
+constexpr rule_case refused[]{
+    {address, "mail.example.org", "relay_grants.address: not an IP address; write"},
+    {address, " 192.0.2.7", "relay_grants.address: not an IP address; write"},
+    {address, "192.0.2.0/24", "relay_grants.address: a grant is for one address, without /prefix; write"},
+    {address, "2001:db8::/64", "relay_grants.address: a grant is for one address, without /prefix; write"},
+    {address, "[2001:db8::1]", "relay_grants.address: an IPv6 address has only hex digits and colons"},
+    {address, "fe80::1%eth0", "relay_grants.address: an IPv6 address has only hex digits and colons"},
+    {address, "2001:DB8::1", "relay_grants.address: uppercase IPv6 is not accepted; write"},
+    {address, "192.0.2.7:25", "relay_grants.address: mixes colons and dots; write"},
+    {address, "64:ff9b::192.0.2.7", "relay_grants.address: mixes colons and dots; write"},
+    {address, "::ffff:192.0.2.7",
+     "relay_grants.address: IPv4-mapped IPv6 (::ffff:a.b.c.d) is not accepted; write the IPv4 address a.b.c.d"},
+    {address, "", "relay_grants.address: an IPv4 address is four numbers separated by dots; write"},
+    {address, "192.0.2", "relay_grants.address: an IPv4 address is four numbers separated by dots; write"},
+    {address, "192.0.2.7.", "relay_grants.address: an IPv4 address is four numbers separated by dots; write"},
+    {address, "192..2.7", "relay_grants.address: an IPv4 address is four numbers separated by dots; write"},
+    {address, "192.0.2.07", "relay_grants.address: leading zeros in an IPv4 address are not accepted; write"},
+    {address, "192.0.2.256", "relay_grants.address: an IPv4 number is 0 to 255; write"},
+    {address, "300.0.2.7", "relay_grants.address: an IPv4 number is 0 to 255; write"},
+    {address, "1000.0.2.7", "relay_grants.address: an IPv4 number is 0 to 255; write"},
+    {address, "2001:db8::12345", "relay_grants.address: an IPv6 group has at most four hex digits; write"},
+    {address, "1::2::3", "relay_grants.address: IPv6 has at most one :: and never :::; write"},
+    {address, "1:::2", "relay_grants.address: IPv6 has at most one :: and never :::; write"},
+    {address, "2001:db8", "relay_grants.address: IPv6 has 2 to 7 colons; write"},
+    {address, "1:2:3:4:5:6:7:8:9", "relay_grants.address: IPv6 has 2 to 7 colons; write"},
+    {address, "::1:2:3:4:5:6:7", "relay_grants.address: IPv6 has 2 to 7 colons; write"},
+    {cidr, "localnet", "allowed_networks.cidr: not a network; write"},
+    {cidr, "fe80::%eth0/64", "allowed_networks.cidr: an IPv6 network has only hex digits and colons"},
+    {cidr, "2001:DB8::/32", "allowed_networks.cidr: uppercase IPv6 is not accepted; write"},
+    {cidr, "192.0.2.0:24", "allowed_networks.cidr: mixes colons and dots; write"},
+    {cidr, "::ffff:192.0.2.0/120",
+     "allowed_networks.cidr: IPv4-mapped IPv6 (::ffff:a.b.c.d/nnn) is not accepted; write the IPv4 network"},
+    {cidr, "10/8", "allowed_networks.cidr: an IPv4 network is four numbers separated by dots"},
+    {cidr, "10.0.0/8", "allowed_networks.cidr: an IPv4 network is four numbers separated by dots"},
+    {cidr, "010.0.0.0/8", "allowed_networks.cidr: leading zeros in an IPv4 address are not accepted; write"},
+    {cidr, "10.0.0.256/32", "allowed_networks.cidr: an IPv4 number is 0 to 255; write"},
+    {cidr, "2001:db8:12345::/48", "allowed_networks.cidr: an IPv6 group has at most four hex digits; write"},
+    {cidr, "1::2::/64", "allowed_networks.cidr: IPv6 has at most one :: and never :::; write"},
+    {cidr, "2001:db8/32", "allowed_networks.cidr: IPv6 has 2 to 7 colons; write"},
+    {cidr, "10.0.0.0/", "allowed_networks.cidr: the prefix length after / is a number, not a netmask; write"},
+    {cidr, "10.0.0.0/x", "allowed_networks.cidr: the prefix length after / is a number, not a netmask; write"},
+    {cidr, "10.0.0.0/-1", "allowed_networks.cidr: the prefix length after / is a number, not a netmask; write"},
+    {cidr, "10.0.0.0/08", "allowed_networks.cidr: a leading zero in the prefix length is not accepted; write"},
+    {cidr, "10.0.0.0/33", "allowed_networks.cidr: an IPv4 prefix length is 0 to 32; write"},
+    {cidr, "2001:db8::/129", "allowed_networks.cidr: an IPv6 prefix length is 0 to 128; write"},
+};
+
+BOOST_DATA_TEST_CASE(each_rule_refuses_with_its_message, bdata::make(refused), c)
+{
+    raw_db raw(file);
+    raw.must(rule_rows);
+    for (auto const& sql : {insert_sql(c.column), update_sql(c.column)}) {
+        auto const err = raw.exec_with(sql, c.value);
+        BOOST_TEST(err.find(c.message) == 0u, sql << " -> " << (err.empty() ? "accepted" : err));
+    }
+    BOOST_TEST(raw.scalar("SELECT count(*) FROM relay_grants") == 1);
+    BOOST_TEST(raw.scalar("SELECT count(*) FROM allowed_networks") == 1);
+}
+
+constexpr rule_case accepted[]{
+    {address, "192.0.2.7", ""},
+    {address, "0.0.0.0", ""},
+    {address, "10.0.0.1", ""},
+    {address, "255.255.255.255", ""},
+    {address, "2001:db8::1", ""},
+    {address, "2001:db8:1:2::", ""},  // what the daemon writes for a /64 grant
+    {address, "::1", ""},
+    {address, "::", ""},
+    {address, "fe80::1:2", ""},
+    {address, "2001:db8:aaaa:bbbb:cccc:dddd:eeee:ffff", ""},
+    {cidr, "10.0.0.0/8", ""},
+    {cidr, "0.0.0.0/0", ""},
+    {cidr, "192.0.2.7", ""},
+    {cidr, "192.0.2.7/32", ""},
+    {cidr, "192.0.2.5/24", ""},  // host bits: the daemon masks them
+    {cidr, "2001:db8::/32", ""},
+    {cidr, "2001:db8::1/128", ""},
+    {cidr, "2001:db8::1", ""},
+    {cidr, "::/0", ""},
+};
+
+BOOST_DATA_TEST_CASE(valid_forms_are_accepted, bdata::make(accepted), c)
+{
+    raw_db raw(file);
+    raw.must(rule_rows);
+    auto const err = raw.exec_with(insert_sql(c.column), c.value);
+    BOOST_TEST(err.empty(), "INSERT -> " << err);
+    raw.must("DELETE FROM relay_grants WHERE address <> '192.0.2.1';"
+             " DELETE FROM allowed_networks WHERE cidr <> '198.51.100.0/24'");
+    auto const uerr = raw.exec_with(update_sql(c.column), c.value);
+    BOOST_TEST(uerr.empty(), "UPDATE -> " << uerr);
+}
+
+// Every rule guards both INSERT and UPDATE of its column with the same condition.
+BOOST_AUTO_TEST_CASE(every_rule_has_an_insert_and_an_update_trigger)
+{
+    raw_db raw(file);
+    auto const ins = raw.column("SELECT name FROM sqlite_schema WHERE type = 'trigger'"
+                                " AND (name GLOB 'relay_grants_address_*_insert'"
+                                " OR name GLOB 'allowed_networks_cidr_*_insert')");
+    BOOST_TEST(ins.size() >= 20u);
+    for (auto const& n : ins) {
+        auto const stem = n.substr(0, n.size() - std::string_view("_insert").size());
+        bool const on_grants = n.starts_with("relay_grants");
+        std::string const from = on_grants ? "BEFORE INSERT ON relay_grants" : "BEFORE INSERT ON allowed_networks";
+        std::string const to =
+            on_grants ? "BEFORE UPDATE OF address ON relay_grants" : "BEFORE UPDATE OF cidr ON allowed_networks";
+        auto body = [&](std::string const& name, std::string const& event) {
+            auto const sql = raw.column("SELECT sql FROM sqlite_schema WHERE name = '" + name + "'");
+            if (sql.size() != 1) return std::string("missing");
+            auto text = sql[0];
+            text.replace(text.find(name), name.size(), "RULE");
+            auto const at = text.find(event);
+            return at == std::string::npos ? std::string("no ") + event : text.replace(at, event.size(), "EVENT");
+        };
+        BOOST_TEST(body(n, from) == body(stem + "_update", to), n);
+    }
+}
+
+// Migration 2 only restates migration 1's checks: over many values, a value is
+// refused after migration 2 exactly when migration 1 refused it.
+BOOST_AUTO_TEST_CASE(rules_accept_exactly_what_migration_1_accepted)
+{
+    raw_db v1(tmp.path / "v1.db"), v2(tmp.path / "v2.db");
+    BOOST_TEST_REQUIRE(migrate(v1.get(), 1) == 1);
+    BOOST_TEST_REQUIRE(migrate(v2.get(), 2) == 2);
+    std::vector<std::string> values{"1:2:3", "::", ":1::2", "1::2:", "1:2:3:4:5:6:7::", "1:2:3::5:6:7:8",
+                                    "::ffff:1.2.3.4", "::FFFF:1.2.3.4", "1.2.3.4/32/1", "1.2.3.4//8", "/8",
+                                    "12345678901234567890123", "1.2.3.4/12345678901234567890123"};
+    // Every string up to 5 characters over a small alphabet...
+    std::string const alphabet = "09.:a/";
+    std::vector<std::string> level{""};
+    for (int len = 0; len <= 5; ++len) {
+        std::vector<std::string> next;
+        for (auto const& v : level) {
+            values.push_back(v);
+            if (len < 5)
+                for (char ch : alphabet) next.push_back(v + ch);
+        }
+        level = std::move(next);
+    }
+    // ...and addresses and networks built from numbers near the limits.
+    for (auto const* a : {"0", "00", "01", "9", "25", "199", "255", "256", "259", "260", "299", "300", "999", "1000"})
+        for (auto const* b : {"0", "255", "256", "07"}) {
+            values.push_back(std::string(a) + ".2." + b + ".4");
+            values.push_back(std::string("1.") + a + ".3." + b);
+        }
+    for (auto const* g : {"0", "ab", "abcd", "abcde", "ABCD", "g"})
+        for (auto const* shape : {"%::1", "1:%::", "%:1:2:3:4:5:6:7", "1:2:3:4:%:5:6:7:8", "::ffff:%"})
+            values.push_back(std::string(shape).replace(std::string(shape).find('%'), 1, g));
+    for (auto const* p : {"", "0", "00", "08", "32", "33", "128", "129", "999", "1000", "-1", "x"})
+        for (auto const* h : {"10.0.0.0", "2001:db8::", "1:2:3", "10.0.0"}) values.push_back(std::string(h) + "/" + p);
+
+    v1.must(std::string(rule_rows) + "; BEGIN");  // one transaction: no fsync per statement
+    v2.must(std::string(rule_rows) + "; BEGIN");
+    // Prepared once: preparing a statement compiles every trigger of the table.
+    struct prepared {
+        sqlite3* db;
+        sqlite3_stmt* s = nullptr;
+        prepared(raw_db& conn, std::string const& sql) : db(conn.get())
+        {
+            BOOST_TEST_REQUIRE(sqlite3_prepare_v2(db, sql.c_str(), -1, &s, nullptr) == SQLITE_OK, sqlite3_errmsg(db));
+        }
+        ~prepared() { sqlite3_finalize(s); }
+        prepared(prepared const&) = delete;
+        prepared& operator=(prepared const&) = delete;
+        bool run(std::string const& v)  // true: done; false: refused
+        {
+            sqlite3_reset(s);
+            if (sqlite3_bind_parameter_count(s) > 0)
+                sqlite3_bind_text(s, 1, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+            return sqlite3_step(s) == SQLITE_DONE;
+        }
+    };
+    std::size_t differ = 0;
+    for (auto const column : {rule_column::address, rule_column::cidr}) {
+        std::string const undo_insert = column == rule_column::address
+                                            ? "DELETE FROM relay_grants WHERE address <> '192.0.2.1'"
+                                            : "DELETE FROM allowed_networks WHERE cidr <> '198.51.100.0/24'";
+        std::string const undo_update = column == rule_column::address
+                                            ? "UPDATE relay_grants SET address = '192.0.2.1'"
+                                            : "UPDATE allowed_networks SET cidr = '198.51.100.0/24'";
+        for (auto const& [sql, undo] : {std::pair{insert_sql(column), undo_insert},
+                                        std::pair{update_sql(column), undo_update}}) {
+            prepared op1(v1, sql), op2(v2, sql), undo1(v1, undo), undo2(v2, undo);
+            for (auto const& v : values) {
+                bool const before = op1.run(v), after = op2.run(v);
+                if (before) BOOST_TEST_REQUIRE(undo1.run(""));
+                if (after) BOOST_TEST_REQUIRE(undo2.run(""));
+                if (before != after && ++differ <= 10)
+                    BOOST_ERROR(sql << " with '" << v << "': migration 1 " << (before ? "accepted" : "refused")
+                                    << ", migration 2 " << (after ? "accepted" : "refused"));
+            }
+        }
+    }
+    BOOST_TEST(differ == 0u);
+    BOOST_TEST(values.size() > 9000u);
+    v1.must("ROLLBACK");
+    v2.must("ROLLBACK");
+}
+
+// A database made by an older popgate (schema version 1) keeps every row when
+// it is upgraded, and the new rules guard it from then on.
+BOOST_AUTO_TEST_CASE(upgrade_from_version_1_keeps_rows)
+{
+    auto const path = tmp.path / "old.db";
+    std::vector<std::string> rows_before;
+    std::string const rows_sql =
+        "SELECT 'grant ' || address || ' ' || user || ' ' || method || ' ' || tls || ' ' || granted_at || ' ' ||"
+        " expires_at || ' ' || hits FROM relay_grants"
+        " UNION ALL SELECT 'network ' || id || ' ' || cidr || ' ' || note || ' ' || coalesce(expires_at, '-')"
+        " FROM allowed_networks"
+        " UNION ALL SELECT 'user ' || name FROM users"
+        " UNION ALL SELECT 'audit ' || event || ' ' || address FROM audit_log ORDER BY 1";
+    std::int64_t generation = -1;
+    {
+        raw_db raw(path);
+        BOOST_TEST_REQUIRE(migrate(raw.get(), 1) == 1);
+        raw.must("INSERT INTO users (name, password_hash) VALUES ('alice', '$6$saltsalt$abcdefghijk')");
+        raw.must("INSERT INTO relay_grants (address, user, method, tls, granted_at, expires_at, hits) VALUES"
+                 " ('192.0.2.7', 'alice', 'pass', 1, unixepoch(), unixepoch() + 600, 3),"
+                 " ('2001:db8:1:2::', 'alice', 'sasl-plain', 0, unixepoch(), unixepoch() + 600, 0),"
+                 " ('198.51.100.9', '', 'sql', 0, 100, 200, 0),"  // expired, still a row
+                 " ('1:2:3', '', 'sql', 0, unixepoch(), unixepoch() + 600, 0)");  // odd, but accepted by 1
+        raw.must("INSERT INTO allowed_networks (cidr, note) VALUES ('10.0.0.0/8', 'lan'),"
+                 " ('192.0.2.5/24', 'host bits'), ('2001:db8::/32', ''), ('203.0.113.7', 'one host')");
+        raw.must("INSERT INTO audit_log (event, address) VALUES ('grant', '192.0.2.7')");
+        rows_before = raw.column(rows_sql);
+        generation = raw.scalar("SELECT generation FROM network_generation");
+    }
+    BOOST_TEST_REQUIRE(rows_before.size() == 10u);
+
+    auto upgraded = open_sqlite_store(path);  // the daemon's start: applies the pending migrations
+    BOOST_TEST(upgraded->schema_version() == latest_schema_version());
+    raw_db raw(path);
+    BOOST_TEST(raw.column(rows_sql) == rows_before, boost::test_tools::per_element());
+    BOOST_TEST(raw.scalar("SELECT generation FROM network_generation") == generation);
+    BOOST_TEST(raw.scalar("SELECT count(*) FROM sqlite_schema WHERE name IN ('relay_grants_address_insert',"
+                          " 'relay_grants_address_update', 'allowed_networks_cidr_insert',"
+                          " 'allowed_networks_cidr_update')") == 0);
+    BOOST_TEST(upgraded->integrity_ok());
+    std::vector<std::string> const key{"192.0.2.7"};
+    BOOST_TEST(upgraded->find_active_grant(key, now()).has_value());
+    BOOST_TEST(upgraded->list_networks().size() == 4u);
+
+    // The new rules hold for new rows and for changed ones.
+    auto err = raw.exec("INSERT INTO relay_grants (address, expires_at) VALUES ('::ffff:192.0.2.8', unixepoch() + 60)");
+    BOOST_TEST(err.find("relay_grants.address: IPv4-mapped IPv6") == 0u, err);
+    err = raw.exec("UPDATE relay_grants SET address = '192.0.2.300' WHERE address = '192.0.2.7'");
+    BOOST_TEST(err.find("relay_grants.address: an IPv4 number is 0 to 255") == 0u, err);
+    err = raw.exec("UPDATE allowed_networks SET cidr = '10.0.0.0/33' WHERE cidr = '10.0.0.0/8'");
+    BOOST_TEST(err.find("allowed_networks.cidr: an IPv4 prefix length is 0 to 32") == 0u, err);
+    BOOST_TEST(raw.column(rows_sql) == rows_before, boost::test_tools::per_element());
 }
 
 BOOST_AUTO_TEST_SUITE_END()
