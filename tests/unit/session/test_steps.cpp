@@ -1,0 +1,162 @@
+// The pure step functions of both sessions: the command tables' rules
+// enforced in one place (phases, pre_tls, ends_group, junk, secret
+// arguments), without a stream. The conversations themselves are in the
+// transcript tests (tests/session).
+#include "popgate/session/pop3/pop3_state.hpp"
+#include "popgate/session/smtp/smtp_state.hpp"
+
+#include <boost/test/unit_test.hpp>
+
+#include <algorithm>
+#include <string>
+
+using namespace popgate;
+using namespace popgate::session;
+
+namespace {
+
+smtp_offer offer()
+{
+    smtp_offer o;
+    o.host = "gw.test";
+    o.ip = "192.0.2.7";
+    o.starttls_port = true;
+    o.can_start_tls = true;
+    o.plaintext = true;
+    o.max_message_size = 1000;
+    o.max_recipients = 10;
+    o.max_bad_commands = 20;
+    o.max_junk_commands = 3;
+    return o;
+}
+
+bool logged(std::vector<log_line> const& log, std::string const& needle)
+{
+    return std::any_of(log.begin(), log.end(), [&](auto const& l) { return l.text.find(needle) != std::string::npos; });
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(smtp_steps, *boost::unit_test::label("unit"))
+
+BOOST_AUTO_TEST_CASE(tls_required_refuses_what_the_table_does_not_mark_pre_tls)
+{
+    auto o = offer();
+    o.tls_required = true;
+    smtp_state st;
+    BOOST_TEST(smtp_on_line(st, "EHLO client", o).reply.rfind("250-gw.test", 0) == 0);
+    BOOST_TEST(smtp_on_line(st, "MAIL FROM:<a@b>", o).reply == "530 5.7.0 Must issue a STARTTLS command first\r\n");
+    BOOST_TEST(smtp_on_line(st, "AUTH PLAIN", o).reply == "530 5.7.0 Must issue a STARTTLS command first\r\n");
+    BOOST_TEST(smtp_on_line(st, "NOOP", o).reply == "250 2.0.0 Ok\r\n");
+    auto const s = smtp_on_line(st, "STARTTLS", o);
+    BOOST_TEST((s.effect == smtp_effect::starttls));
+    o.tls_active = true;
+    o.can_start_tls = false;
+    BOOST_TEST(smtp_on_line(st, "MAIL FROM:<a@b>", o).reply == "250 2.1.0 Ok\r\n");
+}
+
+BOOST_AUTO_TEST_CASE(groups_end_where_the_table_says)
+{
+    auto const o = offer();
+    smtp_state st;
+    BOOST_TEST(smtp_on_line(st, "EHLO client", o).ends_group);
+    BOOST_TEST(!smtp_on_line(st, "MAIL FROM:<a@b>", o).ends_group);
+    auto const r = smtp_on_line(st, "RCPT TO:<x@example.org>", o);
+    BOOST_TEST(!r.ends_group);
+    BOOST_TEST((r.effect == smtp_effect::rcpt));
+    BOOST_TEST(smtp_on_line(st, "NOOP", o).ends_group);
+}
+
+BOOST_AUTO_TEST_CASE(junk_past_the_limit_closes_with_421)
+{
+    auto const o = offer();
+    smtp_state st;
+    for (int i = 0; i < 3; ++i) BOOST_TEST((smtp_on_line(st, "NOOP", o).effect == smtp_effect::reply));
+    auto const s = smtp_on_line(st, "RSET", o);
+    BOOST_TEST((s.effect == smtp_effect::close));
+    BOOST_TEST(s.reply == "421 4.7.0 gw.test Error: too many commands without progress\r\n");
+    BOOST_TEST(s.end_reason == "too-many-junk-commands");
+}
+
+BOOST_AUTO_TEST_CASE(auth_arguments_are_never_logged)
+{
+    auto const o = offer();
+    smtp_state st;
+    smtp_on_line(st, "EHLO client", o);
+    auto const s = smtp_on_line(st, "AUTH PLAIN AGFsaWNlAHNlY3JldA==", o);
+    BOOST_TEST((s.effect == smtp_effect::auth));
+    BOOST_TEST(logged(s.log, "cmd=AUTH"));
+    BOOST_TEST(!logged(s.log, "AGFsaWNl"));
+    BOOST_TEST(logged(smtp_on_line(st, "MAIL FROM:<a@b>", o).log, "args=<a@b>"));
+}
+
+BOOST_AUTO_TEST_CASE(relay_verdicts_become_replies)
+{
+    auto const o = offer();
+    smtp_state st;
+    smtp_on_line(st, "EHLO client", o);
+    smtp_on_line(st, "MAIL FROM:<a@b>", o);
+    auto const r = smtp_on_line(st, "RCPT TO:<x@example.org>", o);
+    BOOST_TEST_REQUIRE(r.rcpt.has_value());
+    relay::verdict deny{proto::relay_verdict::deny, "no grant or network", std::nullopt};
+    BOOST_TEST(smtp_rcpt_decided(st, *r.rcpt, deny, o).reply == "554 5.7.1 <x@example.org>: Relay access denied\r\n");
+    BOOST_TEST(st.rcpts.empty());
+    relay::verdict temp{proto::relay_verdict::tempfail, "disk I/O error", std::nullopt};
+    BOOST_TEST(smtp_rcpt_decided(st, *r.rcpt, temp, o).reply ==
+               "451 4.3.0 <x@example.org>: Temporary lookup failure\r\n");
+    BOOST_TEST(st.rcpts.empty());
+    relay::verdict grant{proto::relay_verdict::relay_grant, "grant_user=alice grant=192.0.2.7", std::nullopt};
+    BOOST_TEST(smtp_rcpt_decided(st, *r.rcpt, grant, o).reply == "250 2.1.5 Ok\r\n");
+    BOOST_TEST(st.rcpts.size() == 1u);
+    BOOST_TEST((st.phase == proto::smtp_phase::in_rcpt));
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(pop3_steps, *boost::unit_test::label("unit"))
+
+BOOST_AUTO_TEST_CASE(phase_rules_and_secret_arguments)
+{
+    pop3_state st;
+    pop3_offer const o{.stls = false, .plaintext = true, .cram_md5 = false};
+    pop3_rules const r{20, 100, "192.0.2.7"};
+    BOOST_TEST(pop3_on_line(st, "STAT", o, r).reply == "-ERR Command not valid in this state\r\n");
+    auto const u = pop3_on_line(st, "USER alice", o, r);
+    BOOST_TEST((u.effect == pop3_effect::user));
+    BOOST_TEST(pop3_user_checked(st, "alice", false, r).reply == "+OK\r\n");
+    auto const p = pop3_on_line(st, "PASS s3cret", o, r);
+    BOOST_TEST((p.effect == pop3_effect::pass));
+    BOOST_TEST(p.user == "alice");
+    BOOST_TEST(!logged(p.log, "s3cret"));
+    BOOST_TEST(st.pending_user.empty());
+}
+
+BOOST_AUTO_TEST_CASE(junk_and_progress)
+{
+    pop3_state st;
+    pop3_offer const o{.stls = false, .plaintext = true, .cram_md5 = false};
+    pop3_rules const r{20, 2, "192.0.2.7"};
+    pop3_logged_in(st, {{"1.M1P1.h", "/m/cur/a", 10}});
+    BOOST_TEST((pop3_on_line(st, "NOOP", o, r).effect == pop3_effect::reply));
+    BOOST_TEST((pop3_on_line(st, "STAT", o, r).effect == pop3_effect::reply));
+    BOOST_TEST((pop3_on_line(st, "RETR 1", o, r).effect == pop3_effect::retr));  // progress
+    BOOST_TEST((pop3_on_line(st, "NOOP", o, r).effect == pop3_effect::reply));
+    BOOST_TEST((pop3_on_line(st, "NOOP", o, r).effect == pop3_effect::reply));
+    auto const s = pop3_on_line(st, "NOOP", o, r);
+    BOOST_TEST((s.effect == pop3_effect::close));
+    BOOST_TEST(s.end_reason == "too-many-junk-commands");
+}
+
+BOOST_AUTO_TEST_CASE(too_many_errors_end_the_session)
+{
+    pop3_state st;
+    pop3_offer const o{.stls = false, .plaintext = true, .cram_md5 = false};
+    pop3_rules const r{3, 100, "192.0.2.7"};
+    BOOST_TEST(pop3_on_line(st, "XYZZY", o, r).reply == "-ERR Unknown command\r\n");
+    BOOST_TEST(pop3_on_too_long(st, r).reply == "-ERR line too long\r\n");
+    auto const s = pop3_on_line(st, "", o, r);
+    BOOST_TEST((s.effect == pop3_effect::close));
+    BOOST_TEST(s.reply == "-ERR too many errors\r\n");
+}
+
+BOOST_AUTO_TEST_SUITE_END()
