@@ -13,9 +13,10 @@ namespace {
 
 // Unknown users cost one crypt(3) too, so timing does not tell which names
 // exist. A SHA512-crypt of a random string generated once per process.
-std::string const& dummy_hash()
+// Before any real hash was checked: one of the scheme `popgate user add` writes.
+std::string const& default_dummy_hash()
 {
-    static std::string const h = hash_password("popgate-no-such-user", hash_scheme::sha512_crypt);
+    static std::string const h = hash_password("popgate-no-such-user", hash_scheme::yescrypt);
     return h;
 }
 
@@ -96,6 +97,19 @@ bool authenticator::requires_apop(std::string_view user)
     return u && u->apop_only;
 }
 
+std::string authenticator::timing_reference() const
+{
+    std::lock_guard lock(mutex_);
+    return reference_hash_.empty() ? default_dummy_hash() : reference_hash_;
+}
+
+void authenticator::set_timing_reference(std::string const& hash)
+{
+    if (!is_crypt_hash(hash)) return;
+    std::lock_guard lock(mutex_);
+    if (reference_hash_ != hash) reference_hash_ = hash;
+}
+
 result authenticator::check_password(std::string_view user, std::string_view password)
 {
     std::optional<store::user_record> u;
@@ -108,9 +122,12 @@ result authenticator::check_password(std::string_view user, std::string_view pas
     // password at all) is told to use APOP, as check_cram_md5 does.
     if (u && u->apop_only) return {outcome::apop_required, {}, "apop-only user"};
     if (!u || !u->password_hash) {
-        (void)verify_password(password, dummy_hash());
+        // No enumeration by timing: as costly as checking a real user's
+        // password, whatever scheme and cost the site's hashes use.
+        (void)verify_password(password, timing_reference());
         return {outcome::failed, {}, u ? "no password set" : "no such user"};
     }
+    set_timing_reference(*u->password_hash);
     bool const ok = cached(u->name, *u->password_hash, password) || verify_password(password, *u->password_hash);
     if (!ok) return {outcome::failed, {}, "wrong password"};
     // A disabled user learns nothing the wrong-password answer would not say.

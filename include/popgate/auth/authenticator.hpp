@@ -47,6 +47,11 @@ public:
 
 private:
     bool cached(std::string const& user, std::string const& hash, std::string_view password);
+    // A user without a password hash (unknown, or none set) is checked
+    // against the last real hash seen (its salt, scheme and cost): the
+    // answer is thrown away, the time it takes is what matters.
+    std::string timing_reference() const;
+    void set_timing_reference(std::string const& hash);
     void remember(std::string const& user, std::string const& hash, std::string_view password);
 
     struct cache_entry {
@@ -56,7 +61,8 @@ private:
     };
     store::store& db_;
     std::atomic<std::chrono::seconds> cache_ttl_{std::chrono::seconds{0}};
-    std::mutex mutex_;
+    mutable std::mutex mutex_;
+    std::string reference_hash_;
     std::unordered_map<std::string, cache_entry> cache_;
 };
 
