@@ -320,6 +320,8 @@ load_result parse(std::string_view text, std::filesystem::path const& source)
         sec.duration("smtp_idle_timeout", s.smtp_idle_timeout, 1, 86400);
         sec.duration("data_timeout", s.data_timeout, 1, 86400);
         sec.duration("tls_handshake_timeout", s.tls_handshake_timeout, 1, 600);
+        sec.duration("command_timeout", s.command_timeout, 1, 3600);
+        sec.integer("max_slow_sessions_per_ip", s.max_slow_sessions_per_ip, 0, 1000000);
         sec.integer("pop3_max_line", s.pop3_max_line, 255, 65536);
         sec.integer("smtp_max_line", s.smtp_max_line, 512, 65536);
         sec.integer("max_message_size", s.max_message_size, 1024, std::int64_t{1} << 40);

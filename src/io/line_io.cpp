@@ -41,7 +41,8 @@ asio::awaitable<bool> woken_early(session_clock const& c)
     co_return !c.finished && cs.cancelled() == asio::cancellation_type::none;
 }
 
-asio::awaitable<read_status> line_reader::read(stream& s, std::string& line, session_clock& c, clock::duration idle)
+asio::awaitable<read_status> line_reader::read(stream& s, std::string& line, session_clock& c, clock::duration idle,
+                                              std::optional<clock::time_point> limit)
 {
     std::size_t scanned = 0;
     for (;;) {
@@ -53,6 +54,9 @@ asio::awaitable<read_status> line_reader::read(stream& s, std::string& line, ses
                 scanned = 0;
                 continue;
             }
+            // What follows this line (pipelined) began now at the latest.
+            if (lf + 1 < buf_.size()) begun_ = clock::now();
+            else begun_.reset();
             if (lf + 1 > max_) {
                 buf_.erase(0, lf + 1);
                 co_return read_status::too_long;
@@ -74,11 +78,23 @@ asio::awaitable<read_status> line_reader::read(stream& s, std::string& line, ses
             discarding_ = true;
             co_return read_status::too_long;
         }
+        if (!buf_.empty() && !begun_) begun_ = clock::now();
+        // The earliest of: idle from now, the begun line's own time, the limit.
+        auto deadline = clock::now() + idle;
+        bool slow = false;
+        if (begun_ && command_time_ != clock::duration::max() && *begun_ + command_time_ < deadline) {
+            deadline = *begun_ + command_time_;
+            slow = true;
+        }
+        if (limit && *limit < deadline) {
+            deadline = *limit;
+            slow = true;
+        }
+        c.set(deadline);
         char chunk[4096];
-        c.arm(idle);
         auto [ec, n] = co_await s.read_some(asio::buffer(chunk));
         if (ec) {
-            if (c.expired) co_return read_status::timed_out;
+            if (c.expired) co_return slow ? read_status::too_slow : read_status::timed_out;
             co_return ec == asio::error::eof ? read_status::eof : read_status::error;
         }
         buf_.append(chunk, n);

@@ -196,6 +196,11 @@ asio::awaitable<void> serve_connection(tcp::socket sock, config::listener const&
     clock.finished = true;
     // A timeout the session already named more closely ("timeout-in-data") stays.
     if (clock.expired && c.end_reason.rfind("timeout", 0) != 0) c.end_reason = "timeout";
+    if (c.end_reason == "timeout-command") {
+        auto const n = env.admission.note_slow(c.peer);
+        spdlog::warn("sid={} {} command too slow ip={} limit={}s slow_sessions={}", c.sid, proto, c.ip,
+                     c.settings->command_timeout.count(), n);
+    }
     spdlog::info("sid={} {} end reason={} {}", c.sid, proto, c.end_reason, s->end_fields());
     boost::system::error_code ignored;
     sock.shutdown(tcp::socket::shutdown_both, ignored);

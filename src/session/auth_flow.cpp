@@ -28,13 +28,15 @@ asio::awaitable<sasl_outcome> sasl_exchange(channel& ch, proto::sasl_server& sas
     auto const normal_max = reader.max();
     reader.set_max(std::max(normal_max, max_line));
     std::string line;
+    // The whole exchange, not each response, has limits.command_timeout.
+    auto const limit = io::clock::now() + ch.conn().settings->command_timeout;
     while (out.step.what == proto::sasl_step::kind::challenge) {
         ch.queue(std::string(prompt) + proto::base64_encode(out.step.challenge) + "\r\n");
         if (!co_await ch.flush()) {
             out.status = io::read_status::error;
             break;
         }
-        out.status = co_await ch.read_line(line);
+        out.status = co_await ch.read_line(line, limit);
         if (out.status != io::read_status::ok) break;
         if (!line.empty() && line.back() == '\n') line.pop_back();
         out.step = sasl.next(line);

@@ -21,9 +21,9 @@ asio::awaitable<bool> channel::send(std::string_view bytes)
     co_return co_await flush();
 }
 
-asio::awaitable<io::read_status> channel::read_line(std::string& line)
+asio::awaitable<io::read_status> channel::read_line(std::string& line, std::optional<io::clock::time_point> limit)
 {
-    auto const rs = co_await reader_.read(conn_.stream, line, conn_.clock, idle_);
+    auto const rs = co_await reader_.read(conn_.stream, line, conn_.clock, idle_, limit);
     if (rs == io::read_status::ok) conn_.clock.arm(idle_);
     co_return rs;
 }

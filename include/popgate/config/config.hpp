@@ -95,6 +95,12 @@ struct settings {
     std::chrono::seconds smtp_idle_timeout{300};
     std::chrono::seconds data_timeout{600};
     std::chrono::seconds tls_handshake_timeout{30};
+    // A command line, a SASL exchange, or USER to PASS, once begun, must be
+    // complete within this, however the bytes trickle in.
+    std::chrono::seconds command_timeout{60};
+    // Sessions of one address cut by command_timeout in 10 minutes before its
+    // new connections are refused for the rest of that window; 0: off.
+    std::size_t max_slow_sessions_per_ip = 5;
     std::size_t pop3_max_line = 255;
     std::size_t smtp_max_line = 2048;
     std::size_t max_message_size = 26214400;

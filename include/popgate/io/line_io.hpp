@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -58,20 +59,33 @@ asio::awaitable<bool> woken_early(session_clock const& c);
 asio::awaitable<void> watchdog(asio::ip::tcp::socket& sock, session_clock& c,
                                std::function<std::string()> last_words = {});
 
-enum class read_status { ok, eof, timed_out, too_long, error };
+// timed_out: no command began within the idle timeout; too_slow: a line (or
+// an exchange, see `limit`) began and was not complete in time.
+enum class read_status { ok, eof, timed_out, too_slow, too_long, error };
 
 // Reads CRLF-terminated lines. A line longer than `max` (CRLF included) is
 // reported once as too_long and then skipped up to its end, so the session stays
 // in step with the client. The CRLF is stripped; a bare LF also ends a line and
 // is left in place as "\n" at the end of `line` so the caller can refuse it.
+//
+// Deadlines: waiting for the first byte of a line is bounded by `idle`
+// (re-armed by every read); once a line has begun it must be complete within
+// `command_time` of its first byte, however the rest trickles in. `limit`,
+// when set, bounds the whole read (an AUTH exchange, USER to PASS).
 class line_reader {
 public:
-    explicit line_reader(std::size_t max) : max_(max) {}
+    explicit line_reader(std::size_t max, clock::duration command_time = clock::duration::max())
+        : max_(max), command_time_(command_time)
+    {
+    }
 
-    asio::awaitable<read_status> read(stream& s, std::string& line, session_clock& c, clock::duration idle);
+    asio::awaitable<read_status> read(stream& s, std::string& line, session_clock& c, clock::duration idle,
+                                      std::optional<clock::time_point> limit = std::nullopt);
 
-    // Bytes received but not yet consumed (pipelined commands).
+    // Bytes received but not yet consumed (pipelined commands). A caller
+    // that consumes or replaces them itself (DATA) calls restart_timing().
     std::string& pending() noexcept { return buf_; }
+    void restart_timing() noexcept { begun_.reset(); }
     bool has_pending() const noexcept { return !buf_.empty(); }
     // Whether a whole line is already buffered (RFC 2920: the client is not
     // waiting for our replies yet).
@@ -82,10 +96,13 @@ public:
     {
         buf_.clear();
         discarding_ = false;
+        begun_.reset();
     }
 
 private:
     std::size_t max_;
+    clock::duration command_time_;
+    std::optional<clock::time_point> begun_;  // first byte of the unfinished line
     std::string buf_;
     bool discarding_ = false;
 };

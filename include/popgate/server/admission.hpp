@@ -20,6 +20,10 @@ public:
     // connection calls release() once.
     bool admit(net::ip_address const& peer, config::settings const& s, std::string& why);
     void release(net::ip_address const& peer);
+    // A session of `peer` was cut by limits.command_timeout: it counts
+    // against the address (limits.max_slow_sessions_per_ip in 10 minutes).
+    // Returns the address's count in the window.
+    std::size_t note_slow(net::ip_address const& peer);
     std::size_t active() const noexcept { return active_.load(); }
 
 private:
@@ -27,6 +31,7 @@ private:
     std::atomic<std::size_t> active_{0};
     std::map<net::ip_address, std::size_t> per_ip_;
     std::map<net::ip_address, std::deque<std::chrono::steady_clock::time_point>> recent_;  // connection times
+    std::map<net::ip_address, std::deque<std::chrono::steady_clock::time_point>> slow_;    // slow-session ends
 };
 
 // Holds one admission slot for the life of a session.

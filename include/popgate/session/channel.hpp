@@ -26,7 +26,7 @@ struct log_line {
 class channel {
 public:
     channel(server::connection& c, std::size_t max_line, io::clock::duration idle)
-        : conn_(c), reader_(max_line), idle_(idle)
+        : conn_(c), reader_(max_line, c.settings->command_timeout), idle_(idle)
     {
     }
 
@@ -39,9 +39,11 @@ public:
     // Writes what is queued; false when the peer is gone or the deadline passed.
     asio::awaitable<bool> flush();
     asio::awaitable<bool> send(std::string_view bytes);
-    // The next line, the idle timeout armed while waiting. The session's own
-    // work after it gets a full idle period too (the clock is re-armed).
-    asio::awaitable<io::read_status> read_line(std::string& line);
+    // The next line, the idle timeout armed while waiting (and `limit`, if
+    // any, for the whole read). The session's own work after it gets a full
+    // idle period too (the clock is re-armed).
+    asio::awaitable<io::read_status> read_line(std::string& line,
+                                               std::optional<io::clock::time_point> limit = std::nullopt);
 
     void write_log(std::vector<log_line> const& lines) const;
 

@@ -40,6 +40,7 @@ asio::awaitable<bool> pop3_session::do_user(std::string name)
         spdlog::error("sid={} pop3 user lookup failed error={}", c_.sid, log::escape(e.what()));
     }
     auto step = pop3_user_checked(st_, std::move(name), apop_only, rules_);
+    user_at_ = io::clock::now();
     ch_.write_log(step.log);
     co_return co_await ch_.send(step.reply);
 }
@@ -141,6 +142,7 @@ asio::awaitable<bool> pop3_session::do_auth(proto::sasl_mech m, std::optional<st
         auto bad = pop3_bad_command(st_, rules_, "-ERR SASL response too long\r\n");
         co_return co_await run_step(bad);
     }
+    case io::read_status::too_slow: c_.end_reason = "timeout-command"; co_return false;
     default: c_.end_reason = x.status == io::read_status::timed_out ? "timeout" : "eof"; co_return false;
     }
     auto const& step = x.step;

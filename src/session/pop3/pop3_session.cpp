@@ -185,13 +185,17 @@ asio::awaitable<void> pop3_session::run()
     if (!co_await ch_.send(greeting + "\r\n")) co_return;
     for (;;) {
         std::string line;
-        auto const rs = co_await ch_.read_line(line);
+        // After USER, PASS must follow within limits.command_timeout.
+        std::optional<io::clock::time_point> limit;
+        if (!st_.pending_user.empty()) limit = user_at_ + s_.command_timeout;
+        auto const rs = co_await ch_.read_line(line, limit);
         pop3_step step;
         switch (rs) {
         case io::read_status::ok: step = pop3_on_line(st_, line, offer(), rules_); break;
         case io::read_status::too_long: step = pop3_on_too_long(st_, rules_); break;
         case io::read_status::eof: c_.end_reason = "eof"; co_return;
         case io::read_status::timed_out: c_.end_reason = "timeout"; co_return;
+        case io::read_status::too_slow: c_.end_reason = "timeout-command"; co_return;
         case io::read_status::error: c_.end_reason = "error"; co_return;
         }
         if (!co_await run_step(step)) co_return;

@@ -50,6 +50,7 @@ private:
     pop3_state st_;
     std::string timestamp_;  // APOP (RFC 1939 §7); empty when auth.apop is off
     std::string user_;       // canonical name once logged in
+    io::clock::time_point user_at_;  // when USER was accepted (PASS's deadline)
     bool locked_ = false;
     std::optional<mail::maildir> md_;
 };

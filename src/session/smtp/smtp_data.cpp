@@ -136,6 +136,7 @@ asio::awaitable<bool> smtp_session::do_data()
         if (status == proto::data_reader::status::done) {
             // Whatever follows the terminator is the next pipelined command.
             pending.assign(input, consumed, std::string::npos);
+            ch_.reader().restart_timing();  // a command after the message begins now
             break;
         }
         clock.set(data_deadline);

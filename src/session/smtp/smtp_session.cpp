@@ -127,7 +127,9 @@ asio::awaitable<bool> smtp_session::do_auth(std::string_view args)
         co_return co_await run_step(s);
     }
     if (x.status != io::read_status::ok) {
-        c_.end_reason = x.status == io::read_status::timed_out ? "timeout" : "eof-in-auth";
+        c_.end_reason = x.status == io::read_status::timed_out  ? "timeout"
+                        : x.status == io::read_status::too_slow ? "timeout-command"
+                                                                : "eof-in-auth";
         co_return false;
     }
     co_return co_await finish_auth(x.step, mech, challenge);
@@ -224,6 +226,7 @@ asio::awaitable<void> smtp_session::run()
         case io::read_status::too_long: step = smtp_on_too_long(st_, offer()); break;
         case io::read_status::eof: c_.end_reason = "eof"; co_return;
         case io::read_status::timed_out: c_.end_reason = "timeout"; co_return;
+        case io::read_status::too_slow: c_.end_reason = "timeout-command"; co_return;
         case io::read_status::error: c_.end_reason = "error"; co_return;
         }
         if (!co_await run_step(step)) co_return;
