@@ -326,6 +326,7 @@ load_result parse(std::string_view text, std::filesystem::path const& source)
         sec.integer("smtp_max_line", s.smtp_max_line, 512, 65536);
         sec.integer("max_message_size", s.max_message_size, 1024, std::int64_t{1} << 40);
         sec.integer("max_recipients", s.max_recipients, 100, 100000);
+        sec.integer("max_data_in_flight", s.max_data_in_flight, 1024, std::int64_t{1} << 50);
         sec.integer("max_bad_commands", s.max_bad_commands, 1, 100000);
     }
     if (auto const* t = sub_table(root, "log", errs)) {

@@ -45,7 +45,7 @@ session::pop3_services context::pop3_services()
 
 session::smtp_services context::smtp_services()
 {
-    return {blocking_, auth_, {failures_, writes_}, relay_, upstreams_};
+    return {blocking_, auth_, {failures_, writes_}, relay_, upstreams_, data_in_flight_};
 }
 
 server::protocol* context::protocol(std::string_view name) noexcept

@@ -30,9 +30,11 @@ def test_unknown_and_existing_users_fail_in_the_same_time(make_gateway, scheme):
     # None: the scheme `popgate user add` picks (yescrypt).
     g.cli("user", "add", "alice", *(["--scheme", scheme] if scheme else []), input="right-pw\n")
     known, unknown = [], []
-    for _ in range(9):   # interleaved, so that noise hits both alike
+    for _ in range(11):  # interleaved, so that noise hits both alike
         known.append(failed_pass_seconds(g, "alice"))
         unknown.append(failed_pass_seconds(g, "nobody-here"))
     k, u = statistics.median(known), statistics.median(unknown)
     print(f"scheme={scheme or 'yescrypt'} known median {k * 1000:.1f} ms, unknown median {u * 1000:.1f} ms")
-    assert min(k, u) / max(k, u) > 0.6, (known, unknown)
+    # The old gap was 25-35 ms (a yescrypt check against a SHA512-crypt
+    # stand-in); a few milliseconds are noise on a busy 2-core machine.
+    assert abs(k - u) < max(0.005, 0.4 * max(k, u)), (known, unknown)

@@ -104,6 +104,9 @@ struct settings {
     std::size_t pop3_max_line = 255;
     std::size_t smtp_max_line = 2048;
     std::size_t max_message_size = 26214400;
+    // Octets of all messages being received at once (their tmp/ files and
+    // upstream transactions); past it DATA answers 451 4.3.1.
+    std::uint64_t max_data_in_flight = std::uint64_t{2} << 30;
     std::size_t max_recipients = 100;
     std::size_t max_bad_commands = 20;
 

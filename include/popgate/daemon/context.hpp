@@ -17,6 +17,8 @@
 
 #include <boost/asio/thread_pool.hpp>
 
+#include <atomic>
+#include <cstdint>
 #include <memory>
 #include <string_view>
 #include <vector>
@@ -69,6 +71,7 @@ private:
     auth::authenticator auth_;
     auth::failure_tracker failures_;
     server::admission_control admission_;
+    std::atomic<std::uint64_t> data_in_flight_{0};
     std::vector<std::unique_ptr<server::protocol>> protocols_;  // last: they hold references to the rest
 };
 

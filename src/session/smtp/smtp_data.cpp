@@ -10,8 +10,13 @@
 //   committed (fsync, rename to new/). A 451 therefore leaves nothing behind.
 //   A local write failing after the upstream's 250 answers 451 (logged): the
 //   retry may duplicate the relayed copy, which beats losing the local one.
-// - Message bodies are kept in memory only when a local or relay-drop copy is
-//   needed (bounded by limits.max_message_size); relay-only mail is streamed.
+// - A message is never held whole in memory: it streams to the upstream and
+//   into the tmp/ files of its local copies as it arrives, through a buffer
+//   of fixed size per session. A message that fails (client gone, too big,
+//   smuggling, upstream refusal) leaves no tmp/ file behind.
+// - limits.max_data_in_flight bounds the octets of all messages being
+//   received at once (the tmp/ files and upstream transactions they hold):
+//   past it the message gets 451 4.3.1 and the client tries later.
 #include "smtp_session.hpp"
 
 #include "popgate/io/blocking.hpp"
@@ -20,6 +25,7 @@
 #include "popgate/mail/received.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <ctime>
 
 namespace popgate::session {
@@ -44,20 +50,87 @@ void stuff(std::string_view in, bool& at_line_start, std::string& out)
     }
 }
 
-// Writes every copy that is kept here (local mailboxes, relay drop) to tmp/
-// first and commits them only when all writes succeeded: all or nothing
-// as far as the filesystem allows. Runs on the blocking pool.
-void deliver_copies(std::vector<std::pair<std::filesystem::path, std::string>> const& copies, std::string const& host)
-{
-    std::vector<mail::delivery> ds;
-    ds.reserve(copies.size());
-    for (auto const& [dir, bytes] : copies) {
-        mail::maildir(dir).ensure();
-        ds.emplace_back(dir, host);
-        ds.back().write(bytes);
+constexpr std::size_t spool_chunk = 64 * 1024;  // written to the copies at this size
+
+// The copies kept here (local mailboxes, relay drop), each a tmp/ file that
+// grows as the message arrives and is moved to new/ only by commit(). Every
+// member blocks on the filesystem: call them on the blocking pool.
+class local_copies {
+public:
+    struct destination {
+        std::filesystem::path maildir;
+        std::string head;  // written first (Received:, and the envelope for the drop)
+    };
+    void open(std::vector<destination> const& dests, std::string const& host)
+    {
+        files_.reserve(dests.size());
+        for (auto const& d : dests) {
+            mail::maildir(d.maildir).ensure();
+            files_.emplace_back(d.maildir, host);
+            files_.back().write(d.head);
+        }
     }
-    for (auto& d : ds) d.commit();
+    void write(std::string_view bytes)
+    {
+        for (auto& f : files_) f.write(bytes);
+    }
+    // All tmp/ files fsynced and renamed into new/, or (on a throw) none
+    // that was not already: as close to all or nothing as a filesystem allows.
+    void commit()
+    {
+        for (auto& f : files_) f.commit();
+    }
+    void abort() noexcept
+    {
+        for (auto& f : files_) f.abort();
+    }
+    bool empty() const noexcept { return files_.empty(); }
+
+private:
+    std::vector<mail::delivery> files_;
+};
+
+// Writes what the spool holds to every copy (blocking pool); a failure is
+// kept in `error`, and nothing more is written.
+asio::awaitable<void> write_spool(asio::thread_pool& pool, local_copies& copies, std::string& spool,
+                                  std::string& error)
+{
+    if (spool.empty() || copies.empty() || !error.empty()) co_return;
+    try {
+        auto job = [&copies, &spool] { copies.write(spool); };
+        co_await io::run_blocking(pool, job);
+    } catch (std::exception const& e) {
+        error = e.what();
+    }
+    spool.clear();
 }
+
+// The octets of one message counted against limits.max_data_in_flight, given
+// back when the message is done, however it ends.
+class in_flight {
+public:
+    in_flight(std::atomic<std::uint64_t>& total, std::uint64_t cap) : total_(total), cap_(cap) {}
+    ~in_flight() { total_.fetch_sub(held_, std::memory_order_relaxed); }
+    in_flight(in_flight const&) = delete;
+    in_flight& operator=(in_flight const&) = delete;
+    // false: past the cap (nothing taken).
+    bool take(std::uint64_t n)
+    {
+        auto const before = total_.fetch_add(n, std::memory_order_relaxed);
+        if (before + n > cap_) {
+            total_.fetch_sub(n, std::memory_order_relaxed);
+            return false;
+        }
+        held_ += n;
+        return true;
+    }
+    bool exhausted() const noexcept { return total_.load(std::memory_order_relaxed) >= cap_; }
+
+private:
+    std::atomic<std::uint64_t>& total_;
+    std::uint64_t cap_;
+    std::uint64_t held_ = 0;
+};
 
 }  // namespace
 
@@ -73,8 +146,24 @@ asio::awaitable<bool> smtp_session::do_data()
         else relay_rcpts.push_back(r.address);
     }
     bool const use_upstream = !relay_rcpts.empty() && !s.upstream_host.empty();
-    bool const keep_copy = !locals.empty() || (!relay_rcpts.empty() && !use_upstream);
     bool const tls = c_.stream.tls_active();
+    std::size_t const nrcpt = st_.rcpts.size();
+    std::uint64_t received = 0;
+    auto const done = [&](int code, std::string_view enh, std::string const& text, std::string_view result) {
+        spdlog::info("sid={} smtp message id={} ip={} from=<{}> rcpts={} local={} relay={} size={} result={} reply={}",
+                     c_.sid, qid, c_.ip, log::escape(st_.mail_from), nrcpt, locals.size(), relay_rcpts.size(),
+                     received, result, code);
+        ch_.queue(proto::reply(code, enh, text));
+        st_.reset_transaction();
+    };
+
+    in_flight budget(svc_.data_in_flight, s.max_data_in_flight);
+    if (budget.exhausted()) {
+        spdlog::warn("sid={} smtp data refused id={} ip={} reason=max-data-in-flight limit={}", c_.sid, qid, c_.ip,
+                     s.max_data_in_flight);
+        done(451, "4.3.1", "Error: insufficient system storage, try again later", "in-flight-limit");
+        co_return true;
+    }
 
     std::unique_ptr<relay::smtp_client> up;
     if (use_upstream) {
@@ -95,22 +184,57 @@ asio::awaitable<bool> smtp_session::do_data()
         spdlog::debug("sid={} smtp upstream open id={} {}", c_.sid, qid, v.log);
     }
 
-    ch_.queue("354 End data with <CR><LF>.<CR><LF>\r\n");
-    if (!co_await ch_.flush()) co_return false;
-
     std::string const header = mail::received_header(
         {st_.helo, c_.ip, host(), mail::received_protocol(st_.esmtp, tls, st_.authenticated), qid,
          std::time(nullptr)});
-    std::string message;  // unstuffed, CRLF; only when a copy is kept here
-    if (keep_copy) message = header;
+
+    // The copies kept here, opened before the 354 so that a Maildir that
+    // cannot be written is known before the client sends the message.
+    std::vector<local_copies::destination> dests;
+    if (!relay_rcpts.empty() && !use_upstream) {
+        // The drop folder stands in for the upstream: keep the envelope visible.
+        std::string env = "X-Envelope-From: <" + st_.mail_from + ">\r\nX-Envelope-To: ";
+        for (std::size_t i = 0; i < relay_rcpts.size(); ++i) env += (i ? ", <" : "<") + relay_rcpts[i] + ">";
+        dests.push_back({s.relay_drop, env + "\r\n" + header});
+    }
+    std::vector<std::string> users;
+    for (auto const* r : locals) {
+        if (std::find(users.begin(), users.end(), r->user) != users.end()) continue;  // one copy per mailbox
+        users.push_back(r->user);
+        dests.push_back({r->maildir, header});
+    }
+    local_copies copies;  // destroyed before return: an unfinished tmp/ file is removed
+    std::string copy_error;
+    if (!dests.empty()) {
+        try {
+            clock.arm(s.smtp_idle_timeout + s.data_timeout);
+            auto job = [&copies, &dests, &s] { copies.open(dests, s.hostname); };
+            co_await io::run_blocking(svc_.blocking, job);
+        } catch (std::exception const& e) {
+            if (up) up->abort();
+            copies.abort();
+            spdlog::error("sid={} smtp delivery failed id={} error={}", c_.sid, qid, log::escape(e.what()));
+            done(451, "4.3.0", "Error: local delivery failed, try again later", "delivery-failed");
+            co_return true;
+        }
+    }
+
+    ch_.queue("354 End data with <CR><LF>.<CR><LF>\r\n");
+    if (!co_await ch_.flush()) {
+        if (up) up->abort();
+        copies.abort();
+        co_return false;
+    }
+
     bool upstream_ok = up != nullptr;
     bool at_line_start = true;
+    bool over_budget = false;
     std::string stuffed;
     if (up) {
         stuff(header, at_line_start, stuffed);
         upstream_ok = co_await up->send(stuffed);
     }
-
+    std::string spool;  // for the copies, written at spool_chunk
     proto::data_reader dr(s.max_message_size, proto::smtp_max_text_line);
     std::string chunk_out;
     std::string& pending = ch_.reader().pending();
@@ -124,8 +248,20 @@ asio::awaitable<bool> smtp_session::do_data()
         std::size_t consumed = 0;
         chunk_out.clear();
         auto const status = dr.feed(input, consumed, chunk_out);
-        if (!chunk_out.empty()) {
-            if (keep_copy) message += chunk_out;
+        if (!chunk_out.empty() && !over_budget) {
+            if (!budget.take(chunk_out.size())) {
+                // Read on to the terminator (the session stays in step), keep nothing.
+                over_budget = true;
+                spdlog::warn("sid={} smtp data refused id={} ip={} reason=max-data-in-flight limit={}", c_.sid, qid,
+                             c_.ip, s.max_data_in_flight);
+            }
+        }
+        if (!chunk_out.empty() && !over_budget) {
+            received += chunk_out.size();
+            if (!copies.empty()) {
+                spool += chunk_out;
+                if (spool.size() >= spool_chunk) co_await write_spool(svc_.blocking, copies, spool, copy_error);
+            }
             if (up && upstream_ok) {
                 stuffed.clear();
                 stuff(chunk_out, at_line_start, stuffed);
@@ -148,6 +284,7 @@ asio::awaitable<bool> smtp_session::do_data()
         if (ec) {
             // Client gone mid-DATA: nothing is delivered anywhere.
             if (up) up->abort();
+            copies.abort();
             c_.end_reason = clock.expired ? "timeout-in-data" : "eof-in-data";
             spdlog::warn("sid={} smtp data aborted id={} ip={} reason={} received={}", c_.sid, qid, c_.ip,
                          c_.end_reason, dr.size());
@@ -155,30 +292,35 @@ asio::awaitable<bool> smtp_session::do_data()
         }
         input.assign(buf, n);
     }
+    received = dr.size();
 
-    std::size_t const nrcpt = st_.rcpts.size();
-    auto const done = [&](int code, std::string_view enh, std::string const& text, std::string_view result) {
-        spdlog::info("sid={} smtp message id={} ip={} from=<{}> rcpts={} local={} relay={} size={} result={} reply={}",
-                     c_.sid, qid, c_.ip, log::escape(st_.mail_from), nrcpt, locals.size(), relay_rcpts.size(),
-                     dr.size(), result, code);
-        ch_.queue(proto::reply(code, enh, text));
-        st_.reset_transaction();
-    };
-
-    if (auto const e = dr.error()) {
+    auto const fail = [&](int code, std::string_view enh, std::string const& text, std::string_view result) {
         if (up) up->abort();
+        copies.abort();
+        done(code, enh, text, result);
+    };
+    if (auto const e = dr.error()) {
         switch (*e) {
-        case proto::errc::too_long: done(552, "5.3.4", "Message size exceeds fixed limit", "too-big"); break;
+        case proto::errc::too_long: fail(552, "5.3.4", "Message size exceeds fixed limit", "too-big"); break;
         case proto::errc::line_too_long:
-            done(550, "5.5.2", "Error: message line longer than 998 octets", "line-too-long");
+            fail(550, "5.5.2", "Error: message line longer than 998 octets", "line-too-long");
             break;
-        default: done(550, "5.5.2", "Error: bare <CR> or <LF> in message data", "bare-cr-lf"); break;
+        default: fail(550, "5.5.2", "Error: bare <CR> or <LF> in message data", "bare-cr-lf"); break;
         }
         co_return true;
     }
+    if (over_budget) {
+        fail(451, "4.3.1", "Error: insufficient system storage, try again later", "in-flight-limit");
+        co_return true;
+    }
+    co_await write_spool(svc_.blocking, copies, spool, copy_error);
+    if (!copy_error.empty()) {
+        spdlog::error("sid={} smtp delivery failed id={} error={}", c_.sid, qid, log::escape(copy_error));
+        fail(451, "4.3.0", "Error: local delivery failed, try again later", "delivery-failed");
+        co_return true;
+    }
     if (up && !upstream_ok) {
-        up->abort();
-        done(451, "4.4.1", "Error: upstream mail server unavailable, try again later", "upstream-lost");
+        fail(451, "4.4.1", "Error: upstream mail server unavailable, try again later", "upstream-lost");
         co_return true;
     }
 
@@ -189,6 +331,7 @@ asio::awaitable<bool> smtp_session::do_data()
         auto v = co_await up->finish();
         if (v.what != relay::upstream_verdict::kind::ok) {
             spdlog::warn("sid={} smtp upstream refused id={} detail={}", c_.sid, qid, v.log);
+            copies.abort();
             done(v.code, v.enhanced, v.text,
                  v.what == relay::upstream_verdict::kind::permanent ? "upstream-rejected" : "upstream-tempfail");
             co_return true;
@@ -198,26 +341,13 @@ asio::awaitable<bool> smtp_session::do_data()
                      v.log);
     }
 
-    if (keep_copy) {
-        std::vector<std::pair<std::filesystem::path, std::string>> copies;
-        if (!relay_rcpts.empty() && !use_upstream) {
-            // The drop folder stands in for the upstream: keep the envelope visible.
-            std::string env = "X-Envelope-From: <" + st_.mail_from + ">\r\nX-Envelope-To: ";
-            for (std::size_t i = 0; i < relay_rcpts.size(); ++i) env += (i ? ", <" : "<") + relay_rcpts[i] + ">";
-            copies.emplace_back(s.relay_drop, env + "\r\n" + message);
-        }
-        std::vector<std::string> users;
-        for (auto const* r : locals) {
-            if (std::find(users.begin(), users.end(), r->user) != users.end()) continue;  // one copy per mailbox
-            users.push_back(r->user);
-            copies.emplace_back(r->maildir, message);
-        }
+    if (!copies.empty()) {
         try {
             clock.arm(s.smtp_idle_timeout + s.data_timeout);
-            // Named first: g++ 12 mishandles closures owning strings as temporaries in co_await.
-            auto job = [&copies, &s] { deliver_copies(copies, s.hostname); };
+            auto job = [&copies] { copies.commit(); };
             co_await io::run_blocking(svc_.blocking, job);
         } catch (std::exception const& e) {
+            copies.abort();
             spdlog::error("sid={} smtp delivery failed id={} error={}{}", c_.sid, qid, log::escape(e.what()),
                           up ? " note=relayed copy already accepted upstream" : "");
             done(451, "4.3.0", "Error: local delivery failed, try again later", "delivery-failed");

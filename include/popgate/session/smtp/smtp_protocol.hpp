@@ -11,6 +11,9 @@
 
 #include <boost/asio/thread_pool.hpp>
 
+#include <atomic>
+#include <cstdint>
+
 namespace popgate::session {
 
 // The few services an SMTP session uses, owned by the layers below.
@@ -20,6 +23,7 @@ struct smtp_services {
     auth_guard guard;                    // brute-force accounting
     relay::policy& relay;                // the relay decision
     relay::upstream_pool& upstreams;     // kept upstream connections
+    std::atomic<std::uint64_t>& data_in_flight;  // octets of messages being received (limits.max_data_in_flight)
 };
 
 class smtp_protocol final : public server::protocol {
