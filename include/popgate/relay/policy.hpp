@@ -10,6 +10,7 @@
 #include "popgate/net/ip.hpp"
 #include "popgate/proto/policy.hpp"
 #include "popgate/relay/decider.hpp"
+#include "popgate/relay/verdict.hpp"
 #include "popgate/store/store.hpp"
 #include "popgate/store/write_queue.hpp"
 
@@ -19,30 +20,6 @@
 #include <string_view>
 
 namespace popgate::relay {
-
-struct request {
-    net::ip_address client;
-    std::string_view local_part;  // of the recipient, unquoted
-    std::string_view domain;      // "" for <postmaster>
-    std::string_view address;     // the recipient as written in logs and the audit
-    bool authenticated = false;   // SMTP AUTH succeeded in this session
-    bool auth_required = false;   // the listener relays for AUTH only
-};
-
-// A local recipient's mailbox (verdict local).
-struct mailbox {
-    std::string user;
-    std::filesystem::path maildir;
-};
-
-struct verdict {
-    proto::relay_verdict what = proto::relay_verdict::deny;
-    // For the log: "user=alice", "grant_user=alice grant=192.0.2.7",
-    // "network=192.0.2.0/24", "sasl", "no grant or network", "unknown-user",
-    // or the store's error (tempfail).
-    std::string detail;
-    std::optional<mailbox> box;  // local: the mailbox; unset = no such user (550)
-};
 
 class policy {
 public:

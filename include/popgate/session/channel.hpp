@@ -5,6 +5,7 @@
 // SASL exchange (session/auth_flow.hpp) too.
 #include "popgate/io/line_io.hpp"
 #include "popgate/server/protocol.hpp"
+#include "popgate/session/log_line.hpp"
 
 #include <spdlog/spdlog.h>
 
@@ -15,13 +16,6 @@
 namespace popgate::session {
 
 namespace asio = boost::asio;
-
-// A log line decided by pure session code, written by the coroutine with the
-// session id in front: "sid=... <text>".
-struct log_line {
-    spdlog::level::level_enum level;
-    std::string text;
-};
 
 class channel {
 public:

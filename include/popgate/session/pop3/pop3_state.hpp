@@ -8,7 +8,7 @@
 #include "popgate/mail/maildir.hpp"
 #include "popgate/proto/pop3.hpp"
 #include "popgate/proto/sasl.hpp"
-#include "popgate/session/channel.hpp"
+#include "popgate/session/log_line.hpp"
 
 #include <cstdint>
 #include <optional>

@@ -8,8 +8,8 @@
 // secret) are enforced in one place, in smtp_on_line. No I/O here.
 #include "popgate/proto/sasl.hpp"
 #include "popgate/proto/smtp.hpp"
-#include "popgate/relay/policy.hpp"
-#include "popgate/session/channel.hpp"
+#include "popgate/relay/verdict.hpp"
+#include "popgate/session/log_line.hpp"
 
 #include <filesystem>
 #include <optional>

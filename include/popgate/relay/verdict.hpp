@@ -1,0 +1,38 @@
+#pragma once
+// What the relay decision (relay/policy.hpp) is asked and what it answers:
+// plain data, so that pure session code can turn a verdict into a reply.
+#include "popgate/net/ip.hpp"
+#include "popgate/proto/policy.hpp"
+
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace popgate::relay {
+
+struct request {
+    net::ip_address client;
+    std::string_view local_part;  // of the recipient, unquoted
+    std::string_view domain;      // "" for <postmaster>
+    std::string_view address;     // the recipient as written in logs and the audit
+    bool authenticated = false;   // SMTP AUTH succeeded in this session
+    bool auth_required = false;   // the listener relays for AUTH only
+};
+
+// A local recipient's mailbox (verdict local).
+struct mailbox {
+    std::string user;
+    std::filesystem::path maildir;
+};
+
+struct verdict {
+    proto::relay_verdict what = proto::relay_verdict::deny;
+    // For the log: "user=alice", "grant_user=alice grant=192.0.2.7",
+    // "network=192.0.2.0/24", "sasl", "no grant or network", "unknown-user",
+    // or the store's error (tempfail).
+    std::string detail;
+    std::optional<mailbox> box;  // local: the mailbox; unset = no such user (550)
+};
+
+}  // namespace popgate::relay
