@@ -85,8 +85,11 @@ std::shared_ptr<boost::asio::ssl::context> make_server_tls(config::tls_settings 
     SSL_CTX* c = ctx->native_handle();
     SSL_CTX_set_min_proto_version(c, t.min_version == "1.3" ? TLS1_3_VERSION : TLS1_2_VERSION);
     SSL_CTX_set_options(c, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
-    if (!t.ciphers.empty() && SSL_CTX_set_cipher_list(c, t.ciphers.c_str()) != 1)
-        throw std::runtime_error("tls.ciphers: no usable cipher in '" + t.ciphers + "'");
+    // "" is the AEAD-only default too: a file written when "" meant OpenSSL's
+    // default (CBC and SHA-1 suites included) gets the safe list.
+    std::string const ciphers = t.ciphers.empty() ? std::string(config::default_tls12_ciphers) : t.ciphers;
+    if (SSL_CTX_set_cipher_list(c, ciphers.c_str()) != 1)
+        throw std::runtime_error("tls.ciphers: no usable cipher in '" + ciphers + "'");
     if (!t.ciphersuites.empty() && SSL_CTX_set_ciphersuites(c, t.ciphersuites.c_str()) != 1)
         throw std::runtime_error("tls.ciphersuites: no usable suite in '" + t.ciphersuites + "'");
     if (SSL_CTX_use_certificate_chain_file(c, t.cert_file.c_str()) != 1)
