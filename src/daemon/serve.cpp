@@ -4,6 +4,7 @@
 #include "popgate/daemon/serve.hpp"
 
 #include "popgate/daemon/context.hpp"
+#include "popgate/daemon/state_dirs.hpp"
 #include "popgate/io/blocking.hpp"
 #include "popgate/io/tls.hpp"
 #include "popgate/log/log.hpp"
@@ -13,7 +14,6 @@
 #include <boost/asio.hpp>
 #include <grp.h>
 #include <malloc.h>
-#include <pwd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -21,6 +21,7 @@
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <thread>
 
 namespace popgate::daemon {
@@ -34,6 +35,14 @@ struct listener_info {
     std::uint16_t bound_port = 0;
 };
 
+// The certificate and key as read at start, as root: after the switch to
+// server.user the files need not be readable (the key should not be), so a
+// reload that cannot read them builds its context from these.
+struct kept_tls {
+    std::filesystem::path cert_file, key_file;
+    io::tls_material material;
+};
+
 struct server {
     // Declared first, destroyed last: sessions still open when io is destroyed
     // release their admission slots and maildrop locks in the context.
@@ -42,6 +51,8 @@ struct server {
     std::vector<std::unique_ptr<tcp::acceptor>> acceptors;
     std::vector<listener_info> listeners;
     std::string config_file;
+    service_account account;
+    std::optional<kept_tls> kept;  // only when the daemon switches users
     std::unique_ptr<asio::signal_set> signals;
     bool draining = false;
 };
@@ -53,13 +64,34 @@ bool any_tls(config::settings const& s)
     return false;
 }
 
-std::shared_ptr<asio::ssl::context> load_tls(config::settings const& s)
+// The certificate and key (made first when self_signed and both are missing).
+io::tls_material read_tls(config::settings const& s)
 {
-    if (!any_tls(s)) return nullptr;
     if (io::ensure_self_signed(s.tls, s.hostname))
         spdlog::info("tls self-signed certificate created cert={} key={}", s.tls.cert_file.string(),
                      s.tls.key_file.string());
-    return io::make_server_tls(s.tls);
+    return io::read_tls_material(s.tls);
+}
+
+std::shared_ptr<asio::ssl::context> load_tls(server& srv, config::settings const& s)
+{
+    if (!any_tls(s)) return nullptr;
+    io::tls_material m;
+    try {
+        m = read_tls(s);
+    } catch (std::exception const& e) {
+        // After the switch the service user usually may not read the key:
+        // keep serving what was read as root rather than fail the reload.
+        auto const& k = srv.kept;
+        if (!k || k->cert_file != s.tls.cert_file || k->key_file != s.tls.key_file) throw;
+        spdlog::warn("reload: {}; keeping the certificate read at start (or at the last reload that could read it): "
+                     "let {} read tls.cert_file and tls.key_file to renew it on SIGHUP, or restart",
+                     e.what(), srv.account.name);
+        return io::make_server_tls(s.tls, k->material);
+    }
+    auto ctx = io::make_server_tls(s.tls, m);
+    if (srv.account.switches) srv.kept = kept_tls{s.tls.cert_file, s.tls.key_file, std::move(m)};
+    return ctx;
 }
 
 asio::awaitable<void> purge_loop(server& srv)
@@ -95,7 +127,7 @@ void reload(server& srv)
     }
     auto fresh = std::make_shared<config::settings const>(std::move(*r.value));
     try {
-        auto tls = load_tls(*fresh);
+        auto tls = load_tls(srv, *fresh);
         // Sessions hold their own reference to the context they started with:
         // live TLS sessions go on with the old certificate, new ones get this.
         if (tls) srv.ctx->live().set_tls(std::move(tls));
@@ -140,36 +172,26 @@ asio::awaitable<void> signal_loop(server& srv, asio::signal_set& sigs)
     }
 }
 
-void drop_privileges(config::settings const& s)
+void drop_privileges(config::settings const& s, service_account const& a)
 {
     if (::geteuid() != 0) return;
-    if (s.run_as_user.empty()) {
+    if (!a.switches) {
         spdlog::warn("running as root: set server.user to drop privileges after binding");
         return;
     }
-    errno = 0;
-    passwd const* pw = ::getpwnam(s.run_as_user.c_str());
-    if (!pw) throw std::runtime_error("server.user '" + s.run_as_user + "' does not exist");
-    gid_t gid = pw->pw_gid;
-    if (!s.run_as_group.empty()) {
-        group const* gr = ::getgrnam(s.run_as_group.c_str());
-        if (!gr) throw std::runtime_error("server.group '" + s.run_as_group + "' does not exist");
-        gid = gr->gr_gid;
-    }
-    uid_t const uid = pw->pw_uid;
     // The database was opened (and perhaps created) as root; the pool opens
     // more connections later, as the service user, so it must own the files.
     for (char const* suffix : {"", "-wal", "-shm"}) {
         auto const f = s.database.string() + suffix;
-        if (std::filesystem::exists(f) && ::chown(f.c_str(), uid, gid) != 0)
-            throw std::runtime_error("cannot hand " + f + " to " + s.run_as_user + ": " + std::strerror(errno));
+        if (std::filesystem::exists(f) && ::chown(f.c_str(), a.uid, a.gid) != 0)
+            throw std::runtime_error("cannot hand " + f + " to " + a.name + ": " + std::strerror(errno));
     }
     // Group first (after setuid we could no longer change it), then verify that
     // root cannot be regained.
-    if (::setgroups(0, nullptr) != 0 || ::setgid(gid) != 0 || ::setuid(uid) != 0)
-        throw std::runtime_error("cannot drop privileges to " + s.run_as_user + ": " + std::strerror(errno));
+    if (::setgroups(0, nullptr) != 0 || ::setgid(a.gid) != 0 || ::setuid(a.uid) != 0)
+        throw std::runtime_error("cannot drop privileges to " + a.name + ": " + std::strerror(errno));
     if (::setuid(0) == 0) throw std::runtime_error("privilege drop did not stick");
-    spdlog::info("privileges dropped user={} uid={} gid={}", s.run_as_user, uid, gid);
+    spdlog::info("privileges dropped user={} uid={} gid={}", a.name, a.uid, a.gid);
 }
 
 // A JSON string: quotes, backslashes and control characters escaped (RFC 8259 §7).
@@ -220,15 +242,20 @@ int serve(std::string const& config_file, std::string const& db_override, serve_
     server srv;
     srv.config_file = config_file;
     try {
+        srv.account = find_service_account(*settings);
+        // Made before spdlog opens it, so that its mode (0640) does not depend on the umask.
+        prepare_log_file(settings->log_file, srv.account);
         log::setup(settings->log_level, settings->log_file);
         ::umask(077);  // every file the daemon makes (database, Maildirs, keys) is private
+        // Before any thread starts (the check takes the service user's ids for a moment).
+        prepare_state_dirs(*settings, srv.account);
         // glibc hands freed memory back to the kernel as soon as 128 KB sit at
         // the top of a heap: on a busy daemon that is an madvise() per burst,
         // and each one interrupts every core to flush its TLB (a fifth of the
         // CPU of a login storm, measured with perf). Keep up to 64 MB for reuse.
         ::mallopt(M_TRIM_THRESHOLD, 64 << 20);
         ::mallopt(M_MMAP_THRESHOLD, 4 << 20);
-        auto tls = load_tls(*settings);
+        auto tls = load_tls(srv, *settings);
         auto db = store::open_sqlite_store(settings->database);
         unsigned const cores = std::max(1u, std::thread::hardware_concurrency());
         srv.ctx = std::make_unique<context>(settings, std::move(db), std::max(2u, cores));
@@ -257,7 +284,7 @@ int serve(std::string const& config_file, std::string const& db_override, serve_
         // Written while still privileged: the ready file's directory belongs
         // to whoever started the daemon, not to the service user.
         if (!o.ready_file.empty()) write_ready_file(o.ready_file, srv.listeners);
-        drop_privileges(*settings);
+        drop_privileges(*settings, srv.account);
     } catch (std::exception const& e) {
         std::cerr << "popgate: " << e.what() << "\n";
         spdlog::error("startup failed: {}", e.what());

@@ -6,9 +6,13 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <stdexcept>
 
@@ -31,6 +35,49 @@ struct ossl_deleter {
 };
 using pkey_ptr = std::unique_ptr<EVP_PKEY, ossl_deleter<EVP_PKEY, EVP_PKEY_free>>;
 using x509_ptr = std::unique_ptr<X509, ossl_deleter<X509, X509_free>>;
+using bio_ptr = std::unique_ptr<BIO, ossl_deleter<BIO, BIO_free_all>>;
+
+// PEM files are small; anything this big is not one.
+constexpr std::size_t max_pem_size = 1 << 20;
+
+std::string read_pem_file(std::filesystem::path const& p, char const* key)
+{
+    auto const fail = [&](std::string const& why) -> std::runtime_error {
+        return std::runtime_error(std::string(key) + " " + p.string() + ": " + why);
+    };
+    int const fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) throw fail(std::strerror(errno));
+    std::string out;
+    char buf[16384];
+    for (;;) {
+        auto const n = ::read(fd, buf, sizeof buf);
+        if (n == 0) break;
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            int const err = errno;
+            ::close(fd);
+            throw fail(std::strerror(err));
+        }
+        out.append(buf, static_cast<std::size_t>(n));
+        if (out.size() > max_pem_size) {
+            ::close(fd);
+            throw fail("larger than 1 MB, not a PEM file");
+        }
+    }
+    ::close(fd);
+    return out;
+}
+
+bio_ptr memory_bio(std::string const& pem)
+{
+    bio_ptr b(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+    if (!b) throw std::runtime_error("out of memory: " + openssl_error());
+    return b;
+}
+
+// An encrypted key would make OpenSSL ask for a passphrase on the terminal;
+// a daemon has none to give: fail instead.
+int no_passphrase(char*, int, int, void*) { return 0; }
 
 void write_pem(std::filesystem::path const& p, auto&& writer)
 {
@@ -78,20 +125,49 @@ bool ensure_self_signed(config::tls_settings const& t, std::string const& hostna
     return true;
 }
 
-std::shared_ptr<boost::asio::ssl::context> make_server_tls(config::tls_settings const& t)
+tls_material read_tls_material(config::tls_settings const& t)
+{
+    return {read_pem_file(t.cert_file, "tls.cert_file"), read_pem_file(t.key_file, "tls.key_file")};
+}
+
+std::shared_ptr<boost::asio::ssl::context> make_server_tls(config::tls_settings const& t, tls_material const& m)
 {
     namespace ssl = boost::asio::ssl;
     auto ctx = std::make_shared<ssl::context>(ssl::context::tls_server);
     SSL_CTX* c = ctx->native_handle();
     SSL_CTX_set_min_proto_version(c, t.min_version == "1.3" ? TLS1_3_VERSION : TLS1_2_VERSION);
     SSL_CTX_set_options(c, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
-    if (!t.ciphers.empty() && SSL_CTX_set_cipher_list(c, t.ciphers.c_str()) != 1)
-        throw std::runtime_error("tls.ciphers: no usable cipher in '" + t.ciphers + "'");
+    // "" is the AEAD-only default too: a file written when "" meant OpenSSL's
+    // default (CBC and SHA-1 suites included) gets the safe list.
+    std::string const ciphers = t.ciphers.empty() ? std::string(config::default_tls12_ciphers) : t.ciphers;
+    if (SSL_CTX_set_cipher_list(c, ciphers.c_str()) != 1)
+        throw std::runtime_error("tls.ciphers: no usable cipher in '" + ciphers + "'");
     if (!t.ciphersuites.empty() && SSL_CTX_set_ciphersuites(c, t.ciphersuites.c_str()) != 1)
         throw std::runtime_error("tls.ciphersuites: no usable suite in '" + t.ciphersuites + "'");
-    if (SSL_CTX_use_certificate_chain_file(c, t.cert_file.c_str()) != 1)
+
+    // The chain as SSL_CTX_use_certificate_chain_file reads it: the leaf, then
+    // the intermediates.
+    ERR_clear_error();
+    auto const cert_bio = memory_bio(m.cert_chain_pem);
+    x509_ptr leaf(PEM_read_bio_X509_AUX(cert_bio.get(), nullptr, no_passphrase, nullptr));
+    if (!leaf || SSL_CTX_use_certificate(c, leaf.get()) != 1)
         throw std::runtime_error("tls.cert_file " + t.cert_file.string() + ": " + openssl_error());
-    if (SSL_CTX_use_PrivateKey_file(c, t.key_file.c_str(), SSL_FILETYPE_PEM) != 1)
+    for (;;) {
+        x509_ptr ca(PEM_read_bio_X509(cert_bio.get(), nullptr, no_passphrase, nullptr));
+        if (!ca) break;
+        if (SSL_CTX_add0_chain_cert(c, ca.get()) != 1)
+            throw std::runtime_error("tls.cert_file " + t.cert_file.string() + ": " + openssl_error());
+        ca.release();  // add0: the context owns it now
+    }
+    // The loop ends at the end of the text ("no start line"); anything else is a broken PEM block.
+    if (auto const e = ERR_peek_last_error(); ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE)
+        ERR_clear_error();
+    else if (e)
+        throw std::runtime_error("tls.cert_file " + t.cert_file.string() + ": " + openssl_error());
+
+    auto const key_bio = memory_bio(m.key_pem);
+    pkey_ptr key(PEM_read_bio_PrivateKey(key_bio.get(), nullptr, no_passphrase, nullptr));
+    if (!key || SSL_CTX_use_PrivateKey(c, key.get()) != 1)
         throw std::runtime_error("tls.key_file " + t.key_file.string() + ": " + openssl_error());
     if (SSL_CTX_check_private_key(c) != 1)
         throw std::runtime_error("tls.key_file " + t.key_file.string() + " does not match tls.cert_file " +

@@ -450,4 +450,24 @@ fs::path user_maildir(std::string_view templ, std::string_view user)
     return fs::path{out};
 }
 
+fs::path maildir_prefix(std::string_view templ)
+{
+    std::string fixed;
+    for (std::size_t i = 0; i < templ.size(); ++i) {
+        if (templ[i] != '%') {
+            fixed += templ[i];
+        } else if (i + 1 < templ.size() && templ[i + 1] == '%') {
+            fixed += '%';
+            ++i;
+        } else {
+            break;
+        }
+    }
+    auto const slash = fixed.rfind('/');
+    if (slash == std::string::npos) return ".";
+    fixed.resize(slash);
+    while (fixed.size() > 1 && fixed.back() == '/') fixed.pop_back();
+    return fixed.empty() ? fs::path("/") : fs::path(fixed);
+}
+
 }  // namespace popgate::mail

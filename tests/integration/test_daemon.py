@@ -2,12 +2,15 @@
 database edited with sqlite3 while the daemon runs."""
 import os
 import pwd
+import shutil
 import signal
 import smtplib
 import socket
 import stat
 import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -100,12 +103,15 @@ def test_allow_row_from_sqlite3_counts_at_next_rcpt(gateway, upstream, make_gate
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to test the privilege drop")
-def test_drops_privileges_after_binding(tmp_path):
+def test_drops_privileges_after_binding():
     nobody = pwd.getpwnam("nobody")
-    root = tmp_path / "gw"
+    # The daemon checks at start that nobody can reach and write its
+    # directories: pytest's tmp_path lies below /tmp/pytest-of-root (0700).
+    top = Path(tempfile.mkdtemp(prefix="popgate-daemon-", dir="/tmp"))
+    os.chmod(top, 0o755)
+    root = top / "gw"
     g = Gateway(root, overrides={"server": {"user": "nobody", "group": "nogroup"}})
     # The service account owns its state, as deploy/systemd expects.
-    os.chmod(tmp_path, 0o755)
     os.chown(root, nobody.pw_uid, nobody.pw_gid)
     g.start()
     try:
@@ -120,3 +126,4 @@ def test_drops_privileges_after_binding(tmp_path):
         s.close()
     finally:
         g.stop()
+        shutil.rmtree(top, ignore_errors=True)

@@ -30,12 +30,21 @@ struct listener {
     bool auth_required = false;  // SMTP submission: relay only after AUTH
 };
 
+// TLS 1.2 suites offered unless tls.ciphers says otherwise: forward secrecy
+// (ECDHE) and AEAD only (AES-GCM, ChaCha20-Poly1305), as Mozilla's
+// "intermediate" profile without DHE; no CBC, no SHA-1 MAC. TLS 1.3 suites
+// are AEAD by definition.
+inline constexpr char const default_tls12_ciphers[] =
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+
 struct tls_settings {
     std::filesystem::path cert_file = "var/tls/cert.pem";
     std::filesystem::path key_file = "var/tls/key.pem";
     bool self_signed = true;  // make a certificate on first start when the files are missing
     std::string min_version = "1.2";
-    std::string ciphers;       // TLS 1.2 cipher list (OpenSSL syntax); empty: OpenSSL's default
+    std::string ciphers = default_tls12_ciphers;  // TLS 1.2 cipher list (OpenSSL syntax); empty: the default too
     std::string ciphersuites;  // TLS 1.3 suites; empty: OpenSSL's default
 };
 

@@ -1,7 +1,7 @@
 #pragma once
-// TLS server contexts (OpenSSL 3 through Asio): TLS 1.2+ only, configurable
-// ciphers, certificate and key checked at load, and a self-signed certificate
-// made on first start for the embedded default.
+// TLS server contexts (OpenSSL 3 through Asio): TLS 1.2+ only, AEAD-only TLS 1.2
+// ciphers unless configured otherwise, certificate and key checked at load,
+// and a self-signed certificate made on first start for the embedded default.
 #include "popgate/config/config.hpp"
 
 #include <boost/asio/ssl/context.hpp>
@@ -11,9 +11,21 @@
 
 namespace popgate::io {
 
-// Throws std::runtime_error with an administrator-readable message when the
-// files are missing, unreadable, or the key does not match the certificate.
-std::shared_ptr<boost::asio::ssl::context> make_server_tls(config::tls_settings const& t);
+// The PEM text of tls.cert_file and tls.key_file. Read apart from building the
+// context so that a daemon that switches users after start can keep what it
+// read as root (the key need not be readable by the service user).
+struct tls_material {
+    std::string cert_chain_pem;  // leaf first
+    std::string key_pem;
+};
+
+// Throws std::runtime_error naming the key and file when one cannot be read.
+tls_material read_tls_material(config::tls_settings const& t);
+
+// A server context from material read earlier (t's file names appear only in
+// messages). Throws std::runtime_error with an administrator-readable message
+// when the PEM is not a certificate or key, or the key does not match.
+std::shared_ptr<boost::asio::ssl::context> make_server_tls(config::tls_settings const& t, tls_material const& m);
 
 // Writes a self-signed certificate and key (0600) for `hostname` if neither
 // file exists. Returns true if it made them.

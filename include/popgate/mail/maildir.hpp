@@ -139,4 +139,9 @@ private:
 // part starts with '.'; also an empty user or local part, and unknown escapes.
 std::filesystem::path user_maildir(std::string_view templ, std::string_view user);
 
+// The directory every user's Maildir lies under: the template up to its first
+// placeholder, cut back to the last '/' ("var/mail/%u" and "var/mail/u%u" ->
+// "var/mail"; "%u/Maildir" -> "."). The daemon makes and checks it at start.
+std::filesystem::path maildir_prefix(std::string_view templ);
+
 }  // namespace popgate::mail

@@ -110,6 +110,8 @@ BOOST_AUTO_TEST_CASE(shipped_values_are_the_struct_defaults)
     BOOST_TEST(f.tls.key_file == d.tls.key_file);
     BOOST_TEST(f.tls.self_signed == d.tls.self_signed);
     BOOST_TEST(f.tls.min_version == d.tls.min_version);
+    BOOST_TEST(f.tls.ciphers == d.tls.ciphers);
+    BOOST_TEST(f.tls.ciphersuites == d.tls.ciphersuites);
     BOOST_TEST(f.database == d.database);
     BOOST_TEST(f.busy_timeout.count() == d.busy_timeout.count());
     BOOST_TEST(f.audit_max_rows == d.audit_max_rows);
@@ -144,6 +146,22 @@ BOOST_AUTO_TEST_CASE(shipped_values_are_the_struct_defaults)
     BOOST_TEST(f.max_bad_commands == d.max_bad_commands);
     BOOST_TEST(f.log_level == d.log_level);
     BOOST_TEST(f.log_file == d.log_file);
+}
+
+// TLS 1.2 offers only forward-secret AEAD suites unless configured otherwise:
+// no CBC (Lucky 13 and its kin), no SHA-1 MAC.
+BOOST_AUTO_TEST_CASE(default_tls12_ciphers_are_ecdhe_with_aead_only)
+{
+    settings const d;
+    std::string_view list = d.tls.ciphers;
+    BOOST_TEST_REQUIRE(!list.empty());
+    while (!list.empty()) {
+        auto const colon = list.find(':');
+        auto const suite = list.substr(0, colon);
+        list = colon == list.npos ? std::string_view{} : list.substr(colon + 1);
+        BOOST_TEST(suite.starts_with("ECDHE-"), suite);
+        BOOST_TEST((suite.find("-GCM-") != suite.npos || suite.ends_with("-CHACHA20-POLY1305")), suite);
+    }
 }
 
 BOOST_AUTO_TEST_CASE(load_of_missing_file_is_an_error)

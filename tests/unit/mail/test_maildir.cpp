@@ -358,4 +358,27 @@ BOOST_DATA_TEST_CASE(rejects_traversal_and_bad_templates, bdata::make(rejected),
     BOOST_CHECK_THROW(user_maildir(c.templ, c.user), std::invalid_argument);
 }
 
+struct prefix_case {
+    std::string_view templ;
+    std::string_view prefix;
+};
+std::ostream& operator<<(std::ostream& os, prefix_case const& c) { return os << c.templ; }
+
+// The directory the daemon makes and checks at start: the template's fixed part up to the last '/'.
+static prefix_case const prefixes[]{
+    {"var/mail/%u", "var/mail"},
+    {"var/mail/%d/%n", "var/mail"},
+    {"var/mail/u%u", "var/mail"},
+    {"/srv/mail/%u/Maildir", "/srv/mail"},
+    {"var/%%/%n", "var/%"},
+    {"var/mail//%u", "var/mail"},
+    {"%u/Maildir", "."},
+    {"/%u", "/"},
+};
+
+BOOST_DATA_TEST_CASE(prefix_is_the_fixed_directory, bdata::make(prefixes), c)
+{
+    BOOST_TEST(maildir_prefix(c.templ) == fs::path{c.prefix});
+}
+
 BOOST_AUTO_TEST_SUITE_END()

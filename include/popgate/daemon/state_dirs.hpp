@@ -1,0 +1,43 @@
+#pragma once
+// The files and directories the daemon writes, made or checked at start.
+// Started as root with server.user, the daemon switches to that user after
+// binding: everything it writes afterwards (the database and its -wal/-shm
+// files, Maildirs, the relay drop) must be usable by that user, whatever the
+// umask and whatever an earlier run as root left behind.
+#include "popgate/config/config.hpp"
+
+#include <sys/types.h>
+
+#include <filesystem>
+#include <string>
+
+namespace popgate::daemon {
+
+// Who the daemon is once it runs: server.user (and server.group, else the
+// user's group) when started as root, else whoever started it.
+struct service_account {
+    std::string name;
+    uid_t uid = 0;
+    gid_t gid = 0;
+    bool switches = false;  // started as root with server.user: the ids change after binding
+};
+
+// Throws std::runtime_error when server.user or server.group does not exist.
+service_account find_service_account(config::settings const& s);
+
+// Makes the log file's missing directories (0750) and the file itself (0640),
+// owned by the account; an existing file keeps its owner and mode.
+void prepare_log_file(std::filesystem::path const& file, service_account const& a);
+
+// The database directory, the Maildir root (mail.maildir up to its first
+// placeholder) and, without an upstream, the relay drop: missing ones are made
+// (directories above them 0750, the database directory 0750, the mail ones
+// 0700), owned by the account. Then each is checked with the account's own ids
+// (every directory on the way searchable, the last one readable, writable and
+// searchable). Throws std::runtime_error naming the key, the path and what is
+// wrong. Logs a warning for Maildirs right below the root that the account
+// cannot use (their logins would fail). Call it before any thread starts: the
+// check switches the process's effective ids for a moment.
+void prepare_state_dirs(config::settings const& s, service_account const& a);
+
+}  // namespace popgate::daemon

@@ -1,0 +1,253 @@
+#include "popgate/daemon/state_dirs.hpp"
+
+#include "popgate/mail/maildir.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <iterator>
+#include <optional>
+#include <stdexcept>
+#include <vector>
+
+namespace popgate::daemon {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string user_name(uid_t uid)
+{
+    if (passwd const* pw = ::getpwuid(uid)) return pw->pw_name;
+    return std::to_string(uid);
+}
+
+std::string group_name(gid_t gid)
+{
+    if (group const* gr = ::getgrgid(gid)) return gr->gr_name;
+    return std::to_string(gid);
+}
+
+std::string octal(mode_t m)
+{
+    char buf[8];
+    std::snprintf(buf, sizeof buf, "%04o", static_cast<unsigned>(m & 07777));
+    return buf;
+}
+
+// Makes every missing directory of `dir`: the last one with `mode`, those
+// above it 0750, each chmod'ed after mkdir so that the umask does not decide,
+// and handed to the account when the daemon is about to switch to it.
+void make_dirs(fs::path const& dir, mode_t mode, service_account const& a, char const* key)
+{
+    if (dir.empty()) return;
+    fs::path prefix;
+    auto const last = std::prev(dir.end());
+    for (auto it = dir.begin(); it != dir.end(); ++it) {
+        prefix /= *it;
+        if (it->empty() || *it == it->root_directory() || *it == "." || *it == "..") continue;
+        mode_t const m = it == last ? mode : 0750;
+        if (::mkdir(prefix.c_str(), m) != 0) {
+            if (errno == EEXIST) continue;
+            throw std::runtime_error(std::string(key) + ": cannot create " + prefix.string() + ": " +
+                                     std::strerror(errno));
+        }
+        if (::chmod(prefix.c_str(), m) != 0 || (a.switches && ::chown(prefix.c_str(), a.uid, a.gid) != 0))
+            throw std::runtime_error(std::string(key) + ": cannot set the owner and mode of " + prefix.string() +
+                                     ": " + std::strerror(errno));
+    }
+}
+
+// The process's effective ids become the account's for the lifetime of this
+// object, so that a check sees what the daemon will see after the switch.
+// Supplementary groups go for good: the switch drops them anyway.
+class as_account {
+public:
+    explicit as_account(service_account const& a) : active_{a.switches}
+    {
+        if (!active_) return;
+        if (::setgroups(0, nullptr) != 0 || ::setegid(a.gid) != 0 || ::seteuid(a.uid) != 0) {
+            int const err = errno;
+            if (::seteuid(0) != 0 || ::setegid(0) != 0) std::abort();
+            throw std::runtime_error("cannot take the ids of " + a.name + ": " + std::strerror(err));
+        }
+    }
+    ~as_account()
+    {
+        // Back to root (the saved uid); without it nothing else at start works.
+        if (active_ && (::seteuid(0) != 0 || ::setegid(0) != 0)) std::abort();
+    }
+    as_account(as_account const&) = delete;
+    as_account& operator=(as_account const&) = delete;
+
+private:
+    bool active_;
+};
+
+struct verdict {
+    std::string why;
+    fs::path culprit;  // the directory to look at: `dir` or one above it
+};
+
+// Why the account cannot use `dir` as a directory it writes into; nothing if
+// it can. Run under as_account.
+std::optional<verdict> unusable(fs::path const& dir)
+{
+    struct stat st {};
+    if (::stat(dir.c_str(), &st) != 0) {
+        int const err = errno;
+        if (err == EACCES) {
+            // A directory on the way is not searchable: name that one.
+            if (!dir.is_absolute() && ::faccessat(AT_FDCWD, ".", X_OK, AT_EACCESS) != 0)
+                return verdict{"cannot search the directory it was started from: " + std::string(std::strerror(EACCES)),
+                               "."};
+            fs::path prefix;
+            for (auto it = dir.begin(); it != dir.end() && std::next(it) != dir.end(); ++it) {
+                prefix /= *it;
+                if (::faccessat(AT_FDCWD, prefix.c_str(), X_OK, AT_EACCESS) != 0)
+                    return verdict{"cannot search " + prefix.string() + ": " + std::strerror(EACCES), prefix};
+            }
+        }
+        return verdict{std::strerror(err), dir};
+    }
+    if (!S_ISDIR(st.st_mode)) return verdict{"not a directory", dir};
+    // AT_EACCESS: the effective ids, which as_account set (the real uid is still root).
+    if (::faccessat(AT_FDCWD, dir.c_str(), R_OK | W_OK | X_OK, AT_EACCESS) != 0)
+        return verdict{std::strerror(errno), dir};
+    return std::nullopt;
+}
+
+// "PATH (owner USER:GROUP, mode 0700)" as root sees it, for messages.
+std::string describe(fs::path const& p)
+{
+    std::error_code ec;
+    auto const shown = p == "." ? fs::current_path(ec) : p;
+    struct stat st {};
+    if (::stat(p.c_str(), &st) != 0) return shown.string();
+    return shown.string() + " (owner " + user_name(st.st_uid) + ":" + group_name(st.st_gid) + ", mode " +
+           octal(st.st_mode) + ")";
+}
+
+struct state_dir {
+    char const* key;
+    fs::path dir;
+    mode_t mode;
+    bool maildir_root;  // its entries are the users' Maildirs (or a level above them)
+    bool maildir;       // is itself a Maildir: tmp/, new/, cur/ are checked too when present
+};
+
+}  // namespace
+
+service_account find_service_account(config::settings const& s)
+{
+    service_account a;
+    if (::geteuid() != 0 || s.run_as_user.empty()) {
+        a.uid = ::geteuid();
+        a.gid = ::getegid();
+        a.name = user_name(a.uid);
+        return a;
+    }
+    passwd const* pw = ::getpwnam(s.run_as_user.c_str());
+    if (!pw) throw std::runtime_error("server.user '" + s.run_as_user + "' does not exist");
+    a.name = s.run_as_user;
+    a.uid = pw->pw_uid;
+    a.gid = pw->pw_gid;
+    if (!s.run_as_group.empty()) {
+        group const* gr = ::getgrnam(s.run_as_group.c_str());
+        if (!gr) throw std::runtime_error("server.group '" + s.run_as_group + "' does not exist");
+        a.gid = gr->gr_gid;
+    }
+    a.switches = true;
+    return a;
+}
+
+void prepare_log_file(fs::path const& file, service_account const& a)
+{
+    if (file.empty()) return;
+    if (file.has_parent_path()) make_dirs(file.parent_path(), 0750, a, "log.file");
+    int const fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0640);
+    if (fd < 0) {
+        if (errno == EEXIST) return;
+        throw std::runtime_error("log.file: cannot create " + file.string() + ": " + std::strerror(errno));
+    }
+    bool const ok = ::fchmod(fd, 0640) == 0 && (!a.switches || ::fchown(fd, a.uid, a.gid) == 0);
+    int const err = errno;
+    ::close(fd);
+    if (!ok)
+        throw std::runtime_error("log.file: cannot set the owner and mode of " + file.string() + ": " +
+                                 std::strerror(err));
+}
+
+void prepare_state_dirs(config::settings const& s, service_account const& a)
+{
+    std::vector<state_dir> dirs;
+    // SQLite makes the -wal and -shm files (and a journal) beside the database.
+    auto const db_dir = s.database.has_parent_path() ? s.database.parent_path() : fs::path(".");
+    dirs.push_back({"storage.database", db_dir, 0750, false, false});
+    dirs.push_back({"mail.maildir", mail::maildir_prefix(s.maildir), 0700, true, false});
+    if (s.upstream_host.empty()) dirs.push_back({"mail.relay_drop", s.relay_drop, 0700, false, true});
+
+    for (auto const& d : dirs) make_dirs(d.dir, d.mode, a, d.key);
+
+    struct problem {
+        char const* key;
+        fs::path path;
+        std::string why;
+        fs::path culprit;
+    };
+    std::vector<problem> problems;
+    std::vector<fs::path> bad_maildirs;
+    std::size_t bad_maildir_count = 0;
+    {
+        as_account const as(a);
+        for (auto const& d : dirs) {
+            std::vector<fs::path> check{d.dir};
+            if (d.maildir)
+                for (char const* sub : {"tmp", "new", "cur"})
+                    if (std::error_code ec; fs::exists(d.dir / sub, ec)) check.push_back(d.dir / sub);
+            bool ok = true;
+            for (auto const& p : check)
+                if (auto const v = unusable(p)) {
+                    problems.push_back({d.key, p, v->why, v->culprit});
+                    ok = false;
+                    break;
+                }
+            if (!ok || !d.maildir_root) continue;
+            // Maildirs left by a run as another user: their logins would get
+            // -ERR [SYS/TEMP]. Worth a warning, not a refusal: the others work.
+            std::error_code ec;
+            for (auto it = fs::directory_iterator(d.dir, ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
+                std::error_code ignored;
+                if (it->is_symlink(ignored) || !it->is_directory(ignored) || !unusable(it->path())) continue;
+                if (bad_maildirs.size() < 3) bad_maildirs.push_back(it->path());
+                ++bad_maildir_count;
+            }
+        }
+    }
+    if (!problems.empty()) {
+        // Owners and modes as root sees them, so that the administrator knows what to change.
+        std::string msg;
+        for (auto const& p : problems)
+            msg += (msg.empty() ? "" : "; ") + std::string(p.key) + ": " + p.path.string() + " is not usable by " +
+                   a.name + ": " + p.why + "; " + describe(p.culprit);
+        throw std::runtime_error(msg + "; each must be a directory " + a.name +
+                                 " can reach, read, write and search (for example: chown " + a.name + " DIR)");
+    }
+    if (bad_maildir_count) {
+        std::string names;
+        for (auto const& p : bad_maildirs) names += (names.empty() ? "" : ", ") + describe(p);
+        spdlog::warn("mail.maildir: {} Maildir(s) under {} are not usable by {}, their logins will fail: {}{}",
+                     bad_maildir_count, mail::maildir_prefix(s.maildir).string(), a.name, names,
+                     bad_maildir_count > bad_maildirs.size() ? ", ..." : "");
+    }
+}
+
+}  // namespace popgate::daemon
