@@ -175,11 +175,35 @@ pop3_step on_top(pop3_state& st, proto::pop3_command const& c, pop3_offer const&
     return s;
 }
 
-// The handlers, in pop3_verb order beside proto's table of rules.
-constexpr std::array<handler, 15> handlers{
-    on_user, on_pass, on_apop, on_auth, on_stat, on_list, on_uidl, on_top,
-    on_retr, on_dele, on_rset, on_noop, on_quit, on_capa, on_stls,
+// The handlers beside proto's table of rules (proto::spec_for), row by row.
+struct command_row {
+    pop3_verb verb;
+    handler run;
 };
+constexpr std::array<command_row, 15> handlers{{
+    {pop3_verb::user, on_user},
+    {pop3_verb::pass, on_pass},
+    {pop3_verb::apop, on_apop},
+    {pop3_verb::auth, on_auth},
+    {pop3_verb::stat, on_stat},
+    {pop3_verb::list, on_list},
+    {pop3_verb::uidl, on_uidl},
+    {pop3_verb::top, on_top},
+    {pop3_verb::retr, on_retr},
+    {pop3_verb::dele, on_dele},
+    {pop3_verb::rset, on_rset},
+    {pop3_verb::noop, on_noop},
+    {pop3_verb::quit, on_quit},
+    {pop3_verb::capa, on_capa},
+    {pop3_verb::stls, on_stls},
+}};
+constexpr bool rows_in_verb_order()
+{
+    for (std::size_t i = 0; i < handlers.size(); ++i)
+        if (static_cast<std::size_t>(handlers[i].verb) != i) return false;
+    return true;
+}
+static_assert(rows_in_verb_order(), "one handler per command table row, in pop3_verb order");
 
 std::string_view parse_error_reply(proto::errc e)
 {
@@ -220,7 +244,7 @@ pop3_step pop3_on_line(pop3_state& st, std::string_view line, pop3_offer const& 
             {warn, "pop3 too many commands without progress ip=" + r.ip + " count=" + std::to_string(st.junk)});
     } else {
         if (spec.progress) st.junk = 0;
-        s = handlers[static_cast<std::size_t>(cmd->verb)](st, *cmd, o, r);
+        s = handlers[static_cast<std::size_t>(cmd->verb)].run(st, *cmd, o, r);
     }
     s.cmd = *cmd;
     logged.insert(logged.end(), s.log.begin(), s.log.end());

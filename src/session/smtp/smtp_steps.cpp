@@ -199,11 +199,34 @@ smtp_step on_auth(smtp_state& st, proto::smtp_command const&, smtp_offer const&)
     return s;
 }
 
-// The handlers, in smtp_verb order beside proto's table of rules.
-constexpr std::array<handler, 13> handlers{
-    on_helo, on_helo, on_mail, on_rcpt, on_data, on_rset, on_noop, on_quit, on_vrfy, on_help, on_starttls, on_auth,
-    on_expn,
+// The handlers beside proto's table of rules (proto::spec_for), row by row.
+struct command_row {
+    smtp_verb verb;
+    handler run;
 };
+constexpr std::array<command_row, 13> handlers{{
+    {smtp_verb::helo, on_helo},
+    {smtp_verb::ehlo, on_helo},
+    {smtp_verb::mail, on_mail},
+    {smtp_verb::rcpt, on_rcpt},
+    {smtp_verb::data, on_data},
+    {smtp_verb::rset, on_rset},
+    {smtp_verb::noop, on_noop},
+    {smtp_verb::quit, on_quit},
+    {smtp_verb::vrfy, on_vrfy},
+    {smtp_verb::help, on_help},
+    {smtp_verb::starttls, on_starttls},
+    {smtp_verb::auth, on_auth},
+    {smtp_verb::expn, on_expn},
+}};
+constexpr bool rows_in_verb_order()
+{
+    for (std::size_t i = 0; i < handlers.size(); ++i)
+        if (static_cast<std::size_t>(handlers[i].verb) != i || proto::spec_for(handlers[i].verb).verb != handlers[i].verb)
+            return false;
+    return true;
+}
+static_assert(rows_in_verb_order(), "one handler per command table row, in smtp_verb order");
 
 smtp_step sequence_error(smtp_state const& st, smtp_verb v)
 {
@@ -310,7 +333,7 @@ smtp_step smtp_on_line(smtp_state& st, std::string_view line, smtp_offer const& 
                                        "too-many-junk-commands")) {
         // s holds the 421.
     } else {
-        s = handlers[static_cast<std::size_t>(cmd->verb)](st, *cmd, o);
+        s = handlers[static_cast<std::size_t>(cmd->verb)].run(st, *cmd, o);
     }
     s.cmd = *cmd;
     s.ends_group = spec.ends_group;
