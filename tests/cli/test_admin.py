@@ -167,7 +167,7 @@ def test_schema_newer_than_binary_is_refused(gw):
 
 
 def test_db_commands(gw):
-    assert "schema version 2" in gw.cli("db", "migrate").stdout
+    assert "schema version 3" in gw.cli("db", "migrate").stdout
     assert gw.cli("db", "check").stdout.strip() == "ok"
     gw.add_user("alice", "pw")
     assert "admin\t-\talice\tuser add" in gw.cli("db", "audit").stdout
