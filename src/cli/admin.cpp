@@ -130,6 +130,27 @@ std::string normalise_address(std::string const& text, unsigned ipv6_prefix)
     return net::grant_key(*a, ipv6_prefix).to_string();
 }
 
+// What `grant add` and `allow add` write: only the canonical spelling, the
+// one the daemon looks up and the table rules accept (sql/README.md), so that
+// what an administrator types is what `list`, SQL and Postfix show.
+net::ip_address canonical_address(std::string const& text)
+{
+    std::string why;
+    auto a = net::parse_ip(text, &why);
+    if (!a) throw user_error(why);
+    if (auto const problem = net::spelling_problem(text, *a); !problem.empty()) throw user_error(problem);
+    return *a;
+}
+
+net::cidr canonical_network(std::string const& text)
+{
+    std::string why;
+    auto c = net::parse_cidr(text, &why);
+    if (!c) throw user_error(why);
+    if (auto const problem = net::spelling_problem(text, *c); !problem.empty()) throw user_error(problem);
+    return *c;
+}
+
 // --- Dovecot passwd-file and shadow import ------------------------------
 
 std::optional<store::user_record> parse_import_line(std::string line, std::size_t lineno)
@@ -368,11 +389,9 @@ void add_allow_commands(CLI::App& app, global_options& g, std::function<int()>& 
     add->add_option("--for", ao->for_, "expiry as a duration: 90, 30m, 12h, 7d")->excludes(until);
     add->callback([&, ao] {
         run = [&g, ao] {
-            std::string why;
-            auto c = net::parse_cidr(ao->cidr, &why);
-            if (!c) throw user_error(why);
+            auto const c = canonical_network(ao->cidr);
             store::network n;
-            n.cidr = c->to_string();
+            n.cidr = c.to_string();
             n.note = ao->note;
             auto const t = store::now();
             if (!ao->until.empty()) n.expires_at = parse_time(ao->until);
@@ -407,10 +426,16 @@ void add_allow_commands(CLI::App& app, global_options& g, std::function<int()>& 
             auto db = open_db(g);
             auto const t = store::now();
             for (auto const& n : db->list_networks()) {
-                bool const valid = net::parse_cidr(n.cidr, nullptr, true).has_value();
+                // As the daemon reads the row (relay::decider): rows from
+                // before schema 3 may be ignored or spelt another way.
+                std::string why, flag;
+                if (auto const c = net::parse_cidr(n.cidr, &why); !c)
+                    flag = " (INVALID: ignored by the daemon: " + why + ")";
+                else if (auto const problem = net::spelling_problem(n.cidr, *c); !problem.empty())
+                    flag = " (not canonical: " + problem + ")";
                 std::cout << n.cidr << "\t" << (n.expires_at ? "until " + format_time(n.expires_at) : "permanent")
-                          << (n.expires_at && *n.expires_at <= t ? " (expired)" : "")
-                          << (valid ? "" : " (INVALID: ignored by the daemon)") << "\t" << n.note << "\n";
+                          << (n.expires_at && *n.expires_at <= t ? " (expired)" : "") << flag << "\t" << n.note
+                          << "\n";
             }
             return 0;
         };
@@ -433,7 +458,7 @@ void add_grant_commands(CLI::App& app, global_options& g, std::function<int()>& 
         run = [&g, ao] {
             auto const s = effective_settings(g);
             store::grant gr;
-            gr.address = normalise_address(ao->address, s.ipv6_prefix);
+            gr.address = net::grant_key(canonical_address(ao->address), s.ipv6_prefix).to_string();
             gr.user = ao->user;
             gr.method = "cli";
             gr.granted_at = store::now();
@@ -461,10 +486,18 @@ void add_grant_commands(CLI::App& app, global_options& g, std::function<int()>& 
             }
             auto const s = effective_settings(g);
             auto const key = normalise_address(*who, s.ipv6_prefix);
-            if (!db->delete_grant(key) && !db->delete_grant(normalise_address(*who, 128)))
-                throw user_error("no grant for " + key);
-            db->audit("revoke", key, "", "cli");
-            std::cout << "revoked " << key << "\n";
+            // The grant key, the full IPv6 address, or the text as typed: a
+            // row written by hand before schema 3 may be spelt otherwise.
+            std::string removed;
+            for (auto const& k : {key, normalise_address(*who, 128), *who}) {
+                if (db->delete_grant(k)) {
+                    removed = k;
+                    break;
+                }
+            }
+            if (removed.empty()) throw user_error("no grant for " + key);
+            db->audit("revoke", removed, "", "cli");
+            std::cout << "revoked " << removed << "\n";
             return 0;
         };
     });
@@ -475,10 +508,15 @@ void add_grant_commands(CLI::App& app, global_options& g, std::function<int()>& 
         run = [&g, all] {
             auto db = open_db(g);
             auto const t = store::now();
-            for (auto const& gr : db->list_grants(*all, t))
+            for (auto const& gr : db->list_grants(*all, t)) {
+                // A grant is looked up by its canonical text: any other never matches.
+                std::string why;
+                if (auto const a = net::parse_ip(gr.address, &why)) why = net::spelling_problem(gr.address, *a);
                 std::cout << gr.address << "\t" << (gr.user.empty() ? "-" : gr.user) << "\t" << gr.method
                           << (gr.tls ? "+tls" : "") << "\tuntil " << format_time(gr.expires_at)
-                          << (gr.expires_at <= t ? " (expired)" : "") << "\thits " << gr.hits << "\n";
+                          << (gr.expires_at <= t ? " (expired)" : "")
+                          << (why.empty() ? "" : " (NEVER MATCHES: " + why + ")") << "\thits " << gr.hits << "\n";
+            }
             return 0;
         };
     });

@@ -94,9 +94,21 @@ std::shared_ptr<asio::ssl::context> load_tls(server& srv, config::settings const
     return ctx;
 }
 
+// Stored rows that decisions cannot use as written, logged once each
+// (relay::decider::check_rows): at start, then after every purge.
+asio::awaitable<void> check_rows(server& srv)
+{
+    try {
+        co_await io::run_blocking(srv.ctx->blocking(), [&] { srv.ctx->decider().check_rows(); });
+    } catch (std::exception const& e) {
+        spdlog::error("row check failed: {}", e.what());
+    }
+}
+
 asio::awaitable<void> purge_loop(server& srv)
 {
     asio::steady_timer t(co_await asio::this_coro::executor);
+    co_await check_rows(srv);
     for (;;) {
         t.expires_after(srv.ctx->settings()->purge_interval);
         auto [ec] = co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
@@ -114,6 +126,7 @@ asio::awaitable<void> purge_loop(server& srv)
         } catch (std::exception const& e) {
             spdlog::error("purge failed: {}", e.what());
         }
+        co_await check_rows(srv);
     }
 }
 

@@ -156,10 +156,42 @@ std::optional<cidr> parse_cidr(std::string_view text, std::string* why, bool all
     }
     cidr c{mask(*addr, prefix), prefix};
     if (c.base != *addr && !allow_host_bits) {
-        set_why(why, "host bits set in '" + std::string(text) + "'; the network is " + c.to_string());
+        set_why(why, "host bits set in '" + std::string(text) + "'; write the network " + c.to_string() + ", or " +
+                         cidr{*addr, max}.to_string() + " for one address");
         return std::nullopt;
     }
     return c;
+}
+
+std::string canonical_text(cidr const& c, std::string_view as_written)
+{
+    if (as_written.find('/') == std::string_view::npos && c.prefix == c.max_prefix()) return c.base.to_string();
+    return c.to_string();
+}
+
+namespace {
+constexpr std::string_view rfc5952 =
+    " (RFC 5952: lowercase, no leading zeros, :: for the longest run of two or more zero groups)";
+}
+
+std::string spelling_problem(std::string_view text, ip_address const& a)
+{
+    auto const canon = a.to_string();
+    if (canon == text) return {};
+    std::string const t(text.substr(0, 64));
+    if (a.v4) return "IPv4-mapped IPv6 '" + t + "' is not accepted; write the IPv4 address " + canon;
+    return "'" + t + "' is not IPv6 in canonical form" + std::string(rfc5952) + "; write " + canon;
+}
+
+std::string spelling_problem(std::string_view text, cidr const& c)
+{
+    auto const canon = canonical_text(c, text);
+    if (canon == text) return {};
+    std::string const t(text.substr(0, 64));
+    if (c.base.v4 && text.find(':') != std::string_view::npos)
+        return "IPv4-mapped IPv6 '" + t + "' is not accepted; write the IPv4 network " + canon;
+    if (c.base.v4) return "'" + t + "' is not written in canonical form; write " + canon;
+    return "'" + t + "' is not IPv6 in canonical form" + std::string(rfc5952) + "; write " + canon;
 }
 
 ip_address grant_key(ip_address client, unsigned ipv6_prefix) noexcept

@@ -1,5 +1,7 @@
 #include "popgate/relay/decider.hpp"
 
+#include "popgate/log/log.hpp"
+
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -14,29 +16,45 @@ std::vector<std::string> decider::grant_keys(net::ip_address const& client) cons
     return keys;
 }
 
+void decider::reload_networks_locked(std::int64_t gen)
+{
+    if (gen == generation_) return;
+    std::vector<bucket> fresh;
+    std::set<std::pair<std::int64_t, std::string>> still_wrong;
+    auto const warn_once = [&](store::network const& n, std::string const& what) {
+        auto key = std::pair{n.id, n.cidr};
+        if (!warned_networks_.contains(key))
+            spdlog::warn("allowed_networks id={} cidr='{}' {}", n.id, log::escape(n.cidr), log::escape(what, 400));
+        still_wrong.insert(std::move(key));
+    };
+    for (auto const& n : db_.list_networks()) {
+        std::string why;
+        // Host bits under the prefix make a row ambiguous (192.0.2.5/24: the
+        // network 192.0.2.0/24, or the host 192.0.2.5?): ignored, as Postfix's
+        // cidr tables do, never widened. Schema 3 refuses such rows; older
+        // ones may remain.
+        auto c = net::parse_cidr(n.cidr, &why);
+        if (!c) {
+            warn_once(n, "ignored: " + why);
+            continue;
+        }
+        if (auto const problem = net::spelling_problem(n.cidr, *c); !problem.empty())
+            warn_once(n, "used as " + c->to_string() + ": " + problem);
+        auto it = std::find_if(fresh.begin(), fresh.end(),
+                               [&](bucket const& b) { return b.v4 == c->base.v4 && b.prefix == c->prefix; });
+        if (it == fresh.end()) it = fresh.insert(fresh.end(), bucket{c->base.v4, c->prefix, {}});
+        it->by_base[c->base].push_back({*c, n.expires_at, n.cidr});
+    }
+    buckets_ = std::move(fresh);
+    warned_networks_ = std::move(still_wrong);
+    generation_ = gen;
+}
+
 std::optional<std::string> decider::find_network(net::ip_address const& client, store::unix_time now)
 {
     auto const gen = db_.network_generation();
     std::lock_guard lock(mutex_);
-    if (gen != generation_) {
-        std::vector<bucket> fresh;
-        for (auto const& n : db_.list_networks()) {
-            std::string why;
-            // Rows written by hand with host bits set are masked, as Postfix's
-            // cidr tables do, rather than ignored.
-            auto c = net::parse_cidr(n.cidr, &why, true);
-            if (!c) {
-                spdlog::warn("allowed_networks id={} cidr='{}' ignored: {}", n.id, n.cidr, why);
-                continue;
-            }
-            auto it = std::find_if(fresh.begin(), fresh.end(),
-                                   [&](bucket const& b) { return b.v4 == c->base.v4 && b.prefix == c->prefix; });
-            if (it == fresh.end()) it = fresh.insert(fresh.end(), bucket{c->base.v4, c->prefix, {}});
-            it->by_base[c->base].push_back({*c, n.expires_at, n.cidr});
-        }
-        buckets_ = std::move(fresh);
-        generation_ = gen;
-    }
+    reload_networks_locked(gen);
     for (auto const& b : buckets_) {
         if (b.v4 != client.v4) continue;
         auto const it = b.by_base.find(net::mask(client, b.prefix));
@@ -45,6 +63,28 @@ std::optional<std::string> decider::find_network(net::ip_address const& client, 
             if (!e.expires_at || *e.expires_at > now) return e.text;
     }
     return std::nullopt;
+}
+
+void decider::check_rows()
+{
+    {
+        auto const gen = db_.network_generation();
+        std::lock_guard lock(mutex_);
+        reload_networks_locked(gen);
+    }
+    auto const addresses = db_.ipv6_grant_addresses(store::now());
+    std::lock_guard lock(grants_mutex_);
+    std::set<std::string> still_wrong;
+    for (auto const& text : addresses) {
+        std::string why;
+        auto const a = net::parse_ip(text, &why);
+        if (a) why = net::spelling_problem(text, *a);
+        if (why.empty()) continue;
+        if (!warned_grants_.contains(text))
+            spdlog::warn("relay_grants address='{}' never matches: {}", log::escape(text), log::escape(why, 400));
+        still_wrong.insert(text);
+    }
+    warned_grants_ = std::move(still_wrong);
 }
 
 decision decider::decide(net::ip_address const& client, bool authenticated, bool auth_required, bool local_domain)

@@ -145,6 +145,20 @@ void upstream_pool::put(std::unique_ptr<upstream_link> link)
     if (oldest) quit_and_close(*oldest);
 }
 
+void upstream_pool::tls_failed(std::string const& upstream)
+{
+    std::lock_guard lock(mutex_);
+    if (tls_failed_until_.size() > 16) tls_failed_until_.clear();  // one upstream, or a few across reloads
+    tls_failed_until_[upstream] = std::chrono::steady_clock::now() + tls_fallback_time;
+}
+
+bool upstream_pool::tls_recently_failed(std::string const& upstream) const
+{
+    std::lock_guard lock(mutex_);
+    auto const it = tls_failed_until_.find(upstream);
+    return it != tls_failed_until_.end() && std::chrono::steady_clock::now() < it->second;
+}
+
 void upstream_pool::close_all()
 {
     std::vector<std::unique_ptr<upstream_link>> all;
@@ -294,8 +308,9 @@ asio::awaitable<bool> smtp_client::ehlo(std::vector<std::string>& ext)
 }
 
 // A fresh connection: connect, greeting, EHLO, STARTTLS, EHLO again, AUTH.
-// ok: ready for MAIL.
-asio::awaitable<upstream_verdict> smtp_client::connect(std::string key)
+// ok: ready for MAIL. `use` skip: no STARTTLS even if offered (the clear
+// fallback of opportunistic TLS).
+asio::awaitable<smtp_client::connected> smtp_client::connect(std::string key, starttls_use use)
 {
     link_ = std::make_unique<upstream_link>(ex_);
     link_->key = std::move(key);
@@ -306,7 +321,7 @@ asio::awaitable<upstream_verdict> smtp_client::connect(std::string key)
                                                          tcp::resolver::numeric_service,
                                                          asio::as_tuple(asio::use_awaitable)));
         if (!res || std::get<0>(*res) || std::get<1>(*res).empty())
-            co_return broken("resolve " + s_.upstream_host + " failed");
+            co_return connected{broken("resolve " + s_.upstream_host + " failed")};
         for (auto const& e : std::get<1>(*res)) endpoints.push_back(e.endpoint());
         remember_endpoints(s_.upstream_host, s_.upstream_port, endpoints);
     }
@@ -314,41 +329,50 @@ asio::awaitable<upstream_verdict> smtp_client::connect(std::string key)
     auto conn = co_await timed(asio::async_connect(sock, endpoints, asio::as_tuple(asio::use_awaitable)));
     if (!conn || std::get<0>(*conn)) {
         auto const why = conn ? std::get<0>(*conn).message() : std::string("timeout");
-        co_return broken("connect " + s_.upstream_host + ":" + std::to_string(s_.upstream_port) + " failed: " + why);
+        co_return connected{
+            broken("connect " + s_.upstream_host + ":" + std::to_string(s_.upstream_port) + " failed: " + why)};
     }
     boost::system::error_code ignored;
     sock.set_option(tcp::no_delay(true), ignored);
 
     auto greet = co_await read_reply();
-    if (!greet) co_return broken("greeting: none");
-    if (proto::reply_class(greet->code) != 2) co_return broken("greeting " + std::to_string(greet->code));
+    if (!greet) co_return connected{broken("greeting: none")};
+    if (proto::reply_class(greet->code) != 2)
+        co_return connected{broken("greeting " + std::to_string(greet->code))};
 
     // --- EHLO (and again after STARTTLS)
     auto& ext = link_->extensions;
-    if (!co_await ehlo(ext)) co_return broken("EHLO refused");
+    if (!co_await ehlo(ext)) co_return connected{broken("EHLO refused")};
 
-    if (s_.upstream_starttls != config::upstream_tls::none) {
+    if (s_.upstream_starttls != config::upstream_tls::none && use == starttls_use::as_configured) {
         if (offers(ext, "STARTTLS")) {
+            // From here on a failure is a failure of TLS with this upstream:
+            // open() falls back to clear for "opportunistic".
             std::string const line = "STARTTLS\r\n";
             auto v = co_await command(line, 2, "STARTTLS");
-            if (v.what != upstream_verdict::kind::ok) co_return broken(v.log);
-            if (!link_->buf.empty()) co_return broken("STARTTLS: bytes pipelined after the 220");
+            if (v.what != upstream_verdict::kind::ok) co_return connected{broken(v.log), true};
+            if (!link_->buf.empty()) co_return connected{broken("STARTTLS: bytes pipelined after the 220"), true};
             link_->tls_ctx = io::make_client_tls();
             link_->tls = std::make_unique<asio::ssl::stream<tcp::socket&>>(sock, *link_->tls_ctx);
             SSL_set_tlsext_host_name(link_->tls->native_handle(), s_.upstream_host.c_str());
             auto hs = co_await timed(
                 link_->tls->async_handshake(asio::ssl::stream_base::client, asio::as_tuple(asio::use_awaitable)));
-            if (!hs || std::get<0>(*hs)) co_return broken("TLS handshake with upstream failed");
-            if (!co_await ehlo(ext)) co_return broken("EHLO after STARTTLS refused");
+            if (!hs || std::get<0>(*hs)) {
+                auto const why = hs ? std::get<0>(*hs).message() : std::string("timeout");
+                co_return connected{broken("TLS handshake with upstream failed: " + why), true};
+            }
+            if (!co_await ehlo(ext)) co_return connected{broken("EHLO after STARTTLS refused"), true};
+            link_->tls_note = "yes";
         } else if (s_.upstream_starttls == config::upstream_tls::required) {
-            co_return broken("upstream does not offer STARTTLS and relay.upstream_starttls = required");
+            co_return connected{broken("upstream does not offer STARTTLS and relay.upstream_starttls = required")};
         }
     }
 
     if (!s_.upstream_user.empty()) {
         std::ifstream f(s_.upstream_password_file);
         std::string password;
-        if (!f || !std::getline(f, password)) co_return broken("cannot read relay.upstream_password_file");
+        if (!f || !std::getline(f, password))
+            co_return connected{broken("cannot read relay.upstream_password_file")};
         if (!password.empty() && password.back() == '\r') password.pop_back();
         std::string plain;
         plain.push_back('\0');
@@ -358,11 +382,11 @@ asio::awaitable<upstream_verdict> smtp_client::connect(std::string key)
         // Never logged: command() logs only the reply.
         std::string const line = "AUTH PLAIN " + proto::base64_encode(plain) + "\r\n";
         auto v = co_await command(line, 2, "AUTH");
-        if (v.what != upstream_verdict::kind::ok) co_return broken("upstream AUTH failed: " + v.log);
+        if (v.what != upstream_verdict::kind::ok) co_return connected{broken("upstream AUTH failed: " + v.log)};
     }
     upstream_verdict ok;
     ok.what = upstream_verdict::kind::ok;
-    co_return ok;
+    co_return connected{ok};
 }
 
 // MAIL, RCPT for each recipient, DATA on the connection in link_.
@@ -406,8 +430,27 @@ asio::awaitable<upstream_verdict> smtp_client::open(upstream_envelope const& env
         spdlog::debug("sid={} upstream kept connection unusable, reconnecting: {}", sid_, v.log);
         link_.reset();  // broken() closed it already
     }
-    auto c = co_await connect(std::move(key));
-    if (c.what != upstream_verdict::kind::ok) co_return c;
+    // Opportunistic TLS as an opportunistic client does it (Postfix's "may"):
+    // a STARTTLS that fails costs this message a second connection in clear,
+    // not a 451 that would come back for every message until the upstream is
+    // fixed; the failure is remembered so that the next messages do not pay
+    // for a doomed handshake first. "required" never falls back.
+    bool const opportunistic = s_.upstream_starttls == config::upstream_tls::opportunistic;
+    auto const upstream = s_.upstream_host + ":" + std::to_string(s_.upstream_port);
+    bool const skip_tls = opportunistic && pool_.tls_recently_failed(upstream);
+    auto const first_use = skip_tls ? starttls_use::skip : starttls_use::as_configured;
+    auto c = co_await connect(key, first_use);
+    bool const fell_back = c.starttls_failed && opportunistic;
+    if (fell_back) {
+        pool_.tls_failed(upstream);
+        spdlog::warn("sid={} upstream {} STARTTLS failed, relaying in clear on a new connection and without TLS "
+                     "for {} s: {}",
+                     sid_, upstream, upstream_pool::tls_fallback_time.count(), c.verdict.log);
+        link_.reset();  // broken() closed it already
+        c = co_await connect(key, starttls_use::skip);
+    }
+    if (c.verdict.what != upstream_verdict::kind::ok) co_return c.verdict;
+    if (skip_tls || fell_back) link_->tls_note = "fallback";
     co_return co_await transaction(env);
 }
 
@@ -420,7 +463,9 @@ asio::awaitable<bool> smtp_client::send(std::string_view stuffed)
 asio::awaitable<upstream_verdict> smtp_client::finish()
 {
     std::string const dot = ".\r\n";
+    auto const tls_note = link_ ? link_->tls_note : std::string("no");
     auto v = co_await command(dot, 2, "end of data");
+    v.log += " tls=" + tls_note;
     if (v.what == upstream_verdict::kind::ok) {
         ++link_->messages;
         // Kept for the next message unless reuse is off, the connection has

@@ -211,6 +211,16 @@ public:
         return static_cast<std::size_t>(sqlite3_changes(c.db));
     }
 
+    std::vector<std::string> ipv6_grant_addresses(unix_time t) override
+    {
+        auto c = borrow();
+        auto& q = c.prepare("SELECT address FROM relay_grants WHERE address GLOB '*:*' AND expires_at > ?1");
+        q.bind(1, t);
+        std::vector<std::string> out;
+        while (q.step()) out.push_back(q.text(0));
+        return out;
+    }
+
     std::int64_t add_network(network const& n) override
     {
         auto c = borrow();

@@ -96,7 +96,7 @@ def test_import_is_all_or_nothing(gw, tmp_path):
 
 def test_allow_add_list_del_and_bad_cidr(gw):
     gw.cli("allow", "add", "192.0.2.0/24", "--note", "office", "--for", "7d")
-    gw.cli("allow", "add", "2001:DB8::/32")
+    gw.cli("allow", "add", "2001:db8::/32")
     out = gw.cli("allow", "list").stdout
     assert "192.0.2.0/24\tuntil " in out and "office" in out
     assert "2001:db8::/32\tpermanent" in out
@@ -119,12 +119,12 @@ def test_allow_row_written_with_sql_is_listed(gw):
 
 def test_grant_add_list_del_purge(gw):
     gw.cli("grant", "add", "198.51.100.7", "--user", "alice", "--ttl", "10m")
-    gw.cli("grant", "add", "::ffff:198.51.100.8", "--user", "bob")
+    gw.cli("grant", "add", "198.51.100.8", "--user", "bob")
     gw.cli("grant", "add", "2001:db8:1:2:3:4:5:6", "--user", "carol")
     rows = dict((a, (u, m, e - g)) for a, u, m, g, e in gw.sql(
         "SELECT address, user, method, granted_at, expires_at FROM relay_grants"))
     assert rows["198.51.100.7"] == ("alice", "cli", 600)
-    assert rows["198.51.100.8"] == ("bob", "cli", 1800)       # mapped address folded, default ttl
+    assert rows["198.51.100.8"] == ("bob", "cli", 1800)       # default ttl
     assert rows["2001:db8:1:2::"] == ("carol", "cli", 1800)   # truncated to the /64
     assert "198.51.100.7\talice\tcli" in gw.cli("grant", "list").stdout
     gw.sql("UPDATE relay_grants SET granted_at = 10, expires_at = 20 WHERE address = '198.51.100.8'")
@@ -136,6 +136,68 @@ def test_grant_add_list_del_purge(gw):
     assert gw.sql("SELECT count(*) FROM relay_grants") == [(0,)]
     assert "no grant" in one_line_error(gw.cli("grant", "del", "198.51.100.7", check=False))
     assert "not an IPv4" in one_line_error(gw.cli("grant", "add", "300.1.1.1", check=False))
+
+
+# Issue 17 item 6: only the canonical spelling goes in, and the refusal names it.
+@pytest.mark.parametrize("typed,canonical", [
+    ("::ffff:7f00:3", "the IPv4 address 127.0.0.3"),
+    ("::ffff:198.51.100.8", "the IPv4 address 198.51.100.8"),
+    ("0:0:0:0:0:0:0:1", "::1"),
+    ("0::1", "::1"),
+    ("2001:DB8::1", "2001:db8::1"),
+    ("2001:0db8:1:2::5", "2001:db8:1:2::5"),
+    ("2001:db8:0:0:1::1", "2001:db8::1:0:0:1"),
+])
+def test_grant_add_refuses_other_spellings_and_names_the_canonical_one(gw, typed, canonical):
+    gw.cli("db", "migrate")
+    err = one_line_error(gw.cli("grant", "add", typed, check=False))
+    assert f"'{typed}'" in err and err.endswith(f"; write {canonical}"), err
+    assert gw.sql("SELECT count(*) FROM relay_grants") == [(0,)]
+    # written as the message says, it is accepted
+    assert "granted " in gw.cli("grant", "add", canonical.split()[-1]).stdout
+    assert gw.sql("SELECT count(*) FROM relay_grants") == [(1,)]
+
+
+@pytest.mark.parametrize("typed,message", [
+    ("127.0.7.9/16", "host bits set in '127.0.7.9/16'; write the network 127.0.0.0/16, or 127.0.7.9/32 for one address"),
+    ("2001:db8::1/32", "host bits set in '2001:db8::1/32'; write the network 2001:db8::/32, or 2001:db8::1/128 for one address"),
+    ("0::1/128", "'0::1/128' is not IPv6 in canonical form"),
+    ("2001:0db8::/32", "; write 2001:db8::/32"),
+    ("2001:DB8::/32", "; write 2001:db8::/32"),
+    ("::ffff:7f00:0/8", "IPv4-mapped IPv6 '::ffff:7f00:0/8' is not accepted; write the IPv4 network 127.0.0.0/8"),
+    ("0:0:0:0:0:0:0:1", "; write ::1"),
+])
+def test_allow_add_refuses_host_bits_and_other_spellings(gw, typed, message):
+    gw.cli("db", "migrate")
+    err = one_line_error(gw.cli("allow", "add", typed, check=False))
+    assert message in err, err
+    assert gw.sql("SELECT count(*) FROM allowed_networks") == [(0,)]
+
+
+def test_list_marks_rows_from_before_schema_3_and_del_removes_them(gw):
+    from popgate_test import make_schema_2_database
+    make_schema_2_database(gw.db, [
+        "INSERT INTO relay_grants (address, expires_at) VALUES ('0::1', unixepoch() + 600)",
+        "INSERT INTO relay_grants (address, expires_at) VALUES ('::ffff:7f00:3', unixepoch() + 600)",
+        "INSERT INTO relay_grants (address, expires_at) VALUES ('2001:db8:1:2::', unixepoch() + 600)",
+        "INSERT INTO allowed_networks (cidr) VALUES ('127.0.7.9/16')",
+        "INSERT INTO allowed_networks (cidr) VALUES ('2001:0db8::/32')",
+        "INSERT INTO allowed_networks (cidr) VALUES ('10.0.0.0/8')",
+    ])
+    assert "schema version 3" in gw.cli("db", "migrate").stdout  # rows kept
+    grants = {l.split("\t")[0]: l for l in gw.cli("grant", "list").stdout.splitlines()}
+    assert "(NEVER MATCHES: '0::1' is not IPv6 in canonical form" in grants["0::1"] and "; write ::1)" in grants["0::1"]
+    assert "write the IPv4 address 127.0.0.3)" in grants["::ffff:7f00:3"]
+    assert "NEVER" not in grants["2001:db8:1:2::"]
+    nets = {l.split("\t")[0]: l for l in gw.cli("allow", "list").stdout.splitlines()}
+    assert "(INVALID: ignored by the daemon: host bits set in '127.0.7.9/16'; write the network 127.0.0.0/16" \
+        in nets["127.0.7.9/16"]
+    assert "(not canonical: " in nets["2001:0db8::/32"] and "; write 2001:db8::/32)" in nets["2001:0db8::/32"]
+    assert "(" not in nets["10.0.0.0/8"]
+    # The rows can be removed as they are spelt.
+    assert "revoked 0::1" in gw.cli("grant", "del", "0::1").stdout
+    assert "removed 127.0.7.9/16" in gw.cli("allow", "del", "127.0.7.9/16").stdout
+    assert sorted(gw.sql("SELECT address FROM relay_grants")) == [("2001:db8:1:2::",), ("::ffff:7f00:3",)]
 
 
 def test_missing_and_unreadable_database(gw, tmp_path):
@@ -167,7 +229,7 @@ def test_schema_newer_than_binary_is_refused(gw):
 
 
 def test_db_commands(gw):
-    assert "schema version 2" in gw.cli("db", "migrate").stdout
+    assert "schema version 3" in gw.cli("db", "migrate").stdout
     assert gw.cli("db", "check").stdout.strip() == "ok"
     gw.add_user("alice", "pw")
     assert "admin\t-\talice\tuser add" in gw.cli("db", "audit").stdout

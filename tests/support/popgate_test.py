@@ -169,6 +169,26 @@ class Gateway:
         return [p.read_bytes() for p in out]
 
 
+def make_schema_2_database(path, statements=()):
+    """A database as popgate left it at schema version 2 (before the canonical
+    spelling rules of sql/003), from the migrations in the source tree, with
+    `statements` run on it: rows that schema 3 would refuse."""
+    src = Path(os.environ.get("POPGATE_SOURCE_DIR", ".")) / "sql"
+    con = sqlite3.connect(path)
+    try:
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+                    " applied_at INTEGER NOT NULL DEFAULT (unixepoch())) STRICT")
+        for version, name in ((1, "001_initial.sql"), (2, "002_readable_address_rules.sql")):
+            con.executescript((src / name).read_text())
+            con.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)", (version, name))
+        for st in statements:
+            con.execute(st)
+        con.commit()
+    finally:
+        con.close()
+
+
 def deliver_file(maildir: Path, name: str, data: bytes):
     """Puts a message into a Maildir the way an MDA would (tmp/ then new/)."""
     for sub in ("tmp", "new", "cur"):

@@ -50,6 +50,7 @@ public:
     store::write_queue& writes() noexcept { return writes_; }
     relay::upstream_pool& upstreams() noexcept { return upstreams_; }
     auth::failure_tracker& failures() noexcept { return failures_; }
+    relay::decider& decider() noexcept { return decider_; }
 
     // The services of each protocol.
     session::pop3_services pop3_services();

@@ -48,6 +48,19 @@ struct cidr {
 std::optional<cidr> parse_cidr(std::string_view text, std::string* why = nullptr,
                                bool allow_host_bits = false);
 
+// The one spelling popgate writes and looks up (sql/README.md, "Canonical
+// form"): IPv4 as a dotted quad without leading zeros; IPv6 as RFC 5952 text
+// (lowercase, no leading zeros, :: for the longest run of two or more zero
+// groups, the first of equally long runs); an IPv4-mapped address as its IPv4
+// address. A network keeps the shape it was written in: a bare address stays
+// bare ("192.0.2.7"), anything else is "base/prefix".
+std::string canonical_text(cidr const& c, std::string_view as_written);
+
+// Empty when `text`, which parses as `a` (or as the network `c`), is written
+// in canonical form; otherwise what is wrong, ending in "write <canonical>".
+std::string spelling_problem(std::string_view text, ip_address const& a);
+std::string spelling_problem(std::string_view text, cidr const& c);
+
 // The relay_grants key of a client: IPv4 as is; IPv6 truncated to
 // `ipv6_prefix` bits (so a /64 of privacy addresses shares one grant).
 ip_address grant_key(ip_address client, unsigned ipv6_prefix) noexcept;

@@ -11,6 +11,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -40,6 +41,18 @@ public:
     // The grant keys of a client: its grant_key and, for IPv6, its full address.
     std::vector<std::string> grant_keys(net::ip_address const& client) const;
 
+    // Logs one warning per stored row that decisions cannot use as written,
+    // the first time it is seen (a row changed or added again is seen anew):
+    // a network ignored (host bits under the prefix, or no network at all),
+    // a network spelt other than canonically (used as what it means), an
+    // unexpired IPv6 grant spelt other than canonically (it never matches:
+    // grants are looked up by the canonical text). Networks are checked at
+    // every reload of the list anyway; this also reloads it if it changed.
+    // Grants only here: one read of the IPv6 grant addresses (IPv4 ones are
+    // canonical by the table rules), which the daemon does at start and at
+    // every purge. Blocking.
+    void check_rows();
+
 private:
     struct net_entry {
         net::cidr net;
@@ -47,6 +60,7 @@ private:
         std::string text;
     };
     std::optional<std::string> find_network(net::ip_address const& client, store::unix_time now);
+    void reload_networks_locked(std::int64_t generation);  // under mutex_; nothing if unchanged
 
     // Networks grouped by (family, prefix length), each group keyed by its
     // base address: a lookup masks the client once per distinct prefix length
@@ -63,6 +77,11 @@ private:
     std::mutex mutex_;
     std::int64_t generation_ = -1;
     std::vector<bucket> buckets_;
+    // Rows already warned about, as (id, cidr) and as grant address: each
+    // warning is logged once, not at every reload or purge.
+    std::set<std::pair<std::int64_t, std::string>> warned_networks_;  // under mutex_
+    std::mutex grants_mutex_;
+    std::set<std::string> warned_grants_;  // under grants_mutex_
 };
 
 }  // namespace popgate::relay

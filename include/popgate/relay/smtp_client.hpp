@@ -14,6 +14,7 @@
 #include <boost/asio/ssl/stream.hpp>
 
 #include <chrono>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -50,16 +51,22 @@ struct upstream_link {
     std::string buf;                      // read but not yet parsed
     unsigned messages = 0;
     std::string key;                      // which upstream, as configured
+    std::string tls_note = "no";          // for the log: TLS yes, no, or fallback (clear after a failure)
     std::chrono::steady_clock::time_point idle_since;
 };
 
 // Idle upstream connections (relay.upstream_reuse_time), as Postfix's
 // connection cache: the next message skips connect, greeting, EHLO, STARTTLS
 // and AUTH. Thread-safe; bounded.
+//
+// It also remembers, per upstream (host:port), that opportunistic STARTTLS
+// failed there: for tls_fallback_time the next connections go in clear
+// without trying, instead of each message paying a failed handshake first.
 class upstream_pool {
 public:
     static constexpr std::size_t max_idle = 32;
     static constexpr unsigned max_messages = 100;  // per connection, then QUIT
+    static constexpr std::chrono::seconds tls_fallback_time{600};
 
     ~upstream_pool();
     // The most recently used live connection to `key` idle for less than
@@ -69,9 +76,15 @@ public:
     // QUIT and close every idle connection (shutdown; before the io_context goes).
     void close_all();
 
+    // STARTTLS with `upstream` failed now: clear only, for tls_fallback_time.
+    void tls_failed(std::string const& upstream);
+    // Whether STARTTLS with `upstream` failed less than tls_fallback_time ago.
+    bool tls_recently_failed(std::string const& upstream) const;
+
 private:
     mutable std::mutex mutex_;
     std::vector<std::unique_ptr<upstream_link>> idle_;  // oldest first
+    std::map<std::string, std::chrono::steady_clock::time_point> tls_failed_until_;  // under mutex_
 };
 
 class smtp_client {
@@ -87,6 +100,10 @@ public:
     // connection is closed and the verdict says what to tell the client (an
     // upstream refusal of any recipient fails the whole message: the client
     // has not sent it yet, so nothing is lost and nothing is duplicated).
+    // With "opportunistic", an upstream that offers STARTTLS and then fails
+    // it (refused, handshake, EHLO after it) gets the message in clear on a
+    // new connection, and the next ones in clear without trying for
+    // upstream_pool::tls_fallback_time; "required" gives 451 instead.
     asio::awaitable<upstream_verdict> open(upstream_envelope const& env);
 
     // Message bytes, already dot-stuffed with CRLF line ends. false if the
@@ -111,7 +128,12 @@ private:
     asio::awaitable<upstream_verdict> command(std::string const& line, int expect_class, std::string_view what,
                                               std::string_view client_prefix = {});
     asio::awaitable<bool> ehlo(std::vector<std::string>& extensions);
-    asio::awaitable<upstream_verdict> connect(std::string key);
+    enum class starttls_use { as_configured, skip };
+    struct connected {
+        upstream_verdict verdict;
+        bool starttls_failed = false;  // the upstream offered STARTTLS and it failed
+    };
+    asio::awaitable<connected> connect(std::string key, starttls_use use);
     asio::awaitable<upstream_verdict> transaction(upstream_envelope const& env);
     upstream_verdict broken(std::string why);
     std::string pool_key() const;

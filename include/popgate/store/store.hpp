@@ -105,6 +105,11 @@ public:
     virtual std::size_t delete_grants_of_user(std::string_view user) = 0;
     virtual std::vector<grant> list_grants(bool include_expired, unix_time now) = 0;
     virtual std::size_t purge_expired_grants(unix_time now) = 0;
+    // The addresses of unexpired grants written as IPv6. IPv4 ones need no
+    // look: the table rules have allowed only the canonical dotted quad since
+    // schema 1, while an IPv6 row from before schema 3 may be spelt in a way
+    // that never matches (relay::decider::check_rows).
+    virtual std::vector<std::string> ipv6_grant_addresses(unix_time now) = 0;
 
     // allowed networks
     virtual std::int64_t add_network(network const& n) = 0;  // store_errc::duplicate

@@ -424,3 +424,71 @@ BOOST_AUTO_TEST_CASE(privacy_addresses_of_one_64_share_a_key)
 }
 
 BOOST_AUTO_TEST_SUITE_END()
+
+// ---------------------------------------------------------------------------
+// The canonical spelling of hand-written text (issue 17 item 6): what the
+// admin command refuses and the daemon warns about, with what to write.
+BOOST_AUTO_TEST_SUITE(ip_spelling, *boost::unit_test::label("unit"))
+
+struct spelling_case {
+    std::string_view text;
+    std::string_view problem;  // "" = canonical; else the end of the message
+};
+std::ostream& operator<<(std::ostream& os, spelling_case const& c) { return os << '\'' << c.text << '\''; }
+
+constexpr spelling_case addresses[]{
+    {"192.0.2.7", ""},
+    {"::1", ""},
+    {"::", ""},
+    {"2001:db8::1:0:0:1", ""},
+    {"::ffff:1", ""},
+    {"0::1", "; write ::1"},
+    {"0:0:0:0:0:0:0:1", "; write ::1"},
+    {"2001:DB8::1", "; write 2001:db8::1"},
+    {"2001:0db8::1", "; write 2001:db8::1"},
+    {"2001:db8:0:0:1::1", "; write 2001:db8::1:0:0:1"},
+    {"2001:db8::1:1:1:1:1", "; write 2001:db8:0:1:1:1:1:1"},
+    {"::ffff:7f00:3", "IPv4-mapped IPv6 '::ffff:7f00:3' is not accepted; write the IPv4 address 127.0.0.3"},
+    {"::ffff:192.0.2.7", "IPv4-mapped IPv6 '::ffff:192.0.2.7' is not accepted; write the IPv4 address 192.0.2.7"},
+};
+
+BOOST_DATA_TEST_CASE(addresses_in_canonical_form, bdata::make(addresses), c)
+{
+    auto const problem = spelling_problem(c.text, ip(c.text));
+    if (c.problem.empty()) BOOST_TEST(problem.empty(), problem);
+    else BOOST_TEST(problem.ends_with(c.problem), problem);
+}
+
+constexpr spelling_case networks[]{
+    {"192.0.2.0/24", ""},
+    {"192.0.2.7", ""},  // a bare address stays bare
+    {"192.0.2.7/32", ""},
+    {"2001:db8::/32", ""},
+    {"2001:db8::1", ""},
+    {"0::1", "; write ::1"},
+    {"0::1/128", "; write ::1/128"},
+    {"2001:0db8::/32", "; write 2001:db8::/32"},
+    {"::ffff:192.0.2.0/24", "IPv4-mapped IPv6 '::ffff:192.0.2.0/24' is not accepted; write the IPv4 network 192.0.2.0/24"},
+    {"::ffff:7f00:3", "write the IPv4 network 127.0.0.3"},
+};
+
+BOOST_DATA_TEST_CASE(networks_in_canonical_form, bdata::make(networks), c)
+{
+    auto const n = parse_cidr(c.text);
+    BOOST_TEST_REQUIRE(n.has_value());
+    auto const problem = spelling_problem(c.text, *n);
+    if (c.problem.empty()) BOOST_TEST(problem.empty(), problem);
+    else BOOST_TEST(problem.ends_with(c.problem), problem);
+}
+
+BOOST_AUTO_TEST_CASE(host_bits_message_names_the_network_and_the_host)
+{
+    std::string why;
+    BOOST_TEST(!parse_cidr("127.0.7.9/16", &why).has_value());
+    BOOST_TEST(why == "host bits set in '127.0.7.9/16'; write the network 127.0.0.0/16, or 127.0.7.9/32 for one address");
+    BOOST_TEST(!parse_cidr("2001:db8::1/32", &why).has_value());
+    BOOST_TEST(why == "host bits set in '2001:db8::1/32'; write the network 2001:db8::/32, or 2001:db8::1/128 for one "
+                      "address");
+}
+
+BOOST_AUTO_TEST_SUITE_END()

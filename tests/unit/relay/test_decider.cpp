@@ -1,5 +1,6 @@
 #include "popgate/proto/policy.hpp"
 #include "popgate/relay/decider.hpp"
+#include "popgate/store/migrate.hpp"
 #include "popgate/store/sqlite_store.hpp"
 
 #include "temp_dir.hpp"
@@ -8,6 +9,8 @@
 #include <boost/test/data/test_case.hpp>
 #include <boost/test/unit_test.hpp>
 
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
 #include <sqlite3.h>
 #include <unistd.h>
 
@@ -16,6 +19,7 @@
 #include <filesystem>
 #include <memory>
 #include <ostream>
+#include <sstream>
 #include <string>
 #include <string_view>
 
@@ -71,6 +75,19 @@ struct decider_fixture {
         g.granted_at = ttl > 0 ? t : t + ttl - 10;
         g.expires_at = t + ttl;
         db->upsert_grant(g);
+    }
+
+    static void sql_on(fs::path const& f, std::string const& text)
+    {
+        sqlite3* other = nullptr;
+        BOOST_TEST_REQUIRE(sqlite3_open(f.c_str(), &other) == SQLITE_OK);
+        sqlite3_busy_timeout(other, 5000);
+        char* err = nullptr;
+        int const rc = sqlite3_exec(other, text.c_str(), nullptr, nullptr, &err);
+        std::string const msg = err ? err : "";
+        sqlite3_free(err);
+        sqlite3_close(other);
+        BOOST_TEST_REQUIRE(rc == SQLITE_OK, text << " -> " << msg);
     }
 
     relay::decision decide(std::string_view client, bool authenticated = false, bool auth_required = false)
@@ -303,23 +320,101 @@ BOOST_AUTO_TEST_CASE(expired_network_denies)
     BOOST_TEST((decide("203.0.113.9").verdict == relay_verdict::relay_network));
 }
 
-BOOST_AUTO_TEST_CASE(network_with_host_bits_written_by_hand_is_masked)
+BOOST_AUTO_TEST_CASE(network_written_by_hand_matches_by_its_prefix)
 {
-    sql("INSERT INTO allowed_networks (cidr) VALUES ('192.0.2.5/24')");  // the trigger lets it through
+    // Host bits (192.0.2.5/24) are refused since schema 3: the canonical row.
+    sql("INSERT INTO allowed_networks (cidr) VALUES ('192.0.2.0/24')");
     auto const d = decide("192.0.2.200");
     BOOST_TEST((d.verdict == relay_verdict::relay_network));
-    BOOST_TEST(d.detail.find("192.0.2.5/24") != std::string::npos, d.detail);  // the row as written
+    BOOST_TEST(d.detail.find("192.0.2.0/24") != std::string::npos, d.detail);  // the row as written
     BOOST_TEST((decide("192.0.3.5").verdict == relay_verdict::deny));
 }
 
 BOOST_AUTO_TEST_CASE(unreadable_network_row_is_ignored_not_an_open_relay)
 {
-    // Passes the trigger's shape checks but is no address: ignored with a warning.
+    // No address: ignored with a warning. Schema 3 refuses it; a row from an
+    // older schema (or written with the triggers dropped) may still be there.
+    sql("DROP TRIGGER allowed_networks_cidr_ipv6_groups_insert");
     sql("INSERT INTO allowed_networks (cidr) VALUES ('1:2:3/0')");
     sql("INSERT INTO allowed_networks (cidr) VALUES ('198.51.100.0/24')");
     BOOST_TEST((decide("203.0.113.9").verdict == relay_verdict::deny));
     BOOST_TEST((decide("2001:db8::1").verdict == relay_verdict::deny));
     BOOST_TEST((decide("198.51.100.1").verdict == relay_verdict::relay_network));
+}
+
+// Rows from before schema 3 that its rules refuse: the decisions never use
+// them wider than written, and each is reported once, with what to write,
+// however often the networks are reloaded and the rows checked.
+BOOST_AUTO_TEST_CASE(rows_from_before_schema_3_are_reported_once)
+{
+    auto const old_file = tmp.path / "v2.db";
+    {
+        sqlite3* v2 = nullptr;
+        BOOST_TEST_REQUIRE(sqlite3_open(old_file.c_str(), &v2) == SQLITE_OK);
+        BOOST_TEST_REQUIRE(store::migrate(v2, 2) == 2);
+        char* err = nullptr;
+        int const rc = sqlite3_exec(
+            v2,
+            "INSERT INTO relay_grants (address, user, expires_at) VALUES ('0::1', 'zero', unixepoch() + 600),"
+            " ('::ffff:7f00:3', 'mapped', unixepoch() + 600), ('2001:db8:1:2::', 'fine', unixepoch() + 600);"
+            " INSERT INTO allowed_networks (cidr) VALUES ('127.0.7.9/16'), ('2001:0db8::/32'), ('10.0.0.0/8')",
+            nullptr, nullptr, &err);
+        std::string const msg = err ? err : "";
+        sqlite3_free(err);
+        sqlite3_close(v2);
+        BOOST_TEST_REQUIRE(rc == SQLITE_OK, msg);
+    }
+    auto old_db = store::open_sqlite_store(old_file);  // migrates to the latest schema, rows kept
+    relay::decider d{*old_db, 64};
+
+    std::ostringstream log;
+    auto const previous = spdlog::default_logger();
+    spdlog::set_default_logger(
+        std::make_shared<spdlog::logger>("test", std::make_shared<spdlog::sinks::ostream_sink_mt>(log)));
+    struct restore {
+        std::shared_ptr<spdlog::logger> p;
+        ~restore() { spdlog::set_default_logger(p); }
+    } const restore_logger{previous};
+
+    d.check_rows();
+    auto const decide_old = [&](std::string_view client) { return d.decide(ip(client), false, false).verdict; };
+    // Host bits: ignored, not widened to 127.0.0.0/16.
+    BOOST_TEST((decide_old("127.0.7.9") == relay_verdict::deny));
+    BOOST_TEST((decide_old("127.0.0.1") == relay_verdict::deny));
+    // Another spelling of a network: used as what it means.
+    BOOST_TEST((decide_old("2001:db8:ff::1") == relay_verdict::relay_network));
+    // Grants are looked up by the canonical text: these never match.
+    BOOST_TEST((decide_old("::1") == relay_verdict::deny));
+    BOOST_TEST((decide_old("127.0.0.3") == relay_verdict::deny));
+    BOOST_TEST((decide_old("2001:db8:1:2::9") == relay_verdict::relay_grant));
+    // Again, with the network list reloaded (a new row bumps the generation).
+    old_db->add_network({0, "198.51.100.0/24", "", 0, std::nullopt});
+    BOOST_TEST((decide_old("198.51.100.1") == relay_verdict::relay_network));
+    d.check_rows();
+    d.check_rows();
+
+    auto const text = log.str();
+    auto const count = [&](std::string_view needle) {
+        std::size_t n = 0;
+        for (auto at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
+        return n;
+    };
+    BOOST_TEST(count("cidr='127.0.7.9/16' ignored: host bits set in '127.0.7.9/16'; write the network "
+                     "127.0.0.0/16, or 127.0.7.9/32 for one address") == 1u, text);
+    BOOST_TEST(count("cidr='2001:0db8::/32' used as 2001:db8::/32: ") == 1u, text);
+    BOOST_TEST(count("; write 2001:db8::/32") == 1u, text);
+    BOOST_TEST(count("relay_grants address='0::1' never matches: ") == 1u, text);
+    BOOST_TEST(count("; write ::1") == 1u, text);
+    BOOST_TEST(count("relay_grants address='::ffff:7f00:3' never matches: IPv4-mapped IPv6 '::ffff:7f00:3' is not "
+                     "accepted; write the IPv4 address 127.0.0.3") == 1u, text);
+    BOOST_TEST(count("[warning]") == 4u, text);  // nothing about the canonical rows
+
+    // A row fixed as the warning says is used at once, and a row broken again
+    // is reported again.
+    sql_on(old_file, "UPDATE relay_grants SET address = '::1' WHERE address = '0::1'");
+    BOOST_TEST((decide_old("::1") == relay_verdict::relay_grant));
+    d.check_rows();
+    BOOST_TEST(count("never matches") == 2u, log.str());
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -1,3 +1,4 @@
+#include "popgate/net/ip.hpp"
 #include "popgate/store/migrate.hpp"
 #include "popgate/store/sqlite_store.hpp"
 
@@ -11,12 +12,16 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <functional>
 #include <memory>
 #include <optional>
+#include <random>
+#include <regex>
 #include <ostream>
 #include <string>
 #include <string_view>
@@ -845,6 +850,42 @@ constexpr rule_case refused[]{
     {cidr, "10.0.0.0/08", "allowed_networks.cidr: a leading zero in the prefix length is not accepted; write"},
     {cidr, "10.0.0.0/33", "allowed_networks.cidr: an IPv4 prefix length is 0 to 32; write"},
     {cidr, "2001:db8::/129", "allowed_networks.cidr: an IPv6 prefix length is 0 to 128; write"},
+    // Migration 3: one spelling per address, no host bits under a prefix.
+    {address, "1:2:3", "relay_grants.address: IPv6 is eight groups, or fewer with :: in place of zero groups"},
+    {address, ":1::2", "relay_grants.address: IPv6 is eight groups, or fewer with :: in place of zero groups"},
+    {address, "1:2:3:4:5:6:7:", "relay_grants.address: IPv6 is eight groups, or fewer with :: in place of zero groups"},
+    {address, "2001:0db8::1", "relay_grants.address: leading zeros in an IPv6 group are not accepted; write"},
+    {address, "2001:db8::00", "relay_grants.address: leading zeros in an IPv6 group are not accepted; write"},
+    {address, "1:2:3::5:6:7:8", "relay_grants.address: :: stands for two or more zero groups, never one; write"},
+    {address, "0:0:0:0:0:0:0:1", "relay_grants.address: two or more zero groups in a row are written ::; write"},
+    {address, "2001:db8:0:0:1:0:0:1", "relay_grants.address: two or more zero groups in a row are written ::; write"},
+    {address, "0::1", "relay_grants.address: :: takes in every zero group beside it; write"},
+    {address, "1:0::", "relay_grants.address: :: takes in every zero group beside it; write"},
+    {address, "2001:db8:0:0:1::1", "relay_grants.address: :: stands for the longest run of zero groups"},
+    {address, "1:0:0:0:2::3", "relay_grants.address: :: stands for the longest run of zero groups"},
+    {address, "::ffff:7f00:3",
+     "relay_grants.address: IPv4-mapped IPv6 (::ffff:c000:207) is not accepted; write the IPv4 address"},
+    {address, "::ffff:0:0",
+     "relay_grants.address: IPv4-mapped IPv6 (::ffff:c000:207) is not accepted; write the IPv4 address"},
+    {cidr, "1:2:3/0", "allowed_networks.cidr: IPv6 is eight groups, or fewer with :: in place of zero groups"},
+    {cidr, "2001:0db8::/32", "allowed_networks.cidr: leading zeros in an IPv6 group are not accepted; write"},
+    {cidr, "2001:db8::1:1:1:1:1/128", "allowed_networks.cidr: :: stands for two or more zero groups, never one"},
+    {cidr, "2001:db8:0:0:0:0:0:0/32", "allowed_networks.cidr: two or more zero groups in a row are written ::"},
+    {cidr, "2001:db8:0::/32", "allowed_networks.cidr: :: takes in every zero group beside it; write"},
+    {cidr, "2001::1:0:0:0:0/64", "allowed_networks.cidr: :: stands for the longest run of zero groups"},
+    {cidr, "::ffff:c000:200/120",
+     "allowed_networks.cidr: IPv4-mapped IPv6 (::ffff:c000:200/120) is not accepted; write the IPv4 network"},
+    {cidr, "::ffff:7f00:3", "allowed_networks.cidr: IPv4-mapped IPv6 (::ffff:c000:200/120) is not accepted"},
+    {cidr, "127.0.7.9/16", "allowed_networks.cidr: host bits are set under the prefix length; write the network"},
+    {cidr, "192.0.2.5/24", "allowed_networks.cidr: host bits are set under the prefix length; write the network"},
+    {cidr, "10.0.0.1/8", "allowed_networks.cidr: host bits are set under the prefix length; write the network"},
+    {cidr, "0.0.0.1/0", "allowed_networks.cidr: host bits are set under the prefix length; write the network"},
+    {cidr, "192.0.2.129/25", "allowed_networks.cidr: host bits are set under the prefix length; write the network"},
+    {cidr, "2001:db8::1/32", "allowed_networks.cidr: host bits are set under the prefix length; write the network"},
+    {cidr, "2001:db8:4000::/33", "allowed_networks.cidr: host bits are set under the prefix length; write"},
+    {cidr, "::1/0", "allowed_networks.cidr: host bits are set under the prefix length; write the network"},
+    {cidr, "fe80::1/10", "allowed_networks.cidr: host bits are set under the prefix length; write the network"},
+    {cidr, "2001:db8::9/125", "allowed_networks.cidr: host bits are set under the prefix length; write the network"},
 };
 
 BOOST_DATA_TEST_CASE(each_rule_refuses_with_its_message, bdata::make(refused), c)
@@ -874,11 +915,25 @@ constexpr rule_case accepted[]{
     {cidr, "0.0.0.0/0", ""},
     {cidr, "192.0.2.7", ""},
     {cidr, "192.0.2.7/32", ""},
-    {cidr, "192.0.2.5/24", ""},  // host bits: the daemon masks them
     {cidr, "2001:db8::/32", ""},
     {cidr, "2001:db8::1/128", ""},
     {cidr, "2001:db8::1", ""},
     {cidr, "::/0", ""},
+    // Canonical forms that look close to what migration 3 refuses.
+    {address, "::ffff:1", ""},             // 0:0:0:0:0:0:ffff:1 is not IPv4-mapped
+    {address, "::7f00:1", ""},             // nor is the old IPv4-compatible form
+    {address, "2001:db8::1:0:0:1", ""},    // equally long runs: :: for the first
+    {address, "1::2:0:0:3", ""},           // a shorter run stays written out
+    {address, "2001:db8:0:1:1:1:1:1", ""}, // one zero group is written 0
+    {address, "1:0:1:0:1:0:1:0", ""},
+    {address, "ffff::", ""},
+    {cidr, "127.0.0.0/16", ""},
+    {cidr, "192.0.2.128/25", ""},
+    {cidr, "255.255.255.255/32", ""},
+    {cidr, "2001:db8:8000::/33", ""},
+    {cidr, "fe80::/10", ""},
+    {cidr, "2001:db8::8/126", ""},
+    {cidr, "2001:db8:0:1:1:1:1:0/112", ""},
 };
 
 BOOST_DATA_TEST_CASE(valid_forms_are_accepted, bdata::make(accepted), c)
@@ -917,6 +972,32 @@ BOOST_AUTO_TEST_CASE(every_rule_has_an_insert_and_an_update_trigger)
         };
         BOOST_TEST(body(n, from) == body(stem + "_update", to), n);
     }
+}
+
+// Every "write X, not Y" in a rule's message is right: X is accepted, and Y is
+// refused with that very message.
+BOOST_AUTO_TEST_CASE(message_examples_are_right)
+{
+    raw_db raw(file);
+    auto const names = raw.column("SELECT name FROM sqlite_schema WHERE type = 'trigger' AND name GLOB '*_insert'"
+                                  " AND (name GLOB 'relay_grants_address_*' OR name GLOB 'allowed_networks_cidr_*')");
+    std::regex const example(R"((?:write |\()([^ ,;()/][^ ,;()]*), not ([^ ,;()]+))");
+    std::size_t checked = 0;
+    for (auto const& n : names) {
+        auto const sql = raw.column("SELECT sql FROM sqlite_schema WHERE name = '" + n + "'").at(0);
+        auto const from = sql.find("RAISE(ABORT, '") + 14;
+        std::string message = sql.substr(from, sql.rfind("')") - from);
+        for (std::size_t at = 0; (at = message.find("''", at)) != std::string::npos; ++at) message.erase(at, 1);
+        rule_column const column = n.starts_with("relay_grants") ? rule_column::address : rule_column::cidr;
+        for (std::sregex_iterator it(message.begin(), message.end(), example), end; it != end; ++it) {
+            auto const good = (*it)[1].str(), bad = (*it)[2].str();
+            BOOST_TEST(raw.exec_with(insert_sql(column), good).empty(), n << ": '" << good << "' is refused");
+            raw.must("DELETE FROM relay_grants; DELETE FROM allowed_networks");
+            BOOST_TEST(raw.exec_with(insert_sql(column), bad) == message, n << ": '" << bad << "'");
+            ++checked;
+        }
+    }
+    BOOST_TEST(checked >= 19u);
 }
 
 // Migration 2 only restates migration 1's checks: over many values, a value is
@@ -1053,6 +1134,141 @@ BOOST_AUTO_TEST_CASE(upgrade_from_version_1_keeps_rows)
     err = raw.exec("UPDATE allowed_networks SET cidr = '10.0.0.0/33' WHERE cidr = '10.0.0.0/8'");
     BOOST_TEST(err.find("allowed_networks.cidr: an IPv4 prefix length is 0 to 32") == 0u, err);
     BOOST_TEST(raw.column(rows_sql) == rows_before, boost::test_tools::per_element());
+}
+
+// The rules of migration 3 against the daemon's own printer: over many
+// spellings of many addresses, a grant is accepted exactly when it is the
+// text net::ip_address::to_string() gives (the text grants are looked up by),
+// and a network exactly when it is that text, with a /prefix that leaves no
+// host bits (what net::parse_cidr and net::spelling_problem accept).
+BOOST_AUTO_TEST_CASE(rules_accept_exactly_the_canonical_spelling)
+{
+    raw_db raw(file);
+    raw.must(std::string(rule_rows) + "; BEGIN");
+    struct prepared_insert {
+        sqlite3_stmt* s = nullptr;
+        sqlite3_stmt* undo = nullptr;
+        prepared_insert(raw_db& conn, rule_column c)
+        {
+            BOOST_TEST_REQUIRE(sqlite3_prepare_v2(conn.get(), insert_sql(c).c_str(), -1, &s, nullptr) == SQLITE_OK);
+            std::string const u = c == rule_column::address ? "DELETE FROM relay_grants WHERE address <> '192.0.2.1'"
+                                                            : "DELETE FROM allowed_networks WHERE cidr <> '198.51.100.0/24'";
+            BOOST_TEST_REQUIRE(sqlite3_prepare_v2(conn.get(), u.c_str(), -1, &undo, nullptr) == SQLITE_OK);
+        }
+        ~prepared_insert()
+        {
+            sqlite3_finalize(s);
+            sqlite3_finalize(undo);
+        }
+        prepared_insert(prepared_insert const&) = delete;
+        prepared_insert& operator=(prepared_insert const&) = delete;
+        bool accepts(std::string const& v)
+        {
+            sqlite3_reset(s);
+            sqlite3_bind_text(s, 1, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+            bool const ok = sqlite3_step(s) == SQLITE_DONE;
+            sqlite3_reset(undo);
+            sqlite3_step(undo);
+            return ok;
+        }
+    } grants(raw, rule_column::address), networks(raw, rule_column::cidr);
+
+    // Every way to write eight groups: all of them, with and without leading
+    // zeros, and :: for any part of any run of zero groups.
+    auto spellings = [](std::array<unsigned, 8> const& g) {
+        std::vector<std::string> hex(8), padded(8);
+        for (std::size_t i = 0; i < 8; ++i) {
+            char buf[8];
+            std::snprintf(buf, sizeof buf, "%x", g[i]);
+            hex[i] = buf;
+            std::snprintf(buf, sizeof buf, "%04x", g[i]);
+            padded[i] = buf;
+        }
+        auto join = [](std::vector<std::string> const& v, std::size_t from, std::size_t to) {
+            std::string out;
+            for (std::size_t i = from; i < to; ++i) out += (i > from ? ":" : "") + v[i];
+            return out;
+        };
+        std::vector<std::string> out{join(hex, 0, 8), join(padded, 0, 8)};
+        for (std::size_t a = 0; a < 8; ++a)
+            for (std::size_t b = a + 1; b <= 8 && g[b - 1] == 0; ++b) {
+                out.push_back(join(hex, 0, a) + "::" + join(hex, b, 8));
+                out.push_back(join(padded, 0, a) + "::" + join(hex, b, 8));
+            }
+        return out;
+    };
+    std::mt19937 rng(5952);
+    std::array<unsigned, 9> const picks{0, 0, 0, 0, 1, 0xffff, 0xdb8, 0x2001, 0x8000};
+    std::size_t checked = 0, differ = 0;
+    auto check = [&](bool got, bool expected, std::string const& what) {
+        ++checked;
+        if (got != expected && ++differ <= 10)
+            BOOST_ERROR(what << ": " << (got ? "accepted" : "refused") << ", the daemon's parser says "
+                             << (expected ? "canonical" : "not canonical"));
+    };
+    for (int n = 0; n < 1500; ++n) {
+        std::array<unsigned, 8> g{};
+        auto const any16 = [&] { return static_cast<unsigned>(rng() & 0xffff); };
+        for (auto& x : g) x = n % 7 == 0 ? any16() : picks[rng() % picks.size()];
+        if (n % 11 == 0) g = {0, 0, 0, 0, 0, 0xffff, any16(), any16()};  // IPv4-mapped
+        for (auto const& text : spellings(g)) {
+            auto const a = popgate::net::parse_ip(text);
+            BOOST_TEST_REQUIRE(a.has_value(), text);
+            check(grants.accepts(text), a->to_string() == text, "grant '" + text + "'");
+            auto const net = text + "/" + std::to_string(rng() % 129);
+            auto const c = popgate::net::parse_cidr(net);
+            check(networks.accepts(net), c && popgate::net::spelling_problem(net, *c).empty(),
+                  "network '" + net + "'");
+        }
+    }
+    for (int n = 0; n < 2000; ++n) {
+        auto const v = static_cast<std::uint32_t>(n % 3 == 0 ? rng() : rng() & 0xffffff00u);
+        auto const net = popgate::net::ip_address::from_v4(v).to_string() + "/" + std::to_string(rng() % 33);
+        auto const c = popgate::net::parse_cidr(net);
+        check(networks.accepts(net), c.has_value(), "network '" + net + "'");
+    }
+    BOOST_TEST(differ == 0u);
+    BOOST_TEST(checked > 20000u);
+    raw.must("ROLLBACK");
+}
+
+// A database from before migration 3 may hold rows its rules refuse: the
+// upgrade keeps them as they are (the daemon reports them, relay::decider),
+// other columns of such a row can still change, and new rows must be canonical.
+BOOST_AUTO_TEST_CASE(upgrade_from_version_2_keeps_rows_the_new_rules_refuse)
+{
+    auto const path = tmp.path / "v2.db";
+    std::string const rows_sql = "SELECT address || ' ' || expires_at FROM relay_grants"
+                                 " UNION ALL SELECT cidr FROM allowed_networks ORDER BY 1";
+    std::vector<std::string> rows_before;
+    {
+        raw_db raw(path);
+        BOOST_TEST_REQUIRE(migrate(raw.get(), 2) == 2);
+        raw.must("INSERT INTO relay_grants (address, expires_at) VALUES ('0::1', 2000000000),"
+                 " ('0:0:0:0:0:0:0:1', 2000000000), ('::ffff:7f00:3', 2000000000), ('1:2:3', 2000000000)");
+        raw.must("INSERT INTO allowed_networks (cidr) VALUES ('127.0.7.9/16'), ('2001:0db8::/32'), ('10.0.0.0/8')");
+        rows_before = raw.column(rows_sql);
+    }
+    BOOST_TEST_REQUIRE(rows_before.size() == 7u);
+    auto upgraded = open_sqlite_store(path);
+    BOOST_TEST(upgraded->schema_version() == latest_schema_version());
+    BOOST_TEST(latest_schema_version() >= 3);
+    raw_db raw(path);
+    BOOST_TEST(raw.column(rows_sql) == rows_before, boost::test_tools::per_element());
+    BOOST_TEST(upgraded->integrity_ok());
+    // Changing another column of such a row is not a new spelling.
+    raw.must("UPDATE relay_grants SET expires_at = 2000000001 WHERE address = '0::1'");
+    raw.must("UPDATE allowed_networks SET note = 'typo' WHERE cidr = '127.0.7.9/16'");
+    // The IPv6 rows are what the daemon's row check reads.
+    auto six = upgraded->ipv6_grant_addresses(now());
+    std::sort(six.begin(), six.end());
+    BOOST_TEST(six == (std::vector<std::string>{"0:0:0:0:0:0:0:1", "0::1", "1:2:3", "::ffff:7f00:3"}),
+               boost::test_tools::per_element());
+    // The same spellings are refused from now on.
+    auto err = raw.exec("INSERT INTO relay_grants (address, expires_at) VALUES ('0::2', unixepoch() + 60)");
+    BOOST_TEST(err.find("relay_grants.address: :: takes in every zero group beside it") == 0u, err);
+    err = raw.exec("UPDATE allowed_networks SET cidr = '10.0.0.1/8' WHERE cidr = '10.0.0.0/8'");
+    BOOST_TEST(err.find("allowed_networks.cidr: host bits are set under the prefix length") == 0u, err);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
