@@ -1,7 +1,7 @@
 """No user enumeration by timing (issue 17, item 7): a wrong password for a
 user that exists and any password for a name that does not take the same
 time, whatever scheme the site's hashes use. Real POP3 clients (poplib)
-against the running daemon; medians of interleaved samples."""
+against the running daemon; the fastest of interleaved samples."""
 import poplib
 import statistics
 import time
@@ -33,8 +33,11 @@ def test_unknown_and_existing_users_fail_in_the_same_time(make_gateway, scheme):
     for _ in range(11):  # interleaved, so that noise hits both alike
         known.append(failed_pass_seconds(g, "alice"))
         unknown.append(failed_pass_seconds(g, "nobody-here"))
-    k, u = statistics.median(known), statistics.median(unknown)
-    print(f"scheme={scheme or 'yescrypt'} known median {k * 1000:.1f} ms, unknown median {u * 1000:.1f} ms")
+    # The fastest of each is the cost of the check itself: other load on a
+    # busy machine (ctest runs tests side by side) only ever adds time.
+    k, u = min(known), min(unknown)
+    print(f"scheme={scheme or 'yescrypt'} known fastest {k * 1000:.1f} ms, unknown fastest {u * 1000:.1f} ms, "
+          f"medians {statistics.median(known) * 1000:.1f} / {statistics.median(unknown) * 1000:.1f} ms")
     # The old gap was 25-35 ms (a yescrypt check against a SHA512-crypt
     # stand-in); a few milliseconds are noise on a busy 2-core machine.
     assert abs(k - u) < max(0.005, 0.4 * max(k, u)), (known, unknown)
