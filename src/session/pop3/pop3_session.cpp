@@ -45,7 +45,7 @@ pop3_session::pop3_session(pop3_services& svc, server::connection& c)
       c_(c),
       s_(*c.settings),
       ch_(c, s_.pop3_max_line, s_.pop3_idle_timeout),
-      rules_{s_.max_bad_commands, s_.max_junk_commands, c.ip}
+      rules_{s_.max_bad_commands, s_.max_junk_commands, c.ip, spdlog::should_log(spdlog::level::debug)}
 {
     if (s_.apop) timestamp_ = unique_challenge(s_.hostname);
 }

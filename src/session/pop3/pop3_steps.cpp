@@ -231,9 +231,11 @@ pop3_step pop3_on_line(pop3_state& st, std::string_view line, pop3_offer const& 
         return s;
     }
     auto const& spec = proto::spec_for(cmd->verb);
-    std::vector<log_line> logged{{debug, spec.secret_args ? "pop3 cmd=" + std::string(spec.keyword)
-                                                          : "pop3 cmd=" + std::string(spec.keyword) +
-                                                                " args=" + log::escape(cmd->args, 80)}};
+    std::vector<log_line> logged;
+    if (r.log_commands)
+        logged.push_back({debug, spec.secret_args ? "pop3 cmd=" + std::string(spec.keyword)
+                                                  : "pop3 cmd=" + std::string(spec.keyword) +
+                                                        " args=" + log::escape(cmd->args, 80)});
     pop3_step s;
     if (!spec.allowed_in(st.phase)) {
         s = bad(st, r, "-ERR Command not valid in this state\r\n");

@@ -30,15 +30,17 @@ smtp_session::smtp_session(smtp_services& svc, server::connection& c)
     : svc_(svc),
       c_(c),
       s_(*c.settings),
-      ch_(c, std::max<std::size_t>(s_.smtp_max_line, proto::smtp_max_command_line), s_.smtp_idle_timeout)
+      ch_(c, std::max<std::size_t>(s_.smtp_max_line, proto::smtp_max_command_line), s_.smtp_idle_timeout),
+      offer_(make_offer())
 {
 }
 
-smtp_offer smtp_session::offer() const
+smtp_offer smtp_session::make_offer() const
 {
     smtp_offer o;
     o.host = s_.hostname;
     o.ip = c_.ip;
+    o.log_commands = spdlog::should_log(spdlog::level::debug);
     o.tls_active = c_.stream.tls_active();
     o.starttls_port = c_.listener.tls == config::tls_mode::starttls;
     o.can_start_tls = c_.stream.can_start_tls();
@@ -80,7 +82,7 @@ asio::awaitable<bool> smtp_session::do_rcpt(proto::mail_args const& rcpt)
     relay::request req{c_.peer, rcpt.path.local, rcpt.path.domain, addr, st_.authenticated,
                        c_.listener.auth_required};
     auto const v = svc_.relay.decide(req, s_);
-    auto step = smtp_rcpt_decided(st_, rcpt, v, offer());
+    auto step = smtp_rcpt_decided(st_, rcpt, v, offer_);
     co_return co_await run_step(step);
 }
 
@@ -98,6 +100,7 @@ asio::awaitable<bool> smtp_session::do_starttls()
     bool const secured = co_await c_.stream.start_tls();
     if (!secured) co_return false;
     st_.forget_all();
+    offer_ = make_offer();  // TLS changes what is offered
     co_return true;
 }
 
@@ -112,7 +115,7 @@ asio::awaitable<bool> smtp_session::do_auth(std::string_view args)
                      left->count());
         co_return co_await close_with(s);
     }
-    auto const o = offer();
+    auto const o = offer_;
     auto const req = smtp_auth_start(args, o);
     if (!req.mech) {
         ch_.queue(req.refusal);
@@ -139,7 +142,7 @@ asio::awaitable<bool> smtp_session::do_auth(std::string_view args)
 asio::awaitable<bool> smtp_session::finish_auth(proto::sasl_step const& step, proto::sasl_mech mech,
                                                 std::string const& challenge)
 {
-    auto const o = offer();
+    auto const o = offer_;
     auto const mname = proto::sasl_mech_name(mech);
     if (step.what == proto::sasl_step::kind::cancelled) {
         spdlog::info("sid={} smtp auth mech={} ip={} result=cancelled", c_.sid, mname, c_.ip);
@@ -208,7 +211,7 @@ asio::awaitable<bool> smtp_session::run_step(smtp_step& step)
 
 asio::awaitable<void> smtp_session::run()
 {
-    if (!co_await ch_.send(smtp_greeting(offer()))) co_return;
+    if (!co_await ch_.send(smtp_greeting(offer_))) co_return;
     std::string line;
     for (;;) {
         // RFC 2920 §3.1: replies go out when the client will wait for them,
@@ -222,8 +225,8 @@ asio::awaitable<void> smtp_session::run()
         waiting_for_command_ = false;
         smtp_step step;
         switch (rs) {
-        case io::read_status::ok: step = smtp_on_line(st_, line, offer()); break;
-        case io::read_status::too_long: step = smtp_on_too_long(st_, offer()); break;
+        case io::read_status::ok: step = smtp_on_line(st_, line, offer_); break;
+        case io::read_status::too_long: step = smtp_on_too_long(st_, offer_); break;
         case io::read_status::eof: c_.end_reason = "eof"; co_return;
         case io::read_status::timed_out: c_.end_reason = "timeout"; co_return;
         case io::read_status::too_slow: c_.end_reason = "timeout-command"; co_return;

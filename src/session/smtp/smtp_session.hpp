@@ -27,7 +27,8 @@ private:
     asio::awaitable<bool> do_starttls();
     asio::awaitable<bool> close_with(smtp_step& step);
 
-    smtp_offer offer() const;
+    // What this connection offers: fixed until STARTTLS changes it.
+    smtp_offer make_offer() const;
     std::string const& host() const { return s_.hostname; }
 
     smtp_services& svc_;
@@ -35,6 +36,7 @@ private:
     config::settings const& s_;  // c_.settings, for the whole session
     channel ch_;
     smtp_state st_;
+    smtp_offer offer_;
     bool waiting_for_command_ = false;  // the watchdog may say 421 only then
 };
 

@@ -321,9 +321,11 @@ smtp_step smtp_on_line(smtp_state& st, std::string_view line, smtp_offer const& 
         return bad(st, o, std::move(s));
     }
     auto const& spec = proto::spec_for(cmd->verb);
-    std::vector<log_line> logged{{debug, spec.secret_args ? "smtp cmd=" + std::string(proto::verb_name(cmd->verb))
-                                                          : "smtp cmd=" + std::string(proto::verb_name(cmd->verb)) +
-                                                                " args=" + log::escape(cmd->args, 80)}};
+    std::vector<log_line> logged;
+    if (o.log_commands)
+        logged.push_back({debug, spec.secret_args ? "smtp cmd=" + std::string(proto::verb_name(cmd->verb))
+                                                  : "smtp cmd=" + std::string(proto::verb_name(cmd->verb)) +
+                                                        " args=" + log::escape(cmd->args, 80)});
     smtp_step s;
     if (!spec.allowed_in(st.phase)) {
         s = bad(st, o, sequence_error(st, cmd->verb));

@@ -80,7 +80,8 @@ private:
 struct pop3_rules {
     std::size_t max_bad_commands = 20;
     std::size_t max_junk_commands = 100;
-    std::string ip;  // for log lines
+    std::string ip;             // for log lines
+    bool log_commands = true;   // debug lines for each command (only built when they are written)
 };
 
 struct pop3_state {

@@ -52,6 +52,7 @@ struct smtp_state {
 struct smtp_offer {
     std::string host;            // server.hostname
     std::string ip;              // the client, for log lines
+    bool log_commands = true;    // debug lines for each command (only built when they are written)
     bool starttls_port = false;  // the listener upgrades with STARTTLS
     bool tls_active = false;
     bool can_start_tls = false;  // a certificate is loaded and TLS not active yet
