@@ -115,6 +115,17 @@ asio::awaitable<void> signal_loop(server& srv, asio::signal_set& sigs)
         if (sig == SIGHUP) {
             spdlog::info("SIGHUP: reloading configuration and certificates");
             reload(srv);
+            // A database file deleted or replaced under the daemon is opened
+            // again from its path (created and migrated as at start). Off the
+            // I/O thread: migrating waits for a locked database.
+            auto& db = srv.ctx->db();
+            auto job = [&db] { return db.reopen_if_moved(); };
+            try {
+                bool const reopened = co_await io::run_blocking(srv.ctx->blocking(), job);
+                if (!reopened) spdlog::debug("reload: database file unchanged");
+            } catch (std::exception const& e) {
+                spdlog::error("reload: database not reopened, logins and relay decisions still fail: {}", e.what());
+            }
             continue;
         }
         spdlog::info("signal {}: draining sessions={}", sig == SIGTERM ? "SIGTERM" : "SIGINT",

@@ -127,6 +127,14 @@ public:
     // applied.
     virtual void write_batch(std::span<write_op const> ops, std::vector<std::string>& errors) = 0;
 
+    // The database file must stay the one the store opened. When its path
+    // names another file or none (deleted, replaced), every call throws
+    // store_error (unavailable) until the file is back, or until this is
+    // called (the daemon's SIGHUP): it then opens what the path names now,
+    // creating and migrating it as at start when the store was opened so.
+    // True when it reopened.
+    virtual bool reopen_if_moved() = 0;
+
     virtual int schema_version() = 0;
     virtual bool integrity_ok() = 0;
 };
