@@ -240,7 +240,9 @@ int serve(std::string const& config_file, std::string const& db_override, serve_
         ::mallopt(M_TRIM_THRESHOLD, 64 << 20);
         ::mallopt(M_MMAP_THRESHOLD, 4 << 20);
         auto tls = load_tls(*settings);
-        auto db = store::open_sqlite_store(settings->database);
+        store::sqlite_options so;
+        so.busy_timeout = settings->busy_timeout;
+        auto db = store::open_sqlite_store(settings->database, so);
         unsigned const cores = std::max(1u, std::thread::hardware_concurrency());
         srv.ctx = std::make_unique<context>(settings, std::move(db), std::max(2u, cores));
         srv.ctx->live().set_tls(std::move(tls));

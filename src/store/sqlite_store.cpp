@@ -7,9 +7,12 @@
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <iterator>
 #include <mutex>
+#include <thread>
 #include <type_traits>
 #include <unordered_map>
 
@@ -49,6 +52,39 @@ struct file_id {
 
 enum class file_check { cached, now };
 enum class file_state { same, deleted, replaced };  // the path against the open file
+
+// A busy handler that waits for another writer until a deadline, with the
+// short sleeps of SQLite's own busy timeout, then gives up (SQLITE_BUSY).
+int wait_until_deadline(void* arg, int count)
+{
+    auto const until = *static_cast<std::chrono::steady_clock::time_point const*>(arg);
+    auto const now = std::chrono::steady_clock::now();
+    if (now >= until) return 0;
+    static constexpr int delays_ms[] = {1, 2, 5, 10, 15, 20, 25};
+    auto const i = std::min<std::size_t>(static_cast<std::size_t>(count), std::size(delays_ms) - 1);
+    std::this_thread::sleep_for(
+        std::min<std::chrono::steady_clock::duration>(std::chrono::milliseconds(delays_ms[i]), until - now));
+    return 1;
+}
+
+// Puts wait_until_deadline on a connection for one call, and the connection's
+// own busy timeout back afterwards.
+class busy_deadline {
+public:
+    busy_deadline(sqlite3* db, std::chrono::steady_clock::time_point until, std::chrono::milliseconds restore)
+        : db_(db), until_(until), restore_(restore)
+    {
+        sqlite3_busy_handler(db_, wait_until_deadline, &until_);
+    }
+    ~busy_deadline() { sqlite3_busy_timeout(db_, static_cast<int>(restore_.count())); }
+    busy_deadline(busy_deadline const&) = delete;
+    busy_deadline& operator=(busy_deadline const&) = delete;
+
+private:
+    sqlite3* db_;
+    std::chrono::steady_clock::time_point until_;
+    std::chrono::milliseconds restore_;
+};
 
 conn_ptr open_connection(std::filesystem::path const& path, sqlite_options const& o, bool create)
 {
@@ -256,10 +292,13 @@ public:
         put_audit(c, event, address, user, detail);
     }
 
-    void write_batch(std::span<write_op const> ops, std::vector<std::string>& errors) override
+    void write_batch(std::span<write_op const> ops, std::vector<std::string>& errors,
+                     std::optional<std::chrono::steady_clock::time_point> deadline) override
     {
         errors.assign(ops.size(), std::string{});
         auto c = borrow(file_check::now);
+        busy_deadline wait(c.db, deadline.value_or(std::chrono::steady_clock::now() + opts_.busy_timeout),
+                           opts_.busy_timeout);
         detail::transaction tx(c.db);
         for (std::size_t i = 0; i < ops.size(); ++i) {
             try {

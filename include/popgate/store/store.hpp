@@ -4,6 +4,7 @@
 // a PostgreSQL store can sit beside it. Calls block: the daemon runs them on its
 // blocking pool (io/blocking.hpp), never on an I/O thread, except for the
 // relay decision's indexed read.
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <span>
@@ -124,8 +125,11 @@ public:
     // rollback) and its message is put in errors[i] (resized to ops.size(),
     // empty = applied); the others commit. Throws store_error when the
     // transaction itself cannot begin, goes on or commit: then nothing was
-    // applied.
-    virtual void write_batch(std::span<write_op const> ops, std::vector<std::string>& errors) = 0;
+    // applied. A database locked by another writer is waited for until
+    // `deadline` (default: the store's busy timeout from now), then
+    // store_errc::busy.
+    virtual void write_batch(std::span<write_op const> ops, std::vector<std::string>& errors,
+                             std::optional<std::chrono::steady_clock::time_point> deadline = std::nullopt) = 0;
 
     // The database file must stay the one the store opened. When its path
     // names another file or none (deleted, replaced), every call throws

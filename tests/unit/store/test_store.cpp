@@ -549,6 +549,31 @@ BOOST_AUTO_TEST_CASE(a_locked_database_fails_the_whole_batch)
 
 BOOST_AUTO_TEST_SUITE_END()
 
+BOOST_FIXTURE_TEST_SUITE(store_write_deadline, store_fixture, *boost::unit_test::label("unit"))
+
+BOOST_AUTO_TEST_CASE(a_locked_database_is_waited_for_until_the_deadline_not_the_busy_timeout)
+{
+    auto slow = open_sqlite_store(file, {.busy_timeout = std::chrono::milliseconds(60000)});
+    raw_db admin(file);
+    admin.must("BEGIN IMMEDIATE");
+    std::vector<write_op> ops;
+    ops.emplace_back(make_grant("192.0.2.1", "a", now(), now() + 600));
+    std::vector<std::string> errors;
+    auto const start = std::chrono::steady_clock::now();
+    BOOST_TEST((code_of([&] { slow->write_batch(ops, errors, start + std::chrono::milliseconds(300)); }) ==
+                store_errc::busy));
+    auto const waited = std::chrono::steady_clock::now() - start;
+    BOOST_TEST(waited >= std::chrono::milliseconds(290));
+    BOOST_TEST(waited < std::chrono::seconds(10));  // far below the 60 s busy timeout
+    admin.must("ROLLBACK");
+    // The connection's own busy timeout is back for the next call.
+    slow->write_batch(ops, errors);
+    BOOST_TEST(db->list_grants(true, now()).size() == 1u);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+// ---------------------------------------------------------------------------
 // The database file deleted or replaced under an open store: every call
 // fails until the file is back or the store reopens what the path names.
 BOOST_AUTO_TEST_SUITE(store_file_identity, *boost::unit_test::label("unit"))
