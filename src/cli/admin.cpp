@@ -35,13 +35,19 @@ std::filesystem::path db_path(global_options const& g)
     return effective_settings(g).database;
 }
 
-std::unique_ptr<store::store> open_db(global_options const& g, bool create = false)
+// Only `db migrate` (and `serve`) create a database. Any other command on a
+// missing file names the file it looked for: an empty database made in the
+// place of one deleted under a running daemon would take grants and users
+// that daemon never sees.
+enum class db_open { existing, migrated, create };
+
+std::unique_ptr<store::store> open_db(global_options const& g, db_open how = db_open::existing)
 {
     auto const s = effective_settings(g);
     store::sqlite_options o;
     o.busy_timeout = s.busy_timeout;
-    o.must_exist = !create;
-    o.migrate = create;
+    o.must_exist = how != db_open::create;
+    o.migrate = how != db_open::existing;
     return store::open_sqlite_store(g.db_path.empty() ? s.database : std::filesystem::path(g.db_path), o);
 }
 
@@ -227,7 +233,7 @@ void add_user_commands(CLI::App& app, global_options& g, std::function<int()>& r
             check_user_name(ao->name);
             auto scheme = auth::parse_scheme(ao->scheme);
             if (!scheme) throw user_error("unknown scheme '" + ao->scheme + "' (yescrypt, sha512-crypt, bcrypt)");
-            auto db = open_db(g, true);
+            auto db = open_db(g, db_open::migrated);
             if (db->find_user(ao->name)) throw user_error("user '" + ao->name + "' already exists");
             auto pw = read_password("password for " + ao->name + ": ", true);
             store::user_record u;
@@ -365,7 +371,7 @@ void add_user_commands(CLI::App& app, global_options& g, std::function<int()>& r
             std::string line;
             for (std::size_t n = 1; std::getline(*in, line); ++n)
                 if (auto u = parse_import_line(line, n)) users.push_back(std::move(*u));
-            auto db = open_db(g, true);
+            auto db = open_db(g, db_open::migrated);
             db->import_users(users, io->replace);
             db->audit("admin", "", "", "user import " + std::to_string(users.size()));
             std::cout << "imported " << users.size() << " users\n";
@@ -397,7 +403,7 @@ void add_allow_commands(CLI::App& app, global_options& g, std::function<int()>& 
             if (!ao->until.empty()) n.expires_at = parse_time(ao->until);
             if (!ao->for_.empty()) n.expires_at = t + parse_duration(ao->for_);
             if (n.expires_at && *n.expires_at <= t) throw user_error("expiry " + format_time(n.expires_at) + " is in the past");
-            auto db = open_db(g, true);
+            auto db = open_db(g, db_open::migrated);
             db->add_network(n);
             db->audit("admin", n.cidr, "", "allow add");
             std::cout << "allowed " << n.cidr << (n.expires_at ? " until " + format_time(n.expires_at) : "") << "\n";
@@ -463,7 +469,7 @@ void add_grant_commands(CLI::App& app, global_options& g, std::function<int()>& 
             gr.method = "cli";
             gr.granted_at = store::now();
             gr.expires_at = gr.granted_at + (ao->ttl.empty() ? s.grant_ttl.count() : parse_duration(ao->ttl));
-            auto db = open_db(g, true);
+            auto db = open_db(g, db_open::migrated);
             db->upsert_grant(gr);
             db->audit("grant", gr.address, gr.user, "cli");
             std::cout << "granted " << gr.address << " until " << format_time(gr.expires_at) << "\n";
@@ -536,7 +542,7 @@ void add_db_commands(CLI::App& app, global_options& g, std::function<int()>& run
     db->require_subcommand(1);
     db->add_subcommand("migrate", "create the database or apply pending migrations")->callback([&] {
         run = [&g] {
-            auto st = open_db(g, true);
+            auto st = open_db(g, db_open::create);
             std::cout << "schema version " << st->schema_version() << "\n";
             return 0;
         };

@@ -17,7 +17,7 @@ context::context(std::shared_ptr<config::settings const> s, std::unique_ptr<stor
     : live_(s),
       db_(std::move(db)),
       blocking_(blocking_threads),
-      writes_(*db_),
+      writes_(*db_, s->busy_timeout),
       decider_(*db_, s->ipv6_prefix),
       relay_(decider_, *db_, writes_),
       auth_(*db_),
@@ -35,6 +35,7 @@ void context::reload(std::shared_ptr<config::settings const> s)
     auth_.set_cache_ttl(s->credential_cache_ttl);
     // The counts themselves survive a reload; only the thresholds change.
     failures_.set_settings(throttle_of(*s));
+    writes_.set_busy_timeout(s->busy_timeout);
     live_.set_settings(std::move(s));
 }
 

@@ -160,6 +160,17 @@ asio::awaitable<void> signal_loop(server& srv, asio::signal_set& sigs)
         if (sig == SIGHUP) {
             spdlog::info("SIGHUP: reloading configuration and certificates");
             reload(srv);
+            // A database file deleted or replaced under the daemon is opened
+            // again from its path (created and migrated as at start). Off the
+            // I/O thread: migrating waits for a locked database.
+            auto& db = srv.ctx->db();
+            auto job = [&db] { return db.reopen_if_moved(); };
+            try {
+                bool const reopened = co_await io::run_blocking(srv.ctx->blocking(), job);
+                if (!reopened) spdlog::debug("reload: database file unchanged");
+            } catch (std::exception const& e) {
+                spdlog::error("reload: database not reopened, logins and relay decisions still fail: {}", e.what());
+            }
             continue;
         }
         spdlog::info("signal {}: draining sessions={}", sig == SIGTERM ? "SIGTERM" : "SIGINT",
@@ -269,7 +280,9 @@ int serve(std::string const& config_file, std::string const& db_override, serve_
         ::mallopt(M_TRIM_THRESHOLD, 64 << 20);
         ::mallopt(M_MMAP_THRESHOLD, 4 << 20);
         auto tls = load_tls(srv, *settings);
-        auto db = store::open_sqlite_store(settings->database);
+        store::sqlite_options so;
+        so.busy_timeout = settings->busy_timeout;
+        auto db = store::open_sqlite_store(settings->database, so);
         unsigned const cores = std::max(1u, std::thread::hardware_concurrency());
         srv.ctx = std::make_unique<context>(settings, std::move(db), std::max(2u, cores));
         srv.ctx->live().set_tls(std::move(tls));

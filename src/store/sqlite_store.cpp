@@ -1,12 +1,18 @@
 #include "popgate/store/sqlite_store.hpp"
 
+#include "popgate/log/log.hpp"
 #include "popgate/store/migrate.hpp"
 #include "sqlite_util.hpp"
 
+#include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <iterator>
 #include <mutex>
+#include <thread>
 #include <type_traits>
 #include <unordered_map>
 
@@ -34,6 +40,50 @@ using conn_ptr = std::unique_ptr<sqlite3, conn_deleter>;
 struct connection {
     conn_ptr db;
     std::unordered_map<char const*, std::unique_ptr<stmt>> stmts;
+    std::uint64_t generation = 0;  // of the store's file: a reopen retires older ones
+};
+
+// Which file a path names: device and inode.
+struct file_id {
+    dev_t dev = 0;
+    ino_t ino = 0;
+    bool operator==(file_id const&) const = default;
+};
+
+enum class file_check { cached, now };
+enum class file_state { same, deleted, replaced };  // the path against the open file
+
+// A busy handler that waits for another writer until a deadline, with the
+// short sleeps of SQLite's own busy timeout, then gives up (SQLITE_BUSY).
+int wait_until_deadline(void* arg, int count)
+{
+    auto const until = *static_cast<std::chrono::steady_clock::time_point const*>(arg);
+    auto const now = std::chrono::steady_clock::now();
+    if (now >= until) return 0;
+    static constexpr int delays_ms[] = {1, 2, 5, 10, 15, 20, 25};
+    auto const i = std::min<std::size_t>(static_cast<std::size_t>(count), std::size(delays_ms) - 1);
+    std::this_thread::sleep_for(
+        std::min<std::chrono::steady_clock::duration>(std::chrono::milliseconds(delays_ms[i]), until - now));
+    return 1;
+}
+
+// Puts wait_until_deadline on a connection for one call, and the connection's
+// own busy timeout back afterwards.
+class busy_deadline {
+public:
+    busy_deadline(sqlite3* db, std::chrono::steady_clock::time_point until, std::chrono::milliseconds restore)
+        : db_(db), until_(until), restore_(restore)
+    {
+        sqlite3_busy_handler(db_, wait_until_deadline, &until_);
+    }
+    ~busy_deadline() { sqlite3_busy_timeout(db_, static_cast<int>(restore_.count())); }
+    busy_deadline(busy_deadline const&) = delete;
+    busy_deadline& operator=(busy_deadline const&) = delete;
+
+private:
+    sqlite3* db_;
+    std::chrono::steady_clock::time_point until_;
+    std::chrono::milliseconds restore_;
 };
 
 conn_ptr open_connection(std::filesystem::path const& path, sqlite_options const& o, bool create)
@@ -63,25 +113,10 @@ class sqlite_store final : public store {
 public:
     sqlite_store(std::filesystem::path path, sqlite_options o) : path_(std::move(path)), opts_(o)
     {
-        bool const exists = std::filesystem::exists(path_);
-        if (!exists && o.must_exist)
-            throw store_error(store_errc::unavailable,
-                              "database " + path_.string() +
-                                  " does not exist (run `popgate db migrate` or start the daemon once)");
-        if (!exists && path_.has_parent_path()) std::filesystem::create_directories(path_.parent_path());
-        auto first = open_connection(path_, opts_, !o.must_exist);
-        if (o.migrate) {
-            migrate(first.get());
-        } else {
-            refuse_if_newer(first.get());
-            if (current_schema_version(first.get()) < latest_schema_version())
-                throw store_error(store_errc::unavailable,
-                                  "database " + path_.string() + " has schema version " +
-                                      std::to_string(current_schema_version(first.get())) +
-                                      ", this popgate needs " + std::to_string(latest_schema_version()) +
-                                      ": run `popgate db migrate`");
-        }
-        pool_.push_back(std::make_unique<connection>(connection{std::move(first), {}}));
+        auto first = open_first();
+        id_ = opened_file(first.get());
+        pool_.push_back(std::make_unique<connection>(connection{std::move(first), {}, generation_}));
+        next_check_.store(check_due_after(std::chrono::steady_clock::now()), std::memory_order_relaxed);
     }
 
     std::optional<user_record> find_user(std::string_view name) override
@@ -96,7 +131,7 @@ public:
 
     void add_user(user_record const& u) override
     {
-        auto c = borrow();
+        auto c = borrow(file_check::now);
         try {
             insert_user(c.db, u, false);
         } catch (store_error const& e) {
@@ -108,7 +143,7 @@ public:
 
     void update_user(user_record const& u) override
     {
-        auto c = borrow();
+        auto c = borrow(file_check::now);
         auto& q = c.prepare("UPDATE users SET password_hash = ?2, shared_secret = ?3, disabled = ?4, apop_only = ?5,"
                      " updated_at = unixepoch() WHERE name = ?1");
         q.bind(1, u.name).bind_opt(2, u.password_hash).bind_opt(3, u.shared_secret);
@@ -118,7 +153,7 @@ public:
 
     bool delete_user(std::string_view name) override
     {
-        auto c = borrow();
+        auto c = borrow(file_check::now);
         auto& q = c.prepare("DELETE FROM users WHERE name = ?1");
         q.bind(1, name).run();
         return sqlite3_changes(c.db) > 0;
@@ -136,7 +171,7 @@ public:
 
     void import_users(std::span<user_record const> users, bool replace) override
     {
-        auto c = borrow();
+        auto c = borrow(file_check::now);
         detail::transaction tx(c.db);
         for (auto const& u : users) {
             try {
@@ -153,7 +188,7 @@ public:
 
     void upsert_grant(grant const& g) override
     {
-        auto c = borrow();
+        auto c = borrow(file_check::now);
         put_grant(c, g);
     }
 
@@ -172,13 +207,13 @@ public:
 
     void touch_grant(std::string const& address, unix_time t) override
     {
-        auto c = borrow();
+        auto c = borrow(file_check::now);
         put_touch(c, {address, t});
     }
 
     bool delete_grant(std::string_view address) override
     {
-        auto c = borrow();
+        auto c = borrow(file_check::now);
         auto& q = c.prepare("DELETE FROM relay_grants WHERE address = ?1");
         q.bind(1, address).run();
         return sqlite3_changes(c.db) > 0;
@@ -186,7 +221,7 @@ public:
 
     std::size_t delete_grants_of_user(std::string_view user) override
     {
-        auto c = borrow();
+        auto c = borrow(file_check::now);
         auto& q = c.prepare("DELETE FROM relay_grants WHERE user = ?1");
         q.bind(1, user).run();
         return static_cast<std::size_t>(sqlite3_changes(c.db));
@@ -205,7 +240,7 @@ public:
 
     std::size_t purge_expired_grants(unix_time t) override
     {
-        auto c = borrow();
+        auto c = borrow(file_check::now);
         auto& q = c.prepare("DELETE FROM relay_grants WHERE expires_at <= ?1");
         q.bind(1, t).run();
         return static_cast<std::size_t>(sqlite3_changes(c.db));
@@ -223,7 +258,7 @@ public:
 
     std::int64_t add_network(network const& n) override
     {
-        auto c = borrow();
+        auto c = borrow(file_check::now);
         auto& q = c.prepare("INSERT INTO allowed_networks (cidr, note, expires_at) VALUES (?1, ?2, ?3)");
         q.bind(1, n.cidr).bind(2, n.note).bind_opt(3, n.expires_at);
         try {
@@ -238,7 +273,7 @@ public:
 
     bool delete_network(std::string_view cidr) override
     {
-        auto c = borrow();
+        auto c = borrow(file_check::now);
         auto& q = c.prepare("DELETE FROM allowed_networks WHERE cidr = ?1");
         q.bind(1, cidr).run();
         return sqlite3_changes(c.db) > 0;
@@ -263,14 +298,17 @@ public:
     void audit(std::string_view event, std::string_view address, std::string_view user,
                std::string_view detail) override
     {
-        auto c = borrow();
+        auto c = borrow(file_check::now);
         put_audit(c, event, address, user, detail);
     }
 
-    void write_batch(std::span<write_op const> ops, std::vector<std::string>& errors) override
+    void write_batch(std::span<write_op const> ops, std::vector<std::string>& errors,
+                     std::optional<std::chrono::steady_clock::time_point> deadline) override
     {
         errors.assign(ops.size(), std::string{});
-        auto c = borrow();
+        auto c = borrow(file_check::now);
+        busy_deadline wait(c.db, deadline.value_or(std::chrono::steady_clock::now() + opts_.busy_timeout),
+                           opts_.busy_timeout);
         detail::transaction tx(c.db);
         for (std::size_t i = 0; i < ops.size(); ++i) {
             try {
@@ -291,7 +329,37 @@ public:
                 errors[i] = e.what();
             }
         }
+        // Once more just before the commit: a file deleted or replaced while
+        // this transaction ran must not get grants nobody can see or revoke.
+        // The path against this connection's own handle too: a reopen may
+        // have made the path right again for the others.
+        check_file(file_check::now);
+        opened_file(c.db);
         tx.commit();
+    }
+
+    bool reopen_if_moved() override
+    {
+        file_id current;
+        {
+            std::lock_guard lock(mutex_);
+            current = id_;
+        }
+        if (auto const id = id_of_path(); id && *id == current) return false;
+        auto first = open_first();
+        auto const id = opened_file(first.get());
+        std::vector<std::unique_ptr<connection>> retired;  // closed after the lock is released
+        {
+            std::lock_guard lock(mutex_);
+            retired.swap(pool_);
+            ++generation_;
+            id_ = id;
+            pool_.push_back(std::make_unique<connection>(connection{std::move(first), {}, generation_}));
+        }
+        next_check_.store(check_due_after(std::chrono::steady_clock::now()), std::memory_order_relaxed);
+        state_.store(file_state::same, std::memory_order_release);
+        spdlog::info("database reopened path={}", log::escape(path_.string()));
+        return true;
     }
 
     std::vector<audit_entry> list_audit(std::size_t limit) override
@@ -307,7 +375,7 @@ public:
 
     std::size_t purge_audit(std::size_t keep_rows, unix_time older_than) override
     {
-        auto c = borrow();
+        auto c = borrow(file_check::now);
         auto& q = c.prepare("DELETE FROM audit_log WHERE at < ?2"
                      " OR id <= (SELECT max(id) FROM audit_log) - ?1");
         q.bind(1, static_cast<std::int64_t>(keep_rows)).bind(2, older_than).run();
@@ -341,8 +409,10 @@ private:
         ~lease()
         {
             for (auto& [sql, st] : conn->stmts) st->reset();
+            std::unique_ptr<connection> retired;  // on a reopened store's old file: closed, unlocked
             std::lock_guard lock(owner->mutex_);
-            owner->pool_.push_back(std::move(conn));
+            if (conn->generation == owner->generation_) owner->pool_.push_back(std::move(conn));
+            else retired = std::move(conn);
         }
         // `sql` must be a string literal: its address is the cache key.
         stmt& prepare(char const* sql)
@@ -354,8 +424,13 @@ private:
         }
     };
 
-    lease borrow()
+    // Reads check the file at most every file_check_interval; writes check
+    // now (and write_batch again before its commit).
+    lease borrow(file_check mode = file_check::cached)
     {
+        check_file(mode);
+        std::uint64_t generation = 0;
+        file_id id;
         {
             std::lock_guard lock(mutex_);
             if (!pool_.empty()) {
@@ -363,8 +438,105 @@ private:
                 pool_.pop_back();
                 return lease(this, std::move(c));
             }
+            generation = generation_;
+            id = id_;
         }
-        return lease(this, std::make_unique<connection>(connection{open_connection(path_, opts_, false), {}}));
+        auto db = open_connection(path_, opts_, false);
+        // A file put in the old one's place since the last check is not ours.
+        if (opened_file(db.get()) != id) throw moved_error(file_state::replaced);
+        return lease(this, std::make_unique<connection>(connection{std::move(db), {}, generation}));
+    }
+
+    // Opens (creating and migrating, if the options say so) the file the path
+    // names now: at start, and on a reopen.
+    conn_ptr open_first()
+    {
+        bool const exists = std::filesystem::exists(path_);
+        if (!exists && opts_.must_exist)
+            throw store_error(store_errc::unavailable,
+                              "database " + path_.string() +
+                                  " does not exist (run `popgate db migrate` or start the daemon once)");
+        if (!exists && path_.has_parent_path()) std::filesystem::create_directories(path_.parent_path());
+        auto first = open_connection(path_, opts_, !opts_.must_exist);
+        if (opts_.migrate) {
+            migrate(first.get());
+        } else {
+            refuse_if_newer(first.get());
+            if (current_schema_version(first.get()) < latest_schema_version())
+                throw store_error(store_errc::unavailable,
+                                  "database " + path_.string() + " has schema version " +
+                                      std::to_string(current_schema_version(first.get())) +
+                                      ", this popgate needs " + std::to_string(latest_schema_version()) +
+                                      ": run `popgate db migrate`");
+        }
+        return first;
+    }
+
+    std::optional<file_id> id_of_path() const
+    {
+        struct stat st {};
+        if (::stat(path_.c_str(), &st) != 0) return std::nullopt;
+        return file_id{st.st_dev, st.st_ino};
+    }
+
+    // The file `db` has open, which must be the one the path names: the path
+    // is read first, then SQLite compares it with its open handle, so a file
+    // swapped in between is caught too.
+    file_id opened_file(sqlite3* db) const
+    {
+        auto const id = id_of_path();
+        if (!id) throw moved_error(file_state::deleted);
+        int moved = 0;
+        if (sqlite3_file_control(db, "main", SQLITE_FCNTL_HAS_MOVED, &moved) != SQLITE_OK || moved)
+            throw moved_error(file_state::replaced);
+        return *id;
+    }
+
+    store_error moved_error(file_state s) const
+    {
+        return store_error(store_errc::unavailable,
+                           "database " + path_.string() +
+                               (s == file_state::deleted ? " was deleted" : " was replaced by another file") +
+                               " while open; restore it or reload the daemon (SIGHUP)");
+    }
+
+    std::int64_t check_due_after(std::chrono::steady_clock::time_point t) const
+    {
+        return (t + opts_.file_check_interval).time_since_epoch().count();
+    }
+
+    // Does the path still name the file the store opened? A daemon that went
+    // on writing into a deleted or replaced file would grant relaying that
+    // the CLI, SQL and Postfix cannot see or revoke. Logs once per incident.
+    void check_file(file_check mode)
+    {
+        auto const now = std::chrono::steady_clock::now();
+        if (mode == file_check::cached &&
+            now.time_since_epoch().count() < next_check_.load(std::memory_order_relaxed)) {
+            auto const known = state_.load(std::memory_order_acquire);
+            if (known != file_state::same) throw moved_error(known);
+            return;
+        }
+        next_check_.store(check_due_after(now), std::memory_order_relaxed);
+        file_id expected;
+        {
+            std::lock_guard lock(mutex_);
+            expected = id_;
+        }
+        auto const id = id_of_path();
+        auto const found = !id ? file_state::deleted : *id == expected ? file_state::same : file_state::replaced;
+        auto const before = state_.exchange(found, std::memory_order_acq_rel);
+        if (found == file_state::same) {
+            if (before != file_state::same)
+                spdlog::info("database is back path={}: logins and relay decisions use it again",
+                             log::escape(path_.string()));
+            return;
+        }
+        if (before == file_state::same)
+            spdlog::error("database {} path={} while open: logins answer -ERR [SYS/TEMP] and relay decisions "
+                          "451 until it is restored or the daemon is reloaded (SIGHUP)",
+                          found == file_state::deleted ? "deleted" : "replaced", log::escape(path_.string()));
+        throw moved_error(found);
     }
 
     static void put_grant(lease& c, grant const& g)
@@ -423,6 +595,10 @@ private:
     sqlite_options opts_;
     std::mutex mutex_;
     std::vector<std::unique_ptr<connection>> pool_;
+    file_id id_;                   // of the open file; under mutex_
+    std::uint64_t generation_ = 0;  // under mutex_
+    std::atomic<std::int64_t> next_check_{0};  // steady_clock ticks
+    std::atomic<file_state> state_{file_state::same};
 };
 
 }  // namespace

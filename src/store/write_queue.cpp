@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <exception>
+#include <iterator>
+#include <thread>
 #include <variant>
 
 namespace popgate::store {
@@ -18,7 +20,20 @@ char const* kind_name(write_op const& op)
 }
 }  // namespace
 
-write_queue::write_queue(store& db) : db_(db), thread_([this] { run(); }) {}
+write_queue::write_queue(store& db, std::chrono::milliseconds busy_timeout)
+    : db_(db), busy_timeout_ms_(busy_timeout.count()), thread_([this] { run(); })
+{
+}
+
+void write_queue::set_busy_timeout(std::chrono::milliseconds t) noexcept
+{
+    busy_timeout_ms_.store(t.count(), std::memory_order_relaxed);
+}
+
+write_queue::clock::time_point write_queue::deadline_from_now() const noexcept
+{
+    return clock::now() + std::chrono::milliseconds(busy_timeout_ms_.load(std::memory_order_relaxed));
+}
 
 write_queue::~write_queue() { stop(); }
 
@@ -39,7 +54,7 @@ void write_queue::submit(std::vector<write_op> ops, std::function<void(std::stri
     {
         std::lock_guard lock(mutex_);
         if (!stopping_) {
-            queue_.push_back({std::move(ops), std::move(done)});
+            queue_.push_back({std::move(ops), std::move(done), deadline_from_now(), false});
             wake_.notify_one();
             return;
         }
@@ -65,7 +80,7 @@ bool write_queue::post(write_op op)
             ++backlog_;
             std::vector<write_op> ops;
             ops.push_back(std::move(op));
-            queue_.push_back({std::move(ops), {}});
+            queue_.push_back({std::move(ops), {}, deadline_from_now(), true});
             wake_.notify_one();
             return true;
         }
@@ -110,10 +125,14 @@ void write_queue::run()
             while (n < queue_.size() && ops < max_batch) ops += queue_[n++].ops.size();
             batch.assign(std::make_move_iterator(queue_.begin()), std::make_move_iterator(queue_.begin() + n));
             queue_.erase(queue_.begin(), queue_.begin() + n);
-            for (auto const& u : batch)
-                if (!u.done) --backlog_;
+            for (auto& u : batch)
+                if (u.in_backlog) {
+                    --backlog_;
+                    u.in_backlog = false;  // tried again after a busy round: no longer counted
+                }
             if (flush_touches) {
                 unit u;
+                u.deadline = deadline_from_now();
                 for (auto& [address, t] : touches_) u.ops.push_back(grant_touch{address, t.at, t.count});
                 touches_.clear();
                 batch.push_back(std::move(u));
@@ -128,14 +147,52 @@ void write_queue::run()
 void write_queue::apply(std::vector<unit>& batch)
 {
     std::vector<write_op> ops;
-    for (auto& u : batch)
+    auto deadline = clock::time_point::max();
+    for (auto& u : batch) {
+        deadline = std::min(deadline, u.deadline);
         for (auto& op : u.ops) ops.push_back(std::move(op));
+    }
     std::vector<std::string> errors;
     std::string whole;  // the transaction failed: every op shares the error
+    bool busy = false;
     try {
-        db_.write_batch(ops, errors);
+        db_.write_batch(ops, errors, deadline);
+    } catch (store_error const& e) {
+        whole = e.what();
+        busy = e.code() == store_errc::busy;
     } catch (std::exception const& e) {
         whole = e.what();
+    }
+    if (busy) {
+        // Another writer held the database until the earliest deadline of
+        // the batch. The units past their own deadline fail and are dropped:
+        // their callers are told so and nothing of theirs is written later.
+        // The others go back, ahead of whatever queued since, each still
+        // with its own deadline.
+        auto const now = clock::now();
+        std::vector<unit> again, expired;
+        std::size_t i = 0, again_ops = 0;
+        for (auto& u : batch) {
+            bool const keep = u.deadline > now;
+            for (auto& op : u.ops) {
+                if (keep) op = std::move(ops[i]);
+                ++i;
+            }
+            if (keep) again_ops += u.ops.size();
+            (keep ? again : expired).push_back(std::move(u));
+        }
+        if (!expired.empty())
+            spdlog::error("write batch failed ops={} retried={} error={}", ops.size() - again_ops, again_ops,
+                          log::escape(whole));
+        if (!again.empty()) {
+            std::lock_guard lock(mutex_);
+            queue_.insert(queue_.begin(), std::make_move_iterator(again.begin()), std::make_move_iterator(again.end()));
+        }
+        // SQLite may answer busy before the deadline (without waiting):
+        // do not spin on it.
+        if (expired.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        batch = std::move(expired);
+    } else if (!whole.empty()) {
         spdlog::error("write batch failed ops={} error={}", ops.size(), log::escape(whole));
     }
     std::size_t i = 0, applied = 0;

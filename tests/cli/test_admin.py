@@ -13,6 +13,8 @@ from popgate_test import POPGATE, Gateway
 @pytest.fixture
 def gw(tmp_path):
     g = Gateway(tmp_path / "gw", overrides={"storage": {"busy_timeout_ms": 300}})
+    # Only `db migrate` and `serve` create the database (issue 17).
+    g.cli("db", "migrate")
     yield g
     g.stop()
 

@@ -4,6 +4,7 @@
 // a PostgreSQL store can sit beside it. Calls block: the daemon runs them on its
 // blocking pool (io/blocking.hpp), never on an I/O thread, except for the
 // relay decision's indexed read.
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <span>
@@ -129,8 +130,19 @@ public:
     // rollback) and its message is put in errors[i] (resized to ops.size(),
     // empty = applied); the others commit. Throws store_error when the
     // transaction itself cannot begin, goes on or commit: then nothing was
-    // applied.
-    virtual void write_batch(std::span<write_op const> ops, std::vector<std::string>& errors) = 0;
+    // applied. A database locked by another writer is waited for until
+    // `deadline` (default: the store's busy timeout from now), then
+    // store_errc::busy.
+    virtual void write_batch(std::span<write_op const> ops, std::vector<std::string>& errors,
+                             std::optional<std::chrono::steady_clock::time_point> deadline = std::nullopt) = 0;
+
+    // The database file must stay the one the store opened. When its path
+    // names another file or none (deleted, replaced), every call throws
+    // store_error (unavailable) until the file is back, or until this is
+    // called (the daemon's SIGHUP): it then opens what the path names now,
+    // creating and migrating it as at start when the store was opened so.
+    // True when it reopened.
+    virtual bool reopen_if_moved() = 0;
 
     virtual int schema_version() = 0;
     virtual bool integrity_ok() = 0;

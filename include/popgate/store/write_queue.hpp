@@ -8,6 +8,12 @@
 //
 // commit() resumes its coroutine only after the transaction holding its ops
 // committed (DESIGN decision 4: the grant is committed before the +OK).
+// Each unit waits for a database locked by another writer until its own
+// deadline (the busy timeout from when it was queued), not behind the
+// deadlines of the units before it: a batch waits until the earliest
+// deadline among its units, those past theirs then fail (they are never
+// tried again, so nothing is committed after its caller heard "failed") and
+// the others go back to the head of the queue.
 // post() is best effort (a touch, a deny audit): it is dropped, with a
 // warning, when max_backlog such writes are already waiting. Grant touches
 // (hits, last_used: statistics) are added up per address and written once
@@ -20,6 +26,7 @@
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
@@ -38,7 +45,7 @@ public:
     static constexpr std::size_t max_backlog = 20000;
     static constexpr std::chrono::milliseconds touch_interval{1000};
 
-    explicit write_queue(store& db);
+    explicit write_queue(store& db, std::chrono::milliseconds busy_timeout = std::chrono::milliseconds(5000));
     ~write_queue();  // stop()
     // Applies what is queued, then ends the writer thread; idempotent. The
     // daemon calls it before the io_context goes: a commit's completion holds
@@ -75,19 +82,27 @@ public:
     // Best effort, nobody waits: false when dropped (backlog full or stopping).
     bool post(write_op op);
 
+    // How long a unit queued from now on may wait for a locked database (SIGHUP).
+    void set_busy_timeout(std::chrono::milliseconds t) noexcept;
+
     // Writes committed so far and transactions that carried them (for tests).
     std::size_t committed_ops() const;
     std::size_t transactions() const;
 
 private:
+    using clock = std::chrono::steady_clock;
     struct unit {
         std::vector<write_op> ops;
         std::function<void(std::string const&)> done;  // empty for post()
+        clock::time_point deadline;
+        bool in_backlog = false;  // a post() counted in backlog_
     };
+    clock::time_point deadline_from_now() const noexcept;
     void run();
     void apply(std::vector<unit>& batch);
 
     store& db_;
+    std::atomic<std::int64_t> busy_timeout_ms_;
     mutable std::mutex mutex_;
     std::condition_variable wake_;
     std::vector<unit> queue_;

@@ -554,6 +554,110 @@ BOOST_AUTO_TEST_CASE(a_locked_database_fails_the_whole_batch)
 
 BOOST_AUTO_TEST_SUITE_END()
 
+BOOST_FIXTURE_TEST_SUITE(store_write_deadline, store_fixture, *boost::unit_test::label("unit"))
+
+BOOST_AUTO_TEST_CASE(a_locked_database_is_waited_for_until_the_deadline_not_the_busy_timeout)
+{
+    auto slow = open_sqlite_store(file, {.busy_timeout = std::chrono::milliseconds(60000)});
+    raw_db admin(file);
+    admin.must("BEGIN IMMEDIATE");
+    std::vector<write_op> ops;
+    ops.emplace_back(make_grant("192.0.2.1", "a", now(), now() + 600));
+    std::vector<std::string> errors;
+    auto const start = std::chrono::steady_clock::now();
+    BOOST_TEST((code_of([&] { slow->write_batch(ops, errors, start + std::chrono::milliseconds(300)); }) ==
+                store_errc::busy));
+    auto const waited = std::chrono::steady_clock::now() - start;
+    BOOST_TEST(waited >= std::chrono::milliseconds(290));
+    BOOST_TEST(waited < std::chrono::seconds(10));  // far below the 60 s busy timeout
+    admin.must("ROLLBACK");
+    // The connection's own busy timeout is back for the next call.
+    slow->write_batch(ops, errors);
+    BOOST_TEST(db->list_grants(true, now()).size() == 1u);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+// ---------------------------------------------------------------------------
+// The database file deleted or replaced under an open store: every call
+// fails until the file is back or the store reopens what the path names.
+BOOST_AUTO_TEST_SUITE(store_file_identity, *boost::unit_test::label("unit"))
+
+namespace {
+// Checks the file at every call, as a write always does.
+sqlite_options const every_call{.file_check_interval = std::chrono::milliseconds(0)};
+
+void expect_moved(std::function<void()> const& f, std::string_view what)
+{
+    try {
+        f();
+        BOOST_ERROR("a call on a moved database file succeeded");
+    } catch (store_error const& e) {
+        BOOST_TEST((e.code() == store_errc::unavailable));
+        BOOST_TEST(std::string(e.what()).find(what) != std::string::npos, e.what());
+    }
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(a_deleted_file_fails_reads_and_writes_until_it_is_back)
+{
+    temp_dir tmp;
+    auto const file = tmp.path / "popgate.db";
+    auto db = open_sqlite_store(file, every_call);
+    db->add_user(user("alice"));
+    fs::rename(file, tmp.path / "aside.db");
+    expect_moved([&] { db->find_user("alice"); }, "was deleted");
+    expect_moved([&] { db->upsert_grant(make_grant("192.0.2.7", "alice", now(), now() + 600)); }, "was deleted");
+    std::vector<write_op> ops;
+    ops.emplace_back(make_grant("192.0.2.8", "alice", now(), now() + 600));
+    std::vector<std::string> errors;
+    expect_moved([&] { db->write_batch(ops, errors); }, "was deleted");
+    fs::rename(tmp.path / "aside.db", file);
+    BOOST_TEST(db->find_user("alice").has_value());
+    db->write_batch(ops, errors);
+    BOOST_TEST(db->reopen_if_moved() == false);  // nothing to reopen
+    raw_db raw(file);
+    BOOST_TEST(raw.column("SELECT address FROM relay_grants") == std::vector<std::string>{"192.0.2.8"});
+}
+
+BOOST_AUTO_TEST_CASE(a_replaced_file_fails_until_reopened_then_the_new_one_is_used)
+{
+    temp_dir tmp;
+    auto const file = tmp.path / "popgate.db";
+    auto db = open_sqlite_store(file, every_call);
+    db->add_user(user("alice"));
+    auto const other = tmp.path / "other.db";
+    open_sqlite_store(other)->add_user(user("bob"));  // closed: its WAL is folded in
+    // An administrator's replacement: the file and its WAL companions go.
+    fs::remove(fs::path(file.string() + "-wal"));
+    fs::remove(fs::path(file.string() + "-shm"));
+    fs::rename(other, file);
+    expect_moved([&] { db->find_user("alice"); }, "was replaced");
+    expect_moved([&] { db->delete_grant("192.0.2.7"); }, "was replaced");
+    BOOST_TEST(db->reopen_if_moved() == true);
+    BOOST_TEST(!db->find_user("alice").has_value());
+    BOOST_TEST(db->find_user("bob").has_value());
+    db->upsert_grant(make_grant("192.0.2.7", "bob", now(), now() + 600));
+    raw_db raw(file);
+    BOOST_TEST(raw.column("SELECT user FROM relay_grants") == std::vector<std::string>{"bob"});
+}
+
+BOOST_AUTO_TEST_CASE(reads_check_at_most_every_interval_writes_always)
+{
+    temp_dir tmp;
+    auto const file = tmp.path / "popgate.db";
+    auto db = open_sqlite_store(file, {.file_check_interval = std::chrono::hours(1)});
+    db->add_user(user("alice"));
+    fs::rename(file, tmp.path / "aside.db");
+    BOOST_TEST(db->find_user("alice").has_value());  // a read within the interval: not checked (cheap)
+    expect_moved([&] { db->add_user(user("bob")); }, "was deleted");
+    // Once seen, reads fail too without waiting for the next check.
+    expect_moved([&] { db->find_user("alice"); }, "was deleted");
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+// ---------------------------------------------------------------------------
 BOOST_FIXTURE_TEST_SUITE(store_networks, store_fixture, *boost::unit_test::label("unit"))
 
 BOOST_AUTO_TEST_CASE(add_list_duplicate_delete)

@@ -10,6 +10,8 @@
 
 #include <sqlite3.h>
 
+#include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <memory>
@@ -161,6 +163,77 @@ BOOST_AUTO_TEST_CASE(a_bad_unit_fails_alone_in_its_batch)
     BOOST_TEST(!e_bad.empty());
     BOOST_TEST(e_bad != "unset");
     BOOST_TEST(db->list_grants(true, store::now()).size() == 2u);
+}
+
+// Item 5 of issue 17: with the database locked, each commit fails at its own
+// deadline (the busy timeout from when it was queued), not behind the waits
+// of the commits queued before it; and a commit reported failed is never
+// written afterwards.
+BOOST_AUTO_TEST_CASE(each_commit_fails_at_its_own_deadline_and_is_never_written_later)
+{
+    using namespace std::chrono;
+    auto const timeout = milliseconds(1000);
+    write_queue q(*db, timeout);
+    write_lock admin(file);
+    struct outcome {
+        steady_clock::time_point queued, done;
+        std::string error = "unset";
+        std::atomic<bool> finished{false};
+    };
+    std::array<outcome, 4> out;
+    auto submit = [&](std::size_t i) {
+        out[i].queued = steady_clock::now();
+        q.submit(one(make_grant("192.0.2." + std::to_string(i + 1))), [&out, i](std::string const& e) {
+            out[i].done = steady_clock::now();
+            out[i].error = e;
+            out[i].finished = true;
+        });
+    };
+    submit(0);
+    // The others queue while the first one's batch waits for the lock.
+    std::this_thread::sleep_for(milliseconds(300));
+    for (std::size_t i = 1; i < out.size(); ++i) submit(i);
+    BOOST_TEST_REQUIRE(eventually([&] {
+        return std::all_of(out.begin(), out.end(), [](outcome const& o) { return o.finished.load(); });
+    }));
+    for (auto const& o : out) {
+        auto const waited = o.done - o.queued;
+        BOOST_TEST(o.error.find("locked") != std::string::npos, o.error);
+        BOOST_TEST(waited >= timeout - milliseconds(20));
+        // Behind the first batch they would have waited 1.7 s.
+        BOOST_TEST(waited < timeout + milliseconds(500), duration_cast<milliseconds>(waited).count() << " ms");
+    }
+    admin.release();
+    // A commit after the lock is gone goes through, alone: nothing of the
+    // failed ones was kept to be written later.
+    std::string last = "unset";
+    q.submit(one(make_grant("192.0.2.99")), [&](std::string const& e) { last = e; });
+    BOOST_TEST_REQUIRE(eventually([&] { return last != "unset"; }));
+    BOOST_TEST(last.empty(), last);
+    auto const grants = db->list_grants(true, store::now());
+    BOOST_TEST_REQUIRE(grants.size() == 1u);
+    BOOST_TEST(grants[0].address == "192.0.2.99");
+}
+
+BOOST_AUTO_TEST_CASE(a_commit_keeps_its_own_deadline_when_an_earlier_one_in_its_batch_expires)
+{
+    using namespace std::chrono;
+    write_queue q(*db, milliseconds(300));
+    std::optional<write_lock> admin(std::in_place, file);
+    std::string first = "unset", second = "unset";
+    q.submit(one(make_grant("192.0.2.1")), [&](std::string const& e) { first = e; });
+    q.set_busy_timeout(seconds(30));
+    q.submit(one(make_grant("192.0.2.2")), [&](std::string const& e) { second = e; });
+    BOOST_TEST_REQUIRE(eventually([&] { return first != "unset"; }));
+    BOOST_TEST(!first.empty());
+    std::this_thread::sleep_for(milliseconds(200));
+    BOOST_TEST(second == "unset");  // still waiting, within its own 30 s
+    admin.reset();
+    BOOST_TEST_REQUIRE(eventually([&] { return second != "unset"; }));
+    BOOST_TEST(second.empty(), second);
+    auto const grants = db->list_grants(true, store::now());
+    BOOST_TEST_REQUIRE(grants.size() == 1u);
+    BOOST_TEST(grants[0].address == "192.0.2.2");
 }
 
 BOOST_AUTO_TEST_CASE(best_effort_writes_are_bounded_and_the_accepted_ones_land)
