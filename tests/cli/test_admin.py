@@ -4,6 +4,7 @@ import sqlite3
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -178,6 +179,8 @@ def test_allow_add_refuses_host_bits_and_other_spellings(gw, typed, message):
 
 def test_list_marks_rows_from_before_schema_3_and_del_removes_them(gw):
     from popgate_test import make_schema_2_database
+    for suffix in ("", "-wal", "-shm"):   # the fixture migrated a fresh one
+        Path(str(gw.db) + suffix).unlink(missing_ok=True)
     make_schema_2_database(gw.db, [
         "INSERT INTO relay_grants (address, expires_at) VALUES ('0::1', unixepoch() + 600)",
         "INSERT INTO relay_grants (address, expires_at) VALUES ('::ffff:7f00:3', unixepoch() + 600)",
