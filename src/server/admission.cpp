@@ -2,8 +2,28 @@
 
 namespace popgate::server {
 
-namespace {
-constexpr std::chrono::minutes slow_window{10};
+std::size_t address_window::add(net::ip_address const& peer, time_point now)
+{
+    auto& times = times_[peer];
+    while (!times.empty() && times.front() <= now - window_) times.pop_front();
+    times.push_back(now);
+    if (times_.size() > 100000) {
+        // Bounded: forget addresses whose window is over.
+        for (auto it = times_.begin(); it != times_.end();)
+            it = (it->second.empty() || it->second.back() <= now - window_) ? times_.erase(it) : std::next(it);
+    }
+    return times.size();  // map nodes stay put: `times` was not erased
+}
+
+std::size_t address_window::count(net::ip_address const& peer, time_point now)
+{
+    auto const it = times_.find(peer);
+    if (it == times_.end()) return 0;
+    auto& times = it->second;
+    while (!times.empty() && times.front() <= now - window_) times.pop_front();
+    if (!times.empty()) return times.size();
+    times_.erase(it);
+    return 0;
 }
 
 bool admission_control::admit(net::ip_address const& peer, config::settings const& s, std::string& why)
@@ -13,40 +33,18 @@ bool admission_control::admit(net::ip_address const& peer, config::settings cons
         why = "too many sessions (limits.max_sessions=" + std::to_string(s.max_sessions) + ")";
         return false;
     }
-    if (s.max_connections_per_minute > 0) {
-        // Sliding one-minute window of connection times per address; counted
-        // whether or not the connection is then admitted, so hammering does
-        // not reset the window.
-        auto const now = std::chrono::steady_clock::now();
-        auto& times = recent_[peer];
-        while (!times.empty() && times.front() <= now - std::chrono::minutes(1)) times.pop_front();
-        times.push_back(now);
-        if (recent_.size() > 100000) {
-            // Bounded: forget addresses whose window is empty.
-            for (auto it = recent_.begin(); it != recent_.end();)
-                it = (it->second.empty() || it->second.back() <= now - std::chrono::minutes(1)) ? recent_.erase(it)
-                                                                                             : std::next(it);
-        }
-        if (times.size() > s.max_connections_per_minute) {
-            why = "too many connections from this address (limits.max_connections_per_minute=" +
-                  std::to_string(s.max_connections_per_minute) + ")";
-            return false;
-        }
+    auto const now = std::chrono::steady_clock::now();
+    // Counted whether or not the connection is then admitted, so hammering
+    // does not reset the window.
+    if (s.max_connections_per_minute > 0 && recent_.add(peer, now) > s.max_connections_per_minute) {
+        why = "too many connections from this address (limits.max_connections_per_minute=" +
+              std::to_string(s.max_connections_per_minute) + ")";
+        return false;
     }
-    if (s.max_slow_sessions_per_ip > 0) {
-        auto const it = slow_.find(peer);
-        if (it != slow_.end()) {
-            auto const now = std::chrono::steady_clock::now();
-            auto& times = it->second;
-            while (!times.empty() && times.front() <= now - slow_window) times.pop_front();
-            if (times.empty()) {
-                slow_.erase(it);
-            } else if (times.size() >= s.max_slow_sessions_per_ip) {
-                why = "too many slow sessions from this address (limits.max_slow_sessions_per_ip=" +
-                      std::to_string(s.max_slow_sessions_per_ip) + " in 10 minutes)";
-                return false;
-            }
-        }
+    if (s.max_slow_sessions_per_ip > 0 && slow_.count(peer, now) >= s.max_slow_sessions_per_ip) {
+        why = "too many slow sessions from this address (limits.max_slow_sessions_per_ip=" +
+              std::to_string(s.max_slow_sessions_per_ip) + " in 10 minutes)";
+        return false;
     }
     auto& n = per_ip_[peer];
     if (n >= s.max_sessions_per_ip) {
@@ -63,16 +61,7 @@ bool admission_control::admit(net::ip_address const& peer, config::settings cons
 std::size_t admission_control::note_slow(net::ip_address const& peer)
 {
     std::lock_guard lock(mutex_);
-    auto const now = std::chrono::steady_clock::now();
-    if (slow_.size() > 100000) {
-        // Bounded: forget addresses whose window is over.
-        for (auto it = slow_.begin(); it != slow_.end();)
-            it = (it->second.empty() || it->second.back() <= now - slow_window) ? slow_.erase(it) : std::next(it);
-    }
-    auto& times = slow_[peer];
-    while (!times.empty() && times.front() <= now - slow_window) times.pop_front();
-    times.push_back(now);
-    return times.size();
+    return slow_.add(peer, std::chrono::steady_clock::now());
 }
 
 void admission_control::release(net::ip_address const& peer)

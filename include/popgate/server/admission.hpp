@@ -14,6 +14,23 @@
 
 namespace popgate::server {
 
+// Times of one kind of event per client address within a sliding window
+// (connections in a minute, slow sessions in ten); at most 100,000
+// addresses, the idle ones forgotten first. Not thread-safe.
+class address_window {
+public:
+    using time_point = std::chrono::steady_clock::time_point;
+    explicit address_window(std::chrono::steady_clock::duration window) : window_(window) {}
+    // Records an event now; returns the address's count in the window.
+    std::size_t add(net::ip_address const& peer, time_point now);
+    // The address's count in the window.
+    std::size_t count(net::ip_address const& peer, time_point now);
+
+private:
+    std::chrono::steady_clock::duration window_;
+    std::map<net::ip_address, std::deque<time_point>> times_;
+};
+
 class admission_control {
 public:
     // false (with the reason for the log) past a limit. Every admitted
@@ -30,8 +47,8 @@ private:
     std::mutex mutex_;
     std::atomic<std::size_t> active_{0};
     std::map<net::ip_address, std::size_t> per_ip_;
-    std::map<net::ip_address, std::deque<std::chrono::steady_clock::time_point>> recent_;  // connection times
-    std::map<net::ip_address, std::deque<std::chrono::steady_clock::time_point>> slow_;    // slow-session ends
+    address_window recent_{std::chrono::minutes(1)};  // connections
+    address_window slow_{std::chrono::minutes(10)};   // sessions ended by limits.command_timeout
 };
 
 // Holds one admission slot for the life of a session.
