@@ -105,9 +105,11 @@ std::string authenticator::timing_reference() const
 
 void authenticator::set_timing_reference(std::string const& hash)
 {
-    if (!is_crypt_hash(hash)) return;
+    // Every password check passes here: the usual case, the same hash as
+    // last time, costs a comparison.
     std::lock_guard lock(mutex_);
-    if (reference_hash_ != hash) reference_hash_ = hash;
+    if (reference_hash_ == hash || !is_crypt_hash(hash)) return;
+    reference_hash_ = hash;
 }
 
 result authenticator::check_password(std::string_view user, std::string_view password)

@@ -148,7 +148,7 @@ asio::awaitable<bool> smtp_session::do_data()
     bool const use_upstream = !relay_rcpts.empty() && !s.upstream_host.empty();
     bool const tls = c_.stream.tls_active();
     std::size_t const nrcpt = st_.rcpts.size();
-    std::uint64_t received = 0;
+    std::uint64_t received = 0;  // the message's size for the log line, once read
     auto const done = [&](int code, std::string_view enh, std::string const& text, std::string_view result) {
         spdlog::info("sid={} smtp message id={} ip={} from=<{}> rcpts={} local={} relay={} size={} result={} reply={}",
                      c_.sid, qid, c_.ip, log::escape(st_.mail_from), nrcpt, locals.size(), relay_rcpts.size(),
@@ -257,7 +257,6 @@ asio::awaitable<bool> smtp_session::do_data()
             }
         }
         if (!chunk_out.empty() && !over_budget) {
-            received += chunk_out.size();
             if (!copies.empty()) {
                 spool += chunk_out;
                 if (spool.size() >= spool_chunk) co_await write_spool(svc_.blocking, copies, spool, copy_error);

@@ -115,7 +115,7 @@ asio::awaitable<bool> smtp_session::do_auth(std::string_view args)
                      left->count());
         co_return co_await close_with(s);
     }
-    auto const o = offer_;
+    auto const& o = offer_;
     auto const req = smtp_auth_start(args, o);
     if (!req.mech) {
         ch_.queue(req.refusal);
@@ -142,7 +142,7 @@ asio::awaitable<bool> smtp_session::do_auth(std::string_view args)
 asio::awaitable<bool> smtp_session::finish_auth(proto::sasl_step const& step, proto::sasl_mech mech,
                                                 std::string const& challenge)
 {
-    auto const o = offer_;
+    auto const& o = offer_;
     auto const mname = proto::sasl_mech_name(mech);
     if (step.what == proto::sasl_step::kind::cancelled) {
         spdlog::info("sid={} smtp auth mech={} ip={} result=cancelled", c_.sid, mname, c_.ip);
