@@ -22,25 +22,42 @@ void setup(std::string_view level, std::string const& file)
     spdlog::set_default_logger(std::move(logger));
 }
 
-std::string escape(std::string_view in, std::size_t cap)
+namespace {
+
+constexpr bool bare_ok(unsigned char c) noexcept
+{
+    return c > 0x20 && c < 0x7f && c != '"' && c != '\\' && c != '=';
+}
+
+}  // namespace
+
+std::string field(std::string_view in, std::size_t cap)
 {
     static constexpr char hex[] = "0123456789abcdef";
+    bool const cut = in.size() > cap;
+    if (cut) in = in.substr(0, cap);
+    bool bare = !in.empty();
+    for (char const ch : in) bare = bare && bare_ok(static_cast<unsigned char>(ch));
+    if (bare) return cut ? std::string(in) + "..." : std::string(in);
+
     std::string out;
-    out.reserve(std::min(in.size(), cap) + 8);
-    for (std::size_t i = 0; i < in.size(); ++i) {
-        if (out.size() >= cap) {
-            out += "...";
-            break;
-        }
-        auto const c = static_cast<unsigned char>(in[i]);
-        if (c >= 0x20 && c < 0x7f && c != '\\') {
-            out += static_cast<char>(c);
+    out.reserve(in.size() + 8);
+    out += '"';
+    for (char const ch : in) {
+        auto const c = static_cast<unsigned char>(ch);
+        if (c == '"' || c == '\\') {
+            out += '\\';
+            out += ch;
+        } else if (c == ' ' || bare_ok(c)) {
+            out += ch;
         } else {
             out += "\\x";
             out += hex[c >> 4];
             out += hex[c & 0xf];
         }
     }
+    if (cut) out += "...";
+    out += '"';
     return out;
 }
 

@@ -1,5 +1,6 @@
 #include "popgate/relay/policy.hpp"
 
+#include "popgate/log/log.hpp"
 #include "popgate/mail/maildir.hpp"
 
 #include <algorithm>
@@ -46,7 +47,7 @@ verdict policy::local(request const& r, config::settings const& s)
             // A name that cannot have a Maildir is no mailbox.
         }
     }
-    v.detail = v.box ? "user=" + v.box->user : "unknown-user";
+    v.detail = v.box ? "user=" + log::field(v.box->user, 64) : "unknown-user";
     return v;
 }
 

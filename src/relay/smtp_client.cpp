@@ -275,7 +275,7 @@ asio::awaitable<upstream_verdict> smtp_client::command(std::string const& line, 
     auto r = co_await read_reply();
     if (!r) co_return broken(std::string(what) + ": no valid reply");
     upstream_verdict v;
-    v.log = std::string(what) + " reply=" + std::to_string(r->code) + " " + log::escape(joined(*r));
+    v.log = std::string(what) + " reply=" + std::to_string(r->code) + " text=" + log::field(joined(*r));
     int const cls = proto::reply_class(r->code);
     if (cls == expect_class) {
         v.what = upstream_verdict::kind::ok;
@@ -401,7 +401,7 @@ asio::awaitable<upstream_verdict> smtp_client::transaction(upstream_envelope con
     if (v.what != upstream_verdict::kind::ok) co_return v;
     for (auto const& rcpt : env.recipients) {
         std::string const line = "RCPT TO:<" + rcpt + ">\r\n";
-        std::string const what = "RCPT to=<" + log::escape(rcpt) + ">";
+        std::string const what = "RCPT to=" + log::field("<" + rcpt + ">");
         std::string const prefix = "<" + rcpt + ">: ";
         v = co_await command(line, 2, what, prefix);
         if (v.what != upstream_verdict::kind::ok) co_return v;

@@ -81,7 +81,7 @@ public:
         if (ec) {
             c.end_reason = c.clock.expired ? "tls-timeout" : "tls-failed";
             spdlog::info("sid={} {} tls handshake failed ip={} error={}", c.sid, proto_, c.ip,
-                         c.clock.expired ? std::string("timeout") : log::escape(ec.message()));
+                         c.clock.expired ? std::string("timeout") : log::field(ec.message()));
             co_return false;
         }
         spdlog::info("sid={} {} tls ip={} version={} cipher={}", c.sid, proto_, c.ip,
@@ -174,7 +174,7 @@ asio::awaitable<void> serve_connection(tcp::socket sock, config::listener const&
     try {
         s = p.open(c);
     } catch (std::exception const& e) {
-        spdlog::error("{} session setup failed ip={} error={}", proto, c.ip, log::escape(e.what()));
+        spdlog::error("{} session setup failed ip={} error={}", proto, c.ip, log::field(e.what()));
         co_return;
     }
     spdlog::info("sid={} {} connect ip={} port={} listener={} tls={}", c.sid, proto, c.ip, ep.port(), l.name,
@@ -187,11 +187,11 @@ asio::awaitable<void> serve_connection(tcp::socket sock, config::listener const&
             c.end_reason = "timeout";
         } else {
             c.end_reason = "error";
-            spdlog::warn("sid={} {} i/o error={}", c.sid, proto, log::escape(e.what()));
+            spdlog::warn("sid={} {} i/o error={}", c.sid, proto, log::field(e.what()));
         }
     } catch (std::exception const& e) {
         c.end_reason = "error";
-        spdlog::error("sid={} {} error={}", c.sid, proto, log::escape(e.what()));
+        spdlog::error("sid={} {} error={}", c.sid, proto, log::field(e.what()));
     }
     clock.finished = true;
     // A timeout the session already named more closely ("timeout-in-data") stays.

@@ -154,7 +154,7 @@ def test_relay_refused_without_grant(relay_gw, upstream):
         send(relay_gw.port("smtp"), ["x@remote.test"])
     assert e.value.recipients == {"x@remote.test": (554, b"5.7.1 <x@remote.test>: Relay access denied")}
     assert upstream.messages == []
-    assert relay_gw.wait_log("decision=denied detail=no grant or network")
+    assert relay_gw.wait_log("decision=denied detail=no-grant-or-network")
     time.sleep(0.2)
     assert relay_gw.sql("SELECT event, address, detail FROM audit_log WHERE event='deny'") == \
         [("deny", "127.0.0.1", "x@remote.test")]

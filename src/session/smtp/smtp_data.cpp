@@ -150,8 +150,8 @@ asio::awaitable<bool> smtp_session::do_data()
     std::size_t const nrcpt = st_.rcpts.size();
     std::uint64_t received = 0;  // the message's size for the log line, once read
     auto const done = [&](int code, std::string_view enh, std::string const& text, std::string_view result) {
-        spdlog::info("sid={} smtp message id={} ip={} from=<{}> rcpts={} local={} relay={} size={} result={} reply={}",
-                     c_.sid, qid, c_.ip, log::escape(st_.mail_from), nrcpt, locals.size(), relay_rcpts.size(),
+        spdlog::info("sid={} smtp message id={} ip={} from={} rcpts={} local={} relay={} size={} result={} reply={}",
+                     c_.sid, qid, c_.ip, log::field("<" + st_.mail_from + ">"), nrcpt, locals.size(), relay_rcpts.size(),
                      received, result, code);
         ch_.queue(proto::reply(code, enh, text));
         st_.reset_transaction();
@@ -213,7 +213,7 @@ asio::awaitable<bool> smtp_session::do_data()
         } catch (std::exception const& e) {
             if (up) up->abort();
             copies.abort();
-            spdlog::error("sid={} smtp delivery failed id={} error={}", c_.sid, qid, log::escape(e.what()));
+            spdlog::error("sid={} smtp delivery failed id={} error={}", c_.sid, qid, log::field(e.what()));
             done(451, "4.3.0", "Error: local delivery failed, try again later", "delivery-failed");
             co_return true;
         }
@@ -314,7 +314,7 @@ asio::awaitable<bool> smtp_session::do_data()
     }
     co_await write_spool(svc_.blocking, copies, spool, copy_error);
     if (!copy_error.empty()) {
-        spdlog::error("sid={} smtp delivery failed id={} error={}", c_.sid, qid, log::escape(copy_error));
+        spdlog::error("sid={} smtp delivery failed id={} error={}", c_.sid, qid, log::field(copy_error));
         fail(451, "4.3.0", "Error: local delivery failed, try again later", "delivery-failed");
         co_return true;
     }
@@ -347,7 +347,7 @@ asio::awaitable<bool> smtp_session::do_data()
             co_await io::run_blocking(svc_.blocking, job);
         } catch (std::exception const& e) {
             copies.abort();
-            spdlog::error("sid={} smtp delivery failed id={} error={}{}", c_.sid, qid, log::escape(e.what()),
+            spdlog::error("sid={} smtp delivery failed id={} error={}{}", c_.sid, qid, log::field(e.what()),
                           up ? " note=relayed copy already accepted upstream" : "");
             done(451, "4.3.0", "Error: local delivery failed, try again later", "delivery-failed");
             co_return true;

@@ -64,7 +64,7 @@ std::string smtp_session::last_words() const
 std::string smtp_session::end_fields() const
 {
     return "ip=" + c_.ip + " messages=" + std::to_string(st_.messages) +
-           " user=" + (st_.auth_user.empty() ? std::string("-") : log::escape(st_.auth_user, 64));
+           " user=" + (st_.auth_user.empty() ? std::string("-") : log::field(st_.auth_user, 64));
 }
 
 asio::awaitable<bool> smtp_session::close_with(smtp_step& step)
@@ -92,7 +92,7 @@ asio::awaitable<bool> smtp_session::do_starttls()
         // RFC 3207 §5 / CVE-2011-0411: commands sent before the handshake
         // must never run after it.
         spdlog::warn("sid={} smtp starttls discarded pipelined bytes ip={} count={} data={}", c_.sid, c_.ip,
-                     ch_.reader().pending().size(), log::escape(ch_.reader().pending(), 60));
+                     ch_.reader().pending().size(), log::field(ch_.reader().pending(), 60));
         ch_.reader().clear();
     }
     bool const written = co_await ch_.flush();
@@ -166,11 +166,11 @@ asio::awaitable<bool> smtp_session::finish_auth(proto::sasl_step const& step, pr
         res.what = auth::outcome::failed;
         res.reason = "malformed response";
     }
-    auto const who = log::escape(step.authcid.empty() ? std::string("-") : step.authcid, 64);
+    auto const who = log::field(step.authcid.empty() ? std::string("-") : step.authcid, 64);
     if (res.what == auth::outcome::ok) {
         st_.authenticated = true;
         st_.auth_user = res.user;
-        spdlog::info("sid={} smtp auth user={} mech={} ip={} tls={} result=ok", c_.sid, log::escape(res.user, 64),
+        spdlog::info("sid={} smtp auth user={} mech={} ip={} tls={} result=ok", c_.sid, log::field(res.user, 64),
                      mname, c_.ip, o.tls_active ? "yes" : "no");
         ch_.queue(proto::reply(235, "2.7.0", "Authentication successful"));
         co_return true;

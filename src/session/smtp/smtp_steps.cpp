@@ -108,7 +108,7 @@ smtp_step on_mail(smtp_state& st, proto::smtp_command const& cmd, smtp_offer con
     st.eight_bit = eight;
     st.phase = smtp_phase::in_mail;
     auto s = queue(250, "2.1.0", "Ok");
-    s.log.push_back({info, "smtp mail from=<" + log::escape(st.mail_from) + "> ip=" + o.ip +
+    s.log.push_back({info, "smtp mail from=" + log::field("<" + st.mail_from + ">") + " ip=" + o.ip +
                                (size ? " size=" + std::to_string(*size) : std::string())});
     return s;
 }
@@ -310,14 +310,14 @@ smtp_step smtp_on_line(smtp_state& st, std::string_view line, smtp_offer const& 
     if (!line.empty() && line.back() == '\n') {
         // A bare LF ended this line: the smuggling class, refused.
         auto s = queue(500, "5.5.2", "Error: bare <LF> received");
-        s.log.push_back({info, "smtp bare-lf ip=" + o.ip + " line=" + log::escape(line, 80)});
+        s.log.push_back({info, "smtp bare-lf ip=" + o.ip + " line=" + log::field(line, 80)});
         return bad(st, o, std::move(s));
     }
     auto cmd = proto::parse_smtp(line, o.max_line);
     if (!cmd) {
         auto s = parse_error(proto::errc(cmd.error().value()));
         s.log.push_back({debug, "smtp bad command ip=" + o.ip + " error=" + cmd.error().message() +
-                                    " line=" + log::escape(line, 80)});
+                                    " line=" + log::field(line, 80)});
         return bad(st, o, std::move(s));
     }
     auto const& spec = proto::spec_for(cmd->verb);
@@ -325,7 +325,7 @@ smtp_step smtp_on_line(smtp_state& st, std::string_view line, smtp_offer const& 
     if (o.log_commands)
         logged.push_back({debug, spec.secret_args ? "smtp cmd=" + std::string(proto::verb_name(cmd->verb))
                                                   : "smtp cmd=" + std::string(proto::verb_name(cmd->verb)) +
-                                                        " args=" + log::escape(cmd->args, 80)});
+                                                        " args=" + log::field(cmd->args, 80)});
     smtp_step s;
     if (!spec.allowed_in(st.phase)) {
         s = bad(st, o, sequence_error(st, cmd->verb));
@@ -347,7 +347,7 @@ smtp_step smtp_on_line(smtp_state& st, std::string_view line, smtp_offer const& 
 smtp_step smtp_rcpt_decided(smtp_state& st, proto::mail_args const& rcpt, relay::verdict const& v, smtp_offer const& o)
 {
     auto const addr = rcpt.path.to_string();
-    std::string const head = "smtp rcpt to=<" + log::escape(addr) + "> ip=" + o.ip + " decision=";
+    std::string const head = "smtp rcpt to=" + log::field("<" + addr + ">") + " ip=" + o.ip + " decision=";
     smtp_recipient r;
     r.address = addr;
     smtp_step s;
@@ -355,7 +355,7 @@ smtp_step smtp_rcpt_decided(smtp_state& st, proto::mail_args const& rcpt, relay:
     case proto::relay_verdict::tempfail:
         // Never relay on a store failure; the client tries again later.
         s = queue(451, "4.3.0", "<" + addr + ">: Temporary lookup failure");
-        s.log.push_back({spdlog::level::err, head + "error detail=" + log::escape(v.detail)});
+        s.log.push_back({spdlog::level::err, head + "error detail=" + log::field(v.detail)});
         return s;
     case proto::relay_verdict::local:
         if (!v.box) {
@@ -363,14 +363,14 @@ smtp_step smtp_rcpt_decided(smtp_state& st, proto::mail_args const& rcpt, relay:
             s.log.push_back({info, head + "local detail=unknown-user result=rejected"});
             return s;
         }
-        s.log.push_back({info, head + "local detail=user=" + log::escape(v.box->user, 64)});
+        s.log.push_back({info, head + "local detail=user=" + log::field(v.box->user, 64)});
         r.local = true;
         r.user = v.box->user;
         r.maildir = v.box->maildir;
         break;
     default:
         s.log.push_back({info, head + std::string(proto::to_string(v.what)) + " detail=" + v.detail +
-                                   (st.authenticated ? " sasl_user=" + log::escape(st.auth_user, 64) : "")});
+                                   (st.authenticated ? " sasl_user=" + log::field(st.auth_user, 64) : "")});
         if (v.what == proto::relay_verdict::deny) {
             s.reply = proto::reply(554, "5.7.1", "<" + addr + ">: Relay access denied");
             return s;

@@ -399,13 +399,13 @@ BOOST_AUTO_TEST_CASE(rows_from_before_schema_3_are_reported_once)
         for (auto at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
         return n;
     };
-    BOOST_TEST(count("cidr='127.0.7.9/16' ignored: host bits set in '127.0.7.9/16'; write the network "
+    BOOST_TEST(count("cidr=127.0.7.9/16 problem=\"ignored: host bits set in '127.0.7.9/16'; write the network "
                      "127.0.0.0/16, or 127.0.7.9/32 for one address") == 1u, text);
-    BOOST_TEST(count("cidr='2001:0db8::/32' used as 2001:db8::/32: ") == 1u, text);
+    BOOST_TEST(count("cidr=2001:0db8::/32 problem=\"used as 2001:db8::/32: ") == 1u, text);
     BOOST_TEST(count("; write 2001:db8::/32") == 1u, text);
-    BOOST_TEST(count("relay_grants address='0::1' never matches: ") == 1u, text);
+    BOOST_TEST(count("relay_grants address=0::1 never matches problem=") == 1u, text);
     BOOST_TEST(count("; write ::1") == 1u, text);
-    BOOST_TEST(count("relay_grants address='::ffff:7f00:3' never matches: IPv4-mapped IPv6 '::ffff:7f00:3' is not "
+    BOOST_TEST(count("relay_grants address=::ffff:7f00:3 never matches problem=\"IPv4-mapped IPv6 '::ffff:7f00:3' is not "
                      "accepted; write the IPv4 address 127.0.0.3") == 1u, text);
     BOOST_TEST(count("[warning]") == 4u, text);  // nothing about the canonical rows
 

@@ -98,7 +98,7 @@ BOOST_AUTO_TEST_CASE(relay_verdicts_become_replies)
     smtp_on_line(st, "MAIL FROM:<a@b>", o);
     auto const r = smtp_on_line(st, "RCPT TO:<x@example.org>", o);
     BOOST_TEST_REQUIRE(r.rcpt.has_value());
-    relay::verdict deny{proto::relay_verdict::deny, "no grant or network", std::nullopt};
+    relay::verdict deny{proto::relay_verdict::deny, "no-grant-or-network", std::nullopt};
     BOOST_TEST(smtp_rcpt_decided(st, *r.rcpt, deny, o).reply == "554 5.7.1 <x@example.org>: Relay access denied\r\n");
     BOOST_TEST(st.rcpts.empty());
     relay::verdict temp{proto::relay_verdict::tempfail, "disk I/O error", std::nullopt};
