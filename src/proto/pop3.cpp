@@ -11,9 +11,11 @@ constexpr unsigned both = phase_bits(authorization) | phase_bits(transaction);
 
 // RFC 1939 §3: keywords are three or four characters. In pop3_verb order.
 // Phases: RFC 1939 §4-§7; CAPA anywhere (RFC 2449); STLS and AUTH only before
-// login (RFC 2595 §4, RFC 5034 §4). Junk: changes nothing, so endless runs
-// of it are cut off (limits.max_junk_commands); RETR, TOP and DELE are the
-// progress that resets that count. Secret: PASS, APOP (the digest replays)
+// login (RFC 2595 §4, RFC 5034 §4). Junk: loops forever without effect
+// (NOOP, RSET, CAPA), so endless runs of it are cut off
+// (limits.max_junk_commands). Every command that reads the maildrop (STAT,
+// LIST, UIDL, TOP, RETR) or changes it (DELE) is progress and resets that
+// count: a client that polls with NOOP/STAT pairs is served, as by Dovecot. Secret: PASS, APOP (the digest replays)
 // and AUTH (RFC 5034 initial response) arguments are never logged.
 constexpr std::array<pop3_command_spec, 15> verbs{{
     //  keyword verb               phases                      junk   progress secret
@@ -21,9 +23,9 @@ constexpr std::array<pop3_command_spec, 15> verbs{{
     {"PASS", pop3_verb::pass, phase_bits(authorization), false, false, true},
     {"APOP", pop3_verb::apop, phase_bits(authorization), false, false, true},
     {"AUTH", pop3_verb::auth, phase_bits(authorization), false, false, true},
-    {"STAT", pop3_verb::stat, phase_bits(transaction), true, false, false},
-    {"LIST", pop3_verb::list, phase_bits(transaction), false, false, false},
-    {"UIDL", pop3_verb::uidl, phase_bits(transaction), false, false, false},
+    {"STAT", pop3_verb::stat, phase_bits(transaction), false, true, false},
+    {"LIST", pop3_verb::list, phase_bits(transaction), false, true, false},
+    {"UIDL", pop3_verb::uidl, phase_bits(transaction), false, true, false},
     {"TOP", pop3_verb::top, phase_bits(transaction), false, true, false},
     {"RETR", pop3_verb::retr, phase_bits(transaction), false, true, false},
     {"DELE", pop3_verb::dele, phase_bits(transaction), false, true, false},
