@@ -87,10 +87,12 @@ void decider::check_rows()
     warned_grants_ = std::move(still_wrong);
 }
 
-decision decider::decide(net::ip_address const& client, bool authenticated, bool auth_required, bool local_domain)
+decision decider::decide(net::ip_address const& client, bool authenticated, bool auth_required, bool local_domain,
+                         bool local_needs_auth)
 {
     proto::relay_facts f;
     f.local_domain = local_domain;
+    f.local_needs_auth = local_needs_auth;
     f.authenticated = authenticated;
     f.auth_required = auth_required;
     decision d;
@@ -109,7 +111,8 @@ decision decider::decide(net::ip_address const& client, bool authenticated, bool
     d.verdict = proto::decide_relay(f);
     switch (d.verdict) {
     case proto::relay_verdict::relay_grant:
-        d.detail = "grant_user=" + (g->user.empty() ? std::string("-") : log::field(g->user, 64)) + " grant=" + log::field(g->address);
+        d.detail = "grant_user=" + (g->user.empty() ? std::string("-") : log::field(g->user, 64)) +
+                   " grant=" + log::field(g->address);
         d.grant_address = g->address;
         break;
     case proto::relay_verdict::relay_network: d.detail = "network=" + log::field(*net); break;

@@ -54,7 +54,8 @@ verdict policy::local(request const& r, config::settings const& s)
 verdict policy::decide(request const& r, config::settings const& s)
 {
     try {
-        auto const d = decider_.decide(r.client, r.authenticated, r.auth_required, is_local_domain(s, r.domain));
+        auto const d = decider_.decide(r.client, r.authenticated, r.auth_required, is_local_domain(s, r.domain),
+                                       r.local_needs_auth);
         if (d.verdict == proto::relay_verdict::local) return local(r, s);
         verdict v{d.verdict, d.detail, std::nullopt};
         if (d.verdict == proto::relay_verdict::deny)

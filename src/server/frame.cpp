@@ -55,7 +55,7 @@ public:
 
     bool can_start_tls() const noexcept override
     {
-        return conn_->listener.tls == config::tls_mode::starttls && tls_ctx_ && !tls_;
+        return conn_->listener.starttls() && tls_ctx_ && !tls_;
     }
 
     asio::awaitable<bool> start_tls() override
@@ -145,6 +145,23 @@ void live_config::set_tls(std::shared_ptr<ssl::context> t)
     tls_ = std::move(t);
 }
 
+namespace {
+
+// The listener as the running configuration has it: a SIGHUP changes the
+// policy keys of a listener (plaintext, auth_required, grant, tls = required
+// or starttls) for new sessions; what it is bound to stays until a restart.
+config::listener const& current_policy(config::listener const& bound, config::settings const& now)
+{
+    for (auto const& l : now.listeners)
+        if (l.name == bound.name && l.protocol == bound.protocol && l.address == bound.address &&
+            l.port == bound.port && l.starttls() == bound.starttls() &&
+            (l.tls == config::tls_mode::implicit) == (bound.tls == config::tls_mode::implicit))
+            return l;
+    return bound;
+}
+
+}  // namespace
+
 asio::awaitable<void> serve_connection(tcp::socket sock, config::listener const& l, protocol& p, frame_env env)
 {
     using namespace asio::experimental::awaitable_operators;
@@ -168,7 +185,8 @@ asio::awaitable<void> serve_connection(tcp::socket sock, config::listener const&
 
     io::session_clock clock;
     tcp_stream st(sock, env.live.tls(), proto);
-    connection c{log::new_session_id(), *peer, peer->to_string(), l, std::move(settings), st, clock};
+    auto const& policy = current_policy(l, *settings);
+    connection c{log::new_session_id(), *peer, peer->to_string(), policy, std::move(settings), st, clock};
     st.attach(c);
     std::unique_ptr<session> s;
     try {

@@ -222,10 +222,26 @@ def test_curl_refused_without_grant(relay_gw, upstream, tmp_path):
 
 def test_submission_refuses_relay_without_auth_even_with_grant(relay_gw, upstream):
     grant(relay_gw)
-    with pytest.raises(smtplib.SMTPRecipientsRefused) as e:
+    with pytest.raises(smtplib.SMTPSenderRefused) as e:
         send(relay_gw.port("submission"), ["x@remote.test"])
-    assert e.value.recipients["x@remote.test"][0] == 554
+    assert e.value.smtp_code == 530
     assert upstream.messages == []
+
+
+def test_submission_local_delivery_without_auth_when_the_listener_allows_it(make_gateway, upstream):
+    g = make_gateway(overrides=relay_overrides(upstream),
+                     listeners=[{"name": "submission", "protocol": "smtp", "tls": "starttls",
+                                 "auth_required": True, "local_delivery_without_auth": True}])
+    g.add_user("alice", "pw")
+    grant(g)
+    with smtplib.SMTP("127.0.0.1", g.port("submission"), timeout=10) as s:
+        s.ehlo("client.example")
+        # The grant does not count here; the local recipient is taken.
+        assert s.sendmail("a@example.org", ["x@remote.test", "alice@gw.test"], b"Subject: s\r\n\r\nb\r\n") == \
+            {"x@remote.test": (554, b"5.7.1 <x@remote.test>: Relay access denied")}
+    assert len(g.messages("alice")) == 1
+    assert upstream.messages == []
+    assert g.wait_log("decision=denied detail=auth-required-on-listener")
 
 
 # ------------------------------------------------------------------ delivery

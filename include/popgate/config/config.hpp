@@ -17,7 +17,10 @@ namespace popgate::config {
 // there and the configuration accepts it at once.
 std::span<std::string_view const> listener_protocols() noexcept;
 
-enum class tls_mode { none, starttls, implicit };
+// required: STARTTLS, and nothing but the greeting commands, STARTTLS/STLS,
+// NOOP, RSET and QUIT (CAPA, STLS and QUIT in POP3) is served before it; no
+// authentication is advertised in clear.
+enum class tls_mode { none, starttls, required, implicit };
 enum class plaintext_policy { never, tls_only, always };
 enum class upstream_tls { none, opportunistic, required };
 
@@ -27,7 +30,15 @@ struct listener {
     std::string address = "127.0.0.1";
     std::uint16_t port = 0;  // 0: an ephemeral port (tests); the daemon reports what it bound
     tls_mode tls = tls_mode::none;
+    std::optional<plaintext_policy> plaintext;  // unset: auth.plaintext
     bool auth_required = false;  // SMTP submission: relay only after AUTH
+    // SMTP, with auth_required: local recipients accepted without AUTH
+    // (RFC 6409 wants AUTH for every message on submission: false).
+    bool local_delivery_without_auth = false;
+    bool grant = true;  // POP3: a login here grants its address relay
+
+    bool starttls() const noexcept { return tls == tls_mode::starttls || tls == tls_mode::required; }
+    bool tls_required() const noexcept { return tls == tls_mode::required; }
 };
 
 // TLS 1.2 suites offered unless tls.ciphers says otherwise: forward secrecy

@@ -59,12 +59,16 @@ pop3_offer pop3_session::offer() const
 {
     pop3_offer o;
     bool const tls = c_.stream.tls_active();
-    o.stls_port = c_.listener.tls == config::tls_mode::starttls && (tls || c_.stream.can_start_tls());
+    o.stls_port = c_.listener.starttls() && (tls || c_.stream.can_start_tls());
     o.stls = o.stls_port && !tls;
     o.tls_active = tls;
-    o.plaintext = auth::plaintext_allowed(s_, tls, c_.peer);
+    o.plaintext = auth::plaintext_allowed(s_, c_.listener, tls, c_.peer);
     o.cram_md5 = s_.cram_md5;
     o.apop = !timestamp_.empty();
+    if (c_.listener.tls_required() && !tls) {
+        o.tls_required = true;
+        o.plaintext = o.cram_md5 = false;  // nothing to log in with is advertised in clear
+    }
     return o;
 }
 

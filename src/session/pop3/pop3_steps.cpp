@@ -239,6 +239,8 @@ pop3_step pop3_on_line(pop3_state& st, std::string_view line, pop3_offer const& 
     pop3_step s;
     if (!spec.allowed_in(st.phase)) {
         s = bad(st, r, "-ERR Command not valid in this state\r\n");
+    } else if (o.tls_required && !spec.pre_tls) {
+        s = bad(st, r, std::string(pop3_reply::tls_required));
     } else if (spec.junk && ++st.junk > r.max_junk_commands) {
         s = effect(pop3_effect::close, "-ERR [SYS/TEMP] Too many commands without progress\r\n");
         s.end_reason = "too-many-junk-commands";

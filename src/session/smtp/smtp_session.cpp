@@ -42,9 +42,11 @@ smtp_offer smtp_session::make_offer() const
     o.ip = c_.ip;
     o.log_commands = spdlog::should_log(spdlog::level::debug);
     o.tls_active = c_.stream.tls_active();
-    o.starttls_port = c_.listener.tls == config::tls_mode::starttls;
+    o.starttls_port = c_.listener.starttls();
+    o.tls_required = c_.listener.tls_required();
+    o.mail_needs_auth = c_.listener.auth_required && !c_.listener.local_delivery_without_auth;
     o.can_start_tls = c_.stream.can_start_tls();
-    o.plaintext = auth::plaintext_allowed(s_, o.tls_active, c_.peer);
+    o.plaintext = auth::plaintext_allowed(s_, c_.listener, o.tls_active, c_.peer);
     o.cram_md5 = s_.cram_md5;
     o.max_line = std::max<std::size_t>(s_.smtp_max_line, proto::smtp_max_command_line);
     o.max_message_size = s_.max_message_size;
@@ -80,7 +82,7 @@ asio::awaitable<bool> smtp_session::do_rcpt(proto::mail_args const& rcpt)
 {
     auto const addr = rcpt.path.to_string();
     relay::request req{c_.peer, rcpt.path.local, rcpt.path.domain, addr, st_.authenticated,
-                       c_.listener.auth_required};
+                       c_.listener.auth_required, offer_.mail_needs_auth};
     auto const v = svc_.relay.decide(req, s_);
     auto step = smtp_rcpt_decided(st_, rcpt, v, offer_);
     co_return co_await run_step(step);

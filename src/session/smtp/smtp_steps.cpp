@@ -75,6 +75,13 @@ smtp_step on_helo(smtp_state& st, proto::smtp_command const& cmd, smtp_offer con
 
 smtp_step on_mail(smtp_state& st, proto::smtp_command const& cmd, smtp_offer const& o)
 {
+    if (o.mail_needs_auth && !st.authenticated) {
+        // RFC 4954 §6 and RFC 6409 §4.3: this listener takes mail from
+        // authenticated clients only, local recipients included.
+        auto s = queue(530, "5.7.0", "Authentication required");
+        s.log.push_back({info, "smtp mail refused ip=" + o.ip + " reason=auth-required"});
+        return bad(st, o, std::move(s));
+    }
     auto a = proto::parse_mail_from(cmd.args);
     if (!a) {
         if (a.error() == proto::errc::bad_parameter) return queue(501, "5.5.4", "Syntax error in parameters");
@@ -281,6 +288,7 @@ void smtp_state::forget_all()
 std::vector<std::string> smtp_auth_mechs(smtp_offer const& o)
 {
     std::vector<std::string> m;
+    if (o.tls_required && !o.tls_active) return m;
     if (o.plaintext) {
         m.emplace_back("PLAIN");
         m.emplace_back("LOGIN");

@@ -149,11 +149,14 @@ BOOST_DATA_TEST_CASE(truth_table, bdata::make(policy_cases), c)
 
 BOOST_AUTO_TEST_CASE(invariants_over_all_combinations)
 {
-    // The safety rules, over all 32 combinations of facts.
-    for (unsigned bits = 0; bits < 32; ++bits) {
-        relay_facts f{bool(bits & 1), bool(bits & 2), bool(bits & 4), bool(bits & 8), bool(bits & 16)};
+    // The safety rules, over all 64 combinations of facts.
+    for (unsigned bits = 0; bits < 64; ++bits) {
+        relay_facts f{bool(bits & 1), bool(bits & 2), bool(bits & 4), bool(bits & 8), bool(bits & 16),
+                      bool(bits & 32)};
         auto const v = proto::decide_relay(f);
-        if (f.local_domain) BOOST_TEST((v == local), "bits=" << bits);
+        // Local delivery, but on a submission listener that says so only after AUTH.
+        if (f.local_domain && (!f.local_needs_auth || f.authenticated)) BOOST_TEST((v == local), "bits=" << bits);
+        if (f.local_domain && f.local_needs_auth && !f.authenticated) BOOST_TEST((v == deny), "bits=" << bits);
         // Never a relay for an unauthenticated client on a submission port.
         if (!f.local_domain && f.auth_required && !f.authenticated) BOOST_TEST((v == deny), "bits=" << bits);
         // Never a relay without some reason.

@@ -56,10 +56,12 @@ struct smtp_offer {
     bool starttls_port = false;  // the listener upgrades with STARTTLS
     bool tls_active = false;
     bool can_start_tls = false;  // a certificate is loaded and TLS not active yet
-    // Commands the table does not mark pre_tls are refused with 530 until
-    // STARTTLS. No listener sets it yet; it is the seam for a TLS-required
-    // submission port.
+    // tls = "required": commands the table does not mark pre_tls are refused
+    // with 530 until STARTTLS, and AUTH is not advertised before it.
     bool tls_required = false;
+    // auth_required without local_delivery_without_auth (RFC 6409 §4.3): a
+    // transaction needs AUTH first; MAIL answers 530 5.7.0 before it.
+    bool mail_needs_auth = false;
     bool plaintext = false;      // auth.plaintext allows PLAIN and LOGIN here
     bool cram_md5 = false;
     std::size_t max_line = proto::smtp_max_command_line;  // limits.smtp_max_line, at least RFC 5321's
