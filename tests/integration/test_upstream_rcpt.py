@@ -221,6 +221,31 @@ def test_upstream_down_at_rcpt_gives_451_and_nothing_is_delivered(make_gateway):
                       f"127.0.0.1:{port} failed: ")
 
 
+def test_silent_upstream_times_out_at_rcpt_and_the_session_goes_on(make_gateway):
+    # Accepts the TCP connection (the kernel does, from the backlog) and never
+    # greets: relay.upstream_timeout bounds the wait, not the client's watchdog.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    try:
+        g = make_gateway(overrides={"relay": {"upstream_host": "127.0.0.1",
+                                              "upstream_port": silent.getsockname()[1],
+                                              "upstream_starttls": "none", "upstream_timeout": 1}})
+        grant(g)
+        with smtplib.SMTP("127.0.0.1", g.port("smtp"), timeout=30) as s:
+            s.ehlo("client.test")
+            assert s.mail(SENDER)[0] == 250
+            t0 = time.monotonic()
+            code, text = s.rcpt(GOOD)
+            waited = time.monotonic() - t0
+            assert (code, text[:6]) == (451, b"4.4.1 "), (code, text)
+            assert 0.9 <= waited < 5, waited
+            assert s.noop()[0] == 250 and s.rset()[0] == 250
+        assert g.wait_log("upstream_detail=greeting: none")
+    finally:
+        silent.close()
+
+
 def test_upstream_gone_between_rcpt_and_data_gives_451_at_data(make_gateway, upstream):
     g = gateway(make_gateway, upstream)
     g.add_user("alice", "pw")
