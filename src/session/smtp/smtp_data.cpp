@@ -1,10 +1,12 @@
 // DATA: the message from the client to its recipients.
 //
-// - The upstream transaction is opened when the client sends DATA, before the
-//   354. An upstream refusal of MAIL or of any relay recipient then fails the
-//   whole message at DATA (upstream's 5xx passed on, 4xx/unreachable -> 451
-//   4.4.1): the client has not sent the message yet, so nothing is lost and a
-//   retry cannot duplicate a copy.
+// - The upstream transaction was opened at the first relayed RCPT, and each
+//   relayed recipient in it was taken by the upstream (smtp_session.cpp:
+//   upstream_rcpt); a recipient the upstream refused got the refusal as its
+//   RCPT reply and is not here. DATA goes upstream before the 354: an
+//   upstream that is gone by now or refuses DATA fails the message (5xx
+//   passed on, 4xx/unreachable -> 451 4.4.1) before the client sent it, so
+//   nothing is lost and a retry cannot duplicate a copy.
 // - Mixed local + relay recipients: local copies (and the relay-drop copy) are
 //   written only after the relay part succeeded, all to tmp/ first and then
 //   committed (fsync, rename to new/). A 451 therefore leaves nothing behind.
@@ -165,15 +167,19 @@ asio::awaitable<bool> smtp_session::do_data()
         co_return true;
     }
 
+    // The upstream transaction is this message's from here on: however the
+    // message ends, it is finished, aborted or closed with `up`.
     std::unique_ptr<relay::smtp_client> up;
     if (use_upstream) {
+        if (up_txn_ == st_.transaction) up = std::move(up_);
         if (!co_await ch_.flush()) co_return false;
-        auto ex = co_await asio::this_coro::executor;
-        up = std::make_unique<relay::smtp_client>(ex, s, c_.sid, svc_.upstreams);
-        // The client waits for us meanwhile; the upstream's own timeouts bound this.
-        clock.arm(s.smtp_idle_timeout + 8 * s.upstream_timeout);
-        relay::upstream_envelope env{st_.mail_from, st_.declared_size, st_.eight_bit, relay_rcpts};
-        auto v = co_await up->open(env);
+        // The client waits for us meanwhile; the upstream's own timeout bounds this.
+        clock.arm(s.smtp_idle_timeout + 2 * s.upstream_timeout);
+        // Each relayed RCPT taken opened the transaction, so `up` is there.
+        auto v = relay::upstream_unavailable("no upstream transaction");
+        if (up) {
+            v = co_await up->data();
+        }
         if (v.what != relay::upstream_verdict::kind::ok) {
             spdlog::warn("sid={} smtp upstream refused id={} ip={} reply={} {} detail={}", c_.sid, qid, c_.ip, v.code,
                          v.enhanced, v.log);

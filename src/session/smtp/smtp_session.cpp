@@ -84,8 +84,39 @@ asio::awaitable<bool> smtp_session::do_rcpt(proto::mail_args const& rcpt)
     relay::request req{c_.peer, rcpt.path.local, rcpt.path.domain, addr, st_.authenticated,
                        c_.listener.auth_required, offer_.mail_needs_auth};
     auto const v = svc_.relay.decide(req, s_);
+    if (!s_.upstream_host.empty() && smtp_asks_upstream(st_, addr, v)) {
+        auto const u = co_await upstream_rcpt(addr);
+        auto step = smtp_rcpt_decided(st_, rcpt, v, offer_, &u);
+        co_return co_await run_step(step);
+    }
     auto step = smtp_rcpt_decided(st_, rcpt, v, offer_);
     co_return co_await run_step(step);
+}
+
+// RCPTs are asked one at a time, in the client's order, so that pipelined
+// replies stay in order; the client waits for its group's replies meanwhile.
+asio::awaitable<relay::upstream_verdict> smtp_session::upstream_rcpt(std::string const& address)
+{
+    if (up_ && up_txn_ != st_.transaction) co_await end_upstream();
+    if (!up_) {
+        auto ex = co_await asio::this_coro::executor;
+        up_ = std::make_unique<relay::smtp_client>(ex, s_, c_.sid, svc_.upstreams);
+        up_txn_ = st_.transaction;
+    }
+    // The client waits for us meanwhile; the upstream's own timeouts bound
+    // this (connect, greeting, EHLO, STARTTLS, EHLO, AUTH, MAIL, RCPT, and
+    // the clear retry of opportunistic TLS).
+    c_.clock.arm(s_.smtp_idle_timeout + 12 * s_.upstream_timeout);
+    relay::upstream_envelope const env{st_.mail_from, st_.declared_size, st_.eight_bit};
+    auto v = co_await up_->recipient(env, address);
+    co_return v;
+}
+
+asio::awaitable<void> smtp_session::end_upstream()
+{
+    auto up = std::move(up_);
+    c_.clock.arm(s_.smtp_idle_timeout + 3 * s_.upstream_timeout);
+    co_await up->release();
 }
 
 asio::awaitable<bool> smtp_session::do_starttls()
@@ -235,6 +266,10 @@ asio::awaitable<void> smtp_session::run()
         case io::read_status::error: c_.end_reason = "error"; co_return;
         }
         if (!co_await run_step(step)) co_return;
+        if (up_ && up_txn_ != st_.transaction) {
+            // RSET, HELO/EHLO, STARTTLS or a DATA that went nowhere upstream.
+            co_await end_upstream();
+        }
         if (step.ends_group) {
             bool const written = co_await ch_.flush();
             if (!written) co_return;

@@ -272,6 +272,7 @@ void smtp_state::reset_transaction()
     eight_bit = false;
     rcpts.clear();
     rcpt_attempts = 0;
+    ++transaction;
     if (phase != proto::smtp_phase::connected) phase = proto::smtp_phase::greeted;
 }
 
@@ -352,7 +353,16 @@ smtp_step smtp_on_line(smtp_state& st, std::string_view line, smtp_offer const& 
     return s;
 }
 
-smtp_step smtp_rcpt_decided(smtp_state& st, proto::mail_args const& rcpt, relay::verdict const& v, smtp_offer const& o)
+bool smtp_asks_upstream(smtp_state const& st, std::string_view address, relay::verdict const& v)
+{
+    using proto::relay_verdict;
+    bool const relayed = v.what == relay_verdict::relay_auth || v.what == relay_verdict::relay_grant ||
+                         v.what == relay_verdict::relay_network;
+    return relayed && std::none_of(st.rcpts.begin(), st.rcpts.end(), [&](auto const& x) { return x.address == address; });
+}
+
+smtp_step smtp_rcpt_decided(smtp_state& st, proto::mail_args const& rcpt, relay::verdict const& v, smtp_offer const& o,
+                            relay::upstream_verdict const* upstream)
 {
     auto const addr = rcpt.path.to_string();
     std::string const head = "smtp rcpt to=" + log::field("<" + addr + ">") + " ip=" + o.ip + " decision=";
@@ -381,6 +391,17 @@ smtp_step smtp_rcpt_decided(smtp_state& st, proto::mail_args const& rcpt, relay:
                                    (st.authenticated ? " sasl_user=" + log::field(st.auth_user, 64) : "")});
         if (v.what == proto::relay_verdict::deny) {
             s.reply = proto::reply(554, "5.7.1", "<" + addr + ">: Relay access denied");
+            return s;
+        }
+        if (upstream) {
+            auto& line = s.log.back().text;
+            line += " upstream_reply=" + std::to_string(upstream->code);
+            if (upstream->what == relay::upstream_verdict::kind::ok) break;
+            // The upstream's refusal of this recipient, as it said it (code
+            // and enhanced code; its text quoted after ours).
+            line += " upstream_status=" + upstream->enhanced + " result=refused upstream_detail=" + log::field(upstream->log, 200);
+            s.log.back().level = upstream->what == relay::upstream_verdict::kind::permanent ? info : warn;
+            s.reply = proto::reply(upstream->code, upstream->enhanced, upstream->text);
             return s;
         }
     }
