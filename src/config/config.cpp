@@ -139,6 +139,27 @@ public:
         out = std::move(v);
     }
 
+    // Networks ("192.0.2.0/24", "2001:db8::/32", or a bare address).
+    void networks(std::string_view key, std::vector<net::cidr>& out)
+    {
+        auto const* n = get(key);
+        if (!n) return;
+        auto const* arr = n->as_array();
+        if (!arr) return fail(*n, std::string(key) + ": expected an array of networks");
+        std::vector<net::cidr> v;
+        for (auto const& e : *arr) {
+            std::string why = "expected a network such as \"192.0.2.0/24\"";
+            std::optional<net::cidr> c;
+            if (auto const text = e.value<std::string>(); e.is_string() && text) {
+                c = net::parse_cidr(*text, &why);
+                if (!c) why = "'" + *text + "': " + why;
+            }
+            if (!c) return fail(e, std::string(key) + ": " + why);
+            v.push_back(*c);
+        }
+        out = std::move(v);
+    }
+
 private:
     toml::table const& t_;
     std::string name_;
@@ -225,6 +246,8 @@ void read_listeners(toml::table const& root, settings& s, std::vector<error>& er
             sec.boolean("auth_required", l.auth_required);
             sec.boolean("local_delivery_without_auth", l.local_delivery_without_auth);
             sec.boolean("grant", l.grant);
+            sec.boolean("proxy_protocol", l.proxy_protocol);
+            sec.networks("trusted_proxies", l.trusted_proxies);
             if (!t->contains("protocol"))
                 errors.push_back({t->source().begin.line, 0, "listener: 'protocol' is required"});
         }
@@ -246,6 +269,11 @@ void read_listeners(toml::table const& root, settings& s, std::vector<error>& er
         if (t->contains("grant") && l.protocol != "pop3") refuse("grant is for pop3 (logins there grant relay)");
         if (l.plaintext && !mail_protocol) refuse("plaintext is for pop3 and smtp");
         if (l.tls_required() && !mail_protocol) refuse("tls = \"required\" is for pop3 and smtp (STLS/STARTTLS)");
+        if (t->contains("trusted_proxies") && !l.proxy_protocol)
+            refuse("trusted_proxies is for a listener with proxy_protocol = true");
+        if (!t->contains("trusted_proxies")) l.trusted_proxies = s.trusted_proxies;
+        if (l.proxy_protocol && l.trusted_proxies.empty())
+            refuse("proxy_protocol = true needs trusted_proxies, on the listener or in [server]: no one could connect");
         s.listeners.push_back(std::move(l));
     }
 }
@@ -294,6 +322,7 @@ load_result parse(std::string_view text, std::filesystem::path const& source)
         sec.integer("threads", s.threads, 0, 256);
         sec.str("user", s.run_as_user);
         sec.str("group", s.run_as_group);
+        sec.networks("trusted_proxies", s.trusted_proxies);
     }
     read_listeners(root, s, errs);
     if (auto const* t = sub_table(root, "tls", errs)) {
@@ -376,6 +405,15 @@ load_result parse(std::string_view text, std::filesystem::path const& source)
             return v == "trace" || v == "debug" || v == "info" || v == "warn" || v == "error";
         }, "expected \"trace\", \"debug\", \"info\", \"warn\" or \"error\"");
         sec.str("file", s.log_file);
+        s.log_to = s.log_file.empty() ? log_target::stderr_stream : log_target::file;
+        sec.choice("target", s.log_to,
+                   {{"stderr", log_target::stderr_stream}, {"file", log_target::file}, {"syslog", log_target::syslog}});
+        if (auto const* n = t->get("target"); n && n->is_string()) {
+            if (s.log_to == log_target::file && s.log_file.empty())
+                sec.fail(*n, "target: \"file\" needs log.file");
+            if (s.log_to != log_target::file && !s.log_file.empty())
+                sec.fail(*n, "target: log.file is only written with target = \"file\"");
+        }
     }
     if (errs.empty() && s.listeners.empty())
         errs.push_back({0, 0, "no [[listener]] configured: the daemon would serve nothing"});

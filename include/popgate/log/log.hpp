@@ -9,8 +9,21 @@
 
 namespace popgate::log {
 
-// Level "trace".."error"; file "" = stderr. Replaces the default logger.
-void setup(std::string_view level, std::string const& file);
+enum class destination {
+    stderr_stream,  // what systemd's journal (and any supervisor) reads
+    file,           // appended to; reopen() opens the path again after rotation
+    syslog,         // facility mail, ident "popgate", as Postfix and Dovecot
+};
+
+// Level "trace".."error"; `file` is the path for destination::file. Replaces
+// the default logger; call once, before any thread logs.
+void setup(std::string_view level, destination to, std::string const& file);
+
+// Opens the log file's path again (SIGHUP, SIGUSR1): after `mv popgate.log
+// popgate.log.1` new lines go to a new popgate.log. When the path cannot be
+// opened the old file is kept and false is returned with the reason in `why`.
+// Nothing to do (true) for stderr and syslog.
+bool reopen(std::string& why);
 
 // The value of one key=value field whose bytes came from outside (a client,
 // a peer, the database, an error text). Written bare when it has only
