@@ -75,10 +75,49 @@ BOOST_AUTO_TEST_CASE(embedded_default_parses_with_five_listeners)
     BOOST_TEST(!s.listeners[2].auth_required);
     BOOST_TEST(s.listeners[3].name == "submission");
     BOOST_TEST(s.listeners[3].auth_required);
+    // The safe submission port: STARTTLS before anything, AUTH before MAIL.
+    BOOST_TEST((s.listeners[3].tls == tls_mode::required));
+    BOOST_TEST(s.listeners[3].tls_required());
+    BOOST_TEST(s.listeners[3].starttls());
+    BOOST_TEST(!s.listeners[3].local_delivery_without_auth);
     BOOST_TEST(s.listeners[4].name == "smtps");
     BOOST_TEST((s.listeners[4].tls == tls_mode::implicit));
     BOOST_TEST(s.listeners[4].auth_required);
     for (auto const& l : s.listeners) BOOST_TEST(l.address == "127.0.0.1");
+}
+
+BOOST_AUTO_TEST_CASE(listener_policy_keys)
+{
+    auto const r = parse(R"(
+[auth]
+plaintext = "tls-only"
+[[listener]]
+name = "p"
+protocol = "pop3"
+tls = "required"
+grant = false
+[[listener]]
+name = "internal"
+protocol = "smtp"
+plaintext = "always"
+[[listener]]
+name = "sub"
+protocol = "smtp"
+tls = "starttls"
+auth_required = true
+local_delivery_without_auth = true
+)");
+    BOOST_TEST_REQUIRE(r.errors.empty(), all_errors(r));
+    auto const& l = r.value->listeners;
+    BOOST_TEST(l[0].tls_required());
+    BOOST_TEST(!l[0].grant);
+    BOOST_TEST(!l[0].plaintext.has_value());  // auth.plaintext applies
+    BOOST_TEST((l[1].plaintext == plaintext_policy::always));
+    BOOST_TEST(l[1].grant);
+    BOOST_TEST(!l[1].starttls());
+    BOOST_TEST(l[2].local_delivery_without_auth);
+    BOOST_TEST(!l[2].tls_required());
+    BOOST_TEST(to_string(l[0].tls) == "required");
 }
 
 BOOST_AUTO_TEST_CASE(shipped_file_is_the_embedded_default)

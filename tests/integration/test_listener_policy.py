@@ -1,0 +1,152 @@
+"""Per-listener policy (issue 15, item 1) with real clients: tls = "required"
+on submission and POP3, a listener's own plaintext rule, RFC 6409 AUTH before
+MAIL on submission, check-config's refusals, and SIGHUP applying a changed
+policy to new sessions."""
+import poplib
+import smtplib
+import subprocess
+
+import pytest
+
+from popgate_test import POPGATE, client_tls_context, make_gateway  # noqa: F401  (fixture)
+
+BODY = b"Subject: policy\r\n\r\nbody\r\n"
+LISTENERS = [
+    {"name": "pop3", "protocol": "pop3", "tls": "required"},
+    {"name": "smtp", "protocol": "smtp", "tls": "starttls"},
+    {"name": "internal", "protocol": "smtp", "tls": "none", "plaintext": "always"},
+    {"name": "submission", "protocol": "smtp", "tls": "required", "auth_required": True},
+]
+
+
+@pytest.fixture
+def g(make_gateway):
+    # The shipped rule for plaintext, with loopback not counted as secure, so
+    # that TLS is what makes the difference here.
+    gw = make_gateway(overrides={"auth": {"plaintext": "tls-only", "loopback_is_secure": False,
+                                          "cram_md5": False}},
+                      listeners=LISTENERS)
+    gw.add_user("alice", "pw-alice")
+    return gw
+
+
+def test_submission_with_tls_required_smtplib(g):
+    with smtplib.SMTP("127.0.0.1", g.port("submission"), timeout=10) as s:
+        s.ehlo("client.example")
+        assert s.has_extn("starttls")
+        assert not s.has_extn("auth")  # nothing to log in with is offered in clear
+        assert s.docmd("AUTH", "PLAIN AGFsaWNlAHB3LWFsaWNl") == \
+            (530, b"5.7.0 Must issue a STARTTLS command first")
+        assert s.docmd("MAIL", "FROM:<alice@gw.test>") == (530, b"5.7.0 Must issue a STARTTLS command first")
+        assert s.noop()[0] == 250
+        s.starttls(context=client_tls_context())
+        s.ehlo("client.example")
+        assert "PLAIN" in s.esmtp_features["auth"]
+        # After TLS, still no transaction before AUTH (RFC 6409).
+        assert s.docmd("MAIL", "FROM:<alice@gw.test>") == (530, b"5.7.0 Authentication required")
+        s.rset()
+        s.login("alice", "pw-alice")
+        assert s.sendmail("alice@gw.test", ["alice@gw.test", "x@remote.test"], BODY) == {}
+    assert len(g.messages("alice")) == 1
+    assert len(g.dropped()) == 1
+
+
+def test_submission_with_tls_required_swaks(g):
+    port = str(g.port("submission"))
+    common = ["swaks", "--server", "127.0.0.1", "--port", port, "--from", "alice@gw.test",
+              "--to", "alice@gw.test", "--timeout", "15"]
+    clear = subprocess.run(common, capture_output=True, text=True, timeout=30)
+    assert clear.returncode != 0
+    assert "530 5.7.0 Must issue a STARTTLS command first" in clear.stdout
+    tls = subprocess.run(common + ["--tls", "--auth", "PLAIN", "--auth-user", "alice", "--auth-password", "pw-alice"],
+                         capture_output=True, text=True, timeout=30)
+    assert tls.returncode == 0, tls.stdout + tls.stderr
+    assert "235 2.7.0 Authentication successful" in tls.stdout
+    assert len(g.messages("alice")) == 1
+
+
+def test_submission_with_tls_required_openssl_s_client(g):
+    r = subprocess.run(["openssl", "s_client", "-starttls", "smtp", "-connect", f"127.0.0.1:{g.port('submission')}",
+                        "-quiet", "-ign_eof"],
+                       input=b"EHLO client.example\r\nQUIT\r\n", capture_output=True, timeout=30)
+    out = r.stdout.decode(errors="replace")
+    # s_client did EHLO and STARTTLS itself; after the handshake AUTH is offered.
+    assert "250 AUTH PLAIN LOGIN" in out, out + r.stderr.decode(errors="replace")
+    assert "221 2.0.0 Bye" in out
+
+
+def test_pop3_with_tls_required_poplib_and_curl(g):
+    p = poplib.POP3("127.0.0.1", g.port("pop3"), timeout=10)
+    caps = p.capa()
+    assert "STLS" in caps and "USER" not in caps and "SASL" not in caps
+    with pytest.raises(poplib.error_proto) as e:
+        p.user("alice")
+    assert e.value.args[0] == b"-ERR [AUTH] Must issue an STLS command first"
+    p.stls(context=client_tls_context())
+    assert "USER" in p.capa()
+    p.user("alice")
+    assert p.pass_("pw-alice").startswith(b"+OK")
+    p.quit()
+
+    url = f"pop3://127.0.0.1:{g.port('pop3')}/"
+    plain = subprocess.run(["curl", "-s", "-S", "--max-time", "20", "--url", url, "-u", "alice:pw-alice"],
+                           capture_output=True, timeout=30)
+    assert plain.returncode != 0  # no login method in clear
+    tls = subprocess.run(["curl", "-s", "-S", "--max-time", "20", "--ssl-reqd", "-k", "--url", url,
+                          "-u", "alice:pw-alice"], capture_output=True, timeout=30)
+    assert tls.returncode == 0, tls.stderr
+    assert tls.stdout.strip() == b""  # an empty maildrop listed
+
+
+def test_a_listeners_own_plaintext_rule(g):
+    # "internal": AUTH PLAIN in clear (plaintext = "always" on that listener only).
+    with smtplib.SMTP("127.0.0.1", g.port("internal"), timeout=10) as s:
+        s.ehlo("client.example")
+        assert "PLAIN" in s.esmtp_features["auth"]
+        s.login("alice", "pw-alice")
+        assert s.sendmail("alice@gw.test", ["x@remote.test"], BODY) == {}
+    # "smtp" follows auth.plaintext (tls-only): no PLAIN in clear, refused if tried.
+    with smtplib.SMTP("127.0.0.1", g.port("smtp"), timeout=10) as s:
+        s.ehlo("client.example")
+        assert not s.has_extn("auth")
+        code, _ = s.docmd("AUTH", "PLAIN AGFsaWNlAHB3LWFsaWNl")
+        assert code == 530
+        with pytest.raises(smtplib.SMTPRecipientsRefused):
+            s.sendmail("alice@gw.test", ["x@remote.test"], BODY)
+    assert len(g.dropped()) == 1
+
+
+def test_sighup_applies_a_changed_policy_to_new_sessions(g):
+    old = smtplib.SMTP("127.0.0.1", g.port("submission"), timeout=10)
+    old.ehlo("client.example")
+    text = g.config_file.read_text()
+    assert text.count('tls = "required"') == 2
+    g.config_file.write_text(text.replace('tls = "required"\nauth_required = true',
+                                          'tls = "starttls"\nauth_required = true'))
+    g.reload()
+    assert g.wait_log("reload done")
+    with smtplib.SMTP("127.0.0.1", g.port("submission"), timeout=10) as s:
+        s.ehlo("client.example")
+        # TLS no longer required first; AUTH still is (RFC 6409).
+        assert s.docmd("MAIL", "FROM:<alice@gw.test>") == (530, b"5.7.0 Authentication required")
+    # The session opened before the reload keeps the policy it started with.
+    assert old.docmd("MAIL", "FROM:<alice@gw.test>") == (530, b"5.7.0 Must issue a STARTTLS command first")
+    old.quit()
+
+
+@pytest.mark.parametrize("listener, message", [
+    ('protocol = "pop3"\nauth_required = true', "auth_required is for smtp"),
+    ('protocol = "smtp"\ngrant = false', "grant is for pop3"),
+    ('protocol = "smtp"\nlocal_delivery_without_auth = true',
+     "local_delivery_without_auth only means something with auth_required = true"),
+    ('protocol = "pop3"\nplaintext = "never"', "no client could ever log in here"),
+    ('protocol = "smtp"\nauth_required = true\ntls = "none"\nplaintext = "tls-only"',
+     "no client could ever log in here"),
+])
+def test_check_config_refuses_contradictions(tmp_path, listener, message):
+    cfg = tmp_path / "popgate.toml"
+    cfg.write_text('[auth]\napop = false\ncram_md5 = false\nloopback_is_secure = false\n'
+                   f'[[listener]]\nname = "x"\naddress = "127.0.0.1"\nport = 0\n{listener}\n')
+    r = subprocess.run([POPGATE, "-c", str(cfg), "check-config"], capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0
+    assert message in r.stdout + r.stderr
