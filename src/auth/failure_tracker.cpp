@@ -4,6 +4,25 @@
 
 namespace popgate::auth {
 
+namespace {
+
+// Bounded: a flood of random names must not grow memory without end.
+constexpr std::size_t max_entries = 100000;
+
+template <class Map, class Key>
+std::optional<std::chrono::seconds> still_blocked(Map& m, Key const& k, failure_tracker::time_point now)
+{
+    auto it = m.find(k);
+    if (it == m.end()) return std::nullopt;
+    if (it->second <= now) {
+        m.erase(it);
+        return std::nullopt;
+    }
+    return std::chrono::ceil<std::chrono::seconds>(it->second - now);
+}
+
+}  // namespace
+
 void failure_tracker::set_settings(throttle_settings s)
 {
     std::lock_guard lock(mutex_);
@@ -15,16 +34,14 @@ void failure_tracker::prune(std::deque<time_point>& q, time_point cutoff)
     while (!q.empty() && q.front() <= cutoff) q.pop_front();
 }
 
-std::optional<std::chrono::seconds> failure_tracker::blocked(net::ip_address const& ip, time_point now)
+std::optional<failure_tracker::block> failure_tracker::blocked(net::ip_address const& ip, std::string const& user,
+                                                               time_point now)
 {
     std::lock_guard lock(mutex_);
-    auto it = blocked_until_.find(ip);
-    if (it == blocked_until_.end()) return std::nullopt;
-    if (it->second <= now) {
-        blocked_until_.erase(it);
-        return std::nullopt;
-    }
-    return std::chrono::ceil<std::chrono::seconds>(it->second - now);
+    if (auto const left = still_blocked(blocked_ips_, ip, now)) return block{*left, block_scope::address};
+    if (user.empty()) return std::nullopt;
+    if (auto const left = still_blocked(blocked_pairs_, pair_key{ip, user}, now)) return block{*left, block_scope::user};
+    return std::nullopt;
 }
 
 failure_tracker::failure_verdict failure_tracker::record_failure(net::ip_address const& ip, std::string const& user,
@@ -32,52 +49,76 @@ failure_tracker::failure_verdict failure_tracker::record_failure(net::ip_address
 {
     std::lock_guard lock(mutex_);
     auto const cutoff = now - s_.window;
+    if (pair_failures_.size() > max_entries) pair_failures_.clear();
+    if (user_failures_.size() > max_entries) user_failures_.clear();
+
     auto& by_ip = ip_failures_[ip];
     prune(by_ip, cutoff);
     by_ip.push_back(now);
-    std::size_t user_count = 0;
+
+    auto& names = names_at_ip_[ip];
+    std::erase_if(names, [&](auto const& e) { return e.second <= cutoff; });
+    names[user] = now;
+
+    auto& by_pair = pair_failures_[pair_key{ip, user}];
+    prune(by_pair, cutoff);
+    by_pair.push_back(now);
+
+    std::size_t user_count = by_pair.size();
     if (!user.empty()) {
-        // Bounded: a flood of random names must not grow memory without end.
-        if (user_failures_.size() > 100000) user_failures_.clear();
         auto& by_user = user_failures_[user];
         prune(by_user, cutoff);
         by_user.push_back(now);
         user_count = by_user.size();
     }
-    std::size_t const n = std::max(by_ip.size(), user_count);
-    // base, 2*base, 4*base ... capped: a guesser's rate falls fast, a user who
-    // mistyped once waits only the base delay.
+
+    // base, 2*base, 4*base ... capped, by this name's failures: a guesser's
+    // rate falls fast, a user who mistyped once waits only the base delay,
+    // and other names at the same address do not slow this one.
+    std::size_t const n = std::max(by_pair.size(), user_count);
     auto delay = s_.base_delay;
     for (std::size_t i = 1; i < n && delay < s_.max_delay; ++i) delay *= 2;
     delay = std::min(delay, std::max(s_.max_delay, s_.base_delay));
-    bool now_blocked = false;
-    if (by_ip.size() >= s_.max_failures_per_ip && !blocked_until_.count(ip)) {
-        blocked_until_[ip] = now + s_.block_time;
-        now_blocked = true;
+
+    auto now_blocked = block_scope::none;
+    if ((by_ip.size() >= s_.max_failures_per_ip || names.size() >= s_.max_users_per_ip) &&
+        !blocked_ips_.count(ip)) {
+        blocked_ips_[ip] = now + s_.block_time;
+        now_blocked = block_scope::address;
+    } else if (by_pair.size() >= s_.max_failures_per_user && !blocked_pairs_.count(pair_key{ip, user}) &&
+               !blocked_ips_.count(ip)) {
+        blocked_pairs_[pair_key{ip, user}] = now + s_.block_time;
+        now_blocked = block_scope::user;
     }
-    return {delay, now_blocked, by_ip.size(), user_count};
+    return {delay, now_blocked, by_ip.size(), by_pair.size(), user_count, names.size()};
 }
 
 void failure_tracker::expire(time_point now)
 {
     std::lock_guard lock(mutex_);
     auto const cutoff = now - s_.window;
-    for (auto it = ip_failures_.begin(); it != ip_failures_.end();) {
-        prune(it->second, cutoff);
-        it = it->second.empty() ? ip_failures_.erase(it) : std::next(it);
+    auto const prune_all = [&](auto& m) {
+        for (auto it = m.begin(); it != m.end();) {
+            prune(it->second, cutoff);
+            it = it->second.empty() ? m.erase(it) : std::next(it);
+        }
+    };
+    prune_all(ip_failures_);
+    prune_all(pair_failures_);
+    prune_all(user_failures_);
+    for (auto it = names_at_ip_.begin(); it != names_at_ip_.end();) {
+        std::erase_if(it->second, [&](auto const& e) { return e.second <= cutoff; });
+        it = it->second.empty() ? names_at_ip_.erase(it) : std::next(it);
     }
-    for (auto it = user_failures_.begin(); it != user_failures_.end();) {
-        prune(it->second, cutoff);
-        it = it->second.empty() ? user_failures_.erase(it) : std::next(it);
-    }
-    for (auto it = blocked_until_.begin(); it != blocked_until_.end();)
-        it = it->second <= now ? blocked_until_.erase(it) : std::next(it);
+    std::erase_if(blocked_ips_, [&](auto const& e) { return e.second <= now; });
+    std::erase_if(blocked_pairs_, [&](auto const& e) { return e.second <= now; });
 }
 
 std::size_t failure_tracker::tracked() const
 {
     std::lock_guard lock(mutex_);
-    return ip_failures_.size() + user_failures_.size() + blocked_until_.size();
+    return ip_failures_.size() + pair_failures_.size() + user_failures_.size() + names_at_ip_.size() +
+           blocked_ips_.size() + blocked_pairs_.size();
 }
 
 }  // namespace popgate::auth

@@ -374,7 +374,9 @@ load_result parse(std::string_view text, std::filesystem::path const& source)
         sec.duration("failure_delay_ms", s.failure_delay, 0, 60000);
         sec.duration("failure_delay_max_ms", s.failure_delay_max, 0, 600000);
         sec.duration("failure_window", s.failure_window, 1, 86400);
+        sec.integer("max_failures_per_user", s.max_failures_per_user, 1, 1000000);
         sec.integer("max_failures_per_ip", s.max_failures_per_ip, 1, 1000000);
+        sec.integer("max_users_per_ip", s.max_users_per_ip, 1, 1000000);
         sec.duration("block_time", s.block_time, 1, 86400);
         sec.duration("credential_cache_ttl", s.credential_cache_ttl, 0, 86400);
     }

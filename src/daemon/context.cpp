@@ -8,7 +8,8 @@ namespace popgate::daemon {
 namespace {
 auth::throttle_settings throttle_of(config::settings const& s)
 {
-    return {s.failure_window, s.max_failures_per_ip, s.block_time, s.failure_delay, s.failure_delay_max};
+    return {s.failure_window,   s.max_failures_per_user, s.max_failures_per_ip, s.max_users_per_ip,
+            s.block_time,       s.failure_delay,         s.failure_delay_max};
 }
 }  // namespace
 

@@ -1,5 +1,6 @@
 #include "popgate/session/auth_flow.hpp"
 
+#include "popgate/log/log.hpp"
 #include "popgate/proto/pop3.hpp"
 
 #include <openssl/rand.h>
@@ -49,8 +50,8 @@ auth::failure_tracker::failure_verdict record_auth_failure(auth_guard& g, server
                                                            std::string const& user, std::string audit_detail)
 {
     g.writes.post(store::audit_record{"auth-fail", c.ip, user, std::move(audit_detail)});
-    // The delay grows with this address's and this name's recent failures;
-    // past the threshold the address is blocked (never the name).
+    // The delay grows with this name's recent failures; past the thresholds
+    // the name at this address, or the whole address, is blocked.
     return g.failures.record_failure(c.peer, user, std::chrono::steady_clock::now());
 }
 
@@ -61,9 +62,21 @@ asio::awaitable<void> pause_after_failure(channel& ch, std::chrono::milliseconds
     co_await pause(delay);
 }
 
-std::optional<std::chrono::seconds> auth_blocked(auth_guard& g, server::connection const& c)
+std::string_view blocked_what(auth::failure_tracker::block const& b) noexcept
 {
-    return g.failures.blocked(c.peer, std::chrono::steady_clock::now());
+    return b.scope == auth::block_scope::user ? "for this user from your address" : "from your address";
+}
+
+std::string block_fields(auth::block_scope scope, std::string const& user)
+{
+    if (scope == auth::block_scope::user) return "scope=user user=" + log::field(user, 64);
+    return "scope=address";
+}
+
+std::optional<auth::failure_tracker::block> auth_blocked(auth_guard& g, server::connection const& c,
+                                                         std::string const& user)
+{
+    return g.failures.blocked(c.peer, user, std::chrono::steady_clock::now());
 }
 
 }  // namespace popgate::session

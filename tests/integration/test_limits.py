@@ -400,7 +400,8 @@ def test_pop3_brute_force_delays_grow_block_spares_other_address_survives_sighup
     assert 0.18 <= delays[0] <= 1.5, delays
     assert delays[1] >= 0.38 and delays[1] >= delays[0] + 0.1, delays
     assert delays[2] >= 0.75 and delays[2] >= delays[1] + 0.2, delays
-    assert g.wait_log("pop3 address blocked ip=127.0.0.1 failures=3 block_time=4s")
+    assert g.wait_log("pop3 auth-block ip=127.0.0.1 scope=address failures_ip=3 failures_user_ip=3 names_ip=1 "
+                      "block_time=4s")
     # the 4th attempt is refused, even with the right password, and fast
     assert c.cmd(b"USER alice\r\n") == b"+OK\r\n"
     t = time.time()
@@ -408,8 +409,8 @@ def test_pop3_brute_force_delays_grow_block_spares_other_address_survives_sighup
     assert time.time() - t < 0.2
     r, _, _ = pop3_login(g.port("pop3"), "alice", "pw-alice")
     assert POP3_BLOCKED.fullmatch(r), r
-    assert g.wait_log("pop3 login ip=127.0.0.1 result=blocked retry_after=")
-    assert wait_count(g, "address blocked", 1)   # logged once, with the counts
+    assert g.wait_log("pop3 login ip=127.0.0.1 result=blocked scope=address retry_after=")
+    assert wait_count(g, "auth-block", 1)   # logged once, with the counts
     # the user is not locked out: alice from an address that has not failed, undelayed
     r, took, o = pop3_login(g.port("pop3"), "alice", "pw-alice", src=OTHER)
     assert r.startswith(b"+OK Logged in") and took < 0.2, (r, took)
@@ -446,7 +447,8 @@ def test_smtp_brute_force_421_closes_shared_with_pop3_other_address_and_sighup(m
     assert 0.18 <= delays[0] <= 1.5, delays
     assert delays[1] >= 0.38 and delays[1] >= delays[0] + 0.1, delays
     assert delays[2] >= 0.75 and delays[2] >= delays[1] + 0.2, delays
-    assert g.wait_log("smtp auth-block ip=127.0.0.1 failures_ip=3 failures_user=3 user=alice block_time=4s")
+    assert g.wait_log("smtp auth-block ip=127.0.0.1 scope=address failures_ip=3 failures_user_ip=3 names_ip=1 "
+                      "block_time=4s")
     # 4th attempt: refused with 421 and the connection is closed
     r, _ = smtp_auth(c, "alice", "pw-alice")
     assert re.fullmatch(rb"421 4\.7\.0 gw\.test Error: too many failed authentications from your address, "

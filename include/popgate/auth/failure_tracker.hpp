@@ -1,10 +1,17 @@
 #pragma once
-// Brute-force defence shared by POP3 and SMTP: failed authentications counted
-// per client address and per user name in a sliding window. Each failure is
-// answered after a delay that grows with the larger of the two counts; past a
-// threshold an ADDRESS is refused for a cool-down. A user name is never locked:
-// a flood against "alice" from one address slows that address and blocks it,
-// but alice logging in from an address that has not failed is not affected.
+// Brute-force defence shared by POP3 and SMTP, written for addresses that many
+// users share (an office NAT, a university, a CGNAT). Failed authentications
+// are counted in a sliding window per (address, user name), per address, per
+// user name, and as the number of different names failing at an address.
+// - A user name at an address is refused for block_time after
+//   max_failures_per_user failures there: the phone with an old password
+//   locks out its own user at that address, nobody else.
+// - A whole address is refused only at a much higher ceiling
+//   (max_failures_per_ip), or when max_users_per_ip different names fail there
+//   (a spray of guessed or unknown names).
+// - Each failure is answered after a delay that grows with that name's
+//   failures (at this address and everywhere); another user's failures at the
+//   same address never slow or refuse a user below the address ceiling.
 // Successful logins are never delayed. Pure apart from a mutex; time is passed in.
 #include "popgate/net/ip.hpp"
 
@@ -15,16 +22,21 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <utility>
 
 namespace popgate::auth {
 
 struct throttle_settings {
     std::chrono::seconds window{900};
-    std::size_t max_failures_per_ip = 10;  // then the address is refused for block_time
+    std::size_t max_failures_per_user = 5;  // one name at one address, then that name is refused there
+    std::size_t max_failures_per_ip = 100;  // all names at one address, then the address is refused
+    std::size_t max_users_per_ip = 10;      // different names failing at one address, then the address is refused
     std::chrono::seconds block_time{900};
     std::chrono::milliseconds base_delay{2000};
     std::chrono::milliseconds max_delay{15000};
 };
+
+enum class block_scope { none, user, address };
 
 class failure_tracker {
 public:
@@ -33,14 +45,21 @@ public:
     explicit failure_tracker(throttle_settings s = {}) : s_(s) {}
     void set_settings(throttle_settings s);
 
-    // How long the address is still refused, if it is.
-    std::optional<std::chrono::seconds> blocked(net::ip_address const& ip, time_point now);
+    struct block {
+        std::chrono::seconds left;
+        block_scope scope;  // user: this name at this address; address: every name there
+    };
+    // Whether an attempt from `ip` (as `user`, when the name is known yet) is
+    // refused, and for how long.
+    std::optional<block> blocked(net::ip_address const& ip, std::string const& user, time_point now);
 
     struct failure_verdict {
         std::chrono::milliseconds delay;
-        bool now_blocked;       // this failure crossed the threshold (log it once)
-        std::size_t ip_count;
-        std::size_t user_count;
+        block_scope now_blocked;  // what this failure blocked (log it once); none: nothing new
+        std::size_t ip_count;     // failures at this address in the window
+        std::size_t pair_count;   // ... of this name at this address
+        std::size_t user_count;   // ... of this name anywhere
+        std::size_t names;        // different names failing at this address
     };
     failure_verdict record_failure(net::ip_address const& ip, std::string const& user, time_point now);
 
@@ -49,13 +68,17 @@ public:
     std::size_t tracked() const;
 
 private:
+    using pair_key = std::pair<net::ip_address, std::string>;
     static void prune(std::deque<time_point>& q, time_point cutoff);
 
     throttle_settings s_;
     mutable std::mutex mutex_;
     std::map<net::ip_address, std::deque<time_point>> ip_failures_;
+    std::map<pair_key, std::deque<time_point>> pair_failures_;
     std::unordered_map<std::string, std::deque<time_point>> user_failures_;
-    std::map<net::ip_address, time_point> blocked_until_;
+    std::map<net::ip_address, std::map<std::string, time_point>> names_at_ip_;  // name -> its last failure
+    std::map<net::ip_address, time_point> blocked_ips_;
+    std::map<pair_key, time_point> blocked_pairs_;
 };
 
 }  // namespace popgate::auth

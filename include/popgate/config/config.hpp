@@ -113,7 +113,9 @@ struct settings {
     std::chrono::milliseconds failure_delay{2000};       // first failure; doubles per failure in the window
     std::chrono::milliseconds failure_delay_max{15000};
     std::chrono::seconds failure_window{900};
-    std::size_t max_failures_per_ip = 10;                // then the address is refused for block_time
+    std::size_t max_failures_per_user = 5;   // one name at one address, then that name is refused there
+    std::size_t max_failures_per_ip = 100;   // all names at one address, then the address is refused
+    std::size_t max_users_per_ip = 10;       // different names failing at one address, then the address is refused
     std::chrono::seconds block_time{900};
     std::chrono::seconds credential_cache_ttl{0};  // 0: off
 

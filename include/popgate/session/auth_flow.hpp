@@ -44,7 +44,13 @@ auth::failure_tracker::failure_verdict record_auth_failure(auth_guard& g, server
                                                            std::string const& user, std::string audit_detail);
 asio::awaitable<void> pause_after_failure(channel& ch, std::chrono::milliseconds delay);
 
-// How long the client's address is still refused, if it is.
-std::optional<std::chrono::seconds> auth_blocked(auth_guard& g, server::connection const& c);
+// Whether the client's address, or `user` at that address (when the name is
+// known yet), is refused by the brute-force defence, and for how long.
+std::optional<auth::failure_tracker::block> auth_blocked(auth_guard& g, server::connection const& c,
+                                                         std::string const& user = {});
+// "from your address" / "for this user from your address", for replies.
+std::string_view blocked_what(auth::failure_tracker::block const& b) noexcept;
+// The log line's fields of a block or a new block: "scope=user ..." etc.
+std::string block_fields(auth::block_scope scope, std::string const& user);
 
 }  // namespace popgate::session

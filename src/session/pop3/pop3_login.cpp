@@ -45,19 +45,20 @@ asio::awaitable<bool> pop3_session::do_user(std::string name)
     co_return co_await ch_.send(step.reply);
 }
 
-// An address blocked by the brute-force defence is not even asked for a
-// password check. [AUTH] (RFC 3206): the refusal is about this client's
-// authentication attempts; the text says it is temporary.
-asio::awaitable<bool> pop3_session::refuse_if_blocked(bool& refused)
+// An address, or a name at an address, blocked by the brute-force defence
+// is not even asked for a password check. [AUTH] (RFC 3206): the refusal is
+// about this client's authentication attempts; the text says it is temporary.
+asio::awaitable<bool> pop3_session::refuse_if_blocked(bool& refused, std::string const& user)
 {
     refused = false;
-    auto const left = auth_blocked(svc_.guard, c_);
-    if (!left) co_return true;
+    auto const b = auth_blocked(svc_.guard, c_, user);
+    if (!b) co_return true;
     refused = true;
     st_.pending_user.clear();
-    spdlog::info("sid={} pop3 login ip={} result=blocked retry_after={}s", c_.sid, c_.ip, left->count());
-    co_return co_await ch_.send("-ERR [AUTH] Too many authentication failures from your address, try again in " +
-                            std::to_string(left->count()) + " seconds\r\n");
+    spdlog::info("sid={} pop3 login ip={} result=blocked {} retry_after={}s", c_.sid, c_.ip,
+                 block_fields(b->scope, user), b->left.count());
+    co_return co_await ch_.send("-ERR [AUTH] Too many authentication failures " + std::string(blocked_what(*b)) +
+                                ", try again in " + std::to_string(b->left.count()) + " seconds\r\n");
 }
 
 pop3_session::opened_maildrop pop3_session::open_maildrop(std::string const& user)
@@ -97,7 +98,7 @@ pop3_session::opened_maildrop pop3_session::open_maildrop(std::string const& use
 asio::awaitable<bool> pop3_session::do_pass(std::string const& user, std::string const& password)
 {
     bool refused = false;
-    if (!co_await refuse_if_blocked(refused)) co_return false;
+    if (!co_await refuse_if_blocked(refused, user)) co_return false;
     if (refused) co_return true;
     co_return co_await password_login(user, password, "pass");
 }
@@ -119,7 +120,7 @@ asio::awaitable<bool> pop3_session::password_login(std::string const& user, std:
 asio::awaitable<bool> pop3_session::do_apop(std::string const& user, std::string const& digest)
 {
     bool refused = false;
-    if (!co_await refuse_if_blocked(refused)) co_return false;
+    if (!co_await refuse_if_blocked(refused, user)) co_return false;
     if (refused) co_return true;
     // No shared secret: the same answer as a wrong digest (no enumeration).
     auto const r = svc_.auth.check_apop(user, timestamp_, digest);
@@ -129,7 +130,7 @@ asio::awaitable<bool> pop3_session::do_apop(std::string const& user, std::string
 asio::awaitable<bool> pop3_session::do_auth(proto::sasl_mech m, std::optional<std::string_view> initial)
 {
     bool refused = false;
-    if (!co_await refuse_if_blocked(refused)) co_return false;
+    if (!co_await refuse_if_blocked(refused, {})) co_return false;  // the name comes with the exchange
     if (refused) co_return true;
     spdlog::debug("sid={} pop3 auth mech={} initial_response={}", c_.sid, proto::sasl_mech_name(m),
                   yes_no(initial.has_value()));
@@ -147,6 +148,10 @@ asio::awaitable<bool> pop3_session::do_auth(proto::sasl_mech m, std::optional<st
     }
     auto const& step = x.step;
     std::string const mech = pop3_mech_name(m);
+    if (step.what == proto::sasl_step::kind::check_password || step.what == proto::sasl_step::kind::check_cram) {
+        if (!co_await refuse_if_blocked(refused, step.authcid)) co_return false;
+        if (refused) co_return true;
+    }
     switch (step.what) {
     case proto::sasl_step::kind::check_password: co_return co_await password_login(step.authcid, step.password, mech);
     case proto::sasl_step::kind::check_cram: {
@@ -188,9 +193,10 @@ asio::awaitable<bool> pop3_session::finish_auth(auth::result const& r, std::stri
     spdlog::info("sid={} pop3 login user={} ip={} mech={} tls={} result=fail reason={}", c_.sid, uesc, c_.ip, mech,
                  yes_no(c_.stream.tls_active()), log::field(r.reason.empty() ? "failed" : r.reason));
     auto const v = record_auth_failure(svc_.guard, c_, attempted,
-                                       "pop3 mech=" + std::string(mech) + " reason=" + r.reason);
-    if (v.now_blocked)
-        spdlog::warn("sid={} pop3 address blocked ip={} failures={} block_time={}s", c_.sid, c_.ip, v.ip_count,
+                                       "pop3 mech=" + std::string(mech) + " reason=" + log::field(r.reason));
+    if (v.now_blocked != auth::block_scope::none)
+        spdlog::warn("sid={} pop3 auth-block ip={} {} failures_ip={} failures_user_ip={} names_ip={} block_time={}s",
+                     c_.sid, c_.ip, block_fields(v.now_blocked, attempted), v.ip_count, v.pair_count, v.names,
                      s_.block_time.count());
     co_await pause_after_failure(ch_, v.delay);
     co_return co_await ch_.send(r.what == auth::outcome::apop_required ? pop3_reply::apop_required

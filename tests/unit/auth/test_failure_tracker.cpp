@@ -2,8 +2,12 @@
 
 #include <boost/test/unit_test.hpp>
 
+#include <string>
+#include <vector>
+
 using namespace popgate;
 using namespace std::chrono_literals;
+using auth::block_scope;
 
 namespace {
 net::ip_address ip(char const* s) { return *net::parse_ip(s); }
@@ -11,63 +15,100 @@ auth::throttle_settings small()
 {
     auth::throttle_settings s;
     s.window = 60s;
-    s.max_failures_per_ip = 3;
+    s.max_failures_per_user = 3;
+    s.max_failures_per_ip = 20;
+    s.max_users_per_ip = 5;
     s.block_time = 30s;
     s.base_delay = 100ms;
     s.max_delay = 1000ms;
     return s;
 }
+auto const t0 = std::chrono::steady_clock::time_point{} + 1000s;
 }  // namespace
 
 BOOST_AUTO_TEST_SUITE(failure_tracker, *boost::unit_test::label("unit"))
 
-BOOST_AUTO_TEST_CASE(delay_grows_and_is_capped)
+BOOST_AUTO_TEST_CASE(delay_grows_with_the_names_failures_and_is_capped)
 {
-    auth::failure_tracker t(small());
-    auto const t0 = std::chrono::steady_clock::time_point{} + 1000s;
     auto s = small();
-    s.max_failures_per_ip = 100;
-    t.set_settings(s);
+    s.max_failures_per_user = 100;
+    auth::failure_tracker t(s);
     std::vector<long> delays;
     for (int i = 0; i < 6; ++i) delays.push_back(t.record_failure(ip("192.0.2.1"), "alice", t0).delay.count());
     BOOST_TEST(delays == (std::vector<long>{100, 200, 400, 800, 1000, 1000}), boost::test_tools::per_element());
 }
 
-BOOST_AUTO_TEST_CASE(address_blocked_past_threshold_then_released)
+BOOST_AUTO_TEST_CASE(a_name_at_an_address_is_blocked_and_nobody_else)
 {
     auth::failure_tracker t(small());
-    auto const t0 = std::chrono::steady_clock::time_point{} + 1000s;
-    BOOST_TEST(!t.record_failure(ip("192.0.2.1"), "a", t0).now_blocked);
-    BOOST_TEST(!t.record_failure(ip("192.0.2.1"), "b", t0).now_blocked);
-    BOOST_TEST(!t.blocked(ip("192.0.2.1"), t0).has_value());
-    BOOST_TEST(t.record_failure(ip("192.0.2.1"), "c", t0).now_blocked);
-    auto left = t.blocked(ip("192.0.2.1"), t0 + 10s);
-    BOOST_TEST_REQUIRE(left.has_value());
-    BOOST_TEST(left->count() == 20);
-    // A further failure while blocked does not report the block again.
-    BOOST_TEST(!t.record_failure(ip("192.0.2.1"), "d", t0 + 1s).now_blocked);
-    BOOST_TEST(!t.blocked(ip("192.0.2.1"), t0 + 31s).has_value());
+    auto const office = ip("192.0.2.1");
+    BOOST_TEST((t.record_failure(office, "bob", t0).now_blocked == block_scope::none));
+    BOOST_TEST((t.record_failure(office, "bob", t0).now_blocked == block_scope::none));
+    BOOST_TEST(!t.blocked(office, "bob", t0).has_value());
+    BOOST_TEST((t.record_failure(office, "bob", t0).now_blocked == block_scope::user));
+    auto const b = t.blocked(office, "bob", t0 + 10s);
+    BOOST_TEST_REQUIRE(b.has_value());
+    BOOST_TEST(b->left.count() == 20);
+    BOOST_TEST((b->scope == block_scope::user));
+    // Alice in the same office, and bob from home, are not refused.
+    BOOST_TEST(!t.blocked(office, "alice", t0 + 10s).has_value());
+    BOOST_TEST(!t.blocked(office, "", t0 + 10s).has_value());
+    BOOST_TEST(!t.blocked(ip("198.51.100.9"), "bob", t0 + 10s).has_value());
+    // ... and alice's first failure there waits only the base delay.
+    BOOST_TEST(t.record_failure(office, "alice", t0 + 11s).delay.count() == 100);
+    BOOST_TEST(!t.blocked(office, "bob", t0 + 31s).has_value());
 }
 
-BOOST_AUTO_TEST_CASE(flood_against_user_does_not_lock_user_elsewhere)
+BOOST_AUTO_TEST_CASE(one_phone_in_a_loop_never_locks_out_the_office)
+{
+    auto s = small();
+    s.max_failures_per_user = 1000;  // even unblocked, a loop below the address ceiling
+    auth::failure_tracker t(s);
+    auto const office = ip("192.0.2.1");
+    for (int i = 0; i < 19; ++i) t.record_failure(office, "bob", t0 + std::chrono::seconds(i));
+    BOOST_TEST(!t.blocked(office, "alice", t0 + 20s).has_value());
+    BOOST_TEST(!t.blocked(office, "carol", t0 + 20s).has_value());
+}
+
+BOOST_AUTO_TEST_CASE(the_address_is_blocked_at_its_ceiling)
+{
+    auto s = small();
+    s.max_failures_per_user = 1000;
+    auth::failure_tracker t(s);
+    auto const a = ip("203.0.113.5");
+    for (int i = 0; i < 19; ++i) BOOST_TEST((t.record_failure(a, "bob", t0).now_blocked == block_scope::none));
+    BOOST_TEST((t.record_failure(a, "bob", t0).now_blocked == block_scope::address));
+    auto const b = t.blocked(a, "alice", t0);
+    BOOST_TEST_REQUIRE(b.has_value());
+    BOOST_TEST((b->scope == block_scope::address));
+    BOOST_TEST(t.blocked(a, "", t0).has_value());
+    // A further failure while blocked does not report the block again.
+    BOOST_TEST((t.record_failure(a, "bob", t0 + 1s).now_blocked == block_scope::none));
+}
+
+BOOST_AUTO_TEST_CASE(a_spray_of_names_blocks_the_address)
 {
     auth::failure_tracker t(small());
-    auto const t0 = std::chrono::steady_clock::time_point{} + 1000s;
-    for (int i = 0; i < 10; ++i) t.record_failure(ip("198.51.100.66"), "alice", t0);
-    BOOST_TEST(t.blocked(ip("198.51.100.66"), t0).has_value());
-    BOOST_TEST(!t.blocked(ip("192.0.2.7"), t0).has_value());
+    auto const a = ip("203.0.113.6");
+    std::vector<block_scope> got;
+    for (std::string name : {"a", "b", "c", "d", "e"}) got.push_back(t.record_failure(a, name, t0).now_blocked);
+    BOOST_TEST((got == std::vector<block_scope>{block_scope::none, block_scope::none, block_scope::none,
+                                                 block_scope::none, block_scope::address}));
+    BOOST_TEST(t.blocked(a, "alice", t0).has_value());
+    BOOST_TEST(!t.blocked(ip("203.0.113.7"), "alice", t0).has_value());
 }
 
 BOOST_AUTO_TEST_CASE(failures_outside_window_are_forgotten)
 {
     auth::failure_tracker t(small());
-    auto const t0 = std::chrono::steady_clock::time_point{} + 1000s;
     t.record_failure(ip("192.0.2.1"), "a", t0);
     t.record_failure(ip("192.0.2.1"), "a", t0 + 1s);
     auto v = t.record_failure(ip("192.0.2.1"), "a", t0 + 120s);
     BOOST_TEST(v.ip_count == 1u);
+    BOOST_TEST(v.pair_count == 1u);
+    BOOST_TEST(v.names == 1u);
     BOOST_TEST(v.delay.count() == 100);
-    BOOST_TEST(!v.now_blocked);
+    BOOST_TEST((v.now_blocked == block_scope::none));
     t.expire(t0 + 500s);
     BOOST_TEST(t.tracked() == 0u);
 }

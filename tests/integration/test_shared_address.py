@@ -1,0 +1,135 @@
+"""Brute-force defence that spares a shared address (issue 15, item 3). Two
+clients behind one NAT address (127.0.0.7): a phone with an old password in a
+loop, and a colleague with the right one. Real clients: poplib and smtplib,
+bound to that source address; the daemon's own counts and replies."""
+import base64
+import poplib
+import smtplib
+import threading
+import time
+
+import pytest
+
+from popgate_test import make_gateway  # noqa: F401  (fixture)
+
+NAT = "127.0.0.7"
+HOME = "127.0.0.8"
+AUTH = {"auth": {"failure_delay_ms": 100, "failure_delay_max_ms": 400, "max_failures_per_user": 4,
+                 "max_failures_per_ip": 40, "max_users_per_ip": 5, "block_time": 60, "failure_window": 300,
+                 "plaintext": "always"}}
+
+
+class SourcePOP3(poplib.POP3):
+    """poplib from a chosen loopback source address."""
+
+    def __init__(self, port, src):
+        self._src = src
+        super().__init__("127.0.0.1", port, timeout=15)
+
+    def _create_socket(self, timeout):
+        import socket
+        return socket.create_connection((self.host, self.port), timeout, source_address=(self._src, 0))
+
+
+def pop3_login(g, user, password, src):
+    """The reply to PASS (or the error) and how long PASS took."""
+    p = SourcePOP3(g.port("pop3"), src)
+    p.user(user)
+    t = time.perf_counter()
+    try:
+        r = p.pass_(password)
+    except poplib.error_proto as e:
+        r = e.args[0]
+    took = time.perf_counter() - t
+    try:
+        p.quit()
+    except (poplib.error_proto, OSError):
+        pass
+    return r, took
+
+
+def test_one_phone_with_an_old_password_does_not_lock_out_the_office(make_gateway):
+    g = make_gateway(overrides=AUTH)
+    g.add_user("bob", "new-pw")
+    g.add_user("alice", "alice-pw")
+    stop = threading.Event()
+    phone = []
+
+    def old_phone():
+        while not stop.is_set() and len(phone) < 40:
+            phone.append(pop3_login(g, "bob", "old-pw", NAT)[0])
+            time.sleep(0.05)  # a phone retries every few seconds; this one is faster
+
+    t = threading.Thread(target=old_phone)
+    t.start()
+    try:
+        # Alice, on the same address, logs in while bob's phone fails and
+        # then is refused: never refused and never delayed by bob's failures.
+        logins = 0
+        while logins < 8 or (len(phone) < 6 and logins < 60):
+            logins += 1
+            r, took = pop3_login(g, "alice", "alice-pw", NAT)
+            assert r.startswith(b"+OK Logged in"), r
+            assert took < 0.5, took  # a success waits for no failure delay
+            time.sleep(0.15)
+    finally:
+        stop.set()
+        t.join(30)
+    assert len(phone) >= 5
+    assert phone[:4] == [b"-ERR [AUTH] Authentication failed."] * 4
+    blocked = b"-ERR [AUTH] Too many authentication failures for this user from your address, try again in "
+    assert all(r.startswith(blocked) for r in phone[4:]), phone
+    assert g.wait_log(f"pop3 auth-block ip={NAT} scope=user user=bob failures_ip=4 failures_user_ip=4")
+    assert g.wait_log(f"pop3 login ip={NAT} result=blocked scope=user user=bob retry_after=")
+    # Bob's right password at that address is refused until the block ends
+    # (the phone there is what failed); bob from home logs in.
+    r, _ = pop3_login(g, "bob", "new-pw", NAT)
+    assert r.startswith(blocked), r
+    r, took = pop3_login(g, "bob", "new-pw", HOME)
+    assert r.startswith(b"+OK Logged in") and took < 0.5, (r, took)
+    # Alice's grant at the shared address was written.
+    assert ("alice",) in g.sql("SELECT user FROM relay_grants WHERE address=?", (NAT,))
+    # SMTP AUTH shares the rule: bob refused at the NAT (454, the session
+    # stays), alice authenticated there.
+    with smtplib.SMTP("127.0.0.1", g.port("smtp"), timeout=10, source_address=(NAT, 0)) as s:
+        s.ehlo("client.test")
+        code, msg = s.docmd("AUTH", "PLAIN " + base64.b64encode(b"\0bob\0new-pw").decode())
+        assert code == 454 and b"for this user from your address" in msg, (code, msg)
+        code, msg = s.docmd("AUTH", "PLAIN " + base64.b64encode(b"\0alice\0alice-pw").decode())
+        assert code == 235, (code, msg)
+
+
+def test_a_spray_of_names_blocks_the_whole_address(make_gateway):
+    g = make_gateway(overrides=AUTH)
+    g.add_user("alice", "alice-pw")
+    for i in range(5):
+        r, _ = pop3_login(g, f"guess{i}", "x", NAT)
+        assert r == b"-ERR [AUTH] Authentication failed.", r
+    assert g.wait_log(f"pop3 auth-block ip={NAT} scope=address failures_ip=5 failures_user_ip=1 names_ip=5")
+    r, _ = pop3_login(g, "alice", "alice-pw", NAT)
+    assert r.startswith(b"-ERR [AUTH] Too many authentication failures from your address, try again in "), r
+    with smtplib.SMTP("127.0.0.1", g.port("smtp"), timeout=10, source_address=(NAT, 0)) as s:
+        s.ehlo("client.test")
+        code, _ = s.docmd("AUTH", "PLAIN " + base64.b64encode(b"\0alice\0alice-pw").decode())
+        assert code == 421
+    # Another address is untouched.
+    r, _ = pop3_login(g, "alice", "alice-pw", HOME)
+    assert r.startswith(b"+OK Logged in"), r
+
+
+def test_the_address_ceiling_still_holds(make_gateway):
+    g = make_gateway(overrides={"auth": {**AUTH["auth"], "max_failures_per_user": 1000, "max_failures_per_ip": 6,
+                                         "failure_delay_ms": 0, "failure_delay_max_ms": 0}})
+    g.add_user("alice", "alice-pw")
+    for _ in range(6):
+        assert pop3_login(g, "bob", "x", NAT)[0] == b"-ERR [AUTH] Authentication failed."
+    r, _ = pop3_login(g, "alice", "alice-pw", NAT)
+    assert r.startswith(b"-ERR [AUTH] Too many authentication failures from your address"), r
+
+
+@pytest.mark.parametrize("key", ["max_failures_per_user", "max_users_per_ip"])
+def test_new_keys_are_checked(make_gateway, key):
+    g = make_gateway(overrides={"auth": {key: 0}}, start=False)
+    r = g.cli("check-config", check=False)
+    assert r.returncode != 0
+    assert key in r.stdout + r.stderr
