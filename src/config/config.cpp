@@ -2,6 +2,7 @@
 
 #include "popgate/default_config.hpp"
 #include "popgate/net/ip.hpp"
+#include "popgate/proto/smtpd_policy.hpp"
 
 #include <toml++/toml.h>
 
@@ -191,6 +192,9 @@ void read_listeners(toml::table const& root, settings& s, std::vector<error>& er
             sec.choice("tls", l.tls,
                        {{"none", tls_mode::none}, {"starttls", tls_mode::starttls}, {"implicit", tls_mode::implicit}});
             sec.boolean("auth_required", l.auth_required);
+            sec.str("policy_action_ok", l.policy_action_ok,
+                    [](auto const& v) { return popgate::proto::policy_action_valid(v); },
+                    "expected a Postfix action such as \"OK\": 1 to 200 printable ASCII characters");
             if (!t->contains("protocol"))
                 errors.push_back({t->source().begin.line, 0, "listener: 'protocol' is required"});
         }
@@ -204,6 +208,11 @@ void read_listeners(toml::table const& root, settings& s, std::vector<error>& er
                                   " is already used by another listener"});
         if (l.auth_required && l.protocol != "smtp")
             errors.push_back({t->source().begin.line, 0, "listener '" + l.name + "': auth_required is for smtp"});
+        if (t->contains("policy_action_ok") && l.protocol != "policy")
+            errors.push_back({t->source().begin.line, 0, "listener '" + l.name + "': policy_action_ok is for policy"});
+        // Postfix's and Exim's policy clients speak clear text (keep the port on loopback or a private network).
+        if (l.protocol == "policy" && l.tls != tls_mode::none)
+            errors.push_back({t->source().begin.line, 0, "listener '" + l.name + "': a policy listener has no TLS (tls = \"none\")"});
         s.listeners.push_back(std::move(l));
     }
 }
@@ -318,6 +327,7 @@ load_result parse(std::string_view text, std::filesystem::path const& source)
         // shorten it, so the floor is 1 second with the default at 600.
         sec.duration("pop3_idle_timeout", s.pop3_idle_timeout, 1, 86400);
         sec.duration("smtp_idle_timeout", s.smtp_idle_timeout, 1, 86400);
+        sec.duration("policy_idle_timeout", s.policy_idle_timeout, 1, 86400);
         sec.duration("data_timeout", s.data_timeout, 1, 86400);
         sec.duration("tls_handshake_timeout", s.tls_handshake_timeout, 1, 600);
         sec.duration("command_timeout", s.command_timeout, 1, 3600);

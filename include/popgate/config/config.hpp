@@ -28,6 +28,8 @@ struct listener {
     std::uint16_t port = 0;  // 0: an ephemeral port (tests); the daemon reports what it bound
     tls_mode tls = tls_mode::none;
     bool auth_required = false;  // SMTP submission: relay only after AUTH
+    // policy only: the action answered for a client that may relay.
+    std::string policy_action_ok = "OK";
 };
 
 // TLS 1.2 suites offered unless tls.ciphers says otherwise: forward secrecy
@@ -102,6 +104,8 @@ struct settings {
     std::size_t max_junk_commands = 100;           // NOOP/RSET/... in a row without progress
     std::chrono::seconds pop3_idle_timeout{600};
     std::chrono::seconds smtp_idle_timeout{300};
+    // Longer than Postfix's smtpd_policy_service_max_idle (300 s): Postfix closes first.
+    std::chrono::seconds policy_idle_timeout{600};
     std::chrono::seconds data_timeout{600};
     std::chrono::seconds tls_handshake_timeout{30};
     // A command line, a SASL exchange, or USER to PASS, once begun, must be
