@@ -276,6 +276,7 @@ load_result parse(std::string_view text, std::filesystem::path const& source)
         section sec(*t, "storage", errs);
         sec.path("database", s.database);
         sec.duration("busy_timeout_ms", s.busy_timeout, 0, 600000);
+        sec.str("group", s.database_group);
         sec.integer("audit_max_rows", s.audit_max_rows, 0, max_i32);
         sec.integer("audit_max_age_days", s.audit_max_age_days, 1, 36500);
     }

@@ -65,6 +65,9 @@ struct settings {
     // [storage]
     std::filesystem::path database = "var/popgate.db";
     std::chrono::milliseconds busy_timeout{5000};
+    // The MTA's group (Postfix's sqlite: table): it may read the database,
+    // its -wal/-shm files and its directory; "" = nobody but the daemon.
+    std::string database_group;
     std::size_t audit_max_rows = 100000;
     unsigned audit_max_age_days = 90;
 

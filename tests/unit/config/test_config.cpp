@@ -401,7 +401,7 @@ level = "debug"
     BOOST_TEST(s.log_level == "debug");
 }
 
-BOOST_AUTO_TEST_CASE(policy_listener)
+BOOST_AUTO_TEST_CASE(policy_listener_and_database_group)
 {
     constexpr std::string_view text = R"(
 [[listener]]
@@ -414,6 +414,9 @@ policy_action_ok = "PREPEND X-Relayed-By: popgate"
 protocol = "policy"
 port = 10041
 
+[storage]
+group = "postfix"
+
 [limits]
 policy_idle_timeout = 30
 )";
@@ -425,9 +428,11 @@ policy_idle_timeout = 30
     BOOST_TEST(s.listeners[0].policy_action_ok == "PREPEND X-Relayed-By: popgate");
     BOOST_TEST((s.listeners[0].tls == tls_mode::none));
     BOOST_TEST(s.listeners[1].policy_action_ok == "OK");  // the default
+    BOOST_TEST(s.database_group == "postfix");
     BOOST_TEST(s.policy_idle_timeout.count() == 30);
     auto const d = parse(one_listener);
     BOOST_TEST_REQUIRE(d.value.has_value());
+    BOOST_TEST(d.value->database_group == "");
     BOOST_TEST(d.value->policy_idle_timeout.count() == 600);
 }
 
