@@ -330,3 +330,19 @@ def test_mta_connections_are_not_limited_per_address(make_gateway):
         p.quit()
     for c in clients:
         c.close()
+
+
+def test_past_max_sessions_the_mta_is_told_to_try_later(make_gateway):
+    g = make_gateway(overrides={"limits": {"max_sessions": 1}},
+                     listeners=[{"name": "policy", "protocol": "policy", "tls": "none"}])
+    first = PolicyClient(g)
+    assert first.ask(request("192.0.2.7")) == "action=DUNNO"
+    second = PolicyClient(g)
+    # The answer comes before the request: Postfix reads it after writing
+    # its request, and a relay attempt is deferred, not refused for good.
+    assert second.answer() == "action=DEFER_IF_REJECT 4.3.2 Policy service busy, try again later"
+    assert second.closed()
+    second.close()
+    assert first.ask(request("192.0.2.7")) == "action=DUNNO"   # the admitted one goes on
+    first.close()
+    assert g.wait_log("policy refused ip=127.0.0.1 listener=policy reason=too many sessions")
