@@ -149,7 +149,6 @@ class PrivatePostfix:
                               capture_output=True, text=True, timeout=60, check=check)
 
     def start(self):
-        self._postfix("set-permissions", check=False)  # makes the queue's subdirectories, owned right
         r = self._postfix("start", check=False)
         if r.returncode != 0:
             raise RuntimeError(f"postfix start failed: {r.stdout}{r.stderr}\n{self.log()}")
