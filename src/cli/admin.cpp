@@ -48,6 +48,7 @@ std::unique_ptr<store::store> open_db(global_options const& g, db_open how = db_
     o.busy_timeout = s.busy_timeout;
     o.must_exist = how != db_open::create;
     o.migrate = how != db_open::existing;
+    o.keep_wal_files = !s.database_group.empty();  // an MTA reads the files while the daemon is down too
     return store::open_sqlite_store(g.db_path.empty() ? s.database : std::filesystem::path(g.db_path), o);
 }
 

@@ -2,6 +2,7 @@
 
 #include "popgate/default_config.hpp"
 #include "popgate/net/ip.hpp"
+#include "popgate/proto/smtpd_policy.hpp"
 
 #include <toml++/toml.h>
 
@@ -248,6 +249,9 @@ void read_listeners(toml::table const& root, settings& s, std::vector<error>& er
             sec.boolean("grant", l.grant);
             sec.boolean("proxy_protocol", l.proxy_protocol);
             sec.networks("trusted_proxies", l.trusted_proxies);
+            sec.str("policy_action_ok", l.policy_action_ok,
+                    [](auto const& v) { return popgate::proto::policy_action_valid(v); },
+                    "expected a Postfix action such as \"OK\": 1 to 200 printable ASCII characters");
             if (!t->contains("protocol"))
                 errors.push_back({t->source().begin.line, 0, "listener: 'protocol' is required"});
         }
@@ -274,6 +278,9 @@ void read_listeners(toml::table const& root, settings& s, std::vector<error>& er
         if (!t->contains("trusted_proxies")) l.trusted_proxies = s.trusted_proxies;
         if (l.proxy_protocol && l.trusted_proxies.empty())
             refuse("proxy_protocol = true needs trusted_proxies, on the listener or in [server]: no one could connect");
+        if (t->contains("policy_action_ok") && l.protocol != "policy") refuse("policy_action_ok is for policy");
+        // Postfix's and Exim's policy clients speak clear text (keep the port on loopback or a private network).
+        if (l.protocol == "policy" && l.tls != tls_mode::none) refuse("a policy listener has no TLS (tls = \"none\")");
         s.listeners.push_back(std::move(l));
     }
 }
@@ -339,6 +346,7 @@ load_result parse(std::string_view text, std::filesystem::path const& source)
         section sec(*t, "storage", errs);
         sec.path("database", s.database);
         sec.duration("busy_timeout_ms", s.busy_timeout, 0, 600000);
+        sec.str("group", s.database_group);
         sec.integer("audit_max_rows", s.audit_max_rows, 0, max_i32);
         sec.integer("audit_max_age_days", s.audit_max_age_days, 1, 36500);
     }
@@ -390,6 +398,7 @@ load_result parse(std::string_view text, std::filesystem::path const& source)
         // shorten it, so the floor is 1 second with the default at 600.
         sec.duration("pop3_idle_timeout", s.pop3_idle_timeout, 1, 86400);
         sec.duration("smtp_idle_timeout", s.smtp_idle_timeout, 1, 86400);
+        sec.duration("policy_idle_timeout", s.policy_idle_timeout, 1, 86400);
         sec.duration("data_timeout", s.data_timeout, 1, 86400);
         sec.duration("tls_handshake_timeout", s.tls_handshake_timeout, 1, 600);
         sec.duration("command_timeout", s.command_timeout, 1, 3600);

@@ -1,5 +1,6 @@
 #include "popgate/daemon/context.hpp"
 
+#include "popgate/session/policy/policy_protocol.hpp"
 #include "popgate/session/pop3/pop3_protocol.hpp"
 #include "popgate/session/smtp/smtp_protocol.hpp"
 
@@ -48,6 +49,11 @@ session::pop3_services context::pop3_services()
 session::smtp_services context::smtp_services()
 {
     return {blocking_, auth_, {failures_, writes_}, relay_, upstreams_, data_in_flight_};
+}
+
+session::policy_services context::policy_services()
+{
+    return {relay_};
 }
 
 server::protocol* context::protocol(std::string_view name) noexcept

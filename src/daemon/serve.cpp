@@ -308,7 +308,9 @@ int serve(std::string const& config_file, std::string const& db_override, serve_
         auto tls = load_tls(srv, *settings);
         store::sqlite_options so;
         so.busy_timeout = settings->busy_timeout;
+        so.keep_wal_files = !settings->database_group.empty();
         auto db = store::open_sqlite_store(settings->database, so);
+        share_database(*settings, srv.account);  // storage.group, now that the files exist
         unsigned const cores = std::max(1u, std::thread::hardware_concurrency());
         srv.ctx = std::make_unique<context>(settings, std::move(db), std::max(2u, cores));
         srv.ctx->live().set_tls(std::move(tls));

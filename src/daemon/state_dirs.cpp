@@ -250,4 +250,27 @@ void prepare_state_dirs(config::settings const& s, service_account const& a)
     }
 }
 
+void share_database(config::settings const& s, service_account const& a)
+{
+    if (s.database_group.empty()) return;
+    group const* gr = ::getgrnam(s.database_group.c_str());
+    if (!gr) throw std::runtime_error("storage.group '" + s.database_group + "' does not exist");
+    gid_t const gid = gr->gr_gid;
+    uid_t const owner = a.switches ? a.uid : static_cast<uid_t>(-1);
+    auto share = [&](fs::path const& p, mode_t mode) {
+        if (::chown(p.c_str(), owner, gid) != 0 || ::chmod(p.c_str(), mode) != 0)
+            throw std::runtime_error("storage.group: cannot give " + p.string() + " to group " + s.database_group +
+                                     " with mode " + octal(mode) + ": " + std::strerror(errno) + "; " +
+                                     describe(p) + " (popgate must start as root, or as a member of " +
+                                     s.database_group + ")");
+    };
+    auto const db_dir = s.database.has_parent_path() ? s.database.parent_path() : fs::path(".");
+    share(db_dir, 02750);
+    share(s.database, 0640);
+    for (char const* suffix : {"-wal", "-shm"}) {
+        fs::path const f = s.database.string() + suffix;
+        if (std::error_code ec; fs::exists(f, ec)) share(f, 0640);
+    }
+}
+
 }  // namespace popgate::daemon

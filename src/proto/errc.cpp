@@ -25,6 +25,8 @@ public:
         case errc::bad_address_literal: return "invalid IP address";
         case errc::too_long: return "too long";
         case errc::out_of_range: return "out of range";
+        case errc::too_many_attributes: return "too many attributes";
+        case errc::bad_attribute: return "malformed attribute";
         }
         return "unknown proto error";
     }

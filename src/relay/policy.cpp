@@ -54,11 +54,12 @@ verdict policy::local(request const& r, config::settings const& s)
 verdict policy::decide(request const& r, config::settings const& s)
 {
     try {
-        auto const d = decider_.decide(r.client, r.authenticated, r.auth_required, is_local_domain(s, r.domain),
-                                       r.local_needs_auth);
+        bool const own = r.from == asker::smtp_listener;
+        auto const d = decider_.decide(r.client, r.authenticated, r.auth_required,
+                                       own && is_local_domain(s, r.domain), r.local_needs_auth);
         if (d.verdict == proto::relay_verdict::local) return local(r, s);
         verdict v{d.verdict, d.detail, std::nullopt};
-        if (d.verdict == proto::relay_verdict::deny)
+        if (d.verdict == proto::relay_verdict::deny && own)
             writes_.post(store::audit_record{"deny", r.client.to_string(), "", std::string(r.address)});
         else if (d.verdict == proto::relay_verdict::relay_grant && !d.grant_address.empty())
             writes_.post(store::grant_touch{d.grant_address, store::now()});

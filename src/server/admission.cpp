@@ -26,12 +26,17 @@ std::size_t address_window::count(net::ip_address const& peer, time_point now)
     return 0;
 }
 
-bool admission_control::admit(net::ip_address const& peer, config::settings const& s, std::string& why)
+bool admission_control::admit(net::ip_address const& peer, config::settings const& s, std::string& why,
+                              address_limits l)
 {
     std::lock_guard lock(mutex_);
     if (active_.load() >= s.max_sessions) {
         why = "too many sessions (limits.max_sessions=" + std::to_string(s.max_sessions) + ")";
         return false;
+    }
+    if (l == address_limits::exempt) {
+        ++active_;
+        return true;
     }
     auto const now = std::chrono::steady_clock::now();
     // Counted whether or not the connection is then admitted, so hammering
@@ -64,11 +69,13 @@ std::size_t admission_control::note_slow(net::ip_address const& peer)
     return slow_.add(peer, std::chrono::steady_clock::now());
 }
 
-void admission_control::release(net::ip_address const& peer)
+void admission_control::release(net::ip_address const& peer, address_limits l)
 {
     std::lock_guard lock(mutex_);
-    auto it = per_ip_.find(peer);
-    if (it != per_ip_.end() && --it->second == 0) per_ip_.erase(it);
+    if (l == address_limits::apply) {
+        auto it = per_ip_.find(peer);
+        if (it != per_ip_.end() && --it->second == 0) per_ip_.erase(it);
+    }
     --active_;
 }
 

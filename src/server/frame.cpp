@@ -260,14 +260,15 @@ asio::awaitable<void> serve_connection(tcp::socket sock, config::listener const&
     // rate-limited, granted, decided on and logged.
     net::ip_address const peer = from.ip;
     std::string why;
-    if (!env.admission.admit(peer, *settings, why)) {
+    auto const limits = p.limits_per_address();
+    if (!env.admission.admit(peer, *settings, why, limits)) {
         spdlog::warn("{} refused ip={} listener={} reason={}", proto, peer.to_string(), l.name, why);
         // Under implicit TLS a clear-text line would be noise to the client.
         if (l.tls != config::tls_mode::implicit) send_now(sock, p.refusal(why, *settings));
         sock.close(ec);
         co_return;
     }
-    admission_slot const admitted{env.admission, peer};
+    admission_slot const admitted{env.admission, peer, limits};
 
     io::session_clock clock;
     tcp_stream st(sock, env.live.tls(), proto);
@@ -300,7 +301,7 @@ asio::awaitable<void> serve_connection(tcp::socket sock, config::listener const&
     clock.finished = true;
     // A timeout the session already named more closely ("timeout-in-data") stays.
     if (clock.expired && c.end_reason.rfind("timeout", 0) != 0) c.end_reason = "timeout";
-    if (c.end_reason == "timeout-command") {
+    if (c.end_reason == "timeout-command" && limits == address_limits::apply) {
         auto const n = env.admission.note_slow(c.peer);
         spdlog::warn("sid={} {} command too slow ip={} limit={}s slow_sessions={}", c.sid, proto, c.ip,
                      c.settings->command_timeout.count(), n);

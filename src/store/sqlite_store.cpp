@@ -101,6 +101,10 @@ conn_ptr open_connection(std::filesystem::path const& path, sqlite_options const
                               (raw ? sqlite3_errmsg(raw) : sqlite3_errstr(rc)));
     sqlite3_extended_result_codes(db.get(), 1);
     sqlite3_busy_timeout(db.get(), static_cast<int>(o.busy_timeout.count()));
+    if (o.keep_wal_files) {
+        int on = 1;
+        sqlite3_file_control(db.get(), "main", SQLITE_FCNTL_PERSIST_WAL, &on);
+    }
     // WAL: readers (the relay decision, Postfix's read-only lookups) never wait
     // for the writer. synchronous=NORMAL in WAL mode keeps every commit across a
     // process crash; only an OS crash may lose the last transactions.

@@ -44,6 +44,8 @@ struct listener {
     bool proxy_protocol = false;
     // The listener's own list, or [server] trusted_proxies when it has none.
     std::vector<net::cidr> trusted_proxies;
+    // policy only: the action answered for a client that may relay.
+    std::string policy_action_ok = "OK";
 
     bool starttls() const noexcept { return tls == tls_mode::starttls || tls == tls_mode::required; }
     bool tls_required() const noexcept { return tls == tls_mode::required; }
@@ -85,6 +87,9 @@ struct settings {
     // [storage]
     std::filesystem::path database = "var/popgate.db";
     std::chrono::milliseconds busy_timeout{5000};
+    // The MTA's group (Postfix's sqlite: table): it may read the database,
+    // its -wal/-shm files and its directory; "" = nobody but the daemon.
+    std::string database_group;
     std::size_t audit_max_rows = 100000;
     unsigned audit_max_age_days = 90;
 
@@ -126,6 +131,8 @@ struct settings {
     std::size_t max_junk_commands = 100;           // NOOP/RSET/... in a row without progress
     std::chrono::seconds pop3_idle_timeout{600};
     std::chrono::seconds smtp_idle_timeout{300};
+    // Longer than Postfix's smtpd_policy_service_max_idle (300 s): Postfix closes first.
+    std::chrono::seconds policy_idle_timeout{600};
     std::chrono::seconds data_timeout{600};
     std::chrono::seconds tls_handshake_timeout{30};
     // A command line, a SASL exchange, or USER to PASS, once begun, must be

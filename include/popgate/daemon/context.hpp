@@ -26,6 +26,7 @@
 namespace popgate::session {
 struct pop3_services;
 struct smtp_services;
+struct policy_services;
 }  // namespace popgate::session
 
 namespace popgate::daemon {
@@ -55,6 +56,7 @@ public:
     // The services of each protocol.
     session::pop3_services pop3_services();
     session::smtp_services smtp_services();
+    session::policy_services policy_services();
 
     // The registered protocol of that name (daemon/protocols.cpp), or nullptr.
     server::protocol* protocol(std::string_view name) noexcept;

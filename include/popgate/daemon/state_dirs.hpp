@@ -40,4 +40,15 @@ void prepare_log_file(std::filesystem::path const& file, service_account const& 
 // check switches the process's effective ids for a moment.
 void prepare_state_dirs(config::settings const& s, service_account const& a);
 
+// storage.group: lets that group (the MTA's: Postfix's sqlite: table) read
+// the database and nobody else. The database directory becomes
+// account:group 02750 (setgid: -wal/-shm files made later, by the daemon or
+// by `popgate` run as another user, get the group too), the database and
+// its -wal/-shm files account:group 0640 (SQLite gives new -wal/-shm files
+// the database file's mode). Call it once the database exists. Nothing
+// when the key is empty. Throws std::runtime_error naming the key and the
+// path when the group does not exist or cannot be given (the daemon must
+// run as root or be a member of it).
+void share_database(config::settings const& s, service_account const& a);
+
 }  // namespace popgate::daemon

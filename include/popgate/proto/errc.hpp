@@ -21,6 +21,8 @@ enum class errc {
     bad_address_literal,
     too_long,
     out_of_range,
+    too_many_attributes,  // a policy request with more name=value lines than allowed
+    bad_attribute,        // a policy line that is not name=value, or names an attribute twice
 };
 
 boost::system::error_category const& proto_category() noexcept;

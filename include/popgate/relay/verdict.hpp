@@ -11,6 +11,14 @@
 
 namespace popgate::relay {
 
+// Who asks. popgate's own SMTP listener decides for its own local domains
+// too, and a refusal is final (a "deny" audit row). Another MTA asking over
+// the policy listener asks only whether the client may relay: its own
+// domains are its business, not mail.local_domains, and a "no" is no
+// refusal (its later restrictions decide; most such requests are inbound
+// mail to its own domains), so it leaves no audit row.
+enum class asker { smtp_listener, mta };
+
 struct request {
     net::ip_address client;
     std::string_view local_part;  // of the recipient, unquoted
@@ -19,6 +27,7 @@ struct request {
     bool authenticated = false;   // SMTP AUTH succeeded in this session
     bool auth_required = false;   // the listener relays for AUTH only
     bool local_needs_auth = false;  // ... and delivers locally for AUTH only
+    asker from = asker::smtp_listener;
 };
 
 // A local recipient's mailbox (verdict local).

@@ -31,12 +31,20 @@ private:
     std::map<net::ip_address, std::deque<time_point>> times_;
 };
 
+// Which limits a listener's connections meet. Mail clients meet all of
+// them; the clients of a protocol that serves MTAs (policy: a connection
+// per Postfix smtpd process, all from the MTA's address) meet only
+// limits.max_sessions, and neither count against nor are refused for their
+// address.
+enum class address_limits { apply, exempt };
+
 class admission_control {
 public:
     // false (with the reason for the log) past a limit. Every admitted
-    // connection calls release() once.
-    bool admit(net::ip_address const& peer, config::settings const& s, std::string& why);
-    void release(net::ip_address const& peer);
+    // connection calls release() once, with the same `l`.
+    bool admit(net::ip_address const& peer, config::settings const& s, std::string& why,
+               address_limits l = address_limits::apply);
+    void release(net::ip_address const& peer, address_limits l = address_limits::apply);
     // A session of `peer` was cut by limits.command_timeout: it counts
     // against the address (limits.max_slow_sessions_per_ip in 10 minutes).
     // Returns the address's count in the window.
@@ -54,14 +62,18 @@ private:
 // Holds one admission slot for the life of a session.
 class admission_slot {
 public:
-    admission_slot(admission_control& a, net::ip_address peer) : a_(a), peer_(peer) {}
-    ~admission_slot() { a_.release(peer_); }
+    admission_slot(admission_control& a, net::ip_address peer, address_limits l = address_limits::apply)
+        : a_(a), peer_(peer), limits_(l)
+    {
+    }
+    ~admission_slot() { a_.release(peer_, limits_); }
     admission_slot(admission_slot const&) = delete;
     admission_slot& operator=(admission_slot const&) = delete;
 
 private:
     admission_control& a_;
     net::ip_address peer_;
+    address_limits limits_;
 };
 
 }  // namespace popgate::server

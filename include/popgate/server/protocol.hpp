@@ -8,6 +8,7 @@
 #include "popgate/io/line_io.hpp"
 #include "popgate/io/stream.hpp"
 #include "popgate/net/ip.hpp"
+#include "popgate/server/admission.hpp"
 
 #include <boost/asio/awaitable.hpp>
 
@@ -49,6 +50,9 @@ public:
     virtual ~protocol() = default;
     // The name a [[listener]] uses ("pop3", "smtp").
     virtual std::string_view name() const noexcept = 0;
+    // Whether the per-address admission limits apply to its connections
+    // (server/admission.hpp): they do for mail clients.
+    virtual address_limits limits_per_address() const noexcept { return address_limits::apply; }
     // Sent in clear, best effort, to a connection that admission refused.
     virtual std::string refusal(std::string_view why, config::settings const& s) const = 0;
     // The session for one admitted connection; `c` outlives it.

@@ -14,6 +14,11 @@ struct sqlite_options {
     // How often a read checks that the path still names the open file (a
     // stat); writes check every time, just before they commit.
     std::chrono::milliseconds file_check_interval{2000};
+    // Leave the -wal and -shm files in place when the last connection closes
+    // (SQLITE_FCNTL_PERSIST_WAL): a reader that may not create files in the
+    // directory (an MTA's lookup table, storage.group) then still finds them
+    // while nobody else has the database open.
+    bool keep_wal_files = false;
 };
 
 // Opens (and by default migrates) the database; throws store_error with a

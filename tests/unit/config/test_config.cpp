@@ -309,6 +309,13 @@ error_case const error_cases[]{
     {"bad log target", "[[listener]]\nprotocol = \"pop3\"\n[log]\ntarget = \"journal\"\n", 4, "\"syslog\""},
     {"trusted_proxies not an array",
      "[server]\ntrusted_proxies = \"127.0.0.1\"\n[[listener]]\nprotocol = \"pop3\"\n", 2, "array"},
+    {"policy_action_ok on smtp", "[[listener]]\nprotocol = \"smtp\"\npolicy_action_ok = \"OK\"\n", 1,
+     "policy_action_ok is for policy"},
+    {"policy_action_ok empty", "[[listener]]\nprotocol = \"policy\"\npolicy_action_ok = \"\"\n", 3,
+     "Postfix action"},
+    {"policy_action_ok with a newline", "[[listener]]\nprotocol = \"policy\"\npolicy_action_ok = \"OK\\nX\"\n", 3,
+     "Postfix action"},
+    {"policy listener with TLS", "[[listener]]\nprotocol = \"policy\"\ntls = \"starttls\"\n", 1, "no TLS"},
     {"no listeners", "[server]\nhostname = \"mx\"\n", 0, "listener"},
     {"empty file", "", 0, "listener"},
 };
@@ -449,6 +456,41 @@ level = "debug"
     BOOST_TEST(s.pop3_max_line == 1000u);
     BOOST_TEST(s.max_recipients == 500u);
     BOOST_TEST(s.log_level == "debug");
+}
+
+BOOST_AUTO_TEST_CASE(policy_listener_and_database_group)
+{
+    constexpr std::string_view text = R"(
+[[listener]]
+name = "policy"
+protocol = "policy"
+port = 10040
+policy_action_ok = "PREPEND X-Relayed-By: popgate"
+
+[[listener]]
+protocol = "policy"
+port = 10041
+
+[storage]
+group = "postfix"
+
+[limits]
+policy_idle_timeout = 30
+)";
+    auto const r = parse(text);
+    BOOST_TEST_REQUIRE(r.errors.empty(), all_errors(r));
+    auto const& s = *r.value;
+    BOOST_TEST_REQUIRE(s.listeners.size() == 2u);
+    BOOST_TEST(s.listeners[0].protocol == "policy");
+    BOOST_TEST(s.listeners[0].policy_action_ok == "PREPEND X-Relayed-By: popgate");
+    BOOST_TEST((s.listeners[0].tls == tls_mode::none));
+    BOOST_TEST(s.listeners[1].policy_action_ok == "OK");  // the default
+    BOOST_TEST(s.database_group == "postfix");
+    BOOST_TEST(s.policy_idle_timeout.count() == 30);
+    auto const d = parse(one_listener);
+    BOOST_TEST_REQUIRE(d.value.has_value());
+    BOOST_TEST(d.value->database_group == "");
+    BOOST_TEST(d.value->policy_idle_timeout.count() == 600);
 }
 
 struct policy_case {

@@ -42,12 +42,20 @@ struct policy_fixture {
     }
 
     relay::verdict decide(std::string_view client, std::string_view local, std::string_view domain,
-                          bool authenticated = false, bool auth_required = false)
+                          bool authenticated = false, bool auth_required = false,
+                          relay::asker from = relay::asker::smtp_listener)
     {
         auto const a = net::parse_ip(client);
         BOOST_TEST_REQUIRE(a.has_value());
         std::string const address = domain.empty() ? std::string(local) : std::string(local) + "@" + std::string(domain);
-        return policy.decide({*a, local, domain, address, authenticated, auth_required}, s);
+        return policy.decide({*a, local, domain, address, authenticated, auth_required, false, from}, s);
+    }
+
+    // The question another MTA asks over the policy listener.
+    relay::verdict mta_asks(std::string_view client, std::string_view local, std::string_view domain,
+                            bool authenticated = false)
+    {
+        return decide(client, local, domain, authenticated, false, relay::asker::mta);
     }
 
     void grant(std::string const& address, store::unix_time ttl)
@@ -166,6 +174,53 @@ BOOST_AUTO_TEST_CASE(unreadable_store_is_a_tempfail_never_a_relay)
     auto const v = decide("203.0.113.9", "x", "example.org");
     BOOST_TEST((v.what == relay_verdict::tempfail));
     BOOST_TEST(!v.detail.empty());
+}
+
+BOOST_AUTO_TEST_CASE(mta_asking_about_our_local_domain_gets_no_relay_from_it)
+{
+    // Postfix's own domains are Postfix's business: popgate's local domains
+    // neither grant relay nor look up a mailbox when another MTA asks.
+    auto const v = mta_asks("203.0.113.9", "alice", "gw.test");
+    BOOST_TEST((v.what == relay_verdict::deny));
+    BOOST_TEST(!v.box.has_value());
+    BOOST_TEST((mta_asks("203.0.113.9", "postmaster", "").what == relay_verdict::deny));
+}
+
+BOOST_AUTO_TEST_CASE(mta_asking_gets_the_same_grants_networks_and_sasl)
+{
+    grant("203.0.113.9", 600);
+    BOOST_TEST((mta_asks("203.0.113.9", "x", "example.org").what == relay_verdict::relay_grant));
+    // A grant counts for any recipient, Postfix's own domains too (as permit_mynetworks).
+    BOOST_TEST((mta_asks("203.0.113.9", "alice", "gw.test").what == relay_verdict::relay_grant));
+    BOOST_TEST((mta_asks("203.0.113.10", "x", "example.org").what == relay_verdict::deny));
+    BOOST_TEST((mta_asks("198.51.100.1", "x", "example.org", true).what == relay_verdict::relay_auth));
+    store::network n;
+    n.cidr = "2001:db8::/32";
+    db->add_network(n);
+    BOOST_TEST((mta_asks("2001:db8:1::7", "x", "example.org").what == relay_verdict::relay_network));
+    BOOST_TEST((mta_asks("2001:db9::7", "x", "example.org").what == relay_verdict::deny));
+    drain();
+    auto const gs = db->list_grants(false, store::now());
+    BOOST_TEST_REQUIRE(gs.size() == 1u);
+    BOOST_TEST(gs[0].hits == 2);  // the hits are counted as at an RCPT
+}
+
+BOOST_AUTO_TEST_CASE(mta_asking_leaves_no_deny_row)
+{
+    // Most of what Postfix asks about is inbound mail to its own domains:
+    // "no grant" there is no refusal, and must not flood the audit log.
+    BOOST_TEST((mta_asks("203.0.113.9", "x", "example.org").what == relay_verdict::deny));
+    drain();
+    BOOST_TEST(audit_rows("deny") == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(mta_asking_with_an_unreadable_store_gets_a_tempfail)
+{
+    sqlite3* raw = nullptr;
+    BOOST_TEST_REQUIRE(sqlite3_open(file.c_str(), &raw) == SQLITE_OK);
+    BOOST_TEST_REQUIRE(sqlite3_exec(raw, "DROP TABLE relay_grants", nullptr, nullptr, nullptr) == SQLITE_OK);
+    sqlite3_close(raw);
+    BOOST_TEST((mta_asks("203.0.113.9", "x", "example.org").what == relay_verdict::tempfail));
 }
 
 BOOST_AUTO_TEST_SUITE_END()
