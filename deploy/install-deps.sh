@@ -7,6 +7,7 @@ libboost1.81-dev libboost-test1.81-dev libssl-dev openssl libsqlite3-dev sqlite3
 libspdlog-dev libtomlplusplus-dev libcli11-dev libcrypt-dev
 python3 python3-pytest python3-aiosmtpd swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl
 curl mpop fetchmail
+dovecot-core dovecot-imapd dovecot-pop3d
 clang-14 libclang-rt-14-dev"
 missing=""
 for p in $pkgs; do
@@ -16,6 +17,18 @@ done
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 echo "installing:$missing" >&2
+# Packages with a daemon (dovecot) must not start the system service: the
+# tests run private instances on their own ports. policy-rc.d exit 101 tells
+# invoke-rc.d "not allowed"; ours only while apt runs, and never over one
+# the administrator has.
+policy=/usr/sbin/policy-rc.d
+own_policy=""
+if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+    $SUDO chmod 755 "$policy"
+    own_policy=yes
+fi
+trap '[ -z "$own_policy" ] || $SUDO rm -f "$policy"' EXIT
 $SUDO apt-get update -qq
 # shellcheck disable=SC2086
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
