@@ -1,5 +1,7 @@
 #include "popgate/daemon/context.hpp"
 
+#include "popgate/session/http/dovecot_policy.hpp"
+#include "popgate/session/http/http_protocol.hpp"
 #include "popgate/session/pop3/pop3_protocol.hpp"
 #include "popgate/session/smtp/smtp_protocol.hpp"
 
@@ -24,6 +26,11 @@ context::context(std::shared_ptr<config::settings const> s, std::unique_ptr<stor
       failures_(throttle_of(*s))
 {
     auth_.set_cache_ttl(s->credential_cache_ttl);
+    // One line per route; /metrics is meant to be one more.
+    http_routes_.push_back(std::make_unique<session::healthz_route>());
+    http_routes_.push_back(std::make_unique<session::readyz_route>(state_, *db_, blocking_));
+    http_routes_.push_back(std::make_unique<session::dovecot_policy_route>(writes_, decider_));
+    for (auto const& r : http_routes_) http_route_list_.push_back(r.get());
     protocols_ = make_protocols(*this);
 }
 
@@ -48,6 +55,8 @@ session::smtp_services context::smtp_services()
 {
     return {blocking_, auth_, {failures_, writes_}, relay_, upstreams_, data_in_flight_};
 }
+
+session::http_services context::http_services() { return {http_route_list_}; }
 
 server::protocol* context::protocol(std::string_view name) noexcept
 {

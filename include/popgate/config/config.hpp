@@ -1,6 +1,8 @@
 #pragma once
 // The daemon's configuration: one TOML file (config/popgate.toml documents every
 // key). Unknown keys and wrong types are errors reported with their line.
+#include "popgate/net/ip.hpp"
+
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
@@ -28,6 +30,13 @@ struct listener {
     std::uint16_t port = 0;  // 0: an ephemeral port (tests); the daemon reports what it bound
     tls_mode tls = tls_mode::none;
     bool auth_required = false;  // SMTP submission: relay only after AUTH
+    // protocol "http" only: the peers served (others get 403), and the file
+    // holding the secret Dovecot sends in X-API-Key (empty: none required).
+    std::vector<net::cidr> trusted_networks = default_http_trusted();
+    std::filesystem::path api_key_file;
+    std::string api_key;  // read from api_key_file by load(); never logged
+
+    static std::vector<net::cidr> default_http_trusted();
 };
 
 // TLS 1.2 suites offered unless tls.ciphers says otherwise: forward secrecy
@@ -102,6 +111,7 @@ struct settings {
     std::size_t max_junk_commands = 100;           // NOOP/RSET/... in a row without progress
     std::chrono::seconds pop3_idle_timeout{600};
     std::chrono::seconds smtp_idle_timeout{300};
+    std::chrono::seconds http_idle_timeout{60};  // between requests on a kept-alive HTTP connection
     std::chrono::seconds data_timeout{600};
     std::chrono::seconds tls_handshake_timeout{30};
     // A command line, a SASL exchange, or USER to PASS, once begun, must be
