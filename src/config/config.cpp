@@ -6,6 +6,7 @@
 
 #include <toml++/toml.h>
 
+#include <algorithm>
 #include <fstream>
 #include <functional>
 #include <set>
@@ -207,6 +208,30 @@ void read_plaintext(section& sec, plaintext_policy& out)
                 {"always", plaintext_policy::always}});
 }
 
+// The keys only an HTTP listener takes (trusted peers, the Dovecot secret).
+void read_http_keys(section& sec, toml::table const& t, listener& l, std::vector<error>& errors)
+{
+    bool const http = t["protocol"].value<std::string>() == "http";
+    for (auto const key : {"trusted_networks", "api_key_file"})
+        if (!http && t.contains(key))
+            errors.push_back({t.source().begin.line, 0, std::string("listener: ") + key + " is for protocol \"http\""});
+    if (auto const* n = t.get("trusted_networks")) {
+        std::vector<std::string> nets;
+        std::size_t const before = errors.size();
+        sec.strings("trusted_networks", nets);
+        if (errors.size() != before) return;
+        std::vector<net::cidr> parsed;
+        for (auto const& v : nets) {
+            std::string why;
+            auto c = net::parse_cidr(v, &why);
+            if (!c) return sec.fail(*n, "trusted_networks: '" + v + "': " + why);
+            parsed.push_back(*c);
+        }
+        l.trusted_networks = std::move(parsed);  // [] : nobody
+    }
+    sec.path("api_key_file", l.api_key_file);
+}
+
 void read_listeners(toml::table const& root, settings& s, std::vector<error>& errors)
 {
     auto const* n = root.get("listener");
@@ -252,6 +277,7 @@ void read_listeners(toml::table const& root, settings& s, std::vector<error>& er
             sec.str("policy_action_ok", l.policy_action_ok,
                     [](auto const& v) { return popgate::proto::policy_action_valid(v); },
                     "expected a Postfix action such as \"OK\": 1 to 200 printable ASCII characters");
+            read_http_keys(sec, *t, l, errors);
             if (!t->contains("protocol"))
                 errors.push_back({t->source().begin.line, 0, "listener: 'protocol' is required"});
         }
@@ -399,6 +425,7 @@ load_result parse(std::string_view text, std::filesystem::path const& source)
         sec.duration("pop3_idle_timeout", s.pop3_idle_timeout, 1, 86400);
         sec.duration("smtp_idle_timeout", s.smtp_idle_timeout, 1, 86400);
         sec.duration("policy_idle_timeout", s.policy_idle_timeout, 1, 86400);
+        sec.duration("http_idle_timeout", s.http_idle_timeout, 1, 86400);
         sec.duration("data_timeout", s.data_timeout, 1, 86400);
         sec.duration("tls_handshake_timeout", s.tls_handshake_timeout, 1, 600);
         sec.duration("command_timeout", s.command_timeout, 1, 3600);
@@ -439,13 +466,49 @@ load_result parse(std::string_view text, std::filesystem::path const& source)
     return r;
 }
 
+std::vector<net::cidr> listener::default_http_trusted()
+{
+    return {*net::parse_cidr("127.0.0.0/8"), *net::parse_cidr("::1/128")};
+}
+
+namespace {
+// The first line of an HTTP listener's api_key_file, read with the rest of
+// the configuration (at start, as root, and at every reload).
+void read_api_keys(load_result& r)
+{
+    for (auto& l : r.value->listeners) {
+        if (l.api_key_file.empty()) continue;
+        std::ifstream in(l.api_key_file, std::ios::binary);
+        if (!in.is_open()) {
+            r.errors.push_back({0, 0, "listener '" + l.name + "': cannot read api_key_file " + l.api_key_file.string()});
+            continue;
+        }
+        std::string key;
+        std::getline(in, key);
+        while (!key.empty() && (key.back() == '\r' || key.back() == ' ' || key.back() == '\t')) key.pop_back();
+        // Dovecot writes it into a header line: no spaces, colons or control characters.
+        bool const bad_char = std::any_of(key.begin(), key.end(), [](unsigned char c) {
+            return c <= ' ' || c == ':' || c == 0x7f;
+        });
+        if (key.size() < 16 || key.size() > 256 || bad_char)
+            r.errors.push_back({0, 0, "listener '" + l.name + "': api_key_file " + l.api_key_file.string() +
+                                          ": the first line must be the secret, 16 to 256 characters without "
+                                          "spaces, colons or control characters"});
+        l.api_key = std::move(key);
+    }
+    if (!r.errors.empty()) r.value.reset();
+}
+}  // namespace
+
 load_result load(std::filesystem::path const& file)
 {
     std::ifstream in(file, std::ios::binary);
     if (!in) return {std::nullopt, {{0, 0, "cannot read " + file.string()}}};
     std::ostringstream ss;
     ss << in.rdbuf();
-    return parse(ss.str(), file);
+    auto r = parse(ss.str(), file);
+    if (r.value) read_api_keys(r);
+    return r;
 }
 
 }  // namespace popgate::config

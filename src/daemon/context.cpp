@@ -1,6 +1,8 @@
 #include "popgate/daemon/context.hpp"
 
 #include "popgate/session/policy/policy_protocol.hpp"
+#include "popgate/session/http/dovecot_policy.hpp"
+#include "popgate/session/http/http_protocol.hpp"
 #include "popgate/session/pop3/pop3_protocol.hpp"
 #include "popgate/session/smtp/smtp_protocol.hpp"
 
@@ -26,6 +28,11 @@ context::context(std::shared_ptr<config::settings const> s, std::unique_ptr<stor
       failures_(throttle_of(*s))
 {
     auth_.set_cache_ttl(s->credential_cache_ttl);
+    // One line per route; /metrics is meant to be one more.
+    http_routes_.push_back(std::make_unique<session::healthz_route>());
+    http_routes_.push_back(std::make_unique<session::readyz_route>(state_, *db_, blocking_));
+    http_routes_.push_back(std::make_unique<session::dovecot_policy_route>(writes_, decider_));
+    for (auto const& r : http_routes_) http_route_list_.push_back(r.get());
     protocols_ = make_protocols(*this);
 }
 
@@ -55,6 +62,8 @@ session::policy_services context::policy_services()
 {
     return {relay_};
 }
+
+session::http_services context::http_services() { return {http_route_list_}; }
 
 server::protocol* context::protocol(std::string_view name) noexcept
 {

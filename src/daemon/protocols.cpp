@@ -1,6 +1,7 @@
 // The protocol registry: one line per protocol a [[listener]] can name.
 #include "popgate/daemon/context.hpp"
 #include "popgate/session/policy/policy_protocol.hpp"
+#include "popgate/session/http/http_protocol.hpp"
 #include "popgate/session/pop3/pop3_protocol.hpp"
 #include "popgate/session/smtp/smtp_protocol.hpp"
 
@@ -27,6 +28,7 @@ constexpr std::array registry{
     registration{"pop3", make<session::pop3_protocol, &context::pop3_services>},
     registration{"smtp", make<session::smtp_protocol, &context::smtp_services>},
     registration{"policy", make<session::policy_protocol, &context::policy_services>},
+    registration{"http", make<session::http_protocol, &context::http_services>},
 };
 
 constexpr auto names = [] {

@@ -202,6 +202,7 @@ asio::awaitable<void> signal_loop(server& srv, asio::signal_set& sigs)
         spdlog::info("signal {}: draining sessions={}", sig == SIGTERM ? "SIGTERM" : "SIGINT",
                      srv.ctx->active_sessions());
         srv.draining = true;
+        srv.ctx->set_state(session::serving_state::draining);
         for (auto& a : srv.acceptors) {
             boost::system::error_code ignored;
             a->close(ignored);
@@ -356,6 +357,7 @@ int serve(std::string const& config_file, std::string const& db_override, serve_
                                            srv.ctx->frame_env()),
                        asio::detached);
     }
+    srv.ctx->set_state(session::serving_state::serving);
     asio::co_spawn(srv.io, signal_loop(srv, *srv.signals), asio::detached);
     asio::co_spawn(srv.io, purge_loop(srv), asio::detached);
 

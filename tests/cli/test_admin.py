@@ -189,7 +189,7 @@ def test_list_marks_rows_from_before_schema_3_and_del_removes_them(gw):
         "INSERT INTO allowed_networks (cidr) VALUES ('2001:0db8::/32')",
         "INSERT INTO allowed_networks (cidr) VALUES ('10.0.0.0/8')",
     ])
-    assert "schema version 3" in gw.cli("db", "migrate").stdout  # rows kept
+    assert "schema version 4" in gw.cli("db", "migrate").stdout  # rows kept
     grants = {l.split("\t")[0]: l for l in gw.cli("grant", "list").stdout.splitlines()}
     assert "(NEVER MATCHES: '0::1' is not IPv6 in canonical form" in grants["0::1"] and "; write ::1)" in grants["0::1"]
     assert "write the IPv4 address 127.0.0.3)" in grants["::ffff:7f00:3"]
@@ -234,7 +234,7 @@ def test_schema_newer_than_binary_is_refused(gw):
 
 
 def test_db_commands(gw):
-    assert "schema version 3" in gw.cli("db", "migrate").stdout
+    assert "schema version 4" in gw.cli("db", "migrate").stdout
     assert gw.cli("db", "check").stdout.strip() == "ok"
     gw.add_user("alice", "pw")
     assert "admin\t-\talice\tuser add" in gw.cli("db", "audit").stdout
@@ -262,7 +262,7 @@ def test_check_config_accepts_shipped_default():
     src = os.environ.get("POPGATE_SOURCE_DIR", ".")
     r = subprocess.run([POPGATE, "check-config", f"{src}/config/popgate.toml"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert "5 listeners" in r.stdout
+    assert "6 listeners" in r.stdout
 
 
 def test_serve_refuses_bad_config(tmp_path):

@@ -7,6 +7,6 @@
 
 std::span<std::string_view const> popgate::config::listener_protocols() noexcept
 {
-    static constexpr std::array<std::string_view, 3> names{"pop3", "smtp", "policy"};
+    static constexpr std::array<std::string_view, 4> names{"pop3", "smtp", "policy", "http"};
     return names;
 }

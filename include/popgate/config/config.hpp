@@ -46,6 +46,13 @@ struct listener {
     std::vector<net::cidr> trusted_proxies;
     // policy only: the action answered for a client that may relay.
     std::string policy_action_ok = "OK";
+    // protocol "http" only: the peers served (others get 403), and the file
+    // holding the secret Dovecot sends in X-API-Key (empty: none required).
+    std::vector<net::cidr> trusted_networks = default_http_trusted();
+    std::filesystem::path api_key_file;
+    std::string api_key;  // read from api_key_file by load(); never logged
+
+    static std::vector<net::cidr> default_http_trusted();
 
     bool starttls() const noexcept { return tls == tls_mode::starttls || tls == tls_mode::required; }
     bool tls_required() const noexcept { return tls == tls_mode::required; }
@@ -133,6 +140,7 @@ struct settings {
     std::chrono::seconds smtp_idle_timeout{300};
     // Longer than Postfix's smtpd_policy_service_max_idle (300 s): Postfix closes first.
     std::chrono::seconds policy_idle_timeout{600};
+    std::chrono::seconds http_idle_timeout{60};  // between requests on a kept-alive HTTP connection
     std::chrono::seconds data_timeout{600};
     std::chrono::seconds tls_handshake_timeout{30};
     // A command line, a SASL exchange, or USER to PASS, once begun, must be

@@ -12,6 +12,8 @@
 #include "popgate/server/admission.hpp"
 #include "popgate/server/frame.hpp"
 #include "popgate/server/protocol.hpp"
+#include "popgate/session/http/health_routes.hpp"
+#include "popgate/session/http/http_route.hpp"
 #include "popgate/store/store.hpp"
 #include "popgate/store/write_queue.hpp"
 
@@ -27,6 +29,7 @@ namespace popgate::session {
 struct pop3_services;
 struct smtp_services;
 struct policy_services;
+struct http_services;
 }  // namespace popgate::session
 
 namespace popgate::daemon {
@@ -57,6 +60,11 @@ public:
     session::pop3_services pop3_services();
     session::smtp_services smtp_services();
     session::policy_services policy_services();
+    session::http_services http_services();
+
+    // What /readyz reports: serve() sets serving once every listener is
+    // bound and accepting, draining at SIGTERM.
+    void set_state(session::serving_state s) noexcept { state_.store(s); }
 
     // The registered protocol of that name (daemon/protocols.cpp), or nullptr.
     server::protocol* protocol(std::string_view name) noexcept;
@@ -75,6 +83,10 @@ private:
     auth::failure_tracker failures_;
     server::admission_control admission_;
     std::atomic<std::uint64_t> data_in_flight_{0};
+    std::atomic<session::serving_state> state_{session::serving_state::starting};
+    // The HTTP listener's routes, in the order they are matched.
+    std::vector<std::unique_ptr<session::http_route>> http_routes_;
+    std::vector<session::http_route*> http_route_list_;
     std::vector<std::unique_ptr<server::protocol>> protocols_;  // last: they hold references to the rest
 };
 

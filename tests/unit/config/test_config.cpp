@@ -57,13 +57,13 @@ using popgate::test::temp_dir;
 // ---------------------------------------------------------------------------
 BOOST_AUTO_TEST_SUITE(config_default, *boost::unit_test::label("unit"))
 
-BOOST_AUTO_TEST_CASE(embedded_default_parses_with_five_listeners)
+BOOST_AUTO_TEST_CASE(embedded_default_parses_with_six_listeners)
 {
     auto const r = parse(embedded_default());
     BOOST_TEST_REQUIRE(r.errors.empty(), all_errors(r));
     BOOST_TEST_REQUIRE(r.value.has_value());
     auto const& s = *r.value;
-    BOOST_TEST_REQUIRE(s.listeners.size() == 5u);
+    BOOST_TEST_REQUIRE(s.listeners.size() == 6u);
     BOOST_TEST(s.listeners[0].name == "pop3");
     BOOST_TEST((s.listeners[0].protocol == "pop3"));
     BOOST_TEST((s.listeners[0].tls == tls_mode::starttls));
@@ -82,6 +82,11 @@ BOOST_AUTO_TEST_CASE(embedded_default_parses_with_five_listeners)
     BOOST_TEST(!s.listeners[3].local_delivery_without_auth);
     BOOST_TEST(s.listeners[4].name == "smtps");
     BOOST_TEST((s.listeners[4].tls == tls_mode::implicit));
+    BOOST_TEST(s.listeners[5].name == "http");
+    BOOST_TEST((s.listeners[5].protocol == "http"));
+    BOOST_TEST(s.listeners[5].address == "127.0.0.1");  // loopback by default
+    BOOST_TEST(s.listeners[5].trusted_networks.size() == 2u);
+    BOOST_TEST(s.listeners[5].api_key_file.empty());
     BOOST_TEST(s.listeners[4].auth_required);
     for (auto const& l : s.listeners) BOOST_TEST(l.address == "127.0.0.1");
 }
@@ -132,7 +137,7 @@ BOOST_AUTO_TEST_CASE(shipped_file_is_the_embedded_default)
     BOOST_TEST_REQUIRE(r.errors.empty(), all_errors(r));
     BOOST_TEST_REQUIRE(r.value.has_value());
     BOOST_TEST(r.value->source == path);
-    BOOST_TEST(r.value->listeners.size() == 5u);
+    BOOST_TEST(r.value->listeners.size() == 6u);
 }
 
 // The shipped file documents "every key with its default": its values are the
@@ -177,6 +182,10 @@ BOOST_AUTO_TEST_CASE(shipped_values_are_the_struct_defaults)
     BOOST_TEST(f.max_sessions_per_ip == d.max_sessions_per_ip);
     BOOST_TEST(f.pop3_idle_timeout.count() == d.pop3_idle_timeout.count());
     BOOST_TEST(f.smtp_idle_timeout.count() == d.smtp_idle_timeout.count());
+    BOOST_TEST(f.http_idle_timeout.count() == d.http_idle_timeout.count());
+    listener const dl;
+    BOOST_TEST((f.listeners[5].trusted_networks == dl.trusted_networks));
+    BOOST_TEST(f.listeners[5].api_key_file == dl.api_key_file);
     BOOST_TEST(f.data_timeout.count() == d.data_timeout.count());
     BOOST_TEST(f.tls_handshake_timeout.count() == d.tls_handshake_timeout.count());
     BOOST_TEST(f.pop3_max_line == d.pop3_max_line);
@@ -577,6 +586,61 @@ BOOST_AUTO_TEST_CASE(empty_local_domains_allowed)
     auto const r = parse(std::string(one_listener) + "[mail]\nlocal_domains = []\n");
     BOOST_TEST_REQUIRE(r.value.has_value(), all_errors(r));
     BOOST_TEST(r.value->local_domains.empty());
+}
+
+// The HTTP listener's keys: who it serves, and the Dovecot secret's file.
+BOOST_AUTO_TEST_CASE(http_listener_keys)
+{
+    auto const r = parse("[[listener]]\nprotocol = \"http\"\nport = 0\n"
+                         "trusted_networks = [\"192.0.2.0/24\", \"2001:db8::1\"]\n");
+    BOOST_TEST_REQUIRE(r.errors.empty(), all_errors(r));
+    auto const& nets = r.value->listeners[0].trusted_networks;
+    BOOST_TEST_REQUIRE(nets.size() == 2u);
+    BOOST_TEST(nets[0].to_string() == "192.0.2.0/24");
+    BOOST_TEST(nets[1].contains(*popgate::net::parse_ip("2001:db8::1")));
+    BOOST_TEST(!nets[0].contains(*popgate::net::parse_ip("127.0.0.1")));
+    // Unset: loopback only. []: nobody.
+    auto const dflt = parse("[[listener]]\nprotocol = \"http\"\nport = 0\n");
+    BOOST_TEST_REQUIRE(dflt.errors.empty(), all_errors(dflt));
+    BOOST_TEST(dflt.value->listeners[0].trusted_networks[0].contains(*popgate::net::parse_ip("127.0.0.9")));
+    auto const none = parse("[[listener]]\nprotocol = \"http\"\nport = 0\ntrusted_networks = []\n");
+    BOOST_TEST_REQUIRE(none.errors.empty(), all_errors(none));
+    BOOST_TEST(none.value->listeners[0].trusted_networks.empty());
+}
+
+BOOST_AUTO_TEST_CASE(http_listener_key_errors)
+{
+    auto const bad = parse("[[listener]]\nprotocol = \"http\"\nport = 0\ntrusted_networks = [\"192.0.2.5/24\"]\n");
+    BOOST_TEST(has_error(bad, 4, "trusted_networks: '192.0.2.5/24'"), all_errors(bad));
+    auto const wrong_type = parse("[[listener]]\nprotocol = \"http\"\nport = 0\ntrusted_networks = \"::1\"\n");
+    BOOST_TEST(has_error(wrong_type, 4, "array of strings"), all_errors(wrong_type));
+    auto const pop3 = parse("[[listener]]\nprotocol = \"pop3\"\nport = 0\napi_key_file = \"k\"\n");
+    BOOST_TEST(has_error(pop3, 1, "api_key_file is for protocol \"http\""), all_errors(pop3));
+}
+
+BOOST_AUTO_TEST_CASE(http_api_key_file_is_read_by_load)
+{
+    temp_dir tmp;
+    auto const conf = tmp.path / "h.toml";
+    auto const key = tmp.path / "key";
+    auto write = [](fs::path const& p, std::string_view text) { std::ofstream{p, std::ios::binary} << text; };
+    write(conf, "[[listener]]\nprotocol = \"http\"\nport = 0\napi_key_file = \"" + key.string() + "\"\n");
+    auto const missing = load(conf);
+    BOOST_TEST(!missing.value.has_value());
+    BOOST_TEST(all_errors(missing).find("cannot read api_key_file") != std::string::npos, all_errors(missing));
+    for (auto const bad : {"short\n", "has a space in the middle ok\n", "colon:colon:colon:colon\n", "\n"}) {
+        write(key, bad);
+        auto const r = load(conf);
+        BOOST_TEST(!r.value.has_value(), bad);
+        BOOST_TEST(all_errors(r).find("16 to 256 characters") != std::string::npos, all_errors(r));
+    }
+    write(key, "0123456789abcdef-secret\r\nsecond line ignored\n");
+    auto const ok = load(conf);
+    BOOST_TEST_REQUIRE(ok.errors.empty(), all_errors(ok));
+    BOOST_TEST(ok.value->listeners[0].api_key == "0123456789abcdef-secret");
+    // The secret itself appears in no message.
+    write(key, "0123456789abcdef secret\n");
+    BOOST_TEST(all_errors(load(conf)).find("0123456789abcdef") == std::string::npos);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

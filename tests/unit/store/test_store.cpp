@@ -190,6 +190,37 @@ BOOST_AUTO_TEST_CASE(migrate_up_to_a_target)
     BOOST_TEST(current_schema_version(raw.get()) == 1);
 }
 
+// Schema 4 widens relay_grants.method for Dovecot logins in place: rows of
+// schema 3 stay, another connection open during the migration (an
+// administrator's sqlite3 shell) sees the new rule at its next statement,
+// and anything else is still refused.
+BOOST_AUTO_TEST_CASE(schema_4_accepts_dovecot_grant_methods_only)
+{
+    temp_dir tmp;
+    auto const file = tmp.path / "d.db";
+    raw_db before(file);
+    BOOST_TEST_REQUIRE(migrate(before.get(), 3) == 3);
+    auto const grant_with = [](std::string_view addr, std::string_view method) {
+        return "INSERT INTO relay_grants (address, method, expires_at) VALUES ('" + std::string(addr) + "', '" +
+               std::string(method) + "', unixepoch() + 600)";
+    };
+    BOOST_TEST(before.exec(grant_with("192.0.2.1", "pass")).empty());
+    BOOST_TEST(before.exec(grant_with("192.0.2.2", "dovecot-pop3")).find("relay_grants.method") != std::string::npos);
+    raw_db shell(file);
+    BOOST_TEST(shell.scalar("SELECT count(*) FROM relay_grants") == 1);  // schema read before the migration
+    BOOST_TEST(migrate(before.get()) == latest_schema_version() - 3);
+    for (auto const m : {"dovecot-pop3", "dovecot-imap"}) {
+        auto const addr = std::string(m) == "dovecot-pop3" ? "192.0.2.2" : "192.0.2.3";
+        BOOST_TEST(shell.exec(grant_with(addr, m)).empty(), m);
+    }
+    for (auto const m : {"dovecot-smtp", "dovecot-", "Dovecot-imap", "imap"})
+        BOOST_TEST(shell.exec(grant_with("192.0.2.9", m)).find("relay_grants.method: one of") != std::string::npos, m);
+    BOOST_TEST(shell.exec(grant_with("192.0.2.256", "dovecot-imap")).find("0 to 255") != std::string::npos);
+    BOOST_TEST(shell.scalar("SELECT count(*) FROM relay_grants") == 3);
+    BOOST_TEST(shell.scalar("SELECT count(*) FROM pragma_integrity_check WHERE integrity_check = 'ok'") == 1);
+    BOOST_TEST(shell.scalar("SELECT count(*) FROM sqlite_schema WHERE name LIKE 'migration_004%'") == 0);
+}
+
 BOOST_AUTO_TEST_CASE(store_open_migrates_and_reopen_keeps_data)
 {
     temp_dir tmp;

@@ -1,0 +1,57 @@
+#pragma once
+// The receiving side of Dovecot's authentication policy protocol (Dovecot
+// 2.3, auth-policy.c): Dovecot's auth process POSTs a JSON object to
+// auth_policy_server_url with "?command=allow" before (and after) checking a
+// password, and "?command=report" once the login is decided, with
+// "success": true or false. The object's other fields are what
+// auth_policy_request_attributes names; popgate reads "login", "remote"
+// (the client's address) and "protocol" (the service: pop3, imap, ...),
+// and "tls". Anything else (pwhash, a password an administrator put in
+// the attributes) is ignored and never logged.
+//
+// A successful report of a POP3 or IMAP login grants "remote" as popgate's
+// own POP3 login does (session/login_grant.hpp), method dovecot-pop3 or
+// dovecot-imap. "allow" is always answered {"status":0} (continue): popgate
+// never holds up a login at Dovecot.
+#include "popgate/relay/decider.hpp"
+#include "popgate/session/http/http_route.hpp"
+#include "popgate/store/write_queue.hpp"
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace popgate::session {
+
+struct dovecot_policy_request {
+    std::string login;
+    std::string remote;
+    std::string protocol;
+    std::optional<bool> success;  // only in reports
+    bool tls = false;
+};
+
+// Pure: the fields popgate uses, or nullopt with `why` (one short line) for
+// a body that is not a JSON object, or lacks or mistypes login, remote or
+// protocol, or has a login that is empty, over 255 octets or has control
+// characters.
+std::optional<dovecot_policy_request> parse_dovecot_policy(std::string_view body, std::string& why);
+
+// relay_grants.method for a login over `protocol` at Dovecot, or "" when such
+// a login grants nothing (anything but pop3 and imap).
+std::string_view dovecot_grant_method(std::string_view protocol) noexcept;
+
+class dovecot_policy_route final : public http_route {
+public:
+    dovecot_policy_route(store::write_queue& writes, relay::decider& grants) : writes_(writes), grants_(grants) {}
+    std::string_view path() const noexcept override { return "/dovecot/auth-policy"; }
+    std::span<beast_http::verb const> methods() const noexcept override;
+    boost::asio::awaitable<http_reply> serve(http_exchange& x) override;
+
+private:
+    boost::asio::awaitable<http_reply> report(http_exchange& x);
+    store::write_queue& writes_;
+    relay::decider& grants_;
+};
+
+}  // namespace popgate::session

@@ -1,0 +1,54 @@
+#include "popgate/session/http/health_routes.hpp"
+
+// GCC 12 reports the coroutine frames' own operator new/delete pair as
+// mismatched once inlining sees both (GCC bug 109224, a false positive).
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ == 12
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
+
+#include "popgate/io/blocking.hpp"
+#include "popgate/log/log.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <array>
+
+namespace popgate::session {
+namespace {
+constexpr std::array get_only{beast_http::verb::get};
+}  // namespace
+
+std::span<beast_http::verb const> healthz_route::methods() const noexcept { return get_only; }
+
+boost::asio::awaitable<http_reply> healthz_route::serve(http_exchange&)
+{
+    co_return http_text(200, "ok\n");
+}
+
+std::span<beast_http::verb const> readyz_route::methods() const noexcept { return get_only; }
+
+boost::asio::awaitable<http_reply> readyz_route::serve(http_exchange& x)
+{
+    switch (state_.load()) {
+    case serving_state::starting: co_return http_text(503, "not ready: listeners not bound yet\n");
+    case serving_state::draining: co_return http_text(503, "not ready: draining (shutting down)\n");
+    case serving_state::serving: break;
+    }
+    // A read of the schema version: the same check of the file (deleted,
+    // replaced) and the same connection pool as a relay decision's read.
+    std::string error;
+    try {
+        auto job = [this] { return db_.schema_version(); };
+        int const version = co_await io::run_blocking(blocking_, job);
+        (void)version;
+    } catch (std::exception const& e) {
+        error = e.what();
+    }
+    if (!error.empty()) {
+        spdlog::warn("sid={} http readyz database unavailable error={}", x.conn.sid, log::field(error));
+        co_return http_text(503, "not ready: database unavailable\n");
+    }
+    co_return http_text(200, "ready\n");
+}
+
+}  // namespace popgate::session

@@ -1,0 +1,122 @@
+#include "popgate/session/http/http_route.hpp"
+
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/status.hpp>
+
+#include <algorithm>
+
+namespace popgate::session {
+
+http_reply http_text(unsigned status, std::string body)
+{
+    http_reply r;
+    r.status = status;
+    r.body = std::move(body);
+    return r;
+}
+
+namespace {
+
+bool takes(http_route const& r, beast_http::verb m)
+{
+    auto const ms = r.methods();
+    if (std::find(ms.begin(), ms.end(), m) != ms.end()) return true;
+    return m == beast_http::verb::head && std::find(ms.begin(), ms.end(), beast_http::verb::get) != ms.end();
+}
+
+std::string allow_of(http_route const& r)
+{
+    std::string out;
+    bool get = false;
+    for (auto const m : r.methods()) {
+        if (!out.empty()) out += ", ";
+        out += std::string(beast_http::to_string(m));
+        get = get || m == beast_http::verb::get;
+    }
+    if (get) out += ", HEAD";
+    return out;
+}
+
+}  // namespace
+
+config::listener const& http_listener_of(server::connection const& c) noexcept
+{
+    for (auto const& l : c.settings->listeners)
+        if (l.name == c.listener.name && l.protocol == c.listener.protocol) return l;
+    return c.listener;
+}
+
+http_dispatch http_dispatch_of(std::span<http_route* const> routes, beast_http::verb method, std::string_view target)
+{
+    http_dispatch d;
+    // RFC 9112 §3.2.1: origin-form is what a client sends to a server that is
+    // not a proxy; popgate is none, so anything else is refused.
+    if (target.empty() || target.front() != '/') {
+        d.refusal = http_text(400, "bad request: the target must be a path such as /healthz\n");
+        d.refusal->close = true;
+        return d;
+    }
+    auto const q = target.find('?');
+    d.path = target.substr(0, q);
+    d.query = q == target.npos ? std::string_view{} : target.substr(q + 1);
+    for (auto* r : routes) {
+        if (r->path() != d.path) continue;
+        if (!takes(*r, method)) {
+            d.refusal = http_text(405, "method not allowed\n");
+            d.refusal->headers.emplace_back("Allow", allow_of(*r));
+            return d;
+        }
+        d.route = r;
+        return d;
+    }
+    d.refusal = http_text(404, "not found\n");
+    return d;
+}
+
+std::optional<std::string_view> http_query_value(std::string_view query, std::string_view name)
+{
+    while (!query.empty()) {
+        auto const amp = query.find('&');
+        auto const pair = query.substr(0, amp);
+        auto const eq = pair.find('=');
+        if (pair.substr(0, eq) == name) return eq == pair.npos ? std::string_view{} : pair.substr(eq + 1);
+        if (amp == query.npos) break;
+        query.remove_prefix(amp + 1);
+    }
+    return std::nullopt;
+}
+
+std::string http_serialize(http_reply const& r, unsigned version, bool keep_alive, bool head)
+{
+    auto const reason = beast_http::obsolete_reason(beast_http::int_to_status(r.status));
+    std::string out = version == 10 ? "HTTP/1.0 " : "HTTP/1.1 ";
+    out += std::to_string(r.status) + " " + std::string(reason) + "\r\n";
+    out += "Content-Type: " + r.content_type + "\r\n";
+    out += "Content-Length: " + std::to_string(r.body.size()) + "\r\n";
+    out += "Cache-Control: no-store\r\n";
+    for (auto const& [k, v] : r.headers) out += k + ": " + v + "\r\n";
+    // HTTP/1.1 keeps the connection unless told; HTTP/1.0 closes it unless told.
+    if (!keep_alive) out += "Connection: close\r\n";
+    else if (version == 10) out += "Connection: keep-alive\r\n";
+    out += "\r\n";
+    if (!head) out += r.body;
+    return out;
+}
+
+http_reply http_refusal_of(boost::system::error_code parse_error)
+{
+    http_reply r;
+    if (parse_error == beast_http::error::header_limit) {
+        r = http_text(431, "request header fields too large (limit " + std::to_string(http_max_header) + " octets)\n");
+    } else if (parse_error == beast_http::error::body_limit) {
+        r = http_text(413, "request body too large (limit " + std::to_string(http_max_body) + " octets)\n");
+    } else if (parse_error == beast_http::error::bad_version) {
+        r = http_text(505, "HTTP version not supported: HTTP/1.1 and HTTP/1.0 only\n");
+    } else {
+        r = http_text(400, "bad request: " + parse_error.message() + "\n");
+    }
+    r.close = true;
+    return r;
+}
+
+}  // namespace popgate::session

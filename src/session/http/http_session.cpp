@@ -1,0 +1,188 @@
+// One HTTP connection: requests read with Boost.Beast's parser from the
+// frame's io::stream, each answered by its route, until the client closes,
+// asks to close, sends something malformed, or stays idle too long.
+#include "popgate/session/http/http_protocol.hpp"
+
+// GCC 12 reports the coroutine frames' own operator new/delete pair as
+// mismatched once inlining sees both (GCC bug 109224, a false positive).
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ == 12
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
+
+#include "popgate/log/log.hpp"
+
+#include <boost/asio/buffer.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/field.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/core/string.hpp>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <optional>
+
+namespace popgate::session {
+namespace {
+
+namespace asio = boost::asio;
+using parser_t = beast_http::request_parser<beast_http::string_body>;
+
+class http_session final : public server::session {
+public:
+    http_session(http_services s, server::connection& c)
+        : svc_(s), c_(c), s_(*c.settings), l_(http_listener_of(c))
+    {
+        auto const& nets = l_.trusted_networks;
+        trusted_ = std::any_of(nets.begin(), nets.end(), [&](net::cidr const& n) { return n.contains(c.peer); });
+    }
+
+    asio::awaitable<void> run() override;
+    std::string end_fields() const override
+    {
+        return "ip=" + c_.ip + " requests=" + std::to_string(requests_);
+    }
+
+private:
+    enum class got { request, eof, malformed, gone };
+    asio::awaitable<got> read_request(parser_t& p);
+    asio::awaitable<bool> send(std::string const& bytes);
+    asio::awaitable<http_reply> answer(http_request const& req);
+
+    http_services svc_;
+    server::connection& c_;
+    config::settings const& s_;
+    config::listener const& l_;
+    bool trusted_ = false;
+    std::string buf_;  // received, not yet parsed (a pipelined request)
+    std::size_t requests_ = 0;
+    boost::system::error_code parse_error_;
+};
+
+bool expects_continue(http_request const& req)
+{
+    auto const it = req.find(beast_http::field::expect);
+    return it != req.end() && boost::beast::iequals(it->value(), "100-continue");
+}
+
+// Reads one request into `p`. Waiting for its first byte is bounded by
+// limits.http_idle_timeout; once it has begun it must be complete within
+// limits.command_timeout, however slowly it trickles in.
+asio::awaitable<http_session::got> http_session::read_request(parser_t& p)
+{
+    bool begun = !buf_.empty();
+    c_.clock.arm(begun ? s_.command_timeout : s_.http_idle_timeout);
+    bool continued = false;
+    char chunk[4096];
+    for (;;) {
+        if (!buf_.empty()) {
+            boost::system::error_code ec;
+            auto const used = p.put(asio::buffer(buf_), ec);
+            buf_.erase(0, used);
+            if (ec == beast_http::error::need_more) ec = {};
+            if (ec) {
+                parse_error_ = ec;
+                co_return got::malformed;
+            }
+            if (p.is_done()) co_return got::request;
+            // RFC 9110 §10.1.1: a client that waits for 100 before its body.
+            if (p.is_header_done() && !continued && expects_continue(p.get())) {
+                continued = true;
+                if (!co_await send("HTTP/1.1 100 Continue\r\n\r\n")) co_return got::gone;
+                c_.clock.arm(s_.command_timeout);
+            }
+        }
+        auto [ec, n] = co_await c_.stream.read_some(asio::buffer(chunk));
+        if (ec) {
+            if (ec == asio::error::eof && !begun) co_return got::eof;
+            c_.end_reason = ec == asio::error::eof ? "eof-in-request" : "eof";
+            co_return got::gone;
+        }
+        if (!begun) {
+            begun = true;
+            c_.clock.arm(s_.command_timeout);
+        }
+        buf_.append(chunk, n);
+    }
+}
+
+asio::awaitable<bool> http_session::send(std::string const& bytes)
+{
+    c_.clock.arm(s_.http_idle_timeout);  // a client that never reads is cut off
+    auto const ec = co_await c_.stream.write(asio::buffer(bytes));
+    co_return !ec;
+}
+
+asio::awaitable<http_reply> http_session::answer(http_request const& req)
+{
+    if (req.version() != 10 && req.version() != 11) {
+        auto r = http_text(505, "HTTP version not supported: HTTP/1.1 and HTTP/1.0 only\n");
+        r.close = true;
+        co_return r;
+    }
+    // RFC 9112 §3.2: an HTTP/1.1 request without Host gets 400.
+    if (req.version() == 11 && req.find(beast_http::field::host) == req.end()) {
+        auto r = http_text(400, "bad request: Host header missing\n");
+        r.close = true;
+        co_return r;
+    }
+    if (!trusted_) {
+        auto r = http_text(403, "forbidden: this address is not in the listener's trusted_networks\n");
+        r.close = true;
+        co_return r;
+    }
+    auto d = http_dispatch_of(svc_.routes, req.method(), req.target());
+    if (d.refusal) co_return std::move(*d.refusal);
+    http_exchange x{req, d.path, d.query, c_, l_};
+    co_return co_await d.route->serve(x);
+}
+
+asio::awaitable<void> http_session::run()
+{
+    if (!trusted_)
+        spdlog::warn("sid={} http peer not in trusted_networks ip={} listener={}", c_.sid, c_.ip, c_.listener.name);
+    for (;;) {
+        parser_t p;
+        p.header_limit(static_cast<std::uint32_t>(http_max_header));
+        p.body_limit(http_max_body);
+        p.eager(true);
+        auto const what = co_await read_request(p);
+        if (what == got::eof || what == got::gone) co_return;
+        if (what == got::malformed) {
+            auto const r = http_refusal_of(parse_error_);
+            spdlog::info("sid={} http refused ip={} status={} error={}", c_.sid, c_.ip, r.status,
+                         log::field(parse_error_.message()));
+            c_.end_reason = "malformed";
+            bool const sent = co_await send(http_serialize(r, 11, false, false));
+            (void)sent;  // closing either way
+            co_return;
+        }
+        ++requests_;
+        auto const& req = p.get();
+        auto r = co_await answer(req);
+        bool const keep = req.keep_alive() && !r.close && requests_ < http_max_requests;
+        spdlog::debug("sid={} http request method={} path={} status={} bytes={}", c_.sid,
+                      log::field(req.method_string()), log::field(req.target(), 200), r.status, r.body.size());
+        bool const sent = co_await send(
+            http_serialize(r, req.version() == 10 ? 10 : 11, keep, req.method() == beast_http::verb::head));
+        if (!sent) co_return;
+        if (!keep) {
+            c_.end_reason = r.close ? "refused" : "close";
+            co_return;
+        }
+    }
+}
+
+}  // namespace
+
+std::string http_protocol::refusal(std::string_view why, config::settings const&) const
+{
+    auto r = http_text(503, "service unavailable: " + std::string(why) + "\n");
+    return http_serialize(r, 11, false, false);
+}
+
+std::unique_ptr<server::session> http_protocol::open(server::connection& c)
+{
+    return std::make_unique<http_session>(s_, c);
+}
+
+}  // namespace popgate::session

@@ -1,0 +1,174 @@
+"""Grants from an existing Dovecot: a real private Dovecot 2.3 (Debian's
+package, started by the test in a temp dir, see dovecot_support.py) reports
+its logins to popgate's HTTP listener through its authentication policy
+protocol; popgate's SMTP listener then relays for the address that logged in.
+
+Dovecot sends the report after it answered its client, so the test waits for
+popgate's log line of the report before the SMTP connection (README,
+"Deploying beside your mail server")."""
+import imaplib
+import poplib
+import smtplib
+import socket
+
+import pytest
+
+from dovecot_support import Dovecot
+from popgate_test import DEFAULT_LISTENERS
+from smtp_support import relay_overrides
+
+SECRET = "dovecot-test-secret-0123456789"
+BODY = b"Subject: via dovecot grant\r\n\r\nhello\r\n"
+
+
+def connect_from(client_class, port, source):
+    """An imaplib.IMAP4 or poplib.POP3 client connected to 127.0.0.1:`port`
+    from the address `source` (127.0.0.x)."""
+    class FromSource(client_class):
+        def _create_socket(self, timeout):
+            return socket.create_connection((self.host, self.port), timeout, source_address=(source, 0))
+
+    return FromSource("127.0.0.1", port, timeout=10)
+
+
+def imap_from(port, source):
+    return connect_from(imaplib.IMAP4, port, source)
+
+
+def pop3_from(port, source):
+    return connect_from(poplib.POP3, port, source)
+
+
+def relay_from(g, source, rcpt="x@remote.test"):
+    """One message from `source` through popgate's SMTP listener; {} when relayed."""
+    with smtplib.SMTP("127.0.0.1", g.port("smtp"), timeout=10, source_address=(source, 0)) as s:
+        return s.sendmail("a@example.org", [rcpt], BODY)
+
+
+@pytest.fixture
+def gw(make_gateway, upstream, tmp_path):
+    key = tmp_path / "dovecot.key"
+    key.write_text(SECRET + "\n")
+    listeners = DEFAULT_LISTENERS + [{"name": "http", "protocol": "http", "api_key_file": str(key)}]
+    return make_gateway(overrides=relay_overrides(upstream), listeners=listeners)
+
+
+def start_dovecot(g, api_secret=SECRET, checks=False):
+    d = Dovecot(f"http://127.0.0.1:{g.port('http')}/dovecot/auth-policy", api_secret=api_secret, checks=checks)
+    try:
+        d.start()
+    except Exception:
+        d.stop()
+        raise
+    return d
+
+
+@pytest.fixture(params=[False, True], ids=["shipped", "with-allow-checks"])
+def dovecot(gw, request):
+    # As deploy/dovecot/ ships it, and with Dovecot's "allow" requests
+    # before and after the password check as well (answered, never blocking).
+    d = start_dovecot(gw, checks=request.param)
+    yield d
+    d.stop()
+
+
+def grants(g):
+    return g.sql("SELECT address, user, method, listener FROM relay_grants ORDER BY address")
+
+
+def test_imap_and_pop3_logins_at_dovecot_grant_relaying(gw, dovecot, upstream):
+    # No grant yet: refused, as Postfix would say it.
+    with pytest.raises(smtplib.SMTPRecipientsRefused) as e:
+        relay_from(gw, "127.0.0.2")
+    assert e.value.recipients["x@remote.test"][0] == 554
+
+    m = imap_from(dovecot.imap_port, "127.0.0.2")
+    assert m.login("dave", "dave-secret")[0] == "OK"
+    m.logout()
+    assert gw.wait_log("http dovecot report ip=127.0.0.1 user=dave remote=127.0.0.2 protocol=imap tls=no "
+                       "success=yes result=granted mech=dovecot-imap grant=127.0.0.2"), gw.log()[-3000:]
+    assert relay_from(gw, "127.0.0.2") == {}
+    assert len(upstream.messages) == 1 and upstream.messages[0]["rcpt_tos"] == ["x@remote.test"]
+    # Another address that did not log in is still refused.
+    with pytest.raises(smtplib.SMTPRecipientsRefused):
+        relay_from(gw, "127.0.0.3")
+
+    p = pop3_from(dovecot.pop3_port, "127.0.0.3")
+    p.user("dave")
+    assert p.pass_("dave-secret").startswith(b"+OK")
+    p.quit()
+    assert gw.wait_log("remote=127.0.0.3 protocol=pop3 tls=no success=yes result=granted mech=dovecot-pop3")
+    assert relay_from(gw, "127.0.0.3") == {}
+    assert len(upstream.messages) == 2
+
+    assert grants(gw) == [("127.0.0.2", "dave", "dovecot-imap", "http"),
+                          ("127.0.0.3", "dave", "dovecot-pop3", "http")]
+    audit = gw.sql("SELECT address, user, detail FROM audit_log WHERE event = 'grant' ORDER BY id")
+    assert [(a, u, d.split(" until=")[0]) for a, u, d in audit] == [
+        ("127.0.0.2", "dave", "dovecot mech=dovecot-imap listener=http"),
+        ("127.0.0.3", "dave", "dovecot mech=dovecot-pop3 listener=http")]
+    # The password never reaches popgate's log.
+    assert "dave-secret" not in gw.log()
+
+
+def test_failed_login_at_dovecot_grants_nothing(gw, dovecot, upstream):
+    m = imap_from(dovecot.imap_port, "127.0.0.4")
+    with pytest.raises(imaplib.IMAP4.error):
+        m.login("dave", "wrong-password")
+    m.shutdown()
+    assert gw.wait_log("user=dave remote=127.0.0.4 protocol=imap tls=no success=no result=no-grant")
+    p = pop3_from(dovecot.pop3_port, "127.0.0.4")
+    p.user("nobody-here")
+    with pytest.raises(poplib.error_proto):
+        p.pass_("whatever")
+    p.close()
+    assert gw.wait_log("user=nobody-here remote=127.0.0.4 protocol=pop3 tls=no success=no result=no-grant")
+    with pytest.raises(smtplib.SMTPRecipientsRefused) as e:
+        relay_from(gw, "127.0.0.4")
+    assert e.value.recipients == {"x@remote.test": (554, b"5.7.1 <x@remote.test>: Relay access denied")}
+    assert grants(gw) == []
+    assert upstream.messages == []
+    assert "wrong-password" not in gw.log()
+
+
+@pytest.mark.parametrize("api_secret, trusted, popgate_says, dovecot_says", [
+    # Dovecot configured without the api header, or with another secret:
+    # its reports are refused (403, logged by both sides).
+    (None, None, "http dovecot report refused ip=127.0.0.1 reason=api-key-missing", "Policy server HTTP error: 403"),
+    ("not-the-secret-at-all", None, "http dovecot report refused ip=127.0.0.1 reason=api-key-wrong",
+     "Policy server HTTP error: 403"),
+    # The HTTP listener serves only 192.0.2.0/24: Dovecot on loopback is not
+    # trusted, whatever it sends.
+    (SECRET, ["192.0.2.0/24"], "http peer not in trusted_networks ip=127.0.0.1", "Policy server HTTP error: 403"),
+], ids=["no-secret", "wrong-secret", "untrusted"])
+def test_refused_reports_grant_nothing_and_logins_go_on(make_gateway, upstream, tmp_path, api_secret, trusted,
+                                                         popgate_says, dovecot_says):
+    key = tmp_path / "dovecot.key"
+    key.write_text(SECRET + "\n")
+    http = {"name": "http", "protocol": "http", "api_key_file": str(key)}
+    if trusted is not None:
+        http["trusted_networks"] = trusted
+    g = make_gateway(overrides=relay_overrides(upstream), listeners=DEFAULT_LISTENERS + [http])
+    # "allow" before and after the password check is refused as well when
+    # the peer is untrusted: Dovecot logs it and lets the login proceed
+    # (auth_policy_reject_on_fail = no).
+    d = start_dovecot(g, api_secret=api_secret, checks=True)
+    try:
+        m = imap_from(d.imap_port, "127.0.0.5")
+        assert m.login("dave", "dave-secret")[0] == "OK"
+        m.logout()
+        p = pop3_from(d.pop3_port, "127.0.0.5")
+        p.user("dave")
+        assert p.pass_("dave-secret").startswith(b"+OK")
+        p.quit()
+        assert g.wait_log(popgate_says), g.log()[-3000:]
+        assert d.wait_log(dovecot_says), d.log()[-3000:]
+    finally:
+        d.stop()
+    with pytest.raises(smtplib.SMTPRecipientsRefused) as e:
+        relay_from(g, "127.0.0.5")
+    assert e.value.recipients["x@remote.test"][0] == 554
+    assert grants(g) == []
+    assert upstream.messages == []
+    if api_secret:
+        assert api_secret not in g.log()

@@ -1,0 +1,310 @@
+"""The HTTP listener against the running daemon: /healthz and /readyz with
+curl and urllib, keep-alive, the Dovecot auth-policy endpoint's refusals
+(sent by hand; test_dovecot.py has the real Dovecot), and malformed,
+oversized, slow and untrusted requests."""
+import http.client
+import json
+import os
+import re
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from popgate_test import DEFAULT_LISTENERS
+
+SECRET = "http-test-secret-0123456789"
+POLICY = "/dovecot/auth-policy"
+REPORT = {"login": "erin", "protocol": "imap", "remote": "127.0.0.8", "success": True,
+          "policy_reject": False, "tls": True}
+
+
+@pytest.fixture
+def gw(make_gateway, tmp_path):
+    key = tmp_path / "key"
+    key.write_text(SECRET + "\n")
+    listeners = DEFAULT_LISTENERS + [{"name": "http", "protocol": "http", "api_key_file": str(key)}]
+    return make_gateway(listeners=listeners, overrides={"limits": {"http_idle_timeout": 2, "command_timeout": 2}})
+
+
+def url(g, path):
+    return f"http://127.0.0.1:{g.port('http')}{path}"
+
+
+def get(g, path):
+    try:
+        with urllib.request.urlopen(url(g, path), timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def post(g, path, body, headers=None):
+    c = http.client.HTTPConnection("127.0.0.1", g.port("http"), timeout=10)
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    c.request("POST", path, data, {"Content-Type": "application/json", **(headers or {})})
+    r = c.getresponse()
+    out = r.status, r.read().decode()
+    c.close()
+    return out
+
+
+def raw(g, payload, timeout=5):
+    """Bytes sent on one connection, everything read until the daemon closes it."""
+    s = socket.create_connection(("127.0.0.1", g.port("http")), timeout=timeout)
+    data = b""
+    try:
+        s.sendall(payload)
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    except socket.timeout:
+        data += b"<timeout>"
+    finally:
+        s.close()
+    return data
+
+
+def grants(g):
+    return g.sql("SELECT address, user, method, tls, listener FROM relay_grants")
+
+
+# ------------------------------------------------------------------ health
+
+
+def test_healthz_and_readyz_with_curl(gw):
+    r = subprocess.run(["curl", "-sS", "-i", url(gw, "/healthz")], capture_output=True, timeout=20)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(b"HTTP/1.1 200 OK\r\n") and r.stdout.endswith(b"\r\n\r\nok\n")
+    r = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--head", url(gw, "/readyz")],
+                       capture_output=True, text=True, timeout=20)
+    assert r.stdout == "200"
+    assert get(gw, "/readyz") == (200, "ready\n")
+
+
+def test_readyz_says_503_when_the_database_is_gone(gw):
+    assert get(gw, "/readyz")[0] == 200
+    for suffix in ("", "-wal", "-shm"):
+        p = str(gw.db) + suffix
+        if os.path.exists(p):
+            os.rename(p, p + ".away")
+    try:
+        # The store notices within its file check interval (2 s).
+        deadline = time.time() + 10
+        while get(gw, "/readyz")[0] == 200 and time.time() < deadline:
+            time.sleep(0.2)
+        assert get(gw, "/readyz") == (503, "not ready: database unavailable\n")
+        assert get(gw, "/healthz") == (200, "ok\n")  # alive all the same
+    finally:
+        for suffix in ("", "-wal", "-shm"):
+            p = str(gw.db) + suffix
+            if os.path.exists(p + ".away"):
+                os.rename(p + ".away", p)
+    deadline = time.time() + 10
+    while get(gw, "/readyz")[0] != 200 and time.time() < deadline:
+        time.sleep(0.2)
+    assert get(gw, "/readyz") == (200, "ready\n")
+
+
+def test_keep_alive_serves_many_requests_on_one_connection(gw):
+    c = http.client.HTTPConnection("127.0.0.1", gw.port("http"), timeout=10)
+    for path in ("/healthz", "/readyz", "/healthz"):
+        c.request("GET", path)
+        r = c.getresponse()
+        assert r.status == 200 and r.getheader("Connection") is None
+        r.read()
+    c.close()
+    assert gw.wait_log("http end reason=eof ip=127.0.0.1 requests=3")
+
+
+def test_pipelined_requests_are_answered_in_order(gw):
+    out = raw(gw, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /nope HTTP/1.1\r\nHost: x\r\n\r\n"
+                  b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    statuses = re.findall(rb"HTTP/1\.1 \d{3} [A-Za-z ]+", out)
+    assert statuses == [b"HTTP/1.1 200 OK", b"HTTP/1.1 404 Not Found", b"HTTP/1.1 200 OK"]
+    assert out.endswith(b"ready\n")
+
+
+# ------------------------------------------------------------------ refusals of the HTTP layer
+
+
+def test_unknown_path_and_wrong_method(gw):
+    assert get(gw, "/metricz") == (404, "not found\n")
+    r = raw(gw, b"DELETE /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert r.startswith(b"HTTP/1.1 405 Method Not Allowed\r\n") and b"\r\nAllow: GET, HEAD\r\n" in r
+    assert get(gw, POLICY + "?command=allow")[0] == 405
+
+
+@pytest.mark.parametrize("request_bytes, status", [
+    (b"GARBAGE\r\n\r\n", b"400"),
+    (b"GET /healthz HTTP/1.1\r\n\r\n", b"400"),                  # no Host (RFC 9112 3.2)
+    (b"GET /healthz HTTP/2.0\r\nHost: x\r\n\r\n", b"505"),
+    (b"GET /healthz HTTP/0.9\r\nHost: x\r\n\r\n", b"505"),
+    (b"GET http://evil.example/healthz HTTP/1.1\r\nHost: x\r\n\r\n", b"400"),
+    (b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n", b"400"),
+    (b"POST " + POLICY.encode() + b"?command=report HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n", b"400"),
+    (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n", b"431"),
+    (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", b"431"),
+    (b"POST " + POLICY.encode() + b"?command=report HTTP/1.1\r\nHost: x\r\nContent-Length: 70000\r\n\r\n", b"413"),
+])
+def test_malformed_and_oversized_requests_get_4xx_and_close(gw, request_bytes, status):
+    r = raw(gw, request_bytes)
+    assert r.startswith(b"HTTP/1.1 " + status + b" "), r[:200]
+    assert b"\r\nConnection: close\r\n" in r
+    assert not r.endswith(b"<timeout>")  # closed by the daemon, not left open
+
+
+def test_chunked_body_over_the_limit_gets_413(gw):
+    head = (b"POST " + POLICY.encode() + b"?command=report HTTP/1.1\r\nHost: x\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n")
+    chunk = b"%x\r\n" % 40000 + b"a" * 40000 + b"\r\n"
+    # The second chunk's size line already takes the body past 65536 octets:
+    # refused there, before its data (which is not sent, so nothing is left
+    # unread when the daemon closes).
+    r = raw(gw, head + chunk + b"%x\r\n" % 40000)
+    assert r.startswith(b"HTTP/1.1 413 ") and b"\r\nConnection: close\r\n" in r
+
+
+def test_idle_and_slow_requests_are_cut(gw):
+    # Idle: nothing sent within http_idle_timeout (2 s here).
+    s = socket.create_connection(("127.0.0.1", gw.port("http")), timeout=10)
+    t = time.time()
+    assert s.recv(100) == b""
+    assert 1.5 < time.time() - t < 8
+    s.close()
+    # Slow: a request begun and not complete within command_timeout, however it trickles.
+    s = socket.create_connection(("127.0.0.1", gw.port("http")), timeout=10)
+    t = time.time()
+    closed = False
+    for _ in range(20):
+        try:
+            s.sendall(b"G")
+        except OSError:
+            closed = True
+            break
+        time.sleep(0.5)
+    assert closed or time.time() - t < 9
+    s.close()
+    assert gw.wait_log("http end reason=timeout ip=127.0.0.1 requests=0")
+
+
+def test_untrusted_peer_gets_403(make_gateway):
+    listeners = DEFAULT_LISTENERS + [{"name": "http", "protocol": "http", "trusted_networks": ["192.0.2.0/24"]}]
+    g = make_gateway(listeners=listeners)
+    assert get(g, "/healthz") == (403, "forbidden: this address is not in the listener's trusted_networks\n")
+    assert post(g, POLICY + "?command=report", REPORT)[0] == 403
+    assert grants(g) == []
+
+
+# ------------------------------------------------------------------ the Dovecot endpoint by hand
+
+
+def test_allow_always_continues(gw):
+    # Before authentication Dovecot asks "allow": always {"status":0}, with or
+    # without the secret and whatever the body: popgate never holds up a login.
+    for headers in ({}, {"X-API-Key": SECRET}):
+        for body in (REPORT, b"not json"):
+            assert post(gw, POLICY + "?command=allow", body, headers) == (200, '{"status":0,"msg":""}')
+    assert grants(gw) == []
+
+
+def test_report_grants_with_the_secret_only(gw):
+    assert post(gw, POLICY + "?command=report", REPORT) == (403, '{"status":0,"msg":"X-API-Key missing or wrong"}')
+    assert post(gw, POLICY + "?command=report", REPORT, {"X-API-Key": SECRET + "x"})[0] == 403
+    assert post(gw, POLICY + "?command=report", REPORT, {"X-API-Key": SECRET[:-1]})[0] == 403
+    assert grants(gw) == []
+    assert SECRET[:-1] not in gw.log()
+    # Dovecot's URL may end in '&' (it then appends command=...).
+    assert post(gw, POLICY + "?x=1&command=report", REPORT, {"X-API-Key": SECRET}) == \
+        (200, '{"status":0,"msg":"granted"}')
+    assert grants(gw) == [("127.0.0.8", "erin", "dovecot-imap", 1, "http")]
+
+
+@pytest.mark.parametrize("change, status, msg", [
+    ({"success": False}, 200, "no grant: authentication failed"),
+    ({"protocol": "submission"}, 200, "no grant: only pop3 and imap logins grant relaying"),
+    ({"remote": "not-an-address"}, 400, "remote is not an IP address"),
+    ({"remote": ""}, 400, "remote is not an IP address"),
+    ({"login": ""}, 400, "malformed report"),
+    ({"login": "a\u0001b"}, 400, "malformed report"),
+    ({"success": "yes"}, 400, "malformed report"),
+    ({"success": None}, 400, "malformed report"),   # success missing: not a report
+    ({"remote": None}, 400, "malformed report"),
+])
+def test_reports_that_grant_nothing(gw, change, status, msg):
+    body = {k: v for k, v in {**REPORT, **change}.items() if v is not None}
+    assert post(gw, POLICY + "?command=report", body, {"X-API-Key": SECRET}) == \
+        (status, json.dumps({"status": 0, "msg": msg}, separators=(",", ":")))
+    assert grants(gw) == []
+
+
+def test_unknown_command_and_non_json(gw):
+    assert post(gw, POLICY + "?command=drop", REPORT, {"X-API-Key": SECRET})[0] == 400
+    assert post(gw, POLICY, REPORT, {"X-API-Key": SECRET})[0] == 400
+    assert post(gw, POLICY + "?command=report", b"{\"login\":", {"X-API-Key": SECRET}) == \
+        (400, '{"status":0,"msg":"malformed report"}')
+    assert grants(gw) == []
+
+
+def test_a_password_in_the_report_is_never_logged(gw):
+    body = {**REPORT, "password": "Sup3rS3cretPw", "pwhash": "0123abcd"}
+    assert post(gw, POLICY + "?command=report", body, {"X-API-Key": SECRET})[0] == 200
+    assert gw.wait_log("result=granted")
+    assert "Sup3rS3cretPw" not in gw.log() and "0123abcd" not in gw.log()
+
+
+def test_ipv6_remote_is_granted_by_its_prefix(gw):
+    body = {**REPORT, "remote": "2001:db8:1:2:aa::7", "protocol": "pop3"}
+    assert post(gw, POLICY + "?command=report", body, {"X-API-Key": SECRET})[0] == 200
+    assert grants(gw) == [("2001:db8:1:2::", "erin", "dovecot-pop3", 1, "http")]
+
+
+def test_report_when_the_database_is_unusable_gets_503(gw):
+    os.rename(gw.db, str(gw.db) + ".away")
+    try:
+        status, body = post(gw, POLICY + "?command=report", REPORT, {"X-API-Key": SECRET})
+        assert (status, body) == (503, '{"status":0,"msg":"grant not recorded: database unavailable"}')
+    finally:
+        os.rename(str(gw.db) + ".away", gw.db)
+    assert gw.wait_log("http dovecot grant failed ip=127.0.0.1 user=erin remote=127.0.0.8")
+
+
+def test_implicit_tls_http_listener(make_gateway):
+    listeners = DEFAULT_LISTENERS + [{"name": "https", "protocol": "http", "tls": "implicit"}]
+    g = make_gateway(listeners=listeners)
+    r = subprocess.run(["curl", "-sS", "-k", f"https://127.0.0.1:{g.port('https')}/healthz"],
+                       capture_output=True, text=True, timeout=20)
+    assert (r.returncode, r.stdout) == (0, "ok\n"), r.stderr
+    assert g.wait_log("http tls ip=127.0.0.1")
+
+
+def test_reload_takes_a_new_api_key(gw, tmp_path):
+    new = "rotated-secret-0123456789abcdef"
+    (tmp_path / "key").write_text(new + "\n")
+    gw.reload()
+    assert gw.wait_log("reload done")
+    assert post(gw, POLICY + "?command=report", REPORT, {"X-API-Key": SECRET})[0] == 403
+    assert post(gw, POLICY + "?command=report", REPORT, {"X-API-Key": new}) == (200, '{"status":0,"msg":"granted"}')
+    # A key file the reload cannot use keeps the running configuration.
+    (tmp_path / "key").write_text("short\n")
+    gw.reload()
+    assert gw.wait_log("reload refused, keeping the running configuration")
+    assert gw.wait_log("the first line must be the secret")
+    assert post(gw, POLICY + "?command=report", REPORT, {"X-API-Key": new})[0] == 200
+
+
+def test_expect_100_continue_with_curl(gw):
+    # curl asks for 100-continue before a body over 1 KB and waits for it.
+    body = json.dumps({**REPORT, "pwhash": "f" * 2000})
+    r = subprocess.run(["curl", "-sS", "-v", "-H", "Content-Type: application/json", "-H", f"X-API-Key: {SECRET}",
+                        "-H", "Expect: 100-continue", "--data-binary", body, url(gw, POLICY + "?command=report")],
+                       capture_output=True, text=True, timeout=20)
+    assert r.returncode == 0, r.stderr
+    assert "< HTTP/1.1 100 Continue" in r.stderr
+    assert r.stdout == '{"status":0,"msg":"granted"}'
+    assert grants(gw) == [("127.0.0.8", "erin", "dovecot-imap", 1, "http")]
