@@ -3,7 +3,8 @@
 # `cmake --install` lays out what the package holds: /usr/sbin/popgate,
 # /etc/popgate/popgate.toml (generated from config/popgate.toml by
 # cmake/package_config.cmake), the systemd unit, sysusers.d and tmpfiles.d
-# snippets, a logrotate file, the man pages and bash completion.
+# snippets, a logrotate file (rename, then SIGUSR1), the man pages and bash
+# completion.
 #
 # The package is built with CPack's DEB generator (`cpack -G DEB` in a build
 # directory): from the binary this very build made and the tests ran, with
@@ -46,6 +47,8 @@ install(FILES ${CMAKE_SOURCE_DIR}/deploy/bash-completion/popgate DESTINATION ${C
 install(FILES ${CMAKE_SOURCE_DIR}/README.md ${CMAKE_SOURCE_DIR}/deploy/postfix/relay_clients.cf
   DESTINATION ${CMAKE_INSTALL_DOCDIR})
 install(FILES ${CMAKE_SOURCE_DIR}/sql/README.md DESTINATION ${CMAKE_INSTALL_DOCDIR} RENAME schema.md)
+# Examples, not active: fail2ban reads only what is in /etc/fail2ban.
+install(DIRECTORY ${CMAKE_SOURCE_DIR}/deploy/fail2ban DESTINATION ${CMAKE_INSTALL_DOCDIR}/examples)
 
 # dpkg treats these as the administrator's: kept on upgrade, removed on purge.
 file(WRITE ${POPGATE_PKG_DIR}/conffiles "${POPGATE_SYSTEM_CONFIG}\n/etc/logrotate.d/popgate\n")

@@ -8,6 +8,7 @@ libspdlog-dev libtomlplusplus-dev libcli11-dev libcrypt-dev
 python3 python3-pytest python3-aiosmtpd swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl
 curl mpop fetchmail
 systemd dpkg-dev util-linux iproute2 groff-base man-db bash-completion logrotate
+haproxy fail2ban
 clang-14 libclang-rt-14-dev"
 missing=""
 for p in $pkgs; do
@@ -17,6 +18,22 @@ done
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 echo "installing:$missing" >&2
+# Some packages (haproxy, fail2ban) ship a daemon whose postinst starts the
+# system service; the tests run their own instances on their own ports and
+# want none. A policy-rc.d that says "no" (101) stops invoke-rc.d while apt
+# runs; it is removed after, and one already present is left alone.
+policy=/usr/sbin/policy-rc.d
+own_policy=""
+if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+    $SUDO chmod 755 "$policy"
+    own_policy=1
+    trap '$SUDO rm -f "$policy"' EXIT
+fi
 $SUDO apt-get update -qq
 # shellcheck disable=SC2086
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
+if [ -n "$own_policy" ]; then
+    $SUDO rm -f "$policy"
+    trap - EXIT
+fi

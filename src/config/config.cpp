@@ -139,6 +139,27 @@ public:
         out = std::move(v);
     }
 
+    // Networks ("192.0.2.0/24", "2001:db8::/32", or a bare address).
+    void networks(std::string_view key, std::vector<net::cidr>& out)
+    {
+        auto const* n = get(key);
+        if (!n) return;
+        auto const* arr = n->as_array();
+        if (!arr) return fail(*n, std::string(key) + ": expected an array of networks");
+        std::vector<net::cidr> v;
+        for (auto const& e : *arr) {
+            std::string why = "expected a network such as \"192.0.2.0/24\"";
+            std::optional<net::cidr> c;
+            if (auto const text = e.value<std::string>(); e.is_string() && text) {
+                c = net::parse_cidr(*text, &why);
+                if (!c) why = "'" + *text + "': " + why;
+            }
+            if (!c) return fail(e, std::string(key) + ": " + why);
+            v.push_back(*c);
+        }
+        out = std::move(v);
+    }
+
 private:
     toml::table const& t_;
     std::string name_;
@@ -158,6 +179,31 @@ toml::table const* sub_table(toml::table const& root, std::string_view key, std:
         return nullptr;
     }
     return n->as_table();
+}
+
+// A POP3 listener, or an SMTP listener that needs AUTH, on which no
+// mechanism could ever be used: a contradiction in the file, not a policy.
+std::string nobody_can_log_in(settings const& s, listener const& l)
+{
+    if (l.protocol != "pop3" && !(l.protocol == "smtp" && l.auth_required)) return {};
+    if (s.cram_md5 || (s.apop && l.protocol == "pop3")) return {};
+    auto const addr = net::parse_ip(l.address);
+    switch (l.plaintext.value_or(s.plaintext)) {
+    case plaintext_policy::always: return {};
+    case plaintext_policy::never:
+        return "plaintext = \"never\" and neither APOP nor CRAM-MD5 is enabled";
+    case plaintext_policy::tls_only:
+        if (l.tls != tls_mode::none || (s.loopback_is_secure && addr && addr->is_loopback())) return {};
+        return "tls = \"none\" with plaintext = \"tls-only\", and neither APOP nor CRAM-MD5 is enabled";
+    }
+    return {};
+}
+
+void read_plaintext(section& sec, plaintext_policy& out)
+{
+    sec.choice("plaintext", out,
+               {{"never", plaintext_policy::never}, {"tls-only", plaintext_policy::tls_only},
+                {"always", plaintext_policy::always}});
 }
 
 void read_listeners(toml::table const& root, settings& s, std::vector<error>& errors)
@@ -189,8 +235,19 @@ void read_listeners(toml::table const& root, settings& s, std::vector<error>& er
                     "expected an IP address such as 127.0.0.1, 0.0.0.0 or ::");
             sec.integer("port", l.port, 0, 65535);
             sec.choice("tls", l.tls,
-                       {{"none", tls_mode::none}, {"starttls", tls_mode::starttls}, {"implicit", tls_mode::implicit}});
+                       {{"none", tls_mode::none},
+                        {"starttls", tls_mode::starttls},
+                        {"required", tls_mode::required},
+                        {"implicit", tls_mode::implicit}});
+            plaintext_policy p{};
+            bool const has_plaintext = t->contains("plaintext");
+            read_plaintext(sec, p);
+            if (has_plaintext) l.plaintext = p;
             sec.boolean("auth_required", l.auth_required);
+            sec.boolean("local_delivery_without_auth", l.local_delivery_without_auth);
+            sec.boolean("grant", l.grant);
+            sec.boolean("proxy_protocol", l.proxy_protocol);
+            sec.networks("trusted_proxies", l.trusted_proxies);
             if (!t->contains("protocol"))
                 errors.push_back({t->source().begin.line, 0, "listener: 'protocol' is required"});
         }
@@ -202,8 +259,21 @@ void read_listeners(toml::table const& root, settings& s, std::vector<error>& er
             errors.push_back({t->source().begin.line, 0,
                               "listener '" + l.name + "': " + l.address + ":" + std::to_string(l.port) +
                                   " is already used by another listener"});
-        if (l.auth_required && l.protocol != "smtp")
-            errors.push_back({t->source().begin.line, 0, "listener '" + l.name + "': auth_required is for smtp"});
+        auto const refuse = [&](std::string const& why) {
+            errors.push_back({t->source().begin.line, 0, "listener '" + l.name + "': " + why});
+        };
+        bool const mail_protocol = l.protocol == "pop3" || l.protocol == "smtp";
+        if (l.auth_required && l.protocol != "smtp") refuse("auth_required is for smtp");
+        if (l.local_delivery_without_auth && !l.auth_required)
+            refuse("local_delivery_without_auth only means something with auth_required = true");
+        if (t->contains("grant") && l.protocol != "pop3") refuse("grant is for pop3 (logins there grant relay)");
+        if (l.plaintext && !mail_protocol) refuse("plaintext is for pop3 and smtp");
+        if (l.tls_required() && !mail_protocol) refuse("tls = \"required\" is for pop3 and smtp (STLS/STARTTLS)");
+        if (t->contains("trusted_proxies") && !l.proxy_protocol)
+            refuse("trusted_proxies is for a listener with proxy_protocol = true");
+        if (!t->contains("trusted_proxies")) l.trusted_proxies = s.trusted_proxies;
+        if (l.proxy_protocol && l.trusted_proxies.empty())
+            refuse("proxy_protocol = true needs trusted_proxies, on the listener or in [server]: no one could connect");
         s.listeners.push_back(std::move(l));
     }
 }
@@ -215,6 +285,7 @@ std::string to_string(tls_mode m)
     switch (m) {
     case tls_mode::none: return "none";
     case tls_mode::starttls: return "starttls";
+    case tls_mode::required: return "required";
     case tls_mode::implicit: return "implicit";
     }
     return "?";
@@ -251,6 +322,7 @@ load_result parse(std::string_view text, std::filesystem::path const& source)
         sec.integer("threads", s.threads, 0, 256);
         sec.str("user", s.run_as_user);
         sec.str("group", s.run_as_group);
+        sec.networks("trusted_proxies", s.trusted_proxies);
     }
     read_listeners(root, s, errs);
     if (auto const* t = sub_table(root, "tls", errs)) {
@@ -295,9 +367,7 @@ load_result parse(std::string_view text, std::filesystem::path const& source)
     }
     if (auto const* t = sub_table(root, "auth", errs)) {
         section sec(*t, "auth", errs);
-        sec.choice("plaintext", s.plaintext,
-                   {{"never", plaintext_policy::never}, {"tls-only", plaintext_policy::tls_only},
-                    {"always", plaintext_policy::always}});
+        read_plaintext(sec, s.plaintext);
         sec.boolean("loopback_is_secure", s.loopback_is_secure);
         sec.boolean("apop", s.apop);
         sec.boolean("cram_md5", s.cram_md5);
@@ -335,9 +405,21 @@ load_result parse(std::string_view text, std::filesystem::path const& source)
             return v == "trace" || v == "debug" || v == "info" || v == "warn" || v == "error";
         }, "expected \"trace\", \"debug\", \"info\", \"warn\" or \"error\"");
         sec.str("file", s.log_file);
+        s.log_to = s.log_file.empty() ? log_target::stderr_stream : log_target::file;
+        sec.choice("target", s.log_to,
+                   {{"stderr", log_target::stderr_stream}, {"file", log_target::file}, {"syslog", log_target::syslog}});
+        if (auto const* n = t->get("target"); n && n->is_string()) {
+            if (s.log_to == log_target::file && s.log_file.empty())
+                sec.fail(*n, "target: \"file\" needs log.file");
+            if (s.log_to != log_target::file && !s.log_file.empty())
+                sec.fail(*n, "target: log.file is only written with target = \"file\"");
+        }
     }
     if (errs.empty() && s.listeners.empty())
         errs.push_back({0, 0, "no [[listener]] configured: the daemon would serve nothing"});
+    for (auto const& l : s.listeners)
+        if (auto const why = nobody_can_log_in(s, l); !why.empty())
+            errs.push_back({0, 0, "listener '" + l.name + "': no client could ever log in here: " + why});
     if (!errs.empty()) {
         std::stable_sort(errs.begin(), errs.end(), [](auto const& a, auto const& b) { return a.line < b.line; });
         return r;

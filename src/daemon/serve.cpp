@@ -133,6 +133,27 @@ asio::awaitable<void> purge_loop(server& srv)
     }
 }
 
+log::destination log_destination(config::log_target t)
+{
+    switch (t) {
+    case config::log_target::stderr_stream: return log::destination::stderr_stream;
+    case config::log_target::file: return log::destination::file;
+    case config::log_target::syslog: return log::destination::syslog;
+    }
+    return log::destination::stderr_stream;
+}
+
+// log.file opened again from its path (logrotate, `mv`); log.target and
+// log.file themselves take effect at the next start.
+void reopen_log()
+{
+    std::string why;
+    if (log::reopen(why))
+        spdlog::info("log reopened");
+    else
+        spdlog::error("log not reopened, still writing to the old file: {}", why);
+}
+
 void reload(server& srv)
 {
     auto r = config::load_effective(srv.config_file);
@@ -162,7 +183,12 @@ asio::awaitable<void> signal_loop(server& srv, asio::signal_set& sigs)
     for (;;) {
         auto [ec, sig] = co_await sigs.async_wait(asio::as_tuple(asio::use_awaitable));
         if (ec) co_return;
+        if (sig == SIGUSR1) {
+            reopen_log();
+            continue;
+        }
         if (sig == SIGHUP) {
+            reopen_log();
             spdlog::info("SIGHUP: reloading configuration and certificates");
             reload(srv);
             // A database file deleted or replaced under the daemon is opened
@@ -274,7 +300,7 @@ int serve(std::string const& config_file, std::string const& db_override, serve_
         srv.account = find_service_account(*settings);
         // Made before spdlog opens it, so that its mode (0640) does not depend on the umask.
         prepare_log_file(settings->log_file, srv.account);
-        log::setup(settings->log_level, settings->log_file);
+        log::setup(settings->log_level, log_destination(settings->log_to), settings->log_file);
         srv.nofile = raise_nofile_limit();
         ::umask(077);  // every file the daemon makes (database, Maildirs, keys) is private
         // Before any thread starts (the check takes the service user's ids for a moment).
@@ -315,6 +341,7 @@ int serve(std::string const& config_file, std::string const& db_override, serve_
         // as the ready file appears must not find the default action (which
         // ends the process) before the signal loop has started.
         srv.signals = std::make_unique<asio::signal_set>(srv.io, SIGHUP, SIGTERM, SIGINT);
+        srv.signals->add(SIGUSR1);
         // Written while still privileged: the ready file's directory belongs
         // to whoever started the daemon, not to the service user.
         if (!o.ready_file.empty()) write_ready_file(o.ready_file, srv.listeners);

@@ -1,46 +1,161 @@
 #include "popgate/log/log.hpp"
 
-#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/sinks/base_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/sinks/syslog_sink.h>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <syslog.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <mutex>
 #include <random>
+#include <stdexcept>
 
 namespace popgate::log {
+namespace {
 
-void setup(std::string_view level, std::string const& file)
+// Appends to `path`, never through a symlink. A file made here is 0640, like
+// the one the daemon prepares at start, whatever the umask (077 once
+// running); one that exists (made by logrotate's `create`) keeps its mode.
+std::FILE* open_log(std::string const& path, std::string& why)
 {
-    std::shared_ptr<spdlog::logger> logger;
-    if (file.empty())
-        logger = std::make_shared<spdlog::logger>("popgate", std::make_shared<spdlog::sinks::stderr_sink_mt>());
-    else
-        logger = std::make_shared<spdlog::logger>(
-            "popgate", std::make_shared<spdlog::sinks::basic_file_sink_mt>(file, false));
-    logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %l %v");
+    constexpr int flags = O_WRONLY | O_APPEND | O_CLOEXEC | O_NOFOLLOW;
+    int fd = ::open(path.c_str(), flags | O_CREAT | O_EXCL, 0640);
+    if (fd >= 0) {
+        (void)::fchmod(fd, 0640);  // best effort: failing, the file stays 0600, stricter
+    } else if (errno == EEXIST) {
+        fd = ::open(path.c_str(), flags);
+    }
+    if (fd < 0) {
+        why = path + ": " + std::strerror(errno);
+        return nullptr;
+    }
+    std::FILE* f = ::fdopen(fd, "a");
+    if (!f) {
+        why = path + ": " + std::strerror(errno);
+        ::close(fd);
+    }
+    return f;
+}
+
+// A file sink that can open its path again. spdlog's basic_file_sink cannot:
+// after logrotate (or `mv`) it would write into the renamed file for ever.
+class reopenable_file_sink final : public spdlog::sinks::base_sink<std::mutex> {
+public:
+    explicit reopenable_file_sink(std::string path) : path_(std::move(path))
+    {
+        std::string why;
+        file_ = open_log(path_, why);
+        if (!file_) throw std::runtime_error("log.file: cannot open " + why);
+    }
+    ~reopenable_file_sink() override { std::fclose(file_); }
+    reopenable_file_sink(reopenable_file_sink const&) = delete;
+    reopenable_file_sink& operator=(reopenable_file_sink const&) = delete;
+
+    // The new file is opened before the old one is closed: if it cannot be,
+    // logging goes on where it was.
+    bool reopen(std::string& why)
+    {
+        std::FILE* f = open_log(path_, why);
+        if (!f) return false;
+        std::lock_guard lock(mutex_);
+        std::fflush(file_);
+        std::fclose(file_);
+        file_ = f;
+        return true;
+    }
+
+protected:
+    void sink_it_(spdlog::details::log_msg const& msg) override
+    {
+        spdlog::memory_buf_t line;
+        formatter_->format(msg, line);
+        std::fwrite(line.data(), 1, line.size(), file_);
+    }
+    void flush_() override { std::fflush(file_); }
+
+private:
+    std::string path_;
+    std::FILE* file_ = nullptr;
+};
+
+// Set once by setup() before the threads start; reopen() runs on the signal loop.
+std::shared_ptr<reopenable_file_sink> file_sink;
+
+}  // namespace
+
+void setup(std::string_view level, destination to, std::string const& file)
+{
+    std::shared_ptr<spdlog::sinks::sink> sink;
+    file_sink.reset();
+    switch (to) {
+    case destination::stderr_stream:
+        sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
+        break;
+    case destination::file:
+        file_sink = std::make_shared<reopenable_file_sink>(file);
+        sink = file_sink;
+        break;
+    case destination::syslog:
+        // syslog stamps the time and host and maps the level to a priority;
+        // the line is ours as it is ("popgate[PID]: sid=... pop3 login ...").
+        sink = std::make_shared<spdlog::sinks::syslog_sink_mt>("popgate", LOG_PID | LOG_NDELAY, LOG_MAIL, false);
+        break;
+    }
+    auto logger = std::make_shared<spdlog::logger>("popgate", std::move(sink));
+    if (to != destination::syslog) logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %l %v");
     logger->set_level(spdlog::level::from_str(std::string(level)));
     logger->flush_on(spdlog::level::info);
     spdlog::set_default_logger(std::move(logger));
 }
 
-std::string escape(std::string_view in, std::size_t cap)
+bool reopen(std::string& why)
+{
+    return !file_sink || file_sink->reopen(why);
+}
+
+namespace {
+
+constexpr bool bare_ok(unsigned char c) noexcept
+{
+    return c > 0x20 && c < 0x7f && c != '"' && c != '\\' && c != '=';
+}
+
+}  // namespace
+
+std::string field(std::string_view in, std::size_t cap)
 {
     static constexpr char hex[] = "0123456789abcdef";
+    bool const cut = in.size() > cap;
+    if (cut) in = in.substr(0, cap);
+    bool bare = !in.empty();
+    for (char const ch : in) bare = bare && bare_ok(static_cast<unsigned char>(ch));
+    if (bare) return cut ? std::string(in) + "..." : std::string(in);
+
     std::string out;
-    out.reserve(std::min(in.size(), cap) + 8);
-    for (std::size_t i = 0; i < in.size(); ++i) {
-        if (out.size() >= cap) {
-            out += "...";
-            break;
-        }
-        auto const c = static_cast<unsigned char>(in[i]);
-        if (c >= 0x20 && c < 0x7f && c != '\\') {
-            out += static_cast<char>(c);
+    out.reserve(in.size() + 8);
+    out += '"';
+    for (char const ch : in) {
+        auto const c = static_cast<unsigned char>(ch);
+        if (c == '"' || c == '\\') {
+            out += '\\';
+            out += ch;
+        } else if (c == ' ' || bare_ok(c)) {
+            out += ch;
         } else {
             out += "\\x";
             out += hex[c >> 4];
             out += hex[c & 0xf];
         }
     }
+    if (cut) out += "...";
+    out += '"';
     return out;
 }
 

@@ -11,27 +11,32 @@ constexpr unsigned both = phase_bits(authorization) | phase_bits(transaction);
 
 // RFC 1939 §3: keywords are three or four characters. In pop3_verb order.
 // Phases: RFC 1939 §4-§7; CAPA anywhere (RFC 2449); STLS and AUTH only before
-// login (RFC 2595 §4, RFC 5034 §4). Junk: changes nothing, so endless runs
-// of it are cut off (limits.max_junk_commands); RETR, TOP and DELE are the
-// progress that resets that count. Secret: PASS, APOP (the digest replays)
-// and AUTH (RFC 5034 initial response) arguments are never logged.
+// login (RFC 2595 §4, RFC 5034 §4). Junk: loops forever without effect
+// (NOOP, RSET, CAPA), so endless runs of it are cut off
+// (limits.max_junk_commands). Every command that reads the maildrop (STAT,
+// LIST, UIDL, TOP, RETR) or changes it (DELE) is progress and resets that
+// count: a client that polls with NOOP/STAT pairs is served, as by Dovecot.
+// Secret: PASS, APOP (the digest replays) and AUTH (RFC 5034 initial
+// response) arguments are never logged. Pre-TLS:
+// all a listener with tls = "required" serves before STLS (RFC 2595 §4
+// leaves the policy to the server; this is Dovecot's with ssl = required).
 constexpr std::array<pop3_command_spec, 15> verbs{{
-    //  keyword verb               phases                      junk   progress secret
-    {"USER", pop3_verb::user, phase_bits(authorization), false, false, false},
-    {"PASS", pop3_verb::pass, phase_bits(authorization), false, false, true},
-    {"APOP", pop3_verb::apop, phase_bits(authorization), false, false, true},
-    {"AUTH", pop3_verb::auth, phase_bits(authorization), false, false, true},
-    {"STAT", pop3_verb::stat, phase_bits(transaction), true, false, false},
-    {"LIST", pop3_verb::list, phase_bits(transaction), false, false, false},
-    {"UIDL", pop3_verb::uidl, phase_bits(transaction), false, false, false},
-    {"TOP", pop3_verb::top, phase_bits(transaction), false, true, false},
-    {"RETR", pop3_verb::retr, phase_bits(transaction), false, true, false},
-    {"DELE", pop3_verb::dele, phase_bits(transaction), false, true, false},
-    {"RSET", pop3_verb::rset, phase_bits(transaction), true, false, false},
-    {"NOOP", pop3_verb::noop, phase_bits(transaction), true, false, false},
-    {"QUIT", pop3_verb::quit, both, false, false, false},
-    {"CAPA", pop3_verb::capa, both, true, false, false},
-    {"STLS", pop3_verb::stls, phase_bits(authorization), false, false, false},
+    //  keyword verb               phases                      junk   progress secret pre_tls
+    {"USER", pop3_verb::user, phase_bits(authorization), false, false, false, false},
+    {"PASS", pop3_verb::pass, phase_bits(authorization), false, false, true, false},
+    {"APOP", pop3_verb::apop, phase_bits(authorization), false, false, true, false},
+    {"AUTH", pop3_verb::auth, phase_bits(authorization), false, false, true, false},
+    {"STAT", pop3_verb::stat, phase_bits(transaction), false, true, false, false},
+    {"LIST", pop3_verb::list, phase_bits(transaction), false, true, false, false},
+    {"UIDL", pop3_verb::uidl, phase_bits(transaction), false, true, false, false},
+    {"TOP", pop3_verb::top, phase_bits(transaction), false, true, false, false},
+    {"RETR", pop3_verb::retr, phase_bits(transaction), false, true, false, false},
+    {"DELE", pop3_verb::dele, phase_bits(transaction), false, true, false, false},
+    {"RSET", pop3_verb::rset, phase_bits(transaction), true, false, false, false},
+    {"NOOP", pop3_verb::noop, phase_bits(transaction), true, false, false, false},
+    {"QUIT", pop3_verb::quit, both, false, false, false, true},
+    {"CAPA", pop3_verb::capa, both, true, false, false, true},
+    {"STLS", pop3_verb::stls, phase_bits(authorization), false, false, false, true},
 }};
 
 constexpr bool table_in_verb_order() noexcept

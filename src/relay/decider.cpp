@@ -24,7 +24,7 @@ void decider::reload_networks_locked(std::int64_t gen)
     auto const warn_once = [&](store::network const& n, std::string const& what) {
         auto key = std::pair{n.id, n.cidr};
         if (!warned_networks_.contains(key))
-            spdlog::warn("allowed_networks id={} cidr='{}' {}", n.id, log::escape(n.cidr), log::escape(what, 400));
+            spdlog::warn("allowed_networks id={} cidr={} problem={}", n.id, log::field(n.cidr), log::field(what, 400));
         still_wrong.insert(std::move(key));
     };
     for (auto const& n : db_.list_networks()) {
@@ -81,16 +81,18 @@ void decider::check_rows()
         if (a) why = net::spelling_problem(text, *a);
         if (why.empty()) continue;
         if (!warned_grants_.contains(text))
-            spdlog::warn("relay_grants address='{}' never matches: {}", log::escape(text), log::escape(why, 400));
+            spdlog::warn("relay_grants address={} never matches problem={}", log::field(text), log::field(why, 400));
         still_wrong.insert(text);
     }
     warned_grants_ = std::move(still_wrong);
 }
 
-decision decider::decide(net::ip_address const& client, bool authenticated, bool auth_required, bool local_domain)
+decision decider::decide(net::ip_address const& client, bool authenticated, bool auth_required, bool local_domain,
+                         bool local_needs_auth)
 {
     proto::relay_facts f;
     f.local_domain = local_domain;
+    f.local_needs_auth = local_needs_auth;
     f.authenticated = authenticated;
     f.auth_required = auth_required;
     decision d;
@@ -109,13 +111,14 @@ decision decider::decide(net::ip_address const& client, bool authenticated, bool
     d.verdict = proto::decide_relay(f);
     switch (d.verdict) {
     case proto::relay_verdict::relay_grant:
-        d.detail = "grant_user=" + (g->user.empty() ? std::string("-") : g->user) + " grant=" + g->address;
+        d.detail = "grant_user=" + (g->user.empty() ? std::string("-") : log::field(g->user, 64)) +
+                   " grant=" + log::field(g->address);
         d.grant_address = g->address;
         break;
-    case proto::relay_verdict::relay_network: d.detail = "network=" + *net; break;
+    case proto::relay_verdict::relay_network: d.detail = "network=" + log::field(*net); break;
     case proto::relay_verdict::relay_auth: d.detail = "sasl"; break;
-    case proto::relay_verdict::local: d.detail = "local domain"; break;
-    default: d.detail = auth_required && !authenticated ? "auth required on this listener" : "no grant or network";
+    case proto::relay_verdict::local: d.detail = "local-domain"; break;
+    default: d.detail = auth_required && !authenticated ? "auth-required-on-listener" : "no-grant-or-network";
     }
     return d;
 }

@@ -1,5 +1,6 @@
 #include "popgate/relay/policy.hpp"
 
+#include "popgate/log/log.hpp"
 #include "popgate/mail/maildir.hpp"
 
 #include <algorithm>
@@ -46,14 +47,15 @@ verdict policy::local(request const& r, config::settings const& s)
             // A name that cannot have a Maildir is no mailbox.
         }
     }
-    v.detail = v.box ? "user=" + v.box->user : "unknown-user";
+    v.detail = v.box ? "user=" + log::field(v.box->user, 64) : "unknown-user";
     return v;
 }
 
 verdict policy::decide(request const& r, config::settings const& s)
 {
     try {
-        auto const d = decider_.decide(r.client, r.authenticated, r.auth_required, is_local_domain(s, r.domain));
+        auto const d = decider_.decide(r.client, r.authenticated, r.auth_required, is_local_domain(s, r.domain),
+                                       r.local_needs_auth);
         if (d.verdict == proto::relay_verdict::local) return local(r, s);
         verdict v{d.verdict, d.detail, std::nullopt};
         if (d.verdict == proto::relay_verdict::deny)

@@ -44,6 +44,25 @@ std::string joined(proto::smtp_reply const& r)
     return t;
 }
 
+// The upstream's words as quoted to our client: joined, and cut so that our
+// reply line stays within RFC 5321's 512 octets whatever the upstream sent
+// (format_reply replaces control characters).
+constexpr std::size_t max_quoted = 200;
+std::string quoted(proto::smtp_reply const& r)
+{
+    auto t = joined(r);
+    if (t.size() > max_quoted) t.resize(max_quoted);
+    return t;
+}
+
+// The upstream's enhanced code (RFC 3463), or the class's generic one when it
+// sent none: "4.0.0", "5.0.0".
+std::string enhanced_or_generic(proto::smtp_reply const& r)
+{
+    if (!r.enhanced.empty()) return r.enhanced;
+    return std::to_string(proto::reply_class(r.code)) + ".0.0";
+}
+
 // Whether an EHLO keyword (upper case) is among the upstream's extensions.
 bool offers(std::vector<std::string> const& ext, std::string_view kw)
 {
@@ -208,13 +227,7 @@ asio::awaitable<std::optional<T>> smtp_client::timed(asio::awaitable<T> op)
 upstream_verdict smtp_client::broken(std::string why)
 {
     abort();
-    upstream_verdict v;
-    v.what = upstream_verdict::kind::temporary;
-    v.code = 451;
-    v.enhanced = "4.4.1";
-    v.text = "Error: upstream mail server unavailable, try again later";
-    v.log = std::move(why);
-    return v;
+    return upstream_unavailable(std::move(why));
 }
 
 asio::awaitable<bool> smtp_client::write(std::string_view data)
@@ -275,7 +288,7 @@ asio::awaitable<upstream_verdict> smtp_client::command(std::string const& line, 
     auto r = co_await read_reply();
     if (!r) co_return broken(std::string(what) + ": no valid reply");
     upstream_verdict v;
-    v.log = std::string(what) + " reply=" + std::to_string(r->code) + " " + log::escape(joined(*r));
+    v.log = std::string(what) + " reply=" + std::to_string(r->code) + " text=" + log::field(joined(*r));
     int const cls = proto::reply_class(r->code);
     if (cls == expect_class) {
         v.what = upstream_verdict::kind::ok;
@@ -288,8 +301,8 @@ asio::awaitable<upstream_verdict> smtp_client::command(std::string const& line, 
         abort();
         v.what = upstream_verdict::kind::permanent;
         v.code = r->code;
-        v.enhanced = r->enhanced.empty() ? "5.0.0" : r->enhanced;
-        v.text = std::string(client_prefix) + "Error: upstream refused: " + joined(*r);
+        v.enhanced = enhanced_or_generic(*r);
+        v.text = std::string(client_prefix) + "Error: upstream refused: " + quoted(*r);
         co_return v;
     }
     auto b = broken(v.log);
@@ -347,7 +360,7 @@ asio::awaitable<smtp_client::connected> smtp_client::connect(std::string key, st
     if (s_.upstream_starttls != config::upstream_tls::none && use == starttls_use::as_configured) {
         if (offers(ext, "STARTTLS")) {
             // From here on a failure is a failure of TLS with this upstream:
-            // open() falls back to clear for "opportunistic".
+            // begin() falls back to clear for "opportunistic".
             std::string const line = "STARTTLS\r\n";
             auto v = co_await command(line, 2, "STARTTLS");
             if (v.what != upstream_verdict::kind::ok) co_return connected{broken(v.log), true};
@@ -389,39 +402,30 @@ asio::awaitable<smtp_client::connected> smtp_client::connect(std::string key, st
     co_return connected{ok};
 }
 
-// MAIL, RCPT for each recipient, DATA on the connection in link_.
-asio::awaitable<upstream_verdict> smtp_client::transaction(upstream_envelope const& env)
+// MAIL FROM on the connection in link_.
+asio::awaitable<upstream_verdict> smtp_client::mail(upstream_envelope const& env)
 {
     auto const& ext = link_->extensions;
-    std::string mail = "MAIL FROM:<" + env.mail_from + ">";
-    if (env.size && offers(ext, "SIZE")) mail += " SIZE=" + std::to_string(*env.size);
-    if (env.eight_bit && offers(ext, "8BITMIME")) mail += " BODY=8BITMIME";
-    mail += "\r\n";
-    auto v = co_await command(mail, 2, "MAIL");
-    if (v.what != upstream_verdict::kind::ok) co_return v;
-    for (auto const& rcpt : env.recipients) {
-        std::string const line = "RCPT TO:<" + rcpt + ">\r\n";
-        std::string const what = "RCPT to=<" + log::escape(rcpt) + ">";
-        std::string const prefix = "<" + rcpt + ">: ";
-        v = co_await command(line, 2, what, prefix);
-        if (v.what != upstream_verdict::kind::ok) co_return v;
-    }
-    std::string const data = "DATA\r\n";
-    v = co_await command(data, 3, "DATA");
+    std::string line = "MAIL FROM:<" + env.mail_from + ">";
+    if (env.size && offers(ext, "SIZE")) line += " SIZE=" + std::to_string(*env.size);
+    if (env.eight_bit && offers(ext, "8BITMIME")) line += " BODY=8BITMIME";
+    line += "\r\n";
+    auto v = co_await command(line, 2, "MAIL");
     co_return v;
 }
 
-asio::awaitable<upstream_verdict> smtp_client::open(upstream_envelope const& env)
+// A connection ready for RCPT: a kept one or a fresh one, MAIL taken.
+asio::awaitable<upstream_verdict> smtp_client::begin(upstream_envelope const& env)
 {
     auto key = pool_key();
     if (s_.upstream_reuse_time.count() > 0) link_ = pool_.take(key, s_.upstream_reuse_time);
     if (link_) {
-        auto v = co_await transaction(env);
+        auto v = co_await mail(env);
         // A kept connection that is gone (the upstream timed it out, closed
-        // it, says 421) costs nothing: the message itself has not been sent
-        // (open() stops at the 354), so it goes on a fresh connection, which
-        // gives the verdict on any temporary failure. A 5xx is the upstream's
-        // verdict on this message.
+        // it, says 421) costs nothing: MAIL is the first thing it carries for
+        // this transaction, so it goes on a fresh connection, which gives the
+        // verdict on any temporary failure. A 5xx is the upstream's verdict
+        // on this sender.
         bool const dead = v.what == upstream_verdict::kind::temporary;
         if (!dead) {
             v.log += " reused=yes";
@@ -431,10 +435,10 @@ asio::awaitable<upstream_verdict> smtp_client::open(upstream_envelope const& env
         link_.reset();  // broken() closed it already
     }
     // Opportunistic TLS as an opportunistic client does it (Postfix's "may"):
-    // a STARTTLS that fails costs this message a second connection in clear,
-    // not a 451 that would come back for every message until the upstream is
-    // fixed; the failure is remembered so that the next messages do not pay
-    // for a doomed handshake first. "required" never falls back.
+    // a STARTTLS that fails costs this transaction a second connection in
+    // clear, not a 451 that would come back for every message until the
+    // upstream is fixed; the failure is remembered so that the next ones do
+    // not pay for a doomed handshake first. "required" never falls back.
     bool const opportunistic = s_.upstream_starttls == config::upstream_tls::opportunistic;
     auto const upstream = s_.upstream_host + ":" + std::to_string(s_.upstream_port);
     bool const skip_tls = opportunistic && pool_.tls_recently_failed(upstream);
@@ -451,7 +455,121 @@ asio::awaitable<upstream_verdict> smtp_client::open(upstream_envelope const& env
     }
     if (c.verdict.what != upstream_verdict::kind::ok) co_return c.verdict;
     if (skip_tls || fell_back) link_->tls_note = "fallback";
-    co_return co_await transaction(env);
+    auto v = co_await mail(env);
+    co_return v;
+}
+
+asio::awaitable<upstream_verdict> smtp_client::recipient(upstream_envelope const& env, std::string const& rcpt)
+{
+    std::string const prefix = "<" + rcpt + ">: ";
+    if (txn_ == txn::none) {
+        auto v = co_await begin(env);
+        if (v.what == upstream_verdict::kind::ok) {
+            txn_ = txn::open;
+            spdlog::debug("sid={} upstream transaction open {}", sid_, v.log);
+        } else {
+            txn_ = txn::failed;
+            failure_ = std::move(v);
+        }
+    }
+    if (txn_ == txn::open) {
+        std::string const line = "RCPT TO:<" + rcpt + ">\r\n";
+        std::optional<proto::smtp_reply> r;
+        bool const written = co_await write(line);
+        if (written) r = co_await read_reply();
+        int const code = r ? r->code : 0;
+        int const cls = proto::reply_class(code);
+        if (cls == 2) {
+            ++accepted_;
+            upstream_verdict v;
+            v.what = upstream_verdict::kind::ok;
+            v.code = code;
+            v.enhanced = r->enhanced;
+            v.log = joined(*r);  // the caller logs it as a field
+            co_return v;
+        }
+        if ((cls == 4 || cls == 5) && code != 421) {
+            // This recipient only: the transaction goes on (RFC 5321 §3.3:
+            // a refused RCPT leaves the others and the transaction as they are).
+            upstream_verdict v;
+            v.what = cls == 5 ? upstream_verdict::kind::permanent : upstream_verdict::kind::temporary;
+            v.code = code;
+            v.enhanced = enhanced_or_generic(*r);
+            v.text = prefix + "Error: upstream refused: " + quoted(*r);
+            v.log = joined(*r);  // the caller logs it as a field
+            co_return v;
+        }
+        // Gone, 421 (closing), a 3xx or a reply that does not parse: the
+        // transaction cannot be trusted any more.
+        txn_ = txn::failed;
+        failure_ = broken(r ? "RCPT reply=" + std::to_string(code) + " text=" + log::field(joined(*r))
+                            : std::string(written ? "RCPT: no valid reply" : "RCPT: write failed"));
+    }
+    auto v = failure_;
+    v.text = prefix + v.text;
+    co_return v;
+}
+
+asio::awaitable<upstream_verdict> smtp_client::data()
+{
+    if (txn_ != txn::open || accepted_ == 0) {
+        // Not reached from the session (a relayed recipient in the client's
+        // transaction was taken here); a failed transaction says why.
+        auto v = txn_ == txn::failed ? failure_ : broken("DATA without an upstream recipient");
+        co_return v;
+    }
+    std::string const line = "DATA\r\n";
+    auto v = co_await command(line, 3, "DATA");
+    if (v.what != upstream_verdict::kind::ok) {
+        txn_ = txn::failed;
+        failure_ = v;
+    }
+    co_return v;
+}
+
+// After a message or a RSET: kept idle for the next transaction unless reuse
+// is off, the connection has carried its share, or the upstream sent more
+// than we asked for; otherwise a polite QUIT.
+asio::awaitable<void> smtp_client::keep_or_quit()
+{
+    txn_ = txn::none;
+    accepted_ = 0;
+    if (!is_open()) co_return;
+    if (s_.upstream_reuse_time.count() > 0 && link_->messages < upstream_pool::max_messages &&
+        link_->buf.empty()) {
+        link_->idle_since = std::chrono::steady_clock::now();
+        pool_.put(std::move(link_));
+        co_return;
+    }
+    // The verdict is already in hand, so a failure here changes nothing.
+    std::string const quit = "QUIT\r\n";
+    bool const sent = co_await write(quit);
+    if (sent) {
+        auto const bye = co_await read_reply();
+        (void)bye;
+    }
+    abort();
+}
+
+asio::awaitable<void> smtp_client::release()
+{
+    if (txn_ != txn::open || !is_open()) {
+        txn_ = txn::none;
+        accepted_ = 0;
+        abort();
+        co_return;
+    }
+    std::string const rset = "RSET\r\n";
+    auto const v = co_await command(rset, 2, "RSET");
+    if (v.what != upstream_verdict::kind::ok) {
+        // command() closed the connection: the upstream drops the transaction.
+        spdlog::debug("sid={} upstream transaction dropped: {}", sid_, v.log);
+        txn_ = txn::none;
+        accepted_ = 0;
+        co_return;
+    }
+    spdlog::debug("sid={} upstream transaction reset ({} recipients taken)", sid_, accepted_);
+    co_await keep_or_quit();
 }
 
 asio::awaitable<bool> smtp_client::send(std::string_view stuffed)
@@ -468,19 +586,10 @@ asio::awaitable<upstream_verdict> smtp_client::finish()
     v.log += " tls=" + tls_note;
     if (v.what == upstream_verdict::kind::ok) {
         ++link_->messages;
-        // Kept for the next message unless reuse is off, the connection has
-        // carried its share, or the upstream sent more than we asked for.
-        if (s_.upstream_reuse_time.count() > 0 && link_->messages < upstream_pool::max_messages &&
-            link_->buf.empty() && is_open()) {
-            link_->idle_since = std::chrono::steady_clock::now();
-            pool_.put(std::move(link_));
-            co_return v;
-        }
-        // Polite end; the verdict is already in hand, so a failure here changes nothing.
-        std::string const quit = "QUIT\r\n";
-        if (co_await write(quit)) co_await read_reply();
-        abort();
+        co_await keep_or_quit();
     }
+    txn_ = txn::none;
+    accepted_ = 0;
     co_return v;
 }
 

@@ -1,6 +1,7 @@
 #include "popgate/server/frame.hpp"
 
 #include "popgate/log/log.hpp"
+#include "popgate/net/proxy_header.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -14,7 +15,10 @@
 #include <openssl/ssl.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <array>
 #include <optional>
+#include <variant>
 
 namespace popgate::server {
 namespace {
@@ -55,7 +59,7 @@ public:
 
     bool can_start_tls() const noexcept override
     {
-        return conn_->listener.tls == config::tls_mode::starttls && tls_ctx_ && !tls_;
+        return conn_->listener.starttls() && tls_ctx_ && !tls_;
     }
 
     asio::awaitable<bool> start_tls() override
@@ -81,7 +85,7 @@ public:
         if (ec) {
             c.end_reason = c.clock.expired ? "tls-timeout" : "tls-failed";
             spdlog::info("sid={} {} tls handshake failed ip={} error={}", c.sid, proto_, c.ip,
-                         c.clock.expired ? std::string("timeout") : log::escape(ec.message()));
+                         c.clock.expired ? std::string("timeout") : log::field(ec.message()));
             co_return false;
         }
         spdlog::info("sid={} {} tls ip={} version={} cipher={}", c.sid, proto_, c.ip,
@@ -110,6 +114,76 @@ asio::awaitable<void> converse(tcp_stream& st, connection& c, session& s)
         if (!shaken) co_return;
     }
     co_await s.run();
+}
+
+// Reads a PROXY header without taking a byte beyond it: what has arrived is
+// peeked at, and only the header's own octets leave the socket, so that the
+// client's first command (or its TLS ClientHello) stays there for the session.
+asio::awaitable<net::proxy_parse> read_proxy_header(tcp::socket& sock)
+{
+    std::string taken;  // off the socket already; all of it header
+    std::array<char, net::proxy_header_max> buf;
+    for (;;) {
+        // `incomplete` means fewer octets than the longest header, so there is room.
+        auto [ec, n] = co_await sock.async_receive(asio::buffer(buf.data(), buf.size() - taken.size()),
+                                                   tcp::socket::message_peek, asio::as_tuple(asio::use_awaitable));
+        if (ec) co_return net::proxy_parse{net::proxy_status::invalid, {}, "connection closed before a whole header"};
+        std::string seen = taken;
+        seen.append(buf.data(), n);
+        auto const r = net::parse_proxy_header(seen);
+        if (r.status == net::proxy_status::invalid) co_return r;
+        bool const done = r.status == net::proxy_status::complete;
+        std::size_t const take = done ? r.header.length - taken.size() : n;
+        auto [rec, m] = co_await asio::async_read(sock, asio::buffer(buf.data(), take),
+                                                  asio::as_tuple(asio::use_awaitable));
+        if (rec) co_return net::proxy_parse{net::proxy_status::invalid, {}, "connection closed before a whole header"};
+        if (done) co_return r;
+        taken.append(buf.data(), m);
+    }
+}
+
+// Where a connection comes from: the client, and the proxy it came through.
+struct origin {
+    net::ip_address ip;
+    std::uint16_t port = 0;
+    std::optional<net::ip_address> proxy;
+};
+
+// On a proxy_protocol listener: the client that a trusted proxy's header
+// names (the proxy itself for v1 UNKNOWN and v2 LOCAL), or nothing when the
+// connection must be closed; the reason is logged here. No byte is written:
+// whatever the peer is, it gets nothing to read before a valid header.
+asio::awaitable<std::optional<origin>> through_proxy(tcp::socket& sock, config::listener const& l, origin direct,
+                                                     config::settings const& s, std::string_view proto)
+{
+    using namespace asio::experimental::awaitable_operators;
+    auto const peer = direct.ip.to_string();
+    auto const& trusted = l.trusted_proxies;
+    if (std::none_of(trusted.begin(), trusted.end(), [&](net::cidr const& c) { return c.contains(direct.ip); })) {
+        spdlog::warn("{} proxy refused ip={} listener={} reason=untrusted-peer", proto, peer, l.name);
+        co_return std::nullopt;
+    }
+    // The header comes at once with the connection (proxy-protocol.txt §2);
+    // a peer that sends none is cut at the TLS handshake's bound.
+    asio::steady_timer timer(sock.get_executor(), s.tls_handshake_timeout);
+    auto const got = co_await (read_proxy_header(sock) || timer.async_wait(asio::use_awaitable));
+    if (got.index() == 1) {
+        spdlog::warn("{} proxy refused ip={} listener={} reason=header-timeout limit={}s", proto, peer, l.name,
+                     s.tls_handshake_timeout.count());
+        co_return std::nullopt;
+    }
+    auto const& r = std::get<0>(got);
+    if (r.status != net::proxy_status::complete) {
+        spdlog::warn("{} proxy refused ip={} listener={} reason=bad-header error={}", proto, peer, l.name,
+                     log::field(r.why));
+        co_return std::nullopt;
+    }
+    origin o{direct.ip, direct.port, direct.ip};
+    if (r.header.source) {
+        o.ip = *r.header.source;
+        o.port = r.header.port;
+    }
+    co_return o;
 }
 
 void send_now(tcp::socket& sock, std::string_view msg) noexcept
@@ -145,6 +219,23 @@ void live_config::set_tls(std::shared_ptr<ssl::context> t)
     tls_ = std::move(t);
 }
 
+namespace {
+
+// The listener as the running configuration has it: a SIGHUP changes the
+// policy keys of a listener (plaintext, auth_required, grant, tls = required
+// or starttls) for new sessions; what it is bound to stays until a restart.
+config::listener const& current_policy(config::listener const& bound, config::settings const& now)
+{
+    for (auto const& l : now.listeners)
+        if (l.name == bound.name && l.protocol == bound.protocol && l.address == bound.address &&
+            l.port == bound.port && l.starttls() == bound.starttls() &&
+            (l.tls == config::tls_mode::implicit) == (bound.tls == config::tls_mode::implicit))
+            return l;
+    return bound;
+}
+
+}  // namespace
+
 asio::awaitable<void> serve_connection(tcp::socket sock, config::listener const& l, protocol& p, frame_env env)
 {
     using namespace asio::experimental::awaitable_operators;
@@ -152,33 +243,46 @@ asio::awaitable<void> serve_connection(tcp::socket sock, config::listener const&
     boost::system::error_code ec;
     auto const ep = sock.remote_endpoint(ec);
     if (ec) co_return;  // gone before we looked
-    auto const peer = net::parse_ip(ep.address().to_string());
-    if (!peer) co_return;
+    auto const direct = net::parse_ip(ep.address().to_string());
+    if (!direct) co_return;
 
     auto settings = env.live.settings();
+    origin from{*direct, ep.port(), std::nullopt};
+    if (l.proxy_protocol) {
+        auto const via = co_await through_proxy(sock, l, from, *settings, proto);
+        if (!via) {
+            sock.close(ec);
+            co_return;
+        }
+        from = *via;
+    }
+    // From here on the client is the one the header named: it is admitted,
+    // rate-limited, granted, decided on and logged.
+    net::ip_address const peer = from.ip;
     std::string why;
-    if (!env.admission.admit(*peer, *settings, why)) {
-        spdlog::warn("{} refused ip={} listener={} reason={}", proto, peer->to_string(), l.name, why);
+    if (!env.admission.admit(peer, *settings, why)) {
+        spdlog::warn("{} refused ip={} listener={} reason={}", proto, peer.to_string(), l.name, why);
         // Under implicit TLS a clear-text line would be noise to the client.
         if (l.tls != config::tls_mode::implicit) send_now(sock, p.refusal(why, *settings));
         sock.close(ec);
         co_return;
     }
-    admission_slot const admitted{env.admission, *peer};
+    admission_slot const admitted{env.admission, peer};
 
     io::session_clock clock;
     tcp_stream st(sock, env.live.tls(), proto);
-    connection c{log::new_session_id(), *peer, peer->to_string(), l, std::move(settings), st, clock};
+    auto const& policy = current_policy(l, *settings);
+    connection c{log::new_session_id(), peer, peer.to_string(), policy, std::move(settings), st, clock};
     st.attach(c);
     std::unique_ptr<session> s;
     try {
         s = p.open(c);
     } catch (std::exception const& e) {
-        spdlog::error("{} session setup failed ip={} error={}", proto, c.ip, log::escape(e.what()));
+        spdlog::error("{} session setup failed ip={} error={}", proto, c.ip, log::field(e.what()));
         co_return;
     }
-    spdlog::info("sid={} {} connect ip={} port={} listener={} tls={}", c.sid, proto, c.ip, ep.port(), l.name,
-                 config::to_string(l.tls));
+    spdlog::info("sid={} {} connect ip={} port={} listener={} tls={}{}", c.sid, proto, c.ip, from.port, l.name,
+                 config::to_string(l.tls), from.proxy ? " proxy=" + from.proxy->to_string() : std::string());
     auto last_words = [&] { return st.tls_active() ? std::string() : s->last_words(); };
     try {
         co_await (converse(st, c, *s) || io::watchdog(sock, clock, last_words));
@@ -187,11 +291,11 @@ asio::awaitable<void> serve_connection(tcp::socket sock, config::listener const&
             c.end_reason = "timeout";
         } else {
             c.end_reason = "error";
-            spdlog::warn("sid={} {} i/o error={}", c.sid, proto, log::escape(e.what()));
+            spdlog::warn("sid={} {} i/o error={}", c.sid, proto, log::field(e.what()));
         }
     } catch (std::exception const& e) {
         c.end_reason = "error";
-        spdlog::error("sid={} {} error={}", c.sid, proto, log::escape(e.what()));
+        spdlog::error("sid={} {} error={}", c.sid, proto, log::field(e.what()));
     }
     clock.finished = true;
     // A timeout the session already named more closely ("timeout-in-data") stays.

@@ -358,7 +358,7 @@ public:
         }
         next_check_.store(check_due_after(std::chrono::steady_clock::now()), std::memory_order_relaxed);
         state_.store(file_state::same, std::memory_order_release);
-        spdlog::info("database reopened path={}", log::escape(path_.string()));
+        spdlog::info("database reopened path={}", log::field(path_.string()));
         return true;
     }
 
@@ -529,13 +529,13 @@ private:
         if (found == file_state::same) {
             if (before != file_state::same)
                 spdlog::info("database is back path={}: logins and relay decisions use it again",
-                             log::escape(path_.string()));
+                             log::field(path_.string()));
             return;
         }
         if (before == file_state::same)
             spdlog::error("database {} path={} while open: logins answer -ERR [SYS/TEMP] and relay decisions "
                           "451 until it is restored or the daemon is reloaded (SIGHUP)",
-                          found == file_state::deleted ? "deleted" : "replaced", log::escape(path_.string()));
+                          found == file_state::deleted ? "deleted" : "replaced", log::field(path_.string()));
         throw moved_error(found);
     }
 

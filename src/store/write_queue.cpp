@@ -183,7 +183,7 @@ void write_queue::apply(std::vector<unit>& batch)
         }
         if (!expired.empty())
             spdlog::error("write batch failed ops={} retried={} error={}", ops.size() - again_ops, again_ops,
-                          log::escape(whole));
+                          log::field(whole));
         if (!again.empty()) {
             std::lock_guard lock(mutex_);
             queue_.insert(queue_.begin(), std::make_move_iterator(again.begin()), std::make_move_iterator(again.end()));
@@ -193,7 +193,7 @@ void write_queue::apply(std::vector<unit>& batch)
         if (expired.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
         batch = std::move(expired);
     } else if (!whole.empty()) {
-        spdlog::error("write batch failed ops={} error={}", ops.size(), log::escape(whole));
+        spdlog::error("write batch failed ops={} error={}", ops.size(), log::field(whole));
     }
     std::size_t i = 0, applied = 0;
     for (auto& u : batch) {
@@ -204,7 +204,7 @@ void write_queue::apply(std::vector<unit>& batch)
                 ++applied;
             } else if (whole.empty()) {
                 // A failed op in a committed batch: the others went in.
-                spdlog::error("write op failed kind={} error={}", kind_name(ops[i]), log::escape(err));
+                spdlog::error("write op failed kind={} error={}", kind_name(ops[i]), log::field(err));
             }
         }
         if (u.done) u.done(first);

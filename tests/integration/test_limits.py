@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from popgate_test import client_tls_context, make_gateway  # noqa: F401  (fixture)
+from popgate_test import client_tls_context, deliver_file, make_gateway  # noqa: F401  (fixture)
 
 OTHER = "127.0.0.2"
 SMTP_GREETING = b"220 gw.test ESMTP popgate\r\n"
@@ -532,7 +532,31 @@ def test_pop3_junk_commands_without_progress(make_gateway):
     assert c.cmd(b"PASS pw\r\n").startswith(b"+OK")  # progress: the count restarts
     for _ in range(4):
         assert c.cmd(b"NOOP\r\n") == b"+OK\r\n"
-    assert c.cmd(b"STAT\r\n") == b"-ERR [SYS/TEMP] Too many commands without progress\r\n"
+    assert c.cmd(b"STAT\r\n") == b"+OK 0 0\r\n"  # a read: progress, the count restarts
+    for _ in range(4):
+        assert c.cmd(b"RSET\r\n").startswith(b"+OK")
+    assert c.cmd(b"NOOP\r\n") == b"-ERR [SYS/TEMP] Too many commands without progress\r\n"
     _, closed = c.rest_until_close()
     assert closed
     assert g.wait_log("pop3 too many commands without progress")
+
+
+def test_pop3_polling_with_reads_between_noops_is_served(make_gateway):
+    # A client that pipelines NOOP/STAT (or LIST, UIDL) pairs, as some
+    # pollers do, is served however long it goes on (issue 15, item 5).
+    g = make_gateway()  # the shipped max_junk_commands (100)
+    g.add_user("alice", "pw")
+    deliver_file(g.maildir("alice"), "1.poll", b"Subject: one\r\n\r\nbody\r\n")
+    c = Client(g.port("pop3"))
+    assert c.cmd(b"USER alice\r\n").startswith(b"+OK")
+    assert c.cmd(b"PASS pw\r\n").startswith(b"+OK")
+    reads = [b"STAT\r\n", b"LIST 1\r\n", b"UIDL 1\r\n"]
+    burst = b"".join(b"NOOP\r\n" + reads[i % 3] for i in range(300))
+    c.send(burst + b"QUIT\r\n")
+    replies, closed = c.rest_until_close()
+    assert closed
+    lines = replies.split(b"\r\n")
+    assert b"Too many commands" not in replies
+    assert lines.count(b"+OK") == 300  # every NOOP answered
+    assert sum(l.startswith(b"+OK 1 ") for l in lines) == 300  # every STAT, LIST 1 and UIDL 1
+    assert lines[-2].startswith(b"+OK")  # QUIT: the session ended normally

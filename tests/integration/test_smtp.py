@@ -154,7 +154,7 @@ def test_relay_refused_without_grant(relay_gw, upstream):
         send(relay_gw.port("smtp"), ["x@remote.test"])
     assert e.value.recipients == {"x@remote.test": (554, b"5.7.1 <x@remote.test>: Relay access denied")}
     assert upstream.messages == []
-    assert relay_gw.wait_log("decision=denied detail=no grant or network")
+    assert relay_gw.wait_log("decision=denied detail=no-grant-or-network")
     time.sleep(0.2)
     assert relay_gw.sql("SELECT event, address, detail FROM audit_log WHERE event='deny'") == \
         [("deny", "127.0.0.1", "x@remote.test")]
@@ -222,10 +222,26 @@ def test_curl_refused_without_grant(relay_gw, upstream, tmp_path):
 
 def test_submission_refuses_relay_without_auth_even_with_grant(relay_gw, upstream):
     grant(relay_gw)
-    with pytest.raises(smtplib.SMTPRecipientsRefused) as e:
+    with pytest.raises(smtplib.SMTPSenderRefused) as e:
         send(relay_gw.port("submission"), ["x@remote.test"])
-    assert e.value.recipients["x@remote.test"][0] == 554
+    assert e.value.smtp_code == 530
     assert upstream.messages == []
+
+
+def test_submission_local_delivery_without_auth_when_the_listener_allows_it(make_gateway, upstream):
+    g = make_gateway(overrides=relay_overrides(upstream),
+                     listeners=[{"name": "submission", "protocol": "smtp", "tls": "starttls",
+                                 "auth_required": True, "local_delivery_without_auth": True}])
+    g.add_user("alice", "pw")
+    grant(g)
+    with smtplib.SMTP("127.0.0.1", g.port("submission"), timeout=10) as s:
+        s.ehlo("client.example")
+        # The grant does not count here; the local recipient is taken.
+        assert s.sendmail("a@example.org", ["x@remote.test", "alice@gw.test"], b"Subject: s\r\n\r\nb\r\n") == \
+            {"x@remote.test": (554, b"5.7.1 <x@remote.test>: Relay access denied")}
+    assert len(g.messages("alice")) == 1
+    assert upstream.messages == []
+    assert g.wait_log("decision=denied detail=auth-required-on-listener")
 
 
 # ------------------------------------------------------------------ delivery
@@ -268,19 +284,20 @@ def test_upstream_down_gives_451_and_nothing_delivered(make_gateway, tmp_path):
     s.close()
     g = make_gateway(overrides={"relay": {"upstream_host": "127.0.0.1", "upstream_port": dead_port,
                                           "upstream_starttls": "none"}})
-    g.add_user("alice", "pw")
     grant(g)
-    with pytest.raises(smtplib.SMTPDataError) as e:
-        send(g.port("smtp"), ["alice@gw.test", "x@remote.test"])
-    assert e.value.smtp_code == 451 and e.value.smtp_error.startswith(b"4.4.1 ")
-    assert g.messages("alice") == [] and g.dropped() == []
+    # The upstream transaction opens at the first relayed RCPT: each relayed
+    # recipient gets the 451 (a local one beside them: test_upstream_rcpt.py).
+    with pytest.raises(smtplib.SMTPRecipientsRefused) as e:
+        send(g.port("smtp"), ["x@remote.test", "y@remote.test"])
+    assert {a: (c, t[:6]) for a, (c, t) in e.value.recipients.items()} == \
+        {"x@remote.test": (451, b"4.4.1 "), "y@remote.test": (451, b"4.4.1 ")}
+    assert g.dropped() == []
 
 
 @pytest.mark.parametrize("mode,code,text", [
     ("tempfail", 451, b"4.4.1 Error: upstream mail server unavailable, try again later"),
     ("reject", 554, b"5.6.0 Error: upstream refused: content rejected"),
-    ("reject-rcpt", 550, b"5.1.1 <x@remote.test>: Error: upstream refused: no such user here"),
-])
+])  # a refused recipient is refused at its RCPT: test_upstream_rcpt.py
 def test_upstream_verdict_passed_on(relay_gw, upstream, mode, code, text):
     relay_gw.add_user("alice", "pw")
     grant(relay_gw)
@@ -408,9 +425,9 @@ def test_upstream_starttls_required_but_not_offered_gives_451(make_gateway, upst
     g = make_gateway(overrides={"relay": {"upstream_host": "127.0.0.1", "upstream_port": upstream.port,
                                           "upstream_starttls": "required"}})
     grant(g)
-    with pytest.raises(smtplib.SMTPDataError) as e:
+    with pytest.raises(smtplib.SMTPRecipientsRefused) as e:
         send(g.port("smtp"), ["x@remote.test"])
-    assert e.value.smtp_code == 451
+    assert e.value.recipients["x@remote.test"][0] == 451  # at RCPT: the upstream transaction opens there
     assert upstream.messages == []
     assert g.wait_log("upstream does not offer STARTTLS")
 

@@ -85,8 +85,10 @@ def test_tls_only_policy_refuses_plain_before_starttls(tls_only_gw, upstream):
 def test_smtplib_auth_mechanisms_relay_on_submission(gw, upstream, mech):
     with smtplib.SMTP("127.0.0.1", gw.port("submission"), timeout=10) as s:
         s.ehlo()
-        with pytest.raises(smtplib.SMTPRecipientsRefused):
+        # RFC 6409 §4.3: submission takes no transaction before AUTH.
+        with pytest.raises(smtplib.SMTPSenderRefused) as e:
             s.sendmail("dave@gw.test", ["x@remote.test"], BODY)
+        assert (e.value.smtp_code, e.value.smtp_error) == (530, b"5.7.0 Authentication required")
         s.user, s.password = "dave", "pa55word"
         method = {"PLAIN": s.auth_plain, "LOGIN": s.auth_login, "CRAM-MD5": s.auth_cram_md5}[mech]
         code, msg = s.auth(mech, method)
@@ -108,7 +110,8 @@ def test_smtplib_login_picks_cram_md5_on_smtps(gw, upstream):
 
 
 def test_auth_failures_and_sequence(gw):
-    with smtplib.SMTP("127.0.0.1", gw.port("submission"), timeout=10) as s:
+    # On the plain SMTP listener, where MAIL before AUTH is allowed.
+    with smtplib.SMTP("127.0.0.1", gw.port("smtp"), timeout=10) as s:
         s.ehlo()
         s.user, s.password = "dave", "Wr0ngSecret"
         with pytest.raises(smtplib.SMTPAuthenticationError) as e:

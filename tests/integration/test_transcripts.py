@@ -54,7 +54,7 @@ class Transcript:
     path: Path
     protocol: str = ""
     whole_only: bool = False
-    listener: dict = field(default_factory=lambda: {"tls": "none", "auth_required": False})
+    listener: dict = field(default_factory=lambda: {"tls": "none"})
     config: dict = field(default_factory=dict)        # section -> {key: value}
     users: list = field(default_factory=list)         # (name, password, flags)
     messages: list = field(default_factory=list)      # (user, file name, bytes)
@@ -139,10 +139,12 @@ def parse(path: Path) -> Transcript:
             elif d == "@listener":
                 for w in words[1:]:
                     k, eq, v = w.partition("=")
-                    if k == "tls" and v in ("none", "starttls", "implicit"):
+                    if k == "tls" and v in ("none", "starttls", "required", "implicit"):
                         t.listener["tls"] = v
-                    elif k == "auth_required" and v in ("yes", "no"):
-                        t.listener["auth_required"] = v == "yes"
+                    elif k in LISTENER_FLAGS and v in ("yes", "no"):
+                        t.listener[k] = v == "yes"
+                    elif k == "plaintext" and v in ("never", "tls-only", "always"):
+                        t.listener[k] = v
                     else:
                         raise TranscriptError(f"{where}: bad @listener setting {w!r}")
             elif d == "@config":
@@ -302,15 +304,15 @@ def cram_line(challenge_b64: str, user: str, secret: str) -> bytes:
     return base64.b64encode(f"{user} {digest}".encode()) + b"\r\n"
 
 
+# @listener keys that take yes/no; the daemon's check-config judges the rest.
+LISTENER_FLAGS = ("auth_required", "local_delivery_without_auth", "grant")
+
+
 def gateway_for(t: Transcript, make):
     overrides = {sec: dict(kv) for sec, kv in HARNESS_DEFAULTS.items()}
     for sec, kv in t.config.items():
         overrides.setdefault(sec, {}).update(kv)
-    listener = {"name": "test", "protocol": t.protocol, "tls": t.listener["tls"]}
-    if t.protocol == "smtp":
-        listener["auth_required"] = t.listener["auth_required"]
-    elif t.listener["auth_required"]:
-        raise TranscriptError(f"{t.path.name}: auth_required=yes is for smtp")
+    listener = {"name": "test", "protocol": t.protocol, **t.listener}
     g = make(overrides=overrides, listeners=[listener])
     for name, password, flags in t.users:
         args = []

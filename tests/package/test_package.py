@@ -66,6 +66,8 @@ def test_contents(deb):
         "./usr/share/man/man8/popgate.8.gz": "-rw-r--r--",
         "./usr/share/man/man5/popgate.toml.5.gz": "-rw-r--r--",
         "./usr/share/bash-completion/completions/popgate": "-rw-r--r--",
+        "./usr/share/doc/popgate/examples/fail2ban/filter.d/popgate.conf": "-rw-r--r--",
+        "./usr/share/doc/popgate/examples/fail2ban/jail.d/popgate.conf": "-rw-r--r--",
     }
     for name, mode in expected.items():
         assert name in entries, (name, listing)
@@ -113,7 +115,7 @@ def test_packaged_config_is_the_shipped_one_with_absolute_paths(root):
     paths = [cfg["storage"]["database"], cfg["tls"]["cert_file"], cfg["tls"]["key_file"],
              cfg["mail"]["maildir"], cfg["mail"]["relay_drop"]]
     assert all(p.startswith("/var/lib/popgate/") for p in paths), paths
-    assert cfg["log"]["file"] == ""  # standard error: the journal
+    assert cfg["log"]["target"] == "stderr" and cfg["log"]["file"] == ""  # the journal
 
 
 def test_unit_lets_the_daemon_write_every_path_of_the_packaged_config(root):

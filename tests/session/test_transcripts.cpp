@@ -56,7 +56,7 @@ struct transcript {
     std::string protocol;
     bool whole_only = false;
     std::string tls = "none";
-    bool auth_required = false;
+    std::vector<std::pair<std::string, std::string>> listener;  // other @listener keys, as written
     std::vector<std::pair<std::string, std::string>> config;  // "section.key", raw TOML value
     std::vector<user_spec> users;
     struct message {
@@ -93,7 +93,7 @@ transcript parse_file(fs::path const& p)
                     auto const eq = w[i].find('=');
                     auto const k = w[i].substr(0, eq), v = w[i].substr(eq + 1);
                     if (k == "tls") t.tls = v;
-                    else if (k == "auth_required") t.auth_required = v == "yes";
+                    else t.listener.emplace_back(k, v);
                 }
             } else if (w[0] == "@config") {
                 auto const rest = line.substr(std::string("@config ").size());
@@ -183,7 +183,8 @@ std::string toml(transcript const& t, fs::path const& root)
     }
     out += "[[listener]]\nname = \"test\"\nprotocol = \"" + t.protocol + "\"\naddress = \"127.0.0.1\"\nport = 0\n";
     out += "tls = \"" + t.tls + "\"\n";
-    if (t.auth_required) out += "auth_required = true\n";
+    for (auto const& [k, v] : t.listener)
+        out += k + " = " + (v == "yes" ? "true" : v == "no" ? "false" : "\"" + v + "\"") + "\n";
     return out;
 }
 
@@ -212,7 +213,7 @@ public:
             fs::rename(dir / "tmp" / m.file, dir / "new" / m.file);
         }
         ctx_.emplace(settings_, std::move(db), 2);
-        stream_.emplace(t.tls == "starttls", t.tls == "implicit");
+        stream_.emplace(t.tls == "starttls" || t.tls == "required", t.tls == "implicit");
         conn_.emplace(server::connection{"transcript", *net::parse_ip("127.0.0.1"), "127.0.0.1",
                                          settings_->listeners.front(), settings_, *stream_, clock_});
         auto* p = ctx_->protocol(t.protocol);

@@ -243,7 +243,14 @@ class CaptureUpstream:
     each QUIT and `closed` of each connection that has ended. With
     `close_after_data` the upstream drops the connection shortly after its 250
     to DATA; with `mail_421_on_reuse` it answers MAIL on a connection that has
-    already carried a message with 421 and drops it."""
+    already carried a message with 421 and drops it.
+
+    Per recipient: `rcpt_replies` maps an address to the reply its RCPT gets
+    instead of 250 (the recipient is then not taken); `rcpts` records
+    (connection, address) of every RCPT received and `rsets` the connection
+    of every RSET; with `drop_after_rcpt` the upstream drops the connection
+    shortly after its 250 to a RCPT; `mail_reply`, when set, is the reply
+    to every MAIL."""
 
     def __init__(self):
         from aiosmtpd.controller import Controller
@@ -257,6 +264,11 @@ class CaptureUpstream:
         self.greetings = []
         self.quits = []
         self.closed = []
+        self.rcpt_replies = {}
+        self.rcpts = []
+        self.rsets = []
+        self.drop_after_rcpt = False
+        self.mail_reply = None
         self.lock = threading.Lock()
         self._counting = False
         outer = self
@@ -287,14 +299,27 @@ class CaptureUpstream:
                     if used:
                         drop_soon(server)
                         return "421 4.3.2 closing this connection"
+                if outer.mail_reply:
+                    return outer.mail_reply
                 envelope.mail_from = address
                 envelope.mail_options.extend(mail_options)
                 return "250 OK"
 
             async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+                with outer.lock:
+                    outer.rcpts.append((server.conn_id, address))
                 if outer.mode == "reject-rcpt":
                     return "550 5.1.1 no such user here"
+                if address in outer.rcpt_replies:
+                    return outer.rcpt_replies[address]
                 envelope.rcpt_tos.append(address)
+                if outer.drop_after_rcpt:
+                    drop_soon(server)
+                return "250 OK"
+
+            async def handle_RSET(self, server, session, envelope):
+                with outer.lock:
+                    outer.rsets.append(server.conn_id)
                 return "250 OK"
 
             async def handle_DATA(self, server, session, envelope):

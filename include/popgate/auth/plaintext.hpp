@@ -6,6 +6,8 @@
 
 namespace popgate::auth {
 
-bool plaintext_allowed(config::settings const& s, bool tls_active, net::ip_address const& peer) noexcept;
+// The listener's `plaintext` if it has one, else auth.plaintext.
+bool plaintext_allowed(config::settings const& s, config::listener const& l, bool tls_active,
+                       net::ip_address const& peer) noexcept;
 
 }  // namespace popgate::auth

@@ -1,6 +1,8 @@
 #pragma once
 // The daemon's configuration: one TOML file (config/popgate.toml documents every
 // key). Unknown keys and wrong types are errors reported with their line.
+#include "popgate/net/ip.hpp"
+
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
@@ -17,9 +19,13 @@ namespace popgate::config {
 // there and the configuration accepts it at once.
 std::span<std::string_view const> listener_protocols() noexcept;
 
-enum class tls_mode { none, starttls, implicit };
+// required: STARTTLS, and nothing but the greeting commands, STARTTLS/STLS,
+// NOOP, RSET and QUIT (CAPA, STLS and QUIT in POP3) is served before it; no
+// authentication is advertised in clear.
+enum class tls_mode { none, starttls, required, implicit };
 enum class plaintext_policy { never, tls_only, always };
 enum class upstream_tls { none, opportunistic, required };
+enum class log_target { stderr_stream, file, syslog };
 
 struct listener {
     std::string name;
@@ -27,7 +33,20 @@ struct listener {
     std::string address = "127.0.0.1";
     std::uint16_t port = 0;  // 0: an ephemeral port (tests); the daemon reports what it bound
     tls_mode tls = tls_mode::none;
+    std::optional<plaintext_policy> plaintext;  // unset: auth.plaintext
     bool auth_required = false;  // SMTP submission: relay only after AUTH
+    // SMTP, with auth_required: local recipients accepted without AUTH
+    // (RFC 6409 wants AUTH for every message on submission: false).
+    bool local_delivery_without_auth = false;
+    bool grant = true;  // POP3: a login here grants its address relay
+    // Every connection starts with a PROXY header (v1 or v2) from one of
+    // trusted_proxies, naming the client; anyone else is closed unheard.
+    bool proxy_protocol = false;
+    // The listener's own list, or [server] trusted_proxies when it has none.
+    std::vector<net::cidr> trusted_proxies;
+
+    bool starttls() const noexcept { return tls == tls_mode::starttls || tls == tls_mode::required; }
+    bool tls_required() const noexcept { return tls == tls_mode::required; }
 };
 
 // TLS 1.2 suites offered unless tls.ciphers says otherwise: forward secrecy
@@ -56,6 +75,9 @@ struct settings {
     unsigned threads = 0;  // 0: one per core
     std::string run_as_user;
     std::string run_as_group;
+    // Load balancers whose PROXY header is believed, for every listener with
+    // proxy_protocol that names no list of its own.
+    std::vector<net::cidr> trusted_proxies;
 
     std::vector<listener> listeners;
     tls_settings tls;
@@ -121,7 +143,9 @@ struct settings {
 
     // [log]
     std::string log_level = "info";
-    std::string log_file;  // empty: stderr
+    // Unset in the file: file when log.file is set, else stderr.
+    log_target log_to = log_target::stderr_stream;
+    std::string log_file;  // log_target::file only
 };
 
 struct error {

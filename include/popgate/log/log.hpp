@@ -9,11 +9,30 @@
 
 namespace popgate::log {
 
-// Level "trace".."error"; file "" = stderr. Replaces the default logger.
-void setup(std::string_view level, std::string const& file);
+enum class destination {
+    stderr_stream,  // what systemd's journal (and any supervisor) reads
+    file,           // appended to; reopen() opens the path again after rotation
+    syslog,         // facility mail, ident "popgate", as Postfix and Dovecot
+};
 
-// Printable ASCII kept; everything else as \xNN; cut at `cap` with "...".
-std::string escape(std::string_view peer_bytes, std::size_t cap = 120);
+// Level "trace".."error"; `file` is the path for destination::file. Replaces
+// the default logger; call once, before any thread logs.
+void setup(std::string_view level, destination to, std::string const& file);
+
+// Opens the log file's path again (SIGHUP, SIGUSR1): after `mv popgate.log
+// popgate.log.1` new lines go to a new popgate.log. When the path cannot be
+// opened the old file is kept and false is returned with the reason in `why`.
+// Nothing to do (true) for stderr and syslog.
+bool reopen(std::string& why);
+
+// The value of one key=value field whose bytes came from outside (a client,
+// a peer, the database, an error text). Written bare when it has only
+// printable ASCII other than space, `"`, `\\` and `=`; otherwise in double
+// quotes with `\"` and `\\`, and `=`, control and non-ASCII bytes as \xNN.
+// Either way it cannot contain the text " key=" of a field of its own, so a
+// parser of the line (fail2ban, a log shipper) always finds the true fields.
+// Cut at `cap` bytes of the value with "...". Empty: "".
+std::string field(std::string_view value, std::size_t cap = 120);
 
 // A short random session id (8 hex digits), unique enough to grep one session.
 std::string new_session_id();

@@ -20,11 +20,12 @@ struct relay_facts {
     bool auth_required = false;  // submission listener: grants and networks do not count
     bool has_grant = false;
     bool in_network = false;
+    bool local_needs_auth = false;  // a submission listener: local recipients need AUTH too (RFC 6409)
 };
 
 constexpr relay_verdict decide_relay(relay_facts const& f) noexcept
 {
-    if (f.local_domain) return relay_verdict::local;
+    if (f.local_domain) return f.local_needs_auth && !f.authenticated ? relay_verdict::deny : relay_verdict::local;
     if (f.authenticated) return relay_verdict::relay_auth;
     if (f.auth_required) return relay_verdict::deny;
     if (f.has_grant) return relay_verdict::relay_grant;

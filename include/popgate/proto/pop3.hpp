@@ -47,6 +47,7 @@ struct pop3_command_spec {
     bool junk;                 // makes no progress: counts against limits.max_junk_commands
     bool progress;             // resets that count
     bool secret_args;          // never logged
+    bool pre_tls;              // served in clear on a listener with tls = "required"
 
     constexpr bool allowed_in(pop3_phase p) const noexcept { return (phases & phase_bits(p)) != 0; }
 };

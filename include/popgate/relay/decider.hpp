@@ -36,7 +36,7 @@ public:
     // store_error if the database is unusable, which the caller answers with
     // a 451 (never a relay).
     decision decide(net::ip_address const& client, bool authenticated, bool auth_required,
-                    bool local_domain = false);
+                    bool local_domain = false, bool local_needs_auth = false);
 
     // The grant keys of a client: its grant_key and, for IPv6, its full address.
     std::vector<std::string> grant_keys(net::ip_address const& client) const;

@@ -1,12 +1,15 @@
 #pragma once
 // The SMTP client side of synchronous relay (DESIGN decision 7): one
-// transaction to the configured upstream MTA, opened when the client's DATA
-// starts, fed the dot-stuffed message while it arrives, and finished only when
-// the client's message ended cleanly. Its verdict becomes the client's reply.
-// Every network step is bounded by relay.upstream_timeout.
+// transaction to the configured upstream MTA, opened at the client's first
+// relayed RCPT (MAIL FROM, then that RCPT), one upstream RCPT per relayed
+// recipient whose verdict is that recipient's reply, DATA when the client's
+// DATA comes, fed the dot-stuffed message while it arrives, and finished only
+// when the client's message ended cleanly. Its verdict becomes the client's
+// reply. Every network step is bounded by relay.upstream_timeout.
 #include "popgate/config/config.hpp"
 #include "popgate/proto/smtp.hpp"
 #include "popgate/io/line_io.hpp"
+#include "popgate/relay/upstream_verdict.hpp"
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -25,20 +28,10 @@ namespace popgate::relay {
 
 namespace asio = boost::asio;
 
-// What the upstream said, already mapped to what the gateway tells its client.
-struct upstream_verdict {
-    enum class kind { ok, temporary, permanent } what = kind::temporary;
-    int code = 451;           // the reply for the client
-    std::string enhanced = "4.4.1";
-    std::string text;         // reply text for the client
-    std::string log;          // what happened, for the log line
-};
-
 struct upstream_envelope {
     std::string mail_from;                  // without brackets; "" = null sender
     std::optional<std::uint64_t> size;      // the client's SIZE=, passed on when offered
     bool eight_bit = false;                 // BODY=8BITMIME
-    std::vector<std::string> recipients;    // relay recipients only
 };
 
 // One connection to the upstream, kept between messages by upstream_pool.
@@ -94,24 +87,40 @@ public:
     smtp_client(smtp_client const&) = delete;
     smtp_client& operator=(smtp_client const&) = delete;
 
-    // Connect, greeting, EHLO, STARTTLS per relay.upstream_starttls, AUTH PLAIN
-    // when relay.upstream_user is set, MAIL, RCPT for each recipient, DATA.
-    // ok: the upstream answered 354 and waits for the message. Otherwise the
-    // connection is closed and the verdict says what to tell the client (an
-    // upstream refusal of any recipient fails the whole message: the client
-    // has not sent it yet, so nothing is lost and nothing is duplicated).
+    // One relayed recipient. The first one opens the transaction: connect
+    // (a kept connection from the pool when there is one), greeting, EHLO,
+    // STARTTLS per relay.upstream_starttls, AUTH PLAIN when
+    // relay.upstream_user is set, MAIL FROM with `env`. Then RCPT TO.
+    // ok: the upstream took the recipient. A 4xx or 5xx to that RCPT refuses
+    // this recipient only (its code and enhanced code passed on, the text
+    // quoted) and the transaction goes on. An upstream that is down, breaks
+    // off, says 421, or refuses MAIL fails the transaction: this and every
+    // later recipient of it get the same verdict without another attempt
+    // (451 4.4.1, or the upstream's 5xx to MAIL).
     // With "opportunistic", an upstream that offers STARTTLS and then fails
-    // it (refused, handshake, EHLO after it) gets the message in clear on a
-    // new connection, and the next ones in clear without trying for
+    // it (refused, handshake, EHLO after it) is used in clear on a new
+    // connection, and in clear without trying for
     // upstream_pool::tls_fallback_time; "required" gives 451 instead.
-    asio::awaitable<upstream_verdict> open(upstream_envelope const& env);
+    asio::awaitable<upstream_verdict> recipient(upstream_envelope const& env, std::string const& rcpt);
+
+    // DATA, once at least one recipient was taken. ok: the upstream answered
+    // 354 and waits for the message. Otherwise the connection is closed and
+    // the verdict says what to tell the client (nothing was sent yet, so
+    // nothing is lost and a retry cannot duplicate a copy).
+    asio::awaitable<upstream_verdict> data();
 
     // Message bytes, already dot-stuffed with CRLF line ends. false if the
     // upstream is gone (the verdict is then temporary).
     asio::awaitable<bool> send(std::string_view stuffed);
 
-    // Sends the terminator, reads the upstream's verdict, then QUIT.
+    // Sends the terminator, reads the upstream's verdict, then keeps the
+    // connection for the next message (relay.upstream_reuse_time) or QUITs.
     asio::awaitable<upstream_verdict> finish();
+
+    // The client's transaction ended without a message (RSET, HELO/EHLO,
+    // STARTTLS, a DATA that went nowhere upstream): RSET upstream and keep
+    // the connection as finish() does, or close it when the RSET fails.
+    asio::awaitable<void> release();
 
     // Drops the connection without the terminator: the upstream discards the
     // partial message (RFC 5321 §4.1.1.4: no data without the final dot).
@@ -134,9 +143,18 @@ private:
         bool starttls_failed = false;  // the upstream offered STARTTLS and it failed
     };
     asio::awaitable<connected> connect(std::string key, starttls_use use);
-    asio::awaitable<upstream_verdict> transaction(upstream_envelope const& env);
+    asio::awaitable<upstream_verdict> mail(upstream_envelope const& env);
+    asio::awaitable<upstream_verdict> begin(upstream_envelope const& env);
+    asio::awaitable<void> keep_or_quit();
     upstream_verdict broken(std::string why);
     std::string pool_key() const;
+
+    // none: no transaction yet; open: MAIL taken, RCPTs go; failed: the
+    // transaction cannot carry a message (failure_ says why).
+    enum class txn { none, open, failed };
+    txn txn_ = txn::none;
+    upstream_verdict failure_;
+    std::size_t accepted_ = 0;  // recipients the upstream took
 
     asio::any_io_executor ex_;
     config::settings const& s_;

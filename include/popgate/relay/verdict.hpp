@@ -18,6 +18,7 @@ struct request {
     std::string_view address;     // the recipient as written in logs and the audit
     bool authenticated = false;   // SMTP AUTH succeeded in this session
     bool auth_required = false;   // the listener relays for AUTH only
+    bool local_needs_auth = false;  // ... and delivers locally for AUTH only
 };
 
 // A local recipient's mailbox (verdict local).

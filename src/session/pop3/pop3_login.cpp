@@ -37,7 +37,7 @@ asio::awaitable<bool> pop3_session::do_user(std::string name)
         apop_only = svc_.auth.requires_apop(name);
     } catch (std::exception const& e) {
         // PASS will ask again and answer [SYS/TEMP] if the store is still down.
-        spdlog::error("sid={} pop3 user lookup failed error={}", c_.sid, log::escape(e.what()));
+        spdlog::error("sid={} pop3 user lookup failed error={}", c_.sid, log::field(e.what()));
     }
     auto step = pop3_user_checked(st_, std::move(name), apop_only, rules_);
     user_at_ = io::clock::now();
@@ -179,14 +179,14 @@ asio::awaitable<bool> pop3_session::finish_auth(auth::result const& r, std::stri
     st_.pending_user.clear();
     if (r.what == auth::outcome::ok) co_return co_await complete_login(r.user, mech, std::move(opened));
 
-    auto const uesc = log::escape(attempted, 64);
+    auto const uesc = log::field(attempted, 64);
     if (r.what == auth::outcome::unavailable) {
         spdlog::error("sid={} pop3 login user={} ip={} mech={} result=unavailable error={}", c_.sid, uesc, c_.ip, mech,
-                      log::escape(r.reason));
+                      log::field(r.reason));
         co_return co_await ch_.send(pop3_reply::auth_unavailable);
     }
     spdlog::info("sid={} pop3 login user={} ip={} mech={} tls={} result=fail reason={}", c_.sid, uesc, c_.ip, mech,
-                 yes_no(c_.stream.tls_active()), log::escape(r.reason.empty() ? "failed" : r.reason));
+                 yes_no(c_.stream.tls_active()), log::field(r.reason.empty() ? "failed" : r.reason));
     auto const v = record_auth_failure(svc_.guard, c_, attempted,
                                        "pop3 mech=" + std::string(mech) + " reason=" + r.reason);
     if (v.now_blocked)
@@ -203,7 +203,7 @@ asio::awaitable<bool> pop3_session::finish_auth(auth::result const& r, std::stri
 asio::awaitable<bool> pop3_session::complete_login(std::string const& user, std::string_view mech,
                                                    std::optional<opened_maildrop> opened)
 {
-    auto const uesc = log::escape(user, 64);
+    auto const uesc = log::field(user, 64);
     bool const tls = c_.stream.tls_active();
     if (!opened) {
         auto job = [this, &user] { return open_maildrop(user); };
@@ -216,11 +216,11 @@ asio::awaitable<bool> pop3_session::complete_login(std::string const& user, std:
                      yes_no(tls));
         co_return co_await ch_.send("-ERR [IN-USE] Maildrop is locked by another POP3 session\r\n");
     case opened_maildrop::status::bad_name:
-        spdlog::error("sid={} pop3 maildrop user={} error={}", c_.sid, uesc, log::escape(opened->error));
+        spdlog::error("sid={} pop3 maildrop user={} error={}", c_.sid, uesc, log::field(opened->error));
         co_return co_await ch_.send("-ERR [SYS/PERM] This user name cannot have a maildrop\r\n");
     case opened_maildrop::status::unavailable:
         spdlog::error("sid={} pop3 maildrop user={} path={} error={}", c_.sid, uesc,
-                      log::escape(opened->path.string()), log::escape(opened->error));
+                      log::field(opened->path.string()), log::field(opened->error));
         co_return co_await ch_.send("-ERR [SYS/TEMP] Unable to open the maildrop, try again later\r\n");
     }
     locked_ = true;
@@ -245,7 +245,7 @@ asio::awaitable<bool> pop3_session::complete_login(std::string const& user, std:
         co_await svc_.writes.commit(std::move(ops));
         granted = true;
     } catch (std::exception const& e) {
-        spdlog::error("sid={} pop3 grant failed user={} ip={} error={}", c_.sid, uesc, c_.ip, log::escape(e.what()));
+        spdlog::error("sid={} pop3 grant failed user={} ip={} error={}", c_.sid, uesc, c_.ip, log::field(e.what()));
     }
     if (!granted) {
         unlock();

@@ -52,19 +52,23 @@ pop3_session::pop3_session(pop3_services& svc, server::connection& c)
 
 std::string pop3_session::end_fields() const
 {
-    return "user=" + (user_.empty() ? std::string("-") : log::escape(user_, 64)) + " ip=" + c_.ip;
+    return "user=" + (user_.empty() ? std::string("-") : log::field(user_, 64)) + " ip=" + c_.ip;
 }
 
 pop3_offer pop3_session::offer() const
 {
     pop3_offer o;
     bool const tls = c_.stream.tls_active();
-    o.stls_port = c_.listener.tls == config::tls_mode::starttls && (tls || c_.stream.can_start_tls());
+    o.stls_port = c_.listener.starttls() && (tls || c_.stream.can_start_tls());
     o.stls = o.stls_port && !tls;
     o.tls_active = tls;
-    o.plaintext = auth::plaintext_allowed(s_, tls, c_.peer);
+    o.plaintext = auth::plaintext_allowed(s_, c_.listener, tls, c_.peer);
     o.cram_md5 = s_.cram_md5;
     o.apop = !timestamp_.empty();
+    if (c_.listener.tls_required() && !tls) {
+        o.tls_required = true;
+        o.plaintext = o.cram_md5 = false;  // nothing to log in with is advertised in clear
+    }
     return o;
 }
 
@@ -82,8 +86,8 @@ asio::awaitable<bool> pop3_session::send_message(mail::message_entry const& m, s
     fd_guard f{::open(m.path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW)};
     if (f.fd < 0) {
         int const err = errno;
-        spdlog::warn("sid={} pop3 open message user={} path={} error={}", c_.sid, log::escape(user_, 64),
-                     log::escape(m.path.string()), std::strerror(err));
+        spdlog::warn("sid={} pop3 open message user={} path={} error={}", c_.sid, log::field(user_, 64),
+                     log::field(m.path.string()), std::strerror(err));
         co_return co_await ch_.send(err == ENOENT ? "-ERR [SYS/TEMP] Message is no longer available\r\n"
                                               : "-ERR [SYS/TEMP] Unable to read the message\r\n");
     }
@@ -94,7 +98,7 @@ asio::awaitable<bool> pop3_session::send_message(mail::message_entry const& m, s
         auto const n = ::read(f.fd, buf.data(), buf.size());
         if (n < 0) {
             if (errno == EINTR) continue;
-            spdlog::error("sid={} pop3 read message path={} error={}", c_.sid, log::escape(m.path.string()),
+            spdlog::error("sid={} pop3 read message path={} error={}", c_.sid, log::field(m.path.string()),
                           std::strerror(errno));
             c_.end_reason = "read-error";
             co_return false;
@@ -123,8 +127,8 @@ asio::awaitable<bool> pop3_session::do_quit()
                 try {
                     md_->remove(m);
                 } catch (std::exception const& e) {
-                    spdlog::error("sid={} pop3 delete failed user={} error={}", c_.sid, log::escape(user_, 64),
-                                  log::escape(e.what()));
+                    spdlog::error("sid={} pop3 delete failed user={} error={}", c_.sid, log::field(user_, 64),
+                                  log::field(e.what()));
                     ++f;
                 }
             }
@@ -132,7 +136,7 @@ asio::awaitable<bool> pop3_session::do_quit()
         };
         failed = co_await io::run_blocking(svc_.blocking, job);
     }
-    spdlog::info("sid={} pop3 update user={} deleted={} failed={} left={}", c_.sid, log::escape(user_, 64),
+    spdlog::info("sid={} pop3 update user={} deleted={} failed={} left={}", c_.sid, log::field(user_, 64),
                  marked.size() - failed, failed, st_.box->live_count());
     unlock();
     auto const left = st_.box->live_count();

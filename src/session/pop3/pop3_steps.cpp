@@ -227,7 +227,7 @@ pop3_step pop3_on_line(pop3_state& st, std::string_view line, pop3_offer const& 
     if (!cmd) {
         auto s = bad(st, r, parse_error_reply(static_cast<proto::errc>(cmd.error().value())));
         prepend(s.log, debug,
-                "pop3 bad line=" + log::escape(line.substr(0, line.find(' ')), 16) + " error=" + cmd.error().message());
+                "pop3 bad line=" + log::field(line.substr(0, line.find(' ')), 16) + " error=" + cmd.error().message());
         return s;
     }
     auto const& spec = proto::spec_for(cmd->verb);
@@ -235,10 +235,12 @@ pop3_step pop3_on_line(pop3_state& st, std::string_view line, pop3_offer const& 
     if (r.log_commands)
         logged.push_back({debug, spec.secret_args ? "pop3 cmd=" + std::string(spec.keyword)
                                                   : "pop3 cmd=" + std::string(spec.keyword) +
-                                                        " args=" + log::escape(cmd->args, 80)});
+                                                        " args=" + log::field(cmd->args, 80)});
     pop3_step s;
     if (!spec.allowed_in(st.phase)) {
         s = bad(st, r, "-ERR Command not valid in this state\r\n");
+    } else if (o.tls_required && !spec.pre_tls) {
+        s = bad(st, r, std::string(pop3_reply::tls_required));
     } else if (spec.junk && ++st.junk > r.max_junk_commands) {
         s = effect(pop3_effect::close, "-ERR [SYS/TEMP] Too many commands without progress\r\n");
         s.end_reason = "too-many-junk-commands";
@@ -271,7 +273,7 @@ pop3_step pop3_user_checked(pop3_state& st, std::string name, bool apop_only, po
     if (apop_only) {
         st.pending_user.clear();
         auto s = reply(std::string(pop3_reply::apop_required));
-        s.log.push_back({spdlog::level::info, "pop3 login user=" + log::escape(name, 64) + " ip=" + r.ip +
+        s.log.push_back({spdlog::level::info, "pop3 login user=" + log::field(name, 64) + " ip=" + r.ip +
                                                   " mech=pass result=fail reason=apop-only"});
         return s;
     }

@@ -1,10 +1,12 @@
 // DATA: the message from the client to its recipients.
 //
-// - The upstream transaction is opened when the client sends DATA, before the
-//   354. An upstream refusal of MAIL or of any relay recipient then fails the
-//   whole message at DATA (upstream's 5xx passed on, 4xx/unreachable -> 451
-//   4.4.1): the client has not sent the message yet, so nothing is lost and a
-//   retry cannot duplicate a copy.
+// - The upstream transaction was opened at the first relayed RCPT, and each
+//   relayed recipient in it was taken by the upstream (smtp_session.cpp:
+//   upstream_rcpt); a recipient the upstream refused got the refusal as its
+//   RCPT reply and is not here. DATA goes upstream before the 354: an
+//   upstream that is gone by now or refuses DATA fails the message (5xx
+//   passed on, 4xx/unreachable -> 451 4.4.1) before the client sent it, so
+//   nothing is lost and a retry cannot duplicate a copy.
 // - Mixed local + relay recipients: local copies (and the relay-drop copy) are
 //   written only after the relay part succeeded, all to tmp/ first and then
 //   committed (fsync, rename to new/). A 451 therefore leaves nothing behind.
@@ -150,8 +152,8 @@ asio::awaitable<bool> smtp_session::do_data()
     std::size_t const nrcpt = st_.rcpts.size();
     std::uint64_t received = 0;  // the message's size for the log line, once read
     auto const done = [&](int code, std::string_view enh, std::string const& text, std::string_view result) {
-        spdlog::info("sid={} smtp message id={} ip={} from=<{}> rcpts={} local={} relay={} size={} result={} reply={}",
-                     c_.sid, qid, c_.ip, log::escape(st_.mail_from), nrcpt, locals.size(), relay_rcpts.size(),
+        spdlog::info("sid={} smtp message id={} ip={} from={} rcpts={} local={} relay={} size={} result={} reply={}",
+                     c_.sid, qid, c_.ip, log::field("<" + st_.mail_from + ">"), nrcpt, locals.size(), relay_rcpts.size(),
                      received, result, code);
         ch_.queue(proto::reply(code, enh, text));
         st_.reset_transaction();
@@ -165,15 +167,19 @@ asio::awaitable<bool> smtp_session::do_data()
         co_return true;
     }
 
+    // The upstream transaction is this message's from here on: however the
+    // message ends, it is finished, aborted or closed with `up`.
     std::unique_ptr<relay::smtp_client> up;
     if (use_upstream) {
+        if (up_txn_ == st_.transaction) up = std::move(up_);
         if (!co_await ch_.flush()) co_return false;
-        auto ex = co_await asio::this_coro::executor;
-        up = std::make_unique<relay::smtp_client>(ex, s, c_.sid, svc_.upstreams);
-        // The client waits for us meanwhile; the upstream's own timeouts bound this.
-        clock.arm(s.smtp_idle_timeout + 8 * s.upstream_timeout);
-        relay::upstream_envelope env{st_.mail_from, st_.declared_size, st_.eight_bit, relay_rcpts};
-        auto v = co_await up->open(env);
+        // The client waits for us meanwhile; the upstream's own timeout bounds this.
+        clock.arm(s.smtp_idle_timeout + 2 * s.upstream_timeout);
+        // Each relayed RCPT taken opened the transaction, so `up` is there.
+        auto v = relay::upstream_unavailable("no upstream transaction");
+        if (up) {
+            v = co_await up->data();
+        }
         if (v.what != relay::upstream_verdict::kind::ok) {
             spdlog::warn("sid={} smtp upstream refused id={} ip={} reply={} {} detail={}", c_.sid, qid, c_.ip, v.code,
                          v.enhanced, v.log);
@@ -213,7 +219,7 @@ asio::awaitable<bool> smtp_session::do_data()
         } catch (std::exception const& e) {
             if (up) up->abort();
             copies.abort();
-            spdlog::error("sid={} smtp delivery failed id={} error={}", c_.sid, qid, log::escape(e.what()));
+            spdlog::error("sid={} smtp delivery failed id={} error={}", c_.sid, qid, log::field(e.what()));
             done(451, "4.3.0", "Error: local delivery failed, try again later", "delivery-failed");
             co_return true;
         }
@@ -314,7 +320,7 @@ asio::awaitable<bool> smtp_session::do_data()
     }
     co_await write_spool(svc_.blocking, copies, spool, copy_error);
     if (!copy_error.empty()) {
-        spdlog::error("sid={} smtp delivery failed id={} error={}", c_.sid, qid, log::escape(copy_error));
+        spdlog::error("sid={} smtp delivery failed id={} error={}", c_.sid, qid, log::field(copy_error));
         fail(451, "4.3.0", "Error: local delivery failed, try again later", "delivery-failed");
         co_return true;
     }
@@ -347,7 +353,7 @@ asio::awaitable<bool> smtp_session::do_data()
             co_await io::run_blocking(svc_.blocking, job);
         } catch (std::exception const& e) {
             copies.abort();
-            spdlog::error("sid={} smtp delivery failed id={} error={}{}", c_.sid, qid, log::escape(e.what()),
+            spdlog::error("sid={} smtp delivery failed id={} error={}{}", c_.sid, qid, log::field(e.what()),
                           up ? " note=relayed copy already accepted upstream" : "");
             done(451, "4.3.0", "Error: local delivery failed, try again later", "delivery-failed");
             co_return true;

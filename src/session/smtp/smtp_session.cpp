@@ -42,9 +42,11 @@ smtp_offer smtp_session::make_offer() const
     o.ip = c_.ip;
     o.log_commands = spdlog::should_log(spdlog::level::debug);
     o.tls_active = c_.stream.tls_active();
-    o.starttls_port = c_.listener.tls == config::tls_mode::starttls;
+    o.starttls_port = c_.listener.starttls();
+    o.tls_required = c_.listener.tls_required();
+    o.mail_needs_auth = c_.listener.auth_required && !c_.listener.local_delivery_without_auth;
     o.can_start_tls = c_.stream.can_start_tls();
-    o.plaintext = auth::plaintext_allowed(s_, o.tls_active, c_.peer);
+    o.plaintext = auth::plaintext_allowed(s_, c_.listener, o.tls_active, c_.peer);
     o.cram_md5 = s_.cram_md5;
     o.max_line = std::max<std::size_t>(s_.smtp_max_line, proto::smtp_max_command_line);
     o.max_message_size = s_.max_message_size;
@@ -64,7 +66,7 @@ std::string smtp_session::last_words() const
 std::string smtp_session::end_fields() const
 {
     return "ip=" + c_.ip + " messages=" + std::to_string(st_.messages) +
-           " user=" + (st_.auth_user.empty() ? std::string("-") : log::escape(st_.auth_user, 64));
+           " user=" + (st_.auth_user.empty() ? std::string("-") : log::field(st_.auth_user, 64));
 }
 
 asio::awaitable<bool> smtp_session::close_with(smtp_step& step)
@@ -80,10 +82,41 @@ asio::awaitable<bool> smtp_session::do_rcpt(proto::mail_args const& rcpt)
 {
     auto const addr = rcpt.path.to_string();
     relay::request req{c_.peer, rcpt.path.local, rcpt.path.domain, addr, st_.authenticated,
-                       c_.listener.auth_required};
+                       c_.listener.auth_required, offer_.mail_needs_auth};
     auto const v = svc_.relay.decide(req, s_);
+    if (!s_.upstream_host.empty() && smtp_asks_upstream(st_, addr, v)) {
+        auto const u = co_await upstream_rcpt(addr);
+        auto step = smtp_rcpt_decided(st_, rcpt, v, offer_, &u);
+        co_return co_await run_step(step);
+    }
     auto step = smtp_rcpt_decided(st_, rcpt, v, offer_);
     co_return co_await run_step(step);
+}
+
+// RCPTs are asked one at a time, in the client's order, so that pipelined
+// replies stay in order; the client waits for its group's replies meanwhile.
+asio::awaitable<relay::upstream_verdict> smtp_session::upstream_rcpt(std::string const& address)
+{
+    if (up_ && up_txn_ != st_.transaction) co_await end_upstream();
+    if (!up_) {
+        auto ex = co_await asio::this_coro::executor;
+        up_ = std::make_unique<relay::smtp_client>(ex, s_, c_.sid, svc_.upstreams);
+        up_txn_ = st_.transaction;
+    }
+    // The client waits for us meanwhile; the upstream's own timeouts bound
+    // this (connect, greeting, EHLO, STARTTLS, EHLO, AUTH, MAIL, RCPT, and
+    // the clear retry of opportunistic TLS).
+    c_.clock.arm(s_.smtp_idle_timeout + 12 * s_.upstream_timeout);
+    relay::upstream_envelope const env{st_.mail_from, st_.declared_size, st_.eight_bit};
+    auto v = co_await up_->recipient(env, address);
+    co_return v;
+}
+
+asio::awaitable<void> smtp_session::end_upstream()
+{
+    auto up = std::move(up_);
+    c_.clock.arm(s_.smtp_idle_timeout + 3 * s_.upstream_timeout);
+    co_await up->release();
 }
 
 asio::awaitable<bool> smtp_session::do_starttls()
@@ -92,7 +125,7 @@ asio::awaitable<bool> smtp_session::do_starttls()
         // RFC 3207 §5 / CVE-2011-0411: commands sent before the handshake
         // must never run after it.
         spdlog::warn("sid={} smtp starttls discarded pipelined bytes ip={} count={} data={}", c_.sid, c_.ip,
-                     ch_.reader().pending().size(), log::escape(ch_.reader().pending(), 60));
+                     ch_.reader().pending().size(), log::field(ch_.reader().pending(), 60));
         ch_.reader().clear();
     }
     bool const written = co_await ch_.flush();
@@ -166,11 +199,11 @@ asio::awaitable<bool> smtp_session::finish_auth(proto::sasl_step const& step, pr
         res.what = auth::outcome::failed;
         res.reason = "malformed response";
     }
-    auto const who = log::escape(step.authcid.empty() ? std::string("-") : step.authcid, 64);
+    auto const who = log::field(step.authcid.empty() ? std::string("-") : step.authcid, 64);
     if (res.what == auth::outcome::ok) {
         st_.authenticated = true;
         st_.auth_user = res.user;
-        spdlog::info("sid={} smtp auth user={} mech={} ip={} tls={} result=ok", c_.sid, log::escape(res.user, 64),
+        spdlog::info("sid={} smtp auth user={} mech={} ip={} tls={} result=ok", c_.sid, log::field(res.user, 64),
                      mname, c_.ip, o.tls_active ? "yes" : "no");
         ch_.queue(proto::reply(235, "2.7.0", "Authentication successful"));
         co_return true;
@@ -233,6 +266,10 @@ asio::awaitable<void> smtp_session::run()
         case io::read_status::error: c_.end_reason = "error"; co_return;
         }
         if (!co_await run_step(step)) co_return;
+        if (up_ && up_txn_ != st_.transaction) {
+            // RSET, HELO/EHLO, STARTTLS or a DATA that went nowhere upstream.
+            co_await end_upstream();
+        }
         if (step.ends_group) {
             bool const written = co_await ch_.flush();
             if (!written) co_return;

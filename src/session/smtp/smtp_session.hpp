@@ -20,6 +20,11 @@ private:
     // is queued was written, where the peer is still there).
     asio::awaitable<bool> run_step(smtp_step& step);
     asio::awaitable<bool> do_rcpt(proto::mail_args const& rcpt);
+    // The upstream's verdict on one relayed recipient, the upstream
+    // transaction opened first when this is the transaction's first.
+    asio::awaitable<relay::upstream_verdict> upstream_rcpt(std::string const& address);
+    // The client's transaction ended without a message: reset the upstream one.
+    asio::awaitable<void> end_upstream();
     asio::awaitable<bool> do_auth(std::string_view args);
     asio::awaitable<bool> finish_auth(proto::sasl_step const& step, proto::sasl_mech mech,
                                       std::string const& challenge);
@@ -38,6 +43,12 @@ private:
     smtp_state st_;
     smtp_offer offer_;
     bool waiting_for_command_ = false;  // the watchdog may say 421 only then
+    // The upstream transaction of client transaction up_txn_ (smtp_state::
+    // transaction), open from its first relayed RCPT to its DATA. Destroyed
+    // with the session: a client that drops or quits closes the connection,
+    // and the upstream discards what it never got DATA for.
+    std::unique_ptr<relay::smtp_client> up_;
+    std::uint64_t up_txn_ = 0;
 };
 
 }  // namespace popgate::session

@@ -75,6 +75,13 @@ smtp_step on_helo(smtp_state& st, proto::smtp_command const& cmd, smtp_offer con
 
 smtp_step on_mail(smtp_state& st, proto::smtp_command const& cmd, smtp_offer const& o)
 {
+    if (o.mail_needs_auth && !st.authenticated) {
+        // RFC 4954 §6 and RFC 6409 §4.3: this listener takes mail from
+        // authenticated clients only, local recipients included.
+        auto s = queue(530, "5.7.0", "Authentication required");
+        s.log.push_back({info, "smtp mail refused ip=" + o.ip + " reason=auth-required"});
+        return bad(st, o, std::move(s));
+    }
     auto a = proto::parse_mail_from(cmd.args);
     if (!a) {
         if (a.error() == proto::errc::bad_parameter) return queue(501, "5.5.4", "Syntax error in parameters");
@@ -108,7 +115,7 @@ smtp_step on_mail(smtp_state& st, proto::smtp_command const& cmd, smtp_offer con
     st.eight_bit = eight;
     st.phase = smtp_phase::in_mail;
     auto s = queue(250, "2.1.0", "Ok");
-    s.log.push_back({info, "smtp mail from=<" + log::escape(st.mail_from) + "> ip=" + o.ip +
+    s.log.push_back({info, "smtp mail from=" + log::field("<" + st.mail_from + ">") + " ip=" + o.ip +
                                (size ? " size=" + std::to_string(*size) : std::string())});
     return s;
 }
@@ -265,6 +272,7 @@ void smtp_state::reset_transaction()
     eight_bit = false;
     rcpts.clear();
     rcpt_attempts = 0;
+    ++transaction;
     if (phase != proto::smtp_phase::connected) phase = proto::smtp_phase::greeted;
 }
 
@@ -281,6 +289,7 @@ void smtp_state::forget_all()
 std::vector<std::string> smtp_auth_mechs(smtp_offer const& o)
 {
     std::vector<std::string> m;
+    if (o.tls_required && !o.tls_active) return m;
     if (o.plaintext) {
         m.emplace_back("PLAIN");
         m.emplace_back("LOGIN");
@@ -310,14 +319,14 @@ smtp_step smtp_on_line(smtp_state& st, std::string_view line, smtp_offer const& 
     if (!line.empty() && line.back() == '\n') {
         // A bare LF ended this line: the smuggling class, refused.
         auto s = queue(500, "5.5.2", "Error: bare <LF> received");
-        s.log.push_back({info, "smtp bare-lf ip=" + o.ip + " line=" + log::escape(line, 80)});
+        s.log.push_back({info, "smtp bare-lf ip=" + o.ip + " line=" + log::field(line, 80)});
         return bad(st, o, std::move(s));
     }
     auto cmd = proto::parse_smtp(line, o.max_line);
     if (!cmd) {
         auto s = parse_error(proto::errc(cmd.error().value()));
         s.log.push_back({debug, "smtp bad command ip=" + o.ip + " error=" + cmd.error().message() +
-                                    " line=" + log::escape(line, 80)});
+                                    " line=" + log::field(line, 80)});
         return bad(st, o, std::move(s));
     }
     auto const& spec = proto::spec_for(cmd->verb);
@@ -325,7 +334,7 @@ smtp_step smtp_on_line(smtp_state& st, std::string_view line, smtp_offer const& 
     if (o.log_commands)
         logged.push_back({debug, spec.secret_args ? "smtp cmd=" + std::string(proto::verb_name(cmd->verb))
                                                   : "smtp cmd=" + std::string(proto::verb_name(cmd->verb)) +
-                                                        " args=" + log::escape(cmd->args, 80)});
+                                                        " args=" + log::field(cmd->args, 80)});
     smtp_step s;
     if (!spec.allowed_in(st.phase)) {
         s = bad(st, o, sequence_error(st, cmd->verb));
@@ -344,10 +353,19 @@ smtp_step smtp_on_line(smtp_state& st, std::string_view line, smtp_offer const& 
     return s;
 }
 
-smtp_step smtp_rcpt_decided(smtp_state& st, proto::mail_args const& rcpt, relay::verdict const& v, smtp_offer const& o)
+bool smtp_asks_upstream(smtp_state const& st, std::string_view address, relay::verdict const& v)
+{
+    using proto::relay_verdict;
+    bool const relayed = v.what == relay_verdict::relay_auth || v.what == relay_verdict::relay_grant ||
+                         v.what == relay_verdict::relay_network;
+    return relayed && std::none_of(st.rcpts.begin(), st.rcpts.end(), [&](auto const& x) { return x.address == address; });
+}
+
+smtp_step smtp_rcpt_decided(smtp_state& st, proto::mail_args const& rcpt, relay::verdict const& v, smtp_offer const& o,
+                            relay::upstream_verdict const* upstream)
 {
     auto const addr = rcpt.path.to_string();
-    std::string const head = "smtp rcpt to=<" + log::escape(addr) + "> ip=" + o.ip + " decision=";
+    std::string const head = "smtp rcpt to=" + log::field("<" + addr + ">") + " ip=" + o.ip + " decision=";
     smtp_recipient r;
     r.address = addr;
     smtp_step s;
@@ -355,7 +373,7 @@ smtp_step smtp_rcpt_decided(smtp_state& st, proto::mail_args const& rcpt, relay:
     case proto::relay_verdict::tempfail:
         // Never relay on a store failure; the client tries again later.
         s = queue(451, "4.3.0", "<" + addr + ">: Temporary lookup failure");
-        s.log.push_back({spdlog::level::err, head + "error detail=" + log::escape(v.detail)});
+        s.log.push_back({spdlog::level::err, head + "error detail=" + log::field(v.detail)});
         return s;
     case proto::relay_verdict::local:
         if (!v.box) {
@@ -363,16 +381,27 @@ smtp_step smtp_rcpt_decided(smtp_state& st, proto::mail_args const& rcpt, relay:
             s.log.push_back({info, head + "local detail=unknown-user result=rejected"});
             return s;
         }
-        s.log.push_back({info, head + "local detail=user=" + log::escape(v.box->user, 64)});
+        s.log.push_back({info, head + "local detail=user=" + log::field(v.box->user, 64)});
         r.local = true;
         r.user = v.box->user;
         r.maildir = v.box->maildir;
         break;
     default:
         s.log.push_back({info, head + std::string(proto::to_string(v.what)) + " detail=" + v.detail +
-                                   (st.authenticated ? " sasl_user=" + log::escape(st.auth_user, 64) : "")});
+                                   (st.authenticated ? " sasl_user=" + log::field(st.auth_user, 64) : "")});
         if (v.what == proto::relay_verdict::deny) {
             s.reply = proto::reply(554, "5.7.1", "<" + addr + ">: Relay access denied");
+            return s;
+        }
+        if (upstream) {
+            auto& line = s.log.back().text;
+            line += " upstream_reply=" + std::to_string(upstream->code);
+            if (upstream->what == relay::upstream_verdict::kind::ok) break;
+            // The upstream's refusal of this recipient, as it said it (code
+            // and enhanced code; its text quoted after ours).
+            line += " upstream_status=" + upstream->enhanced + " result=refused upstream_detail=" + log::field(upstream->log, 200);
+            s.log.back().level = upstream->what == relay::upstream_verdict::kind::permanent ? info : warn;
+            s.reply = proto::reply(upstream->code, upstream->enhanced, upstream->text);
             return s;
         }
     }

@@ -1,6 +1,6 @@
-# RFC 6409 submission (auth_required listener): without AUTH an outside
-# recipient is refused (there only AUTH counts, not grants or networks);
-# local recipients are still accepted; after AUTH it relays.
+# RFC 6409 submission (auth_required listener): without AUTH, MAIL is refused
+# with 530 5.7.0 (RFC 4954 §6), whatever the recipients would be; after AUTH
+# it relays and delivers locally.
 @protocol smtp
 @listener tls=starttls auth_required=yes
 @user alice secret
@@ -14,18 +14,16 @@ S: 250-ENHANCEDSTATUSCODES
 S: 250-STARTTLS
 S: 250 AUTH PLAIN LOGIN CRAM-MD5
 C: MAIL FROM:<alice@gw.test>
-S: 250 2.1.0 Ok
-C: RCPT TO:<x@example.org>
-S: 554 5.7.1 <x@example.org>: Relay access denied
+S: 530 5.7.0 Authentication required
 C: RCPT TO:<alice@gw.test>
-S: 250 2.1.5 Ok
-C: RSET
-S: 250 2.0.0 Ok
+S: 503 5.5.1 Error: need MAIL command
 C: AUTH PLAIN AGFsaWNlAHNlY3JldA==
 S: 235 2.7.0 Authentication successful
 C: MAIL FROM:<alice@gw.test>
 S: 250 2.1.0 Ok
 C: RCPT TO:<x@example.org>
+S: 250 2.1.5 Ok
+C: RCPT TO:<alice@gw.test>
 S: 250 2.1.5 Ok
 C: QUIT
 S: 221 2.0.0 Bye

@@ -106,6 +106,7 @@ BOOST_AUTO_TEST_CASE(shipped_values_are_the_struct_defaults)
     settings const d;
     BOOST_TEST(f.hostname == d.hostname);
     BOOST_TEST(f.threads == d.threads);
+    BOOST_TEST((f.trusted_proxies == d.trusted_proxies));
     BOOST_TEST(f.tls.cert_file == d.tls.cert_file);
     BOOST_TEST(f.tls.key_file == d.tls.key_file);
     BOOST_TEST(f.tls.self_signed == d.tls.self_signed);
@@ -146,6 +147,7 @@ BOOST_AUTO_TEST_CASE(shipped_values_are_the_struct_defaults)
     BOOST_TEST(f.max_bad_commands == d.max_bad_commands);
     BOOST_TEST(f.log_level == d.log_level);
     BOOST_TEST(f.log_file == d.log_file);
+    BOOST_TEST((f.log_to == d.log_to));
 }
 
 // TLS 1.2 offers only forward-secret AEAD suites unless configured otherwise:
@@ -252,6 +254,22 @@ error_case const error_cases[]{
      "already used"},
     {"auth_required on pop3", "[[listener]]\nprotocol = \"pop3\"\nauth_required = true\n", 1, "smtp"},
     {"empty listener name", "[[listener]]\nname = \"\"\nprotocol = \"pop3\"\n", 2, "1 to 32"},
+    {"proxy_protocol without trusted_proxies", "[[listener]]\nprotocol = \"pop3\"\nproxy_protocol = true\n", 1,
+     "trusted_proxies"},
+    {"trusted_proxies without proxy_protocol",
+     "[[listener]]\nprotocol = \"pop3\"\ntrusted_proxies = [\"127.0.0.1\"]\n", 1, "proxy_protocol"},
+    {"trusted_proxies not a network",
+     "[server]\ntrusted_proxies = [\"proxy.example\"]\n[[listener]]\nprotocol = \"pop3\"\n", 2, "proxy.example"},
+    {"trusted_proxies with host bits",
+     "[[listener]]\nprotocol = \"pop3\"\nproxy_protocol = true\ntrusted_proxies = [\"10.0.0.1/8\"]\n", 4,
+     "10.0.0.1/8"},
+    {"log target file without a file", "[[listener]]\nprotocol = \"pop3\"\n[log]\ntarget = \"file\"\n", 4,
+     "needs log.file"},
+    {"log file with target syslog",
+     "[[listener]]\nprotocol = \"pop3\"\n[log]\nfile = \"x.log\"\ntarget = \"syslog\"\n", 5, "only written"},
+    {"bad log target", "[[listener]]\nprotocol = \"pop3\"\n[log]\ntarget = \"journal\"\n", 4, "\"syslog\""},
+    {"trusted_proxies not an array",
+     "[server]\ntrusted_proxies = \"127.0.0.1\"\n[[listener]]\nprotocol = \"pop3\"\n", 2, "array"},
     {"no listeners", "[server]\nhostname = \"mx\"\n", 0, "listener"},
     {"empty file", "", 0, "listener"},
 };
@@ -428,6 +446,49 @@ BOOST_AUTO_TEST_CASE(minimal_file_keeps_defaults)
     BOOST_TEST(r.value->local_domains == d.local_domains);
     BOOST_TEST(r.value->listeners[0].port == 0);
     BOOST_TEST(r.value->listeners[0].address == "127.0.0.1");
+}
+
+BOOST_AUTO_TEST_CASE(trusted_proxies_global_or_per_listener)
+{
+    auto const r = parse(R"([server]
+trusted_proxies = ["192.0.2.0/24", "2001:db8::1"]
+[[listener]]
+name = "behind"
+protocol = "pop3"
+proxy_protocol = true
+[[listener]]
+name = "own"
+protocol = "smtp"
+proxy_protocol = true
+trusted_proxies = ["198.51.100.7"]
+[[listener]]
+name = "direct"
+protocol = "smtp"
+)");
+    BOOST_TEST_REQUIRE(r.value.has_value(), all_errors(r));
+    auto const& l = r.value->listeners;
+    BOOST_TEST(l[0].proxy_protocol);
+    BOOST_TEST_REQUIRE(l[0].trusted_proxies.size() == 2u);
+    BOOST_TEST(l[0].trusted_proxies[0].to_string() == "192.0.2.0/24");
+    BOOST_TEST(l[0].trusted_proxies[1].to_string() == "2001:db8::1/128");
+    BOOST_TEST_REQUIRE(l[1].trusted_proxies.size() == 1u);  // its own list replaces the global one
+    BOOST_TEST(l[1].trusted_proxies[0].to_string() == "198.51.100.7/32");
+    BOOST_TEST(!l[2].proxy_protocol);
+    BOOST_TEST(settings{}.trusted_proxies.empty());
+    BOOST_TEST(!listener{}.proxy_protocol);
+}
+
+BOOST_AUTO_TEST_CASE(log_target_follows_the_file_unless_given)
+{
+    auto r = parse(std::string(one_listener) + "[log]\nfile = \"x.log\"\n");
+    BOOST_TEST_REQUIRE(r.value.has_value(), all_errors(r));
+    BOOST_TEST((r.value->log_to == log_target::file));
+    r = parse(std::string(one_listener) + "[log]\nfile = \"\"\n");
+    BOOST_TEST_REQUIRE(r.value.has_value(), all_errors(r));
+    BOOST_TEST((r.value->log_to == log_target::stderr_stream));
+    r = parse(std::string(one_listener) + "[log]\ntarget = \"syslog\"\n");
+    BOOST_TEST_REQUIRE(r.value.has_value(), all_errors(r));
+    BOOST_TEST((r.value->log_to == log_target::syslog));
 }
 
 BOOST_AUTO_TEST_CASE(empty_local_domains_allowed)

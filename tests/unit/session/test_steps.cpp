@@ -98,7 +98,7 @@ BOOST_AUTO_TEST_CASE(relay_verdicts_become_replies)
     smtp_on_line(st, "MAIL FROM:<a@b>", o);
     auto const r = smtp_on_line(st, "RCPT TO:<x@example.org>", o);
     BOOST_TEST_REQUIRE(r.rcpt.has_value());
-    relay::verdict deny{proto::relay_verdict::deny, "no grant or network", std::nullopt};
+    relay::verdict deny{proto::relay_verdict::deny, "no-grant-or-network", std::nullopt};
     BOOST_TEST(smtp_rcpt_decided(st, *r.rcpt, deny, o).reply == "554 5.7.1 <x@example.org>: Relay access denied\r\n");
     BOOST_TEST(st.rcpts.empty());
     relay::verdict temp{proto::relay_verdict::tempfail, "disk I/O error", std::nullopt};
@@ -109,6 +109,52 @@ BOOST_AUTO_TEST_CASE(relay_verdicts_become_replies)
     BOOST_TEST(smtp_rcpt_decided(st, *r.rcpt, grant, o).reply == "250 2.1.5 Ok\r\n");
     BOOST_TEST(st.rcpts.size() == 1u);
     BOOST_TEST((st.phase == proto::smtp_phase::in_rcpt));
+}
+
+BOOST_AUTO_TEST_CASE(upstream_rcpt_verdicts_become_that_rcpts_reply)
+{
+    auto const o = offer();
+    smtp_state st;
+    smtp_on_line(st, "EHLO client", o);
+    smtp_on_line(st, "MAIL FROM:<a@b>", o);
+    auto const t0 = st.transaction;
+    relay::verdict const grant{proto::relay_verdict::relay_grant, "grant_user=- grant=192.0.2.7", std::nullopt};
+    relay::verdict const local{proto::relay_verdict::local, "", relay::mailbox{"alice", "/m/alice"}};
+    relay::verdict const deny{proto::relay_verdict::deny, "no grant or network", std::nullopt};
+    BOOST_TEST(!smtp_asks_upstream(st, "alice@gw.test", local));
+    BOOST_TEST(!smtp_asks_upstream(st, "x@example.org", deny));
+    BOOST_TEST(smtp_asks_upstream(st, "x@example.org", grant));
+
+    auto const bad = smtp_on_line(st, "RCPT TO:<x@example.org>", o);
+    relay::upstream_verdict refused{relay::upstream_verdict::kind::permanent, 550, "5.1.1",
+                                    "<x@example.org>: Error: upstream refused: no such user", "no such user"};
+    auto const r1 = smtp_rcpt_decided(st, *bad.rcpt, grant, o, &refused);
+    BOOST_TEST(r1.reply == "550 5.1.1 <x@example.org>: Error: upstream refused: no such user\r\n");
+    BOOST_TEST(logged(r1.log, "decision=grant"));
+    BOOST_TEST(logged(r1.log, "upstream_reply=550 upstream_status=5.1.1 result=refused upstream_detail=\"no such user\""));
+    BOOST_TEST(st.rcpts.empty());  // not taken: DATA now is "no valid recipients"
+    BOOST_TEST((st.phase == proto::smtp_phase::in_mail));
+    BOOST_TEST(smtp_on_line(st, "DATA", o).reply == "554 5.5.1 Error: no valid recipients\r\n");
+
+    relay::upstream_verdict busy{relay::upstream_verdict::kind::temporary, 450, "4.2.1", "<y@example.org>: busy", ""};
+    auto const later = smtp_on_line(st, "RCPT TO:<y@example.org>", o);
+    BOOST_TEST(smtp_rcpt_decided(st, *later.rcpt, grant, o, &busy).reply == "450 4.2.1 <y@example.org>: busy\r\n");
+    BOOST_TEST(st.rcpts.empty());
+
+    auto const good = smtp_on_line(st, "RCPT TO:<z@example.org>", o);
+    relay::upstream_verdict ok{relay::upstream_verdict::kind::ok, 250, "2.1.5", "", "OK"};
+    auto const r3 = smtp_rcpt_decided(st, *good.rcpt, grant, o, &ok);
+    BOOST_TEST(r3.reply == "250 2.1.5 Ok\r\n");
+    BOOST_TEST(logged(r3.log, "upstream_reply=250"));
+    BOOST_TEST_REQUIRE(st.rcpts.size() == 1u);
+    // Taken once: the same address again is not asked upstream again.
+    BOOST_TEST(!smtp_asks_upstream(st, "z@example.org", grant));
+    BOOST_TEST(st.transaction == t0);
+    // RSET (and HELO/EHLO, STARTTLS) start the next transaction: the session
+    // sees the number change and resets the upstream one.
+    smtp_on_line(st, "RSET", o);
+    BOOST_TEST(st.transaction == t0 + 1);
+    BOOST_TEST(smtp_asks_upstream(st, "z@example.org", grant));
 }
 
 BOOST_AUTO_TEST_SUITE_END()

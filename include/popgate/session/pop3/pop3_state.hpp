@@ -31,6 +31,9 @@ struct pop3_offer {
     bool stls_port = false;  // the listener upgrades with STLS (whether or not TLS is active now)
     bool tls_active = false;
     bool apop = false;       // the greeting carried an APOP timestamp
+    // tls = "required" and TLS not active yet: only the table's pre_tls
+    // commands are served, and no login method is offered.
+    bool tls_required = false;
 };
 
 // SASL mechanisms to advertise and accept, in preference order of the list.
@@ -138,6 +141,7 @@ std::string pop3_mech_name(proto::sasl_mech m);
 namespace pop3_reply {
 inline constexpr std::string_view auth_failed = "-ERR [AUTH] Authentication failed.\r\n";
 inline constexpr std::string_view apop_required = "-ERR [AUTH] You must use APOP to connect to this server\r\n";
+inline constexpr std::string_view tls_required = "-ERR [AUTH] Must issue an STLS command first\r\n";
 inline constexpr std::string_view plaintext_refused =
     "-ERR [AUTH] Plaintext authentication disallowed on non-secure (SSL/TLS) connections.\r\n";
 inline constexpr std::string_view auth_unavailable =

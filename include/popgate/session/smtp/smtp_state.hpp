@@ -8,6 +8,7 @@
 // secret) are enforced in one place, in smtp_on_line. No I/O here.
 #include "popgate/proto/sasl.hpp"
 #include "popgate/proto/smtp.hpp"
+#include "popgate/relay/upstream_verdict.hpp"
 #include "popgate/relay/verdict.hpp"
 #include "popgate/session/log_line.hpp"
 
@@ -42,6 +43,10 @@ struct smtp_state {
     bool eight_bit = false;
     std::vector<smtp_recipient> rcpts;
     std::size_t rcpt_attempts = 0;
+    // Which transaction this is: reset_transaction() starts the next one, so
+    // the session can tell that an upstream transaction it opened for this
+    // one (at the first relayed RCPT) must be reset.
+    std::uint64_t transaction = 0;
 
     void reset_transaction();
     // After STARTTLS the session starts over (RFC 3207 §4.2).
@@ -56,10 +61,12 @@ struct smtp_offer {
     bool starttls_port = false;  // the listener upgrades with STARTTLS
     bool tls_active = false;
     bool can_start_tls = false;  // a certificate is loaded and TLS not active yet
-    // Commands the table does not mark pre_tls are refused with 530 until
-    // STARTTLS. No listener sets it yet; it is the seam for a TLS-required
-    // submission port.
+    // tls = "required": commands the table does not mark pre_tls are refused
+    // with 530 until STARTTLS, and AUTH is not advertised before it.
     bool tls_required = false;
+    // auth_required without local_delivery_without_auth (RFC 6409 §4.3): a
+    // transaction needs AUTH first; MAIL answers 530 5.7.0 before it.
+    bool mail_needs_auth = false;
     bool plaintext = false;      // auth.plaintext allows PLAIN and LOGIN here
     bool cram_md5 = false;
     std::size_t max_line = proto::smtp_max_command_line;  // limits.smtp_max_line, at least RFC 5321's
@@ -94,9 +101,15 @@ smtp_step smtp_on_too_long(smtp_state& st, smtp_offer const& o);
 // A protocol error outside smtp_on_line: `reply` queued and counted; past
 // limits.max_bad_commands the 421 follows and the session ends.
 smtp_step smtp_bad_command(smtp_state& st, smtp_offer const& o, std::string reply);
-// RCPT once the relay decision is in.
+// Whether RCPT `address`, with relay decision `v`, goes to the upstream MTA
+// before it is answered (when one is configured): a relayed recipient not
+// already taken in this transaction (the upstream hears each one once).
+bool smtp_asks_upstream(smtp_state const& st, std::string_view address, relay::verdict const& v);
+// RCPT once the relay decision is in, and for a recipient that went to the
+// upstream, the upstream's verdict on it: its refusal is this RCPT's reply
+// (the recipient is not taken), its acceptance our 250.
 smtp_step smtp_rcpt_decided(smtp_state& st, proto::mail_args const& rcpt, relay::verdict const& v,
-                            smtp_offer const& o);
+                            smtp_offer const& o, relay::upstream_verdict const* upstream = nullptr);
 
 // AUTH's argument: the mechanism and initial response, or the refusal.
 struct smtp_auth_request {
