@@ -7,6 +7,7 @@ libboost1.81-dev libboost-test1.81-dev libssl-dev openssl libsqlite3-dev sqlite3
 libspdlog-dev libtomlplusplus-dev libcli11-dev libcrypt-dev
 python3 python3-pytest python3-aiosmtpd swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl
 curl mpop fetchmail
+systemd dpkg-dev util-linux iproute2 groff-base man-db bash-completion logrotate
 haproxy fail2ban postfix postfix-sqlite dovecot-core dovecot-imapd dovecot-pop3d
 clang-14 libclang-rt-14-dev"
 missing=""

@@ -1,11 +1,13 @@
 #include "popgate/cli/admin.hpp"
 
 #include "popgate/auth/password.hpp"
+#include "popgate/cli/check_config.hpp"
 #include "popgate/config/config.hpp"
 #include "popgate/net/ip.hpp"
 #include "popgate/store/migrate.hpp"
 #include "popgate/store/sqlite_store.hpp"
 
+#include <boost/json.hpp>
 #include <termios.h>
 #include <unistd.h>
 
@@ -17,10 +19,33 @@
 namespace popgate::cli {
 namespace {
 
-// One clear line on stderr and a non-zero exit: what every bad input gets.
+namespace json = boost::json;
+
+// One clear line on stderr and exit 1: what every bad input gets.
 struct user_error : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
+
+// --json output: one array or object on one line (README "Machine-readable
+// output"); times are Unix seconds, absent values null.
+void print_json(json::value const& v) { std::cout << json::serialize(v) << "\n"; }
+
+json::value json_time(std::optional<store::unix_time> t)
+{
+    if (!t) return nullptr;
+    return *t;
+}
+
+json::value json_text(std::string const& s)
+{
+    if (s.empty()) return nullptr;
+    return json::string(s);
+}
+
+void add_json_flag(CLI::App* list_or_show, global_options& g)
+{
+    list_or_show->add_flag("--json", g.json, "print one JSON array or object (field names: README)");
+}
 
 config::settings effective_settings(global_options const& g)
 {
@@ -40,6 +65,15 @@ std::filesystem::path db_path(global_options const& g)
 // place of one deleted under a running daemon would take grants and users
 // that daemon never sees.
 enum class db_open { existing, migrated, create };
+
+// README "Exit codes": a database that is missing, locked, unreadable or
+// newer than this binary is 3, whatever the command; the rest of the store's
+// refusals (duplicate, not found, a constraint) are 1.
+int exit_code_of(store::store_errc c)
+{
+    using enum store::store_errc;
+    return c == unavailable || c == busy || c == schema_too_new ? exit_db_unavailable : exit_refused;
+}
 
 std::unique_ptr<store::store> open_db(global_options const& g, db_open how = db_open::existing)
 {
@@ -321,9 +355,18 @@ void add_user_commands(CLI::App& app, global_options& g, std::function<int()>& r
     });
 
     auto* list = user->add_subcommand("list", "list users");
+    add_json_flag(list, g);
     list->callback([&] {
         run = [&g] {
             auto db = open_db(g);
+            if (g.json) {
+                json::array out;
+                for (auto const& u : db->list_users())
+                    out.push_back({{"name", u.name}, {"disabled", u.disabled}, {"apop_only", u.apop_only},
+                                   {"shared_secret", u.shared_secret.has_value()}});
+                print_json(out);
+                return 0;
+            }
             for (auto const& u : db->list_users()) {
                 std::cout << u.name << (u.disabled ? " disabled" : "") << (u.apop_only ? " apop-only" : "")
                           << (u.shared_secret ? " shared-secret" : "") << "\n";
@@ -334,6 +377,7 @@ void add_user_commands(CLI::App& app, global_options& g, std::function<int()>& r
 
     auto* show = user->add_subcommand("show", "show one user (never the password)");
     show->add_option("name", *pname)->required();
+    add_json_flag(show, g);
     show->callback([&, pname] {
         run = [&g, pname] {
             auto db = open_db(g);
@@ -341,6 +385,12 @@ void add_user_commands(CLI::App& app, global_options& g, std::function<int()>& r
             if (!u) throw user_error("no such user '" + *pname + "'");
             std::string scheme = "none";
             if (u->password_hash) scheme = u->password_hash->substr(0, u->password_hash->find('$', 1) + 1);
+            if (g.json) {
+                print_json({{"name", u->name}, {"hash_scheme", scheme}, {"shared_secret", u->shared_secret.has_value()},
+                            {"disabled", u->disabled}, {"apop_only", u->apop_only},
+                            {"created_at", json_time(u->created_at)}, {"updated_at", json_time(u->updated_at)}});
+                return 0;
+            }
             std::cout << "name: " << u->name << "\nhash scheme: " << scheme
                       << "\nshared secret: " << (u->shared_secret ? "yes" : "no")
                       << "\ndisabled: " << (u->disabled ? "yes" : "no")
@@ -428,10 +478,12 @@ void add_allow_commands(CLI::App& app, global_options& g, std::function<int()>& 
         };
     });
     auto* list = allow->add_subcommand("list", "list allowed networks");
+    add_json_flag(list, g);
     list->callback([&] {
         run = [&g] {
             auto db = open_db(g);
             auto const t = store::now();
+            json::array out;
             for (auto const& n : db->list_networks()) {
                 // As the daemon reads the row (relay::decider): rows from
                 // before schema 3 may be ignored or spelt another way.
@@ -440,10 +492,19 @@ void add_allow_commands(CLI::App& app, global_options& g, std::function<int()>& 
                     flag = " (INVALID: ignored by the daemon: " + why + ")";
                 else if (auto const problem = net::spelling_problem(n.cidr, *c); !problem.empty())
                     flag = " (not canonical: " + problem + ")";
+                if (g.json) {
+                    // "problem": why the daemon ignores the row, or how it should be spelt.
+                    out.push_back({{"cidr", n.cidr}, {"note", n.note}, {"created_at", n.created_at},
+                                   {"expires_at", json_time(n.expires_at)},
+                                   {"expired", n.expires_at && *n.expires_at <= t},
+                                   {"problem", json_text(flag.empty() ? "" : flag.substr(2, flag.size() - 3))}});
+                    continue;
+                }
                 std::cout << n.cidr << "\t" << (n.expires_at ? "until " + format_time(n.expires_at) : "permanent")
                           << (n.expires_at && *n.expires_at <= t ? " (expired)" : "") << flag << "\t" << n.note
                           << "\n";
             }
+            if (g.json) print_json(out);
             return 0;
         };
     });
@@ -511,19 +572,31 @@ void add_grant_commands(CLI::App& app, global_options& g, std::function<int()>& 
     auto all = std::make_shared<bool>(false);
     auto* list = grant->add_subcommand("list", "list unexpired grants");
     list->add_flag("--all", *all, "include expired grants");
+    add_json_flag(list, g);
     list->callback([&, all] {
         run = [&g, all] {
             auto db = open_db(g);
             auto const t = store::now();
+            json::array out;
             for (auto const& gr : db->list_grants(*all, t)) {
                 // A grant is looked up by its canonical text: any other never matches.
                 std::string why;
                 if (auto const a = net::parse_ip(gr.address, &why)) why = net::spelling_problem(gr.address, *a);
+                if (g.json) {
+                    // "problem" set: the row never matches a client (see the text output).
+                    out.push_back({{"address", gr.address}, {"user", json_text(gr.user)}, {"method", gr.method},
+                                   {"tls", gr.tls}, {"listener", json_text(gr.listener)},
+                                   {"granted_at", gr.granted_at}, {"expires_at", gr.expires_at},
+                                   {"expired", gr.expires_at <= t}, {"hits", gr.hits},
+                                   {"last_used", json_time(gr.last_used)}, {"problem", json_text(why)}});
+                    continue;
+                }
                 std::cout << gr.address << "\t" << (gr.user.empty() ? "-" : gr.user) << "\t" << gr.method
                           << (gr.tls ? "+tls" : "") << "\tuntil " << format_time(gr.expires_at)
                           << (gr.expires_at <= t ? " (expired)" : "")
                           << (why.empty() ? "" : " (NEVER MATCHES: " + why + ")") << "\thits " << gr.hits << "\n";
             }
+            if (g.json) print_json(out);
             return 0;
         };
     });
@@ -548,19 +621,19 @@ void add_db_commands(CLI::App& app, global_options& g, std::function<int()>& run
             return 0;
         };
     });
-    db->add_subcommand("version", "print the schema version")->callback([&] {
+    auto* version = db->add_subcommand("version", "print the schema version");
+    add_json_flag(version, g);
+    version->callback([&] {
         run = [&g] {
             store::sqlite_options o;
             o.must_exist = true;
             o.migrate = false;
-            try {
-                auto st = store::open_sqlite_store(db_path(g), o);
-                std::cout << st->schema_version() << " (this popgate: " << store::latest_schema_version() << ")\n";
-            } catch (store::store_error const& e) {
-                if (e.code() != store::store_errc::unavailable) throw;
-                std::cout << e.what() << "\n";
-                return 1;
+            auto st = store::open_sqlite_store(db_path(g), o);
+            if (g.json) {
+                print_json({{"schema_version", st->schema_version()}, {"latest", store::latest_schema_version()}});
+                return 0;
             }
+            std::cout << st->schema_version() << " (this popgate: " << store::latest_schema_version() << ")\n";
             return 0;
         };
     });
@@ -575,9 +648,18 @@ void add_db_commands(CLI::App& app, global_options& g, std::function<int()>& run
     auto limit = std::make_shared<std::size_t>(50);
     auto* audit = db->add_subcommand("audit", "show the newest audit events");
     audit->add_option("-n,--limit", *limit, "how many");
+    add_json_flag(audit, g);
     audit->callback([&, limit] {
         run = [&g, limit] {
             auto st = open_db(g);
+            if (g.json) {
+                json::array out;
+                for (auto const& e : st->list_audit(*limit))
+                    out.push_back({{"at", e.at}, {"event", e.event}, {"address", json_text(e.address)},
+                                   {"user", json_text(e.user)}, {"detail", e.detail}});
+                print_json(out);
+                return 0;
+            }
             for (auto const& e : st->list_audit(*limit))
                 std::cout << format_time(e.at) << "\t" << e.event << "\t" << (e.address.empty() ? "-" : e.address)
                           << "\t" << (e.user.empty() ? "-" : e.user) << "\t" << e.detail << "\n";
@@ -609,10 +691,11 @@ void add_admin_commands(CLI::App& app, global_options& g, std::function<int()>& 
                 std::cerr << "popgate: " << e.what() << (std::string_view(e.what()).ends_with('\n') ? "" : "\n");
             } catch (store::store_error const& e) {
                 std::cerr << "popgate: " << e.what() << "\n";
+                return exit_code_of(e.code());
             } catch (std::exception const& e) {
                 std::cerr << "popgate: error: " << e.what() << "\n";
             }
-            return 1;
+            return exit_refused;
         };
     };
     add_user_commands(app, g, *inner);
@@ -622,18 +705,9 @@ void add_admin_commands(CLI::App& app, global_options& g, std::function<int()>& 
 
     auto file = std::make_shared<std::string>();
     auto* check = app.add_subcommand("check-config", "validate a config file; errors carry line numbers");
-    check->add_option("file", *file, "config file (default: -c, config/popgate.toml, or the built-in default)");
+    check->add_option("file", *file, "config file (default: -c, else as README \"Configuration file\")");
     check->callback([&g, file, inner] {
-        *inner = [&g, file] {
-            auto const name = file->empty() ? g.config_file : *file;
-            auto r = config::load_effective(name);
-            if (!r.value) {
-                std::cerr << config::format_errors(r, name.empty() ? "config/popgate.toml" : name);
-                return 1;
-            }
-            std::cout << "configuration OK (" << r.value->listeners.size() << " listeners)\n";
-            return 0;
-        };
+        *inner = [&g, file] { return check_config(file->empty() ? g.config_file : *file); };
     });
     for (auto* sub : app.get_subcommands({})) {
         if (sub->get_name() == "serve") continue;

@@ -9,10 +9,16 @@ int main(int argc, char** argv)
 {
     CLI::App app{"popgate: POP-before-SMTP relay authorization gateway"};
     app.require_subcommand(0, 1);
+    // Global options anywhere on the line (`popgate grant list -c FILE`): a
+    // subcommand hands what it does not know to its parent. Inherited by
+    // every subcommand made from here on.
+    app.fallthrough();
     bool version = false;
     app.add_flag("--version", version, "print the version and exit");
     popgate::cli::global_options g;
-    app.add_option("-c,--config", g.config_file, "config file (default: config/popgate.toml, else built in)");
+    app.add_option("-c,--config", g.config_file,
+                   "config file (default: /etc/popgate/popgate.toml; from a build tree config/popgate.toml, "
+                   "else built in)");
     app.add_option("--db", g.db_path, "database file (default: storage.database from the config)");
 
     std::function<int()> run;
@@ -27,7 +33,8 @@ int main(int argc, char** argv)
     try {
         app.parse(argc, argv);
     } catch (CLI::ParseError const& e) {
-        return app.exit(e);
+        int const rc = app.exit(e);  // prints the help, or the error and a hint
+        return rc == 0 ? 0 : popgate::cli::exit_usage;
     }
     if (version) {
         std::cout << "popgate " << POPGATE_VERSION << "\n";
@@ -35,7 +42,7 @@ int main(int argc, char** argv)
     }
     if (!run) {
         std::cerr << app.help();
-        return 2;
+        return popgate::cli::exit_usage;
     }
     return run();
 }

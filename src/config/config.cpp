@@ -515,17 +515,60 @@ load_result load(std::filesystem::path const& file)
 
 namespace popgate::config {
 
+namespace {
+
+// Whether this process runs the binary of a build tree (build/<preset>/popgate)
+// rather than an installed copy: /proc/self/exe below the build directory
+// CMake compiled in. A copy moved anywhere else counts as installed.
+bool running_from_build_tree()
+{
+#ifdef POPGATE_BINARY_DIR
+    std::error_code ec;
+    auto const exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+    if (ec) return false;
+    auto const tree = std::filesystem::weakly_canonical(POPGATE_BINARY_DIR, ec).string();
+    if (ec || tree.empty()) return false;
+    auto const path = exe.string();
+    return path.size() > tree.size() && path.starts_with(tree) && path[tree.size()] == '/';
+#else
+    return false;
+#endif
+}
+
+}  // namespace
+
+std::filesystem::path system_config_file()
+{
+#ifdef POPGATE_SYSTEM_CONFIG
+    return POPGATE_SYSTEM_CONFIG;
+#else
+    return "/etc/popgate/popgate.toml";
+#endif
+}
+
+std::filesystem::path default_config_file()
+{
+    if (!running_from_build_tree()) return system_config_file();
+    if (std::filesystem::exists("config/popgate.toml")) return "config/popgate.toml";
+    return {};
+}
+
 load_result load_effective(std::string const& file)
 {
     if (!file.empty()) return load(file);
-    if (std::filesystem::exists("config/popgate.toml")) return load("config/popgate.toml");
-    return parse(embedded_default(), "(built-in default)");
+    auto const found = default_config_file();
+    if (found.empty()) return parse(embedded_default(), "(built-in default)");
+    if (!std::filesystem::exists(found))
+        return {std::nullopt, {{0, 0, "does not exist; give a configuration file with -c FILE"}}};
+    return load(found);
 }
 
 std::string format_errors(load_result const& r, std::string const& file)
 {
     std::string out;
-    std::string const name = file.empty() ? "config" : file;
+    std::string name = file;
+    if (name.empty()) name = default_config_file().string();
+    if (name.empty()) name = "(built-in default)";
     for (auto const& e : r.errors) {
         out += name;
         if (e.line) out += ":" + std::to_string(e.line) + ":" + std::to_string(e.column);

@@ -4,6 +4,7 @@
 #include "popgate/daemon/serve.hpp"
 
 #include "popgate/daemon/context.hpp"
+#include "popgate/daemon/fd_limit.hpp"
 #include "popgate/daemon/state_dirs.hpp"
 #include "popgate/io/blocking.hpp"
 #include "popgate/io/tls.hpp"
@@ -53,6 +54,8 @@ struct server {
     std::string config_file;
     service_account account;
     std::optional<kept_tls> kept;  // only when the daemon switches users
+    std::size_t nofile = 0;        // RLIMIT_NOFILE after raising it at start
+    std::size_t threads = 0;       // I/O and blocking threads: fixed at start
     std::unique_ptr<asio::signal_set> signals;
     bool draining = false;
 };
@@ -159,6 +162,8 @@ void reload(server& srv)
                       config::format_errors(r, srv.config_file));
         return;
     }
+    // A reload must not undo the cap that the descriptors set.
+    cap_sessions_to_fds(*r.value, srv.nofile, srv.threads);
     auto fresh = std::make_shared<config::settings const>(std::move(*r.value));
     try {
         auto tls = load_tls(srv, *fresh);
@@ -297,6 +302,7 @@ int serve(std::string const& config_file, std::string const& db_override, serve_
         // Made before spdlog opens it, so that its mode (0640) does not depend on the umask.
         prepare_log_file(settings->log_file, srv.account);
         log::setup(settings->log_level, log_destination(settings->log_to), settings->log_file);
+        srv.nofile = raise_nofile_limit();
         ::umask(077);  // every file the daemon makes (database, Maildirs, keys) is private
         // Before any thread starts (the check takes the service user's ids for a moment).
         prepare_state_dirs(*settings, srv.account);
@@ -313,6 +319,8 @@ int serve(std::string const& config_file, std::string const& db_override, serve_
         auto db = store::open_sqlite_store(settings->database, so);
         share_database(*settings, srv.account);  // storage.group, now that the files exist
         unsigned const cores = std::max(1u, std::thread::hardware_concurrency());
+        srv.threads = std::max(2u, cores) + (settings->threads ? settings->threads : cores);
+        cap_sessions_to_fds(*settings, srv.nofile, srv.threads);
         srv.ctx = std::make_unique<context>(settings, std::move(db), std::max(2u, cores));
         srv.ctx->live().set_tls(std::move(tls));
 

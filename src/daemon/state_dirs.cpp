@@ -186,7 +186,9 @@ void prepare_log_file(fs::path const& file, service_account const& a)
                                  std::strerror(err));
 }
 
-void prepare_state_dirs(config::settings const& s, service_account const& a)
+namespace {
+
+std::vector<state_dir> state_dirs_of(config::settings const& s)
 {
     std::vector<state_dir> dirs;
     // SQLite makes the -wal and -shm files (and a journal) beside the database.
@@ -194,7 +196,50 @@ void prepare_state_dirs(config::settings const& s, service_account const& a)
     dirs.push_back({"storage.database", db_dir, 0750, false, false});
     dirs.push_back({"mail.maildir", mail::maildir_prefix(s.maildir), 0700, true, false});
     if (s.upstream_host.empty()) dirs.push_back({"mail.relay_drop", s.relay_drop, 0700, false, true});
+    return dirs;
+}
 
+}  // namespace
+
+std::string why_not_creatable(fs::path const& dir)
+{
+    // make_dirs runs before the switch, as whoever started the daemon: root
+    // makes anything; anyone else needs the nearest existing directory writable.
+    if (::geteuid() == 0) return {};
+    std::error_code ec;
+    fs::path p = dir.empty() ? fs::path(".") : dir;
+    while (!fs::exists(p, ec) && p.has_relative_path()) p = p.has_parent_path() ? p.parent_path() : fs::path(".");
+    if (::access(p.c_str(), W_OK | X_OK) == 0) return {};
+    return "cannot be created: " + describe(p) + " is not writable by " + user_name(::geteuid());
+}
+
+std::vector<std::string> check_state_dirs(config::settings const& s, service_account const& a)
+{
+    std::vector<std::string> problems;
+    auto dirs = state_dirs_of(s);
+    if (fs::path const log(s.log_file); !log.empty())
+        dirs.push_back({"log.file", log.has_parent_path() ? log.parent_path() : fs::path("."), 0750, false, false});
+    // Missing ones as the starter (who makes them), existing ones as the account.
+    std::vector<state_dir> existing;
+    for (auto const& d : dirs) {
+        if (std::error_code ec; fs::exists(d.dir, ec)) {
+            existing.push_back(d);
+        } else if (auto why = why_not_creatable(d.dir); !why.empty()) {
+            problems.push_back(std::string(d.key) + ": " + d.dir.string() + " " + why);
+        }
+    }
+    as_account const as(a);
+    for (auto const& d : existing) {
+        if (auto const v = unusable(d.dir))
+            problems.push_back(std::string(d.key) + ": " + d.dir.string() + " is not usable by " + a.name + ": " +
+                               v->why + "; " + describe(v->culprit));
+    }
+    return problems;
+}
+
+void prepare_state_dirs(config::settings const& s, service_account const& a)
+{
+    auto const dirs = state_dirs_of(s);
     for (auto const& d : dirs) make_dirs(d.dir, d.mode, a, d.key);
 
     struct problem {

@@ -122,7 +122,7 @@ def test_admin_commands_do_not_create_a_missing_database(make_gateway):
                         (("allow", "add", "192.0.2.0/24"), None),
                         (("db", "check"), None)]:
         r = g.cli(*args, input=stdin, check=False)
-        assert r.returncode == 1, (args, r.stdout, r.stderr)
+        assert r.returncode == 3, (args, r.stdout, r.stderr)  # README "Exit codes": database unavailable
         lines = [l for l in r.stderr.splitlines() if l.strip()]
         assert len(lines) == 1 and str(g.db) in lines[0] and "does not exist" in lines[0], (args, r.stderr)
         assert not os.path.exists(g.db), args

@@ -84,11 +84,12 @@ class Gateway:
         self.allow_unclean_exit = False
 
     # -- lifecycle ---------------------------------------------------------
-    def start(self, timeout=15):
+    def start(self, timeout=15, wrapper=()):
+        """`wrapper`: a command the daemon runs under, e.g. ("prlimit", "--nofile=64:128")."""
         if self.ready_file.exists():
             self.ready_file.unlink()
         self.proc = subprocess.Popen(
-            [POPGATE, "-c", str(self.config_file), "serve", "--ready-file", str(self.ready_file)],
+            [*wrapper, POPGATE, "-c", str(self.config_file), "serve", "--ready-file", str(self.ready_file)],
             cwd=self.root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         deadline = time.time() + timeout
         while time.time() < deadline:

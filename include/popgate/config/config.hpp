@@ -189,7 +189,14 @@ std::string to_string(tls_mode m);
 }  // namespace popgate::config
 
 namespace popgate::config {
-// `file` if given; else config/popgate.toml when it exists; else the embedded default.
+// The configuration file read when none is given (README "Configuration
+// file"): a binary run from its build tree reads config/popgate.toml in the
+// current directory when it exists, else the embedded default ("" here); an
+// installed binary reads system_config_file() (/etc/popgate/popgate.toml).
+std::filesystem::path default_config_file();
+std::filesystem::path system_config_file();
+// `file` if given, else default_config_file(); a missing system file is an
+// error that names it (never a silent fallback to relative paths).
 load_result load_effective(std::string const& file);
 // One line per error: "FILE:LINE:COL: message".
 std::string format_errors(load_result const& r, std::string const& file);

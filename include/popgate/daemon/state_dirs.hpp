@@ -10,6 +10,7 @@
 
 #include <filesystem>
 #include <string>
+#include <vector>
 
 namespace popgate::daemon {
 
@@ -50,5 +51,15 @@ void prepare_state_dirs(config::settings const& s, service_account const& a);
 // path when the group does not exist or cannot be given (the daemon must
 // run as root or be a member of it).
 void share_database(config::settings const& s, service_account const& a);
+
+// What `popgate check-config` reports, making nothing: each directory above
+// (and log.file's) that exists but is not usable by the account, or is
+// missing where the daemon could not make it. One "KEY: PATH ..." per problem.
+// Like prepare_state_dirs, it takes the account's ids for a moment.
+std::vector<std::string> check_state_dirs(config::settings const& s, service_account const& a);
+
+// "" when `dir` exists or the daemon, started as this process is, could make
+// it; else why not.
+std::string why_not_creatable(std::filesystem::path const& dir);
 
 }  // namespace popgate::daemon

@@ -1,0 +1,31 @@
+#pragma once
+// Open-file descriptors: the daemon raises its soft RLIMIT_NOFILE to the hard
+// limit at start and admits no more sessions than the descriptors allow, so
+// that a low limit means refused sessions (the protocol's own refusal), not an
+// accept loop failing with EMFILE.
+#include "popgate/config/config.hpp"
+
+#include <cstddef>
+
+namespace popgate::daemon {
+
+// What each session may hold at once: its socket, and an upstream connection
+// or a Maildir file. The daemon's own (listeners, database connections, log,
+// epoll, idle upstream connections) come out first: fd_reserve_base plus
+// fd_reserve_per_thread for every I/O and blocking thread.
+inline constexpr std::size_t fds_per_session = 2;
+inline constexpr std::size_t fd_reserve_base = 64;
+inline constexpr std::size_t fd_reserve_per_thread = 4;
+
+// Sets the soft limit to the hard one (logs it when it changes) and returns
+// the soft limit now in force.
+std::size_t raise_nofile_limit();
+
+// The most sessions `nofile` descriptors carry with `threads` threads.
+std::size_t sessions_for_fds(std::size_t nofile, std::size_t threads) noexcept;
+
+// Lowers s.max_sessions to sessions_for_fds() with a warning when the
+// configuration asks for more; at start and after every reload.
+void cap_sessions_to_fds(config::settings& s, std::size_t nofile, std::size_t threads);
+
+}  // namespace popgate::daemon

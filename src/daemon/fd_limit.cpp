@@ -1,0 +1,49 @@
+#include "popgate/daemon/fd_limit.hpp"
+
+#include <spdlog/spdlog.h>
+#include <sys/resource.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace popgate::daemon {
+
+std::size_t raise_nofile_limit()
+{
+    rlimit rl{};
+    if (::getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        spdlog::warn("limits cannot read RLIMIT_NOFILE: {}", std::strerror(errno));
+        return 1024;
+    }
+    if (rl.rlim_cur != rl.rlim_max) {
+        rlim_t const was = rl.rlim_cur;
+        rl.rlim_cur = rl.rlim_max;
+        if (::setrlimit(RLIMIT_NOFILE, &rl) == 0) {
+            spdlog::info("limits nofile raised from={} to={}", was, rl.rlim_cur);
+        } else {
+            spdlog::warn("limits cannot raise nofile from={} to={}: {}", was, rl.rlim_max, std::strerror(errno));
+            rl.rlim_cur = was;
+        }
+    }
+    // RLIM_INFINITY is not a descriptor count anyone can reach.
+    return rl.rlim_cur == RLIM_INFINITY ? std::size_t{1} << 30 : static_cast<std::size_t>(rl.rlim_cur);
+}
+
+std::size_t sessions_for_fds(std::size_t nofile, std::size_t threads) noexcept
+{
+    std::size_t const reserve = fd_reserve_base + fd_reserve_per_thread * threads;
+    // Always at least one session: a daemon that admits nobody helps no one.
+    return nofile > reserve + fds_per_session ? (nofile - reserve) / fds_per_session : 1;
+}
+
+void cap_sessions_to_fds(config::settings& s, std::size_t nofile, std::size_t threads)
+{
+    auto const fit = sessions_for_fds(nofile, threads);
+    if (s.max_sessions <= fit) return;
+    spdlog::warn("limits max_sessions={} needs more descriptors than nofile={} allows: at most {} sessions "
+                 "(raise LimitNOFILE= or ulimit -n, or lower limits.max_sessions)",
+                 s.max_sessions, nofile, fit);
+    s.max_sessions = fit;
+}
+
+}  // namespace popgate::daemon

@@ -1,0 +1,276 @@
+"""The conventions of the `popgate` command line (issue 14 item 6): global
+options anywhere, --json on every list and show command, the exit codes of
+README "Exit codes", and check-config looking at the files and directories
+the daemon would use, as the user it would run as."""
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from popgate_test import POPGATE, Gateway
+
+SOURCE = Path(os.environ.get("POPGATE_SOURCE_DIR", "."))
+
+
+def popgate(*args, input=None, cwd=None, wrapper=()):
+    return subprocess.run([*wrapper, POPGATE, *map(str, args)], input=input, capture_output=True, text=True,
+                          cwd=cwd, timeout=60)
+
+
+@pytest.fixture
+def gw(tmp_path):
+    g = Gateway(tmp_path / "gw")
+    g.cli("db", "migrate")
+    return g
+
+
+# ---------------------------------------------------------------- options
+
+
+def test_global_options_anywhere_on_the_line(gw, tmp_path):
+    gw.cli("grant", "add", "192.0.2.7", "--user", "alice")
+    c = str(gw.config_file)
+    for args in (["-c", c, "grant", "list"], ["grant", "list", "-c", c], ["grant", "-c", c, "list"],
+                 ["grant", "list", "--config", c], ["grant", "list", f"--config={c}"]):
+        r = popgate(*args, cwd=tmp_path)
+        assert r.returncode == 0 and r.stdout.startswith("192.0.2.7\talice"), (args, r.stdout, r.stderr)
+    # --db after the subcommand, pointing elsewhere: that file is the one read.
+    other = tmp_path / "other.db"
+    assert popgate("db", "migrate", "--db", other, "-c", c).returncode == 0
+    r = popgate("grant", "list", "--db", other, "-c", c)
+    assert r.returncode == 0 and r.stdout == "", r.stdout + r.stderr
+    r = popgate("user", "add", "bob", "-c", c, "--scheme", "sha512-crypt", input="pw\n")
+    assert r.returncode == 0, r.stderr
+    assert gw.sql("SELECT name FROM users") == [("bob",)]
+    r = popgate("check-config", "-c", c)
+    assert r.returncode == 0 and "configuration OK" in r.stdout, r.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["grant", "list", "--bogus"],               # unknown option
+    ["frobnicate"],                             # unknown command
+    ["grant"],                                  # a group without its command
+    ["grant", "add"],                           # missing argument
+    ["grant", "add", "192.0.2.1", "--json"],    # --json only on list and show
+    ["user", "list", "extra"],                  # an argument too many
+    ["grant", "list", "-c"],                    # an option without its value
+    [],                                         # nothing at all
+])
+def test_usage_errors_exit_2(gw, args):
+    r = popgate(*args, "-c", gw.config_file) if args[-1:] != ["-c"] else popgate(*args)
+    assert r.returncode == 2, (args, r.returncode, r.stdout, r.stderr)
+    assert r.stderr.strip(), args
+
+
+def test_help_exits_0():
+    for args in (["--help"], ["grant", "list", "--help"]):
+        r = popgate(*args)
+        assert r.returncode == 0 and "Usage" in r.stdout, (args, r.stdout, r.stderr)
+
+
+# ---------------------------------------------------------------- exit codes
+
+
+def test_refusals_exit_1(gw):
+    for args in (["user", "del", "nobody"], ["grant", "add", "999.1.1.1"], ["grant", "del", "192.0.2.99"],
+                 ["allow", "add", "10.0.0.1/8"], ["grant", "add", "192.0.2.1", "--ttl", "soon"],
+                 ["user", "show", "nobody", "--json"]):
+        r = gw.cli(*args, check=False)
+        assert r.returncode == 1, (args, r.returncode, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1 and r.stdout == "", (args, r.stdout, r.stderr)
+
+
+def test_database_unavailable_exits_3(gw, tmp_path):
+    missing = tmp_path / "none" / "popgate.db"
+    for args in (["grant", "list"], ["user", "add", "carol"], ["db", "version"], ["db", "check"],
+                 ["user", "show", "x", "--json"]):
+        r = gw.cli("--db", missing, *args, input="pw\n", check=False)
+        assert r.returncode == 3, (args, r.returncode, r.stderr)
+        assert str(missing) in r.stderr and "does not exist" in r.stderr, r.stderr
+        assert not missing.parent.exists()
+    gw.sql("INSERT INTO schema_migrations (version, name) VALUES (999, 'future')")
+    r = gw.cli("user", "list", check=False)
+    assert r.returncode == 3 and "newer" in r.stderr, r.stderr
+
+
+def test_locked_database_exits_3(tmp_path):
+    g = Gateway(tmp_path / "gw", {"storage": {"busy_timeout_ms": 200}})
+    g.cli("db", "migrate")
+    con = sqlite3.connect(g.db, isolation_level=None)
+    con.execute("BEGIN IMMEDIATE")
+    try:
+        r = g.cli("grant", "add", "192.0.2.8", check=False)
+        assert r.returncode == 3 and "locked" in r.stderr, r.stderr
+    finally:
+        con.execute("ROLLBACK")
+        con.close()
+
+
+def test_invalid_configuration_exits_1(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[limits]\nmax_recipients = 5\n")
+    r = popgate("grant", "list", "-c", bad)
+    assert r.returncode == 1 and "max_recipients" in r.stderr, r.stderr
+
+
+# ---------------------------------------------------------------- --json
+
+
+def one_json(r):
+    assert r.returncode == 0, r.stderr
+    assert len(r.stdout.splitlines()) == 1, r.stdout
+    return json.loads(r.stdout)
+
+
+def test_json_of_every_list_and_show(gw):
+    assert one_json(gw.cli("user", "list", "--json")) == []
+    assert one_json(gw.cli("grant", "list", "--json")) == []
+    assert one_json(gw.cli("allow", "list", "--json")) == []
+    gw.add_user("alice", "pw", "--shared-secret")
+    gw.cli("user", "add", "bob", "--scheme", "sha512-crypt", "--disabled", input="pw\n")
+    assert one_json(gw.cli("user", "list", "--json")) == [
+        {"name": "alice", "disabled": False, "apop_only": False, "shared_secret": True},
+        {"name": "bob", "disabled": True, "apop_only": False, "shared_secret": False}]
+    show = one_json(gw.cli("user", "show", "alice", "--json"))
+    assert set(show) == {"name", "hash_scheme", "shared_secret", "disabled", "apop_only", "created_at",
+                         "updated_at"}
+    assert show["hash_scheme"] == "$6$" and isinstance(show["created_at"], int)
+    assert "pw" not in json.dumps(show)
+
+    gw.cli("allow", "add", "192.0.2.0/24", "--note", 'lab "A"', "--for", "1d")
+    gw.sql("INSERT INTO allowed_networks (cidr, note) VALUES ('10.0.0.0/8', '')")
+    nets = {n["cidr"]: n for n in one_json(gw.cli("allow", "list", "--json"))}
+    assert nets["192.0.2.0/24"]["note"] == 'lab "A"' and nets["192.0.2.0/24"]["expired"] is False
+    assert isinstance(nets["192.0.2.0/24"]["expires_at"], int) and nets["10.0.0.0/8"]["expires_at"] is None
+    assert nets["10.0.0.0/8"]["problem"] is None
+
+    gw.cli("grant", "add", "192.0.2.7", "--user", "alice", "--ttl", "1h")
+    gw.cli("grant", "add", "192.0.2.8")
+    grants = {g["address"]: g for g in one_json(gw.cli("grant", "list", "--json"))}
+    assert set(grants["192.0.2.7"]) == {"address", "user", "method", "tls", "listener", "granted_at", "expires_at",
+                                        "expired", "hits", "last_used", "problem"}
+    assert grants["192.0.2.7"]["user"] == "alice" and grants["192.0.2.8"]["user"] is None
+    assert grants["192.0.2.7"]["expires_at"] - grants["192.0.2.7"]["granted_at"] == 3600
+    assert grants["192.0.2.7"]["method"] == "cli" and grants["192.0.2.7"]["hits"] == 0
+    assert grants["192.0.2.7"]["problem"] is None and grants["192.0.2.7"]["expired"] is False
+    # --all adds the expired ones, marked.
+    gw.sql("UPDATE relay_grants SET granted_at = 100, expires_at = 200 WHERE address = '192.0.2.8'")
+    assert [g["address"] for g in one_json(gw.cli("grant", "list", "--json"))] == ["192.0.2.7"]
+    old = [g for g in one_json(gw.cli("grant", "list", "--all", "--json")) if g["address"] == "192.0.2.8"]
+    assert old[0]["expired"] is True and old[0]["expires_at"] == 200, old
+
+    audit = one_json(gw.cli("db", "audit", "--json", "-n", "3"))
+    assert len(audit) == 3 and set(audit[0]) == {"at", "event", "address", "user", "detail"}
+    version = one_json(gw.cli("db", "version", "--json"))
+    assert version["schema_version"] == version["latest"] and version["latest"] >= 3
+
+
+# ---------------------------------------------------------------- check-config
+
+
+def config_with(tmp_path, overrides):
+    g = Gateway(tmp_path / "cfg", overrides)
+    return g
+
+
+def listing(root):
+    return sorted(str(p.relative_to(root)) for p in Path(root).rglob("*"))
+
+
+def test_check_config_makes_nothing_and_accepts_missing_dirs_it_can_make(tmp_path):
+    g = config_with(tmp_path, {})
+    before = listing(g.root)
+    r = popgate("check-config", g.config_file)
+    assert r.returncode == 0 and "configuration OK (5 listeners)" in r.stdout, r.stderr
+    assert listing(g.root) == before  # no certificate, no directories made
+
+
+def test_check_config_wants_the_certificate_when_it_will_not_make_one(tmp_path):
+    g = config_with(tmp_path, {"tls": {"self_signed": False}})
+    r = popgate("check-config", g.config_file)
+    assert r.returncode == 1 and "tls.cert_file" in r.stderr and str(g.cert) in r.stderr, r.stderr
+    # One of the two missing: self_signed makes them only when both are.
+    g2 = config_with(tmp_path / "2", {})
+    g2.cert.parent.mkdir(parents=True)
+    g2.cert.write_text("-----BEGIN CERTIFICATE-----\nnonsense\n-----END CERTIFICATE-----\n")
+    r = popgate("check-config", g2.config_file)
+    assert r.returncode == 1 and str(g2.key) in r.stderr, r.stderr
+
+
+def test_check_config_refuses_a_key_that_does_not_match(tmp_path):
+    a = Gateway(tmp_path / "a").start()
+    a.stop()
+    b = Gateway(tmp_path / "b").start()
+    b.stop()
+    shutil.copy(b.key, a.key)  # a's certificate, b's key
+    r = popgate("check-config", a.config_file)
+    assert r.returncode == 1 and "key" in r.stderr.lower(), r.stderr
+    assert popgate("check-config", b.config_file).returncode == 0
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="checks as server.user need root (CI runs as root)")
+
+
+@pytest.fixture
+def open_tmp():
+    """A directory others may search (pytest's own are 0700 under root)."""
+    d = Path(tempfile.mkdtemp(prefix="popgate-cli-"))
+    d.chmod(0o755)
+    yield d
+    shutil.rmtree(d)
+
+
+@needs_root
+def test_check_config_checks_directories_as_server_user(open_tmp):
+    g = config_with(open_tmp, {"server": {"user": "nobody"}})
+    os.chown(g.root, 65534, 65534)
+    g.mail_root.mkdir(mode=0o700)  # root's, 0700: nobody cannot use it
+    r = popgate("check-config", g.config_file)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"mail.maildir: {g.mail_root} is not usable by nobody" in r.stderr, r.stderr
+    os.chown(g.mail_root, 65534, 65534)
+    r = popgate("check-config", g.config_file)
+    assert r.returncode == 0, r.stderr
+
+
+@needs_root
+def test_check_config_names_a_server_user_that_does_not_exist(tmp_path):
+    g = config_with(tmp_path, {"server": {"user": "no-such-user-here"}})
+    r = popgate("check-config", g.config_file)
+    assert r.returncode == 1 and "server.user 'no-such-user-here' does not exist" in r.stderr, r.stderr
+
+
+@needs_root
+def test_check_config_as_an_unprivileged_starter_needs_writable_parents(open_tmp):
+    g = config_with(open_tmp, {})
+    os.chmod(g.root, 0o755)  # root's, not writable by nobody: nothing can be made below it
+    g.config_file.chmod(0o644)
+    r = popgate("check-config", g.config_file, wrapper=("setpriv", "--reuid=nobody", "--regid=nogroup",
+                                                        "--clear-groups"))
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"storage.database: {g.root} is not usable by nobody" in r.stderr, r.stderr  # exists, not writable
+    assert f"mail.maildir: {g.mail_root} cannot be created" in r.stderr, r.stderr
+    assert "tls.cert_file" in r.stderr, r.stderr
+
+
+# ---------------------------------------------------------------- default config
+
+
+def test_build_tree_binary_without_c_reads_config_dir_or_builtin(tmp_path):
+    # No config/ here: the built-in default, whose database is var/popgate.db here.
+    r = popgate("grant", "list", cwd=tmp_path)
+    assert r.returncode == 3 and "var/popgate.db" in r.stderr, r.stderr
+    assert not (tmp_path / "var").exists()
+    # A config/popgate.toml in the current directory is the one read.
+    (tmp_path / "config").mkdir()
+    text = (SOURCE / "config/popgate.toml").read_text().replace('"var/popgate.db"', '"elsewhere.db"')
+    (tmp_path / "config/popgate.toml").write_text(text)
+    r = popgate("grant", "list", cwd=tmp_path)
+    assert r.returncode == 3 and "elsewhere.db" in r.stderr, r.stderr
+    assert popgate("db", "migrate", cwd=tmp_path).returncode == 0
+    assert (tmp_path / "elsewhere.db").exists()
