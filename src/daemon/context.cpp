@@ -20,6 +20,7 @@ context::context(std::shared_ptr<config::settings const> s, std::unique_ptr<stor
       writes_(*db_, s->busy_timeout),
       decider_(*db_, s->ipv6_prefix),
       relay_(decider_, *db_, writes_),
+      grant_issuer_(decider_, *db_),
       auth_(*db_),
       failures_(throttle_of(*s))
 {
@@ -41,7 +42,7 @@ void context::reload(std::shared_ptr<config::settings const> s)
 
 session::pop3_services context::pop3_services()
 {
-    return {blocking_, auth_, {failures_, writes_}, writes_, maildrops_, sizes_, decider_};
+    return {blocking_, auth_, {failures_, writes_}, writes_, maildrops_, sizes_, grant_issuer_};
 }
 
 session::smtp_services context::smtp_services()

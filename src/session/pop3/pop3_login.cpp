@@ -7,24 +7,12 @@
 #include "popgate/io/blocking.hpp"
 #include "popgate/log/log.hpp"
 
-#include <ctime>
-
 namespace popgate::session {
 namespace {
 
 // RFC 5034 §4 does not bound SASL responses by the 255-octet command limit;
 // sasl_server refuses decoded responses above 4096 octets anyway.
 constexpr std::size_t sasl_line_max = 8192;
-
-std::string iso_utc(store::unix_time t)
-{
-    std::time_t const tt = static_cast<std::time_t>(t);
-    std::tm tm{};
-    ::gmtime_r(&tt, &tm);
-    char buf[32];
-    std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    return buf;
-}
 
 }  // namespace
 
@@ -197,6 +185,24 @@ asio::awaitable<bool> pop3_session::finish_auth(auth::result const& r, std::stri
                                                                    : pop3_reply::auth_failed);
 }
 
+// The guard rails decide whether this login grants (relay/grant_issuer);
+// the login succeeds either way. Committed on return: an SMTP connection
+// after our +OK sees the grant. False (logged) when it could not be.
+asio::awaitable<bool> pop3_session::record_login(std::string const& user, std::string_view mech, bool tls,
+                                                 relay::grant_plan& plan)
+{
+    try {
+        relay::login_facts const facts{c_.peer, user, std::string(mech), tls, c_.listener.name, c_.listener.grant};
+        plan = svc_.grants.plan(facts, s_);
+        co_await svc_.writes.commit(std::move(plan.ops));
+        co_return true;
+    } catch (std::exception const& e) {
+        spdlog::error("sid={} pop3 grant failed user={} ip={} error={}", c_.sid, log::field(user, 64), c_.ip,
+                      log::field(e.what()));
+    }
+    co_return false;
+}
+
 // Locks and opens the maildrop (unless the password check already did, in
 // the same hop to the blocking pool), commits the grant, then +OK. Any
 // failure leaves the session in AUTHORIZATION with the lock released.
@@ -226,28 +232,9 @@ asio::awaitable<bool> pop3_session::complete_login(std::string const& user, std:
     locked_ = true;
     user_ = user;
 
-    store::grant g;
-    g.address = svc_.grants.grant_keys(c_.peer).front();
-    g.user = user;
-    g.method = std::string(mech);
-    g.tls = tls;
-    g.listener = c_.listener.name;
-    g.granted_at = store::now();
-    g.expires_at = g.granted_at + s_.grant_ttl.count();
-    bool granted = false;
-    try {
-        // Committed on return: an SMTP connection after our +OK sees it.
-        std::vector<store::write_op> ops;
-        ops.emplace_back(g);
-        ops.emplace_back(store::audit_record{
-            "grant", c_.ip, user,
-            "pop3 mech=" + g.method + " listener=" + g.listener + " until=" + iso_utc(g.expires_at)});
-        co_await svc_.writes.commit(std::move(ops));
-        granted = true;
-    } catch (std::exception const& e) {
-        spdlog::error("sid={} pop3 grant failed user={} ip={} error={}", c_.sid, uesc, c_.ip, log::field(e.what()));
-    }
-    if (!granted) {
+    relay::grant_plan plan;
+    bool const recorded = co_await record_login(user, mech, tls, plan);
+    if (!recorded) {
         unlock();
         user_.clear();
         co_return co_await ch_.send("-ERR [SYS/TEMP] Unable to record the login, try again later\r\n");
@@ -255,10 +242,8 @@ asio::awaitable<bool> pop3_session::complete_login(std::string const& user, std:
 
     md_.emplace(opened->path);
     auto const ok = pop3_logged_in(st_, std::move(opened->messages));
-    spdlog::info("sid={} pop3 login user={} ip={} mech={} tls={} result=ok grant={} grant_until={} messages={} "
-                 "octets={}",
-                 c_.sid, uesc, c_.ip, mech, yes_no(tls), g.address, iso_utc(g.expires_at), st_.box->live_count(),
-                 st_.box->live_octets());
+    spdlog::info("sid={} pop3 login user={} ip={} mech={} tls={} result=ok {} messages={} octets={}", c_.sid, uesc,
+                 c_.ip, mech, yes_no(tls), plan.log_fields, st_.box->live_count(), st_.box->live_octets());
     co_return co_await ch_.send(ok);
 }
 
