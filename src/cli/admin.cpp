@@ -255,8 +255,11 @@ void add_user_commands(CLI::App& app, global_options& g, std::function<int()>& r
     del->callback([&, pname] {
         run = [&g, pname] {
             auto db = open_db(g);
+            // The schema's trigger (sql/004) revokes them with the user, and
+            // audits each; counted first for the message.
+            auto const n = db->active_grants_of_user(*pname, store::now()).size();
             if (!db->delete_user(*pname)) throw user_error("no such user '" + *pname + "'");
-            auto const n = db->delete_grants_of_user(*pname);
+            db->delete_grants_of_user(*pname);  // expired ones, and a database before schema 4
             db->audit("admin", "", *pname, "user del");
             std::cout << "deleted user " << *pname << " (" << n << " grants revoked)\n";
             return 0;
@@ -512,8 +515,15 @@ void add_grant_commands(CLI::App& app, global_options& g, std::function<int()>& 
     list->add_flag("--all", *all, "include expired grants");
     list->callback([&, all] {
         run = [&g, all] {
-            auto db = open_db(g);
+            auto const s = effective_settings(g);
+            auto db = open_db(g, db_open::migrated);  // the columns of schema 4
             auto const t = store::now();
+            auto const hour = t - t % 3600;
+            // "used" or "used/limit" of this clock hour (sql/004).
+            auto const quota = [hour](store::grant const& gr, bool msgs, std::size_t limit) {
+                auto const used = gr.quota_hour == hour ? (msgs ? gr.quota_messages : gr.quota_recipients) : 0;
+                return std::to_string(used) + (limit ? "/" + std::to_string(limit) : std::string{});
+            };
             for (auto const& gr : db->list_grants(*all, t)) {
                 // A grant is looked up by its canonical text: any other never matches.
                 std::string why;
@@ -521,7 +531,11 @@ void add_grant_commands(CLI::App& app, global_options& g, std::function<int()>& 
                 std::cout << gr.address << "\t" << (gr.user.empty() ? "-" : gr.user) << "\t" << gr.method
                           << (gr.tls ? "+tls" : "") << "\tuntil " << format_time(gr.expires_at)
                           << (gr.expires_at <= t ? " (expired)" : "")
-                          << (why.empty() ? "" : " (NEVER MATCHES: " + why + ")") << "\thits " << gr.hits << "\n";
+                          << (why.empty() ? "" : " (NEVER MATCHES: " + why + ")") << "\thits " << gr.hits
+                          << "\tlistener " << (gr.listener.empty() ? "-" : gr.listener) << "\tthis hour "
+                          << quota(gr, true, s.grant_max_messages_per_hour) << " messages "
+                          << quota(gr, false, s.grant_max_recipients_per_hour) << " recipients\tusers "
+                          << gr.sharing_users << "\n";
             }
             return 0;
         };
