@@ -290,8 +290,11 @@ void add_user_commands(CLI::App& app, global_options& g, std::function<int()>& r
     del->callback([&, pname] {
         run = [&g, pname] {
             auto db = open_db(g);
+            // The schema's trigger (sql/005) revokes them with the user, and
+            // audits each; counted first for the message.
+            auto const n = db->active_grants_of_user(*pname, store::now()).size();
             if (!db->delete_user(*pname)) throw user_error("no such user '" + *pname + "'");
-            auto const n = db->delete_grants_of_user(*pname);
+            db->delete_grants_of_user(*pname);  // expired ones, and a database before schema 5
             db->audit("admin", "", *pname, "user del");
             std::cout << "deleted user " << *pname << " (" << n << " grants revoked)\n";
             return 0;
@@ -575,9 +578,16 @@ void add_grant_commands(CLI::App& app, global_options& g, std::function<int()>& 
     add_json_flag(list, g);
     list->callback([&, all] {
         run = [&g, all] {
-            auto db = open_db(g);
+            auto const s = effective_settings(g);
+            auto db = open_db(g, db_open::migrated);  // the columns of schema 5
             auto const t = store::now();
             json::array out;
+            auto const hour = t - t % 3600;
+            // "used" or "used/limit" of this clock hour (sql/005).
+            auto const quota = [hour](store::grant const& gr, bool msgs, std::size_t limit) {
+                auto const used = gr.quota_hour == hour ? (msgs ? gr.quota_messages : gr.quota_recipients) : 0;
+                return std::to_string(used) + (limit ? "/" + std::to_string(limit) : std::string{});
+            };
             for (auto const& gr : db->list_grants(*all, t)) {
                 // A grant is looked up by its canonical text: any other never matches.
                 std::string why;
@@ -588,13 +598,19 @@ void add_grant_commands(CLI::App& app, global_options& g, std::function<int()>& 
                                    {"tls", gr.tls}, {"listener", json_text(gr.listener)},
                                    {"granted_at", gr.granted_at}, {"expires_at", gr.expires_at},
                                    {"expired", gr.expires_at <= t}, {"hits", gr.hits},
-                                   {"last_used", json_time(gr.last_used)}, {"problem", json_text(why)}});
+                                   {"last_used", json_time(gr.last_used)}, {"problem", json_text(why)},
+                                   {"quota_messages", quota(gr, true, 0)}, {"quota_recipients", quota(gr, false, 0)},
+                                   {"users", gr.sharing_users}});
                     continue;
                 }
                 std::cout << gr.address << "\t" << (gr.user.empty() ? "-" : gr.user) << "\t" << gr.method
                           << (gr.tls ? "+tls" : "") << "\tuntil " << format_time(gr.expires_at)
                           << (gr.expires_at <= t ? " (expired)" : "")
-                          << (why.empty() ? "" : " (NEVER MATCHES: " + why + ")") << "\thits " << gr.hits << "\n";
+                          << (why.empty() ? "" : " (NEVER MATCHES: " + why + ")") << "\thits " << gr.hits
+                          << "\tlistener " << (gr.listener.empty() ? "-" : gr.listener) << "\tthis hour "
+                          << quota(gr, true, s.grant_max_messages_per_hour) << " messages "
+                          << quota(gr, false, s.grant_max_recipients_per_hour) << " recipients\tusers "
+                          << gr.sharing_users << "\n";
             }
             if (g.json) print_json(out);
             return 0;

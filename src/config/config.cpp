@@ -398,6 +398,13 @@ load_result parse(std::string_view text, std::filesystem::path const& source)
         sec.path("upstream_password_file", s.upstream_password_file);
         sec.duration("upstream_timeout", s.upstream_timeout, 1, 3600);
         sec.duration("upstream_reuse_time", s.upstream_reuse_time, 0, 300);
+        sec.networks("no_grant_networks", s.no_grant_networks);
+        sec.boolean("grant_requires_tls", s.grant_requires_tls);
+        sec.integer("grant_max_messages_per_hour", s.grant_max_messages_per_hour, 0, 1000000);
+        sec.integer("grant_max_recipients_per_hour", s.grant_max_recipients_per_hour, 0, 1000000);
+        sec.integer("max_grants_per_user", s.max_grants_per_user, 0, 1000000);
+        sec.choice("grant_limit_action", s.grant_limit,
+                   {{"replace-oldest", grant_limit_action::replace_oldest}, {"refuse", grant_limit_action::refuse}});
     }
     if (auto const* t = sub_table(root, "auth", errs)) {
         section sec(*t, "auth", errs);

@@ -24,6 +24,7 @@ context::context(std::shared_ptr<config::settings const> s, std::unique_ptr<stor
       writes_(*db_, s->busy_timeout),
       decider_(*db_, s->ipv6_prefix),
       relay_(decider_, *db_, writes_),
+      grant_issuer_(decider_, *db_),
       auth_(*db_),
       failures_(throttle_of(*s))
 {
@@ -31,7 +32,7 @@ context::context(std::shared_ptr<config::settings const> s, std::unique_ptr<stor
     // One line per route; /metrics is meant to be one more.
     http_routes_.push_back(std::make_unique<session::healthz_route>());
     http_routes_.push_back(std::make_unique<session::readyz_route>(state_, *db_, blocking_));
-    http_routes_.push_back(std::make_unique<session::dovecot_policy_route>(writes_, decider_));
+    http_routes_.push_back(std::make_unique<session::dovecot_policy_route>(writes_, grant_issuer_));
     for (auto const& r : http_routes_) http_route_list_.push_back(r.get());
     protocols_ = make_protocols(*this);
 }
@@ -50,7 +51,7 @@ void context::reload(std::shared_ptr<config::settings const> s)
 
 session::pop3_services context::pop3_services()
 {
-    return {blocking_, auth_, {failures_, writes_}, writes_, maildrops_, sizes_, decider_};
+    return {blocking_, auth_, {failures_, writes_}, writes_, maildrops_, sizes_, grant_issuer_};
 }
 
 session::smtp_services context::smtp_services()

@@ -20,12 +20,13 @@ struct known_attribute {
     std::string_view name;
     std::string policy_request::*member;
 };
-constexpr std::array<known_attribute, 5> known{{
+constexpr std::array<known_attribute, 6> known{{
     {"request", &policy_request::request},
     {"protocol_state", &policy_request::protocol_state},
     {"client_address", &policy_request::client_address},
     {"sasl_username", &policy_request::sasl_username},
     {"recipient", &policy_request::recipient},
+    {"instance", &policy_request::instance},
 }};
 
 }  // namespace
@@ -67,6 +68,10 @@ std::string policy_action(relay_verdict v, std::string_view ok_action)
     case relay_verdict::relay_grant:
     case relay_verdict::relay_network: return std::string(ok_action);
     case relay_verdict::tempfail: return "DEFER_IF_REJECT 4.3.0 Temporary lookup failure, try again later";
+    // Past the grant's hourly quota: a relay attempt is deferred (what the
+    // MTA would reject becomes 450), mail for the MTA's own domains passes.
+    case relay_verdict::over_quota:
+        return "DEFER_IF_REJECT 4.7.1 Relay quota exceeded for your address, try again later";
     case relay_verdict::local:
     case relay_verdict::deny: break;
     }

@@ -88,7 +88,7 @@ void decider::check_rows()
 }
 
 decision decider::decide(net::ip_address const& client, bool authenticated, bool auth_required, bool local_domain,
-                         bool local_needs_auth)
+                         bool local_needs_auth, quota_request const& quota)
 {
     proto::relay_facts f;
     f.local_domain = local_domain;
@@ -103,19 +103,35 @@ decision decider::decide(net::ip_address const& client, bool authenticated, bool
         auto const keys = grant_keys(client);
         g = db_.find_active_grant(keys, now);
         f.has_grant = g.has_value();
-        if (!g) {
+        if (g) {
+            d.quota = quota_.take(*g, quota.new_message, quota.limits, now);
+            f.grant_over_quota = d.quota.result != quota_result::ok;
+        }
+        if (!g || f.grant_over_quota) {
             net = find_network(client, now);
             f.in_network = net.has_value();
         }
     }
     d.verdict = proto::decide_relay(f);
+    auto const grant_fields = [&g] {
+        return "grant_user=" + (g->user.empty() ? std::string("-") : log::field(g->user, 64)) +
+               " grant=" + log::field(g->address);
+    };
     switch (d.verdict) {
     case proto::relay_verdict::relay_grant:
-        d.detail = "grant_user=" + (g->user.empty() ? std::string("-") : log::field(g->user, 64)) +
-                   " grant=" + log::field(g->address);
+        d.detail = grant_fields();
         d.grant_address = g->address;
         break;
     case proto::relay_verdict::relay_network: d.detail = "network=" + log::field(*net); break;
+    case proto::relay_verdict::over_quota: {
+        bool const msgs = d.quota.result == quota_result::messages;
+        auto const max = msgs ? quota.limits.messages : quota.limits.recipients;
+        d.detail = grant_fields() + " quota=" + (msgs ? "messages" : "recipients") +
+                   " used=" + std::to_string(msgs ? d.quota.messages : d.quota.recipients) +
+                   " max=" + std::to_string(max);
+        d.reason = std::to_string(max) + (msgs ? " messages" : " recipients") + " per hour";
+        break;
+    }
     case proto::relay_verdict::relay_auth: d.detail = "sasl"; break;
     case proto::relay_verdict::local: d.detail = "local-domain"; break;
     default: d.detail = auth_required && !authenticated ? "auth-required-on-listener" : "no-grant-or-network";

@@ -55,18 +55,25 @@ verdict policy::decide(request const& r, config::settings const& s)
 {
     try {
         bool const own = r.from == asker::smtp_listener;
+        quota_request const q{r.new_message, {s.grant_max_messages_per_hour, s.grant_max_recipients_per_hour}};
         auto const d = decider_.decide(r.client, r.authenticated, r.auth_required,
-                                       own && is_local_domain(s, r.domain), r.local_needs_auth);
+                                       own && is_local_domain(s, r.domain), r.local_needs_auth, q);
         if (d.verdict == proto::relay_verdict::local) return local(r, s);
-        verdict v{d.verdict, d.detail, std::nullopt};
+        verdict v{d.verdict, d.detail, std::nullopt, d.reason};
         if (d.verdict == proto::relay_verdict::deny && own)
             writes_.post(store::audit_record{"deny", r.client.to_string(), "", std::string(r.address)});
+        else if (d.verdict == proto::relay_verdict::over_quota)
+            writes_.post(store::audit_record{"deny", r.client.to_string(), "",
+                                             std::string(r.address) + " quota: " + d.reason});
         else if (d.verdict == proto::relay_verdict::relay_grant && !d.grant_address.empty())
-            writes_.post(store::grant_touch{d.grant_address, store::now()});
+            // The hit and this use of the quota, added up and written once a
+            // second (the book above holds the exact count meanwhile).
+            writes_.post(store::grant_touch{d.grant_address, store::now(), 1, d.quota.hour,
+                                            d.quota.new_message ? 1 : 0, 1});
         return v;
     } catch (store::store_error const& e) {
         // Never relay on a store failure; the client tries again later.
-        return {proto::relay_verdict::tempfail, e.what(), std::nullopt};
+        return {proto::relay_verdict::tempfail, e.what(), std::nullopt, {}};
     }
 }
 

@@ -113,6 +113,11 @@ conn_ptr open_connection(std::filesystem::path const& path, sqlite_options const
     return db;
 }
 
+// Every column of relay_grants that read_grant reads, in its order.
+#define POPGATE_GRANT_COLUMNS                                                                              \
+    "SELECT address, user, method, tls, listener, granted_at, expires_at, hits, last_used, quota_hour," \
+    " quota_messages, quota_recipients"
+
 class sqlite_store final : public store {
 public:
     sqlite_store(std::filesystem::path path, sqlite_options o) : path_(std::move(path)), opts_(o)
@@ -199,8 +204,7 @@ public:
     std::optional<grant> find_active_grant(std::span<std::string const> keys, unix_time t) override
     {
         auto c = borrow();
-        auto& q = c.prepare("SELECT address, user, method, tls, listener, granted_at, expires_at, hits, last_used"
-                     " FROM relay_grants WHERE address = ?1 AND expires_at > ?2");
+        auto& q = c.prepare(POPGATE_GRANT_COLUMNS " FROM relay_grants WHERE address = ?1 AND expires_at > ?2");
         for (auto const& k : keys) {
             q.reset();
             q.bind(1, k).bind(2, t);
@@ -231,14 +235,31 @@ public:
         return static_cast<std::size_t>(sqlite3_changes(c.db));
     }
 
+    std::vector<grant> active_grants_of_user(std::string_view user, unix_time t) override
+    {
+        auto c = borrow();
+        auto& q = c.prepare(POPGATE_GRANT_COLUMNS " FROM relay_grants WHERE user = ?1 AND expires_at > ?2"
+                                          " ORDER BY granted_at, address");
+        q.bind(1, user).bind(2, t);
+        std::vector<grant> out;
+        while (q.step()) out.push_back(read_grant(q));
+        return out;
+    }
+
     std::vector<grant> list_grants(bool include_expired, unix_time t) override
     {
         auto c = borrow();
-        auto& q = c.prepare("SELECT address, user, method, tls, listener, granted_at, expires_at, hits, last_used"
-                     " FROM relay_grants WHERE ?1 OR expires_at > ?2 ORDER BY expires_at DESC, address");
+        // The users sharing an address: its unexpired logins (sql/005).
+        auto& q = c.prepare(POPGATE_GRANT_COLUMNS ", (SELECT count(*) FROM relay_grant_logins l"
+                                          " WHERE l.address = g.address AND l.expires_at > ?2)"
+                                          " FROM relay_grants g WHERE ?1 OR expires_at > ?2"
+                                          " ORDER BY expires_at DESC, address");
         q.bind(1, std::int64_t{include_expired}).bind(2, t);
         std::vector<grant> out;
-        while (q.step()) out.push_back(read_grant(q));
+        while (q.step()) {
+            out.push_back(read_grant(q));
+            out.back().sharing_users = q.i64(12);
+        }
         return out;
     }
 
@@ -247,7 +268,11 @@ public:
         auto c = borrow(file_check::now);
         auto& q = c.prepare("DELETE FROM relay_grants WHERE expires_at <= ?1");
         q.bind(1, t).run();
-        return static_cast<std::size_t>(sqlite3_changes(c.db));
+        auto const n = static_cast<std::size_t>(sqlite3_changes(c.db));
+        // Logins whose grant was refreshed by another user's since.
+        auto& l = c.prepare("DELETE FROM relay_grant_logins WHERE expires_at <= ?1");
+        l.bind(1, t).run();
+        return n;
     }
 
     std::vector<std::string> ipv6_grant_addresses(unix_time t) override
@@ -321,6 +346,7 @@ public:
                         using T = std::decay_t<decltype(op)>;
                         if constexpr (std::is_same_v<T, grant>) put_grant(c, op);
                         else if constexpr (std::is_same_v<T, grant_touch>) put_touch(c, op);
+                        else if constexpr (std::is_same_v<T, grant_cap>) put_cap(c, op);
                         else put_audit(c, op.event, op.address, op.user, op.detail);
                     },
                     ops[i]);
@@ -554,7 +580,7 @@ private:
                              " granted_at = ?6, expires_at = ?7 WHERE address = ?1");
         up.bind(1, g.address).bind(2, g.user).bind(3, g.method).bind(4, std::int64_t{g.tls});
         up.bind(5, g.listener).bind(6, g.granted_at).bind(7, g.expires_at).run();
-        if (sqlite3_changes(c.db) > 0) return;
+        if (sqlite3_changes(c.db) > 0) return put_login(c, g);
         auto& q = c.prepare(
                "INSERT INTO relay_grants (address, user, method, tls, listener, granted_at, expires_at)"
                " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
@@ -563,13 +589,47 @@ private:
                " expires_at = excluded.expires_at");
         q.bind(1, g.address).bind(2, g.user).bind(3, g.method).bind(4, std::int64_t{g.tls});
         q.bind(5, g.listener).bind(6, g.granted_at).bind(7, g.expires_at).run();
+        put_login(c, g);
+    }
+
+    // Who logged in at the address (sql/005): `grant list` counts the users.
+    static void put_login(lease& c, grant const& g)
+    {
+        if (g.user.empty()) return;
+        auto& q = c.prepare("INSERT INTO relay_grant_logins (address, user, last_login, expires_at)"
+                            " VALUES (?1, ?2, ?3, ?4) ON CONFLICT (address, user) DO UPDATE SET"
+                            " last_login = excluded.last_login, expires_at = excluded.expires_at");
+        q.bind(1, g.address).bind(2, g.user).bind(3, g.granted_at).bind(4, g.expires_at).run();
     }
 
     static void put_touch(lease& c, grant_touch const& t)
     {
-        auto& q = c.prepare("UPDATE relay_grants SET hits = hits + ?3, last_used = max(coalesce(last_used, 0), ?2)"
-                            " WHERE address = ?1");
-        q.bind(1, t.address).bind(2, t.at).bind(3, t.count).run();
+        // Quota counts add up for the same hour, start again for a newer one,
+        // and are dropped for an older one (another node has moved on).
+        auto& q = c.prepare(
+            "UPDATE relay_grants SET hits = hits + ?3, last_used = max(coalesce(last_used, 0), ?2),"
+            " quota_messages = CASE WHEN ?4 > quota_hour THEN ?5 WHEN ?4 = quota_hour THEN quota_messages + ?5"
+            " ELSE quota_messages END,"
+            " quota_recipients = CASE WHEN ?4 > quota_hour THEN ?6 WHEN ?4 = quota_hour THEN quota_recipients + ?6"
+            " ELSE quota_recipients END,"
+            " quota_hour = max(quota_hour, ?4) WHERE address = ?1");
+        q.bind(1, t.address).bind(2, t.at).bind(3, t.count).bind(4, t.quota_hour).bind(5, t.messages);
+        q.bind(6, t.recipients).run();
+    }
+
+    static void put_cap(lease& c, grant_cap const& k)
+    {
+        // The newest max - 1 grants of the user besides `keep` stay.
+#define POPGATE_CAP_VICTIMS                                                                 \
+    "SELECT address FROM relay_grants WHERE user = ?1 AND address <> ?2 AND expires_at > ?3" \
+    " ORDER BY granted_at DESC, address DESC LIMIT -1 OFFSET ?4"
+        auto const keep_others = static_cast<std::int64_t>(k.max > 0 ? k.max - 1 : 0);
+        auto& a = c.prepare("INSERT INTO audit_log (event, address, user, detail)"
+                            " SELECT 'revoke', address, ?1, ?5 FROM relay_grants WHERE address IN (" POPGATE_CAP_VICTIMS ")");
+        a.bind(1, k.user).bind(2, k.keep).bind(3, k.at).bind(4, keep_others).bind(5, k.detail).run();
+        auto& d = c.prepare("DELETE FROM relay_grants WHERE address IN (" POPGATE_CAP_VICTIMS ")");
+        d.bind(1, k.user).bind(2, k.keep).bind(3, k.at).bind(4, keep_others).run();
+#undef POPGATE_CAP_VICTIMS
     }
 
     static void put_audit(lease& c, std::string_view event, std::string_view address, std::string_view user,
@@ -587,7 +647,7 @@ private:
     static grant read_grant(stmt const& q)
     {
         return {q.text(0), q.text(1), q.text(2), q.i64(3) != 0, q.text(4), q.i64(5), q.i64(6), q.i64(7),
-                q.opt_i64(8)};
+                q.opt_i64(8), q.i64(9), q.i64(10), q.i64(11), 0};
     }
 
     static void insert_user(sqlite3* db, user_record const& u, bool replace)

@@ -72,8 +72,19 @@ bool write_queue::post(write_op op)
             if (it == touches_.end() && touches_.size() < max_backlog)
                 it = touches_.emplace(t->address, touch_sum{}).first;
             if (it != touches_.end()) {
-                it->second.at = std::max(it->second.at, t->at);
-                it->second.count += t->count;
+                auto& sum = it->second;
+                sum.at = std::max(sum.at, t->at);
+                sum.count += t->count;
+                // Quota use of a newer hour replaces an older hour's (the
+                // store starts that hour's counts again from these).
+                if (t->quota_hour > sum.quota_hour) {
+                    sum.quota_hour = t->quota_hour;
+                    sum.messages = sum.recipients = 0;
+                }
+                if (t->quota_hour == sum.quota_hour) {
+                    sum.messages += t->messages;
+                    sum.recipients += t->recipients;
+                }
                 return true;  // the writer picks the sums up on its next round
             }
         } else if (!stopping_ && backlog_ < max_backlog) {
@@ -133,7 +144,7 @@ void write_queue::run()
             if (flush_touches) {
                 unit u;
                 u.deadline = deadline_from_now();
-                for (auto& [address, t] : touches_) u.ops.push_back(grant_touch{address, t.at, t.count});
+                for (auto& [address, t] : touches_) u.ops.push_back(grant_touch{address, t.at, t.count, t.quota_hour, t.messages, t.recipients});
                 touches_.clear();
                 batch.push_back(std::move(u));
                 touches_due = now + touch_interval;

@@ -189,7 +189,7 @@ def test_list_marks_rows_from_before_schema_3_and_del_removes_them(gw):
         "INSERT INTO allowed_networks (cidr) VALUES ('2001:0db8::/32')",
         "INSERT INTO allowed_networks (cidr) VALUES ('10.0.0.0/8')",
     ])
-    assert "schema version 4" in gw.cli("db", "migrate").stdout  # rows kept
+    assert "schema version 5" in gw.cli("db", "migrate").stdout  # rows kept
     grants = {l.split("\t")[0]: l for l in gw.cli("grant", "list").stdout.splitlines()}
     assert "(NEVER MATCHES: '0::1' is not IPv6 in canonical form" in grants["0::1"] and "; write ::1)" in grants["0::1"]
     assert "write the IPv4 address 127.0.0.3)" in grants["::ffff:7f00:3"]
@@ -234,7 +234,7 @@ def test_schema_newer_than_binary_is_refused(gw):
 
 
 def test_db_commands(gw):
-    assert "schema version 4" in gw.cli("db", "migrate").stdout
+    assert "schema version 5" in gw.cli("db", "migrate").stdout
     assert gw.cli("db", "check").stdout.strip() == "ok"
     gw.add_user("alice", "pw")
     assert "admin\t-\talice\tuser add" in gw.cli("db", "audit").stdout
@@ -270,3 +270,41 @@ def test_serve_refuses_bad_config(tmp_path):
     bad.write_text("[limits]\nmax_recipients = 5\n")
     r = subprocess.run([POPGATE, "-c", str(bad), "serve"], capture_output=True, text=True, timeout=10)
     assert r.returncode == 1 and "max_recipients" in r.stderr
+
+
+def test_schema_4_upgrade_keeps_audit_rows_and_grants_and_revokes_with_the_user(gw):
+    from popgate_test import make_schema_2_database
+    for suffix in ("", "-wal", "-shm"):   # the fixture migrated a fresh one
+        Path(str(gw.db) + suffix).unlink(missing_ok=True)
+    make_schema_2_database(gw.db, [
+        "INSERT INTO users (name, password_hash) VALUES ('mallory', '$6$abcdefgh$0123456789abcdef')",
+        "INSERT INTO relay_grants (address, user, method, expires_at) VALUES ('192.0.2.7', 'mallory', 'pass',"
+        " unixepoch() + 600)",
+        "INSERT INTO audit_log (event, address, user, detail) VALUES ('grant', '192.0.2.7', 'mallory', 'old row')",
+    ])
+    assert "schema version 5" in gw.cli("db", "migrate").stdout
+    assert gw.sql("SELECT event, user, detail FROM audit_log") == [("grant", "mallory", "old row")]
+    assert gw.sql("SELECT address, hits, quota_hour, quota_messages, quota_recipients FROM relay_grants") == [
+        ("192.0.2.7", 0, 0, 0, 0)]
+    line = gw.cli("grant", "list").stdout.splitlines()
+    assert len(line) == 1 and line[0].split("\t")[4:] == [
+        "hits 0", "listener -", "this hour 0 messages 0 recipients", "users 0"], line
+    # The new audit event is accepted, a wrong one still refused with the list.
+    gw.sql("INSERT INTO audit_log (event) VALUES ('no-grant')")
+    with pytest.raises(sqlite3.IntegrityError, match="one of grant, no-grant, revoke"):
+        gw.sql("INSERT INTO audit_log (event) VALUES ('granted')")
+    with pytest.raises(sqlite3.IntegrityError, match="relay_grants.quota_hour: the start of an hour"):
+        gw.sql("UPDATE relay_grants SET quota_hour = 7")
+    gw.cli("user", "set", "mallory", "--disabled", "true")
+    assert gw.sql("SELECT count(*) FROM relay_grants") == [(0,)]
+    assert gw.sql("SELECT event, address, user, detail FROM audit_log WHERE event = 'revoke'") == [
+        ("revoke", "192.0.2.7", "mallory", "user disabled")]
+
+
+def test_grant_list_columns_for_cli_grants(gw):
+    gw.cli("grant", "add", "198.51.100.9", "--user", "carol")
+    gw.cli("grant", "add", "198.51.100.10")
+    rows = {l.split("\t")[0]: l.split("\t") for l in gw.cli("grant", "list").stdout.splitlines()}
+    assert rows["198.51.100.9"][1:3] == ["carol", "cli"]
+    assert rows["198.51.100.9"][4:] == ["hits 0", "listener -", "this hour 0 messages 0 recipients", "users 1"]
+    assert rows["198.51.100.10"][1] == "-" and rows["198.51.100.10"][-1] == "users 0"

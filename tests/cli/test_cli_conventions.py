@@ -153,7 +153,7 @@ def test_json_of_every_list_and_show(gw):
     gw.cli("grant", "add", "192.0.2.8")
     grants = {g["address"]: g for g in one_json(gw.cli("grant", "list", "--json"))}
     assert set(grants["192.0.2.7"]) == {"address", "user", "method", "tls", "listener", "granted_at", "expires_at",
-                                        "expired", "hits", "last_used", "problem"}
+                                        "expired", "hits", "last_used", "problem", "quota_messages", "quota_recipients", "users"}
     assert grants["192.0.2.7"]["user"] == "alice" and grants["192.0.2.8"]["user"] is None
     assert grants["192.0.2.7"]["expires_at"] - grants["192.0.2.7"]["granted_at"] == 3600
     assert grants["192.0.2.7"]["method"] == "cli" and grants["192.0.2.7"]["hits"] == 0

@@ -1,5 +1,6 @@
 """Helpers shared by the POP3 integration tests: a raw line client that reads
 exact bytes, and message fixtures with their expected wire forms."""
+import poplib
 import socket
 import time
 
@@ -142,3 +143,34 @@ def crlf(stored: bytes) -> bytes:
 DOTS = b"Subject: dots\nFrom: a@gw.test\n\n.leading dot\n..two dots\n.\nend\n"
 EIGHTBIT = "Subject: 8bit\n\nGrüße aus Köln \u00ff\n".encode("utf-8") + b"raw \xff\xfe\x80 bytes\n"
 NO_NEWLINE = b"Subject: nonl\n\nfirst\nlast line without newline"
+
+
+class SourcePOP3(poplib.POP3):
+    """poplib from a chosen loopback source address (Linux routes 127/8 to lo)."""
+
+    def __init__(self, port, source="127.0.0.1", timeout=10):
+        self._source = source
+        super().__init__("127.0.0.1", port, timeout=timeout)
+        track(self)
+
+    def _create_socket(self, timeout):
+        return socket.create_connection((self.host, self.port), timeout, source_address=(self._source, 0))
+
+    def close(self):
+        try:
+            super().close()
+        except Exception:
+            pass
+
+
+class SourcePOP3_SSL(poplib.POP3_SSL):
+    """poplib over implicit TLS (POP3S) from a chosen loopback source address."""
+
+    def __init__(self, port, source="127.0.0.1", timeout=10):
+        self._source = source
+        super().__init__("127.0.0.1", port, timeout=timeout, context=client_tls_context())
+        track(self)
+
+    def _create_socket(self, timeout):
+        sock = socket.create_connection((self.host, self.port), timeout, source_address=(self._source, 0))
+        return self.context.wrap_socket(sock, server_hostname=self.host)

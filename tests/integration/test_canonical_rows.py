@@ -73,7 +73,7 @@ def test_rows_from_before_the_rules_are_reported_once_and_never_widened(make_gat
         "INSERT INTO allowed_networks (cidr, note) VALUES ('127.0.7.9/16', 'typo')",
         "INSERT INTO allowed_networks (cidr, note) VALUES ('2001:0db8::/32', 'spelt long')",
     ])
-    g.start()  # migrates to schema 3 (and later ones) and keeps the rows
+    g.start()  # migrates through schema 3 (and later ones) and keeps the rows
     assert g.sql("SELECT max(version) FROM schema_migrations")[0][0] >= 3
     assert g.sql("SELECT count(*) FROM relay_grants") == [(3,)]
     assert g.sql("SELECT cidr FROM allowed_networks ORDER BY id") == [("127.0.7.9/16",), ("2001:0db8::/32",)]

@@ -105,8 +105,8 @@ def test_imap_and_pop3_logins_at_dovecot_grant_relaying(gw, dovecot, upstream):
                           ("127.0.0.3", "dave", "dovecot-pop3", "http")]
     audit = gw.sql("SELECT address, user, detail FROM audit_log WHERE event = 'grant' ORDER BY id")
     assert [(a, u, d.split(" until=")[0]) for a, u, d in audit] == [
-        ("127.0.0.2", "dave", "dovecot mech=dovecot-imap listener=http"),
-        ("127.0.0.3", "dave", "dovecot mech=dovecot-pop3 listener=http")]
+        ("127.0.0.2", "dave", "dovecot mech=dovecot-imap listener=http tls=no"),
+        ("127.0.0.3", "dave", "dovecot mech=dovecot-pop3 listener=http tls=no")]
     # The password never reaches popgate's log.
     assert "dave-secret" not in gw.log()
 

@@ -308,3 +308,25 @@ def test_expect_100_continue_with_curl(gw):
     assert "< HTTP/1.1 100 Continue" in r.stderr
     assert r.stdout == '{"status":0,"msg":"granted"}'
     assert grants(gw) == [("127.0.0.8", "erin", "dovecot-imap", 1, "http")]
+
+
+def test_dovecot_reports_go_through_the_grant_guard_rails(make_gateway, tmp_path):
+    # The same rules as a login at popgate's own POP3 (relay::grant_issuer).
+    key = tmp_path / "key"
+    key.write_text(SECRET + "\n")
+    listeners = DEFAULT_LISTENERS + [{"name": "http", "protocol": "http", "api_key_file": str(key)}]
+    g = make_gateway(listeners=listeners, overrides={"relay": {"no_grant_networks": ["100.64.0.0/10"],
+                                                               "grant_requires_tls": True}})
+    cgnat = {**REPORT, "remote": "100.64.1.2"}
+    assert post(g, POLICY + "?command=report", cgnat, {"X-API-Key": SECRET}) == \
+        (200, '{"status":0,"msg":"no grant: no-grant-network"}')
+    clear = {**REPORT, "tls": False}
+    assert post(g, POLICY + "?command=report", clear, {"X-API-Key": SECRET}) == \
+        (200, '{"status":0,"msg":"no grant: no-tls"}')
+    assert grants(g) == []
+    assert g.wait_log("result=no-grant mech=dovecot-imap grant=no reason=no-tls")
+    assert [r[0] for r in g.sql("SELECT event FROM audit_log WHERE event LIKE '%grant%' ORDER BY id")] == \
+        ["no-grant", "no-grant"]
+    # Over TLS, outside the no-grant networks: granted.
+    assert post(g, POLICY + "?command=report", REPORT, {"X-API-Key": SECRET}) == (200, '{"status":0,"msg":"granted"}')
+    assert grants(g) == [("127.0.0.8", "erin", "dovecot-imap", 1, "http")]

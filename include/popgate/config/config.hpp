@@ -26,6 +26,9 @@ enum class tls_mode { none, starttls, required, implicit };
 enum class plaintext_policy { never, tls_only, always };
 enum class upstream_tls { none, opportunistic, required };
 enum class log_target { stderr_stream, file, syslog };
+// relay.max_grants_per_user reached: the user's oldest grant goes, or the
+// new login writes none (the login itself succeeds either way).
+enum class grant_limit_action { replace_oldest, refuse };
 
 struct listener {
     std::string name;
@@ -116,6 +119,13 @@ struct settings {
     std::filesystem::path upstream_password_file;
     std::chrono::seconds upstream_timeout{60};
     std::chrono::seconds upstream_reuse_time{5};  // 0: one upstream connection per message
+    // Guard rails on grants (relay/grant_issuer.hpp, relay/quota.hpp).
+    std::vector<net::cidr> no_grant_networks;  // logins from there never grant
+    bool grant_requires_tls = false;           // only logins over TLS grant
+    std::size_t grant_max_messages_per_hour = 0;    // per grant, per clock hour; 0: off
+    std::size_t grant_max_recipients_per_hour = 0;  // likewise
+    std::size_t max_grants_per_user = 0;            // unexpired grants of one user at once; 0: off
+    grant_limit_action grant_limit = grant_limit_action::replace_oldest;
 
     // [auth]
     plaintext_policy plaintext = plaintext_policy::tls_only;

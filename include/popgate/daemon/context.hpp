@@ -7,6 +7,7 @@
 #include "popgate/config/config.hpp"
 #include "popgate/mail/maildir.hpp"
 #include "popgate/relay/decider.hpp"
+#include "popgate/relay/grant_issuer.hpp"
 #include "popgate/relay/policy.hpp"
 #include "popgate/relay/smtp_client.hpp"
 #include "popgate/server/admission.hpp"
@@ -55,6 +56,8 @@ public:
     relay::upstream_pool& upstreams() noexcept { return upstreams_; }
     auth::failure_tracker& failures() noexcept { return failures_; }
     relay::decider& decider() noexcept { return decider_; }
+    // What every writer of login grants goes through (the guard rails).
+    relay::grant_issuer& grant_issuer() noexcept { return grant_issuer_; }
 
     // The services of each protocol.
     session::pop3_services pop3_services();
@@ -79,6 +82,7 @@ private:
     relay::upstream_pool upstreams_;
     relay::decider decider_;
     relay::policy relay_;
+    relay::grant_issuer grant_issuer_;
     auth::authenticator auth_;
     auth::failure_tracker failures_;
     server::admission_control admission_;

@@ -31,8 +31,9 @@ struct policy_request {
     std::string client_address;
     std::string sasl_username;   // "" when the client did not authenticate at the MTA
     std::string recipient;
+    std::string instance;        // Postfix: the same for every request of one message
     std::size_t attributes = 0;  // name=value lines so far
-    unsigned seen = 0;           // which of the five above were sent (a second one is refused)
+    unsigned seen = 0;           // which of the six above were sent (a second one is refused)
 };
 
 enum class policy_line { attribute, end };

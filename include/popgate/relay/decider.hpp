@@ -5,6 +5,7 @@
 // network_generation counter that triggers bump has moved).
 #include "popgate/net/ip.hpp"
 #include "popgate/proto/policy.hpp"
+#include "popgate/relay/quota.hpp"
 #include "popgate/store/store.hpp"
 
 #include <atomic>
@@ -21,6 +22,16 @@ struct decision {
     proto::relay_verdict verdict = proto::relay_verdict::deny;
     std::string detail;                // "user=alice" / "network=192.0.2.0/24" / "no grant or network"
     std::string grant_address;         // set when a grant decided it (to count the hit)
+    quota_use quota;                   // the grant's quota use (relay_grant, over_quota)
+    std::string reason;                // over_quota: the limit, for the client's reply
+};
+
+// What the quota check needs of the request: whether this recipient starts a
+// message on the grant (the transaction has none relayed on it yet), and the
+// limits.
+struct quota_request {
+    bool new_message = true;
+    quota_limits limits;
 };
 
 class decider {
@@ -35,8 +46,9 @@ public:
     // finds the mailbox). Blocking but short (indexed reads); throws
     // store_error if the database is unusable, which the caller answers with
     // a 451 (never a relay).
+    // A grant's quota use is counted here, in the same step as the check.
     decision decide(net::ip_address const& client, bool authenticated, bool auth_required,
-                    bool local_domain = false, bool local_needs_auth = false);
+                    bool local_domain = false, bool local_needs_auth = false, quota_request const& quota = {});
 
     // The grant keys of a client: its grant_key and, for IPv6, its full address.
     std::vector<std::string> grant_keys(net::ip_address const& client) const;
@@ -74,6 +86,7 @@ private:
 
     store::store& db_;
     std::atomic<unsigned> ipv6_prefix_;
+    quota_book quota_;
     std::mutex mutex_;
     std::int64_t generation_ = -1;
     std::vector<bucket> buckets_;

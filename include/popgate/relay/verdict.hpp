@@ -27,6 +27,9 @@ struct request {
     bool authenticated = false;   // SMTP AUTH succeeded in this session
     bool auth_required = false;   // the listener relays for AUTH only
     bool local_needs_auth = false;  // ... and delivers locally for AUTH only
+    // No recipient of this transaction has been relayed on a grant yet: if
+    // this one is, it counts a message against the grant's quota.
+    bool new_message = true;
     asker from = asker::smtp_listener;
 };
 
@@ -43,6 +46,8 @@ struct verdict {
     // or the store's error (tempfail).
     std::string detail;
     std::optional<mailbox> box;  // local: the mailbox; unset = no such user (550)
+    // over_quota: the limit passed, for the client ("3 messages per hour").
+    std::string reason;
 };
 
 }  // namespace popgate::relay

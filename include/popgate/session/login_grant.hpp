@@ -1,37 +1,37 @@
 #pragma once
 // The one way a login becomes a relay grant, whoever saw the login: popgate's
-// own POP3 session and the Dovecot auth-policy report alike. The grant row
-// and its audit row are committed together before the call returns, so the
-// caller answers only once an SMTP connection that follows would see it
-// (DESIGN decision 4).
+// own POP3 session and the Dovecot auth-policy report alike. The guard rails
+// (relay::grant_issuer) decide whether it grants; the grant, what it
+// replaces and the audit row are committed together before the call
+// returns, so the caller answers only once an SMTP connection that follows
+// would see it (DESIGN decision 4).
+#include "popgate/config/config.hpp"
 #include "popgate/net/ip.hpp"
-#include "popgate/relay/decider.hpp"
+#include "popgate/relay/grant_issuer.hpp"
 #include "popgate/store/write_queue.hpp"
 
 #include <boost/asio/awaitable.hpp>
 
-#include <chrono>
 #include <string>
+#include <string_view>
 
 namespace popgate::session {
 
 struct login_event {
     net::ip_address client;  // the address that logged in: the one granted
-    std::string client_text; // as logged and audited
     std::string user;
     std::string method;      // relay_grants.method: pass, apop, sasl-*, dovecot-pop3, dovecot-imap
     bool tls = false;        // the login ran over TLS
     std::string listener;    // the listener that learnt of it
-    std::string source;      // first word of the audit detail: "pop3", "dovecot"
+    bool listener_grants = true;  // its [[listener]] grant
+    std::string_view via;    // first word of the audit detail: "pop3", "dovecot"
 };
 
-// Writes the grant for `l` (its key: relay::decider::grant_keys) valid for
-// `ttl`, with an audit row, and returns it once committed. Throws
-// store::store_error when it was not committed.
-boost::asio::awaitable<store::grant> commit_login_grant(store::write_queue& writes, relay::decider const& grants,
-                                                        login_event const& l, std::chrono::seconds ttl);
-
-// "2026-12-03T12:00:00Z", as the logs and audit rows show times.
-std::string iso_utc(store::unix_time t);
+// Plans the grant for `l` under the guard rails of `s` and commits it (or
+// the audit row saying why there is none). Throws store::store_error when
+// nothing was committed.
+boost::asio::awaitable<relay::grant_plan> commit_login_grant(store::write_queue& writes,
+                                                             relay::grant_issuer const& issuer, login_event const& l,
+                                                             config::settings const& s);
 
 }  // namespace popgate::session

@@ -38,6 +38,14 @@ struct grant {
     unix_time expires_at = 0;
     std::int64_t hits = 0;
     std::optional<unix_time> last_used;
+    // Quota counters (sql/005): relayed messages and recipients in the clock
+    // hour that starts at quota_hour (a count for an older hour is zero).
+    unix_time quota_hour = 0;
+    std::int64_t quota_messages = 0;
+    std::int64_t quota_recipients = 0;
+    // Read by list_grants only: users with an unexpired login at this address
+    // (relay_grant_logins), the grant's own user included.
+    std::int64_t sharing_users = 0;
 };
 
 struct network {
@@ -63,6 +71,21 @@ struct grant_touch {
     std::string address;
     unix_time at = 0;         // last_used
     std::int64_t count = 1;   // added to hits
+    // Added to the quota counters when they are for quota_hour; counters for
+    // an older hour start again from these; 0: no quota use to record.
+    unix_time quota_hour = 0;
+    std::int64_t messages = 0;
+    std::int64_t recipients = 0;
+};
+// relay.max_grants_per_user = "replace-oldest": after the grant at `keep`
+// is written, `user` holds at most `max` unexpired grants; the oldest others
+// are deleted, each with a 'revoke' audit row carrying `detail`.
+struct grant_cap {
+    std::string user;
+    std::string keep;
+    std::size_t max = 0;
+    unix_time at = 0;  // now: grants expired by then are not counted
+    std::string detail;
 };
 struct audit_record {
     std::string event;
@@ -70,7 +93,7 @@ struct audit_record {
     std::string user;
     std::string detail;
 };
-using write_op = std::variant<grant, grant_touch, audit_record>;
+using write_op = std::variant<grant, grant_touch, audit_record, grant_cap>;
 
 enum class store_errc { not_found, duplicate, constraint, busy, unavailable, schema_too_new };
 
@@ -104,6 +127,8 @@ public:
     virtual void touch_grant(std::string const& address, unix_time now) = 0;
     virtual bool delete_grant(std::string_view address) = 0;
     virtual std::size_t delete_grants_of_user(std::string_view user) = 0;
+    // The user's unexpired grants, oldest first (indexed read).
+    virtual std::vector<grant> active_grants_of_user(std::string_view user, unix_time now) = 0;
     virtual std::vector<grant> list_grants(bool include_expired, unix_time now) = 0;
     virtual std::size_t purge_expired_grants(unix_time now) = 0;
     // The addresses of unexpired grants written as IPv6. IPv4 ones need no

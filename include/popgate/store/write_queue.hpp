@@ -16,8 +16,9 @@
 // the others go back to the head of the queue.
 // post() is best effort (a touch, a deny audit): it is dropped, with a
 // warning, when max_backlog such writes are already waiting. Grant touches
-// (hits, last_used: statistics) are added up per address and written once
-// per touch_interval, not once per relayed recipient.
+// (hits, last_used: statistics; and the grant quota counters, which the
+// relay decision keeps exact in memory on this node) are added up per
+// address and written once per touch_interval, not once per relayed recipient.
 #include "popgate/store/store.hpp"
 
 #include <boost/asio/associated_executor.hpp>
@@ -109,6 +110,9 @@ private:
     struct touch_sum {
         unix_time at = 0;
         std::int64_t count = 0;
+        unix_time quota_hour = 0;
+        std::int64_t messages = 0;
+        std::int64_t recipients = 0;
     };
     std::unordered_map<std::string, touch_sum> touches_;  // at most max_backlog addresses
     std::size_t backlog_ = 0;  // queued post() writes

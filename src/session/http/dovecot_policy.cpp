@@ -161,16 +161,22 @@ boost::asio::awaitable<http_reply> dovecot_policy_route::report(http_exchange& x
         spdlog::info("sid={} http dovecot report {} success=yes result=no-grant reason=protocol", c.sid, fields());
         co_return policy_json(200, "no grant: only pop3 and imap logins grant relaying");
     }
-    store::grant g;
+    relay::grant_plan plan;
     try {
-        login_event const l{*remote, rip, r->login, std::string(method), r->tls, c.listener.name, "dovecot"};
-        g = co_await commit_login_grant(writes_, grants_, l, c.settings->grant_ttl);
+        login_event const l{*remote, r->login, std::string(method), r->tls, c.listener.name, true, "dovecot"};
+        plan = co_await commit_login_grant(writes_, issuer_, l, *c.settings);
     } catch (std::exception const& e) {
         spdlog::error("sid={} http dovecot grant failed {} error={}", c.sid, fields(), log::field(e.what()));
         co_return policy_json(503, "grant not recorded: database unavailable");
     }
-    spdlog::info("sid={} http dovecot report {} success=yes result=granted mech={} grant={} grant_until={}", c.sid,
-                 fields(), method, g.address, iso_utc(g.expires_at));
+    if (plan.refused != relay::no_grant_reason::none) {
+        // A guard rail ([relay] no_grant_networks, grant_requires_tls, ...).
+        spdlog::info("sid={} http dovecot report {} success=yes result=no-grant mech={} {}", c.sid, fields(), method,
+                     plan.log_fields);
+        co_return policy_json(200, "no grant: " + std::string(relay::to_string(plan.refused)));
+    }
+    spdlog::info("sid={} http dovecot report {} success=yes result=granted mech={} {}", c.sid, fields(), method,
+                 plan.log_fields);
     co_return policy_json(200, "granted");
 }
 

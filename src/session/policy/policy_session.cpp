@@ -54,6 +54,7 @@ private:
     config::settings const& s_;  // c_.settings, for the whole session
     channel ch_;
     std::size_t requests_ = 0;
+    std::string granted_instance_;  // of the last request relayed on a grant
 };
 
 asio::awaitable<void> policy_session::run()
@@ -125,8 +126,12 @@ std::string policy_session::answer(proto::policy_request const& r)
                      !r.sasl_username.empty(),  // the MTA authenticated the client
                      false,
                      false,
+                     // A grant's message quota counts a message once: Postfix
+                     // sends the same instance for every recipient of one.
+                     r.instance.empty() || r.instance != granted_instance_,
                      relay::asker::mta};
     auto const v = svc_.relay.decide(q, s_);
+    if (v.what == proto::relay_verdict::relay_grant) granted_instance_ = r.instance;
     auto const action = proto::policy_action(v.what, c_.listener.policy_action_ok);
     auto const level = v.what == proto::relay_verdict::tempfail ? spdlog::level::err : spdlog::level::info;
     auto const detail = v.what == proto::relay_verdict::tempfail ? log::field(v.detail) : v.detail;

@@ -198,6 +198,23 @@ asio::awaitable<bool> pop3_session::finish_auth(auth::result const& r, std::stri
                                                                    : pop3_reply::auth_failed);
 }
 
+// The guard rails decide whether this login grants (relay/grant_issuer);
+// the login succeeds either way. Committed on return: an SMTP connection
+// after our +OK sees the grant. False (logged) when it could not be.
+asio::awaitable<bool> pop3_session::record_login(std::string const& user, std::string_view mech, bool tls,
+                                                 relay::grant_plan& plan)
+{
+    try {
+        login_event const l{c_.peer, user, std::string(mech), tls, c_.listener.name, c_.listener.grant, "pop3"};
+        plan = co_await commit_login_grant(svc_.writes, svc_.grants, l, s_);
+        co_return true;
+    } catch (std::exception const& e) {
+        spdlog::error("sid={} pop3 grant failed user={} ip={} error={}", c_.sid, log::field(user, 64), c_.ip,
+                      log::field(e.what()));
+    }
+    co_return false;
+}
+
 // Locks and opens the maildrop (unless the password check already did, in
 // the same hop to the blocking pool), commits the grant, then +OK. Any
 // failure leaves the session in AUTHORIZATION with the lock released.
@@ -227,17 +244,9 @@ asio::awaitable<bool> pop3_session::complete_login(std::string const& user, std:
     locked_ = true;
     user_ = user;
 
-    store::grant g;
-    bool granted = false;
-    try {
-        // Committed on return: an SMTP connection after our +OK sees it.
-        login_event const l{c_.peer, c_.ip, user, std::string(mech), tls, c_.listener.name, "pop3"};
-        g = co_await commit_login_grant(svc_.writes, svc_.grants, l, s_.grant_ttl);
-        granted = true;
-    } catch (std::exception const& e) {
-        spdlog::error("sid={} pop3 grant failed user={} ip={} error={}", c_.sid, uesc, c_.ip, log::field(e.what()));
-    }
-    if (!granted) {
+    relay::grant_plan plan;
+    bool const recorded = co_await record_login(user, mech, tls, plan);
+    if (!recorded) {
         unlock();
         user_.clear();
         co_return co_await ch_.send("-ERR [SYS/TEMP] Unable to record the login, try again later\r\n");
@@ -245,10 +254,8 @@ asio::awaitable<bool> pop3_session::complete_login(std::string const& user, std:
 
     md_.emplace(opened->path);
     auto const ok = pop3_logged_in(st_, std::move(opened->messages));
-    spdlog::info("sid={} pop3 login user={} ip={} mech={} tls={} result=ok grant={} grant_until={} messages={} "
-                 "octets={}",
-                 c_.sid, uesc, c_.ip, mech, yes_no(tls), g.address, iso_utc(g.expires_at), st_.box->live_count(),
-                 st_.box->live_octets());
+    spdlog::info("sid={} pop3 login user={} ip={} mech={} tls={} result=ok {} messages={} octets={}", c_.sid, uesc,
+                 c_.ip, mech, yes_no(tls), plan.log_fields, st_.box->live_count(), st_.box->live_octets());
     co_return co_await ch_.send(ok);
 }
 

@@ -32,6 +32,8 @@ private:
                                       std::optional<opened_maildrop> opened);
     asio::awaitable<bool> complete_login(std::string const& user, std::string_view mech,
                                          std::optional<opened_maildrop> opened);
+    asio::awaitable<bool> record_login(std::string const& user, std::string_view mech, bool tls,
+                                       relay::grant_plan& plan);
     opened_maildrop open_maildrop(std::string const& user);
 
     // The mailbox effects (pop3_session.cpp).

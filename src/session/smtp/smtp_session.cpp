@@ -82,7 +82,7 @@ asio::awaitable<bool> smtp_session::do_rcpt(proto::mail_args const& rcpt)
 {
     auto const addr = rcpt.path.to_string();
     relay::request req{c_.peer, rcpt.path.local, rcpt.path.domain, addr, st_.authenticated,
-                       c_.listener.auth_required, offer_.mail_needs_auth};
+                       c_.listener.auth_required, offer_.mail_needs_auth, !st_.grant_message};
     auto const v = svc_.relay.decide(req, s_);
     if (!s_.upstream_host.empty() && smtp_asks_upstream(st_, addr, v)) {
         auto const u = co_await upstream_rcpt(addr);

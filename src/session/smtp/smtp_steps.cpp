@@ -272,6 +272,7 @@ void smtp_state::reset_transaction()
     eight_bit = false;
     rcpts.clear();
     rcpt_attempts = 0;
+    grant_message = false;
     ++transaction;
     if (phase != proto::smtp_phase::connected) phase = proto::smtp_phase::greeted;
 }
@@ -393,6 +394,14 @@ smtp_step smtp_rcpt_decided(smtp_state& st, proto::mail_args const& rcpt, relay:
             s.reply = proto::reply(554, "5.7.1", "<" + addr + ">: Relay access denied");
             return s;
         }
+        if (v.what == proto::relay_verdict::over_quota) {
+            // Temporary: the hour passes, or the client uses SMTP AUTH.
+            s.reply = proto::reply(452, "4.7.1", "<" + addr + ">: Relay quota exceeded for your address (" +
+                                                     v.reason + "), try again later or use SMTP AUTH");
+            return s;
+        }
+        // Counted at the decision, whatever the upstream says next.
+        if (v.what == proto::relay_verdict::relay_grant) st.grant_message = true;
         if (upstream) {
             auto& line = s.log.back().text;
             line += " upstream_reply=" + std::to_string(upstream->code);

@@ -171,6 +171,16 @@ BOOST_AUTO_TEST_CASE(shipped_values_are_the_struct_defaults)
     BOOST_TEST(f.upstream_port == d.upstream_port);
     BOOST_TEST((f.upstream_starttls == d.upstream_starttls));
     BOOST_TEST(f.upstream_timeout.count() == d.upstream_timeout.count());
+    // The grant guard rails: all off, so that an existing site sees no change.
+    BOOST_TEST((f.no_grant_networks == d.no_grant_networks));
+    BOOST_TEST(d.no_grant_networks.empty());
+    BOOST_TEST(f.grant_requires_tls == d.grant_requires_tls);
+    BOOST_TEST(!d.grant_requires_tls);
+    BOOST_TEST(f.grant_max_messages_per_hour == d.grant_max_messages_per_hour);
+    BOOST_TEST(f.grant_max_recipients_per_hour == d.grant_max_recipients_per_hour);
+    BOOST_TEST(f.max_grants_per_user == d.max_grants_per_user);
+    BOOST_TEST(d.grant_max_messages_per_hour + d.grant_max_recipients_per_hour + d.max_grants_per_user == 0u);
+    BOOST_TEST((f.grant_limit == d.grant_limit));
     BOOST_TEST((f.plaintext == d.plaintext));
     BOOST_TEST(f.loopback_is_secure);  // the one documented difference
     BOOST_TEST(!d.loopback_is_secure);
@@ -325,6 +335,14 @@ error_case const error_cases[]{
     {"policy_action_ok with a newline", "[[listener]]\nprotocol = \"policy\"\npolicy_action_ok = \"OK\\nX\"\n", 3,
      "Postfix action"},
     {"policy listener with TLS", "[[listener]]\nprotocol = \"policy\"\ntls = \"starttls\"\n", 1, "no TLS"},
+    {"no_grant_networks with host bits",
+     "[[listener]]\nprotocol = \"pop3\"\n[relay]\nno_grant_networks = [\"100.64.0.1/10\"]\n", 4, "100.64.0.1/10"},
+    {"bad grant_limit_action", "[[listener]]\nprotocol = \"pop3\"\n[relay]\ngrant_limit_action = \"drop\"\n", 4,
+     "\"replace-oldest\", \"refuse\""},
+    {"negative grant quota",
+     "[[listener]]\nprotocol = \"pop3\"\n[relay]\ngrant_max_messages_per_hour = -1\n", 4, "out of range"},
+    {"grant_requires_tls not a boolean",
+     "[[listener]]\nprotocol = \"pop3\"\n[relay]\ngrant_requires_tls = \"yes\"\n", 4, "true or false"},
     {"no listeners", "[server]\nhostname = \"mx\"\n", 0, "listener"},
     {"empty file", "", 0, "listener"},
 };
@@ -421,6 +439,12 @@ grant_ttl = 60
 ipv6_prefix = 56
 upstream_host = "mx.internal"
 upstream_starttls = "required"
+no_grant_networks = ["100.64.0.0/10", "2001:db8::/48"]
+grant_requires_tls = true
+grant_max_messages_per_hour = 20
+grant_max_recipients_per_hour = 200
+max_grants_per_user = 3
+grant_limit_action = "refuse"
 
 [auth]
 plaintext = "always"
@@ -457,6 +481,14 @@ level = "debug"
     BOOST_TEST(s.ipv6_prefix == 56u);
     BOOST_TEST(s.upstream_host == "mx.internal");
     BOOST_TEST((s.upstream_starttls == upstream_tls::required));
+    BOOST_TEST_REQUIRE(s.no_grant_networks.size() == 2u);
+    BOOST_TEST(s.no_grant_networks[0].to_string() == "100.64.0.0/10");
+    BOOST_TEST(s.no_grant_networks[1].to_string() == "2001:db8::/48");
+    BOOST_TEST(s.grant_requires_tls);
+    BOOST_TEST(s.grant_max_messages_per_hour == 20u);
+    BOOST_TEST(s.grant_max_recipients_per_hour == 200u);
+    BOOST_TEST(s.max_grants_per_user == 3u);
+    BOOST_TEST((s.grant_limit == grant_limit_action::refuse));
     BOOST_TEST((s.plaintext == plaintext_policy::always));
     BOOST_TEST(!s.loopback_is_secure);
     BOOST_TEST(!s.apop);

@@ -1,6 +1,7 @@
 // relay::policy, the one relay decision: every verdict it can give for a
 // recipient, and the effects it records itself (the deny audit row, the
 // grant hit). Refusals are tested as closely as grants: never an open relay.
+#include "popgate/relay/grant_issuer.hpp"
 #include "popgate/relay/policy.hpp"
 #include "popgate/store/sqlite_store.hpp"
 
@@ -10,9 +11,11 @@
 
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <vector>
 
 using namespace popgate;
 using proto::relay_verdict;
@@ -48,7 +51,7 @@ struct policy_fixture {
         auto const a = net::parse_ip(client);
         BOOST_TEST_REQUIRE(a.has_value());
         std::string const address = domain.empty() ? std::string(local) : std::string(local) + "@" + std::string(domain);
-        return policy.decide({*a, local, domain, address, authenticated, auth_required, false, from}, s);
+        return policy.decide({*a, local, domain, address, authenticated, auth_required, false, true, from}, s);
     }
 
     // The question another MTA asks over the policy listener.
@@ -221,6 +224,106 @@ BOOST_AUTO_TEST_CASE(mta_asking_with_an_unreadable_store_gets_a_tempfail)
     BOOST_TEST_REQUIRE(sqlite3_exec(raw, "DROP TABLE relay_grants", nullptr, nullptr, nullptr) == SQLITE_OK);
     sqlite3_close(raw);
     BOOST_TEST((mta_asks("203.0.113.9", "x", "example.org").what == relay_verdict::tempfail));
+}
+
+// Quotas: a message at the first recipient relayed on the grant in a
+// transaction, a recipient at each; the refusal counts nothing and names the
+// limit; an allowed network still relays; the count reaches the grant's row.
+BOOST_AUTO_TEST_CASE(grant_quota_refuses_past_the_limit_and_counts_in_the_row)
+{
+    grant("203.0.113.9", 600);
+    s.grant_max_messages_per_hour = 2;
+    s.grant_max_recipients_per_hour = 3;
+    auto const ask = [&](bool new_message) {
+        auto const a = net::parse_ip("203.0.113.9");
+        relay::request r{*a, "x", "example.org", "x@example.org", false, false, false, new_message};
+        return policy.decide(r, s);
+    };
+    BOOST_TEST((ask(true).what == relay_verdict::relay_grant));   // message 1, recipient 1
+    BOOST_TEST((ask(false).what == relay_verdict::relay_grant));  // recipient 2
+    BOOST_TEST((ask(true).what == relay_verdict::relay_grant));   // message 2, recipient 3
+    auto const m = ask(true);
+    BOOST_TEST((m.what == relay_verdict::over_quota));
+    BOOST_TEST(m.reason == "2 messages per hour");
+    BOOST_TEST(m.detail == "grant_user=alice grant=203.0.113.9 quota=messages used=2 max=2");
+    auto const r = ask(false);
+    BOOST_TEST((r.what == relay_verdict::over_quota));
+    BOOST_TEST(r.reason == "3 recipients per hour");
+    drain();
+    auto const gs = db->list_grants(false, store::now());
+    BOOST_TEST_REQUIRE(gs.size() == 1u);
+    BOOST_TEST(gs[0].quota_messages == 2);
+    BOOST_TEST(gs[0].quota_recipients == 3);
+    BOOST_TEST(gs[0].hits == 3);
+    BOOST_TEST(audit_rows("deny") == 2u);
+    // An allowed network relays for itself, without a quota.
+    store::network n;
+    n.cidr = "203.0.113.0/24";
+    db->add_network(n);
+    BOOST_TEST((ask(true).what == relay_verdict::relay_network));
+}
+
+BOOST_AUTO_TEST_CASE(grant_quota_starts_from_the_row_another_node_wrote)
+{
+    grant("203.0.113.9", 600);
+    s.grant_max_messages_per_hour = 5;
+    auto const now = store::now();
+    sqlite3* raw = nullptr;
+    BOOST_TEST_REQUIRE(sqlite3_open(file.c_str(), &raw) == SQLITE_OK);
+    auto const sql = "UPDATE relay_grants SET quota_hour = " + std::to_string(now - now % 3600) +
+                     ", quota_messages = 5";
+    BOOST_TEST_REQUIRE(sqlite3_exec(raw, sql.c_str(), nullptr, nullptr, nullptr) == SQLITE_OK);
+    sqlite3_close(raw);
+    BOOST_TEST((decide("203.0.113.9", "x", "example.org").what == relay_verdict::over_quota));
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+// relay::grant_issuer: each guard rail, its reason, and what is written.
+BOOST_FIXTURE_TEST_SUITE(grant_issuer_rules, policy_fixture, *boost::unit_test::label("unit"))
+
+BOOST_AUTO_TEST_CASE(each_rule_refuses_with_its_reason)
+{
+    relay::grant_issuer issuer{decider, *db};
+    relay::login_facts l{*net::parse_ip("100.64.1.2"), "alice", "pass", false, "pop3", true};
+    BOOST_TEST(issuer.plan(l, s).log_fields.starts_with("grant=100.64.1.2 grant_until="));
+    s.no_grant_networks = {*net::parse_cidr("100.64.0.0/10")};
+    auto p = issuer.plan(l, s);
+    BOOST_TEST((p.refused == relay::no_grant_reason::no_grant_network));
+    BOOST_TEST(p.log_fields == "grant=no reason=no-grant-network network=100.64.0.0/10");
+    BOOST_TEST_REQUIRE(p.ops.size() == 1u);  // the audit row only
+    BOOST_TEST(std::get<store::audit_record>(p.ops[0]).event == "no-grant");
+    l.listener_grants = false;
+    BOOST_TEST(issuer.plan(l, s).log_fields == "grant=no reason=listener");
+    l = {*net::parse_ip("192.0.2.7"), "alice", "apop", false, "pop3", true};
+    s.grant_requires_tls = true;
+    BOOST_TEST(issuer.plan(l, s).log_fields == "grant=no reason=no-tls");
+    l.tls = true;
+    BOOST_TEST((issuer.plan(l, s).refused == relay::no_grant_reason::none));
+}
+
+BOOST_AUTO_TEST_CASE(max_grants_per_user_replaces_or_refuses)
+{
+    grant("192.0.2.1", 600);  // alice's, the oldest
+    grant("192.0.2.2", 600);
+    relay::grant_issuer issuer{decider, *db};
+    relay::login_facts const l{*net::parse_ip("192.0.2.3"), "alice", "pass", false, "pop3", true};
+    s.max_grants_per_user = 2;
+    auto p = issuer.plan(l, s);
+    BOOST_TEST((p.refused == relay::no_grant_reason::none));
+    BOOST_TEST(p.replaced == std::vector<std::string>{"192.0.2.1"});
+    std::vector<std::string> errors;
+    db->write_batch(p.ops, errors);
+    std::vector<std::string> left;
+    for (auto const& g : db->active_grants_of_user("alice", store::now())) left.push_back(g.address);
+    std::sort(left.begin(), left.end());
+    BOOST_TEST(left == (std::vector<std::string>{"192.0.2.2", "192.0.2.3"}));
+    // A refresh at a held address is no new grant.
+    BOOST_TEST(issuer.plan(l, s).replaced.empty());
+    s.grant_limit = config::grant_limit_action::refuse;
+    relay::login_facts const other{*net::parse_ip("192.0.2.4"), "alice", "pass", false, "pop3", true};
+    BOOST_TEST(issuer.plan(other, s).log_fields == "grant=no reason=max-grants-per-user held=2 max=2");
+    BOOST_TEST((issuer.plan(l, s).refused == relay::no_grant_reason::none));
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -98,17 +98,27 @@ BOOST_AUTO_TEST_CASE(relay_verdicts_become_replies)
     smtp_on_line(st, "MAIL FROM:<a@b>", o);
     auto const r = smtp_on_line(st, "RCPT TO:<x@example.org>", o);
     BOOST_TEST_REQUIRE(r.rcpt.has_value());
-    relay::verdict deny{proto::relay_verdict::deny, "no-grant-or-network", std::nullopt};
+    relay::verdict deny{proto::relay_verdict::deny, "no-grant-or-network", std::nullopt, {}};
     BOOST_TEST(smtp_rcpt_decided(st, *r.rcpt, deny, o).reply == "554 5.7.1 <x@example.org>: Relay access denied\r\n");
     BOOST_TEST(st.rcpts.empty());
-    relay::verdict temp{proto::relay_verdict::tempfail, "disk I/O error", std::nullopt};
+    relay::verdict temp{proto::relay_verdict::tempfail, "disk I/O error", std::nullopt, {}};
     BOOST_TEST(smtp_rcpt_decided(st, *r.rcpt, temp, o).reply ==
                "451 4.3.0 <x@example.org>: Temporary lookup failure\r\n");
     BOOST_TEST(st.rcpts.empty());
-    relay::verdict grant{proto::relay_verdict::relay_grant, "grant_user=alice grant=192.0.2.7", std::nullopt};
+    relay::verdict quota{proto::relay_verdict::over_quota, "quota=messages", std::nullopt, "2 messages per hour"};
+    BOOST_TEST(smtp_rcpt_decided(st, *r.rcpt, quota, o).reply ==
+               "452 4.7.1 <x@example.org>: Relay quota exceeded for your address (2 messages per hour), "
+               "try again later or use SMTP AUTH\r\n");
+    BOOST_TEST(st.rcpts.empty());
+    BOOST_TEST(!st.grant_message);
+    relay::verdict grant{proto::relay_verdict::relay_grant, "grant_user=alice grant=192.0.2.7", std::nullopt, {}};
     BOOST_TEST(smtp_rcpt_decided(st, *r.rcpt, grant, o).reply == "250 2.1.5 Ok\r\n");
     BOOST_TEST(st.rcpts.size() == 1u);
     BOOST_TEST((st.phase == proto::smtp_phase::in_rcpt));
+    // The message is counted once per transaction; RSET starts the next.
+    BOOST_TEST(st.grant_message);
+    smtp_on_line(st, "RSET", o);
+    BOOST_TEST(!st.grant_message);
 }
 
 BOOST_AUTO_TEST_CASE(upstream_rcpt_verdicts_become_that_rcpts_reply)
@@ -118,9 +128,9 @@ BOOST_AUTO_TEST_CASE(upstream_rcpt_verdicts_become_that_rcpts_reply)
     smtp_on_line(st, "EHLO client", o);
     smtp_on_line(st, "MAIL FROM:<a@b>", o);
     auto const t0 = st.transaction;
-    relay::verdict const grant{proto::relay_verdict::relay_grant, "grant_user=- grant=192.0.2.7", std::nullopt};
-    relay::verdict const local{proto::relay_verdict::local, "", relay::mailbox{"alice", "/m/alice"}};
-    relay::verdict const deny{proto::relay_verdict::deny, "no grant or network", std::nullopt};
+    relay::verdict const grant{proto::relay_verdict::relay_grant, "grant_user=- grant=192.0.2.7", std::nullopt, {}};
+    relay::verdict const local{proto::relay_verdict::local, "", relay::mailbox{"alice", "/m/alice"}, {}};
+    relay::verdict const deny{proto::relay_verdict::deny, "no grant or network", std::nullopt, {}};
     BOOST_TEST(!smtp_asks_upstream(st, "alice@gw.test", local));
     BOOST_TEST(!smtp_asks_upstream(st, "x@example.org", deny));
     BOOST_TEST(smtp_asks_upstream(st, "x@example.org", grant));

@@ -13,7 +13,7 @@
 // own POP3 login does (session/login_grant.hpp), method dovecot-pop3 or
 // dovecot-imap. "allow" is always answered {"status":0} (continue): popgate
 // never holds up a login at Dovecot.
-#include "popgate/relay/decider.hpp"
+#include "popgate/relay/grant_issuer.hpp"
 #include "popgate/session/http/http_route.hpp"
 #include "popgate/store/write_queue.hpp"
 
@@ -43,7 +43,10 @@ std::string_view dovecot_grant_method(std::string_view protocol) noexcept;
 
 class dovecot_policy_route final : public http_route {
 public:
-    dovecot_policy_route(store::write_queue& writes, relay::decider& grants) : writes_(writes), grants_(grants) {}
+    dovecot_policy_route(store::write_queue& writes, relay::grant_issuer const& issuer)
+        : writes_(writes), issuer_(issuer)
+    {
+    }
     std::string_view path() const noexcept override { return "/dovecot/auth-policy"; }
     std::span<beast_http::verb const> methods() const noexcept override;
     boost::asio::awaitable<http_reply> serve(http_exchange& x) override;
@@ -51,7 +54,7 @@ public:
 private:
     boost::asio::awaitable<http_reply> report(http_exchange& x);
     store::write_queue& writes_;
-    relay::decider& grants_;
+    relay::grant_issuer const& issuer_;
 };
 
 }  // namespace popgate::session

@@ -5,7 +5,7 @@
 // is received in TRANSACTION; a timeout or a dropped connection deletes nothing.
 #include "popgate/auth/authenticator.hpp"
 #include "popgate/mail/maildir.hpp"
-#include "popgate/relay/decider.hpp"
+#include "popgate/relay/grant_issuer.hpp"
 #include "popgate/server/protocol.hpp"
 #include "popgate/session/auth_flow.hpp"
 #include "popgate/store/write_queue.hpp"
@@ -22,7 +22,7 @@ struct pop3_services {
     store::write_queue& writes;          // the grant, committed before +OK
     mail::maildrop_locks& maildrops;
     mail::size_cache& sizes;
-    relay::decider& grants;              // the grant key of a client address
+    relay::grant_issuer& grants;         // whether and what a login grants
 };
 
 class pop3_protocol final : public server::protocol {

@@ -43,6 +43,9 @@ struct smtp_state {
     bool eight_bit = false;
     std::vector<smtp_recipient> rcpts;
     std::size_t rcpt_attempts = 0;
+    // A recipient of this transaction was relayed on a grant: the message is
+    // counted against the grant's quota (relay/quota.hpp), once.
+    bool grant_message = false;
     // Which transaction this is: reset_transaction() starts the next one, so
     // the session can tell that an upstream transaction it opened for this
     // one (at the first relayed RCPT) must be reset.
