@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from pop3_support import SourcePOP3
 from popgate_test import make_gateway  # noqa: F401  (fixture)
 
 SOURCE_DIR = Path(os.environ.get("POPGATE_SOURCE_DIR", "."))
@@ -82,15 +83,6 @@ def test_stderr_target_writes_no_file(make_gateway):
 
 
 # ---------------------------------------------------------------- fail2ban
-class SourcePOP3(poplib.POP3):
-    def __init__(self, port, source):
-        self._source = source
-        super().__init__("127.0.0.1", port, timeout=10)
-
-    def _create_socket(self, timeout):
-        return socket.create_connection((self.host, self.port), timeout, source_address=(self._source, 0))
-
-
 def pop3_fails(port, source, user, password):
     p = SourcePOP3(port, source)
     p.user(user)

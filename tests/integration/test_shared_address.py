@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from pop3_support import SourcePOP3, _close_clients  # noqa: F401  (fixture)
 from popgate_test import make_gateway  # noqa: F401  (fixture)
 
 NAT = "127.0.0.7"
@@ -17,18 +18,6 @@ HOME = "127.0.0.8"
 AUTH = {"auth": {"failure_delay_ms": 100, "failure_delay_max_ms": 400, "max_failures_per_user": 4,
                  "max_failures_per_ip": 40, "max_users_per_ip": 5, "block_time": 60, "failure_window": 300,
                  "plaintext": "always"}}
-
-
-class SourcePOP3(poplib.POP3):
-    """poplib from a chosen loopback source address."""
-
-    def __init__(self, port, src):
-        self._src = src
-        super().__init__("127.0.0.1", port, timeout=15)
-
-    def _create_socket(self, timeout):
-        import socket
-        return socket.create_connection((self.host, self.port), timeout, source_address=(self._src, 0))
 
 
 def pop3_login(g, user, password, src):
