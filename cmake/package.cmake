@@ -49,6 +49,9 @@ install(FILES ${CMAKE_SOURCE_DIR}/README.md ${CMAKE_SOURCE_DIR}/deploy/postfix/r
 install(FILES ${CMAKE_SOURCE_DIR}/sql/README.md DESTINATION ${CMAKE_INSTALL_DOCDIR} RENAME schema.md)
 # Examples, not active: fail2ban reads only what is in /etc/fail2ban.
 install(DIRECTORY ${CMAKE_SOURCE_DIR}/deploy/fail2ban DESTINATION ${CMAKE_INSTALL_DOCDIR}/examples)
+# Monitoring: a Prometheus scrape job and alert rules, a Grafana dashboard.
+install(DIRECTORY ${CMAKE_SOURCE_DIR}/deploy/prometheus ${CMAKE_SOURCE_DIR}/deploy/grafana
+        DESTINATION ${CMAKE_INSTALL_DOCDIR}/examples)
 
 # dpkg treats these as the administrator's: kept on upgrade, removed on purge.
 file(WRITE ${POPGATE_PKG_DIR}/conffiles "${POPGATE_SYSTEM_CONFIG}\n/etc/logrotate.d/popgate\n")

@@ -8,7 +8,7 @@ libspdlog-dev libtomlplusplus-dev libcli11-dev libcrypt-dev
 python3 python3-pytest python3-aiosmtpd swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl
 curl mpop fetchmail
 systemd dpkg-dev util-linux iproute2 groff-base man-db bash-completion logrotate
-haproxy fail2ban postfix postfix-sqlite dovecot-core dovecot-imapd dovecot-pop3d
+haproxy fail2ban postfix postfix-sqlite dovecot-core dovecot-imapd dovecot-pop3d prometheus
 clang-14 libclang-rt-14-dev"
 missing=""
 for p in $pkgs; do
@@ -21,7 +21,8 @@ echo "installing:$missing" >&2
 # Postfix (a private instance in the tests, `postfix -c DIR`) must not be
 # configured system-wide: "No configuration" for debconf.
 echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections 2>/dev/null || true
-# Some packages (haproxy, fail2ban, postfix, dovecot) ship a daemon whose postinst starts the
+# Some packages (haproxy, fail2ban, postfix, dovecot, prometheus: the tests
+# use only its promtool) ship a daemon whose postinst starts the
 # system service; the tests run their own instances on their own ports and
 # want none. A policy-rc.d that says "no" (101) stops invoke-rc.d while apt
 # runs; it is removed after, and one already present is left alone.

@@ -1,5 +1,6 @@
 #include "popgate/daemon/context.hpp"
 
+#include "popgate/metrics/catalog.hpp"
 #include "popgate/session/policy/policy_protocol.hpp"
 #include "popgate/session/http/dovecot_policy.hpp"
 #include "popgate/session/http/http_protocol.hpp"
@@ -29,10 +30,14 @@ context::context(std::shared_ptr<config::settings const> s, std::unique_ptr<stor
       failures_(throttle_of(*s))
 {
     auth_.set_cache_ttl(s->credential_cache_ttl);
-    // One line per route; /metrics is meant to be one more.
+    // One line per route.
     http_routes_.push_back(std::make_unique<session::healthz_route>());
     http_routes_.push_back(std::make_unique<session::readyz_route>(state_, *db_, blocking_));
     http_routes_.push_back(std::make_unique<session::dovecot_policy_route>(writes_, grant_issuer_));
+    http_routes_.push_back(std::make_unique<session::metrics_route>(*db_, blocking_));
+    // The listeners' series exist (at 0) before their first connection.
+    for (auto const& l : s->listeners)
+        metrics::declare_listener(l.name, l.protocol, l.tls != config::tls_mode::none);
     for (auto const& r : http_routes_) http_route_list_.push_back(r.get());
     protocols_ = make_protocols(*this);
 }

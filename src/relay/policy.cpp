@@ -2,6 +2,7 @@
 
 #include "popgate/log/log.hpp"
 #include "popgate/mail/maildir.hpp"
+#include "popgate/metrics/catalog.hpp"
 
 #include <algorithm>
 #include <cctype>
@@ -52,6 +53,13 @@ verdict policy::local(request const& r, config::settings const& s)
 }
 
 verdict policy::decide(request const& r, config::settings const& s)
+{
+    auto v = gather(r, s);
+    metrics::relay_decisions.with({r.from == asker::mta ? "policy" : "smtp", proto::to_string(v.what)}).inc();
+    return v;
+}
+
+verdict policy::gather(request const& r, config::settings const& s)
 {
     try {
         bool const own = r.from == asker::smtp_listener;

@@ -1,6 +1,7 @@
 #include "popgate/relay/smtp_client.hpp"
 
 #include "popgate/log/log.hpp"
+#include "popgate/metrics/catalog.hpp"
 #include "popgate/proto/sasl.hpp"
 #include "popgate/io/tls.hpp"
 
@@ -459,7 +460,28 @@ asio::awaitable<upstream_verdict> smtp_client::begin(upstream_envelope const& en
     co_return v;
 }
 
+namespace {
+// popgate_upstream_results_total, and popgate_upstream_seconds when the
+// upstream was asked (not a recipient of a transaction that failed before).
+void count_upstream(std::string_view step, upstream_verdict const& v, std::chrono::steady_clock::time_point asked)
+{
+    static constexpr std::string_view kinds[] = {"ok", "temporary", "permanent"};
+    metrics::upstream_results.with({step, kinds[static_cast<int>(v.what)]}).inc();
+    if (asked != std::chrono::steady_clock::time_point{})
+        metrics::upstream_seconds.with({step}).observe(
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - asked).count());
+}
+}  // namespace
+
 asio::awaitable<upstream_verdict> smtp_client::recipient(upstream_envelope const& env, std::string const& rcpt)
+{
+    auto const asked = txn_ == txn::failed ? std::chrono::steady_clock::time_point{} : std::chrono::steady_clock::now();
+    auto v = co_await ask_recipient(env, rcpt);
+    count_upstream("rcpt", v, asked);
+    co_return v;
+}
+
+asio::awaitable<upstream_verdict> smtp_client::ask_recipient(upstream_envelope const& env, std::string const& rcpt)
 {
     std::string const prefix = "<" + rcpt + ">: ";
     if (txn_ == txn::none) {
@@ -582,7 +604,9 @@ asio::awaitable<upstream_verdict> smtp_client::finish()
 {
     std::string const dot = ".\r\n";
     auto const tls_note = link_ ? link_->tls_note : std::string("no");
+    auto const asked = std::chrono::steady_clock::now();
     auto v = co_await command(dot, 2, "end of data");
+    count_upstream("message", v, asked);
     v.log += " tls=" + tls_note;
     if (v.what == upstream_verdict::kind::ok) {
         ++link_->messages;

@@ -1,6 +1,7 @@
 #include "popgate/server/frame.hpp"
 
 #include "popgate/log/log.hpp"
+#include "popgate/metrics/catalog.hpp"
 #include "popgate/net/proxy_header.hpp"
 
 #include <boost/asio/as_tuple.hpp>
@@ -82,6 +83,7 @@ public:
         c.clock.arm(c.settings->tls_handshake_timeout);
         tls_.emplace(sock_, *tls_ctx_);
         auto [ec] = co_await tls_->async_handshake(ssl::stream_base::server, asio::as_tuple(asio::use_awaitable));
+        metrics::tls_handshakes.with({c.listener.name, ec ? (c.clock.expired ? "timeout" : "failed") : "ok"}).inc();
         if (ec) {
             c.end_reason = c.clock.expired ? "tls-timeout" : "tls-failed";
             spdlog::info("sid={} {} tls handshake failed ip={} error={}", c.sid, proto_, c.ip,
@@ -284,6 +286,8 @@ asio::awaitable<void> serve_connection(tcp::socket sock, config::listener const&
     }
     spdlog::info("sid={} {} connect ip={} port={} listener={} tls={}{}", c.sid, proto, c.ip, from.port, l.name,
                  config::to_string(l.tls), from.proxy ? " proxy=" + from.proxy->to_string() : std::string());
+    metrics::sessions_total.with({l.name, proto}).inc();
+    metrics::gauge_hold const open{metrics::sessions_open.with({l.name, proto})};
     auto last_words = [&] { return st.tls_active() ? std::string() : s->last_words(); };
     try {
         co_await (converse(st, c, *s) || io::watchdog(sock, clock, last_words));

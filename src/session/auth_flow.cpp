@@ -1,11 +1,13 @@
 #include "popgate/session/auth_flow.hpp"
 
 #include "popgate/log/log.hpp"
+#include "popgate/metrics/catalog.hpp"
 #include "popgate/proto/pop3.hpp"
 
 #include <openssl/rand.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <ctime>
 #include <stdexcept>
 
@@ -52,7 +54,21 @@ auth::failure_tracker::failure_verdict record_auth_failure(auth_guard& g, server
     g.writes.post(store::audit_record{"auth-fail", c.ip, user, std::move(audit_detail)});
     // The delay grows with this name's recent failures; past the thresholds
     // the name at this address, or the whole address, is blocked.
-    return g.failures.record_failure(c.peer, user, std::chrono::steady_clock::now());
+    auto v = g.failures.record_failure(c.peer, user, std::chrono::steady_clock::now());
+    if (v.now_blocked != auth::block_scope::none)
+        metrics::auth_blocks.with({v.now_blocked == auth::block_scope::user ? "user" : "address"}).inc();
+    return v;
+}
+
+void count_login(std::string_view protocol, std::string_view mech, std::string_view result)
+{
+    if (mech.starts_with("sasl-")) mech.remove_prefix(5);
+    char lower[16] = {};
+    std::size_t n = 0;
+    for (; n < mech.size() && n < sizeof lower; ++n)
+        lower[n] = static_cast<char>(std::tolower(static_cast<unsigned char>(mech[n])));
+    std::string_view const name = n == 0 ? std::string_view("none") : std::string_view(lower, n);
+    metrics::logins.with({protocol, name, result}).inc();
 }
 
 asio::awaitable<void> pause_after_failure(channel& ch, std::chrono::milliseconds delay)

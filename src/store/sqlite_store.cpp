@@ -1,6 +1,7 @@
 #include "popgate/store/sqlite_store.hpp"
 
 #include "popgate/log/log.hpp"
+#include "popgate/metrics/catalog.hpp"
 #include "popgate/store/migrate.hpp"
 #include "sqlite_util.hpp"
 
@@ -95,10 +96,12 @@ conn_ptr open_connection(std::filesystem::path const& path, sqlite_options const
     int const rc = sqlite3_open_v2(path.c_str(), &raw, flags, nullptr);
     ::umask(old);
     conn_ptr db(raw);
-    if (rc != SQLITE_OK)
+    if (rc != SQLITE_OK) {
+        metrics::database_errors.with({"unavailable"}).inc();
         throw store_error(store_errc::unavailable,
                           "cannot open database " + path.string() + ": " +
                               (raw ? sqlite3_errmsg(raw) : sqlite3_errstr(rc)));
+    }
     sqlite3_extended_result_codes(db.get(), 1);
     sqlite3_busy_timeout(db.get(), static_cast<int>(o.busy_timeout.count()));
     if (o.keep_wal_files) {
@@ -261,6 +264,14 @@ public:
             out.back().sharing_users = q.i64(12);
         }
         return out;
+    }
+
+    std::size_t count_active_grants(unix_time t) override
+    {
+        auto c = borrow();
+        auto& q = c.prepare("SELECT count(*) FROM relay_grants WHERE expires_at > ?1");
+        q.bind(1, t);
+        return q.step() ? static_cast<std::size_t>(q.i64(0)) : 0;
     }
 
     std::size_t purge_expired_grants(unix_time t) override
@@ -524,6 +535,7 @@ private:
 
     store_error moved_error(file_state s) const
     {
+        metrics::database_errors.with({"unavailable"}).inc();
         return store_error(store_errc::unavailable,
                            "database " + path_.string() +
                                (s == file_state::deleted ? " was deleted" : " was replaced by another file") +

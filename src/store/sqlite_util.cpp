@@ -1,5 +1,7 @@
 #include "sqlite_util.hpp"
 
+#include "popgate/metrics/catalog.hpp"
+
 namespace popgate::store::detail {
 
 void throw_sqlite(sqlite3* db, int rc, std::string_view what)
@@ -20,6 +22,8 @@ void throw_sqlite(sqlite3* db, int rc, std::string_view what)
                    : store_errc::constraint;
     }
     if (!what.empty() && code == store_errc::unavailable) msg = std::string(what) + ": " + msg;
+    if (code == store_errc::busy || code == store_errc::unavailable)
+        metrics::database_errors.with({code == store_errc::busy ? "busy" : "unavailable"}).inc();
     throw store_error(code, msg);
 }
 

@@ -1,6 +1,7 @@
 #include "popgate/store/write_queue.hpp"
 
 #include "popgate/log/log.hpp"
+#include "popgate/metrics/catalog.hpp"
 
 #include <spdlog/spdlog.h>
 
@@ -211,6 +212,8 @@ void write_queue::apply(std::vector<unit>& batch)
         std::string const first = u.ops.empty() ? std::string{} : whole.empty() ? errors[i] : whole;
         for (std::size_t k = 0; k < u.ops.size(); ++k, ++i) {
             auto const& err = whole.empty() ? errors[i] : whole;
+            if (std::holds_alternative<grant>(u.ops[k]))
+                metrics::grant_writes.with({err.empty() ? "committed" : "failed"}).inc();
             if (err.empty()) {
                 ++applied;
             } else if (whole.empty()) {
@@ -218,7 +221,10 @@ void write_queue::apply(std::vector<unit>& batch)
                 spdlog::error("write op failed kind={} error={}", kind_name(ops[i]), log::field(err));
             }
         }
-        if (u.done) u.done(first);
+        if (u.done) {
+            metrics::grant_commit_seconds.get().observe(std::chrono::duration<double>(clock::now() - u.queued).count());
+            u.done(first);
+        }
     }
     std::lock_guard lock(mutex_);
     committed_ += applied;

@@ -68,6 +68,9 @@ def test_contents(deb):
         "./usr/share/bash-completion/completions/popgate": "-rw-r--r--",
         "./usr/share/doc/popgate/examples/fail2ban/filter.d/popgate.conf": "-rw-r--r--",
         "./usr/share/doc/popgate/examples/fail2ban/jail.d/popgate.conf": "-rw-r--r--",
+        "./usr/share/doc/popgate/examples/prometheus/popgate-rules.yml": "-rw-r--r--",
+        "./usr/share/doc/popgate/examples/prometheus/scrape.yml": "-rw-r--r--",
+        "./usr/share/doc/popgate/examples/grafana/popgate-dashboard.json": "-rw-r--r--",
     }
     for name, mode in expected.items():
         assert name in entries, (name, listing)

@@ -30,6 +30,7 @@ public:
     verdict decide(request const& r, config::settings const& s);
 
 private:
+    verdict gather(request const& r, config::settings const& s);  // decide() without the count
     verdict local(request const& r, config::settings const& s);
 
     decider& decider_;

@@ -145,6 +145,7 @@ private:
     asio::awaitable<connected> connect(std::string key, starttls_use use);
     asio::awaitable<upstream_verdict> mail(upstream_envelope const& env);
     asio::awaitable<upstream_verdict> begin(upstream_envelope const& env);
+    asio::awaitable<upstream_verdict> ask_recipient(upstream_envelope const& env, std::string const& rcpt);
     asio::awaitable<void> keep_or_quit();
     upstream_verdict broken(std::string why);
     std::string pool_key() const;

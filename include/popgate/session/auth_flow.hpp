@@ -53,4 +53,10 @@ std::string_view blocked_what(auth::failure_tracker::block const& b) noexcept;
 // The log line's fields of a block or a new block: "scope=user ..." etc.
 std::string block_fields(auth::block_scope scope, std::string const& user);
 
+// Counts one login in popgate_logins_total: `mech` as the log line has it
+// ("pass", "sasl-plain", "PLAIN") becomes the lower-case mechanism name
+// ("pass", "plain"), "" is "none" (refused before the mechanism was known);
+// `result` is ok, fail, blocked or unavailable.
+void count_login(std::string_view protocol, std::string_view mech, std::string_view result);
+
 }  // namespace popgate::session

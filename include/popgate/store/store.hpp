@@ -130,6 +130,8 @@ public:
     // The user's unexpired grants, oldest first (indexed read).
     virtual std::vector<grant> active_grants_of_user(std::string_view user, unix_time now) = 0;
     virtual std::vector<grant> list_grants(bool include_expired, unix_time now) = 0;
+    // How many grants are unexpired at `now` (a range of the expires_at index).
+    virtual std::size_t count_active_grants(unix_time now) = 0;
     virtual std::size_t purge_expired_grants(unix_time now) = 0;
     // The addresses of unexpired grants written as IPv6. IPv4 ones need no
     // look: the table rules have allowed only the canonical dotted quad since

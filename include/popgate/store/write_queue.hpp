@@ -97,6 +97,7 @@ private:
         std::function<void(std::string const&)> done;  // empty for post()
         clock::time_point deadline;
         bool in_backlog = false;  // a post() counted in backlog_
+        clock::time_point queued = clock::now();  // for popgate_grant_commit_seconds
     };
     clock::time_point deadline_from_now() const noexcept;
     void run();

@@ -7,6 +7,7 @@
 #endif
 
 #include "popgate/log/log.hpp"
+#include "popgate/metrics/catalog.hpp"
 #include "popgate/session/login_grant.hpp"
 
 #include <boost/json/parse.hpp>
@@ -127,6 +128,7 @@ boost::asio::awaitable<http_reply> dovecot_policy_route::report(http_exchange& x
         auto const it = x.request.find("X-API-Key");
         std::string_view const given = it == x.request.end() ? std::string_view{} : trimmed(it->value());
         if (!same_secret(given, key)) {
+            metrics::dovecot_reports.with({"refused"}).inc();
             spdlog::warn("sid={} http dovecot report refused ip={} reason={}", c.sid, c.ip,
                          given.empty() ? "api-key-missing" : "api-key-wrong");
             co_return policy_json(403, "X-API-Key missing or wrong");
@@ -135,6 +137,7 @@ boost::asio::awaitable<http_reply> dovecot_policy_route::report(http_exchange& x
     std::string why;
     auto const r = parse_dovecot_policy(x.request.body(), why);
     if (!r || !r->success) {
+        metrics::dovecot_reports.with({"refused"}).inc();
         if (r) why = "success missing: is auth_policy_report_after_auth on?";
         spdlog::info("sid={} http dovecot report refused ip={} reason=malformed error={}", c.sid, c.ip,
                      log::field(why));
@@ -143,6 +146,7 @@ boost::asio::awaitable<http_reply> dovecot_policy_route::report(http_exchange& x
     auto const user = log::field(r->login, 64);
     auto const remote = net::parse_ip(r->remote);
     if (!remote) {
+        metrics::dovecot_reports.with({"refused"}).inc();
         spdlog::info("sid={} http dovecot report refused ip={} user={} reason=bad-remote remote={}", c.sid, c.ip,
                      user, log::field(r->remote, 64));
         co_return policy_json(400, "remote is not an IP address");
@@ -154,10 +158,12 @@ boost::asio::awaitable<http_reply> dovecot_policy_route::report(http_exchange& x
                " tls=" + (r->tls ? "yes" : "no");
     };
     if (!*r->success) {
+        metrics::dovecot_reports.with({"no_grant"}).inc();
         spdlog::info("sid={} http dovecot report {} success=no result=no-grant", c.sid, fields());
         co_return policy_json(200, "no grant: authentication failed");
     }
     if (method.empty()) {
+        metrics::dovecot_reports.with({"no_grant"}).inc();
         spdlog::info("sid={} http dovecot report {} success=yes result=no-grant reason=protocol", c.sid, fields());
         co_return policy_json(200, "no grant: only pop3 and imap logins grant relaying");
     }
@@ -166,15 +172,18 @@ boost::asio::awaitable<http_reply> dovecot_policy_route::report(http_exchange& x
         login_event const l{*remote, r->login, std::string(method), r->tls, c.listener.name, true, "dovecot"};
         plan = co_await commit_login_grant(writes_, issuer_, l, *c.settings);
     } catch (std::exception const& e) {
+        metrics::dovecot_reports.with({"unavailable"}).inc();
         spdlog::error("sid={} http dovecot grant failed {} error={}", c.sid, fields(), log::field(e.what()));
         co_return policy_json(503, "grant not recorded: database unavailable");
     }
     if (plan.refused != relay::no_grant_reason::none) {
         // A guard rail ([relay] no_grant_networks, grant_requires_tls, ...).
+        metrics::dovecot_reports.with({"no_grant"}).inc();
         spdlog::info("sid={} http dovecot report {} success=yes result=no-grant mech={} {}", c.sid, fields(), method,
                      plan.log_fields);
         co_return policy_json(200, "no grant: " + std::string(relay::to_string(plan.refused)));
     }
+    metrics::dovecot_reports.with({"granted"}).inc();
     spdlog::info("sid={} http dovecot report {} success=yes result=granted mech={} {}", c.sid, fields(), method,
                  plan.log_fields);
     co_return policy_json(200, "granted");

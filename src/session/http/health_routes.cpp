@@ -8,6 +8,7 @@
 
 #include "popgate/io/blocking.hpp"
 #include "popgate/log/log.hpp"
+#include "popgate/metrics/catalog.hpp"
 
 #include <spdlog/spdlog.h>
 
@@ -49,6 +50,26 @@ boost::asio::awaitable<http_reply> readyz_route::serve(http_exchange& x)
         co_return http_text(503, "not ready: database unavailable\n");
     }
     co_return http_text(200, "ready\n");
+}
+
+std::span<beast_http::verb const> metrics_route::methods() const noexcept { return get_only; }
+
+boost::asio::awaitable<http_reply> metrics_route::serve(http_exchange& x)
+{
+    std::string error;
+    try {
+        auto job = [this] { return db_.count_active_grants(store::now()); };
+        std::size_t const active = co_await io::run_blocking(blocking_, job);
+        metrics::grants_active.get().set(static_cast<std::int64_t>(active));
+    } catch (std::exception const& e) {
+        error = e.what();
+    }
+    if (!error.empty())
+        spdlog::warn("sid={} http metrics grants_active not read error={}", x.conn.sid, log::field(error));
+    http_reply r;
+    r.body = metrics::process().render();
+    r.content_type = prometheus_content_type;
+    co_return r;
 }
 
 }  // namespace popgate::session

@@ -43,13 +43,14 @@ asio::awaitable<bool> pop3_session::do_user(std::string name)
 // An address, or a name at an address, blocked by the brute-force defence
 // is not even asked for a password check. [AUTH] (RFC 3206): the refusal is
 // about this client's authentication attempts; the text says it is temporary.
-asio::awaitable<bool> pop3_session::refuse_if_blocked(bool& refused, std::string const& user)
+asio::awaitable<bool> pop3_session::refuse_if_blocked(bool& refused, std::string const& user, std::string_view mech)
 {
     refused = false;
     auto const b = auth_blocked(svc_.guard, c_, user);
     if (!b) co_return true;
     refused = true;
     st_.pending_user.clear();
+    count_login("pop3", mech, "blocked");
     spdlog::info("sid={} pop3 login ip={} result=blocked {} retry_after={}s", c_.sid, c_.ip,
                  block_fields(b->scope, user), b->left.count());
     co_return co_await ch_.send("-ERR [AUTH] Too many authentication failures " + std::string(blocked_what(*b)) +
@@ -93,7 +94,7 @@ pop3_session::opened_maildrop pop3_session::open_maildrop(std::string const& use
 asio::awaitable<bool> pop3_session::do_pass(std::string const& user, std::string const& password)
 {
     bool refused = false;
-    if (!co_await refuse_if_blocked(refused, user)) co_return false;
+    if (!co_await refuse_if_blocked(refused, user, "pass")) co_return false;
     if (refused) co_return true;
     co_return co_await password_login(user, password, "pass");
 }
@@ -115,7 +116,7 @@ asio::awaitable<bool> pop3_session::password_login(std::string const& user, std:
 asio::awaitable<bool> pop3_session::do_apop(std::string const& user, std::string const& digest)
 {
     bool refused = false;
-    if (!co_await refuse_if_blocked(refused, user)) co_return false;
+    if (!co_await refuse_if_blocked(refused, user, "apop")) co_return false;
     if (refused) co_return true;
     // No shared secret: the same answer as a wrong digest (no enumeration).
     auto const r = svc_.auth.check_apop(user, timestamp_, digest);
@@ -125,7 +126,7 @@ asio::awaitable<bool> pop3_session::do_apop(std::string const& user, std::string
 asio::awaitable<bool> pop3_session::do_auth(proto::sasl_mech m, std::optional<std::string_view> initial)
 {
     bool refused = false;
-    if (!co_await refuse_if_blocked(refused, {})) co_return false;  // the name comes with the exchange
+    if (!co_await refuse_if_blocked(refused, {}, pop3_mech_name(m))) co_return false;  // the name comes with the exchange
     if (refused) co_return true;
     spdlog::debug("sid={} pop3 auth mech={} initial_response={}", c_.sid, proto::sasl_mech_name(m),
                   yes_no(initial.has_value()));
@@ -144,7 +145,7 @@ asio::awaitable<bool> pop3_session::do_auth(proto::sasl_mech m, std::optional<st
     auto const& step = x.step;
     std::string const mech = pop3_mech_name(m);
     if (step.what == proto::sasl_step::kind::check_password || step.what == proto::sasl_step::kind::check_cram) {
-        if (!co_await refuse_if_blocked(refused, step.authcid)) co_return false;
+        if (!co_await refuse_if_blocked(refused, step.authcid, mech)) co_return false;
         if (refused) co_return true;
     }
     switch (step.what) {
@@ -181,10 +182,12 @@ asio::awaitable<bool> pop3_session::finish_auth(auth::result const& r, std::stri
 
     auto const uesc = log::field(attempted, 64);
     if (r.what == auth::outcome::unavailable) {
+        count_login("pop3", mech, "unavailable");
         spdlog::error("sid={} pop3 login user={} ip={} mech={} result=unavailable error={}", c_.sid, uesc, c_.ip, mech,
                       log::field(r.reason));
         co_return co_await ch_.send(pop3_reply::auth_unavailable);
     }
+    count_login("pop3", mech, "fail");
     spdlog::info("sid={} pop3 login user={} ip={} mech={} tls={} result=fail reason={}", c_.sid, uesc, c_.ip, mech,
                  yes_no(c_.stream.tls_active()), log::field(r.reason.empty() ? "failed" : r.reason));
     auto const v = record_auth_failure(svc_.guard, c_, attempted,
@@ -227,6 +230,8 @@ asio::awaitable<bool> pop3_session::complete_login(std::string const& user, std:
         auto job = [this, &user] { return open_maildrop(user); };
         opened = co_await io::run_blocking(svc_.blocking, job);
     }
+    // Right credentials, and the maildrop or the grant failed: "unavailable".
+    if (opened->what != opened_maildrop::status::ok) count_login("pop3", mech, "unavailable");
     switch (opened->what) {
     case opened_maildrop::status::ok: break;
     case opened_maildrop::status::in_use:
@@ -247,6 +252,7 @@ asio::awaitable<bool> pop3_session::complete_login(std::string const& user, std:
     relay::grant_plan plan;
     bool const recorded = co_await record_login(user, mech, tls, plan);
     if (!recorded) {
+        count_login("pop3", mech, "unavailable");
         unlock();
         user_.clear();
         co_return co_await ch_.send("-ERR [SYS/TEMP] Unable to record the login, try again later\r\n");
@@ -254,6 +260,7 @@ asio::awaitable<bool> pop3_session::complete_login(std::string const& user, std:
 
     md_.emplace(opened->path);
     auto const ok = pop3_logged_in(st_, std::move(opened->messages));
+    count_login("pop3", mech, "ok");
     spdlog::info("sid={} pop3 login user={} ip={} mech={} tls={} result=ok {} messages={} octets={}", c_.sid, uesc,
                  c_.ip, mech, yes_no(tls), plan.log_fields, st_.box->live_count(), st_.box->live_octets());
     co_return co_await ch_.send(ok);

@@ -26,7 +26,7 @@ private:
     asio::awaitable<bool> password_login(std::string const& user, std::string const& password, std::string_view mech);
     asio::awaitable<bool> do_apop(std::string const& user, std::string const& digest);
     asio::awaitable<bool> do_auth(proto::sasl_mech mech, std::optional<std::string_view> initial);
-    asio::awaitable<bool> refuse_if_blocked(bool& refused, std::string const& user);
+    asio::awaitable<bool> refuse_if_blocked(bool& refused, std::string const& user, std::string_view mech);
     struct opened_maildrop;
     asio::awaitable<bool> finish_auth(auth::result const& r, std::string_view mech, std::string const& attempted,
                                       std::optional<opened_maildrop> opened);

@@ -144,6 +144,7 @@ asio::awaitable<bool> smtp_session::do_auth(std::string_view args)
         s.reply = proto::reply(421, "4.7.0", host() + " Error: too many failed authentications from your address, "
                                                      "try again in " + std::to_string(b->left.count()) + " seconds");
         s.end_reason = "auth-blocked";
+        count_login("smtp", {}, "blocked");
         spdlog::info("sid={} smtp auth refused ip={} reason=address-blocked seconds_left={}", c_.sid, c_.ip,
                      b->left.count());
         co_return co_await close_with(s);
@@ -193,6 +194,7 @@ asio::awaitable<bool> smtp_session::finish_auth(proto::sasl_step const& step, pr
     if (auto const b = checks ? auth_blocked(svc_.guard, c_, step.authcid) : std::nullopt) {
         // This name at this address is refused for now (another user's
         // failures at the address do not get here below its ceiling).
+        count_login("smtp", mname, "blocked");
         spdlog::info("sid={} smtp auth refused ip={} reason=user-blocked user={} seconds_left={}", c_.sid, c_.ip,
                      log::field(step.authcid, 64), b->left.count());
         auto s = smtp_bad_command(st_, o, proto::reply(454, "4.7.0", "Too many failed authentications " +
@@ -216,17 +218,20 @@ asio::awaitable<bool> smtp_session::finish_auth(proto::sasl_step const& step, pr
     if (res.what == auth::outcome::ok) {
         st_.authenticated = true;
         st_.auth_user = res.user;
+        count_login("smtp", mname, "ok");
         spdlog::info("sid={} smtp auth user={} mech={} ip={} tls={} result=ok", c_.sid, log::field(res.user, 64),
                      mname, c_.ip, o.tls_active ? "yes" : "no");
         ch_.queue(proto::reply(235, "2.7.0", "Authentication successful"));
         co_return true;
     }
     if (res.what == auth::outcome::unavailable) {
+        count_login("smtp", mname, "unavailable");
         spdlog::error("sid={} smtp auth user={} mech={} ip={} result=unavailable reason={}", c_.sid, who, mname, c_.ip,
                       log::field(res.reason));
         ch_.queue(proto::reply(454, "4.7.0", "Temporary authentication failure"));
         co_return true;
     }
+    count_login("smtp", mname, "fail");
     spdlog::info("sid={} smtp auth user={} mech={} ip={} result=failed reason={}", c_.sid, who, mname, c_.ip,
                  log::field(res.reason));
     auto const v = record_auth_failure(svc_.guard, c_, step.authcid, "smtp mech=" + std::string(mname));

@@ -3,6 +3,8 @@
 //   GET /healthz  200 "ok": the process is alive and its I/O threads answer.
 //   GET /readyz   200 "ready": every listener is bound and the database
 //                 answers a read; else 503 with the reason on one line.
+//   GET /metrics  every popgate_* metric (metrics/catalog.hpp) in the
+//                 Prometheus text exposition format 0.0.4.
 #include "popgate/session/http/http_route.hpp"
 #include "popgate/store/store.hpp"
 
@@ -36,6 +38,24 @@ private:
     std::atomic<serving_state> const& state_;
     store::store& db_;
     boost::asio::thread_pool& blocking_;  // the database read runs there
+};
+
+inline constexpr std::string_view prometheus_content_type = "text/plain; version=0.0.4; charset=utf-8";
+
+// popgate_grants_active is read from the database at each scrape (one count
+// over the expires_at index, on the blocking pool); when the database does
+// not answer, the scrape still succeeds with the last value read, and
+// popgate_database_errors_total says why.
+class metrics_route final : public http_route {
+public:
+    metrics_route(store::store& db, boost::asio::thread_pool& blocking) : db_(db), blocking_(blocking) {}
+    std::string_view path() const noexcept override { return "/metrics"; }
+    std::span<beast_http::verb const> methods() const noexcept override;
+    boost::asio::awaitable<http_reply> serve(http_exchange& x) override;
+
+private:
+    store::store& db_;
+    boost::asio::thread_pool& blocking_;  // the count runs there
 };
 
 }  // namespace popgate::session

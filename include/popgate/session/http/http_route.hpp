@@ -3,8 +3,8 @@
 // answers; the listener finds it by exact path (the query string aside),
 // answers 404 for an unknown path and 405 (with Allow) for a method the
 // route does not take. HEAD is answered wherever GET is, without the body.
-// /healthz, /readyz and Dovecot's auth-policy endpoint are routes;
-// /metrics is meant to be one more (daemon/context.cpp lists them).
+// /healthz, /readyz, Dovecot's auth-policy endpoint and /metrics are routes
+// (daemon/context.cpp lists them).
 //
 // The functions here are pure (no I/O): the session (http_session.cpp)
 // reads a request with Boost.Beast's parser, asks http_dispatch which route

@@ -1,0 +1,46 @@
+#pragma once
+// popgate's own metrics: one process-wide registry and the families every
+// room counts into. GET /metrics (session/http/metrics_route.hpp) writes
+// process().render(). Label values are fixed words (listed beside each
+// family) or listener names from the configuration, never a client's bytes.
+#include "popgate/metrics/registry.hpp"
+
+#include <string_view>
+
+namespace popgate::metrics {
+
+registry& process();
+
+// {listener, protocol}: connections admitted and being served (the frame).
+extern family<gauge> sessions_open;
+extern family<counter> sessions_total;
+// {protocol: pop3 smtp, mechanism: pass apop plain login cram-md5 (none when
+// refused before the mechanism is known), result: ok fail blocked unavailable}.
+extern family<counter> logins;
+// {asker: smtp policy, verdict: local auth grant network denied quota error}.
+extern family<counter> relay_decisions;
+// Unexpired grants, read from the store when /metrics is scraped.
+extern family<gauge> grants_active;
+// {result: committed failed}: grant rows written by the write queue.
+extern family<counter> grant_writes;
+// A commit() unit (a login's grant, a Dovecot report's) from queued to committed or failed.
+extern family<histogram> grant_commit_seconds;
+// {step: rcpt message, result: ok temporary permanent}: upstream MTA answers.
+extern family<counter> upstream_results;
+extern family<histogram> upstream_seconds;  // {step}
+// {kind: busy unavailable}: the store could not read or write.
+extern family<counter> database_errors;
+// {scope: user address}: brute-force blocks imposed.
+extern family<counter> auth_blocks;
+// {listener, result: ok failed timeout}: implicit TLS and STARTTLS handshakes.
+extern family<counter> tls_handshakes;
+// {result: granted no_grant refused unavailable}: Dovecot auth-policy reports.
+extern family<counter> dovecot_reports;
+extern family<gauge> build_info;               // {version, commit} 1
+extern family<gauge> process_start_time;      // unix seconds
+
+// Creates a listener's children at start so that they read 0 before the
+// first connection (rate() needs the first sample).
+void declare_listener(std::string_view name, std::string_view protocol, bool tls);
+
+}  // namespace popgate::metrics

@@ -1,0 +1,238 @@
+"""GET /metrics on the HTTP listener against the running daemon: real POP3
+logins (poplib, one good and one wrong password, then a blocked one), an
+SMTP relay through the capture upstream and a refused RCPT (smtplib), TLS
+handshakes (one good, one garbage), a Dovecot report without its key; the
+counters scraped with urllib before and after move by exactly what was done,
+and `promtool check metrics` accepts the scrape. Refusals: an address outside
+trusted_networks gets 403, another method 405. The shipped alert rules pass
+`promtool check rules`."""
+import glob
+import os
+import poplib
+import re
+import shutil
+import smtplib
+import socket
+import ssl
+import subprocess
+import urllib.error
+import urllib.request
+
+import pytest
+
+from popgate_test import CaptureUpstream, client_tls_context, make_gateway, upstream  # noqa: F401  (fixtures)
+from pop3_support import SourcePOP3, _close_clients  # noqa: F401  (autouse fixture)
+from smtp_support import relay_overrides
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PROMTOOL = shutil.which("promtool")
+LISTENERS = [
+    {"name": "pop3", "protocol": "pop3", "tls": "starttls"},
+    {"name": "pop3s", "protocol": "pop3", "tls": "implicit"},
+    {"name": "smtp", "protocol": "smtp", "tls": "starttls"},
+    {"name": "http", "protocol": "http", "trusted_networks": ["127.0.0.1/32"], "api_key_file": "KEY"},
+]
+SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$')
+
+
+@pytest.fixture
+def gw(make_gateway, upstream, tmp_path):
+    key = tmp_path / "key"
+    key.write_text("metrics-test-key\n")
+    listeners = [dict(l, api_key_file=str(key)) if l["name"] == "http" else l for l in LISTENERS]
+    o = relay_overrides(upstream, auth={"max_failures_per_user": 2, "failure_delay_ms": 0})
+    g = make_gateway(listeners=listeners, overrides=o)
+    g.add_user("alice", "right-pw")
+    return g
+
+
+def scrape(g, source="127.0.0.1"):
+    req = urllib.request.Request(f"http://127.0.0.1:{g.port('http')}/metrics")
+    opener = urllib.request.build_opener(SourceHandler(source))
+    with opener.open(req, timeout=10) as r:
+        assert r.status == 200
+        assert r.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+        return r.read().decode()
+
+
+class SourceHandler(urllib.request.HTTPHandler):
+    def __init__(self, source):
+        super().__init__()
+        self.source = source
+
+    def http_open(self, req):
+        import http.client
+        return self.do_open(lambda host, **kw: http.client.HTTPConnection(host, source_address=(self.source, 0), **kw),
+                            req)
+
+
+def samples(text):
+    """{'name{labels}': value} of every sample line."""
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = SAMPLE.match(line)
+        assert m, f"not a sample line: {line!r}"
+        out[m.group(1) + (m.group(2) or "")] = float(m.group(3))
+    return out
+
+
+def delta(before, after, key):
+    return after.get(key, 0) - before.get(key, 0)
+
+
+def pop3_login(g, user, password, source="127.0.0.1"):
+    p = SourcePOP3(g.port("pop3"), source)
+    p.user(user)
+    try:
+        return p.pass_(password)
+    except poplib.error_proto as e:
+        return e.args[0]
+    finally:
+        p.quit()
+
+
+def promtool_check_metrics(text):
+    r = subprocess.run([PROMTOOL, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
+    return r.returncode, r.stdout + r.stderr
+
+
+@pytest.mark.skipif(PROMTOOL is None, reason="promtool (Debian package prometheus) is needed")
+def test_metrics_move_with_real_logins_relays_and_refusals(gw, upstream):
+    g = gw
+    first = scrape(g)
+    rc, out = promtool_check_metrics(first)
+    assert rc == 0, out
+    before = samples(first)
+    assert any(k.startswith('popgate_build_info{version="') for k in before)
+    assert before['popgate_sessions_open{listener="pop3",protocol="pop3"}'] == 0
+    assert before["popgate_grants_active"] == 0
+
+    # POP3: one good login (grants 127.0.0.1), one wrong password.
+    assert pop3_login(g, "alice", "right-pw").startswith(b"+OK")
+    assert pop3_login(g, "alice", "wrong-pw").startswith(b"-ERR")
+    # SMTP: relayed on the grant, and a RCPT from an address without one refused.
+    with smtplib.SMTP("127.0.0.1", g.port("smtp"), timeout=10) as s:
+        s.ehlo("client.test")
+        assert s.mail("alice@gw.test")[0] == 250
+        assert s.rcpt("bob@remote.test")[0] == 250
+        assert s.data(b"Subject: m\r\n\r\nbody\r\n")[0] == 250
+    with smtplib.SMTP("127.0.0.1", g.port("smtp"), timeout=10, source_address=("127.0.0.3", 0)) as s:
+        s.ehlo("client.test")
+        assert s.mail("x@example.org")[0] == 250
+        assert s.rcpt("bob@remote.test")[0] == 554
+    # A second wrong password blocks alice at 127.0.0.4; the next try is refused unchecked.
+    assert pop3_login(g, "alice", "wrong-1", "127.0.0.4").startswith(b"-ERR")
+    assert pop3_login(g, "alice", "wrong-2", "127.0.0.4").startswith(b"-ERR")
+    assert b"Too many authentication failures" in pop3_login(g, "alice", "right-pw", "127.0.0.4")
+    # TLS: a good handshake on pop3s, and garbage instead of a ClientHello.
+    with socket.create_connection(("127.0.0.1", g.port("pop3s")), timeout=10) as raw:
+        with client_tls_context().wrap_socket(raw, server_hostname="gw.test") as t:
+            assert t.recv(100).startswith(b"+OK")
+            t.sendall(b"QUIT\r\n")
+            t.recv(100)
+    with socket.create_connection(("127.0.0.1", g.port("pop3s")), timeout=10) as raw:
+        raw.sendall(b"this is not TLS\r\n" * 4)
+        try:
+            raw.recv(100)
+        except OSError:
+            pass
+    # Dovecot: a report without its X-API-Key.
+    req = urllib.request.Request(f"http://127.0.0.1:{g.port('http')}/dovecot/auth-policy?command=report",
+                                 data=b'{"login":"a","remote":"127.0.0.9","success":true}', method="POST")
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, timeout=10)
+    assert e.value.code == 403
+    assert g.wait_log("pop3 auth-block")
+    assert g.wait_log("tls handshake failed")
+
+    text = scrape(g)
+    rc, out = promtool_check_metrics(text)
+    assert rc == 0, out
+    after = samples(text)
+    d = lambda k: delta(before, after, k)  # noqa: E731
+    assert d('popgate_logins_total{protocol="pop3",mechanism="pass",result="ok"}') == 1
+    assert d('popgate_logins_total{protocol="pop3",mechanism="pass",result="fail"}') == 3
+    assert d('popgate_logins_total{protocol="pop3",mechanism="pass",result="blocked"}') == 1
+    assert d('popgate_logins_total{protocol="pop3",mechanism="pass",result="unavailable"}') == 0
+    assert d('popgate_auth_blocks_total{scope="user"}') == 1
+    assert d('popgate_auth_blocks_total{scope="address"}') == 0
+    assert d('popgate_relay_decisions_total{asker="smtp",verdict="grant"}') == 1
+    assert d('popgate_relay_decisions_total{asker="smtp",verdict="denied"}') == 1
+    assert d('popgate_relay_decisions_total{asker="smtp",verdict="error"}') == 0
+    assert d('popgate_upstream_results_total{step="rcpt",result="ok"}') == 1
+    assert d('popgate_upstream_results_total{step="message",result="ok"}') == 1
+    assert d('popgate_upstream_seconds_count{step="rcpt"}') == 1
+    assert d('popgate_upstream_seconds_count{step="message"}') == 1
+    assert d('popgate_grant_writes_total{result="committed"}') == 1
+    assert d("popgate_grant_commit_seconds_count") == 1
+    assert after["popgate_grants_active"] == 1
+    assert d('popgate_sessions_total{listener="pop3",protocol="pop3"}') == 5
+    assert d('popgate_sessions_total{listener="smtp",protocol="smtp"}') == 2
+    assert d('popgate_sessions_total{listener="pop3s",protocol="pop3"}') == 2
+    # this scrape's own connection is open while it is counted
+    assert after['popgate_sessions_open{listener="http",protocol="http"}'] == 1
+    assert after['popgate_sessions_open{listener="pop3",protocol="pop3"}'] == 0
+    assert d('popgate_tls_handshakes_total{listener="pop3s",result="ok"}') == 1
+    assert d('popgate_tls_handshakes_total{listener="pop3s",result="failed"}') == 1
+    assert d('popgate_dovecot_reports_total{result="refused"}') == 1
+    assert d('popgate_database_errors_total{kind="unavailable"}') == 0
+    # histogram buckets are cumulative and end at the count
+    buckets = [v for k, v in after.items() if k.startswith("popgate_grant_commit_seconds_bucket")]
+    assert buckets == sorted(buckets) and buckets[-1] == after["popgate_grant_commit_seconds_count"]
+    # No client value became a label: no user name, no address.
+    assert "alice" not in text and "127.0.0." not in text
+
+
+def test_metrics_refused_outside_trusted_networks_and_for_other_methods(gw):
+    g = gw
+    with pytest.raises(urllib.error.HTTPError) as e:
+        scrape(g, source="127.0.0.2")  # trusted_networks = 127.0.0.1/32
+    assert e.value.code == 403
+    req = urllib.request.Request(f"http://127.0.0.1:{g.port('http')}/metrics", data=b"x", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, timeout=10)
+    assert e.value.code == 405
+    assert e.value.headers["Allow"].startswith("GET")
+    # curl, as a Prometheus server would ask (HEAD is answered without the body).
+    r = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "-I",
+                        f"http://127.0.0.1:{g.port('http')}/metrics"], capture_output=True, text=True, timeout=30)
+    assert r.stdout == "200"
+    # Not served on the mail listeners: a GET there is a bad POP3 command.
+    with socket.create_connection(("127.0.0.1", g.port("pop3")), timeout=10) as s:
+        s.recv(200)
+        s.sendall(b"GET /metrics HTTP/1.1\r\n")
+        assert s.recv(200).startswith(b"-ERR")
+
+
+def test_database_errors_are_counted_when_the_file_goes(gw):
+    g = gw
+    before = samples(scrape(g))
+    os.rename(g.db, str(g.db) + ".moved")
+    try:
+        # The login looks at the file at once (test_db_vanish.py); then every read refuses.
+        assert pop3_login(g, "alice", "right-pw").startswith(b"-ERR [SYS/TEMP]")
+        with smtplib.SMTP("127.0.0.1", g.port("smtp"), timeout=10) as s:
+            s.ehlo("client.test")
+            assert s.mail("x@example.org")[0] == 250
+            assert s.rcpt("bob@remote.test")[0] == 451
+        text = scrape(g)  # still answered: the grant count is the last one read
+    finally:
+        os.rename(str(g.db) + ".moved", g.db)
+    after = samples(text)
+    assert delta(before, after, 'popgate_relay_decisions_total{asker="smtp",verdict="error"}') == 1
+    assert delta(before, after, 'popgate_logins_total{protocol="pop3",mechanism="pass",result="unavailable"}') == 1
+    assert delta(before, after, 'popgate_logins_total{protocol="pop3",mechanism="pass",result="ok"}') == 0
+    # the login, the RCPT and the scrape's grant count each met the missing file
+    assert delta(before, after, 'popgate_database_errors_total{kind="unavailable"}') >= 3
+    assert after["popgate_grants_active"] == before["popgate_grants_active"]
+
+
+@pytest.mark.skipif(PROMTOOL is None, reason="promtool (Debian package prometheus) is needed")
+def test_shipped_alert_rules_pass_promtool():
+    rules = sorted(glob.glob(os.path.join(ROOT, "deploy", "prometheus", "*rules*.yml")))
+    assert rules, "deploy/prometheus has no rule file"
+    r = subprocess.run([PROMTOOL, "check", "rules", *rules], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "SUCCESS" in r.stdout + r.stderr
