@@ -18,6 +18,8 @@ import time
 import uuid
 from pathlib import Path
 
+from popgate_test import LogFile, free_port
+
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
 
 
@@ -49,15 +51,10 @@ def shipped_policy_settings(policy_url, api_secret=None, checks=False):
     return out
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+class Dovecot(LogFile):
+    log_poll = 0.05
+    log_wait = 10
 
-
-class Dovecot:
     def __init__(self, policy_url, api_secret=None, checks=False, users=None, root=None):
         # Not under pytest's tmp_path: its parents are 0700 root, and the
         # unprivileged processes must reach this directory.
@@ -144,17 +141,6 @@ class Dovecot:
             return True
         except OSError:
             return False
-
-    def log(self):
-        return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
-
-    def wait_log(self, needle, timeout=10):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if needle in self.log():
-                return True
-            time.sleep(0.05)
-        return False
 
     def stop(self, timeout=15):
         if self.proc and self.proc.poll() is None:

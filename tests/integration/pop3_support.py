@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+import popgate_test
 from popgate_test import client_tls_context
 
 # Every client a test opens, closed before its gateway stops (a session left
@@ -145,16 +146,12 @@ EIGHTBIT = "Subject: 8bit\n\nGrüße aus Köln \u00ff\n".encode("utf-8") + b"raw
 NO_NEWLINE = b"Subject: nonl\n\nfirst\nlast line without newline"
 
 
-class SourcePOP3(poplib.POP3):
-    """poplib from a chosen loopback source address (Linux routes 127/8 to lo)."""
+class SourcePOP3(popgate_test.SourcePOP3):
+    """popgate_test.SourcePOP3, closed by _close_clients after the test."""
 
     def __init__(self, port, source="127.0.0.1", timeout=10):
-        self._source = source
-        super().__init__("127.0.0.1", port, timeout=timeout)
+        super().__init__(port, source, timeout)
         track(self)
-
-    def _create_socket(self, timeout):
-        return socket.create_connection((self.host, self.port), timeout, source_address=(self._source, 0))
 
     def close(self):
         try:

@@ -11,7 +11,6 @@ import poplib
 import shutil
 import signal
 import smtplib
-import socket
 import subprocess
 import time
 from pathlib import Path

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from popgate_test import client_tls_context, make_gateway, upstream  # noqa: F401
+from popgate_test import SourcePOP3, client_tls_context, free_port, make_gateway, upstream  # noqa: F401
 from smtp_support import relay_overrides
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
@@ -34,14 +34,6 @@ PROXY_LISTENERS = [
     {"name": "smtp-v1", "protocol": "smtp", "tls": "starttls", "proxy_protocol": True},
     {"name": "direct", "protocol": "pop3", "tls": "starttls"},
 ]
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class HAProxy:
@@ -101,17 +93,6 @@ class HAProxy:
         return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-class SourcePOP3(poplib.POP3):
-    """poplib from a chosen source address."""
-
-    def __init__(self, host, port, source, timeout=10):
-        self._source = source
-        super().__init__(host, port, timeout=timeout)
-
-    def _create_socket(self, timeout):
-        return socket.create_connection((self.host, self.port), timeout, source_address=(self._source, 0))
-
-
 class SourcePOP3_SSL(poplib.POP3_SSL):
     def __init__(self, host, port, source, timeout=10):
         self._source = source
@@ -149,7 +130,7 @@ def send_from(port, source, rcpt):
 
 def test_pop3_login_through_haproxy_grants_the_client_not_the_proxy(behind_haproxy):
     g, h = behind_haproxy
-    p = SourcePOP3("127.0.0.1", h.port("pop3"), "127.0.0.2")
+    p = SourcePOP3(h.port("pop3"), "127.0.0.2")
     assert p.getwelcome().startswith(b"+OK")
     p.user("alice")
     p.pass_("secret-pw")
@@ -165,7 +146,7 @@ def test_pop3_login_through_haproxy_grants_the_client_not_the_proxy(behind_hapro
 
 def test_smtp_through_haproxy_v2_relays_for_the_granted_client_only(behind_haproxy, upstream):
     g, h = behind_haproxy
-    p = SourcePOP3("127.0.0.1", h.port("pop3"), "127.0.0.2")
+    p = SourcePOP3(h.port("pop3"), "127.0.0.2")
     p.user("alice")
     p.pass_("secret-pw")
     p.quit()

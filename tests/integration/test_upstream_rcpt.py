@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from popgate_test import CaptureUpstream, make_gateway, upstream  # noqa: F401
+from popgate_test import CaptureUpstream, free_port, make_gateway, upstream  # noqa: F401
 from smtp_support import relay_overrides, strip_received
 
 GOOD = "good@remote.test"
@@ -41,14 +41,6 @@ def gateway(make_gateway, up, reuse_time=30, **sections):
     g = make_gateway(overrides=o)
     grant(g)
     return g
-
-
-def dead_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def messages(up):
@@ -199,7 +191,7 @@ def test_mixed_local_and_refused_relay_recipient(make_gateway, upstream):
 
 
 def test_upstream_down_at_rcpt_gives_451_and_nothing_is_delivered(make_gateway):
-    port = dead_port()
+    port = free_port()  # nothing listens there: the upstream is down
     g = make_gateway(overrides={"relay": {"upstream_host": "127.0.0.1", "upstream_port": port,
                                           "upstream_starttls": "none"}})
     g.add_user("alice", "pw")

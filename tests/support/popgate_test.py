@@ -6,6 +6,7 @@ Every integration test starts the servers it needs through these fixtures.
 import asyncio
 import json
 import os
+import poplib
 import signal
 import socket
 import sqlite3
@@ -39,7 +40,48 @@ DEFAULT_LISTENERS = [
 ]
 
 
-class Gateway:
+def free_port():
+    """A loopback port nothing listens on (yet): for peers the test starts,
+    or as an upstream that refuses connections."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class SourcePOP3(poplib.POP3):
+    """poplib to 127.0.0.1 from a chosen loopback source address (Linux
+    routes 127/8 to lo): the address a login grants."""
+
+    def __init__(self, port, source="127.0.0.1", timeout=10):
+        self._source = source
+        super().__init__("127.0.0.1", port, timeout=timeout)
+
+    def _create_socket(self, timeout):
+        return socket.create_connection((self.host, self.port), timeout, source_address=(self._source, 0))
+
+
+class LogFile:
+    """log() and wait_log() over `self.log_file`, for the daemons tests start
+    (popgate, a private Postfix, a private Dovecot)."""
+
+    log_poll = 0.02   # seconds between reads
+    log_wait = 15     # wait_log's default timeout
+
+    def log(self):
+        return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
+
+    def wait_log(self, needle, timeout=None):
+        deadline = time.time() + (self.log_wait if timeout is None else timeout)
+        while time.time() < deadline:
+            if needle in self.log():
+                return True
+            time.sleep(self.log_poll)
+        return False
+
+
+class Gateway(LogFile):
     """A running `popgate serve` with a config written for the test."""
 
     def __init__(self, root: Path, overrides=None, listeners=None):
@@ -114,17 +156,6 @@ class Gateway:
 
     def reload(self):
         self.proc.send_signal(signal.SIGHUP)
-
-    def log(self):
-        return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
-
-    def wait_log(self, needle, timeout=15):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if needle in self.log():
-                return True
-            time.sleep(0.02)
-        return False
 
     # -- ports ---------------------------------------------------------------
     def port(self, name):

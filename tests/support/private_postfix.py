@@ -16,7 +16,6 @@ one under /tmp that is (pytest's own tmp_path is not).
     pf.stop()
 """
 import os
-import poplib
 import shutil
 import smtplib
 import socket
@@ -26,6 +25,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from popgate_test import LogFile, SourcePOP3, free_port
 
 POSTFIX = "/usr/sbin/postfix"
 
@@ -95,14 +96,6 @@ def require_root():
         pytest.skip("a private Postfix needs root: its master switches to the postfix user")
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def wait_port(port, timeout=20):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -124,7 +117,9 @@ def work_dir():
     shutil.rmtree(d, ignore_errors=True)
 
 
-class PrivatePostfix:
+class PrivatePostfix(LogFile):
+    log_poll = 0.1
+
     def __init__(self, root: Path, sink_port: int, relay_restrictions: str,
                  own_domain="inbound.test", extra=""):
         self.root = Path(root) / "postfix"
@@ -172,17 +167,6 @@ class PrivatePostfix:
             time.sleep(0.1)
         self.started = False
 
-    def log(self):
-        return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
-
-    def wait_log(self, needle, timeout=15):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if needle in self.log():
-                return True
-            time.sleep(0.1)
-        return False
-
     def rcpt(self, recipient, source="127.0.0.1", sender="alice@client.test"):
         """RCPT TO through this Postfix from `source`: (code, text)."""
         with smtplib.SMTP("127.0.0.1", self.port, timeout=30, source_address=(source, 0)) as c:
@@ -207,20 +191,9 @@ class PrivatePostfix:
 RELAY_DENIED = "5.7.1 <bob@remote.test>: Relay access denied"
 
 
-class SourcePOP3(poplib.POP3):
-    """poplib from a chosen source address (the one a login grants)."""
-
-    def __init__(self, host, port, source, timeout=20):
-        self.source = source
-        super().__init__(host, port, timeout=timeout)
-
-    def _create_socket(self, timeout):
-        return socket.create_connection((self.host, self.port), timeout, source_address=(self.source, 0))
-
-
 def pop3_login(gateway, source, user="alice", password="pw"):
     """A POP3 login at popgate (its "pop3" listener) from `source`; the +OK."""
-    c = SourcePOP3("127.0.0.1", gateway.port("pop3"), source)
+    c = SourcePOP3(gateway.port("pop3"), source, timeout=20)
     c.user(user)
     reply = c.pass_(password)
     c.quit()
