@@ -147,7 +147,8 @@ public:
         auto const* n = get(key);
         if (!n) return;
         auto const* arr = n->as_array();
-        if (!arr) return fail(*n, std::string(key) + ": expected an array of networks");
+        if (!arr)
+            return fail(*n, std::string(key) + ": expected an array of strings (networks such as \"192.0.2.0/24\")");
         std::vector<net::cidr> v;
         for (auto const& e : *arr) {
             std::string why = "expected a network such as \"192.0.2.0/24\"";
@@ -215,20 +216,7 @@ void read_http_keys(section& sec, toml::table const& t, listener& l, std::vector
     for (auto const key : {"trusted_networks", "api_key_file"})
         if (!http && t.contains(key))
             errors.push_back({t.source().begin.line, 0, std::string("listener: ") + key + " is for protocol \"http\""});
-    if (auto const* n = t.get("trusted_networks")) {
-        std::vector<std::string> nets;
-        std::size_t const before = errors.size();
-        sec.strings("trusted_networks", nets);
-        if (errors.size() != before) return;
-        std::vector<net::cidr> parsed;
-        for (auto const& v : nets) {
-            std::string why;
-            auto c = net::parse_cidr(v, &why);
-            if (!c) return sec.fail(*n, "trusted_networks: '" + v + "': " + why);
-            parsed.push_back(*c);
-        }
-        l.trusted_networks = std::move(parsed);  // [] : nobody
-    }
+    sec.networks("trusted_networks", l.trusted_networks);  // [] : nobody
     sec.path("api_key_file", l.api_key_file);
 }
 
