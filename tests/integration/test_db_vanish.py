@@ -8,7 +8,7 @@ import poplib
 import smtplib
 import time
 
-from popgate_test import Gateway, make_gateway  # noqa: F401
+from popgate_test import Gateway, eventually, make_gateway  # noqa: F401
 
 
 def login(g, user, password):
@@ -33,15 +33,6 @@ def rcpt(g, address):
         code, _ = c.rcpt(address)
         c.rset()
         return code
-
-
-def eventually(f, timeout=15):
-    deadline = time.time() + timeout
-    while True:
-        v = f()
-        if v or time.time() >= deadline:
-            return v
-        time.sleep(0.1)
 
 
 def remove_database(g):

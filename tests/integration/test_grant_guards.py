@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from popgate_test import client_tls_context, make_gateway  # noqa: F401  (fixture)
+from popgate_test import client_tls_context, eventually, make_gateway  # noqa: F401  (fixture)
 from pop3_support import SourcePOP3, SourcePOP3_SSL, _close_clients  # noqa: F401  (autouse fixture)
 
 BODY = b"From: a@example.org\r\nTo: x@remote.test\r\nSubject: guard\r\n\r\nbody\r\n"
@@ -190,7 +190,8 @@ def test_message_quota_refuses_the_next_message_with_452(gw):
     assert len(g.dropped()) == 2
     assert g.wait_log("smtp rcpt to=<x@remote.test> ip=127.0.0.30 decision=quota detail=grant_user=alice "
                       "grant=127.0.0.30 quota=messages used=2 max=2")
-    assert ("deny", "127.0.0.30", "", "x@remote.test quota: 2 messages per hour") in audit(g, "deny")
+    # Deny rows are group-committed after the reply.
+    assert ("deny", "127.0.0.30", "", "x@remote.test quota: 2 messages per hour") in eventually(lambda: audit(g, "deny"))
     # The same user relays with SMTP AUTH, which has no quota.
     assert rcpt_from(g, "127.0.0.30", auth=("alice", "pw-alice"))[0] == 250
     # A new login at the address keeps the count: no reset by polling.

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from popgate_test import deliver_file, gateway, make_gateway  # noqa: F401  (fixtures)
+from popgate_test import deliver_file, eventually, gateway, make_gateway  # noqa: F401  (fixtures)
 from pop3_support import DOTS, EIGHTBIT, NO_NEWLINE, Raw, _close_clients, crlf, octets, track, wire  # noqa: F401
 
 AUTH_FAILED = b"-ERR [AUTH] Authentication failed."
@@ -238,8 +238,10 @@ def test_wrong_password_no_grant_and_delay(make_gateway):
         p.pass_("x")
     assert str(e.value) == str(AUTH_FAILED)
     assert grants(g) == []
-    audit = g.sql("SELECT event, address, user FROM audit_log WHERE event='auth-fail' ORDER BY id")
-    assert audit == [("auth-fail", "127.0.0.1", "alice"), ("auth-fail", "127.0.0.1", "nobody")]
+    def audit():
+        return g.sql("SELECT event, address, user FROM audit_log WHERE event='auth-fail' ORDER BY id")
+    assert eventually(lambda: len(audit()) == 2)  # group-committed after the reply
+    assert audit() == [("auth-fail", "127.0.0.1", "alice"), ("auth-fail", "127.0.0.1", "nobody")]
     assert "Bad-Pw-7391" not in g.log() and "pw-alice" not in g.log()
     # the session goes on: the right password still works
     p.user("alice")

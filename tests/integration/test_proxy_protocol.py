@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from popgate_test import SourcePOP3, client_tls_context, free_port, make_gateway, upstream  # noqa: F401
+from popgate_test import SourcePOP3, client_tls_context, eventually, free_port, make_gateway, upstream  # noqa: F401
 from smtp_support import relay_overrides
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
@@ -165,6 +165,7 @@ def test_smtp_through_haproxy_v2_relays_for_the_granted_client_only(behind_hapro
         send_from(h.port("smtp-v1"), "127.0.0.3", "w@remote.test")
     log = g.log()
     assert "decision=grant" in log and "decision=denied" in log
+    assert eventually(lambda: len(g.sql("SELECT address FROM audit_log WHERE event='deny'")) == 2)
     assert g.sql("SELECT address FROM audit_log WHERE event='deny'") == [("127.0.0.3",), ("127.0.0.3",)]
 
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from popgate_test import CaptureUpstream, client_tls_context, make_gateway, raw_exchange, upstream  # noqa: F401
+from popgate_test import CaptureUpstream, client_tls_context, eventually, make_gateway, raw_exchange, upstream  # noqa: F401
 from smtp_support import relay_overrides, strip_received
 
 BODY = b"From: a@example.org\r\nTo: x@remote.test\r\nSubject: test\r\n\r\nline one\r\n.leading dot\r\nlast line\r\n"
@@ -155,8 +155,7 @@ def test_relay_refused_without_grant(relay_gw, upstream):
     assert e.value.recipients == {"x@remote.test": (554, b"5.7.1 <x@remote.test>: Relay access denied")}
     assert upstream.messages == []
     assert relay_gw.wait_log("decision=denied detail=no-grant-or-network")
-    time.sleep(0.2)
-    assert relay_gw.sql("SELECT event, address, detail FROM audit_log WHERE event='deny'") == \
+    assert eventually(lambda: relay_gw.sql("SELECT event, address, detail FROM audit_log WHERE event='deny'")) == \
         [("deny", "127.0.0.1", "x@remote.test")]
 
 

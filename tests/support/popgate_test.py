@@ -40,6 +40,18 @@ DEFAULT_LISTENERS = [
 ]
 
 
+def eventually(f, timeout=15):
+    """Poll f until it returns something true, or the timeout; returns the last
+    value. For what the daemon writes after it replies: deny and auth-fail audit
+    rows are group-committed, not written before the answer."""
+    deadline = time.time() + timeout
+    while True:
+        v = f()
+        if v or time.time() >= deadline:
+            return v
+        time.sleep(0.05)
+
+
 def free_port():
     """A loopback port nothing listens on (yet): for peers the test starts,
     or as an upstream that refuses connections."""
