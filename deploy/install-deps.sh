@@ -9,7 +9,8 @@ python3 python3-pytest python3-aiosmtpd swaks libnet-ssleay-perl libio-socket-ss
 curl mpop fetchmail
 systemd dpkg-dev util-linux iproute2 groff-base man-db bash-completion logrotate
 haproxy fail2ban postfix postfix-sqlite dovecot-core dovecot-imapd dovecot-pop3d prometheus
-clang-14 libclang-rt-14-dev"
+clang-14 libclang-rt-14-dev
+postgresql-15 libpq-dev postfix-pgsql"
 missing=""
 for p in $pkgs; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -26,6 +27,9 @@ echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-
 # system service; the tests run their own instances on their own ports and
 # want none. A policy-rc.d that says "no" (101) stops invoke-rc.d while apt
 # runs; it is removed after, and one already present is left alone.
+# postgresql-15 still creates Debian's "main" cluster (/var/lib/postgresql/15/main,
+# port 5432) but does not start it; the tests never use it: each starts its
+# own server (tests/support/private_postgres.py) on an ephemeral port.
 policy=/usr/sbin/policy-rc.d
 own_policy=""
 if [ ! -e "$policy" ]; then
