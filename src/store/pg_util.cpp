@@ -1,6 +1,9 @@
 #include "pg_util.hpp"
 
+#include "popgate/log/log.hpp"
 #include "popgate/metrics/catalog.hpp"
+
+#include <spdlog/spdlog.h>
 
 #include <poll.h>
 
@@ -76,6 +79,11 @@ connection::connection(std::string const& uri, std::chrono::milliseconds stateme
     char const* const values[] = {"popgate", "5", uri.c_str(), nullptr};
     c_ = PQconnectdbParams(keys, values, 1);
     if (!c_) throw unavailable("PostgreSQL: out of memory");
+    // The server's notices ("relation ... already exists, skipping") are not
+    // for the administrator's terminal: debug log lines.
+    PQsetNoticeProcessor(
+        c_, [](void*, char const* message) { spdlog::debug("postgresql notice={}", log::field(trimmed(message), 400)); },
+        nullptr);
     if (PQstatus(c_) != CONNECTION_OK) {
         auto msg = "cannot connect to PostgreSQL " + redact(uri) + ": " + trimmed(PQerrorMessage(c_));
         PQfinish(c_);
