@@ -526,17 +526,26 @@ private:
         }
         ++open_;
         lock.unlock();
-        try {
-            health_.gate();
-            auto c = std::make_unique<pg::connection>(uri_, opts_.statement_timeout);
-            health_.ok();
-            return lease(this, std::move(c), false);
-        } catch (store_error const& e) {
+        // The slot taken above, given back when no connection comes of it.
+        auto give_back = [this] {
             {
                 std::lock_guard relock(mutex_);
                 --open_;
             }
             freed_.notify_one();
+        };
+        try {
+            health_.gate();  // not an attempt: the pause since the last failure still runs
+        } catch (store_error const&) {
+            give_back();
+            throw;
+        }
+        try {
+            auto c = std::make_unique<pg::connection>(uri_, opts_.statement_timeout);
+            health_.ok();
+            return lease(this, std::move(c), false);
+        } catch (store_error const& e) {
+            give_back();
             health_.failed(e.what());
             throw;
         }

@@ -1,5 +1,7 @@
 """The `popgate` admin command against real databases: every subcommand, and
 every bad input answered with one clear line on stderr and a non-zero exit."""
+import json
+import re
 import sqlite3
 import subprocess
 import threading
@@ -235,7 +237,13 @@ def test_schema_newer_than_binary_is_refused(gw):
 
 def test_db_commands(gw):
     assert "schema version 5" in gw.cli("db", "migrate").stdout
-    assert gw.cli("db", "check").stdout.strip() == "ok"
+    lines = gw.cli("db", "check").stdout.splitlines()
+    assert lines[0].startswith("engine SQLite 3.")
+    assert lines[1] == "schema version 5 (this popgate: 5)"
+    assert re.fullmatch(r"round trip \d+\.\d{3} ms", lines[2])
+    assert lines[3:] == ["ok"]
+    checked = json.loads(gw.cli("db", "check", "--json").stdout)
+    assert checked["engine"].startswith("SQLite ") and checked["schema_version"] == 5 and checked["ok"] is True
     gw.add_user("alice", "pw")
     assert "admin\t-\talice\tuser add" in gw.cli("db", "audit").stdout
 
