@@ -343,6 +343,17 @@ error_case const error_cases[]{
      "[[listener]]\nprotocol = \"pop3\"\n[relay]\ngrant_max_messages_per_hour = -1\n", 4, "out of range"},
     {"grant_requires_tls not a boolean",
      "[[listener]]\nprotocol = \"pop3\"\n[relay]\ngrant_requires_tls = \"yes\"\n", 4, "true or false"},
+    {"password in a PostgreSQL URI",
+     "[[listener]]\nprotocol = \"pop3\"\n[storage]\ndatabase = \"postgresql://popgate:s3cret@db/popgate\"\n", 4,
+     "a password in the URI is refused"},
+    {"password parameter in a PostgreSQL URI",
+     "[[listener]]\nprotocol = \"pop3\"\n[storage]\ndatabase = \"postgres://db/popgate?sslmode=require&password=x\"\n",
+     4, "passfile"},
+    {"unknown database scheme", "[[listener]]\nprotocol = \"pop3\"\n[storage]\ndatabase = \"mysql://db/popgate\"\n", 4,
+     "'mysql://' is not a database popgate knows"},
+    {"storage.group with PostgreSQL",
+     "[[listener]]\nprotocol = \"pop3\"\n[storage]\ndatabase = \"postgresql://popgate@db/popgate\"\ngroup = \"postfix\"\n",
+     4, "read-only role"},
     {"no listeners", "[server]\nhostname = \"mx\"\n", 0, "listener"},
     {"empty file", "", 0, "listener"},
 };
@@ -355,6 +366,18 @@ BOOST_DATA_TEST_CASE(reports_the_line, bdata::make(error_cases), c)
     BOOST_TEST(r.errors[0].line == c.line, all_errors(r));
     BOOST_TEST(r.errors[0].message.find(c.word) != std::string::npos, r.errors[0].message);
     BOOST_TEST(!r.errors[0].message.empty());
+}
+
+BOOST_AUTO_TEST_CASE(postgresql_uri_without_password_selects_postgresql)
+{
+    auto const r = parse("[[listener]]\nprotocol = \"pop3\"\n[storage]\n"
+                         "database = \"postgresql://popgate@db.example.net:5433/popgate?passfile=/etc/popgate/pgpass\"\n");
+    BOOST_TEST_REQUIRE(r.value.has_value(), all_errors(r));
+    BOOST_TEST(r.value->database_is_postgresql());
+    // A user name with an @ in the path part is not a password.
+    BOOST_TEST(database_problem("postgresql:///popgate?host=/run/postgresql&user=popgate") == "");
+    BOOST_TEST(database_problem("postgresql://db/popgate?application_name=pw:x@y") == "");
+    BOOST_TEST(!parse("[[listener]]\nprotocol = \"pop3\"\n").value->database_is_postgresql());
 }
 
 BOOST_AUTO_TEST_CASE(every_error_is_reported_in_line_order)
