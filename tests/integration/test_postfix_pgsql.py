@@ -45,8 +45,9 @@ def mta_db(postgres_server, pg_database):
 
 @pytest.fixture
 def stack(work_dir, mta_db):  # noqa: F811
-    """(psql on the database, Postfix, sink); the table type is the parameter
-    `table_type` when the test has one."""
+    """make(table_type="pgsql"): a private Postfix that asks the shipped
+    table through `table_type`, and a sink; returns (a psql on the
+    database, the Postfix, the sink). Stopped after the test."""
     require_root()
     pg, name, password = mta_db
     made = []
