@@ -5,13 +5,16 @@
 #include "popgate/config/config.hpp"
 #include "popgate/net/ip.hpp"
 #include "popgate/store/migrate.hpp"
-#include "popgate/store/sqlite_store.hpp"
+#include "popgate/store/open.hpp"
 
 #include <boost/json.hpp>
 #include <termios.h>
 #include <unistd.h>
 
+#include <array>
 #include <charconv>
+#include <chrono>
+#include <cstdio>
 #include <ctime>
 #include <fstream>
 #include <iostream>
@@ -75,15 +78,23 @@ int exit_code_of(store::store_errc c)
     return c == unavailable || c == busy || c == schema_too_new ? exit_db_unavailable : exit_refused;
 }
 
-std::unique_ptr<store::store> open_db(global_options const& g, db_open how = db_open::existing)
+std::unique_ptr<store::store> open_named(config::settings const& s, std::string const& database, db_open how)
 {
-    auto const s = effective_settings(g);
-    store::sqlite_options o;
+    if (auto const why = config::database_problem(database); !why.empty())
+        throw user_error("database " + store::database_label(database) + ": " + why);
+    store::open_options o;
     o.busy_timeout = s.busy_timeout;
     o.must_exist = how != db_open::create;
     o.migrate = how != db_open::existing;
     o.keep_wal_files = !s.database_group.empty();  // an MTA reads the files while the daemon is down too
-    return store::open_sqlite_store(g.db_path.empty() ? s.database : std::filesystem::path(g.db_path), o);
+    o.max_connections = 1;
+    return store::open_store(database, o);
+}
+
+std::unique_ptr<store::store> open_db(global_options const& g, db_open how = db_open::existing)
+{
+    auto const s = effective_settings(g);
+    return open_named(s, g.db_path.empty() ? s.database.string() : g.db_path, how);
 }
 
 std::string format_time(std::optional<store::unix_time> t)
@@ -641,10 +652,11 @@ void add_db_commands(CLI::App& app, global_options& g, std::function<int()>& run
     add_json_flag(version, g);
     version->callback([&] {
         run = [&g] {
-            store::sqlite_options o;
+            store::open_options o;
             o.must_exist = true;
             o.migrate = false;
-            auto st = store::open_sqlite_store(db_path(g), o);
+            o.max_connections = 1;
+            auto st = store::open_store(db_path(g).string(), o);
             if (g.json) {
                 print_json({{"schema_version", st->schema_version()}, {"latest", store::latest_schema_version()}});
                 return 0;
@@ -653,12 +665,61 @@ void add_db_commands(CLI::App& app, global_options& g, std::function<int()>& run
             return 0;
         };
     });
-    db->add_subcommand("check", "run SQLite's integrity check")->callback([&] {
+    auto* check = db->add_subcommand("check", "check the database: engine, schema, a round trip, integrity");
+    add_json_flag(check, g);
+    check->callback([&] {
         run = [&g] {
             auto st = open_db(g);
+            auto const t0 = std::chrono::steady_clock::now();
+            int const schema = st->schema_version();
+            auto const rtt = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+            auto const engine = st->engine_version();
             bool const ok = st->integrity_ok();
-            std::cout << (ok ? "ok" : "integrity check FAILED") << "\n";
+            if (g.json) {
+                print_json({{"engine", engine}, {"schema_version", schema},
+                            {"latest", store::latest_schema_version()}, {"round_trip_ms", rtt}, {"ok", ok}});
+                return ok ? 0 : 1;
+            }
+            char ms[32];
+            std::snprintf(ms, sizeof ms, "%.3f", rtt);
+            std::cout << "engine " << engine << "\nschema version " << schema << " (this popgate: "
+                      << store::latest_schema_version() << ")\nround trip " << ms << " ms\n"
+                      << (ok ? "ok" : "integrity check FAILED") << "\n";
             return ok ? 0 : 1;
+        };
+    });
+    auto copy_args = std::make_shared<std::array<std::string, 2>>();
+    auto copy_replace = std::make_shared<bool>(false);
+    auto* copy = db->add_subcommand(
+        "copy", "copy users, networks and unexpired grants from one database to another (SQLite or PostgreSQL), "
+                "in one transaction");
+    copy->add_option("source", (*copy_args)[0], "a SQLite file or a postgresql:// URI")->required();
+    copy->add_option("destination", (*copy_args)[1], "a SQLite file or a postgresql:// URI (migrated first)")
+        ->required();
+    copy->add_flag("--replace", *copy_replace, "delete the destination's users, networks and grants first");
+    add_json_flag(copy, g);
+    copy->callback([&, copy_args, copy_replace] {
+        run = [&g, copy_args, copy_replace] {
+            auto const s = effective_settings(g);
+            auto const& [from, to] = *copy_args;
+            if (from == to) throw user_error("source and destination are the same database");
+            auto src = open_named(s, from, db_open::existing);
+            auto dst = open_named(s, to, db_open::create);
+            auto const rows = src->read_site(store::now());
+            dst->write_site(rows, *copy_replace);
+            dst->audit("admin", "", "", "db copy from " + store::database_label(from) + ": " +
+                                            std::to_string(rows.users.size()) + " users " +
+                                            std::to_string(rows.networks.size()) + " networks " +
+                                            std::to_string(rows.grants.size()) + " grants");
+            if (g.json) {
+                print_json({{"users", rows.users.size()}, {"networks", rows.networks.size()},
+                            {"grants", rows.grants.size()}, {"logins", rows.logins.size()}});
+                return 0;
+            }
+            std::cout << "copied " << rows.users.size() << " users, " << rows.networks.size() << " networks, "
+                      << rows.grants.size() << " unexpired grants (" << rows.logins.size() << " logins) to "
+                      << store::database_label(to) << "\n";
+            return 0;
         };
     });
     auto limit = std::make_shared<std::size_t>(50);

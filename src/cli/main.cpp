@@ -2,6 +2,9 @@
 #include "popgate/cli/admin.hpp"
 #include "popgate/daemon/serve.hpp"
 
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+
 #include <cstdio>
 #include <iostream>
 
@@ -19,7 +22,8 @@ int main(int argc, char** argv)
     app.add_option("-c,--config", g.config_file,
                    "config file (default: /etc/popgate/popgate.toml; from a build tree config/popgate.toml, "
                    "else built in)");
-    app.add_option("--db", g.db_path, "database file (default: storage.database from the config)");
+    app.add_option("--db", g.db_path,
+                   "database: a SQLite file or a postgresql:// URI (default: storage.database from the config)");
 
     std::function<int()> run;
     popgate::cli::add_admin_commands(app, g, run);
@@ -44,5 +48,11 @@ int main(int argc, char** argv)
         std::cerr << app.help();
         return popgate::cli::exit_usage;
     }
+    // Admin commands print their results on stdout (--json included): what
+    // the store logs (a migration, a lost connection) goes to stderr, and
+    // only from warnings up. serve sets up its own log.
+    auto err = spdlog::stderr_logger_mt("popgate-cli");
+    err->set_level(spdlog::level::warn);
+    spdlog::set_default_logger(std::move(err));
     return run();
 }

@@ -361,6 +361,12 @@ load_result parse(std::string_view text, std::filesystem::path const& source)
         sec.path("database", s.database);
         sec.duration("busy_timeout_ms", s.busy_timeout, 0, 600000);
         sec.str("group", s.database_group);
+        if (auto const* n = t->get("database"); n && n->is_string()) {
+            if (auto const why = database_problem(s.database.string()); !why.empty()) sec.fail(*n, "database: " + why);
+            else if (s.database_is_postgresql() && !s.database_group.empty())
+                sec.fail(*n, "database: storage.group shares a SQLite file with an MTA; with PostgreSQL give the "
+                             "MTA a read-only role instead (sql/postgresql/roles.sql)");
+        }
         sec.integer("audit_max_rows", s.audit_max_rows, 0, max_i32);
         sec.integer("audit_max_age_days", s.audit_max_age_days, 1, 36500);
     }
@@ -459,6 +465,38 @@ load_result parse(std::string_view text, std::filesystem::path const& source)
     }
     r.value = std::move(s);
     return r;
+}
+
+bool settings::database_is_postgresql() const
+{
+    auto const& d = database.native();
+    return d.starts_with("postgresql://") || d.starts_with("postgres://");
+}
+
+std::string database_problem(std::string const& d)
+{
+    bool const pg = d.starts_with("postgresql://") || d.starts_with("postgres://");
+    if (!pg) {
+        if (d.find("://") != std::string::npos)
+            return "'" + d.substr(0, d.find("://")) + "://' is not a database popgate knows: give a SQLite file "
+                   "path or a postgresql:// URI";
+        return d.empty() ? "empty: give a SQLite file path or a postgresql:// URI" : "";
+    }
+    // A password written here would sit in a world-readable config and in
+    // every message that names the database.
+    auto const rest = d.substr(d.find("://") + 3);
+    auto const at = rest.find('@');
+    auto const end = rest.find_first_of("/?");
+    if (at != std::string::npos && (end == std::string::npos || at < end) && rest.substr(0, at).find(':') != std::string::npos)
+        return "a password in the URI is refused: put it in a passfile (?passfile=/etc/popgate/pgpass, mode 0600) "
+               "or PGPASSFILE";
+    if (auto const q = d.find('?'); q != std::string::npos) {
+        auto const params = "&" + d.substr(q + 1);
+        if (params.find("&password=") != std::string::npos)
+            return "a password in the URI is refused: put it in a passfile (?passfile=/etc/popgate/pgpass, mode "
+                   "0600) or PGPASSFILE";
+    }
+    return "";
 }
 
 std::vector<net::cidr> listener::default_http_trusted()

@@ -33,7 +33,7 @@ context::context(std::shared_ptr<config::settings const> s, std::unique_ptr<stor
     // One line per route.
     http_routes_.push_back(std::make_unique<session::healthz_route>());
     http_routes_.push_back(std::make_unique<session::readyz_route>(state_, *db_, blocking_));
-    http_routes_.push_back(std::make_unique<session::dovecot_policy_route>(writes_, grant_issuer_));
+    http_routes_.push_back(std::make_unique<session::dovecot_policy_route>(blocking_, writes_, grant_issuer_));
     http_routes_.push_back(std::make_unique<session::metrics_route>(*db_, blocking_));
     // The listeners' series exist (at 0) before their first connection.
     for (auto const& l : s->listeners)
@@ -66,7 +66,7 @@ session::smtp_services context::smtp_services()
 
 session::policy_services context::policy_services()
 {
-    return {relay_};
+    return {relay_, blocking_};
 }
 
 session::http_services context::http_services() { return {http_route_list_}; }

@@ -10,7 +10,7 @@
 #include "popgate/io/tls.hpp"
 #include "popgate/log/log.hpp"
 #include "popgate/server/frame.hpp"
-#include "popgate/store/sqlite_store.hpp"
+#include "popgate/store/open.hpp"
 
 #include <boost/asio.hpp>
 #include <grp.h>
@@ -238,6 +238,7 @@ void drop_privileges(config::settings const& s, service_account const& a)
     // The database was opened (and perhaps created) as root; the pool opens
     // more connections later, as the service user, so it must own the files.
     for (char const* suffix : {"", "-wal", "-shm"}) {
+        if (s.database_is_postgresql()) break;
         auto const f = s.database.string() + suffix;
         if (std::filesystem::exists(f) && ::chown(f.c_str(), a.uid, a.gid) != 0)
             throw std::runtime_error("cannot hand " + f + " to " + a.name + ": " + std::strerror(errno));
@@ -313,12 +314,16 @@ int serve(std::string const& config_file, std::string const& db_override, serve_
         ::mallopt(M_TRIM_THRESHOLD, 64 << 20);
         ::mallopt(M_MMAP_THRESHOLD, 4 << 20);
         auto tls = load_tls(srv, *settings);
-        store::sqlite_options so;
+        unsigned const cores = std::max(1u, std::thread::hardware_concurrency());
+        store::open_options so;
         so.busy_timeout = settings->busy_timeout;
         so.keep_wal_files = !settings->database_group.empty();
-        auto db = store::open_sqlite_store(settings->database, so);
+        // PostgreSQL: the blocking threads, the writer and the admin-facing
+        // HTTP routes each hold one connection at a time; the watcher its own.
+        so.watch_networks = true;
+        so.max_connections = std::max(2u, cores) + 2;
+        auto db = store::open_store(settings->database.string(), so);
         share_database(*settings, srv.account);  // storage.group, now that the files exist
-        unsigned const cores = std::max(1u, std::thread::hardware_concurrency());
         srv.threads = std::max(2u, cores) + (settings->threads ? settings->threads : cores);
         cap_sessions_to_fds(*settings, srv.nofile, srv.threads);
         srv.ctx = std::make_unique<context>(settings, std::move(db), std::max(2u, cores));
@@ -370,7 +375,8 @@ int serve(std::string const& config_file, std::string const& db_override, serve_
     asio::co_spawn(srv.io, purge_loop(srv), asio::detached);
 
     unsigned const n = settings->threads ? settings->threads : std::max(1u, std::thread::hardware_concurrency());
-    spdlog::info("popgate {} started threads={} database={}", POPGATE_VERSION, n, settings->database.string());
+    spdlog::info("popgate {} started threads={} database={}", POPGATE_VERSION, n,
+                 log::field(store::database_label(settings->database.string())));
     std::vector<std::jthread> threads;
     for (unsigned i = 1; i < n; ++i) threads.emplace_back([&] { srv.io.run(); });
     srv.io.run();

@@ -192,8 +192,10 @@ std::vector<state_dir> state_dirs_of(config::settings const& s)
 {
     std::vector<state_dir> dirs;
     // SQLite makes the -wal and -shm files (and a journal) beside the database.
-    auto const db_dir = s.database.has_parent_path() ? s.database.parent_path() : fs::path(".");
-    dirs.push_back({"storage.database", db_dir, 0750, false, false});
+    if (!s.database_is_postgresql()) {
+        auto const db_dir = s.database.has_parent_path() ? s.database.parent_path() : fs::path(".");
+        dirs.push_back({"storage.database", db_dir, 0750, false, false});
+    }
     dirs.push_back({"mail.maildir", mail::maildir_prefix(s.maildir), 0700, true, false});
     if (s.upstream_host.empty()) dirs.push_back({"mail.relay_drop", s.relay_drop, 0700, false, true});
     return dirs;
@@ -297,7 +299,7 @@ void prepare_state_dirs(config::settings const& s, service_account const& a)
 
 void share_database(config::settings const& s, service_account const& a)
 {
-    if (s.database_group.empty()) return;
+    if (s.database_group.empty() || s.database_is_postgresql()) return;
     group const* gr = ::getgrnam(s.database_group.c_str());
     if (!gr) throw std::runtime_error("storage.group '" + s.database_group + "' does not exist");
     gid_t const gid = gr->gr_gid;

@@ -436,6 +436,83 @@ public:
         return q.step() && q.text(0) == "ok";
     }
 
+    std::string engine_version() override { return std::string("SQLite ") + sqlite3_libversion(); }
+
+    site_rows read_site(unix_time t) override
+    {
+        auto c = borrow();
+        detail::exec(c.db, "BEGIN");  // one snapshot of the four tables
+        struct end_read {
+            lease& c;
+            ~end_read()
+            {
+                for (auto& [sql, st] : c.conn->stmts) st->reset();
+                sqlite3_exec(c.db, "COMMIT", nullptr, nullptr, nullptr);
+            }
+        } const end{c};
+        site_rows s;
+        auto& u = c.prepare("SELECT name, password_hash, shared_secret, disabled, apop_only, created_at, updated_at"
+                            " FROM users ORDER BY name");
+        while (u.step()) s.users.push_back(read_user(u));
+        auto& n = c.prepare("SELECT id, cidr, note, created_at, expires_at FROM allowed_networks ORDER BY id");
+        while (n.step()) s.networks.push_back({n.i64(0), n.text(1), n.text(2), n.i64(3), n.opt_i64(4)});
+        auto& g = c.prepare(POPGATE_GRANT_COLUMNS " FROM relay_grants WHERE expires_at > ?1 ORDER BY address");
+        g.bind(1, t);
+        while (g.step()) s.grants.push_back(read_grant(g));
+        auto& l = c.prepare("SELECT l.address, l.user, l.last_login, l.expires_at FROM relay_grant_logins l"
+                            " JOIN relay_grants g ON g.address = l.address"
+                            " WHERE g.expires_at > ?1 AND l.expires_at > ?1 ORDER BY 1, 2");
+        l.bind(1, t);
+        while (l.step()) s.logins.push_back({l.text(0), l.text(1), l.i64(2), l.i64(3)});
+        return s;
+    }
+
+    void write_site(site_rows const& s, bool replace) override
+    {
+        auto c = borrow(file_check::now);
+        detail::transaction tx(c.db);
+        auto& held = c.prepare("SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM allowed_networks),"
+                               " (SELECT count(*) FROM relay_grants)");
+        held.step();
+        auto const users = held.i64(0), networks = held.i64(1), grants = held.i64(2);
+        held.reset();
+        if (!replace && (users || networks || grants))
+            throw store_error(store_errc::constraint,
+                              "the destination already holds " + std::to_string(users) + " users, " +
+                                  std::to_string(networks) + " networks and " + std::to_string(grants) +
+                                  " grants (use --replace)");
+        if (replace)
+            detail::exec(c.db, "DELETE FROM relay_grant_logins; DELETE FROM relay_grants;"
+                               " DELETE FROM allowed_networks; DELETE FROM users");
+        for (auto const& u : s.users) {
+            auto& q = c.prepare("INSERT INTO users (name, password_hash, shared_secret, disabled, apop_only,"
+                                " created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+            q.bind(1, u.name).bind_opt(2, u.password_hash).bind_opt(3, u.shared_secret);
+            q.bind(4, std::int64_t{u.disabled}).bind(5, std::int64_t{u.apop_only}).bind(6, u.created_at);
+            q.bind(7, u.updated_at).run();
+        }
+        for (auto const& n : s.networks) {
+            auto& q = c.prepare("INSERT INTO allowed_networks (cidr, note, created_at, expires_at)"
+                                " VALUES (?1, ?2, ?3, ?4)");
+            q.bind(1, n.cidr).bind(2, n.note).bind(3, n.created_at).bind_opt(4, n.expires_at).run();
+        }
+        for (auto const& g : s.grants) {
+            auto& q = c.prepare("INSERT INTO relay_grants (address, user, method, tls, listener, granted_at,"
+                                " expires_at, hits, last_used, quota_hour, quota_messages, quota_recipients)"
+                                " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)");
+            q.bind(1, g.address).bind(2, g.user).bind(3, g.method).bind(4, std::int64_t{g.tls});
+            q.bind(5, g.listener).bind(6, g.granted_at).bind(7, g.expires_at).bind(8, g.hits);
+            q.bind_opt(9, g.last_used).bind(10, g.quota_hour).bind(11, g.quota_messages);
+            q.bind(12, g.quota_recipients).run();
+        }
+        for (auto const& l : s.logins) {
+            auto& q = c.prepare("INSERT INTO relay_grant_logins (address, user, last_login, expires_at)"
+                                " VALUES (?1, ?2, ?3, ?4)");
+            q.bind(1, l.address).bind(2, l.user).bind(3, l.last_login).bind(4, l.expires_at).run();
+        }
+        tx.commit();
+    }
+
 private:
     // A connection borrowed for one call and returned to the pool afterwards,
     // with every statement reset so that no read snapshot stays open (it

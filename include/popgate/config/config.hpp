@@ -95,7 +95,9 @@ struct settings {
     tls_settings tls;
 
     // [storage]
+    // A SQLite file, or a postgresql:// URI (libpq; never with a password).
     std::filesystem::path database = "var/popgate.db";
+    bool database_is_postgresql() const;
     std::chrono::milliseconds busy_timeout{5000};
     // The MTA's group (Postfix's sqlite: table): it may read the database,
     // its -wal/-shm files and its directory; "" = nobody but the daemon.
@@ -193,6 +195,11 @@ load_result load(std::filesystem::path const& file);
 
 // The shipped default (config/popgate.toml), compiled in.
 std::string_view embedded_default() noexcept;
+
+// Why a storage.database value cannot be used ("" when it can): an unknown
+// scheme, or a postgresql:// URI that carries a password. Also what the
+// --db option is checked with.
+std::string database_problem(std::string const& database);
 
 std::string to_string(tls_mode m);
 

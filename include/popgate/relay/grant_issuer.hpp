@@ -51,6 +51,12 @@ struct grant_plan {
 class grant_issuer {
 public:
     grant_issuer(decider const& d, store::store& db) : decider_(d), db_(db) {}
+    // Whether plan() may run on an I/O thread: it reads the store only for
+    // max_grants_per_user, and a PostgreSQL read is a round trip.
+    bool in_place(config::settings const& s) const noexcept
+    {
+        return s.max_grants_per_user == 0 || !db_.crosses_network();
+    }
 
     // Blocking but short: one indexed read of the user's grants when
     // max_grants_per_user is set, none otherwise. Throws store_error.

@@ -25,9 +25,12 @@ class policy {
 public:
     policy(decider& d, store::store& db, store::write_queue& writes) : decider_(d), db_(db), writes_(writes) {}
 
-    // Blocking but short (indexed reads, a cached network table); run it in
-    // place. `s` is the caller's settings snapshot (local domains, maildirs).
+    // Blocking: indexed reads and a cached network table. With SQLite short
+    // enough to run in place; when in_place() is false (PostgreSQL: a round
+    // trip) callers run it on the blocking pool. `s` is the caller's
+    // settings snapshot (local domains, maildirs).
     verdict decide(request const& r, config::settings const& s);
+    bool in_place() const noexcept { return !db_.crosses_network(); }
 
 private:
     verdict gather(request const& r, config::settings const& s);  // decide() without the count

@@ -11,6 +11,7 @@
 #include "popgate/store/write_queue.hpp"
 
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/thread_pool.hpp>
 
 #include <string>
 #include <string_view>
@@ -27,10 +28,12 @@ struct login_event {
     std::string_view via;    // first word of the audit detail: "pop3", "dovecot"
 };
 
-// Plans the grant for `l` under the guard rails of `s` and commits it (or
-// the audit row saying why there is none). Throws store::store_error when
+// Plans the grant for `l` under the guard rails of `s` (on `blocking` when
+// the plan reads a store that is a round trip away) and commits it (or the
+// audit row saying why there is none). Throws store::store_error when
 // nothing was committed.
-boost::asio::awaitable<relay::grant_plan> commit_login_grant(store::write_queue& writes,
+boost::asio::awaitable<relay::grant_plan> commit_login_grant(boost::asio::thread_pool& blocking,
+                                                             store::write_queue& writes,
                                                              relay::grant_issuer const& issuer, login_event const& l,
                                                              config::settings const& s);
 

@@ -1,9 +1,10 @@
 #pragma once
 // The storage interface shared by the daemon and the admin command. SQLite is the
-// embedded implementation (sqlite_store.hpp); dialect-specific SQL stays there so
-// a PostgreSQL store can sit beside it. Calls block: the daemon runs them on its
-// blocking pool (io/blocking.hpp), never on an I/O thread, except for the
-// relay decision's indexed read.
+// embedded implementation (sqlite_store.hpp), PostgreSQL the one a site scales
+// out on (pg_store.hpp); dialect-specific SQL stays in each. Calls block: the
+// daemon runs them on its blocking pool (io/blocking.hpp), never on an I/O
+// thread, except for SQLite's indexed reads of the relay decision
+// (crosses_network()).
 #include <chrono>
 #include <cstdint>
 #include <optional>
@@ -95,6 +96,23 @@ struct audit_record {
 };
 using write_op = std::variant<grant, grant_touch, audit_record, grant_cap>;
 
+// Who logged in at a granted address (relay_grant_logins).
+struct grant_login {
+    std::string address;
+    std::string user;
+    unix_time last_login = 0;
+    unix_time expires_at = 0;
+};
+
+// What `popgate db copy` moves from one database to another: the rows a site
+// is made of (audit history stays behind).
+struct site_rows {
+    std::vector<user_record> users;
+    std::vector<network> networks;
+    std::vector<grant> grants;  // unexpired only
+    std::vector<grant_login> logins;  // of those grants, unexpired
+};
+
 enum class store_errc { not_found, duplicate, constraint, busy, unavailable, schema_too_new };
 
 class store_error : public std::runtime_error {
@@ -173,6 +191,20 @@ public:
 
     virtual int schema_version() = 0;
     virtual bool integrity_ok() = 0;
+    // "SQLite 3.40.1", "PostgreSQL 15.18": for `db check`.
+    virtual std::string engine_version() = 0;
+    // True when every call is a round trip to a server: the daemon then makes
+    // none on an I/O thread (the relay decision included) but runs them on its
+    // blocking pool. SQLite's indexed reads are cheap enough for the I/O thread.
+    virtual bool crosses_network() const noexcept { return false; }
+
+    // `db copy`: the users, networks, unexpired grants and their logins.
+    virtual site_rows read_site(unix_time now) = 0;
+    // Writes them in one transaction, keeping every column (times, hits,
+    // quota counts). Refuses (store_errc::constraint) a database that already
+    // holds users, networks or grants unless `replace`, which deletes those
+    // first (in the same transaction).
+    virtual void write_site(site_rows const& rows, bool replace) = 0;
 };
 
 unix_time now() noexcept;

@@ -170,7 +170,7 @@ boost::asio::awaitable<http_reply> dovecot_policy_route::report(http_exchange& x
     relay::grant_plan plan;
     try {
         login_event const l{*remote, r->login, std::string(method), r->tls, c.listener.name, true, "dovecot"};
-        plan = co_await commit_login_grant(writes_, issuer_, l, *c.settings);
+        plan = co_await commit_login_grant(blocking_, writes_, issuer_, l, *c.settings);
     } catch (std::exception const& e) {
         metrics::dovecot_reports.with({"unavailable"}).inc();
         spdlog::error("sid={} http dovecot grant failed {} error={}", c.sid, fields(), log::field(e.what()));

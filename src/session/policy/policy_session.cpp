@@ -12,6 +12,7 @@
 
 #include "popgate/session/policy/policy_protocol.hpp"
 
+#include "popgate/io/blocking.hpp"
 #include "popgate/log/log.hpp"
 #include "popgate/net/ip.hpp"
 #include "popgate/proto/smtpd_policy.hpp"
@@ -86,7 +87,13 @@ asio::awaitable<void> policy_session::run()
             co_return;
         }
         if (*added == proto::policy_line::attribute) continue;
-        auto const action = answer(req);
+        std::string action;
+        if (svc_.relay.in_place()) {
+            action = answer(req);
+        } else {
+            auto job = [&] { return answer(req); };
+            action = co_await io::run_blocking(svc_.blocking, job);
+        }
         ++requests_;
         bool const written = co_await ch_.send(proto::policy_answer(action));
         if (!written) {

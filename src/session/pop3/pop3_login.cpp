@@ -209,7 +209,7 @@ asio::awaitable<bool> pop3_session::record_login(std::string const& user, std::s
 {
     try {
         login_event const l{c_.peer, user, std::string(mech), tls, c_.listener.name, c_.listener.grant, "pop3"};
-        plan = co_await commit_login_grant(svc_.writes, svc_.grants, l, s_);
+        plan = co_await commit_login_grant(svc_.blocking, svc_.writes, svc_.grants, l, s_);
         co_return true;
     } catch (std::exception const& e) {
         spdlog::error("sid={} pop3 grant failed user={} ip={} error={}", c_.sid, log::field(user, 64), c_.ip,

@@ -83,7 +83,13 @@ asio::awaitable<bool> smtp_session::do_rcpt(proto::mail_args const& rcpt)
     auto const addr = rcpt.path.to_string();
     relay::request req{c_.peer, rcpt.path.local, rcpt.path.domain, addr, st_.authenticated,
                        c_.listener.auth_required, offer_.mail_needs_auth, !st_.grant_message};
-    auto const v = svc_.relay.decide(req, s_);
+    relay::verdict v;
+    if (svc_.relay.in_place()) {
+        v = svc_.relay.decide(req, s_);
+    } else {
+        auto job = [&] { return svc_.relay.decide(req, s_); };
+        v = co_await io::run_blocking(svc_.blocking, job);
+    }
     if (!s_.upstream_host.empty() && smtp_asks_upstream(st_, addr, v)) {
         auto const u = co_await upstream_rcpt(addr);
         auto step = smtp_rcpt_decided(st_, rcpt, v, offer_, &u);

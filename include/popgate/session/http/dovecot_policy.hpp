@@ -17,6 +17,8 @@
 #include "popgate/session/http/http_route.hpp"
 #include "popgate/store/write_queue.hpp"
 
+#include <boost/asio/thread_pool.hpp>
+
 #include <optional>
 #include <string>
 #include <string_view>
@@ -43,8 +45,9 @@ std::string_view dovecot_grant_method(std::string_view protocol) noexcept;
 
 class dovecot_policy_route final : public http_route {
 public:
-    dovecot_policy_route(store::write_queue& writes, relay::grant_issuer const& issuer)
-        : writes_(writes), issuer_(issuer)
+    dovecot_policy_route(boost::asio::thread_pool& blocking, store::write_queue& writes,
+                         relay::grant_issuer const& issuer)
+        : blocking_(blocking), writes_(writes), issuer_(issuer)
     {
     }
     std::string_view path() const noexcept override { return "/dovecot/auth-policy"; }
@@ -53,6 +56,7 @@ public:
 
 private:
     boost::asio::awaitable<http_reply> report(http_exchange& x);
+    boost::asio::thread_pool& blocking_;
     store::write_queue& writes_;
     relay::grant_issuer const& issuer_;
 };

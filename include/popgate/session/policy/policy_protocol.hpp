@@ -6,13 +6,16 @@
 // relay::asker::mta (see relay/verdict.hpp). The request parser and the
 // answers are proto/smtpd_policy.hpp.
 #include "popgate/relay/policy.hpp"
+
+#include <boost/asio/thread_pool.hpp>
 #include "popgate/server/protocol.hpp"
 
 namespace popgate::session {
 
 // The one service a policy session uses.
 struct policy_services {
-    relay::policy& relay;  // the relay decision
+    relay::policy& relay;              // the relay decision
+    boost::asio::thread_pool& blocking;  // where it runs when it is not in_place()
 };
 
 class policy_protocol final : public server::protocol {

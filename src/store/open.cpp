@@ -1,0 +1,28 @@
+#include "popgate/store/open.hpp"
+
+namespace popgate::store {
+
+std::unique_ptr<store> open_store(std::string const& database, open_options const& o)
+{
+    if (is_postgresql(database)) {
+        pg_options p;
+        p.migrate = o.migrate;
+        p.statement_timeout = o.busy_timeout;
+        p.watch_networks = o.watch_networks;
+        p.max_connections = o.max_connections;
+        return open_pg_store(database, p);
+    }
+    sqlite_options s;
+    s.migrate = o.migrate;
+    s.must_exist = o.must_exist;
+    s.busy_timeout = o.busy_timeout;
+    s.keep_wal_files = o.keep_wal_files;
+    return open_sqlite_store(database, s);
+}
+
+std::string database_label(std::string const& database)
+{
+    return is_postgresql(database) ? redact_uri(database) : database;
+}
+
+}  // namespace popgate::store

@@ -1,0 +1,198 @@
+#include "pg_util.hpp"
+
+#include "popgate/log/log.hpp"
+#include "popgate/metrics/catalog.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <poll.h>
+
+#include <charconv>
+#include <iterator>
+#include <stdexcept>
+
+namespace popgate::store::pg {
+
+param p(std::string_view v) { return std::string(v); }
+param p(std::string const& v) { return v; }
+param p(std::int64_t v) { return std::to_string(v); }
+param p(std::optional<std::string> const& v) { return v; }
+param p(std::optional<std::int64_t> const& v)
+{
+    if (!v) return std::nullopt;
+    return std::to_string(*v);
+}
+
+std::int64_t result::i64(int row, int col) const
+{
+    char const* v = PQgetvalue(r_.get(), row, col);
+    std::int64_t out = 0;
+    std::from_chars(v, v + std::char_traits<char>::length(v), out);
+    return out;
+}
+
+std::optional<std::string> result::opt_text(int row, int col) const
+{
+    if (null(row, col)) return std::nullopt;
+    return text(row, col);
+}
+
+std::optional<std::int64_t> result::opt_i64(int row, int col) const
+{
+    if (null(row, col)) return std::nullopt;
+    return i64(row, col);
+}
+
+std::int64_t result::affected() const
+{
+    char const* v = PQcmdTuples(r_.get());
+    std::int64_t out = 0;
+    std::from_chars(v, v + std::char_traits<char>::length(v), out);
+    return out;
+}
+
+namespace {
+
+std::string trimmed(char const* s)
+{
+    std::string out = s ? s : "";
+    while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
+    // libpq's multi-line messages (a DETAIL, a connection attempt per
+    // address) become one line.
+    for (auto& c : out)
+        if (c == '\n' || c == '\t') c = ' ';
+    return out;
+}
+
+store_error unavailable(std::string msg)
+{
+    metrics::database_errors.with({"unavailable"}).inc();
+    return store_error(store_errc::unavailable, std::move(msg));
+}
+
+}  // namespace
+
+connection::connection(std::string const& uri, std::chrono::milliseconds statement_timeout)
+{
+    // Defaults first: what the URI says, expanded from dbname, overrides them.
+    char const* const keys[] = {"fallback_application_name", "connect_timeout", "dbname", nullptr};
+    char const* const values[] = {"popgate", "5", uri.c_str(), nullptr};
+    c_ = PQconnectdbParams(keys, values, 1);
+    if (!c_) throw unavailable("PostgreSQL: out of memory");
+    // The server's notices ("relation ... already exists, skipping") are not
+    // for the administrator's terminal: debug log lines.
+    PQsetNoticeProcessor(
+        c_, [](void*, char const* message) { spdlog::debug("postgresql notice={}", log::field(trimmed(message), 400)); },
+        nullptr);
+    if (PQstatus(c_) != CONNECTION_OK) {
+        auto msg = "cannot connect to PostgreSQL " + redact(uri) + ": " + trimmed(PQerrorMessage(c_));
+        PQfinish(c_);
+        c_ = nullptr;
+        throw unavailable(std::move(msg));
+    }
+    // A statement that waits (a lock held by an administrator's open
+    // transaction, a failing-over server) fails after the store's busy
+    // timeout instead of holding a blocking thread for ever.
+    exec("SET statement_timeout = " + std::to_string(statement_timeout.count()) +
+         "; SET idle_in_transaction_session_timeout = 60000");
+}
+
+connection::~connection()
+{
+    if (c_) PQfinish(c_);
+}
+
+bool connection::went_stale()
+{
+    if (broken()) return true;
+    pollfd pfd{PQsocket(c_), POLLIN, 0};
+    if (::poll(&pfd, 1, 0) <= 0) return false;
+    // Something arrived on an idle connection: a notice, or the server's
+    // goodbye. Read it; a dead connection shows as CONNECTION_BAD.
+    if (!PQconsumeInput(c_)) broken_ = true;
+    while (PGnotify* n = PQnotifies(c_)) PQfreemem(n);
+    return broken();
+}
+
+void connection::fail(PGresult* r, std::string_view what)
+{
+    result owned(r);  // cleared on the way out
+    if (!r || PQstatus(c_) != CONNECTION_OK) {
+        broken_ = true;
+        throw unavailable("PostgreSQL connection lost (" + std::string(what) + "): " + trimmed(PQerrorMessage(c_)));
+    }
+    char const* state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    std::string const sqlstate = state ? state : "";
+    std::string primary = trimmed(PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY));
+    char const* constraint = PQresultErrorField(r, PG_DIAG_CONSTRAINT_NAME);
+    // Class 23: the row broke a rule. Constraint names in sql/postgresql are
+    // written as explanations, as in SQLite: the administrator reads the rule.
+    if (sqlstate == "23505")
+        throw store_error(store_errc::duplicate, constraint ? std::string(constraint) + ": duplicate" : primary);
+    if (sqlstate == "23514" && constraint) throw store_error(store_errc::constraint, constraint);
+    if (sqlstate.starts_with("23") || sqlstate.starts_with("22") || sqlstate == "P0001")
+        throw store_error(store_errc::constraint, primary);
+    if (sqlstate == "40001" || sqlstate == "40P01" || sqlstate == "55P03" || sqlstate == "57014") {
+        metrics::database_errors.with({"busy"}).inc();
+        throw store_error(store_errc::busy, "database busy (" + primary + ")");
+    }
+    // 08 (connection), 57P0x (shutdown, cannot connect now), 53 (resources),
+    // 25P03 (idle transaction timeout), and anything else: try again later.
+    if (sqlstate.starts_with("08") || sqlstate.starts_with("57P")) broken_ = true;
+    throw unavailable("PostgreSQL " + std::string(what) + ": " + primary + (sqlstate.empty() ? "" : " (" + sqlstate + ")"));
+}
+
+result connection::run(char const* sql, std::initializer_list<param> params)
+{
+    auto it = prepared_.find(sql);
+    if (it == prepared_.end()) {
+        std::string name = "s" + std::to_string(prepared_.size());
+        PGresult* r = PQprepare(c_, name.c_str(), sql, static_cast<int>(params.size()), nullptr);
+        if (!r || PQresultStatus(r) != PGRES_COMMAND_OK) fail(r, "prepare");
+        PQclear(r);
+        it = prepared_.emplace(sql, std::move(name)).first;
+    }
+    char const* values[16] = {};
+    if (params.size() > std::size(values)) throw std::logic_error("pg::connection::run: too many parameters");
+    int i = 0;
+    for (auto const& v : params) values[i++] = v ? v->c_str() : nullptr;
+    PGresult* r = PQexecPrepared(c_, it->second.c_str(), i, values, nullptr, nullptr, 0);
+    auto const st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) fail(r, "query");
+    return result(r);
+}
+
+void connection::exec(std::string const& sql)
+{
+    PGresult* r = PQexec(c_, sql.c_str());
+    auto const st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) fail(r, "statement");
+    PQclear(r);
+}
+
+std::string redact(std::string_view uri)
+{
+    std::string out(uri);
+    // postgresql://user:secret@host/db -> postgresql://user@host/db
+    if (auto const scheme = out.find("://"); scheme != std::string::npos) {
+        auto const at = out.find('@', scheme + 3);
+        auto const slash = out.find('/', scheme + 3);
+        if (at != std::string::npos && (slash == std::string::npos || at < slash)) {
+            auto const colon = out.find(':', scheme + 3);
+            if (colon != std::string::npos && colon < at) out.erase(colon, at - colon);
+        }
+    }
+    // ...?password=secret&... -> password=***
+    for (std::size_t pos = 0; (pos = out.find("password=", pos)) != std::string::npos;) {
+        if (pos > 0 && out[pos - 1] != '?' && out[pos - 1] != '&' && out[pos - 1] != ' ') {
+            pos += 9;
+            continue;
+        }
+        auto const end = out.find_first_of("& ", pos + 9);
+        out.replace(pos + 9, (end == std::string::npos ? out.size() : end) - pos - 9, "***");
+        pos += 12;
+    }
+    return out;
+}
+
+}  // namespace popgate::store::pg

@@ -1,0 +1,88 @@
+#pragma once
+// Thin RAII over libpq, private to the PostgreSQL store: one connection with
+// its prepared statements, results read as text, and PostgreSQL's errors
+// turned into store_error with a message fit for an administrator.
+#include "popgate/store/store.hpp"
+
+#include <libpq-fe.h>
+
+#include <chrono>
+#include <concepts>
+#include <cstdint>
+#include <initializer_list>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+namespace popgate::store::pg {
+
+// One text parameter, or NULL.
+using param = std::optional<std::string>;
+param p(std::string_view v);
+param p(std::string const& v);
+param p(std::int64_t v);
+// Only a real bool: an integer or a pointer must not quietly become one.
+template <class B>
+    requires std::same_as<B, bool>
+param p(B v)
+{
+    return std::string(v ? "t" : "f");
+}
+param p(std::optional<std::string> const& v);
+param p(std::optional<std::int64_t> const& v);
+
+class result {
+public:
+    explicit result(PGresult* r) : r_(r, PQclear) {}
+    int rows() const noexcept { return PQntuples(r_.get()); }
+    bool null(int row, int col) const noexcept { return PQgetisnull(r_.get(), row, col) != 0; }
+    std::string text(int row, int col) const { return PQgetvalue(r_.get(), row, col); }
+    std::optional<std::string> opt_text(int row, int col) const;
+    std::int64_t i64(int row, int col) const;
+    std::optional<std::int64_t> opt_i64(int row, int col) const;
+    bool boolean(int row, int col) const noexcept { return PQgetvalue(r_.get(), row, col)[0] == 't'; }
+    std::int64_t affected() const;  // rows an INSERT/UPDATE/DELETE changed
+
+private:
+    std::unique_ptr<PGresult, void (*)(PGresult*)> r_;
+};
+
+class connection {
+public:
+    // Connects (blocking: never on an I/O thread). Throws store_error
+    // (unavailable) with libpq's reason; the URI's password never appears:
+    // it is refused by the configuration before this is reached.
+    connection(std::string const& conninfo, std::chrono::milliseconds statement_timeout);
+    ~connection();
+    connection(connection const&) = delete;
+    connection& operator=(connection const&) = delete;
+
+    // Runs `sql` as a prepared statement (prepared on first use on this
+    // connection; `sql` must be a string literal: its address is the key).
+    result run(char const* sql, std::initializer_list<param> params = {});
+    // Runs one or more statements without parameters (simple query protocol).
+    void exec(std::string const& sql);
+
+    // The server closed the connection, or a call found it dead: the pool
+    // drops it instead of handing it out again.
+    bool broken() const noexcept { return broken_ || PQstatus(c_) != CONNECTION_OK; }
+    // Without blocking: has the server sent something (an error, a close)
+    // while the connection sat idle? Then it is not worth reusing.
+    bool went_stale();
+    bool in_transaction() const noexcept { return PQtransactionStatus(c_) != PQTRANS_IDLE; }
+    PGconn* raw() const noexcept { return c_; }
+
+private:
+    [[noreturn]] void fail(PGresult* r, std::string_view what);
+    PGconn* c_ = nullptr;
+    bool broken_ = false;
+    std::unordered_map<char const*, std::string> prepared_;
+};
+
+// A URI with its user:password@ part and any password= parameter taken out,
+// for log lines and error messages.
+std::string redact(std::string_view uri);
+
+}  // namespace popgate::store::pg

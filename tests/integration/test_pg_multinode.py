@@ -1,0 +1,200 @@
+"""Two `popgate serve` nodes on one real PostgreSQL 15 (issue 12): a login on
+one node relays through the other at once; rows written with psql count at
+the next RCPT on every node; PostgreSQL stopped mid-run gives temporary
+answers only (-ERR [SYS/TEMP], 451 4.3.0, DEFER_IF_REJECT), never a relay and
+never a false 550, and service comes back without restarting popgate.
+
+Each test starts its own PostgreSQL (it is stopped on purpose), both nodes
+with their own Maildirs and ports, and a capture upstream.
+"""
+import poplib
+import shutil
+import smtplib
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from popgate_test import POPGATE, SourcePOP3, eventually, make_gateway, upstream  # noqa: F401
+from private_postgres import PrivatePostgres, installed
+from smtp_support import relay_overrides
+
+pytestmark = pytest.mark.skipif(not installed(), reason="PostgreSQL 15 is not installed (deploy/install-deps.sh)")
+
+PASSWORD = "pw-bob-7311"
+BODY = b"From: bob@gw.test\r\nTo: r@remote.test\r\nSubject: via node B\r\n\r\nhello\r\n"
+
+
+@pytest.fixture
+def pg():
+    # Not under pytest's tmp_path: the postgres user must reach the directory.
+    d = Path(tempfile.mkdtemp(prefix="popgate-pg-"))
+    server = PrivatePostgres(d).start()
+    yield server
+    server.stop()
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def nodes(pg, make_gateway, upstream):  # noqa: F811
+    uri = pg.create_database("popgate")
+    policy = {"name": "policy", "protocol": "policy"}
+    listeners = [{"name": "pop3", "protocol": "pop3", "tls": "starttls"},
+                 {"name": "smtp", "protocol": "smtp", "tls": "starttls"}, policy]
+    overrides = relay_overrides(upstream, storage={"database": uri})
+    a = make_gateway(overrides, listeners, name="node-a")
+    b = make_gateway(overrides, listeners, name="node-b")
+    a.add_user("bob", PASSWORD)
+    return a, b
+
+
+def login(g, source, password=PASSWORD):
+    p = SourcePOP3(g.port("pop3"), source)
+    try:
+        p.user("bob")
+        return p.pass_(password)
+    except poplib.error_proto as e:
+        return e.args[0]
+    finally:
+        try:
+            p.quit()
+        except (poplib.error_proto, OSError):
+            pass
+
+
+def rcpt(g, source, to="r@remote.test"):
+    with smtplib.SMTP("127.0.0.1", g.port("smtp"), source_address=(source, 0), timeout=20) as s:
+        s.ehlo("client.test")
+        s.mail("bob@gw.test")
+        reply = s.rcpt(to)
+        s.rset()
+        return reply
+
+
+def send(g, source):
+    with smtplib.SMTP("127.0.0.1", g.port("smtp"), source_address=(source, 0), timeout=20) as s:
+        s.ehlo("client.test")
+        return s.sendmail("bob@gw.test", ["r@remote.test"], BODY)
+
+
+def policy(g, client):
+    with socket.create_connection(("127.0.0.1", g.port("policy")), timeout=20) as s:
+        s.sendall(f"request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address={client}\n"
+                  f"recipient=r@remote.test\ninstance=1\n\n".encode())
+        data = b""
+        while not data.endswith(b"\n\n"):
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        return data.decode().strip()
+
+
+def grant_rows(pg):
+    return pg.psql("popgate", 'SELECT host(address), "user", method FROM relay_grants ORDER BY 1')
+
+
+def test_login_on_one_node_relays_through_the_other_at_once(pg, nodes, upstream):  # noqa: F811
+    a, b = nodes
+    assert login(a, "127.0.0.21").startswith(b"+OK")
+    # The grant is committed before +OK: node B sees it at the very next RCPT.
+    assert send(b, "127.0.0.21") == {}
+    assert upstream.wait_for(lambda: len(upstream.messages) == 1)
+    assert grant_rows(pg) == [("127.0.0.21", "bob", "pass")]
+    assert b.wait_log("decision=grant detail=grant_user=bob grant=127.0.0.21")
+    # The MTA beside node B asks it over the policy protocol: the same answer.
+    assert policy(b, "127.0.0.21") == "action=OK"
+    # The hit is counted on the one row, by the node that used it.
+    assert eventually(lambda: pg.psql("popgate", "SELECT hits FROM relay_grants")[0][0] != "0")
+
+
+def test_an_address_without_grant_is_refused_on_both_nodes(pg, nodes, upstream):  # noqa: F811
+    a, b = nodes
+    assert login(a, "127.0.0.21").startswith(b"+OK")
+    for g in (a, b):
+        assert rcpt(g, "127.0.0.22") == (554, b"5.7.1 <r@remote.test>: Relay access denied")
+        assert policy(g, "127.0.0.22") == "action=DUNNO"
+    # A wrong password grants nothing anywhere.
+    assert login(b, "127.0.0.23", "wrong").startswith(b"-ERR")
+    assert rcpt(a, "127.0.0.23")[0] == 554
+    assert upstream.messages == []
+    assert grant_rows(pg) == [("127.0.0.21", "bob", "pass")]
+
+
+def test_rows_written_with_psql_count_at_the_next_rcpt_on_every_node(pg, nodes):
+    a, b = nodes
+    for g in (a, b):
+        assert rcpt(g, "127.0.0.31")[0] == 554
+        assert rcpt(g, "127.0.0.32")[0] == 554
+    # A grant row and a network row, written as an administrator would.
+    pg.psql("popgate", "INSERT INTO relay_grants (address, expires_at) VALUES ('127.0.0.31', unixepoch() + 600);"
+                       "INSERT INTO allowed_networks (cidr, note) VALUES ('127.0.0.32/32', 'psql')")
+    # Grants are read at every RCPT; networks are cached and reloaded on the
+    # NOTIFY the insert sent (not on a timer: the check interval is 30 s).
+    for g in (a, b):
+        assert rcpt(g, "127.0.0.31")[0] == 250
+        assert eventually(lambda g=g: rcpt(g, "127.0.0.32")[0] == 250, timeout=5)
+        assert g.wait_log("decision=network detail=network=127.0.0.32")
+    # And taken away the same way.
+    pg.psql("popgate", "DELETE FROM relay_grants; DELETE FROM allowed_networks")
+    for g in (a, b):
+        assert rcpt(g, "127.0.0.31")[0] == 554
+        assert eventually(lambda g=g: rcpt(g, "127.0.0.32")[0] == 554, timeout=5)
+
+
+def test_postgresql_down_gives_temporary_answers_and_service_returns_without_restart(pg, nodes, upstream):  # noqa: F811
+    a, b = nodes
+    assert login(a, "127.0.0.41").startswith(b"+OK")
+    assert rcpt(b, "127.0.0.41")[0] == 250
+    pg.stop()
+    for g in (a, b):
+        # A login cannot be checked, nor its grant written: a temporary error.
+        reply = login(g, "127.0.0.42")
+        assert reply.startswith(b"-ERR [SYS/TEMP]"), reply
+        # A granted address and an unknown one alike: 451, never a relay and
+        # never a 550 the client would bounce on.
+        for source in ("127.0.0.41", "127.0.0.43"):
+            code, text = rcpt(g, source)
+            assert code == 451 and text.startswith(b"4.3.0"), (code, text)
+        assert policy(g, "127.0.0.41").startswith("action=DEFER_IF_REJECT 4.3.0")
+        # Each node says so once, however many calls failed.
+        assert g.wait_log("database unreachable")
+        assert g.log().count("database unreachable") == 1
+    assert upstream.messages == []
+
+    pg.start()
+    for g in (a, b):
+        assert eventually(lambda g=g: rcpt(g, "127.0.0.41")[0] == 250, timeout=20)
+        assert rcpt(g, "127.0.0.43")[0] == 554
+        assert g.wait_log("database reachable again")
+    assert login(b, "127.0.0.42").startswith(b"+OK")
+    assert send(a, "127.0.0.42") == {}
+    assert upstream.wait_for(lambda: len(upstream.messages) == 1)
+    # The failed login wrote nothing; the later one its grant.
+    assert grant_rows(pg) == [("127.0.0.41", "bob", "pass"), ("127.0.0.42", "bob", "pass")]
+    for g in (a, b):
+        assert g.proc.poll() is None  # never restarted
+
+
+def test_a_password_in_the_uri_is_refused_by_check_config(tmp_path, pg):
+    conf = tmp_path / "pw.toml"
+    conf.write_text(f'[storage]\ndatabase = "postgresql://popgate:secret@127.0.0.1:{pg.port}/popgate"\n'
+                    '[[listener]]\nname = "pop3"\nprotocol = "pop3"\nport = 0\n')
+    r = subprocess.run([POPGATE, "check-config", "-c", str(conf)], capture_output=True, text=True)
+    assert r.returncode != 0
+    assert "a password in the URI is refused" in r.stdout + r.stderr
+    assert "secret" not in r.stdout + r.stderr
+
+
+def test_db_check_reports_engine_schema_and_round_trip(pg, nodes):
+    a, _ = nodes
+    out = a.cli("db", "check").stdout
+    assert out.startswith("engine PostgreSQL 15.")
+    assert "schema version 5 (this popgate: 5)" in out
+    assert "round trip " in out and out.rstrip().endswith("ok")
+    pg.stop()
+    r = a.cli("db", "check", check=False)
+    assert r.returncode == 3, r  # README "Exit codes": database unavailable
+    assert "cannot connect to PostgreSQL" in r.stderr
