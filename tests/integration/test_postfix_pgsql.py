@@ -11,8 +11,9 @@ import secrets
 
 import pytest
 
-from popgate_test import CaptureUpstream
-from private_postfix import RELAY_DENIED, PrivatePostfix, delivered, require_root, work_dir  # noqa: F401
+from popgate_test import CaptureUpstream, Gateway
+from private_postfix import (RELAY_DENIED, PrivatePostfix, delivered, pop3_login, require_root,  # noqa: F401
+                            work_dir)
 from private_postgres import PsqlError, apply_schema
 
 SRC = os.environ.get("POPGATE_SOURCE_DIR", ".")
@@ -45,8 +46,9 @@ def mta_db(postgres_server, pg_database):
 
 @pytest.fixture
 def stack(work_dir, mta_db):  # noqa: F811
-    """(psql on the database, Postfix, sink); the table type is the parameter
-    `table_type` when the test has one."""
+    """make(table_type="pgsql"): a private Postfix that asks the shipped
+    table through `table_type`, and a sink; returns (a psql on the
+    database, the Postfix, the sink). Stopped after the test."""
     require_root()
     pg, name, password = mta_db
     made = []
@@ -156,3 +158,27 @@ def test_the_mta_role_reads_grants_and_networks_and_nothing_else(mta_db):
     # A wrong password is refused.
     with pytest.raises(PsqlError, match="password authentication failed"):
         pg.psql(name, "SELECT 1", user="popgate_mta", password="wrong")
+
+
+def test_a_pop3_login_at_popgate_on_postgresql_relays_through_postfix(stack, pg_database, work_dir):  # noqa: F811
+    """The whole path: popgate with [storage] database = the URI writes the
+    grant at a POP3 login; Postfix's pgsql: table sees it at the next RCPT."""
+    psql, pf, sink = stack()
+    g = Gateway(work_dir / "gw", overrides={"storage": {"database": str(pg_database)}},
+                listeners=[{"name": "pop3", "protocol": "pop3", "tls": "none"}])
+    g.start()
+    try:
+        g.add_user("alice", "pw")
+        assert pf.rcpt("bob@remote.test", source="127.0.0.2") == (554, RELAY_DENIED)
+        assert pop3_login(g, "127.0.0.2").startswith(b"+OK")
+        pf.send("bob@remote.test", "relayed after a POP3 login at popgate", source="127.0.0.2")
+        assert delivered(sink, "bob@remote.test")
+        assert pf.rcpt("bob@remote.test", source="127.0.0.3") == (554, RELAY_DENIED)
+        # A wrong password writes no grant.
+        with pytest.raises(Exception, match="AUTH"):
+            pop3_login(g, "127.0.0.4", password="wrong")
+        assert pf.rcpt("bob@remote.test", source="127.0.0.4") == (554, RELAY_DENIED)
+        assert psql('SELECT host(address), "user", method FROM relay_grants') == [("127.0.0.2", "alice", "pass")]
+    finally:
+        rc = g.stop()
+    assert rc == 0, g.log()[-3000:]
