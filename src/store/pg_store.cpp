@@ -354,21 +354,24 @@ public:
     {
         (void)deadline;  // statement_timeout bounds each statement instead
         errors.assign(ops.size(), std::string{});
+        // PostgreSQL aborts the whole transaction on any error. The batch is
+        // first tried as it is, one round trip per op; only when an op is
+        // refused is it run again with a savepoint around each op, so that
+        // the refused ones are undone alone (three round trips per op, for
+        // the rare batch that needs it).
+        try {
+            in_transaction([&](pg::connection& c) {
+                for (auto const& op : ops) apply(c, op);
+            });
+            return;
+        } catch (store_error const& e) {
+            if (e.code() != store_errc::constraint && e.code() != store_errc::duplicate) throw;
+        }
         in_transaction([&](pg::connection& c) {
             for (std::size_t i = 0; i < ops.size(); ++i) {
-                // A savepoint per op: PostgreSQL aborts the whole transaction
-                // on any error, so a refused op is undone alone this way.
                 c.run("SAVEPOINT op");
                 try {
-                    std::visit(
-                        [&](auto const& op) {
-                            using T = std::decay_t<decltype(op)>;
-                            if constexpr (std::is_same_v<T, grant>) put_grant(c, op);
-                            else if constexpr (std::is_same_v<T, grant_touch>) put_touch(c, op);
-                            else if constexpr (std::is_same_v<T, grant_cap>) put_cap(c, op);
-                            else put_audit(c, op.event, op.address, op.user, op.detail);
-                        },
-                        ops[i]);
+                    apply(c, ops[i]);
                     c.run("RELEASE SAVEPOINT op");
                 } catch (store_error const& e) {
                     if (e.code() != store_errc::constraint && e.code() != store_errc::duplicate) throw;
@@ -377,6 +380,19 @@ public:
                 }
             }
         });
+    }
+
+    static void apply(pg::connection& c, write_op const& op)
+    {
+        std::visit(
+            [&](auto const& o) {
+                using T = std::decay_t<decltype(o)>;
+                if constexpr (std::is_same_v<T, grant>) put_grant(c, o);
+                else if constexpr (std::is_same_v<T, grant_touch>) put_touch(c, o);
+                else if constexpr (std::is_same_v<T, grant_cap>) put_cap(c, o);
+                else put_audit(c, o.event, o.address, o.user, o.detail);
+            },
+            op);
     }
 
     bool reopen_if_moved() override { return false; }  // a server, not a file
