@@ -83,6 +83,7 @@ public:
         last_error_ = why;
         if (!up_) return;
         up_ = false;
+        announced_ = true;
         spdlog::error("database unreachable database={} reason={}: logins answer -ERR [SYS/TEMP] and relay "
                       "decisions 451 until it is back; reconnecting",
                       log::field(where_), log::field(why, 400));
@@ -94,6 +95,8 @@ public:
         backoff_ = std::chrono::milliseconds(0);
         if (up_) return;
         up_ = true;
+        if (!announced_) return;
+        announced_ = false;
         spdlog::info("database reachable again database={}", log::field(where_));
     }
 
@@ -106,7 +109,10 @@ public:
 private:
     mutable std::mutex m_;
     std::string where_;
-    bool up_ = true;
+    // Down until the first connection: a failure before it is the opening
+    // call's error (the daemon does not start), not an outage to announce.
+    bool up_ = false;
+    bool announced_ = false;  // "unreachable" was logged, "reachable again" is due
     std::string last_error_;
     clock::time_point next_try_{};
     std::chrono::milliseconds backoff_{0};

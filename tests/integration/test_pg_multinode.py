@@ -198,3 +198,18 @@ def test_db_check_reports_engine_schema_and_round_trip(pg, nodes):
     r = a.cli("db", "check", check=False)
     assert r.returncode == 3, r  # README "Exit codes": database unavailable
     assert "cannot connect to PostgreSQL" in r.stderr
+
+
+def test_a_node_started_while_postgresql_is_down_exits_and_says_why(pg, make_gateway):  # noqa: F811
+    uri = pg.create_database("popgate")
+    pg.stop()
+    g = make_gateway({"storage": {"database": uri}}, start=False)
+    g.allow_unclean_exit = True
+    with pytest.raises(RuntimeError) as e:
+        g.start()
+    # systemd (Restart=on-failure) starts it again; the reason is on stderr
+    # and in the log, with the URI as given (it holds no password).
+    assert "popgate exited 1" in str(e.value)
+    assert "cannot connect to PostgreSQL postgresql://popgate@127.0.0.1:" in str(e.value)
+    assert "startup failed: cannot connect to PostgreSQL" in g.log()
+    assert "database unreachable" not in g.log()  # no outage: it never ran
