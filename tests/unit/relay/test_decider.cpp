@@ -289,6 +289,24 @@ BOOST_AUTO_TEST_CASE(network_row_added_by_hand_is_seen_at_the_next_decision)
     BOOST_TEST((decide("11.1.2.3").verdict == relay_verdict::relay_network));
 }
 
+// The daemon's store: on PostgreSQL it keeps the network generation that a
+// LISTEN connection hears. A row changed by hand must still count at the very
+// next decision, before the notification has arrived: a deleted network that
+// went on relaying would be an open relay.
+BOOST_AUTO_TEST_CASE(network_rows_by_hand_count_at_once_beside_the_watcher)
+{
+    auto watched = backend.open({.watch_networks = true});
+    relay::decider d{*watched, 64};
+    int wrong = 0;
+    for (int i = 0; i < 100; ++i) {
+        sql("INSERT INTO allowed_networks (cidr) VALUES ('198.51.100.0/24')");
+        wrong += d.decide(ip("198.51.100.9"), false, false).verdict != relay_verdict::relay_network;
+        sql("DELETE FROM allowed_networks");
+        wrong += d.decide(ip("198.51.100.9"), false, false).verdict != relay_verdict::deny;
+    }
+    BOOST_TEST(wrong == 0);
+}
+
 BOOST_AUTO_TEST_CASE(network_added_through_the_store)
 {
     BOOST_TEST((decide("2001:db8:ff::1").verdict == relay_verdict::deny));
