@@ -2,6 +2,8 @@
 # Installs everything popgate needs to build, run and test on Debian 12.
 # Idempotent: installs only what is missing and runs `apt-get update` only then.
 set -eu
+# python3-psycopg2: Gateway.sql() in the integration tests runs its statements
+# on PostgreSQL with it when POPGATE_TEST_BACKEND=postgresql (tests/support/popgate_test.py).
 pkgs="build-essential cmake ninja-build ccache pkg-config
 libboost1.81-dev libboost-test1.81-dev libssl-dev openssl libsqlite3-dev sqlite3
 libspdlog-dev libtomlplusplus-dev libcli11-dev libcrypt-dev
@@ -10,7 +12,7 @@ curl mpop fetchmail
 systemd dpkg-dev util-linux iproute2 groff-base man-db bash-completion logrotate
 haproxy fail2ban postfix postfix-sqlite dovecot-core dovecot-imapd dovecot-pop3d prometheus
 clang-14 libclang-rt-14-dev
-postgresql-15 libpq-dev postfix-pgsql"
+postgresql-15 libpq-dev postfix-pgsql python3-psycopg2"
 missing=""
 for p in $pkgs; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -222,12 +222,19 @@ public:
         std::string arr = "{";
         for (std::size_t i = 0; i < keys.size(); ++i) arr += (i ? "," : "") + keys[i];
         arr += "}";
+        // The same round trip reads the network generation: a network row
+        // changed just before this decision then counts at once, even when
+        // the watcher has not heard the notification yet (the decision asks
+        // network_generation() next).
         return with([&](pg::connection& c) -> std::optional<grant> {
-            auto r = c.run(POPGATE_PG_GRANT_COLUMNS " FROM relay_grants WHERE address = ANY ($1::inet[])"
-                                                    " AND expires_at > $2 ORDER BY array_position($1::inet[], address)"
-                                                    " LIMIT 1",
+            auto r = c.run("SELECT g.*, n.generation FROM network_generation n LEFT JOIN LATERAL ("
+                           POPGATE_PG_GRANT_COLUMNS " FROM relay_grants WHERE address = ANY ($1::inet[])"
+                           " AND expires_at > $2 ORDER BY array_position($1::inet[], address) LIMIT 1) g ON true"
+                           " WHERE n.id = 1",
                            {p(arr), p(t)});
             if (r.rows() == 0) return std::nullopt;
+            generation_.store(r.i64(0, 12), std::memory_order_release);
+            if (r.null(0, 0)) return std::nullopt;
             return read_grant(r, 0);
         });
     }

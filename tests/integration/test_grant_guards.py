@@ -308,7 +308,7 @@ def test_cli_revokes_the_users_grants(gw, how):
 @pytest.mark.parametrize("statement,detail", [
     ("UPDATE users SET password_hash = '$6$abcdefgh$0123456789abcdef' WHERE name = 'alice'", "password changed"),
     ("UPDATE users SET shared_secret = 'new' WHERE name = 'alice'", "password changed"),
-    ("UPDATE users SET disabled = 1 WHERE name = 'alice'", "user disabled"),
+    ("UPDATE users SET disabled = true WHERE name = 'alice'", "user disabled"),
     ("DELETE FROM users WHERE name = 'alice'", "user deleted"),
     ("UPDATE users SET name = 'alice2' WHERE name = 'alice'", "user renamed"),
     ("INSERT INTO revoke_user_grants (user, detail) VALUES ('alice', 'phone stolen')", "phone stolen"),
@@ -327,8 +327,8 @@ def test_changes_that_lock_nobody_out_keep_the_grant(gw):
     g = gw()
     granted(g, "127.0.0.45")
     g.cli("user", "set", "alice", "--apop-only", "false")   # rewrites the row, same password
-    g.sql("UPDATE users SET password_hash = password_hash, disabled = 0 WHERE name = 'alice'")
-    g.sql("UPDATE users SET disabled = 1 WHERE name = 'bob'")
+    g.sql("UPDATE users SET password_hash = password_hash, disabled = false WHERE name = 'alice'")
+    g.sql("UPDATE users SET disabled = true WHERE name = 'bob'")
     assert grants(g) == [("127.0.0.45", "alice")]
     assert rcpt_from(g, "127.0.0.45")[0] == 250
 

@@ -14,7 +14,7 @@ import urllib.request
 
 import pytest
 
-from popgate_test import DEFAULT_LISTENERS
+from popgate_test import DEFAULT_LISTENERS, sqlite_only
 
 SECRET = "http-test-secret-0123456789"
 POLICY = "/dovecot/auth-policy"
@@ -87,6 +87,7 @@ def test_healthz_and_readyz_with_curl(gw):
     assert get(gw, "/readyz") == (200, "ready\n")
 
 
+@sqlite_only("the database file removed; PostgreSQL going away is test_pg_multinode.py's")
 def test_readyz_says_503_when_the_database_is_gone(gw):
     assert get(gw, "/readyz")[0] == 200
     for suffix in ("", "-wal", "-shm"):
@@ -264,6 +265,7 @@ def test_ipv6_remote_is_granted_by_its_prefix(gw):
     assert grants(gw) == [("2001:db8:1:2::", "erin", "dovecot-pop3", 1, "http")]
 
 
+@sqlite_only("the database file moved away; PostgreSQL going away is test_pg_multinode.py's")
 def test_report_when_the_database_is_unusable_gets_503(gw):
     os.rename(gw.db, str(gw.db) + ".away")
     try:

@@ -4,14 +4,19 @@ its own temporary database, Maildirs and certificate, and a capture upstream.
 Every integration test starts the servers it needs through these fixtures.
 """
 import asyncio
+import atexit
 import json
 import os
 import poplib
+import re
+import secrets
+import shutil
 import signal
 import socket
 import sqlite3
 import ssl
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -19,6 +24,61 @@ from pathlib import Path
 import pytest
 
 POPGATE = os.environ.get("POPGATE_BIN", "build/ci/popgate")
+
+# The store every Gateway uses: "sqlite" (a file in the test's directory, the
+# default) or "postgresql" (a fresh database per Gateway on one private
+# PostgreSQL per pytest process, tests/support/private_postgres.py). CTest
+# sets it for the <kind>_pg.<file> runs (tests/CMakeLists.txt).
+BACKEND = os.environ.get("POPGATE_TEST_BACKEND", "sqlite")
+if BACKEND not in ("sqlite", "postgresql"):
+    raise RuntimeError(f"POPGATE_TEST_BACKEND={BACKEND!r}: sqlite or postgresql")
+
+
+def sqlite_only(reason):
+    """Marks a test that holds only on SQLite (its file, its spelling rules,
+    its error classes); `reason` says why. It is skipped on PostgreSQL."""
+    return pytest.mark.skipif(BACKEND != "sqlite", reason=f"SQLite only: {reason}")
+
+
+_pg_server = None
+
+
+def _stop_pg_server():
+    global _pg_server
+    if _pg_server is not None:
+        pg, _pg_server = _pg_server, None
+        pg.stop("immediate")   # a throwaway server: no shutdown checkpoint
+        shutil.rmtree(pg.root, ignore_errors=True)
+
+
+def backend_server():
+    """The pytest process's private PostgreSQL, started at first use and
+    stopped at the end of the session. A missing PostgreSQL is an error,
+    not a skip: the run asked for it."""
+    global _pg_server
+    if _pg_server is None:
+        from private_postgres import PG_BIN, PrivatePostgres, installed
+        if not installed():
+            raise RuntimeError(f"POPGATE_TEST_BACKEND=postgresql but PostgreSQL 15 is not installed ({PG_BIN})")
+        _pg_server = PrivatePostgres(tempfile.mkdtemp(prefix="popgate-pg-")).start()
+        atexit.register(_stop_pg_server)
+    return _pg_server
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _backend_server_stopped():
+    yield
+    _stop_pg_server()
+
+
+def _pg_statement(statement):
+    """A statement written for SQLite, as psycopg2 takes it: ? placeholders
+    become %s (a literal % doubled), the column word user (outside quotes)
+    "user". Nothing more: anything else must be written portably."""
+    parts = statement.split("'")
+    for i in range(0, len(parts), 2):   # outside string literals
+        parts[i] = re.sub(r'(?<![\w."])user(?![\w"])', '"user"', parts[i])
+    return "'".join(parts).replace("%", "%%").replace("?", "%s")
 
 
 def _toml_value(v):
@@ -99,7 +159,14 @@ class Gateway(LogFile):
     def __init__(self, root: Path, overrides=None, listeners=None):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        self.db = self.root / "popgate.db"
+        self.db = self.root / "popgate.db"   # SQLite's file (absent on PostgreSQL)
+        self.backend = BACKEND
+        if BACKEND == "postgresql":
+            self.pg = backend_server()
+            self.pg_dbname = "gw_" + secrets.token_hex(6)
+            self.database = self.pg.create_database(self.pg_dbname)
+        else:
+            self.database = str(self.db)
         self.mail_root = self.root / "mail"
         self.drop = self.root / "relay-drop"
         self.log_file = self.root / "popgate.log"
@@ -110,7 +177,7 @@ class Gateway(LogFile):
         sections = {
             "server": {"hostname": "gw.test", "threads": 2},
             "tls": {"cert_file": str(self.cert), "key_file": str(self.key)},
-            "storage": {"database": str(self.db)},
+            "storage": {"database": self.database},
             "mail": {"maildir": str(self.mail_root / "%u"), "local_domains": ["gw.test", "localhost"],
                      "relay_drop": str(self.drop)},
             "relay": {"grant_ttl": 1800},
@@ -185,12 +252,32 @@ class Gateway(LogFile):
         return self.cli("user", "add", name, "--scheme", "sha512-crypt", *flags, input=password + "\n")
 
     def sql(self, statement, params=()):
+        """Runs one statement as an administrator would (sqlite3, or psql as
+        the database's owner) and returns its rows; committed."""
+        if self.backend == "postgresql":
+            import psycopg2
+            con = psycopg2.connect(self.database)
+            try:
+                with con, con.cursor() as cur:
+                    cur.execute(_pg_statement(statement), tuple(params))
+                    return [tuple(r) for r in cur.fetchall()] if cur.description else []
+            finally:
+                con.close()
         con = sqlite3.connect(self.db, timeout=10)
         try:
             with con:
                 return con.execute(statement, params).fetchall()
         finally:
             con.close()
+
+    @property
+    def database_error(self):
+        """The base class of what sql() raises for a statement the database
+        refuses."""
+        if self.backend == "postgresql":
+            import psycopg2
+            return psycopg2.Error
+        return sqlite3.DatabaseError
 
     def maildir(self, user):
         return self.mail_root / user

@@ -3,6 +3,7 @@
 #include "popgate/store/sqlite_store.hpp"
 
 #include "temp_dir.hpp"
+#include "test_backend.hpp"
 
 #include <boost/test/data/monomorphic.hpp>
 #include <boost/test/data/test_case.hpp>
@@ -110,6 +111,16 @@ struct store_fixture {
     std::unique_ptr<store> db = open_sqlite_store(file);
 };
 
+// A store on a fresh database of the backend under test (SQLite, or
+// PostgreSQL in unit.store_pg: test_backend.hpp), and an administrator's
+// shell on it. Suites with this fixture are labelled "both".
+struct both_fixture {
+    popgate::test::backend_db backend;
+    std::unique_ptr<store> db = backend.open();
+    std::unique_ptr<popgate::test::sql_shell> sql = backend.shell();
+    bool pg() const noexcept { return backend.postgresql(); }
+};
+
 // A valid hash shape for the users.password_hash CHECK (never verified here).
 constexpr char const* some_hash = "$6$saltsalt$TVLlQcbpFVof5W3Yz4DTP6gRstiNuHwwTt6GLc1E5n0U0aDehy0S5knV8wiOQSpT0Y77vwPZN.Pq.H91p5hVO1";
 
@@ -142,6 +153,28 @@ store_errc code_of(std::function<void()> const& f)
     }
     BOOST_FAIL("no store_error thrown");
     return store_errc::not_found;
+}
+
+void apply_ops(store& db, std::vector<write_op> const& ops)
+{
+    std::vector<std::string> errors;
+    db.write_batch(ops, errors);
+    for (auto const& e : errors) BOOST_TEST(e.empty(), e);
+}
+
+grant the_grant(store& db, std::string const& address)
+{
+    for (auto const& g : db.list_grants(true, 0))
+        if (g.address == address) return g;
+    BOOST_FAIL("no grant for " << address);
+    return {};
+}
+
+std::vector<std::string> addresses(std::vector<grant> const& gs)
+{
+    std::vector<std::string> out;
+    for (auto const& g : gs) out.push_back(g.address);
+    return out;
 }
 
 }  // namespace
@@ -241,26 +274,14 @@ BOOST_AUTO_TEST_CASE(store_open_migrates_and_reopen_keeps_data)
                static_cast<std::int64_t>(known_migrations().size()));
 }
 
-BOOST_AUTO_TEST_CASE(refuses_a_newer_schema)
+// Opening such a database: store_schema/a_newer_schema_is_refused.
+BOOST_AUTO_TEST_CASE(migrate_refuses_a_newer_schema)
 {
     temp_dir tmp;
     auto const file = tmp.path / "new.db";
     open_sqlite_store(file).reset();
-    {
-        raw_db raw(file);
-        raw.must("INSERT INTO schema_migrations (version, name) VALUES (999, 'from the future')");
-    }
-    for (bool const migrate_on_open : {true, false}) {
-        try {
-            open_sqlite_store(file, {.migrate = migrate_on_open});
-            BOOST_ERROR("a database with schema 999 was opened, migrate=" << migrate_on_open);
-        } catch (store_error const& e) {
-            BOOST_TEST((e.code() == store_errc::schema_too_new));
-            BOOST_TEST(std::string(e.what()).find("newer") != std::string::npos, e.what());
-            BOOST_TEST(std::string(e.what()).find("999") != std::string::npos, e.what());
-        }
-    }
     raw_db raw(file);
+    raw.must("INSERT INTO schema_migrations (version, name) VALUES (999, 'from the future')");
     try {
         migrate(raw.get());
         BOOST_ERROR("migrate() accepted schema 999");
@@ -300,16 +321,11 @@ BOOST_AUTO_TEST_CASE(must_exist_on_a_missing_file)
     BOOST_TEST(!fs::exists(file));  // and it was not created by accident
 }
 
-BOOST_AUTO_TEST_CASE(integrity_ok_on_a_fresh_database)
-{
-    store_fixture f;
-    BOOST_TEST(f.db->integrity_ok());
-}
 
 BOOST_AUTO_TEST_SUITE_END()
 
 // ---------------------------------------------------------------------------
-BOOST_FIXTURE_TEST_SUITE(store_users, store_fixture, *boost::unit_test::label("unit"))
+BOOST_FIXTURE_TEST_SUITE(store_users, both_fixture, *boost::unit_test::label("unit") * boost::unit_test::label("both"))
 
 BOOST_AUTO_TEST_CASE(add_find_update_delete)
 {
@@ -429,7 +445,7 @@ BOOST_AUTO_TEST_CASE(import_duplicate_without_replace_changes_nothing)
 BOOST_AUTO_TEST_SUITE_END()
 
 // ---------------------------------------------------------------------------
-BOOST_FIXTURE_TEST_SUITE(store_grants, store_fixture, *boost::unit_test::label("unit"))
+BOOST_FIXTURE_TEST_SUITE(store_grants, both_fixture, *boost::unit_test::label("unit") * boost::unit_test::label("both"))
 
 BOOST_AUTO_TEST_CASE(upsert_refreshes_one_row_per_address_and_keeps_hits)
 {
@@ -526,7 +542,7 @@ BOOST_AUTO_TEST_CASE(bad_grant_through_the_store_is_a_constraint_error)
 BOOST_AUTO_TEST_SUITE_END()
 
 // ---------------------------------------------------------------------------
-BOOST_FIXTURE_TEST_SUITE(store_write_batch, store_fixture, *boost::unit_test::label("unit"))
+BOOST_FIXTURE_TEST_SUITE(store_write_batch, both_fixture, *boost::unit_test::label("unit") * boost::unit_test::label("both"))
 
 BOOST_AUTO_TEST_CASE(applies_grants_touches_and_audits_in_order)
 {
@@ -562,13 +578,20 @@ BOOST_AUTO_TEST_CASE(a_failed_op_is_undone_alone)
     db->write_batch(ops, errors);
     BOOST_TEST_REQUIRE(errors.size() == 4u);
     BOOST_TEST(errors[0].empty());
-    BOOST_TEST(errors[1].find("relay_grants.address") != std::string::npos, errors[1]);
+    // SQLite's rule names the column; PostgreSQL's inet type refuses the text.
+    BOOST_TEST(errors[1].find(pg() ? "inet" : "relay_grants.address") != std::string::npos, errors[1]);
     BOOST_TEST(!errors[2].empty());
     BOOST_TEST(errors[3].empty());
     auto const g = db->list_grants(true, t);
     BOOST_TEST_REQUIRE(g.size() == 2u);
     BOOST_TEST(db->list_audit(10).empty());
 }
+
+
+BOOST_AUTO_TEST_SUITE_END()
+
+// SQLite's own lock wait (busy timeout, deadline): SQLite only.
+BOOST_FIXTURE_TEST_SUITE(store_write_deadline, store_fixture, *boost::unit_test::label("unit"))
 
 BOOST_AUTO_TEST_CASE(a_locked_database_fails_the_whole_batch)
 {
@@ -582,10 +605,6 @@ BOOST_AUTO_TEST_CASE(a_locked_database_fails_the_whole_batch)
     admin.must("ROLLBACK");
     BOOST_TEST(db->list_grants(true, now()).empty());
 }
-
-BOOST_AUTO_TEST_SUITE_END()
-
-BOOST_FIXTURE_TEST_SUITE(store_write_deadline, store_fixture, *boost::unit_test::label("unit"))
 
 BOOST_AUTO_TEST_CASE(a_locked_database_is_waited_for_until_the_deadline_not_the_busy_timeout)
 {
@@ -689,7 +708,7 @@ BOOST_AUTO_TEST_CASE(reads_check_at_most_every_interval_writes_always)
 BOOST_AUTO_TEST_SUITE_END()
 
 // ---------------------------------------------------------------------------
-BOOST_FIXTURE_TEST_SUITE(store_networks, store_fixture, *boost::unit_test::label("unit"))
+BOOST_FIXTURE_TEST_SUITE(store_networks, both_fixture, *boost::unit_test::label("unit") * boost::unit_test::label("both"))
 
 BOOST_AUTO_TEST_CASE(add_list_duplicate_delete)
 {
@@ -741,16 +760,15 @@ BOOST_AUTO_TEST_CASE(generation_moves_on_every_change_by_any_writer)
     auto const g1 = db->network_generation();
     BOOST_TEST(g1 != g);
 
-    raw_db raw(file);
-    raw.must("INSERT INTO allowed_networks (cidr) VALUES ('172.16.0.0/12')");
+    sql->must("INSERT INTO allowed_networks (cidr) VALUES ('172.16.0.0/12')");
     auto const g2 = db->network_generation();
     BOOST_TEST(g2 != g1);
 
-    raw.must("UPDATE allowed_networks SET note = 'changed' WHERE cidr = '10.0.0.0/8'");
+    sql->must("UPDATE allowed_networks SET note = 'changed' WHERE cidr = '10.0.0.0/8'");
     auto const g3 = db->network_generation();
     BOOST_TEST(g3 != g2);
 
-    raw.must("DELETE FROM allowed_networks WHERE cidr = '172.16.0.0/12'");
+    sql->must("DELETE FROM allowed_networks WHERE cidr = '172.16.0.0/12'");
     auto const g4 = db->network_generation();
     BOOST_TEST(g4 != g3);
 
@@ -1409,7 +1427,7 @@ BOOST_AUTO_TEST_CASE(upgrade_from_version_2_keeps_rows_the_new_rules_refuse)
 BOOST_AUTO_TEST_SUITE_END()
 
 // ---------------------------------------------------------------------------
-BOOST_FIXTURE_TEST_SUITE(store_relay_clients_view, store_fixture, *boost::unit_test::label("unit"))
+BOOST_FIXTURE_TEST_SUITE(store_relay_clients_view, both_fixture, *boost::unit_test::label("unit") * boost::unit_test::label("both"))
 
 BOOST_AUTO_TEST_CASE(lists_unexpired_grants_and_networks)
 {
@@ -1422,13 +1440,12 @@ BOOST_AUTO_TEST_CASE(lists_unexpired_grants_and_networks)
         n.cidr = c;
         db->add_network(n);
     }
-    raw_db raw(file);
-    raw.must("INSERT INTO allowed_networks (cidr, created_at, expires_at)"
-             " VALUES ('172.16.0.0/12', unixepoch() - 600, unixepoch() - 10)");  // expired
-    raw.must("INSERT INTO allowed_networks (cidr, created_at, expires_at)"
-             " VALUES ('172.31.0.0/16', unixepoch() - 600, unixepoch() + 600)");
+    sql->must("INSERT INTO allowed_networks (cidr, created_at, expires_at)"
+              " VALUES ('172.16.0.0/12', unixepoch() - 600, unixepoch() - 10)");  // expired
+    sql->must("INSERT INTO allowed_networks (cidr, created_at, expires_at)"
+              " VALUES ('172.31.0.0/16', unixepoch() - 600, unixepoch() + 600)");
 
-    auto got = raw.column("SELECT client || ' ' || source || ' ' || coalesce(user, '-') FROM relay_clients");
+    auto got = sql->column("SELECT client || ' ' || source || ' ' || coalesce(\"user\", '-') FROM relay_clients");
     std::sort(got.begin(), got.end());
     std::vector<std::string> const want{
         "10.0.0.0/8 network -",          //
@@ -1446,7 +1463,7 @@ BOOST_AUTO_TEST_CASE(lists_unexpired_grants_and_networks)
 BOOST_AUTO_TEST_SUITE_END()
 
 // ---------------------------------------------------------------------------
-BOOST_FIXTURE_TEST_SUITE(store_audit, store_fixture, *boost::unit_test::label("unit"))
+BOOST_FIXTURE_TEST_SUITE(store_audit, both_fixture, *boost::unit_test::label("unit") * boost::unit_test::label("both"))
 
 BOOST_AUTO_TEST_CASE(insert_and_list_newest_first)
 {
@@ -1493,12 +1510,357 @@ BOOST_AUTO_TEST_CASE(purge_drops_old_rows)
     db->audit("grant", "192.0.2.1", "a", "");
     db->audit("grant", "192.0.2.2", "b", "");
     db->audit("grant", "192.0.2.3", "c", "");
-    raw_db raw(file);
-    raw.must("UPDATE audit_log SET at = unixepoch() - 100 * 86400 WHERE address = '192.0.2.1'");
+    sql->must("UPDATE audit_log SET at = unixepoch() - 100 * 86400 WHERE address = '192.0.2.1'");
     BOOST_TEST(db->purge_audit(1000, now() - 90 * 86400) == 1u);
     auto const left = db->list_audit(10);
     BOOST_TEST_REQUIRE(left.size() == 2u);
     BOOST_TEST(left[1].address == "192.0.2.2");
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+// ---------------------------------------------------------------------------
+// What the store says about its database, on either engine.
+BOOST_FIXTURE_TEST_SUITE(store_schema, both_fixture,
+                         *boost::unit_test::label("unit") * boost::unit_test::label("both"))
+
+BOOST_AUTO_TEST_CASE(a_fresh_database_is_at_the_latest_schema_and_sound)
+{
+    // Both engines number their schema alike (sql/README.md).
+    BOOST_TEST(db->schema_version() == latest_schema_version());
+    BOOST_TEST(db->integrity_ok());
+    auto const engine = db->engine_version();
+    BOOST_TEST(engine.starts_with(pg() ? "PostgreSQL 15." : "SQLite 3."), engine);
+    BOOST_TEST(db->crosses_network() == pg());
+}
+
+BOOST_AUTO_TEST_CASE(a_newer_schema_is_refused)
+{
+    sql->must("INSERT INTO schema_migrations (version, name) VALUES (999, 'from the future')");
+    struct forget {
+        popgate::test::sql_shell& sql;
+        ~forget() { (void)sql.exec("DELETE FROM schema_migrations WHERE version = 999"); }
+    } const undo{*sql};
+    for (bool const migrate_on_open : {true, false}) {
+        try {
+            backend.open({.migrate = migrate_on_open});
+            BOOST_ERROR("a database with schema 999 was opened, migrate=" << migrate_on_open);
+        } catch (store_error const& e) {
+            BOOST_TEST((e.code() == store_errc::schema_too_new));
+            BOOST_TEST(std::string(e.what()).find("newer") != std::string::npos, e.what());
+            BOOST_TEST(std::string(e.what()).find("999") != std::string::npos, e.what());
+        }
+    }
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+// ---------------------------------------------------------------------------
+// Hits, last use and the hourly quota counters a grant carries (sql/005),
+// and the reads over many grants.
+BOOST_FIXTURE_TEST_SUITE(store_grant_counters, both_fixture,
+                         *boost::unit_test::label("unit") * boost::unit_test::label("both"))
+
+
+BOOST_AUTO_TEST_CASE(touches_count_hits_and_quota_per_clock_hour)
+{
+    auto const t = now();
+    auto const hour = t - t % 3600;
+    db->upsert_grant(make_grant("192.0.2.7", "alice", t - 10, t + 600));
+    apply_ops(*db, {grant_touch{"192.0.2.7", t, 1, hour, 1, 2}, grant_touch{"192.0.2.7", t - 5, 2, hour, 0, 3}});
+    auto g = the_grant(*db, "192.0.2.7");
+    BOOST_TEST(g.hits == 3);
+    BOOST_TEST(g.last_used.value_or(0) == t);  // the latest use, not the last written
+    BOOST_TEST(g.quota_hour == hour);
+    BOOST_TEST(g.quota_messages == 1);
+    BOOST_TEST(g.quota_recipients == 5);
+
+    // Counts for an older hour (another node still in it) are dropped.
+    apply_ops(*db, {grant_touch{"192.0.2.7", t, 1, hour - 3600, 4, 4}});
+    g = the_grant(*db, "192.0.2.7");
+    BOOST_TEST(g.hits == 4);
+    BOOST_TEST(g.quota_hour == hour);
+    BOOST_TEST(g.quota_messages == 1);
+    BOOST_TEST(g.quota_recipients == 5);
+
+    // A touch without quota use leaves the counters alone.
+    db->touch_grant("192.0.2.7", t + 1);
+    g = the_grant(*db, "192.0.2.7");
+    BOOST_TEST(g.hits == 5);
+    BOOST_TEST(g.last_used.value_or(0) == t + 1);
+    BOOST_TEST(g.quota_recipients == 5);
+
+    // A newer hour starts again from its own counts.
+    apply_ops(*db, {grant_touch{"192.0.2.7", t + 3600, 1, hour + 3600, 1, 1}});
+    g = the_grant(*db, "192.0.2.7");
+    BOOST_TEST(g.quota_hour == hour + 3600);
+    BOOST_TEST(g.quota_messages == 1);
+    BOOST_TEST(g.quota_recipients == 1);
+    BOOST_TEST(g.last_used.value_or(0) == t + 3600);
+
+    // A refresh by a new login keeps what the address has used.
+    db->upsert_grant(make_grant("192.0.2.7", "bob", t + 3601, t + 5000));
+    g = the_grant(*db, "192.0.2.7");
+    BOOST_TEST(g.user == "bob");
+    BOOST_TEST(g.hits == 6);
+    BOOST_TEST(g.quota_recipients == 1);
+
+    // A touch for an address without a grant writes nothing and is no error.
+    apply_ops(*db, {grant_touch{"192.0.2.99", t, 1, hour, 1, 1}});
+    BOOST_TEST(db->list_grants(true, t).size() == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(active_grants_of_a_user_oldest_first_and_counts)
+{
+    auto const t = now();
+    db->upsert_grant(make_grant("192.0.2.2", "alice", t - 5, t + 600));
+    db->upsert_grant(make_grant("192.0.2.1", "alice", t - 5, t + 600));  // as old: by address
+    db->upsert_grant(make_grant("2001:db8:1:2::", "alice", t - 50, t + 600));
+    db->upsert_grant(make_grant("192.0.2.3", "alice", t - 100, t - 1));  // expired
+    db->upsert_grant(make_grant("192.0.2.4", "bob", t - 1, t + 600));
+    BOOST_TEST(addresses(db->active_grants_of_user("alice", t)) ==
+                   (std::vector<std::string>{"2001:db8:1:2::", "192.0.2.1", "192.0.2.2"}),
+               boost::test_tools::per_element());
+    BOOST_TEST(addresses(db->active_grants_of_user("alice", t - 2)).size() == 4u);
+    BOOST_TEST(db->active_grants_of_user("nobody", t).empty());
+    BOOST_TEST(db->count_active_grants(t) == 4u);
+    BOOST_TEST(db->count_active_grants(t - 2) == 5u);
+    BOOST_TEST(db->count_active_grants(t + 600) == 0u);
+    BOOST_TEST(db->ipv6_grant_addresses(t) == std::vector<std::string>{"2001:db8:1:2::"},
+               boost::test_tools::per_element());
+}
+
+BOOST_AUTO_TEST_CASE(list_grants_counts_the_users_sharing_an_address)
+{
+    auto const t = now();
+    db->upsert_grant(make_grant("192.0.2.4", "alice", t - 10, t + 600));
+    db->upsert_grant(make_grant("192.0.2.4", "bob", t, t + 900));  // the grant is bob's now
+    db->upsert_grant(make_grant("192.0.2.5", "carol", t, t + 900));
+    sql->must("INSERT INTO relay_grants (address, method, expires_at) VALUES ('198.51.100.1', 'sql', unixepoch() + 600)");
+    auto const sharing = [&](unix_time at) {
+        std::vector<std::string> out;
+        for (auto const& g : db->list_grants(true, at))
+            out.push_back(g.address + " " + g.user + " " + std::to_string(g.sharing_users));
+        std::sort(out.begin(), out.end());
+        return out;
+    };
+    BOOST_TEST(sharing(t) == (std::vector<std::string>{"192.0.2.4 bob 2", "192.0.2.5 carol 1", "198.51.100.1  0"}),
+               boost::test_tools::per_element());
+    // Once alice's login has expired, bob is alone there.
+    BOOST_TEST(sharing(t + 700) == (std::vector<std::string>{"192.0.2.4 bob 1", "192.0.2.5 carol 1", "198.51.100.1  0"}),
+               boost::test_tools::per_element());
+    // Deleting the grant forgets its logins: a new grant there starts alone.
+    BOOST_TEST(db->delete_grant("192.0.2.4"));
+    db->upsert_grant(make_grant("192.0.2.4", "dave", t, t + 900));
+    BOOST_TEST(sharing(t).front() == "192.0.2.4 dave 1");
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+// ---------------------------------------------------------------------------
+// relay.max_grants_per_user = "replace-oldest" in write_batch (grant_cap).
+BOOST_FIXTURE_TEST_SUITE(store_grant_cap, both_fixture,
+                         *boost::unit_test::label("unit") * boost::unit_test::label("both"))
+
+BOOST_AUTO_TEST_CASE(the_oldest_grants_go_each_with_a_revoke_row)
+{
+    auto const t = now();
+    db->upsert_grant(make_grant("192.0.2.1", "alice", t - 300, t + 600));  // the oldest
+    db->upsert_grant(make_grant("192.0.2.2", "alice", t - 200, t + 600));
+    db->upsert_grant(make_grant("192.0.2.3", "alice", t - 100, t + 600));
+    db->upsert_grant(make_grant("192.0.2.9", "alice", t - 900, t - 1));  // expired: neither counted nor revoked
+    db->upsert_grant(make_grant("192.0.2.8", "bob", t - 900, t + 600));  // another user's
+    std::vector<write_op> ops;
+    ops.emplace_back(make_grant("192.0.2.4", "alice", t, t + 600));
+    ops.emplace_back(grant_cap{"alice", "192.0.2.4", 2, t, "max-grants-per-user=2"});
+    apply_ops(*db, ops);
+    BOOST_TEST(addresses(db->active_grants_of_user("alice", t)) == (std::vector<std::string>{"192.0.2.3", "192.0.2.4"}),
+               boost::test_tools::per_element());
+    BOOST_TEST(addresses(db->active_grants_of_user("bob", t)) == std::vector<std::string>{"192.0.2.8"});
+    BOOST_TEST(db->list_grants(true, t).size() == 4u);  // the expired one stays for the purge
+    std::vector<std::string> revoked;
+    for (auto const& a : db->list_audit(100)) {
+        BOOST_TEST(a.event == "revoke");
+        BOOST_TEST(a.user == "alice");
+        BOOST_TEST(a.detail == "max-grants-per-user=2");
+        revoked.push_back(a.address);
+    }
+    std::sort(revoked.begin(), revoked.end());
+    BOOST_TEST(revoked == (std::vector<std::string>{"192.0.2.1", "192.0.2.2"}), boost::test_tools::per_element());
+
+    // Within the cap: nothing goes.
+    std::vector<write_op> within;
+    within.emplace_back(grant_cap{"alice", "192.0.2.4", 2, t, "max-grants-per-user=2"});
+    within.emplace_back(grant_cap{"alice", "192.0.2.4", 5, t, "max-grants-per-user=5"});
+    apply_ops(*db, within);
+    BOOST_TEST(db->active_grants_of_user("alice", t).size() == 2u);
+    BOOST_TEST(db->list_audit(100).size() == 2u);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+// ---------------------------------------------------------------------------
+// A user who can no longer log in keeps no grant (sql/005_grant_guards.sql,
+// sql/postgresql/005_initial.sql): whatever writes the change, the store or SQL.
+BOOST_FIXTURE_TEST_SUITE(store_revocation, both_fixture,
+                         *boost::unit_test::label("unit") * boost::unit_test::label("both"))
+
+enum class user_change { deleted, disabled, renamed_by_sql, new_password, new_secret, disabled_by_sql };
+struct revocation_case {
+    user_change change;
+    std::string_view detail;  // of each revoke audit row
+};
+std::ostream& operator<<(std::ostream& os, revocation_case const& c) { return os << c.detail; }
+
+constexpr revocation_case revocations[]{
+    {user_change::deleted, "user deleted"},
+    {user_change::disabled, "user disabled"},
+    {user_change::disabled_by_sql, "user disabled"},
+    {user_change::renamed_by_sql, "user renamed"},
+    {user_change::new_password, "password changed"},
+    {user_change::new_secret, "password changed"},
+};
+
+BOOST_DATA_TEST_CASE(each_change_revokes_the_users_grants, bdata::make(revocations), c)
+{
+    auto const t = now();
+    auto alice = user("alice");
+    alice.shared_secret = "tanstaaf";
+    db->add_user(alice);
+    db->add_user(user("bob"));
+    db->upsert_grant(make_grant("192.0.2.1", "alice", t, t + 600));
+    db->upsert_grant(make_grant("2001:db8:1:2::", "alice", t, t + 600));
+    db->upsert_grant(make_grant("192.0.2.3", "bob", t, t + 600));
+    db->upsert_grant(make_grant("192.0.2.4", "alice", t - 10, t + 600));
+    db->upsert_grant(make_grant("192.0.2.4", "bob", t, t + 600));  // bob logged in there last: his
+    switch (c.change) {
+    case user_change::deleted: BOOST_TEST(db->delete_user("alice")); break;
+    case user_change::disabled: alice.disabled = true; db->update_user(alice); break;
+    case user_change::disabled_by_sql: sql->must("UPDATE users SET disabled = true WHERE name = 'alice'"); break;
+    case user_change::renamed_by_sql: sql->must("UPDATE users SET name = 'alice2' WHERE name = 'alice'"); break;
+    case user_change::new_password: alice.password_hash = "$6$other$" + std::string(20, 'b'); db->update_user(alice); break;
+    case user_change::new_secret: alice.shared_secret = "another"; db->update_user(alice); break;
+    }
+    BOOST_TEST(db->active_grants_of_user("alice", t).empty());
+    std::vector<std::string> left;
+    for (auto const& g : db->list_grants(true, t)) left.push_back(g.address + " " + g.user + " " + std::to_string(g.sharing_users));
+    std::sort(left.begin(), left.end());
+    // alice's login at 192.0.2.4 is forgotten too.
+    BOOST_TEST(left == (std::vector<std::string>{"192.0.2.3 bob 1", "192.0.2.4 bob 1"}), boost::test_tools::per_element());
+    std::vector<std::string> rows;
+    for (auto const& a : db->list_audit(100)) rows.push_back(a.event + " " + a.address + " " + a.user + " " + a.detail);
+    std::sort(rows.begin(), rows.end());
+    std::string const d(c.detail);
+    BOOST_TEST(rows == (std::vector<std::string>{"revoke 192.0.2.1 alice " + d, "revoke 2001:db8:1:2:: alice " + d}),
+               boost::test_tools::per_element());
+}
+
+BOOST_AUTO_TEST_CASE(changes_that_keep_the_login_revoke_nothing)
+{
+    auto const t = now();
+    auto alice = user("alice");
+    db->add_user(alice);
+    db->upsert_grant(make_grant("192.0.2.1", "alice", t, t + 600));
+    db->update_user(alice);  // the same password again
+    sql->must("UPDATE users SET disabled = false WHERE name = 'alice'");
+    sql->must("UPDATE users SET apop_only = false, password_hash = password_hash WHERE name = 'alice'");
+    BOOST_TEST(db->active_grants_of_user("alice", t).size() == 1u);
+    BOOST_TEST(db->list_audit(10).empty());
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+// ---------------------------------------------------------------------------
+// `popgate db copy`: read_site on one database, write_site on another. The
+// other end is a SQLite file, so the PostgreSQL run copies across engines,
+// both ways.
+namespace {
+struct copy_fixture : both_fixture {
+    std::unique_ptr<store> other = open_sqlite_store(backend.dir() / "other.db");
+};
+
+// Every column of every row, network ids aside (each database numbers its own).
+std::vector<std::string> describe(site_rows const& s)
+{
+    auto const n = [](std::int64_t v) { return std::to_string(v); };
+    auto const o = [](std::optional<std::int64_t> v) { return v ? std::to_string(*v) : std::string("-"); };
+    std::vector<std::string> out;
+    for (auto const& u : s.users)
+        out.push_back("user " + u.name + " " + u.password_hash.value_or("-") + " " + u.shared_secret.value_or("-") +
+                      " " + n(u.disabled) + n(u.apop_only) + " " + n(u.created_at) + " " + n(u.updated_at));
+    for (auto const& w : s.networks)
+        out.push_back("network " + w.cidr + " '" + w.note + "' " + n(w.created_at) + " " + o(w.expires_at));
+    for (auto const& g : s.grants)
+        out.push_back("grant " + g.address + " " + g.user + " " + g.method + " " + n(g.tls) + " " + g.listener + " " +
+                      n(g.granted_at) + " " + n(g.expires_at) + " " + n(g.hits) + " " + o(g.last_used) + " " +
+                      n(g.quota_hour) + " " + n(g.quota_messages) + " " + n(g.quota_recipients));
+    for (auto const& l : s.logins)
+        out.push_back("login " + l.address + " " + l.user + " " + n(l.last_login) + " " + n(l.expires_at));
+    std::sort(out.begin(), out.end());  // the engines order addresses differently
+    return out;
+}
+}  // namespace
+
+BOOST_FIXTURE_TEST_SUITE(store_site_copy, copy_fixture,
+                         *boost::unit_test::label("unit") * boost::unit_test::label("both"))
+
+BOOST_AUTO_TEST_CASE(every_column_is_kept_there_and_back)
+{
+    auto const t = now();
+    auto alice = user("alice");
+    alice.shared_secret = "tanstaaf";
+    alice.apop_only = true;
+    db->add_user(alice);
+    auto bob = user("bob");
+    bob.password_hash.reset();
+    bob.shared_secret = "s";
+    bob.disabled = true;
+    db->add_user(bob);
+    sql->must("UPDATE users SET created_at = 1000000000, updated_at = 1000000001 WHERE name = 'alice'");
+    db->add_network({0, "10.0.0.0/8", "lan", 0, std::nullopt});
+    db->add_network({0, "2001:db8::1", "one host", 0, t + 3600});
+    auto g = make_grant("192.0.2.1", "alice", t - 60, t + 600);
+    g.tls = true;
+    g.method = "apop";
+    g.listener = "pop3s";
+    db->upsert_grant(g);
+    db->upsert_grant(make_grant("2001:db8:1:2::", "carol", t - 30, t + 900));
+    db->upsert_grant(make_grant("2001:db8:1:2::", "dave", t - 20, t + 900));
+    db->upsert_grant(make_grant("192.0.2.9", "alice", t - 900, t - 1));  // expired: stays behind
+    apply_ops(*db, {grant_touch{"192.0.2.1", t - 5, 7, t - t % 3600, 2, 3}});
+
+    auto const site = db->read_site(t);
+    BOOST_TEST(site.users.size() == 2u);
+    BOOST_TEST(site.networks.size() == 2u);
+    BOOST_TEST(site.grants.size() == 2u);
+    BOOST_TEST(site.logins.size() == 3u);
+    auto const want = describe(site);
+    BOOST_TEST(std::count(want.begin(), want.end(),
+                          "grant 192.0.2.1 alice apop 1 pop3s " + std::to_string(t - 60) + " " +
+                              std::to_string(t + 600) + " 7 " + std::to_string(t - 5) + " " +
+                              std::to_string(t - t % 3600) + " 2 3") == 1);
+    BOOST_TEST(std::count(want.begin(), want.end(), "user alice " + std::string(some_hash) +
+                                                        " tanstaaf 01 1000000000 1000000001") == 1);
+
+    other->write_site(site, false);
+    BOOST_TEST(describe(other->read_site(t)) == want, boost::test_tools::per_element());
+
+    // Back: a database that holds rows is refused, and left as it was...
+    db->add_user(user("zed"));
+    auto const before = describe(db->read_site(t));
+    auto const back = other->read_site(t);
+    try {
+        db->write_site(back, false);
+        BOOST_ERROR("a database holding rows was overwritten without replace");
+    } catch (store_error const& e) {
+        BOOST_TEST((e.code() == store_errc::constraint));
+        BOOST_TEST(std::string(e.what()).find("use --replace") != std::string::npos, e.what());
+    }
+    BOOST_TEST(describe(db->read_site(t)) == before, boost::test_tools::per_element());
+    // ...unless replaced, which drops what was there.
+    db->write_site(back, true);
+    BOOST_TEST(describe(db->read_site(t)) == want, boost::test_tools::per_element());
+    BOOST_TEST(!db->find_user("zed").has_value());
 }
 
 BOOST_AUTO_TEST_SUITE_END()
