@@ -225,6 +225,10 @@ std::shared_ptr<boost::asio::ssl::context> make_server_tls(config::tls_settings 
     SSL_CTX* c = ctx->native_handle();
     SSL_CTX_set_min_proto_version(c, t.min_version == "1.3" ? TLS1_3_VERSION : TLS1_2_VERSION);
     SSL_CTX_set_options(c, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+    // An idle session (a mail client between commands) holds no record
+    // buffers: OpenSSL frees them when empty and takes them again for the
+    // next record (see io/tls_socket.hpp). The upstream client keeps its own.
+    SSL_CTX_set_mode(c, SSL_MODE_RELEASE_BUFFERS);
     // "" is the AEAD-only default too: a file written when "" meant OpenSSL's
     // default (CBC and SHA-1 suites included) gets the safe list.
     std::string const ciphers = t.ciphers.empty() ? std::string(config::default_tls12_ciphers) : t.ciphers;
