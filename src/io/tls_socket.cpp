@@ -54,14 +54,37 @@ asio::awaitable<tls_socket::step> tls_socket::after(int ret, error_code& ec)
     co_return step::failed;
 }
 
+// OpenSSL holds the descriptor's number, not the socket: once the frame's
+// watchdog closed the socket that number may already belong to another
+// connection, so no SSL call may touch it. (The watchdog runs on the
+// session's strand: it cannot close the socket between this check and the call.)
+bool tls_socket::usable(error_code& ec) const
+{
+    if (sock_.is_open()) return true;
+    ec = asio::error::bad_descriptor;
+    return false;
+}
+
+void tls_socket::close_notify() noexcept
+{
+    error_code ec;
+    if (!usable(ec) || !SSL_is_init_finished(ssl_)) return;
+    ERR_clear_error();
+    // One attempt on the non-blocking socket: a close_notify is a few dozen
+    // octets; the peer's reply is not awaited (RFC 8446 §6.1 allows that).
+    SSL_shutdown(ssl_);
+    ERR_clear_error();
+}
+
 asio::awaitable<error_code> tls_socket::handshake()
 {
     for (;;) {
+        error_code ec;
+        if (!usable(ec)) co_return ec;
         ERR_clear_error();  // the thread's queue may hold another session's errors
         errno = 0;
         int const r = SSL_do_handshake(ssl_);
         if (r == 1) co_return error_code{};
-        error_code ec;
         step const s = co_await after(r, ec);
         if (s == step::failed) co_return ec;
     }
@@ -71,12 +94,13 @@ asio::awaitable<std::pair<error_code, std::size_t>> tls_socket::read_some(asio::
 {
     if (into.size() == 0) co_return std::pair{error_code{}, std::size_t{0}};
     for (;;) {
+        error_code ec;
+        if (!usable(ec)) co_return std::pair{ec, std::size_t{0}};
         ERR_clear_error();
         errno = 0;
         std::size_t n = 0;
         int const r = SSL_read_ex(ssl_, into.data(), into.size(), &n);
         if (r == 1) co_return std::pair{error_code{}, n};
-        error_code ec;
         step const s = co_await after(r, ec);
         if (s == step::failed) co_return std::pair{ec, std::size_t{0}};
     }
@@ -87,6 +111,8 @@ asio::awaitable<error_code> tls_socket::write(asio::const_buffer data)
     auto const* p = static_cast<unsigned char const*>(data.data());
     std::size_t left = data.size();
     while (left > 0) {
+        error_code ec;
+        if (!usable(ec)) co_return ec;
         ERR_clear_error();
         errno = 0;
         std::size_t n = 0;
@@ -97,7 +123,6 @@ asio::awaitable<error_code> tls_socket::write(asio::const_buffer data)
             left -= n;
             continue;
         }
-        error_code ec;
         step const s = co_await after(r, ec);
         if (s == step::failed) co_return ec;
     }

@@ -71,6 +71,10 @@ public:
     }
 
     bool tls_active() const noexcept override { return tls_.has_value(); }
+    void close_notify() noexcept
+    {
+        if (tls_) tls_->close_notify();
+    }
 
     // Implicit TLS (before the greeting) and STARTTLS alike.
     asio::awaitable<bool> handshake()
@@ -312,6 +316,7 @@ asio::awaitable<void> serve_connection(tcp::socket sock, config::listener const&
                      c.settings->command_timeout.count(), n);
     }
     spdlog::info("sid={} {} end reason={} {}", c.sid, proto, c.end_reason, s->end_fields());
+    st.close_notify();
     boost::system::error_code ignored;
     sock.shutdown(tcp::socket::shutdown_both, ignored);
     sock.close(ignored);

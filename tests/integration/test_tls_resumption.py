@@ -242,3 +242,22 @@ def test_ticket_keys_survive_a_reload(gateway, tmp_path):
     out = s_client(gateway.port("pop3s"), "pop3s", "-tls1_3", "-sess_in", str(f))
     assert handshake_kind(out) == ("Reused", "TLSv1.3"), out
 
+
+
+@pytest.mark.parametrize("listener,greeting", [("pop3s", b"+OK"), ("smtps", b"220")])
+def test_the_server_ends_tls_with_a_close_notify(gateway, listener, greeting):
+    # Without one a client sees a truncated stream (Python: SSLEOFError) and
+    # OpenSSL-based clients discard the session instead of resuming it.
+    with socket.create_connection(("127.0.0.1", gateway.port(listener)), timeout=10) as raw:
+        ctx = client_tls_context()
+        ctx.options &= ~getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)  # Python's default hides a missing one
+        with ctx.wrap_socket(raw, suppress_ragged_eofs=False) as s:
+            assert s.recv(512).startswith(greeting)
+            s.sendall(b"QUIT\r\n")
+            data = b""
+            while True:
+                chunk = s.recv(512)  # raises ssl.SSLEOFError on a close without close_notify
+                if not chunk:
+                    break
+                data += chunk
+            assert data.startswith(b"+OK" if listener == "pop3s" else b"221")

@@ -38,8 +38,13 @@ public:
     boost::asio::awaitable<std::pair<boost::system::error_code, std::size_t>>
     read_some(boost::asio::mutable_buffer into);
     boost::asio::awaitable<boost::system::error_code> write(boost::asio::const_buffer data);
+    // Sends a close_notify if the socket is still open, without waiting: a
+    // client that sees the TCP close without one counts the connection as
+    // truncated and (OpenSSL) discards the session instead of resuming it.
+    void close_notify() noexcept;
 
 private:
+    bool usable(boost::system::error_code& ec) const;
     enum class step { done, again, failed };
     // After an SSL call that returned `ret`: waits when OpenSSL wants the
     // socket readable or writable (again), or sets ec (failed).
