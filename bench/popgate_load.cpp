@@ -7,9 +7,15 @@
 //
 //   popgate_load --scenario pop3-login --port 1110 --users users.txt --auth user -c 8 -d 5
 //   scenarios: pop3-login pop3-poll smtp-relay smtp-decision idle lag crypt
+//   TLS: --tls implicit|starttls (POP3S/SMTPS or STLS/STARTTLS), --tls-version
+//   1.2|1.3, --cert ec|rsa (which of the server's certificates the client
+//   accepts), --resume (offer the worker's last session).
 #include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
 
 #include <openssl/evp.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <crypt.h>
 #include <sys/resource.h>
 
@@ -57,7 +63,35 @@ struct options {
     double timeout = 10;           // per operation
     std::string crypt_hash;        // crypt: hash to verify
     std::string crypt_pass;
+    std::string tls = "none";      // none | implicit | starttls
+    std::string tls_version = "1.3";
+    std::string cert = "ec";       // ec | rsa: the only certificate type the client accepts
+    bool resume = false;           // offer the previous session (ticket) of this worker
 };
+
+// One client context for every connection. The certificate type is forced
+// from the client side (TLS 1.3 signature algorithms, TLS 1.2 cipher suites),
+// so that a server holding both an ECDSA and an RSA certificate serves the
+// one the row names; the handshake checks it got it. No verification: the
+// bench's certificates are self-signed.
+std::unique_ptr<asio::ssl::context> make_tls_client(options const& o)
+{
+    auto ctx = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_client);
+    SSL_CTX* c = ctx->native_handle();
+    int const v = o.tls_version == "1.2" ? TLS1_2_VERSION : TLS1_3_VERSION;
+    SSL_CTX_set_min_proto_version(c, v);
+    SSL_CTX_set_max_proto_version(c, v);
+    bool const rsa = o.cert == "rsa";
+    // The same suite everywhere: AES-128-GCM, X25519 (OpenSSL's first group).
+    SSL_CTX_set_ciphersuites(c, "TLS_AES_128_GCM_SHA256");
+    if (SSL_CTX_set_cipher_list(c, rsa ? "ECDHE-RSA-AES128-GCM-SHA256" : "ECDHE-ECDSA-AES128-GCM-SHA256") != 1 ||
+        SSL_CTX_set1_sigalgs_list(c, rsa ? "rsa_pss_rsae_sha256:rsa_pkcs1_sha256" : "ecdsa_secp256r1_sha256") != 1)
+        throw std::runtime_error("cannot set up the TLS client");
+    // Sessions are kept by the workers themselves (--resume), not in a cache.
+    SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    ctx->set_verify_mode(asio::ssl::verify_none);
+    return ctx;
+}
 
 struct user {
     std::string name, pass, plain_b64;  // plain_b64: AUTH PLAIN initial response
@@ -95,17 +129,75 @@ struct bench_error : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
 
-// A connection with a fixed read buffer, reused across connections.
+struct tls_counts {
+    long full = 0, resumed = 0;
+};
+
+// A connection with a fixed read buffer, reused across connections; TLS on
+// top when start_tls() was called.
 struct conn {
+    using tls_stream = asio::ssl::stream<tcp::socket&>;
     tcp::socket s;
     std::unique_ptr<char[]> buf;
     std::size_t cap, b = 0, e = 0;
+    std::unique_ptr<tls_stream> tls;
+    SSL_SESSION* session = nullptr;  // the last one, for --resume
     explicit conn(asio::any_io_executor ex, std::size_t capacity = 65536)
         : s(ex), buf(new char[capacity]), cap(capacity) {}
+    ~conn()
+    {
+        if (session) SSL_SESSION_free(session);
+    }
+
+    awaitable<void> start_tls(asio::ssl::context& ctx, options const& o, tls_counts& counts)
+    {
+        tls = std::make_unique<tls_stream>(s, ctx);
+        SSL* ssl = tls->native_handle();
+        if (o.resume && session) SSL_set_session(ssl, session);
+        co_await tls->async_handshake(asio::ssl::stream_base::client, use_awaitable);
+        if (SSL_session_reused(ssl)) {
+            ++counts.resumed;
+        } else {
+            ++counts.full;
+            X509* peer = SSL_get0_peer_certificate(ssl);
+            int const type = peer ? EVP_PKEY_get_base_id(X509_get0_pubkey(peer)) : EVP_PKEY_NONE;
+            if (type != (o.cert == "rsa" ? EVP_PKEY_RSA : EVP_PKEY_EC)) throw bench_error("wrong certificate type");
+        }
+        b = e = 0;  // nothing may be pipelined across STARTTLS
+    }
+    // The session as it stands now (TLS 1.3: with the ticket that came after
+    // the handshake), for the next connection's --resume.
+    void keep_session()
+    {
+        if (!tls) return;
+        // The connection ends here: marked as shut down, SSL_free keeps the
+        // session resumable (OpenSSL voids the session of a connection freed
+        // without a shutdown).
+        SSL_set_shutdown(tls->native_handle(), SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
+        SSL_SESSION* now = SSL_get1_session(tls->native_handle());
+        if (!now) return;
+        if (!SSL_SESSION_is_resumable(now)) {
+            SSL_SESSION_free(now);
+            return;
+        }
+        if (session) SSL_SESSION_free(session);
+        session = now;
+    }
+
+    awaitable<std::size_t> read_some(char* p, std::size_t n)
+    {
+        if (tls) {
+            std::size_t got = co_await tls->async_read_some(asio::buffer(p, n), use_awaitable);
+            co_return got;
+        }
+        std::size_t got = co_await s.async_read_some(asio::buffer(p, n), use_awaitable);
+        co_return got;
+    }
 
     awaitable<void> open(tcp::endpoint ep, std::optional<asio::ip::address> const& src)
     {
         b = e = 0;
+        tls.reset();
         if (s.is_open()) s.close();
         s.open(ep.protocol());
         if (src) {
@@ -119,6 +211,7 @@ struct conn {
     {
         boost::system::error_code ec;
         s.close(ec);
+        tls.reset();
     }
     // One line without its CRLF; valid until the next read.
     awaitable<std::string_view> line()
@@ -137,11 +230,18 @@ struct conn {
                 b = 0;
             }
             if (e == cap) throw bench_error("line too long");
-            std::size_t n = co_await s.async_read_some(asio::buffer(buf.get() + e, cap - e), use_awaitable);
+            std::size_t n = co_await read_some(buf.get() + e, cap - e);
             e += n;
         }
     }
-    awaitable<void> send(std::string_view d) { co_await asio::async_write(s, asio::buffer(d), use_awaitable); }
+    awaitable<void> send(std::string_view d)
+    {
+        if (tls) {
+            co_await asio::async_write(*tls, asio::buffer(d), use_awaitable);
+        } else {
+            co_await asio::async_write(s, asio::buffer(d), use_awaitable);
+        }
+    }
 
     // POP3: one status line; throws unless +OK.
     awaitable<std::string_view> pop_ok(char const* what)
@@ -179,8 +279,11 @@ struct conn {
         if (c != code) throw bench_error(std::string(what) + ": " + std::string(l.substr(0, 120)));
     }
     // After QUIT: wait for the server to close, so that its side holds TIME_WAIT.
+    // (TLS: the close is read off the socket, not through OpenSSL, so that a
+    // server without close_notify does not make OpenSSL drop the session.)
     awaitable<void> drain_eof()
     {
+        keep_session();
         auto [ec, n] = co_await s.async_read_some(asio::buffer(buf.get(), cap), asio::as_tuple(use_awaitable));
         (void)n;
         (void)ec;
@@ -204,6 +307,8 @@ struct load {
     clk::time_point t_start, t_end;
     bool stopping = false;
     std::vector<std::unique_ptr<worker>> workers;
+    std::unique_ptr<asio::ssl::context> tls_ctx;  // --tls
+    tls_counts tls;
 
     bool next_op()
     {
@@ -225,6 +330,7 @@ struct worker {
     int id;
     conn pop, smtp;
     char cmd[1024];
+    std::string greeting;  // POP3: kept across STLS for APOP
     std::size_t next_user;
     clk::time_point op_start{};
     bool busy = false;
@@ -246,9 +352,22 @@ struct worker {
         return u;
     }
 
+    // Implicit TLS first, then the greeting; STLS after it.
+    awaitable<std::string_view> pop_greeting()
+    {
+        if (L.o.tls == "implicit") co_await pop.start_tls(*L.tls_ctx, L.o, L.tls);
+        auto g = co_await pop.pop_ok("greeting");
+        if (L.o.tls != "starttls") co_return g;
+        greeting.assign(g);
+        co_await pop.send("STLS\r\n");
+        co_await pop.pop_ok("STLS");
+        co_await pop.start_tls(*L.tls_ctx, L.o, L.tls);
+        co_return std::string_view(greeting);
+    }
+
     awaitable<void> pop_login(user const& u, clk::time_point* ok_at = nullptr)
     {
-        auto g = co_await pop.pop_ok("greeting");
+        auto g = co_await pop_greeting();
         auto t = clk::now();
         if (L.o.auth == "apop") {
             auto lt = g.find('<'), gt = g.rfind('>');
@@ -321,9 +440,17 @@ struct worker {
 
     awaitable<void> smtp_envelope(conn& c, int rcpt_code, bool record_step)
     {
+        if (L.o.tls == "implicit") co_await c.start_tls(*L.tls_ctx, L.o, L.tls);
         co_await c.smtp_expect(220, "greeting");
         co_await c.send("EHLO bench.example\r\n");
         co_await c.smtp_expect(250, "EHLO");
+        if (L.o.tls == "starttls") {
+            co_await c.send("STARTTLS\r\n");
+            co_await c.smtp_expect(220, "STARTTLS");
+            co_await c.start_tls(*L.tls_ctx, L.o, L.tls);
+            co_await c.send("EHLO bench.example\r\n");
+            co_await c.smtp_expect(250, "EHLO after STARTTLS");
+        }
         co_await c.send(fmt("MAIL FROM:<%s>\r\n", L.o.mail_from.c_str()));
         co_await c.smtp_expect(250, "MAIL");
         auto t = clk::now();
@@ -452,6 +579,7 @@ int run_idle(load& L)
             auto& c = *conns[static_cast<std::size_t>(i)];
             try {
                 co_await c.open(is_pop ? L.pop_ep : L.smtp_ep, L.src);
+                if (L.o.tls == "implicit") co_await c.start_tls(*L.tls_ctx, L.o, L.tls);
                 auto l = co_await c.line();
                 if (!(is_pop ? l.starts_with("+OK") : l.starts_with("220")))
                     throw bench_error("greeting: " + std::string(l.substr(0, 100)));
@@ -480,6 +608,7 @@ int run_idle(load& L)
     int alive = 0;
     for (auto& c : conns) {
         if (!c->s.is_open()) continue;
+        c->tls.reset();  // look at the socket itself: any byte or EOF shows a close
         c->s.non_blocking(true);
         char ch;
         boost::system::error_code ec;
@@ -525,7 +654,8 @@ void usage()
         "  --users FILE (name:password lines)  --auth user|apop|plain\n"
         "  --size KB (4, smtp-relay)  --expect 250|554 (smtp-decision)  --rcpt ADDR  --from ADDR\n"
         "  --bind ADDR (source address)  --no-dele (pop3-poll)  --timeout S (10)\n"
-        "  --idle-pop3 N --idle-smtp N (idle)  --crypt-hash H --crypt-pass P (crypt)\n",
+        "  --idle-pop3 N --idle-smtp N (idle)  --crypt-hash H --crypt-pass P (crypt)\n"
+        "  --tls none|implicit|starttls  --tls-version 1.2|1.3  --cert ec|rsa  --resume\n",
         stderr);
 }
 
@@ -562,12 +692,20 @@ int main(int argc, char** argv)
             else if (a == "--idle-smtp") o.idle_smtp = std::stoi(val());
             else if (a == "--crypt-hash") o.crypt_hash = val();
             else if (a == "--crypt-pass") o.crypt_pass = val();
+            else if (a == "--tls") o.tls = val();
+            else if (a == "--tls-version") o.tls_version = val();
+            else if (a == "--cert") o.cert = val();
+            else if (a == "--resume") o.resume = true;
             else if (a == "-h" || a == "--help") { usage(); return 0; }
             else throw std::runtime_error("unknown option " + std::string(a));
         }
         if (o.concurrency < 1 || o.concurrency > 100000) throw std::runtime_error("bad concurrency");
         if (o.duration <= 0 || o.duration > 3600) throw std::runtime_error("duration must be in (0, 3600]");
         if (o.auth != "user" && o.auth != "apop" && o.auth != "plain") throw std::runtime_error("bad --auth");
+        if (o.tls != "none" && o.tls != "implicit" && o.tls != "starttls") throw std::runtime_error("bad --tls");
+        if (o.tls_version != "1.2" && o.tls_version != "1.3") throw std::runtime_error("bad --tls-version");
+        if (o.cert != "ec" && o.cert != "rsa") throw std::runtime_error("bad --cert");
+        if (o.tls != "none") L.tls_ctx = make_tls_client(o);
 
         rlimit rl{};
         if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
@@ -630,9 +768,9 @@ int main(int argc, char** argv)
         std::printf("{\"scenario\":\"%s\",\"auth\":\"%s\",\"concurrency\":%d,\"ops\":%ld,\"errors\":%ld,"
                     "\"seconds\":%.3f,\"ops_per_s\":%.1f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f,"
                     "\"step_p50_ms\":%.3f,\"step_p99_ms\":%.3f,\"step_max_ms\":%.3f,\"bytes\":%zu,"
-                    "\"client_cpu_s\":%.3f,\"first_error\":\"%s\"}\n",
+                    "\"client_cpu_s\":%.3f,\"tls_full\":%ld,\"tls_resumed\":%ld,\"first_error\":\"%s\"}\n",
                     o.scenario.c_str(), o.auth.c_str(), o.concurrency, L.ops, L.errors, secs, rate, p50, p99, mx,
-                    s50, s99, smx, L.bytes, cpu, err.c_str());
+                    s50, s99, smx, L.bytes, cpu, L.tls.full, L.tls.resumed, err.c_str());
         std::fprintf(stderr,
                      "%s c=%d: %ld ops in %.2f s = %.1f/s, %ld errors; latency p50 %.3f p99 %.3f max %.3f ms; "
                      "step p50 %.3f p99 %.3f max %.3f ms; client CPU %.2f s%s%s\n",

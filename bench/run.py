@@ -214,17 +214,31 @@ name = "pop3"
 protocol = "pop3"
 address = "127.0.0.1"
 port = 0
-tls = "none"
+tls = "starttls"
+[[listener]]
+name = "pop3s"
+protocol = "pop3"
+address = "127.0.0.1"
+port = 0
+tls = "implicit"
 [[listener]]
 name = "smtp"
 protocol = "smtp"
 address = "127.0.0.1"
 port = 0
-tls = "none"
+tls = "starttls"
+[[listener]]
+name = "smtps"
+protocol = "smtp"
+address = "127.0.0.1"
+port = 0
+tls = "implicit"
 [tls]
-cert_file = "{w}/tls/cert.pem"
-key_file = "{w}/tls/key.pem"
-self_signed = true
+cert_file = "{w}/tls/ec.pem"
+key_file = "{w}/tls/ec.key"
+second_cert_file = "{w}/tls/rsa.pem"
+second_key_file = "{w}/tls/rsa.key"
+self_signed = false
 [storage]
 database = "{db}"
 [mail]
@@ -296,6 +310,7 @@ class Popgate:
             raise RuntimeError(f"{self.name} not ready after 30 s; see {err}")
         ports = json.load(open(ready))
         self.pop_port, self.smtp_port = ports["pop3"], ports["smtp"]
+        self.pop3s_port, self.smtps_port = ports["pop3s"], ports["smtps"]
         self.pids = [self.proc.pid]
 
     def stop(self):
@@ -312,6 +327,19 @@ def raise_nofile():
     import resource
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def make_certs(w):
+    """The bench's certificates, the same files for popgate, Dovecot and Postfix:
+    ECDSA P-256 and RSA-2048, self-signed. Every server holds both; the load
+    generator's --cert picks one (signature algorithms / cipher suites) and
+    checks it got it."""
+    d = os.path.join(w, "tls")
+    os.makedirs(d, exist_ok=True)
+    for name, key in (("ec", ["ec", "-pkeyopt", "ec_paramgen_curve:P-256"]), ("rsa", ["rsa:2048"])):
+        sh(["openssl", "req", "-x509", "-newkey", *key, "-nodes", "-keyout", f"{d}/{name}.key",
+            "-out", f"{d}/{name}.pem", "-days", "30", "-subj", f"/CN=bench-{name}.localhost"],
+           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def grants_sql(n_grants, n_networks, with_networks):
@@ -342,7 +370,14 @@ log_path = {w}/{tag}.log
 info_log_path = /dev/null
 protocols = pop3
 listen = 127.0.0.1
-ssl = no
+# TLS: the bench's ECDSA certificate and the RSA one beside it (ssl_alt_cert),
+# as popgate's tls.second_cert_file; STLS on the pop3 listener, POP3S on its own.
+ssl = yes
+ssl_cert = <{w}/tls/ec.pem
+ssl_key = <{w}/tls/ec.key
+ssl_alt_cert = <{w}/tls/rsa.pem
+ssl_alt_key = <{w}/tls/rsa.key
+ssl_min_protocol = TLSv1.2
 disable_plaintext_auth = no
 auth_mechanisms = plain apop
 mail_location = maildir:{w}/dc-mail/%u
@@ -377,7 +412,9 @@ DOVECOT_LISTENERS = """
     port = {port}
   }}
   inet_listener pop3s {{
-    port = 0
+    address = 127.0.0.1
+    port = {sport}
+    ssl = yes
   }}"""
 
 # High-performance login mode: long-lived pop3-login processes, one per core, kept warm.
@@ -414,11 +451,11 @@ class Dovecot:
 
     def __init__(self, w, args, tag="dovecot", d="dc", services=DOVECOT_HIGH_PERF):
         self.w, self.name, self.d = w, tag, d
-        self.port = free_port()
+        self.port, self.sport = free_port(), free_port()
         self.conf = os.path.join(w, f"{tag}.conf")
         os.makedirs(os.path.join(w, f"{d}-run"), exist_ok=True)
         os.makedirs(os.path.join(w, f"{d}-state"), exist_ok=True)
-        svc = services.format(port=self.port, cores=os.cpu_count() or 2)
+        svc = services.format(port=self.port, sport=self.sport, cores=os.cpu_count() or 2)
         with open(self.conf, "w") as f:
             f.write(DOVECOT_CONF.format(w=w, d=d, tag=tag, services=svc))
         self.pids = []
@@ -434,7 +471,7 @@ class Dovecot:
                 break
             time.sleep(0.1)
         self.pids = [int(open(pidf).read())]
-        self.pop_port = self.port
+        self.pop_port, self.pop3s_port = self.port, self.sport
 
     def stop(self):
         subprocess.run(["dovecot", "-c", self.conf, "stop"], stderr=subprocess.DEVNULL)
@@ -482,10 +519,18 @@ shlib_directory = /usr/lib/postfix
 daemon_directory = /usr/lib/postfix/sbin
 meta_directory = /etc/postfix
 command_directory = /usr/sbin
+# TLS: the bench's ECDSA and RSA certificates (both, as popgate and Dovecot
+# hold them); STARTTLS on the smtpd port, SMTPS (wrapper mode) on its own.
+smtpd_tls_chain_files = {w}/tls/ec.key, {w}/tls/ec.pem, {w}/tls/rsa.key, {w}/tls/rsa.pem
+smtpd_tls_security_level = may
+smtpd_tls_protocols = >=TLSv1.2
+smtpd_tls_mandatory_protocols = >=TLSv1.2
+smtpd_tls_loglevel = 0
 """
 
 POSTFIX_MASTER = """
 127.0.0.1:{port} inet n - n - - smtpd
+127.0.0.1:{sport} inet n - n - - smtpd -o smtpd_tls_wrappermode=yes
 pickup    unix  n       -       n       60      1       pickup
 cleanup   unix  n       -       n       -       0       cleanup
 qmgr      unix  n       -       n       300     1       qmgr
@@ -514,13 +559,13 @@ class Postfix:
 
     def __init__(self, w, args, sink):
         self.w, self.sink = w, sink
-        self.port = free_port()
+        self.port, self.sport = free_port(), free_port()
         self.dir = os.path.join(w, "pf-conf")
         os.makedirs(self.dir, exist_ok=True)
         with open(os.path.join(self.dir, "main.cf"), "w") as f:
             f.write(POSTFIX_MAIN.format(w=w, sink_port=sink.port))
         with open(os.path.join(self.dir, "master.cf"), "w") as f:
-            f.write(POSTFIX_MASTER.format(port=self.port))
+            f.write(POSTFIX_MASTER.format(port=self.port, sport=self.sport))
         with open(os.path.join(w, "pf-grants.cf"), "w") as f:
             f.write(f"dbpath = {w}/pf-grants.db\n"
                     "query = SELECT 'OK' FROM relay_grants WHERE address = '%s' AND expires_at > unixepoch()\n")
@@ -549,7 +594,7 @@ class Postfix:
             raise RuntimeError("postfix did not listen; see " + os.path.join(self.w, "postfix.log"))
         pidf = os.path.join(self.w, "pf-queue", "pid", "master.pid")
         self.pids = [int(open(pidf).read().split()[0])]
-        self.smtp_port = self.port
+        self.smtp_port, self.smtps_port = self.port, self.sport
 
     def stop(self):
         env = dict(os.environ, MAIL_CONFIG=self.dir)
@@ -621,10 +666,14 @@ def run_load(args, server, argv, timeout):
     return res
 
 
-def run_idle(args, server, pop_port, smtp_port, n_pop, n_smtp):
+def run_idle(args, server, pop_port, smtp_port, n_pop, n_smtp, tls=False):
+    """n_pop + n_smtp sessions held open after the greeting (tls: implicit-TLS
+    ports, a full TLS 1.3 handshake each, ECDSA); PSS of the server's tree."""
     _, base_pss = tree_mem(server.pids)
     argv = [LOAD, "--scenario", "idle", "-c", "64", "-d", "3", "--idle-pop3", str(n_pop),
             "--idle-smtp", str(n_smtp), "--port", str(pop_port or 0), "--smtp-port", str(smtp_port or 0)]
+    if tls:
+        argv += ["--tls", "implicit", "--tls-version", "1.3", "--cert", "ec"]
     p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=raise_nofile)
     line = p.stdout.readline()
     opened = int(line.split()[1]) if line.startswith("READY") else 0
@@ -679,6 +728,35 @@ def scenarios(args):
     add(f"smtp-decision-granted c=50 {short_count(args.grants)} vs 10 grants", "smtp", granted, "popgate-10")
     add("smtp-decision-denied c=50", "smtp", ["--scenario", "smtp-decision", "--expect", "554", "-c", "50",
                                               "-d", d, "--bind", "127.0.0.3"], "postfix")
+
+    # TLS rows: every server holds both certificates; --cert picks one.
+    def tls(mode, cert, ver, resume=False):
+        return ["--tls", mode, "--cert", cert, "--tls-version", ver] + (["--resume"] if resume else [])
+
+    relay4k = ["--scenario", "smtp-relay", "--size", "4", "-d", d, "--bind", "127.0.0.1"]
+    for cert in ("ec", "rsa"):
+        for ver in ("1.3", "1.2"):
+            t = f"{cert}/tls{ver}"
+            for c in (8, 64):
+                add(f"pop3s-login-user {t} c={c}", "pop3s",
+                    login("user", c, "users-crypt.txt") + tls("implicit", cert, ver), "dovecot")
+            add(f"pop3s-login-plain {t} c=8", "pop3s", login("plain", 8, "users-crypt.txt") + tls("implicit", cert, ver),
+                "dovecot")
+            add(f"pop3s-login-apop {t} c=8", "pop3s", login("apop", 8, "users-plain.txt") + tls("implicit", cert, ver),
+                "dovecot")
+            add(f"stls-login-user {t} c=8", "pop3", login("user", 8, "users-crypt.txt") + tls("starttls", cert, ver),
+                "dovecot")
+            add(f"smtps-relay-4k {t} c=10", "smtps", relay4k + ["-c", "10"] + tls("implicit", cert, ver), "postfix")
+            add(f"starttls-relay-4k {t} c=10", "smtp", relay4k + ["-c", "10"] + tls("starttls", cert, ver), "postfix")
+    # Resumed handshakes: each worker offers the ticket (session) of its previous connection.
+    add("pop3s-login-apop ec/tls1.3 resumed c=8", "pop3s",
+        login("apop", 8, "users-plain.txt") + tls("implicit", "ec", "1.3", True), "dovecot")
+    add("pop3s-login-user ec/tls1.3 resumed c=8", "pop3s",
+        login("user", 8, "users-crypt.txt") + tls("implicit", "ec", "1.3", True), "dovecot")
+    add("pop3s-login-apop ec/tls1.2 resumed c=8", "pop3s",
+        login("apop", 8, "users-plain.txt") + tls("implicit", "ec", "1.2", True), "dovecot")
+    add("smtps-relay-4k ec/tls1.3 resumed c=10", "smtps", relay4k + ["-c", "10"] + tls("implicit", "ec", "1.3", True),
+        "postfix")
     if args.only:
         want = [x.strip() for x in args.only.split(",")]
         S = [s for s in S if any(s[0].startswith(x) for x in want)]
@@ -729,6 +807,8 @@ def main():
     ap.add_argument("--only", default="", help="comma-separated scenario name prefixes")
     ap.add_argument("--no-compare", action="store_true", help="popgate alone")
     ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--build-dir", default="", help="use popgate and bench/popgate_load from this build "
+                    "(configured with -DPOPGATE_BENCH=ON) instead of building build/release")
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--workdir", default="", help="keep everything here (default: a temp dir, removed)")
     ap.add_argument("--json", default="", help="write all raw results here")
@@ -738,6 +818,11 @@ def main():
     if not (1 <= args.rounds <= 50 and 0 < args.duration <= 600):
         ap.error("rounds in 1..50, duration in (0, 600]")
 
+    if args.build_dir:
+        global BUILD, POPGATE, LOAD
+        BUILD = os.path.abspath(args.build_dir)
+        POPGATE, LOAD = os.path.join(BUILD, "popgate"), os.path.join(BUILD, "bench", "popgate_load")
+        args.no_build = True
     build(args)
     compare = not args.no_compare and install_comparison()
     w = args.workdir or tempfile.mkdtemp(prefix="popgate-bench-")
@@ -753,6 +838,7 @@ def main():
     try:
         t0 = time.time()
         crypt_hash, crypt_pass = make_users(w, args.users, args.plain_users)
+        make_certs(w)
         msg4k, msg100k = message(4096), message(100 * 1024)
         log(f"users made in {time.time() - t0:.1f} s")
         sink_pg = Sink(w, "popgate")
@@ -823,13 +909,14 @@ def main():
                         refill(srv.name)
                     if srv is pgc:
                         warm_cache(args, pgc)
-                    port = srv.pop_port if kind.startswith("pop3") else srv.smtp_port
+                    port = getattr(srv, {"pop3": "pop_port", "pop3-refill": "pop_port", "pop3s": "pop3s_port",
+                                         "smtp": "smtp_port", "smtps": "smtps_port"}[kind])
                     sent_before = None
-                    if kind == "smtp":
+                    if kind.startswith("smtp"):
                         sink = srv.sink
                         sent_before = sink.messages()
                     res = run_load(args, srv, argv + ["--port", str(port)], timeout=args.duration * 4 + 60)
-                    if kind == "smtp" and "relay" in key:
+                    if kind.startswith("smtp") and "relay" in key:
                         if srv is pf:
                             pf.queue_empty()
                         time.sleep(0.3)
@@ -844,17 +931,24 @@ def main():
             table.append((key, per_round, other.name if other else "-"))
 
         # lag: popgate only (Postfix has no POP-before-SMTP of its own)
-        lag = run_load(args, pg, ["--scenario", "lag", "--auth", "apop", "-c", "8", "-n", str(args.lag_trials),
-                                  "--users", "users-plain.txt", "--port", str(pg.pop_port),
-                                  "--smtp-port", str(pg.smtp_port)], timeout=600)
-        results.append(dict(lag, server="popgate", key="lag"))
-        # idle: popgate POP3+SMTP; Dovecot POP3 half for comparison
-        idle_pg = run_idle(args, pg, pg.pop_port, pg.smtp_port, args.idle // 2, args.idle - args.idle // 2)
-        results.append(dict(idle_pg, server="popgate", key="idle"))
-        idle_dc = None
-        if dc:
-            idle_dc = run_idle(args, dc, dc.pop_port, None, args.idle // 2, 0)
-            results.append(dict(idle_dc, server="dovecot", key="idle-pop3"))
+        lag = None
+        if args.lag_trials > 0:
+            lag = run_load(args, pg, ["--scenario", "lag", "--auth", "apop", "-c", "8", "-n", str(args.lag_trials),
+                                      "--users", "users-plain.txt", "--port", str(pg.pop_port),
+                                      "--smtp-port", str(pg.smtp_port)], timeout=600)
+            results.append(dict(lag, server="popgate", key="lag"))
+        # idle: popgate POP3+SMTP, then POP3S+SMTPS; Dovecot POP3 (POP3S) half for comparison
+        idle = []
+        if args.idle > 0:
+            half = args.idle // 2
+            for tls in (False, True):
+                r = run_idle(args, pg, pg.pop3s_port if tls else pg.pop_port, pg.smtps_port if tls else pg.smtp_port,
+                             half, args.idle - half, tls=tls)
+                idle.append((f"popgate ({'POP3S+SMTPS' if tls else 'POP3+SMTP'})", r))
+                if dc:
+                    idle.append((f"dovecot ({'POP3S' if tls else 'POP3'} only)",
+                                 run_idle(args, dc, dc.pop3s_port if tls else dc.pop_port, None, half, 0, tls=tls)))
+            results += [dict(r, server=name, key="idle") for name, r in idle]
     finally:
         for s in servers:
             try:
@@ -897,19 +991,23 @@ def main():
             line += f"{'-':{ow}s} {'':9s} {'':7s} {'':6s} {'':6s} | {'-':>6s}"
         line += f" {errs:6d} {gen:7.0f}%"
         print(line)
+        if "resumed" in key:
+            def share(rs):
+                full, res = sum(x.get("tls_full", 0) for x in rs), sum(x.get("tls_resumed", 0) for x in rs)
+                return f"{100 * res / (full + res):.0f}%" if full + res else "-"
+            print(f"{'':{kw}s}   handshakes resumed: popgate {share(a)}" + (f", {other} {share(b)}" if b else ""))
         if "relay" in key:
             sa = sum(x.get("sink_delta", 0) for x in a)
             sb = sum(y.get("sink_delta", 0) for y in b)
             print(f"{'':{kw}s}   sink got {sa} for {sum(x['ops'] for x in a)} popgate 250s"
                   + (f"; {sb} for {sum(y['ops'] for y in b)} {other} 250s" if b else ""))
-    print(f"lag: {lag['ops']} trials, {lag['errors']} failures, POP3 +OK -> SMTP RCPT 250 "
-          f"p50 {lag['step_p50_ms']:.2f} p99 {lag['step_p99_ms']:.2f} max {lag['step_max_ms']:.2f} ms"
-          + (f" [{lag['first_error']}]" if lag["first_error"] else ""))
-    print(f"idle popgate: {idle_pg['opened']} sessions open ({idle_pg['ops']} still alive), PSS {idle_pg['server_pss_mb']:.0f} MB, "
-          f"{idle_pg['kb_per_session']:.1f} KB/session")
-    if idle_dc:
-        print(f"idle dovecot (POP3 only): {idle_dc['opened']} sessions open ({idle_dc['ops']} alive), "
-              f"PSS {idle_dc['server_pss_mb']:.0f} MB, {idle_dc['kb_per_session']:.1f} KB/session")
+    if lag:
+        print(f"lag: {lag['ops']} trials, {lag['errors']} failures, POP3 +OK -> SMTP RCPT 250 "
+              f"p50 {lag['step_p50_ms']:.2f} p99 {lag['step_p99_ms']:.2f} max {lag['step_max_ms']:.2f} ms"
+              + (f" [{lag['first_error']}]" if lag["first_error"] else ""))
+    for name, r in idle:
+        print(f"idle {name}: {r['opened']} sessions open ({r['ops']} still alive), PSS {r['server_pss_mb']:.0f} MB, "
+              f"{r['kb_per_session']:.1f} KB/session" + (f" [{r['first_error']}]" if r.get("first_error") else ""))
 
 
 if __name__ == "__main__":

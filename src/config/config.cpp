@@ -355,6 +355,14 @@ load_result parse(std::string_view text, std::filesystem::path const& source)
                 "expected \"1.2\" or \"1.3\"");
         sec.str("ciphers", s.tls.ciphers);
         sec.str("ciphersuites", s.tls.ciphersuites);
+        sec.path("second_cert_file", s.tls.second_cert_file);
+        sec.path("second_key_file", s.tls.second_key_file);
+        sec.boolean("session_tickets", s.tls.session_tickets);
+        sec.duration("ticket_key_rotation", s.tls.ticket_key_rotation, 1, 86400);
+        if (s.tls.second_cert_file.empty() != s.tls.second_key_file.empty()) {
+            auto const* n = t->get(s.tls.second_cert_file.empty() ? "second_key_file" : "second_cert_file");
+            sec.fail(*n, "second_cert_file and second_key_file: set both or neither");
+        }
     }
     if (auto const* t = sub_table(root, "storage", errs)) {
         section sec(*t, "storage", errs);

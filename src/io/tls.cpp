@@ -1,8 +1,12 @@
 #include "popgate/io/tls.hpp"
 
+#include "popgate/io/ticket_keys.hpp"
+
+#include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
@@ -13,6 +17,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <stdexcept>
 
@@ -91,6 +96,84 @@ void write_pem(std::filesystem::path const& p, auto&& writer)
     if (!ok || !closed) throw std::runtime_error("cannot write " + p.string() + ": " + openssl_error());
 }
 
+// OpenSSL's ticket callback (SSL_CTX_set_tlsext_ticket_key_evp_cb), for TLS
+// 1.2 tickets and TLS 1.3 stateless tickets alike: encrypt with the current
+// key; decrypt with the current one (1) or the previous one (2: the client
+// gets a fresh ticket under the current key); anything else (0) means a full
+// handshake. Keys are copied out of the ring and wiped after use.
+int ticket_key_callback(SSL*, unsigned char* key_name, unsigned char* iv, EVP_CIPHER_CTX* cipher, EVP_MAC_CTX* mac,
+                        int enc)
+{
+    auto const now = static_cast<std::int64_t>(std::time(nullptr));
+    ticket_key k;
+    int result = 1;
+    if (enc) {
+        k = server_ticket_keys().encrypting(now);
+        std::memcpy(key_name, k.name.data(), ticket_key::name_size);
+        if (RAND_bytes(iv, EVP_CIPHER_get_iv_length(EVP_aes_256_cbc())) != 1) return -1;
+    } else {
+        auto f = server_ticket_keys().decrypting(key_name, now);
+        if (!f) return 0;
+        k = f->key;
+        OPENSSL_cleanse(&f->key, sizeof f->key);
+        result = f->which == ticket_keys::age::current ? 1 : 2;
+    }
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, k.hmac.data(), k.hmac.size()),
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, const_cast<char*>("SHA256"), 0),
+        OSSL_PARAM_construct_end(),
+    };
+    bool const ok = EVP_MAC_CTX_set_params(mac, params) == 1 &&
+                    (enc ? EVP_EncryptInit_ex(cipher, EVP_aes_256_cbc(), nullptr, k.aes.data(), iv)
+                         : EVP_DecryptInit_ex(cipher, EVP_aes_256_cbc(), nullptr, k.aes.data(), iv)) == 1;
+    OPENSSL_cleanse(&k, sizeof k);
+    return ok ? result : -1;
+}
+
+// One certificate chain and its key into the context's slot for the key's
+// type (RSA, ECDSA, ...): OpenSSL keeps one per type and picks per handshake.
+void use_certificate(SSL_CTX* c, std::string const& chain_pem, std::string const& key_pem,
+                     std::filesystem::path const& cert_file, char const* cert_key,
+                     std::filesystem::path const& key_file, char const* key_key)
+{
+    auto const cert_error = [&](std::string const& why) {
+        return std::runtime_error(std::string(cert_key) + " " + cert_file.string() + ": " + why);
+    };
+    // The chain as SSL_CTX_use_certificate_chain_file reads it: the leaf, then
+    // the intermediates.
+    ERR_clear_error();
+    auto const cert_bio = memory_bio(chain_pem);
+    x509_ptr leaf(PEM_read_bio_X509_AUX(cert_bio.get(), nullptr, no_passphrase, nullptr));
+    if (!leaf || SSL_CTX_use_certificate(c, leaf.get()) != 1) throw cert_error(openssl_error());
+    // Chain certificates attach to the slot just selected; a fresh slot starts empty.
+    SSL_CTX_clear_chain_certs(c);
+    for (;;) {
+        x509_ptr ca(PEM_read_bio_X509(cert_bio.get(), nullptr, no_passphrase, nullptr));
+        if (!ca) break;
+        if (SSL_CTX_add0_chain_cert(c, ca.get()) != 1) throw cert_error(openssl_error());
+        ca.release();  // add0: the context owns it now
+    }
+    // The loop ends at the end of the text ("no start line"); anything else is a broken PEM block.
+    if (auto const e = ERR_peek_last_error(); ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE)
+        ERR_clear_error();
+    else if (e)
+        throw cert_error(openssl_error());
+
+    auto const key_bio = memory_bio(key_pem);
+    pkey_ptr key(PEM_read_bio_PrivateKey(key_bio.get(), nullptr, no_passphrase, nullptr));
+    if (!key || SSL_CTX_use_PrivateKey(c, key.get()) != 1)
+        throw std::runtime_error(std::string(key_key) + " " + key_file.string() + ": " + openssl_error());
+    if (SSL_CTX_check_private_key(c) != 1)
+        throw std::runtime_error(std::string(key_key) + " " + key_file.string() + " does not match " + cert_key +
+                                 " " + cert_file.string());
+}
+
+int key_type(SSL_CTX* c)
+{
+    EVP_PKEY* k = SSL_CTX_get0_privatekey(c);
+    return k ? EVP_PKEY_get_base_id(k) : EVP_PKEY_NONE;
+}
+
 }  // namespace
 
 bool ensure_self_signed(config::tls_settings const& t, std::string const& hostname)
@@ -127,7 +210,12 @@ bool ensure_self_signed(config::tls_settings const& t, std::string const& hostna
 
 tls_material read_tls_material(config::tls_settings const& t)
 {
-    return {read_pem_file(t.cert_file, "tls.cert_file"), read_pem_file(t.key_file, "tls.key_file")};
+    tls_material m{read_pem_file(t.cert_file, "tls.cert_file"), read_pem_file(t.key_file, "tls.key_file"), {}, {}};
+    if (!t.second_cert_file.empty()) {
+        m.second_cert_chain_pem = read_pem_file(t.second_cert_file, "tls.second_cert_file");
+        m.second_key_pem = read_pem_file(t.second_key_file, "tls.second_key_file");
+    }
+    return m;
 }
 
 std::shared_ptr<boost::asio::ssl::context> make_server_tls(config::tls_settings const& t, tls_material const& m)
@@ -137,6 +225,10 @@ std::shared_ptr<boost::asio::ssl::context> make_server_tls(config::tls_settings 
     SSL_CTX* c = ctx->native_handle();
     SSL_CTX_set_min_proto_version(c, t.min_version == "1.3" ? TLS1_3_VERSION : TLS1_2_VERSION);
     SSL_CTX_set_options(c, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+    // An idle session (a mail client between commands) holds no record
+    // buffers: OpenSSL frees them when empty and takes them again for the
+    // next record (see io/tls_socket.hpp). The upstream client keeps its own.
+    SSL_CTX_set_mode(c, SSL_MODE_RELEASE_BUFFERS);
     // "" is the AEAD-only default too: a file written when "" meant OpenSSL's
     // default (CBC and SHA-1 suites included) gets the safe list.
     std::string const ciphers = t.ciphers.empty() ? std::string(config::default_tls12_ciphers) : t.ciphers;
@@ -145,33 +237,37 @@ std::shared_ptr<boost::asio::ssl::context> make_server_tls(config::tls_settings 
     if (!t.ciphersuites.empty() && SSL_CTX_set_ciphersuites(c, t.ciphersuites.c_str()) != 1)
         throw std::runtime_error("tls.ciphersuites: no usable suite in '" + t.ciphersuites + "'");
 
-    // The chain as SSL_CTX_use_certificate_chain_file reads it: the leaf, then
-    // the intermediates.
-    ERR_clear_error();
-    auto const cert_bio = memory_bio(m.cert_chain_pem);
-    x509_ptr leaf(PEM_read_bio_X509_AUX(cert_bio.get(), nullptr, no_passphrase, nullptr));
-    if (!leaf || SSL_CTX_use_certificate(c, leaf.get()) != 1)
-        throw std::runtime_error("tls.cert_file " + t.cert_file.string() + ": " + openssl_error());
-    for (;;) {
-        x509_ptr ca(PEM_read_bio_X509(cert_bio.get(), nullptr, no_passphrase, nullptr));
-        if (!ca) break;
-        if (SSL_CTX_add0_chain_cert(c, ca.get()) != 1)
-            throw std::runtime_error("tls.cert_file " + t.cert_file.string() + ": " + openssl_error());
-        ca.release();  // add0: the context owns it now
+    use_certificate(c, m.cert_chain_pem, m.key_pem, t.cert_file, "tls.cert_file", t.key_file, "tls.key_file");
+    if (!t.second_cert_file.empty()) {
+        int const first = key_type(c);
+        use_certificate(c, m.second_cert_chain_pem, m.second_key_pem, t.second_cert_file, "tls.second_cert_file",
+                        t.second_key_file, "tls.second_key_file");
+        // Same type: OpenSSL would replace the first certificate, not add one.
+        if (key_type(c) == first)
+            throw std::runtime_error("tls.second_cert_file " + t.second_cert_file.string() +
+                                     ": the same key type as tls.cert_file; the second certificate is for the "
+                                     "other type (RSA beside ECDSA)");
     }
-    // The loop ends at the end of the text ("no start line"); anything else is a broken PEM block.
-    if (auto const e = ERR_peek_last_error(); ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE)
-        ERR_clear_error();
-    else if (e)
-        throw std::runtime_error("tls.cert_file " + t.cert_file.string() + ": " + openssl_error());
 
-    auto const key_bio = memory_bio(m.key_pem);
-    pkey_ptr key(PEM_read_bio_PrivateKey(key_bio.get(), nullptr, no_passphrase, nullptr));
-    if (!key || SSL_CTX_use_PrivateKey(c, key.get()) != 1)
-        throw std::runtime_error("tls.key_file " + t.key_file.string() + ": " + openssl_error());
-    if (SSL_CTX_check_private_key(c) != 1)
-        throw std::runtime_error("tls.key_file " + t.key_file.string() + " does not match tls.cert_file " +
-                                 t.cert_file.string());
+    // Resumption by tickets only: the keys are in server_ticket_keys(), shared
+    // by every context this process makes; no server-side session cache (it
+    // would hold sessions in memory for clients that never come back). A
+    // ticket decrypts for one to two rotation intervals; its lifetime hint
+    // says the longer.
+    SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_OFF);
+    static constexpr unsigned char sid_ctx[] = "popgate";
+    SSL_CTX_set_session_id_context(c, sid_ctx, sizeof sid_ctx - 1);
+    if (t.session_tickets) {
+        server_ticket_keys().set_interval(t.ticket_key_rotation);
+        SSL_CTX_set_timeout(c, static_cast<long>(2 * t.ticket_key_rotation.count()));
+        SSL_CTX_set_tlsext_ticket_key_evp_cb(c, ticket_key_callback);
+        // TLS 1.3: one ticket per handshake is enough for a mail client that
+        // reconnects one connection at a time (OpenSSL's default sends two).
+        SSL_CTX_set_num_tickets(c, 1);
+    } else {
+        SSL_CTX_set_options(c, SSL_OP_NO_TICKET);
+        SSL_CTX_set_num_tickets(c, 0);
+    }
     return ctx;
 }
 

@@ -1,5 +1,6 @@
 #include "popgate/server/frame.hpp"
 
+#include "popgate/io/tls_socket.hpp"
 #include "popgate/log/log.hpp"
 #include "popgate/metrics/catalog.hpp"
 #include "popgate/net/proxy_header.hpp"
@@ -7,7 +8,7 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
-#include <boost/asio/ssl/stream.hpp>
+#include <boost/asio/ssl/context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -41,8 +42,8 @@ public:
     {
         // (No co_await inside ?: or &&: g++ 12 miscompiles some of those.)
         if (tls_) {
-            auto [ec, n] = co_await tls_->async_read_some(into, asio::as_tuple(asio::use_awaitable));
-            co_return std::pair{ec, n};
+            auto r = co_await tls_->read_some(into);
+            co_return r;
         }
         auto [ec, n] = co_await sock_.async_read_some(into, asio::as_tuple(asio::use_awaitable));
         co_return std::pair{ec, n};
@@ -51,7 +52,7 @@ public:
     asio::awaitable<boost::system::error_code> write(asio::const_buffer data) override
     {
         if (tls_) {
-            auto [ec, n] = co_await asio::async_write(*tls_, data, asio::as_tuple(asio::use_awaitable));
+            auto ec = co_await tls_->write(data);
             co_return ec;
         }
         auto [ec, n] = co_await asio::async_write(sock_, data, asio::as_tuple(asio::use_awaitable));
@@ -70,6 +71,10 @@ public:
     }
 
     bool tls_active() const noexcept override { return tls_.has_value(); }
+    void close_notify() noexcept
+    {
+        if (tls_) tls_->close_notify();
+    }
 
     // Implicit TLS (before the greeting) and STARTTLS alike.
     asio::awaitable<bool> handshake()
@@ -82,7 +87,7 @@ public:
         }
         c.clock.arm(c.settings->tls_handshake_timeout);
         tls_.emplace(sock_, *tls_ctx_);
-        auto [ec] = co_await tls_->async_handshake(ssl::stream_base::server, asio::as_tuple(asio::use_awaitable));
+        auto ec = co_await tls_->handshake();
         metrics::tls_handshakes.with({c.listener.name, ec ? (c.clock.expired ? "timeout" : "failed") : "ok"}).inc();
         if (ec) {
             c.end_reason = c.clock.expired ? "tls-timeout" : "tls-failed";
@@ -100,7 +105,7 @@ private:
     std::shared_ptr<ssl::context> tls_ctx_;  // kept for the session (a reload swaps the daemon's)
     std::string_view proto_;
     connection* conn_ = nullptr;
-    std::optional<ssl::stream<tcp::socket&>> tls_;
+    std::optional<io::tls_socket> tls_;  // OpenSSL on the socket itself: no per-session buffers of Asio's
 };
 
 asio::awaitable<void> converse(tcp_stream& st, connection& c, session& s)
@@ -311,6 +316,7 @@ asio::awaitable<void> serve_connection(tcp::socket sock, config::listener const&
                      c.settings->command_timeout.count(), n);
     }
     spdlog::info("sid={} {} end reason={} {}", c.sid, proto, c.end_reason, s->end_fields());
+    st.close_notify();
     boost::system::error_code ignored;
     sock.shutdown(tcp::socket::shutdown_both, ignored);
     sock.close(ignored);

@@ -77,6 +77,14 @@ struct tls_settings {
     std::string min_version = "1.2";
     std::string ciphers = default_tls12_ciphers;  // TLS 1.2 cipher list (OpenSSL syntax); empty: the default too
     std::string ciphersuites;  // TLS 1.3 suites; empty: OpenSSL's default
+    // A second certificate of the other key type (RSA beside ECDSA): OpenSSL
+    // picks per handshake from the client's signature algorithms and ciphers.
+    std::filesystem::path second_cert_file;  // empty: none
+    std::filesystem::path second_key_file;
+    bool session_tickets = true;  // TLS 1.2 and 1.3 session tickets (resumption)
+    // Ticket keys live in memory only; a new one every interval (at multiples
+    // of it on the wall clock), the previous one still decrypts.
+    std::chrono::seconds ticket_key_rotation{3600};
 };
 
 struct settings {

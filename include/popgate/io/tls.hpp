@@ -1,7 +1,9 @@
 #pragma once
 // TLS server contexts (OpenSSL 3 through Asio): TLS 1.2+ only, AEAD-only TLS 1.2
-// ciphers unless configured otherwise, certificate and key checked at load,
-// and a self-signed certificate made on first start for the embedded default.
+// ciphers unless configured otherwise, certificate and key checked at load
+// (optionally a second one of the other key type), session tickets under keys
+// rotated in memory (ticket_keys.hpp), and a self-signed certificate made on
+// first start for the embedded default.
 #include "popgate/config/config.hpp"
 
 #include <boost/asio/ssl/context.hpp>
@@ -17,6 +19,9 @@ namespace popgate::io {
 struct tls_material {
     std::string cert_chain_pem;  // leaf first
     std::string key_pem;
+    // tls.second_cert_file and tls.second_key_file; empty when not configured.
+    std::string second_cert_chain_pem;
+    std::string second_key_pem;
 };
 
 // Throws std::runtime_error naming the key and file when one cannot be read.

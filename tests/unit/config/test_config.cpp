@@ -157,6 +157,10 @@ BOOST_AUTO_TEST_CASE(shipped_values_are_the_struct_defaults)
     BOOST_TEST(f.tls.min_version == d.tls.min_version);
     BOOST_TEST(f.tls.ciphers == d.tls.ciphers);
     BOOST_TEST(f.tls.ciphersuites == d.tls.ciphersuites);
+    BOOST_TEST(f.tls.second_cert_file == d.tls.second_cert_file);
+    BOOST_TEST(f.tls.second_key_file == d.tls.second_key_file);
+    BOOST_TEST(f.tls.session_tickets == d.tls.session_tickets);
+    BOOST_TEST(f.tls.ticket_key_rotation.count() == d.tls.ticket_key_rotation.count());
     BOOST_TEST(f.database == d.database);
     BOOST_TEST(f.busy_timeout.count() == d.busy_timeout.count());
     BOOST_TEST(f.audit_max_rows == d.audit_max_rows);
@@ -297,6 +301,14 @@ error_case const error_cases[]{
      "[[listener]]\nprotocol = \"pop3\"\n[mail]\nlocal_domains = [\"a\", 2]\n", 4, "array of strings"},
     {"bad log level", "[[listener]]\nprotocol = \"pop3\"\n[log]\nlevel = \"verbose\"\n", 4, "\"debug\""},
     {"bad tls min_version", "[[listener]]\nprotocol = \"pop3\"\n[tls]\nmin_version = \"1.1\"\n", 4, "1.2"},
+    {"tls second certificate without its key",
+     "[[listener]]\nprotocol = \"pop3\"\n[tls]\nsecond_cert_file = \"rsa.pem\"\n", 4, "set both or neither"},
+    {"tls second key without its certificate",
+     "[[listener]]\nprotocol = \"pop3\"\n[tls]\nsecond_key_file = \"rsa.key\"\n", 4, "set both or neither"},
+    {"tls ticket key rotation of 0 s", "[[listener]]\nprotocol = \"pop3\"\n[tls]\nticket_key_rotation = 0\n", 4,
+     "out of range"},
+    {"tls ticket key rotation beyond a day",
+     "[[listener]]\nprotocol = \"pop3\"\n[tls]\nticket_key_rotation = 86401\n", 4, "out of range"},
     {"section that is not a table", "server = 1\n[[listener]]\nprotocol = \"pop3\"\n", 1, "table"},
     {"listener that is not an array", "[listener]\nprotocol = \"pop3\"\n", 1, "array of tables"},
     {"syntax error: unterminated string", "[[listener]]\nprotocol = \"pop3\n", 2, ""},
