@@ -48,11 +48,6 @@ struct alarm_guard {
     alarm_guard& operator=(alarm_guard const&) = delete;
 };
 
-// After the watchdog's timer wait failed: true when it was only woken by
-// session_clock::set (go round again), false when the watchdog itself was
-// cancelled (the session is over).
-asio::awaitable<bool> woken_early(session_clock const& c);
-
 // Closes `sock` when the deadline passes; ends when the session has finished.
 // `last_words`, when given, is asked for a line to send (best effort, without
 // blocking) just before the close; empty: nothing.
