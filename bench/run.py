@@ -187,11 +187,21 @@ def make_users(w, n_crypt, n_plain):
     with open(os.path.join(w, "users-plain.txt"), "w") as f:
         for i in range(n_plain):
             f.write(f"p{i:05d}:pw-p{i:05d}\n")
+    rows = [(f"c{i:05d}", f"{{SHA512-CRYPT}}{hashes[i]}") for i in range(n_crypt)]
+    rows += [(f"p{i:05d}", f"{{PLAIN}}pw-p{i:05d}") for i in range(n_plain)]
     with open(os.path.join(w, "passwd"), "w") as f:
-        for i in range(n_crypt):
-            f.write(f"c{i:05d}:{{SHA512-CRYPT}}{hashes[i]}\n")
-        for i in range(n_plain):
-            f.write(f"p{i:05d}:{{PLAIN}}pw-p{i:05d}\n")
+        f.writelines(f"{u}:{p}\n" for u, p in rows)
+    # The same lines as a table for Dovecot's SQL passdb (its strongest reference, see DOVECOT_PASSDB)
+    import sqlite3
+    db = sqlite3.connect(os.path.join(w, "dc-users.db"))
+    db.execute("CREATE TABLE users (user TEXT PRIMARY KEY NOT NULL, password TEXT NOT NULL) WITHOUT ROWID")
+    db.executemany("INSERT INTO users VALUES (?, ?)", rows)
+    db.commit()
+    db.close()
+    os.chmod(os.path.join(w, "dc-users.db"), 0o644)
+    with open(os.path.join(w, "dc-sql.conf"), "w") as f:
+        f.write(f"driver = sqlite\nconnect = {w}/dc-users.db\n"
+                "password_query = SELECT user, password FROM users WHERE user = '%u'\n")
     return hashes[0], crypt_pw[0]
 
 
@@ -404,10 +414,7 @@ last_valid_uid = 0
 first_valid_gid = 8
 pop3_uidl_format = %08Xu%08Xv
 login_greeting = Dovecot ready.
-passdb {{
-  driver = passwd-file
-  args = {w}/passwd
-}}
+{passdb}
 userdb {{
   driver = static
   args = uid=mail gid=mail home={w}/dc-mail/%u
@@ -422,6 +429,39 @@ service auth {{
 default_process_limit = 1000
 default_client_limit = 15000
 """
+
+# The strongest reference (bench/README.md "The strongest references"): the
+# same users as an SQL table, so that password lookups and crypt(3) run in
+# auth-worker processes on every core (passwd-file verifies in the one auth
+# process: one core of crypt), and the auth cache, so that a cached user's
+# APOP secret is answered in the auth process without a worker hop while
+# USER/PASS and AUTH PLAIN still run crypt(3) for every login, in a worker
+# (auth_cache_verify_password_with_worker): like popgate without
+# credential_cache_ttl. The mail settings skip the \\Seen flag update (the
+# rename new/ -> cur/ on RETR) and rescans of cur/. Each setting's measured
+# effect is in bench/README.md.
+DOVECOT_PASSDB = """passdb {{
+  driver = sql
+  args = {w}/dc-sql.conf
+}}
+auth_cache_size = 64M
+auth_cache_ttl = 1 hour
+auth_cache_negative_ttl = 1 hour
+auth_cache_verify_password_with_worker = yes
+auth_worker_max_count = {workers}
+pop3_no_flag_updates = yes
+maildir_very_dirty_syncs = yes
+mail_max_userip_connections = 0
+verbose_proctitle = no
+service auth-worker {{
+  process_min_avail = {cores}
+}}"""
+
+# --dovecot-classic: round 1's reference (passwd-file read by the auth process, no cache).
+DOVECOT_PASSDB_CLASSIC = """passdb {{
+  driver = passwd-file
+  args = {w}/passwd
+}}"""
 
 # The pop3-login listeners, the same in both modes.
 DOVECOT_LISTENERS = """
@@ -473,10 +513,16 @@ class Dovecot:
         self.conf = os.path.join(w, f"{tag}.conf")
         os.makedirs(os.path.join(w, f"{d}-run"), exist_ok=True)
         os.makedirs(os.path.join(w, f"{d}-state"), exist_ok=True)
-        svc = services.format(port=self.port, sport=self.sport, cores=os.cpu_count() or 2)
+        cores = os.cpu_count() or 2
+        svc = services.format(port=self.port, sport=self.sport, cores=cores)
+        passdb = (DOVECOT_PASSDB_CLASSIC if args.dovecot_classic else DOVECOT_PASSDB).format(
+            w=w, cores=cores, workers=args.dovecot_workers)
         with open(self.conf, "w") as f:
-            f.write(DOVECOT_CONF.format(w=w, d=d, tag=tag, services=svc))
+            f.write(DOVECOT_CONF.format(w=w, d=d, tag=tag, services=svc, passdb=passdb))
         self.pids = []
+        # the auth cache (strongest mode) is filled before the first measured run
+        self.cache_ttl = 0 if args.dovecot_classic else 3600
+        self.warmed_at = 0.0
 
     def start(self):
         sh(["dovecot", "-c", self.conf], preexec_fn=raise_nofile, stdin=subprocess.DEVNULL,
@@ -519,7 +565,9 @@ smtpd_peername_lookup = no
 local_transport = error:no local delivery
 alias_maps =
 alias_database =
-smtpd_relay_restrictions = check_client_access sqlite:{w}/pf-grants.cf, reject_unauth_destination
+# The grants: --postfix-map (default lmdb, built by postmap from the same
+# unexpired grants; sqlite reads the live table). See bench/README.md.
+smtpd_relay_restrictions = check_client_access {grant_map}, reject_unauth_destination
 smtpd_recipient_restrictions =
 smtpd_client_connection_count_limit = 0
 smtpd_client_connection_rate_limit = 0
@@ -529,6 +577,9 @@ anvil_rate_time_unit = 60s
 # Without this, a RCPT accepted and then abandoned (the decision scenario) waits 1 s for a flow token.
 in_flow_delay = 0s
 default_process_limit = 200
+# An smtpd (cleanup, smtp ...) serves this many sessions before it exits and
+# master forks a new one (default 100): fork+exec is dear on a small VM.
+max_use = 1000000
 smtp_destination_concurrency_limit = 50
 default_destination_concurrency_limit = 50
 maillog_file = {w}/postfix.log
@@ -544,6 +595,8 @@ smtpd_tls_security_level = may
 smtpd_tls_protocols = >=TLSv1.2
 smtpd_tls_mandatory_protocols = >=TLSv1.2
 smtpd_tls_loglevel = 0
+# TLS 1.2 session-ID resumption across smtpd processes (tickets need no cache)
+smtpd_tls_session_cache_database = btree:{w}/pf-data/smtpd_scache
 """
 
 POSTFIX_MASTER = """
@@ -580,8 +633,10 @@ class Postfix:
         self.port, self.sport = free_port(), free_port()
         self.dir = os.path.join(w, "pf-conf")
         os.makedirs(self.dir, exist_ok=True)
+        self.map_type = args.postfix_map
+        grant_map = f"sqlite:{w}/pf-grants.cf" if self.map_type == "sqlite" else f"{self.map_type}:{w}/pf-grants"
         with open(os.path.join(self.dir, "main.cf"), "w") as f:
-            f.write(POSTFIX_MAIN.format(w=w, sink_port=sink.port))
+            f.write(POSTFIX_MAIN.format(w=w, sink_port=sink.port, grant_map=grant_map))
         with open(os.path.join(self.dir, "master.cf"), "w") as f:
             f.write(POSTFIX_MASTER.format(port=self.port, sport=self.sport))
         with open(os.path.join(w, "pf-grants.cf"), "w") as f:
@@ -596,6 +651,16 @@ class Postfix:
                + grants_sql(n_grants, 0, with_networks=False))
         sh(["sqlite3", db], input=sql, text=True, stdout=subprocess.DEVNULL)
         os.chmod(db, 0o644)
+        if self.map_type != "sqlite":
+            # the same unexpired grants as a read-only map: changes need a postmap run
+            src = os.path.join(self.w, "pf-grants")
+            with open(src, "w") as f:
+                sh(["sqlite3", db, "SELECT address || ' OK' FROM relay_grants WHERE expires_at > unixepoch()"],
+                   stdout=f)
+            sh(["postmap", "-c", self.dir, f"{self.map_type}:{src}"])
+            for suffix in (".db", ".cdb", ".lmdb"):
+                if os.path.exists(src + suffix):
+                    os.chmod(src + suffix, 0o644)
         os.chmod(self.w, 0o755)
         for d in ("pf-queue", "pf-data"):
             os.makedirs(os.path.join(self.w, d), exist_ok=True)
@@ -781,18 +846,20 @@ def scenarios(args):
     return S
 
 
-def warm_cache(args, pg):
+def warm_cache(args, pg, apop_too=False):
     """Log every crypt user in once, one client (users 0, 1, 2, ... each exactly
-    once), so the popgate-cache instance holds all of them verified; again when
-    the oldest entries could expire before the next run ends."""
+    once), so the popgate-cache instance (or Dovecot's auth cache) holds all of
+    them; again when the oldest entries could expire before the next run ends.
+    apop_too: the {PLAIN} users as well (Dovecot caches their APOP secret)."""
     if time.time() + args.duration + 30 < pg.warmed_at + pg.cache_ttl:
         return
     pg.warmed_at = time.time()
-    res = run_load(args, pg, ["--scenario", "pop3-login", "--auth", "user", "-c", "1", "-n", str(args.users),
-                              "--users", "users-crypt.txt", "--port", str(pg.pop_port)],
-                   timeout=args.users / 20 + 60)
-    log(f"  {pg.name} cache warmed: {res['ops']} logins in {res['wall_s']:.1f} s, err {res['errors']}"
-        + (f" [{res['first_error']}]" if res["first_error"] else ""))
+    sets = [("user", "users-crypt.txt", args.users)] + ([("apop", "users-plain.txt", args.plain_users)] if apop_too else [])
+    for auth, users, n in sets:
+        res = run_load(args, pg, ["--scenario", "pop3-login", "--auth", auth, "-c", "1", "-n", str(n),
+                                  "--users", users, "--port", str(pg.pop_port)], timeout=n / 20 + 60)
+        log(f"  {pg.name} cache warmed: {res['ops']} {auth} logins in {res['wall_s']:.1f} s, err {res['errors']}"
+            + (f" [{res['first_error']}]" if res["first_error"] else ""))
 
 
 def start_other(servers, make):
@@ -822,6 +889,12 @@ def main():
     ap.add_argument("--relay-conc", default="1,10,50")
     ap.add_argument("--threads", type=int, default=0, help="popgate server.threads")
     ap.add_argument("--credential-cache", type=int, default=0, help="popgate auth.credential_cache_ttl")
+    ap.add_argument("--dovecot-classic", action="store_true", help="round 1's Dovecot reference: passwd-file "
+                    "in the auth process, no auth cache (default: the strongest, see bench/README.md)")
+    ap.add_argument("--dovecot-workers", type=int, default=30, help="Dovecot auth_worker_max_count")
+    ap.add_argument("--postfix-map", default="lmdb", choices=["lmdb", "cdb", "hash", "sqlite"],
+                    help="the grant map Postfix's check_client_access reads (sqlite: live, the others "
+                    "built by postmap from the same unexpired grants)")
     ap.add_argument("--only", default="", help="comma-separated scenario name prefixes")
     ap.add_argument("--no-compare", action="store_true", help="popgate alone")
     ap.add_argument("--no-build", action="store_true")
@@ -927,6 +1000,8 @@ def main():
                         refill(srv.name)
                     if srv is pgc:
                         warm_cache(args, pgc)
+                    elif isinstance(srv, Dovecot) and srv.cache_ttl and kind.startswith("pop3"):
+                        warm_cache(args, srv, apop_too=True)
                     port = getattr(srv, {"pop3": "pop_port", "pop3-refill": "pop_port", "pop3s": "pop3s_port",
                                          "smtp": "smtp_port", "smtps": "smtps_port"}[kind])
                     sent_before = None
