@@ -355,6 +355,22 @@ def raise_nofile():
     import resource
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if PIN:
+        os.sched_setaffinity(0, PIN[0])
+
+
+# --pin: the servers on the first CPU set, the load generator and the smtp-sinks on the second
+PIN = None
+
+
+def client_side():
+    if PIN:
+        os.sched_setaffinity(0, PIN[1])
+
+
+def sink_side():
+    raise_nofile()
+    client_side()
 
 
 def make_certs(w):
@@ -565,7 +581,7 @@ smtpd_peername_lookup = no
 local_transport = error:no local delivery
 alias_maps =
 alias_database =
-# The grants: --postfix-map (default lmdb, built by postmap from the same
+# The grants: --postfix-map (default cdb, built by postmap from the same
 # unexpired grants; sqlite reads the live table). See bench/README.md.
 smtpd_relay_restrictions = check_client_access {grant_map}, reject_unauth_destination
 smtpd_recipient_restrictions =
@@ -709,7 +725,7 @@ class Sink:
         self.port = free_port()
         self.out = os.path.join(w, f"sink-{name}.out")
         self.proc = subprocess.Popen(["smtp-sink", "-c", "-u", "postfix", f"127.0.0.1:{self.port}", "1024"],
-                                     stdout=open(self.out, "w"), stderr=subprocess.STDOUT, preexec_fn=raise_nofile)
+                                     stdout=open(self.out, "w"), stderr=subprocess.STDOUT, preexec_fn=sink_side)
         if not wait_port(self.port):
             raise RuntimeError("smtp-sink did not listen")
 
@@ -734,7 +750,8 @@ class Sink:
 def run_load(args, server, argv, timeout):
     before = tree_cpu(server.pids)
     t = time.time()
-    r = subprocess.run([LOAD] + argv, capture_output=True, text=True, timeout=timeout, cwd=args.workdir_path)
+    r = subprocess.run([LOAD] + argv, capture_output=True, text=True, timeout=timeout, cwd=args.workdir_path,
+                       preexec_fn=client_side)
     wall = time.time() - t
     after = tree_cpu(server.pids)
     hwm, pss = tree_mem(server.pids)
@@ -807,7 +824,8 @@ def scenarios(args):
         add(f"smtp-relay-4k c={c}", "smtp", ["--scenario", "smtp-relay", "--size", "4", "-c", str(c),
                                              "-d", d, "--bind", "127.0.0.1"], "postfix")
     granted = ["--scenario", "smtp-decision", "--expect", "250", "-c", "50", "-d", d, "--bind", "127.0.0.1"]
-    add("smtp-decision-granted c=50", "smtp", granted, "postfix")
+    for c in args.decision_conc:
+        add(f"smtp-decision-granted c={c}", "smtp", granted[:5] + [str(c)] + granted[6:], "postfix")
     add(f"smtp-decision-granted c=50 {short_count(args.grants)} vs 10 grants", "smtp", granted, "popgate-10")
     add("smtp-decision-denied c=50", "smtp", ["--scenario", "smtp-decision", "--expect", "554", "-c", "50",
                                               "-d", d, "--bind", "127.0.0.3"], "postfix")
@@ -887,12 +905,15 @@ def main():
     ap.add_argument("--idle", type=int, default=10000, help="idle sessions (half POP3, half SMTP)")
     ap.add_argument("--login-conc", default="1,8,64")
     ap.add_argument("--relay-conc", default="1,10,50")
+    ap.add_argument("--decision-conc", default="50", help="concurrencies of the smtp-decision-granted row")
+    ap.add_argument("--pin", default="", metavar="SERVER_CPUS:CLIENT_CPUS",
+                    help="taskset the servers to one CPU list and the generator and sinks to another, e.g. 0:1")
     ap.add_argument("--threads", type=int, default=0, help="popgate server.threads")
     ap.add_argument("--credential-cache", type=int, default=0, help="popgate auth.credential_cache_ttl")
     ap.add_argument("--dovecot-classic", action="store_true", help="round 1's Dovecot reference: passwd-file "
                     "in the auth process, no auth cache (default: the strongest, see bench/README.md)")
     ap.add_argument("--dovecot-workers", type=int, default=30, help="Dovecot auth_worker_max_count")
-    ap.add_argument("--postfix-map", default="lmdb", choices=["lmdb", "cdb", "hash", "sqlite"],
+    ap.add_argument("--postfix-map", default="cdb", choices=["lmdb", "cdb", "hash", "sqlite"],
                     help="the grant map Postfix's check_client_access reads (sqlite: live, the others "
                     "built by postmap from the same unexpired grants)")
     ap.add_argument("--only", default="", help="comma-separated scenario name prefixes")
@@ -906,6 +927,13 @@ def main():
     args = ap.parse_args()
     args.login_conc = [int(x) for x in args.login_conc.split(",")]
     args.relay_conc = [int(x) for x in args.relay_conc.split(",")]
+    args.decision_conc = [int(x) for x in args.decision_conc.split(",")]
+    if args.pin:
+        global PIN
+        cpus = [{int(c) for c in part.split(",")} for part in args.pin.split(":")]
+        if len(cpus) != 2:
+            ap.error("--pin SERVER_CPUS:CLIENT_CPUS, e.g. 0:1")
+        PIN = (cpus[0], cpus[1])
     if not (1 <= args.rounds <= 50 and 0 < args.duration <= 600):
         ap.error("rounds in 1..50, duration in (0, 600]")
 
