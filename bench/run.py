@@ -304,7 +304,7 @@ class Popgate:
         self.w, self.args, self.sink, self.name = w, args, sink, tag
         self.db = os.path.join(w, db)
         self.cache_ttl = args.credential_cache if cache is None else cache
-        self.warmed_at = 0.0
+        self.warmed_at = {}  # users file -> when warm_cache ran
         self.conf = os.path.join(w, f"{tag}.toml")
         with open(self.conf, "w") as f:
             f.write(POPGATE_CONF.format(w=w, db=self.db, tag=tag, sink_port=sink.port, threads=args.threads,
@@ -538,7 +538,7 @@ class Dovecot:
         self.pids = []
         # the auth cache (strongest mode) is filled before the first measured run
         self.cache_ttl = 0 if args.dovecot_classic else 3600
-        self.warmed_at = 0.0
+        self.warmed_at = {}  # users file -> when warm_cache ran
 
     def start(self):
         sh(["dovecot", "-c", self.conf], preexec_fn=raise_nofile, stdin=subprocess.DEVNULL,
@@ -864,20 +864,21 @@ def scenarios(args):
     return S
 
 
-def warm_cache(args, pg, apop_too=False):
-    """Log every crypt user in once, one client (users 0, 1, 2, ... each exactly
-    once), so the popgate-cache instance (or Dovecot's auth cache) holds all of
-    them; again when the oldest entries could expire before the next run ends.
-    apop_too: the {PLAIN} users as well (Dovecot caches their APOP secret)."""
-    if time.time() + args.duration + 30 < pg.warmed_at + pg.cache_ttl:
+def warm_cache(args, pg, users_file="users-crypt.txt"):
+    """Log every user of users_file in once, one client (users 0, 1, 2, ...
+    each exactly once), so the popgate-cache instance (crypt users) or
+    Dovecot's auth cache (crypt users, or the {PLAIN} users' APOP secrets)
+    holds all of them; again when the oldest entries could expire before the
+    next run ends."""
+    if time.time() + args.duration + 30 < pg.warmed_at.get(users_file, 0.0) + pg.cache_ttl:
         return
-    pg.warmed_at = time.time()
-    sets = [("user", "users-crypt.txt", args.users)] + ([("apop", "users-plain.txt", args.plain_users)] if apop_too else [])
-    for auth, users, n in sets:
-        res = run_load(args, pg, ["--scenario", "pop3-login", "--auth", auth, "-c", "1", "-n", str(n),
-                                  "--users", users, "--port", str(pg.pop_port)], timeout=n / 20 + 60)
-        log(f"  {pg.name} cache warmed: {res['ops']} {auth} logins in {res['wall_s']:.1f} s, err {res['errors']}"
-            + (f" [{res['first_error']}]" if res["first_error"] else ""))
+    pg.warmed_at[users_file] = time.time()
+    crypt = users_file == "users-crypt.txt"
+    auth, n = ("user", args.users) if crypt else ("apop", args.plain_users)
+    res = run_load(args, pg, ["--scenario", "pop3-login", "--auth", auth, "-c", "1", "-n", str(n),
+                              "--users", users_file, "--port", str(pg.pop_port)], timeout=n / 20 + 60)
+    log(f"  {pg.name} cache warmed: {res['ops']} {auth} logins in {res['wall_s']:.1f} s, err {res['errors']}"
+        + (f" [{res['first_error']}]" if res["first_error"] else ""))
 
 
 def start_other(servers, make):
@@ -1029,7 +1030,7 @@ def main():
                     if srv is pgc:
                         warm_cache(args, pgc)
                     elif isinstance(srv, Dovecot) and srv.cache_ttl and kind.startswith("pop3"):
-                        warm_cache(args, srv, apop_too=True)
+                        warm_cache(args, srv, argv[argv.index("--users") + 1])
                     port = getattr(srv, {"pop3": "pop_port", "pop3-refill": "pop_port", "pop3s": "pop3s_port",
                                          "smtp": "smtp_port", "smtps": "smtps_port"}[kind])
                     sent_before = None
