@@ -137,6 +137,13 @@ def install_comparison():
         need += ["postfix"]
     if not os.path.exists("/usr/lib/postfix/postfix-sqlite.so"):
         need += ["postfix-sqlite"]
+    # the strongest references: Dovecot's SQL passdb (crypt in auth workers),
+    # Postfix's fastest read-only grant maps
+    if not os.path.exists("/usr/lib/dovecot/modules/auth/libdriver_sqlite.so"):
+        need += ["dovecot-sqlite"]
+    for m in ("lmdb", "cdb"):
+        if not os.path.exists(f"/usr/lib/postfix/postfix-{m}.so"):
+            need += [f"postfix-{m}"]
     if not need:
         return True
     if os.geteuid() != 0:
@@ -145,12 +152,23 @@ def install_comparison():
     log("installing", need)
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     subprocess.run(["debconf-set-selections"], input=b"postfix postfix/main_mailer_type select No configuration\n")
-    r = subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends"] + need, env=env,
-                       stdout=subprocess.DEVNULL)
-    if r.returncode != 0:
-        subprocess.run(["apt-get", "update", "-qq"], env=env)
+    # invoke-rc.d asks policy-rc.d: 101 = do not start the system service (one already there is left alone)
+    policy = "/usr/sbin/policy-rc.d"
+    own_policy = not os.path.exists(policy)
+    if own_policy:
+        with open(policy, "w") as f:
+            f.write("#!/bin/sh\nexit 101\n")
+        os.chmod(policy, 0o755)
+    try:
         r = subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends"] + need, env=env,
                            stdout=subprocess.DEVNULL)
+        if r.returncode != 0:
+            subprocess.run(["apt-get", "update", "-qq"], env=env)
+            r = subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends"] + need, env=env,
+                               stdout=subprocess.DEVNULL)
+    finally:
+        if own_policy:
+            os.unlink(policy)
     return r.returncode == 0
 
 
@@ -169,11 +187,21 @@ def make_users(w, n_crypt, n_plain):
     with open(os.path.join(w, "users-plain.txt"), "w") as f:
         for i in range(n_plain):
             f.write(f"p{i:05d}:pw-p{i:05d}\n")
+    rows = [(f"c{i:05d}", f"{{SHA512-CRYPT}}{hashes[i]}") for i in range(n_crypt)]
+    rows += [(f"p{i:05d}", f"{{PLAIN}}pw-p{i:05d}") for i in range(n_plain)]
     with open(os.path.join(w, "passwd"), "w") as f:
-        for i in range(n_crypt):
-            f.write(f"c{i:05d}:{{SHA512-CRYPT}}{hashes[i]}\n")
-        for i in range(n_plain):
-            f.write(f"p{i:05d}:{{PLAIN}}pw-p{i:05d}\n")
+        f.writelines(f"{u}:{p}\n" for u, p in rows)
+    # The same lines as a table for Dovecot's SQL passdb (its strongest reference, see DOVECOT_PASSDB)
+    import sqlite3
+    db = sqlite3.connect(os.path.join(w, "dc-users.db"))
+    db.execute("CREATE TABLE users (user TEXT PRIMARY KEY NOT NULL, password TEXT NOT NULL) WITHOUT ROWID")
+    db.executemany("INSERT INTO users VALUES (?, ?)", rows)
+    db.commit()
+    db.close()
+    os.chmod(os.path.join(w, "dc-users.db"), 0o644)
+    with open(os.path.join(w, "dc-sql.conf"), "w") as f:
+        f.write(f"driver = sqlite\nconnect = {w}/dc-users.db\n"
+                "password_query = SELECT user, password FROM users WHERE user = '%u'\n")
     return hashes[0], crypt_pw[0]
 
 
@@ -276,7 +304,7 @@ class Popgate:
         self.w, self.args, self.sink, self.name = w, args, sink, tag
         self.db = os.path.join(w, db)
         self.cache_ttl = args.credential_cache if cache is None else cache
-        self.warmed_at = 0.0
+        self.warmed_at = {}  # users file -> when warm_cache ran
         self.conf = os.path.join(w, f"{tag}.toml")
         with open(self.conf, "w") as f:
             f.write(POPGATE_CONF.format(w=w, db=self.db, tag=tag, sink_port=sink.port, threads=args.threads,
@@ -327,6 +355,22 @@ def raise_nofile():
     import resource
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if PIN:
+        os.sched_setaffinity(0, PIN[0])
+
+
+# --pin: the servers on the first CPU set, the load generator and the smtp-sinks on the second
+PIN = None
+
+
+def client_side():
+    if PIN:
+        os.sched_setaffinity(0, PIN[1])
+
+
+def sink_side():
+    raise_nofile()
+    client_side()
 
 
 def make_certs(w):
@@ -386,10 +430,7 @@ last_valid_uid = 0
 first_valid_gid = 8
 pop3_uidl_format = %08Xu%08Xv
 login_greeting = Dovecot ready.
-passdb {{
-  driver = passwd-file
-  args = {w}/passwd
-}}
+{passdb}
 userdb {{
   driver = static
   args = uid=mail gid=mail home={w}/dc-mail/%u
@@ -404,6 +445,39 @@ service auth {{
 default_process_limit = 1000
 default_client_limit = 15000
 """
+
+# The strongest reference (bench/README.md "The strongest references"): the
+# same users as an SQL table, so that password lookups and crypt(3) run in
+# auth-worker processes on every core (passwd-file verifies in the one auth
+# process: one core of crypt), and the auth cache, so that a cached user's
+# APOP secret is answered in the auth process without a worker hop while
+# USER/PASS and AUTH PLAIN still run crypt(3) for every login, in a worker
+# (auth_cache_verify_password_with_worker): like popgate without
+# credential_cache_ttl. The mail settings skip the \\Seen flag update (the
+# rename new/ -> cur/ on RETR) and rescans of cur/. Each setting's measured
+# effect is in bench/README.md.
+DOVECOT_PASSDB = """passdb {{
+  driver = sql
+  args = {w}/dc-sql.conf
+}}
+auth_cache_size = 64M
+auth_cache_ttl = 1 hour
+auth_cache_negative_ttl = 1 hour
+auth_cache_verify_password_with_worker = yes
+auth_worker_max_count = {workers}
+pop3_no_flag_updates = yes
+maildir_very_dirty_syncs = yes
+mail_max_userip_connections = 0
+verbose_proctitle = no
+service auth-worker {{
+  process_min_avail = {cores}
+}}"""
+
+# --dovecot-classic: round 1's reference (passwd-file read by the auth process, no cache).
+DOVECOT_PASSDB_CLASSIC = """passdb {{
+  driver = passwd-file
+  args = {w}/passwd
+}}"""
 
 # The pop3-login listeners, the same in both modes.
 DOVECOT_LISTENERS = """
@@ -455,10 +529,16 @@ class Dovecot:
         self.conf = os.path.join(w, f"{tag}.conf")
         os.makedirs(os.path.join(w, f"{d}-run"), exist_ok=True)
         os.makedirs(os.path.join(w, f"{d}-state"), exist_ok=True)
-        svc = services.format(port=self.port, sport=self.sport, cores=os.cpu_count() or 2)
+        cores = os.cpu_count() or 2
+        svc = services.format(port=self.port, sport=self.sport, cores=cores)
+        passdb = (DOVECOT_PASSDB_CLASSIC if args.dovecot_classic else DOVECOT_PASSDB).format(
+            w=w, cores=cores, workers=args.dovecot_workers)
         with open(self.conf, "w") as f:
-            f.write(DOVECOT_CONF.format(w=w, d=d, tag=tag, services=svc))
+            f.write(DOVECOT_CONF.format(w=w, d=d, tag=tag, services=svc, passdb=passdb))
         self.pids = []
+        # the auth cache (strongest mode) is filled before the first measured run
+        self.cache_ttl = 0 if args.dovecot_classic else 3600
+        self.warmed_at = {}  # users file -> when warm_cache ran
 
     def start(self):
         sh(["dovecot", "-c", self.conf], preexec_fn=raise_nofile, stdin=subprocess.DEVNULL,
@@ -501,7 +581,9 @@ smtpd_peername_lookup = no
 local_transport = error:no local delivery
 alias_maps =
 alias_database =
-smtpd_relay_restrictions = check_client_access sqlite:{w}/pf-grants.cf, reject_unauth_destination
+# The grants: --postfix-map (default cdb, built by postmap from the same
+# unexpired grants; sqlite reads the live table). See bench/README.md.
+smtpd_relay_restrictions = check_client_access {grant_map}, reject_unauth_destination
 smtpd_recipient_restrictions =
 smtpd_client_connection_count_limit = 0
 smtpd_client_connection_rate_limit = 0
@@ -511,6 +593,9 @@ anvil_rate_time_unit = 60s
 # Without this, a RCPT accepted and then abandoned (the decision scenario) waits 1 s for a flow token.
 in_flow_delay = 0s
 default_process_limit = 200
+# An smtpd (cleanup, smtp ...) serves this many sessions before it exits and
+# master forks a new one (default 100): fork+exec is dear on a small VM.
+max_use = 1000000
 smtp_destination_concurrency_limit = 50
 default_destination_concurrency_limit = 50
 maillog_file = {w}/postfix.log
@@ -526,6 +611,8 @@ smtpd_tls_security_level = may
 smtpd_tls_protocols = >=TLSv1.2
 smtpd_tls_mandatory_protocols = >=TLSv1.2
 smtpd_tls_loglevel = 0
+# TLS 1.2 session-ID resumption across smtpd processes (tickets need no cache)
+smtpd_tls_session_cache_database = btree:{w}/pf-data/smtpd_scache
 """
 
 POSTFIX_MASTER = """
@@ -562,8 +649,10 @@ class Postfix:
         self.port, self.sport = free_port(), free_port()
         self.dir = os.path.join(w, "pf-conf")
         os.makedirs(self.dir, exist_ok=True)
+        self.map_type = args.postfix_map
+        grant_map = f"sqlite:{w}/pf-grants.cf" if self.map_type == "sqlite" else f"{self.map_type}:{w}/pf-grants"
         with open(os.path.join(self.dir, "main.cf"), "w") as f:
-            f.write(POSTFIX_MAIN.format(w=w, sink_port=sink.port))
+            f.write(POSTFIX_MAIN.format(w=w, sink_port=sink.port, grant_map=grant_map))
         with open(os.path.join(self.dir, "master.cf"), "w") as f:
             f.write(POSTFIX_MASTER.format(port=self.port, sport=self.sport))
         with open(os.path.join(w, "pf-grants.cf"), "w") as f:
@@ -578,6 +667,16 @@ class Postfix:
                + grants_sql(n_grants, 0, with_networks=False))
         sh(["sqlite3", db], input=sql, text=True, stdout=subprocess.DEVNULL)
         os.chmod(db, 0o644)
+        if self.map_type != "sqlite":
+            # the same unexpired grants as a read-only map: changes need a postmap run
+            src = os.path.join(self.w, "pf-grants")
+            with open(src, "w") as f:
+                sh(["sqlite3", db, "SELECT address || ' OK' FROM relay_grants WHERE expires_at > unixepoch()"],
+                   stdout=f)
+            sh(["postmap", "-c", self.dir, f"{self.map_type}:{src}"])
+            for suffix in (".db", ".cdb", ".lmdb"):
+                if os.path.exists(src + suffix):
+                    os.chmod(src + suffix, 0o644)
         os.chmod(self.w, 0o755)
         for d in ("pf-queue", "pf-data"):
             os.makedirs(os.path.join(self.w, d), exist_ok=True)
@@ -626,7 +725,7 @@ class Sink:
         self.port = free_port()
         self.out = os.path.join(w, f"sink-{name}.out")
         self.proc = subprocess.Popen(["smtp-sink", "-c", "-u", "postfix", f"127.0.0.1:{self.port}", "1024"],
-                                     stdout=open(self.out, "w"), stderr=subprocess.STDOUT, preexec_fn=raise_nofile)
+                                     stdout=open(self.out, "w"), stderr=subprocess.STDOUT, preexec_fn=sink_side)
         if not wait_port(self.port):
             raise RuntimeError("smtp-sink did not listen")
 
@@ -651,7 +750,8 @@ class Sink:
 def run_load(args, server, argv, timeout):
     before = tree_cpu(server.pids)
     t = time.time()
-    r = subprocess.run([LOAD] + argv, capture_output=True, text=True, timeout=timeout, cwd=args.workdir_path)
+    r = subprocess.run([LOAD] + argv, capture_output=True, text=True, timeout=timeout, cwd=args.workdir_path,
+                       preexec_fn=client_side)
     wall = time.time() - t
     after = tree_cpu(server.pids)
     hwm, pss = tree_mem(server.pids)
@@ -724,7 +824,8 @@ def scenarios(args):
         add(f"smtp-relay-4k c={c}", "smtp", ["--scenario", "smtp-relay", "--size", "4", "-c", str(c),
                                              "-d", d, "--bind", "127.0.0.1"], "postfix")
     granted = ["--scenario", "smtp-decision", "--expect", "250", "-c", "50", "-d", d, "--bind", "127.0.0.1"]
-    add("smtp-decision-granted c=50", "smtp", granted, "postfix")
+    for c in args.decision_conc:
+        add(f"smtp-decision-granted c={c}", "smtp", granted[:5] + [str(c)] + granted[6:], "postfix")
     add(f"smtp-decision-granted c=50 {short_count(args.grants)} vs 10 grants", "smtp", granted, "popgate-10")
     add("smtp-decision-denied c=50", "smtp", ["--scenario", "smtp-decision", "--expect", "554", "-c", "50",
                                               "-d", d, "--bind", "127.0.0.3"], "postfix")
@@ -763,17 +864,20 @@ def scenarios(args):
     return S
 
 
-def warm_cache(args, pg):
-    """Log every crypt user in once, one client (users 0, 1, 2, ... each exactly
-    once), so the popgate-cache instance holds all of them verified; again when
-    the oldest entries could expire before the next run ends."""
-    if time.time() + args.duration + 30 < pg.warmed_at + pg.cache_ttl:
+def warm_cache(args, pg, users_file="users-crypt.txt"):
+    """Log every user of users_file in once, one client (users 0, 1, 2, ...
+    each exactly once), so the popgate-cache instance (crypt users) or
+    Dovecot's auth cache (crypt users, or the {PLAIN} users' APOP secrets)
+    holds all of them; again when the oldest entries could expire before the
+    next run ends."""
+    if time.time() + args.duration + 30 < pg.warmed_at.get(users_file, 0.0) + pg.cache_ttl:
         return
-    pg.warmed_at = time.time()
-    res = run_load(args, pg, ["--scenario", "pop3-login", "--auth", "user", "-c", "1", "-n", str(args.users),
-                              "--users", "users-crypt.txt", "--port", str(pg.pop_port)],
-                   timeout=args.users / 20 + 60)
-    log(f"  {pg.name} cache warmed: {res['ops']} logins in {res['wall_s']:.1f} s, err {res['errors']}"
+    pg.warmed_at[users_file] = time.time()
+    crypt = users_file == "users-crypt.txt"
+    auth, n = ("user", args.users) if crypt else ("apop", args.plain_users)
+    res = run_load(args, pg, ["--scenario", "pop3-login", "--auth", auth, "-c", "1", "-n", str(n),
+                              "--users", users_file, "--port", str(pg.pop_port)], timeout=n / 20 + 60)
+    log(f"  {pg.name} cache warmed: {res['ops']} {auth} logins in {res['wall_s']:.1f} s, err {res['errors']}"
         + (f" [{res['first_error']}]" if res["first_error"] else ""))
 
 
@@ -802,8 +906,17 @@ def main():
     ap.add_argument("--idle", type=int, default=10000, help="idle sessions (half POP3, half SMTP)")
     ap.add_argument("--login-conc", default="1,8,64")
     ap.add_argument("--relay-conc", default="1,10,50")
+    ap.add_argument("--decision-conc", default="50", help="concurrencies of the smtp-decision-granted row")
+    ap.add_argument("--pin", default="", metavar="SERVER_CPUS:CLIENT_CPUS",
+                    help="taskset the servers to one CPU list and the generator and sinks to another, e.g. 0:1")
     ap.add_argument("--threads", type=int, default=0, help="popgate server.threads")
     ap.add_argument("--credential-cache", type=int, default=0, help="popgate auth.credential_cache_ttl")
+    ap.add_argument("--dovecot-classic", action="store_true", help="round 1's Dovecot reference: passwd-file "
+                    "in the auth process, no auth cache (default: the strongest, see bench/README.md)")
+    ap.add_argument("--dovecot-workers", type=int, default=30, help="Dovecot auth_worker_max_count")
+    ap.add_argument("--postfix-map", default="cdb", choices=["lmdb", "cdb", "hash", "sqlite"],
+                    help="the grant map Postfix's check_client_access reads (sqlite: live, the others "
+                    "built by postmap from the same unexpired grants)")
     ap.add_argument("--only", default="", help="comma-separated scenario name prefixes")
     ap.add_argument("--no-compare", action="store_true", help="popgate alone")
     ap.add_argument("--no-build", action="store_true")
@@ -815,6 +928,13 @@ def main():
     args = ap.parse_args()
     args.login_conc = [int(x) for x in args.login_conc.split(",")]
     args.relay_conc = [int(x) for x in args.relay_conc.split(",")]
+    args.decision_conc = [int(x) for x in args.decision_conc.split(",")]
+    if args.pin:
+        global PIN
+        cpus = [{int(c) for c in part.split(",")} for part in args.pin.split(":")]
+        if len(cpus) != 2:
+            ap.error("--pin SERVER_CPUS:CLIENT_CPUS, e.g. 0:1")
+        PIN = (cpus[0], cpus[1])
     if not (1 <= args.rounds <= 50 and 0 < args.duration <= 600):
         ap.error("rounds in 1..50, duration in (0, 600]")
 
@@ -909,6 +1029,8 @@ def main():
                         refill(srv.name)
                     if srv is pgc:
                         warm_cache(args, pgc)
+                    elif isinstance(srv, Dovecot) and srv.cache_ttl and kind.startswith("pop3"):
+                        warm_cache(args, srv, argv[argv.index("--users") + 1])
                     port = getattr(srv, {"pop3": "pop_port", "pop3-refill": "pop_port", "pop3s": "pop3s_port",
                                          "smtp": "smtp_port", "smtps": "smtps_port"}[kind])
                     sent_before = None
