@@ -112,6 +112,14 @@ def eventually(f, timeout=15):
         time.sleep(0.05)
 
 
+def maildir_order(name):
+    """Sort key of a Maildir file name "<sec>.M<usec>P<pid>...": by number, as
+    the daemon orders them. As text, M999999 sorts after M1000000, and two
+    messages of one second came back swapped (seen in CI)."""
+    m = re.match(r"(\d+)\.M(\d+)", name)
+    return (int(m.group(1)), int(m.group(2)), name) if m else (float("inf"), 0, name)
+
+
 def free_port():
     """A loopback port nothing listens on (yet): for peers the test starts,
     or as an upstream that refuses connections."""
@@ -283,21 +291,23 @@ class Gateway(LogFile):
         return self.mail_root / user
 
     def messages(self, user):
-        """Bytes of every message in the user's Maildir (new/ and cur/), by name."""
+        """Bytes of every message in the user's Maildir (new/ and cur/), in
+        delivery order (maildir_order)."""
         out = []
         for sub in ("new", "cur"):
             d = self.maildir(user) / sub
             if d.exists():
-                out += sorted(d.iterdir())
-        return [p.read_bytes() for p in sorted(out, key=lambda p: p.name)]
+                out += list(d.iterdir())
+        return [p.read_bytes() for p in sorted(out, key=lambda p: maildir_order(p.name))]
 
     def dropped(self):
+        """Bytes of every message in the relay drop, in delivery order."""
         out = []
         for sub in ("new", "cur"):
             d = self.drop / sub
             if d.exists():
-                out += sorted(d.iterdir())
-        return [p.read_bytes() for p in out]
+                out += list(d.iterdir())
+        return [p.read_bytes() for p in sorted(out, key=lambda p: maildir_order(p.name))]
 
 
 def make_schema_2_database(path, statements=()):
