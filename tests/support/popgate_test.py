@@ -8,6 +8,7 @@ import atexit
 import json
 import os
 import poplib
+import random
 import re
 import secrets
 import shutil
@@ -120,9 +121,35 @@ def maildir_order(name):
     return (int(m.group(1)), int(m.group(2)), name) if m else (float("inf"), 0, name)
 
 
+def _ephemeral_range():
+    try:
+        lo, hi = map(int, open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
+        return lo, hi
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port():
     """A loopback port nothing listens on (yet): for peers the test starts,
-    or as an upstream that refuses connections."""
+    or as an upstream that refuses connections.
+
+    Picked below the kernel's ephemeral range: every daemon the suite starts
+    binds port 0 and gets its port from that range, so a port handed out
+    here and bound a moment later by HAProxy, PostgreSQL or Postfix cannot
+    meanwhile become a gateway listener of a test running beside this one
+    (seen once in CI: a POP3 client through HAProxy met an SMTP greeting)."""
+    lo, hi = _ephemeral_range()
+    top = min(lo, 65536) - 1
+    for _ in range(500):
+        port = random.randrange(max(1024, top - 20000), top)
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+        finally:
+            s.close()
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
