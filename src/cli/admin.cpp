@@ -57,12 +57,6 @@ config::settings effective_settings(global_options const& g)
     return *r.value;
 }
 
-std::filesystem::path db_path(global_options const& g)
-{
-    if (!g.db_path.empty()) return g.db_path;
-    return effective_settings(g).database;
-}
-
 // Only `db migrate` (and `serve`) create a database. Any other command on a
 // missing file names the file it looked for: an empty database made in the
 // place of one deleted under a running daemon would take grants and users
@@ -652,11 +646,7 @@ void add_db_commands(CLI::App& app, global_options& g, std::function<int()>& run
     add_json_flag(version, g);
     version->callback([&] {
         run = [&g] {
-            store::open_options o;
-            o.must_exist = true;
-            o.migrate = false;
-            o.max_connections = 1;
-            auto st = store::open_store(db_path(g).string(), o);
+            auto st = open_db(g);
             if (g.json) {
                 print_json({{"schema_version", st->schema_version()}, {"latest", store::latest_schema_version()}});
                 return 0;
