@@ -475,16 +475,16 @@ load_result parse(std::string_view text, std::filesystem::path const& source)
     return r;
 }
 
-bool settings::database_is_postgresql() const
+bool is_postgresql_uri(std::string_view database) noexcept
 {
-    auto const& d = database.native();
-    return d.starts_with("postgresql://") || d.starts_with("postgres://");
+    return database.starts_with("postgresql://") || database.starts_with("postgres://");
 }
+
+bool settings::database_is_postgresql() const { return is_postgresql_uri(database.native()); }
 
 std::string database_problem(std::string const& d)
 {
-    bool const pg = d.starts_with("postgresql://") || d.starts_with("postgres://");
-    if (!pg) {
+    if (!is_postgresql_uri(d)) {
         if (d.find("://") != std::string::npos)
             return "'" + d.substr(0, d.find("://")) + "://' is not a database popgate knows: give a SQLite file "
                    "path or a postgresql:// URI";

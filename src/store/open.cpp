@@ -1,10 +1,12 @@
 #include "popgate/store/open.hpp"
 
+#include "popgate/config/config.hpp"
+
 namespace popgate::store {
 
 std::unique_ptr<store> open_store(std::string const& database, open_options const& o)
 {
-    if (is_postgresql(database)) {
+    if (config::is_postgresql_uri(database)) {
         pg_options p;
         p.migrate = o.migrate;
         p.statement_timeout = o.busy_timeout;
@@ -22,7 +24,7 @@ std::unique_ptr<store> open_store(std::string const& database, open_options cons
 
 std::string database_label(std::string const& database)
 {
-    return is_postgresql(database) ? redact_uri(database) : database;
+    return config::is_postgresql_uri(database) ? redact_uri(database) : database;
 }
 
 }  // namespace popgate::store

@@ -22,11 +22,6 @@
 
 namespace popgate::store {
 
-bool is_postgresql(std::string_view database) noexcept
-{
-    return database.starts_with("postgresql://") || database.starts_with("postgres://");
-}
-
 std::string redact_uri(std::string_view uri) { return pg::redact(uri); }
 
 namespace {

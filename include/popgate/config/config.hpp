@@ -204,6 +204,10 @@ load_result load(std::filesystem::path const& file);
 // The shipped default (config/popgate.toml), compiled in.
 std::string_view embedded_default() noexcept;
 
+// postgresql:// or postgres:// (libpq's URI forms): the storage.database
+// values that select PostgreSQL; anything else is a SQLite file.
+bool is_postgresql_uri(std::string_view database) noexcept;
+
 // Why a storage.database value cannot be used ("" when it can): an unknown
 // scheme, or a postgresql:// URI that carries a password. Also what the
 // --db option is checked with.

@@ -27,10 +27,6 @@ struct pg_options {
     std::chrono::milliseconds network_check_interval{30000};
 };
 
-// postgresql:// or postgres:// (libpq's URI forms): which engine a
-// `storage.database` value selects.
-bool is_postgresql(std::string_view database) noexcept;
-
 // Connects (and by default migrates); throws store_error with a message fit
 // for an administrator. Thread-safe: each call borrows a connection.
 std::unique_ptr<store> open_pg_store(std::string const& uri, pg_options const& o = {});
