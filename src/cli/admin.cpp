@@ -16,6 +16,7 @@
 #include <chrono>
 #include <cstdio>
 #include <ctime>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 
@@ -684,7 +685,8 @@ void add_db_commands(CLI::App& app, global_options& g, std::function<int()>& run
         "copy", "copy users, networks and unexpired grants from one database to another (SQLite or PostgreSQL), "
                 "in one transaction");
     copy->add_option("source", (*copy_args)[0], "a SQLite file or a postgresql:// URI")->required();
-    copy->add_option("destination", (*copy_args)[1], "a SQLite file or a postgresql:// URI (migrated first)")
+    copy->add_option("destination", (*copy_args)[1], "an existing SQLite file (made by `db migrate`) or a postgresql:// URI; "
+                                                     "migrated first")
         ->required();
     copy->add_flag("--replace", *copy_replace, "delete the destination's users, networks and grants first");
     add_json_flag(copy, g);
@@ -694,7 +696,13 @@ void add_db_commands(CLI::App& app, global_options& g, std::function<int()>& run
             auto const& [from, to] = *copy_args;
             if (from == to) throw user_error("source and destination are the same database");
             auto src = open_named(s, from, db_open::existing);
-            auto dst = open_named(s, to, db_open::create);
+            // Only `db migrate` and `serve` make a database: a mistyped DEST
+            // must not become a new file and a report of success.
+            if (std::error_code ec; !config::is_postgresql_uri(to) && !std::filesystem::exists(to, ec))
+                throw store::store_error(store::store_errc::unavailable,
+                                         "destination database " + to + " does not exist: run `popgate --db " + to +
+                                             " db migrate` first");
+            auto dst = open_named(s, to, db_open::migrated);
             auto const rows = src->read_site(store::now());
             dst->write_site(rows, *copy_replace);
             dst->audit("admin", "", "", "db copy from " + store::database_label(from) + ": " +

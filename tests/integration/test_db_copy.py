@@ -94,6 +94,7 @@ def test_sqlite_to_postgresql_and_back_keeps_every_column(site, pg_database, pos
 
     # And back into a new SQLite file: the same rows as the original.
     back = str(tmp_path / "back.db")
+    assert cli("--db", back, "db", "migrate").returncode == 0  # copy makes no database
     r = cli("db", "copy", pg_database, back)
     assert r.returncode == 0, r.stderr
     for sql in ("SELECT name, password_hash, shared_secret, disabled, apop_only, created_at, updated_at FROM users",
@@ -124,3 +125,19 @@ def test_copy_refuses_the_same_database_and_a_missing_source(site, tmp_path):
     assert r.returncode == 3
     assert "nope.db does not exist" in r.stderr
     assert not (tmp_path / "dest.db").exists()
+
+
+def test_copy_refuses_a_missing_destination_file(site, tmp_path):
+    """Only `db migrate` and `serve` make a database (issue 14): a mistyped
+    destination is refused (3, database unavailable), not made."""
+    dest = tmp_path / "new.db"
+    r = cli("--db", site, "db", "copy", site, str(dest))
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert f"destination database {dest} does not exist: run `popgate --db {dest} db migrate` first" in r.stderr
+    assert r.stdout == ""
+    assert not dest.exists() and not list(tmp_path.glob("new.db*"))
+    # Made by `db migrate`, the same file takes the copy.
+    assert cli("--db", str(dest), "db", "migrate").returncode == 0
+    r = cli("--db", site, "db", "copy", site, str(dest))
+    assert r.returncode == 0, r.stderr
+    assert sqlite_rows(str(dest), "SELECT name FROM users ORDER BY name") == [("alice",), ("carol",)]
