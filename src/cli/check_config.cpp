@@ -4,9 +4,20 @@
 #include "popgate/daemon/state_dirs.hpp"
 #include "popgate/io/tls.hpp"
 
+#include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <array>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <iostream>
+#include <stdexcept>
+#include <utility>
 #include <vector>
 
 namespace popgate::cli {
@@ -51,6 +62,66 @@ void check_tls(config::settings const& s, std::vector<std::string>& problems)
     }
 }
 
+// " (owner USER:GROUP, mode 0600)" as this process sees `p`.
+std::string owner_and_mode(fs::path const& p)
+{
+    struct stat st {};
+    if (::stat(p.c_str(), &st) != 0) return {};
+    struct passwd const* pw = ::getpwuid(st.st_uid);
+    struct group const* gr = ::getgrgid(st.st_gid);
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    return std::string(" (owner ") + (pw ? pw->pw_name : std::to_string(st.st_uid)) + ":" +
+           (gr ? gr->gr_name : std::to_string(st.st_gid)) + ", mode " + mode + ")";
+}
+
+// Started as root with server.user, the daemon reads the certificate and key
+// before it switches; but a reload (SIGHUP) reads them again as server.user,
+// and the packaged unit (User=popgate) starts it as that user in the first
+// place, where a file only root can read stops the start. So each existing
+// file must be readable by the account as well. Opened in a child that takes
+// the account's ids for good: this process keeps its own.
+void check_tls_as_account(config::settings const& s, daemon::service_account const& a,
+                          std::vector<std::string>& problems)
+{
+    if (!a.switches || !uses_tls(s)) return;
+    std::array const files{std::pair{"tls.cert_file", s.tls.cert_file}, std::pair{"tls.key_file", s.tls.key_file}};
+    std::array<int, 3> err{};  // per file: 0 readable, else errno; [2]: errno of taking the ids
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) throw std::runtime_error(std::string("pipe: ") + std::strerror(errno));
+    pid_t const pid = ::fork();
+    if (pid < 0) throw std::runtime_error(std::string("fork: ") + std::strerror(errno));
+    if (pid == 0) {
+        ::close(fds[0]);
+        if (::setgroups(0, nullptr) != 0 || ::setgid(a.gid) != 0 || ::setuid(a.uid) != 0) {
+            err[2] = errno;
+        } else {
+            for (std::size_t i = 0; i < files.size(); ++i) {
+                int const fd = ::open(files[i].second.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
+                err[i] = fd < 0 ? errno : 0;
+                if (fd >= 0) ::close(fd);
+            }
+        }
+        bool const sent = ::write(fds[1], err.data(), sizeof err) == static_cast<ssize_t>(sizeof err);
+        ::_exit(sent ? 0 : 1);
+    }
+    ::close(fds[1]);
+    bool const got = ::read(fds[0], err.data(), sizeof err) == static_cast<ssize_t>(sizeof err);
+    ::close(fds[0]);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    if (!got) throw std::runtime_error("cannot check the TLS files as " + a.name);
+    if (err[2] != 0) throw std::runtime_error("cannot take the ids of " + a.name + ": " + std::strerror(err[2]));
+    for (std::size_t i = 0; i < files.size(); ++i) {
+        auto const& [key, file] = files[i];
+        std::error_code ec;
+        if (err[i] == 0 || !fs::exists(file, ec)) continue;  // a missing one is reported (or made) elsewhere
+        problems.push_back(std::string(key) + ": " + file.string() + " is not readable by " + a.name + ": " +
+                           std::strerror(err[i]) + owner_and_mode(file) + "; the daemon reads it as " + a.name +
+                           " when the packaged unit starts it (User=) and on every reload (SIGHUP)");
+    }
+}
+
 }  // namespace
 
 int check_config(std::string const& file)
@@ -65,6 +136,7 @@ int check_config(std::string const& file)
     try {
         auto const account = daemon::find_service_account(s);
         check_tls(s, problems);
+        check_tls_as_account(s, account, problems);
         for (auto& p : daemon::check_state_dirs(s, account)) problems.push_back(std::move(p));
     } catch (std::exception const& e) {
         problems.push_back(e.what());

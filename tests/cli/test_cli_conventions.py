@@ -239,6 +239,41 @@ def test_check_config_checks_directories_as_server_user(open_tmp):
 
 
 @needs_root
+def test_check_config_reads_certificate_and_key_as_server_user(open_tmp):
+    """Run as root with server.user, the certificate and key must open as
+    that user too: the packaged unit (User=popgate) starts the daemon as
+    that user, and a reload (SIGHUP) reads them again after the switch."""
+    g = config_with(open_tmp, {"server": {"user": "nobody"}})
+    os.chown(g.root, 65534, 65534)
+    g.cert.parent.mkdir(mode=0o755)
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-keyout", g.key, "-out", g.cert, "-days", "2", "-subj", "/CN=gw.test"],
+                   check=True, capture_output=True, timeout=60)
+    g.cert.chmod(0o644)
+    g.key.chmod(0o600)  # root's, 0600: root reads it, nobody cannot
+    r = popgate("check-config", g.config_file)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert (f"tls.key_file: {g.key} is not readable by nobody: Permission denied (owner root:root, mode 0600);"
+            " the daemon reads it as nobody when the packaged unit starts it (User=) and on every reload (SIGHUP)"
+            in r.stderr), r.stderr
+    assert "tls.cert_file" not in r.stderr, r.stderr
+    # Not even searchable: both files are named.
+    g.cert.parent.chmod(0o700)
+    r = popgate("check-config", g.config_file)
+    assert r.returncode == 1 and f"tls.cert_file: {g.cert} is not readable by nobody" in r.stderr, r.stderr
+    assert f"tls.key_file: {g.key} is not readable by nobody" in r.stderr, r.stderr
+    g.cert.parent.chmod(0o755)
+    os.chown(g.key, 65534, 65534)
+    r = popgate("check-config", g.config_file)
+    assert r.returncode == 0 and "configuration OK" in r.stdout, r.stderr
+    # Without server.user the starter reads them: root's 0600 key is fine then.
+    os.chown(g.key, 0, 0)
+    g2 = config_with(open_tmp / "2", {"tls": {"cert_file": str(g.cert), "key_file": str(g.key)}})
+    r = popgate("check-config", g2.config_file)
+    assert r.returncode == 0, r.stderr
+
+
+@needs_root
 def test_check_config_names_a_server_user_that_does_not_exist(tmp_path):
     g = config_with(tmp_path, {"server": {"user": "no-such-user-here"}})
     r = popgate("check-config", g.config_file)
