@@ -11,7 +11,9 @@
 
 #include <atomic>
 #include <cerrno>
+#include <charconv>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <random>
@@ -85,6 +87,58 @@ private:
     std::FILE* file_ = nullptr;
 };
 
+// syslog(3)'s priority for a level, as spdlog's syslog sink maps it.
+int priority(spdlog::level::level_enum l) noexcept
+{
+    switch (l) {
+    case spdlog::level::trace:
+    case spdlog::level::debug: return LOG_DEBUG;
+    case spdlog::level::warn: return LOG_WARNING;
+    case spdlog::level::err: return LOG_ERR;
+    case spdlog::level::critical: return LOG_CRIT;
+    default: return LOG_INFO;
+    }
+}
+
+// Under systemd with StandardError=journal, JOURNAL_STREAM holds
+// "DEVICE:INODE" of the stream stderr is connected to (systemd.exec(5)). A
+// child whose stderr was redirected inherits the variable, so it counts only
+// when it names stderr itself, as sd_journal_stream_fd(3) advises.
+bool stderr_is_journal()
+{
+    char const* v = std::getenv("JOURNAL_STREAM");
+    if (!v) return false;
+    std::string_view const s(v);
+    auto const colon = s.find(':');
+    if (colon == std::string_view::npos) return false;
+    unsigned long long dev = 0, ino = 0;
+    auto const d = std::from_chars(s.data(), s.data() + colon, dev);
+    auto const i = std::from_chars(s.data() + colon + 1, s.data() + s.size(), ino);
+    if (d.ec != std::errc() || d.ptr != s.data() + colon || i.ec != std::errc() || i.ptr != s.data() + s.size())
+        return false;
+    struct stat st{};
+    if (::fstat(STDERR_FILENO, &st) != 0) return false;
+    return st.st_dev == dev && st.st_ino == ino;
+}
+
+// stderr read by journald: each line starts with "<N>", N the syslog
+// priority (sd-daemon(3)); journald takes it off and records PRIORITY=N,
+// and stamps the time itself. So the message is the line as it is
+// ("sid=... pop3 login ..."), as through syslog, and `journalctl -p err`
+// finds the errors.
+class journal_stream_sink final : public spdlog::sinks::base_sink<std::mutex> {
+protected:
+    void sink_it_(spdlog::details::log_msg const& msg) override
+    {
+        spdlog::memory_buf_t text;
+        formatter_->format(msg, text);
+        std::string line{'<', static_cast<char>('0' + priority(msg.level)), '>'};
+        line.append(text.data(), text.size());
+        std::fwrite(line.data(), 1, line.size(), stderr);  // one write: stderr is unbuffered
+    }
+    void flush_() override { std::fflush(stderr); }
+};
+
 // Set once by setup() before the threads start; reopen() runs on the signal loop.
 std::shared_ptr<reopenable_file_sink> file_sink;
 
@@ -94,9 +148,15 @@ void setup(std::string_view level, destination to, std::string const& file)
 {
     std::shared_ptr<spdlog::sinks::sink> sink;
     file_sink.reset();
+    bool stamped = true;  // the line carries our time and level
     switch (to) {
     case destination::stderr_stream:
-        sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
+        if (stderr_is_journal()) {
+            sink = std::make_shared<journal_stream_sink>();
+            stamped = false;
+        } else {
+            sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
+        }
         break;
     case destination::file:
         file_sink = std::make_shared<reopenable_file_sink>(file);
@@ -106,10 +166,11 @@ void setup(std::string_view level, destination to, std::string const& file)
         // syslog stamps the time and host and maps the level to a priority;
         // the line is ours as it is ("popgate[PID]: sid=... pop3 login ...").
         sink = std::make_shared<spdlog::sinks::syslog_sink_mt>("popgate", LOG_PID | LOG_NDELAY, LOG_MAIL, false);
+        stamped = false;
         break;
     }
     auto logger = std::make_shared<spdlog::logger>("popgate", std::move(sink));
-    if (to != destination::syslog) logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %l %v");
+    logger->set_pattern(stamped ? "%Y-%m-%dT%H:%M:%S.%e%z %l %v" : "%v");
     logger->set_level(spdlog::level::from_str(std::string(level)));
     logger->flush_on(spdlog::level::info);
     spdlog::set_default_logger(std::move(logger));

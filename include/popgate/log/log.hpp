@@ -10,7 +10,8 @@
 namespace popgate::log {
 
 enum class destination {
-    stderr_stream,  // what systemd's journal (and any supervisor) reads
+    stderr_stream,  // what systemd's journal (and any supervisor) reads: "<N>message" lines
+                    // when JOURNAL_STREAM names stderr, else "<time> <level> message"
     file,           // appended to; reopen() opens the path again after rotation
     syslog,         // facility mail, ident "popgate", as Postfix and Dovecot
 };
