@@ -60,11 +60,11 @@ result check_shared_secret(store::store& db, std::string_view user, bool apop, D
         return {outcome::unavailable, {}, e.what()};
     }
     if (!u) return {outcome::failed, {}, "no such user"};
-    if (!apop && u->apop_only) return {outcome::apop_required, {}, "apop-only user"};
-    if (!u->shared_secret) return {outcome::no_secret, {}, "no shared secret"};
-    if (!equal_ct(digest_of(*u->shared_secret), lower(digest_hex))) return {outcome::failed, {}, "wrong digest"};
-    if (u->disabled) return {outcome::failed, {}, "disabled"};
-    return {outcome::ok, u->name, {}};
+    if (!apop && u->apop_only) return {outcome::apop_required, {}, "apop-only user", true};
+    if (!u->shared_secret) return {outcome::no_secret, {}, "no shared secret", true};
+    if (!equal_ct(digest_of(*u->shared_secret), lower(digest_hex))) return {outcome::failed, {}, "wrong digest", true};
+    if (u->disabled) return {outcome::failed, {}, "disabled", true};
+    return {outcome::ok, u->name, {}, true};
 }
 
 }  // namespace
@@ -122,20 +122,20 @@ result authenticator::check_password(std::string_view user, std::string_view pas
     }
     // Before the password check: an apop-only user (who usually has no
     // password at all) is told to use APOP, as check_cram_md5 does.
-    if (u && u->apop_only) return {outcome::apop_required, {}, "apop-only user"};
+    if (u && u->apop_only) return {outcome::apop_required, {}, "apop-only user", true};
     if (!u || !u->password_hash) {
         // No enumeration by timing: as costly as checking a real user's
         // password, whatever scheme and cost the site's hashes use.
         (void)verify_password(password, timing_reference());
-        return {outcome::failed, {}, u ? "no password set" : "no such user"};
+        return {outcome::failed, {}, u ? "no password set" : "no such user", u.has_value()};
     }
     set_timing_reference(*u->password_hash);
     bool const ok = cached(u->name, *u->password_hash, password) || verify_password(password, *u->password_hash);
-    if (!ok) return {outcome::failed, {}, "wrong password"};
+    if (!ok) return {outcome::failed, {}, "wrong password", true};
     // A disabled user learns nothing the wrong-password answer would not say.
-    if (u->disabled) return {outcome::failed, {}, "disabled"};
+    if (u->disabled) return {outcome::failed, {}, "disabled", true};
     remember(u->name, *u->password_hash, password);
-    return {outcome::ok, u->name, {}};
+    return {outcome::ok, u->name, {}, true};
 }
 
 result authenticator::check_apop(std::string_view user, std::string_view timestamp, std::string_view digest_hex)

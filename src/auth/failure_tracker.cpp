@@ -45,7 +45,7 @@ std::optional<failure_tracker::block> failure_tracker::blocked(net::ip_address c
 }
 
 failure_tracker::failure_verdict failure_tracker::record_failure(net::ip_address const& ip, std::string const& user,
-                                                                 time_point now)
+                                                                 name_kind kind, time_point now)
 {
     std::lock_guard lock(mutex_);
     auto const cutoff = now - s_.window;
@@ -56,9 +56,11 @@ failure_tracker::failure_verdict failure_tracker::record_failure(net::ip_address
     prune(by_ip, cutoff);
     by_ip.push_back(now);
 
-    auto& names = names_at_ip_[ip];
+    // A spray is many names that do not exist; real users who each mistype
+    // once (a campus NAT) are not one.
+    auto& names = unknown_names_at_ip_[ip];
     std::erase_if(names, [&](auto const& e) { return e.second <= cutoff; });
-    names[user] = now;
+    if (kind == name_kind::unknown) names[user] = now;
 
     auto& by_pair = pair_failures_[pair_key{ip, user}];
     prune(by_pair, cutoff);
@@ -81,7 +83,8 @@ failure_tracker::failure_verdict failure_tracker::record_failure(net::ip_address
     delay = std::min(delay, std::max(s_.max_delay, s_.base_delay));
 
     auto now_blocked = block_scope::none;
-    if ((by_ip.size() >= s_.max_failures_per_ip || names.size() >= s_.max_users_per_ip) &&
+    bool const spray = kind == name_kind::unknown && names.size() >= s_.max_users_per_ip;
+    if ((by_ip.size() >= s_.max_failures_per_ip || spray) &&
         !blocked_ips_.count(ip)) {
         blocked_ips_[ip] = now + s_.block_time;
         now_blocked = block_scope::address;
@@ -106,9 +109,9 @@ void failure_tracker::expire(time_point now)
     prune_all(ip_failures_);
     prune_all(pair_failures_);
     prune_all(user_failures_);
-    for (auto it = names_at_ip_.begin(); it != names_at_ip_.end();) {
+    for (auto it = unknown_names_at_ip_.begin(); it != unknown_names_at_ip_.end();) {
         std::erase_if(it->second, [&](auto const& e) { return e.second <= cutoff; });
-        it = it->second.empty() ? names_at_ip_.erase(it) : std::next(it);
+        it = it->second.empty() ? unknown_names_at_ip_.erase(it) : std::next(it);
     }
     std::erase_if(blocked_ips_, [&](auto const& e) { return e.second <= now; });
     std::erase_if(blocked_pairs_, [&](auto const& e) { return e.second <= now; });
@@ -117,7 +120,7 @@ void failure_tracker::expire(time_point now)
 std::size_t failure_tracker::tracked() const
 {
     std::lock_guard lock(mutex_);
-    return ip_failures_.size() + pair_failures_.size() + user_failures_.size() + names_at_ip_.size() +
+    return ip_failures_.size() + pair_failures_.size() + user_failures_.size() + unknown_names_at_ip_.size() +
            blocked_ips_.size() + blocked_pairs_.size();
 }
 

@@ -59,6 +59,13 @@ family<counter> tls_handshakes{the_registry, "popgate_tls_handshakes_total", "Se
                                {"listener", "result"}};
 family<counter> dovecot_reports{the_registry, "popgate_dovecot_reports_total",
                                 "Dovecot auth-policy login reports by result", {"result"}};
+family<counter> grants_withheld{the_registry, "popgate_grants_withheld_total",
+                                "Successful logins that wrote no relay grant, by the guard rail that withheld it",
+                                {"source", "reason"}};
+family<counter> grants_replaced{the_registry, "popgate_grants_replaced_total",
+                                "Grants revoked to make room for a new login (relay.max_grants_per_user, "
+                                "replace-oldest)",
+                                {"source"}};
 family<gauge> build_info{the_registry, "popgate_build_info", "The popgate build that is running",
                          {"version", "commit"}};
 family<gauge> process_start_time{the_registry, "popgate_process_start_time_seconds",
@@ -87,6 +94,13 @@ struct declare_fixed {
         for (auto k : {"busy", "unavailable"}) database_errors.with({k});
         for (auto s : {"user", "address"}) auth_blocks.with({s});
         for (auto r : {"granted", "no_grant", "refused", "unavailable"}) dovecot_reports.with({r});
+        // A Dovecot report has no popgate listener whose grant = false applies.
+        grants_withheld.with({"pop3", "listener"});
+        for (auto src : {"pop3", "dovecot"}) {
+            grants_replaced.with({src});
+            for (auto r : {"no_grant_networks", "grant_requires_tls", "max_grants_per_user"})
+                grants_withheld.with({src, r});
+        }
     }
 } const fixed;
 }  // namespace

@@ -1,6 +1,7 @@
 #include "popgate/relay/grant_issuer.hpp"
 
 #include "popgate/log/log.hpp"
+#include "popgate/metrics/catalog.hpp"
 
 #include <algorithm>
 #include <ctime>
@@ -17,6 +18,29 @@ std::string_view to_string(no_grant_reason r) noexcept
     case no_grant_reason::max_grants_per_user: return "max-grants-per-user";
     }
     return "?";
+}
+
+std::string_view metric_reason(no_grant_reason r) noexcept
+{
+    // The config key of the guard rail: what an operator looks up.
+    switch (r) {
+    case no_grant_reason::none: break;
+    case no_grant_reason::listener: return "listener";
+    case no_grant_reason::no_grant_network: return "no_grant_networks";
+    case no_grant_reason::no_tls: return "grant_requires_tls";
+    case no_grant_reason::max_grants_per_user: return "max_grants_per_user";
+    }
+    return {};
+}
+
+void count_grant_plan(grant_plan const& p, std::string_view via)
+{
+    // A label is a fixed word, never the caller's string as such.
+    std::string_view const source = via == "dovecot" ? "dovecot" : "pop3";
+    if (p.refused != no_grant_reason::none)
+        metrics::grants_withheld.with({source, metric_reason(p.refused)}).inc();
+    else if (!p.replaced.empty())
+        metrics::grants_replaced.with({source}).inc(p.replaced.size());
 }
 
 std::string iso_utc(store::unix_time t)

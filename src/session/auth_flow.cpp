@@ -49,12 +49,13 @@ asio::awaitable<sasl_outcome> sasl_exchange(channel& ch, proto::sasl_server& sas
 }
 
 auth::failure_tracker::failure_verdict record_auth_failure(auth_guard& g, server::connection const& c,
-                                                           std::string const& user, std::string audit_detail)
+                                                           std::string const& user, auth::name_kind kind,
+                                                           std::string audit_detail)
 {
     g.writes.post(store::audit_record{"auth-fail", c.ip, user, std::move(audit_detail)});
     // The delay grows with this name's recent failures; past the thresholds
     // the name at this address, or the whole address, is blocked.
-    auto v = g.failures.record_failure(c.peer, user, std::chrono::steady_clock::now());
+    auto v = g.failures.record_failure(c.peer, user, kind, std::chrono::steady_clock::now());
     if (v.now_blocked != auth::block_scope::none)
         metrics::auth_blocks.with({v.now_blocked == auth::block_scope::user ? "user" : "address"}).inc();
     return v;

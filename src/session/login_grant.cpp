@@ -25,6 +25,7 @@ boost::asio::awaitable<relay::grant_plan> commit_login_grant(boost::asio::thread
     }
     // Committed on return: an SMTP connection after the caller's answer sees it.
     co_await writes.commit(std::move(plan.ops));
+    relay::count_grant_plan(plan, l.via);  // counted once written, not when planned
     co_return plan;
 }
 

@@ -2,7 +2,9 @@
 on submission and POP3, a listener's own plaintext rule, RFC 6409 AUTH before
 MAIL on submission, check-config's refusals, and SIGHUP applying a changed
 policy to new sessions."""
+import hashlib
 import poplib
+import re
 import smtplib
 import subprocess
 
@@ -13,6 +15,7 @@ from popgate_test import POPGATE, client_tls_context, make_gateway  # noqa: F401
 BODY = b"Subject: policy\r\n\r\nbody\r\n"
 LISTENERS = [
     {"name": "pop3", "protocol": "pop3", "tls": "required"},
+    {"name": "pop3any", "protocol": "pop3", "tls": "starttls"},
     {"name": "smtp", "protocol": "smtp", "tls": "starttls"},
     {"name": "internal", "protocol": "smtp", "tls": "none", "plaintext": "always"},
     {"name": "submission", "protocol": "smtp", "tls": "required", "auth_required": True},
@@ -96,6 +99,63 @@ def test_pop3_with_tls_required_poplib_and_curl(g):
                           "-u", "alice:pw-alice"], capture_output=True, timeout=30)
     assert tls.returncode == 0, tls.stderr
     assert tls.stdout.strip() == b""  # an empty maildrop listed
+
+
+def test_submission_tls_required_answers_530_before_tls_whatever_the_state(g):
+    """Every command but EHLO/HELO, STARTTLS, NOOP, RSET and QUIT gets 530
+    before TLS: a RCPT without MAIL or a DATA without RCPT too (not 503)."""
+    with smtplib.SMTP("127.0.0.1", g.port("submission"), timeout=10) as s:
+        s.ehlo("client.example")
+        for cmd, arg in [("RCPT", "TO:<alice@gw.test>"), ("DATA", ""), ("MAIL", "FROM:<alice@gw.test>"),
+                         ("VRFY", "alice"), ("EXPN", "staff"), ("HELP", ""), ("AUTH", "PLAIN")]:
+            assert s.docmd(cmd, arg) == (530, b"5.7.0 Must issue a STARTTLS command first"), cmd
+        assert s.helo("client.example")[0] == 250
+        assert s.rset()[0] == 250 and s.noop()[0] == 250
+        s.starttls(context=client_tls_context())
+        s.ehlo("client.example")
+        # After TLS the state is checked as usual.
+        assert s.docmd("RCPT", "TO:<alice@gw.test>")[0] == 503
+    # A STARTTLS listener that does not require TLS keeps the state answers.
+    with smtplib.SMTP("127.0.0.1", g.port("smtp"), timeout=10) as s:
+        s.ehlo("client.example")
+        assert s.docmd("RCPT", "TO:<alice@gw.test>")[0] == 503
+        assert s.docmd("DATA")[0] == 503
+    # swaks, in clear, is stopped at its first transaction command.
+    r = subprocess.run(["swaks", "--server", "127.0.0.1", "--port", str(g.port("submission")),
+                        "--from", "alice@gw.test", "--to", "x@remote.test", "--timeout", "15"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0
+    assert "<** 530 5.7.0 Must issue a STARTTLS command first" in r.stdout, r.stdout
+    assert len(g.dropped()) == 0
+
+
+def test_pop3_tls_required_greeting_has_no_apop_timestamp(g):
+    """The APOP timestamp is only in the greeting, and the greeting comes in
+    clear: on a tls = "required" listener it carries none, and APOP is
+    unavailable there (before TLS and after). A STARTTLS listener that does
+    not require TLS still offers it."""
+    g.add_user("carol", "pw-carol", "--shared-secret")
+    p = poplib.POP3("127.0.0.1", g.port("pop3"), timeout=10)
+    assert p.getwelcome() == b"+OK popgate POP3 server ready"
+    with pytest.raises(poplib.error_proto) as e:
+        p.apop("carol", "pw-carol")  # poplib finds no timestamp: nothing to digest
+    assert "APOP not supported" in str(e.value.args[0])
+    digest = hashlib.md5(b"<1.2.3@gw.test>pw-carol").hexdigest()
+    with pytest.raises(poplib.error_proto) as e:
+        p._shortcmd(f"APOP carol {digest}")
+    assert e.value.args[0] == b"-ERR [AUTH] Must issue an STLS command first"
+    p.stls(context=client_tls_context())
+    with pytest.raises(poplib.error_proto) as e:
+        p._shortcmd(f"APOP carol {digest}")
+    assert e.value.args[0] == b"-ERR [AUTH] APOP is not available on this server"
+    p.user("carol")
+    assert p.pass_("pw-carol").startswith(b"+OK")
+    p.quit()
+    # Where TLS is optional the greeting still carries the timestamp and APOP works.
+    q = poplib.POP3("127.0.0.1", g.port("pop3any"), timeout=10)
+    assert re.fullmatch(rb"\+OK popgate POP3 server ready <\d+\.\d+\.[0-9a-f]{16}@[^>]+>", q.getwelcome())
+    assert q.apop("carol", "pw-carol").startswith(b"+OK Logged in")
+    q.quit()
 
 
 def test_a_listeners_own_plaintext_rule(g):

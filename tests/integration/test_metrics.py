@@ -15,13 +15,14 @@ import smtplib
 import socket
 import ssl
 import subprocess
+import time
 import urllib.error
 import urllib.request
 
 import pytest
 
 from popgate_test import CaptureUpstream, client_tls_context, make_gateway, upstream  # noqa: F401  (fixtures)
-from pop3_support import SourcePOP3, _close_clients  # noqa: F401  (autouse fixture)
+from pop3_support import SourcePOP3, SourcePOP3_SSL, _close_clients  # noqa: F401  (autouse fixture)
 from smtp_support import relay_overrides
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -183,6 +184,114 @@ def test_metrics_move_with_real_logins_relays_and_refusals(gw, upstream):
     assert buckets == sorted(buckets) and buckets[-1] == after["popgate_grant_commit_seconds_count"]
     # No client value became a label: no user name, no address.
     assert "alice" not in text and "127.0.0." not in text
+
+
+def guarded_gateway(make_gateway, upstream, tmp_path, **relay):
+    """The metrics gateway plus a POP3 listener that does not grant and the
+    [relay] guard rails given; alice exists."""
+    key = tmp_path / "key"
+    key.write_text("metrics-test-key\n")
+    listeners = [dict(l, api_key_file=str(key)) if l["name"] == "http" else l for l in LISTENERS]
+    listeners.append({"name": "reader", "protocol": "pop3", "tls": "starttls", "grant": False})
+    g = make_gateway(listeners=listeners, overrides=relay_overrides(upstream, relay=relay))
+    g.add_user("alice", "right-pw")
+    return g
+
+
+def dovecot_report(g, remote, tls):
+    """A successful Dovecot POP3 login of alice at `remote`, reported with the key."""
+    body = ('{"login":"alice","protocol":"pop3","remote":"%s","success":true,"tls":%s}'
+            % (remote, "true" if tls else "false")).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{g.port('http')}/dovecot/auth-policy?command=report",
+                                 data=body, method="POST",
+                                 headers={"Content-Type": "application/json", "X-API-Key": "metrics-test-key"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return r.read().decode()
+
+
+def pop3s_login(g, source):
+    p = SourcePOP3_SSL(g.port("pop3s"), source)
+    p.user("alice")
+    try:
+        return p.pass_("right-pw")
+    finally:
+        p.quit()
+
+
+WITHHELD = "popgate_grants_withheld_total"
+REPLACED = "popgate_grants_replaced_total"
+
+
+@pytest.mark.skipif(PROMTOOL is None, reason="promtool (Debian package prometheus) is needed")
+def test_each_grant_guard_rail_is_counted(make_gateway, upstream, tmp_path):
+    """Issue 15 item 4: every login a guard rail leaves without a grant is
+    counted by rail and by source (popgate's POP3, Dovecot's reports), and
+    so is the quota's 452; nothing else moves."""
+    g = guarded_gateway(make_gateway, upstream, tmp_path, no_grant_networks=["127.0.0.64/26"],
+                        grant_requires_tls=True, max_grants_per_user=1, grant_limit_action="refuse",
+                        grant_max_recipients_per_hour=1)
+    before = samples(scrape(g))
+    # POP3: a listener with grant = false, a no-grant network, a clear login
+    # (TLS required for a grant), one granting TLS login, and a second TLS
+    # login of alice elsewhere (max_grants_per_user = 1, refuse).
+    reader = SourcePOP3(g.port("reader"), "127.0.0.2")
+    reader.user("alice")
+    assert reader.pass_("right-pw").startswith(b"+OK")
+    reader.quit()
+    assert pop3s_login(g, "127.0.0.70").startswith(b"+OK")
+    assert pop3_login(g, "alice", "right-pw", "127.0.0.3").startswith(b"+OK")
+    assert pop3s_login(g, "127.0.0.4").startswith(b"+OK")
+    assert pop3s_login(g, "127.0.0.5").startswith(b"+OK")
+    # Dovecot reports: the same rails but the listener's.
+    assert "no grant: no-grant-network" in dovecot_report(g, "127.0.0.71", tls=True)
+    assert "no grant: no-tls" in dovecot_report(g, "127.0.0.6", tls=False)
+    assert "no grant: max-grants-per-user" in dovecot_report(g, "127.0.0.7", tls=True)
+    assert g.sql("SELECT address FROM relay_grants") == [("127.0.0.4",)]
+    # The grant's recipient quota (1 per hour): the second recipient gets 452.
+    with smtplib.SMTP("127.0.0.1", g.port("smtp"), timeout=10, source_address=("127.0.0.4", 0)) as s:
+        s.ehlo("client.test")
+        assert s.mail("alice@gw.test")[0] == 250
+        assert s.rcpt("bob@remote.test")[0] == 250
+        code = s.rcpt("carol@remote.test")[0]
+        if code == 250:  # the clock hour turned between the two: the count starts again
+            code = s.rcpt("dave@remote.test")[0]
+        assert code == 452
+    text = scrape(g)
+    rc, out = promtool_check_metrics(text)
+    assert rc == 0, out
+    after = samples(text)
+    d = lambda k: delta(before, after, k)  # noqa: E731
+    for source, reason, n in [("pop3", "listener", 1), ("pop3", "no_grant_networks", 1),
+                              ("pop3", "grant_requires_tls", 1), ("pop3", "max_grants_per_user", 1),
+                              ("dovecot", "no_grant_networks", 1), ("dovecot", "grant_requires_tls", 1),
+                              ("dovecot", "max_grants_per_user", 1)]:
+        assert d(f'{WITHHELD}{{source="{source}",reason="{reason}"}}') == n, (source, reason)
+    assert f'{WITHHELD}{{source="dovecot",reason="listener"}}' not in after
+    assert d(f'{REPLACED}{{source="pop3"}}') == 0 and d(f'{REPLACED}{{source="dovecot"}}') == 0
+    assert d('popgate_relay_decisions_total{asker="smtp",verdict="quota"}') == 1
+    assert d('popgate_relay_decisions_total{asker="smtp",verdict="grant"}') >= 1
+    assert d('popgate_dovecot_reports_total{result="no_grant"}') == 3
+    assert d('popgate_grant_writes_total{result="committed"}') == 1
+    assert d('popgate_logins_total{protocol="pop3",mechanism="pass",result="ok"}') == 5
+
+
+@pytest.mark.skipif(PROMTOOL is None, reason="promtool (Debian package prometheus) is needed")
+def test_grants_replaced_by_replace_oldest_are_counted(make_gateway, upstream, tmp_path):
+    g = guarded_gateway(make_gateway, upstream, tmp_path, max_grants_per_user=1)
+    before = samples(scrape(g))
+    assert pop3_login(g, "alice", "right-pw", "127.0.0.21").startswith(b"+OK")
+    time.sleep(1.05)  # granted_at is in seconds: which grant is the oldest is clear
+    assert pop3_login(g, "alice", "right-pw", "127.0.0.22").startswith(b"+OK")
+    time.sleep(1.05)
+    assert dovecot_report(g, "127.0.0.23", tls=True).endswith('"granted"}')
+    assert g.sql("SELECT address FROM relay_grants") == [("127.0.0.23",)]
+    text = scrape(g)
+    rc, out = promtool_check_metrics(text)
+    assert rc == 0, out
+    after = samples(text)
+    assert delta(before, after, f'{REPLACED}{{source="pop3"}}') == 1
+    assert delta(before, after, f'{REPLACED}{{source="dovecot"}}') == 1
+    assert all(delta(before, after, k) == 0 for k in after if k.startswith(WITHHELD))
 
 
 def test_metrics_refused_outside_trusted_networks_and_for_other_methods(gw):

@@ -13,6 +13,7 @@ import smtplib
 import socket
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -142,6 +143,41 @@ def test_rows_written_with_psql_count_at_the_next_rcpt_on_every_node(pg, nodes):
     for g in (a, b):
         assert rcpt(g, "127.0.0.31")[0] == 554
         assert eventually(lambda g=g: rcpt(g, "127.0.0.32")[0] == 554, timeout=5)
+
+
+def test_a_grants_quota_is_shared_by_the_nodes(pg, make_gateway, upstream):  # noqa: F811
+    """relay.grant_max_recipients_per_hour = 3 on two nodes of one database:
+    the count lives on the grant's row, so recipients relayed on either node
+    add up: 250 (A), 250 (B), 250 (A), then 452 on both. Each node adds its
+    use to the row within about a second (the write queue's batch); the test
+    waits for the row between steps, as that second is the documented lag."""
+    left = 3600 - time.time() % 3600
+    if left < 90:  # the count starts again each clock hour: stay inside one
+        time.sleep(left + 1)
+    uri = pg.create_database("popgate")
+    listeners = [{"name": "pop3", "protocol": "pop3", "tls": "starttls"},
+                 {"name": "smtp", "protocol": "smtp", "tls": "starttls"}]
+    overrides = relay_overrides(upstream, storage={"database": uri}, relay={"grant_max_recipients_per_hour": 3})
+    a = make_gateway(overrides, listeners, name="node-a")
+    b = make_gateway(overrides, listeners, name="node-b")
+    a.add_user("bob", PASSWORD)
+    assert login(a, "127.0.0.41").startswith(b"+OK")
+
+    def row_count():
+        return pg.psql("popgate", "SELECT quota_recipients FROM relay_grants")[0][0]
+
+    for n, (g, to) in enumerate([(a, "r1@remote.test"), (b, "r2@remote.test"), (a, "r3@remote.test")], 1):
+        assert rcpt(g, "127.0.0.41", to)[0] == 250, (n, to)
+        assert eventually(lambda n=n: row_count() == str(n), timeout=5), row_count()
+    full = (452, b"4.7.1 <r4@remote.test>: Relay quota exceeded for your address (3 recipients per hour), "
+                 b"try again later or use SMTP AUTH")
+    assert rcpt(b, "127.0.0.41", "r4@remote.test") == full
+    assert rcpt(a, "127.0.0.41", "r4@remote.test") == full
+    assert b.wait_log("decision=quota detail=grant_user=bob grant=127.0.0.41 quota=recipients used=3 max=3")
+    assert row_count() == "3"
+    # Another address of the same user has its own count, on both nodes.
+    assert login(b, "127.0.0.42").startswith(b"+OK")
+    assert rcpt(a, "127.0.0.42")[0] == 250
 
 
 def test_postgresql_down_gives_temporary_answers_and_service_returns_without_restart(pg, nodes, upstream):  # noqa: F811

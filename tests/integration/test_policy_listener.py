@@ -346,3 +346,41 @@ def test_past_max_sessions_the_mta_is_told_to_try_later(make_gateway):
     assert first.ask(request("192.0.2.7")) == "action=DUNNO"   # the admitted one goes on
     first.close()
     assert g.wait_log("policy refused ip=127.0.0.1 listener=policy reason=too many sessions")
+
+
+def test_per_grant_quota_defers_past_the_hour_limit(make_gateway):
+    """relay.grant_max_messages_per_hour on the policy listener: Postfix sends
+    one request per recipient with the message's instance; a message counts
+    once, and past the quota the answer is DEFER_IF_REJECT 4.7.1 (a 450 for
+    what Postfix would reject), never OK and never a plain DUNNO."""
+    left = 3600 - time.time() % 3600
+    if left < 60:  # the count starts again each clock hour: stay inside one
+        time.sleep(left + 1)
+    g = make_gateway(listeners=LISTENERS, overrides={"relay": {"grant_max_messages_per_hour": 2}})
+    grant(g, "192.0.2.7")
+    c = PolicyClient(g)
+    # Message 1, two recipients; message 2, one: within the quota.
+    assert c.ask(request("192.0.2.7", "a@remote.test", instance="m1")) == "action=OK"
+    assert c.ask(request("192.0.2.7", "b@remote.test", instance="m1")) == "action=OK"
+    assert c.ask(request("192.0.2.7", "a@remote.test", instance="m2")) == "action=OK"
+    # Message 3: deferred, and so is each further recipient of it.
+    deferred = "action=DEFER_IF_REJECT 4.7.1 Relay quota exceeded for your address, try again later"
+    assert c.ask(request("192.0.2.7", "a@remote.test", instance="m3")) == deferred
+    assert c.ask(request("192.0.2.7", "b@remote.test", instance="m3")) == deferred
+    # The same client authenticated at the MTA relays (SASL has no quota);
+    # an address without a grant is Postfix's business as before.
+    assert c.ask(request("192.0.2.7", "a@remote.test", instance="m4", sasl_username="alice")) == "action=OK"
+    assert c.ask(request("192.0.2.8", "a@remote.test", instance="m5")) == "action=DUNNO"
+    c.close()
+    assert g.wait_log("policy rcpt to=<a@remote.test> ip=192.0.2.7 decision=quota detail=grant_user=alice "
+                      "grant=192.0.2.7 quota=messages used=2 max=2 action=DEFER_IF_REJECT")
+    # The count reaches the grant's row: a restarted daemon still defers.
+    deadline = time.time() + 5
+    while time.time() < deadline and g.sql("SELECT quota_messages FROM relay_grants") != [(2,)]:
+        time.sleep(0.1)
+    assert g.sql("SELECT quota_messages FROM relay_grants") == [(2,)]
+    g.stop()
+    g.start()
+    c = PolicyClient(g)
+    assert c.ask(request("192.0.2.7", "a@remote.test", instance="m6")) == deferred
+    c.close()

@@ -38,7 +38,9 @@ def pop3_login(g, user, password, src):
 
 
 def test_one_phone_with_an_old_password_does_not_lock_out_the_office(make_gateway):
-    g = make_gateway(overrides=AUTH)
+    # Each of the phone's failures waits 1-2 s: alice's logins, asserted
+    # well under that, would show any delay bob's failures put on her.
+    g = make_gateway(overrides={"auth": {**AUTH["auth"], "failure_delay_ms": 1000, "failure_delay_max_ms": 2000}})
     g.add_user("bob", "new-pw")
     g.add_user("alice", "alice-pw")
     stop = threading.Event()
@@ -55,11 +57,11 @@ def test_one_phone_with_an_old_password_does_not_lock_out_the_office(make_gatewa
         # Alice, on the same address, logs in while bob's phone fails and
         # then is refused: never refused and never delayed by bob's failures.
         logins = 0
-        while logins < 8 or (len(phone) < 6 and logins < 60):
+        while logins < 8 or (len(phone) < 6 and logins < 120):
             logins += 1
             r, took = pop3_login(g, "alice", "alice-pw", NAT)
             assert r.startswith(b"+OK Logged in"), r
-            assert took < 0.5, took  # a success waits for no failure delay
+            assert took < 0.5, took  # a success waits for no failure delay (>= 1 s here)
             time.sleep(0.15)
     finally:
         stop.set()
@@ -94,7 +96,7 @@ def test_a_spray_of_names_blocks_the_whole_address(make_gateway):
     for i in range(5):
         r, _ = pop3_login(g, f"guess{i}", "x", NAT)
         assert r == b"-ERR [AUTH] Authentication failed.", r
-    assert g.wait_log(f"pop3 auth-block ip={NAT} scope=address failures_ip=5 failures_user_ip=1 names_ip=5")
+    assert g.wait_log(f"pop3 auth-block ip={NAT} scope=address failures_ip=5 failures_user_ip=1 unknown_names_ip=5")
     r, _ = pop3_login(g, "alice", "alice-pw", NAT)
     assert r.startswith(b"-ERR [AUTH] Too many authentication failures from your address, try again in "), r
     with smtplib.SMTP("127.0.0.1", g.port("smtp"), timeout=10, source_address=(NAT, 0)) as s:
@@ -110,10 +112,49 @@ def test_the_address_ceiling_still_holds(make_gateway):
     g = make_gateway(overrides={"auth": {**AUTH["auth"], "max_failures_per_user": 1000, "max_failures_per_ip": 6,
                                          "failure_delay_ms": 0, "failure_delay_max_ms": 0}})
     g.add_user("alice", "alice-pw")
+    g.add_user("bob", "bob-pw")  # a real user's failures count toward the ceiling
     for _ in range(6):
         assert pop3_login(g, "bob", "x", NAT)[0] == b"-ERR [AUTH] Authentication failed."
     r, _ = pop3_login(g, "alice", "alice-pw", NAT)
     assert r.startswith(b"-ERR [AUTH] Too many authentication failures from your address"), r
+
+
+def smtp_auth(src, port, user, password):
+    with smtplib.SMTP("127.0.0.1", port, timeout=10, source_address=(src, 0)) as s:
+        s.ehlo("client.test")
+        return s.docmd("AUTH", "PLAIN " + base64.b64encode(f"\0{user}\0{password}".encode()).decode())
+
+
+def test_a_campus_of_real_users_mistyping_once_is_no_spray(make_gateway):
+    """Twelve real users behind one campus NAT each mistype once (POP3 and
+    SMTP AUTH), more than max_users_per_ip (10): the address is not blocked
+    and the next real user logs in. Names that do not exist still make a
+    spray: ten of them block the address. The reply to a real user's wrong
+    password and to an unknown name is the same."""
+    g = make_gateway(overrides={"auth": {**AUTH["auth"], "max_users_per_ip": 10, "max_failures_per_ip": 40}})
+    for i in range(13):
+        g.add_user(f"student{i}", f"pw-{i}")
+    for i in range(8):
+        assert pop3_login(g, f"student{i}", "typo", NAT)[0] == b"-ERR [AUTH] Authentication failed."
+    for i in range(8, 12):
+        assert smtp_auth(NAT, g.port("smtp"), f"student{i}", "typo") == (535, b"5.7.8 Error: authentication failed")
+    r, _ = pop3_login(g, "student12", "pw-12", NAT)
+    assert r.startswith(b"+OK Logged in"), r
+    assert smtp_auth(NAT, g.port("smtp"), "student12", "pw-12")[0] == 235
+    assert smtp_auth(NAT, g.port("smtp"), "student0", "pw-0")[0] == 235  # a user who failed once, right now
+    assert "auth-block" not in g.log()
+    # An unknown name gets exactly the reply a real user's typo got.
+    unknown = [pop3_login(g, f"nobody{i}", "x", NAT)[0] for i in range(9)]
+    assert unknown == [b"-ERR [AUTH] Authentication failed."] * 9
+    assert pop3_login(g, "student1", "pw-1", NAT)[0].startswith(b"+OK Logged in")  # 9 unknown names: not yet
+    assert smtp_auth(NAT, g.port("smtp"), "nobody9", "x") == (535, b"5.7.8 Error: authentication failed")
+    assert g.wait_log(f"smtp auth-block ip={NAT} scope=address failures_ip=22 failures_user_ip=1 "
+                      "unknown_names_ip=10 ")
+    # The tenth unknown name blocked the whole address, real users included.
+    r, _ = pop3_login(g, "student12", "pw-12", NAT)
+    assert r.startswith(b"-ERR [AUTH] Too many authentication failures from your address, try again in "), r
+    assert smtp_auth(NAT, g.port("smtp"), "student12", "pw-12")[0] == 421
+    assert pop3_login(g, "student12", "pw-12", HOME)[0].startswith(b"+OK Logged in")
 
 
 @pytest.mark.parametrize("key", ["max_failures_per_user", "max_users_per_ip"])

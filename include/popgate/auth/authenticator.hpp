@@ -5,6 +5,7 @@
 // MD5, cheaper than the hop to the pool: sessions call them in place. Policy that depends on the connection
 // (plaintext over TLS only, APOP on/off) is the session's; per-user policy
 // (disabled, apop-only, shared secret present) is decided here.
+#include "popgate/auth/failure_tracker.hpp"
 #include "popgate/store/store.hpp"
 
 #include <atomic>
@@ -28,7 +29,15 @@ struct result {
     outcome what = outcome::failed;
     std::string user;    // canonical name when ok
     std::string reason;  // for the log: "wrong password", "disabled", "no such user", ...
+    // The name is a user of this site (whatever else failed): the brute-force
+    // defence counts only unknown names toward a spray. Never in a reply.
+    bool known_user = false;
 };
+
+inline name_kind name_kind_of(result const& r) noexcept
+{
+    return r.known_user ? name_kind::known : name_kind::unknown;
+}
 
 class authenticator {
 public:

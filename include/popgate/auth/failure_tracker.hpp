@@ -7,8 +7,12 @@
 //   max_failures_per_user failures there: the phone with an old password
 //   locks out its own user at that address, nobody else.
 // - A whole address is refused only at a much higher ceiling
-//   (max_failures_per_ip), or when max_users_per_ip different names fail there
-//   (a spray of guessed or unknown names).
+//   (max_failures_per_ip), or when max_users_per_ip different names that do
+//   not exist fail there (a spray of guessed names). Real users mistyping
+//   behind one campus NAT count toward the ceiling and their own
+//   (address, name) block, never toward the spray limit.
+//   The caller says which kind of name failed; the reply and its timing must
+//   not depend on it (they do not here: the delay counts failures only).
 // - Each failure is answered after a delay that grows with that name's
 //   failures (at this address and everywhere); another user's failures at the
 //   same address never slow or refuse a user below the address ceiling.
@@ -30,13 +34,18 @@ struct throttle_settings {
     std::chrono::seconds window{900};
     std::size_t max_failures_per_user = 5;  // one name at one address, then that name is refused there
     std::size_t max_failures_per_ip = 100;  // all names at one address, then the address is refused
-    std::size_t max_users_per_ip = 10;      // different names failing at one address, then the address is refused
+    std::size_t max_users_per_ip = 10;      // different unknown names failing at one address, then it is refused
     std::chrono::seconds block_time{900};
     std::chrono::milliseconds base_delay{2000};
     std::chrono::milliseconds max_delay{15000};
 };
 
 enum class block_scope { none, user, address };
+
+// Whether the failed name is a user of this site. Only unknown names count
+// toward the spray limit (max_users_per_ip). A failure whose name was never
+// looked up (a malformed exchange) is unknown: nothing vouches for it.
+enum class name_kind { unknown, known };
 
 class failure_tracker {
 public:
@@ -59,9 +68,10 @@ public:
         std::size_t ip_count;     // failures at this address in the window
         std::size_t pair_count;   // ... of this name at this address
         std::size_t user_count;   // ... of this name anywhere
-        std::size_t names;        // different names failing at this address
+        std::size_t names;        // different unknown names failing at this address
     };
-    failure_verdict record_failure(net::ip_address const& ip, std::string const& user, time_point now);
+    failure_verdict record_failure(net::ip_address const& ip, std::string const& user, name_kind kind,
+                                   time_point now);
 
     // Entries older than the window (and ended blocks) are forgotten.
     void expire(time_point now);
@@ -76,7 +86,8 @@ private:
     std::map<net::ip_address, std::deque<time_point>> ip_failures_;
     std::map<pair_key, std::deque<time_point>> pair_failures_;
     std::unordered_map<std::string, std::deque<time_point>> user_failures_;
-    std::map<net::ip_address, std::map<std::string, time_point>> names_at_ip_;  // name -> its last failure
+    // Unknown names only: name -> its last failure.
+    std::map<net::ip_address, std::map<std::string, time_point>> unknown_names_at_ip_;
     std::map<net::ip_address, time_point> blocked_ips_;
     std::map<pair_key, time_point> blocked_pairs_;
 };

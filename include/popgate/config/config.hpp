@@ -147,7 +147,7 @@ struct settings {
     std::chrono::seconds failure_window{900};
     std::size_t max_failures_per_user = 5;   // one name at one address, then that name is refused there
     std::size_t max_failures_per_ip = 100;   // all names at one address, then the address is refused
-    std::size_t max_users_per_ip = 10;       // different names failing at one address, then the address is refused
+    std::size_t max_users_per_ip = 10;       // different unknown names failing at one address, then the address is refused
     std::chrono::seconds block_time{900};
     std::chrono::seconds credential_cache_ttl{0};  // 0: off
 

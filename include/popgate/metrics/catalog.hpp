@@ -36,6 +36,13 @@ extern family<counter> auth_blocks;
 extern family<counter> tls_handshakes;
 // {result: granted no_grant refused unavailable}: Dovecot auth-policy reports.
 extern family<counter> dovecot_reports;
+// {source: pop3 dovecot, reason: listener no_grant_networks grant_requires_tls
+// max_grants_per_user}: logins that succeeded and wrote no grant, counted
+// once the no-grant audit row committed (relay::count_grant_plan).
+extern family<counter> grants_withheld;
+// {source: pop3 dovecot}: grants revoked by replace-oldest, as read before
+// the commit that revoked them.
+extern family<counter> grants_replaced;
 extern family<gauge> build_info;               // {version, commit} 1
 extern family<gauge> process_start_time;      // unix seconds
 

@@ -67,6 +67,11 @@ private:
     store::store& db_;
 };
 
+// Counts a committed plan: popgate_grants_withheld_total by the guard rail
+// that withheld the grant, popgate_grants_replaced_total by the grants
+// replace-oldest revoked. `via` is login_facts::via (pop3, dovecot).
+void count_grant_plan(grant_plan const& p, std::string_view via);
+
 // "2026-12-03T12:00:00Z"
 std::string iso_utc(store::unix_time t);
 

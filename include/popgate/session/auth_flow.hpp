@@ -37,11 +37,13 @@ asio::awaitable<sasl_outcome> sasl_exchange(channel& ch, proto::sasl_server& sas
                                             std::size_t max_line);
 
 // A failed authentication (wrong credentials, not a store failure): an
-// audit row and one more failure for the address and the name. The caller
+// audit row and one more failure for the address and the name (`kind`: only
+// unknown names count toward a spray, auth::result::known_user). The caller
 // logs the result (and the block, when now_blocked) in its protocol's words,
 // then waits the delay with pause_after_failure.
 auth::failure_tracker::failure_verdict record_auth_failure(auth_guard& g, server::connection const& c,
-                                                           std::string const& user, std::string audit_detail);
+                                                           std::string const& user, auth::name_kind kind,
+                                                           std::string audit_detail);
 asio::awaitable<void> pause_after_failure(channel& ch, std::chrono::milliseconds delay);
 
 // Whether the client's address, or `user` at that address (when the name is

@@ -190,10 +190,11 @@ asio::awaitable<bool> pop3_session::finish_auth(auth::result const& r, std::stri
     count_login("pop3", mech, "fail");
     spdlog::info("sid={} pop3 login user={} ip={} mech={} tls={} result=fail reason={}", c_.sid, uesc, c_.ip, mech,
                  yes_no(c_.stream.tls_active()), log::field(r.reason.empty() ? "failed" : r.reason));
-    auto const v = record_auth_failure(svc_.guard, c_, attempted,
+    auto const v = record_auth_failure(svc_.guard, c_, attempted, auth::name_kind_of(r),
                                        "pop3 mech=" + std::string(mech) + " reason=" + log::field(r.reason));
     if (v.now_blocked != auth::block_scope::none)
-        spdlog::warn("sid={} pop3 auth-block ip={} {} failures_ip={} failures_user_ip={} names_ip={} block_time={}s",
+        spdlog::warn("sid={} pop3 auth-block ip={} {} failures_ip={} failures_user_ip={} unknown_names_ip={} "
+                     "block_time={}s",
                      c_.sid, c_.ip, block_fields(v.now_blocked, attempted), v.ip_count, v.pair_count, v.names,
                      s_.block_time.count());
     co_await pause_after_failure(ch_, v.delay);

@@ -47,7 +47,11 @@ pop3_session::pop3_session(pop3_services& svc, server::connection& c)
       ch_(c, s_.pop3_max_line, s_.pop3_idle_timeout),
       rules_{s_.max_bad_commands, s_.max_junk_commands, c.ip, spdlog::should_log(spdlog::level::debug)}
 {
-    if (s_.apop) timestamp_ = unique_challenge(s_.hostname);
+    // The APOP timestamp travels only in the greeting (RFC 1939 §7), and RFC
+    // 2595 §4 gives no new greeting after STLS: on a tls = "required"
+    // listener the clear greeting must not invite APOP, so APOP is not
+    // offered there at all (APOP answers "not available", before TLS and after).
+    if (s_.apop && !c.listener.tls_required()) timestamp_ = unique_challenge(s_.hostname);
 }
 
 std::string pop3_session::end_fields() const

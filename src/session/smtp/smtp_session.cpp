@@ -240,9 +240,11 @@ asio::awaitable<bool> smtp_session::finish_auth(proto::sasl_step const& step, pr
     count_login("smtp", mname, "fail");
     spdlog::info("sid={} smtp auth user={} mech={} ip={} result=failed reason={}", c_.sid, who, mname, c_.ip,
                  log::field(res.reason));
-    auto const v = record_auth_failure(svc_.guard, c_, step.authcid, "smtp mech=" + std::string(mname));
+    auto const v = record_auth_failure(svc_.guard, c_, step.authcid, auth::name_kind_of(res),
+                                       "smtp mech=" + std::string(mname));
     if (v.now_blocked != auth::block_scope::none)
-        spdlog::warn("sid={} smtp auth-block ip={} {} failures_ip={} failures_user_ip={} names_ip={} block_time={}s",
+        spdlog::warn("sid={} smtp auth-block ip={} {} failures_ip={} failures_user_ip={} unknown_names_ip={} "
+                     "block_time={}s",
                      c_.sid, c_.ip, block_fields(v.now_blocked, step.authcid), v.ip_count, v.pair_count, v.names,
                      s_.block_time.count());
     co_await pause_after_failure(ch_, v.delay);

@@ -337,10 +337,13 @@ smtp_step smtp_on_line(smtp_state& st, std::string_view line, smtp_offer const& 
                                                   : "smtp cmd=" + std::string(proto::verb_name(cmd->verb)) +
                                                         " args=" + log::field(cmd->args, 80)});
     smtp_step s;
-    if (!spec.allowed_in(st.phase)) {
-        s = bad(st, o, sequence_error(st, cmd->verb));
-    } else if (o.tls_required && !o.tls_active && !spec.pre_tls) {
+    // TLS first, state second: on a tls = "required" listener every command
+    // but EHLO/HELO, STARTTLS, NOOP, RSET and QUIT gets 530 in clear, whatever
+    // the phase (a RCPT without MAIL is told to start TLS, not "need MAIL").
+    if (o.tls_required && !o.tls_active && !spec.pre_tls) {
         s = bad(st, o, queue(530, "5.7.0", "Must issue a STARTTLS command first"));
+    } else if (!spec.allowed_in(st.phase)) {
+        s = bad(st, o, sequence_error(st, cmd->verb));
     } else if (spec.junk && over_limit(s, o, st.junk, o.max_junk_commands, "too many commands without progress",
                                        "too-many-junk-commands")) {
         // s holds the 421.

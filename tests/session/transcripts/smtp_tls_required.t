@@ -1,6 +1,7 @@
 # tls = "required" (a submission port as Postfix's smtpd_tls_security_level =
 # encrypt): before STARTTLS only EHLO/HELO, STARTTLS, NOOP, RSET and QUIT are
-# served, AUTH is not advertised, everything else gets 530 5.7.0; after the
+# served, AUTH is not advertised, everything else gets 530 5.7.0 whatever the
+# state (RCPT without MAIL, DATA without RCPT: 530, not 503); after the
 # handshake AUTH is offered and the session works.
 @protocol smtp
 @listener tls=required auth_required=yes
@@ -16,6 +17,10 @@ S: 250 STARTTLS
 C: AUTH PLAIN AGFsaWNlAHNlY3JldA==
 S: 530 5.7.0 Must issue a STARTTLS command first
 C: MAIL FROM:<alice@gw.test>
+S: 530 5.7.0 Must issue a STARTTLS command first
+C: RCPT TO:<alice@gw.test>
+S: 530 5.7.0 Must issue a STARTTLS command first
+C: DATA
 S: 530 5.7.0 Must issue a STARTTLS command first
 C: VRFY alice
 S: 530 5.7.0 Must issue a STARTTLS command first

@@ -8,6 +8,8 @@
 using namespace popgate;
 using namespace std::chrono_literals;
 using auth::block_scope;
+constexpr auto known = auth::name_kind::known;
+constexpr auto unknown = auth::name_kind::unknown;
 
 namespace {
 net::ip_address ip(char const* s) { return *net::parse_ip(s); }
@@ -34,7 +36,7 @@ BOOST_AUTO_TEST_CASE(delay_grows_with_the_names_failures_and_is_capped)
     s.max_failures_per_user = 100;
     auth::failure_tracker t(s);
     std::vector<long> delays;
-    for (int i = 0; i < 6; ++i) delays.push_back(t.record_failure(ip("192.0.2.1"), "alice", t0).delay.count());
+    for (int i = 0; i < 6; ++i) delays.push_back(t.record_failure(ip("192.0.2.1"), "alice", known, t0).delay.count());
     BOOST_TEST(delays == (std::vector<long>{100, 200, 400, 800, 1000, 1000}), boost::test_tools::per_element());
 }
 
@@ -42,10 +44,10 @@ BOOST_AUTO_TEST_CASE(a_name_at_an_address_is_blocked_and_nobody_else)
 {
     auth::failure_tracker t(small());
     auto const office = ip("192.0.2.1");
-    BOOST_TEST((t.record_failure(office, "bob", t0).now_blocked == block_scope::none));
-    BOOST_TEST((t.record_failure(office, "bob", t0).now_blocked == block_scope::none));
+    BOOST_TEST((t.record_failure(office, "bob", known, t0).now_blocked == block_scope::none));
+    BOOST_TEST((t.record_failure(office, "bob", known, t0).now_blocked == block_scope::none));
     BOOST_TEST(!t.blocked(office, "bob", t0).has_value());
-    BOOST_TEST((t.record_failure(office, "bob", t0).now_blocked == block_scope::user));
+    BOOST_TEST((t.record_failure(office, "bob", known, t0).now_blocked == block_scope::user));
     auto const b = t.blocked(office, "bob", t0 + 10s);
     BOOST_TEST_REQUIRE(b.has_value());
     BOOST_TEST(b->left.count() == 20);
@@ -55,7 +57,7 @@ BOOST_AUTO_TEST_CASE(a_name_at_an_address_is_blocked_and_nobody_else)
     BOOST_TEST(!t.blocked(office, "", t0 + 10s).has_value());
     BOOST_TEST(!t.blocked(ip("198.51.100.9"), "bob", t0 + 10s).has_value());
     // ... and alice's first failure there waits only the base delay.
-    BOOST_TEST(t.record_failure(office, "alice", t0 + 11s).delay.count() == 100);
+    BOOST_TEST(t.record_failure(office, "alice", known, t0 + 11s).delay.count() == 100);
     BOOST_TEST(!t.blocked(office, "bob", t0 + 31s).has_value());
 }
 
@@ -65,7 +67,7 @@ BOOST_AUTO_TEST_CASE(one_phone_in_a_loop_never_locks_out_the_office)
     s.max_failures_per_user = 1000;  // even unblocked, a loop below the address ceiling
     auth::failure_tracker t(s);
     auto const office = ip("192.0.2.1");
-    for (int i = 0; i < 19; ++i) t.record_failure(office, "bob", t0 + std::chrono::seconds(i));
+    for (int i = 0; i < 19; ++i) t.record_failure(office, "bob", known, t0 + std::chrono::seconds(i));
     BOOST_TEST(!t.blocked(office, "alice", t0 + 20s).has_value());
     BOOST_TEST(!t.blocked(office, "carol", t0 + 20s).has_value());
 }
@@ -76,14 +78,14 @@ BOOST_AUTO_TEST_CASE(the_address_is_blocked_at_its_ceiling)
     s.max_failures_per_user = 1000;
     auth::failure_tracker t(s);
     auto const a = ip("203.0.113.5");
-    for (int i = 0; i < 19; ++i) BOOST_TEST((t.record_failure(a, "bob", t0).now_blocked == block_scope::none));
-    BOOST_TEST((t.record_failure(a, "bob", t0).now_blocked == block_scope::address));
+    for (int i = 0; i < 19; ++i) BOOST_TEST((t.record_failure(a, "bob", known, t0).now_blocked == block_scope::none));
+    BOOST_TEST((t.record_failure(a, "bob", known, t0).now_blocked == block_scope::address));
     auto const b = t.blocked(a, "alice", t0);
     BOOST_TEST_REQUIRE(b.has_value());
     BOOST_TEST((b->scope == block_scope::address));
     BOOST_TEST(t.blocked(a, "", t0).has_value());
     // A further failure while blocked does not report the block again.
-    BOOST_TEST((t.record_failure(a, "bob", t0 + 1s).now_blocked == block_scope::none));
+    BOOST_TEST((t.record_failure(a, "bob", known, t0 + 1s).now_blocked == block_scope::none));
 }
 
 BOOST_AUTO_TEST_CASE(a_spray_of_names_blocks_the_address)
@@ -91,19 +93,57 @@ BOOST_AUTO_TEST_CASE(a_spray_of_names_blocks_the_address)
     auth::failure_tracker t(small());
     auto const a = ip("203.0.113.6");
     std::vector<block_scope> got;
-    for (std::string name : {"a", "b", "c", "d", "e"}) got.push_back(t.record_failure(a, name, t0).now_blocked);
+    for (std::string name : {"a", "b", "c", "d", "e"})
+        got.push_back(t.record_failure(a, name, unknown, t0).now_blocked);
     BOOST_TEST((got == std::vector<block_scope>{block_scope::none, block_scope::none, block_scope::none,
                                                  block_scope::none, block_scope::address}));
     BOOST_TEST(t.blocked(a, "alice", t0).has_value());
     BOOST_TEST(!t.blocked(ip("203.0.113.7"), "alice", t0).has_value());
 }
 
+BOOST_AUTO_TEST_CASE(real_users_each_failing_once_are_no_spray)
+{
+    // A campus NAT: many real users mistype once each. They count toward the
+    // address ceiling (20 here), never toward the spray limit (5 names).
+    auth::failure_tracker t(small());
+    auto const campus = ip("198.51.100.1");
+    for (int i = 0; i < 12; ++i) {
+        auto const v = t.record_failure(campus, "user" + std::to_string(i), known, t0);
+        BOOST_TEST((v.now_blocked == block_scope::none));
+        BOOST_TEST(v.names == 0u);
+        BOOST_TEST(v.delay.count() == 100);  // each name's first failure: the base delay, as an unknown name's
+    }
+    BOOST_TEST(!t.blocked(campus, "user12", t0).has_value());
+    BOOST_TEST(!t.blocked(campus, "", t0).has_value());
+    // Unknown names at the same address still make a spray, counted apart.
+    for (std::string name : {"x1", "x2", "x3", "x4"})
+        BOOST_TEST((t.record_failure(campus, name, unknown, t0).now_blocked == block_scope::none));
+    // A known user's failure does not complete it...
+    BOOST_TEST((t.record_failure(campus, "user0", known, t0).now_blocked == block_scope::none));
+    // ...the fifth unknown name does.
+    auto const v = t.record_failure(campus, "x5", unknown, t0);
+    BOOST_TEST((v.now_blocked == block_scope::address));
+    BOOST_TEST(v.names == 5u);
+    BOOST_TEST(v.ip_count == 18u);
+}
+
+BOOST_AUTO_TEST_CASE(known_users_still_reach_the_address_ceiling)
+{
+    auto s = small();
+    s.max_failures_per_user = 1000;
+    auth::failure_tracker t(s);
+    auto const a = ip("198.51.100.2");
+    for (int i = 0; i < 19; ++i)
+        BOOST_TEST((t.record_failure(a, "u" + std::to_string(i), known, t0).now_blocked == block_scope::none));
+    BOOST_TEST((t.record_failure(a, "u19", known, t0).now_blocked == block_scope::address));
+}
+
 BOOST_AUTO_TEST_CASE(failures_outside_window_are_forgotten)
 {
     auth::failure_tracker t(small());
-    t.record_failure(ip("192.0.2.1"), "a", t0);
-    t.record_failure(ip("192.0.2.1"), "a", t0 + 1s);
-    auto v = t.record_failure(ip("192.0.2.1"), "a", t0 + 120s);
+    t.record_failure(ip("192.0.2.1"), "a", unknown, t0);
+    t.record_failure(ip("192.0.2.1"), "a", unknown, t0 + 1s);
+    auto v = t.record_failure(ip("192.0.2.1"), "a", unknown, t0 + 120s);
     BOOST_TEST(v.ip_count == 1u);
     BOOST_TEST(v.pair_count == 1u);
     BOOST_TEST(v.names == 1u);
