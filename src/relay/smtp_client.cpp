@@ -124,7 +124,8 @@ void quit_and_close(upstream_link& l) noexcept
 upstream_pool::~upstream_pool() { close_all(); }
 
 std::unique_ptr<upstream_link> upstream_pool::take(std::string const& key,
-                                                   std::chrono::steady_clock::duration max_idle_time)
+                                                   std::chrono::steady_clock::duration max_idle_time,
+                                                   asio::execution_context const* home)
 {
     std::vector<std::unique_ptr<upstream_link>> stale;
     std::unique_ptr<upstream_link> found;
@@ -139,12 +140,21 @@ std::unique_ptr<upstream_link> upstream_pool::take(std::string const& key,
                 keep.push_back(std::move(l));
         }
         idle_ = std::move(keep);
+        // The most recent one on the caller's own I/O thread, else the most
+        // recent one: a connection from another thread works, but each of its
+        // steps then passes through that thread.
+        auto pick = idle_.rend();
         for (auto it = idle_.rbegin(); it != idle_.rend(); ++it) {
-            if ((*it)->key == key) {
-                found = std::move(*it);
-                idle_.erase(std::next(it).base());
+            if ((*it)->key != key) continue;
+            if (pick == idle_.rend()) pick = it;
+            if (&asio::query((*it)->sock.get_executor(), asio::execution::context) == home) {
+                pick = it;
                 break;
             }
+        }
+        if (pick != idle_.rend()) {
+            found = std::move(*pick);
+            idle_.erase(std::next(pick).base());
         }
     }
     for (auto& l : stale) quit_and_close(*l);
@@ -419,7 +429,7 @@ asio::awaitable<upstream_verdict> smtp_client::mail(upstream_envelope const& env
 asio::awaitable<upstream_verdict> smtp_client::begin(upstream_envelope const& env)
 {
     auto key = pool_key();
-    if (s_.upstream_reuse_time.count() > 0) link_ = pool_.take(key, s_.upstream_reuse_time);
+    if (s_.upstream_reuse_time.count() > 0) link_ = pool_.take(key, s_.upstream_reuse_time, &asio::query(ex_, asio::execution::context));
     if (link_) {
         auto v = co_await mail(env);
         // A kept connection that is gone (the upstream timed it out, closed
@@ -545,6 +555,8 @@ asio::awaitable<upstream_verdict> smtp_client::data()
     if (v.what != upstream_verdict::kind::ok) {
         txn_ = txn::failed;
         failure_ = v;
+    } else {
+        txn_ = txn::data;  // from here only the end of data or a closed connection ends it
     }
     co_return v;
 }
