@@ -413,25 +413,28 @@ asio::awaitable<smtp_client::connected> smtp_client::connect(std::string key, st
     co_return connected{ok};
 }
 
-// MAIL FROM on the connection in link_.
-asio::awaitable<upstream_verdict> smtp_client::mail(upstream_envelope const& env)
+// MAIL FROM on the connection in link_. Any failure closes the connection
+// (command()), and the pipelined RCPT's reply with it.
+asio::awaitable<upstream_verdict> smtp_client::mail(upstream_envelope const& env, std::string const& first_rcpt)
 {
     auto const& ext = link_->extensions;
     std::string line = "MAIL FROM:<" + env.mail_from + ">";
     if (env.size && offers(ext, "SIZE")) line += " SIZE=" + std::to_string(*env.size);
     if (env.eight_bit && offers(ext, "8BITMIME")) line += " BODY=8BITMIME";
     line += "\r\n";
+    rcpt_sent_ = offers(ext, "PIPELINING");
+    if (rcpt_sent_) line += "RCPT TO:<" + first_rcpt + ">\r\n";
     auto v = co_await command(line, 2, "MAIL");
     co_return v;
 }
 
 // A connection ready for RCPT: a kept one or a fresh one, MAIL taken.
-asio::awaitable<upstream_verdict> smtp_client::begin(upstream_envelope const& env)
+asio::awaitable<upstream_verdict> smtp_client::begin(upstream_envelope const& env, std::string const& first_rcpt)
 {
     auto key = pool_key();
     if (s_.upstream_reuse_time.count() > 0) link_ = pool_.take(key, s_.upstream_reuse_time, &asio::query(ex_, asio::execution::context));
     if (link_) {
-        auto v = co_await mail(env);
+        auto v = co_await mail(env, first_rcpt);
         // A kept connection that is gone (the upstream timed it out, closed
         // it, says 421) costs nothing: MAIL is the first thing it carries for
         // this transaction, so it goes on a fresh connection, which gives the
@@ -466,7 +469,7 @@ asio::awaitable<upstream_verdict> smtp_client::begin(upstream_envelope const& en
     }
     if (c.verdict.what != upstream_verdict::kind::ok) co_return c.verdict;
     if (skip_tls || fell_back) link_->tls_note = "fallback";
-    auto v = co_await mail(env);
+    auto v = co_await mail(env, first_rcpt);
     co_return v;
 }
 
@@ -494,8 +497,10 @@ asio::awaitable<upstream_verdict> smtp_client::recipient(upstream_envelope const
 asio::awaitable<upstream_verdict> smtp_client::ask_recipient(upstream_envelope const& env, std::string const& rcpt)
 {
     std::string const prefix = "<" + rcpt + ">: ";
+    bool sent = false;  // this RCPT went with MAIL
     if (txn_ == txn::none) {
-        auto v = co_await begin(env);
+        auto v = co_await begin(env, rcpt);
+        sent = rcpt_sent_;
         if (v.what == upstream_verdict::kind::ok) {
             txn_ = txn::open;
             spdlog::debug("sid={} upstream transaction open {}", sid_, v.log);
@@ -507,7 +512,8 @@ asio::awaitable<upstream_verdict> smtp_client::ask_recipient(upstream_envelope c
     if (txn_ == txn::open) {
         std::string const line = "RCPT TO:<" + rcpt + ">\r\n";
         std::optional<proto::smtp_reply> r;
-        bool const written = co_await write(line);
+        bool written = sent;
+        if (!sent) written = co_await write(line);
         if (written) r = co_await read_reply();
         int const code = r ? r->code : 0;
         int const cls = proto::reply_class(code);

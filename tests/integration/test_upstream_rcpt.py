@@ -187,6 +187,44 @@ def test_mixed_local_and_refused_relay_recipient(make_gateway, upstream):
     assert [strip_received(m) for m in g.messages("alice")] == [BODY.replace(b"\r\n", b"\n")]
 
 
+# ------------------------------------------------------------------ PIPELINING upstream (RFC 2920)
+
+
+def test_pipelining_upstream_gets_the_first_rcpt_with_mail_and_each_verdict_still_counts(make_gateway, upstream):
+    upstream.pipelining = True
+    upstream.rcpt_replies = dict(REFUSALS)
+    g = gateway(make_gateway, upstream)
+    with smtplib.SMTP("127.0.0.1", g.port("smtp"), timeout=30) as s:
+        assert s.sendmail(SENDER, [BAD, GOOD], BODY) == {BAD: BAD_REPLY}  # the pipelined one refused
+        assert s.sendmail(SENDER, [GOOD2, BUSY], BODY) == {BUSY: BUSY_REPLY}  # the second one refused
+    assert upstream.mail_with_rcpt == [True, True]
+    assert [(cn, r) for cn, _, r, _ in messages(upstream)] == [(1, [GOOD]), (1, [GOOD2])]
+    assert len(upstream.connections) == 1
+
+
+def test_pipelining_upstream_refusing_mail_takes_no_recipient_and_the_next_message_goes(make_gateway, upstream):
+    upstream.pipelining = True
+    upstream.mail_reply = "553 5.7.1 <a@example.org>: Sender address rejected"
+    g = gateway(make_gateway, upstream)
+    with smtplib.SMTP("127.0.0.1", g.port("smtp"), timeout=30) as s:
+        with pytest.raises(smtplib.SMTPRecipientsRefused) as refused:
+            s.sendmail(SENDER, [GOOD], BODY)
+        assert refused.value.recipients[GOOD][0] == 553
+        upstream.mail_reply = None
+        assert s.sendmail(SENDER, [GOOD2], BODY) == {}
+    assert upstream.mail_with_rcpt == [True, True]
+    assert upstream.rcpts == [(2, GOOD2)]  # the RCPT behind the refused MAIL was never taken
+    assert [(cn, r) for cn, _, r, _ in messages(upstream)] == [(2, [GOOD2])]
+
+
+def test_upstream_without_pipelining_gets_mail_alone(make_gateway, upstream):
+    g = gateway(make_gateway, upstream)
+    with smtplib.SMTP("127.0.0.1", g.port("smtp"), timeout=30) as s:
+        assert s.sendmail(SENDER, [GOOD], BODY) == {}
+    assert upstream.mail_with_rcpt == [False]
+    assert [(cn, r) for cn, _, r, _ in messages(upstream)] == [(1, [GOOD])]
+
+
 # ------------------------------------------------------------------ upstream unavailable
 
 

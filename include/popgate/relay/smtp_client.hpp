@@ -147,15 +147,20 @@ private:
         bool starttls_failed = false;  // the upstream offered STARTTLS and it failed
     };
     asio::awaitable<connected> connect(std::string key, starttls_use use);
-    asio::awaitable<upstream_verdict> mail(upstream_envelope const& env);
-    asio::awaitable<upstream_verdict> begin(upstream_envelope const& env);
+    // MAIL FROM, and with it the first RCPT when the upstream offers
+    // PIPELINING (RFC 2920): one round trip instead of two. `rcpt_sent`
+    // then says that RCPT's reply is still to be read.
+    asio::awaitable<upstream_verdict> mail(upstream_envelope const& env, std::string const& first_rcpt);
+    asio::awaitable<upstream_verdict> begin(upstream_envelope const& env, std::string const& first_rcpt);
+    bool rcpt_sent_ = false;
     asio::awaitable<upstream_verdict> ask_recipient(upstream_envelope const& env, std::string const& rcpt);
     asio::awaitable<void> keep_or_quit();
     upstream_verdict broken(std::string why);
     std::string pool_key() const;
 
-    // none: no transaction yet; open: MAIL taken, RCPTs go; failed: the
-    // transaction cannot carry a message (failure_ says why).
+    // none: no transaction yet; open: MAIL taken, RCPTs go; data: the
+    // upstream took DATA; failed: the transaction cannot carry a message
+    // (failure_ says why).
     enum class txn { none, open, data, failed };
     txn txn_ = txn::none;
     upstream_verdict failure_;
