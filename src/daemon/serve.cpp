@@ -7,6 +7,7 @@
 #include "popgate/daemon/fd_limit.hpp"
 #include "popgate/daemon/state_dirs.hpp"
 #include "popgate/io/blocking.hpp"
+#include "popgate/io/io_threads.hpp"
 #include "popgate/io/tls.hpp"
 #include "popgate/log/log.hpp"
 #include "popgate/server/frame.hpp"
@@ -48,7 +49,7 @@ struct server {
     // Declared first, destroyed last: sessions still open when io is destroyed
     // release their admission slots and maildrop locks in the context.
     std::unique_ptr<context> ctx;
-    asio::io_context io;
+    std::unique_ptr<io::io_threads> io;  // made once server.threads is known
     std::vector<std::unique_ptr<tcp::acceptor>> acceptors;
     std::vector<listener_info> listeners;
     std::string config_file;
@@ -223,7 +224,7 @@ asio::awaitable<void> signal_loop(server& srv, asio::signal_set& sigs)
             co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
         }
         spdlog::info("stopped sessions_left={}", srv.ctx->active_sessions());
-        srv.io.stop();  // serve() then closes the idle upstream connections
+        srv.io->stop();  // serve() then closes the idle upstream connections
         co_return;
     }
 }
@@ -327,11 +328,12 @@ int serve(std::string const& config_file, std::string const& db_override, serve_
         srv.threads = std::max(2u, cores) + (settings->threads ? settings->threads : cores);
         cap_sessions_to_fds(*settings, srv.nofile, srv.threads);
         srv.ctx = std::make_unique<context>(settings, std::move(db), std::max(2u, cores));
+        srv.io = std::make_unique<io::io_threads>(settings->threads ? settings->threads : cores);
         srv.ctx->live().set_tls(std::move(tls));
 
         for (auto const& l : settings->listeners) {
             auto const addr = asio::ip::make_address(l.address);
-            auto acc = std::make_unique<tcp::acceptor>(srv.io);
+            auto acc = std::make_unique<tcp::acceptor>(srv.io->main());
             tcp::endpoint ep(addr, l.port);
             acc->open(ep.protocol());
             acc->set_option(tcp::acceptor::reuse_address(true));
@@ -348,7 +350,7 @@ int serve(std::string const& config_file, std::string const& db_override, serve_
         // Signals are caught from here on: a SIGHUP or SIGTERM sent as soon
         // as the ready file appears must not find the default action (which
         // ends the process) before the signal loop has started.
-        srv.signals = std::make_unique<asio::signal_set>(srv.io, SIGHUP, SIGTERM, SIGINT);
+        srv.signals = std::make_unique<asio::signal_set>(srv.io->main(), SIGHUP, SIGTERM, SIGINT);
         srv.signals->add(SIGUSR1);
         // Written while still privileged: the ready file's directory belongs
         // to whoever started the daemon, not to the service user.
@@ -365,22 +367,18 @@ int serve(std::string const& config_file, std::string const& db_override, serve_
         spdlog::info("listening name={} protocol={} address={} port={} tls={}{}", li.cfg.name, li.cfg.protocol,
                      li.cfg.address, li.bound_port, config::to_string(li.cfg.tls),
                      li.cfg.auth_required ? " auth_required=yes" : "");
-        asio::co_spawn(srv.io,
+        asio::co_spawn(srv.io->main(),
                        popgate::server::accept_loop(*srv.acceptors[i], li.cfg, *srv.ctx->protocol(li.cfg.protocol),
-                                           srv.ctx->frame_env()),
+                                                    srv.ctx->frame_env(), *srv.io),
                        asio::detached);
     }
     srv.ctx->set_state(session::serving_state::serving);
-    asio::co_spawn(srv.io, signal_loop(srv, *srv.signals), asio::detached);
-    asio::co_spawn(srv.io, purge_loop(srv), asio::detached);
+    asio::co_spawn(srv.io->main(), signal_loop(srv, *srv.signals), asio::detached);
+    asio::co_spawn(srv.io->main(), purge_loop(srv), asio::detached);
 
-    unsigned const n = settings->threads ? settings->threads : std::max(1u, std::thread::hardware_concurrency());
-    spdlog::info("popgate {} started threads={} database={}", POPGATE_VERSION, n,
+    spdlog::info("popgate {} started threads={} database={}", POPGATE_VERSION, srv.io->size(),
                  log::field(store::database_label(settings->database.string())));
-    std::vector<std::jthread> threads;
-    for (unsigned i = 1; i < n; ++i) threads.emplace_back([&] { srv.io.run(); });
-    srv.io.run();
-    for (auto& t : threads) t.join();
+    srv.io->run();
     srv.ctx->upstreams().close_all();  // their sockets belong to io
     // Blocking jobs still running hold work on io's executor and post their
     // completions to it: let them finish while io still exists. Then io is

@@ -124,7 +124,8 @@ void quit_and_close(upstream_link& l) noexcept
 upstream_pool::~upstream_pool() { close_all(); }
 
 std::unique_ptr<upstream_link> upstream_pool::take(std::string const& key,
-                                                   std::chrono::steady_clock::duration max_idle_time)
+                                                   std::chrono::steady_clock::duration max_idle_time,
+                                                   asio::execution_context const* home)
 {
     std::vector<std::unique_ptr<upstream_link>> stale;
     std::unique_ptr<upstream_link> found;
@@ -139,12 +140,21 @@ std::unique_ptr<upstream_link> upstream_pool::take(std::string const& key,
                 keep.push_back(std::move(l));
         }
         idle_ = std::move(keep);
+        // The most recent one on the caller's own I/O thread, else the most
+        // recent one: a connection from another thread works, but each of its
+        // steps then passes through that thread.
+        auto pick = idle_.rend();
         for (auto it = idle_.rbegin(); it != idle_.rend(); ++it) {
-            if ((*it)->key == key) {
-                found = std::move(*it);
-                idle_.erase(std::next(it).base());
+            if ((*it)->key != key) continue;
+            if (pick == idle_.rend()) pick = it;
+            if (&asio::query((*it)->sock.get_executor(), asio::execution::context) == home) {
+                pick = it;
                 break;
             }
+        }
+        if (pick != idle_.rend()) {
+            found = std::move(*pick);
+            idle_.erase(std::next(pick).base());
         }
     }
     for (auto& l : stale) quit_and_close(*l);
@@ -403,25 +413,28 @@ asio::awaitable<smtp_client::connected> smtp_client::connect(std::string key, st
     co_return connected{ok};
 }
 
-// MAIL FROM on the connection in link_.
-asio::awaitable<upstream_verdict> smtp_client::mail(upstream_envelope const& env)
+// MAIL FROM on the connection in link_. Any failure closes the connection
+// (command()), and the pipelined RCPT's reply with it.
+asio::awaitable<upstream_verdict> smtp_client::mail(upstream_envelope const& env, std::string const& first_rcpt)
 {
     auto const& ext = link_->extensions;
     std::string line = "MAIL FROM:<" + env.mail_from + ">";
     if (env.size && offers(ext, "SIZE")) line += " SIZE=" + std::to_string(*env.size);
     if (env.eight_bit && offers(ext, "8BITMIME")) line += " BODY=8BITMIME";
     line += "\r\n";
+    rcpt_sent_ = offers(ext, "PIPELINING");
+    if (rcpt_sent_) line += "RCPT TO:<" + first_rcpt + ">\r\n";
     auto v = co_await command(line, 2, "MAIL");
     co_return v;
 }
 
 // A connection ready for RCPT: a kept one or a fresh one, MAIL taken.
-asio::awaitable<upstream_verdict> smtp_client::begin(upstream_envelope const& env)
+asio::awaitable<upstream_verdict> smtp_client::begin(upstream_envelope const& env, std::string const& first_rcpt)
 {
     auto key = pool_key();
-    if (s_.upstream_reuse_time.count() > 0) link_ = pool_.take(key, s_.upstream_reuse_time);
+    if (s_.upstream_reuse_time.count() > 0) link_ = pool_.take(key, s_.upstream_reuse_time, &asio::query(ex_, asio::execution::context));
     if (link_) {
-        auto v = co_await mail(env);
+        auto v = co_await mail(env, first_rcpt);
         // A kept connection that is gone (the upstream timed it out, closed
         // it, says 421) costs nothing: MAIL is the first thing it carries for
         // this transaction, so it goes on a fresh connection, which gives the
@@ -456,7 +469,7 @@ asio::awaitable<upstream_verdict> smtp_client::begin(upstream_envelope const& en
     }
     if (c.verdict.what != upstream_verdict::kind::ok) co_return c.verdict;
     if (skip_tls || fell_back) link_->tls_note = "fallback";
-    auto v = co_await mail(env);
+    auto v = co_await mail(env, first_rcpt);
     co_return v;
 }
 
@@ -484,8 +497,10 @@ asio::awaitable<upstream_verdict> smtp_client::recipient(upstream_envelope const
 asio::awaitable<upstream_verdict> smtp_client::ask_recipient(upstream_envelope const& env, std::string const& rcpt)
 {
     std::string const prefix = "<" + rcpt + ">: ";
+    bool sent = false;  // this RCPT went with MAIL
     if (txn_ == txn::none) {
-        auto v = co_await begin(env);
+        auto v = co_await begin(env, rcpt);
+        sent = rcpt_sent_;
         if (v.what == upstream_verdict::kind::ok) {
             txn_ = txn::open;
             spdlog::debug("sid={} upstream transaction open {}", sid_, v.log);
@@ -497,7 +512,8 @@ asio::awaitable<upstream_verdict> smtp_client::ask_recipient(upstream_envelope c
     if (txn_ == txn::open) {
         std::string const line = "RCPT TO:<" + rcpt + ">\r\n";
         std::optional<proto::smtp_reply> r;
-        bool const written = co_await write(line);
+        bool written = sent;
+        if (!sent) written = co_await write(line);
         if (written) r = co_await read_reply();
         int const code = r ? r->code : 0;
         int const cls = proto::reply_class(code);
@@ -545,6 +561,8 @@ asio::awaitable<upstream_verdict> smtp_client::data()
     if (v.what != upstream_verdict::kind::ok) {
         txn_ = txn::failed;
         failure_ = v;
+    } else {
+        txn_ = txn::data;  // from here only the end of data or a closed connection ends it
     }
     co_return v;
 }

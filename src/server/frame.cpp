@@ -10,7 +10,6 @@
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/ssl/context.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <boost/asio/strand.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
@@ -322,11 +321,11 @@ asio::awaitable<void> serve_connection(tcp::socket sock, config::listener const&
     sock.close(ignored);
 }
 
-asio::awaitable<void> accept_loop(tcp::acceptor& acc, config::listener const& l, protocol& p, frame_env env)
+asio::awaitable<void> accept_loop(tcp::acceptor& acc, config::listener const& l, protocol& p, frame_env env,
+                                  io::io_threads& threads)
 {
     for (;;) {
-        auto [ec, sock] =
-            co_await acc.async_accept(asio::make_strand(acc.get_executor()), asio::as_tuple(asio::use_awaitable));
+        auto [ec, sock] = co_await acc.async_accept(threads.next(), asio::as_tuple(asio::use_awaitable));
         if (ec) {
             if (ec == asio::error::operation_aborted || !acc.is_open()) co_return;
             // EMFILE and friends: log, breathe, go on; the daemon must not die.

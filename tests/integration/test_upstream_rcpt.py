@@ -187,6 +187,44 @@ def test_mixed_local_and_refused_relay_recipient(make_gateway, upstream):
     assert [strip_received(m) for m in g.messages("alice")] == [BODY.replace(b"\r\n", b"\n")]
 
 
+# ------------------------------------------------------------------ PIPELINING upstream (RFC 2920)
+
+
+def test_pipelining_upstream_gets_the_first_rcpt_with_mail_and_each_verdict_still_counts(make_gateway, upstream):
+    upstream.pipelining = True
+    upstream.rcpt_replies = dict(REFUSALS)
+    g = gateway(make_gateway, upstream)
+    with smtplib.SMTP("127.0.0.1", g.port("smtp"), timeout=30) as s:
+        assert s.sendmail(SENDER, [BAD, GOOD], BODY) == {BAD: BAD_REPLY}  # the pipelined one refused
+        assert s.sendmail(SENDER, [GOOD2, BUSY], BODY) == {BUSY: BUSY_REPLY}  # the second one refused
+    assert upstream.mail_with_rcpt == [True, True]
+    assert [(cn, r) for cn, _, r, _ in messages(upstream)] == [(1, [GOOD]), (1, [GOOD2])]
+    assert len(upstream.connections) == 1
+
+
+def test_pipelining_upstream_refusing_mail_takes_no_recipient_and_the_next_message_goes(make_gateway, upstream):
+    upstream.pipelining = True
+    upstream.mail_reply = "553 5.7.1 <a@example.org>: Sender address rejected"
+    g = gateway(make_gateway, upstream)
+    with smtplib.SMTP("127.0.0.1", g.port("smtp"), timeout=30) as s:
+        with pytest.raises(smtplib.SMTPRecipientsRefused) as refused:
+            s.sendmail(SENDER, [GOOD], BODY)
+        assert refused.value.recipients[GOOD][0] == 553
+        upstream.mail_reply = None
+        assert s.sendmail(SENDER, [GOOD2], BODY) == {}
+    assert upstream.mail_with_rcpt == [True, True]
+    assert upstream.rcpts == [(2, GOOD2)]  # the RCPT behind the refused MAIL was never taken
+    assert [(cn, r) for cn, _, r, _ in messages(upstream)] == [(2, [GOOD2])]
+
+
+def test_upstream_without_pipelining_gets_mail_alone(make_gateway, upstream):
+    g = gateway(make_gateway, upstream)
+    with smtplib.SMTP("127.0.0.1", g.port("smtp"), timeout=30) as s:
+        assert s.sendmail(SENDER, [GOOD], BODY) == {}
+    assert upstream.mail_with_rcpt == [False]
+    assert [(cn, r) for cn, _, r, _ in messages(upstream)] == [(1, [GOOD])]
+
+
 # ------------------------------------------------------------------ upstream unavailable
 
 
@@ -274,29 +312,51 @@ def test_421_to_a_rcpt_fails_the_transaction(make_gateway, upstream):
 # ------------------------------------------------------------------ the transaction ends without a message
 
 
-def test_client_drop_after_rcpt_aborts_the_upstream_transaction(make_gateway, upstream):
-    g = gateway(make_gateway, upstream)
+def raw_after_rcpt(g, upstream):
+    """A raw client whose one relayed recipient the upstream took."""
     c = Raw(g.port("smtp"))
     c.cmd(b"EHLO client.test\r\n")
     assert c.cmd(f"MAIL FROM:<{SENDER}>\r\n".encode()).startswith(b"250 ")
     assert c.cmd(f"RCPT TO:<{GOOD}>\r\n".encode()) == b"250 2.1.5 Ok\r\n"
     assert upstream.rcpts == [(1, GOOD)]
+    return c
+
+
+def test_client_drop_after_rcpt_resets_the_upstream_transaction_and_keeps_the_connection(make_gateway, upstream):
+    g = gateway(make_gateway, upstream)
+    c = raw_after_rcpt(g, upstream)
     c.close()
-    assert upstream.wait_for(lambda: upstream.closed == [1]), upstream.closed
-    assert messages(upstream) == [] and upstream.rsets == []
+    assert upstream.wait_for(lambda: upstream.rsets == [1]), upstream.rsets
     assert g.wait_log("smtp end")
-    # the next message opens a fresh connection and is delivered once
+    assert messages(upstream) == [] and upstream.closed == []
+    # the next message takes the kept connection and is delivered once
     with smtplib.SMTP("127.0.0.1", g.port("smtp"), timeout=30) as s:
         assert s.sendmail(SENDER, [GOOD2], BODY) == {}
-    assert [(cn, r) for cn, _, r, _ in messages(upstream)] == [(2, [GOOD2])]
+    assert [(cn, r) for cn, _, r, _ in messages(upstream)] == [(1, [GOOD2])]
+    assert len(upstream.connections) == 1
 
 
-def test_quit_after_rcpt_delivers_nothing(make_gateway, upstream):
+def test_quit_after_rcpt_delivers_nothing_and_keeps_the_connection(make_gateway, upstream):
     g = gateway(make_gateway, upstream)
     with smtplib.SMTP("127.0.0.1", g.port("smtp"), timeout=30) as s:
         begin(s, GOOD)
+    assert upstream.wait_for(lambda: upstream.rsets == [1]), upstream.rsets
+    with smtplib.SMTP("127.0.0.1", g.port("smtp"), timeout=30) as s:
+        begin(s, GOOD2)
+    assert upstream.wait_for(lambda: upstream.rsets == [1, 1]), upstream.rsets
+    assert messages(upstream) == [] and upstream.closed == []
+    assert len(upstream.connections) == 1
+
+
+def test_client_drop_in_data_closes_the_upstream_connection_and_delivers_nothing(make_gateway, upstream):
+    g = gateway(make_gateway, upstream)
+    c = raw_after_rcpt(g, upstream)
+    assert c.cmd(b"DATA\r\n").startswith(b"354 ")
+    c.s.sendall(b"Subject: cut\r\n\r\nhalf a message\r\n")
+    c.close()
+    # a RSET now would be message text: only closing stops the message
     assert upstream.wait_for(lambda: upstream.closed == [1]), upstream.closed
-    assert messages(upstream) == []
+    assert messages(upstream) == [] and upstream.rsets == []
 
 
 def test_rset_after_relayed_rcpt_resets_upstream_and_the_connection_is_reused(make_gateway, upstream):

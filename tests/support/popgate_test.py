@@ -417,7 +417,9 @@ class CaptureUpstream:
     (connection, address) of every RCPT received and `rsets` the connection
     of every RSET; with `drop_after_rcpt` the upstream drops the connection
     shortly after its 250 to a RCPT; `mail_reply`, when set, is the reply
-    to every MAIL."""
+    to every MAIL. With `pipelining` it offers PIPELINING (RFC 2920), and
+    `mail_with_rcpt` records, for each MAIL, whether a RCPT had already
+    arrived behind it (sent in the same group)."""
 
     def __init__(self):
         from aiosmtpd.controller import Controller
@@ -436,6 +438,8 @@ class CaptureUpstream:
         self.rsets = []
         self.drop_after_rcpt = False
         self.mail_reply = None
+        self.pipelining = False
+        self.mail_with_rcpt = []
         self.lock = threading.Lock()
         self._counting = False
         outer = self
@@ -451,6 +455,8 @@ class CaptureUpstream:
                 session.host_name = hostname  # what aiosmtpd does when there is no hook
                 with outer.lock:
                     outer.greetings.append(server.conn_id)
+                if outer.pipelining:
+                    responses.insert(-1, "250-PIPELINING")
                 return responses
 
             async def handle_HELO(self, server, session, envelope, hostname):
@@ -460,6 +466,11 @@ class CaptureUpstream:
                 return f"250 {server.hostname}"
 
             async def handle_MAIL(self, server, session, envelope, address, mail_options):
+                # aiosmtpd reads one line at a time: what is still in its
+                # reader's buffer was sent behind MAIL, before its reply.
+                behind = bytes(getattr(server._reader, "_buffer", b""))
+                with outer.lock:
+                    outer.mail_with_rcpt.append(behind.upper().startswith(b"RCPT TO:"))
                 if outer.mail_421_on_reuse:
                     with outer.lock:
                         used = any(m["conn"] == server.conn_id for m in outer.messages)

@@ -63,8 +63,10 @@ public:
 
     ~upstream_pool();
     // The most recently used live connection to `key` idle for less than
-    // `max_idle_time`; older ones are closed on the way.
-    std::unique_ptr<upstream_link> take(std::string const& key, std::chrono::steady_clock::duration max_idle_time);
+    // `max_idle_time`, one on `home` (the caller's I/O context) first; older
+    // ones are closed on the way.
+    std::unique_ptr<upstream_link> take(std::string const& key, std::chrono::steady_clock::duration max_idle_time,
+                                        boost::asio::execution_context const* home = nullptr);
     void put(std::unique_ptr<upstream_link> link);
     // QUIT and close every idle connection (shutdown; before the io_context goes).
     void close_all();
@@ -118,8 +120,10 @@ public:
     asio::awaitable<upstream_verdict> finish();
 
     // The client's transaction ended without a message (RSET, HELO/EHLO,
-    // STARTTLS, a DATA that went nowhere upstream): RSET upstream and keep
-    // the connection as finish() does, or close it when the RSET fails.
+    // STARTTLS, a DATA that went nowhere upstream, QUIT or a client gone
+    // before DATA): RSET upstream and keep the connection as finish() does,
+    // or close it when the RSET fails. Once the upstream took DATA, only
+    // closing the connection stops the message: it is closed.
     asio::awaitable<void> release();
 
     // Drops the connection without the terminator: the upstream discards the
@@ -143,16 +147,21 @@ private:
         bool starttls_failed = false;  // the upstream offered STARTTLS and it failed
     };
     asio::awaitable<connected> connect(std::string key, starttls_use use);
-    asio::awaitable<upstream_verdict> mail(upstream_envelope const& env);
-    asio::awaitable<upstream_verdict> begin(upstream_envelope const& env);
+    // MAIL FROM, and with it the first RCPT when the upstream offers
+    // PIPELINING (RFC 2920): one round trip instead of two. `rcpt_sent`
+    // then says that RCPT's reply is still to be read.
+    asio::awaitable<upstream_verdict> mail(upstream_envelope const& env, std::string const& first_rcpt);
+    asio::awaitable<upstream_verdict> begin(upstream_envelope const& env, std::string const& first_rcpt);
+    bool rcpt_sent_ = false;
     asio::awaitable<upstream_verdict> ask_recipient(upstream_envelope const& env, std::string const& rcpt);
     asio::awaitable<void> keep_or_quit();
     upstream_verdict broken(std::string why);
     std::string pool_key() const;
 
-    // none: no transaction yet; open: MAIL taken, RCPTs go; failed: the
-    // transaction cannot carry a message (failure_ says why).
-    enum class txn { none, open, failed };
+    // none: no transaction yet; open: MAIL taken, RCPTs go; data: the
+    // upstream took DATA; failed: the transaction cannot carry a message
+    // (failure_ says why).
+    enum class txn { none, open, data, failed };
     txn txn_ = txn::none;
     upstream_verdict failure_;
     std::size_t accepted_ = 0;  // recipients the upstream took

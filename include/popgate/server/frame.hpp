@@ -4,6 +4,7 @@
 // errors that end one session only, and the connect / end log lines. The
 // protocol (server/protocol.hpp) provides only the conversation.
 #include "popgate/config/config.hpp"
+#include "popgate/io/io_threads.hpp"
 #include "popgate/server/admission.hpp"
 #include "popgate/server/protocol.hpp"
 
@@ -37,9 +38,10 @@ struct frame_env {
     admission_control& admission;
 };
 
-// Accepts on `acc` until it is closed, each connection on its own strand.
+// Accepts on `acc` until it is closed, each connection on the next of the
+// I/O threads' contexts, where it stays.
 boost::asio::awaitable<void> accept_loop(boost::asio::ip::tcp::acceptor& acc, config::listener const& l,
-                                         protocol& p, frame_env env);
+                                         protocol& p, frame_env env, io::io_threads& threads);
 
 // One connection from accept to close.
 boost::asio::awaitable<void> serve_connection(boost::asio::ip::tcp::socket sock, config::listener const& l,

@@ -271,7 +271,14 @@ asio::awaitable<bool> smtp_session::run_step(smtp_step& step)
 
 asio::awaitable<void> smtp_session::run()
 {
-    if (!co_await ch_.send(smtp_greeting(offer_))) co_return;
+    co_await converse();
+    if (up_) co_await end_upstream();
+}
+
+asio::awaitable<void> smtp_session::converse()
+{
+    bool const greeted = co_await ch_.send(smtp_greeting(offer_));
+    if (!greeted) co_return;
     std::string line;
     for (;;) {
         // RFC 2920 §3.1: replies go out when the client will wait for them,

@@ -11,6 +11,9 @@ class smtp_session final : public server::session {
 public:
     smtp_session(smtp_services& svc, server::connection& c);
 
+    // The conversation, then the upstream transaction it leaves open reset
+    // (QUIT or a client gone after RCPT), so that its connection serves the
+    // next message instead of being dropped.
     asio::awaitable<void> run() override;
     std::string last_words() const override;
     std::string end_fields() const override;
@@ -31,6 +34,7 @@ private:
     asio::awaitable<bool> do_data();
     asio::awaitable<bool> do_starttls();
     asio::awaitable<bool> close_with(smtp_step& step);
+    asio::awaitable<void> converse();
 
     // What this connection offers: fixed until STARTTLS changes it.
     smtp_offer make_offer() const;
