@@ -49,6 +49,10 @@ install(FILES ${CMAKE_SOURCE_DIR}/README.md ${CMAKE_SOURCE_DIR}/deploy/postfix/r
 install(FILES ${CMAKE_SOURCE_DIR}/sql/README.md DESTINATION ${CMAKE_INSTALL_DOCDIR} RENAME schema.md)
 # Examples, not active: fail2ban reads only what is in /etc/fail2ban.
 install(DIRECTORY ${CMAKE_SOURCE_DIR}/deploy/fail2ban DESTINATION ${CMAKE_INSTALL_DOCDIR}/examples)
+# storage.group for Postfix's sqlite: table under the unit: a drop-in the
+# administrator copies to /etc/systemd/system/popgate.service.d/.
+install(FILES ${CMAKE_SOURCE_DIR}/deploy/systemd/popgate.service.d/postfix-sqlite.conf
+        DESTINATION ${CMAKE_INSTALL_DOCDIR}/examples/systemd/popgate.service.d)
 # Monitoring: a Prometheus scrape job and alert rules, a Grafana dashboard.
 install(DIRECTORY ${CMAKE_SOURCE_DIR}/deploy/prometheus ${CMAKE_SOURCE_DIR}/deploy/grafana
         DESTINATION ${CMAKE_INSTALL_DOCDIR}/examples)

@@ -141,8 +141,15 @@ int check_config(std::string const& file)
     } catch (std::exception const& e) {
         problems.push_back(e.what());
     }
-    std::string const name = file.empty() ? config::default_config_file().string() : file;
-    for (auto const& p : problems) std::cerr << (name.empty() ? "(built-in default)" : name) << ": " << p << "\n";
+    std::string name = file.empty() ? config::default_config_file().string() : file;
+    if (name.empty()) name = "(built-in default)";
+    // Not a problem (health and /metrics work), but reports are refused.
+    for (auto const& l : s.listeners)
+        if (l.protocol == "http" && l.api_key_file.empty())
+            std::cerr << name << ": note: listener '" << l.name
+                      << "' has no api_key_file: it serves health and /metrics but refuses every Dovecot "
+                         "auth-policy report (403)\n";
+    for (auto const& p : problems) std::cerr << name << ": " << p << "\n";
     if (!problems.empty()) return 1;
     std::cout << "configuration OK (" << s.listeners.size() << " listeners)\n";
     return 0;

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -136,6 +137,17 @@ std::string describe(fs::path const& p)
            octal(st.st_mode) + ")";
 }
 
+// The process's effective or supplementary groups include `gid`.
+bool in_group(gid_t gid)
+{
+    if (::getegid() == gid) return true;
+    int const n = ::getgroups(0, nullptr);
+    if (n <= 0) return false;
+    std::vector<gid_t> groups(static_cast<std::size_t>(n));
+    int const got = ::getgroups(n, groups.data());
+    return got > 0 && std::find(groups.begin(), groups.begin() + got, gid) != groups.begin() + got;
+}
+
 struct state_dir {
     char const* key;
     fs::path dir;
@@ -230,6 +242,17 @@ std::vector<std::string> check_state_dirs(config::settings const& s, service_acc
             problems.push_back(std::string(d.key) + ": " + d.dir.string() + " " + why);
         }
     }
+    if (!s.database_group.empty() && !s.database_is_postgresql()) {
+        if (auto why = why_not_shareable(s); !why.empty()) problems.push_back(std::move(why));
+        group const* gr = ::getgrnam(s.database_group.c_str());
+        if (!gr)
+            problems.push_back("storage.group '" + s.database_group + "' does not exist");
+        else if (::geteuid() != 0 && !in_group(gr->gr_gid))
+            problems.push_back("storage.group: " + a.name + " is not a member of group " + s.database_group +
+                               ", so it cannot give it the database (start popgate as root, or add the group: "
+                               "SupplementaryGroups=" + s.database_group +
+                               " in deploy/systemd/popgate.service.d/postfix-sqlite.conf)");
+    }
     as_account const as(a);
     for (auto const& d : existing) {
         if (auto const v = unusable(d.dir))
@@ -241,6 +264,8 @@ std::vector<std::string> check_state_dirs(config::settings const& s, service_acc
 
 void prepare_state_dirs(config::settings const& s, service_account const& a)
 {
+    // Before anything is made: share_database would refuse it later anyway.
+    if (auto const why = why_not_shareable(s); !why.empty()) throw std::runtime_error(why);
     auto const dirs = state_dirs_of(s);
     for (auto const& d : dirs) make_dirs(d.dir, d.mode, a, d.key);
 
@@ -297,21 +322,100 @@ void prepare_state_dirs(config::settings const& s, service_account const& a)
     }
 }
 
+namespace {
+
+fs::path database_dir(config::settings const& s)
+{
+    return s.database.has_parent_path() ? s.database.parent_path() : fs::path(".");
+}
+
+fs::path normal(fs::path const& p)
+{
+    std::error_code ec;
+    auto a = fs::absolute(p, ec);
+    a = (ec ? p : a).lexically_normal();
+    if (!a.has_filename() && a.has_parent_path() && a != a.root_path()) a = a.parent_path();  // "x/" is "x"
+    return a;
+}
+
+// `inner` is `dir` or below it.
+bool within(fs::path const& dir, fs::path const& inner)
+{
+    auto const d = normal(dir);
+    auto const i = normal(inner);
+    auto [de, ie] = std::mismatch(d.begin(), d.end(), i.begin(), i.end());
+    return de == d.end();
+}
+
+// The directories systemd manages for the unit (StateDirectory= and the
+// like, announced in these variables, ':'-separated): it sets their mode at
+// every start and hands them and everything in them back to User:Group
+// when the top one's owner differs.
+std::optional<std::string> systemd_managed(fs::path const& dir)
+{
+    for (char const* var : {"STATE_DIRECTORY", "RUNTIME_DIRECTORY", "CACHE_DIRECTORY", "LOGS_DIRECTORY",
+                            "CONFIGURATION_DIRECTORY"}) {
+        char const* v = std::getenv(var);
+        if (!v) continue;
+        std::string_view list(v);
+        while (!list.empty()) {
+            auto const end = std::min(list.find(':'), list.size());
+            auto const one = list.substr(0, end);
+            if (!one.empty() && normal(fs::path(one)) == normal(dir))
+                return std::string(one) + " is systemd's " + var;
+            list.remove_prefix(std::min(end + 1, list.size()));
+        }
+    }
+    return std::nullopt;
+}
+
+}  // namespace
+
+std::string why_not_shareable(config::settings const& s)
+{
+    if (s.database_group.empty() || s.database_is_postgresql()) return {};
+    std::string const fix = "; put the database in a directory of its own (for example " +
+                            (database_dir(s) / "db" / s.database.filename()).string() + ")";
+    auto const dir = database_dir(s);
+    // The directory becomes group-owned and setgid: every file made in it
+    // later would be the MTA's to read, and a systemd-managed one goes back
+    // to User:Group (recursively) at the next start.
+    if (auto const why = systemd_managed(dir))
+        return "storage.group: the database's directory " + dir.string() + " is not popgate's to give to group " +
+               s.database_group + ": " + *why + " (systemd sets its owner and mode at every start)" + fix;
+    struct other {
+        char const* key;
+        fs::path path;
+    };
+    std::vector<other> others{{"mail.maildir", mail::maildir_prefix(s.maildir)},
+                              {"tls.key_file", s.tls.key_file},
+                              {"tls.cert_file", s.tls.cert_file}};
+    if (s.upstream_host.empty()) others.push_back({"mail.relay_drop", s.relay_drop});
+    if (!s.log_file.empty()) others.push_back({"log.file", s.log_file});
+    for (auto const& o : others)
+        if (!o.path.empty() && within(dir, o.path))
+            return "storage.group: the database's directory " + dir.string() + " also holds " + o.key + " (" +
+                   o.path.string() + "), which group " + s.database_group + " must not get" + fix;
+    return {};
+}
+
 void share_database(config::settings const& s, service_account const& a)
 {
     if (s.database_group.empty() || s.database_is_postgresql()) return;
     group const* gr = ::getgrnam(s.database_group.c_str());
     if (!gr) throw std::runtime_error("storage.group '" + s.database_group + "' does not exist");
+    if (auto const why = why_not_shareable(s); !why.empty()) throw std::runtime_error(why);
     gid_t const gid = gr->gr_gid;
     uid_t const owner = a.switches ? a.uid : static_cast<uid_t>(-1);
     auto share = [&](fs::path const& p, mode_t mode) {
-        if (::chown(p.c_str(), owner, gid) != 0 || ::chmod(p.c_str(), mode) != 0)
-            throw std::runtime_error("storage.group: cannot give " + p.string() + " to group " + s.database_group +
-                                     " with mode " + octal(mode) + ": " + std::strerror(errno) + "; " +
-                                     describe(p) + " (popgate must start as root, or as a member of " +
-                                     s.database_group + ")");
+        if (::chown(p.c_str(), owner, gid) == 0 && ::chmod(p.c_str(), mode) == 0) return;
+        int const err = errno;  // describe() calls stat and getpwuid, which may set errno
+        throw std::runtime_error("storage.group: cannot give " + p.string() + " to group " + s.database_group +
+                                 " with mode " + octal(mode) + ": " + std::strerror(err) + "; " + describe(p) +
+                                 " (popgate must start as root, or as a member of " + s.database_group +
+                                 "; under systemd see deploy/systemd/popgate.service.d/postfix-sqlite.conf)");
     };
-    auto const db_dir = s.database.has_parent_path() ? s.database.parent_path() : fs::path(".");
+    auto const db_dir = database_dir(s);
     share(db_dir, 02750);
     share(s.database, 0640);
     for (char const* suffix : {"-wal", "-shm"}) {

@@ -140,12 +140,19 @@ def test_failed_login_at_dovecot_grants_nothing(gw, dovecot, upstream):
     # The HTTP listener serves only 192.0.2.0/24: Dovecot on loopback is not
     # trusted, whatever it sends.
     (SECRET, ["192.0.2.0/24"], "http peer not in trusted_networks ip=127.0.0.1", "Policy server HTTP error: 403"),
-], ids=["no-secret", "wrong-secret", "untrusted"])
+    # popgate's listener as shipped, without api_key_file: no reports at all,
+    # whatever Dovecot sends.
+    (SECRET, "no-key-file", "http dovecot report refused ip=127.0.0.1 reason=no-api-key-file listener=http",
+     "Policy server HTTP error: 403"),
+], ids=["no-secret", "wrong-secret", "untrusted", "listener-without-key"])
 def test_refused_reports_grant_nothing_and_logins_go_on(make_gateway, upstream, tmp_path, api_secret, trusted,
                                                          popgate_says, dovecot_says):
     key = tmp_path / "dovecot.key"
     key.write_text(SECRET + "\n")
     http = {"name": "http", "protocol": "http", "api_key_file": str(key)}
+    if trusted == "no-key-file":
+        del http["api_key_file"]
+        trusted = None
     if trusted is not None:
         http["trusted_networks"] = trusted
     g = make_gateway(overrides=relay_overrides(upstream), listeners=DEFAULT_LISTENERS + [http])

@@ -6,6 +6,7 @@ import http.client
 import json
 import os
 import re
+import smtplib
 import socket
 import subprocess
 import time
@@ -224,6 +225,42 @@ def test_report_grants_with_the_secret_only(gw):
     assert post(gw, POLICY + "?x=1&command=report", REPORT, {"X-API-Key": SECRET}) == \
         (200, '{"status":0,"msg":"granted"}')
     assert grants(gw) == [("127.0.0.8", "erin", "dovecot-imap", 1, "http")]
+
+
+def test_without_api_key_file_reports_are_refused_with_curl(make_gateway, tmp_path):
+    # The shipped listener (api_key_file = ""): health and /metrics as ever,
+    # but a report would let any local user grant any address: 403, nothing
+    # granted, logged and counted, whatever X-API-Key says.
+    listeners = DEFAULT_LISTENERS + [{"name": "http", "protocol": "http"}]
+    g = make_gateway(listeners=listeners)
+    for extra in ([], ["-H", "X-API-Key: anything-at-all-0123456789"]):
+        r = subprocess.run(["curl", "-sS", "-o", "-", "-w", "\n%{http_code}", "-H", "Content-Type: application/json",
+                            *extra, "--data-binary", json.dumps(REPORT), url(g, POLICY + "?command=report")],
+                           capture_output=True, text=True, timeout=20)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == '{"status":0,"msg":"reports need api_key_file on this listener"}\n403', r.stdout
+    assert grants(g) == []
+    assert g.sql("SELECT count(*) FROM audit_log WHERE event LIKE '%grant%'") == [(0,)]
+    assert g.wait_log("http dovecot report refused ip=127.0.0.1 reason=no-api-key-file listener=http")
+    assert get(g, "/healthz") == (200, "ok\n")
+    status, metrics = get(g, "/metrics")
+    assert status == 200 and 'popgate_dovecot_reports_total{result="refused"} 2' in metrics, metrics
+    # "allow" still continues: Dovecot's logins are never held up.
+    assert post(g, POLICY + "?command=allow", REPORT) == (200, '{"status":0,"msg":""}')
+    # And the relay is refused for the address the report named.
+    with smtplib.SMTP("127.0.0.1", g.port("smtp"), timeout=10, source_address=("127.0.0.8", 0)) as c:
+        c.ehlo("client.test")
+        c.mail("a@example.org")
+        assert c.rcpt("x@remote.test")[0] == 554
+    # check-config says so, without failing the configuration.
+    r = g.cli("check-config")
+    assert "note: listener 'http' has no api_key_file" in r.stderr and "refuses every Dovecot" in r.stderr, r.stderr
+    assert r.returncode == 0 and "configuration OK" in r.stdout
+
+
+def test_check_config_is_quiet_about_a_listener_with_a_key(gw):
+    r = gw.cli("check-config")
+    assert "api_key_file" not in r.stdout + r.stderr and "configuration OK" in r.stdout
 
 
 @pytest.mark.parametrize("change, status, msg", [

@@ -3,18 +3,37 @@
 storage.group = "postfix" as the file documents, read by a real private
 Postfix 3.7 whose smtpd runs as the postfix user. The database, its -wal
 and -shm files and its directory are readable by that group and nobody
-else, and a grant popgate writes is honoured by Postfix at once."""
+else, and a grant popgate writes is honoured by Postfix at once.
+
+The layout is the Debian package's under its unit with the drop-in
+deploy/systemd/popgate.service.d/postfix-sqlite.conf: the daemon is not
+root (it runs as nobody:nogroup here, standing for User=popgate, with
+postfix as its only supplementary group: SupplementaryGroups=postfix), its
+state directory is its own and 0751 (StateDirectoryMode=0751; the unit
+alone makes it 0750, and then Postfix cannot reach the database), and the
+database sits in db/ below it."""
 import grp
 import os
+import pwd
 import smtplib
 import stat
+import subprocess
 import time
 
 import pytest
 
-from popgate_test import Gateway, CaptureUpstream
+from popgate_test import POPGATE, Gateway, CaptureUpstream
 from private_postfix import (RELAY_DENIED, PrivatePostfix, delivered, pop3_login, require_root,  # noqa: F401
                             work_dir)
+
+DAEMON_USER, DAEMON_GROUP = "nobody", "nogroup"
+
+
+def as_daemon(groups=("postfix",), env=()):
+    """The command prefix that starts popgate as DAEMON_USER, a member of
+    `groups` only, never root (CI runs the tests as root)."""
+    g = ["--groups", ",".join(groups)] if groups else ["--clear-groups"]
+    return ("setpriv", "--reuid", DAEMON_USER, "--regid", DAEMON_GROUP, *g, "--", "env", *env)
 
 
 def lookup_table(dest, dbpath):
@@ -26,18 +45,26 @@ def lookup_table(dest, dbpath):
     return dest
 
 
-def make_stack(work_dir, group, table_type):
-    sink = CaptureUpstream()
+def state_dir(work_dir, mode):
+    """/var/lib/popgate as systemd makes it: the daemon user's, `mode`."""
     root = work_dir / "gw"
+    root.mkdir()
+    os.chown(root, pwd.getpwnam(DAEMON_USER).pw_uid, grp.getgrnam(DAEMON_GROUP).gr_gid)
+    os.chmod(root, mode)
+    return root
+
+
+def make_stack(work_dir, group, table_type, mode=0o751, groups=("postfix",)):
+    sink = CaptureUpstream()
+    root = state_dir(work_dir, mode)
     db = root / "db" / "popgate.db"   # a directory of its own, as relay_clients.cf advises
     storage = {"database": str(db)}
     if group is not None:
         storage["group"] = group
     g = Gateway(root, overrides={"storage": storage},
                 listeners=[{"name": "pop3", "protocol": "pop3", "tls": "none"}])
-    os.chmod(root, 0o755)   # the postfix user must reach db/ (as /var/lib/popgate is)
     g.db = db
-    g.start()
+    g.start(wrapper=as_daemon(groups))
     g.add_user("alice", "pw")
     table = lookup_table(work_dir / "popgate_relay_clients.cf", db)
     os.chmod(table, 0o644)
@@ -53,8 +80,8 @@ def stacks(work_dir):  # noqa: F811
     require_root()
     made = []
 
-    def make(group="postfix", table_type="sqlite"):
-        s = make_stack(work_dir, group, table_type)
+    def make(group="postfix", table_type="sqlite", mode=0o751):
+        s = make_stack(work_dir, group, table_type, mode)
         made.append(s)
         return s
 
@@ -88,12 +115,24 @@ def test_grant_written_by_popgate_is_honoured_by_postfix_sqlite_table(stacks, ta
     assert "warning" not in pf.log(), pf.log()[-2000:]
 
 
+def owner_of(p):
+    return pwd.getpwuid(os.stat(p).st_uid).pw_name
+
+
 def test_database_files_are_readable_by_the_group_and_nobody_else(stacks):
     g, pf, sink = stacks()
     db = g.db
     assert mode_of(db.parent) == (0o2750, "postfix")
     for f in (db, str(db) + "-wal", str(db) + "-shm"):
         assert mode_of(f) == (0o640, "postfix"), f
+        assert owner_of(f) == DAEMON_USER, f
+    # The state directory itself is left as systemd made it (never re-grouped,
+    # which systemd would undo, recursively, at the next start).
+    assert mode_of(g.root) == (0o751, DAEMON_GROUP)
+    # The daemon really is not root.
+    status = open(f"/proc/{g.proc.pid}/status").read()
+    assert next(l for l in status.splitlines() if l.startswith("Uid:")).split()[1:] == \
+        [str(pwd.getpwnam(DAEMON_USER).pw_uid)] * 4
 
 
 def test_lookup_works_while_popgate_is_stopped(stacks):
@@ -125,9 +164,83 @@ def test_without_storage_group_the_lookup_fails_and_never_relays(stacks):
     assert pf.wait_log("SQL prepare failed")
 
 
+def test_state_dir_0750_as_the_unit_alone_makes_it_the_lookup_fails(stacks):
+    # Without the drop-in's StateDirectoryMode=0751 the postfix user cannot
+    # pass through the state directory: no lookup, and certainly no relay.
+    g, pf, sink = stacks(mode=0o750)
+    assert mode_of(g.db) == (0o640, "postfix")   # storage.group did its part
+    assert pop3_login(g, "127.0.0.2").startswith(b"+OK")
+    # smtpd (which opened the table as root, before it dropped to postfix)
+    # dies on the lookup and master throttles it: no answer, no relay.
+    with pytest.raises(smtplib.SMTPServerDisconnected):
+        pf.rcpt("bob@remote.test", source="127.0.0.2")
+    assert pf.wait_log("dict_sqlite_lookup: ") and "SQL prepare failed: disk I/O error" in pf.log(), pf.log()[-2000:]
+    assert sink.messages == []
+
+
+def start_refused(g, wrapper):
+    with pytest.raises(RuntimeError) as e:
+        g.start(wrapper=wrapper)
+    return str(e.value)
+
+
+def check_config(g, wrapper):
+    r = subprocess.run([*wrapper, POPGATE, "-c", str(g.config_file), "check-config"], capture_output=True,
+                       text=True, cwd=g.root, timeout=60)
+    return r.returncode, r.stdout + r.stderr
+
+
+def test_daemon_not_in_the_group_refuses_to_start_and_says_why(work_dir):  # noqa: F811
+    # The unit without the drop-in's SupplementaryGroups=postfix.
+    require_root()
+    root = state_dir(work_dir, 0o751)
+    g = Gateway(root, overrides={"storage": {"database": str(root / "db" / "popgate.db"), "group": "postfix"}},
+                listeners=[{"name": "pop3", "protocol": "pop3", "tls": "none"}])
+    out = start_refused(g, as_daemon(groups=()))
+    assert f"storage.group: cannot give {root}/db to group postfix with mode 2750: Operation not permitted" in out, out
+    assert "as a member of postfix" in out and "postfix-sqlite.conf" in out
+    assert "Success" not in out
+    rc, out = check_config(g, as_daemon(groups=()))
+    assert rc == 1 and "storage.group: nobody is not a member of group postfix" in out, out
+    assert "SupplementaryGroups=postfix" in out
+    # As a member, check-config is content.
+    rc, out = check_config(g, as_daemon())
+    assert rc == 0 and "configuration OK" in out, out
+
+
+@pytest.mark.parametrize("layout", ["state-directory", "beside-maildirs"])
+def test_database_directly_in_the_state_directory_is_refused(work_dir, layout):  # noqa: F811
+    # The package's database path, /var/lib/popgate/popgate.db: giving its
+    # directory to postfix would give the state directory itself, which
+    # systemd hands back to popgate:popgate (recursively) at the next start,
+    # and every file made in it later to the group.
+    require_root()
+    root = state_dir(work_dir, 0o751)
+    storage = {"database": str(root / "popgate.db"), "group": "postfix"}
+    mail = {} if layout == "beside-maildirs" else {"maildir": str(work_dir / "mail" / "%u"),
+                                                    "relay_drop": str(work_dir / "drop")}
+    log = {} if layout == "beside-maildirs" else {"file": "", "target": "stderr"}
+    g = Gateway(root, overrides={"storage": storage, "mail": mail, "log": log,
+                                 "tls": {"cert_file": str(work_dir / "c.pem"), "key_file": str(work_dir / "k.pem")}},
+                listeners=[{"name": "pop3", "protocol": "pop3", "tls": "none"}])
+    env = (f"STATE_DIRECTORY={root}",) if layout == "state-directory" else ()
+    why = (f"storage.group: the database's directory {root} is not popgate's to give to group postfix: "
+           f"{root} is systemd's STATE_DIRECTORY" if layout == "state-directory" else
+           f"storage.group: the database's directory {root} also holds mail.maildir ({root}/mail)")
+    fix = f"put the database in a directory of its own (for example {root}/db/popgate.db)"
+    out = start_refused(g, as_daemon(env=env))
+    assert why in out and fix in out, out
+    # Refused before anything was made or re-grouped.
+    assert not (root / "popgate.db").exists()
+    assert mode_of(root) == (0o751, DAEMON_GROUP)
+    rc, out = check_config(g, as_daemon(env=env))
+    assert rc == 1 and why in out and fix in out, out
+
+
 def test_unknown_group_refuses_to_start(work_dir):  # noqa: F811
     require_root()
-    g = Gateway(work_dir / "gw", overrides={"storage": {"group": "no-such-group-popgate"}},
+    g = Gateway(work_dir / "gw", overrides={"storage": {"group": "no-such-group-popgate",
+                                                      "database": str(work_dir / "gw" / "db" / "popgate.db")}},
                 listeners=[{"name": "pop3", "protocol": "pop3", "tls": "none"}])
     with pytest.raises(RuntimeError, match="storage.group 'no-such-group-popgate' does not exist"):
         g.start()

@@ -63,6 +63,8 @@ assert "error" not in (r.stdout + r.stderr).lower(), r.stdout + r.stderr
 step("check-config without -c, as root: reads /etc/popgate/popgate.toml, checks as popgate")
 r = sh("popgate", "check-config")
 assert r.stdout.strip() == "configuration OK (6 listeners)", r.stdout
+# The shipped http listener has no api_key_file: Dovecot reports are refused.
+assert "note: listener 'http' has no api_key_file" in r.stderr, r.stderr
 
 step("start as the unit says")
 unit = {}

@@ -16,6 +16,7 @@ import pytest
 BUILD = Path(os.environ.get("POPGATE_BUILD_DIR", "build/ci"))
 SOURCE = Path(os.environ.get("POPGATE_SOURCE_DIR", "."))
 UNIT = "lib/systemd/system/popgate.service"
+DROPIN = "usr/share/doc/popgate/examples/systemd/popgate.service.d/postfix-sqlite.conf"
 
 
 def run(*cmd, check=True, **kw):
@@ -71,6 +72,7 @@ def test_contents(deb):
         "./usr/share/doc/popgate/examples/prometheus/popgate-rules.yml": "-rw-r--r--",
         "./usr/share/doc/popgate/examples/prometheus/scrape.yml": "-rw-r--r--",
         "./usr/share/doc/popgate/examples/grafana/popgate-dashboard.json": "-rw-r--r--",
+        "./" + DROPIN: "-rw-r--r--",
     }
     for name, mode in expected.items():
         assert name in entries, (name, listing)
@@ -161,6 +163,30 @@ def test_unit_is_rated_ok_by_systemd_analyze_security(root, tmp_path):
     assert security_score(bare) > 5, bare.read_text()
 
 
+def unit_with_dropin(root, tmp_path):
+    """The unit beside the postfix-sqlite drop-in, as systemd would find them
+    with the drop-in in /etc/systemd/system/popgate.service.d/."""
+    d = tmp_path / "units"
+    (d / "popgate.service.d").mkdir(parents=True)
+    shutil.copy(root / UNIT, d / "popgate.service")
+    shutil.copy(root / DROPIN, d / "popgate.service.d" / "postfix-sqlite.conf")
+    return d / "popgate.service"
+
+
+def test_postfix_sqlite_dropin_is_loaded_and_still_rated_ok(root, tmp_path):
+    unit = unit_with_dropin(root, tmp_path)
+    base, dropped = security_score(root / UNIT), security_score(unit)
+    # It loosens exactly what storage.group needs (so the score rises: the
+    # drop-in was read), and the unit stays well inside "OK".
+    assert base <= 2.5 and base < dropped <= 2.5, (base, dropped)
+    r = run("systemd-analyze", "security", "--offline=true", unit, check=False).stdout
+    assert re.search(r"✗ SystemCallFilter=~@privileged .*e\.g\. chown is allowed", r), r
+    assert re.search(r"✗ SupplementaryGroups=", r) and re.search(r"✗ RestrictSUIDSGID=", r), r
+    keys = unit_settings(unit.parent / "popgate.service.d" / "postfix-sqlite.conf")
+    assert keys == {"SupplementaryGroups": ["postfix"], "SystemCallFilter": ["@chown"],
+                    "RestrictSUIDSGID": ["no"], "StateDirectoryMode": ["0751"]}, keys
+
+
 def in_namespace_works():
     if os.geteuid() != 0:
         return False
@@ -179,6 +205,7 @@ mount -t overlay overlay -o lowerdir=/usr,upperdir={tmp_path}/u,workdir={tmp_pat
 test "$(findmnt -n -o FSTYPE /usr)" = overlay
 cp -a {root}/usr/. /usr/
 SYSTEMD_LOG_LEVEL=notice systemd-analyze verify {root}/{UNIT}
+SYSTEMD_LOG_LEVEL=notice systemd-analyze verify {unit_with_dropin(root, tmp_path)}
 """)
     r = run("unshare", "-m", "sh", script, check=False)
     assert r.returncode == 0 and r.stdout.strip() == "" and r.stderr.strip() == "", r.stdout + r.stderr

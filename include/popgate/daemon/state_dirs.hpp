@@ -49,12 +49,22 @@ void prepare_state_dirs(config::settings const& s, service_account const& a);
 // the database file's mode). Call it once the database exists. Nothing
 // when the key is empty. Throws std::runtime_error naming the key and the
 // path when the group does not exist or cannot be given (the daemon must
-// run as root or be a member of it).
+// run as root or be a member of it), and with why_not_shareable's reason.
 void share_database(config::settings const& s, service_account const& a);
+
+// "" when storage.group may be applied to the database's directory; else why
+// not: the directory is one systemd manages for the unit (StateDirectory=
+// and the like, from $STATE_DIRECTORY...: systemd resets its mode and hands
+// it back to User:Group at every start), or it also holds (directly or
+// below) the Maildirs, the relay drop, the TLS files or the log file, which
+// the group must not get. The database needs a directory of its own.
+std::string why_not_shareable(config::settings const& s);
 
 // What `popgate check-config` reports, making nothing: each directory above
 // (and log.file's) that exists but is not usable by the account, or is
-// missing where the daemon could not make it. One "KEY: PATH ..." per problem.
+// missing where the daemon could not make it; with storage.group, a group
+// that does not exist, why_not_shareable, and (started as non-root) a
+// process that is not a member of the group. One "KEY: PATH ..." per problem.
 // Like prepare_state_dirs, it takes the account's ids for a moment.
 std::vector<std::string> check_state_dirs(config::settings const& s, service_account const& a);
 

@@ -124,15 +124,21 @@ boost::asio::awaitable<http_reply> dovecot_policy_route::report(http_exchange& x
 {
     auto const& c = x.conn;
     auto const& key = x.listener.api_key;
-    if (!key.empty()) {
-        auto const it = x.request.find("X-API-Key");
-        std::string_view const given = it == x.request.end() ? std::string_view{} : trimmed(it->value());
-        if (!same_secret(given, key)) {
-            metrics::dovecot_reports.with({"refused"}).inc();
-            spdlog::warn("sid={} http dovecot report refused ip={} reason={}", c.sid, c.ip,
-                         given.empty() ? "api-key-missing" : "api-key-wrong");
-            co_return policy_json(403, "X-API-Key missing or wrong");
-        }
+    if (key.empty()) {
+        // A report grants relaying to any address it names: without a shared
+        // secret any local user could grant himself. Closed until configured.
+        metrics::dovecot_reports.with({"refused"}).inc();
+        spdlog::warn("sid={} http dovecot report refused ip={} reason=no-api-key-file listener={}", c.sid, c.ip,
+                     log::field(c.listener.name, 64));
+        co_return policy_json(403, "reports need api_key_file on this listener");
+    }
+    auto const it = x.request.find("X-API-Key");
+    std::string_view const given = it == x.request.end() ? std::string_view{} : trimmed(it->value());
+    if (!same_secret(given, key)) {
+        metrics::dovecot_reports.with({"refused"}).inc();
+        spdlog::warn("sid={} http dovecot report refused ip={} reason={}", c.sid, c.ip,
+                     given.empty() ? "api-key-missing" : "api-key-wrong");
+        co_return policy_json(403, "X-API-Key missing or wrong");
     }
     std::string why;
     auto const r = parse_dovecot_policy(x.request.body(), why);

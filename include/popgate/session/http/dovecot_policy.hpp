@@ -12,7 +12,9 @@
 // A successful report of a POP3 or IMAP login grants "remote" as popgate's
 // own POP3 login does (session/login_grant.hpp), method dovecot-pop3 or
 // dovecot-imap. "allow" is always answered {"status":0} (continue): popgate
-// never holds up a login at Dovecot.
+// never holds up a login at Dovecot. A listener without api_key_file serves
+// no reports (403, nothing granted): a report names the address to grant,
+// so without the shared secret any local user could grant any address.
 #include "popgate/relay/grant_issuer.hpp"
 #include "popgate/session/http/http_route.hpp"
 #include "popgate/store/write_queue.hpp"
