@@ -222,13 +222,14 @@ public:
         // the watcher has not heard the notification yet (the decision asks
         // network_generation() next).
         return with([&](pg::connection& c) -> std::optional<grant> {
+            auto const ticket = generation_ticket();
             auto r = c.run("SELECT g.*, n.generation FROM network_generation n LEFT JOIN LATERAL ("
                            POPGATE_PG_GRANT_COLUMNS " FROM relay_grants WHERE address = ANY ($1::inet[])"
                            " AND expires_at > $2 ORDER BY array_position($1::inet[], address) LIMIT 1) g ON true"
                            " WHERE n.id = 1",
                            {p(arr), p(t)});
             if (r.rows() == 0) return std::nullopt;
-            generation_.store(r.i64(0, 12), std::memory_order_release);
+            offer_generation(ticket, r.i64(0, 12));
             if (r.null(0, 0)) return std::nullopt;
             return read_grant(r, 0);
         });
@@ -703,6 +704,28 @@ private:
         return r.rows() ? r.i64(0, 0) : -1;
     }
 
+    // The watcher and every grant lookup read the generation on their own
+    // connections, and their answers can arrive in any order: a read begun
+    // before a change may land after one begun since, and storing it would
+    // bring back the old generation (a network deleted by hand relaying on,
+    // found by the unit test under CI load). Each read takes a ticket before
+    // it is sent, and only a read begun later than the one stored replaces
+    // it. Tickets, not the values, decide: a database restored with a lower
+    // generation must still be taken.
+    std::uint64_t generation_ticket() { return tickets_.fetch_add(1, std::memory_order_acq_rel) + 1; }
+    void offer_generation(std::uint64_t ticket, std::int64_t g)
+    {
+        std::lock_guard lock(generation_mutex_);
+        if (ticket < generation_ticket_) return;
+        generation_ticket_ = ticket;
+        generation_.store(g, std::memory_order_release);
+    }
+    void refresh_generation(pg::connection& c)
+    {
+        auto const ticket = generation_ticket();
+        offer_generation(ticket, read_generation(c));
+    }
+
     // The network watcher's thread: LISTEN popgate_networks on a connection
     // of its own, take each notification's generation, read the table again
     // every network_check_interval and after each reconnect (a notification
@@ -713,7 +736,7 @@ private:
             try {
                 pg::connection c(uri_, opts_.statement_timeout);
                 c.exec("LISTEN popgate_networks");
-                generation_.store(read_generation(c), std::memory_order_release);
+                refresh_generation(c);
                 health_.ok();
                 auto next_check = clock::now() + opts_.network_check_interval;
                 while (!st.stop_requested()) {
@@ -731,10 +754,10 @@ private:
                         }
                         // The payload is the new generation, but two changes
                         // may arrive out of order: read the table itself.
-                        if (heard) generation_.store(read_generation(c), std::memory_order_release);
+                        if (heard) refresh_generation(c);
                     }
                     if (clock::now() >= next_check) {
-                        generation_.store(read_generation(c), std::memory_order_release);
+                        refresh_generation(c);
                         next_check = clock::now() + opts_.network_check_interval;
                     }
                 }
@@ -819,6 +842,9 @@ private:
     std::vector<std::unique_ptr<pg::connection>> idle_;  // under mutex_
     std::size_t open_ = 0;                               // idle and lent; under mutex_
     std::atomic<std::int64_t> generation_{-1};
+    std::atomic<std::uint64_t> tickets_{0};
+    std::mutex generation_mutex_;
+    std::uint64_t generation_ticket_ = 0;  // of the read stored in generation_; under generation_mutex_
     int wake_ = -1;
     std::jthread watcher_;
 };
