@@ -319,6 +319,11 @@ asio::awaitable<void> serve_connection(tcp::socket sock, config::listener const&
     boost::system::error_code ignored;
     sock.shutdown(tcp::socket::shutdown_both, ignored);
     sock.close(ignored);
+    try {
+        co_await s->after_close();
+    } catch (std::exception const& e) {
+        spdlog::warn("sid={} {} after close error={}", c.sid, proto, log::field(e.what()));
+    }
 }
 
 asio::awaitable<void> accept_loop(tcp::acceptor& acc, config::listener const& l, protocol& p, frame_env env,

@@ -348,6 +348,30 @@ def test_quit_after_rcpt_delivers_nothing_and_keeps_the_connection(make_gateway,
     assert len(upstream.connections) == 1
 
 
+def test_quit_is_answered_and_closed_before_the_upstream_reset_is(make_gateway, upstream):
+    # The client's EOF does not wait for the upstream's reply to RSET: the
+    # reset happens after popgate has closed the client's connection, and
+    # the connection still goes back to the pool for the next message.
+    g = gateway(make_gateway, upstream)
+    upstream.rset_delay = 3
+    c = raw_after_rcpt(g, upstream)
+    t = time.monotonic()
+    assert c.cmd(b"QUIT\r\n").startswith(b"221 ")
+    assert c.f.read() == b""  # EOF
+    closed_after = time.monotonic() - t
+    c.close()
+    assert closed_after < 1.5, closed_after
+    assert upstream.wait_for(lambda: upstream.rsets == [1]), upstream.rsets
+    assert upstream.rsets_answered == []  # the client had its EOF before the upstream answered
+    assert upstream.wait_for(lambda: upstream.rsets_answered == [1]), upstream.rsets_answered
+    assert upstream.closed == []
+    time.sleep(0.2)  # popgate reads the 250 and puts the connection back
+    with smtplib.SMTP("127.0.0.1", g.port("smtp"), timeout=30) as s:
+        assert s.sendmail(SENDER, [GOOD2], BODY) == {}
+    assert [(cn, r) for cn, _, r, _ in messages(upstream)] == [(1, [GOOD2])]
+    assert len(upstream.connections) == 1
+
+
 def test_client_drop_in_data_closes_the_upstream_connection_and_delivers_nothing(make_gateway, upstream):
     g = gateway(make_gateway, upstream)
     c = raw_after_rcpt(g, upstream)

@@ -417,7 +417,8 @@ class CaptureUpstream:
     (connection, address) of every RCPT received and `rsets` the connection
     of every RSET; with `drop_after_rcpt` the upstream drops the connection
     shortly after its 250 to a RCPT; `mail_reply`, when set, is the reply
-    to every MAIL. With `pipelining` it offers PIPELINING (RFC 2920), and
+    to every MAIL; `rset_delay` holds each RSET's reply back that many
+    seconds (`rsets_answered`: the connection of each RSET answered). With `pipelining` it offers PIPELINING (RFC 2920), and
     `mail_with_rcpt` records, for each MAIL, whether a RCPT had already
     arrived behind it (sent in the same group)."""
 
@@ -438,6 +439,8 @@ class CaptureUpstream:
         self.rsets = []
         self.drop_after_rcpt = False
         self.mail_reply = None
+        self.rset_delay = 0
+        self.rsets_answered = []
         self.pipelining = False
         self.mail_with_rcpt = []
         self.lock = threading.Lock()
@@ -498,6 +501,10 @@ class CaptureUpstream:
             async def handle_RSET(self, server, session, envelope):
                 with outer.lock:
                     outer.rsets.append(server.conn_id)
+                if outer.rset_delay:
+                    await asyncio.sleep(outer.rset_delay)
+                with outer.lock:
+                    outer.rsets_answered.append(server.conn_id)
                 return "250 OK"
 
             async def handle_DATA(self, server, session, envelope):

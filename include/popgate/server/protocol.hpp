@@ -38,6 +38,12 @@ public:
     // QUIT, limits) set connection::end_reason and return; broken invariants
     // throw, and the frame logs them and closes this connection only.
     virtual boost::asio::awaitable<void> run() = 0;
+    // After the frame has closed the client's connection: work the client
+    // must not wait for (the SMTP session resets its upstream transaction
+    // here, so the client's EOF does not wait for the upstream's RSET). The
+    // watchdog has stopped: the session's own timeouts bound this, and it
+    // must not touch connection::stream.
+    virtual boost::asio::awaitable<void> after_close() { co_return; }
     // The watchdog is about to cut a clear-text connection: a line to send
     // first (best effort), or "".
     virtual std::string last_words() const { return {}; }

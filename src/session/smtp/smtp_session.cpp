@@ -269,9 +269,12 @@ asio::awaitable<bool> smtp_session::run_step(smtp_step& step)
     co_return true;
 }
 
-asio::awaitable<void> smtp_session::run()
+asio::awaitable<void> smtp_session::run() { co_await converse(); }
+
+// The client has its EOF by now: a transaction it left open upstream (QUIT
+// or a drop after a relayed RCPT) is reset without the client waiting.
+asio::awaitable<void> smtp_session::after_close()
 {
-    co_await converse();
     if (up_) co_await end_upstream();
 }
 

@@ -11,10 +11,12 @@ class smtp_session final : public server::session {
 public:
     smtp_session(smtp_services& svc, server::connection& c);
 
-    // The conversation, then the upstream transaction it leaves open reset
-    // (QUIT or a client gone after RCPT), so that its connection serves the
-    // next message instead of being dropped.
+    // The conversation.
     asio::awaitable<void> run() override;
+    // Once the client has its EOF, the upstream transaction the conversation
+    // left open (QUIT or a client gone after RCPT) is reset, so that its
+    // connection serves the next message instead of being dropped.
+    asio::awaitable<void> after_close() override;
     std::string last_words() const override;
     std::string end_fields() const override;
 
