@@ -746,6 +746,31 @@ class Sink:
             self.proc.wait(5)
 
 
+class Floor(Sink):
+    """The zero-work server: smtp-sink answering the generator itself, with
+    no relay, no lookup, no log and no upstream (one event-driven process, as
+    Postfix's own test tool). Its rate is what the generator, the kernel and
+    the two cores allow any server on an SMTP row; a goal above it cannot be
+    met on this machine. reject=True refuses RCPT (500), the denied rows."""
+
+    def __init__(self, w, reject=False):
+        self.name = "smtp-sink" + (" -f rcpt" if reject else "")
+        self.port = free_port()
+        self.out = os.path.join(w, f"floor{'-reject' if reject else ''}.out")
+        self.proc = subprocess.Popen(["smtp-sink", "-u", "postfix"] + (["-f", "rcpt"] if reject else [])
+                                     + [f"127.0.0.1:{self.port}", "1024"],
+                                     stdout=open(self.out, "w"), stderr=subprocess.STDOUT, preexec_fn=raise_nofile)
+        if not wait_port(self.port):
+            raise RuntimeError("smtp-sink did not listen")
+        self.pids = [self.proc.pid]
+        self.smtp_port = self.port
+
+
+# The goal of each SMTP row against Postfix (issue 16): the relay rows 3x, the decisions 5x.
+def goal_factor(key):
+    return 3 if "relay" in key else 5
+
+
 # ---------------------------------------------------------------- running
 def run_load(args, server, argv, timeout):
     before = tree_cpu(server.pids)
@@ -919,6 +944,8 @@ def main():
                     "built by postmap from the same unexpired grants)")
     ap.add_argument("--only", default="", help="comma-separated scenario name prefixes")
     ap.add_argument("--no-compare", action="store_true", help="popgate alone")
+    ap.add_argument("--no-floor", action="store_true",
+                    help="skip the zero-work server (smtp-sink answering the generator) on the SMTP rows")
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--build-dir", default="", help="use popgate and bench/popgate_load from this build "
                     "(configured with -DPOPGATE_BENCH=ON) instead of building build/release")
@@ -1017,12 +1044,28 @@ def main():
         crypt_rate = json.loads(cr.stdout.strip().splitlines()[-1])["ops_per_s"]
         log(f"crypt(3) SHA512-crypt bound on {os.cpu_count()} cores: {crypt_rate:.0f} verifies/s")
 
+        def floor_of(kind, theirs, argv):
+            """The zero-work server for a plain SMTP row of popgate against
+            Postfix, and the argv it runs with (it refuses with 500)."""
+            if args.no_floor or kind != "smtp" or theirs != "postfix" or "--tls" in argv:
+                return None, argv
+            reject = "--expect" in argv and argv[argv.index("--expect") + 1] != "250"
+            if reject not in floors:
+                floors[reject] = Floor(w, reject)
+                sinks.append(floors[reject])
+            if reject:
+                argv = list(argv)
+                argv[argv.index("--expect") + 1] = "500"
+            return floors[reject], argv
+
+        floors = {}
         table = []
         for key, kind, mine, theirs, argv in selected:
             ours, other = by_role[mine], by_role[theirs]
-            per_round = {"popgate": [], "other": []}
+            floor, floor_argv = floor_of(kind, theirs, argv)
+            per_round = {"popgate": [], "other": [], "floor": []}
             for r in range(args.rounds):
-                for who, srv in (("popgate", ours), ("other", other)):
+                for who, srv in (("popgate", ours), ("other", other), ("floor", floor)):
                     if srv is None:
                         continue
                     if kind == "pop3-refill":
@@ -1034,6 +1077,15 @@ def main():
                     port = getattr(srv, {"pop3": "pop_port", "pop3-refill": "pop_port", "pop3s": "pop3s_port",
                                          "smtp": "smtp_port", "smtps": "smtps_port"}[kind])
                     sent_before = None
+                    if who == "floor":
+                        res = run_load(args, srv, floor_argv + ["--port", str(srv.port)], timeout=args.duration * 4 + 60)
+                        res.update(server=srv.name, round=r, key=key)
+                        results.append(res)
+                        per_round[who].append(res)
+                        log(f"  {key:28s} {srv.name:10s} round {r}: {res['ops_per_s']:8.1f}/s p99 {res['p99_ms']:.2f} ms "
+                            f"err {res['errors']} server CPU {res['server_cpu_s']:.2f} s"
+                            + (f" [{res['first_error']}]" if res['first_error'] else ""))
+                        continue
                     if kind.startswith("smtp"):
                         sink = srv.sink
                         sent_before = sink.messages()
@@ -1118,6 +1170,13 @@ def main():
                 full, res = sum(x.get("tls_full", 0) for x in rs), sum(x.get("tls_resumed", 0) for x in rs)
                 return f"{100 * res / (full + res):.0f}%" if full + res else "-"
             print(f"{'':{kw}s}   handshakes resumed: popgate {share(a)}" + (f", {other} {share(b)}" if b else ""))
+        f = pr["floor"]
+        if f:
+            fr = med([x["ops_per_s"] for x in f])
+            need = goal_factor(key) * med([y["ops_per_s"] for y in b]) if b else float("nan")
+            print(f"{'':{kw}s}   zero-work server ({f[0]['server']}): {fr:.0f}/s, step p99 "
+                  f"{med([x['step_p99_ms'] for x in f]):.2f} ms; popgate at {100 * med([x['ops_per_s'] for x in a]) / fr:.0f}% "
+                  f"of it" + (f"; {goal_factor(key)}x {other} needs {need:.0f}/s = {100 * need / fr:.0f}% of it" if b else ""))
         if "relay" in key:
             sa = sum(x.get("sink_delta", 0) for x in a)
             sb = sum(y.get("sink_delta", 0) for y in b)
