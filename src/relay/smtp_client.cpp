@@ -245,10 +245,21 @@ asio::awaitable<bool> smtp_client::write(std::string_view data)
 {
     if (!link_ || !link_->sock.is_open()) co_return false;
     std::optional<std::tuple<boost::system::error_code, std::size_t>> r;
-    if (link_->tls)
+    if (link_->tls) {
         r = co_await timed(asio::async_write(*link_->tls, asio::buffer(data), asio::as_tuple(asio::use_awaitable)));
-    else
-        r = co_await timed(asio::async_write(link_->sock, asio::buffer(data), asio::as_tuple(asio::use_awaitable)));
+        co_return r && !std::get<0>(*r);
+    }
+    // In clear, what fits in the socket's send buffer (nearly always all of
+    // it) goes at once: a deadline and its watchdog are set up only for a
+    // write that has to wait for the upstream to read.
+    boost::system::error_code ec;
+    link_->sock.non_blocking(true, ec);
+    std::size_t sent = 0;
+    while (!ec && sent < data.size()) sent += link_->sock.write_some(asio::buffer(data.substr(sent)), ec);
+    if (sent == data.size()) co_return true;
+    if (ec != asio::error::would_block && ec != asio::error::try_again) co_return false;
+    data.remove_prefix(sent);
+    r = co_await timed(asio::async_write(link_->sock, asio::buffer(data), asio::as_tuple(asio::use_awaitable)));
     co_return r && !std::get<0>(*r);
 }
 
