@@ -43,6 +43,63 @@ asio::awaitable<void> watchdog(asio::ip::tcp::socket& sock, session_clock& c, st
     }
 }
 
+struct op_deadline::state {
+    explicit state(asio::any_io_executor ex) : timer(std::move(ex)) {}
+    asio::steady_timer timer;
+    clock::time_point deadline = clock::time_point::max();
+    asio::ip::tcp::socket* sock = nullptr;  // while an operation runs
+    bool sleeping = false;
+    bool expired = false;
+};
+
+op_deadline::op_deadline(asio::any_io_executor ex) : st_(std::make_shared<state>(std::move(ex))) {}
+
+op_deadline::~op_deadline()
+{
+    st_->sock = nullptr;
+    if (st_->sleeping) st_->timer.cancel();  // its handler then finds nothing to do
+}
+
+void op_deadline::start(asio::ip::tcp::socket& sock, clock::duration d)
+{
+    st_->sock = &sock;
+    st_->expired = false;
+    st_->deadline = clock::now() + d;
+    if (!st_->sleeping)
+        sleep(st_);
+    else if (st_->deadline < st_->timer.expiry())
+        st_->timer.cancel();  // a shorter limit than the one it sleeps to: it wakes and sleeps again
+}
+
+bool op_deadline::stop() noexcept
+{
+    st_->sock = nullptr;
+    return st_->expired;
+}
+
+void op_deadline::sleep(std::shared_ptr<state> st)
+{
+    st->sleeping = true;
+    st->timer.expires_at(st->deadline);
+    auto& timer = st->timer;
+    timer.async_wait([st = std::move(st)](boost::system::error_code) { wake(st); });
+}
+
+void op_deadline::wake(std::shared_ptr<state> const& st)
+{
+    st->sleeping = false;
+    if (!st->sock) return;  // nothing running (or the owner is gone): the next start() sleeps again
+    if (st->deadline > clock::now()) {
+        sleep(st);  // the running operation began after the one this sleep was for
+        return;
+    }
+    st->expired = true;
+    boost::system::error_code ignored;
+    st->sock->shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
+    st->sock->close(ignored);
+    st->sock = nullptr;
+}
+
 asio::awaitable<read_status> line_reader::read(stream& s, std::string& line, session_clock& c, clock::duration idle,
                                               std::optional<clock::time_point> limit)
 {

@@ -12,6 +12,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/ssl.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include <chrono>
 #include <fstream>
@@ -202,7 +203,7 @@ void upstream_pool::close_all()
 // ------------------------------------------------------------------ client
 
 smtp_client::smtp_client(asio::any_io_executor ex, config::settings const& s, std::string sid, upstream_pool& pool)
-    : ex_(ex), s_(s), sid_(std::move(sid)), pool_(pool)
+    : ex_(ex), s_(s), sid_(std::move(sid)), pool_(pool), deadline_(ex)
 {
 }
 
@@ -223,16 +224,16 @@ std::string smtp_client::pool_key() const
            std::to_string(static_cast<int>(s_.upstream_starttls)) + "|" + s_.upstream_user + "|" + s_.hostname;
 }
 
-// Races one operation against the deadline; the watchdog closes the socket when
-// it passes, which ends the operation whatever stream (TLS or not) runs it.
+// One operation on the link's socket (connect, TLS handshake, write, read),
+// bounded by relay.upstream_timeout: deadline_ closes the socket when it runs
+// over, which ends the operation whatever stream (TLS or not) runs it.
 template <class T>
 asio::awaitable<std::optional<T>> smtp_client::timed(asio::awaitable<T> op)
 {
-    clock_.expired = false;
-    clock_.arm(s_.upstream_timeout);
-    auto r = co_await (std::move(op) || io::watchdog(link_->sock, clock_));
-    if (r.index() != 0 || clock_.expired) co_return std::nullopt;
-    co_return std::get<0>(std::move(r));
+    deadline_.start(link_->sock, s_.upstream_timeout);
+    auto result = co_await std::move(op);
+    if (deadline_.stop()) co_return std::nullopt;
+    co_return result;
 }
 
 upstream_verdict smtp_client::broken(std::string why)
@@ -250,8 +251,8 @@ asio::awaitable<bool> smtp_client::write(std::string_view data)
         co_return r && !std::get<0>(*r);
     }
     // In clear, what fits in the socket's send buffer (nearly always all of
-    // it) goes at once: a deadline and its watchdog are set up only for a
-    // write that has to wait for the upstream to read.
+    // it) goes at once: the deadline and an asynchronous write are needed
+    // only for what has to wait for the upstream to read.
     boost::system::error_code ec;
     link_->sock.non_blocking(true, ec);
     std::size_t sent = 0;
@@ -351,13 +352,17 @@ asio::awaitable<smtp_client::connected> smtp_client::connect(std::string key, st
     link_->key = std::move(key);
     auto endpoints = cached_endpoints(s_.upstream_host, s_.upstream_port);
     if (endpoints.empty()) {
+        // Not an operation on the socket, so closing it would not end the
+        // lookup: raced against its own timer instead.
         tcp::resolver resolver(ex_);
-        auto res = co_await timed(resolver.async_resolve(s_.upstream_host, std::to_string(s_.upstream_port),
-                                                         tcp::resolver::numeric_service,
-                                                         asio::as_tuple(asio::use_awaitable)));
-        if (!res || std::get<0>(*res) || std::get<1>(*res).empty())
+        asio::steady_timer timer(ex_, s_.upstream_timeout);
+        auto res = co_await (resolver.async_resolve(s_.upstream_host, std::to_string(s_.upstream_port),
+                                                    tcp::resolver::numeric_service, asio::as_tuple(asio::use_awaitable)) ||
+                             timer.async_wait(asio::as_tuple(asio::use_awaitable)));
+        if (res.index() != 0 || std::get<0>(std::get<0>(res)) || std::get<1>(std::get<0>(res)).empty())
             co_return connected{broken("resolve " + s_.upstream_host + " failed")};
-        for (auto const& e : std::get<1>(*res)) endpoints.push_back(e.endpoint());
+        auto const& found = std::get<1>(std::get<0>(res));
+        for (auto const& e : found) endpoints.push_back(e.endpoint());
         remember_endpoints(s_.upstream_host, s_.upstream_port, endpoints);
     }
     auto& sock = link_->sock;

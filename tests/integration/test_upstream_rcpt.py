@@ -276,6 +276,44 @@ def test_silent_upstream_times_out_at_rcpt_and_the_session_goes_on(make_gateway)
         silent.close()
 
 
+def test_upstream_timeout_bounds_each_reply_not_the_transaction(make_gateway, upstream):
+    # relay.upstream_timeout = 1: three RCPT replies 0.6 s each (1.8 s in all,
+    # on one kept connection) are each in time; the message goes through once.
+    g = gateway(make_gateway, upstream, relay={"upstream_timeout": 1})
+    slow = [f"slow{i}@remote.test" for i in range(3)]
+    upstream.rcpt_delays = {r: 0.6 for r in slow}
+    with smtplib.SMTP("127.0.0.1", g.port("smtp"), timeout=30) as s:
+        t0 = time.monotonic()
+        begin(s, *slow)
+        assert time.monotonic() - t0 >= 1.8
+        assert s.data(BODY)[0] == 250
+    assert [(m[1], m[2], strip_received(m[3])) for m in messages(upstream)] == [(SENDER, slow, BODY)]
+
+
+def test_a_reply_later_than_upstream_timeout_fails_the_transaction(make_gateway, upstream):
+    # The first RCPT is answered at once; the second not within the 1 s
+    # limit: 451 for it after about a second, the connection is dropped, and
+    # the transaction (already holding the first recipient) cannot carry the
+    # message, so nothing is delivered.
+    g = gateway(make_gateway, upstream, relay={"upstream_timeout": 1})
+    upstream.rcpt_delays = {GOOD2: 3}
+    with smtplib.SMTP("127.0.0.1", g.port("smtp"), timeout=30) as s:
+        begin(s, GOOD)
+        t0 = time.monotonic()
+        code, text = s.rcpt(GOOD2)
+        waited = time.monotonic() - t0
+        assert (code, text[:6]) == (451, b"4.4.1 "), (code, text)
+        assert 0.9 <= waited < 2.5, waited
+        with pytest.raises(smtplib.SMTPDataError) as e:
+            s.data(BODY)
+        assert e.value.smtp_code == 451
+        assert s.noop()[0] == 250
+    assert g.wait_log('upstream_detail="RCPT: no valid reply')
+    assert upstream.wait_for(lambda: 1 in upstream.closed)
+    time.sleep(2.5)  # past the held reply: nothing arrives late either
+    assert messages(upstream) == []
+
+
 def test_upstream_gone_between_rcpt_and_data_gives_451_at_data(make_gateway, upstream):
     g = gateway(make_gateway, upstream)
     g.add_user("alice", "pw")

@@ -418,7 +418,9 @@ class CaptureUpstream:
     of every RSET; with `drop_after_rcpt` the upstream drops the connection
     shortly after its 250 to a RCPT; `mail_reply`, when set, is the reply
     to every MAIL; `rset_delay` holds each RSET's reply back that many
-    seconds (`rsets_answered`: the connection of each RSET answered). With `pipelining` it offers PIPELINING (RFC 2920), and
+    seconds (`rsets_answered`: the connection of each RSET answered), and
+    `rcpt_delays` maps an address to the seconds its RCPT's reply is held
+    back. With `pipelining` it offers PIPELINING (RFC 2920), and
     `mail_with_rcpt` records, for each MAIL, whether a RCPT had already
     arrived behind it (sent in the same group)."""
 
@@ -440,6 +442,7 @@ class CaptureUpstream:
         self.drop_after_rcpt = False
         self.mail_reply = None
         self.rset_delay = 0
+        self.rcpt_delays = {}
         self.rsets_answered = []
         self.pipelining = False
         self.mail_with_rcpt = []
@@ -489,6 +492,8 @@ class CaptureUpstream:
             async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
                 with outer.lock:
                     outer.rcpts.append((server.conn_id, address))
+                if address in outer.rcpt_delays:
+                    await asyncio.sleep(outer.rcpt_delays[address])
                 if outer.mode == "reject-rcpt":
                     return "550 5.1.1 no such user here"
                 if address in outer.rcpt_replies:

@@ -4,12 +4,14 @@
 // forever (a client that never reads is cut off at the same deadline).
 #include "popgate/io/stream.hpp"
 
+#include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 
 #include <chrono>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -53,6 +55,36 @@ struct alarm_guard {
 // blocking) just before the close; empty: nothing.
 asio::awaitable<void> watchdog(asio::ip::tcp::socket& sock, session_clock& c,
                                std::function<std::string()> last_words = {});
+
+// A deadline for one operation at a time on a socket, for a caller that
+// runs many short ones (the upstream client: a command, its reply, the next
+// command). Racing each operation against watchdog() costs two coroutines,
+// a timer and a cancellation per operation; here start() is a clock read.
+// One timer sleeps until the deadline it last saw; when it wakes it closes
+// the socket if an operation is still running past its deadline (which
+// ends that operation, TLS or not), sleeps on if the deadline has moved
+// later, and stops when no operation is running. The next start() wakes
+// it again. Everything runs on the owner's executor: an I/O thread's own
+// context, so no locks.
+class op_deadline {
+public:
+    explicit op_deadline(asio::any_io_executor ex);
+    ~op_deadline();
+    op_deadline(op_deadline const&) = delete;
+    op_deadline& operator=(op_deadline const&) = delete;
+
+    // An operation on `sock` begins now and must end within `d`.
+    void start(asio::ip::tcp::socket& sock, clock::duration d);
+    // It ended. true: it ended because the deadline passed and the socket
+    // was closed.
+    bool stop() noexcept;
+
+private:
+    struct state;
+    static void sleep(std::shared_ptr<state> st);
+    static void wake(std::shared_ptr<state> const& st);
+    std::shared_ptr<state> st_;  // shared with the sleeping timer's handler
+};
 
 // timed_out: no command began within the idle timeout; too_slow: a line (or
 // an exchange, see `limit`) began and was not complete in time.

@@ -171,7 +171,7 @@ private:
     std::string sid_;
     upstream_pool& pool_;
     std::unique_ptr<upstream_link> link_;
-    io::session_clock clock_;
+    io::op_deadline deadline_;
 };
 
 }  // namespace popgate::relay
