@@ -230,7 +230,12 @@ std::string smtp_client::pool_key() const
 template <class T>
 asio::awaitable<std::optional<T>> smtp_client::timed(asio::awaitable<T> op)
 {
+    struct stop_on_exit {  // also when op throws: the link may be pooled or freed next
+        io::op_deadline& d;
+        ~stop_on_exit() { d.stop(); }
+    };
     deadline_.start(link_->sock, s_.upstream_timeout);
+    stop_on_exit guard{deadline_};
     auto result = co_await std::move(op);
     if (deadline_.stop()) co_return std::nullopt;
     co_return result;
@@ -353,7 +358,12 @@ asio::awaitable<smtp_client::connected> smtp_client::connect(std::string key, st
     auto endpoints = cached_endpoints(s_.upstream_host, s_.upstream_port);
     if (endpoints.empty()) {
         // Not an operation on the socket, so closing it would not end the
-        // lookup: raced against its own timer instead.
+        // lookup: raced against its own timer instead, which turns a slow
+        // answer into "resolve failed". It does not bound a lookup that
+        // hangs: Asio runs getaddrinfo() on a thread nothing can cancel, and
+        // the race ends only when both have. That wait is the system
+        // resolver's own timeout (resolv.conf); an address as
+        // relay.upstream_host needs no lookup, and names are cached a minute.
         tcp::resolver resolver(ex_);
         asio::steady_timer timer(ex_, s_.upstream_timeout);
         auto res = co_await (resolver.async_resolve(s_.upstream_host, std::to_string(s_.upstream_port),
