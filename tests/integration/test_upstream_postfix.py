@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from popgate_test import CaptureUpstream
+from popgate_test import CaptureUpstream, eventually
 from private_postfix import PrivatePostfix, delivered, require_root, work_dir  # noqa: F401
 
 GOOD = "good@remote.test"
@@ -97,7 +97,10 @@ def test_refusal_at_postfix_end_of_data_reaches_the_client_and_nothing_is_delive
 
 def test_second_message_reuses_the_upstream_connection(stack):
     g, pf, sink = stack
-    before = connects(pf)   # the start-up probe of PrivatePostfix.start
+    # The start-up probe of PrivatePostfix.start, once Postfix has logged its
+    # end: its log lines come through postlogd a moment after the fact.
+    assert eventually(lambda: re.search(r"postfix/smtpd\[\d+\]: disconnect from ", pf.log()), 10), pf.log()
+    before = connects(pf)
     for n in (1, 2):
         with smtplib.SMTP("127.0.0.1", g.port("smtp"), timeout=60) as s:
             assert s.sendmail(SENDER, [GOOD, BAD], body(f"message {n}")) == {BAD: BAD_REPLY}
