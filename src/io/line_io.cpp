@@ -6,6 +6,21 @@
 
 namespace popgate::io {
 
+void send_nowait(asio::ip::tcp::socket& sock, std::string_view bytes) noexcept
+{
+    boost::system::error_code ignored;
+    // Asio's flag, not a system call: the socket is usually non-blocking already.
+    if (!sock.non_blocking()) sock.non_blocking(true, ignored);
+    if (!ignored) sock.send(asio::buffer(bytes.data(), bytes.size()), 0, ignored);
+}
+
+void close_now(asio::ip::tcp::socket& sock) noexcept
+{
+    boost::system::error_code ignored;
+    sock.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
+    sock.close(ignored);
+}
+
 asio::awaitable<void> watchdog(asio::ip::tcp::socket& sock, session_clock& c, std::function<std::string()> last_words)
 {
     asio::steady_timer timer(co_await asio::this_coro::executor);
@@ -14,18 +29,12 @@ asio::awaitable<void> watchdog(asio::ip::tcp::socket& sock, session_clock& c, st
         auto const now = clock::now();
         if (c.deadline <= now) {
             c.expired = true;
-            boost::system::error_code ignored;
             if (last_words) {
                 auto const msg = last_words();
-                if (!msg.empty()) {
-                    sock.non_blocking(true, ignored);
-                    sock.send(asio::buffer(msg), 0, ignored);
-                }
+                if (!msg.empty()) send_nowait(sock, msg);
             }
-            // Closing the TCP socket fails every pending operation of the
-            // session, TLS or not; the session then ends as timed out.
-            sock.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
-            sock.close(ignored);
+            // The session then ends as timed out.
+            close_now(sock);
             co_return;
         }
         // Wake at the deadline; if the session moved it meanwhile, wait again.
@@ -94,9 +103,7 @@ void op_deadline::wake(std::shared_ptr<state> const& st)
         return;
     }
     st->expired = true;
-    boost::system::error_code ignored;
-    st->sock->shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
-    st->sock->close(ignored);
+    close_now(*st->sock);
     st->sock = nullptr;
 }
 

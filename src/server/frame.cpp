@@ -54,8 +54,18 @@ public:
             auto ec = co_await tls_->write(data);
             co_return ec;
         }
-        auto [ec, n] = co_await asio::async_write(sock_, data, asio::as_tuple(asio::use_awaitable));
-        co_return ec;
+        // What the send buffer takes (nearly always a whole reply) goes at
+        // once, as OpenSSL's writes do: an asynchronous write would cost a
+        // posted completion and a turn of the reactor per reply. Only the
+        // rest, for a client that does not read, waits (bounded by the
+        // watchdog, which closes the socket).
+        boost::system::error_code ec;
+        if (!sock_.non_blocking()) sock_.non_blocking(true, ec);
+        std::size_t sent = 0;
+        while (!ec && sent < data.size()) sent += sock_.write_some(data + sent, ec);
+        if (sent == data.size() || (ec != asio::error::would_block && ec != asio::error::try_again)) co_return ec;
+        auto [wec, n] = co_await asio::async_write(sock_, data + sent, asio::as_tuple(asio::use_awaitable));
+        co_return wec;
     }
 
     bool can_start_tls() const noexcept override
@@ -192,13 +202,6 @@ asio::awaitable<std::optional<origin>> through_proxy(tcp::socket& sock, config::
     co_return o;
 }
 
-void send_now(tcp::socket& sock, std::string_view msg) noexcept
-{
-    boost::system::error_code ignored;
-    sock.non_blocking(true, ignored);
-    sock.send(asio::buffer(msg.data(), msg.size()), 0, ignored);
-}
-
 }  // namespace
 
 std::shared_ptr<config::settings const> live_config::settings() const
@@ -242,13 +245,12 @@ config::listener const& current_policy(config::listener const& bound, config::se
 
 }  // namespace
 
-asio::awaitable<void> serve_connection(tcp::socket sock, config::listener const& l, protocol& p, frame_env env)
+asio::awaitable<void> serve_connection(tcp::socket sock, tcp::endpoint ep, config::listener const& l, protocol& p,
+                                       frame_env env)
 {
     using namespace asio::experimental::awaitable_operators;
     auto const proto = p.name();
     boost::system::error_code ec;
-    auto const ep = sock.remote_endpoint(ec);
-    if (ec) co_return;  // gone before we looked
     auto const direct = net::parse_ip(ep.address().to_string());
     if (!direct) co_return;
 
@@ -270,7 +272,7 @@ asio::awaitable<void> serve_connection(tcp::socket sock, config::listener const&
     if (!env.admission.admit(peer, *settings, why, limits)) {
         spdlog::warn("{} refused ip={} listener={} reason={}", proto, peer.to_string(), l.name, why);
         // Under implicit TLS a clear-text line would be noise to the client.
-        if (l.tls != config::tls_mode::implicit) send_now(sock, p.refusal(why, *settings));
+        if (l.tls != config::tls_mode::implicit) io::send_nowait(sock, p.refusal(why, *settings));
         sock.close(ec);
         co_return;
     }
@@ -316,9 +318,7 @@ asio::awaitable<void> serve_connection(tcp::socket sock, config::listener const&
     }
     spdlog::info("sid={} {} end reason={} {}", c.sid, proto, c.end_reason, s->end_fields());
     st.close_notify();
-    boost::system::error_code ignored;
-    sock.shutdown(tcp::socket::shutdown_both, ignored);
-    sock.close(ignored);
+    io::close_now(sock);
     try {
         co_await s->after_close();
     } catch (std::exception const& e) {
@@ -330,7 +330,9 @@ asio::awaitable<void> accept_loop(tcp::acceptor& acc, config::listener const& l,
                                   io::io_threads& threads)
 {
     for (;;) {
-        auto [ec, sock] = co_await acc.async_accept(threads.next(), asio::as_tuple(asio::use_awaitable));
+        // The peer's address comes with accept(2) itself: no getpeername(2).
+        tcp::endpoint peer;
+        auto [ec, sock] = co_await acc.async_accept(threads.next(), peer, asio::as_tuple(asio::use_awaitable));
         if (ec) {
             if (ec == asio::error::operation_aborted || !acc.is_open()) co_return;
             // EMFILE and friends: log, breathe, go on; the daemon must not die.
@@ -349,7 +351,7 @@ asio::awaitable<void> accept_loop(tcp::acceptor& acc, config::listener const& l,
                 spdlog::error("session listener={} ended by exception: {}", name, e.what());
             }
         };
-        asio::co_spawn(ex, serve_connection(std::move(sock), l, p, env), done);
+        asio::co_spawn(ex, serve_connection(std::move(sock), peer, l, p, env), done);
     }
 }
 

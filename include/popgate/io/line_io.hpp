@@ -50,6 +50,14 @@ struct alarm_guard {
     alarm_guard& operator=(alarm_guard const&) = delete;
 };
 
+// Sends what the socket's buffer takes now and never waits: last words
+// before a close (a timeout, a refusal, a QUIT to an upstream we leave).
+void send_nowait(asio::ip::tcp::socket& sock, std::string_view bytes) noexcept;
+
+// Shuts both directions, then closes: every operation pending on the socket
+// fails at once, TLS or not. Errors are ignored (the peer may be gone).
+void close_now(asio::ip::tcp::socket& sock) noexcept;
+
 // Closes `sock` when the deadline passes; ends when the session has finished.
 // `last_words`, when given, is asked for a line to send (best effort, without
 // blocking) just before the close; empty: nothing.

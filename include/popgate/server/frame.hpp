@@ -43,8 +43,8 @@ struct frame_env {
 boost::asio::awaitable<void> accept_loop(boost::asio::ip::tcp::acceptor& acc, config::listener const& l,
                                          protocol& p, frame_env env, io::io_threads& threads);
 
-// One connection from accept to close.
-boost::asio::awaitable<void> serve_connection(boost::asio::ip::tcp::socket sock, config::listener const& l,
-                                              protocol& p, frame_env env);
+// One connection from accept to close; `peer` is the address accept gave.
+boost::asio::awaitable<void> serve_connection(boost::asio::ip::tcp::socket sock, boost::asio::ip::tcp::endpoint peer,
+                                              config::listener const& l, protocol& p, frame_env env);
 
 }  // namespace popgate::server
