@@ -21,6 +21,8 @@
 #include <sstream>
 #include <utility>
 
+#include <unistd.h>
+
 namespace popgate::relay {
 
 using namespace boost::asio::experimental::awaitable_operators;
@@ -110,24 +112,44 @@ namespace {
 // Best effort, never waits: the upstream learns we are gone either way.
 void quit_and_close(upstream_link& l) noexcept
 {
-    boost::system::error_code ignored;
     if (!l.sock.is_open()) return;
-    if (!l.tls) {
-        static constexpr char quit[] = "QUIT\r\n";
-        l.sock.non_blocking(true, ignored);
-        l.sock.send(asio::buffer(quit, sizeof quit - 1), 0, ignored);
-    }
-    l.sock.shutdown(tcp::socket::shutdown_both, ignored);
-    l.sock.close(ignored);
+    if (!l.tls) io::send_nowait(l.sock, "QUIT\r\n");
+    io::close_now(l.sock);
 }
 }  // namespace
 
 upstream_pool::~upstream_pool() { close_all(); }
 
+namespace {
+// An idle connection in clear from another I/O thread moves to `home`: used
+// where it is, each of its steps (a write, the reply) would pass through its
+// own thread, a post and a wake-up there and back per step; moving it takes
+// an epoll_ctl(2) out of that thread's epoll set and one into this one's.
+// Under TLS it stays where it is: Asio's SSL stream keeps timers of its own
+// thread. false: the socket is gone (closed here).
+bool rehome(upstream_link& l, asio::any_io_executor const& home)
+{
+    if (l.tls) return true;
+    boost::system::error_code ec;
+    auto const fd = l.sock.release(ec);
+    if (ec) return l.sock.is_open();  // still usable where it is
+    tcp::socket moved(home);
+    moved.assign(l.protocol, fd, ec);
+    if (ec) {
+        ::close(fd);
+        return false;
+    }
+    l.sock = std::move(moved);
+    return true;
+}
+}  // namespace
+
 std::unique_ptr<upstream_link> upstream_pool::take(std::string const& key,
                                                    std::chrono::steady_clock::duration max_idle_time,
-                                                   asio::execution_context const* home)
+                                                   asio::any_io_executor const& home)
 {
+    auto const* home_context = &asio::query(home, asio::execution::context);
+    bool foreign = false;
     std::vector<std::unique_ptr<upstream_link>> stale;
     std::unique_ptr<upstream_link> found;
     {
@@ -142,13 +164,12 @@ std::unique_ptr<upstream_link> upstream_pool::take(std::string const& key,
         }
         idle_ = std::move(keep);
         // The most recent one on the caller's own I/O thread, else the most
-        // recent one: a connection from another thread works, but each of its
-        // steps then passes through that thread.
+        // recent one (moved to this thread below).
         auto pick = idle_.rend();
         for (auto it = idle_.rbegin(); it != idle_.rend(); ++it) {
             if ((*it)->key != key) continue;
             if (pick == idle_.rend()) pick = it;
-            if (&asio::query((*it)->sock.get_executor(), asio::execution::context) == home) {
+            if (&asio::query((*it)->sock.get_executor(), asio::execution::context) == home_context) {
                 pick = it;
                 break;
             }
@@ -156,9 +177,12 @@ std::unique_ptr<upstream_link> upstream_pool::take(std::string const& key,
         if (pick != idle_.rend()) {
             found = std::move(*pick);
             idle_.erase(std::next(pick).base());
+            foreign = &asio::query(found->sock.get_executor(), asio::execution::context) != home_context;
         }
     }
     for (auto& l : stale) quit_and_close(*l);
+    if (found) found->moved = foreign && !found->tls;
+    if (found && foreign && !rehome(*found, home)) found.reset();
     return found;
 }
 
@@ -211,11 +235,7 @@ smtp_client::~smtp_client() { abort(); }
 
 void smtp_client::abort() noexcept
 {
-    boost::system::error_code ignored;
-    if (link_ && link_->sock.is_open()) {
-        link_->sock.shutdown(tcp::socket::shutdown_both, ignored);
-        link_->sock.close(ignored);
-    }
+    if (link_ && link_->sock.is_open()) io::close_now(link_->sock);
 }
 
 std::string smtp_client::pool_key() const
@@ -259,7 +279,8 @@ asio::awaitable<bool> smtp_client::write(std::string_view data)
     // it) goes at once: the deadline and an asynchronous write are needed
     // only for what has to wait for the upstream to read.
     boost::system::error_code ec;
-    link_->sock.non_blocking(true, ec);
+    // Asio's flag, not a system call: set once per connection, not per write.
+    if (!link_->sock.non_blocking()) link_->sock.non_blocking(true, ec);
     std::size_t sent = 0;
     while (!ec && sent < data.size()) sent += link_->sock.write_some(asio::buffer(data.substr(sent)), ec);
     if (sent == data.size()) co_return true;
@@ -382,6 +403,7 @@ asio::awaitable<smtp_client::connected> smtp_client::connect(std::string key, st
         co_return connected{
             broken("connect " + s_.upstream_host + ":" + std::to_string(s_.upstream_port) + " failed: " + why)};
     }
+    link_->protocol = std::get<1>(*conn).protocol();
     boost::system::error_code ignored;
     sock.set_option(tcp::no_delay(true), ignored);
 
@@ -458,7 +480,7 @@ asio::awaitable<upstream_verdict> smtp_client::mail(upstream_envelope const& env
 asio::awaitable<upstream_verdict> smtp_client::begin(upstream_envelope const& env, std::string const& first_rcpt)
 {
     auto key = pool_key();
-    if (s_.upstream_reuse_time.count() > 0) link_ = pool_.take(key, s_.upstream_reuse_time, &asio::query(ex_, asio::execution::context));
+    if (s_.upstream_reuse_time.count() > 0) link_ = pool_.take(key, s_.upstream_reuse_time, ex_);
     if (link_) {
         auto v = co_await mail(env, first_rcpt);
         // A kept connection that is gone (the upstream timed it out, closed
@@ -468,7 +490,7 @@ asio::awaitable<upstream_verdict> smtp_client::begin(upstream_envelope const& en
         // on this sender.
         bool const dead = v.what == upstream_verdict::kind::temporary;
         if (!dead) {
-            v.log += " reused=yes";
+            v.log += link_->moved ? " reused=yes moved=yes" : " reused=yes";
             co_return v;
         }
         spdlog::debug("sid={} upstream kept connection unusable, reconnecting: {}", sid_, v.log);

@@ -96,6 +96,22 @@ def test_two_client_sessions_share_one_upstream_connection(make_gateway, upstrea
     assert upstream.open_connections() == [1] and upstream.quits == []
 
 
+def test_kept_connection_follows_the_sessions_from_io_thread_to_io_thread(make_gateway, upstream):
+    # The test gateway runs two I/O threads and hands accepted connections to
+    # them in turn, so each session after the first finds the kept connection
+    # idle on the other thread and moves it to its own (clear text): six
+    # messages, one upstream connection, five moves, nothing lost or doubled.
+    g = reuse_gateway(make_gateway, upstream)
+    for n in range(1, 7):
+        assert_accepted(relay(g.port("smtp"), n))
+    assert delivered(upstream, range(1, 7)) == [1] * 6
+    assert upstream.greetings == [1] and len(upstream.connections) == 1
+    opened = [line for line in g.log().splitlines() if "upstream transaction open" in line]
+    assert len(opened) == 6 and "reused=" not in opened[0], opened  # the first one connected
+    assert all(line.endswith(" reused=yes moved=yes") for line in opened[1:]), opened
+    assert upstream.open_connections() == [1]
+
+
 def test_reuse_time_zero_opens_and_quits_a_connection_per_message(make_gateway, upstream):
     g = reuse_gateway(make_gateway, upstream, reuse_time=0)
     assert_accepted(relay(g.port("smtp"), 1))

@@ -43,6 +43,8 @@ struct upstream_link {
     std::vector<std::string> extensions;  // EHLO keywords, upper case
     std::string buf;                      // read but not yet parsed
     unsigned messages = 0;
+    asio::ip::tcp protocol = asio::ip::tcp::v4();  // of the address it connected to
+    bool moved = false;  // taken from another I/O thread's idle set by the last take()
     std::string key;                      // which upstream, as configured
     std::string tls_note = "no";          // for the log: TLS yes, no, or fallback (clear after a failure)
     std::chrono::steady_clock::time_point idle_since;
@@ -63,10 +65,11 @@ public:
 
     ~upstream_pool();
     // The most recently used live connection to `key` idle for less than
-    // `max_idle_time`, one on `home` (the caller's I/O context) first; older
-    // ones are closed on the way.
+    // `max_idle_time`, one on `home` (the caller's I/O thread) first; older
+    // ones are closed on the way. A connection in clear from another I/O
+    // thread is moved onto `home` first.
     std::unique_ptr<upstream_link> take(std::string const& key, std::chrono::steady_clock::duration max_idle_time,
-                                        boost::asio::execution_context const* home = nullptr);
+                                        boost::asio::any_io_executor const& home);
     void put(std::unique_ptr<upstream_link> link);
     // QUIT and close every idle connection (shutdown; before the io_context goes).
     void close_all();
