@@ -131,9 +131,9 @@ bool rehome(upstream_link& l, asio::any_io_executor const& home)
 {
     if (l.tls) return true;
     boost::system::error_code ec;
+    tcp::socket moved(home);  // before release(): nothing can throw once the fd is out
     auto const fd = l.sock.release(ec);
     if (ec) return l.sock.is_open();  // still usable where it is
-    tcp::socket moved(home);
     moved.assign(l.protocol, fd, ec);
     if (ec) {
         ::close(fd);
