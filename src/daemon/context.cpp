@@ -31,7 +31,9 @@ context::context(std::shared_ptr<config::settings const> s, std::unique_ptr<stor
 {
     auth_.set_cache_ttl(s->credential_cache_ttl);
     // One line per route.
-    http_routes_.push_back(std::make_unique<session::healthz_route>());
+    auto healthz = std::make_unique<session::healthz_route>();
+    healthz_ = healthz.get();
+    http_routes_.push_back(std::move(healthz));
     http_routes_.push_back(std::make_unique<session::readyz_route>(state_, *db_, blocking_));
     http_routes_.push_back(std::make_unique<session::dovecot_policy_route>(blocking_, writes_, grant_issuer_));
     http_routes_.push_back(std::make_unique<session::metrics_route>(*db_, blocking_));
@@ -43,6 +45,8 @@ context::context(std::shared_ptr<config::settings const> s, std::unique_ptr<stor
 }
 
 context::~context() { blocking_.join(); }
+
+void context::watch_io_threads(io::io_threads const& threads) noexcept { healthz_->watch(threads); }
 
 void context::reload(std::shared_ptr<config::settings const> s)
 {

@@ -329,6 +329,7 @@ int serve(std::string const& config_file, std::string const& db_override, serve_
         cap_sessions_to_fds(*settings, srv.nofile, srv.threads);
         srv.ctx = std::make_unique<context>(settings, std::move(db), std::max(2u, cores));
         srv.io = std::make_unique<io::io_threads>(settings->threads ? settings->threads : cores);
+        srv.ctx->watch_io_threads(*srv.io);
         srv.ctx->live().set_tls(std::move(tls));
 
         for (auto const& l : settings->listeners) {

@@ -69,6 +69,9 @@ public:
     // bound and accepting, draining at SIGTERM.
     void set_state(session::serving_state s) noexcept { state_.store(s); }
 
+    // /healthz probes these I/O threads (serve() calls it once they exist).
+    void watch_io_threads(io::io_threads const& threads) noexcept;
+
     // The registered protocol of that name (daemon/protocols.cpp), or nullptr.
     server::protocol* protocol(std::string_view name) noexcept;
 
@@ -91,6 +94,7 @@ private:
     // The HTTP listener's routes, in the order they are matched.
     std::vector<std::unique_ptr<session::http_route>> http_routes_;
     std::vector<session::http_route*> http_route_list_;
+    session::healthz_route* healthz_ = nullptr;  // one of http_routes_
     std::vector<std::unique_ptr<server::protocol>> protocols_;  // last: they hold references to the rest
 };
 

@@ -21,9 +21,18 @@ constexpr std::array get_only{beast_http::verb::get};
 
 std::span<beast_http::verb const> healthz_route::methods() const noexcept { return get_only; }
 
-boost::asio::awaitable<http_reply> healthz_route::serve(http_exchange&)
+boost::asio::awaitable<http_reply> healthz_route::serve(http_exchange& x)
 {
-    co_return http_text(200, "ok\n");
+    auto const* threads = threads_.load();
+    if (!threads) co_return http_text(200, "ok\n");  // not serving yet: no listener to ask through
+    auto const silent = co_await io::unanswered(threads->executors(), limit);
+    if (silent.empty()) co_return http_text(200, "ok\n");
+    std::string which;
+    for (auto const i : silent) which += (which.empty() ? "" : ",") + std::to_string(i);
+    spdlog::error("sid={} http healthz I/O threads not answering threads={} of={} limit_ms={}", x.conn.sid, which,
+                  threads->size(), limit.count());
+    co_return http_text(503, "unhealthy: I/O thread " + which + " of " + std::to_string(threads->size()) +
+                                 " did not answer within " + std::to_string(limit.count()) + " ms\n");
 }
 
 std::span<beast_http::verb const> readyz_route::methods() const noexcept { return get_only; }

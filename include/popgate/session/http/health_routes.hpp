@@ -1,16 +1,21 @@
 #pragma once
 // Health endpoints for load balancers, systemd and monitoring:
-//   GET /healthz  200 "ok": the process is alive and its I/O threads answer.
+//   GET /healthz  200 "ok": the process is alive and every I/O thread runs a
+//                 posted no-op within healthz_route::limit; else 503 naming
+//                 the threads that did not (one stuck thread holds every
+//                 connection placed on it).
 //   GET /readyz   200 "ready": every listener is bound and the database
 //                 answers a read; else 503 with the reason on one line.
 //   GET /metrics  every popgate_* metric (metrics/catalog.hpp) in the
 //                 Prometheus text exposition format 0.0.4.
+#include "popgate/io/io_threads.hpp"
 #include "popgate/session/http/http_route.hpp"
 #include "popgate/store/store.hpp"
 
 #include <boost/asio/thread_pool.hpp>
 
 #include <atomic>
+#include <chrono>
 
 namespace popgate::session {
 
@@ -19,9 +24,16 @@ enum class serving_state { starting, serving, draining };
 
 class healthz_route final : public http_route {
 public:
+    static constexpr std::chrono::milliseconds limit{1000};
     std::string_view path() const noexcept override { return "/healthz"; }
     std::span<beast_http::verb const> methods() const noexcept override;
     boost::asio::awaitable<http_reply> serve(http_exchange& x) override;
+    // The I/O threads to probe, once the daemon has made them (before the
+    // listeners open).
+    void watch(io::io_threads const& threads) noexcept { threads_.store(&threads); }
+
+private:
+    std::atomic<io::io_threads const*> threads_{nullptr};
 };
 
 class readyz_route final : public http_route {
