@@ -6,12 +6,21 @@
 
 namespace popgate::io {
 
+std::size_t write_nowait(asio::ip::tcp::socket& sock, asio::const_buffer data, boost::system::error_code& ec) noexcept
+{
+    ec.clear();
+    // Asio's flag, not a system call: set once per socket, not per write.
+    if (!sock.non_blocking()) sock.non_blocking(true, ec);
+    std::size_t sent = 0;
+    while (!ec && sent < data.size()) sent += sock.write_some(data + sent, ec);
+    if (ec == asio::error::would_block || ec == asio::error::try_again) ec.clear();
+    return sent;
+}
+
 void send_nowait(asio::ip::tcp::socket& sock, std::string_view bytes) noexcept
 {
     boost::system::error_code ignored;
-    // Asio's flag, not a system call: the socket is usually non-blocking already.
-    if (!sock.non_blocking()) sock.non_blocking(true, ignored);
-    if (!ignored) sock.send(asio::buffer(bytes.data(), bytes.size()), 0, ignored);
+    write_nowait(sock, asio::buffer(bytes.data(), bytes.size()), ignored);
 }
 
 void close_now(asio::ip::tcp::socket& sock) noexcept

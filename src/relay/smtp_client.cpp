@@ -279,12 +279,9 @@ asio::awaitable<bool> smtp_client::write(std::string_view data)
     // it) goes at once: the deadline and an asynchronous write are needed
     // only for what has to wait for the upstream to read.
     boost::system::error_code ec;
-    // Asio's flag, not a system call: set once per connection, not per write.
-    if (!link_->sock.non_blocking()) link_->sock.non_blocking(true, ec);
-    std::size_t sent = 0;
-    while (!ec && sent < data.size()) sent += link_->sock.write_some(asio::buffer(data.substr(sent)), ec);
+    auto const sent = io::write_nowait(link_->sock, asio::buffer(data), ec);
+    if (ec) co_return false;
     if (sent == data.size()) co_return true;
-    if (ec != asio::error::would_block && ec != asio::error::try_again) co_return false;
     data.remove_prefix(sent);
     r = co_await timed(asio::async_write(link_->sock, asio::buffer(data), asio::as_tuple(asio::use_awaitable)));
     co_return r && !std::get<0>(*r);

@@ -60,10 +60,8 @@ public:
         // rest, for a client that does not read, waits (bounded by the
         // watchdog, which closes the socket).
         boost::system::error_code ec;
-        if (!sock_.non_blocking()) sock_.non_blocking(true, ec);
-        std::size_t sent = 0;
-        while (!ec && sent < data.size()) sent += sock_.write_some(data + sent, ec);
-        if (sent == data.size() || (ec != asio::error::would_block && ec != asio::error::try_again)) co_return ec;
+        auto const sent = io::write_nowait(sock_, data, ec);
+        if (ec || sent == data.size()) co_return ec;
         auto [wec, n] = co_await asio::async_write(sock_, data + sent, asio::as_tuple(asio::use_awaitable));
         co_return wec;
     }

@@ -10,6 +10,7 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include <chrono>
+#include <cstddef>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -50,8 +51,14 @@ struct alarm_guard {
     alarm_guard& operator=(alarm_guard const&) = delete;
 };
 
-// Sends what the socket's buffer takes now and never waits: last words
-// before a close (a timeout, a refusal, a QUIT to an upstream we leave).
+// Writes what the socket's send buffer takes now and never waits; returns
+// how much. `ec` is set only by a real error: a full buffer is not one (the
+// caller waits for the rest, asynchronously and under its own deadline).
+std::size_t write_nowait(asio::ip::tcp::socket& sock, asio::const_buffer data,
+                         boost::system::error_code& ec) noexcept;
+
+// write_nowait with errors ignored: last words before a close (a timeout,
+// a refusal, a QUIT to an upstream we leave).
 void send_nowait(asio::ip::tcp::socket& sock, std::string_view bytes) noexcept;
 
 // Shuts both directions, then closes: every operation pending on the socket
