@@ -105,6 +105,12 @@ std::string reply(std::string_view status, std::string_view text)
 
 }  // namespace
 
+std::string_view pop3_keyword_of(std::string_view line) noexcept
+{
+    auto const v = lookup_verb(line.substr(0, line.find_first_of(" \t\r\n")));
+    return v ? spec_for(*v).keyword : std::string_view{};
+}
+
 pop3_command_spec const& spec_for(pop3_verb v) noexcept
 {
     return verbs[static_cast<std::size_t>(v)];

@@ -329,6 +329,13 @@ std::string_view verb_name(smtp_verb v) noexcept
     return "?";
 }
 
+std::string_view smtp_keyword_of(std::string_view line) noexcept
+{
+    auto const end = line.find_first_of(" \t\r\n");
+    auto const v = lookup_verb(line.substr(0, end));
+    return v ? verb_name(*v) : std::string_view{};
+}
+
 result<smtp_command> parse_smtp(std::string_view line, std::size_t max_line) noexcept
 {
     if (line.size() + 2 > max_line) return errc::line_too_long;

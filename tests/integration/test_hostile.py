@@ -332,24 +332,31 @@ BAD_PARAMS = [(b"<a@b.test> SIZE=99999999999999999999999", b"501 5.5.4 Bad SIZE 
               (b"<a@b.test> <c@d.test>", b"501 5.5.4 Syntax error in parameters\r\n")]
 
 
+def smtp_session(g, mail_from=None):
+    c = Client(g.port("smtp"))
+    c.smtp(b"EHLO x\r\n")
+    if mail_from is not None:
+        assert c.smtp(b"MAIL FROM:" + mail_from + b"\r\n") == b"250 2.1.0 Ok\r\n"
+    return c
+
+
 def test_address_syntax_torture(g):
     g.sql("INSERT INTO relay_grants(address, expires_at) VALUES('127.0.0.1', unixepoch()+600)")
-    c = Client(g.port("smtp"))
-    c.smtp(b"EHLO x\r\n")
-    for p in BAD_PATHS:
+    # These are errors, counted toward limits.max_bad_commands (20): a fresh
+    # session every ten keeps the limit out of it.
+    for i, p in enumerate(BAD_PATHS):
+        if i % 10 == 0:
+            c = smtp_session(g)
         assert c.smtp(b"MAIL FROM:" + p + b"\r\n") == b"501 5.1.7 Bad sender address syntax\r\n", p
-        # (these are errors: a fresh session now and then keeps max_bad_commands out of it)
-    c = Client(g.port("smtp"))
-    c.smtp(b"EHLO x\r\n")
+    c = smtp_session(g)
     for p, want in BAD_PARAMS:
         assert c.smtp(b"MAIL FROM:" + p + b"\r\n") == want, p
     for p in GOOD_PATHS + [b"<>"]:
         assert c.smtp(b"MAIL FROM:" + p + b"\r\n") == b"250 2.1.0 Ok\r\n", p
         assert c.smtp(b"RSET\r\n") == b"250 2.0.0 Ok\r\n"
-    c = Client(g.port("smtp"))
-    c.smtp(b"EHLO x\r\n")
-    assert c.smtp(b"MAIL FROM:<>\r\n") == b"250 2.1.0 Ok\r\n"
-    for p in BAD_PATHS + [b"<>"]:
+    for i, p in enumerate(BAD_PATHS + [b"<>"]):
+        if i % 10 == 0:
+            c = smtp_session(g, mail_from=b"<>")
         assert c.smtp(b"RCPT TO:" + p + b"\r\n") == b"501 5.1.3 Bad recipient address syntax\r\n", p
     c = Client(g.port("smtp"))
     c.smtp(b"EHLO x\r\n")

@@ -52,6 +52,10 @@ struct pop3_command_spec {
     constexpr bool allowed_in(pop3_phase p) const noexcept { return (phases & phase_bits(p)) != 0; }
 };
 pop3_command_spec const& spec_for(pop3_verb v) noexcept;
+// The command keyword a line starts with (up to a space, tab, CR or LF),
+// when it is one we know; empty otherwise. What a log may say of a line
+// that did not parse: the rest may be a password or a SASL response.
+std::string_view pop3_keyword_of(std::string_view line) noexcept;
 
 // PASS, APOP and AUTH carry secrets or secret-equivalent data: never log their args.
 bool pop3_secret_args(pop3_verb v) noexcept;

@@ -31,6 +31,10 @@ enum class smtp_verb { helo, ehlo, mail, rcpt, data, rset, noop, quit, vrfy, hel
 
 // Upper-case name for logs ("MAIL").
 std::string_view verb_name(smtp_verb v) noexcept;
+// The command keyword a line starts with (up to a space, tab, CR or LF),
+// when it is one we know; empty otherwise. What a log may say of a line
+// that did not parse: the rest may be a password or a SASL response.
+std::string_view smtp_keyword_of(std::string_view line) noexcept;
 
 struct smtp_command {
     smtp_verb verb;

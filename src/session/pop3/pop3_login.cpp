@@ -53,8 +53,11 @@ asio::awaitable<bool> pop3_session::refuse_if_blocked(bool& refused, std::string
     count_login("pop3", mech, "blocked");
     spdlog::info("sid={} pop3 login ip={} result=blocked {} retry_after={}s", c_.sid, c_.ip,
                  block_fields(b->scope, user), b->left.count());
-    co_return co_await ch_.send("-ERR [AUTH] Too many authentication failures " + std::string(blocked_what(*b)) +
-                                ", try again in " + std::to_string(b->left.count()) + " seconds\r\n");
+    // Counted as an error: a blocked client does not keep its session by asking.
+    auto step = pop3_bad_command(st_, rules_,
+                                 "-ERR [AUTH] Too many authentication failures " + std::string(blocked_what(*b)) +
+                                     ", try again in " + std::to_string(b->left.count()) + " seconds\r\n");
+    co_return co_await run_step(step);
 }
 
 pop3_session::opened_maildrop pop3_session::open_maildrop(std::string const& user)

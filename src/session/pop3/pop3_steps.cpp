@@ -48,6 +48,15 @@ void prepend(std::vector<log_line>& log, spdlog::level::level_enum level, std::s
     log.emplace(log.begin(), log_line{level, std::move(text)});
 }
 
+// Past limits.max_junk_commands without progress the session ends.
+pop3_step too_much_junk(pop3_state& st, pop3_rules const& r)
+{
+    auto s = effect(pop3_effect::close, "-ERR [SYS/TEMP] Too many commands without progress\r\n");
+    s.end_reason = "too-many-junk-commands";
+    s.log.push_back({warn, "pop3 too many commands without progress ip=" + r.ip + " count=" + std::to_string(st.junk)});
+    return s;
+}
+
 using handler = pop3_step (*)(pop3_state&, proto::pop3_command const&, pop3_offer const&, pop3_rules const&);
 
 pop3_step on_capa(pop3_state& st, proto::pop3_command const&, pop3_offer const& o, pop3_rules const&)
@@ -65,7 +74,10 @@ pop3_step on_quit(pop3_state& st, proto::pop3_command const&, pop3_offer const&,
 
 pop3_step on_user(pop3_state& st, proto::pop3_command const& c, pop3_offer const& o, pop3_rules const& r)
 {
-    if (!o.plaintext) return reply(std::string(pop3_reply::plaintext_refused));
+    // A mechanism this listener refuses is an error of the client's: counted,
+    // so that a session cannot go on asking for ever (the same for PASS,
+    // APOP and AUTH below).
+    if (!o.plaintext) return bad(st, r, pop3_reply::plaintext_refused);
     if (c.args.empty()) return bad(st, r, "-ERR USER needs a user name\r\n");
     return effect(pop3_effect::user);
 }
@@ -75,7 +87,7 @@ pop3_step on_pass(pop3_state& st, proto::pop3_command const&, pop3_offer const& 
     if (st.pending_user.empty()) return bad(st, r, "-ERR USER first\r\n");
     if (!o.plaintext) {
         st.pending_user.clear();
-        return reply(std::string(pop3_reply::plaintext_refused));
+        return bad(st, r, pop3_reply::plaintext_refused);
     }
     auto s = effect(pop3_effect::pass);
     s.user = std::exchange(st.pending_user, {});
@@ -84,7 +96,7 @@ pop3_step on_pass(pop3_state& st, proto::pop3_command const&, pop3_offer const& 
 
 pop3_step on_apop(pop3_state& st, proto::pop3_command const& c, pop3_offer const& o, pop3_rules const& r)
 {
-    if (!o.apop) return reply("-ERR [AUTH] APOP is not available on this server\r\n");
+    if (!o.apop) return bad(st, r, "-ERR [AUTH] APOP is not available on this server\r\n");
     auto a = proto::parse_apop_args(c.args);
     if (!a) return bad(st, r, "-ERR APOP needs a user name and a 32-digit hex digest\r\n");
     auto s = effect(pop3_effect::apop);
@@ -93,15 +105,19 @@ pop3_step on_apop(pop3_state& st, proto::pop3_command const& c, pop3_offer const
     return s;
 }
 
-pop3_step on_auth(pop3_state&, proto::pop3_command const& c, pop3_offer const& o, pop3_rules const&)
+pop3_step on_auth(pop3_state& st, proto::pop3_command const& c, pop3_offer const& o, pop3_rules const& r)
 {
-    if (c.args.empty()) return reply(pop3_auth_list(o));
+    if (c.args.empty()) {
+        // The list of mechanisms, as CAPA's SASL line: no progress.
+        if (++st.junk > r.max_junk_commands) return too_much_junk(st, r);
+        return reply(pop3_auth_list(o));
+    }
     auto const sp = c.args.find(' ');
     auto const m = proto::parse_sasl_mech(c.args.substr(0, sp));
     auto const offered = pop3_sasl_mechs(o);
     if (!m || std::find(offered.begin(), offered.end(), *m) == offered.end()) {
-        if (m && proto::sasl_is_plaintext(*m) && !o.plaintext) return reply(std::string(pop3_reply::plaintext_refused));
-        return reply("-ERR Unsupported authentication mechanism\r\n");
+        if (m && proto::sasl_is_plaintext(*m) && !o.plaintext) return bad(st, r, pop3_reply::plaintext_refused);
+        return bad(st, r, "-ERR Unsupported authentication mechanism\r\n");
     }
     auto s = effect(pop3_effect::auth);
     s.mech = *m;
@@ -226,8 +242,11 @@ pop3_step pop3_on_line(pop3_state& st, std::string_view line, pop3_offer const& 
     auto const cmd = proto::parse_pop3(line);
     if (!cmd) {
         auto s = bad(st, r, parse_error_reply(static_cast<proto::errc>(cmd.error().value())));
+        // Never the line itself: after a failed AUTH exchange it may be a password.
+        auto const kw = proto::pop3_keyword_of(line);
         prepend(s.log, debug,
-                "pop3 bad line=" + log::field(line.substr(0, line.find(' ')), 16) + " error=" + cmd.error().message());
+                "pop3 bad line keyword=" + std::string(kw.empty() ? "-" : kw) + " length=" +
+                    std::to_string(line.size()) + " error=" + cmd.error().message());
         return s;
     }
     auto const& spec = proto::spec_for(cmd->verb);
@@ -242,10 +261,7 @@ pop3_step pop3_on_line(pop3_state& st, std::string_view line, pop3_offer const& 
     } else if (o.tls_required && !spec.pre_tls) {
         s = bad(st, r, std::string(pop3_reply::tls_required));
     } else if (spec.junk && ++st.junk > r.max_junk_commands) {
-        s = effect(pop3_effect::close, "-ERR [SYS/TEMP] Too many commands without progress\r\n");
-        s.end_reason = "too-many-junk-commands";
-        s.log.push_back(
-            {warn, "pop3 too many commands without progress ip=" + r.ip + " count=" + std::to_string(st.junk)});
+        s = too_much_junk(st, r);
     } else {
         if (spec.progress) st.junk = 0;
         s = handlers[static_cast<std::size_t>(cmd->verb)].run(st, *cmd, o, r);

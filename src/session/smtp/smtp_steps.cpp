@@ -34,6 +34,20 @@ bool over_limit(smtp_step& s, smtp_offer const& o, std::size_t& counter, std::si
     return true;
 }
 
+// What the log says of a line that did not parse: its keyword, when it has
+// one we know, and its length; never the rest, which may be a password or a
+// SASL response (the client's next line after a failed AUTH exchange).
+std::string line_shape(std::string_view line)
+{
+    auto const kw = proto::smtp_keyword_of(line);
+    return "keyword=" + std::string(kw.empty() ? "-" : kw) + " length=" + std::to_string(line.size());
+}
+
+// An error of the client's: an unknown or out-of-sequence command, a syntax
+// error, a refused sender or recipient (any 5xx, as Postfix's
+// smtpd_hard_error_limit; a 4xx is not the client's fault). Past
+// limits.max_bad_commands the session ends: no harvesting of user names or
+// flooding of the audit table with denied recipients on one connection.
 smtp_step bad(smtp_state& st, smtp_offer const& o, smtp_step s)
 {
     over_limit(s, o, st.bad, o.max_bad_commands, "too many errors", "too-many-errors");
@@ -84,31 +98,31 @@ smtp_step on_mail(smtp_state& st, proto::smtp_command const& cmd, smtp_offer con
     }
     auto a = proto::parse_mail_from(cmd.args);
     if (!a) {
-        if (a.error() == proto::errc::bad_parameter) return queue(501, "5.5.4", "Syntax error in parameters");
-        return queue(501, "5.1.7", "Bad sender address syntax");
+        if (a.error() == proto::errc::bad_parameter) return bad(st, o, queue(501, "5.5.4", "Syntax error in parameters"));
+        return bad(st, o, queue(501, "5.1.7", "Bad sender address syntax"));
     }
     std::optional<std::uint64_t> size;
     bool eight = false;
     for (auto const& p : a->params) {
         if (p.keyword == "SIZE") {
             auto n = proto::parse_size_param(p.value);
-            if (!n) return queue(501, "5.5.4", "Bad SIZE parameter");
+            if (!n) return bad(st, o, queue(501, "5.5.4", "Bad SIZE parameter"));
             size = *n;
         } else if (p.keyword == "BODY") {
             auto b = proto::parse_body_param(p.value);
-            if (!b) return queue(501, "5.5.4", "Bad BODY parameter");
+            if (!b) return bad(st, o, queue(501, "5.5.4", "Bad BODY parameter"));
             eight = *b == proto::body_type::eight_bit_mime;
         } else if (p.keyword == "AUTH") {
             // RFC 4954 §5: accepted and not passed on (we do not trust it).
         } else {
-            return queue(555, "5.5.4", "Unsupported option: " + p.keyword);
+            return bad(st, o, queue(555, "5.5.4", "Unsupported option: " + p.keyword));
         }
     }
     if (size && *size > o.max_message_size) {
         auto s = queue(552, "5.3.4", "Message size exceeds fixed limit");
         s.log.push_back({info, "smtp mail refused ip=" + o.ip + " size=" + std::to_string(*size) +
                                    " limit=" + std::to_string(o.max_message_size)});
-        return s;
+        return bad(st, o, std::move(s));
     }
     st.mail_from = a->path.to_string();
     st.declared_size = size;
@@ -124,10 +138,11 @@ smtp_step on_rcpt(smtp_state& st, proto::smtp_command const& cmd, smtp_offer con
 {
     auto a = proto::parse_rcpt_to(cmd.args);
     if (!a) {
-        if (a.error() == proto::errc::bad_parameter) return queue(501, "5.5.4", "Syntax error in parameters");
-        return queue(501, "5.1.3", "Bad recipient address syntax");
+        if (a.error() == proto::errc::bad_parameter) return bad(st, o, queue(501, "5.5.4", "Syntax error in parameters"));
+        return bad(st, o, queue(501, "5.1.3", "Bad recipient address syntax"));
     }
-    if (!a->params.empty()) return queue(555, "5.5.4", "Unsupported option: " + a->params.front().keyword);
+    if (!a->params.empty())
+        return bad(st, o, queue(555, "5.5.4", "Unsupported option: " + a->params.front().keyword));
     if (st.rcpts.size() >= o.max_recipients) {
         auto s = queue(452, "4.5.3", "Error: too many recipients");
         s.log.push_back({warn, "smtp too many recipients ip=" + o.ip + " limit=" + std::to_string(o.max_recipients)});
@@ -320,14 +335,14 @@ smtp_step smtp_on_line(smtp_state& st, std::string_view line, smtp_offer const& 
     if (!line.empty() && line.back() == '\n') {
         // A bare LF ended this line: the smuggling class, refused.
         auto s = queue(500, "5.5.2", "Error: bare <LF> received");
-        s.log.push_back({info, "smtp bare-lf ip=" + o.ip + " line=" + log::field(line, 80)});
+        s.log.push_back({info, "smtp bare-lf ip=" + o.ip + " " + line_shape(line)});
         return bad(st, o, std::move(s));
     }
     auto cmd = proto::parse_smtp(line, o.max_line);
     if (!cmd) {
         auto s = parse_error(proto::errc(cmd.error().value()));
-        s.log.push_back({debug, "smtp bad command ip=" + o.ip + " error=" + cmd.error().message() +
-                                    " line=" + log::field(line, 80)});
+        s.log.push_back({debug, "smtp bad command ip=" + o.ip + " error=" + cmd.error().message() + " " +
+                                    line_shape(line)});
         return bad(st, o, std::move(s));
     }
     auto const& spec = proto::spec_for(cmd->verb);
@@ -383,7 +398,7 @@ smtp_step smtp_rcpt_decided(smtp_state& st, proto::mail_args const& rcpt, relay:
         if (!v.box) {
             s = queue(550, "5.1.1", "<" + addr + ">: Recipient address rejected: User unknown");
             s.log.push_back({info, head + "local detail=unknown-user result=rejected"});
-            return s;
+            return bad(st, o, std::move(s));
         }
         s.log.push_back({info, head + "local detail=user=" + log::field(v.box->user, 64)});
         r.local = true;
@@ -395,7 +410,7 @@ smtp_step smtp_rcpt_decided(smtp_state& st, proto::mail_args const& rcpt, relay:
                                    (st.authenticated ? " sasl_user=" + log::field(st.auth_user, 64) : "")});
         if (v.what == proto::relay_verdict::deny) {
             s.reply = proto::reply(554, "5.7.1", "<" + addr + ">: Relay access denied");
-            return s;
+            return bad(st, o, std::move(s));
         }
         if (v.what == proto::relay_verdict::over_quota) {
             // Temporary: the hour passes, or the client uses SMTP AUTH.
@@ -414,6 +429,7 @@ smtp_step smtp_rcpt_decided(smtp_state& st, proto::mail_args const& rcpt, relay:
             line += " upstream_status=" + upstream->enhanced + " result=refused upstream_detail=" + log::field(upstream->log, 200);
             s.log.back().level = upstream->what == relay::upstream_verdict::kind::permanent ? info : warn;
             s.reply = proto::reply(upstream->code, upstream->enhanced, upstream->text);
+            if (upstream->code >= 500) return bad(st, o, std::move(s));
             return s;
         }
     }

@@ -121,6 +121,48 @@ BOOST_AUTO_TEST_CASE(relay_verdicts_become_replies)
     BOOST_TEST(!st.grant_message);
 }
 
+BOOST_AUTO_TEST_CASE(refused_senders_and_recipients_count_as_errors)
+{
+    auto o = offer();
+    o.max_bad_commands = 3;
+    smtp_state st;
+    smtp_on_line(st, "EHLO client", o);
+    BOOST_TEST(smtp_on_line(st, "MAIL FROM:<a@b> FOO=1", o).reply == "555 5.5.4 Unsupported option: FOO\r\n");
+    smtp_on_line(st, "MAIL FROM:<a@b>", o);
+    auto const r = smtp_on_line(st, "RCPT TO:<x@example.org>", o);
+    BOOST_TEST_REQUIRE(r.rcpt.has_value());
+    // 4xx is not the client's fault: not counted, however many.
+    relay::verdict temp{proto::relay_verdict::tempfail, "disk I/O error", std::nullopt, {}};
+    for (int i = 0; i < 5; ++i) BOOST_TEST((smtp_rcpt_decided(st, *r.rcpt, temp, o).effect == smtp_effect::reply));
+    relay::verdict deny{proto::relay_verdict::deny, "no-grant-or-network", std::nullopt, {}};
+    BOOST_TEST(smtp_rcpt_decided(st, *r.rcpt, deny, o).reply == "554 5.7.1 <x@example.org>: Relay access denied\r\n");
+    BOOST_TEST(smtp_on_line(st, "RCPT TO:<bad", o).reply == "501 5.1.3 Bad recipient address syntax\r\n");
+    BOOST_TEST(st.bad == 3u);
+    // The fourth error: its reply, then 421, and the session ends.
+    auto const last = smtp_rcpt_decided(st, *r.rcpt, deny, o);
+    BOOST_TEST(last.reply == "554 5.7.1 <x@example.org>: Relay access denied\r\n"
+                             "421 4.7.0 gw.test Error: too many errors\r\n");
+    BOOST_TEST((last.effect == smtp_effect::close));
+    BOOST_TEST(last.end_reason == "too-many-errors");
+}
+
+BOOST_AUTO_TEST_CASE(unparsable_lines_are_logged_by_keyword_only)
+{
+    auto const o = offer();
+    smtp_state st;
+    smtp_on_line(st, "EHLO client", o);
+    auto const tab = smtp_on_line(st, "AUTH\tPLAIN c2VjcmV0", o);
+    BOOST_TEST(logged(tab.log, "keyword=AUTH length=19"));
+    BOOST_TEST(!logged(tab.log, "c2VjcmV0"));
+    auto const b64 = smtp_on_line(st, "c2VjcmV0cGFzcw==", o);  // a password after a failed exchange
+    BOOST_TEST(logged(b64.log, "keyword=- length=16"));
+    BOOST_TEST(!logged(b64.log, "c2VjcmV0"));
+    auto const lf = smtp_on_line(st, "AUTH PLAIN AHUAc2VjcmV0\n", o);
+    BOOST_TEST(lf.reply == "500 5.5.2 Error: bare <LF> received\r\n");
+    BOOST_TEST(logged(lf.log, "keyword=AUTH"));
+    BOOST_TEST(!logged(lf.log, "AHUAc2VjcmV0"));
+}
+
 BOOST_AUTO_TEST_CASE(upstream_rcpt_verdicts_become_that_rcpts_reply)
 {
     auto const o = offer();
@@ -201,6 +243,46 @@ BOOST_AUTO_TEST_CASE(junk_and_progress)
     auto const s = pop3_on_line(st, "NOOP", o, r);
     BOOST_TEST((s.effect == pop3_effect::close));
     BOOST_TEST(s.end_reason == "too-many-junk-commands");
+}
+
+BOOST_AUTO_TEST_CASE(refused_mechanisms_count_as_errors)
+{
+    pop3_state st;
+    pop3_offer const o{.stls = true, .plaintext = false, .cram_md5 = false};
+    pop3_rules const r{4, 100, "192.0.2.7"};
+    BOOST_TEST(pop3_on_line(st, "USER alice", o, r).reply.rfind("-ERR [AUTH]", 0) == 0);
+    BOOST_TEST(pop3_on_line(st, "APOP alice 0123456789abcdef0123456789abcdef", o, r).reply ==
+               "-ERR [AUTH] APOP is not available on this server\r\n");
+    BOOST_TEST(pop3_on_line(st, "AUTH FOO", o, r).reply == "-ERR Unsupported authentication mechanism\r\n");
+    BOOST_TEST(st.bad == 3u);
+    auto const s = pop3_on_line(st, "AUTH PLAIN", o, r);
+    BOOST_TEST((s.effect == pop3_effect::close));
+    BOOST_TEST(s.reply == "-ERR too many errors\r\n");
+}
+
+BOOST_AUTO_TEST_CASE(the_list_of_mechanisms_is_junk)
+{
+    pop3_state st;
+    pop3_offer const o{.stls = false, .plaintext = true, .cram_md5 = false};
+    pop3_rules const r{20, 2, "192.0.2.7"};
+    BOOST_TEST(pop3_on_line(st, "AUTH", o, r).reply.rfind("+OK", 0) == 0);
+    BOOST_TEST(pop3_on_line(st, "AUTH", o, r).reply.rfind("+OK", 0) == 0);
+    auto const s = pop3_on_line(st, "AUTH", o, r);
+    BOOST_TEST((s.effect == pop3_effect::close));
+    BOOST_TEST(s.end_reason == "too-many-junk-commands");
+}
+
+BOOST_AUTO_TEST_CASE(unparsable_lines_are_logged_by_keyword_only)
+{
+    pop3_state st;
+    pop3_offer const o{.stls = false, .plaintext = true, .cram_md5 = false};
+    pop3_rules const r{20, 100, "192.0.2.7"};
+    auto const tab = pop3_on_line(st, "PASS\tsecretword", o, r);
+    BOOST_TEST(logged(tab.log, "keyword=PASS length=15"));
+    BOOST_TEST(!logged(tab.log, "secretword"));
+    auto const b64 = pop3_on_line(st, "c2VjcmV0d29yZA==", o, r);
+    BOOST_TEST(logged(b64.log, "keyword=- length=16"));
+    BOOST_TEST(!logged(b64.log, "c2VjcmV0"));
 }
 
 BOOST_AUTO_TEST_CASE(too_many_errors_end_the_session)
