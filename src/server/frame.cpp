@@ -265,16 +265,19 @@ asio::awaitable<void> serve_connection(tcp::socket sock, tcp::endpoint ep, confi
     // From here on the client is the one the header named: it is admitted,
     // rate-limited, granted, decided on and logged.
     net::ip_address const peer = from.ip;
+    // Per-address limits count an IPv6 client by its relay.ipv6_prefix, as
+    // its grant: a host with a /64 cannot dodge them by changing address.
+    net::ip_address const counted = net::grant_key(peer, settings->ipv6_prefix);
     std::string why;
     auto const limits = p.limits_per_address();
-    if (!env.admission.admit(peer, *settings, why, limits)) {
+    if (!env.admission.admit(counted, *settings, why, limits)) {
         spdlog::warn("{} refused ip={} listener={} reason={}", proto, peer.to_string(), l.name, why);
         // Under implicit TLS a clear-text line would be noise to the client.
         if (l.tls != config::tls_mode::implicit) io::send_nowait(sock, p.refusal(why, *settings));
         sock.close(ec);
         co_return;
     }
-    admission_slot const admitted{env.admission, peer, limits};
+    admission_slot const admitted{env.admission, counted, limits};
 
     io::session_clock clock;
     tcp_stream st(sock, env.live.tls(), proto);
@@ -310,7 +313,7 @@ asio::awaitable<void> serve_connection(tcp::socket sock, tcp::endpoint ep, confi
     // A timeout the session already named more closely ("timeout-in-data") stays.
     if (clock.expired && c.end_reason.rfind("timeout", 0) != 0) c.end_reason = "timeout";
     if (c.end_reason == "timeout-command" && limits == address_limits::apply) {
-        auto const n = env.admission.note_slow(c.peer);
+        auto const n = env.admission.note_slow(counted);
         spdlog::warn("sid={} {} command too slow ip={} limit={}s slow_sessions={}", c.sid, proto, c.ip,
                      c.settings->command_timeout.count(), n);
     }

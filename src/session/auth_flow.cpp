@@ -13,6 +13,18 @@
 
 namespace popgate::session {
 
+namespace {
+
+// Failures are counted per client as admission counts sessions: an IPv6
+// client by its relay.ipv6_prefix (its grant's key), so that a host with a
+// /64 cannot take a fresh address for every guess.
+net::ip_address counted_as(server::connection const& c)
+{
+    return net::grant_key(c.peer, c.settings->ipv6_prefix);
+}
+
+}  // namespace
+
 std::string unique_challenge(std::string_view host)
 {
     std::uint64_t r = 0;
@@ -55,7 +67,7 @@ auth::failure_tracker::failure_verdict record_auth_failure(auth_guard& g, server
     g.writes.post(store::audit_record{"auth-fail", c.ip, user, std::move(audit_detail)});
     // The delay grows with this name's recent failures; past the thresholds
     // the name at this address, or the whole address, is blocked.
-    auto v = g.failures.record_failure(c.peer, user, kind, std::chrono::steady_clock::now());
+    auto v = g.failures.record_failure(counted_as(c), user, kind, std::chrono::steady_clock::now());
     if (v.now_blocked != auth::block_scope::none)
         metrics::auth_blocks.with({v.now_blocked == auth::block_scope::user ? "user" : "address"}).inc();
     return v;
@@ -93,7 +105,7 @@ std::string block_fields(auth::block_scope scope, std::string const& user)
 std::optional<auth::failure_tracker::block> auth_blocked(auth_guard& g, server::connection const& c,
                                                          std::string const& user)
 {
-    return g.failures.blocked(c.peer, user, std::chrono::steady_clock::now());
+    return g.failures.blocked(counted_as(c), user, std::chrono::steady_clock::now());
 }
 
 }  // namespace popgate::session

@@ -1,0 +1,80 @@
+"""Per-address limits and the brute-force counters take an IPv6 client by its
+relay.ipv6_prefix (64 here), as its grant: a host with a /64 cannot dodge
+limits.max_sessions_per_ip or auth.max_failures_per_user by taking a fresh
+address for each session or guess. Another /64 is another client.
+
+The addresses come from PROXY v1 headers sent by the test itself from
+127.0.0.1, the one trusted proxy: loopback has no IPv6 /64 to rotate in."""
+import pytest
+
+from popgate_test import make_gateway  # noqa: F401  (fixture)
+from raw_client import OPEN, Client
+
+LISTENERS = [{"name": "pop3", "protocol": "pop3", "proxy_protocol": True}]
+BASE = {"server": {"trusted_proxies": ["127.0.0.1"]},
+        "auth": {"plaintext": "always", "failure_delay_ms": 10, "failure_delay_max_ms": 20}}
+TOO_MANY = b"-ERR [SYS/TEMP] too many sessions from this address (limits.max_sessions_per_ip=2)\r\n"
+FAILED = b"-ERR [AUTH] Authentication failed.\r\n"
+USER_BLOCKED = b"-ERR [AUTH] Too many authentication failures for this user from your address"
+
+
+@pytest.fixture(autouse=True)
+def _close_clients(make_gateway):
+    yield
+    while OPEN:
+        OPEN.pop().close()
+
+
+def gateway(make_gateway, **sections):
+    overrides = {k: dict(v) for k, v in BASE.items()}
+    for k, v in sections.items():
+        overrides.setdefault(k, {}).update(v)
+    g = make_gateway(overrides=overrides, listeners=LISTENERS)
+    g.add_user("alice", "pw-alice")
+    return g
+
+
+def proxied(g, client):
+    """A POP3 session the gateway sees as coming from `client`; returns (Client, greeting)."""
+    c = Client(g.port("pop3"), greet=False)
+    c.send(f"PROXY TCP6 {client} 2001:db8:ffff::1 40000 110\r\n".encode())
+    return c, c.line()
+
+
+def login(g, client, password):
+    c, greeting = proxied(g, client)
+    assert greeting.startswith(b"+OK"), greeting
+    assert c.cmd(b"USER alice\r\n") == b"+OK\r\n"
+    return c.cmd(b"PASS " + password.encode() + b"\r\n")
+
+
+def test_sessions_per_ip_count_the_whole_64(make_gateway):
+    g = gateway(make_gateway, limits={"max_sessions_per_ip": 2, "max_connections_per_minute": 0})
+    held = [proxied(g, f"2001:db8:1:2::{n}") for n in ("a", "b")]
+    assert all(greeting.startswith(b"+OK") for _, greeting in held)
+    # a third address of the same /64: the same client, over its limit
+    _, refused = proxied(g, "2001:db8:1:2:ffff:1:2:3")
+    assert refused == TOO_MANY
+    assert g.wait_log("pop3 refused ip=2001:db8:1:2:ffff:1:2:3 listener=pop3 reason=too many sessions")
+    # the next /64 is another client
+    _, other = proxied(g, "2001:db8:1:3::a")
+    assert other.startswith(b"+OK")
+    # and a slot freed by the /64 is its own again
+    held[0][0].close()
+    assert g.wait_log("pop3 end reason=eof")
+    c, again = proxied(g, "2001:db8:1:2::c")
+    assert again.startswith(b"+OK"), again
+
+
+def test_failures_of_a_name_count_over_the_whole_64(make_gateway):
+    g = gateway(make_gateway, auth={"max_failures_per_user": 2})
+    assert login(g, "2001:db8:5:6::1", "wrong-1") == FAILED
+    assert login(g, "2001:db8:5:6::2", "wrong-2") == FAILED
+    assert g.wait_log("pop3 auth-block ip=2001:db8:5:6::2 scope=user user=alice")
+    # the right password from a third address of that /64: still refused
+    c, greeting = proxied(g, "2001:db8:5:6:aaaa::3")
+    assert greeting.startswith(b"+OK")
+    assert c.cmd(b"USER alice\r\n") == b"+OK\r\n"
+    assert c.cmd(b"PASS pw-alice\r\n").startswith(USER_BLOCKED)
+    # from another /64 alice logs in
+    assert login(g, "2001:db8:5:7::1", "pw-alice").startswith(b"+OK Logged in")
