@@ -54,17 +54,21 @@ def state_dir(work_dir, mode):
     return root
 
 
-def make_stack(work_dir, group, table_type, mode=0o751, groups=("postfix",)):
+def make_stack(work_dir, group, table_type, mode=0o751, groups=("postfix",), as_root=False):
+    """as_root: started as root with server.user, as a package without the
+    systemd User= would be; otherwise started as DAEMON_USER."""
     sink = CaptureUpstream()
     root = state_dir(work_dir, mode)
     db = root / "db" / "popgate.db"   # a directory of its own, as relay_clients.cf advises
     storage = {"database": str(db)}
     if group is not None:
         storage["group"] = group
-    g = Gateway(root, overrides={"storage": storage},
-                listeners=[{"name": "pop3", "protocol": "pop3", "tls": "none"}])
+    overrides = {"storage": storage}
+    if as_root:
+        overrides["server"] = {"user": DAEMON_USER, "group": DAEMON_GROUP}
+    g = Gateway(root, overrides=overrides, listeners=[{"name": "pop3", "protocol": "pop3", "tls": "none"}])
     g.db = db
-    g.start(wrapper=as_daemon(groups))
+    g.start(wrapper=() if as_root else as_daemon(groups))
     g.add_user("alice", "pw")
     table = lookup_table(work_dir / "popgate_relay_clients.cf", db)
     os.chmod(table, 0o644)
@@ -80,8 +84,8 @@ def stacks(work_dir):  # noqa: F811
     require_root()
     made = []
 
-    def make(group="postfix", table_type="sqlite", mode=0o751):
-        s = make_stack(work_dir, group, table_type, mode)
+    def make(group="postfix", table_type="sqlite", mode=0o751, as_root=False):
+        s = make_stack(work_dir, group, table_type, mode, as_root=as_root)
         made.append(s)
         return s
 
@@ -112,6 +116,20 @@ def test_grant_written_by_popgate_is_honoured_by_postfix_sqlite_table(stacks, ta
     g.cli("allow", "add", "127.0.0.9")
     assert pf.rcpt("bob@remote.test", source="127.0.0.9") == (250, "2.1.5 Ok")
     assert "SQL prepare failed" not in pf.log()
+    assert "warning" not in pf.log(), pf.log()[-2000:]
+
+
+def test_started_as_root_the_database_keeps_storage_group_after_the_drop(stacks):
+    # The privilege drop hands the files to the service user; their group
+    # must stay postfix, or Postfix's lookups fail from the first one.
+    g, pf, sink = stacks(as_root=True)
+    assert g.wait_log(f"privileges dropped user={DAEMON_USER}")
+    assert pop3_login(g, "127.0.0.2").startswith(b"+OK")   # the -wal file exists by now
+    for f in (g.db, g.db.with_name("popgate.db-wal"), g.db.with_name("popgate.db-shm")):
+        assert mode_of(f) == (0o640, "postfix"), f
+        assert owner_of(f) == DAEMON_USER, f
+    pf.send("bob@remote.test", "relayed on a grant read through storage.group", source="127.0.0.2")
+    assert delivered(sink, "bob@remote.test")
     assert "warning" not in pf.log(), pf.log()[-2000:]
 
 
