@@ -785,14 +785,16 @@ private:
 
     static void put_grant(pg::connection& c, grant const& g)
     {
-        // One row per address: a new login refreshes it; the hit counter
-        // belongs to the address and survives the refresh.
+        // One row per address: a new login refreshes it, and never shortens
+        // it (see overwrites()); the hit counter belongs to the address and
+        // survives the refresh.
         c.run("INSERT INTO relay_grants (address, \"user\", method, tls, listener, granted_at, expires_at)"
               " VALUES ($1, $2, $3, $4, $5, $6, $7)"
               " ON CONFLICT (address) DO UPDATE SET \"user\" = excluded.\"user\", method = excluded.method,"
               " tls = excluded.tls, listener = excluded.listener, granted_at = excluded.granted_at,"
-              " expires_at = excluded.expires_at",
-              {p(g.address), p(g.user), p(g.method), p(g.tls), p(g.listener), p(g.granted_at), p(g.expires_at)});
+              " expires_at = excluded.expires_at WHERE $8 OR relay_grants.expires_at <= excluded.expires_at",
+              {p(g.address), p(g.user), p(g.method), p(g.tls), p(g.listener), p(g.granted_at), p(g.expires_at),
+               p(overwrites(g))});
         if (g.user.empty()) return;
         // Who logged in at the address (sql/005): `grant list` counts them.
         c.run("INSERT INTO relay_grant_logins (address, \"user\", last_login, expires_at) VALUES ($1, $2, $3, $4)"

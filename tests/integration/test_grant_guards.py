@@ -333,6 +333,31 @@ def test_changes_that_lock_nobody_out_keep_the_grant(gw):
     assert rcpt_from(g, "127.0.0.45")[0] == 250
 
 
+def grant_row(g, address):
+    """(user, method, lifetime in seconds) of the address's grant."""
+    rows = g.sql("SELECT user, method, expires_at - granted_at FROM relay_grants WHERE address = ?", (address,))
+    assert len(rows) == 1, rows
+    return rows[0]
+
+
+def test_a_login_never_shortens_or_takes_over_a_standing_grant(gw):
+    g = gw()   # relay.grant_ttl: the default, 30 minutes
+    g.cli("grant", "add", "127.0.0.47", "--ttl", "7d")
+    login(g, "127.0.0.47")
+    assert grant_row(g, "127.0.0.47") == ("", "cli", 7 * 86400)
+    # not alice's grant: her password change revokes her grants, not this one
+    g.cli("user", "passwd", "alice", "--scheme", "sha512-crypt", input="new-pw\n")
+    assert rcpt_from(g, "127.0.0.47")[0] == 250
+    # a shorter one is refreshed by the login and becomes the login's
+    g.cli("grant", "add", "127.0.0.48", "--ttl", "10m")
+    login(g, "127.0.0.48", password="new-pw")
+    user, method, lifetime = grant_row(g, "127.0.0.48")
+    assert (user, method) == ("alice", "pass") and 1790 <= lifetime <= 1800
+    # and the administrator may shorten any grant
+    g.cli("grant", "add", "127.0.0.47", "--ttl", "5m")
+    assert grant_row(g, "127.0.0.47") == ("", "cli", 300)
+
+
 # --------------------------------------------------------------- popgate grant list
 
 

@@ -49,6 +49,12 @@ struct grant {
     std::int64_t sharing_users = 0;
 };
 
+// Whether writing `g` replaces a row of its address that lasts longer: an
+// administrator's grant (cli, sql) does; a login's does not, so a login
+// never shortens a standing grant nor takes it over (as its user's, a
+// password change would then revoke it).
+inline bool overwrites(grant const& g) noexcept { return g.method == "cli" || g.method == "sql"; }
+
 struct network {
     std::int64_t id = 0;
     std::string cidr;
