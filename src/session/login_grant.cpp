@@ -16,13 +16,8 @@ boost::asio::awaitable<relay::grant_plan> commit_login_grant(boost::asio::thread
                                                              config::settings const& s)
 {
     relay::login_facts const facts{l.client, l.user, l.method, l.tls, l.listener, l.listener_grants, l.via};
-    relay::grant_plan plan;
-    if (issuer.in_place(s)) {
-        plan = issuer.plan(facts, s);
-    } else {
-        auto job = [&] { return issuer.plan(facts, s); };
-        plan = co_await io::run_blocking(blocking, job);
-    }
+    auto job = [&] { return issuer.plan(facts, s); };
+    auto plan = co_await io::run_here_or_blocking(issuer.in_place(s), blocking, job);
     // Committed on return: an SMTP connection after the caller's answer sees it.
     co_await writes.commit(std::move(plan.ops));
     relay::count_grant_plan(plan, l.via);  // counted once written, not when planned

@@ -46,6 +46,10 @@ public:
     // SIGHUP: read by other threads at the same time, hence atomic.
     void set_cache_ttl(std::chrono::seconds ttl) noexcept { cache_ttl_.store(ttl, std::memory_order_relaxed); }
 
+    // Whether its reads of the store may run on an I/O thread: false when
+    // they cross the network (PostgreSQL), and callers go through the pool.
+    bool in_place() const noexcept { return !db_.crosses_network(); }
+
     // Whether the user may log in with APOP only (USER answers at once, before
     // a password is sent). An indexed read; throws store::store_error.
     bool requires_apop(std::string_view user);

@@ -49,4 +49,14 @@ auto run_blocking(asio::thread_pool& pool, F f)
         asio::use_awaitable, std::move(f));
 }
 
+// A read of the store: in place when `here` (SQLite: an indexed read from
+// the page cache, cheaper than the hop), on the pool when it would cross
+// the network (PostgreSQL), so that a slow server stalls no I/O thread.
+template <class F>
+asio::awaitable<std::invoke_result_t<F&>> run_here_or_blocking(bool here, asio::thread_pool& pool, F f)
+{
+    if (here) co_return f();
+    co_return co_await run_blocking(pool, std::move(f));
+}
+
 }  // namespace popgate::io

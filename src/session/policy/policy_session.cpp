@@ -87,13 +87,8 @@ asio::awaitable<void> policy_session::run()
             co_return;
         }
         if (*added == proto::policy_line::attribute) continue;
-        std::string action;
-        if (svc_.relay.in_place()) {
-            action = answer(req);
-        } else {
-            auto job = [&] { return answer(req); };
-            action = co_await io::run_blocking(svc_.blocking, job);
-        }
+        auto job = [&] { return answer(req); };
+        auto const action = co_await io::run_here_or_blocking(svc_.relay.in_place(), svc_.blocking, job);
         ++requests_;
         bool const written = co_await ch_.send(proto::policy_answer(action));
         if (!written) {

@@ -27,9 +27,10 @@ asio::awaitable<bool> pop3_session::do_user(std::string name)
 {
     bool apop_only = false;
     try {
-        // An indexed read, as the SMTP relay decision makes: no hop to the
-        // blocking pool (only writes and crypt(3) go there).
-        apop_only = svc_.auth.requires_apop(name);
+        // An indexed read, as the SMTP relay decision makes: in place on
+        // SQLite, through the pool when it crosses the network.
+        auto job = [&] { return svc_.auth.requires_apop(name); };
+        apop_only = co_await io::run_here_or_blocking(svc_.auth.in_place(), svc_.blocking, job);
     } catch (std::exception const& e) {
         // PASS will ask again and answer [SYS/TEMP] if the store is still down.
         spdlog::error("sid={} pop3 user lookup failed error={}", c_.sid, log::field(e.what()));
@@ -122,7 +123,9 @@ asio::awaitable<bool> pop3_session::do_apop(std::string const& user, std::string
     if (!co_await refuse_if_blocked(refused, user, "apop")) co_return false;
     if (refused) co_return true;
     // No shared secret: the same answer as a wrong digest (no enumeration).
-    auto const r = svc_.auth.check_apop(user, timestamp_, digest);
+    // No crypt(3): one MD5, checked in place unless the read crosses the network.
+    auto job = [&] { return svc_.auth.check_apop(user, timestamp_, digest); };
+    auto const r = co_await io::run_here_or_blocking(svc_.auth.in_place(), svc_.blocking, job);
     co_return co_await finish_auth(r, "apop", user, std::nullopt);
 }
 
@@ -154,8 +157,9 @@ asio::awaitable<bool> pop3_session::do_auth(proto::sasl_mech m, std::optional<st
     switch (step.what) {
     case proto::sasl_step::kind::check_password: co_return co_await password_login(step.authcid, step.password, mech);
     case proto::sasl_step::kind::check_cram: {
-        // No crypt(3) here: checked in place, as APOP.
-        auto const r = svc_.auth.check_cram_md5(step.authcid, challenge, step.digest);
+        // No crypt(3) here: checked as APOP.
+        auto job = [&] { return svc_.auth.check_cram_md5(step.authcid, challenge, step.digest); };
+        auto const r = co_await io::run_here_or_blocking(svc_.auth.in_place(), svc_.blocking, job);
         co_return co_await finish_auth(r, mech, step.authcid, std::nullopt);
     }
     case proto::sasl_step::kind::cancelled:

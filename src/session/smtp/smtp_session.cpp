@@ -83,13 +83,8 @@ asio::awaitable<bool> smtp_session::do_rcpt(proto::mail_args const& rcpt)
     auto const addr = rcpt.path.to_string();
     relay::request req{c_.peer, rcpt.path.local, rcpt.path.domain, addr, st_.authenticated,
                        c_.listener.auth_required, offer_.mail_needs_auth, !st_.grant_message};
-    relay::verdict v;
-    if (svc_.relay.in_place()) {
-        v = svc_.relay.decide(req, s_);
-    } else {
-        auto job = [&] { return svc_.relay.decide(req, s_); };
-        v = co_await io::run_blocking(svc_.blocking, job);
-    }
+    auto job = [&] { return svc_.relay.decide(req, s_); };
+    auto const v = co_await io::run_here_or_blocking(svc_.relay.in_place(), svc_.blocking, job);
     if (!s_.upstream_host.empty() && smtp_asks_upstream(st_, addr, v)) {
         auto const u = co_await upstream_rcpt(addr);
         auto step = smtp_rcpt_decided(st_, rcpt, v, offer_, &u);
@@ -214,8 +209,10 @@ asio::awaitable<bool> smtp_session::finish_auth(proto::sasl_step const& step, pr
         auto job = [this, &step] { return svc_.auth.check_password(step.authcid, step.password); };
         res = co_await io::run_blocking(svc_.blocking, job);
     } else if (step.what == proto::sasl_step::kind::check_cram) {
-        // An indexed read and one HMAC-MD5: checked in place (no crypt(3)).
-        res = svc_.auth.check_cram_md5(step.authcid, challenge, step.digest);
+        // An indexed read and one HMAC-MD5 (no crypt(3)): in place unless
+        // the read crosses the network.
+        auto job = [&] { return svc_.auth.check_cram_md5(step.authcid, challenge, step.digest); };
+        res = co_await io::run_here_or_blocking(svc_.auth.in_place(), svc_.blocking, job);
     } else {
         res.what = auth::outcome::failed;
         res.reason = "malformed response";
