@@ -23,7 +23,7 @@ import pytest
 
 from popgate_test import make_gateway  # noqa: F401  (fixture)
 
-from raw_client import OPEN, Client  # noqa: E402
+from raw_client import Client, raw_clients_closed  # noqa: E402,F401  (autouse fixture)
 
 LIMIT = 3
 TOO_MANY_421 = b"421 4.7.0 gw.test Error: too many errors\r\n"
@@ -32,12 +32,6 @@ PLAINTEXT_REFUSED = b"-ERR [AUTH] Plaintext authentication disallowed on non-sec
 RCPT_OK = b"250 2.1.5 Ok\r\n"
 
 
-@pytest.fixture(autouse=True)
-def _close_clients(make_gateway):
-    # Closed before the gateways stop: an open session would hold the drain.
-    yield
-    while OPEN:
-        OPEN.pop().close()
 
 
 def limited(**more):

@@ -21,7 +21,7 @@ AUTH_FAILED = b"-ERR [AUTH] Authentication failed.\r\n"
 # Failures are many here: keep the brute-force delay short and never block.
 HOSTILE = {"auth": {"failure_delay_ms": 20, "failure_delay_max_ms": 100, "max_failures_per_ip": 100000}}
 
-from raw_client import OPEN, Client  # noqa: E402
+from raw_client import Client, raw_clients_closed  # noqa: E402,F401  (autouse fixture)
 
 # A session whose client never reads stops reading too, so the daemon's memory
 # stays flat. Under AddressSanitizer freed memory sits in quarantine and RSS
@@ -35,11 +35,6 @@ RSS_BOUND_KB = 1024 * 1024 if SANITIZED else 16 * 1024
 BACKLOG_S = 30 if SANITIZED else 6
 
 
-@pytest.fixture(autouse=True)
-def _close_clients(make_gateway):
-    yield
-    while OPEN:
-        OPEN.pop().close()
 
 
 @pytest.fixture

@@ -5,10 +5,9 @@ address for each session or guess. Another /64 is another client.
 
 The addresses come from PROXY v1 headers sent by the test itself from
 127.0.0.1, the one trusted proxy: loopback has no IPv6 /64 to rotate in."""
-import pytest
 
 from popgate_test import make_gateway  # noqa: F401  (fixture)
-from raw_client import OPEN, Client
+from raw_client import Client, raw_clients_closed  # noqa: E402,F401  (autouse fixture)
 
 LISTENERS = [{"name": "pop3", "protocol": "pop3", "proxy_protocol": True}]
 BASE = {"server": {"trusted_proxies": ["127.0.0.1"]},
@@ -18,11 +17,6 @@ FAILED = b"-ERR [AUTH] Authentication failed.\r\n"
 USER_BLOCKED = b"-ERR [AUTH] Too many authentication failures for this user from your address"
 
 
-@pytest.fixture(autouse=True)
-def _close_clients(make_gateway):
-    yield
-    while OPEN:
-        OPEN.pop().close()
 
 
 def gateway(make_gateway, **sections):

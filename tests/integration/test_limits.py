@@ -22,16 +22,9 @@ AUTH_FAILED = b"-ERR [AUTH] Authentication failed.\r\n"
 POP3_BLOCKED = re.compile(rb"-ERR \[AUTH\] Too many authentication failures from your address, try again in \d+ seconds\r\n")
 TIMEOUT_421 = b"421 4.4.2 gw.test Error: timeout exceeded\r\n"
 
-from raw_client import OPEN, Client  # noqa: E402
+from raw_client import Client, raw_clients_closed  # noqa: E402,F401  (autouse fixture)
 
 
-@pytest.fixture(autouse=True)
-def _close_clients(make_gateway):
-    # Closed before the gateways stop: a session left open would hold the
-    # daemon's SIGTERM drain for its whole grace period.
-    yield
-    while OPEN:
-        OPEN.pop().close()
 
 
 def pop3_login(port, user, pw, src="127.0.0.1"):

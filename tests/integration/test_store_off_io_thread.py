@@ -13,7 +13,7 @@ import time
 import pytest
 
 from popgate_test import BACKEND, make_gateway  # noqa: F401  (fixture)
-from raw_client import OPEN, Client
+from raw_client import Client, raw_clients_closed  # noqa: E402,F401  (autouse fixture)
 
 pytestmark = pytest.mark.skipif(BACKEND != "postgresql", reason="PostgreSQL only: reads there cross the network")
 
@@ -21,11 +21,6 @@ LOCK_S = 3.0          # storage.busy_timeout_ms: how long the stalled read may w
 PROMPT_S = 1.0        # what "at once" means for the other client, with a wide margin
 
 
-@pytest.fixture(autouse=True)
-def _close_clients(make_gateway):
-    yield
-    while OPEN:
-        OPEN.pop().close()
 
 
 @pytest.fixture

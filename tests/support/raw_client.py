@@ -3,7 +3,9 @@ from another loopback source address (Linux routes all of 127.0.0.0/8 to lo)."""
 import socket
 import time
 
-# Every Client opened; the test modules' autouse fixtures close them before
+import pytest
+
+# Every Client opened; raw_clients_closed (below) closes them before
 # the gateways stop (an open session would hold the SIGTERM drain).
 OPEN = []
 
@@ -83,3 +85,13 @@ class Client:
 
     def close(self):
         self.s.close()
+
+
+@pytest.fixture(autouse=True)
+def raw_clients_closed(make_gateway):
+    """Imported by a test module: every Client is closed after each test,
+    before the gateways stop (an open session would hold the SIGTERM drain
+    for its whole grace period)."""
+    yield
+    while OPEN:
+        OPEN.pop().close()
