@@ -398,6 +398,11 @@ load_result parse(std::string_view text, std::filesystem::path const& source)
                     {"required", upstream_tls::required}});
         sec.str("upstream_user", s.upstream_user);
         sec.path("upstream_password_file", s.upstream_password_file);
+        sec.boolean("upstream_auth_in_clear", s.upstream_auth_in_clear);
+        if (auto const* n = t->get("upstream_user");
+            n && !s.upstream_user.empty() && s.upstream_starttls == upstream_tls::none && !s.upstream_auth_in_clear)
+            sec.fail(*n, "upstream_user: with upstream_starttls = \"none\" the password would go in clear; use "
+                         "\"opportunistic\" or \"required\", or allow it with upstream_auth_in_clear = true");
         sec.duration("upstream_timeout", s.upstream_timeout, 1, 3600);
         sec.duration("upstream_reuse_time", s.upstream_reuse_time, 0, 300);
         sec.networks("no_grant_networks", s.no_grant_networks);

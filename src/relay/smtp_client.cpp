@@ -438,6 +438,12 @@ asio::awaitable<smtp_client::connected> smtp_client::connect(std::string key, st
     }
 
     if (!s_.upstream_user.empty()) {
+        // The password never crosses the network in clear unless the
+        // administrator said so: not when STARTTLS was not offered (an
+        // attacker on the path can strip it), nor after it failed.
+        if (!link_->tls && !s_.upstream_auth_in_clear)
+            co_return connected{broken("upstream connection not encrypted: AUTH as relay.upstream_user refused "
+                                       "in clear (relay.upstream_auth_in_clear = false)")};
         std::ifstream f(s_.upstream_password_file);
         std::string password;
         if (!f || !std::getline(f, password))
@@ -498,7 +504,9 @@ asio::awaitable<upstream_verdict> smtp_client::begin(upstream_envelope const& en
     // clear, not a 451 that would come back for every message until the
     // upstream is fixed; the failure is remembered so that the next ones do
     // not pay for a doomed handshake first. "required" never falls back.
-    bool const opportunistic = s_.upstream_starttls == config::upstream_tls::opportunistic;
+    // With AUTH that may not go in clear there is nothing to fall back to.
+    bool const opportunistic = s_.upstream_starttls == config::upstream_tls::opportunistic &&
+                               (s_.upstream_user.empty() || s_.upstream_auth_in_clear);
     auto const upstream = s_.upstream_host + ":" + std::to_string(s_.upstream_port);
     bool const skip_tls = opportunistic && pool_.tls_recently_failed(upstream);
     auto const first_use = skip_tls ? starttls_use::skip : starttls_use::as_configured;

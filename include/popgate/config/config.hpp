@@ -127,6 +127,7 @@ struct settings {
     upstream_tls upstream_starttls = upstream_tls::opportunistic;
     std::string upstream_user;
     std::filesystem::path upstream_password_file;
+    bool upstream_auth_in_clear = false;  // AUTH to the upstream without TLS
     std::chrono::seconds upstream_timeout{60};
     std::chrono::seconds upstream_reuse_time{5};  // 0: one upstream connection per message
     // Guard rails on grants (relay/grant_issuer.hpp, relay/quota.hpp).
