@@ -410,6 +410,25 @@ def test_quit_is_answered_and_closed_before_the_upstream_reset_is(make_gateway, 
     assert len(upstream.connections) == 1
 
 
+def test_rset_is_answered_before_the_upstream_reset_is(make_gateway, upstream):
+    # A slow upstream RSET delays the next relayed transaction, not the
+    # client's 250 to its own RSET.
+    g = gateway(make_gateway, upstream)
+    upstream.rset_delay = 3
+    c = raw_after_rcpt(g, upstream)
+    t = time.monotonic()
+    assert c.cmd(b"RSET\r\n") == b"250 2.0.0 Ok\r\n"
+    answered_after = time.monotonic() - t
+    assert answered_after < 1.5, answered_after
+    assert upstream.wait_for(lambda: upstream.rsets == [1]), upstream.rsets
+    # the session goes on: a new transaction on the same kept connection, once it is reset
+    assert c.cmd(b"MAIL FROM:<" + SENDER.encode() + b">\r\n").startswith(b"250 ")
+    assert c.cmd(b"RCPT TO:<" + GOOD2.encode() + b">\r\n").startswith(b"250 ")
+    assert upstream.rsets_answered == [1]
+    c.close()
+    assert len(upstream.connections) == 1
+
+
 def test_client_drop_in_data_closes_the_upstream_connection_and_delivers_nothing(make_gateway, upstream):
     g = gateway(make_gateway, upstream)
     c = raw_after_rcpt(g, upstream)
@@ -426,7 +445,7 @@ def test_rset_after_relayed_rcpt_resets_upstream_and_the_connection_is_reused(ma
     with smtplib.SMTP("127.0.0.1", g.port("smtp"), timeout=30) as s:
         begin(s, GOOD)
         assert s.rset()[0] == 250
-        assert upstream.rsets == [1]
+        assert upstream.wait_for(lambda: upstream.rsets == [1]), upstream.rsets
         # the next transaction in the same session: the kept connection, only its own recipient
         assert s.sendmail("b@example.org", [GOOD2], BODY) == {}
     # and a transaction of another client session after a RSET

@@ -300,14 +300,16 @@ asio::awaitable<void> smtp_session::converse()
         case io::read_status::error: c_.end_reason = "error"; co_return;
         }
         if (!co_await run_step(step)) co_return;
-        if (up_ && up_txn_ != st_.transaction) {
-            // RSET, HELO/EHLO, STARTTLS or a DATA that went nowhere upstream.
-            co_await end_upstream();
-        }
-        if (step.ends_group) {
+        // RSET, HELO/EHLO, STARTTLS or a DATA that went nowhere upstream
+        // ends the upstream transaction: the client has its reply first
+        // (unless more of its pipelined group waits), not after the
+        // upstream's reply to RSET.
+        bool const end_up = up_ && up_txn_ != st_.transaction;
+        if (step.ends_group || (end_up && !ch_.reader().line_pending())) {
             bool const written = co_await ch_.flush();
             if (!written) co_return;
         }
+        if (end_up) co_await end_upstream();
     }
 }
 
