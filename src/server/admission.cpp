@@ -1,5 +1,7 @@
 #include "popgate/server/admission.hpp"
 
+#include <algorithm>
+
 namespace popgate::server {
 
 std::size_t address_window::add(net::ip_address const& peer, time_point now)
@@ -7,10 +9,12 @@ std::size_t address_window::add(net::ip_address const& peer, time_point now)
     auto& times = times_[peer];
     while (!times.empty() && times.front() <= now - window_) times.pop_front();
     times.push_back(now);
-    if (times_.size() > 100000) {
-        // Bounded: forget addresses whose window is over.
+    if (times_.size() > sweep_at_) {
+        // Bounded: forget addresses whose window is over (never `peer`,
+        // whose event is now).
         for (auto it = times_.begin(); it != times_.end();)
             it = (it->second.empty() || it->second.back() <= now - window_) ? times_.erase(it) : std::next(it);
+        sweep_at_ = std::max(first_sweep, 2 * times_.size());
     }
     return times.size();  // map nodes stay put: `times` was not erased
 }

@@ -15,8 +15,11 @@
 namespace popgate::server {
 
 // Times of one kind of event per client address within a sliding window
-// (connections in a minute, slow sessions in ten); at most 100,000
-// addresses, the idle ones forgotten first. Not thread-safe.
+// (connections in a minute, slow sessions in ten). Addresses whose window
+// is over are forgotten in a sweep each time the map has doubled since the
+// last one (from 100,000 addresses on): memory stays within twice the
+// addresses seen in one window, and a sweep costs each event O(1) on
+// average, not a walk of the whole map. Not thread-safe.
 class address_window {
 public:
     using time_point = std::chrono::steady_clock::time_point;
@@ -25,10 +28,15 @@ public:
     std::size_t add(net::ip_address const& peer, time_point now);
     // The address's count in the window.
     std::size_t count(net::ip_address const& peer, time_point now);
+    // Addresses held (some perhaps idle until the next sweep).
+    std::size_t tracked() const noexcept { return times_.size(); }
+
+    static constexpr std::size_t first_sweep = 100000;
 
 private:
     std::chrono::steady_clock::duration window_;
     std::map<net::ip_address, std::deque<time_point>> times_;
+    std::size_t sweep_at_ = first_sweep;
 };
 
 // Which limits a listener's connections meet. Mail clients meet all of
