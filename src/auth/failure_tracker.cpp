@@ -7,7 +7,12 @@ namespace popgate::auth {
 namespace {
 
 // Bounded: a flood of random names must not grow memory without end.
-constexpr std::size_t max_entries = 100000;
+// Entries whose window is over are swept whenever the maps have doubled
+// since the last sweep (from first_sweep on); only past hard_cap live
+// entries are the counters dropped, a last resort against a flood from
+// very many addresses (it forgets blocks in the making, not blocks).
+constexpr std::size_t first_sweep = 100000;
+constexpr std::size_t hard_cap = 1000000;
 
 template <class Map, class Key>
 std::optional<std::chrono::seconds> still_blocked(Map& m, Key const& k, failure_tracker::time_point now)
@@ -49,8 +54,16 @@ failure_tracker::failure_verdict failure_tracker::record_failure(net::ip_address
 {
     std::lock_guard lock(mutex_);
     auto const cutoff = now - s_.window;
-    if (pair_failures_.size() > max_entries) pair_failures_.clear();
-    if (user_failures_.size() > max_entries) user_failures_.clear();
+    if (counters() > sweep_at_) {
+        expire_locked(now);
+        if (counters() > hard_cap) {
+            pair_failures_.clear();
+            user_failures_.clear();
+            ip_failures_.clear();
+            unknown_names_at_ip_.clear();
+        }
+        sweep_at_ = std::max(first_sweep, 2 * counters());
+    }
 
     auto& by_ip = ip_failures_[ip];
     prune(by_ip, cutoff);
@@ -99,6 +112,16 @@ failure_tracker::failure_verdict failure_tracker::record_failure(net::ip_address
 void failure_tracker::expire(time_point now)
 {
     std::lock_guard lock(mutex_);
+    expire_locked(now);
+}
+
+std::size_t failure_tracker::counters() const noexcept
+{
+    return ip_failures_.size() + pair_failures_.size() + user_failures_.size() + unknown_names_at_ip_.size();
+}
+
+void failure_tracker::expire_locked(time_point now)
+{
     auto const cutoff = now - s_.window;
     auto const prune_all = [&](auto& m) {
         for (auto it = m.begin(); it != m.end();) {

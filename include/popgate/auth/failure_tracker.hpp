@@ -80,6 +80,8 @@ public:
 private:
     using pair_key = std::pair<net::ip_address, std::string>;
     static void prune(std::deque<time_point>& q, time_point cutoff);
+    void expire_locked(time_point now);
+    std::size_t counters() const noexcept;  // entries of the failure maps
 
     throttle_settings s_;
     mutable std::mutex mutex_;
@@ -90,6 +92,7 @@ private:
     std::map<net::ip_address, std::map<std::string, time_point>> unknown_names_at_ip_;
     std::map<net::ip_address, time_point> blocked_ips_;
     std::map<pair_key, time_point> blocked_pairs_;
+    std::size_t sweep_at_ = 100000;  // counters() that triggers the next sweep
 };
 
 }  // namespace popgate::auth

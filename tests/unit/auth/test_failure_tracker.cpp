@@ -153,4 +153,27 @@ BOOST_AUTO_TEST_CASE(failures_outside_window_are_forgotten)
     BOOST_TEST(t.tracked() == 0u);
 }
 
+// A flood of failures from many addresses (a botnet's guesses) sweeps only
+// what has left the window: the counts of a name at an address in the
+// making are kept, so the flood cannot wipe them and buy more guesses.
+BOOST_AUTO_TEST_CASE(a_flood_of_other_failures_does_not_reset_the_counts)
+{
+    auto s = small();
+    s.max_failures_per_ip = 1000000;
+    s.max_users_per_ip = 1000000;
+    auth::failure_tracker t(s);
+    auto const a = ip("192.0.2.1");
+    BOOST_TEST((t.record_failure(a, "alice", known, t0).now_blocked == block_scope::none));
+    BOOST_TEST((t.record_failure(a, "alice", known, t0).now_blocked == block_scope::none));
+    for (std::uint32_t i = 0; i < 120000; ++i) {
+        std::string const other = "10." + std::to_string(i >> 16 & 255) + "." + std::to_string(i >> 8 & 255) + "." +
+                                  std::to_string(i & 255);
+        t.record_failure(ip(other.c_str()), "guess" + std::to_string(i), unknown, t0 + 1s);
+    }
+    BOOST_TEST((t.record_failure(a, "alice", known, t0 + 2s).now_blocked == block_scope::user));
+    // once the window (and the block) is over, all of it is forgotten
+    t.expire(t0 + 200s);
+    BOOST_TEST(t.tracked() == 0u);
+}
+
 BOOST_AUTO_TEST_SUITE_END()
