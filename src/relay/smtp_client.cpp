@@ -360,8 +360,16 @@ asio::awaitable<bool> smtp_client::ehlo(std::vector<std::string>& ext)
     std::string const line = "EHLO " + s_.hostname + "\r\n";
     if (!co_await write(line)) co_return false;
     auto r = co_await read_reply();
-    if (!r || proto::reply_class(r->code) != 2) co_return false;
+    if (!r) co_return false;
     ext.clear();
+    if (proto::reply_class(r->code) == 5) {
+        // RFC 5321 §3.2: an old server that does not know EHLO is greeted
+        // with HELO, and offers no extension.
+        if (!co_await write("HELO " + s_.hostname + "\r\n")) co_return false;
+        r = co_await read_reply();
+        co_return r && proto::reply_class(r->code) == 2;
+    }
+    if (proto::reply_class(r->code) != 2) co_return false;
     for (std::size_t i = 1; i < r->lines.size(); ++i) ext.push_back(upper(r->lines[i]));
     co_return true;
 }

@@ -7,7 +7,8 @@ while; with "required" the client gets 451 and nothing is delivered.
 The upstream here is a small asyncio SMTP server written for the test
 (aiosmtpd would do a real handshake): it advertises STARTTLS, answers it
 with 220 and then sends bytes that are not TLS, or closes the connection.
-It records every command of every connection and every message it accepts."""
+It records every command of every connection and every message it accepts.
+The same server, knowing only HELO, stands for the oldest legacy MTA."""
 import asyncio
 import smtplib
 import socket
@@ -21,7 +22,7 @@ from smtp_support import strip_received
 
 class BrokenTlsUpstream:
     """SMTP in clear that offers STARTTLS and breaks it (`mode` "garbage" or
-    "close"). `connections` holds the commands of each connection, in accept
+    "close"), or that refuses EHLO and knows only HELO ("no-ehlo"). `connections` holds the commands of each connection, in accept
     order; `messages` the (connection number, MAIL FROM, RCPT TOs, data) of
     each message accepted with 250."""
 
@@ -67,7 +68,9 @@ class BrokenTlsUpstream:
                 with self.lock:
                     commands.append(cmd)
                 verb = cmd.split(" ", 1)[0].upper()
-                if verb == "EHLO":
+                if verb == "EHLO" and self.mode == "no-ehlo":
+                    await reply("502 5.5.2 Error: command not recognized")
+                elif verb == "EHLO":
                     await reply("250-upstream.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-STARTTLS\r\n250 SIZE 100000000")
                 elif verb == "HELO":
                     await reply("250 upstream.test")
@@ -227,3 +230,17 @@ def test_required_refuses_with_451_and_delivers_nothing(make_gateway, broken_ups
     assert g.dropped() == []
     time.sleep(0.2)
     assert len(up.verbs()) == 2  # and no retry behind the client's back
+
+
+def test_upstream_that_refuses_ehlo_is_greeted_with_helo(make_gateway):
+    # RFC 5321 §3.2: a legacy MTA that knows only HELO still gets the mail,
+    # without extensions (no STARTTLS, PIPELINING or SIZE used).
+    up = BrokenTlsUpstream("no-ehlo")
+    try:
+        g = tls_gateway(make_gateway, up, "opportunistic")
+        with smtplib.SMTP("127.0.0.1", g.port("smtp"), timeout=15) as s:
+            assert s.sendmail("a@example.org", ["x@remote.test"], b"Subject: old\r\n\r\nhello\r\n") == {}
+        assert up.verbs()[0][:4] == ["EHLO", "HELO", "MAIL", "RCPT"]
+        assert len(up.messages) == 1 and up.messages[0][2] == ["x@remote.test"]
+    finally:
+        up.stop()
