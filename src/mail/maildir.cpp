@@ -289,17 +289,17 @@ void maildir::remove(message_entry const& m) const
 {
     if (::unlink(m.path.c_str()) == 0) return;
     if (errno != ENOENT) throw_errno(errno, "maildir: unlink " + m.path.string());
-    // Another agent (an IMAP server setting flags) may have renamed it within
-    // cur/; the base name before ':' still identifies the message.
+    auto const now = renamed(m);
+    if (now && ::unlink(now->c_str()) != 0 && errno != ENOENT) throw_errno(errno, "maildir: unlink " + now->string());
+}
+
+std::optional<fs::path> maildir::renamed(message_entry const& m) const
+{
     auto const base = std::string{base_name(m.path.filename().string())};
     std::error_code ec;
-    for (auto const& e : fs::directory_iterator(root_ / "cur", ec)) {
-        auto const name = e.path().filename().string();
-        if (base_name(name) != base) continue;
-        if (::unlink(e.path().c_str()) != 0 && errno != ENOENT)
-            throw_errno(errno, "maildir: unlink " + e.path().string());
-        return;
-    }
+    for (auto const& e : fs::directory_iterator(root_ / "cur", ec))
+        if (base_name(e.path().filename().string()) == base) return e.path();
+    return std::nullopt;
 }
 
 delivery::delivery(fs::path maildir_root, std::string_view hostname) : root_{std::move(maildir_root)}

@@ -1,6 +1,7 @@
 """POP3 (RFC 1939, RFC 2449) against the running daemon with real clients:
 Python poplib, curl pop3://, and a raw socket where exact bytes matter."""
 import hashlib
+import os
 import poplib
 import re
 import subprocess
@@ -180,6 +181,21 @@ def test_dele_then_quit_removes(gateway):
         p.dele(i)
     assert p.quit() == b"+OK popgate POP3 server signing off (maildrop empty)"
     assert files(gateway, "alice") == []
+
+
+def test_a_message_renamed_by_another_agent_is_still_retrieved_and_deleted(gateway):
+    # An IMAP server on the same Maildir marks message 2 seen while the POP3
+    # session is open: its file in cur/ is renamed (":2," -> ":2,S"). Its
+    # UIDL and its number stay; RETR and DELE find it by its base name.
+    msgs = stock(gateway)
+    p = pop(gateway, "alice", "pw-alice")
+    cur = gateway.maildir("alice") / "cur"
+    (old,) = [f for f in cur.iterdir() if f.name.startswith("1700000002.")]
+    os.rename(old, cur / (old.name.split(":")[0] + ":2,S"))
+    assert b"\r\n".join(p.retr(2)[1]) + b"\r\n" == msgs[1].replace(b"\n", b"\r\n")
+    assert p.dele(2) == b"+OK message 2 deleted"
+    assert p.quit() == b"+OK popgate POP3 server signing off (2 messages left)"
+    assert files(gateway, "alice") == ["1700000001.M1P1.gw", "1700000003.M1P1.gw"]
 
 
 def test_dele_then_drop_removes_nothing(gateway):

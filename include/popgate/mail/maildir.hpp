@@ -82,6 +82,11 @@ public:
     // Unlinks the message. ENOENT is fine: another session removed it first.
     void remove(message_entry const& m) const;
 
+    // Where the message is now when it is no longer at m.path: another agent
+    // (an IMAP server setting flags) may have renamed it within cur/, and the
+    // base name before ':' still identifies it. nullopt: it is gone.
+    std::optional<std::filesystem::path> renamed(message_entry const& m) const;
+
     std::filesystem::path const& root() const noexcept { return root_; }
 
 private:

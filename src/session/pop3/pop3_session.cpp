@@ -88,6 +88,14 @@ void pop3_session::unlock()
 asio::awaitable<bool> pop3_session::send_message(mail::message_entry const& m, std::optional<std::uint32_t> top)
 {
     fd_guard f{::open(m.path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW)};
+    if (f.fd < 0 && errno == ENOENT && md_) {
+        // Renamed meanwhile by another agent (an IMAP server setting a flag):
+        // the same message, as DELE finds it too.
+        if (auto const now = md_->renamed(m))
+            f.fd = ::open(now->c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        else
+            errno = ENOENT;
+    }
     if (f.fd < 0) {
         int const err = errno;
         spdlog::warn("sid={} pop3 open message user={} path={} error={}", c_.sid, log::field(user_, 64),
