@@ -21,7 +21,8 @@ import re
 
 import pytest
 
-from popgate_test import make_gateway  # noqa: F401  (fixture)
+from popgate_test import make_gateway, upstream  # noqa: F401  (fixtures)
+from smtp_support import relay_overrides
 
 from raw_client import Client, raw_clients_closed  # noqa: E402,F401  (autouse fixture)
 
@@ -124,6 +125,40 @@ def test_smtp_errors_of_every_kind_add_up_across_transactions(make_gateway):
     last = c.smtp(line)
     assert last == want
     assert_closed_after_421(g, c, last)
+
+
+def test_smtp_a_delivered_message_starts_the_count_again(make_gateway):
+    # Errors count "without delivering mail": a client sending its Outbox on
+    # one connection, a few refused recipients in each message, keeps it.
+    g = make_gateway(overrides=limited())
+    g.add_user("alice", "pw-alice")
+    c = smtp_in_mail(g)
+    for message in range(3):
+        for i in range(LIMIT):
+            line, want = unknown_user(10 * message + i)
+            assert c.smtp(line) == want, (message, i)
+        assert c.smtp(b"RCPT TO:<alice@gw.test>\r\n") == RCPT_OK
+        assert c.smtp(b"DATA\r\n").startswith(b"354 ")
+        assert c.smtp(b"Subject: outbox\r\n\r\nbody\r\n.\r\n").startswith(b"250 2.0.0 Ok: queued as ")
+        assert c.smtp(b"MAIL FROM:<a@b.test>\r\n") == b"250 2.1.0 Ok\r\n"
+    assert len(g.messages("alice")) == 3
+    # without a delivery in between the limit still holds
+    refuse_past_limit(g, c, unknown_user)
+
+
+def test_smtp_upstream_refusals_are_passed_on_and_not_counted(make_gateway, upstream):
+    # A stale address in a large mailing is the upstream's refusal: the
+    # client gets it for that recipient, and its session goes on.
+    upstream.rcpt_replies = {f"gone{i}@remote.test": "550 5.1.1 no such user here" for i in range(3 * LIMIT)}
+    g = make_gateway(overrides={**relay_overrides(upstream), **limited()})
+    grant(g)
+    c = smtp_in_mail(g)
+    for i in range(3 * LIMIT):
+        assert c.smtp(b"RCPT TO:<gone%d@remote.test>\r\n" % i).startswith(b"550 5.1.1 "), i
+    assert c.smtp(b"RCPT TO:<x@remote.test>\r\n") == RCPT_OK
+    assert c.smtp(b"DATA\r\n").startswith(b"354 ")
+    assert c.smtp(b"Subject: list\r\n\r\nbody\r\n.\r\n").startswith(b"250 ")
+    assert "too many errors" not in g.log()
 
 
 def test_smtp_4xx_replies_do_not_count(make_gateway):

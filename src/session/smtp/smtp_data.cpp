@@ -157,6 +157,10 @@ asio::awaitable<bool> smtp_session::do_data()
                      received, result, code);
         ch_.queue(proto::reply(code, enh, text));
         st_.reset_transaction();
+        // Errors count "without delivering mail" (Postfix's words): a client
+        // that sends its Outbox, a few refused recipients in each message,
+        // keeps its session.
+        if (code / 100 == 2) st_.bad = 0;
     };
 
     in_flight budget(svc_.data_in_flight, s.max_data_in_flight);

@@ -44,10 +44,12 @@ std::string line_shape(std::string_view line)
 }
 
 // An error of the client's: an unknown or out-of-sequence command, a syntax
-// error, a refused sender or recipient (any 5xx, as Postfix's
-// smtpd_hard_error_limit; a 4xx is not the client's fault). Past
-// limits.max_bad_commands the session ends: no harvesting of user names or
-// flooding of the audit table with denied recipients on one connection.
+// error, a sender or recipient we refuse (our 5xx, as Postfix's
+// smtpd_hard_error_limit; a 4xx is not the client's fault, and the
+// upstream's refusal of a recipient is the upstream's). Past
+// limits.max_bad_commands without a delivered message the session ends: no
+// harvesting of user names or flooding of the audit table with denied
+// recipients on one connection. A delivered message starts the count again.
 smtp_step bad(smtp_state& st, smtp_offer const& o, smtp_step s)
 {
     over_limit(s, o, st.bad, o.max_bad_commands, "too many errors", "too-many-errors");
@@ -428,8 +430,10 @@ smtp_step smtp_rcpt_decided(smtp_state& st, proto::mail_args const& rcpt, relay:
             // and enhanced code; its text quoted after ours).
             line += " upstream_status=" + upstream->enhanced + " result=refused upstream_detail=" + log::field(upstream->log, 200);
             s.log.back().level = upstream->what == relay::upstream_verdict::kind::permanent ? info : warn;
+            // Not counted as the client's error: a stale address in a
+            // large mailing, or a sender the upstream refuses (each RCPT
+            // then gets its 5xx), must not cost a real client its session.
             s.reply = proto::reply(upstream->code, upstream->enhanced, upstream->text);
-            if (upstream->code >= 500) return bad(st, o, std::move(s));
             return s;
         }
     }
