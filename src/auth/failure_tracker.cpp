@@ -8,9 +8,10 @@ namespace {
 
 // Bounded: a flood of random names must not grow memory without end.
 // Entries whose window is over are swept whenever the maps have doubled
-// since the last sweep (from first_sweep on); only past hard_cap live
-// entries are the counters dropped, a last resort against a flood from
-// very many addresses (it forgets blocks in the making, not blocks).
+// since the last sweep (from first_sweep on); when a sweep leaves more than
+// hard_cap live entries the counters are dropped, a last resort against a
+// flood from very many addresses (it forgets blocks in the making, not
+// blocks). Between sweeps the maps may hold up to twice hard_cap.
 constexpr std::size_t first_sweep = 100000;
 constexpr std::size_t hard_cap = 1000000;
 
