@@ -190,6 +190,11 @@ constexpr bool bare_ok(unsigned char c) noexcept
 
 }  // namespace
 
+std::string line_shape(std::string_view keyword, std::size_t length)
+{
+    return "keyword=" + std::string(keyword.empty() ? "-" : keyword) + " length=" + std::to_string(length);
+}
+
 std::string field(std::string_view in, std::size_t cap)
 {
     static constexpr char hex[] = "0123456789abcdef";

@@ -35,6 +35,12 @@ bool reopen(std::string& why);
 // Cut at `cap` bytes of the value with "...". Empty: "".
 std::string field(std::string_view value, std::size_t cap = 120);
 
+// What a log may say of a client's line that did not parse:
+// "keyword=KW length=N", KW being the command keyword the protocol found at
+// its start ("-" when none); never the rest, which may be a password or a
+// SASL response (the client's next line after a failed AUTH exchange).
+std::string line_shape(std::string_view keyword, std::size_t length);
+
 // A short random session id (8 hex digits), unique enough to grep one session.
 std::string new_session_id();
 

@@ -243,10 +243,9 @@ pop3_step pop3_on_line(pop3_state& st, std::string_view line, pop3_offer const& 
     if (!cmd) {
         auto s = bad(st, r, parse_error_reply(static_cast<proto::errc>(cmd.error().value())));
         // Never the line itself: after a failed AUTH exchange it may be a password.
-        auto const kw = proto::pop3_keyword_of(line);
         prepend(s.log, debug,
-                "pop3 bad line keyword=" + std::string(kw.empty() ? "-" : kw) + " length=" +
-                    std::to_string(line.size()) + " error=" + cmd.error().message());
+                "pop3 bad line " + log::line_shape(proto::pop3_keyword_of(line), line.size()) +
+                    " error=" + cmd.error().message());
         return s;
     }
     auto const& spec = proto::spec_for(cmd->verb);

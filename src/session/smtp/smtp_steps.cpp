@@ -34,14 +34,8 @@ bool over_limit(smtp_step& s, smtp_offer const& o, std::size_t& counter, std::si
     return true;
 }
 
-// What the log says of a line that did not parse: its keyword, when it has
-// one we know, and its length; never the rest, which may be a password or a
-// SASL response (the client's next line after a failed AUTH exchange).
-std::string line_shape(std::string_view line)
-{
-    auto const kw = proto::smtp_keyword_of(line);
-    return "keyword=" + std::string(kw.empty() ? "-" : kw) + " length=" + std::to_string(line.size());
-}
+// What the log says of a line that did not parse (log::line_shape).
+std::string line_shape(std::string_view line) { return log::line_shape(proto::smtp_keyword_of(line), line.size()); }
 
 // An error of the client's: an unknown or out-of-sequence command, a syntax
 // error, a sender or recipient we refuse (our 5xx, as Postfix's
