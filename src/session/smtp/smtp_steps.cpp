@@ -50,6 +50,12 @@ smtp_step bad(smtp_state& st, smtp_offer const& o, smtp_step s)
     return s;
 }
 
+// The reply `code enhanced text`, counted as an error.
+smtp_step bad(smtp_state& st, smtp_offer const& o, int code, std::string_view enhanced, std::string_view text)
+{
+    return bad(st, o, queue(code, enhanced, text));
+}
+
 using handler = smtp_step (*)(smtp_state&, proto::smtp_command const&, smtp_offer const&);
 
 smtp_step on_helo(smtp_state& st, proto::smtp_command const& cmd, smtp_offer const& o)
@@ -94,24 +100,24 @@ smtp_step on_mail(smtp_state& st, proto::smtp_command const& cmd, smtp_offer con
     }
     auto a = proto::parse_mail_from(cmd.args);
     if (!a) {
-        if (a.error() == proto::errc::bad_parameter) return bad(st, o, queue(501, "5.5.4", "Syntax error in parameters"));
-        return bad(st, o, queue(501, "5.1.7", "Bad sender address syntax"));
+        if (a.error() == proto::errc::bad_parameter) return bad(st, o, 501, "5.5.4", "Syntax error in parameters");
+        return bad(st, o, 501, "5.1.7", "Bad sender address syntax");
     }
     std::optional<std::uint64_t> size;
     bool eight = false;
     for (auto const& p : a->params) {
         if (p.keyword == "SIZE") {
             auto n = proto::parse_size_param(p.value);
-            if (!n) return bad(st, o, queue(501, "5.5.4", "Bad SIZE parameter"));
+            if (!n) return bad(st, o, 501, "5.5.4", "Bad SIZE parameter");
             size = *n;
         } else if (p.keyword == "BODY") {
             auto b = proto::parse_body_param(p.value);
-            if (!b) return bad(st, o, queue(501, "5.5.4", "Bad BODY parameter"));
+            if (!b) return bad(st, o, 501, "5.5.4", "Bad BODY parameter");
             eight = *b == proto::body_type::eight_bit_mime;
         } else if (p.keyword == "AUTH") {
             // RFC 4954 §5: accepted and not passed on (we do not trust it).
         } else {
-            return bad(st, o, queue(555, "5.5.4", "Unsupported option: " + p.keyword));
+            return bad(st, o, 555, "5.5.4", "Unsupported option: " + p.keyword);
         }
     }
     if (size && *size > o.max_message_size) {
@@ -134,11 +140,10 @@ smtp_step on_rcpt(smtp_state& st, proto::smtp_command const& cmd, smtp_offer con
 {
     auto a = proto::parse_rcpt_to(cmd.args);
     if (!a) {
-        if (a.error() == proto::errc::bad_parameter) return bad(st, o, queue(501, "5.5.4", "Syntax error in parameters"));
-        return bad(st, o, queue(501, "5.1.3", "Bad recipient address syntax"));
+        if (a.error() == proto::errc::bad_parameter) return bad(st, o, 501, "5.5.4", "Syntax error in parameters");
+        return bad(st, o, 501, "5.1.3", "Bad recipient address syntax");
     }
-    if (!a->params.empty())
-        return bad(st, o, queue(555, "5.5.4", "Unsupported option: " + a->params.front().keyword));
+    if (!a->params.empty()) return bad(st, o, 555, "5.5.4", "Unsupported option: " + a->params.front().keyword);
     if (st.rcpts.size() >= o.max_recipients) {
         auto s = queue(452, "4.5.3", "Error: too many recipients");
         s.log.push_back({warn, "smtp too many recipients ip=" + o.ip + " limit=" + std::to_string(o.max_recipients)});
@@ -352,7 +357,7 @@ smtp_step smtp_on_line(smtp_state& st, std::string_view line, smtp_offer const& 
     // but EHLO/HELO, STARTTLS, NOOP, RSET and QUIT gets 530 in clear, whatever
     // the phase (a RCPT without MAIL is told to start TLS, not "need MAIL").
     if (o.tls_required && !o.tls_active && !spec.pre_tls) {
-        s = bad(st, o, queue(530, "5.7.0", "Must issue a STARTTLS command first"));
+        s = bad(st, o, 530, "5.7.0", "Must issue a STARTTLS command first");
     } else if (!spec.allowed_in(st.phase)) {
         s = bad(st, o, sequence_error(st, cmd->verb));
     } else if (spec.junk && over_limit(s, o, st.junk, o.max_junk_commands, "too many commands without progress",
