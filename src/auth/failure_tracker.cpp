@@ -12,7 +12,6 @@ namespace {
 // hard_cap live entries the counters are dropped, a last resort against a
 // flood from very many addresses (it forgets blocks in the making, not
 // blocks). Between sweeps the maps may hold up to twice hard_cap.
-constexpr std::size_t first_sweep = 100000;
 constexpr std::size_t hard_cap = 1000000;
 
 template <class Map, class Key>

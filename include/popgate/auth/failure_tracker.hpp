@@ -92,7 +92,10 @@ private:
     std::map<net::ip_address, std::map<std::string, time_point>> unknown_names_at_ip_;
     std::map<net::ip_address, time_point> blocked_ips_;
     std::map<pair_key, time_point> blocked_pairs_;
-    std::size_t sweep_at_ = 100000;  // counters() that triggers the next sweep
+    // Entries whose window is over are swept when counters() passes this
+    // (first_sweep, then twice what the last sweep left).
+    static constexpr std::size_t first_sweep = 100000;
+    std::size_t sweep_at_ = first_sweep;
 };
 
 }  // namespace popgate::auth
