@@ -449,7 +449,7 @@ asio::awaitable<smtp_client::connected> smtp_client::connect(std::string key, st
         // The password never crosses the network in clear unless the
         // administrator said so: not when STARTTLS was not offered (an
         // attacker on the path can strip it), nor after it failed.
-        if (!link_->tls && !s_.upstream_auth_in_clear)
+        if (!link_->tls && auth_needs_tls())
             co_return connected{broken("upstream connection not encrypted: AUTH as relay.upstream_user refused "
                                        "in clear (relay.upstream_auth_in_clear = false)")};
         std::ifstream f(s_.upstream_password_file);
@@ -513,8 +513,7 @@ asio::awaitable<upstream_verdict> smtp_client::begin(upstream_envelope const& en
     // upstream is fixed; the failure is remembered so that the next ones do
     // not pay for a doomed handshake first. "required" never falls back.
     // With AUTH that may not go in clear there is nothing to fall back to.
-    bool const opportunistic = s_.upstream_starttls == config::upstream_tls::opportunistic &&
-                               (s_.upstream_user.empty() || s_.upstream_auth_in_clear);
+    bool const opportunistic = s_.upstream_starttls == config::upstream_tls::opportunistic && !auth_needs_tls();
     auto const upstream = s_.upstream_host + ":" + std::to_string(s_.upstream_port);
     bool const skip_tls = opportunistic && pool_.tls_recently_failed(upstream);
     auto const first_use = skip_tls ? starttls_use::skip : starttls_use::as_configured;

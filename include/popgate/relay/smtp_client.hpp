@@ -144,6 +144,9 @@ private:
     asio::awaitable<upstream_verdict> command(std::string const& line, int expect_class, std::string_view what,
                                               std::string_view client_prefix = {});
     asio::awaitable<bool> ehlo(std::vector<std::string>& extensions);
+    // AUTH as relay.upstream_user, which may go only over TLS unless
+    // relay.upstream_auth_in_clear allows it.
+    bool auth_needs_tls() const noexcept { return !s_.upstream_user.empty() && !s_.upstream_auth_in_clear; }
     enum class starttls_use { as_configured, skip };
     struct connected {
         upstream_verdict verdict;
