@@ -229,6 +229,16 @@ def test_pop3_user_and_pass_without_plaintext_count(make_gateway):
 
 # -- logs: an unparsable line is described, never written ----------------------------
 
+def log_after_quit(g, c, proto):
+    """QUIT on `c`, answered; the daemon's log once the session's end is in it."""
+    if proto == "pop3":
+        assert c.cmd(b"QUIT\r\n").startswith(b"+OK")
+    else:
+        assert c.smtp(b"QUIT\r\n") == b"221 2.0.0 Bye\r\n"
+    assert g.wait_log(f"{proto} end reason=quit")
+    return g.log()
+
+
 def shape_logged(log, proto, keyword, length=None):
     """Whether a line of `proto` in `log` names the bad line's keyword (None:
 any, e.g. "-" for none known) and length (None: any)."""
@@ -243,9 +253,7 @@ def test_pop3_unparsable_pass_line_is_not_logged(make_gateway):
     c = Client(g.port("pop3"))
     assert c.cmd(b"USER alice\r\n") == b"+OK\r\n"
     assert c.cmd(b"PASS\tsecretword1\r\n").startswith(b"-ERR ")
-    assert c.cmd(b"QUIT\r\n").startswith(b"+OK")
-    assert g.wait_log("pop3 end reason=quit")
-    log = g.log()
+    log = log_after_quit(g, c, "pop3")
     assert "secretword1" not in log
     assert shape_logged(log, "pop3", "PASS", len(b"PASS\tsecretword1")), log[-3000:]
 
@@ -256,9 +264,7 @@ def test_smtp_unparsable_and_bare_lf_auth_lines_are_not_logged(make_gateway):
     assert c.smtp(b"EHLO client.test\r\n").startswith(b"250-gw.test\r\n")
     assert c.smtp(b"AUTH\tPLAIN c2VjcmV0d29yZDI=\r\n").startswith(b"5")
     assert c.smtp(b"AUTH PLAIN AHVzZXIAc2VjcmV0d29yZDM=\n") == b"500 5.5.2 Error: bare <LF> received\r\n"
-    assert c.smtp(b"QUIT\r\n") == b"221 2.0.0 Bye\r\n"
-    assert g.wait_log("smtp end reason=quit")
-    log = g.log()
+    log = log_after_quit(g, c, "smtp")
     assert "c2VjcmV0d29yZDI" not in log
     assert "AHVzZXIAc2VjcmV0d29yZDM" not in log
     assert "smtp bare-lf ip=127.0.0.1" in log
@@ -274,9 +280,7 @@ def test_pop3_password_after_failed_auth_login_is_not_logged(make_gateway):
     assert c.cmd(b"YWxpY2U\r\n") == b"-ERR Invalid base64 data\r\n"
     # the client, out of step, sends its password as a command line
     assert c.cmd(b"c2VjcmV0d29yZDQ=\r\n").startswith(b"-ERR ")
-    assert c.cmd(b"QUIT\r\n").startswith(b"+OK")
-    assert g.wait_log("pop3 end reason=quit")
-    log = g.log()
+    log = log_after_quit(g, c, "pop3")
     assert "c2VjcmV0d29yZDQ" not in log
     assert shape_logged(log, "pop3", None, len(b"c2VjcmV0d29yZDQ=")), log[-3000:]
 
@@ -288,8 +292,6 @@ def test_smtp_password_after_failed_auth_login_is_not_logged(make_gateway):
     assert c.smtp(b"AUTH LOGIN\r\n") == b"334 VXNlcm5hbWU6\r\n"
     assert c.smtp(b"YWxpY2U\r\n") == b"501 5.5.2 Cannot decode response\r\n"
     assert c.smtp(b"c2VjcmV0d29yZDU=\r\n").startswith(b"5")
-    assert c.smtp(b"QUIT\r\n") == b"221 2.0.0 Bye\r\n"
-    assert g.wait_log("smtp end reason=quit")
-    log = g.log()
+    log = log_after_quit(g, c, "smtp")
     assert "c2VjcmV0d29yZDU" not in log
     assert shape_logged(log, "smtp", None, len(b"c2VjcmV0d29yZDU=")), log[-3000:]
