@@ -11,11 +11,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <array>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <iostream>
+#include <string_view>
 #include <stdexcept>
 #include <utility>
 #include <vector>
@@ -62,6 +62,27 @@ void check_tls(config::settings const& s, std::vector<std::string>& problems)
     }
 }
 
+// What every new upstream connection reads: with relay.upstream_starttls =
+// "verify" the CA file (or the system's CAs) must load, and with
+// relay.upstream_user the password file must be there, or every relayed
+// message would get 451 at its first recipient.
+void check_upstream(config::settings const& s, std::vector<std::string>& problems)
+{
+    if (s.upstream_host.empty()) return;
+    if (s.upstream_starttls == config::upstream_tls::verify) {
+        try {
+            io::make_client_tls(s);
+        } catch (std::exception const& e) {
+            problems.push_back(e.what());
+        }
+    }
+    std::error_code ec;
+    if (!s.upstream_user.empty() && !fs::is_regular_file(s.upstream_password_file, ec))
+        problems.push_back("relay.upstream_password_file: " +
+                           (s.upstream_password_file.empty() ? std::string("not set, but relay.upstream_user is")
+                                                             : s.upstream_password_file.string() + " is not a file"));
+}
+
 // " (owner USER:GROUP, mode 0600)" as this process sees `p`.
 std::string owner_and_mode(fs::path const& p)
 {
@@ -78,15 +99,27 @@ std::string owner_and_mode(fs::path const& p)
 // Started as root with server.user, the daemon reads the certificate and key
 // before it switches; but a reload (SIGHUP) reads them again as server.user,
 // and the packaged unit (User=popgate) starts it as that user in the first
-// place, where a file only root can read stops the start. So each existing
-// file must be readable by the account as well. Opened in a child that takes
-// the account's ids for good: this process keeps its own.
-void check_tls_as_account(config::settings const& s, daemon::service_account const& a,
-                          std::vector<std::string>& problems)
+// place, where a file only root can read stops the start. The upstream's
+// password and CA files are read as server.user at every new upstream
+// connection. So each existing file must be readable by the account as well.
+// Opened in a child that takes the account's ids for good: this process keeps
+// its own.
+void check_files_as_account(config::settings const& s, daemon::service_account const& a,
+                            std::vector<std::string>& problems)
 {
-    if (!a.switches || !uses_tls(s)) return;
-    std::array const files{std::pair{"tls.cert_file", s.tls.cert_file}, std::pair{"tls.key_file", s.tls.key_file}};
-    std::array<int, 3> err{};  // per file: 0 readable, else errno; [2]: errno of taking the ids
+    if (!a.switches) return;
+    std::vector<std::pair<char const*, fs::path>> files;
+    if (uses_tls(s)) {
+        files.emplace_back("tls.cert_file", s.tls.cert_file);
+        files.emplace_back("tls.key_file", s.tls.key_file);
+    }
+    if (!s.upstream_host.empty() && !s.upstream_user.empty())
+        files.emplace_back("relay.upstream_password_file", s.upstream_password_file);
+    if (!s.upstream_host.empty() && s.upstream_starttls == config::upstream_tls::verify && !s.upstream_ca_file.empty())
+        files.emplace_back("relay.upstream_ca_file", s.upstream_ca_file);
+    if (files.empty()) return;
+    std::vector<int> err(files.size() + 1, 0);  // per file: 0 readable, else errno; last: errno of taking the ids
+    auto const bytes = static_cast<ssize_t>(err.size() * sizeof(int));
     int fds[2];
     if (::pipe2(fds, O_CLOEXEC) != 0) throw std::runtime_error(std::string("pipe: ") + std::strerror(errno));
     pid_t const pid = ::fork();
@@ -94,7 +127,7 @@ void check_tls_as_account(config::settings const& s, daemon::service_account con
     if (pid == 0) {
         ::close(fds[0]);
         if (::setgroups(0, nullptr) != 0 || ::setgid(a.gid) != 0 || ::setuid(a.uid) != 0) {
-            err[2] = errno;
+            err.back() = errno;
         } else {
             for (std::size_t i = 0; i < files.size(); ++i) {
                 int const fd = ::open(files[i].second.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
@@ -102,23 +135,25 @@ void check_tls_as_account(config::settings const& s, daemon::service_account con
                 if (fd >= 0) ::close(fd);
             }
         }
-        bool const sent = ::write(fds[1], err.data(), sizeof err) == static_cast<ssize_t>(sizeof err);
+        bool const sent = ::write(fds[1], err.data(), err.size() * sizeof(int)) == bytes;
         ::_exit(sent ? 0 : 1);
     }
     ::close(fds[1]);
-    bool const got = ::read(fds[0], err.data(), sizeof err) == static_cast<ssize_t>(sizeof err);
+    bool const got = ::read(fds[0], err.data(), err.size() * sizeof(int)) == bytes;
     ::close(fds[0]);
     int status = 0;
     ::waitpid(pid, &status, 0);
-    if (!got) throw std::runtime_error("cannot check the TLS files as " + a.name);
-    if (err[2] != 0) throw std::runtime_error("cannot take the ids of " + a.name + ": " + std::strerror(err[2]));
+    if (!got) throw std::runtime_error("cannot check the files as " + a.name);
+    if (err.back() != 0) throw std::runtime_error("cannot take the ids of " + a.name + ": " + std::strerror(err.back()));
     for (std::size_t i = 0; i < files.size(); ++i) {
         auto const& [key, file] = files[i];
         std::error_code ec;
         if (err[i] == 0 || !fs::exists(file, ec)) continue;  // a missing one is reported (or made) elsewhere
         problems.push_back(std::string(key) + ": " + file.string() + " is not readable by " + a.name + ": " +
                            std::strerror(err[i]) + owner_and_mode(file) + "; the daemon reads it as " + a.name +
-                           " when the packaged unit starts it (User=) and on every reload (SIGHUP)");
+                           (std::string_view(key).starts_with("tls.")
+                                ? " when the packaged unit starts it (User=) and on every reload (SIGHUP)"
+                                : " for every new connection to the upstream"));
     }
 }
 
@@ -136,7 +171,8 @@ int check_config(std::string const& file)
     try {
         auto const account = daemon::find_service_account(s);
         check_tls(s, problems);
-        check_tls_as_account(s, account, problems);
+        check_upstream(s, problems);
+        check_files_as_account(s, account, problems);
         for (auto& p : daemon::check_state_dirs(s, account)) problems.push_back(std::move(p));
     } catch (std::exception const& e) {
         problems.push_back(e.what());

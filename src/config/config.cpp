@@ -395,14 +395,23 @@ load_result parse(std::string_view text, std::filesystem::path const& source)
         sec.integer("upstream_port", s.upstream_port, 1, 65535);
         sec.choice("upstream_starttls", s.upstream_starttls,
                    {{"none", upstream_tls::none}, {"opportunistic", upstream_tls::opportunistic},
-                    {"required", upstream_tls::required}});
+                    {"required", upstream_tls::required}, {"verify", upstream_tls::verify}});
+        sec.path("upstream_ca_file", s.upstream_ca_file);
+        sec.str("upstream_tls_name", s.upstream_tls_name);
+        // A CA file or a name without "verify" would verify nothing: an
+        // administrator who set one expects the check.
+        for (auto const& [key, empty] : {std::pair{"upstream_ca_file", s.upstream_ca_file.empty()},
+                                         std::pair{"upstream_tls_name", s.upstream_tls_name.empty()}})
+            if (auto const* n = t->get(key); n && !empty && s.upstream_starttls != upstream_tls::verify)
+                sec.fail(*n, std::string(key) + ": used only with upstream_starttls = \"verify\", which checks the "
+                                                "upstream's certificate; set that, or remove this key");
         sec.str("upstream_user", s.upstream_user);
         sec.path("upstream_password_file", s.upstream_password_file);
         sec.boolean("upstream_auth_in_clear", s.upstream_auth_in_clear);
         if (auto const* n = t->get("upstream_user");
             n && !s.upstream_user.empty() && s.upstream_starttls == upstream_tls::none && !s.upstream_auth_in_clear)
             sec.fail(*n, "upstream_user: with upstream_starttls = \"none\" the password would go in clear; use "
-                         "\"opportunistic\" or \"required\", or allow it with upstream_auth_in_clear = true");
+                         "\"opportunistic\", \"required\" or \"verify\", or allow it with upstream_auth_in_clear = true");
         sec.duration("upstream_timeout", s.upstream_timeout, 1, 3600);
         sec.duration("upstream_reuse_time", s.upstream_reuse_time, 0, 300);
         sec.networks("no_grant_networks", s.no_grant_networks);

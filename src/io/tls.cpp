@@ -2,6 +2,8 @@
 
 #include "popgate/io/ticket_keys.hpp"
 
+#include <boost/asio/ip/address.hpp>
+
 #include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -271,15 +273,50 @@ std::shared_ptr<boost::asio::ssl::context> make_server_tls(config::tls_settings 
     return ctx;
 }
 
-std::shared_ptr<boost::asio::ssl::context> make_client_tls()
+std::shared_ptr<boost::asio::ssl::context> make_client_tls(config::settings const& s)
 {
     namespace ssl = boost::asio::ssl;
     auto ctx = std::make_shared<ssl::context>(ssl::context::tls_client);
-    SSL_CTX_set_min_proto_version(ctx->native_handle(), TLS1_2_VERSION);
-    // The legacy MTA usually has a self-signed or internal certificate; TLS to
-    // it protects against passive capture. Verification is not configured yet.
-    ctx->set_verify_mode(ssl::verify_none);
+    SSL_CTX* c = ctx->native_handle();
+    SSL_CTX_set_min_proto_version(c, TLS1_2_VERSION);
+    if (s.upstream_starttls != config::upstream_tls::verify) {
+        // The legacy MTA usually has a self-signed or internal certificate:
+        // TLS to it protects against passive capture only.
+        SSL_CTX_set_verify(c, SSL_VERIFY_NONE, nullptr);
+        return ctx;
+    }
+    // The handshake fails unless the chain ends at one of these CAs; the
+    // name is set per connection (set_upstream_name).
+    SSL_CTX_set_verify(c, SSL_VERIFY_PEER, nullptr);
+    ERR_clear_error();
+    bool const loaded = s.upstream_ca_file.empty()
+                            ? SSL_CTX_set_default_verify_paths(c) == 1
+                            : SSL_CTX_load_verify_locations(c, s.upstream_ca_file.c_str(), nullptr) == 1;
+    if (!loaded)
+        throw std::runtime_error(
+            (s.upstream_ca_file.empty() ? std::string("relay.upstream_starttls = verify: cannot load the system's CAs")
+                                        : "relay.upstream_ca_file: cannot load " + s.upstream_ca_file.string()) +
+            ": " + openssl_error());
     return ctx;
+}
+
+bool set_upstream_name(SSL* ssl, config::settings const& s)
+{
+    std::string const& name = s.upstream_tls_name.empty() ? s.upstream_host : s.upstream_tls_name;
+    boost::system::error_code not_address;
+    boost::asio::ip::make_address(name, not_address);
+    bool const is_address = !not_address;
+    if (s.upstream_starttls == config::upstream_tls::verify) {
+        // An address is matched against the certificate's IP entries, a name
+        // against its DNS entries (a wildcard only as the whole leftmost label).
+        X509_VERIFY_PARAM* param = SSL_get0_param(ssl);
+        X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+        if (is_address ? X509_VERIFY_PARAM_set1_ip_asc(param, name.c_str()) != 1 : SSL_set1_host(ssl, name.c_str()) != 1)
+            return false;
+    }
+    // SNI carries a host name, never an address (RFC 6066 §3).
+    if (!is_address && SSL_set_tlsext_host_name(ssl, name.c_str()) != 1) return false;
+    return true;
 }
 
 }  // namespace popgate::io

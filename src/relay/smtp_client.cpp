@@ -21,6 +21,7 @@
 #include <sstream>
 #include <utility>
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 namespace popgate::relay {
@@ -200,6 +201,24 @@ void upstream_pool::put(std::unique_ptr<upstream_link> link)
     if (oldest) quit_and_close(*oldest);
 }
 
+std::shared_ptr<asio::ssl::context> upstream_pool::client_tls(config::settings const& s)
+{
+    std::string key = std::to_string(static_cast<int>(s.upstream_starttls));
+    if (s.upstream_starttls == config::upstream_tls::verify) {
+        key += "|" + s.upstream_ca_file.string();
+        struct stat st {};
+        if (!s.upstream_ca_file.empty() && ::stat(s.upstream_ca_file.c_str(), &st) == 0)
+            key += "|" + std::to_string(st.st_mtim.tv_sec) + "." + std::to_string(st.st_mtim.tv_nsec) + "|" +
+                   std::to_string(st.st_size);
+    }
+    std::lock_guard lock(mutex_);
+    if (!client_tls_ || key != client_tls_key_) {
+        client_tls_ = io::make_client_tls(s);  // throws: nothing cached, the next connection tries again
+        client_tls_key_ = std::move(key);
+    }
+    return client_tls_;
+}
+
 void upstream_pool::tls_failed(std::string const& upstream)
 {
     std::lock_guard lock(mutex_);
@@ -240,8 +259,11 @@ void smtp_client::abort() noexcept
 
 std::string smtp_client::pool_key() const
 {
+    // Everything a kept connection was opened (and verified) under: a reload
+    // that changes any of it does not reuse connections made before.
     return s_.upstream_host + "|" + std::to_string(s_.upstream_port) + "|" +
-           std::to_string(static_cast<int>(s_.upstream_starttls)) + "|" + s_.upstream_user + "|" + s_.hostname;
+           std::to_string(static_cast<int>(s_.upstream_starttls)) + "|" + s_.upstream_ca_file.string() + "|" +
+           s_.upstream_tls_name + "|" + s_.upstream_user + "|" + s_.hostname;
 }
 
 // One operation on the link's socket (connect, TLS handshake, write, read),
@@ -429,19 +451,31 @@ asio::awaitable<smtp_client::connected> smtp_client::connect(std::string key, st
             auto v = co_await command(line, 2, "STARTTLS");
             if (v.what != upstream_verdict::kind::ok) co_return connected{broken(v.log), true};
             if (!link_->buf.empty()) co_return connected{broken("STARTTLS: bytes pipelined after the 220"), true};
-            link_->tls_ctx = io::make_client_tls();
+            try {
+                link_->tls_ctx = pool_.client_tls(s_);
+            } catch (std::exception const& e) {
+                co_return connected{broken(e.what()), true};
+            }
             link_->tls = std::make_unique<asio::ssl::stream<tcp::socket&>>(sock, *link_->tls_ctx);
-            SSL_set_tlsext_host_name(link_->tls->native_handle(), s_.upstream_host.c_str());
+            if (!io::set_upstream_name(link_->tls->native_handle(), s_))
+                co_return connected{broken("relay.upstream_tls_name: OpenSSL refused the name"), true};
             auto hs = co_await timed(
                 link_->tls->async_handshake(asio::ssl::stream_base::client, asio::as_tuple(asio::use_awaitable)));
             if (!hs || std::get<0>(*hs)) {
-                auto const why = hs ? std::get<0>(*hs).message() : std::string("timeout");
+                auto why = hs ? std::get<0>(*hs).message() : std::string("timeout");
+                // Why the certificate was refused, in OpenSSL's words
+                // ("unable to get local issuer certificate", "hostname mismatch").
+                long const verified = SSL_get_verify_result(link_->tls->native_handle());
+                if (hs && verified != X509_V_OK)
+                    why = std::string("certificate not verified: ") + X509_verify_cert_error_string(verified);
                 co_return connected{broken("TLS handshake with upstream failed: " + why), true};
             }
             if (!co_await ehlo(ext)) co_return connected{broken("EHLO after STARTTLS refused"), true};
-            link_->tls_note = "yes";
-        } else if (s_.upstream_starttls == config::upstream_tls::required) {
-            co_return connected{broken("upstream does not offer STARTTLS and relay.upstream_starttls = required")};
+            link_->tls_note = s_.upstream_starttls == config::upstream_tls::verify ? "verified" : "yes";
+        } else if (s_.upstream_starttls != config::upstream_tls::opportunistic) {
+            co_return connected{broken("upstream does not offer STARTTLS and relay.upstream_starttls = " +
+                                       std::string(s_.upstream_starttls == config::upstream_tls::verify ? "verify"
+                                                                                                        : "required"))};
         }
     }
 

@@ -274,6 +274,40 @@ def test_check_config_reads_certificate_and_key_as_server_user(open_tmp):
 
 
 @needs_root
+def test_check_config_reads_the_upstream_files_as_server_user(open_tmp):
+    """relay.upstream_password_file and relay.upstream_ca_file are read as
+    server.user at every new upstream connection: check-config opens them as
+    that user, loads the CA file, and wants the password file to exist."""
+    ca, ca_key, pw = open_tmp / "ca.pem", open_tmp / "ca.key", open_tmp / "upstream-password"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-keyout", ca_key, "-out", ca, "-days", "2", "-subj", "/CN=test CA"],
+                   check=True, capture_output=True, timeout=60)
+    pw.write_text("secret\n")
+    relay = {"upstream_host": "127.0.0.1", "upstream_port": 2525, "upstream_starttls": "verify",
+             "upstream_ca_file": str(ca), "upstream_user": "relay", "upstream_password_file": str(pw)}
+    g = config_with(open_tmp, {"server": {"user": "nobody"}, "relay": relay})
+    os.chown(g.root, 65534, 65534)
+    for f in (ca, pw):
+        f.chmod(0o600)  # root's, 0600: root reads them, nobody cannot
+    r = popgate("check-config", g.config_file)
+    assert r.returncode == 1, r.stdout + r.stderr
+    for key, f in (("relay.upstream_ca_file", ca), ("relay.upstream_password_file", pw)):
+        assert (f"{key}: {f} is not readable by nobody: Permission denied (owner root:root, mode 0600);"
+                " the daemon reads it as nobody for every new connection to the upstream" in r.stderr), r.stderr
+    for f in (ca, pw):
+        os.chown(f, 65534, 65534)
+    r = popgate("check-config", g.config_file)
+    assert r.returncode == 0 and "configuration OK" in r.stdout, r.stderr
+    # A password file that is not there is named; so is a CA file that is no CA.
+    pw.unlink()
+    ca.write_text("not a certificate\n")
+    r = popgate("check-config", g.config_file)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"relay.upstream_password_file: {pw} is not a file" in r.stderr, r.stderr
+    assert f"relay.upstream_ca_file: cannot load {ca}" in r.stderr, r.stderr
+
+
+@needs_root
 def test_check_config_names_a_server_user_that_does_not_exist(tmp_path):
     g = config_with(tmp_path, {"server": {"user": "no-such-user-here"}})
     r = popgate("check-config", g.config_file)

@@ -1,4 +1,5 @@
 """Helpers shared by the SMTP integration tests."""
+import smtplib
 
 
 def relay_overrides(up, **sections):
@@ -21,3 +22,16 @@ def strip_received(data: bytes) -> bytes:
     while lines[i].startswith(b"\t"):
         i += 1
     return nl.join(lines[i:])
+
+
+def relay_one(g, body, rcpt="x@remote.test"):
+    """One message from a granted client through the gateway's smtp listener:
+    the RCPT's (code, text), and DATA (which must be accepted) only when
+    that was 250."""
+    with smtplib.SMTP("127.0.0.1", g.port("smtp"), timeout=15) as s:
+        s.ehlo("client.test")
+        assert s.mail("a@example.org")[0] == 250
+        code, text = s.rcpt(rcpt)
+        if code == 250:
+            assert s.data(body)[0] == 250
+        return code, text

@@ -9,7 +9,6 @@ client a 451 for the recipient, nothing delivered. upstream_starttls =
 The upstream accepts AUTH in clear itself (auth_require_tls = False), so a
 password sent in clear would be seen: each AUTH it receives is recorded
 with whether the connection was encrypted."""
-import smtplib
 import ssl
 import subprocess
 import threading
@@ -17,7 +16,7 @@ import threading
 import pytest
 
 from popgate_test import free_port, make_gateway  # noqa: F401  (fixture)
-from smtp_support import relay_overrides
+from smtp_support import relay_one, relay_overrides
 
 USER, PASSWORD = "relayuser", "s3cret-relay-pw"
 BODY = b"From: a@example.org\r\nTo: x@remote.test\r\nSubject: auth upstream\r\n\r\nhello\r\n"
@@ -90,13 +89,7 @@ def gateway(make_gateway, tmp_path, up, **relay):
 
 
 def send(g):
-    with smtplib.SMTP("127.0.0.1", g.port("smtp"), timeout=15) as s:
-        s.ehlo("client.test")
-        assert s.mail("a@example.org")[0] == 250
-        code, text = s.rcpt("x@remote.test")
-        if code == 250:
-            assert s.data(BODY)[0] == 250
-        return code, text
+    return relay_one(g, BODY)
 
 
 @pytest.mark.parametrize("starttls", ["opportunistic", "required"])

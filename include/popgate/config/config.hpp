@@ -24,7 +24,9 @@ std::span<std::string_view const> listener_protocols() noexcept;
 // authentication is advertised in clear.
 enum class tls_mode { none, starttls, required, implicit };
 enum class plaintext_policy { never, tls_only, always };
-enum class upstream_tls { none, opportunistic, required };
+// verify: required, and the certificate must chain to relay.upstream_ca_file
+// (or the system's CAs) and name relay.upstream_tls_name (or upstream_host).
+enum class upstream_tls { none, opportunistic, required, verify };
 enum class log_target { stderr_stream, file, syslog };
 // relay.max_grants_per_user reached: the user's oldest grant goes, or the
 // new login writes none (the login itself succeeds either way).
@@ -125,6 +127,8 @@ struct settings {
     std::string upstream_host;  // empty: relayed mail goes to relay_drop
     std::uint16_t upstream_port = 25;
     upstream_tls upstream_starttls = upstream_tls::opportunistic;
+    std::filesystem::path upstream_ca_file;  // verify: trusted CAs (PEM); empty = the system's
+    std::string upstream_tls_name;           // verify: the name to match; empty = upstream_host
     std::string upstream_user;
     std::filesystem::path upstream_password_file;
     bool upstream_auth_in_clear = false;  // AUTH to the upstream without TLS

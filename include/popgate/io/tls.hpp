@@ -11,6 +11,8 @@
 #include <memory>
 #include <string>
 
+struct ssl_st;
+
 namespace popgate::io {
 
 // The PEM text of tls.cert_file and tls.key_file. Read apart from building the
@@ -36,7 +38,15 @@ std::shared_ptr<boost::asio::ssl::context> make_server_tls(config::tls_settings 
 // file exists. Returns true if it made them.
 bool ensure_self_signed(config::tls_settings const& t, std::string const& hostname);
 
-// A client context for talking to the upstream MTA (TLS 1.2+).
-std::shared_ptr<boost::asio::ssl::context> make_client_tls();
+// A client context for talking to the upstream MTA (TLS 1.2+). With
+// relay.upstream_starttls = "verify" it checks the upstream's chain against
+// relay.upstream_ca_file (empty: the system's CAs); throws std::runtime_error
+// naming the file when those cannot be loaded. Otherwise nothing is verified.
+std::shared_ptr<boost::asio::ssl::context> make_client_tls(config::settings const& s);
+
+// Per upstream connection: SNI, and with "verify" the name the certificate
+// must carry (relay.upstream_tls_name, else relay.upstream_host; an address
+// is matched against its IP entries). false if OpenSSL refused the name.
+bool set_upstream_name(ssl_st* ssl, config::settings const& s);
 
 }  // namespace popgate::io

@@ -46,7 +46,7 @@ struct upstream_link {
     asio::ip::tcp protocol = asio::ip::tcp::v4();  // of the address it connected to
     bool moved = false;  // taken from another I/O thread's idle set by the last take()
     std::string key;                      // which upstream, as configured
-    std::string tls_note = "no";          // for the log: TLS yes, no, or fallback (clear after a failure)
+    std::string tls_note = "no";          // for the log: TLS yes, verified, no, or fallback (clear after a failure)
     std::chrono::steady_clock::time_point idle_since;
 };
 
@@ -74,6 +74,12 @@ public:
     // QUIT and close every idle connection (shutdown; before the io_context goes).
     void close_all();
 
+    // The client TLS context for the upstream (io::make_client_tls), made
+    // once and again only when the settings or relay.upstream_ca_file (its
+    // modification time or size) change: a CA bundle is read once, not per
+    // connection. Throws std::runtime_error as make_client_tls does.
+    std::shared_ptr<asio::ssl::context> client_tls(config::settings const& s);
+
     // STARTTLS with `upstream` failed now: clear only, for tls_fallback_time.
     void tls_failed(std::string const& upstream);
     // Whether STARTTLS with `upstream` failed less than tls_fallback_time ago.
@@ -83,6 +89,8 @@ private:
     mutable std::mutex mutex_;
     std::vector<std::unique_ptr<upstream_link>> idle_;  // oldest first
     std::map<std::string, std::chrono::steady_clock::time_point> tls_failed_until_;  // under mutex_
+    std::string client_tls_key_;                                                       // under mutex_
+    std::shared_ptr<asio::ssl::context> client_tls_;                                   // under mutex_
 };
 
 class smtp_client {

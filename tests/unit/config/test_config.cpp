@@ -295,6 +295,11 @@ error_case const error_cases[]{
     {"bad plaintext enum", "[[listener]]\nprotocol = \"pop3\"\n[auth]\nplaintext = \"tls_only\"\n", 4, "tls-only"},
     {"integer for enum", "[[listener]]\nprotocol = \"pop3\"\n[relay]\nupstream_starttls = 1\n", 4,
      "opportunistic"},
+    {"upstream CA file without verify",
+     "[[listener]]\nprotocol = \"pop3\"\n[relay]\nupstream_starttls = \"required\"\nupstream_ca_file = \"/ca.pem\"\n", 5,
+     "used only with upstream_starttls = \"verify\""},
+    {"upstream TLS name without verify", "[[listener]]\nprotocol = \"pop3\"\n[relay]\nupstream_tls_name = \"mx.test\"\n", 4,
+     "used only with upstream_starttls = \"verify\""},
     {"bad listener address", "[[listener]]\nprotocol = \"pop3\"\naddress = \"localhost\"\n", 3, "IP address"},
     {"maildir without %u", "[[listener]]\nprotocol = \"pop3\"\n[mail]\nmaildir = \"var/mail\"\n", 4, "%u"},
     {"local_domains not strings",
@@ -473,7 +478,9 @@ local_domains = ["example.org", "example.net"]
 grant_ttl = 60
 ipv6_prefix = 56
 upstream_host = "mx.internal"
-upstream_starttls = "required"
+upstream_starttls = "verify"
+upstream_ca_file = "/etc/ssl/internal-ca.pem"
+upstream_tls_name = "relay.internal"
 no_grant_networks = ["100.64.0.0/10", "2001:db8::/48"]
 grant_requires_tls = true
 grant_max_messages_per_hour = 20
@@ -515,7 +522,9 @@ level = "debug"
     BOOST_TEST(s.grant_ttl.count() == 60);
     BOOST_TEST(s.ipv6_prefix == 56u);
     BOOST_TEST(s.upstream_host == "mx.internal");
-    BOOST_TEST((s.upstream_starttls == upstream_tls::required));
+    BOOST_TEST((s.upstream_starttls == upstream_tls::verify));
+    BOOST_TEST(s.upstream_ca_file == fs::path("/etc/ssl/internal-ca.pem"));
+    BOOST_TEST(s.upstream_tls_name == "relay.internal");
     BOOST_TEST_REQUIRE(s.no_grant_networks.size() == 2u);
     BOOST_TEST(s.no_grant_networks[0].to_string() == "100.64.0.0/10");
     BOOST_TEST(s.no_grant_networks[1].to_string() == "2001:db8::/48");

@@ -1,0 +1,193 @@
+"""relay.upstream_starttls = "verify" against a real aiosmtpd upstream with
+STARTTLS and a certificate issued by a test CA made here with openssl: the
+message goes only when the chain ends at relay.upstream_ca_file and the
+certificate names relay.upstream_tls_name (or the upstream's address).
+Every refusal (another CA, another name, a self-signed certificate, no
+STARTTLS at all) gives the client 451 4.4.1 at its recipient, delivers
+nothing, sends no AUTH password, and logs OpenSSL's reason. check-config
+refuses a CA file it cannot load, and a CA file or name without "verify"."""
+import ssl
+import subprocess
+import threading
+
+import pytest
+
+from popgate_test import free_port, make_gateway  # noqa: F401  (fixture)
+from smtp_support import relay_one, relay_overrides
+
+USER, PASSWORD = "relayuser", "verify-relay-pw"
+BODY = b"From: a@example.org\r\nTo: x@remote.test\r\nSubject: verified upstream\r\n\r\nhello\r\n"
+
+
+def openssl(*args, cwd):
+    subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=cwd)
+
+
+def make_ca(d, name):
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", f"/CN={name}",
+            "-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", "2",
+            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
+    return d / f"{name}.pem"
+
+
+def make_leaf(d, ca, name, san):
+    """A certificate for `name` with subjectAltName `san`, signed by `ca`
+    (None: self-signed)."""
+    (d / f"{name}.ext").write_text(f"subjectAltName={san}\nbasicConstraints=CA:FALSE\n")
+    if ca is None:
+        openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj",
+                f"/CN={name}", "-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", "2",
+                "-addext", f"subjectAltName={san}", cwd=d)
+    else:
+        openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj",
+                f"/CN={name}", "-keyout", f"{name}.key", "-out", f"{name}.csr", cwd=d)
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key", "-CAcreateserial",
+                "-days", "2", "-extfile", f"{name}.ext", "-out", f"{name}.pem", cwd=d)
+    return d / f"{name}.pem", d / f"{name}.key"
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pki")
+    return {
+        "ca": make_ca(d, "test-ca"),
+        "other_ca": make_ca(d, "other-ca"),
+        "leaf": make_leaf(d, "test-ca", "mx.test", "DNS:mx.test,IP:127.0.0.1"),
+        "self_signed": make_leaf(d, None, "self.test", "DNS:mx.test,IP:127.0.0.1"),
+    }
+
+
+class Upstream:
+    """aiosmtpd on loopback with STARTTLS under `cert` (none: no STARTTLS),
+    AUTH offered (not required); records AUTHs and messages."""
+
+    def __init__(self, cert):
+        from aiosmtpd.controller import Controller
+        from aiosmtpd.smtp import AuthResult
+
+        self.auths, self.messages = [], []
+        self.lock = threading.Lock()
+        outer = self
+
+        def authenticator(server, session, envelope, mechanism, auth_data):
+            with outer.lock:
+                outer.auths.append((auth_data.login.decode(), auth_data.password.decode()))
+            return AuthResult(success=True)
+
+        class Handler:
+            async def handle_DATA(self, server, session, envelope):
+                with outer.lock:
+                    outer.messages.append((list(envelope.rcpt_tos), envelope.content))
+                return "250 2.0.0 queued"
+
+        ctx = None
+        if cert:
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ctx.load_cert_chain(*cert)
+        self.port = free_port()
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port, tls_context=ctx,
+                                     authenticator=authenticator, auth_required=False, auth_require_tls=False,
+                                     server_hostname="mx.test")
+        self.controller.start()
+
+
+@pytest.fixture
+def upstream():
+    made = []
+
+    def make(cert):
+        u = Upstream(cert)
+        made.append(u)
+        return u
+
+    yield make
+    for u in made:
+        u.controller.stop()
+
+
+def gateway(make_gateway, tmp_path, up, start=True, **relay):
+    pw = tmp_path / "upstream-password"
+    pw.write_text(PASSWORD + "\n")
+    pw.chmod(0o600)
+    o = relay_overrides(up, relay={"upstream_starttls": "verify", "upstream_user": USER,
+                                   "upstream_password_file": str(pw), **relay})
+    g = make_gateway(overrides=o, start=start)
+    if start:
+        g.sql("INSERT INTO relay_grants(address, expires_at) VALUES('127.0.0.1', unixepoch()+600)")
+    return g
+
+
+def send(g):
+    return relay_one(g, BODY)
+
+
+@pytest.mark.parametrize("name", ["mx.test", ""], ids=["by-name", "by-address"])
+def test_a_certificate_that_verifies_carries_the_message(make_gateway, tmp_path, upstream, pki, name):
+    up = upstream(pki["leaf"])
+    g = gateway(make_gateway, tmp_path, up, upstream_ca_file=str(pki["ca"]), upstream_tls_name=name)
+    assert send(g)[0] == 250
+    assert len(up.messages) == 1 and up.messages[0][0] == ["x@remote.test"]
+    assert up.auths == [(USER, PASSWORD)]
+    assert g.wait_log("tls=verified")
+
+
+@pytest.mark.parametrize("case, why", [
+    ("other-ca", "unable to get local issuer certificate"),
+    ("other-name", "hostname mismatch"),
+    ("self-signed", "self-signed certificate"),
+    ("system-cas", "unable to get local issuer certificate"),
+])
+def test_a_certificate_that_does_not_verify_gets_451_and_nothing_is_sent(make_gateway, tmp_path, upstream, pki,
+                                                                         case, why):
+    cert = pki["self_signed"] if case == "self-signed" else pki["leaf"]
+    relay = {
+        "other-ca": {"upstream_ca_file": str(pki["other_ca"])},
+        "other-name": {"upstream_ca_file": str(pki["ca"]), "upstream_tls_name": "other.test"},
+        "self-signed": {"upstream_ca_file": str(pki["ca"])},
+        "system-cas": {},  # the system's CAs know nothing of the test CA
+    }[case]
+    up = upstream(cert)
+    g = gateway(make_gateway, tmp_path, up, **relay)
+    code, text = send(g)
+    assert code == 451 and text.startswith(b"4.4.1"), (code, text)
+    assert up.messages == []
+    assert up.auths == [], "the password went to an upstream that was not verified"
+    assert g.wait_log("certificate not verified: " + why)
+    # The next message is refused the same way: no fallback to clear text.
+    assert send(g)[0] == 451
+    assert up.messages == [] and up.auths == []
+
+
+def test_an_upstream_without_starttls_gets_no_message(make_gateway, tmp_path, upstream, pki):
+    up = upstream(None)
+    g = gateway(make_gateway, tmp_path, up, upstream_ca_file=str(pki["ca"]))
+    code, text = send(g)
+    assert code == 451 and text.startswith(b"4.4.1"), (code, text)
+    assert up.messages == [] and up.auths == []
+    assert g.wait_log("upstream does not offer STARTTLS and relay.upstream_starttls")
+    line = next(ln for ln in g.log().splitlines() if "upstream does not offer STARTTLS" in ln)
+    assert line.endswith('verify"'), line
+
+
+def test_check_config_loads_the_ca_file(make_gateway, tmp_path, upstream, pki):
+    up = upstream(None)
+    good = gateway(make_gateway, tmp_path, up, start=False, upstream_ca_file=str(pki["ca"]))
+    r = good.cli("check-config", check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+    (tmp_path / "not-a-ca.pem").write_text("not a certificate\n")
+    for bad in (tmp_path / "missing.pem", tmp_path / "not-a-ca.pem"):
+        g = gateway(make_gateway, tmp_path, up, start=False, upstream_ca_file=str(bad))
+        r = g.cli("check-config", check=False)
+        assert r.returncode != 0
+        assert f"relay.upstream_ca_file: cannot load {bad}" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("key, value", [("upstream_ca_file", "/nonexistent/ca.pem"),
+                                        ("upstream_tls_name", "mx.test")])
+def test_a_ca_file_or_name_without_verify_is_a_configuration_error(make_gateway, tmp_path, upstream, key, value):
+    up = upstream(None)
+    g = gateway(make_gateway, tmp_path, up, start=False, upstream_starttls="required", **{key: value})
+    r = g.cli("check-config", check=False)
+    assert r.returncode != 0
+    assert f'relay.{key}: used only with upstream_starttls = "verify"' in r.stdout + r.stderr
