@@ -257,6 +257,8 @@ void smtp_client::abort() noexcept
     if (link_ && link_->sock.is_open()) io::close_now(link_->sock);
 }
 
+bool smtp_client::takes_8bit() const noexcept { return link_ && offers(link_->extensions, "8BITMIME"); }
+
 std::string smtp_client::pool_key() const
 {
     // Everything a kept connection was opened (and verified) under: a reload

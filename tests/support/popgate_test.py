@@ -422,7 +422,9 @@ class CaptureUpstream:
     `rcpt_delays` maps an address to the seconds its RCPT's reply is held
     back. With `pipelining` it offers PIPELINING (RFC 2920), and
     `mail_with_rcpt` records, for each MAIL, whether a RCPT had already
-    arrived behind it (sent in the same group)."""
+    arrived behind it (sent in the same group). With `eight_bit_mime` False
+    its EHLO does not offer 8BITMIME (RFC 6152); each message records the
+    MAIL parameters it came with ("mail_options")."""
 
     def __init__(self):
         from aiosmtpd.controller import Controller
@@ -445,6 +447,7 @@ class CaptureUpstream:
         self.rcpt_delays = {}
         self.rsets_answered = []
         self.pipelining = False
+        self.eight_bit_mime = True
         self.mail_with_rcpt = []
         self.lock = threading.Lock()
         self._counting = False
@@ -463,6 +466,10 @@ class CaptureUpstream:
                     outer.greetings.append(server.conn_id)
                 if outer.pipelining:
                     responses.insert(-1, "250-PIPELINING")
+                if not outer.eight_bit_mime:
+                    responses = [r for r in responses if "8BITMIME" not in r]
+                    if not responses[-1].startswith("250 "):  # it was the last line
+                        responses[-1] = "250 " + responses[-1][4:]
                 return responses
 
             async def handle_HELO(self, server, session, envelope, hostname):
@@ -520,6 +527,7 @@ class CaptureUpstream:
                 with outer.lock:
                     outer.messages.append({"mail_from": envelope.mail_from,
                                            "rcpt_tos": list(envelope.rcpt_tos),
+                                           "mail_options": list(envelope.mail_options),
                                            "data": envelope.original_content,
                                            "conn": server.conn_id, "peer": session.peer})
                 if outer.close_after_data:

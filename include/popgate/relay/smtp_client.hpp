@@ -142,6 +142,9 @@ public:
     void abort() noexcept;
 
     bool is_open() const noexcept { return link_ && link_->sock.is_open(); }
+    // Whether the open connection's EHLO offered 8BITMIME (RFC 6152): when
+    // it did not, 8-bit message data may not go to it.
+    bool takes_8bit() const noexcept;
 
 private:
     template <class T>

@@ -237,6 +237,13 @@ asio::awaitable<bool> smtp_session::do_data()
     }
 
     bool upstream_ok = up != nullptr;
+    // RFC 6152 §3: 8-bit data declared BODY=8BITMIME may not be relayed to
+    // an upstream that does not offer 8BITMIME, and popgate converts nothing.
+    // The message is cut off upstream at its first 8-bit octet (no final
+    // dot: the upstream discards it) and refused whole. Data that turns out
+    // 7-bit goes as it is; undeclared 8-bit data is passed on, as Postfix does.
+    bool const seven_bit_only = up && st_.eight_bit && !up->takes_8bit();
+    bool eight_bit_cut = false;
     bool at_line_start = true;
     bool over_budget = false;
     std::string stuffed;
@@ -270,6 +277,12 @@ asio::awaitable<bool> smtp_session::do_data()
             if (!copies.empty()) {
                 spool += chunk_out;
                 if (spool.size() >= spool_chunk) co_await write_spool(svc_.blocking, copies, spool, copy_error);
+            }
+            if (seven_bit_only && upstream_ok &&
+                std::any_of(chunk_out.begin(), chunk_out.end(), [](char ch) { return (ch & 0x80) != 0; })) {
+                up->abort();
+                upstream_ok = false;
+                eight_bit_cut = true;
             }
             if (up && upstream_ok) {
                 stuffed.clear();
@@ -326,6 +339,13 @@ asio::awaitable<bool> smtp_session::do_data()
     if (!copy_error.empty()) {
         spdlog::error("sid={} smtp delivery failed id={} error={}", c_.sid, qid, log::field(copy_error));
         fail(451, "4.3.0", "Error: local delivery failed, try again later", "delivery-failed");
+        co_return true;
+    }
+    if (eight_bit_cut) {
+        spdlog::warn("sid={} smtp data refused id={} ip={} reason=8bit-to-7bit-upstream upstream={}:{}", c_.sid, qid,
+                     c_.ip, s.upstream_host, s.upstream_port);
+        fail(554, "5.6.3", "Error: 8-bit message data, and the upstream mail server does not accept 8BITMIME",
+             "8bit-not-accepted");
         co_return true;
     }
     if (up && !upstream_ok) {
