@@ -223,6 +223,18 @@ asio::awaitable<void> signal_loop(server& srv, asio::signal_set& sigs)
             t.expires_after(std::chrono::milliseconds(50));
             co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
         }
+        // Cut what is left the way a timeout does, so that each session still
+        // logs its end and runs after_close() (an upstream transaction is
+        // reset or closed, not left to the upstream's timeout).
+        if (auto const left = srv.ctx->active_sessions(); left > 0) {
+            spdlog::info("drain over, ending sessions={} reason=shutdown", left);
+            srv.ctx->sessions().cut_all();
+            auto const cut_until = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+            while (srv.ctx->active_sessions() > 0 && std::chrono::steady_clock::now() < cut_until) {
+                t.expires_after(std::chrono::milliseconds(20));
+                co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+            }
+        }
         spdlog::info("stopped sessions_left={}", srv.ctx->active_sessions());
         srv.io->stop();  // serve() then closes the idle upstream connections
         co_return;

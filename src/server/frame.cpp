@@ -1,5 +1,11 @@
 #include "popgate/server/frame.hpp"
 
+// GCC 12 reports the coroutine frames' own operator new/delete pair as
+// mismatched once inlining sees both (GCC bug 109224, a false positive).
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ == 12
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
+
 #include "popgate/io/tls_socket.hpp"
 #include "popgate/log/log.hpp"
 #include "popgate/metrics/catalog.hpp"
@@ -280,6 +286,7 @@ asio::awaitable<void> serve_connection(tcp::socket sock, tcp::endpoint ep, confi
     admission_slot const admitted{env.admission, counted, limits};
 
     io::session_clock clock;
+    open_session const registered{env.sessions, sock.get_executor(), clock};
     tcp_stream st(sock, env.live.tls(), proto);
     auto const& policy = current_policy(l, *settings);
     connection c{log::new_session_id(), peer, peer.to_string(), policy, std::move(settings), st, clock};
@@ -311,7 +318,11 @@ asio::awaitable<void> serve_connection(tcp::socket sock, tcp::endpoint ep, confi
     }
     clock.finished = true;
     // A timeout the session already named more closely ("timeout-in-data") stays.
-    if (clock.expired && c.end_reason.rfind("timeout", 0) != 0) c.end_reason = "timeout";
+    if (clock.shutdown) {
+        if (c.end_reason.rfind("shutdown", 0) != 0) c.end_reason = "shutdown";
+    } else if (clock.expired && c.end_reason.rfind("timeout", 0) != 0) {
+        c.end_reason = "timeout";
+    }
     if (c.end_reason == "timeout-command" && limits == address_limits::apply) {
         auto const n = env.admission.note_slow(counted);
         spdlog::warn("sid={} {} command too slow ip={} limit={}s slow_sessions={}", c.sid, proto, c.ip,

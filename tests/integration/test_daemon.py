@@ -1,6 +1,7 @@
 """The daemon frame: start, reload, drain, privileges, file modes, and the
 database edited with sqlite3 while the daemon runs."""
 import os
+import poplib
 import pwd
 import shutil
 import signal
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from popgate_test import POPGATE, Gateway, gateway, make_gateway, upstream  # noqa: F401
+from smtp_support import relay_overrides
 
 
 def test_sigterm_drains_and_exits_zero(gateway):
@@ -127,3 +129,48 @@ def test_drops_privileges_after_binding():
     finally:
         g.stop()
         shutil.rmtree(top, ignore_errors=True)
+
+
+def test_sessions_left_at_the_end_of_the_drain_end_as_shutdown(make_gateway, upstream):
+    """What is still open when the 10 s drain is over is cut the way a
+    timeout cuts it: the SMTP client at its prompt is told 421 4.3.2, each
+    session logs its end with reason=shutdown, the upstream transaction it
+    held is reset (after_close), and nothing is delivered or deleted: the
+    POP3 session never reached UPDATE and the relayed message never got its
+    final dot."""
+    g = make_gateway(overrides=relay_overrides(upstream))
+    g.add_user("alice", "pw-alice")
+    g.sql("INSERT INTO relay_grants(address, expires_at) VALUES('127.0.0.1', unixepoch()+600)")
+    with smtplib.SMTP("127.0.0.1", g.port("smtp"), timeout=10) as s:
+        assert s.sendmail("a@example.org", ["alice@localhost"], b"Subject: keep me\r\n\r\nbody\r\n") == {}
+    assert len(g.messages("alice")) == 1
+
+    pop = poplib.POP3("127.0.0.1", g.port("pop3"), timeout=30)
+    pop.user("alice")
+    pop.pass_("pw-alice")
+    assert pop.dele(1).startswith(b"+OK")
+    smtp = smtplib.SMTP("127.0.0.1", g.port("smtp"), timeout=30)
+    smtp.ehlo("client.test")
+    assert smtp.mail("a@example.org")[0] == 250
+    assert smtp.rcpt("x@remote.test")[0] == 250  # the upstream transaction is open
+    assert upstream.wait_for(lambda: upstream.rcpts)
+
+    started = time.time()
+    g.proc.send_signal(signal.SIGTERM)
+    assert g.wait_log("draining sessions=2")
+    # The SMTP client waits at its prompt: the 421 comes unasked at the cut.
+    smtp.sock.settimeout(20)
+    code, text = smtp.getreply()
+    assert (code, text[:5]) == (421, b"4.3.2"), (code, text)
+    assert time.time() - started >= 9  # not before the drain was over
+    assert g.proc.wait(15) == 0
+    log = g.log()
+    assert "drain over, ending sessions=2 reason=shutdown" in log
+    ends = [ln for ln in log.splitlines() if " end reason=" in ln and "reason=shutdown" in ln]
+    assert {("pop3" if " pop3 end" in ln else "smtp") for ln in ends} == {"pop3", "smtp"}, ends
+    assert "stopped sessions_left=0" in log
+    assert upstream.wait_for(lambda: upstream.rsets), "after_close did not reset the upstream transaction"
+    assert upstream.messages == []
+    assert len(g.messages("alice")) == 1, "a POP3 session cut before UPDATE deleted a message"
+    pop.sock.close()
+    smtp.close()

@@ -47,7 +47,9 @@ public:
     // of their own (grant keys, credential cache, brute-force thresholds) take it too.
     void reload(std::shared_ptr<config::settings const> s);
     server::live_config& live() noexcept { return live_; }
-    server::frame_env frame_env() noexcept { return {live_, admission_}; }
+    server::frame_env frame_env() noexcept { return {live_, admission_, sessions_}; }
+    // The end of a SIGTERM drain cuts what is still open through this.
+    server::open_sessions& sessions() noexcept { return sessions_; }
     std::size_t active_sessions() const noexcept { return admission_.active(); }
 
     store::store& db() noexcept { return *db_; }
@@ -89,6 +91,7 @@ private:
     auth::authenticator auth_;
     auth::failure_tracker failures_;
     server::admission_control admission_;
+    server::open_sessions sessions_;
     std::atomic<std::uint64_t> data_in_flight_{0};
     std::atomic<session::serving_state> state_{session::serving_state::starting};
     // The HTTP listener's routes, in the order they are matched.

@@ -27,6 +27,9 @@ struct session_clock {
     clock::time_point deadline = clock::time_point::max();
     bool expired = false;
     bool finished = false;
+    // Cut at the end of a SIGTERM drain (server/open_sessions.hpp), not by
+    // a limit: the session ends as "shutdown".
+    bool shutdown = false;
     // The watchdog's timer while it sleeps (set by the watchdog itself).
     asio::steady_timer* alarm = nullptr;
     void arm(clock::duration d) { set(clock::now() + d); }

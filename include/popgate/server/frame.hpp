@@ -6,6 +6,7 @@
 #include "popgate/config/config.hpp"
 #include "popgate/io/io_threads.hpp"
 #include "popgate/server/admission.hpp"
+#include "popgate/server/open_sessions.hpp"
 #include "popgate/server/protocol.hpp"
 
 #include <boost/asio/awaitable.hpp>
@@ -36,6 +37,7 @@ private:
 struct frame_env {
     live_config& live;
     admission_control& admission;
+    open_sessions& sessions;
 };
 
 // Accepts on `acc` until it is closed, each connection on the next of the

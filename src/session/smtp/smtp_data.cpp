@@ -307,7 +307,7 @@ asio::awaitable<bool> smtp_session::do_data()
             // Client gone mid-DATA: nothing is delivered anywhere.
             if (up) up->abort();
             copies.abort();
-            c_.end_reason = clock.expired ? "timeout-in-data" : "eof-in-data";
+            c_.end_reason = clock.shutdown ? "shutdown-in-data" : clock.expired ? "timeout-in-data" : "eof-in-data";
             spdlog::warn("sid={} smtp data aborted id={} ip={} reason={} received={}", c_.sid, qid, c_.ip,
                          c_.end_reason, dr.size());
             co_return false;

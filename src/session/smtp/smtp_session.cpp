@@ -56,10 +56,12 @@ smtp_offer smtp_session::make_offer() const
     return o;
 }
 
-// An idle client at the command prompt is told why it is cut off.
+// An idle client at the command prompt is told why it is cut off (RFC 5321
+// §3.8: 421 at any time when the server must close).
 std::string smtp_session::last_words() const
 {
     if (!waiting_for_command_ || ch_.has_output()) return {};
+    if (c_.clock.shutdown) return proto::reply(421, "4.3.2", host() + " Service shutting down, try again later");
     return proto::reply(421, "4.4.2", host() + " Error: timeout exceeded");
 }
 
