@@ -133,7 +133,8 @@ def test_drops_privileges_after_binding():
 
 def test_sessions_left_at_the_end_of_the_drain_end_as_shutdown(make_gateway, upstream):
     """What is still open when the 10 s drain is over is cut the way a
-    timeout cuts it: the SMTP client at its prompt is told 421 4.3.2, each
+    timeout cuts it: the SMTP client at its prompt is told 421 4.3.2, the
+    POP3 one -ERR [SYS/TEMP], each
     session logs its end with reason=shutdown, the upstream transaction it
     held is reset (after_close), and nothing is delivered or deleted: the
     POP3 session never reached UPDATE and the relayed message never got its
@@ -163,6 +164,11 @@ def test_sessions_left_at_the_end_of_the_drain_end_as_shutdown(make_gateway, ups
     code, text = smtp.getreply()
     assert (code, text[:5]) == (421, b"4.3.2"), (code, text)
     assert time.time() - started >= 9  # not before the drain was over
+    # So does the POP3 client's -ERR, with RFC 3206's [SYS/TEMP].
+    pop.sock.settimeout(20)
+    line = pop.file.readline()
+    assert line == b"-ERR [SYS/TEMP] Server shutting down, try again later\r\n", line
+    assert pop.file.readline() == b""  # then the connection is closed
     assert g.proc.wait(15) == 0
     log = g.log()
     assert "drain over, ending sessions=2 reason=shutdown" in log

@@ -194,6 +194,15 @@ asio::awaitable<bool> pop3_session::run_step(pop3_step& step)
     co_return false;
 }
 
+// POP3 has no unsolicited replies, but a client at its prompt when the
+// daemon stops is told why its connection goes (RFC 3206 [SYS/TEMP]: try
+// again later), as Dovecot does; an idle timeout still closes silently.
+std::string pop3_session::last_words() const
+{
+    if (!waiting_for_command_ || ch_.has_output() || !c_.clock.shutdown) return {};
+    return "-ERR [SYS/TEMP] Server shutting down, try again later\r\n";
+}
+
 asio::awaitable<void> pop3_session::run()
 {
     std::string greeting = "+OK popgate POP3 server ready";
@@ -204,7 +213,9 @@ asio::awaitable<void> pop3_session::run()
         // After USER, PASS must follow within limits.command_timeout.
         std::optional<io::clock::time_point> limit;
         if (!st_.pending_user.empty()) limit = user_at_ + s_.command_timeout;
+        waiting_for_command_ = true;
         auto const rs = co_await ch_.read_line(line, limit);
+        waiting_for_command_ = false;
         pop3_step step;
         switch (rs) {
         case io::read_status::ok: step = pop3_on_line(st_, line, offer(), rules_); break;

@@ -16,6 +16,7 @@ public:
     ~pop3_session() override { unlock(); }
 
     asio::awaitable<void> run() override;
+    std::string last_words() const override;
     std::string end_fields() const override;
 
 private:
@@ -54,6 +55,7 @@ private:
     std::string user_;       // canonical name once logged in
     io::clock::time_point user_at_;  // when USER was accepted (PASS's deadline)
     bool locked_ = false;
+    bool waiting_for_command_ = false;  // the watchdog may say -ERR only then
     std::optional<mail::maildir> md_;
 };
 
