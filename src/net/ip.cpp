@@ -36,6 +36,14 @@ ip_address ip_address::from_v4(std::uint32_t host_order) noexcept
     return a;
 }
 
+ip_address ip_address::from_v6(std::array<std::uint8_t, 16> const& network_order) noexcept
+{
+    ip_address a;
+    a.bytes = network_order;
+    a.v4 = is_v4_mapped(a.bytes);
+    return a;
+}
+
 std::string ip_address::to_string() const
 {
     char buf[INET6_ADDRSTRLEN] = {};
@@ -90,7 +98,6 @@ std::optional<ip_address> parse_ip(std::string_view text, std::string* why)
         return std::nullopt;
     }
     std::string const s(text);  // inet_pton needs a NUL-terminated string
-    ip_address a;
     if (s.find(':') == std::string::npos) {
         // inet_pton(AF_INET) already refuses shorthand ("10.1") and octal-looking
         // forms are refused below: "010.0.0.1" means 8.0.0.1 to some parsers.
@@ -110,9 +117,9 @@ std::optional<ip_address> parse_ip(std::string_view text, std::string* why)
         set_why(why, "not an IPv6 address: '" + s + "'");
         return std::nullopt;
     }
-    std::memcpy(a.bytes.data(), &v6, 16);
-    a.v4 = is_v4_mapped(a.bytes);  // ::ffff:192.0.2.7 is the IPv4 client 192.0.2.7
-    return a;
+    std::array<std::uint8_t, 16> b{};
+    std::memcpy(b.data(), &v6, 16);
+    return ip_address::from_v6(b);  // ::ffff:192.0.2.7 is the IPv4 client 192.0.2.7
 }
 
 ip_address mask(ip_address a, unsigned prefix) noexcept
@@ -197,6 +204,9 @@ std::string spelling_problem(std::string_view text, cidr const& c)
 ip_address grant_key(ip_address client, unsigned ipv6_prefix) noexcept
 {
     if (client.v4) return client;
+    // fe80::/10: every link's hosts share fe80::/64, so its prefix names no
+    // site; a link-local client is granted by its own address.
+    if (client.bytes[0] == 0xfe && (client.bytes[1] & 0xc0) == 0x80) return client;
     return mask(client, std::min(ipv6_prefix, 128u));
 }
 

@@ -237,6 +237,15 @@ namespace {
 // The listener as the running configuration has it: a SIGHUP changes the
 // policy keys of a listener (plaintext, auth_required, grant, tls = required
 // or starttls) for new sessions; what it is bound to stays until a restart.
+// From the socket's bytes, not its text: a link-local IPv6 peer's text
+// carries its zone ("fe80::1%eth0"), which no address parser here takes,
+// and such a client used to be dropped without a word.
+net::ip_address peer_address(asio::ip::address const& a)
+{
+    if (a.is_v4()) return net::ip_address::from_v4(a.to_v4().to_uint());
+    return net::ip_address::from_v6(a.to_v6().to_bytes());
+}
+
 config::listener const& current_policy(config::listener const& bound, config::settings const& now)
 {
     for (auto const& l : now.listeners)
@@ -255,11 +264,8 @@ asio::awaitable<void> serve_connection(tcp::socket sock, tcp::endpoint ep, confi
     using namespace asio::experimental::awaitable_operators;
     auto const proto = p.name();
     boost::system::error_code ec;
-    auto const direct = net::parse_ip(ep.address().to_string());
-    if (!direct) co_return;
-
     auto settings = env.live.settings();
-    origin from{*direct, ep.port(), std::nullopt};
+    origin from{peer_address(ep.address()), ep.port(), std::nullopt};
     if (l.proxy_protocol) {
         auto const via = co_await through_proxy(sock, l, from, *settings, proto);
         if (!via) {

@@ -19,6 +19,10 @@ struct ip_address {
     bool v4 = false;
 
     static ip_address from_v4(std::uint32_t host_order) noexcept;
+    // An IPv6 address as the socket gives it (network order); an IPv4-mapped
+    // one is folded to IPv4, as parse_ip does. A zone (scope id) is not part
+    // of the address: fe80::1 on any interface is fe80::1.
+    static ip_address from_v6(std::array<std::uint8_t, 16> const& network_order) noexcept;
     std::string to_string() const;  // dotted quad, or RFC 5952 lowercase IPv6
     bool is_loopback() const noexcept;
     friend auto operator<=>(ip_address const&, ip_address const&) = default;
@@ -62,7 +66,9 @@ std::string spelling_problem(std::string_view text, ip_address const& a);
 std::string spelling_problem(std::string_view text, cidr const& c);
 
 // The relay_grants key of a client: IPv4 as is; IPv6 truncated to
-// `ipv6_prefix` bits (so a /64 of privacy addresses shares one grant).
+// `ipv6_prefix` bits (so a /64 of privacy addresses shares one grant),
+// except link-local IPv6 (fe80::/10), which is taken whole: fe80::/64 is
+// every link's prefix, a grant to it would cover every LAN the host is on.
 ip_address grant_key(ip_address client, unsigned ipv6_prefix) noexcept;
 
 }  // namespace popgate::net

@@ -4,6 +4,8 @@
 #include <boost/test/data/test_case.hpp>
 #include <boost/test/unit_test.hpp>
 
+#include <array>
+#include <cstdint>
 #include <optional>
 #include <ostream>
 #include <string>
@@ -150,6 +152,25 @@ BOOST_AUTO_TEST_CASE(from_v4_matches_parse)
     BOOST_TEST((a == ip("192.0.2.7")));
     BOOST_TEST((a == ip("::ffff:192.0.2.7")));
     BOOST_TEST((a != ip("192.0.2.8")));
+}
+
+BOOST_AUTO_TEST_CASE(from_v6_matches_parse_and_folds_mapped)
+{
+    // The bytes accept(2) gives: fe80::1 (a link-local peer, whatever its zone).
+    std::array<std::uint8_t, 16> b{0xfe, 0x80};
+    b[15] = 1;
+    auto const ll = ip_address::from_v6(b);
+    BOOST_TEST(!ll.v4);
+    BOOST_TEST(ll.to_string() == "fe80::1");
+    BOOST_TEST((ll == ip("fe80::1")));
+    // ::ffff:192.0.2.7 from a dual-stack socket is the IPv4 client.
+    std::array<std::uint8_t, 16> m{};
+    m[10] = m[11] = 0xff;
+    m[12] = 192, m[13] = 0, m[14] = 2, m[15] = 7;
+    auto const mapped = ip_address::from_v6(m);
+    BOOST_TEST(mapped.v4);
+    BOOST_TEST((mapped == ip("192.0.2.7")));
+    BOOST_TEST(mapped.to_string() == "192.0.2.7");
 }
 
 BOOST_AUTO_TEST_CASE(v4_and_v6_with_same_tail_differ)
@@ -405,6 +426,12 @@ constexpr key_case keys[]{
     {"2001:db8:1:2:3:4:5:6", 0, "::"},
     {"::1", 64, "::"},
     {"::1", 128, "::1"},
+    // Link-local (fe80::/10) whole, whatever the prefix: fe80::/64 is every link's.
+    {"fe80::1", 64, "fe80::1"},
+    {"fe80::a:b:c:d", 48, "fe80::a:b:c:d"},
+    {"febf::1", 64, "febf::1"},
+    {"fec0::1", 64, "fec0::"},  // just past fe80::/10: site-local, masked as usual
+    {"fe7f::1", 64, "fe7f::"},  // just before it
 };
 
 BOOST_DATA_TEST_CASE(normalises, bdata::make(keys), c)
