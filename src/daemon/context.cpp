@@ -60,7 +60,7 @@ void context::reload(std::shared_ptr<config::settings const> s)
 
 session::pop3_services context::pop3_services()
 {
-    return {blocking_, auth_, {failures_, writes_}, writes_, maildrops_, sizes_, grant_issuer_};
+    return {blocking_, auth_, {failures_, writes_}, writes_, sizes_, grant_issuer_};
 }
 
 session::smtp_services context::smtp_services()

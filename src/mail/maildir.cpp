@@ -20,18 +20,6 @@
 
 namespace popgate::mail {
 
-bool maildrop_locks::lock(std::string const& user)
-{
-    std::lock_guard lock(mutex_);
-    return held_.insert(user).second;
-}
-
-void maildrop_locks::unlock(std::string const& user)
-{
-    std::lock_guard lock(mutex_);
-    held_.erase(user);
-}
-
 namespace fs = std::filesystem;
 
 namespace {
@@ -178,6 +166,59 @@ std::string escape_host(std::string_view host)
 std::atomic<std::uint64_t> delivery_counter{0};
 
 }  // namespace
+
+maildrop_lock& maildrop_lock::operator=(maildrop_lock&& other) noexcept
+{
+    if (this != &other) {
+        release();
+        fd_ = std::exchange(other.fd_, -1);
+    }
+    return *this;
+}
+
+void maildrop_lock::release() noexcept
+{
+    if (fd_ >= 0) ::close(std::exchange(fd_, -1));
+}
+
+maildrop_lock::outcome maildrop_lock::take(fs::path const& root)
+{
+    outcome o;
+    auto const path = root / file_name;
+    auto const open_file = [&] { return ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600); };
+    int fd = open_file();
+    if (fd < 0 && errno == ENOENT) {
+        try {
+            maildir(root).ensure();  // a user who never had mail has no Maildir yet
+        } catch (std::exception const& e) {
+            o.error = e.what();
+            return o;
+        }
+        fd = open_file();
+    }
+    if (fd < 0) {
+        o.error = "maildir: open " + path.string() + ": " + std::generic_category().message(errno);
+        return o;
+    }
+    // The whole file, write lock, never waiting: a held lock is [IN-USE] now.
+    struct flock fl {};
+    fl.l_type = F_WRLCK;
+    fl.l_whence = SEEK_SET;
+    if (::fcntl(fd, F_OFD_SETLK, &fl) != 0) {
+        int const err = errno;
+        ::close(fd);
+        if (err == EAGAIN || err == EACCES) {
+            o.what = status::in_use;
+        } else {
+            o.error = "maildir: lock " + path.string() + ": " + std::generic_category().message(err);
+        }
+        return o;
+    }
+    o.what = status::ok;
+    o.lock = maildrop_lock(fd);
+    return o;
+}
+
 
 std::string maildir_uid(std::string_view file_name)
 {

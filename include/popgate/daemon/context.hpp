@@ -83,7 +83,6 @@ private:
     boost::asio::thread_pool blocking_;
     store::write_queue writes_;  // after db_: stopped (and drained) before it closes
     mail::size_cache sizes_;
-    mail::maildrop_locks maildrops_;
     relay::upstream_pool upstreams_;
     relay::decider decider_;
     relay::policy relay_;

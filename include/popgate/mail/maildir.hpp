@@ -7,10 +7,10 @@
 #include <filesystem>
 #include <mutex>
 #include <optional>
-#include <set>
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 namespace popgate::mail {
@@ -53,16 +53,43 @@ private:
     std::unordered_map<key, entry, key_hash> map_;
 };
 
-// One POP3 session per maildrop (RFC 1939 §8: the exclusive-access lock),
-// across every listener of the daemon. Thread-safe.
-class maildrop_locks {
+// The exclusive-access lock on one maildrop (RFC 1939 §8), held from a
+// successful login until the session ends. An open file description lock
+// (Linux fcntl F_OFD_SETLK) on <maildir>/popgate-pop3.lock: it conflicts with
+// every other open of that file, so a second session in this process, another
+// popgate on this host and, where the Maildirs sit on a filesystem whose locks
+// reach across hosts (NFSv4, CephFS, GFS2), a popgate on another node all see
+// it. The kernel drops it when the holder closes the file or dies: a crash
+// leaves no stale lock. Blocking (the filesystem): take it off the event loop.
+class maildrop_lock {
 public:
-    bool lock(std::string const& user);  // false: held by another session
-    void unlock(std::string const& user);
+    static constexpr char const* file_name = "popgate-pop3.lock";
+
+    maildrop_lock() = default;
+    maildrop_lock(maildrop_lock&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+    maildrop_lock& operator=(maildrop_lock&& other) noexcept;
+    maildrop_lock(maildrop_lock const&) = delete;
+    maildrop_lock& operator=(maildrop_lock const&) = delete;
+    ~maildrop_lock() { release(); }
+
+    bool held() const noexcept { return fd_ >= 0; }
+    void release() noexcept;
+
+    enum class status { ok, in_use, failed };
+    struct outcome;
+    // Locks the maildrop at `root`, creating the Maildir (tmp/, new/, cur/)
+    // when it is missing, since the lock file lives in it.
+    static outcome take(std::filesystem::path const& root);
 
 private:
-    std::mutex mutex_;
-    std::set<std::string> held_;
+    explicit maildrop_lock(int fd) noexcept : fd_(fd) {}
+    int fd_ = -1;
+};
+
+struct maildrop_lock::outcome {
+    status what = status::failed;
+    maildrop_lock lock;  // held when what == ok
+    std::string error;   // why, when what == failed
 };
 
 class maildir {

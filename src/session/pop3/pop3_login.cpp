@@ -64,16 +64,20 @@ asio::awaitable<bool> pop3_session::refuse_if_blocked(bool& refused, std::string
 pop3_session::opened_maildrop pop3_session::open_maildrop(std::string const& user)
 {
     opened_maildrop o;
-    if (!svc_.maildrops.lock(user)) {
-        o.what = opened_maildrop::status::in_use;
-        return o;
-    }
     try {
         o.path = mail::user_maildir(s_.maildir, user);
     } catch (std::exception const& e) {
-        svc_.maildrops.unlock(user);
         o.what = opened_maildrop::status::bad_name;
         o.error = e.what();
+        return o;
+    }
+    auto taken = mail::maildrop_lock::take(o.path);
+    switch (taken.what) {
+    case mail::maildrop_lock::status::ok: break;
+    case mail::maildrop_lock::status::in_use: o.what = opened_maildrop::status::in_use; return o;
+    case mail::maildrop_lock::status::failed:
+        o.what = opened_maildrop::status::unavailable;
+        o.error = std::move(taken.error);
         return o;
     }
     try {
@@ -86,12 +90,12 @@ pop3_session::opened_maildrop pop3_session::open_maildrop(std::string const& use
             o.messages = m.scan(&svc_.sizes);
         }
     } catch (std::exception const& e) {
-        svc_.maildrops.unlock(user);
         o.what = opened_maildrop::status::unavailable;
         o.error = e.what();
         return o;
     }
     o.what = opened_maildrop::status::ok;
+    o.lock = std::move(taken.lock);
     return o;
 }
 
@@ -254,14 +258,14 @@ asio::awaitable<bool> pop3_session::complete_login(std::string const& user, std:
                       log::field(opened->path.string()), log::field(opened->error));
         co_return co_await ch_.send("-ERR [SYS/TEMP] Unable to open the maildrop, try again later\r\n");
     }
-    locked_ = true;
+    lock_ = std::move(opened->lock);
     user_ = user;
 
     relay::grant_plan plan;
     bool const recorded = co_await record_login(user, mech, tls, plan);
     if (!recorded) {
         count_login("pop3", mech, "unavailable");
-        unlock();
+        lock_.release();
         user_.clear();
         co_return co_await ch_.send("-ERR [SYS/TEMP] Unable to record the login, try again later\r\n");
     }

@@ -76,12 +76,6 @@ pop3_offer pop3_session::offer() const
     return o;
 }
 
-void pop3_session::unlock()
-{
-    if (locked_) svc_.maildrops.unlock(user_);
-    locked_ = false;
-}
-
 // RETR / TOP: the first line, then the stuffed message read in chunks, never
 // held whole in memory. false: the session must end (peer gone or a read
 // error after +OK, which no reply could correct).
@@ -150,7 +144,7 @@ asio::awaitable<bool> pop3_session::do_quit()
     }
     spdlog::info("sid={} pop3 update user={} deleted={} failed={} left={}", c_.sid, log::field(user_, 64),
                  marked.size() - failed, failed, st_.box->live_count());
-    unlock();
+    lock_.release();
     auto const left = st_.box->live_count();
     std::string const bye = failed      ? "-ERR [SYS/TEMP] Some deleted messages not removed\r\n"
                             : left == 0 ? "+OK popgate POP3 server signing off (maildrop empty)\r\n"

@@ -13,7 +13,6 @@ namespace popgate::session {
 class pop3_session final : public server::session {
 public:
     pop3_session(pop3_services& svc, server::connection& c);
-    ~pop3_session() override { unlock(); }
 
     asio::awaitable<void> run() override;
     std::string last_words() const override;
@@ -43,7 +42,6 @@ private:
     asio::awaitable<bool> run_step(pop3_step& step);
 
     pop3_offer offer() const;
-    void unlock();
 
     pop3_services& svc_;
     server::connection& c_;
@@ -54,7 +52,7 @@ private:
     std::string timestamp_;  // APOP (RFC 1939 §7); empty when auth.apop is off
     std::string user_;       // canonical name once logged in
     io::clock::time_point user_at_;  // when USER was accepted (PASS's deadline)
-    bool locked_ = false;
+    mail::maildrop_lock lock_;  // held from the login's +OK to the end
     bool waiting_for_command_ = false;  // the watchdog may say -ERR only then
     std::optional<mail::maildir> md_;
 };
@@ -66,6 +64,7 @@ struct pop3_session::opened_maildrop {
     std::filesystem::path path;
     std::vector<mail::message_entry> messages;
     std::string error;
+    mail::maildrop_lock lock;  // held when what == ok
 };
 
 char const* yes_no(bool b) noexcept;

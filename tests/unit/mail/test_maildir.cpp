@@ -6,7 +6,10 @@
 #include <boost/test/data/test_case.hpp>
 #include <boost/test/unit_test.hpp>
 
+#include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -303,6 +306,87 @@ BOOST_AUTO_TEST_CASE(delivery_without_maildir_throws)
 {
     temp_dir tmp;
     BOOST_CHECK_THROW((delivery{tmp.path / "missing", "h"}), std::system_error);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(maildrop_exclusive_lock, *boost::unit_test::label("unit"))
+
+using status = maildrop_lock::status;
+
+BOOST_AUTO_TEST_CASE(second_holder_is_refused_until_the_first_lets_go)
+{
+    temp_dir tmp;
+    auto const root = tmp.path / "a" / "Maildir";
+    auto first = maildrop_lock::take(root);
+    BOOST_TEST((first.what == status::ok));
+    BOOST_TEST(first.lock.held());
+    BOOST_TEST(fs::is_directory(root / "cur"));  // a missing Maildir is made
+    BOOST_TEST(mode_of(root / maildrop_lock::file_name) == 0600u);
+
+    // Another open of the same file conflicts, even in this process.
+    BOOST_TEST((maildrop_lock::take(root).what == status::in_use));
+    // A plain open and close of the file elsewhere does not drop the lock
+    // (it would with a classic per-process fcntl lock).
+    ::close(::open((root / maildrop_lock::file_name).c_str(), O_RDONLY));
+    BOOST_TEST((maildrop_lock::take(root).what == status::in_use));
+
+    maildrop_lock moved = std::move(first.lock);
+    BOOST_TEST(!first.lock.held());
+    BOOST_TEST((maildrop_lock::take(root).what == status::in_use));
+    moved.release();
+    auto second = maildrop_lock::take(root);
+    BOOST_TEST((second.what == status::ok));
+}
+
+BOOST_AUTO_TEST_CASE(move_assignment_releases_the_lock_it_replaces)
+{
+    temp_dir tmp;
+    auto a = maildrop_lock::take(tmp.path / "a");
+    auto b = maildrop_lock::take(tmp.path / "b");
+    BOOST_REQUIRE((a.what == status::ok && b.what == status::ok));
+    a.lock = std::move(b.lock);
+    BOOST_TEST((maildrop_lock::take(tmp.path / "a").what == status::ok));
+    BOOST_TEST((maildrop_lock::take(tmp.path / "b").what == status::in_use));
+}
+
+// Another process (another popgate, or a node on the shared filesystem)
+// holding the lock is seen; when it dies the kernel drops the lock.
+BOOST_AUTO_TEST_CASE(a_lock_held_by_another_process_is_seen_and_dies_with_it)
+{
+    temp_dir tmp;
+    auto const root = tmp.path / "Maildir";
+    int ready[2];
+    BOOST_REQUIRE(::pipe(ready) == 0);
+    pid_t const child = ::fork();
+    BOOST_REQUIRE(child >= 0);
+    if (child == 0) {
+        auto held = maildrop_lock::take(root);
+        char const c = held.what == status::ok ? 'y' : 'n';
+        if (::write(ready[1], &c, 1) != 1) ::_exit(2);
+        ::pause();  // until killed
+        ::_exit(0);
+    }
+    ::close(ready[1]);
+    char c = 0;
+    BOOST_REQUIRE(::read(ready[0], &c, 1) == 1);
+    ::close(ready[0]);
+    BOOST_TEST(c == 'y');
+    BOOST_TEST((maildrop_lock::take(root).what == status::in_use));
+    ::kill(child, SIGKILL);
+    int wstatus = 0;
+    BOOST_REQUIRE(::waitpid(child, &wstatus, 0) == child);
+    BOOST_TEST((maildrop_lock::take(root).what == status::ok));
+}
+
+BOOST_AUTO_TEST_CASE(an_unusable_path_fails_with_the_reason)
+{
+    temp_dir tmp;
+    put(tmp.path / "file", "x");
+    auto const r = maildrop_lock::take(tmp.path / "file" / "Maildir");
+    BOOST_TEST((r.what == status::failed));
+    BOOST_TEST(!r.lock.held());
+    BOOST_TEST(r.error.find("Not a directory") != std::string::npos, r.error);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

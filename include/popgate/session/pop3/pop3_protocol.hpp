@@ -20,7 +20,6 @@ struct pop3_services {
     auth::authenticator& auth;
     auth_guard guard;                    // brute-force accounting
     store::write_queue& writes;          // the grant, committed before +OK
-    mail::maildrop_locks& maildrops;
     mail::size_cache& sizes;
     relay::grant_issuer& grants;         // whether and what a login grants
 };
