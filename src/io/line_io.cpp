@@ -30,7 +30,7 @@ void close_now(asio::ip::tcp::socket& sock) noexcept
     sock.close(ignored);
 }
 
-asio::awaitable<void> watchdog(asio::ip::tcp::socket& sock, session_clock& c, std::function<std::string()> last_words)
+asio::awaitable<void> watchdog(asio::ip::tcp::socket& sock, session_clock& c, std::function<void()> last_words)
 {
     asio::steady_timer timer(co_await asio::this_coro::executor);
     alarm_guard const registered(c, timer);
@@ -38,10 +38,7 @@ asio::awaitable<void> watchdog(asio::ip::tcp::socket& sock, session_clock& c, st
         auto const now = clock::now();
         if (c.deadline <= now) {
             c.expired = true;
-            if (last_words) {
-                auto const msg = last_words();
-                if (!msg.empty()) send_nowait(sock, msg);
-            }
+            if (last_words) last_words();
             // The session then ends as timed out.
             close_now(sock);
             co_return;

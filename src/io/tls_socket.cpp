@@ -76,6 +76,16 @@ void tls_socket::close_notify() noexcept
     ERR_clear_error();
 }
 
+void tls_socket::send_nowait(std::string_view bytes) noexcept
+{
+    error_code ec;
+    if (bytes.empty() || !usable(ec) || !SSL_is_init_finished(ssl_)) return;
+    ERR_clear_error();
+    std::size_t written = 0;
+    SSL_write_ex(ssl_, bytes.data(), bytes.size(), &written);  // a line fits the send buffer
+    ERR_clear_error();
+}
+
 asio::awaitable<error_code> tls_socket::handshake()
 {
     for (;;) {

@@ -88,6 +88,16 @@ public:
     {
         if (tls_) tls_->close_notify();
     }
+    // A line before the watchdog's close, through TLS when it is active.
+    void send_nowait(std::string_view bytes) noexcept
+    {
+        if (bytes.empty()) return;
+        if (tls_) {
+            tls_->send_nowait(bytes);
+        } else {
+            io::send_nowait(sock_, bytes);
+        }
+    }
 
     // Implicit TLS (before the greeting) and STARTTLS alike.
     asio::awaitable<bool> handshake()
@@ -308,7 +318,7 @@ asio::awaitable<void> serve_connection(tcp::socket sock, tcp::endpoint ep, confi
                  config::to_string(l.tls), from.proxy ? " proxy=" + from.proxy->to_string() : std::string());
     metrics::sessions_total.with({l.name, proto}).inc();
     metrics::gauge_hold const open{metrics::sessions_open.with({l.name, proto})};
-    auto last_words = [&] { return st.tls_active() ? std::string() : s->last_words(); };
+    auto last_words = [&] { st.send_nowait(s->last_words()); };
     try {
         co_await (converse(st, c, *s) || io::watchdog(sock, clock, last_words));
     } catch (boost::system::system_error const& e) {

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from popgate_test import POPGATE, Gateway, gateway, make_gateway, upstream  # noqa: F401
+from popgate_test import POPGATE, Gateway, client_tls_context, gateway, make_gateway, upstream  # noqa: F401
 from smtp_support import relay_overrides
 
 
@@ -134,7 +134,7 @@ def test_drops_privileges_after_binding():
 def test_sessions_left_at_the_end_of_the_drain_end_as_shutdown(make_gateway, upstream):
     """What is still open when the 10 s drain is over is cut the way a
     timeout cuts it: the SMTP client at its prompt is told 421 4.3.2, the
-    POP3 one -ERR [SYS/TEMP], each
+    POP3 one -ERR [SYS/TEMP], in clear and through TLS alike, each
     session logs its end with reason=shutdown, the upstream transaction it
     held is reset (after_close), and nothing is delivered or deleted: the
     POP3 session never reached UPDATE and the relayed message never got its
@@ -155,10 +155,13 @@ def test_sessions_left_at_the_end_of_the_drain_end_as_shutdown(make_gateway, ups
     assert smtp.mail("a@example.org")[0] == 250
     assert smtp.rcpt("x@remote.test")[0] == 250  # the upstream transaction is open
     assert upstream.wait_for(lambda: upstream.rcpts)
+    pop_tls = poplib.POP3_SSL("127.0.0.1", g.port("pop3s"), timeout=30, context=client_tls_context())
+    smtp_tls = smtplib.SMTP_SSL("127.0.0.1", g.port("smtps"), timeout=30, context=client_tls_context())
+    assert smtp_tls.ehlo("client.test")[0] == 250
 
     started = time.time()
     g.proc.send_signal(signal.SIGTERM)
-    assert g.wait_log("draining sessions=2")
+    assert g.wait_log("draining sessions=4")
     # The SMTP client waits at its prompt: the 421 comes unasked at the cut.
     smtp.sock.settimeout(20)
     code, text = smtp.getreply()
@@ -169,9 +172,17 @@ def test_sessions_left_at_the_end_of_the_drain_end_as_shutdown(make_gateway, ups
     line = pop.file.readline()
     assert line == b"-ERR [SYS/TEMP] Server shutting down, try again later\r\n", line
     assert pop.file.readline() == b""  # then the connection is closed
+    # The TLS sessions hear the same, inside TLS.
+    smtp_tls.sock.settimeout(20)
+    code, text = smtp_tls.getreply()
+    assert (code, text[:5]) == (421, b"4.3.2"), (code, text)
+    pop_tls.sock.settimeout(20)
+    line = pop_tls.file.readline()
+    assert line == b"-ERR [SYS/TEMP] Server shutting down, try again later\r\n", line
+    assert pop_tls.file.readline() == b""
     assert g.proc.wait(15) == 0
     log = g.log()
-    assert "drain over, ending sessions=2 reason=shutdown" in log
+    assert "drain over, ending sessions=4 reason=shutdown" in log
     ends = [ln for ln in log.splitlines() if " end reason=" in ln and "reason=shutdown" in ln]
     assert {("pop3" if " pop3 end" in ln else "smtp") for ln in ends} == {"pop3", "smtp"}, ends
     assert "stopped sessions_left=0" in log
@@ -180,3 +191,5 @@ def test_sessions_left_at_the_end_of_the_drain_end_as_shutdown(make_gateway, ups
     assert len(g.messages("alice")) == 1, "a POP3 session cut before UPDATE deleted a message"
     pop.sock.close()
     smtp.close()
+    pop_tls.sock.close()
+    smtp_tls.close()

@@ -109,6 +109,20 @@ def test_idle_timeout_says_421(make_gateway):
     assert time.time() - t0 < 4
 
 
+def test_idle_timeout_says_421_through_tls(make_gateway):
+    """The 421 goes inside the TLS session (SMTPS, and after STARTTLS), then
+    a close_notify: the client reads the reply and a clean end."""
+    g = make_gateway(overrides={"limits": {"smtp_idle_timeout": 1}})
+    out = raw_exchange(g.port("smtps"), b"EHLO x\r\n", timeout=6, tls=True)
+    assert out.endswith(b"421 4.4.2 gw.test Error: timeout exceeded\r\n"), out
+    s = smtplib.SMTP("127.0.0.1", g.port("smtp"), timeout=6)
+    s.starttls(context=client_tls_context())
+    assert s.ehlo("x")[0] == 250
+    code, text = s.getreply()  # unasked: the idle timeout's reply, decrypted
+    assert (code, text) == (421, b"4.4.2 gw.test Error: timeout exceeded"), (code, text)
+    s.close()
+
+
 def test_too_many_recipients(make_gateway):
     g = make_gateway()
     grant(g)

@@ -69,10 +69,10 @@ void send_nowait(asio::ip::tcp::socket& sock, std::string_view bytes) noexcept;
 void close_now(asio::ip::tcp::socket& sock) noexcept;
 
 // Closes `sock` when the deadline passes; ends when the session has finished.
-// `last_words`, when given, is asked for a line to send (best effort, without
-// blocking) just before the close; empty: nothing.
+// `last_words`, when given, is called just before the close: it may send a
+// line (best effort, without blocking), in clear or through TLS.
 asio::awaitable<void> watchdog(asio::ip::tcp::socket& sock, session_clock& c,
-                               std::function<std::string()> last_words = {});
+                               std::function<void()> last_words = {});
 
 // A deadline for one operation at a time on a socket, for a caller that
 // runs many short ones (the upstream client: a command, its reply, the next

@@ -16,6 +16,7 @@
 #include <boost/system/error_code.hpp>
 
 #include <cstddef>
+#include <string_view>
 #include <utility>
 
 struct ssl_st;
@@ -42,6 +43,11 @@ public:
     // client that sees the TCP close without one counts the connection as
     // truncated and (OpenSSL) discards the session instead of resuming it.
     void close_notify() noexcept;
+    // Last words before a close (a timeout, the end of a drain): one
+    // non-blocking attempt, errors ignored. Only between operations (the
+    // session waits for a command, no write of its own pending): OpenSSL
+    // refuses a new write while one is unfinished.
+    void send_nowait(std::string_view bytes) noexcept;
 
 private:
     bool usable(boost::system::error_code& ec) const;

@@ -44,8 +44,9 @@ public:
     // watchdog has stopped: the session's own timeouts bound this, and it
     // must not touch connection::stream.
     virtual boost::asio::awaitable<void> after_close() { co_return; }
-    // The watchdog is about to cut a clear-text connection: a line to send
-    // first (best effort), or "".
+    // The watchdog is about to cut the connection (a timeout, the end of a
+    // drain): a line to send first, in clear or through TLS (best effort,
+    // and only when the session waits at its prompt), or "".
     virtual std::string last_words() const { return {}; }
     // The protocol's own fields of the end log line, after "reason=...".
     virtual std::string end_fields() const = 0;

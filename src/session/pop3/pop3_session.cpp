@@ -190,7 +190,8 @@ asio::awaitable<bool> pop3_session::run_step(pop3_step& step)
 
 // POP3 has no unsolicited replies, but a client at its prompt when the
 // daemon stops is told why its connection goes (RFC 3206 [SYS/TEMP]: try
-// again later), as Dovecot does; an idle timeout still closes silently.
+// again later), as Dovecot does; an idle timeout closes silently, as RFC
+// 1939 §3 has the autologout timer do ("without ... sending any response").
 std::string pop3_session::last_words() const
 {
     if (!waiting_for_command_ || ch_.has_output() || !c_.clock.shutdown) return {};
