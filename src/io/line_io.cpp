@@ -36,7 +36,7 @@ asio::awaitable<void> watchdog(asio::ip::tcp::socket& sock, session_clock& c, st
     alarm_guard const registered(c, timer);
     while (!c.finished) {
         auto const now = clock::now();
-        if (c.deadline <= now) {
+        if (c.deadline <= now || c.shutdown) {
             c.expired = true;
             if (last_words) last_words();
             // The session then ends as timed out.

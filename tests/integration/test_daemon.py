@@ -10,6 +10,7 @@ import socket
 import stat
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -193,3 +194,43 @@ def test_sessions_left_at_the_end_of_the_drain_end_as_shutdown(make_gateway, ups
     smtp.close()
     pop_tls.sock.close()
     smtp_tls.close()
+
+
+def test_a_client_streaming_data_is_cut_at_the_end_of_the_drain(make_gateway, upstream):
+    """A DATA loop re-arms the session's deadline at every read; the drain's
+    cut must hold anyway. Before, a client sending without pause moved the
+    deadline out before the watchdog woke and was never cut: its session
+    died with the I/O threads, unlogged, the client reset."""
+    g = make_gateway(overrides=relay_overrides(upstream))
+    g.sql("INSERT INTO relay_grants(address, expires_at) VALUES('127.0.0.1', unixepoch()+600)")
+    d = socket.create_connection(("127.0.0.1", g.port("smtp")), timeout=30)
+    f = d.makefile("rb")
+    assert f.readline().startswith(b"220")
+    d.sendall(b"EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<x@remote.test>\r\nDATA\r\n")
+    while not (line := f.readline()).startswith(b"354"):
+        assert line, "closed before DATA"
+    stop = threading.Event()
+
+    def stream():
+        chunk = (b"x" * 70 + b"\r\n") * 200
+        while not stop.is_set():
+            try:
+                d.sendall(chunk)
+            except OSError:
+                return
+
+    t = threading.Thread(target=stream)
+    t.start()
+    try:
+        time.sleep(0.5)
+        g.proc.send_signal(signal.SIGTERM)
+        assert g.wait_log("drain over, ending sessions=1 reason=shutdown", timeout=20)
+        assert g.proc.wait(15) == 0
+    finally:
+        stop.set()
+        d.close()
+        t.join()
+    log = g.log()
+    assert "smtp end reason=shutdown-in-data" in log, log[-3000:]
+    assert "stopped sessions_left=0" in log
+    assert upstream.messages == []  # no final dot, nothing relayed

@@ -36,9 +36,12 @@ struct session_clock {
     // The watchdog sleeps until the deadline it last saw: a deadline moved
     // EARLIER (the TLS handshake bound, the DATA bound below the idle
     // timeout) wakes it, or the shorter limit would only be enforced once
-    // the longer one ran out.
+    // the longer one ran out. Once the drain has cut the session, no
+    // deadline moves later: a session that runs before its watchdog wakes
+    // (a DATA loop re-arming at every read) must not escape the cut.
     void set(clock::time_point t)
     {
+        if (shutdown && t >= deadline) return;
         bool const earlier = t < deadline;
         deadline = t;
         if (earlier && alarm) alarm->cancel();
