@@ -15,6 +15,7 @@
 
 #include <boost/asio.hpp>
 #include <grp.h>
+#include <signal.h>
 #include <malloc.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -321,6 +322,13 @@ int serve(std::string const& config_file, std::string const& db_override, serve_
         log::setup(settings->log_level, log_destination(settings->log_to), settings->log_file);
         srv.nofile = raise_nofile_limit();
         ::umask(077);  // every file the daemon makes (database, Maildirs, keys) is private
+        // OpenSSL writes a TLS session's socket itself (io::tls_socket) with
+        // write(2), which raises SIGPIPE when the client has reset the
+        // connection: its default action would end the daemon. The write
+        // fails with EPIPE instead and the session ends. (Asio's own writes
+        // use MSG_NOSIGNAL; libpq guards its own.) systemd ignores SIGPIPE
+        // for the packaged unit, but not a shell, a container or a test.
+        ::signal(SIGPIPE, SIG_IGN);
         // Before any thread starts (the check takes the service user's ids for a moment).
         prepare_state_dirs(*settings, srv.account);
         // glibc hands freed memory back to the kernel as soon as 128 KB sit at

@@ -4,12 +4,14 @@ replies, TLS garbage and protocol confusion, SASL base64 garbage, and address
 syntax torture. After each, the daemon is alive and serves a normal POP3 login
 and a normal SMTP delivery."""
 import base64
+import poplib
 import os
 import random
 import re
 import smtplib
 import socket
 import ssl
+import struct
 import time
 
 import pytest
@@ -368,3 +370,36 @@ def test_address_syntax_torture(g):
     assert env_to.startswith(b"X-Envelope-To: ") and env_to.count(b"<") == len(GOOD_PATHS), env_to
     assert c.smtp(b"QUIT\r\n") == b"221 2.0.0 Bye\r\n"
     assert_serves(g)
+
+
+def _reset(sock):
+    """Closes with a TCP reset (SO_LINGER 0) instead of a FIN."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def test_tls_clients_that_reset_do_not_kill_the_daemon(make_gateway):  # noqa: F811
+    """OpenSSL writes a TLS socket with write(2): a client that resets right
+    after the handshake made the daemon's next write (greeting, ticket,
+    close_notify) raise SIGPIPE, which killed it (exit 141) when started
+    from a shell, a container or this harness. Implicit TLS and STLS."""
+    g = make_gateway()
+    g.add_user("alice", "pw-alice")
+    for _ in range(10):
+        for port in (g.port("pop3s"), g.port("smtps")):
+            t = client_tls_context().wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=5))
+            _reset(socket.socket(fileno=t.detach()))
+        s = socket.create_connection(("127.0.0.1", g.port("pop3")), timeout=5)
+        f = s.makefile("rb")
+        assert f.readline().startswith(b"+OK")
+        s.sendall(b"STLS\r\n")
+        assert f.readline().startswith(b"+OK")
+        t = client_tls_context().wrap_socket(s)
+        t.sendall(b"CAPA\r\n")  # the reply is written after the reset
+        _reset(socket.socket(fileno=t.detach()))
+    time.sleep(0.3)
+    assert g.proc.poll() is None, f"popgate died: exit {g.proc.returncode}"
+    p = poplib.POP3_SSL("127.0.0.1", g.port("pop3s"), timeout=10, context=client_tls_context())
+    assert p.user("alice") == b"+OK"
+    assert p.pass_("pw-alice").startswith(b"+OK")
+    p.quit()
