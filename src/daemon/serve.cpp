@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -174,6 +175,13 @@ void reload(server& srv)
         if (tls) srv.ctx->live().set_tls(std::move(tls));
     } catch (std::exception const& e) {
         spdlog::error("reload: TLS not reloaded, keeping the old certificate: {}", e.what());
+    }
+    for (auto const& li : srv.listeners) {
+        auto const same = [&](config::listener const& l) { return l.same_binding(li.cfg); };
+        if (std::none_of(fresh->listeners.begin(), fresh->listeners.end(), same))
+            spdlog::warn("reload: listener {} changed its address, port, protocol or implicit TLS (or is gone): "
+                         "it keeps its policy as started until a restart",
+                         li.cfg.name);
     }
     spdlog::set_level(spdlog::level::from_str(fresh->log_level));
     srv.ctx->reload(std::move(fresh));

@@ -244,9 +244,6 @@ void live_config::set_tls(std::shared_ptr<ssl::context> t)
 
 namespace {
 
-// The listener as the running configuration has it: a SIGHUP changes the
-// policy keys of a listener (plaintext, auth_required, grant, tls = required
-// or starttls) for new sessions; what it is bound to stays until a restart.
 // From the socket's bytes, not its text: a link-local IPv6 peer's text
 // carries its zone ("fe80::1%eth0"), which no address parser here takes,
 // and such a client used to be dropped without a word.
@@ -256,13 +253,14 @@ net::ip_address peer_address(asio::ip::address const& a)
     return net::ip_address::from_v6(a.to_v6().to_bytes());
 }
 
+// The listener as the running configuration has it: a SIGHUP changes the
+// policy keys of a listener (tls none, starttls or required, plaintext,
+// auth_required, grant) for new sessions; what it is bound to stays until a
+// restart.
 config::listener const& current_policy(config::listener const& bound, config::settings const& now)
 {
     for (auto const& l : now.listeners)
-        if (l.name == bound.name && l.protocol == bound.protocol && l.address == bound.address &&
-            l.port == bound.port && l.starttls() == bound.starttls() &&
-            (l.tls == config::tls_mode::implicit) == (bound.tls == config::tls_mode::implicit))
-            return l;
+        if (l.same_binding(bound)) return l;
     return bound;
 }
 

@@ -194,6 +194,37 @@ def test_sighup_applies_a_changed_policy_to_new_sessions(g):
     old.quit()
 
 
+def test_sighup_can_harden_a_listener_from_no_tls_to_tls_required(g):
+    """tls = "none" -> "required" on a reload: new sessions must STARTTLS
+    first. Before, a change of tls between none and starttls/required made
+    the frame drop the reloaded listener as "another binding" and keep the
+    old policy whole, silently; now only address, port, protocol and
+    implicit TLS wait for a restart, and a change of those is logged."""
+    with smtplib.SMTP("127.0.0.1", g.port("internal"), timeout=10) as s:
+        assert "starttls" not in s.ehlo("client.example")[1].decode().lower()
+        assert s.docmd("MAIL", "FROM:<alice@gw.test>")[0] == 250
+    text = g.config_file.read_text()
+    old = 'name = "internal"\nprotocol = "smtp"\ntls = "none"\nplaintext = "always"'
+    assert old in text
+    text = text.replace(old, 'name = "internal"\nprotocol = "smtp"\ntls = "required"\nplaintext = "tls-only"')
+    moved = 'address = "127.0.0.1"\nport = 0\nname = "pop3any"'
+    assert moved in text
+    text = text.replace(moved, moved.replace("127.0.0.1", "127.0.0.2"))
+    g.config_file.write_text(text)
+    g.reload()
+    assert g.wait_log("reload done")
+    assert "reload: listener pop3any changed its address" in g.log()
+    assert "reload: listener internal" not in g.log()
+    with smtplib.SMTP("127.0.0.1", g.port("internal"), timeout=10) as s:
+        code, features = s.ehlo("client.example")
+        assert "STARTTLS" in features.decode() and "AUTH" not in features.decode()
+        assert s.docmd("MAIL", "FROM:<alice@gw.test>") == (530, b"5.7.0 Must issue a STARTTLS command first")
+        s.starttls(context=client_tls_context())
+        s.ehlo("client.example")
+        s.login("alice", "pw-alice")
+        assert s.docmd("MAIL", "FROM:<alice@gw.test>")[0] == 250
+
+
 @pytest.mark.parametrize("listener, message", [
     ('protocol = "pop3"\nauth_required = true', "auth_required is for smtp"),
     ('protocol = "smtp"\ngrant = false', "grant is for pop3"),

@@ -61,6 +61,15 @@ struct listener {
 
     bool starttls() const noexcept { return tls == tls_mode::starttls || tls == tls_mode::required; }
     bool tls_required() const noexcept { return tls == tls_mode::required; }
+    // What a SIGHUP cannot change on a bound socket: the listener of the
+    // same name and binding in a reloaded configuration gives its policy
+    // (tls none/starttls/required, plaintext, auth_required, grant ...) to
+    // new sessions; a different binding waits for a restart.
+    bool same_binding(listener const& o) const noexcept
+    {
+        return name == o.name && protocol == o.protocol && address == o.address && port == o.port &&
+               (tls == tls_mode::implicit) == (o.tls == tls_mode::implicit);
+    }
 };
 
 // TLS 1.2 suites offered unless tls.ciphers says otherwise: forward secrecy
