@@ -7,6 +7,7 @@
 
 #include <poll.h>
 
+#include <cerrno>
 #include <charconv>
 #include <iterator>
 #include <stdexcept>
@@ -93,6 +94,11 @@ connection::connection(std::string const& uri, std::chrono::milliseconds stateme
     // A statement that waits (a lock held by an administrator's open
     // transaction, a failing-over server) fails after the store's busy
     // timeout instead of holding a blocking thread for ever.
+    //
+    // The server's own timeout cannot help when the server is not running
+    // (frozen) or not reachable: each call also waits at most that long and
+    // a second more on this side, then gives the connection up.
+    if (statement_timeout.count() > 0) answer_limit_ = statement_timeout + std::chrono::seconds(1);
     exec("SET statement_timeout = " + std::to_string(statement_timeout.count()) +
          "; SET idle_in_transaction_session_timeout = 60000");
 }
@@ -142,12 +148,48 @@ void connection::fail(PGresult* r, std::string_view what)
     throw unavailable("PostgreSQL " + std::string(what) + ": " + primary + (sqlstate.empty() ? "" : " (" + sqlstate + ")"));
 }
 
+PGresult* connection::await_result(std::string_view what)
+{
+    using clock = std::chrono::steady_clock;
+    auto const limit = clock::now() + answer_limit_;
+    PGresult* kept = nullptr;
+    for (;;) {
+        while (answer_limit_.count() > 0 && PQisBusy(c_)) {
+            auto const left = std::chrono::ceil<std::chrono::milliseconds>(limit - clock::now());
+            if (left.count() <= 0) {
+                if (kept) PQclear(kept);
+                broken_ = true;  // the answer may still come: this connection is done
+                throw unavailable("PostgreSQL did not answer within " + std::to_string(answer_limit_.count()) +
+                                  " ms (" + std::string(what) + ")");
+            }
+            pollfd pfd{PQsocket(c_), POLLIN, 0};
+            int const rc = ::poll(&pfd, 1, static_cast<int>(left.count()));
+            if (rc < 0 && errno != EINTR) break;  // PQgetResult reports the failure
+            if (rc > 0 && !PQconsumeInput(c_)) break;
+        }
+        PGresult* r = PQgetResult(c_);  // blocks only without a limit, or once the answer is in
+        if (!r) return kept;
+        auto const ok = [](PGresult* x) {
+            auto const st = PQresultStatus(x);
+            return st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+        };
+        if (kept && !ok(kept)) {
+            PQclear(r);  // an error came first: it is the one to report
+        } else {
+            if (kept) PQclear(kept);
+            kept = r;
+        }
+    }
+}
+
 result connection::run(char const* sql, std::initializer_list<param> params)
 {
     auto it = prepared_.find(sql);
     if (it == prepared_.end()) {
         std::string name = "s" + std::to_string(prepared_.size());
-        PGresult* r = PQprepare(c_, name.c_str(), sql, static_cast<int>(params.size()), nullptr);
+        PGresult* r = PQsendPrepare(c_, name.c_str(), sql, static_cast<int>(params.size()), nullptr)
+                          ? await_result("prepare")
+                          : nullptr;
         if (!r || PQresultStatus(r) != PGRES_COMMAND_OK) fail(r, "prepare");
         PQclear(r);
         it = prepared_.emplace(sql, std::move(name)).first;
@@ -156,7 +198,9 @@ result connection::run(char const* sql, std::initializer_list<param> params)
     if (params.size() > std::size(values)) throw std::logic_error("pg::connection::run: too many parameters");
     int i = 0;
     for (auto const& v : params) values[i++] = v ? v->c_str() : nullptr;
-    PGresult* r = PQexecPrepared(c_, it->second.c_str(), i, values, nullptr, nullptr, 0);
+    PGresult* r = PQsendQueryPrepared(c_, it->second.c_str(), i, values, nullptr, nullptr, 0)
+                      ? await_result("query")
+                      : nullptr;
     auto const st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) fail(r, "query");
     return result(r);
@@ -164,7 +208,7 @@ result connection::run(char const* sql, std::initializer_list<param> params)
 
 void connection::exec(std::string const& sql)
 {
-    PGresult* r = PQexec(c_, sql.c_str());
+    PGresult* r = PQsendQuery(c_, sql.c_str()) ? await_result("statement") : nullptr;
     auto const st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) fail(r, "statement");
     PQclear(r);

@@ -76,8 +76,15 @@ public:
 
 private:
     [[noreturn]] void fail(PGresult* r, std::string_view what);
+    // The result of the command just sent (the first error, else the last
+    // result), waiting at most answer_limit_: a server that stops answering
+    // while the TCP connection stays up (a frozen host, a network cut, a
+    // failover that left the old address behind) would otherwise hold a
+    // blocking thread until the kernel gives up on TCP, some 15 minutes.
+    PGresult* await_result(std::string_view what);
     PGconn* c_ = nullptr;
     bool broken_ = false;
+    std::chrono::milliseconds answer_limit_{0};  // 0: none
     std::unordered_map<char const*, std::string> prepared_;
 };
 

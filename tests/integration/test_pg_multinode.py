@@ -7,8 +7,10 @@ never a false 550, and service comes back without restarting popgate.
 Each test starts its own PostgreSQL (it is stopped on purpose), both nodes
 with their own Maildirs and ports, and a capture upstream.
 """
+import os
 import poplib
 import shutil
+import signal
 import smtplib
 import socket
 import subprocess
@@ -212,6 +214,62 @@ def test_postgresql_down_gives_temporary_answers_and_service_returns_without_res
     assert grant_rows(pg) == [("127.0.0.41", "bob", "pass"), ("127.0.0.42", "bob", "pass")]
     for g in (a, b):
         assert g.proc.poll() is None  # never restarted
+
+
+def _cluster_pids(pg):
+    """The postmaster and its children (the backends serving our connections)."""
+    master = int((pg.data / "postmaster.pid").read_text().split()[0])
+    pids = [master]
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == master:
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def _signal_all(pids, sig):
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def test_a_frozen_postgresql_gives_temporary_answers_in_bounded_time(pg, make_gateway, upstream):  # noqa: F811
+    """A server that stops answering while its TCP connections stay up (a
+    frozen host, a network cut, a failover that left the old address) is
+    given up after storage.busy_timeout_ms and a second: the policy listener
+    says DEFER_IF_REJECT and a login -ERR [SYS/TEMP] in seconds. Before, each
+    call waited on the socket until the server came back (or TCP gave up,
+    some 15 minutes), holding a blocking thread, and Postfix's own policy
+    timeout struck first."""
+    uri = pg.create_database("popgate")
+    listeners = [{"name": "pop3", "protocol": "pop3"}, {"name": "smtp", "protocol": "smtp"},
+                 {"name": "policy", "protocol": "policy"}]
+    g = make_gateway(relay_overrides(upstream, storage={"database": uri, "busy_timeout_ms": 1000}), listeners)
+    g.add_user("bob", PASSWORD)
+    assert login(g, "127.0.0.51").startswith(b"+OK")
+    assert policy(g, "127.0.0.51") == "action=OK"
+    pids = _cluster_pids(pg)
+    _signal_all(pids, signal.SIGSTOP)
+    try:
+        for source in ("127.0.0.51", "127.0.0.52"):
+            started = time.time()
+            assert policy(g, source).startswith("action=DEFER_IF_REJECT 4.3.0")
+            assert time.time() - started < 10
+        started = time.time()
+        reply = login(g, "127.0.0.53")
+        assert reply.startswith(b"-ERR [SYS/TEMP]"), reply
+        assert time.time() - started < 15
+        assert g.wait_log("database unreachable")
+    finally:
+        _signal_all(pids, signal.SIGCONT)
+    assert eventually(lambda: policy(g, "127.0.0.51") == "action=OK", timeout=30)
+    assert login(g, "127.0.0.53").startswith(b"+OK")
+    assert g.proc.poll() is None
 
 
 def test_a_password_in_the_uri_is_refused_by_check_config(tmp_path, pg):
