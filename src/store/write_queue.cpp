@@ -16,7 +16,8 @@ namespace popgate::store {
 namespace {
 char const* kind_name(write_op const& op)
 {
-    static constexpr char const* names[] = {"grant", "touch", "audit"};
+    static constexpr char const* names[] = {"grant", "touch", "audit", "cap"};
+    static_assert(std::size(names) == std::variant_size_v<write_op>, "a name for every write_op");
     return names[op.index()];
 }
 }  // namespace
