@@ -264,7 +264,8 @@ void read_listeners(toml::table const& root, settings& s, std::vector<error>& er
             sec.networks("trusted_proxies", l.trusted_proxies);
             sec.str("policy_action_ok", l.policy_action_ok,
                     [](auto const& v) { return popgate::proto::policy_action_valid(v); },
-                    "expected a Postfix action such as \"OK\": 1 to 200 printable ASCII characters");
+                    "expected a Postfix action that accepts: OK, PERMIT or a number (PREPEND, FILTER and "
+                    "the like fall through to reject_unauth_destination), 1 to 200 printable ASCII characters");
             read_http_keys(sec, *t, l, errors);
             if (!t->contains("protocol"))
                 errors.push_back({t->source().begin.line, 0, "listener: 'protocol' is required"});

@@ -99,7 +99,11 @@ std::string policy_answer(std::string_view action)
 bool policy_action_valid(std::string_view a) noexcept
 {
     if (a.empty() || a.size() > 200 || a.front() == ' ' || a.back() == ' ') return false;
-    return std::all_of(a.begin(), a.end(), [](char c) { return c >= 0x20 && c < 0x7f; });
+    if (!std::all_of(a.begin(), a.end(), [](char c) { return c >= 0x20 && c < 0x7f; })) return false;
+    auto const digit = [](char c) { return c >= '0' && c <= '9'; };
+    if (std::all_of(a.begin(), a.end(), digit)) return true;  // "an all-numerical result is treated as OK"
+    auto const word = a.substr(0, a.find_first_of(" \t"));
+    return iequals(word, "OK") || iequals(word, "PERMIT");
 }
 
 }  // namespace popgate::proto

@@ -181,10 +181,10 @@ def test_unusable_client_address_gets_dunno(gw):
 
 def test_configured_ok_action(make_gateway):
     g = make_gateway(listeners=[{"name": "policy", "protocol": "policy", "tls": "none",
-                                 "policy_action_ok": "PREPEND X-Relayed-By: popgate"}])
+                                 "policy_action_ok": "OK granted by popgate"}])
     grant(g, "192.0.2.7")
     c = PolicyClient(g)
-    assert c.ask(request("192.0.2.7")) == "action=PREPEND X-Relayed-By: popgate"
+    assert c.ask(request("192.0.2.7")) == "action=OK granted by popgate"
     assert c.ask(request("192.0.2.8")) == "action=DUNNO"
     c.close()
 
@@ -296,6 +296,8 @@ def test_policy_listener_refuses_tls_and_foreign_keys(tmp_path):
         ('[[listener]]\nprotocol = "policy"\ntls = "starttls"\n', "a policy listener has no TLS"),
         ('[[listener]]\nprotocol = "smtp"\npolicy_action_ok = "OK"\n', "policy_action_ok is for policy"),
         ('[[listener]]\nprotocol = "policy"\npolicy_action_ok = ""\n', "policy_action_ok: expected a Postfix action"),
+        ('[[listener]]\nprotocol = "policy"\npolicy_action_ok = "PREPEND X-Relayed-By: popgate"\n',
+         "policy_action_ok: expected a Postfix action that accepts"),
         ('[[listener]]\nprotocol = "policy"\npolicy_action_ok = "OK\\nREJECT"\n',
          "policy_action_ok: expected a Postfix action"),
     ]

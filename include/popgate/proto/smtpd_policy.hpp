@@ -75,8 +75,11 @@ std::string policy_violation_action(boost::system::error_code e);
 // "action=<action>\n\n".
 std::string policy_answer(std::string_view action);
 
-// Whether `a` can be sent as an action: 1 to 200 printable ASCII characters,
-// no leading or trailing space (the value of policy_action_ok).
+// Whether `a` can be policy_action_ok: 1 to 200 printable ASCII characters,
+// no leading or trailing space, and an action with which Postfix accepts
+// (access(5)): OK or PERMIT (any case, text after it allowed) or a number
+// alone. Any other action (PREPEND, FILTER, DUNNO ...) lets Postfix go on
+// to reject_unauth_destination, which refuses the granted client.
 bool policy_action_valid(std::string_view a) noexcept;
 
 }  // namespace popgate::proto

@@ -550,7 +550,7 @@ BOOST_AUTO_TEST_CASE(policy_listener_and_database_group)
 name = "policy"
 protocol = "policy"
 port = 10040
-policy_action_ok = "PREPEND X-Relayed-By: popgate"
+policy_action_ok = "PERMIT"
 
 [[listener]]
 protocol = "policy"
@@ -567,7 +567,7 @@ policy_idle_timeout = 30
     auto const& s = *r.value;
     BOOST_TEST_REQUIRE(s.listeners.size() == 2u);
     BOOST_TEST(s.listeners[0].protocol == "policy");
-    BOOST_TEST(s.listeners[0].policy_action_ok == "PREPEND X-Relayed-By: popgate");
+    BOOST_TEST(s.listeners[0].policy_action_ok == "PERMIT");
     BOOST_TEST((s.listeners[0].tls == tls_mode::none));
     BOOST_TEST(s.listeners[1].policy_action_ok == "OK");  // the default
     BOOST_TEST(s.database_group == "postfix");

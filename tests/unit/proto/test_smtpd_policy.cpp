@@ -166,7 +166,17 @@ BOOST_AUTO_TEST_CASE(answer_is_one_line_and_an_empty_line)
 BOOST_AUTO_TEST_CASE(configured_action_must_be_one_printable_line)
 {
     BOOST_TEST(policy_action_valid("OK"));
-    BOOST_TEST(policy_action_valid("PREPEND X-Relay: popgate"));
+    BOOST_TEST(policy_action_valid("ok"));
+    BOOST_TEST(policy_action_valid("OK granted by popgate"));
+    BOOST_TEST(policy_action_valid("PERMIT"));
+    BOOST_TEST(policy_action_valid("Permit"));
+    BOOST_TEST(policy_action_valid("250"));
+    // Postfix goes on after these, to reject_unauth_destination: refused.
+    BOOST_TEST(!policy_action_valid("PREPEND X-Relay: popgate"));
+    BOOST_TEST(!policy_action_valid("DUNNO"));
+    BOOST_TEST(!policy_action_valid("OKAY"));
+    BOOST_TEST(!policy_action_valid("FILTER smtp:[127.0.0.1]:10025"));
+    BOOST_TEST(!policy_action_valid("250 ok"));
     BOOST_TEST(!policy_action_valid(""));
     BOOST_TEST(!policy_action_valid("OK\nREJECT"));
     BOOST_TEST(!policy_action_valid(" OK"));
