@@ -375,6 +375,9 @@ load_result parse(std::string_view text, std::filesystem::path const& source)
             else if (s.database_is_postgresql() && !s.database_group.empty())
                 sec.fail(*n, "database: storage.group shares a SQLite file with an MTA; with PostgreSQL give the "
                              "MTA a read-only role instead (sql/postgresql/roles.sql)");
+            else if (auto const* b = t->get("busy_timeout_ms"); b && s.database_is_postgresql() && s.busy_timeout.count() == 0)
+                sec.fail(*b, "busy_timeout_ms: 0 is SQLite's \"do not wait\"; with PostgreSQL it would be no statement "
+                             "timeout at all, and a held lock would stall logins and decisions for ever: give at least 1");
         }
         sec.integer("audit_max_rows", s.audit_max_rows, 0, max_i32);
         sec.integer("audit_max_age_days", s.audit_max_age_days, 1, 36500);
@@ -514,12 +517,37 @@ std::string database_problem(std::string const& d)
         return "a password in the URI is refused: put it in a passfile (?passfile=/etc/popgate/pgpass, mode 0600) "
                "or PGPASSFILE";
     if (auto const q = d.find('?'); q != std::string::npos) {
-        auto const params = "&" + d.substr(q + 1);
-        if (params.find("&password=") != std::string::npos)
-            return "a password in the URI is refused: put it in a passfile (?passfile=/etc/popgate/pgpass, mode "
-                   "0600) or PGPASSFILE";
+        std::string_view query = std::string_view(d).substr(q + 1);
+        while (!query.empty()) {
+            auto const amp = query.find('&');
+            auto const param = query.substr(0, amp);
+            if (is_password_parameter(param.substr(0, param.find('='))))
+                return "a password in the URI is refused: put it in a passfile (?passfile=/etc/popgate/pgpass, "
+                       "mode 0600) or PGPASSFILE";
+            query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
+        }
     }
     return "";
+}
+
+bool is_password_parameter(std::string_view written_name)
+{
+    auto const hex = [](char h) {
+        if (h >= '0' && h <= '9') return h - '0';
+        if (h >= 'a' && h <= 'f') return h - 'a' + 10;
+        if (h >= 'A' && h <= 'F') return h - 'A' + 10;
+        return -1;
+    };
+    std::string name;
+    for (std::size_t i = 0; i < written_name.size(); ++i) {
+        char c = written_name[i];
+        if (c == '%' && i + 2 < written_name.size() && hex(written_name[i + 1]) >= 0 && hex(written_name[i + 2]) >= 0) {
+            c = static_cast<char>(hex(written_name[i + 1]) * 16 + hex(written_name[i + 2]));
+            i += 2;
+        }
+        name += c;
+    }
+    return name == "password";
 }
 
 std::vector<net::cidr> listener::default_http_trusted()

@@ -1,5 +1,6 @@
 #include "pg_util.hpp"
 
+#include "popgate/config/config.hpp"
 #include "popgate/log/log.hpp"
 #include "popgate/metrics/catalog.hpp"
 
@@ -226,15 +227,24 @@ std::string redact(std::string_view uri)
             if (colon != std::string::npos && colon < at) out.erase(colon, at - colon);
         }
     }
-    // ...?password=secret&... -> password=***
-    for (std::size_t pos = 0; (pos = out.find("password=", pos)) != std::string::npos;) {
-        if (pos > 0 && out[pos - 1] != '?' && out[pos - 1] != '&' && out[pos - 1] != ' ') {
-            pos += 9;
-            continue;
+    // ...?password=secret&... (or pass%77ord=: libpq decodes names) -> ***
+    if (auto const q = out.find('?'); q != std::string::npos) {
+        std::string query;
+        std::string_view rest = std::string_view(out).substr(q + 1);
+        for (bool first = true;; first = false) {
+            auto const amp = rest.find('&');
+            auto const item = rest.substr(0, amp);
+            auto const eq = item.find('=');
+            if (!first) query += '&';
+            if (eq != std::string_view::npos && config::is_password_parameter(item.substr(0, eq))) {
+                query.append(item.substr(0, eq + 1)).append("***");
+            } else {
+                query.append(item);
+            }
+            if (amp == std::string_view::npos) break;
+            rest = rest.substr(amp + 1);
         }
-        auto const end = out.find_first_of("& ", pos + 9);
-        out.replace(pos + 9, (end == std::string::npos ? out.size() : end) - pos - 9, "***");
-        pos += 12;
+        out = out.substr(0, q + 1) + query;
     }
     return out;
 }

@@ -227,6 +227,10 @@ bool is_postgresql_uri(std::string_view database) noexcept;
 // --db option is checked with.
 std::string database_problem(std::string const& database);
 
+// Whether a URI query parameter's name, as written, is libpq's "password":
+// libpq percent-decodes names, so "pass%77ord" is one too.
+bool is_password_parameter(std::string_view written_name);
+
 std::string to_string(tls_mode m);
 
 }  // namespace popgate::config

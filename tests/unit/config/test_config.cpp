@@ -366,6 +366,12 @@ error_case const error_cases[]{
     {"password parameter in a PostgreSQL URI",
      "[[listener]]\nprotocol = \"pop3\"\n[storage]\ndatabase = \"postgres://db/popgate?sslmode=require&password=x\"\n",
      4, "passfile"},
+    {"password parameter with a percent-encoded name",
+     "[[listener]]\nprotocol = \"pop3\"\n[storage]\ndatabase = \"postgresql://db/popgate?pass%77ord=x\"\n", 4,
+     "passfile"},
+    {"busy_timeout_ms 0 with PostgreSQL",
+     "[[listener]]\nprotocol = \"pop3\"\n[storage]\ndatabase = \"postgresql://db/popgate\"\nbusy_timeout_ms = 0\n", 5,
+     "no statement timeout at all"},
     {"unknown database scheme", "[[listener]]\nprotocol = \"pop3\"\n[storage]\ndatabase = \"mysql://db/popgate\"\n", 4,
      "'mysql://' is not a database popgate knows"},
     {"storage.group with PostgreSQL",
@@ -394,6 +400,15 @@ BOOST_AUTO_TEST_CASE(postgresql_uri_without_password_selects_postgresql)
     // A user name with an @ in the path part is not a password.
     BOOST_TEST(database_problem("postgresql:///popgate?host=/run/postgresql&user=popgate") == "");
     BOOST_TEST(database_problem("postgresql://db/popgate?application_name=pw:x@y") == "");
+    // libpq decodes parameter names; values and other names are not passwords.
+    BOOST_TEST(is_password_parameter("password"));
+    BOOST_TEST(is_password_parameter("pass%77ord"));
+    BOOST_TEST(is_password_parameter("%70%61%73%73%77%6F%72%64"));
+    BOOST_TEST(!is_password_parameter("passfile"));
+    BOOST_TEST(!is_password_parameter("password%"));
+    BOOST_TEST(database_problem("postgresql://db/popgate?application_name=password") == "");
+    // SQLite's 0 ("do not wait") stays allowed.
+    BOOST_TEST(parse("[[listener]]\nprotocol = \"pop3\"\n[storage]\nbusy_timeout_ms = 0\n").value.has_value());
     BOOST_TEST(!parse("[[listener]]\nprotocol = \"pop3\"\n").value->database_is_postgresql());
 }
 
