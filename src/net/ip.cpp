@@ -207,6 +207,12 @@ ip_address grant_key(ip_address client, unsigned ipv6_prefix) noexcept
     // fe80::/10: every link's hosts share fe80::/64, so its prefix names no
     // site; a link-local client is granted by its own address.
     if (client.bytes[0] == 0xfe && (client.bytes[1] & 0xc0) == 0x80) return client;
+    return limit_key(client, ipv6_prefix);
+}
+
+ip_address limit_key(ip_address client, unsigned ipv6_prefix) noexcept
+{
+    if (client.v4) return client;
     return mask(client, std::min(ipv6_prefix, 128u));
 }
 

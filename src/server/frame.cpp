@@ -287,7 +287,7 @@ asio::awaitable<void> serve_connection(tcp::socket sock, tcp::endpoint ep, confi
     net::ip_address const peer = from.ip;
     // Per-address limits count an IPv6 client by its relay.ipv6_prefix, as
     // its grant: a host with a /64 cannot dodge them by changing address.
-    net::ip_address const counted = net::grant_key(peer, settings->ipv6_prefix);
+    net::ip_address const counted = net::limit_key(peer, settings->ipv6_prefix);
     std::string why;
     auto const limits = p.limits_per_address();
     if (!env.admission.admit(counted, *settings, why, limits)) {

@@ -20,7 +20,7 @@ namespace {
 // /64 cannot take a fresh address for every guess.
 net::ip_address counted_as(server::connection const& c)
 {
-    return net::grant_key(c.peer, c.settings->ipv6_prefix);
+    return net::limit_key(c.peer, c.settings->ipv6_prefix);
 }
 
 }  // namespace

@@ -27,7 +27,16 @@ CLIENT = textwrap.dedent("""
     pop_port, smtp_port, step, source = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
     src = (source, 0, 0, socket.if_nametoindex("lo"))  # a link-local bind needs its zone
     out = {}
-    if step == "login":
+    if step == "guess":  # a wrong password from `source`: the reply to PASS
+        c = socket.create_connection(("fe80::1%lo", pop_port), timeout=10, source_address=src)
+        f = c.makefile("rb")
+        f.readline()
+        c.sendall(b"USER alice\\r\\n")
+        f.readline()
+        c.sendall(b"PASS wrong\\r\\n")
+        out["pass"] = f.readline().decode().strip()
+        c.close()
+    elif step == "login":
         p = poplib.POP3("fe80::1%lo", pop_port, timeout=10)  # from fe80::1: the kernel's choice
         p.user("alice")
         out["pass"] = p.pass_("pw-alice").decode()
@@ -85,3 +94,16 @@ def test_a_link_local_client_is_refused_then_granted_by_its_pop3_login(make_gate
     assert sent["rcpt"][0] == 250, sent
     assert sent["data"][0] == 250, sent
     assert len(g.dropped()) == 1  # on disk before the 250
+
+
+def test_link_local_addresses_share_one_failure_count(make_gateway):
+    """The brute-force counters (and the per-address limits) take a
+    link-local client by relay.ipv6_prefix, as any IPv6 client: every host
+    may add fe80:: addresses at will, and counting each whole let one guess
+    for ever (found by review)."""
+    g = make_gateway(overrides={"auth": {"max_failures_per_ip": 3}}, listeners=LISTENERS, start=False)
+    g.start(wrapper=("unshare", "-n", "sh", "-c", NETNS_SETUP, "sh"))
+    g.add_user("alice", "pw-alice")
+    replies = [in_netns(g, "guess", source=src)["pass"] for src in ("fe80::1", "fe80::2", "fe80::1", "fe80::2")]
+    assert replies[:3] == ["-ERR [AUTH] Authentication failed."] * 3, replies
+    assert replies[3].startswith("-ERR [AUTH] Too many authentication failures from your address"), replies

@@ -71,4 +71,11 @@ std::string spelling_problem(std::string_view text, cidr const& c);
 // every link's prefix, a grant to it would cover every LAN the host is on.
 ip_address grant_key(ip_address client, unsigned ipv6_prefix) noexcept;
 
+// The key a client is counted by for the per-address limits and the
+// brute-force counters: IPv4 as is, IPv6 truncated to `ipv6_prefix` bits,
+// link-local too. A link's hosts then share one count (as an office behind
+// one NAT does), and no host escapes a limit by adding fe80:: addresses,
+// which every host may do at will.
+ip_address limit_key(ip_address client, unsigned ipv6_prefix) noexcept;
+
 }  // namespace popgate::net

@@ -450,6 +450,20 @@ BOOST_AUTO_TEST_CASE(privacy_addresses_of_one_64_share_a_key)
     BOOST_TEST((a != other));
 }
 
+// Limits and failure counts take link-local clients by the prefix too: a
+// host cannot escape them with fresh fe80:: addresses. Elsewhere the same
+// key as the grant.
+BOOST_AUTO_TEST_CASE(limit_key_masks_link_local_too)
+{
+    BOOST_TEST(limit_key(ip("fe80::1"), 64).to_string() == "fe80::");
+    BOOST_TEST((limit_key(ip("fe80::1"), 64) == limit_key(ip("fe80::2:3"), 64)));
+    BOOST_TEST(limit_key(ip("fe80::1"), 128).to_string() == "fe80::1");
+    for (auto const& c : keys) {
+        bool const link_local = c.client.starts_with("fe8") || c.client.starts_with("feb");
+        if (!link_local) BOOST_TEST((limit_key(ip(c.client), c.prefix) == grant_key(ip(c.client), c.prefix)), c);
+    }
+}
+
 BOOST_AUTO_TEST_SUITE_END()
 
 // ---------------------------------------------------------------------------
