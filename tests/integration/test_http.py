@@ -192,7 +192,11 @@ def test_idle_and_slow_requests_are_cut(gw):
         time.sleep(0.5)
     assert closed or time.time() - t < 9
     s.close()
-    assert gw.wait_log("http end reason=timeout ip=127.0.0.1 requests=0")
+    assert gw.wait_log("http end reason=timeout ip=127.0.0.1 requests=0")  # the idle one
+    # The slow one is counted as too slow (limits.max_slow_sessions_per_ip),
+    # as a slow POP3 or SMTP command is.
+    assert gw.wait_log("http end reason=timeout-command ip=127.0.0.1 requests=0")
+    assert gw.wait_log("http command too slow ip=127.0.0.1 limit=2s slow_sessions=1")
 
 
 def test_untrusted_peer_gets_403(make_gateway):

@@ -94,7 +94,13 @@ asio::awaitable<http_session::got> http_session::read_request(parser_t& p)
         auto [ec, n] = co_await c_.stream.read_some(asio::buffer(chunk));
         if (ec) {
             if (ec == asio::error::eof && !begun) co_return got::eof;
-            c_.end_reason = ec == asio::error::eof ? "eof-in-request" : "eof";
+            // Cut by the watchdog once the request had begun: too slow, which
+            // counts toward limits.max_slow_sessions_per_ip as in POP3 and SMTP.
+            if (c_.clock.expired && begun) {
+                c_.end_reason = "timeout-command";
+            } else {
+                c_.end_reason = ec == asio::error::eof ? "eof-in-request" : "eof";
+            }
             co_return got::gone;
         }
         if (!begun) {
