@@ -10,6 +10,7 @@
 #include <fstream>
 #include <functional>
 #include <set>
+#include <tuple>
 #include <sstream>
 
 namespace popgate::config {
@@ -231,7 +232,10 @@ void read_listeners(toml::table const& root, settings& s, std::vector<error>& er
         return;
     }
     std::set<std::string> names;
-    std::set<std::pair<std::string, int>> endpoints;
+    // Bound endpoints by parsed address: "::1" and "0::1" are one, and a
+    // wildcard (0.0.0.0, ::) takes its port on every address of its family
+    // (IPv6 listeners are v6-only), so serve could not bind both.
+    std::vector<std::tuple<net::ip_address, int, std::string>> endpoints;
     for (auto const& e : *arr) {
         auto const* t = e.as_table();
         if (!t) {
@@ -274,10 +278,17 @@ void read_listeners(toml::table const& root, settings& s, std::vector<error>& er
         if (l.name.empty()) l.name = l.protocol + std::to_string(s.listeners.size());
         if (!names.insert(l.name).second)
             errors.push_back({t->source().begin.line, 0, "listener: duplicate name '" + l.name + "'"});
-        if (l.port != 0 && !endpoints.insert({l.address, l.port}).second)
-            errors.push_back({t->source().begin.line, 0,
-                              "listener '" + l.name + "': " + l.address + ":" + std::to_string(l.port) +
-                                  " is already used by another listener"});
+        if (auto const addr = net::parse_ip(l.address); addr && l.port != 0) {
+            auto const any = [](net::ip_address const& a) { return a == net::mask(a, 0); };
+            for (auto const& [other, port, name] : endpoints)
+                if (port == l.port && other.v4 == addr->v4 && (other == *addr || any(other) || any(*addr))) {
+                    errors.push_back({t->source().begin.line, 0,
+                                      "listener '" + l.name + "': " + l.address + ":" + std::to_string(l.port) +
+                                          " is already used by listener '" + name + "'"});
+                    break;
+                }
+            endpoints.emplace_back(*addr, l.port, l.name);
+        }
         auto const refuse = [&](std::string const& why) {
             errors.push_back({t->source().begin.line, 0, "listener '" + l.name + "': " + why});
         };

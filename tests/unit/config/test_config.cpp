@@ -327,6 +327,14 @@ error_case const error_cases[]{
     {"same address and port twice",
      "[[listener]]\nprotocol = \"pop3\"\nport = 1110\n[[listener]]\nprotocol = \"smtp\"\nport = 1110\n", 4,
      "already used"},
+    {"a wildcard and a specific address on one port",
+     "[[listener]]\nprotocol = \"pop3\"\naddress = \"0.0.0.0\"\nport = 1110\n[[listener]]\nprotocol = \"smtp\"\n"
+     "port = 1110\n",
+     5, "already used by listener 'pop30'"},
+    {"one IPv6 address spelled twice",
+     "[[listener]]\nprotocol = \"pop3\"\naddress = \"::1\"\nport = 1110\n[[listener]]\nprotocol = \"smtp\"\n"
+     "address = \"0::1\"\nport = 1110\n",
+     5, "already used"},
     {"auth_required on pop3", "[[listener]]\nprotocol = \"pop3\"\nauth_required = true\n", 1, "smtp"},
     {"empty listener name", "[[listener]]\nname = \"\"\nprotocol = \"pop3\"\n", 2, "1 to 32"},
     {"proxy_protocol without trusted_proxies", "[[listener]]\nprotocol = \"pop3\"\nproxy_protocol = true\n", 1,
@@ -389,6 +397,14 @@ BOOST_DATA_TEST_CASE(reports_the_line, bdata::make(error_cases), c)
     BOOST_TEST(r.errors[0].line == c.line, all_errors(r));
     BOOST_TEST(r.errors[0].message.find(c.word) != std::string::npos, r.errors[0].message);
     BOOST_TEST(!r.errors[0].message.empty());
+}
+
+BOOST_AUTO_TEST_CASE(the_same_port_on_other_addresses_or_families_is_fine)
+{
+    auto const r = parse("[[listener]]\nprotocol = \"pop3\"\naddress = \"127.0.0.1\"\nport = 1110\n"
+                         "[[listener]]\nprotocol = \"pop3\"\naddress = \"127.0.0.2\"\nport = 1110\n"
+                         "[[listener]]\nprotocol = \"pop3\"\naddress = \"::\"\nport = 1110\n");
+    BOOST_TEST(r.value.has_value(), all_errors(r));
 }
 
 BOOST_AUTO_TEST_CASE(postgresql_uri_without_password_selects_postgresql)
