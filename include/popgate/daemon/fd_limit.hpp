@@ -10,10 +10,11 @@
 namespace popgate::daemon {
 
 // What each session may hold at once: its socket, and an upstream connection
-// or a Maildir file. The daemon's own (listeners, database connections, log,
+// or a Maildir file, and for a POP3 session its maildrop lock (the lock file
+// stays open while it is logged in). The daemon's own (listeners, database connections, log,
 // epoll, idle upstream connections) come out first: fd_reserve_base plus
 // fd_reserve_per_thread for every I/O and blocking thread.
-inline constexpr std::size_t fds_per_session = 2;
+inline constexpr std::size_t fds_per_session = 3;
 inline constexpr std::size_t fd_reserve_base = 64;
 inline constexpr std::size_t fd_reserve_per_thread = 4;
 
