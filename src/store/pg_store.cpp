@@ -579,7 +579,9 @@ private:
     // Runs f on a borrowed connection. A reused connection the server had
     // closed (it restarted, or failed over) is found on first use; the call
     // is then tried once more on a fresh one: a statement that never reached
-    // a live server did nothing.
+    // a live server did nothing. Not after a call that timed out: it was
+    // sent and may have run, and a server that does not answer one
+    // connection will not answer the next either.
     template <class F>
     auto with(F&& f) -> std::invoke_result_t<F&, pg::connection&>
     {
@@ -589,7 +591,7 @@ private:
                 return f(*c.conn);
             } catch (store_error const& e) {
                 if (!c.conn->broken()) throw;
-                if (attempt == 0 && c.reused) continue;
+                if (attempt == 0 && c.reused && !c.conn->timed_out()) continue;
                 health_.failed(e.what());
                 throw;
             }
@@ -606,7 +608,7 @@ private:
             try {
                 c.conn->run("BEGIN");
             } catch (store_error const& e) {
-                if (c.conn->broken() && attempt == 0 && c.reused) continue;
+                if (c.conn->broken() && attempt == 0 && c.reused && !c.conn->timed_out()) continue;
                 if (c.conn->broken()) health_.failed(e.what());
                 throw;
             }

@@ -8,6 +8,7 @@
 
 #include <poll.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <iterator>
@@ -149,18 +150,19 @@ void connection::fail(PGresult* r, std::string_view what)
     throw unavailable("PostgreSQL " + std::string(what) + ": " + primary + (sqlstate.empty() ? "" : " (" + sqlstate + ")"));
 }
 
-PGresult* connection::await_result(std::string_view what)
+PGresult* connection::await_result(std::string_view what, std::size_t statements)
 {
     using clock = std::chrono::steady_clock;
-    auto const limit = clock::now() + answer_limit_;
+    auto const allowed = answer_limit_ * static_cast<std::int64_t>(statements);
+    auto limit = clock::now() + allowed;
     PGresult* kept = nullptr;
     for (;;) {
         while (answer_limit_.count() > 0 && PQisBusy(c_)) {
             auto const left = std::chrono::ceil<std::chrono::milliseconds>(limit - clock::now());
             if (left.count() <= 0) {
                 if (kept) PQclear(kept);
-                broken_ = true;  // the answer may still come: this connection is done
-                throw unavailable("PostgreSQL did not answer within " + std::to_string(answer_limit_.count()) +
+                broken_ = timed_out_ = true;  // the answer may still come: this connection is done
+                throw unavailable("PostgreSQL did not answer within " + std::to_string(allowed.count()) +
                                   " ms (" + std::string(what) + ")");
             }
             pollfd pfd{PQsocket(c_), POLLIN, 0};
@@ -180,6 +182,7 @@ PGresult* connection::await_result(std::string_view what)
             if (kept) PQclear(kept);
             kept = r;
         }
+        limit = clock::now() + allowed;  // the rest of a multi-statement command
     }
 }
 
@@ -209,7 +212,9 @@ result connection::run(char const* sql, std::initializer_list<param> params)
 
 void connection::exec(std::string const& sql)
 {
-    PGresult* r = PQsendQuery(c_, sql.c_str()) ? await_result("statement") : nullptr;
+    // Each ';' may end a statement (or sit in a function body: a longer limit).
+    auto const statements = 1 + static_cast<std::size_t>(std::count(sql.begin(), sql.end(), ';'));
+    PGresult* r = PQsendQuery(c_, sql.c_str()) ? await_result("statement", statements) : nullptr;
     auto const st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) fail(r, "statement");
     PQclear(r);

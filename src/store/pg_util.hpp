@@ -68,6 +68,9 @@ public:
     // The server closed the connection, or a call found it dead: the pool
     // drops it instead of handing it out again.
     bool broken() const noexcept { return broken_ || PQstatus(c_) != CONNECTION_OK; }
+    // Broken because the server did not answer in time (the call was sent
+    // and may have run): not worth trying again elsewhere.
+    bool timed_out() const noexcept { return timed_out_; }
     // Without blocking: has the server sent something (an error, a close)
     // while the connection sat idle? Then it is not worth reusing.
     bool went_stale();
@@ -81,10 +84,14 @@ private:
     // while the TCP connection stays up (a frozen host, a network cut, a
     // failover that left the old address behind) would otherwise hold a
     // blocking thread until the kernel gives up on TCP, some 15 minutes.
-    PGresult* await_result(std::string_view what);
+    // `statements`: how many the command holds; the server's timeout is per
+    // statement and it sends their results together at the end, so the
+    // limit is that many times the per-statement one.
+    PGresult* await_result(std::string_view what, std::size_t statements = 1);
     PGconn* c_ = nullptr;
     bool broken_ = false;
-    std::chrono::milliseconds answer_limit_{0};  // 0: none
+    bool timed_out_ = false;
+    std::chrono::milliseconds answer_limit_{0};  // 0: none, per statement
     std::unordered_map<char const*, std::string> prepared_;
 };
 

@@ -1,6 +1,7 @@
 #include "popgate/net/ip.hpp"
 #include "popgate/store/migrate.hpp"
 #include "popgate/store/sqlite_store.hpp"
+#include "../../../src/store/pg_util.hpp"  // white box: the PostgreSQL connection
 
 #include "temp_dir.hpp"
 #include "test_backend.hpp"
@@ -325,6 +326,31 @@ BOOST_AUTO_TEST_CASE(must_exist_on_a_missing_file)
 BOOST_AUTO_TEST_SUITE_END()
 
 // ---------------------------------------------------------------------------
+namespace {
+bool on_postgresql(boost::unit_test::test_unit_id)
+{
+    return !popgate::test::pg_test_dir().empty();
+}
+}  // namespace
+
+// The client-side answer limit (the statement timeout + 1 s) counts per
+// statement, as the server's statement_timeout does: three statements of
+// 0.7 s each under a 1 s timeout are each legal, together 2.1 s, past one
+// 2 s limit (the server sends their results together at the end).
+BOOST_AUTO_TEST_CASE(pg_answer_limit_is_per_statement, *boost::unit_test::label("unit") *
+                                                            boost::unit_test::label("both") *
+                                                            boost::unit_test::precondition(on_postgresql))
+{
+    popgate::test::backend_db backend;
+    popgate::store::pg::connection c(backend.database(), std::chrono::milliseconds(1000));
+    BOOST_CHECK_NO_THROW(c.exec("SELECT pg_sleep(0.7); SELECT pg_sleep(0.7); SELECT pg_sleep(0.7)"));
+    BOOST_TEST(!c.broken());
+    BOOST_TEST(c.run("SELECT 1").i64(0, 0) == 1);
+    // One statement past the server's timeout is its error, not ours.
+    BOOST_CHECK_THROW(c.exec("SELECT pg_sleep(1.5)"), store_error);
+    BOOST_TEST(!c.timed_out());
+}
+
 BOOST_FIXTURE_TEST_SUITE(store_users, both_fixture, *boost::unit_test::label("unit") * boost::unit_test::label("both"))
 
 BOOST_AUTO_TEST_CASE(add_find_update_delete)
