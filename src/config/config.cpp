@@ -386,9 +386,8 @@ load_result parse(std::string_view text, std::filesystem::path const& source)
             else if (s.database_is_postgresql() && !s.database_group.empty())
                 sec.fail(*n, "database: storage.group shares a SQLite file with an MTA; with PostgreSQL give the "
                              "MTA a read-only role instead (sql/postgresql/roles.sql)");
-            else if (auto const* b = t->get("busy_timeout_ms"); b && s.database_is_postgresql() && s.busy_timeout.count() == 0)
-                sec.fail(*b, "busy_timeout_ms: 0 is SQLite's \"do not wait\"; with PostgreSQL it would be no statement "
-                             "timeout at all, and a held lock would stall logins and decisions for ever: give at least 1");
+            else if (auto const* b = t->get("busy_timeout_ms"); b && !busy_timeout_problem(s).empty())
+                sec.fail(*b, busy_timeout_problem(s));
         }
         sec.integer("audit_max_rows", s.audit_max_rows, 0, max_i32);
         sec.integer("audit_max_age_days", s.audit_max_age_days, 1, 36500);
@@ -523,7 +522,7 @@ std::string database_problem(std::string const& d)
     // every message that names the database.
     auto const rest = d.substr(d.find("://") + 3);
     auto const at = rest.find('@');
-    auto const end = rest.find_first_of("/?");
+    auto const end = rest.find('/');  // libpq looks for the '@' up to the first '/' only
     if (at != std::string::npos && (end == std::string::npos || at < end) && rest.substr(0, at).find(':') != std::string::npos)
         return "a password in the URI is refused: put it in a passfile (?passfile=/etc/popgate/pgpass, mode 0600) "
                "or PGPASSFILE";
@@ -539,6 +538,13 @@ std::string database_problem(std::string const& d)
         }
     }
     return "";
+}
+
+std::string busy_timeout_problem(settings const& s)
+{
+    if (!s.database_is_postgresql() || s.busy_timeout.count() != 0) return "";
+    return "busy_timeout_ms: 0 is SQLite's \"do not wait\"; with PostgreSQL it would be no statement timeout at "
+           "all, and a held lock would stall logins and decisions for ever: give at least 1";
 }
 
 bool is_password_parameter(std::string_view written_name)

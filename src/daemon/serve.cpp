@@ -320,7 +320,17 @@ int serve(std::string const& config_file, std::string const& db_override, serve_
         return 1;
     }
     auto settings = std::make_shared<config::settings>(std::move(*r.value));
-    if (!db_override.empty()) settings->database = db_override;
+    if (!db_override.empty()) {
+        if (auto const why = config::database_problem(db_override); !why.empty()) {
+            std::cerr << "popgate: --db: " << why << "\n";
+            return 1;
+        }
+        settings->database = db_override;
+        if (auto const why = config::busy_timeout_problem(*settings); !why.empty()) {
+            std::cerr << "popgate: --db: storage." << why << "\n";
+            return 1;
+        }
+    }
     server srv;
     srv.config_file = config_file;
     try {

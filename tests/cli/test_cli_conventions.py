@@ -118,6 +118,19 @@ def test_invalid_configuration_exits_1(tmp_path):
     assert r.returncode == 1 and "max_recipients" in r.stderr, r.stderr
 
 
+def test_serve_checks_the_database_given_with_db(tmp_path):
+    """--db replaces storage.database after the file was checked: serve
+    checks it again, with busy_timeout_ms (0 is no statement timeout at all
+    on PostgreSQL), before it connects to anything."""
+    conf = tmp_path / "c.toml"
+    conf.write_text('[storage]\nbusy_timeout_ms = 0\n[[listener]]\nprotocol = "pop3"\nport = 0\n')
+    r = popgate("serve", "-c", conf, "--db", "postgresql://popgate@127.0.0.1:1/popgate")
+    assert r.returncode == 1 and "--db: storage.busy_timeout_ms: 0" in r.stderr, r.stderr
+    r = popgate("serve", "-c", conf, "--db", "postgresql://u:pw?x@db.example/popgate")
+    assert r.returncode == 1 and "a password in the URI is refused" in r.stderr, r.stderr
+    assert "pw?x" not in r.stderr
+
+
 # ---------------------------------------------------------------- --json
 
 

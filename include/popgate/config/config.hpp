@@ -227,6 +227,10 @@ bool is_postgresql_uri(std::string_view database) noexcept;
 // --db option is checked with.
 std::string database_problem(std::string const& database);
 
+// Why storage.busy_timeout_ms cannot go with the database ("" when it can):
+// 0 with PostgreSQL. Checked again when --db replaces the database.
+std::string busy_timeout_problem(settings const& s);
+
 // Whether a URI query parameter's name, as written, is libpq's "password":
 // libpq percent-decodes names, so "pass%77ord" is one too.
 bool is_password_parameter(std::string_view written_name);

@@ -417,6 +417,8 @@ BOOST_AUTO_TEST_CASE(postgresql_uri_without_password_selects_postgresql)
     BOOST_TEST(database_problem("postgresql:///popgate?host=/run/postgresql&user=popgate") == "");
     BOOST_TEST(database_problem("postgresql://db/popgate?application_name=pw:x@y") == "");
     // libpq decodes parameter names; values and other names are not passwords.
+    // libpq takes user:password@ up to the first '/', across a '?'.
+    BOOST_TEST(database_problem("postgresql://u:pw?x@db.example/popgate") != "");
     BOOST_TEST(is_password_parameter("password"));
     BOOST_TEST(is_password_parameter("pass%77ord"));
     BOOST_TEST(is_password_parameter("%70%61%73%73%77%6F%72%64"));
