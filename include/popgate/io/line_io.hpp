@@ -36,12 +36,10 @@ struct session_clock {
     // The watchdog sleeps until the deadline it last saw: a deadline moved
     // EARLIER (the TLS handshake bound, the DATA bound below the idle
     // timeout) wakes it, or the shorter limit would only be enforced once
-    // the longer one ran out. Once the drain has cut the session, no
-    // deadline moves later: a session that runs before its watchdog wakes
-    // (a DATA loop re-arming at every read) must not escape the cut.
+    // the longer one ran out. (A deadline the session moves later after the
+    // drain's cut does not save it: the watchdog cuts on `shutdown` itself.)
     void set(clock::time_point t)
     {
-        if (shutdown && t >= deadline) return;
         bool const earlier = t < deadline;
         deadline = t;
         if (earlier && alarm) alarm->cancel();
