@@ -386,8 +386,8 @@ load_result parse(std::string_view text, std::filesystem::path const& source)
             else if (s.database_is_postgresql() && !s.database_group.empty())
                 sec.fail(*n, "database: storage.group shares a SQLite file with an MTA; with PostgreSQL give the "
                              "MTA a read-only role instead (sql/postgresql/roles.sql)");
-            else if (auto const* b = t->get("busy_timeout_ms"); b && !busy_timeout_problem(s).empty())
-                sec.fail(*b, busy_timeout_problem(s));
+            else if (auto const timeout_why = busy_timeout_problem(s); !timeout_why.empty())
+                sec.fail(*t->get("busy_timeout_ms"), timeout_why);  // 0 is never the default: the key is there
         }
         sec.integer("audit_max_rows", s.audit_max_rows, 0, max_i32);
         sec.integer("audit_max_age_days", s.audit_max_age_days, 1, 36500);
@@ -520,20 +520,20 @@ std::string database_problem(std::string const& d)
     }
     // A password written here would sit in a world-readable config and in
     // every message that names the database.
+    constexpr char const* refused =
+        "a password in the URI is refused: put it in a passfile (?passfile=/etc/popgate/pgpass, mode 0600) or "
+        "PGPASSFILE";
     auto const rest = d.substr(d.find("://") + 3);
     auto const at = rest.find('@');
     auto const end = rest.find('/');  // libpq looks for the '@' up to the first '/' only
     if (at != std::string::npos && (end == std::string::npos || at < end) && rest.substr(0, at).find(':') != std::string::npos)
-        return "a password in the URI is refused: put it in a passfile (?passfile=/etc/popgate/pgpass, mode 0600) "
-               "or PGPASSFILE";
+        return refused;
     if (auto const q = d.find('?'); q != std::string::npos) {
         std::string_view query = std::string_view(d).substr(q + 1);
         while (!query.empty()) {
             auto const amp = query.find('&');
             auto const param = query.substr(0, amp);
-            if (is_password_parameter(param.substr(0, param.find('='))))
-                return "a password in the URI is refused: put it in a passfile (?passfile=/etc/popgate/pgpass, "
-                       "mode 0600) or PGPASSFILE";
+            if (is_password_parameter(param.substr(0, param.find('=')))) return refused;
             query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
         }
     }

@@ -219,7 +219,6 @@ maildrop_lock::outcome maildrop_lock::take(fs::path const& root)
     return o;
 }
 
-
 std::string maildir_uid(std::string_view file_name)
 {
     auto const base = base_name(file_name);
