@@ -255,8 +255,8 @@ net::ip_address peer_address(asio::ip::address const& a)
 
 // The listener as the running configuration has it: a SIGHUP changes the
 // policy keys of a listener (tls none, starttls or required, plaintext,
-// auth_required, grant) for new sessions; what it is bound to stays until a
-// restart.
+// auth_required, grant, proxy_protocol, trusted_proxies) for new
+// connections; what it is bound to stays until a restart.
 config::listener const& current_policy(config::listener const& bound, config::settings const& now)
 {
     for (auto const& l : now.listeners)
@@ -273,9 +273,13 @@ asio::awaitable<void> serve_connection(tcp::socket sock, tcp::endpoint ep, confi
     auto const proto = p.name();
     boost::system::error_code ec;
     auto settings = env.live.settings();
+    // The policy as the running configuration has it, from the first byte:
+    // a SIGHUP that turns proxy_protocol on or off, or drops a proxy from
+    // trusted_proxies, applies to the next connection.
+    auto const& policy = current_policy(l, *settings);
     origin from{peer_address(ep.address()), ep.port(), std::nullopt};
-    if (l.proxy_protocol) {
-        auto const via = co_await through_proxy(sock, l, from, *settings, proto);
+    if (policy.proxy_protocol) {
+        auto const via = co_await through_proxy(sock, policy, from, *settings, proto);
         if (!via) {
             sock.close(ec);
             co_return;
@@ -302,7 +306,6 @@ asio::awaitable<void> serve_connection(tcp::socket sock, tcp::endpoint ep, confi
     io::session_clock clock;
     open_session const registered{env.sessions, sock.get_executor(), clock};
     tcp_stream st(sock, env.live.tls(), proto);
-    auto const& policy = current_policy(l, *settings);
     connection c{log::new_session_id(), peer, peer.to_string(), policy, std::move(settings), st, clock};
     st.attach(c);
     std::unique_ptr<session> s;

@@ -298,3 +298,37 @@ def test_config_refuses_proxy_protocol_without_trusted_proxies(make_gateway):
     r = g.cli("check-config", check=False)
     assert r.returncode != 0
     assert "proxy_protocol = true needs trusted_proxies" in r.stdout + r.stderr
+
+
+def test_sighup_applies_proxy_protocol_and_trusted_proxies(make_gateway):
+    """proxy_protocol and trusted_proxies are read per connection from the
+    running configuration. Before, the frame read both from the listener as
+    bound at start: a SIGHUP that put a listener behind HAProxy was ignored,
+    and so was one that dropped a proxy from trusted_proxies, which left it
+    free to name any client address."""
+    g = make_gateway(overrides={"server": {"trusted_proxies": ["127.0.0.1"]}},
+                     listeners=[{"name": "edge", "protocol": "pop3", "tls": "starttls"}])
+    header = b"PROXY TCP4 127.0.0.2 127.0.0.1 40000 110\r\nQUIT\r\n"
+    data, _ = raw(g.port("edge"), "127.0.0.1", header)
+    assert data.startswith(b"+OK") and b"\r\n-ERR" in data  # a bad command here
+    assert g.wait_log("pop3 connect ip=127.0.0.1 ")
+
+    listener = 'name = "edge"\nprotocol = "pop3"\ntls = "starttls"'
+    text = g.config_file.read_text()
+    assert listener in text
+    g.config_file.write_text(text.replace(listener, listener + "\nproxy_protocol = true"))
+    g.reload()
+    assert g.wait_log("reload done")
+    assert "reload: listener edge" not in g.log()
+    data, _ = raw(g.port("edge"), "127.0.0.1", header)
+    assert data.startswith(b"+OK") and b"\r\n+OK" in data and b"-ERR" not in data, data  # QUIT, after the header
+    assert g.wait_log("pop3 connect ip=127.0.0.2 port=40000 listener=edge tls=starttls proxy=127.0.0.1")
+
+    # The proxy on 127.0.0.1 is no longer trusted: it is closed without a byte.
+    text = g.config_file.read_text()
+    g.config_file.write_text(text.replace('trusted_proxies = ["127.0.0.1"]', 'trusted_proxies = ["192.0.2.1"]'))
+    g.reload()
+    assert eventually(lambda: g.log().count("reload done") == 2)
+    data, closed = raw(g.port("edge"), "127.0.0.1", header)
+    assert data == b"" and closed
+    assert g.wait_log("pop3 proxy refused ip=127.0.0.1 listener=edge reason=untrusted-peer")
