@@ -39,19 +39,95 @@ void failure_tracker::prune(std::deque<time_point>& q, time_point cutoff)
     while (!q.empty() && q.front() <= cutoff) q.pop_front();
 }
 
-std::optional<failure_tracker::block> failure_tracker::blocked(net::ip_address const& ip, std::string const& user,
-                                                               time_point now)
+std::string const& failure_tracker::counted_name(std::string const& user)
+{
+    static std::string const invalid = "\x01invalid-name";
+    bool const possible = user.size() <= 255 && std::all_of(user.begin(), user.end(), [](char ch) {
+                              return ch >= '!' && ch <= '~';
+                          });
+    return possible ? user : invalid;
+}
+
+failure_tracker::attempt::attempt(attempt&& o) noexcept
+    : owner_(std::exchange(o.owner_, nullptr)), ip_(o.ip_), user_(std::move(o.user_))
+{
+}
+
+failure_tracker::attempt& failure_tracker::attempt::operator=(attempt&& o) noexcept
+{
+    if (this != &o) {
+        if (owner_) owner_->release(*this);
+        owner_ = std::exchange(o.owner_, nullptr);
+        ip_ = o.ip_;
+        user_ = std::move(o.user_);
+    }
+    return *this;
+}
+
+failure_tracker::attempt::~attempt()
+{
+    if (owner_) owner_->release(*this);
+}
+
+void failure_tracker::release(attempt& a) noexcept
 {
     std::lock_guard lock(mutex_);
+    unpend_locked(a);
+}
+
+void failure_tracker::unpend_locked(attempt& a) noexcept
+{
+    auto const drop = [](auto& m, auto const& k) {
+        auto it = m.find(k);
+        if (it != m.end() && --it->second == 0) m.erase(it);
+    };
+    drop(pending_ips_, a.ip_);
+    drop(pending_pairs_, pair_key{a.ip_, a.user_});
+    a.owner_ = nullptr;
+}
+
+std::optional<failure_tracker::block> failure_tracker::blocked(net::ip_address const& ip, std::string const& name,
+                                                               time_point now, attempt* reserve)
+{
+    auto const& user = counted_name(name);
+    std::lock_guard lock(mutex_);
     if (auto const left = still_blocked(blocked_ips_, ip, now)) return block{*left, block_scope::address};
-    if (user.empty()) return std::nullopt;
-    if (auto const left = still_blocked(blocked_pairs_, pair_key{ip, user}, now)) return block{*left, block_scope::user};
+    if (name.empty()) return std::nullopt;
+    pair_key const key{ip, user};
+    if (auto const left = still_blocked(blocked_pairs_, key, now)) return block{*left, block_scope::user};
+    if (!reserve) return std::nullopt;
+    // Failures in the window plus checks under way, against the limits:
+    // the checks under way may all fail. Refused until they end, which is
+    // about one failure delay away.
+    auto const cutoff = now - s_.window;
+    auto const in_window = [&](auto& m, auto const& k) -> std::size_t {
+        auto it = m.find(k);
+        if (it == m.end()) return 0;
+        prune(it->second, cutoff);
+        return it->second.size();
+    };
+    auto const pending = [](auto const& m, auto const& k) -> std::size_t {
+        auto it = m.find(k);
+        return it == m.end() ? 0 : it->second;
+    };
+    auto const soon = std::max(std::chrono::seconds(1), std::chrono::ceil<std::chrono::seconds>(s_.base_delay));
+    if (in_window(ip_failures_, ip) + pending(pending_ips_, ip) >= s_.max_failures_per_ip)
+        return block{soon, block_scope::address};
+    if (in_window(pair_failures_, key) + pending(pending_pairs_, key) >= s_.max_failures_per_user)
+        return block{soon, block_scope::user};
+    if (reserve->owner_ == this) unpend_locked(*reserve);  // reused: the check it held is over
+    ++pending_ips_[ip];
+    ++pending_pairs_[key];
+    reserve->owner_ = this;
+    reserve->ip_ = ip;
+    reserve->user_ = user;
     return std::nullopt;
 }
 
-failure_tracker::failure_verdict failure_tracker::record_failure(net::ip_address const& ip, std::string const& user,
+failure_tracker::failure_verdict failure_tracker::record_failure(net::ip_address const& ip, std::string const& name,
                                                                  name_kind kind, time_point now)
 {
+    auto const& user = counted_name(name);
     std::lock_guard lock(mutex_);
     auto const cutoff = now - s_.window;
     if (counters() > sweep_at_) {

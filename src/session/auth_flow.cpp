@@ -64,7 +64,9 @@ auth::failure_tracker::failure_verdict record_auth_failure(auth_guard& g, server
                                                            std::string const& user, auth::name_kind kind,
                                                            std::string audit_detail)
 {
-    g.writes.post(store::audit_record{"auth-fail", c.ip, user, std::move(audit_detail)});
+    // A name no user can have is kept to the column's 255 octets: a client
+    // must not write kilobytes per failure into the audit log.
+    g.writes.post(store::audit_record{"auth-fail", c.ip, user.substr(0, 255), std::move(audit_detail)});
     // The delay grows with this name's recent failures; past the thresholds
     // the name at this address, or the whole address, is blocked.
     auto v = g.failures.record_failure(counted_as(c), user, kind, std::chrono::steady_clock::now());
@@ -103,9 +105,10 @@ std::string block_fields(auth::block_scope scope, std::string const& user)
 }
 
 std::optional<auth::failure_tracker::block> auth_blocked(auth_guard& g, server::connection const& c,
-                                                         std::string const& user)
+                                                         std::string const& user,
+                                                         auth::failure_tracker::attempt* reserve)
 {
-    return g.failures.blocked(counted_as(c), user, std::chrono::steady_clock::now());
+    return g.failures.blocked(counted_as(c), user, std::chrono::steady_clock::now(), reserve);
 }
 
 }  // namespace popgate::session

@@ -163,3 +163,62 @@ def test_new_keys_are_checked(make_gateway, key):
     r = g.cli("check-config", check=False)
     assert r.returncode != 0
     assert key in r.stdout + r.stderr
+
+
+PARALLEL = 12
+
+
+def parallel_guesses(g, protocol):
+    """PARALLEL sessions from one address, each with a wrong password for
+    carol ready, sent at once: the replies."""
+    ready = threading.Barrier(PARALLEL)
+    replies = [None] * PARALLEL
+
+    def pop3(i):
+        p = SourcePOP3(g.port("pop3"), NAT)
+        p.user("carol")
+        ready.wait()
+        try:
+            replies[i] = p.pass_(f"guess-{i}").decode()
+        except poplib.error_proto as e:
+            replies[i] = e.args[0].decode()
+        p.close()
+
+    def smtp(i):
+        with smtplib.SMTP("127.0.0.1", g.port("smtp"), timeout=20, source_address=(NAT, 0)) as s:
+            s.ehlo("client.example")
+            token = base64.b64encode(f"\0carol\0guess-{i}".encode()).decode()
+            ready.wait()
+            code, text = s.docmd("AUTH", "PLAIN " + token)
+            replies[i] = f"{code} {text.decode()}"
+
+    threads = [threading.Thread(target=pop3 if protocol == "pop3" else smtp, args=(i,)) for i in range(PARALLEL)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return replies
+
+
+@pytest.mark.parametrize("protocol", ["pop3", "smtp"])
+def test_parallel_sessions_get_no_more_guesses_than_the_limit(make_gateway, protocol):
+    """Before, the block check and the recorded failure were two steps with
+    the password check between them: every session that sent its guess
+    before the first failure was recorded passed the check, and twelve
+    parallel sessions got twelve guesses at a limit of four. A check under
+    way now counts as a failure until its verdict."""
+    g = make_gateway(overrides=AUTH)
+    g.add_user("carol", "right-pw")
+    replies = parallel_guesses(g, protocol)
+    assert None not in replies, replies
+    failed = [r for r in replies if "authentication failed" in r.lower()]
+    refused = [r for r in replies if "Too many" in r]
+    assert len(failed) + len(refused) == PARALLEL, replies
+    assert 1 <= len(failed) <= AUTH["auth"]["max_failures_per_user"], replies
+    log = g.log()
+    checked = len([line for line in log.splitlines() if "user=carol ip=127.0.0.7 mech=pass" in line and
+                   "result=fail" in line]) if protocol == "pop3" else \
+        log.count("smtp auth user=carol mech=PLAIN ip=127.0.0.7 result=failed")
+    assert checked == len(failed), log
+    # The right password, from another address, still works at once.
+    assert pop3_login(g, "carol", "right-pw", HOME)[0].startswith(b"+OK")

@@ -58,9 +58,35 @@ public:
         std::chrono::seconds left;
         block_scope scope;  // user: this name at this address; address: every name there
     };
+
+    // A password check under way, from the check of blocked() that admitted
+    // it until its verdict: it counts toward the limits as a failure would,
+    // so that sessions checking one name in parallel cannot all pass the
+    // check before the first failure is recorded (twenty sessions would get
+    // twenty guesses, not max_failures_per_user). Released when destroyed or
+    // reassigned; record the failure first.
+    class attempt {
+    public:
+        attempt() = default;
+        attempt(attempt&& o) noexcept;
+        attempt& operator=(attempt&& o) noexcept;
+        attempt(attempt const&) = delete;
+        attempt& operator=(attempt const&) = delete;
+        ~attempt();
+
+    private:
+        friend class failure_tracker;
+        failure_tracker* owner_ = nullptr;
+        net::ip_address ip_{};
+        std::string user_;
+    };
+
     // Whether an attempt from `ip` (as `user`, when the name is known yet) is
-    // refused, and for how long.
-    std::optional<block> blocked(net::ip_address const& ip, std::string const& user, time_point now);
+    // refused, and for how long. With `reserve` and a name, an attempt that
+    // is not refused is held in it as under way; checks under way count as
+    // failures, so one beyond the limits is refused until they end.
+    std::optional<block> blocked(net::ip_address const& ip, std::string const& user, time_point now,
+                                 attempt* reserve = nullptr);
 
     struct failure_verdict {
         std::chrono::milliseconds delay;
@@ -77,8 +103,16 @@ public:
     void expire(time_point now);
     std::size_t tracked() const;
 
+    // The key a name is counted under: a name no user can have (over 255
+    // octets, or outside printable ASCII, as the users table's CHECK says)
+    // is counted under one key of its own, so that long invented names
+    // cannot grow memory, and all of them at an address share one count.
+    static std::string const& counted_name(std::string const& user);
+
 private:
     using pair_key = std::pair<net::ip_address, std::string>;
+    void release(attempt& a) noexcept;
+    void unpend_locked(attempt& a) noexcept;
     static void prune(std::deque<time_point>& q, time_point cutoff);
     void expire_locked(time_point now);
     std::size_t counters() const noexcept;  // entries of the failure maps
@@ -92,6 +126,9 @@ private:
     std::map<net::ip_address, std::map<std::string, time_point>> unknown_names_at_ip_;
     std::map<net::ip_address, time_point> blocked_ips_;
     std::map<pair_key, time_point> blocked_pairs_;
+    // Checks under way (attempt), per address and per name at an address.
+    std::map<net::ip_address, std::size_t> pending_ips_;
+    std::map<pair_key, std::size_t> pending_pairs_;
     // Entries whose window is over are swept when counters() passes this
     // (first_sweep, then twice what the last sweep left).
     static constexpr std::size_t first_sweep = 100000;

@@ -47,9 +47,12 @@ auth::failure_tracker::failure_verdict record_auth_failure(auth_guard& g, server
 asio::awaitable<void> pause_after_failure(channel& ch, std::chrono::milliseconds delay);
 
 // Whether the client's address, or `user` at that address (when the name is
-// known yet), is refused by the brute-force defence, and for how long.
+// known yet), is refused by the brute-force defence, and for how long. With
+// `reserve`, an admitted check of `user` is held there as under way until
+// its verdict (failure_tracker::attempt): record the failure, then release.
 std::optional<auth::failure_tracker::block> auth_blocked(auth_guard& g, server::connection const& c,
-                                                         std::string const& user = {});
+                                                         std::string const& user = {},
+                                                         auth::failure_tracker::attempt* reserve = nullptr);
 // "from your address" / "for this user from your address", for replies.
 std::string_view blocked_what(auth::failure_tracker::block const& b) noexcept;
 // The log line's fields of a block or a new block: "scope=user ..." etc.

@@ -47,7 +47,7 @@ asio::awaitable<bool> pop3_session::do_user(std::string name)
 asio::awaitable<bool> pop3_session::refuse_if_blocked(bool& refused, std::string const& user, std::string_view mech)
 {
     refused = false;
-    auto const b = auth_blocked(svc_.guard, c_, user);
+    auto const b = auth_blocked(svc_.guard, c_, user, user.empty() ? nullptr : &attempt_);
     if (!b) co_return true;
     refused = true;
     st_.pending_user.clear();
@@ -189,6 +189,7 @@ asio::awaitable<bool> pop3_session::finish_auth(auth::result const& r, std::stri
                                                 std::string const& attempted, std::optional<opened_maildrop> opened)
 {
     st_.pending_user.clear();
+    auto under_way = std::move(attempt_);  // ends with this verdict
     if (r.what == auth::outcome::ok) co_return co_await complete_login(r.user, mech, std::move(opened));
 
     auto const uesc = log::field(attempted, 64);
@@ -203,6 +204,7 @@ asio::awaitable<bool> pop3_session::finish_auth(auth::result const& r, std::stri
                  yes_no(c_.stream.tls_active()), log::field(r.reason.empty() ? "failed" : r.reason));
     auto const v = record_auth_failure(svc_.guard, c_, attempted, auth::name_kind_of(r),
                                        "pop3 mech=" + std::string(mech) + " reason=" + log::field(r.reason));
+    under_way = {};  // counted as a failure now
     if (v.now_blocked != auth::block_scope::none)
         spdlog::warn("sid={} pop3 auth-block ip={} {} failures_ip={} failures_user_ip={} unknown_names_ip={} "
                      "block_time={}s",

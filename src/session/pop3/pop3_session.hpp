@@ -53,6 +53,7 @@ private:
     std::string user_;       // canonical name once logged in
     io::clock::time_point user_at_;  // when USER was accepted (PASS's deadline)
     mail::maildrop_lock lock_;  // held from the login's +OK to the end
+    auth::failure_tracker::attempt attempt_;  // the password check under way, until its verdict
     bool waiting_for_command_ = false;  // the watchdog may say -ERR only then
     std::optional<mail::maildir> md_;
 };

@@ -194,7 +194,7 @@ asio::awaitable<bool> smtp_session::finish_auth(proto::sasl_step const& step, pr
 
     bool const checks = step.what == proto::sasl_step::kind::check_password ||
                         step.what == proto::sasl_step::kind::check_cram;
-    if (auto const b = checks ? auth_blocked(svc_.guard, c_, step.authcid) : std::nullopt) {
+    if (auto const b = checks ? auth_blocked(svc_.guard, c_, step.authcid, &attempt_) : std::nullopt) {
         // This name at this address is refused for now (another user's
         // failures at the address do not get here below its ceiling).
         count_login("smtp", mname, "blocked");
@@ -206,6 +206,7 @@ asio::awaitable<bool> smtp_session::finish_auth(proto::sasl_step const& step, pr
                                                                          std::to_string(b->left.count()) + " seconds"));
         co_return co_await run_step(s);
     }
+    auto under_way = std::move(attempt_);  // ends with this verdict
     auth::result res;
     if (step.what == proto::sasl_step::kind::check_password) {
         auto job = [this, &step] { return svc_.auth.check_password(step.authcid, step.password); };
@@ -241,6 +242,7 @@ asio::awaitable<bool> smtp_session::finish_auth(proto::sasl_step const& step, pr
                  log::field(res.reason));
     auto const v = record_auth_failure(svc_.guard, c_, step.authcid, auth::name_kind_of(res),
                                        "smtp mech=" + std::string(mname));
+    under_way = {};  // counted as a failure now
     if (v.now_blocked != auth::block_scope::none)
         spdlog::warn("sid={} smtp auth-block ip={} {} failures_ip={} failures_user_ip={} unknown_names_ip={} "
                      "block_time={}s",

@@ -49,6 +49,7 @@ private:
     smtp_state st_;
     smtp_offer offer_;
     bool waiting_for_command_ = false;  // the watchdog may say 421 only then
+    auth::failure_tracker::attempt attempt_;  // the credential check under way, until its verdict
     // The upstream transaction of client transaction up_txn_ (smtp_state::
     // transaction), open from its first relayed RCPT to its DATA. Destroyed
     // with the session: a client that drops or quits closes the connection,

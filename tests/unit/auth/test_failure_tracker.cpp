@@ -176,4 +176,89 @@ BOOST_AUTO_TEST_CASE(a_flood_of_other_failures_does_not_reset_the_counts)
     BOOST_TEST(t.tracked() == 0u);
 }
 
+BOOST_AUTO_TEST_CASE(checks_under_way_count_until_their_verdict)
+{
+    // Sessions checking one name in parallel: each check admitted counts as
+    // a failure until it ends, so no more than max_failures_per_user (3)
+    // are under way or failed at once; the fourth waits.
+    auth::failure_tracker t(small());
+    auto const nat = ip("192.0.2.9");
+    std::vector<auth::failure_tracker::attempt> slots(4);
+    for (int i = 0; i < 3; ++i) BOOST_TEST(!t.blocked(nat, "carol", t0, &slots[i]).has_value());
+    auto const b = t.blocked(nat, "carol", t0, &slots[3]);
+    BOOST_TEST_REQUIRE(b.has_value());
+    BOOST_TEST((b->scope == block_scope::user));
+    BOOST_TEST(b->left.count() >= 1);
+    // Another name at the address, and the name elsewhere, are not held up.
+    BOOST_TEST(!t.blocked(nat, "dave", t0, &slots[3]).has_value());
+    slots[3] = {};
+    BOOST_TEST(!t.blocked(ip("198.51.100.1"), "carol", t0, &slots[3]).has_value());
+    slots[3] = {};
+    // One check succeeds (released, nothing recorded): a slot is free again.
+    slots[0] = {};
+    BOOST_TEST(!t.blocked(nat, "carol", t0, &slots[0]).has_value());
+    // All three fail: recorded, then released; the name is blocked as before.
+    block_scope last = block_scope::none;
+    for (int i = 0; i < 3; ++i) {
+        last = t.record_failure(nat, "carol", known, t0).now_blocked;
+        slots[i] = {};
+    }
+    BOOST_TEST((last == block_scope::user));
+    BOOST_TEST(t.blocked(nat, "carol", t0 + 29s).has_value());
+}
+
+BOOST_AUTO_TEST_CASE(sequential_failures_reach_the_limit_one_check_at_a_time)
+{
+    // One client failing in turn: the check admitted before each failure is
+    // released when it is recorded, so the last allowed check still runs.
+    auth::failure_tracker t(small());
+    auto const home = ip("192.0.2.10");
+    for (int i = 0; i < 3; ++i) {
+        auth::failure_tracker::attempt a;
+        BOOST_TEST_REQUIRE(!t.blocked(home, "erin", t0, &a).has_value());
+        t.record_failure(home, "erin", known, t0);
+    }
+    auth::failure_tracker::attempt a;
+    BOOST_TEST(t.blocked(home, "erin", t0, &a).has_value());
+}
+
+BOOST_AUTO_TEST_CASE(the_address_ceiling_counts_checks_under_way)
+{
+    auto s = small();
+    s.max_failures_per_ip = 4;
+    s.max_failures_per_user = 100;
+    auth::failure_tracker t(s);
+    auto const nat = ip("192.0.2.11");
+    std::vector<auth::failure_tracker::attempt> slots(5);
+    for (int i = 0; i < 4; ++i)
+        BOOST_TEST(!t.blocked(nat, "user" + std::to_string(i), t0, &slots[i]).has_value());
+    auto const b = t.blocked(nat, "user9", t0, &slots[4]);
+    BOOST_TEST_REQUIRE(b.has_value());
+    BOOST_TEST((b->scope == block_scope::address));
+}
+
+BOOST_AUTO_TEST_CASE(names_no_user_can_have_share_one_count)
+{
+    // Over 255 octets or outside printable ASCII (the users table's CHECK):
+    // counted under one key, so invented names cannot grow the maps, and
+    // their failures add up toward that key's block at the address.
+    auth::failure_tracker t(small());
+    auto const a = ip("192.0.2.12");
+    BOOST_TEST(&auth::failure_tracker::counted_name(std::string(256, 'x')) ==
+               &auth::failure_tracker::counted_name("bad name"));
+    std::string const ok(255, 'y');
+    BOOST_TEST(auth::failure_tracker::counted_name(ok) == ok);
+    auto const before = t.tracked();
+    t.record_failure(a, std::string(4000, 'a'), unknown, t0);
+    auto const one = t.tracked();
+    t.record_failure(a, std::string(4000, 'b'), unknown, t0);
+    BOOST_TEST(t.tracked() == one);
+    BOOST_TEST(one > before);
+    auto const v = t.record_failure(a, "tab\tname", unknown, t0);
+    BOOST_TEST(v.pair_count == 3u);
+    BOOST_TEST((v.now_blocked == block_scope::user));
+    BOOST_TEST(t.blocked(a, std::string(300, 'z'), t0).has_value());
+    BOOST_TEST(!t.blocked(a, "zoe", t0).has_value());
+}
+
 BOOST_AUTO_TEST_SUITE_END()
