@@ -427,6 +427,7 @@ load_result parse(std::string_view text, std::filesystem::path const& source)
             sec.fail(*n, "upstream_user: with upstream_starttls = \"none\" the password would go in clear; use "
                          "\"opportunistic\", \"required\" or \"verify\", or allow it with upstream_auth_in_clear = true");
         sec.duration("upstream_timeout", s.upstream_timeout, 1, 3600);
+        sec.duration("upstream_data_done_timeout", s.upstream_data_done_timeout, 1, 3600);
         sec.duration("upstream_reuse_time", s.upstream_reuse_time, 0, 300);
         sec.networks("no_grant_networks", s.no_grant_networks);
         sec.boolean("grant_requires_tls", s.grant_requires_tls);

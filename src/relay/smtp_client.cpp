@@ -269,7 +269,8 @@ std::string smtp_client::pool_key() const
 }
 
 // One operation on the link's socket (connect, TLS handshake, write, read),
-// bounded by relay.upstream_timeout: deadline_ closes the socket when it runs
+// bounded by relay.upstream_timeout (the reply to the final dot by
+// relay.upstream_data_done_timeout): deadline_ closes the socket when it runs
 // over, which ends the operation whatever stream (TLS or not) runs it.
 template <class T>
 asio::awaitable<std::optional<T>> smtp_client::timed(asio::awaitable<T> op)
@@ -278,7 +279,7 @@ asio::awaitable<std::optional<T>> smtp_client::timed(asio::awaitable<T> op)
         io::op_deadline& d;
         ~stop_on_exit() { d.stop(); }
     };
-    deadline_.start(link_->sock, s_.upstream_timeout);
+    deadline_.start(link_->sock, awaiting_dot_ ? s_.upstream_data_done_timeout : s_.upstream_timeout);
     stop_on_exit guard{deadline_};
     auto result = co_await std::move(op);
     if (deadline_.stop()) co_return std::nullopt;
@@ -349,8 +350,10 @@ asio::awaitable<std::optional<proto::smtp_reply>> smtp_client::read_reply()
     }
 }
 
-// One command and its reply. 2xx/3xx as expected: ok. A 4xx, a broken reply or
-// a lost connection: temporary (451 4.4.1). A 5xx: permanent, passed on.
+// One command and its reply. 2xx/3xx as expected: ok. A 4xx other than 421:
+// temporary, passed on as a 5xx is. A 421, a broken reply or a lost
+// connection: temporary (451 4.4.1). A 5xx: permanent, passed on. Any
+// refusal closes the connection.
 asio::awaitable<upstream_verdict> smtp_client::command(std::string const& line, int expect_class,
                                                        std::string_view what, std::string_view client_prefix)
 {
@@ -364,12 +367,15 @@ asio::awaitable<upstream_verdict> smtp_client::command(std::string const& line, 
         v.what = upstream_verdict::kind::ok;
         v.code = r->code;
         v.enhanced = r->enhanced;
-        v.text = joined(*r);
+        v.text = quoted(*r);
         co_return v;
     }
-    if (cls == 5) {
+    // The upstream's own temporary refusal (452 storage, 451 a milter, 450
+    // greylisting at MAIL) is its verdict, as a 5xx is: the client reads
+    // the upstream's reason, not "unavailable".
+    if (cls == 5 || (cls == 4 && r->code != 421)) {
         abort();
-        v.what = upstream_verdict::kind::permanent;
+        v.what = cls == 5 ? upstream_verdict::kind::permanent : upstream_verdict::kind::temporary;
         v.code = r->code;
         v.enhanced = enhanced_or_generic(*r);
         v.text = std::string(client_prefix) + "Error: upstream refused: " + quoted(*r);
@@ -677,13 +683,11 @@ asio::awaitable<void> smtp_client::keep_or_quit()
         pool_.put(std::move(link_));
         co_return;
     }
-    // The verdict is already in hand, so a failure here changes nothing.
+    // The verdict is already in hand, so a failure here changes nothing, and
+    // the client's reply does not wait for the upstream's 221: QUIT goes out
+    // and the connection is closed.
     std::string const quit = "QUIT\r\n";
-    bool const sent = co_await write(quit);
-    if (sent) {
-        auto const bye = co_await read_reply();
-        (void)bye;
-    }
+    co_await write(quit);
     abort();
 }
 
@@ -719,7 +723,12 @@ asio::awaitable<upstream_verdict> smtp_client::finish()
     std::string const dot = ".\r\n";
     auto const tls_note = link_ ? link_->tls_note : std::string("no");
     auto const asked = std::chrono::steady_clock::now();
+    // RFC 5321 §4.5.3.2.6: the reply to the dot may take minutes (a
+    // before-queue filter); giving up sooner, after the upstream may have
+    // queued the message, makes the client send it again.
+    awaiting_dot_ = true;
     auto v = co_await command(dot, 2, "end of data");
+    awaiting_dot_ = false;
     count_upstream("message", v, asked);
     v.log += " tls=" + tls_note;
     if (v.what == upstream_verdict::kind::ok) {

@@ -308,7 +308,9 @@ def test_upstream_down_gives_451_and_nothing_delivered(make_gateway, tmp_path):
 
 
 @pytest.mark.parametrize("mode,code,text", [
-    ("tempfail", 451, b"4.4.1 Error: upstream mail server unavailable, try again later"),
+    # The upstream's own 4xx, passed on as its 5xx is (451 4.4.1 "upstream
+    # unavailable" is for a connection lost or a timeout).
+    ("tempfail", 451, b"4.3.0 Error: upstream refused: try later"),
     ("reject", 554, b"5.6.0 Error: upstream refused: content rejected"),
 ])  # a refused recipient is refused at its RCPT: test_upstream_rcpt.py
 def test_upstream_verdict_passed_on(relay_gw, upstream, mode, code, text):
@@ -320,6 +322,60 @@ def test_upstream_verdict_passed_on(relay_gw, upstream, mode, code, text):
     assert (e.value.smtp_code, e.value.smtp_error) == (code, text)
     assert upstream.messages == []
     assert relay_gw.messages("alice") == []  # local copy only after the relay part succeeded
+
+
+def test_a_slow_reply_to_the_dot_is_waited_for_and_the_message_goes_once(make_gateway, upstream):
+    """A before-queue filter that takes longer than upstream_timeout (2 s
+    here) after it has taken the message: the gateway waits for the verdict
+    (upstream_data_done_timeout) and answers 250. Before, it gave up at
+    upstream_timeout with 451 although the upstream queued the message, and
+    the client's retry made a second copy."""
+    g = make_gateway(overrides=relay_overrides(upstream, relay={"upstream_timeout": 2}))
+    grant(g)
+    upstream.data_delay = 3.5
+    with smtplib.SMTP("127.0.0.1", g.port("smtp"), timeout=30) as s:
+        assert s.sendmail("a@example.org", ["x@remote.test"], BODY) == {}
+    assert len(upstream.messages) == 1
+    assert g.wait_log("smtp relayed id=")
+
+
+def test_the_upstreams_250_text_is_cut_in_our_reply(relay_gw, upstream):
+    """An upstream whose 250 to the dot is 1,500 octets long: our 250 quotes
+    200 of them, and stays a valid reply line (RFC 5321: 512 octets). Before,
+    the whole text went into one line; smtplib took it for an error after
+    the message was queued upstream, and would send it again."""
+    grant(relay_gw)
+    upstream.data_reply = "250 2.0.0 queued as LONG " + "x" * 1475
+    c = Conn(relay_gw.port("smtp"))
+    c.cmd(b"EHLO client.example\r\n")
+    assert c.cmd(b"MAIL FROM:<a@example.org>\r\n").startswith(b"250 ")
+    assert c.cmd(b"RCPT TO:<x@remote.test>\r\n").startswith(b"250 ")
+    assert c.cmd(b"DATA\r\n").startswith(b"354 ")
+    reply = c.cmd(BODY + b".\r\n")
+    c.close()
+    assert reply.startswith(b"250 2.0.0 Ok: queued as ") and reply.count(b"\r\n") == 1, reply[:100]
+    assert b"(queued as LONG xxx" in reply and len(reply) <= 512, len(reply)
+    assert len(upstream.messages) == 1
+    # smtplib, the client that choked on the long line, now takes the reply.
+    assert send(relay_gw.port("smtp"), ["y@remote.test"]) == {}
+    assert len(upstream.messages) == 2
+
+
+def test_the_clients_250_does_not_wait_for_the_upstreams_221(make_gateway, upstream):
+    """With reuse off the upstream connection is ended with QUIT after each
+    message. The client's 250 went out only after the upstream's 221: an
+    upstream slow to say goodbye (5 s here) held every message's reply
+    back, long enough for clients with short timeouts to give up and send
+    again."""
+    g = make_gateway(overrides=relay_overrides(upstream, relay={"upstream_reuse_time": 0}))
+    grant(g)
+    upstream.quit_delay = 5
+    started = time.monotonic()
+    assert send(g.port("smtp"), ["x@remote.test"]) == {}
+    took = time.monotonic() - started
+    assert took < 3, took
+    assert len(upstream.messages) == 1
+    assert upstream.wait_for(lambda: upstream.quits)  # QUIT was sent all the same
 
 
 def test_mixed_local_and_relay(relay_gw, upstream):

@@ -424,7 +424,10 @@ class CaptureUpstream:
     `mail_with_rcpt` records, for each MAIL, whether a RCPT had already
     arrived behind it (sent in the same group). With `eight_bit_mime` False
     its EHLO does not offer 8BITMIME (RFC 6152); each message records the
-    MAIL parameters it came with ("mail_options")."""
+    MAIL parameters it came with ("mail_options"). `data_delay` holds the
+    reply to the end of data back that many seconds (the message is taken
+    first, as a slow before-queue filter does), `data_reply` replaces its
+    250 text, and `quit_delay` holds the 221 back."""
 
     def __init__(self):
         from aiosmtpd.controller import Controller
@@ -449,6 +452,9 @@ class CaptureUpstream:
         self.pipelining = False
         self.eight_bit_mime = True
         self.mail_with_rcpt = []
+        self.data_delay = 0
+        self.data_reply = None
+        self.quit_delay = 0
         self.lock = threading.Lock()
         self._counting = False
         outer = self
@@ -532,11 +538,15 @@ class CaptureUpstream:
                                            "conn": server.conn_id, "peer": session.peer})
                 if outer.close_after_data:
                     drop_soon(server)
-                return "250 2.0.0 queued as UPSTREAM1"
+                if outer.data_delay:
+                    await asyncio.sleep(outer.data_delay)
+                return outer.data_reply or "250 2.0.0 queued as UPSTREAM1"
 
             async def handle_QUIT(self, server, session, envelope):
                 with outer.lock:
                     outer.quits.append(server.conn_id)
+                if outer.quit_delay:
+                    await asyncio.sleep(outer.quit_delay)
                 return "221 Bye"
 
         class CountingSMTP(SMTP):

@@ -142,6 +142,7 @@ struct settings {
     std::filesystem::path upstream_password_file;
     bool upstream_auth_in_clear = false;  // AUTH to the upstream without TLS
     std::chrono::seconds upstream_timeout{60};
+    std::chrono::seconds upstream_data_done_timeout{600};  // the reply to the final dot (RFC 5321 §4.5.3.2.6)
     std::chrono::seconds upstream_reuse_time{5};  // 0: one upstream connection per message
     // Guard rails on grants (relay/grant_issuer.hpp, relay/quota.hpp).
     std::vector<net::cidr> no_grant_networks;  // logins from there never grant

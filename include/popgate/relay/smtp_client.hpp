@@ -109,7 +109,7 @@ public:
     // quoted) and the transaction goes on. An upstream that is down, breaks
     // off, says 421, or refuses MAIL fails the transaction: this and every
     // later recipient of it get the same verdict without another attempt
-    // (451 4.4.1, or the upstream's 5xx to MAIL).
+    // (451 4.4.1, or the upstream's own 4xx or 5xx to MAIL).
     // With "opportunistic", an upstream that offers STARTTLS and then fails
     // it (refused, handshake, EHLO after it) is used in clear on a new
     // connection, and in clear without trying for
@@ -126,8 +126,11 @@ public:
     // upstream is gone (the verdict is then temporary).
     asio::awaitable<bool> send(std::string_view stuffed);
 
-    // Sends the terminator, reads the upstream's verdict, then keeps the
-    // connection for the next message (relay.upstream_reuse_time) or QUITs.
+    // Sends the terminator, reads the upstream's verdict (waiting up to
+    // relay.upstream_data_done_timeout), then keeps the connection for the
+    // next message (relay.upstream_reuse_time) or sends QUIT and closes it
+    // without waiting for the 221. The verdict's text is the upstream's,
+    // cut to 200 octets.
     asio::awaitable<upstream_verdict> finish();
 
     // The client's transaction ended without a message (RSET, HELO/EHLO,
@@ -173,6 +176,7 @@ private:
     asio::awaitable<upstream_verdict> ask_recipient(upstream_envelope const& env, std::string const& rcpt);
     asio::awaitable<void> keep_or_quit();
     upstream_verdict broken(std::string why);
+    bool awaiting_dot_ = false;  // the final dot's reply: upstream_data_done_timeout bounds it
     std::string pool_key() const;
 
     // none: no transaction yet; open: MAIL taken, RCPTs go; data: the

@@ -356,7 +356,8 @@ asio::awaitable<bool> smtp_session::do_data()
     // Relay part first: its verdict decides whether local copies are kept.
     std::string upstream_note;
     if (up) {
-        clock.arm(s.smtp_idle_timeout + 2 * s.upstream_timeout);
+        // The dot and its reply (upstream_data_done_timeout each), then QUIT.
+        clock.arm(s.smtp_idle_timeout + 2 * s.upstream_data_done_timeout + s.upstream_timeout);
         auto v = co_await up->finish();
         if (v.what != relay::upstream_verdict::kind::ok) {
             spdlog::warn("sid={} smtp upstream refused id={} detail={}", c_.sid, qid, v.log);
