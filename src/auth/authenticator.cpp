@@ -91,12 +91,6 @@ void authenticator::remember(std::string const& user, std::string const& hash, s
     cache_[user] = {hash, tag_of(password), std::chrono::steady_clock::now() + ttl};
 }
 
-bool authenticator::requires_apop(std::string_view user)
-{
-    auto const u = db_.find_user(user);
-    return u && u->apop_only;
-}
-
 std::string authenticator::timing_reference() const
 {
     std::lock_guard lock(mutex_);
@@ -121,7 +115,8 @@ result authenticator::check_password(std::string_view user, std::string_view pas
         return {outcome::unavailable, {}, e.what()};
     }
     // Before the password check: an apop-only user (who usually has no
-    // password at all) is told to use APOP, as check_cram_md5 does.
+    // password at all) is refused, as check_cram_md5 does; the sessions
+    // answer it as a wrong password and log the reason.
     if (u && u->apop_only) return {outcome::apop_required, {}, "apop-only user", true};
     if (!u || !u->password_hash) {
         // No enumeration by timing: as costly as checking a real user's

@@ -86,11 +86,12 @@ void count_login(std::string_view protocol, std::string_view mech, std::string_v
     metrics::logins.with({protocol, name, result}).inc();
 }
 
-asio::awaitable<void> pause_after_failure(channel& ch, std::chrono::milliseconds delay)
+asio::awaitable<void> pause_after_failure(channel& ch, std::chrono::milliseconds delay, io::clock::time_point started)
 {
-    if (delay.count() <= 0) co_return;
-    ch.conn().clock.arm(ch.idle() + delay);
-    co_await pause(delay);
+    auto const left = std::chrono::ceil<std::chrono::milliseconds>(started + delay - io::clock::now());
+    if (left.count() <= 0) co_return;
+    ch.conn().clock.arm(ch.idle() + left);
+    co_await pause(left);
 }
 
 std::string_view blocked_what(auth::failure_tracker::block const& b) noexcept

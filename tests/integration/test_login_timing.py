@@ -25,8 +25,11 @@ def failed_pass_seconds(g, user):
 
 @pytest.mark.parametrize("scheme", [None, "sha512-crypt", "bcrypt"])
 def test_unknown_and_existing_users_fail_in_the_same_time(make_gateway, scheme):
+    # No block may answer in place of the check: the fastest sample would
+    # then be a refusal's, for both names (as it was, unnoticed, for a while).
     g = make_gateway(overrides={"auth": {"failure_delay_ms": 0, "failure_delay_max_ms": 0,
-                                         "max_failures_per_ip": 100000}})
+                                         "max_failures_per_ip": 100000, "max_failures_per_user": 1000,
+                                         "max_users_per_ip": 100000}})
     # None: the scheme `popgate user add` picks (yescrypt).
     g.cli("user", "add", "alice", *(["--scheme", scheme] if scheme else []), input="right-pw\n")
     known, unknown = [], []
@@ -41,3 +44,29 @@ def test_unknown_and_existing_users_fail_in_the_same_time(make_gateway, scheme):
     # The old gap was 25-35 ms (a yescrypt check against a SHA512-crypt
     # stand-in); a few milliseconds are noise on a busy 2-core machine.
     assert abs(k - u) < max(0.005, 0.4 * max(k, u)), (known, unknown)
+    assert "result=blocked" not in g.log()
+
+
+def test_the_failure_delay_hides_what_the_check_cost(make_gateway):
+    """A client picks the stand-in hash for unknown names by failing once
+    as a user with a cheap hash (a bcrypt of cost 5 here); then an unknown
+    name costs that cheap check, a real user's wrong password a yescrypt
+    one. The failure delay used to start after the check, so the reply
+    times differed by the yescrypt's cost and told which names exist. It
+    now runs from the start of the check: both are answered at start +
+    delay."""
+    g = make_gateway(overrides={"auth": {"failure_delay_ms": 400, "failure_delay_max_ms": 400,
+                                         "max_failures_per_user": 1000, "max_failures_per_ip": 100000,
+                                         "max_users_per_ip": 100000}})
+    g.cli("user", "add", "cheap", "--scheme", "bcrypt", input="right-pw\n")
+    g.cli("user", "add", "alice", input="right-pw\n")   # yescrypt, the default
+    known, unknown = [], []
+    for i in range(7):
+        failed_pass_seconds(g, "cheap")   # the stand-in is now the cheap hash
+        unknown.append(failed_pass_seconds(g, f"nobody-{i}"))
+        known.append(failed_pass_seconds(g, "alice"))
+    k, u = min(known), min(unknown)
+    print(f"known fastest {k * 1000:.1f} ms, unknown fastest {u * 1000:.1f} ms")
+    assert k >= 0.39 and u >= 0.39, (known, unknown)
+    # The gap without the fix is a yescrypt check, 25 ms or more here.
+    assert abs(k - u) < 0.010, (known, unknown)

@@ -13,7 +13,6 @@ from popgate_test import deliver_file, eventually, gateway, make_gateway  # noqa
 from pop3_support import DOTS, EIGHTBIT, NO_NEWLINE, Raw, _close_clients, crlf, octets, track, wire  # noqa: F401
 
 AUTH_FAILED = b"-ERR [AUTH] Authentication failed."
-APOP_REQUIRED = b"-ERR [AUTH] You must use APOP to connect to this server"
 
 
 def pop(g, user=None, pw=None):
@@ -338,16 +337,24 @@ def test_apop_without_shared_secret_fails(gateway):
     assert str(e.value) == str(AUTH_FAILED)
 
 
-def test_apop_only_user_refused_user_pass(gateway):
+def test_apop_only_user_refused_user_pass_as_any_wrong_password(gateway):
+    """An apop-only user's USER/PASS and AUTH PLAIN are refused with the
+    answer every wrong password gets, and USER takes her name as it takes
+    any other. Before, USER answered "You must use APOP" for her name only,
+    without a failure counted: a client could list those names at will."""
     gateway.add_user("carol", "secret-carol", "--shared-secret", "--apop-only")
     r = Raw(gateway.port("pop3"))
-    assert r.cmd("USER carol") == APOP_REQUIRED + b"\r\n"
-    assert r.cmd("PASS secret-carol") == b"-ERR USER first\r\n"
+    assert r.cmd("USER carol") == b"+OK\r\n"
+    assert r.cmd("PASS secret-carol") == AUTH_FAILED + b"\r\n"
+    assert r.cmd("USER no-such-name") == b"+OK\r\n"
+    assert r.cmd("PASS secret-carol") == AUTH_FAILED + b"\r\n"
     # AUTH PLAIN is refused for her too
     import base64
     ir = base64.b64encode(b"\0carol\0secret-carol").decode()
-    assert r.cmd(f"AUTH PLAIN {ir}") == APOP_REQUIRED + b"\r\n"
+    assert r.cmd(f"AUTH PLAIN {ir}") == AUTH_FAILED + b"\r\n"
     assert grants(gateway) == []
+    assert gateway.wait_log("user=carol ip=127.0.0.1 mech=sasl-plain")
+    assert "reason=\"apop-only user\"" in gateway.log() or "reason=apop-only" in gateway.log()
     assert pop(gateway).apop("carol", "secret-carol").startswith(b"+OK")
 
 

@@ -50,10 +50,6 @@ public:
     // they cross the network (PostgreSQL), and callers go through the pool.
     bool in_place() const noexcept { return !db_.crosses_network(); }
 
-    // Whether the user may log in with APOP only (USER answers at once, before
-    // a password is sent). An indexed read; throws store::store_error.
-    bool requires_apop(std::string_view user);
-
     result check_password(std::string_view user, std::string_view password);
     result check_apop(std::string_view user, std::string_view timestamp, std::string_view digest_hex);
     result check_cram_md5(std::string_view user, std::string_view challenge, std::string_view digest_hex);

@@ -41,10 +41,14 @@ asio::awaitable<sasl_outcome> sasl_exchange(channel& ch, proto::sasl_server& sas
 // unknown names count toward a spray, auth::result::known_user). The caller
 // logs the result (and the block, when now_blocked) in its protocol's words,
 // then waits the delay with pause_after_failure.
+// The delay runs from `started`, when the check began: the reply comes at
+// started + delay whatever the check cost (crypt(3) of a cheap or a costly
+// hash, a name with no hash at all), so its timing does not tell them apart
+// while the check takes less than the delay.
 auth::failure_tracker::failure_verdict record_auth_failure(auth_guard& g, server::connection const& c,
                                                            std::string const& user, auth::name_kind kind,
                                                            std::string audit_detail);
-asio::awaitable<void> pause_after_failure(channel& ch, std::chrono::milliseconds delay);
+asio::awaitable<void> pause_after_failure(channel& ch, std::chrono::milliseconds delay, io::clock::time_point started);
 
 // Whether the client's address, or `user` at that address (when the name is
 // known yet), is refused by the brute-force defence, and for how long. With

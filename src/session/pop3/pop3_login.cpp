@@ -25,17 +25,9 @@ constexpr std::size_t sasl_line_max = 8192;
 
 asio::awaitable<bool> pop3_session::do_user(std::string name)
 {
-    bool apop_only = false;
-    try {
-        // An indexed read, as the SMTP relay decision makes: in place on
-        // SQLite, through the pool when it crosses the network.
-        auto job = [&] { return svc_.auth.requires_apop(name); };
-        apop_only = co_await io::run_here_or_blocking(svc_.auth.in_place(), svc_.blocking, job);
-    } catch (std::exception const& e) {
-        // PASS will ask again and answer [SYS/TEMP] if the store is still down.
-        spdlog::error("sid={} pop3 user lookup failed error={}", c_.sid, log::field(e.what()));
-    }
-    auto step = pop3_user_checked(st_, std::move(name), apop_only, rules_);
+    // Every name gets +OK: whether it exists, or may log in only with APOP,
+    // is for PASS to find out, with the same answer for all of them.
+    auto step = pop3_user_checked(st_, std::move(name));
     user_at_ = io::clock::now();
     ch_.write_log(step.log);
     co_return co_await ch_.send(step.reply);
@@ -47,6 +39,7 @@ asio::awaitable<bool> pop3_session::do_user(std::string name)
 asio::awaitable<bool> pop3_session::refuse_if_blocked(bool& refused, std::string const& user, std::string_view mech)
 {
     refused = false;
+    attempt_at_ = io::clock::now();
     auto const b = auth_blocked(svc_.guard, c_, user, user.empty() ? nullptr : &attempt_);
     if (!b) co_return true;
     refused = true;
@@ -210,9 +203,11 @@ asio::awaitable<bool> pop3_session::finish_auth(auth::result const& r, std::stri
                      "block_time={}s",
                      c_.sid, c_.ip, block_fields(v.now_blocked, attempted), v.ip_count, v.pair_count, v.names,
                      s_.block_time.count());
-    co_await pause_after_failure(ch_, v.delay);
-    co_return co_await ch_.send(r.what == auth::outcome::apop_required ? pop3_reply::apop_required
-                                                                   : pop3_reply::auth_failed);
+    co_await pause_after_failure(ch_, v.delay, attempt_at_);
+    // An apop-only user who tried another mechanism gets the same answer as
+    // a wrong password (the log says apop-only user): a different one would
+    // tell which names exist.
+    co_return co_await ch_.send(pop3_reply::auth_failed);
 }
 
 // The guard rails decide whether this login grants (relay/grant_issuer);

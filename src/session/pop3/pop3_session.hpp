@@ -54,6 +54,7 @@ private:
     io::clock::time_point user_at_;  // when USER was accepted (PASS's deadline)
     mail::maildrop_lock lock_;  // held from the login's +OK to the end
     auth::failure_tracker::attempt attempt_;  // the password check under way, until its verdict
+    io::clock::time_point attempt_at_;        // when it began: a failure is answered at this + the delay
     bool waiting_for_command_ = false;  // the watchdog may say -ERR only then
     std::optional<mail::maildir> md_;
 };

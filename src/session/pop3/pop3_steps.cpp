@@ -283,15 +283,8 @@ pop3_step pop3_on_too_long(pop3_state& st, pop3_rules const& r)
     return s;
 }
 
-pop3_step pop3_user_checked(pop3_state& st, std::string name, bool apop_only, pop3_rules const& r)
+pop3_step pop3_user_checked(pop3_state& st, std::string name)
 {
-    if (apop_only) {
-        st.pending_user.clear();
-        auto s = reply(std::string(pop3_reply::apop_required));
-        s.log.push_back({spdlog::level::info, "pop3 login user=" + log::field(name, 64) + " ip=" + r.ip +
-                                                  " mech=pass result=fail reason=apop-only"});
-        return s;
-    }
     st.pending_user = std::move(name);
     return reply("+OK\r\n");
 }

@@ -192,6 +192,7 @@ asio::awaitable<bool> smtp_session::finish_auth(proto::sasl_step const& step, pr
         co_return co_await run_step(s);
     }
 
+    auto const started = io::clock::now();
     bool const checks = step.what == proto::sasl_step::kind::check_password ||
                         step.what == proto::sasl_step::kind::check_cram;
     if (auto const b = checks ? auth_blocked(svc_.guard, c_, step.authcid, &attempt_) : std::nullopt) {
@@ -248,7 +249,7 @@ asio::awaitable<bool> smtp_session::finish_auth(proto::sasl_step const& step, pr
                      "block_time={}s",
                      c_.sid, c_.ip, block_fields(v.now_blocked, step.authcid), v.ip_count, v.pair_count, v.names,
                      s_.block_time.count());
-    co_await pause_after_failure(ch_, v.delay);
+    co_await pause_after_failure(ch_, v.delay, started);
     auto s = smtp_bad_command(st_, o, proto::reply(535, "5.7.8", "Error: authentication failed"));
     co_return co_await run_step(s);
 }

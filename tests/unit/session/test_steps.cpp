@@ -221,7 +221,7 @@ BOOST_AUTO_TEST_CASE(phase_rules_and_secret_arguments)
     BOOST_TEST(pop3_on_line(st, "STAT", o, r).reply == "-ERR Command not valid in this state\r\n");
     auto const u = pop3_on_line(st, "USER alice", o, r);
     BOOST_TEST((u.effect == pop3_effect::user));
-    BOOST_TEST(pop3_user_checked(st, "alice", false, r).reply == "+OK\r\n");
+    BOOST_TEST(pop3_user_checked(st, "alice").reply == "+OK\r\n");
     auto const p = pop3_on_line(st, "PASS s3cret", o, r);
     BOOST_TEST((p.effect == pop3_effect::pass));
     BOOST_TEST(p.user == "alice");

@@ -130,8 +130,8 @@ pop3_step pop3_on_line(pop3_state& st, std::string_view line, pop3_offer const& 
 pop3_step pop3_bad_command(pop3_state& st, pop3_rules const& r, std::string_view reply);
 // A line over the limit (already skipped by the reader).
 pop3_step pop3_on_too_long(pop3_state& st, pop3_rules const& r);
-// USER once the store said whether the name is apop-only.
-pop3_step pop3_user_checked(pop3_state& st, std::string name, bool apop_only, pop3_rules const& r);
+// USER: +OK for every name (PASS finds out whether it exists).
+pop3_step pop3_user_checked(pop3_state& st, std::string name);
 // Entering TRANSACTION: the +OK of a login.
 std::string pop3_logged_in(pop3_state& st, std::vector<mail::message_entry> messages);
 // "pass", "apop", "sasl-plain": the grant's and the log's name for a mechanism.
@@ -140,7 +140,6 @@ std::string pop3_mech_name(proto::sasl_mech m);
 // Replies that more than one place sends.
 namespace pop3_reply {
 inline constexpr std::string_view auth_failed = "-ERR [AUTH] Authentication failed.\r\n";
-inline constexpr std::string_view apop_required = "-ERR [AUTH] You must use APOP to connect to this server\r\n";
 inline constexpr std::string_view tls_required = "-ERR [AUTH] Must issue an STLS command first\r\n";
 inline constexpr std::string_view plaintext_refused =
     "-ERR [AUTH] Plaintext authentication disallowed on non-secure (SSL/TLS) connections.\r\n";
