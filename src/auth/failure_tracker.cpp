@@ -98,7 +98,9 @@ std::optional<failure_tracker::block> failure_tracker::blocked(net::ip_address c
     if (!reserve) return std::nullopt;
     // Failures in the window plus checks under way, against the limits:
     // the checks under way may all fail. Refused until they end, which is
-    // about one failure delay away.
+    // about one failure delay away. With none under way the check goes on
+    // (after a block has ended the window may still hold the failures that
+    // made it: the next failure blocks again, as before).
     auto const cutoff = now - s_.window;
     auto const in_window = [&](auto& m, auto const& k) -> std::size_t {
         auto it = m.find(k);
@@ -106,15 +108,13 @@ std::optional<failure_tracker::block> failure_tracker::blocked(net::ip_address c
         prune(it->second, cutoff);
         return it->second.size();
     };
-    auto const pending = [](auto const& m, auto const& k) -> std::size_t {
-        auto it = m.find(k);
-        return it == m.end() ? 0 : it->second;
+    auto const over = [&](auto& failures, auto const& pending, auto const& k, std::size_t limit) {
+        auto it = pending.find(k);
+        return it != pending.end() && in_window(failures, k) + it->second >= limit;
     };
     auto const soon = std::max(std::chrono::seconds(1), std::chrono::ceil<std::chrono::seconds>(s_.base_delay));
-    if (in_window(ip_failures_, ip) + pending(pending_ips_, ip) >= s_.max_failures_per_ip)
-        return block{soon, block_scope::address};
-    if (in_window(pair_failures_, key) + pending(pending_pairs_, key) >= s_.max_failures_per_user)
-        return block{soon, block_scope::user};
+    if (over(ip_failures_, pending_ips_, ip, s_.max_failures_per_ip)) return block{soon, block_scope::address};
+    if (over(pair_failures_, pending_pairs_, key, s_.max_failures_per_user)) return block{soon, block_scope::user};
     if (reserve->owner_ == this) unpend_locked(*reserve);  // reused: the check it held is over
     ++pending_ips_[ip];
     ++pending_pairs_[key];

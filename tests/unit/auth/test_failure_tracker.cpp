@@ -222,6 +222,22 @@ BOOST_AUTO_TEST_CASE(sequential_failures_reach_the_limit_one_check_at_a_time)
     BOOST_TEST(t.blocked(home, "erin", t0, &a).has_value());
 }
 
+BOOST_AUTO_TEST_CASE(after_a_block_one_check_at_a_time)
+{
+    // The block has ended, its failures are still in the window: one check
+    // goes on (its failure would block again), a second beside it waits.
+    auth::failure_tracker t(small());
+    auto const home = ip("192.0.2.13");
+    for (int i = 0; i < 3; ++i) t.record_failure(home, "fay", known, t0);
+    BOOST_TEST(t.blocked(home, "fay", t0 + 29s).has_value());
+    auto const later = t0 + 31s;  // block_time 30 s, window 60 s
+    auth::failure_tracker::attempt first, second;
+    BOOST_TEST(!t.blocked(home, "fay", later, &first).has_value());
+    BOOST_TEST(t.blocked(home, "fay", later, &second).has_value());
+    first = {};  // it succeeded
+    BOOST_TEST(!t.blocked(home, "fay", later, &second).has_value());
+}
+
 BOOST_AUTO_TEST_CASE(the_address_ceiling_counts_checks_under_way)
 {
     auto s = small();
