@@ -295,3 +295,34 @@ def test_smtp_password_after_failed_auth_login_is_not_logged(make_gateway):
     log = log_after_quit(g, c, "smtp")
     assert "c2VjcmV0d29yZDU" not in log
     assert shape_logged(log, "smtp", None, len(b"c2VjcmV0d29yZDU=")), log[-3000:]
+
+
+# -- Logins that never end: no progress ------------------------------------------
+
+@pytest.mark.parametrize("protocol", ["pop3", "smtp"])
+def test_auth_cancelled_over_and_over_ends_the_session(make_gateway, protocol):
+    """AUTH then "*" (a cancel, RFC 4954 §4 / RFC 5034 §4), over and over,
+    and on POP3 USER over and over: each got its answer and a fresh
+    challenge for ever, and the session held its slot (a reviewer ran 300
+    rounds). They are now no progress, as NOOP is: past
+    limits.max_junk_commands the session ends."""
+    g = make_gateway(overrides={"limits": {"max_junk_commands": 4}, "auth": {"cram_md5": True}})
+    if protocol == "pop3":
+        c = Client(g.port("pop3"))
+        for _ in range(2):
+            assert c.cmd(b"USER someone\r\n") == b"+OK\r\n"
+        for _ in range(2):
+            assert c.cmd(b"AUTH CRAM-MD5\r\n").startswith(b"+ ")
+            assert c.cmd(b"*\r\n") == b"-ERR Authentication cancelled\r\n"
+        assert c.cmd(b"AUTH CRAM-MD5\r\n") == b"-ERR [SYS/TEMP] Too many commands without progress\r\n"
+        assert c.rest_until_close() == (b"", True)
+        assert g.wait_log("pop3 too many commands without progress ip=127.0.0.1 count=5")
+    else:
+        c = Client(g.port("smtp"))
+        assert c.smtp(b"EHLO client.test\r\n").startswith(b"250-gw.test\r\n")
+        for _ in range(4):
+            assert c.smtp(b"AUTH CRAM-MD5\r\n").startswith(b"334 ")
+            assert c.smtp(b"*\r\n") == b"501 5.7.0 Authentication cancelled\r\n"
+        reply = c.smtp(b"AUTH CRAM-MD5\r\n")
+        assert reply.startswith(b"421 4.7.0 gw.test Error: too many commands without progress"), reply
+        assert g.wait_log("smtp end reason=too-many-junk-commands")

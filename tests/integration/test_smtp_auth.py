@@ -70,7 +70,8 @@ def test_tls_only_policy_refuses_plain_before_starttls(tls_only_gw, upstream):
         s.ehlo()
         assert s.esmtp_features["auth"].split() == ["CRAM-MD5"]
         code, msg = s.docmd("AUTH", "PLAIN " + base64.b64encode(b"\0dave\0pa55word").decode())
-        assert (code, msg) == (530, b"5.7.0 Must issue a STARTTLS command first")
+        # RFC 4954 §6: the mechanism needs an encrypted connection first.
+        assert (code, msg) == (538, b"5.7.11 Encryption required for requested authentication mechanism")
         s.starttls(context=client_tls_context())
         s.ehlo()
         s.user, s.password = "dave", "pa55word"

@@ -243,6 +243,8 @@ using enum smtp_phase;
 // STARTTLS and AUTH only outside a transaction (RFC 3207 §4, RFC 4954 §4);
 // DATA needs a recipient (§3.3). HELO ends a group too: pipelining is an
 // EHLO extension and a greeting resets the state behind later commands.
+// AUTH is no progress (junk) until a transaction moves: AUTH and "*" over
+// and over must not hold a session for ever.
 inline constexpr std::array<smtp_command_spec, 13> smtp_commands{{
     //  verb                  allowed phases       pre_tls ends_group secret_args junk
     {smtp_verb::helo,      smtp_any_phase,      true,   true,      false,      false},
@@ -256,7 +258,7 @@ inline constexpr std::array<smtp_command_spec, 13> smtp_commands{{
     {smtp_verb::vrfy,      smtp_any_phase,      false,  true,      false,      true},
     {smtp_verb::help,      smtp_any_phase,      false,  true,      false,      true},
     {smtp_verb::starttls,  phase_bits(greeted), true,   true,      false,      false},
-    {smtp_verb::auth,      phase_bits(greeted), false,  true,      true,       false},
+    {smtp_verb::auth,      phase_bits(greeted), false,  true,      true,       true},
     {smtp_verb::expn,      smtp_any_phase,      false,  true,      false,      false},
 }};
 

@@ -79,6 +79,8 @@ pop3_step on_user(pop3_state& st, proto::pop3_command const& c, pop3_offer const
     // APOP and AUTH below).
     if (!o.plaintext) return bad(st, r, pop3_reply::plaintext_refused);
     if (c.args.empty()) return bad(st, r, "-ERR USER needs a user name\r\n");
+    // No progress until a login succeeds (USER answers +OK to any name).
+    if (++st.junk > r.max_junk_commands) return too_much_junk(st, r);
     return effect(pop3_effect::user);
 }
 
@@ -119,6 +121,13 @@ pop3_step on_auth(pop3_state& st, proto::pop3_command const& c, pop3_offer const
         if (m && proto::sasl_is_plaintext(*m) && !o.plaintext) return bad(st, r, pop3_reply::plaintext_refused);
         return bad(st, r, "-ERR Unsupported authentication mechanism\r\n");
     }
+    // CRAM-MD5: the server speaks first; an initial response is the
+    // client's syntax error, not a failed authentication.
+    if (*m == proto::sasl_mech::cram_md5 && sp != std::string_view::npos)
+        return bad(st, r, "-ERR CRAM-MD5 takes no initial response\r\n");
+    // No progress until a login succeeds: AUTH followed by "*", over and
+    // over, must not hold a session for ever.
+    if (++st.junk > r.max_junk_commands) return too_much_junk(st, r);
     auto s = effect(pop3_effect::auth);
     s.mech = *m;
     if (sp != std::string_view::npos) s.initial = c.args.substr(sp + 1);

@@ -47,6 +47,7 @@ smtp_offer smtp_session::make_offer() const
     o.mail_needs_auth = c_.listener.auth_required && !c_.listener.local_delivery_without_auth;
     o.can_start_tls = c_.stream.can_start_tls();
     o.plaintext = auth::plaintext_allowed(s_, c_.listener, o.tls_active, c_.peer);
+    o.plaintext_with_tls = auth::plaintext_allowed(s_, c_.listener, true, c_.peer);
     o.cram_md5 = s_.cram_md5;
     o.max_line = std::max<std::size_t>(s_.smtp_max_line, proto::smtp_max_command_line);
     o.max_message_size = s_.max_message_size;

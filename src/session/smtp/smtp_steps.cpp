@@ -455,14 +455,23 @@ smtp_auth_request smtp_auth_start(std::string_view args, smtp_offer const& o)
         return r;
     }
     auto const m = proto::parse_sasl_mech(name);
-    // PLAIN and LOGIN are recognised even where policy refuses them, and
-    // refused with 530 below, as RFC 4954 §4 asks.
-    if (!m || (*m == proto::sasl_mech::cram_md5 && !o.cram_md5)) {
+    // PLAIN and LOGIN are recognised even where policy refuses them: 538
+    // 5.7.11 where STARTTLS would allow them (RFC 4954 §6), 504 where
+    // nothing would (auth.plaintext = "never", or TLS is already on).
+    bool const refused_plaintext = m && proto::sasl_is_plaintext(*m) && !o.plaintext;
+    if (!m || (*m == proto::sasl_mech::cram_md5 && !o.cram_md5) ||
+        (refused_plaintext && !(o.can_start_tls && o.plaintext_with_tls))) {
         r.refusal = proto::reply(504, "5.5.4", "Unrecognized authentication type");
         return r;
     }
-    if (proto::sasl_is_plaintext(*m) && !o.plaintext) {
-        r.refusal = proto::reply(530, "5.7.0", "Must issue a STARTTLS command first");
+    if (refused_plaintext) {
+        r.refusal = proto::reply(538, "5.7.11", "Encryption required for requested authentication mechanism");
+        return r;
+    }
+    // CRAM-MD5: the server speaks first; an initial response is a syntax
+    // error (RFC 4954 §4: 501), not a failed authentication to count.
+    if (*m == proto::sasl_mech::cram_md5 && r.initial) {
+        r.refusal = proto::reply(501, "5.5.2", "CRAM-MD5 takes no initial response");
         return r;
     }
     r.mech = m;

@@ -1,6 +1,6 @@
 # RFC 4954 AUTH CRAM-MD5 (RFC 2195): a wrong secret fails (535 5.7.8), the
 # shared secret succeeds; an initial response is not allowed (the server
-# speaks first) and fails too.
+# speaks first): a syntax error, 501 (RFC 4954 §4), not a failure counted.
 @protocol smtp
 @user bob secret shared
 S: 220 gw.test ESMTP popgate
@@ -16,7 +16,7 @@ S~ 334 [A-Za-z0-9+/]+=*
 C! cram bob wrong
 S: 535 5.7.8 Error: authentication failed
 C: AUTH CRAM-MD5 Ym9i
-S: 535 5.7.8 Error: authentication failed
+S: 501 5.5.2 CRAM-MD5 takes no initial response
 C: AUTH CRAM-MD5
 S~ 334 [A-Za-z0-9+/]+=*
 C! cram bob secret

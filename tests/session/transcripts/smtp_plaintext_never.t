@@ -1,6 +1,7 @@
 # auth.plaintext = "never": EHLO offers only CRAM-MD5; AUTH PLAIN and LOGIN
-# get 530 5.7.0 (RFC 4954 §4: the mechanism needs a secure channel first);
-# CRAM-MD5 works.
+# get 504 5.5.4, as a mechanism not offered (STARTTLS would not allow them:
+# no 538); CRAM-MD5 with an initial response is a syntax error (501,
+# RFC 4954 §4), and works as it should.
 @protocol smtp
 @config auth.plaintext = "never"
 @user bob secret shared
@@ -13,9 +14,11 @@ S: 250-8BITMIME
 S: 250-ENHANCEDSTATUSCODES
 S: 250 AUTH CRAM-MD5
 C: AUTH PLAIN AGJvYgBzZWNyZXQ=
-S: 530 5.7.0 Must issue a STARTTLS command first
+S: 504 5.5.4 Unrecognized authentication type
 C: AUTH LOGIN
-S: 530 5.7.0 Must issue a STARTTLS command first
+S: 504 5.5.4 Unrecognized authentication type
+C: AUTH CRAM-MD5 =
+S: 501 5.5.2 CRAM-MD5 takes no initial response
 C: AUTH CRAM-MD5
 S~ 334 [A-Za-z0-9+/]+=*
 C! cram bob secret

@@ -71,6 +71,7 @@ struct smtp_offer {
     // transaction needs AUTH first; MAIL answers 530 5.7.0 before it.
     bool mail_needs_auth = false;
     bool plaintext = false;      // auth.plaintext allows PLAIN and LOGIN here
+    bool plaintext_with_tls = false;  // ... and would after STARTTLS
     bool cram_md5 = false;
     std::size_t max_line = proto::smtp_max_command_line;  // limits.smtp_max_line, at least RFC 5321's
     std::size_t max_message_size = 0;
