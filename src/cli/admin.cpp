@@ -11,6 +11,7 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <charconv>
 #include <chrono>
@@ -196,6 +197,16 @@ net::cidr canonical_network(std::string const& text)
     if (!c) throw user_error(why);
     if (auto const problem = net::spelling_problem(text, *c); !problem.empty()) throw user_error(problem);
     return *c;
+}
+
+// The allowed_networks rows, as written, that mean network `c` (as the
+// daemon reads them: relay::decider).
+std::vector<std::string> allowed_rows_of(store::store& db, net::cidr const& c)
+{
+    std::vector<std::string> out;
+    for (auto const& n : db.list_networks())
+        if (auto const row = net::parse_cidr(n.cidr); row && *row == c) out.push_back(n.cidr);
+    return out;
 }
 
 // --- Dovecot passwd-file and shadow import ------------------------------
@@ -446,16 +457,23 @@ void add_allow_commands(CLI::App& app, global_options& g, std::function<int()>& 
     allow->require_subcommand(1);
     struct add_opts {
         std::string cidr, note, until, for_;
+        bool force = false;
     };
     auto ao = std::make_shared<add_opts>();
     auto* add = allow->add_subcommand("add", "allow a network (CIDR) to relay");
     add->add_option("cidr", ao->cidr, "192.0.2.0/24, 2001:db8::/32 or one address")->required();
     add->add_option("--note", ao->note, "why (shown by list)");
+    add->add_flag("--force", ao->force, "allow a network wider than /8 (IPv4) or /16 (IPv6)");
     auto* until = add->add_option("--until", ao->until, "expiry: 2026-12-04, '2026-12-04 18:00' or Unix seconds");
     add->add_option("--for", ao->for_, "expiry as a duration: 90, 30m, 12h, 7d")->excludes(until);
     add->callback([&, ao] {
         run = [&g, ao] {
             auto const c = canonical_network(ao->cidr);
+            // 0.0.0.0/0 is an open relay for the whole Internet: one typo
+            // away from a blocklisting. Wide networks take --force.
+            if (!ao->force && c.prefix < (c.base.v4 ? 8u : 16u))
+                throw user_error("network " + c.to_string() + " is wider than /" + (c.base.v4 ? "8" : "16") +
+                                 ": every client in it could relay; add --force if that is meant");
             store::network n;
             n.cidr = c.to_string();
             n.note = ao->note;
@@ -464,6 +482,10 @@ void add_allow_commands(CLI::App& app, global_options& g, std::function<int()>& 
             if (!ao->for_.empty()) n.expires_at = t + parse_duration(ao->for_);
             if (n.expires_at && *n.expires_at <= t) throw user_error("expiry " + format_time(n.expires_at) + " is in the past");
             auto db = open_db(g, db_open::migrated);
+            // The table's UNIQUE compares text: a row written by hand as
+            // "192.0.2.7" is the same network as "192.0.2.7/32".
+            if (auto const rows = allowed_rows_of(*db, c); !rows.empty())
+                throw user_error("network " + n.cidr + " is already allowed (as " + rows.front() + ")");
             db->add_network(n);
             db->audit("admin", n.cidr, "", "allow add");
             std::cout << "allowed " << n.cidr << (n.expires_at ? " until " + format_time(n.expires_at) : "") << "\n";
@@ -475,14 +497,19 @@ void add_allow_commands(CLI::App& app, global_options& g, std::function<int()>& 
     del->add_option("cidr", *cidr)->required();
     del->callback([&, cidr] {
         run = [&g, cidr] {
-            std::string key = *cidr;
-            if (auto c = net::parse_cidr(*cidr)) key = c->to_string();
             auto db = open_db(g);
-            // Rows written by hand may lack the /32 that `allow add` adds.
-            if (!db->delete_network(key) && !db->delete_network(*cidr))
-                throw user_error("network " + *cidr + " is not in the allow list");
-            db->audit("admin", key, "", "allow del");
-            std::cout << "removed " << key << "\n";
+            // Every row that means this network: rows written by hand may
+            // lack the /32 that `allow add` adds, and both may be there.
+            std::vector<std::string> rows{*cidr};
+            if (auto const c = net::parse_cidr(*cidr)) rows = allowed_rows_of(*db, *c);
+            std::size_t removed = 0;
+            for (auto const& row : rows) {
+                if (!db->delete_network(row)) continue;
+                ++removed;
+                db->audit("admin", row, "", "allow del");
+                std::cout << "removed " << row << "\n";
+            }
+            if (removed == 0) throw user_error("network " + *cidr + " is not in the allow list");
             return 0;
         };
     });
@@ -563,18 +590,21 @@ void add_grant_commands(CLI::App& app, global_options& g, std::function<int()>& 
             }
             auto const s = effective_settings(g);
             auto const key = normalise_address(*who, s.ipv6_prefix);
-            // The grant key, the full IPv6 address, or the text as typed: a
-            // row written by hand before schema 3 may be spelt otherwise.
-            std::string removed;
+            // The grant key, the full IPv6 address, and the text as typed: the
+            // daemon matches the first two, and a row written by hand before
+            // schema 3 may be spelt otherwise. All of them go: a revoke that
+            // left one would leave the client relaying.
+            std::size_t removed = 0;
+            std::vector<std::string> tried;
             for (auto const& k : {key, normalise_address(*who, 128), *who}) {
-                if (db->delete_grant(k)) {
-                    removed = k;
-                    break;
-                }
+                if (std::find(tried.begin(), tried.end(), k) != tried.end()) continue;
+                tried.push_back(k);
+                if (!db->delete_grant(k)) continue;
+                ++removed;
+                db->audit("revoke", k, "", "cli");
+                std::cout << "revoked " << k << "\n";
             }
-            if (removed.empty()) throw user_error("no grant for " + key);
-            db->audit("revoke", removed, "", "cli");
-            std::cout << "revoked " << removed << "\n";
+            if (removed == 0) throw user_error("no grant for " + key);
             return 0;
         };
     });

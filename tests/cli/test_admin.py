@@ -116,6 +116,38 @@ def test_allow_add_list_del_and_bad_cidr(gw):
     assert "not in the allow list" in one_line_error(gw.cli("allow", "del", "192.0.2.0/24", check=False))
 
 
+def test_allow_and_grant_del_remove_every_row_that_matches(gw):
+    """A bare address written with SQL and the /32 `allow add` writes are
+    one network, and a hand-written full IPv6 grant matches beside the /64
+    one: `del` said "removed"/"revoked" after the first row, and the client
+    still relayed on the other. Every row that means it goes now; `allow
+    add` refuses a network that is already in under another spelling."""
+    gw.sql("INSERT INTO allowed_networks (cidr, note) VALUES ('192.0.2.7', 'by hand')")
+    assert "already allowed (as 192.0.2.7)" in one_line_error(gw.cli("allow", "add", "192.0.2.7", check=False))
+    rows = ["192.0.2.7"]
+    if gw.backend == "sqlite":   # PostgreSQL's cidr type makes them one value
+        gw.sql("INSERT INTO allowed_networks (cidr, note) VALUES ('192.0.2.7/32', 'by hand too')")
+        rows.append("192.0.2.7/32")
+    out = gw.cli("allow", "del", "192.0.2.7/32").stdout
+    assert sorted(out.split()) == sorted(["removed"] * len(rows) + rows), out
+    assert gw.sql("SELECT cidr FROM allowed_networks") == []
+    gw.sql("INSERT INTO relay_grants (address, user, method, expires_at) "
+           "VALUES ('2001:db8:1:2::5', 'helpdesk', 'sql', unixepoch() + 600)")
+    gw.cli("grant", "add", "2001:db8:1:2::5")
+    out = gw.cli("grant", "del", "2001:db8:1:2::5").stdout
+    assert "revoked 2001:db8:1:2::\n" in out and "revoked 2001:db8:1:2::5\n" in out, out
+    assert gw.sql("SELECT address FROM relay_grants") == []
+
+
+@pytest.mark.parametrize("wide", ["0.0.0.0/0", "::/0", "10.0.0.0/7", "2000::/15"])
+def test_allow_add_refuses_a_network_wider_than_8_or_16_without_force(gw, wide):
+    """One command made an open relay for every IPv4 (or IPv6) client."""
+    assert "add --force if that is meant" in one_line_error(gw.cli("allow", "add", wide, check=False))
+    assert gw.sql("SELECT cidr FROM allowed_networks") == []
+    gw.cli("allow", "add", wide, "--force")
+    assert gw.sql("SELECT cidr FROM allowed_networks") == [(wide,)]
+
+
 def test_allow_row_written_with_sql_is_listed(gw):
     gw.cli("db", "migrate")
     gw.sql("INSERT INTO allowed_networks (cidr, note) VALUES ('203.0.113.0/24', 'by hand')")
