@@ -56,6 +56,11 @@ install(FILES ${CMAKE_SOURCE_DIR}/deploy/systemd/popgate.service.d/postfix-sqlit
 # Monitoring: a Prometheus scrape job and alert rules, a Grafana dashboard.
 install(DIRECTORY ${CMAKE_SOURCE_DIR}/deploy/prometheus ${CMAKE_SOURCE_DIR}/deploy/grafana
         DESTINATION ${CMAKE_INSTALL_DOCDIR}/examples)
+# The MTA and Dovecot pieces popgate(8) and the README point to, and the
+# PostgreSQL roles (a site runs roles.sql; the daemon creates the schema).
+install(DIRECTORY ${CMAKE_SOURCE_DIR}/deploy/postfix ${CMAKE_SOURCE_DIR}/deploy/exim
+        ${CMAKE_SOURCE_DIR}/deploy/dovecot DESTINATION ${CMAKE_INSTALL_DOCDIR}/examples)
+install(FILES ${CMAKE_SOURCE_DIR}/sql/postgresql/roles.sql DESTINATION ${CMAKE_INSTALL_DOCDIR}/examples/postgresql)
 
 # dpkg treats these as the administrator's: kept on upgrade, removed on purge.
 file(WRITE ${POPGATE_PKG_DIR}/conffiles "${POPGATE_SYSTEM_CONFIG}\n/etc/logrotate.d/popgate\n")

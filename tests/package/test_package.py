@@ -72,6 +72,12 @@ def test_contents(deb):
         "./usr/share/doc/popgate/examples/prometheus/popgate-rules.yml": "-rw-r--r--",
         "./usr/share/doc/popgate/examples/prometheus/scrape.yml": "-rw-r--r--",
         "./usr/share/doc/popgate/examples/grafana/popgate-dashboard.json": "-rw-r--r--",
+        # What popgate(8) and the README send administrators to.
+        "./usr/share/doc/popgate/examples/postfix/main.cf.policy": "-rw-r--r--",
+        "./usr/share/doc/popgate/examples/postfix/pgsql-relay-clients.cf": "-rw-r--r--",
+        "./usr/share/doc/popgate/examples/exim/popgate-policy.conf": "-rw-r--r--",
+        "./usr/share/doc/popgate/examples/dovecot/95-popgate-auth-policy.conf": "-rw-r--r--",
+        "./usr/share/doc/popgate/examples/postgresql/roles.sql": "-rw-r--r--",
         "./" + DROPIN: "-rw-r--r--",
     }
     for name, mode in expected.items():
@@ -245,6 +251,9 @@ def test_man_pages_and_completion(root, tmp_path):
     assert {"add", "del", "list", "purge"} <= set(complete("popgate", "grant", "''"))
     assert "--json" in complete("popgate", "-c", "x.toml", "grant", "list", "--")
     assert "--json" not in complete("popgate", "grant", "add", "--")
+    assert "copy" in complete("popgate", "db", "''")
+    assert {"--replace", "--json"} <= set(complete("popgate", "db", "copy", "--"))
+    assert "--force" in complete("popgate", "allow", "add", "--")
 
 
 def test_install_run_reload_and_purge_in_a_namespace(deb, tmp_path):
