@@ -101,14 +101,16 @@ std::string owner_and_mode(fs::path const& p)
 // and the packaged unit (User=popgate) starts it as that user in the first
 // place, where a file only root can read stops the start. The upstream's
 // password and CA files are read as server.user at every new upstream
-// connection. So each existing file must be readable by the account as well.
+// connection, and an HTTP listener's api_key_file at every reload (a reload
+// that cannot read it is refused whole). So each existing file must be
+// readable by the account as well.
 // Opened in a child that takes the account's ids for good: this process keeps
 // its own.
 void check_files_as_account(config::settings const& s, daemon::service_account const& a,
                             std::vector<std::string>& problems)
 {
     if (!a.switches) return;
-    std::vector<std::pair<char const*, fs::path>> files;
+    std::vector<std::pair<std::string, fs::path>> files;
     if (uses_tls(s)) {
         files.emplace_back("tls.cert_file", s.tls.cert_file);
         files.emplace_back("tls.key_file", s.tls.key_file);
@@ -117,6 +119,8 @@ void check_files_as_account(config::settings const& s, daemon::service_account c
         files.emplace_back("relay.upstream_password_file", s.upstream_password_file);
     if (!s.upstream_host.empty() && s.upstream_starttls == config::upstream_tls::verify && !s.upstream_ca_file.empty())
         files.emplace_back("relay.upstream_ca_file", s.upstream_ca_file);
+    for (auto const& l : s.listeners)
+        if (!l.api_key_file.empty()) files.emplace_back("listener '" + l.name + "': api_key_file", l.api_key_file);
     if (files.empty()) return;
     std::vector<int> err(files.size() + 1, 0);  // per file: 0 readable, else errno; last: errno of taking the ids
     auto const bytes = static_cast<ssize_t>(err.size() * sizeof(int));
@@ -149,11 +153,15 @@ void check_files_as_account(config::settings const& s, daemon::service_account c
         auto const& [key, file] = files[i];
         std::error_code ec;
         if (err[i] == 0 || !fs::exists(file, ec)) continue;  // a missing one is reported (or made) elsewhere
-        problems.push_back(std::string(key) + ": " + file.string() + " is not readable by " + a.name + ": " +
+        std::string_view const when =
+            key.starts_with("tls.") ? " when the packaged unit starts it (User=) and on every reload (SIGHUP)"
+            : key.starts_with("relay.")
+                ? " for every new connection to the upstream"
+                : " when the packaged unit starts it (User=) and on every reload (SIGHUP), which it refuses whole "
+                  "when it cannot";
+        problems.push_back(key + ": " + file.string() + " is not readable by " + a.name + ": " +
                            std::strerror(err[i]) + owner_and_mode(file) + "; the daemon reads it as " + a.name +
-                           (std::string_view(key).starts_with("tls.")
-                                ? " when the packaged unit starts it (User=) and on every reload (SIGHUP)"
-                                : " for every new connection to the upstream"));
+                           std::string(when));
     }
 }
 

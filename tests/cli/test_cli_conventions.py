@@ -356,3 +356,25 @@ def test_build_tree_binary_without_c_reads_config_dir_or_builtin(tmp_path):
     assert r.returncode == 3 and "elsewhere.db" in r.stderr, r.stderr
     assert popgate("db", "migrate", cwd=tmp_path).returncode == 0
     assert (tmp_path / "elsewhere.db").exists()
+
+
+@needs_root
+def test_check_config_reads_the_api_key_file_as_server_user(open_tmp):
+    """An HTTP listener's api_key_file is read at every load, and after a
+    SIGHUP that is as server.user: a key only root can read passed
+    check-config, and then every reload was refused until a restart."""
+    key = open_tmp / "api.key"
+    key.write_text("s3cret-key-for-dovecot\n")
+    key.chmod(0o600)  # root's: root reads it, nobody cannot
+    g = Gateway(open_tmp / "cfg", {"server": {"user": "nobody"}},
+                listeners=[{"name": "pop3", "protocol": "pop3"},
+                           {"name": "http", "protocol": "http", "api_key_file": str(key)}])
+    os.chown(g.root, 65534, 65534)
+    r = popgate("check-config", g.config_file)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert (f"listener 'http': api_key_file: {key} is not readable by nobody: Permission denied "
+            "(owner root:root, mode 0600); the daemon reads it as nobody when the packaged unit starts it (User=) "
+            "and on every reload (SIGHUP)" in r.stderr), r.stderr
+    os.chown(key, 65534, 65534)
+    r = popgate("check-config", g.config_file)
+    assert r.returncode == 0 and "configuration OK" in r.stdout, r.stderr
