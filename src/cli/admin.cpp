@@ -3,6 +3,7 @@
 #include "popgate/auth/password.hpp"
 #include "popgate/cli/check_config.hpp"
 #include "popgate/config/config.hpp"
+#include "popgate/daemon/state_dirs.hpp"
 #include "popgate/net/ip.hpp"
 #include "popgate/store/migrate.hpp"
 #include "popgate/store/open.hpp"
@@ -119,16 +120,31 @@ std::int64_t parse_duration(std::string const& s)
 // Unix seconds, "YYYY-MM-DD" (midnight, local time) or "YYYY-MM-DD HH:MM[:SS]".
 store::unix_time parse_time(std::string const& s)
 {
-    if (!s.empty() && s.find_first_not_of("0123456789") == std::string::npos) return std::stoll(s);
+    auto const bad = [&s] {
+        return user_error("bad time '" + s + "' (write 2026-12-04, '2026-12-04 18:00' or Unix seconds)");
+    };
+    if (!s.empty() && s.find_first_not_of("0123456789") == std::string::npos) {
+        store::unix_time t = 0;
+        auto const [end, ec] = std::from_chars(s.data(), s.data() + s.size(), t);
+        // Up to the year 9999: beyond, no date prints or means anything.
+        if (ec != std::errc{} || end != s.data() + s.size() || t > 253402300799) throw bad();
+        return t;
+    }
     for (char const* fmt : {"%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d"}) {
         std::tm tm{};
         char const* end = ::strptime(s.c_str(), fmt, &tm);
         if (end && *end == '\0') {
             tm.tm_isdst = -1;
-            return std::mktime(&tm);
+            std::tm const asked = tm;
+            auto const t = std::mktime(&tm);
+            // mktime moves 2027-02-31 to 2027-03-03 without a word: a date
+            // that does not exist is refused, not moved.
+            if (t == -1 || tm.tm_mday != asked.tm_mday || tm.tm_mon != asked.tm_mon || tm.tm_year != asked.tm_year)
+                throw bad();
+            return t;
         }
     }
-    throw user_error("bad time '" + s + "' (write 2026-12-04, '2026-12-04 18:00' or Unix seconds)");
+    throw bad();
 }
 
 // Passwords never come from argv (visible in ps and shell history): from a
@@ -669,7 +685,17 @@ void add_db_commands(CLI::App& app, global_options& g, std::function<int()>& run
     db->add_subcommand("migrate", "create the database or apply pending migrations")->callback([&] {
         run = [&g] {
             auto st = open_db(g, db_open::create);
-            std::cout << "schema version " << st->schema_version() << "\n";
+            auto const version = st->schema_version();
+            st.reset();
+            // Run as root beside a server.user, the file made here is the
+            // one the daemon (the packaged unit: User=popgate) opens as
+            // that user: it gets it, as serve hands it over at start.
+            if (::geteuid() == 0) {
+                auto const s = effective_settings(g);
+                daemon::hand_database_to(s, g.db_path.empty() ? s.database.string() : g.db_path,
+                                         daemon::find_service_account(s));
+            }
+            std::cout << "schema version " << version << "\n";
             return 0;
         };
     });
@@ -752,7 +778,7 @@ void add_db_commands(CLI::App& app, global_options& g, std::function<int()>& run
     });
     auto limit = std::make_shared<std::size_t>(50);
     auto* audit = db->add_subcommand("audit", "show the newest audit events");
-    audit->add_option("-n,--limit", *limit, "how many");
+    audit->add_option("-n,--limit", *limit, "how many")->check(CLI::Range(std::size_t{1}, std::size_t{1000000}));
     add_json_flag(audit, g);
     audit->callback([&, limit] {
         run = [&g, limit] {

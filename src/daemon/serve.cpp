@@ -259,15 +259,7 @@ void drop_privileges(config::settings const& s, service_account const& a)
     }
     // The database was opened (and perhaps created) as root; the pool opens
     // more connections later, as the service user, so it must own the files.
-    // Their group stays storage.group's when one is set (share_database gave
-    // it to them): the MTA's lookup table reads them through it.
-    gid_t const group = s.database_group.empty() ? a.gid : static_cast<gid_t>(-1);
-    for (char const* suffix : {"", "-wal", "-shm"}) {
-        if (s.database_is_postgresql()) break;
-        auto const f = s.database.string() + suffix;
-        if (std::filesystem::exists(f) && ::chown(f.c_str(), a.uid, group) != 0)
-            throw std::runtime_error("cannot hand " + f + " to " + a.name + ": " + std::strerror(errno));
-    }
+    hand_database_to(s, s.database.string(), a);
     // Group first (after setuid we could no longer change it), then verify that
     // root cannot be regained.
     if (::setgroups(0, nullptr) != 0 || ::setgid(a.gid) != 0 || ::setuid(a.uid) != 0)

@@ -399,6 +399,20 @@ std::string why_not_shareable(config::settings const& s)
     return {};
 }
 
+void hand_database_to(config::settings const& s, std::string const& database, service_account const& a)
+{
+    if (!a.switches || config::is_postgresql_uri(database)) return;
+    // The group stays storage.group's when one is set: the MTA's lookup
+    // table reads the files through it.
+    gid_t const group = s.database_group.empty() ? a.gid : static_cast<gid_t>(-1);
+    for (char const* suffix : {"", "-wal", "-shm"}) {
+        auto const f = database + suffix;
+        std::error_code ec;
+        if (fs::exists(f, ec) && ::chown(f.c_str(), a.uid, group) != 0)
+            throw std::runtime_error("cannot hand " + f + " to " + a.name + ": " + std::strerror(errno));
+    }
+}
+
 void share_database(config::settings const& s, service_account const& a)
 {
     if (s.database_group.empty() || s.database_is_postgresql()) return;

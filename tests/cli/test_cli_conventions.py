@@ -378,3 +378,40 @@ def test_check_config_reads_the_api_key_file_as_server_user(open_tmp):
     os.chown(key, 65534, 65534)
     r = popgate("check-config", g.config_file)
     assert r.returncode == 0 and "configuration OK" in r.stdout, r.stderr
+
+
+@needs_root
+def test_db_migrate_as_root_hands_the_new_database_to_server_user(open_tmp):
+    """popgate(8) tells administrators to make the database with `db
+    migrate`; run as root, it made a root-owned 0600-ish file that the
+    packaged unit (User=popgate) could not open: a restart loop, while
+    check-config said OK. The file now goes to server.user, as serve hands
+    it over when it starts as root."""
+    g = Gateway(open_tmp / "cfg", {"server": {"user": "nobody"}})
+    os.chown(g.root, 65534, 65534)
+    g.db.parent.mkdir(parents=True, exist_ok=True)
+    os.chown(g.db.parent, 65534, 65534)
+    r = popgate("-c", g.config_file, "db", "migrate")
+    assert r.returncode == 0 and "schema version" in r.stdout, r.stderr
+    st = os.stat(g.db)
+    assert (st.st_uid, st.st_gid) == (65534, 65534), (st.st_uid, st.st_gid)
+    # And the account can use it: a read as nobody.
+    r = subprocess.run(["runuser", "-u", "nobody", "--", POPGATE, "-c", str(g.config_file), "db", "version"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (("allow", "add", "192.0.2.0/24", "--until", "2027-02-31"), "bad time '2027-02-31'"),
+    (("allow", "add", "192.0.2.0/24", "--until", "99999999999999999999"), "bad time '99999999999999999999'"),
+    (("db", "audit", "-n", "-1"), "--limit: Value -1 not in range"),
+    (("db", "audit", "-n", "0"), "--limit: Value 0 not in range"),
+])
+def test_impossible_times_and_limits_are_refused_not_moved(tmp_path, args, message):
+    """2027-02-31 was taken as 2027-03-03, twenty digits of Unix seconds
+    ended in "error: stoll", and `db audit -n -1` listed everything."""
+    g = config_with(tmp_path, {})
+    assert popgate("-c", g.config_file, "db", "migrate").returncode == 0
+    r = popgate("-c", g.config_file, *args)
+    assert r.returncode != 0 and message in r.stderr, r.stdout + r.stderr
+    assert "stoll" not in r.stderr

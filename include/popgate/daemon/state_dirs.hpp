@@ -41,6 +41,13 @@ void prepare_log_file(std::filesystem::path const& file, service_account const& 
 // check switches the process's effective ids for a moment.
 void prepare_state_dirs(config::settings const& s, service_account const& a);
 
+// A SQLite database (and its -wal/-shm files) made or opened by root, handed
+// to the account that will open it next: its owner becomes the account, its
+// group storage.group's when one is set (share_database gave it), else the
+// account's. Nothing for PostgreSQL, for files that are not there, or when
+// the account does not switch. Throws std::runtime_error naming the file.
+void hand_database_to(config::settings const& s, std::string const& database, service_account const& a);
+
 // storage.group: lets that group (the MTA's: Postfix's sqlite: table) read
 // the database and nobody else. The database directory becomes
 // account:group 02750 (setgid: -wal/-shm files made later, by the daemon or
