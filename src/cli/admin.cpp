@@ -9,6 +9,7 @@
 #include "popgate/store/open.hpp"
 
 #include <boost/json.hpp>
+#include <signal.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -147,6 +148,18 @@ store::unix_time parse_time(std::string const& s)
     throw bad();
 }
 
+// The terminal as it was before a password prompt turned echo off: a signal
+// that ends the program at the prompt (Ctrl-C, a hangup, a kill) puts it back
+// first, so that the shell is not left without echo.
+termios saved_terminal{};
+
+extern "C" void restore_terminal_and_die(int sig)
+{
+    ::tcsetattr(STDIN_FILENO, TCSANOW, &saved_terminal);  // async-signal-safe
+    ::signal(sig, SIG_DFL);
+    ::raise(sig);
+}
+
 // Passwords never come from argv (visible in ps and shell history): from a
 // prompt with echo off when stdin is a terminal, else the first line of stdin.
 std::string read_password(std::string const& prompt, bool confirm)
@@ -161,6 +174,18 @@ std::string read_password(std::string const& prompt, bool confirm)
     auto ask = [](std::string const& p) {
         termios old{};
         ::tcgetattr(STDIN_FILENO, &old);
+        saved_terminal = old;
+        constexpr int fatal[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
+        struct sigaction restore {}, before[std::size(fatal)], stop_before {};
+        restore.sa_handler = restore_terminal_and_die;
+        ::sigemptyset(&restore.sa_mask);
+        for (std::size_t i = 0; i < std::size(fatal); ++i) ::sigaction(fatal[i], &restore, &before[i]);
+        // Suspending (Ctrl-Z) at the prompt would leave the shell without
+        // echo until the prompt resumes: ignored while it is up.
+        struct sigaction ignore {};
+        ignore.sa_handler = SIG_IGN;
+        ::sigemptyset(&ignore.sa_mask);
+        ::sigaction(SIGTSTP, &ignore, &stop_before);
         termios quiet = old;
         quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO);
         std::cerr << p << std::flush;
@@ -168,6 +193,8 @@ std::string read_password(std::string const& prompt, bool confirm)
         std::string line;
         std::getline(std::cin, line);
         ::tcsetattr(STDIN_FILENO, TCSAFLUSH, &old);
+        for (std::size_t i = 0; i < std::size(fatal); ++i) ::sigaction(fatal[i], &before[i], nullptr);
+        ::sigaction(SIGTSTP, &stop_before, nullptr);
         std::cerr << "\n";
         return line;
     };

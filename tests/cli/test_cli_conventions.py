@@ -5,9 +5,11 @@ the daemon would use, as the user it would run as."""
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -415,3 +417,34 @@ def test_impossible_times_and_limits_are_refused_not_moved(tmp_path, args, messa
     r = popgate("-c", g.config_file, *args)
     assert r.returncode != 0 and message in r.stderr, r.stdout + r.stderr
     assert "stoll" not in r.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_at_the_password_prompt_gives_the_terminal_its_echo_back(tmp_path, sig):
+    """Ctrl-C at `user add`'s prompt left the administrator's terminal with
+    echo off. The prompt now puts the terminal back before the signal ends
+    the program (and still dies of that signal)."""
+    import pty
+    import termios
+    g = config_with(tmp_path, {})
+    assert popgate("-c", g.config_file, "db", "migrate").returncode == 0
+    master, slave = pty.openpty()
+    try:
+        assert termios.tcgetattr(slave)[3] & termios.ECHO
+        p = subprocess.Popen([POPGATE, "-c", str(g.config_file), "user", "add", "ttyuser"],
+                             stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        prompt = b""
+        deadline = time.time() + 20
+        while b"password for ttyuser" not in prompt and time.time() < deadline:
+            prompt += p.stderr.read1(100)
+        assert b"password for ttyuser" in prompt, prompt
+        deadline = time.time() + 5
+        while termios.tcgetattr(slave)[3] & termios.ECHO and time.time() < deadline:
+            time.sleep(0.02)   # the prompt turns echo off right after it is written
+        assert not termios.tcgetattr(slave)[3] & termios.ECHO
+        p.send_signal(sig)
+        assert p.wait(20) == -sig
+        assert termios.tcgetattr(slave)[3] & termios.ECHO
+    finally:
+        os.close(master)
+        os.close(slave)
