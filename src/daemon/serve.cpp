@@ -234,10 +234,24 @@ asio::awaitable<void> signal_loop(server& srv, asio::signal_set& sigs)
         }
         // Cut what is left the way a timeout does, so that each session still
         // logs its end and runs after_close() (an upstream transaction is
-        // reset or closed, not left to the upstream's timeout).
+        // reset or closed, not left to the upstream's timeout). A session
+        // awaiting the upstream's verdict on a message is spared until it is
+        // in (relay.upstream_data_done_timeout, at most 60 s more; the
+        // packaged unit's TimeoutStopSec leaves room): the upstream may have
+        // queued it, and a client cut now would send it again.
         if (auto const left = srv.ctx->active_sessions(); left > 0) {
-            spdlog::info("drain over, ending sessions={} reason=shutdown", left);
-            srv.ctx->sessions().cut_all();
+            auto& open = srv.ctx->sessions();
+            spdlog::info("drain over, ending sessions={} reason=shutdown awaiting_upstream={}", left,
+                         open.awaiting_verdict());
+            open.cut_all(true);
+            auto const spare = std::min<std::chrono::steady_clock::duration>(
+                srv.ctx->settings()->upstream_data_done_timeout, std::chrono::seconds(60));
+            auto const spare_until = std::chrono::steady_clock::now() + spare;
+            while (open.awaiting_verdict() > 0 && std::chrono::steady_clock::now() < spare_until) {
+                t.expires_after(std::chrono::milliseconds(20));
+                co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+            }
+            open.cut_all();
             auto const cut_until = std::chrono::steady_clock::now() + std::chrono::seconds(2);
             while (srv.ctx->active_sessions() > 0 && std::chrono::steady_clock::now() < cut_until) {
                 t.expires_after(std::chrono::milliseconds(20));

@@ -3,6 +3,7 @@ curl, raw sockets): protocol replies, the relay decision from grants, networks
 and AUTH, local delivery, synchronous relay to a capture upstream, and the
 smuggling / pipelining cases of issue 3."""
 import poplib
+import signal
 import smtplib
 import socket
 import subprocess
@@ -518,3 +519,30 @@ def test_postmaster_is_always_accepted(make_gateway):
     msgs = g.messages("postmaster")
     assert len(msgs) == 1
     assert strip_received(msgs[0]) == BODY.replace(b"\r\n", b"\n")
+
+
+def test_the_drain_waits_for_the_upstreams_verdict_on_a_relayed_message(make_gateway, upstream):
+    """SIGTERM while the upstream's reply to the dot is awaited (a slow
+    before-queue filter: 12 s, past the drain's 10 s). The drain cut the
+    session at 10 s: the client saw the connection close without a reply
+    and would send again a message the upstream queued. The session is now
+    spared until the verdict is in; the client gets its 250, then the
+    drain's 421."""
+    g = make_gateway(overrides=relay_overrides(upstream, relay={"upstream_timeout": 2}))
+    grant(g)
+    upstream.data_delay = 12
+    s = smtplib.SMTP("127.0.0.1", g.port("smtp"), timeout=40)
+    s.ehlo("client.example")
+    assert s.mail("a@example.org")[0] == 250
+    assert s.rcpt("x@remote.test")[0] == 250
+    assert s.docmd("DATA")[0] == 354
+    s.send(BODY + b".\r\n")
+    assert upstream.wait_for(lambda: upstream.messages)  # the upstream has it; its reply is 12 s away
+    g.proc.send_signal(signal.SIGTERM)
+    code, text = s.getreply()
+    assert code == 250 and text.startswith(b"2.0.0 Ok: queued as "), (code, text)
+    assert s.getreply()[0] == 421  # then the drain's last words
+    s.close()
+    assert g.proc.wait(60) == 0
+    assert len(upstream.messages) == 1
+    assert "awaiting_upstream=1" in g.log()

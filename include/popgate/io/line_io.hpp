@@ -9,6 +9,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <functional>
@@ -30,6 +31,11 @@ struct session_clock {
     // Cut at the end of a SIGTERM drain (server/open_sessions.hpp), not by
     // a limit: the session ends as "shutdown".
     bool shutdown = false;
+    // The upstream's reply to the end of a message is awaited: the drain
+    // spares the session until it is in (the upstream may have queued the
+    // message; cut now, the client would send it again). Read by the drain
+    // from another thread.
+    std::atomic<bool> awaiting_verdict = false;
     // The watchdog's timer while it sleeps (set by the watchdog itself).
     asio::steady_timer* alarm = nullptr;
     void arm(clock::duration d) { set(clock::now() + d); }

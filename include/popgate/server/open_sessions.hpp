@@ -22,8 +22,12 @@ public:
     std::uint64_t add(boost::asio::any_io_executor ex, io::session_clock& clock);
     void remove(std::uint64_t id);
     // Marks every open session's clock shut down and due now, on its own
-    // executor. Returns how many it asked.
-    std::size_t cut_all();
+    // executor; with `spare_awaiting`, not those awaiting an upstream's
+    // verdict on a message (session_clock::awaiting_verdict). Returns how
+    // many it asked.
+    std::size_t cut_all(bool spare_awaiting = false);
+    // How many sessions await an upstream's verdict on a message now.
+    std::size_t awaiting_verdict();
 
 private:
     struct entry {

@@ -358,7 +358,16 @@ asio::awaitable<bool> smtp_session::do_data()
     if (up) {
         // The dot and its reply (upstream_data_done_timeout each), then QUIT.
         clock.arm(s.smtp_idle_timeout + 2 * s.upstream_data_done_timeout + s.upstream_timeout);
+        struct awaiting {
+            io::session_clock& c;
+            explicit awaiting(io::session_clock& sc) : c(sc) { c.awaiting_verdict = true; }
+            ~awaiting() { c.awaiting_verdict = false; }
+            awaiting(awaiting const&) = delete;
+            awaiting& operator=(awaiting const&) = delete;
+        };
+        std::optional<awaiting> spared(std::in_place, clock);  // by the drain's cut, until the verdict is in
         auto v = co_await up->finish();
+        spared.reset();
         if (v.what != relay::upstream_verdict::kind::ok) {
             spdlog::warn("sid={} smtp upstream refused id={} detail={}", c_.sid, qid, v.log);
             copies.abort();
