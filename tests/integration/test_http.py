@@ -269,6 +269,9 @@ def test_check_config_is_quiet_about_a_listener_with_a_key(gw):
 
 @pytest.mark.parametrize("change, status, msg", [
     ({"success": False}, 200, "no grant: authentication failed"),
+    # A policy refused the login although the password was right: no login.
+    ({"policy_reject": True}, 200, "no grant: the login was refused by policy"),
+    ({"policy_reject": "yes"}, 400, "malformed report"),
     ({"protocol": "submission"}, 200, "no grant: only pop3 and imap logins grant relaying"),
     ({"remote": "not-an-address"}, 400, "remote is not an IP address"),
     ({"remote": ""}, 400, "remote is not an IP address"),

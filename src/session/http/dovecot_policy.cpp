@@ -96,6 +96,13 @@ std::optional<dovecot_policy_request> parse_dovecot_policy(std::string_view body
         r.success = s->get_bool();
     }
     if (auto const* t = o.if_contains("tls"); t && t->is_bool()) r.tls = t->get_bool();
+    if (auto const* pr = o.if_contains("policy_reject")) {
+        if (!pr->is_bool()) {
+            why = "policy_reject must be true or false";
+            return std::nullopt;
+        }
+        r.policy_reject = pr->get_bool();
+    }
     return r;
 }
 
@@ -167,6 +174,13 @@ boost::asio::awaitable<http_reply> dovecot_policy_route::report(http_exchange& x
         metrics::dovecot_reports.with({"no_grant"}).inc();
         spdlog::info("sid={} http dovecot report {} success=no result=no-grant", c.sid, fields());
         co_return policy_json(200, "no grant: authentication failed");
+    }
+    if (r->policy_reject) {
+        // The password was right, but a policy refused the login: the user
+        // is not logged in, so the address gets nothing.
+        metrics::dovecot_reports.with({"no_grant"}).inc();
+        spdlog::info("sid={} http dovecot report {} success=yes policy_reject=yes result=no-grant", c.sid, fields());
+        co_return policy_json(200, "no grant: the login was refused by policy");
     }
     if (method.empty()) {
         metrics::dovecot_reports.with({"no_grant"}).inc();

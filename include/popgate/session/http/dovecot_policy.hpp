@@ -32,6 +32,9 @@ struct dovecot_policy_request {
     std::string remote;
     std::string protocol;
     std::optional<bool> success;  // only in reports
+    // A policy server refused the login whatever its password: Dovecot then
+    // fails the login, and a report says success with policy_reject.
+    bool policy_reject = false;
     bool tls = false;
 };
 
