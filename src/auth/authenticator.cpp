@@ -117,7 +117,12 @@ result authenticator::check_password(std::string_view user, std::string_view pas
     // Before the password check: an apop-only user (who usually has no
     // password at all) is refused, as check_cram_md5 does; the sessions
     // answer it as a wrong password and log the reason.
-    if (u && u->apop_only) return {outcome::apop_required, {}, "apop-only user", true};
+    if (u && u->apop_only) {
+        // As costly as a password check: the reply's timing must not set
+        // apop-only names apart (with no failure delay, it would).
+        (void)verify_password(password, timing_reference());
+        return {outcome::apop_required, {}, "apop-only user", true};
+    }
     if (!u || !u->password_hash) {
         // No enumeration by timing: as costly as checking a real user's
         // password, whatever scheme and cost the site's hashes use.

@@ -113,8 +113,9 @@ std::optional<failure_tracker::block> failure_tracker::blocked(net::ip_address c
         return it != pending.end() && in_window(failures, k) + it->second >= limit;
     };
     auto const soon = std::max(std::chrono::seconds(1), std::chrono::ceil<std::chrono::seconds>(s_.base_delay));
-    if (over(ip_failures_, pending_ips_, ip, s_.max_failures_per_ip)) return block{soon, block_scope::address};
-    if (over(pair_failures_, pending_pairs_, key, s_.max_failures_per_user)) return block{soon, block_scope::user};
+    if (over(ip_failures_, pending_ips_, ip, s_.max_failures_per_ip)) return block{soon, block_scope::address, true};
+    if (over(pair_failures_, pending_pairs_, key, s_.max_failures_per_user))
+        return block{soon, block_scope::user, true};
     if (reserve->owner_ == this) unpend_locked(*reserve);  // reused: the check it held is over
     ++pending_ips_[ip];
     ++pending_pairs_[key];

@@ -106,10 +106,22 @@ std::string block_fields(auth::block_scope scope, std::string const& user)
 }
 
 std::optional<auth::failure_tracker::block> auth_blocked(auth_guard& g, server::connection const& c,
-                                                         std::string const& user,
-                                                         auth::failure_tracker::attempt* reserve)
+                                                         std::string const& user)
 {
-    return g.failures.blocked(counted_as(c), user, std::chrono::steady_clock::now(), reserve);
+    return g.failures.blocked(counted_as(c), user, std::chrono::steady_clock::now());
+}
+
+asio::awaitable<std::optional<auth::failure_tracker::block>> auth_admit(auth_guard& g, server::connection const& c,
+                                                                        std::string const& user,
+                                                                        auth::failure_tracker::attempt& reserve)
+{
+    constexpr auto step = std::chrono::milliseconds(20);
+    constexpr int tries = 250;  // 5 s: checks under way take a crypt(3) each
+    for (int i = 0;; ++i) {
+        auto b = g.failures.blocked(counted_as(c), user, std::chrono::steady_clock::now(), &reserve);
+        if (!b || !b->busy || i == tries) co_return b;
+        co_await pause(step);
+    }
 }
 
 }  // namespace popgate::session

@@ -2,6 +2,7 @@
 user that exists and any password for a name that does not take the same
 time, whatever scheme the site's hashes use. Real POP3 clients (poplib)
 against the running daemon; the fastest of interleaved samples."""
+import base64
 import poplib
 import statistics
 import time
@@ -70,3 +71,40 @@ def test_the_failure_delay_hides_what_the_check_cost(make_gateway):
     assert k >= 0.39 and u >= 0.39, (known, unknown)
     # The gap without the fix is a yescrypt check, 25 ms or more here.
     assert abs(k - u) < 0.010, (known, unknown)
+
+
+def test_apop_only_names_take_as_long_as_others(make_gateway):
+    """With no failure delay, an apop-only user's PASS was refused before
+    any crypt(3): 0.2 ms against 58 ms for any other name, which told
+    those names apart. It now costs a check like the others."""
+    g = make_gateway(overrides={"auth": {"failure_delay_ms": 0, "failure_delay_max_ms": 0,
+                                         "max_failures_per_ip": 100000, "max_failures_per_user": 1000,
+                                         "max_users_per_ip": 100000}})
+    g.cli("user", "add", "alice", input="right-pw\n")
+    g.cli("user", "add", "carol", "--shared-secret", "--apop-only", input="carol-secret\n")
+    apop_only, unknown = [], []
+    for _ in range(7):
+        apop_only.append(failed_pass_seconds(g, "carol"))
+        unknown.append(failed_pass_seconds(g, "nobody-here"))
+    a, u = min(apop_only), min(unknown)
+    print(f"apop-only fastest {a * 1000:.1f} ms, unknown fastest {u * 1000:.1f} ms")
+    assert abs(a - u) < max(0.005, 0.4 * max(a, u)), (apop_only, unknown)
+    assert "result=blocked" not in g.log()
+
+
+def test_a_slow_answer_to_a_sasl_challenge_does_not_shorten_the_delay(make_gateway):
+    """The failure delay runs from the check's start. For POP3 AUTH that
+    start was taken before the exchange, so a client that waited 2 s before
+    its (malformed) response got the failure at once instead of after the
+    1.5 s delay."""
+    g = make_gateway(overrides={"auth": {"failure_delay_ms": 1500, "failure_delay_max_ms": 1500,
+                                         "max_failures_per_user": 1000, "max_failures_per_ip": 100000,
+                                         "max_users_per_ip": 100000}})
+    p = track(poplib.POP3("127.0.0.1", g.port("pop3"), timeout=30))
+    assert p._shortcmd("AUTH PLAIN").startswith(b"+")
+    time.sleep(2)
+    t = time.perf_counter()
+    with pytest.raises(poplib.error_proto):
+        p._shortcmd(base64.b64encode(b"\0\0secret").decode())
+    took = time.perf_counter() - t
+    assert took >= 1.4, took

@@ -222,3 +222,46 @@ def test_parallel_sessions_get_no_more_guesses_than_the_limit(make_gateway, prot
     assert checked == len(failed), log
     # The right password, from another address, still works at once.
     assert pop3_login(g, "carol", "right-pw", HOME)[0].startswith(b"+OK")
+
+
+def test_right_passwords_beside_each_other_are_not_refused_for_checks_under_way(make_gateway):
+    """A mail client that checks POP3 and sends over SMTP AUTH at the same
+    moment, after typos: the check under way beside each one could, if it
+    failed, reach the limit. The reservation refused the right password
+    for that (and logged it as a block, which fail2ban bans); now it waits
+    for the other check to end, and both log in."""
+    g = make_gateway(overrides={"auth": {**AUTH["auth"], "failure_delay_ms": 0, "failure_delay_max_ms": 0}})
+    g.add_user("dana", "right-pw")
+    limit = AUTH["auth"]["max_failures_per_user"]
+    for i in range(limit - 1):   # one short of the block
+        assert pop3_login(g, "dana", f"typo-{i}", NAT)[0].startswith(b"-ERR [AUTH] Authentication failed")
+    for _ in range(3):
+        ready = threading.Barrier(2)
+        replies = {}
+
+        def pop3():
+            p = SourcePOP3(g.port("pop3"), NAT)
+            p.user("dana")
+            ready.wait()
+            try:
+                replies["pop3"] = p.pass_("right-pw").decode()
+            except poplib.error_proto as e:
+                replies["pop3"] = e.args[0].decode()
+            p.quit()
+
+        def smtp():
+            with smtplib.SMTP("127.0.0.1", g.port("smtp"), timeout=20, source_address=(NAT, 0)) as s:
+                s.ehlo("client.example")
+                token = base64.b64encode(b"\0dana\0right-pw").decode()
+                ready.wait()
+                code, text = s.docmd("AUTH", "PLAIN " + token)
+                replies["smtp"] = f"{code} {text.decode()}"
+
+        threads = [threading.Thread(target=f) for f in (pop3, smtp)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert replies["pop3"].startswith("+OK Logged in"), replies
+        assert replies["smtp"].startswith("235 "), replies
+    assert "result=blocked" not in g.log() and "reason=busy" not in g.log()

@@ -57,6 +57,9 @@ public:
     struct block {
         std::chrono::seconds left;
         block_scope scope;  // user: this name at this address; address: every name there
+        // Not a block: checks under way would reach a limit if they all
+        // failed. Ask again once they end (milliseconds: their crypt).
+        bool busy = false;
     };
 
     // A password check under way, from the check of blocked() that admitted
@@ -84,7 +87,7 @@ public:
     // Whether an attempt from `ip` (as `user`, when the name is known yet) is
     // refused, and for how long. With `reserve` and a name, an attempt that
     // is not refused is held in it as under way; checks under way count as
-    // failures, so one beyond the limits is refused until they end.
+    // failures, so one beyond the limits gets a `busy` answer until they end.
     std::optional<block> blocked(net::ip_address const& ip, std::string const& user, time_point now,
                                  attempt* reserve = nullptr);
 

@@ -51,12 +51,18 @@ auth::failure_tracker::failure_verdict record_auth_failure(auth_guard& g, server
 asio::awaitable<void> pause_after_failure(channel& ch, std::chrono::milliseconds delay, io::clock::time_point started);
 
 // Whether the client's address, or `user` at that address (when the name is
-// known yet), is refused by the brute-force defence, and for how long. With
-// `reserve`, an admitted check of `user` is held there as under way until
-// its verdict (failure_tracker::attempt): record the failure, then release.
+// known yet), is refused by the brute-force defence, and for how long.
 std::optional<auth::failure_tracker::block> auth_blocked(auth_guard& g, server::connection const& c,
-                                                         std::string const& user = {},
-                                                         auth::failure_tracker::attempt* reserve = nullptr);
+                                                         std::string const& user = {});
+// The same before a check of `user`'s credentials, which is then held in
+// `reserve` as under way until its verdict (failure_tracker::attempt: record
+// the failure, then release). While other checks under way would reach a
+// limit if they failed, waits for them (a correct password beside a
+// parallel one is not refused for their sake), up to a few seconds; still
+// busy then, the answer is that busy block.
+asio::awaitable<std::optional<auth::failure_tracker::block>> auth_admit(auth_guard& g, server::connection const& c,
+                                                                        std::string const& user,
+                                                                        auth::failure_tracker::attempt& reserve);
 // "from your address" / "for this user from your address", for replies.
 std::string_view blocked_what(auth::failure_tracker::block const& b) noexcept;
 // The log line's fields of a block or a new block: "scope=user ..." etc.

@@ -39,14 +39,20 @@ asio::awaitable<bool> pop3_session::do_user(std::string name)
 asio::awaitable<bool> pop3_session::refuse_if_blocked(bool& refused, std::string const& user, std::string_view mech)
 {
     refused = false;
+    std::optional<auth::failure_tracker::block> b;
+    if (user.empty())
+        b = auth_blocked(svc_.guard, c_);
+    else
+        b = co_await auth_admit(svc_.guard, c_, user, attempt_);
     attempt_at_ = io::clock::now();
-    auto const b = auth_blocked(svc_.guard, c_, user, user.empty() ? nullptr : &attempt_);
     if (!b) co_return true;
     refused = true;
     st_.pending_user.clear();
     count_login("pop3", mech, "blocked");
-    spdlog::info("sid={} pop3 login ip={} result=blocked {} retry_after={}s", c_.sid, c_.ip,
-                 block_fields(b->scope, user), b->left.count());
+    // busy: checks beside this one still under way after seconds, not a
+    // block of its own (result=busy, which fail2ban's filter does not ban).
+    spdlog::info("sid={} pop3 login ip={} result={} {} retry_after={}s", c_.sid, c_.ip,
+                 b->busy ? "busy" : "blocked", block_fields(b->scope, user), b->left.count());
     // Counted as an error: a blocked client does not keep its session by asking.
     auto step = pop3_bad_command(st_, rules_,
                                  "-ERR [AUTH] Too many authentication failures " + std::string(blocked_what(*b)) +
@@ -147,6 +153,7 @@ asio::awaitable<bool> pop3_session::do_auth(proto::sasl_mech m, std::optional<st
     }
     auto const& step = x.step;
     std::string const mech = pop3_mech_name(m);
+    attempt_at_ = io::clock::now();  // the check begins now, not before the client's answer
     if (step.what == proto::sasl_step::kind::check_password || step.what == proto::sasl_step::kind::check_cram) {
         if (!co_await refuse_if_blocked(refused, step.authcid, mech)) co_return false;
         if (refused) co_return true;

@@ -193,15 +193,17 @@ asio::awaitable<bool> smtp_session::finish_auth(proto::sasl_step const& step, pr
         co_return co_await run_step(s);
     }
 
-    auto const started = io::clock::now();
     bool const checks = step.what == proto::sasl_step::kind::check_password ||
                         step.what == proto::sasl_step::kind::check_cram;
-    if (auto const b = checks ? auth_blocked(svc_.guard, c_, step.authcid, &attempt_) : std::nullopt) {
+    std::optional<auth::failure_tracker::block> b;
+    if (checks) b = co_await auth_admit(svc_.guard, c_, step.authcid, attempt_);
+    if (b) {
         // This name at this address is refused for now (another user's
-        // failures at the address do not get here below its ceiling).
+        // failures at the address do not get here below its ceiling), or
+        // checks beside it were still under way after seconds (busy).
         count_login("smtp", mname, "blocked");
-        spdlog::info("sid={} smtp auth refused ip={} reason=user-blocked user={} seconds_left={}", c_.sid, c_.ip,
-                     log::field(step.authcid, 64), b->left.count());
+        spdlog::info("sid={} smtp auth refused ip={} reason={} user={} seconds_left={}", c_.sid, c_.ip,
+                     b->busy ? "busy" : "user-blocked", log::field(step.authcid, 64), b->left.count());
         auto s = smtp_bad_command(st_, o, proto::reply(454, "4.7.0", "Too many failed authentications " +
                                                                          std::string(blocked_what(*b)) +
                                                                          ", try again in " +
@@ -209,6 +211,7 @@ asio::awaitable<bool> smtp_session::finish_auth(proto::sasl_step const& step, pr
         co_return co_await run_step(s);
     }
     auto under_way = std::move(attempt_);  // ends with this verdict
+    auto const started = io::clock::now();
     auth::result res;
     if (step.what == proto::sasl_step::kind::check_password) {
         auto job = [this, &step] { return svc_.auth.check_password(step.authcid, step.password); };

@@ -188,6 +188,7 @@ BOOST_AUTO_TEST_CASE(checks_under_way_count_until_their_verdict)
     auto const b = t.blocked(nat, "carol", t0, &slots[3]);
     BOOST_TEST_REQUIRE(b.has_value());
     BOOST_TEST((b->scope == block_scope::user));
+    BOOST_TEST(b->busy);  // not a block: ask again when they end
     BOOST_TEST(b->left.count() >= 1);
     // Another name at the address, and the name elsewhere, are not held up.
     BOOST_TEST(!t.blocked(nat, "dave", t0, &slots[3]).has_value());
@@ -219,7 +220,9 @@ BOOST_AUTO_TEST_CASE(sequential_failures_reach_the_limit_one_check_at_a_time)
         t.record_failure(home, "erin", known, t0);
     }
     auth::failure_tracker::attempt a;
-    BOOST_TEST(t.blocked(home, "erin", t0, &a).has_value());
+    auto const b = t.blocked(home, "erin", t0, &a);
+    BOOST_TEST_REQUIRE(b.has_value());
+    BOOST_TEST(!b->busy);  // the block the third failure set
 }
 
 BOOST_AUTO_TEST_CASE(after_a_block_one_check_at_a_time)
@@ -233,7 +236,9 @@ BOOST_AUTO_TEST_CASE(after_a_block_one_check_at_a_time)
     auto const later = t0 + 31s;  // block_time 30 s, window 60 s
     auth::failure_tracker::attempt first, second;
     BOOST_TEST(!t.blocked(home, "fay", later, &first).has_value());
-    BOOST_TEST(t.blocked(home, "fay", later, &second).has_value());
+    auto const b = t.blocked(home, "fay", later, &second);
+    BOOST_TEST_REQUIRE(b.has_value());
+    BOOST_TEST(b->busy);
     first = {};  // it succeeded
     BOOST_TEST(!t.blocked(home, "fay", later, &second).has_value());
 }
@@ -251,6 +256,7 @@ BOOST_AUTO_TEST_CASE(the_address_ceiling_counts_checks_under_way)
     auto const b = t.blocked(nat, "user9", t0, &slots[4]);
     BOOST_TEST_REQUIRE(b.has_value());
     BOOST_TEST((b->scope == block_scope::address));
+    BOOST_TEST(b->busy);
 }
 
 BOOST_AUTO_TEST_CASE(names_no_user_can_have_share_one_count)
