@@ -711,17 +711,19 @@ void add_db_commands(CLI::App& app, global_options& g, std::function<int()>& run
     db->require_subcommand(1);
     db->add_subcommand("migrate", "create the database or apply pending migrations")->callback([&] {
         run = [&g] {
+            // Run as root beside a server.user, the SQLite file made here is
+            // the one the daemon (the packaged unit: User=popgate) opens as
+            // that user: it gets it, as serve hands it over at start. The
+            // account is looked up first: a missing one fails before the
+            // database is touched, not after.
+            auto const s = effective_settings(g);
+            auto const database = g.db_path.empty() ? s.database.string() : g.db_path;
+            std::optional<daemon::service_account> account;
+            if (::geteuid() == 0 && !config::is_postgresql_uri(database)) account = daemon::find_service_account(s);
             auto st = open_db(g, db_open::create);
             auto const version = st->schema_version();
             st.reset();
-            // Run as root beside a server.user, the file made here is the
-            // one the daemon (the packaged unit: User=popgate) opens as
-            // that user: it gets it, as serve hands it over at start.
-            if (::geteuid() == 0) {
-                auto const s = effective_settings(g);
-                daemon::hand_database_to(s, g.db_path.empty() ? s.database.string() : g.db_path,
-                                         daemon::find_service_account(s));
-            }
+            if (account) daemon::hand_database_to(s, database, *account);
             std::cout << "schema version " << version << "\n";
             return 0;
         };

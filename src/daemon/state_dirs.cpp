@@ -407,9 +407,24 @@ void hand_database_to(config::settings const& s, std::string const& database, se
     gid_t const group = s.database_group.empty() ? a.gid : static_cast<gid_t>(-1);
     for (char const* suffix : {"", "-wal", "-shm"}) {
         auto const f = database + suffix;
-        std::error_code ec;
-        if (fs::exists(f, ec) && ::chown(f.c_str(), a.uid, group) != 0)
+        // Opened without following a link, checked to be a file, changed
+        // through the descriptor: the directory may be the account's, and a
+        // link planted there must not hand root's files to it.
+        int const fd = ::open(f.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+        if (fd < 0) {
+            if (errno == ENOENT) continue;
+            if (errno == ELOOP)
+                throw std::runtime_error("cannot hand " + f + " to " + a.name +
+                                         ": it is a symbolic link; name the file itself in storage.database");
             throw std::runtime_error("cannot hand " + f + " to " + a.name + ": " + std::strerror(errno));
+        }
+        struct stat st {};
+        bool const ok = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && ::fchown(fd, a.uid, group) == 0;
+        int const err = errno;
+        ::close(fd);
+        if (!ok)
+            throw std::runtime_error("cannot hand " + f + " to " + a.name + ": " +
+                                     (S_ISREG(st.st_mode) ? std::strerror(err) : "not a regular file"));
     }
 }
 

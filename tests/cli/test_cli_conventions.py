@@ -401,6 +401,19 @@ def test_db_migrate_as_root_hands_the_new_database_to_server_user(open_tmp):
     r = subprocess.run(["runuser", "-u", "nobody", "--", POPGATE, "-c", str(g.config_file), "db", "version"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
+    # A link in the account's directory is not followed: root's file stays root's.
+    victim = open_tmp / "root-only"
+    victim.write_bytes(b"")   # SQLite takes an empty file as a new database
+    link = g.db.parent / "linked.db"
+    link.symlink_to(victim)
+    r = popgate("-c", g.config_file, "--db", link, "db", "migrate")
+    assert r.returncode != 0 and "symbolic link" in r.stderr, r.stdout + r.stderr
+    assert os.stat(victim).st_uid == 0
+    # server.user missing here: refused before the database is made, not after.
+    g2 = Gateway(open_tmp / "cfg2", {"server": {"user": "no-such-user-here"}})
+    r = popgate("-c", g2.config_file, "db", "migrate")
+    assert r.returncode != 0 and "no-such-user-here" in r.stderr, r.stdout + r.stderr
+    assert not g2.db.exists()
 
 
 @pytest.mark.parametrize("args,message", [
