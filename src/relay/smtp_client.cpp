@@ -432,13 +432,29 @@ asio::awaitable<smtp_client::connected> smtp_client::connect(std::string key, st
         remember_endpoints(s_.upstream_host, s_.upstream_port, endpoints);
     }
     auto& sock = link_->sock;
-    auto conn = co_await timed(asio::async_connect(sock, endpoints, asio::as_tuple(asio::use_awaitable)));
-    if (!conn || std::get<0>(*conn)) {
-        auto const why = conn ? std::get<0>(*conn).message() : std::string("timeout");
-        co_return connected{
-            broken("connect " + s_.upstream_host + ":" + std::to_string(s_.upstream_port) + " failed: " + why)};
+    // Each address in turn, each with its own upstream_timeout (Postfix's
+    // smtp_connect_timeout is per address too): a name whose first address
+    // is unreachable (a broken IPv6 route) still reaches the second. One
+    // deadline over the range ended it at the first, which closed the socket.
+    std::string connect_error = "no address";
+    bool up = false;
+    for (auto const& ep : endpoints) {
+        boost::system::error_code ignored;
+        sock.close(ignored);
+        auto const conn = co_await timed(sock.async_connect(ep, asio::as_tuple(asio::use_awaitable)));
+        if (conn && !std::get<0>(*conn)) {
+            link_->protocol = ep.protocol();
+            up = true;
+            break;
+        }
+        connect_error =
+            ep.address().to_string() + ": " + (conn ? std::get<0>(*conn).message() : std::string("timeout"));
+        spdlog::debug("sid={} upstream connect {}:{} failed {}", sid_, s_.upstream_host, s_.upstream_port,
+                      connect_error);
     }
-    link_->protocol = std::get<1>(*conn).protocol();
+    if (!up)
+        co_return connected{broken("connect " + s_.upstream_host + ":" + std::to_string(s_.upstream_port) +
+                                   " failed: " + connect_error)};
     boost::system::error_code ignored;
     sock.set_option(tcp::no_delay(true), ignored);
 

@@ -6,6 +6,8 @@ the message for the others. The upstream is the aiosmtpd capture server of
 tests/support/popgate_test.py (per-address RCPT replies, RSETs and RCPTs
 recorded, connections numbered from 1); the clients are smtplib, swaks and
 raw sockets for exact pipelined bytes."""
+import os
+import shutil
 import smtplib
 import socket
 import subprocess
@@ -490,3 +492,30 @@ def test_relay_drop_without_upstream_is_unchanged(make_gateway):
     assert len(d) == 1
     assert d[0].startswith(b"X-Envelope-From: <a@example.org>\nX-Envelope-To: <good@remote.test>, "
                            b"<bad@remote.test>\n")
+
+
+def test_an_upstream_name_whose_first_address_is_silent_reaches_the_second(make_gateway, upstream, tmp_path):
+    """relay.upstream_host names two addresses (a hosts file in the daemon's
+    own mount namespace): ::1 first, where nothing answers a SYN (a full
+    backlog), and 127.0.0.1, the capture upstream. One upstream_timeout
+    over the whole range ended the connect at the first address; each
+    address now has its own, and the message goes by the second."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("needs root and unshare for a private /etc/hosts (CI runs as root)")
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1 localhost\n::1 twohomed.test\n127.0.0.1 twohomed.test\n")
+    silent = socket.socket(socket.AF_INET6)
+    silent.bind(("::1", upstream.port))
+    silent.listen(0)
+    filler = socket.create_connection(("::1", upstream.port), timeout=5)  # the backlog's one place
+    try:
+        o = relay_overrides(upstream, relay={"upstream_host": "twohomed.test", "upstream_timeout": 2})
+        g = make_gateway(overrides=o, start=False)
+        g.start(wrapper=("unshare", "-m", "sh", "-c", 'mount --bind "$0" /etc/hosts && exec "$@"', str(hosts)))
+        grant(g)
+        with smtplib.SMTP("127.0.0.1", g.port("smtp"), timeout=30) as s:
+            assert s.sendmail(SENDER, [GOOD], BODY) == {}
+        assert len(upstream.messages) == 1
+    finally:
+        filler.close()
+        silent.close()
