@@ -19,6 +19,7 @@ LISTENERS = [
     {"name": "smtp", "protocol": "smtp", "tls": "starttls"},
     {"name": "internal", "protocol": "smtp", "tls": "none", "plaintext": "always"},
     {"name": "submission", "protocol": "smtp", "tls": "required", "auth_required": True},
+    {"name": "smtps", "protocol": "smtp", "tls": "implicit", "auth_required": True},
 ]
 
 
@@ -52,6 +53,28 @@ def test_submission_with_tls_required_smtplib(g):
         assert s.sendmail("alice@gw.test", ["alice@gw.test", "x@remote.test"], BODY) == {}
     assert len(g.messages("alice")) == 1
     assert len(g.dropped()) == 1
+
+
+def test_smtps_offers_plaintext_auth_inside_its_tls(g):
+    # The implicit handshake comes before the greeting: the session is on TLS
+    # from its first line, so "tls-only" offers PLAIN and LOGIN at once, and
+    # STARTTLS is refused as TLS already active (RFC 3207 §4).
+    with smtplib.SMTP_SSL("127.0.0.1", g.port("smtps"), timeout=10, context=client_tls_context()) as s:
+        s.ehlo("client.example")
+        assert s.esmtp_features["auth"].split() == ["PLAIN", "LOGIN"]
+        assert not s.has_extn("starttls")
+        assert s.docmd("STARTTLS")[0] == 503
+        s.login("alice", "pw-alice")
+        assert s.sendmail("alice@gw.test", ["x@remote.test"], BODY) == {}
+    assert len(g.dropped()) == 1
+    assert re.search(r"smtp auth user=alice mech=PLAIN ip=\S+ tls=yes result=ok", g.log())
+    r = subprocess.run(["swaks", "--server", "127.0.0.1", "--port", str(g.port("smtps")), "--tlsc",
+                        "--from", "alice@gw.test", "--to", "y@remote.test", "--auth", "LOGIN",
+                        "--auth-user", "alice", "--auth-password", "pw-alice", "--timeout", "15"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "235 2.7.0 Authentication successful" in r.stdout
+    assert len(g.dropped()) == 2
 
 
 def test_submission_with_tls_required_swaks(g):
