@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <chrono>
 #include <optional>
+#include <set>
 #include <cstdio>   // renameat2, RENAME_NOREPLACE (glibc >= 2.28)
 #include <stdexcept>
 #include <system_error>
@@ -165,6 +166,40 @@ std::string escape_host(std::string_view host)
 
 std::atomic<std::uint64_t> delivery_counter{0};
 
+// A base name in the delivery scheme (time, microseconds, pid, counter,
+// host): unique as long as the clocks and pids of the Maildir's writers are.
+std::string unique_base(std::string_view hostname)
+{
+    auto const now = std::chrono::system_clock::now().time_since_epoch();
+    auto const sec = std::chrono::duration_cast<std::chrono::seconds>(now);
+    auto const usec = std::chrono::duration_cast<std::chrono::microseconds>(now - sec);
+    return std::to_string(sec.count()) + ".M" + std::to_string(usec.count()) + "P" + std::to_string(::getpid()) +
+           "Q" + std::to_string(delivery_counter.fetch_add(1, std::memory_order_relaxed)) + "." +
+           escape_host(hostname);
+}
+
+std::string this_host()
+{
+    std::array<char, 256> host{};
+    if (::gethostname(host.data(), host.size() - 1) != 0) return "localhost";
+    return host.data();
+}
+
+// Moves `from` into `dir` under a fresh base name with `info` (":2,S"),
+// trying again if even that is taken. Returns the new path, or nullopt when
+// `from` vanished meanwhile; throws on any other failure.
+std::optional<fs::path> move_to_fresh_name(fs::path const& from, fs::path const& dir, std::string_view info)
+{
+    auto const host = this_host();
+    for (int attempt = 0;; ++attempt) {
+        auto to = dir / (unique_base(host) + std::string{info});
+        int const err = move_no_replace(from, to);
+        if (err == 0) return to;
+        if (err == ENOENT) return std::nullopt;
+        if (err != EEXIST || attempt == 8) throw_errno(err, "maildir: move " + from.string() + " to " + to.string());
+    }
+}
+
 }  // namespace
 
 maildrop_lock& maildrop_lock::operator=(maildrop_lock&& other) noexcept
@@ -286,23 +321,47 @@ std::size_t size_cache::size() const
     return map_.size();
 }
 
-std::vector<message_entry> maildir::scan(size_cache* sizes)
+std::vector<message_entry> maildir::scan(size_cache* sizes, std::vector<std::string>* notes)
 {
     auto const new_dir = root_ / "new";
     auto const cur_dir = root_ / "cur";
+    auto const note = [&](std::string text) {
+        if (notes) notes->push_back(std::move(text));
+    };
 
+    // RFC 1939 §7: a unique-id names one message of the maildrop, and ours is
+    // the base name (before ':'). A new/ message whose base name cur/ already
+    // has (a restore, or two delivery agents that clash), or whose name is
+    // too long to take ":2,", moves under a fresh name, as Dovecot does:
+    // left in new/, it would never be listed.
+    std::vector<fs::path> incoming;
     for (auto const& e : fs::directory_iterator(new_dir)) {
         auto const name = e.path().filename().string();
         if (name.empty() || name.front() == '.') continue;
         std::error_code ec;
         // Symlinks are skipped: a message is a regular file we own.
         if (e.symlink_status(ec).type() != fs::file_type::regular) continue;
-        auto const target = name.find(':') == name.npos ? name + ":2," : name;
-        int const err = move_no_replace(e.path(), cur_dir / target);
-        // ENOENT: a concurrent scan moved it first. EEXIST: a clash we must
-        // not resolve by overwriting; the message stays in new/.
-        if (err != 0 && err != ENOENT && err != EEXIST)
-            throw_errno(err, "maildir: move " + e.path().string());
+        incoming.push_back(e.path());
+    }
+    if (!incoming.empty()) {
+        std::set<std::string, std::less<>> taken;
+        for (auto const& e : fs::directory_iterator(cur_dir))
+            taken.emplace(base_name(e.path().filename().string()));
+        for (auto const& from : incoming) {
+            auto const name = from.filename().string();
+            auto const colon = name.find(':');
+            auto const info = colon == name.npos ? std::string{":2,"} : name.substr(colon);
+            int err = taken.contains(base_name(name)) ? EEXIST : move_no_replace(from, cur_dir / (name.substr(0, colon) + info));
+            if (err == ENOENT) continue;  // a concurrent scan moved it first
+            if (err == EEXIST || err == ENAMETOOLONG) {
+                if (auto const to = move_to_fresh_name(from, cur_dir, info))
+                    note("new/" + name + (err == EEXIST ? ": its name was taken in cur/" : ": name too long") +
+                         "; moved to cur/" + to->filename().string());
+                err = 0;
+            }
+            if (err != 0) throw_errno(err, "maildir: move " + from.string());
+            taken.emplace(base_name(name));
+        }
     }
 
     std::vector<std::pair<order_key, message_entry>> found;
@@ -318,6 +377,33 @@ std::vector<message_entry> maildir::scan(size_cache* sizes)
         found.emplace_back(make_order_key(std::move(name)), std::move(m));
     }
     std::sort(found.begin(), found.end(), [](auto const& a, auto const& b) { return a.first < b.first; });
+
+    // Two cur/ files of one base name (another program made them): the first
+    // in delivery order keeps it, the others get fresh ones, so that no UIDL
+    // repeats and a message renamed meanwhile is found again unambiguously.
+    std::set<std::string, std::less<>> seen;
+    bool moved = false;
+    for (auto& [key, m] : found) {
+        auto const name = m.path.filename().string();
+        if (seen.emplace(base_name(name)).second) continue;
+        auto const colon = name.find(':');
+        auto const to = move_to_fresh_name(m.path, cur_dir, colon == name.npos ? std::string{":2,"} : name.substr(colon));
+        if (!to) {
+            m.size = ~std::uint64_t{0};  // vanished: dropped below
+            moved = true;
+            continue;
+        }
+        note("cur/" + name + ": its base name was taken; moved to cur/" + to->filename().string());
+        auto fresh = to->filename().string();
+        m = message_entry{maildir_uid(fresh), *to, m.size};
+        key = make_order_key(std::move(fresh));
+        seen.emplace(base_name(to->filename().string()));
+        moved = true;
+    }
+    if (moved) {
+        std::erase_if(found, [](auto const& f) { return f.second.size == ~std::uint64_t{0}; });
+        std::sort(found.begin(), found.end(), [](auto const& a, auto const& b) { return a.first < b.first; });
+    }
 
     std::vector<message_entry> out;
     out.reserve(found.size());
@@ -346,12 +432,7 @@ delivery::delivery(fs::path maildir_root, std::string_view hostname) : root_{std
 {
     // Maildir spec: unique name from time, microseconds, pid and a
     // per-process counter (two deliveries in one microsecond still differ).
-    auto const now = std::chrono::system_clock::now().time_since_epoch();
-    auto const sec = std::chrono::duration_cast<std::chrono::seconds>(now);
-    auto const usec = std::chrono::duration_cast<std::chrono::microseconds>(now - sec);
-    base_ = std::to_string(sec.count()) + ".M" + std::to_string(usec.count()) + "P" + std::to_string(::getpid()) +
-            "Q" + std::to_string(delivery_counter.fetch_add(1, std::memory_order_relaxed)) + "." +
-            escape_host(hostname);
+    base_ = unique_base(hostname);
     tmp_path_ = root_ / "tmp" / base_;
     fd_ = ::open(tmp_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd_ < 0) throw_errno(errno, "maildir: create " + tmp_path_.string());

@@ -154,6 +154,35 @@ def test_uidl_stable_across_sessions_and_new_mail_waits(gateway):
     p.quit()
 
 
+def test_a_base_name_delivered_twice_gets_its_own_uidl(gateway):
+    # A restore (or two delivery agents) leaves a new/ message whose base
+    # name cur/ already has: both are listed, under different UIDLs, so a
+    # leave-on-server client downloads the second one too; a name too long
+    # to take ":2," is listed as well. Each move is logged.
+    gateway.add_user("alice", "pw-alice")
+    md = gateway.maildir("alice")
+    deliver_file(md, "1700000005.M1P1.gw", b"Subject: first\n\nfirst\n")
+    p = pop(gateway, "alice", "pw-alice")
+    assert p.uidl()[1] == [b"1 1700000005.M1P1.gw"]
+    p.quit()
+    deliver_file(md, "1700000005.M1P1.gw", b"Subject: second\n\nsecond\n")
+    deliver_file(md, "1700000006.M1P1." + "h" * 238, b"Subject: third\n\nthird\n")
+    p = pop(gateway, "alice", "pw-alice")
+    uidls = [line.split()[1] for line in p.uidl()[1]]
+    assert len(uidls) == 3 and len(set(uidls)) == 3, uidls
+    assert uidls[0] == b"1700000005.M1P1.gw"   # the one a client has seen keeps its UIDL
+    subjects = sorted(p.retr(i)[1][0] for i in (1, 2, 3))
+    assert subjects == [b"Subject: first", b"Subject: second", b"Subject: third"]
+    p.quit()
+    assert not any((md / "new").iterdir())
+    log = gateway.log()
+    assert "new/1700000005.M1P1.gw: its name was taken in cur/; moved to cur/" in log
+    assert ": name too long; moved to cur/" in log
+    p = pop(gateway, "alice", "pw-alice")
+    assert [line.split()[1] for line in p.uidl()[1]] == uidls   # stable from then on
+    p.quit()
+
+
 # -- DELE / RSET / UPDATE ----------------------------------------------------------
 
 def test_dele_then_quit_removes(gateway):

@@ -104,7 +104,11 @@ public:
     // dotfiles and non-regular files skipped, sorted in delivery order (file
     // name, with the leading seconds and .M<usec> compared as numbers).
     // Sizes come from the ",W=" field, else from `sizes`, else by reading the file.
-    std::vector<message_entry> scan(size_cache* sizes = nullptr);
+    // Base names (the UIDs) are made unique: a new/ message whose base name
+    // cur/ has, or whose name is too long for ":2,", and every cur/ file but
+    // the first of one base name, move under a fresh name; each such move
+    // is described in `notes`, for the log.
+    std::vector<message_entry> scan(size_cache* sizes = nullptr, std::vector<std::string>* notes = nullptr);
 
     // Unlinks the message. ENOENT is fine: another session removed it first.
     void remove(message_entry const& m) const;

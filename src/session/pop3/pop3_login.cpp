@@ -81,13 +81,16 @@ pop3_session::opened_maildrop pop3_session::open_maildrop(std::string const& use
     }
     try {
         mail::maildir m(o.path);
+        std::vector<std::string> notes;
         try {
-            o.messages = m.scan(&svc_.sizes);
+            o.messages = m.scan(&svc_.sizes, &notes);
         } catch (std::filesystem::filesystem_error const& e) {
             if (e.code() != std::errc::no_such_file_or_directory) throw;
             m.ensure();  // a missing Maildir (or part of one) is created
-            o.messages = m.scan(&svc_.sizes);
+            o.messages = m.scan(&svc_.sizes, &notes);
         }
+        for (auto const& n : notes)
+            spdlog::warn("sid={} maildir user={} renamed={}", c_.sid, log::field(user, 64), log::field(n, 600));
     } catch (std::exception const& e) {
         o.what = opened_maildrop::status::unavailable;
         o.error = e.what();

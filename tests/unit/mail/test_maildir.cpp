@@ -17,6 +17,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <set>
 #include <ostream>
 #include <stdexcept>
 #include <string>
@@ -179,6 +180,45 @@ BOOST_FIXTURE_TEST_CASE(uids_stable_across_scans, maildir_fixture)
     auto const third = md.scan();
     BOOST_TEST_REQUIRE(third.size() == 2u);
     BOOST_TEST(third[0].uid == first[0].uid);
+}
+
+BOOST_FIXTURE_TEST_CASE(base_names_taken_twice_get_fresh_ones, maildir_fixture)
+{
+    // A new/ message whose base name cur/ already has (a restore, two
+    // delivery agents): listed under a fresh name, never a repeated UIDL, and
+    // not left in new/ where it would never be listed.
+    put(root / "cur" / "1700000005.M1P1.gw:2,S", "first\n");
+    put(root / "new" / "1700000005.M1P1.gw", "second\n");
+    // Two cur/ files of one base name (another program made them).
+    put(root / "cur" / "1700000001.M1P1.gw:2,", "third\n");
+    put(root / "cur" / "1700000001.M1P1.gw:2,RS", "fourth\n");
+    // A new/ name too long to take ":2,".
+    std::string const long_name = "1700000009.M1P1." + std::string(238, 'h');  // 254 octets: fits, with ":2," not
+    put(root / "new" / long_name, "fifth\n");
+
+    std::vector<std::string> notes;
+    auto const msgs = md.scan(nullptr, &notes);
+    BOOST_TEST_REQUIRE(msgs.size() == 5u);
+    std::set<std::string> uids, bodies;
+    for (auto const& m : msgs) {
+        uids.insert(m.uid);
+        bodies.insert(slurp(m.path));
+        BOOST_TEST(m.path.parent_path() == root / "cur");
+    }
+    BOOST_TEST(uids.size() == 5u);
+    BOOST_TEST(bodies == (std::set<std::string>{"first\n", "second\n", "third\n", "fourth\n", "fifth\n"}));
+    BOOST_TEST(count_files(root / "new") == 0u);
+    BOOST_TEST(notes.size() == 3u);
+    // The file that kept the name is still there; its flags are kept.
+    BOOST_TEST(fs::exists(root / "cur" / "1700000005.M1P1.gw:2,S"));
+    BOOST_TEST(slurp(root / "cur" / "1700000005.M1P1.gw:2,S") == "first\n");
+
+    // Stable from then on: the same UIDs at the next scan, nothing moved.
+    notes.clear();
+    auto const again = md.scan(nullptr, &notes);
+    BOOST_TEST(notes.empty());
+    BOOST_TEST_REQUIRE(again.size() == msgs.size());
+    for (std::size_t i = 0; i < again.size(); ++i) BOOST_TEST(again[i].uid == msgs[i].uid);
 }
 
 BOOST_AUTO_TEST_CASE(uid_rules)
