@@ -142,12 +142,21 @@ def test_unknown_path_and_wrong_method(gw):
     assert get(gw, POLICY + "?command=allow")[0] == 405
 
 
+def test_absolute_form_is_served_as_its_path(gw):
+    # RFC 9112 3.2.2: a server MUST accept it (a proxy-minded client sends it).
+    r = raw(gw, b"GET http://evil.example/healthz HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n")
+    assert r.startswith(b"HTTP/1.1 200 "), r[:200]
+    r = raw(gw, b"GET http://evil.example:80/nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert r.startswith(b"HTTP/1.1 404 "), r[:200]
+
+
 @pytest.mark.parametrize("request_bytes, status", [
     (b"GARBAGE\r\n\r\n", b"400"),
     (b"GET /healthz HTTP/1.1\r\n\r\n", b"400"),                  # no Host (RFC 9112 3.2)
     (b"GET /healthz HTTP/2.0\r\nHost: x\r\n\r\n", b"505"),
     (b"GET /healthz HTTP/0.9\r\nHost: x\r\n\r\n", b"505"),
-    (b"GET http://evil.example/healthz HTTP/1.1\r\nHost: x\r\n\r\n", b"400"),
+    (b"CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\n\r\n", b"400"),   # authority-form
+    (b"GET ftp://evil.example/healthz HTTP/1.1\r\nHost: x\r\n\r\n", b"400"),
     (b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n", b"400"),
     (b"POST " + POLICY.encode() + b"?command=report HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n", b"400"),
     (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n", b"431"),

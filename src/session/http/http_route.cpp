@@ -4,6 +4,8 @@
 #include <boost/beast/http/status.hpp>
 
 #include <algorithm>
+#include <cctype>
+#include <optional>
 
 namespace popgate::session {
 
@@ -37,6 +39,27 @@ std::string allow_of(http_route const& r)
     return out;
 }
 
+// The path-and-query of a request target in origin-form ("/p?q") or
+// absolute-form ("http://host:port/p?q", "https://host?q", where the path
+// may be empty); nullopt for anything else.
+std::optional<std::string_view> origin_form_of(std::string_view target)
+{
+    if (target.starts_with('/')) return target;
+    auto const colon = target.find("://");
+    if (colon == target.npos) return std::nullopt;
+    auto const scheme = target.substr(0, colon);
+    auto const lower_is = [&](std::string_view want) {
+        return scheme.size() == want.size() && std::equal(scheme.begin(), scheme.end(), want.begin(), [](char a, char b) {
+                   return std::tolower(static_cast<unsigned char>(a)) == b;
+               });
+    };
+    if (!lower_is("http") && !lower_is("https")) return std::nullopt;
+    auto const rest = target.substr(colon + 3);
+    auto const end = rest.find_first_of("/?");
+    if (end == 0) return std::nullopt;  // no authority
+    return end == rest.npos ? std::string_view{} : rest.substr(end);
+}
+
 }  // namespace
 
 config::listener const& http_listener_of(server::connection const& c) noexcept
@@ -49,15 +72,20 @@ config::listener const& http_listener_of(server::connection const& c) noexcept
 http_dispatch http_dispatch_of(std::span<http_route* const> routes, beast_http::verb method, std::string_view target)
 {
     http_dispatch d;
-    // RFC 9112 §3.2.1: origin-form is what a client sends to a server that is
-    // not a proxy; popgate is none, so anything else is refused.
-    if (target.empty() || target.front() != '/') {
+    // RFC 9112 §3.2: origin-form is what clients send to a server that is not
+    // a proxy, but a server MUST accept the absolute-form too (§3.2.2); its
+    // authority is not ours to check (Host is not either). Authority-form
+    // and "*" name no resource here.
+    if (auto const origin = origin_form_of(target)) {
+        target = *origin;
+    } else {
         d.refusal = http_text(400, "bad request: the target must be a path such as /healthz\n");
         d.refusal->close = true;
         return d;
     }
     auto const q = target.find('?');
     d.path = target.substr(0, q);
+    if (d.path.empty()) d.path = "/";  // "http://host?x": the path is "/" (RFC 9112 §3.2.2)
     d.query = q == target.npos ? std::string_view{} : target.substr(q + 1);
     for (auto* r : routes) {
         if (r->path() != d.path) continue;

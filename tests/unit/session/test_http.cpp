@@ -79,6 +79,21 @@ BOOST_FIXTURE_TEST_CASE(finds_the_route_by_path, routes_fixture)
     BOOST_TEST(http_dispatch_of(all, verb::head, "/healthz").route == &health);  // HEAD wherever GET
 }
 
+BOOST_FIXTURE_TEST_CASE(takes_the_absolute_form_as_the_path_it_names, routes_fixture)
+{
+    // RFC 9112 §3.2.2: a server MUST accept it; the authority is not checked.
+    auto const d = http_dispatch_of(all, verb::post, "HTTP://example.org:8080/dovecot/auth-policy?command=report");
+    BOOST_TEST(d.route == &policy);
+    BOOST_TEST(d.path == "/dovecot/auth-policy");
+    BOOST_TEST(d.query == "command=report");
+    BOOST_TEST(http_dispatch_of(all, verb::get, "https://[::1]/healthz").route == &health);
+    auto const root = http_dispatch_of(all, verb::get, "http://example.org?x=1");
+    BOOST_TEST_REQUIRE(root.refusal.has_value());
+    BOOST_TEST(root.refusal->status == 404u);  // the path "/", which is no route
+    BOOST_TEST(root.path == "/");
+    BOOST_TEST(root.query == "x=1");
+}
+
 BOOST_FIXTURE_TEST_CASE(refuses_unknown_paths_methods_and_targets, routes_fixture)
 {
     auto const missing = http_dispatch_of(all, verb::get, "/nope");
@@ -96,7 +111,8 @@ BOOST_FIXTURE_TEST_CASE(refuses_unknown_paths_methods_and_targets, routes_fixtur
     BOOST_TEST(del.refusal->headers[0].second == "GET, HEAD");
     BOOST_TEST(http_dispatch_of(all, verb::head, "/dovecot/auth-policy").refusal->status == 405u);
 
-    for (auto const t : {"http://example.org/healthz", "*", "", "healthz"}) {
+    for (auto const t : {"example.org:80", "*", "", "healthz", "ftp://example.org/healthz", "http:///healthz",
+                         "http:/healthz"}) {
         auto const d = http_dispatch_of(all, verb::get, t);
         BOOST_TEST_REQUIRE(d.refusal.has_value(), t);
         BOOST_TEST(d.refusal->status == 400u, t);

@@ -72,7 +72,7 @@ public:
 };
 
 // The route for a request, or the reply that refuses it: 400 for a target
-// that is not a path (absolute-form, authority-form, "*"), 404 for an
+// that names no path here (authority-form, "*", another scheme), 404 for an
 // unknown path, 405 with Allow for a method the route does not take.
 struct http_dispatch {
     http_route* route = nullptr;
