@@ -403,6 +403,8 @@ void add_user_commands(CLI::App& app, global_options& g, std::function<int()>& r
     set->add_option("--disabled", so->disabled, "true/false");
     set->add_option("--apop-only", so->apop_only, "true/false");
     set->callback([&, so] {
+        // Nothing to change is a mistake on the command line, not an update.
+        if (!so->disabled && !so->apop_only) throw CLI::RequiredError("--disabled or --apop-only");
         run = [&g, so] {
             auto db = open_db(g);
             auto u = db->find_user(so->name);

@@ -60,6 +60,7 @@ def test_global_options_anywhere_on_the_line(gw, tmp_path):
     ["grant", "add"],                           # missing argument
     ["grant", "add", "192.0.2.1", "--json"],    # --json only on list and show
     ["user", "list", "extra"],                  # an argument too many
+    ["user", "set", "alice"],                   # nothing to change
     ["grant", "list", "-c"],                    # an option without its value
     [],                                         # nothing at all
 ])
