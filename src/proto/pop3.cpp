@@ -121,10 +121,10 @@ std::string_view to_string(pop3_verb v) noexcept
     return spec_for(v).keyword;
 }
 
-result<pop3_command> parse_pop3(std::string_view line) noexcept
+result<pop3_command> parse_pop3(std::string_view line, std::size_t max_line) noexcept
 {
     // Length first so an oversized line costs no further work.
-    if (line.size() + 2 > pop3_max_line) return errc::line_too_long;
+    if (line.size() + 2 > max_line) return errc::line_too_long;
     if (line.empty()) return errc::empty_line;
     if (line.find('\0') != line.npos) return errc::nul_byte;
     // The line reader splits on CRLF; a CR or LF left inside is not a command.

@@ -6,6 +6,7 @@ line, and that a session beside it goes on unharmed.
 127.0.0.2 is a second client address: Linux routes all of 127.0.0.0/8 to lo,
 so a socket bound to it reaches the daemon's 127.0.0.1 listeners."""
 import base64
+import poplib
 import re
 import socket
 import smtplib
@@ -281,6 +282,25 @@ def test_pop3_line_length_boundary_and_a_megabyte_without_newline(make_gateway):
     assert d.cmd(b"CAPA\r\n") == b"+OK Capability list follows\r\n"
     # (debug lines reach the file with the next info line: the connect above)
     assert g.wait_log("pop3 line too long")
+
+
+def test_pop3_max_line_raised_takes_a_long_password(make_gateway):
+    # A site raises limits.pop3_max_line for long passwords: USER/PASS and
+    # AUTH PLAIN with an initial response both take it, not only the reader.
+    g = make_gateway(overrides={"limits": {"pop3_max_line": 1024}})
+    secret = "p" * 300
+    g.add_user("alice", secret)
+    p = poplib.POP3("127.0.0.1", g.port("pop3"), timeout=10)
+    p.user("alice")
+    assert p.pass_(secret).startswith(b"+OK Logged in")
+    p.quit()
+    c = Client(g.port("pop3"))
+    ir = base64.b64encode(b"\0alice\0" + secret.encode())
+    assert c.cmd(b"AUTH PLAIN " + ir + b"\r\n").startswith(b"+OK Logged in")
+    assert c.cmd(b"QUIT\r\n").startswith(b"+OK")
+    d = Client(g.port("pop3"))
+    assert d.cmd(b"USER " + b"a" * 1017 + b"\r\n") == b"+OK\r\n"             # 1024 octets: fine
+    assert d.cmd(b"USER " + b"a" * 1018 + b"\r\n") == b"-ERR line too long\r\n"
 
 
 def test_smtp_line_length_boundary_and_a_megabyte_without_newline(make_gateway):

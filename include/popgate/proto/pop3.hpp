@@ -30,8 +30,9 @@ struct pop3_command {
 
 // Parses one command line with the CRLF already stripped. Keywords are
 // case-insensitive (RFC 1939 §3) and separated from the arguments by a single SP.
+// `max_line` counts the CRLF (limits.pop3_max_line, at least 255).
 // Errors: line_too_long, empty_line, nul_byte, bare_cr_or_lf, unknown_command.
-result<pop3_command> parse_pop3(std::string_view line) noexcept;
+result<pop3_command> parse_pop3(std::string_view line, std::size_t max_line = pop3_max_line) noexcept;
 
 // RFC 1939 §3: UPDATE is entered only by QUIT and is not a state the command
 // loop waits in, so it has no value here. Bits, so a spec lists its phases.

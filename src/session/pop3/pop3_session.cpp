@@ -45,7 +45,8 @@ pop3_session::pop3_session(pop3_services& svc, server::connection& c)
       c_(c),
       s_(*c.settings),
       ch_(c, s_.pop3_max_line, s_.pop3_idle_timeout),
-      rules_{s_.max_bad_commands, s_.max_junk_commands, c.ip, spdlog::should_log(spdlog::level::debug)}
+      rules_{s_.max_bad_commands, s_.max_junk_commands, c.ip, spdlog::should_log(spdlog::level::debug),
+             s_.pop3_max_line}
 {
     // The APOP timestamp travels only in the greeting (RFC 1939 §7), and RFC
     // 2595 §4 gives no new greeting after STLS: on a tls = "required"

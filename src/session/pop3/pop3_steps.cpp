@@ -248,7 +248,7 @@ pop3_step pop3_on_line(pop3_state& st, std::string_view line, pop3_offer const& 
     // A bare LF ends a command too (lenient like Dovecot; POP3 has no
     // smuggling hazard in commands).
     if (!line.empty() && line.back() == '\n') line.remove_suffix(1);
-    auto const cmd = proto::parse_pop3(line);
+    auto const cmd = proto::parse_pop3(line, r.max_line);
     if (!cmd) {
         auto s = bad(st, r, parse_error_reply(static_cast<proto::errc>(cmd.error().value())));
         // Never the line itself: after a failed AUTH exchange it may be a password.

@@ -122,6 +122,10 @@ BOOST_AUTO_TEST_CASE(line_length_limit_counts_crlf)
     BOOST_TEST((parse_pop3(std::string(100000, 'A')).error() == errc::line_too_long));
     // Length is checked before content.
     BOOST_TEST((parse_pop3(std::string(300, '\0')).error() == errc::line_too_long));
+    // A site's limits.pop3_max_line above RFC 2449's, CRLF still counted.
+    line = "PASS " + std::string(995, 'p');
+    BOOST_TEST(parse_pop3(line, 1002).has_value());
+    BOOST_TEST((parse_pop3(line, 1001).error() == errc::line_too_long));
 }
 
 BOOST_AUTO_TEST_CASE(secret_args_marked)

@@ -85,6 +85,7 @@ struct pop3_rules {
     std::size_t max_junk_commands = 100;
     std::string ip;             // for log lines
     bool log_commands = true;   // debug lines for each command (only built when they are written)
+    std::size_t max_line = proto::pop3_max_line;  // limits.pop3_max_line, CRLF included
 };
 
 struct pop3_state {
