@@ -17,6 +17,7 @@
 #include <stdexcept>
 #include <system_error>
 #include <tuple>
+#include <unordered_set>
 #include <utility>
 
 namespace popgate::mail {
@@ -200,6 +201,30 @@ std::optional<fs::path> move_to_fresh_name(fs::path const& from, fs::path const&
     }
 }
 
+// The info part of a Maildir name (":2,S"), or an empty one for a name
+// still without it.
+std::string info_of(std::string_view name)
+{
+    auto const colon = name.find(':');
+    return colon == name.npos ? std::string{":2,"} : std::string{name.substr(colon)};
+}
+
+// The messages of one Maildir folder: regular files we own, not dot-files.
+// Symlinks are skipped.
+std::vector<fs::path> messages_in(fs::path const& dir)
+{
+    std::vector<fs::path> out;
+    for (auto const& e : fs::directory_iterator(dir)) {
+        auto const& p = e.path();
+        auto const name = p.filename().native();
+        if (name.empty() || name.front() == '.') continue;
+        std::error_code ec;
+        if (e.symlink_status(ec).type() != fs::file_type::regular) continue;
+        out.push_back(p);
+    }
+    return out;
+}
+
 }  // namespace
 
 maildrop_lock& maildrop_lock::operator=(maildrop_lock&& other) noexcept
@@ -329,81 +354,75 @@ std::vector<message_entry> maildir::scan(size_cache* sizes, std::vector<std::str
         if (notes) notes->push_back(std::move(text));
     };
 
+    std::vector<fs::path> listed = messages_in(cur_dir);
+
     // RFC 1939 §7: a unique-id names one message of the maildrop, and ours is
     // the base name (before ':'). A new/ message whose base name cur/ already
     // has (a restore, or two delivery agents that clash), or whose name is
     // too long to take ":2,", moves under a fresh name, as Dovecot does:
     // left in new/, it would never be listed.
-    std::vector<fs::path> incoming;
-    for (auto const& e : fs::directory_iterator(new_dir)) {
-        auto const name = e.path().filename().string();
-        if (name.empty() || name.front() == '.') continue;
-        std::error_code ec;
-        // Symlinks are skipped: a message is a regular file we own.
-        if (e.symlink_status(ec).type() != fs::file_type::regular) continue;
-        incoming.push_back(e.path());
-    }
-    if (!incoming.empty()) {
+    if (auto const incoming = messages_in(new_dir); !incoming.empty()) {
         std::set<std::string, std::less<>> taken;
-        for (auto const& e : fs::directory_iterator(cur_dir))
-            taken.emplace(base_name(e.path().filename().string()));
+        for (auto const& p : listed) taken.emplace(base_name(p.filename().string()));
         for (auto const& from : incoming) {
             auto const name = from.filename().string();
-            auto const colon = name.find(':');
-            auto const info = colon == name.npos ? std::string{":2,"} : name.substr(colon);
-            int err = taken.contains(base_name(name)) ? EEXIST : move_no_replace(from, cur_dir / (name.substr(0, colon) + info));
+            auto const info = info_of(name);
+            auto to = cur_dir / (std::string{base_name(name)} + info);
+            int const err = taken.contains(base_name(name)) ? EEXIST : move_no_replace(from, to);
             if (err == ENOENT) continue;  // a concurrent scan moved it first
             if (err == EEXIST || err == ENAMETOOLONG) {
-                if (auto const to = move_to_fresh_name(from, cur_dir, info))
-                    note("new/" + name + (err == EEXIST ? ": its name was taken in cur/" : ": name too long") +
-                         "; moved to cur/" + to->filename().string());
-                err = 0;
+                auto const fresh = move_to_fresh_name(from, cur_dir, info);
+                if (!fresh) continue;
+                to = *fresh;
+                note("new/" + name + (err == EEXIST ? ": its name was taken in cur/" : ": name too long") +
+                     "; moved to cur/" + to.filename().string());
+            } else if (err != 0) {
+                throw_errno(err, "maildir: move " + from.string());
             }
-            if (err != 0) throw_errno(err, "maildir: move " + from.string());
-            taken.emplace(base_name(name));
+            taken.emplace(base_name(to.filename().string()));
+            listed.push_back(std::move(to));
         }
     }
 
     std::vector<std::pair<order_key, message_entry>> found;
-    for (auto const& e : fs::directory_iterator(cur_dir)) {
-        auto name = e.path().filename().string();
-        if (name.empty() || name.front() == '.') continue;
-        std::error_code ec;
-        if (e.symlink_status(ec).type() != fs::file_type::regular) continue;
+    found.reserve(listed.size());
+    for (auto& path : listed) {
+        auto name = path.filename().string();
         auto size = size_field(base_name(name));
-        if (!size) size = sizes ? sizes->wire_size(e.path()) : computed_size(e.path());
+        if (!size) size = sizes ? sizes->wire_size(path) : computed_size(path);
         if (!size) continue;   // vanished meanwhile
-        message_entry m{maildir_uid(name), e.path(), *size};
+        message_entry m{maildir_uid(name), std::move(path), *size};
         found.emplace_back(make_order_key(std::move(name)), std::move(m));
     }
-    std::sort(found.begin(), found.end(), [](auto const& a, auto const& b) { return a.first < b.first; });
+    auto const by_delivery = [](auto const& a, auto const& b) { return a.first < b.first; };
+    std::sort(found.begin(), found.end(), by_delivery);
 
-    // Two cur/ files of one base name (another program made them): the first
-    // in delivery order keeps it, the others get fresh ones, so that no UIDL
+    // Two cur/ files of one UIDL (another program made them): the first in
+    // delivery order keeps it, the others get fresh names, so that no UIDL
     // repeats and a message renamed meanwhile is found again unambiguously.
-    std::set<std::string, std::less<>> seen;
-    bool moved = false;
-    for (auto& [key, m] : found) {
+    // The set views the entries' own UIDs; `found` does not grow meanwhile.
+    std::unordered_set<std::string_view> seen;
+    std::vector<std::size_t> vanished;
+    bool renamed_any = false;
+    for (std::size_t i = 0; i < found.size(); ++i) {
+        auto& [key, m] = found[i];
+        if (seen.insert(m.uid).second) continue;
         auto const name = m.path.filename().string();
-        if (seen.emplace(base_name(name)).second) continue;
-        auto const colon = name.find(':');
-        auto const to = move_to_fresh_name(m.path, cur_dir, colon == name.npos ? std::string{":2,"} : name.substr(colon));
+        auto const to = move_to_fresh_name(m.path, cur_dir, info_of(name));
         if (!to) {
-            m.size = ~std::uint64_t{0};  // vanished: dropped below
-            moved = true;
+            vanished.push_back(i);
             continue;
         }
         note("cur/" + name + ": its base name was taken; moved to cur/" + to->filename().string());
         auto fresh = to->filename().string();
         m = message_entry{maildir_uid(fresh), *to, m.size};
         key = make_order_key(std::move(fresh));
-        seen.emplace(base_name(to->filename().string()));
-        moved = true;
+        seen.insert(m.uid);
+        renamed_any = true;
     }
-    if (moved) {
-        std::erase_if(found, [](auto const& f) { return f.second.size == ~std::uint64_t{0}; });
-        std::sort(found.begin(), found.end(), [](auto const& a, auto const& b) { return a.first < b.first; });
-    }
+    for (auto i = vanished.rbegin(); i != vanished.rend(); ++i)
+        found.erase(found.begin() + static_cast<std::ptrdiff_t>(*i));
+    if (renamed_any) std::sort(found.begin(), found.end(), by_delivery);
 
     std::vector<message_entry> out;
     out.reserve(found.size());
