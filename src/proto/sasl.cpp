@@ -1,5 +1,7 @@
 #include "popgate/proto/sasl.hpp"
 
+#include "popgate/proto/ascii.hpp"
+
 #include <array>
 #include <cctype>
 
@@ -16,14 +18,6 @@ constexpr std::array<std::int8_t, 256> decode_table()
     return t;
 }
 constexpr auto table = decode_table();
-
-bool iequals(std::string_view a, std::string_view b) noexcept
-{
-    if (a.size() != b.size()) return false;
-    for (std::size_t i = 0; i < a.size(); ++i)
-        if (std::toupper(static_cast<unsigned char>(a[i])) != std::toupper(static_cast<unsigned char>(b[i]))) return false;
-    return true;
-}
 
 }  // namespace
 
@@ -201,7 +195,7 @@ sasl_step sasl_server::on_response(std::string const& d)
         if (sp == std::string::npos || sp == 0 || d.size() - sp - 1 != 32) return fail(errc::bad_arguments);
         std::string digest = d.substr(sp + 1);
         for (auto& c : digest) {
-            c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+            c = ascii_lower(c);
             if (!std::isxdigit(static_cast<unsigned char>(c))) return fail(errc::bad_arguments);
         }
         s.what = sasl_step::kind::check_cram;

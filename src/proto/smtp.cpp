@@ -1,5 +1,7 @@
 #include "popgate/proto/smtp.hpp"
 
+#include "popgate/proto/ascii.hpp"
+
 #include <algorithm>
 #include <stdexcept>
 
@@ -16,23 +18,6 @@ constexpr bool is_hex(char c) noexcept
 {
     return is_digit(c) || (c >= 'A' && c <= 'F') || (c >= 'a' && c <= 'f');
 }
-constexpr char to_upper(char c) noexcept
-{
-    return c >= 'a' && c <= 'z' ? static_cast<char>(c - 'a' + 'A') : c;
-}
-
-bool iequals(std::string_view a, std::string_view b) noexcept
-{
-    return a.size() == b.size()
-        && std::equal(a.begin(), a.end(), b.begin(),
-                      [](char x, char y) { return to_upper(x) == to_upper(y); });
-}
-
-bool istarts_with(std::string_view s, std::string_view prefix) noexcept
-{
-    return s.size() >= prefix.size() && iequals(s.substr(0, prefix.size()), prefix);
-}
-
 // RFC 5322 §3.2.3 atext (RFC 5321 §4.1.2 Atom). No UTF-8: we do not offer SMTPUTF8.
 constexpr bool is_atext(char c) noexcept
 {
@@ -284,7 +269,7 @@ result<mail_args> parse_mail_args(std::string_view args, path_kind kind)
         if (!is_esmtp_keyword(keyword)) return errc::bad_parameter;
         mail_param p;
         p.keyword.reserve(keyword.size());
-        for (char c : keyword) p.keyword.push_back(to_upper(c));
+        for (char c : keyword) p.keyword.push_back(ascii_upper(c));
         if (eq != token.npos) {
             auto const value = token.substr(eq + 1);
             if (!is_esmtp_value(value)) return errc::bad_parameter;

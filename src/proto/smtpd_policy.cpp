@@ -1,19 +1,13 @@
 #include "popgate/proto/smtpd_policy.hpp"
 
+#include "popgate/proto/ascii.hpp"
+
 #include <algorithm>
 #include <array>
-#include <cctype>
 #include <utility>
 
 namespace popgate::proto {
 namespace {
-
-bool iequals(std::string_view a, std::string_view b) noexcept
-{
-    return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-               return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
-           });
-}
 
 // The attributes popgate reads, each with its member and its bit in `seen`.
 struct known_attribute {

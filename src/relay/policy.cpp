@@ -4,20 +4,13 @@
 #include "popgate/mail/maildir.hpp"
 #include "popgate/metrics/catalog.hpp"
 
+#include "popgate/proto/ascii.hpp"
+
 #include <algorithm>
-#include <cctype>
 
 namespace popgate::relay {
-namespace {
 
-bool iequals(std::string_view a, std::string_view b)
-{
-    return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-               return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
-           });
-}
-
-}  // namespace
+using proto::iequals;
 
 bool is_local_domain(config::settings const& s, std::string_view domain)
 {

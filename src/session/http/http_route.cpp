@@ -1,10 +1,11 @@
 #include "popgate/session/http/http_route.hpp"
 
+#include "popgate/proto/ascii.hpp"
+
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/status.hpp>
 
 #include <algorithm>
-#include <cctype>
 #include <optional>
 
 namespace popgate::session {
@@ -48,12 +49,7 @@ std::optional<std::string_view> origin_form_of(std::string_view target)
     auto const colon = target.find("://");
     if (colon == target.npos) return std::nullopt;
     auto const scheme = target.substr(0, colon);
-    auto const lower_is = [&](std::string_view want) {
-        return scheme.size() == want.size() && std::equal(scheme.begin(), scheme.end(), want.begin(), [](char a, char b) {
-                   return std::tolower(static_cast<unsigned char>(a)) == b;
-               });
-    };
-    if (!lower_is("http") && !lower_is("https")) return std::nullopt;
+    if (!proto::iequals(scheme, "http") && !proto::iequals(scheme, "https")) return std::nullopt;
     auto const rest = target.substr(colon + 3);
     auto const end = rest.find_first_of("/?");
     if (end == 0) return std::nullopt;  // no authority
