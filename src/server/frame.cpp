@@ -131,7 +131,10 @@ private:
     std::optional<io::tls_socket> tls_;  // OpenSSL on the socket itself: no per-session buffers of Asio's
 };
 
-asio::awaitable<void> converse(tcp_stream& st, connection& c, session& s)
+// Implicit TLS first, then the session: built on the transport it will
+// speak over, it offers from its constructor on what that transport allows
+// (AUTH PLAIN under auth.plaintext = "tls-only", no STARTTLS or STLS).
+asio::awaitable<void> converse(tcp_stream& st, connection& c, protocol& p, std::unique_ptr<session>& s)
 {
     // When the watchdog wins the race it closes the socket and the || cancels
     // this branch. Without this, the next co_await would throw before its
@@ -143,7 +146,15 @@ asio::awaitable<void> converse(tcp_stream& st, connection& c, session& s)
         bool const shaken = co_await st.handshake();
         if (!shaken) co_return;
     }
-    co_await s.run();
+    try {
+        s = p.open(c);
+    } catch (std::exception const& e) {
+        c.end_reason = "error";
+        spdlog::error("sid={} {} session setup failed ip={} error={}", c.sid, c.listener.protocol, c.ip,
+                      log::field(e.what()));
+        co_return;
+    }
+    co_await s->run();
 }
 
 // Reads a PROXY header without taking a byte beyond it: what has arrived is
@@ -308,20 +319,16 @@ asio::awaitable<void> serve_connection(tcp::socket sock, tcp::endpoint ep, confi
     tcp_stream st(sock, env.live.tls(), proto);
     connection c{log::new_session_id(), peer, peer.to_string(), policy, std::move(settings), st, clock};
     st.attach(c);
-    std::unique_ptr<session> s;
-    try {
-        s = p.open(c);
-    } catch (std::exception const& e) {
-        spdlog::error("{} session setup failed ip={} error={}", proto, c.ip, log::field(e.what()));
-        co_return;
-    }
+    std::unique_ptr<session> s;  // made by converse(), after any implicit handshake
     spdlog::info("sid={} {} connect ip={} port={} listener={} tls={}{}", c.sid, proto, c.ip, from.port, l.name,
                  config::to_string(l.tls), from.proxy ? " proxy=" + from.proxy->to_string() : std::string());
     metrics::sessions_total.with({l.name, proto}).inc();
     metrics::gauge_hold const open{metrics::sessions_open.with({l.name, proto})};
-    auto last_words = [&] { st.send_nowait(s->last_words()); };
+    auto last_words = [&] {
+        if (s) st.send_nowait(s->last_words());
+    };
     try {
-        co_await (converse(st, c, *s) || io::watchdog(sock, clock, last_words));
+        co_await (converse(st, c, p, s) || io::watchdog(sock, clock, last_words));
     } catch (boost::system::system_error const& e) {
         if (clock.expired) {
             c.end_reason = "timeout";
@@ -345,9 +352,12 @@ asio::awaitable<void> serve_connection(tcp::socket sock, tcp::endpoint ep, confi
         spdlog::warn("sid={} {} command too slow ip={} limit={}s slow_sessions={}", c.sid, proto, c.ip,
                      c.settings->command_timeout.count(), n);
     }
-    spdlog::info("sid={} {} end reason={} {}", c.sid, proto, c.end_reason, s->end_fields());
+    // A connection that never got its session (a failed handshake) still
+    // names its client.
+    spdlog::info("sid={} {} end reason={} {}", c.sid, proto, c.end_reason, s ? s->end_fields() : "ip=" + c.ip);
     st.close_notify();
     io::close_now(sock);
+    if (!s) co_return;
     try {
         co_await s->after_close();
     } catch (std::exception const& e) {

@@ -62,7 +62,9 @@ public:
     virtual address_limits limits_per_address() const noexcept { return address_limits::apply; }
     // Sent in clear, best effort, to a connection that admission refused.
     virtual std::string refusal(std::string_view why, config::settings const& s) const = 0;
-    // The session for one admitted connection; `c` outlives it.
+    // The session for one admitted connection; `c` outlives it. Called
+    // after the implicit TLS handshake, so `c.stream` is already the
+    // transport the session speaks over (tls_active() on SMTPS and POP3S).
     virtual std::unique_ptr<session> open(connection& c) = 0;
 };
 

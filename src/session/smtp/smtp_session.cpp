@@ -286,10 +286,6 @@ asio::awaitable<void> smtp_session::after_close()
 
 asio::awaitable<void> smtp_session::converse()
 {
-    // On an implicit-TLS listener the frame's handshake ran after this
-    // session was made: the offer made then thought the line clear, and
-    // offered no plaintext AUTH where auth.plaintext = "tls-only".
-    offer_ = make_offer();
     bool const greeted = co_await ch_.send(smtp_greeting(offer_));
     if (!greeted) co_return;
     std::string line;
