@@ -228,6 +228,36 @@ def test_recipient_quota_with_swaks_and_the_count_lives_with_the_grant(gw):
     assert line and "\tthis hour 1 messages 3/3 recipients\t" in line[0], line
 
 
+def test_a_repeated_recipient_costs_the_recipient_quota_once(gw):
+    clear_of_the_hour_boundary()
+    g = gw(grant_max_recipients_per_hour=2)
+    login(g, "127.0.0.34")
+    with smtp_from(g, "127.0.0.34") as s:
+        assert s.mail("a@example.org")[0] == 250
+        assert s.rcpt("x@remote.test")[0] == 250
+        # A client that repeats a recipient (a list with one address twice)
+        # gets its first answer again, and nothing more is charged...
+        assert s.rcpt("x@remote.test") == (250, b"2.1.5 Ok")
+        assert s.rcpt("w@remote.test")[0] == 250
+        # ...so the quota of 2 refuses only a third distinct one.
+        assert s.rcpt("y@remote.test")[0] == 452
+        assert s.data(BODY)[0] == 250
+    assert g.wait_log("smtp rcpt to=<x@remote.test> ip=127.0.0.34 decision=repeat")
+    (message,) = g.dropped()
+    assert b"X-Envelope-To: <x@remote.test>, <w@remote.test>\n" in message
+    deadline = time.time() + 5
+    while time.time() < deadline and g.sql("SELECT quota_recipients FROM relay_grants") != [(2,)]:
+        time.sleep(0.1)
+    assert g.sql("SELECT quota_recipients FROM relay_grants") == [(2,)]
+    # A repeat is no way around a refusal: a recipient refused before is
+    # decided again, and refused again.
+    with smtp_from(g, "127.0.0.34") as s:
+        assert s.mail("a@example.org")[0] == 250
+        assert s.rcpt("z@remote.test")[0] == 452
+        assert s.rcpt("z@remote.test")[0] == 452
+    assert rcpt_from(g, "127.0.0.35") == DENIED
+
+
 def test_quota_counts_nothing_without_a_grant(gw):
     # Without a grant a refusal stays a refusal (never a 452 that suggests a retry).
     g = gw(grant_max_messages_per_hour=1)

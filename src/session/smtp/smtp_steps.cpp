@@ -144,6 +144,16 @@ smtp_step on_rcpt(smtp_state& st, proto::smtp_command const& cmd, smtp_offer con
         return bad(st, o, 501, "5.1.3", "Bad recipient address syntax");
     }
     if (!a->params.empty()) return bad(st, o, 555, "5.5.4", "Unsupported option: " + a->params.front().keyword);
+    // A recipient this transaction already took: its first decision stands,
+    // and deciding again would charge the grant's hourly recipient quota for
+    // a message that goes to it once.
+    auto const addr = a->path.to_string();
+    if (std::any_of(st.rcpts.begin(), st.rcpts.end(), [&](auto const& x) { return x.address == addr; })) {
+        ++st.rcpt_attempts;
+        auto s = queue(250, "2.1.5", "Ok");
+        s.log.push_back({info, "smtp rcpt to=" + log::field("<" + addr + ">") + " ip=" + o.ip + " decision=repeat"});
+        return s;
+    }
     if (st.rcpts.size() >= o.max_recipients) {
         auto s = queue(452, "4.5.3", "Error: too many recipients");
         s.log.push_back({warn, "smtp too many recipients ip=" + o.ip + " limit=" + std::to_string(o.max_recipients)});

@@ -121,6 +121,33 @@ BOOST_AUTO_TEST_CASE(relay_verdicts_become_replies)
     BOOST_TEST(!st.grant_message);
 }
 
+BOOST_AUTO_TEST_CASE(a_recipient_already_taken_is_not_decided_again)
+{
+    auto const o = offer();
+    smtp_state st;
+    smtp_on_line(st, "EHLO client", o);
+    smtp_on_line(st, "MAIL FROM:<a@b>", o);
+    auto const first = smtp_on_line(st, "RCPT TO:<x@example.org>", o);
+    BOOST_TEST_REQUIRE(first.rcpt.has_value());
+    relay::verdict deny{proto::relay_verdict::deny, "no-grant-or-network", std::nullopt, {}};
+    smtp_rcpt_decided(st, *first.rcpt, deny, o);
+    // Refused: a repeat is decided again (it may be refused again).
+    BOOST_TEST(smtp_on_line(st, "RCPT TO:<x@example.org>", o).rcpt.has_value());
+    relay::verdict grant{proto::relay_verdict::relay_grant, "grant_user=alice grant=192.0.2.7", std::nullopt, {}};
+    smtp_rcpt_decided(st, *first.rcpt, grant, o);
+    // Taken: the repeat gets 250 at once, with no decision to run.
+    auto const again = smtp_on_line(st, "RCPT TO:<x@example.org>", o);
+    BOOST_TEST(!again.rcpt.has_value());
+    BOOST_TEST(again.reply == "250 2.1.5 Ok\r\n");
+    BOOST_TEST(logged(again.log, "smtp rcpt to=<x@example.org> ip=192.0.2.7 decision=repeat"));
+    BOOST_TEST(st.rcpts.size() == 1u);
+    BOOST_TEST(smtp_on_line(st, "RCPT TO:<y@example.org>", o).rcpt.has_value());
+    // RSET ends the transaction: the next one decides every recipient.
+    smtp_on_line(st, "RSET", o);
+    smtp_on_line(st, "MAIL FROM:<a@b>", o);
+    BOOST_TEST(smtp_on_line(st, "RCPT TO:<x@example.org>", o).rcpt.has_value());
+}
+
 BOOST_AUTO_TEST_CASE(refused_senders_and_recipients_count_as_errors)
 {
     auto o = offer();
