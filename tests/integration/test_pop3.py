@@ -439,6 +439,27 @@ def test_too_many_bad_commands_closes(make_gateway):
     assert g.wait_log("pop3 end reason=too-many-errors")
 
 
+def test_a_message_number_that_is_no_number_counts_as_an_error(make_gateway):
+    g = make_gateway(overrides={"limits": {"max_bad_commands": 3}})
+    stock(g)
+    r = Raw(g.port("pop3"))
+    assert r.cmd("USER alice") == b"+OK\r\n"
+    assert r.cmd("PASS pw-alice").startswith(b"+OK")
+    # A number with no message behind it is a stale view, not an error...
+    for _ in range(5):
+        assert r.cmd("RETR 99") == b"-ERR no such message, only 3 messages in maildrop\r\n"
+    assert r.cmd("DELE 1") == b"+OK message 1 deleted\r\n"
+    assert r.cmd("RETR 1") == b"-ERR message 1 already deleted\r\n"
+    # ...but an argument that is no message number is a malformed command.
+    assert r.cmd("RETR abc") == b"-ERR invalid message number\r\n"
+    assert r.cmd("UIDL 1x") == b"-ERR invalid message number\r\n"
+    assert r.cmd("LIST 0") == b"-ERR too many errors\r\n"
+    assert r.closed()
+    assert g.wait_log("pop3 end reason=too-many-errors")
+    # Cut off, the session deleted nothing (no QUIT, no UPDATE state).
+    assert len(list((g.maildir("alice") / "cur").iterdir())) == 3
+
+
 def test_idle_timeout_closes_and_deletes_nothing(make_gateway):
     g = make_gateway(overrides={"limits": {"pop3_idle_timeout": 1}})
     stock(g)

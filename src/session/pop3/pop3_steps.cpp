@@ -42,6 +42,16 @@ pop3_step bad(pop3_state& st, pop3_rules const& r, std::string_view text)
     return reply(std::string(text));
 }
 
+// RFC 1939 §3: a message number is a decimal number. One that is not ("RETR
+// abc") is a malformed command and counts as an error; a number with no
+// message behind it is a client's stale view of the maildrop, answered by the
+// maildrop and not counted.
+bool malformed_number(std::string_view args) noexcept
+{
+    return !args.empty() && !proto::parse_msg_number(args);
+}
+constexpr std::string_view invalid_number = "-ERR invalid message number\r\n";
+
 // (Built in place: g++ 12 warns falsely on a braced log_line temporary.)
 void prepend(std::vector<log_line>& log, spdlog::level::level_enum level, std::string text)
 {
@@ -162,25 +172,29 @@ pop3_step on_noop(pop3_state& st, proto::pop3_command const& c, pop3_offer const
     return reply("+OK\r\n");
 }
 
-pop3_step on_list(pop3_state& st, proto::pop3_command const& c, pop3_offer const&, pop3_rules const&)
+pop3_step on_list(pop3_state& st, proto::pop3_command const& c, pop3_offer const&, pop3_rules const& r)
 {
+    if (malformed_number(c.args)) return bad(st, r, invalid_number);
     return reply(st.box->list(c.args));
 }
 
-pop3_step on_uidl(pop3_state& st, proto::pop3_command const& c, pop3_offer const&, pop3_rules const&)
+pop3_step on_uidl(pop3_state& st, proto::pop3_command const& c, pop3_offer const&, pop3_rules const& r)
 {
+    if (malformed_number(c.args)) return bad(st, r, invalid_number);
     return reply(st.box->uidl(c.args));
 }
 
 pop3_step on_dele(pop3_state& st, proto::pop3_command const& c, pop3_offer const&, pop3_rules const& r)
 {
     if (c.args.empty()) return bad(st, r, "-ERR DELE needs a message number\r\n");
+    if (malformed_number(c.args)) return bad(st, r, invalid_number);
     return reply(st.box->dele(c.args));
 }
 
 pop3_step on_retr(pop3_state& st, proto::pop3_command const& c, pop3_offer const&, pop3_rules const& r)
 {
     if (c.args.empty()) return bad(st, r, "-ERR RETR needs a message number\r\n");
+    if (malformed_number(c.args)) return bad(st, r, invalid_number);
     auto const l = st.box->find(c.args);
     if (!l.msg) return reply(l.error);
     auto s = effect(pop3_effect::retr);

@@ -312,6 +312,21 @@ BOOST_AUTO_TEST_CASE(unparsable_lines_are_logged_by_keyword_only)
     BOOST_TEST(!logged(b64.log, "c2VjcmV0"));
 }
 
+BOOST_AUTO_TEST_CASE(a_message_number_that_is_no_number_is_an_error)
+{
+    pop3_state st;
+    pop3_offer const o{.stls = false, .plaintext = true, .cram_md5 = false};
+    pop3_rules const r{20, 100, "192.0.2.7"};
+    pop3_logged_in(st, {{"1.M1P1.h", "/m/cur/a", 10}});
+    // Out of range: the client's stale view, answered and not counted.
+    BOOST_TEST(pop3_on_line(st, "RETR 2", o, r).reply.rfind("-ERR no such message", 0) == 0);
+    BOOST_TEST(pop3_on_line(st, "DELE 5", o, r).reply.rfind("-ERR no such message", 0) == 0);
+    BOOST_TEST(st.bad == 0u);
+    for (auto const* line : {"RETR abc", "DELE x", "LIST 0", "UIDL -1"})
+        BOOST_TEST(pop3_on_line(st, line, o, r).reply == "-ERR invalid message number\r\n", line);
+    BOOST_TEST(st.bad == 4u);
+}
+
 BOOST_AUTO_TEST_CASE(too_many_errors_end_the_session)
 {
     pop3_state st;
