@@ -26,6 +26,8 @@ std::string hash_password(std::string_view password, hash_scheme scheme)
     char salt[CRYPT_GENSALT_OUTPUT_SIZE];
     // count 0: libcrypt's default cost for the scheme; rbytes NULL: it reads
     // the kernel's random source itself.
+    if (password.find('\0') != std::string_view::npos)
+        throw std::invalid_argument("a password cannot hold a NUL byte");
     if (!crypt_gensalt_rn(prefix, 0, nullptr, 0, salt, sizeof salt))
         throw std::runtime_error("crypt_gensalt failed for scheme " + std::string(prefix));
     auto data = std::make_unique<crypt_data>();

@@ -22,6 +22,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <optional>
 
 namespace popgate::cli {
 namespace {
@@ -160,6 +161,16 @@ extern "C" void restore_terminal_and_die(int sig)
     ::raise(sig);
 }
 
+// A NUL byte would end the password for crypt(3): the hash would be of what
+// comes before it (of "" for a password that starts with one), and the
+// password as typed could never log in, since no login sends a NUL.
+std::optional<std::string> password_problem(std::string_view pw)
+{
+    if (pw.empty()) return "empty password refused";
+    if (pw.find('\0') != std::string_view::npos) return "password holding a NUL byte refused";
+    return std::nullopt;
+}
+
 // Passwords never come from argv (visible in ps and shell history): from a
 // prompt with echo off when stdin is a terminal, else the first line of stdin.
 std::string read_password(std::string const& prompt, bool confirm)
@@ -168,7 +179,7 @@ std::string read_password(std::string const& prompt, bool confirm)
         std::string line;
         if (!std::getline(std::cin, line)) throw user_error("no password on standard input");
         if (!line.empty() && line.back() == '\r') line.pop_back();
-        if (line.empty()) throw user_error("empty password refused");
+        if (auto const why = password_problem(line)) throw user_error(*why);
         return line;
     }
     auto ask = [](std::string const& p) {
@@ -199,7 +210,7 @@ std::string read_password(std::string const& prompt, bool confirm)
         return line;
     };
     auto pw = ask(prompt);
-    if (pw.empty()) throw user_error("empty password refused");
+    if (auto const why = password_problem(pw)) throw user_error(*why);
     if (confirm && ask("again: ") != pw) throw user_error("passwords do not match");
     return pw;
 }
@@ -290,7 +301,7 @@ std::optional<store::user_record> parse_import_line(std::string line, std::size_
     if (scheme == "PLAIN" || scheme == "CLEARTEXT" || scheme == "CLEAR") {
         // A plaintext-equivalent secret: keep it for APOP/CRAM-MD5 (which need
         // it), and store a real hash for USER/PASS and AUTH PLAIN/LOGIN.
-        if (pw.empty()) throw fail("empty {PLAIN} password");
+        if (auto const why = password_problem(pw)) throw fail("{PLAIN}: " + *why);
         u.shared_secret = pw;
         u.password_hash = auth::hash_password(pw, auth::hash_scheme::sha512_crypt);
         return u;

@@ -62,6 +62,10 @@ def test_user_errors(gw):
     assert "no such user" in one_line_error(gw.cli("user", "passwd", "nobody", input="x\n", check=False))
     assert "bad user name" in one_line_error(gw.cli("user", "add", "../etc", input="x\n", check=False))
     assert "empty password" in one_line_error(gw.cli("user", "add", "dave", input="\n", check=False))
+    # crypt(3) stops at a NUL: "\0secret" would be stored as the hash of "".
+    assert "NUL byte" in one_line_error(gw.cli("user", "add", "zed", input="\0Str0ng-secret\n", check=False))
+    assert "NUL byte" in one_line_error(gw.cli("user", "passwd", "alice", input="pw\0x\n", check=False))
+    assert gw.sql("SELECT name FROM users ORDER BY name") == [("alice",)]
     assert "unknown scheme" in one_line_error(gw.cli("user", "add", "erin", "--scheme", "md5", input="x\n", check=False))
 
 
@@ -95,6 +99,9 @@ def test_import_is_all_or_nothing(gw, tmp_path):
     f.write_text("ok:{PLAIN}pw\nbad:{CRAM-MD5}abcdef\n")
     err = one_line_error(gw.cli("user", "import", str(f), check=False))
     assert "line 2" in err and "CRAM-MD5" in err
+    f.write_bytes(b"ok:{PLAIN}pw\nnul:{PLAIN}\0pw\n")
+    err = one_line_error(gw.cli("user", "import", str(f), check=False))
+    assert "line 2" in err and "NUL byte" in err
     gw.cli("db", "migrate")
     assert gw.sql("SELECT count(*) FROM users") == [(0,)]
 

@@ -12,7 +12,9 @@ enum class hash_scheme { yescrypt, sha512_crypt, bcrypt };
 
 std::optional<hash_scheme> parse_scheme(std::string_view name);  // "yescrypt", "sha512-crypt", "bcrypt"
 
-// A new salted hash of `password`. Throws std::runtime_error if libcrypt fails.
+// A new salted hash of `password`. Throws std::invalid_argument for a
+// password holding a NUL byte (crypt(3) would hash only what comes before
+// it, and no login could send it), std::runtime_error if libcrypt fails.
 std::string hash_password(std::string_view password, hash_scheme scheme = hash_scheme::yescrypt);
 
 // True iff `password` matches the crypt(3) `hash` (any scheme libcrypt knows).

@@ -17,6 +17,7 @@
 #include <memory>
 #include <optional>
 #include <ostream>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 
@@ -175,6 +176,14 @@ BOOST_AUTO_TEST_CASE(password_with_nul_never_verifies)
     using namespace std::string_view_literals;
     // crypt(3) would see "secret" only.
     BOOST_TEST(!verify_password("secret\0tail"sv, sha512_vector));
+}
+
+BOOST_AUTO_TEST_CASE(password_with_nul_is_never_hashed)
+{
+    using namespace std::string_view_literals;
+    // Hashed, "\0secret" would be the hash of "": a password anyone can send.
+    BOOST_CHECK_THROW(hash_password("\0secret"sv, hash_scheme::sha512_crypt), std::invalid_argument);
+    BOOST_CHECK_THROW(hash_password("secret\0tail"sv, hash_scheme::sha512_crypt), std::invalid_argument);
 }
 
 struct not_hash_case {
