@@ -162,10 +162,21 @@ def test_absolute_form_is_served_as_its_path(gw):
     (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n", b"431"),
     (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", b"431"),
     (b"POST " + POLICY.encode() + b"?command=report HTTP/1.1\r\nHost: x\r\nContent-Length: 70000\r\n\r\n", b"413"),
+    (b"GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", b"400"),      # RFC 9112 3.2
+    (b"GET /healthz HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n", b"400"),
+    # RFC 9112 6.3: the body of a request whose last coding is not chunked
+    # has no length; Beast would read it as the next request (smuggling).
+    (b"POST " + POLICY.encode() + b"?command=allow HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n"
+     b"GET /nosuch HTTP/1.1\r\nHost: a\r\n\r\n", b"400"),
+    (b"POST " + POLICY.encode() + b"?command=allow HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"
+     b"0\r\n\r\n", b"400"),
+    # RFC 9112 6.1: Transfer-Encoding in HTTP/1.0 is faulty framing.
+    (b"POST " + POLICY.encode() + b"?command=allow HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", b"400"),
 ])
 def test_malformed_and_oversized_requests_get_4xx_and_close(gw, request_bytes, status):
     r = raw(gw, request_bytes)
-    assert r.startswith(b"HTTP/1.1 " + status + b" "), r[:200]
+    assert re.match(rb"HTTP/1\.[01] " + status + b" ", r), r[:200]
+    assert len(re.findall(rb"(?m)^HTTP/1\.[01] \d{3} ", r)) == 1, r  # nothing after it is read as a request
     assert b"\r\nConnection: close\r\n" in r
     assert not r.endswith(b"<timeout>")  # closed by the daemon, not left open
 
@@ -179,6 +190,33 @@ def test_chunked_body_over_the_limit_gets_413(gw):
     # unread when the daemon closes).
     r = raw(gw, head + chunk + b"%x\r\n" % 40000)
     assert r.startswith(b"HTTP/1.1 413 ") and b"\r\nConnection: close\r\n" in r
+
+
+@pytest.mark.parametrize("tail, more", [
+    (b"1;", b"a"),                 # a chunk extension without end
+    (b"1;a=", b"b"),
+    (b"0\r\nX-Trailer: ", b"c"),   # a trailer field without end
+    (b"", b"0"),                   # a chunk size of endless zeros
+])
+def test_an_endless_chunk_line_is_refused_trusted_or_not(make_gateway, tail, more):
+    # Beast takes these lines only whole and bounds none of them: the daemon
+    # kept every byte until command_timeout, from any peer (trust is decided
+    # on the whole request). Now at most http_max_unparsed is kept.
+    listeners = DEFAULT_LISTENERS + [{"name": "http", "protocol": "http", "trusted_networks": ["192.0.2.0/24"]}]
+    g = make_gateway(listeners=listeners, overrides={"limits": {"command_timeout": 60}})
+    s = socket.create_connection(("127.0.0.1", g.port("http")), timeout=10)
+    s.sendall(b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n" + tail)
+    sent, limit = 0, 8 << 20
+    try:
+        while sent < limit:
+            s.sendall(more * 65536)
+            sent += 65536
+    except OSError:
+        pass  # refused and closed: what was still on its way is reset
+    s.close()
+    assert sent < limit, "8 MB of one chunk line taken without a word"
+    assert g.wait_log('http refused ip=127.0.0.1 status=400 error="bad chunk"')
+    assert g.wait_log("http end reason=malformed ip=127.0.0.1 requests=0")
 
 
 def test_idle_and_slow_requests_are_cut(gw):
@@ -363,6 +401,25 @@ def test_expect_100_continue_with_curl(gw):
     assert "< HTTP/1.1 100 Continue" in r.stderr
     assert r.stdout == '{"status":0,"msg":"granted"}'
     assert grants(gw) == [("127.0.0.8", "erin", "dovecot-imap", 1, "http")]
+
+
+def test_no_100_continue_for_an_http_1_0_client(gw):
+    # RFC 9110 15.2: a server MUST NOT send a 1xx to an HTTP/1.0 client; its
+    # Expect is ignored (10.1.1) and it gets the final answer.
+    body = b'{"login":"x"}'
+    s = socket.create_connection(("127.0.0.1", gw.port("http")), timeout=1)
+    s.sendall(b"POST " + POLICY.encode() + b"?command=allow HTTP/1.0\r\nContent-Length: %d\r\n"
+              b"Expect: 100-continue\r\n\r\n" % len(body))
+    with pytest.raises(socket.timeout):
+        got = s.recv(100)  # an HTTP/1.1 client would have its 100 by now
+        pytest.fail(f"sent to an HTTP/1.0 client: {got!r}")
+    s.settimeout(10)
+    s.sendall(body)
+    r = b""
+    while chunk := s.recv(65536):
+        r += chunk
+    s.close()
+    assert r.startswith(b"HTTP/1.0 200 "), r[:200]
 
 
 def test_dovecot_reports_go_through_the_grant_guard_rails(make_gateway, tmp_path):

@@ -127,6 +127,22 @@ std::string http_serialize(http_reply const& r, unsigned version, bool keep_aliv
     return out;
 }
 
+std::optional<http_reply> http_request_refusal(http_request const& req, bool chunked)
+{
+    std::optional<http_reply> r;
+    if (req.version() != 10 && req.version() != 11) {
+        r = http_text(505, "HTTP version not supported: HTTP/1.1 and HTTP/1.0 only\n");
+    } else if (auto const hosts = req.count(beast_http::field::host); hosts > 1) {
+        r = http_text(400, "bad request: more than one Host header\n");
+    } else if (req.version() == 11 && hosts == 0) {
+        r = http_text(400, "bad request: Host header missing\n");
+    } else if (req.find(beast_http::field::transfer_encoding) != req.end() && (!chunked || req.version() == 10)) {
+        r = http_text(400, "bad request: a Transfer-Encoding other than chunked, or in HTTP/1.0\n");
+    }
+    if (r) r->close = true;
+    return r;
+}
+
 http_reply http_refusal_of(boost::system::error_code parse_error)
 {
     http_reply r;

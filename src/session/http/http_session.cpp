@@ -46,7 +46,7 @@ private:
     enum class got { request, eof, malformed, gone };
     asio::awaitable<got> read_request(parser_t& p);
     asio::awaitable<bool> send(std::string const& bytes);
-    asio::awaitable<http_reply> answer(http_request const& req);
+    asio::awaitable<http_reply> answer(http_request const& req, bool chunked);
 
     http_services svc_;
     server::connection& c_;
@@ -58,8 +58,11 @@ private:
     boost::system::error_code parse_error_;
 };
 
+// RFC 9110 §10.1.1 and §15.2: an HTTP/1.0 client's Expect is ignored, and
+// it is never sent a 1xx.
 bool expects_continue(http_request const& req)
 {
+    if (req.version() < 11) return false;
     auto const it = req.find(beast_http::field::expect);
     return it != req.end() && boost::beast::iequals(it->value(), "100-continue");
 }
@@ -84,6 +87,13 @@ asio::awaitable<http_session::got> http_session::read_request(parser_t& p)
                 co_return got::malformed;
             }
             if (p.is_done()) co_return got::request;
+            // Unparsed and waiting for more: a peer, trusted or not (that is
+            // decided once the request is whole), must not fill memory with
+            // one endless chunk line or trailer.
+            if (buf_.size() > http_max_unparsed) {
+                parse_error_ = beast_http::error::bad_chunk;
+                co_return got::malformed;
+            }
             // RFC 9110 §10.1.1: a client that waits for 100 before its body.
             if (p.is_header_done() && !continued && expects_continue(p.get())) {
                 continued = true;
@@ -118,19 +128,9 @@ asio::awaitable<bool> http_session::send(std::string const& bytes)
     co_return !ec;
 }
 
-asio::awaitable<http_reply> http_session::answer(http_request const& req)
+asio::awaitable<http_reply> http_session::answer(http_request const& req, bool chunked)
 {
-    if (req.version() != 10 && req.version() != 11) {
-        auto r = http_text(505, "HTTP version not supported: HTTP/1.1 and HTTP/1.0 only\n");
-        r.close = true;
-        co_return r;
-    }
-    // RFC 9112 §3.2: an HTTP/1.1 request without Host gets 400.
-    if (req.version() == 11 && req.find(beast_http::field::host) == req.end()) {
-        auto r = http_text(400, "bad request: Host header missing\n");
-        r.close = true;
-        co_return r;
-    }
+    if (auto r = http_request_refusal(req, chunked)) co_return std::move(*r);
     if (!trusted_) {
         auto r = http_text(403, "forbidden: this address is not in the listener's trusted_networks\n");
         r.close = true;
@@ -164,7 +164,7 @@ asio::awaitable<void> http_session::run()
         }
         ++requests_;
         auto const& req = p.get();
-        auto r = co_await answer(req);
+        auto r = co_await answer(req, p.chunked());
         bool const keep = req.keep_alive() && !r.close && requests_ < http_max_requests;
         spdlog::debug("sid={} http request method={} path={} status={} bytes={}", c_.sid,
                       log::field(req.method_string()), log::field(req.target(), 200), r.status, r.body.size());

@@ -14,6 +14,8 @@
 #include <boost/test/unit_test.hpp>
 
 #include <array>
+#include <initializer_list>
+#include <optional>
 #include <ostream>
 #include <string>
 #include <string_view>
@@ -158,6 +160,29 @@ BOOST_AUTO_TEST_CASE(parse_errors_become_4xx_and_close)
     auto const bad = http_refusal_of(he::error::bad_method);
     BOOST_TEST(bad.status == 400u);
     BOOST_TEST(bad.close);
+}
+
+BOOST_AUTO_TEST_CASE(requests_whose_framing_or_host_cannot_be_trusted_are_refused)
+{
+    namespace he = boost::beast::http;
+    auto const request = [](unsigned version, std::initializer_list<std::pair<he::field, std::string_view>> fields) {
+        http_request r{he::verb::post, "/x", version};
+        for (auto const& [f, v] : fields) r.insert(f, v);
+        return r;
+    };
+    auto const status = [](std::optional<http_reply> const& r) { return r ? r->status : 0u; };
+    BOOST_TEST(!http_request_refusal(request(11, {{he::field::host, "a"}}), false));
+    BOOST_TEST(!http_request_refusal(request(10, {}), false));
+    BOOST_TEST(!http_request_refusal(request(11, {{he::field::host, "a"}, {he::field::transfer_encoding, "chunked"}}), true));
+    BOOST_TEST(status(http_request_refusal(request(20, {{he::field::host, "a"}}), false)) == 505u);
+    BOOST_TEST(status(http_request_refusal(request(11, {}), false)) == 400u);
+    BOOST_TEST(status(http_request_refusal(request(10, {{he::field::host, "a"}, {he::field::host, "b"}}), false)) == 400u);
+    BOOST_TEST(status(http_request_refusal(request(11, {{he::field::host, "a"}, {he::field::transfer_encoding, "gzip"}}),
+                                           false)) == 400u);
+    BOOST_TEST(status(http_request_refusal(request(10, {{he::field::transfer_encoding, "chunked"}}), true)) == 400u);
+    auto const refused = http_request_refusal(request(11, {{he::field::host, "a"}, {he::field::host, "b"}}), false);
+    BOOST_TEST_REQUIRE(refused.has_value());
+    BOOST_TEST(refused->close);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

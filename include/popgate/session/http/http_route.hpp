@@ -93,6 +93,20 @@ std::optional<std::string_view> http_query_value(std::string_view query, std::st
 // then the body unless `head`.
 std::string http_serialize(http_reply const& r, unsigned version, bool keep_alive, bool head);
 
+// The refusal of a request the parser took whose framing or Host cannot be
+// trusted, or nullopt. `chunked`: the parser read its body as chunked. Each
+// closes the connection, because the next request cannot be found reliably
+// after it: a version other than HTTP/1.x (505), no Host in HTTP/1.1 or more
+// than one Host line (RFC 9112 §3.2), a Transfer-Encoding whose last coding
+// is not chunked or in an HTTP/1.0 request (§6.1, §6.3: Beast would read
+// its body as the next request), all 400.
+std::optional<http_reply> http_request_refusal(http_request const& req, bool chunked);
+
+// What of a request may wait unparsed for more bytes: Beast takes a
+// chunk-size line, its extensions and a trailer section only whole, and
+// bounds none of them (the header it bounds by http_max_header).
+inline constexpr std::size_t http_max_unparsed = http_max_header;
+
 // The reply to a request the parser refused (Beast's error): 431 for a
 // header section over http_max_header, 413 for a body over http_max_body,
 // 505 for a version other than HTTP/1.x, 400 otherwise. Always closes the connection: after a malformed request
