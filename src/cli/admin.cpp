@@ -34,6 +34,58 @@ struct user_error : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
 
+// The length of the well-formed UTF-8 sequence at the start of `s` (no
+// overlong forms, surrogates or code points past U+10FFFF), or 0; its code
+// point in `cp`.
+std::size_t utf8_sequence(std::string_view s, char32_t& cp) noexcept
+{
+    auto const b = [&](std::size_t i) { return static_cast<unsigned char>(s[i]); };
+    auto const len = b(0) < 0x80 ? 1u : b(0) >= 0xc2 && b(0) <= 0xdf ? 2u : (b(0) & 0xf0) == 0xe0 ? 3u
+                     : b(0) >= 0xf0 && b(0) <= 0xf4                 ? 4u : 0u;
+    if (len == 0 || len > s.size()) return 0;
+    cp = len == 1 ? b(0) : b(0) & (0x7f >> len);
+    for (std::size_t i = 1; i < len; ++i) {
+        if ((b(i) & 0xc0) != 0x80) return 0;
+        cp = (cp << 6) | (b(i) & 0x3f);
+    }
+    bool const overlong = (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000);
+    if (overlong || (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff) return 0;
+    return len;
+}
+
+// Text from the database as the CLI shows it: the audit log, grants and
+// users hold what clients sent (a USER line, a Dovecot report's login) and
+// what plain SQL wrote. Well-formed UTF-8 is kept; a byte that is not, and
+// with `controls` a control character (C0, DEL, C1: a terminal would obey
+// it) and the backslash, become \xNN and \\, so no row can move the cursor,
+// retitle or clear the administrator's terminal, or break the columns.
+std::string shown(std::string_view s, bool controls = true)
+{
+    static constexpr char hex[] = "0123456789abcdef";
+    std::string out;
+    out.reserve(s.size());
+    while (!s.empty()) {
+        char32_t cp = 0;
+        auto n = utf8_sequence(s, cp);
+        bool const control = cp < 0x20 || (cp >= 0x7f && cp <= 0x9f);
+        if (n > 0 && !(controls && (control || cp == '\\'))) {
+            out.append(s.substr(0, n));
+        } else if (n > 0 && cp == '\\') {
+            out += "\\\\";
+        } else {
+            n = std::max<std::size_t>(n, 1);
+            for (std::size_t i = 0; i < n; ++i) {
+                auto const c = static_cast<unsigned char>(s[i]);
+                out += "\\x";
+                out += hex[c >> 4];
+                out += hex[c & 0xf];
+            }
+        }
+        s.remove_prefix(n);
+    }
+    return out;
+}
+
 // --json output: one array or object on one line (README "Machine-readable
 // output"); times are Unix seconds, absent values null.
 void print_json(json::value const& v) { std::cout << json::serialize(v) << "\n"; }
@@ -44,10 +96,14 @@ json::value json_time(std::optional<store::unix_time> t)
     return *t;
 }
 
+// JSON escapes control characters itself; a byte that is not UTF-8 would
+// make the output invalid JSON, and is written as the text \xNN instead.
+json::string json_str(std::string_view s) { return json::string(shown(s, false)); }
+
 json::value json_text(std::string const& s)
 {
     if (s.empty()) return nullptr;
-    return json::string(s);
+    return json_str(s);
 }
 
 void add_json_flag(CLI::App* list_or_show, global_options& g)
@@ -438,13 +494,13 @@ void add_user_commands(CLI::App& app, global_options& g, std::function<int()>& r
             if (g.json) {
                 json::array out;
                 for (auto const& u : db->list_users())
-                    out.push_back({{"name", u.name}, {"disabled", u.disabled}, {"apop_only", u.apop_only},
+                    out.push_back({{"name", json_str(u.name)}, {"disabled", u.disabled}, {"apop_only", u.apop_only},
                                    {"shared_secret", u.shared_secret.has_value()}});
                 print_json(out);
                 return 0;
             }
             for (auto const& u : db->list_users()) {
-                std::cout << u.name << (u.disabled ? " disabled" : "") << (u.apop_only ? " apop-only" : "")
+                std::cout << shown(u.name) << (u.disabled ? " disabled" : "") << (u.apop_only ? " apop-only" : "")
                           << (u.shared_secret ? " shared-secret" : "") << "\n";
             }
             return 0;
@@ -586,15 +642,16 @@ void add_allow_commands(CLI::App& app, global_options& g, std::function<int()>& 
                     flag = " (not canonical: " + problem + ")";
                 if (g.json) {
                     // "problem": why the daemon ignores the row, or how it should be spelt.
-                    out.push_back({{"cidr", n.cidr}, {"note", n.note}, {"created_at", n.created_at},
+                    out.push_back({{"cidr", json_str(n.cidr)}, {"note", json_str(n.note)}, {"created_at", n.created_at},
                                    {"expires_at", json_time(n.expires_at)},
                                    {"expired", n.expires_at && *n.expires_at <= t},
                                    {"problem", json_text(flag.empty() ? "" : flag.substr(2, flag.size() - 3))}});
                     continue;
                 }
-                std::cout << n.cidr << "\t" << (n.expires_at ? "until " + format_time(n.expires_at) : "permanent")
-                          << (n.expires_at && *n.expires_at <= t ? " (expired)" : "") << flag << "\t" << n.note
-                          << "\n";
+                std::cout << shown(n.cidr) << "\t"
+                          << (n.expires_at ? "until " + format_time(n.expires_at) : "permanent")
+                          << (n.expires_at && *n.expires_at <= t ? " (expired)" : "") << shown(flag) << "\t"
+                          << shown(n.note) << "\n";
             }
             if (g.json) print_json(out);
             return 0;
@@ -686,7 +743,8 @@ void add_grant_commands(CLI::App& app, global_options& g, std::function<int()>& 
                 if (auto const a = net::parse_ip(gr.address, &why)) why = net::spelling_problem(gr.address, *a);
                 if (g.json) {
                     // "problem" set: the row never matches a client (see the text output).
-                    out.push_back({{"address", gr.address}, {"user", json_text(gr.user)}, {"method", gr.method},
+                    out.push_back({{"address", json_str(gr.address)}, {"user", json_text(gr.user)},
+                                   {"method", json_str(gr.method)},
                                    {"tls", gr.tls}, {"listener", json_text(gr.listener)},
                                    {"granted_at", gr.granted_at}, {"expires_at", gr.expires_at},
                                    {"expired", gr.expires_at <= t}, {"hits", gr.hits},
@@ -695,11 +753,12 @@ void add_grant_commands(CLI::App& app, global_options& g, std::function<int()>& 
                                    {"users", gr.sharing_users}});
                     continue;
                 }
-                std::cout << gr.address << "\t" << (gr.user.empty() ? "-" : gr.user) << "\t" << gr.method
+                std::cout << shown(gr.address) << "\t" << (gr.user.empty() ? "-" : shown(gr.user)) << "\t"
+                          << shown(gr.method)
                           << (gr.tls ? "+tls" : "") << "\tuntil " << format_time(gr.expires_at)
                           << (gr.expires_at <= t ? " (expired)" : "")
                           << (why.empty() ? "" : " (NEVER MATCHES: " + why + ")") << "\thits " << gr.hits
-                          << "\tlistener " << (gr.listener.empty() ? "-" : gr.listener) << "\tthis hour "
+                          << "\tlistener " << (gr.listener.empty() ? "-" : shown(gr.listener)) << "\tthis hour "
                           << quota(gr, true, s.grant_max_messages_per_hour) << " messages "
                           << quota(gr, false, s.grant_max_recipients_per_hour) << " recipients\tusers "
                           << gr.sharing_users << "\n";
@@ -828,14 +887,15 @@ void add_db_commands(CLI::App& app, global_options& g, std::function<int()>& run
             if (g.json) {
                 json::array out;
                 for (auto const& e : st->list_audit(*limit))
-                    out.push_back({{"at", e.at}, {"event", e.event}, {"address", json_text(e.address)},
-                                   {"user", json_text(e.user)}, {"detail", e.detail}});
+                    out.push_back({{"at", e.at}, {"event", json_str(e.event)}, {"address", json_text(e.address)},
+                                   {"user", json_text(e.user)}, {"detail", json_str(e.detail)}});
                 print_json(out);
                 return 0;
             }
             for (auto const& e : st->list_audit(*limit))
-                std::cout << format_time(e.at) << "\t" << e.event << "\t" << (e.address.empty() ? "-" : e.address)
-                          << "\t" << (e.user.empty() ? "-" : e.user) << "\t" << e.detail << "\n";
+                std::cout << format_time(e.at) << "\t" << shown(e.event) << "\t"
+                          << (e.address.empty() ? "-" : shown(e.address)) << "\t"
+                          << (e.user.empty() ? "-" : shown(e.user)) << "\t" << shown(e.detail) << "\n";
             return 0;
         };
     });

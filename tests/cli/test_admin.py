@@ -290,6 +290,35 @@ def test_db_commands(gw):
     assert "admin\t-\talice\tuser add" in gw.cli("db", "audit").stdout
 
 
+def test_what_clients_wrote_cannot_drive_the_terminal(gw):
+    # A failed login stores the client's USER bytes: escape sequences there
+    # would retitle or clear the administrator's terminal in `db audit`.
+    hostile = "a\x1b]0;pwned\x07\x1b[2Jb\tc\\d\u0085é"
+    gw.sql("INSERT INTO audit_log(event, address, user, detail) VALUES('auth-fail', '127.0.0.1', ?, 'x')",
+           (hostile,))
+    gw.sql("INSERT INTO relay_grants(address, user, expires_at) VALUES('127.0.0.9', ?, 4102444800)", (hostile,))
+    shown = r"a\x1b]0;pwned\x07\x1b[2Jb\x09c\\d\xc2\x85é"
+    audit = gw.cli("db", "audit").stdout
+    assert "\x1b" not in audit and "\x07" not in audit
+    assert f"auth-fail\t127.0.0.1\t{shown}\tx\n" in audit, audit
+    grants = gw.cli("grant", "list").stdout
+    assert f"127.0.0.9\t{shown}\t" in grants, grants
+    # JSON keeps the text itself (its own escapes make it safe).
+    (row,) = [r for r in json.loads(gw.cli("db", "audit", "--json").stdout) if r["event"] == "auth-fail"]
+    assert row["user"] == hostile
+
+
+@sqlite_only("PostgreSQL refuses bytes that are not UTF-8 in a text column")
+def test_bytes_that_are_not_utf8_are_shown_escaped_and_json_stays_valid(gw):
+    gw.sql("INSERT INTO audit_log(event, address, user, detail) "
+           "VALUES('auth-fail', '127.0.0.1', CAST(X'636166e9ff' AS TEXT), 'x')")
+    assert "auth-fail\t127.0.0.1\tcaf\\xe9\\xff\tx" in gw.cli("db", "audit").stdout
+    out = subprocess.run([POPGATE, "-c", str(gw.config_file), "db", "audit", "--json"], capture_output=True,
+                         cwd=gw.root, timeout=60).stdout
+    (row,) = [r for r in json.loads(out.decode("utf-8")) if r["event"] == "auth-fail"]
+    assert row["user"] == "caf\\xe9\\xff"
+
+
 def test_check_config_reports_lines(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('[server]\nhostname = "x"\nbogus = 1\n\n[relay]\ngrant_ttl = "long"\n'
