@@ -190,15 +190,18 @@ toml::table const* sub_table(toml::table const& root, std::string_view key, std:
 std::string nobody_can_log_in(settings const& s, listener const& l)
 {
     if (l.protocol != "pop3" && !(l.protocol == "smtp" && l.auth_required)) return {};
-    if (s.cram_md5 || (s.apop && l.protocol == "pop3")) return {};
+    // APOP is offered nowhere on a tls = "required" POP3 listener: its
+    // timestamp would travel in the clear greeting (pop3_session).
+    if (s.cram_md5 || (s.apop && l.protocol == "pop3" && !l.tls_required())) return {};
     auto const addr = net::parse_ip(l.address);
     switch (l.plaintext.value_or(s.plaintext)) {
     case plaintext_policy::always: return {};
     case plaintext_policy::never:
-        return "plaintext = \"never\" and neither APOP nor CRAM-MD5 is enabled";
+        return "plaintext = \"never\" and neither CRAM-MD5 nor (on a POP3 listener without tls = \"required\") "
+               "APOP is enabled";
     case plaintext_policy::tls_only:
         if (l.tls != tls_mode::none || (s.loopback_is_secure && addr && addr->is_loopback())) return {};
-        return "tls = \"none\" with plaintext = \"tls-only\", and neither APOP nor CRAM-MD5 is enabled";
+        return "tls = \"none\" with plaintext = \"tls-only\", and neither CRAM-MD5 nor APOP is enabled";
     }
     return {};
 }
@@ -249,8 +252,15 @@ void read_listeners(toml::table const& root, settings& s, std::vector<error>& er
             sec.str("name", l.name, [](auto const& v) { return !v.empty() && v.size() <= 32; },
                     "1 to 32 characters");
             sec.choice("protocol", l.protocol, listener_protocols());
-            sec.str("address", l.address, [](auto const& v) { return net::parse_ip(v).has_value(); },
-                    "expected an IP address such as 127.0.0.1, 0.0.0.0 or ::");
+            // An IPv4-mapped address (::ffff:127.0.0.1) parses, but bind(2)
+            // refuses it on the IPv6-only socket we listen on.
+            sec.str("address", l.address,
+                    [](auto const& v) {
+                        auto const a = net::parse_ip(v);
+                        return a && !(a->v4 && v.find(':') != std::string::npos);
+                    },
+                    "expected an IP address such as 127.0.0.1, 0.0.0.0 or :: (an IPv4-mapped one as its IPv4 "
+                    "address)");
             sec.integer("port", l.port, 0, 65535);
             sec.choice("tls", l.tls,
                        {{"none", tls_mode::none},

@@ -264,3 +264,28 @@ def test_check_config_refuses_contradictions(tmp_path, listener, message):
     r = subprocess.run([POPGATE, "-c", str(cfg), "check-config"], capture_output=True, text=True, timeout=30)
     assert r.returncode != 0
     assert message in r.stdout + r.stderr
+
+
+def check_config(tmp_path, text):
+    cfg = tmp_path / "popgate.toml"
+    cfg.write_text(text)
+    return subprocess.run([POPGATE, "-c", str(cfg), "check-config"], capture_output=True, text=True, timeout=30)
+
+
+def test_apop_alone_cannot_serve_a_pop3_listener_that_requires_tls(tmp_path):
+    # APOP is not offered where TLS is required (its timestamp would be in the
+    # clear greeting), so with plaintext "never" nobody could log in there.
+    head = '[auth]\napop = true\ncram_md5 = false\nplaintext = "never"\n'
+    listener = '[[listener]]\nname = "x"\nprotocol = "pop3"\naddress = "127.0.0.1"\nport = 0\ntls = "{}"\n'
+    r = check_config(tmp_path, head + listener.format("required"))
+    assert r.returncode != 0 and "no client could ever log in here" in r.stdout + r.stderr
+    r = check_config(tmp_path, head + listener.format("starttls"))
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_an_ipv4_mapped_listener_address_is_refused_with_its_ipv4_spelling(tmp_path):
+    listener = '[[listener]]\nname = "x"\nprotocol = "pop3"\naddress = "{}"\nport = 0\n'
+    r = check_config(tmp_path, listener.format("::ffff:127.0.0.1"))
+    assert r.returncode != 0 and "an IPv4-mapped one as its IPv4 address" in r.stdout + r.stderr
+    assert ":4:" in r.stdout + r.stderr, r.stdout + r.stderr  # the line of the address
+    assert check_config(tmp_path, listener.format("127.0.0.1")).returncode == 0
