@@ -52,10 +52,12 @@ void check_tls(config::settings const& s, std::vector<std::string>& problems)
                                    " is missing and tls.self_signed cannot make it: " + dir.string() +
                                    " is not writable");
         }
-        return;
     }
+    // The rest of [tls] (ciphers, suites, a second certificate) is tried on
+    // what start will make, or the daemon would be the first to refuse it.
+    bool const made_at_start = !have_cert && !have_key && t.self_signed;
     try {
-        auto const material = io::read_tls_material(t);
+        auto const material = made_at_start ? io::self_signed_material(t, s.hostname) : io::read_tls_material(t);
         io::make_server_tls(t, material);  // a certificate, a key, and the pair matches
     } catch (std::exception const& e) {
         problems.push_back(e.what());

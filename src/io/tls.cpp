@@ -178,11 +178,15 @@ int key_type(SSL_CTX* c)
 
 }  // namespace
 
-bool ensure_self_signed(config::tls_settings const& t, std::string const& hostname)
+namespace {
+
+struct key_and_certificate {
+    pkey_ptr key;
+    x509_ptr cert;
+};
+
+key_and_certificate make_self_signed(std::string const& hostname)
 {
-    namespace fs = std::filesystem;
-    bool const have_cert = fs::exists(t.cert_file), have_key = fs::exists(t.key_file);
-    if (have_cert || have_key || !t.self_signed) return false;
     // P-256: quick to make and accepted by every client we test with.
     pkey_ptr key(EVP_EC_gen("P-256"));
     if (!key) throw std::runtime_error("cannot make a key: " + openssl_error());
@@ -205,9 +209,44 @@ bool ensure_self_signed(config::tls_settings const& t, std::string const& hostna
         X509_EXTENSION_free(ext);
     }
     if (!X509_sign(cert.get(), key.get(), EVP_sha256())) throw std::runtime_error("cannot sign: " + openssl_error());
-    write_pem(t.key_file, [&](FILE* f) { return PEM_write_PrivateKey(f, key.get(), nullptr, nullptr, 0, nullptr, nullptr) == 1; });
-    write_pem(t.cert_file, [&](FILE* f) { return PEM_write_X509(f, cert.get()) == 1; });
+    return {std::move(key), std::move(cert)};
+}
+
+std::string pem_text(auto&& writer)
+{
+    bio_ptr b(BIO_new(BIO_s_mem()));
+    if (!b || !writer(b.get())) throw std::runtime_error("cannot write PEM: " + openssl_error());
+    char* data = nullptr;
+    long const n = BIO_get_mem_data(b.get(), &data);
+    return std::string(data, static_cast<std::size_t>(n));
+}
+
+}  // namespace
+
+bool ensure_self_signed(config::tls_settings const& t, std::string const& hostname)
+{
+    namespace fs = std::filesystem;
+    bool const have_cert = fs::exists(t.cert_file), have_key = fs::exists(t.key_file);
+    if (have_cert || have_key || !t.self_signed) return false;
+    auto const made = make_self_signed(hostname);
+    write_pem(t.key_file, [&](FILE* f) { return PEM_write_PrivateKey(f, made.key.get(), nullptr, nullptr, 0, nullptr, nullptr) == 1; });
+    write_pem(t.cert_file, [&](FILE* f) { return PEM_write_X509(f, made.cert.get()) == 1; });
     return true;
+}
+
+tls_material self_signed_material(config::tls_settings const& t, std::string const& hostname)
+{
+    auto const made = make_self_signed(hostname);
+    tls_material m;
+    m.cert_chain_pem = pem_text([&](BIO* b) { return PEM_write_bio_X509(b, made.cert.get()) == 1; });
+    m.key_pem = pem_text([&](BIO* b) {
+        return PEM_write_bio_PrivateKey(b, made.key.get(), nullptr, nullptr, 0, nullptr, nullptr) == 1;
+    });
+    if (!t.second_cert_file.empty()) {
+        m.second_cert_chain_pem = read_pem_file(t.second_cert_file, "tls.second_cert_file");
+        m.second_key_pem = read_pem_file(t.second_key_file, "tls.second_key_file");
+    }
+    return m;
 }
 
 tls_material read_tls_material(config::tls_settings const& t)

@@ -344,6 +344,28 @@ def test_check_config_accepts_shipped_default():
     assert "6 listeners" in r.stdout
 
 
+@pytest.mark.parametrize("tls_keys, problem", [
+    ('ciphers = "garbage"', "tls.ciphers: no usable cipher in 'garbage'"),
+    ('ciphersuites = "garbage"', "tls.ciphersuites: no usable suite in 'garbage'"),
+    ('second_cert_file = "{d}/rsa.pem"\nsecond_key_file = "{d}/rsa.key"', "tls.second_cert_file {d}/rsa.pem"),
+])
+def test_check_config_tries_the_tls_settings_before_the_self_signed_files_exist(tmp_path, tls_keys, problem):
+    # A fresh install: the certificate is made at the daemon's first start.
+    # check-config must try the rest of [tls] on what start will make, not
+    # pass what serve then refuses.
+    cfg = tmp_path / "popgate.toml"
+    head = (f'[tls]\ncert_file = "{tmp_path}/tls/cert.pem"\nkey_file = "{tmp_path}/tls/key.pem"\n'
+            'self_signed = true\n')
+    listener = '[[listener]]\nname = "pop3s"\nprotocol = "pop3"\naddress = "127.0.0.1"\nport = 0\ntls = "implicit"\n'
+    cfg.write_text(head + tls_keys.format(d=tmp_path) + "\n" + listener)
+    r = subprocess.run([POPGATE, "check-config", str(cfg)], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1 and problem.format(d=tmp_path) in r.stdout + r.stderr, r.stdout + r.stderr
+    cfg.write_text(head + listener)
+    r = subprocess.run([POPGATE, "check-config", str(cfg)], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert not (tmp_path / "tls").exists()  # checked in memory: nothing written
+
+
 def test_serve_refuses_bad_config(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[limits]\nmax_recipients = 5\n")
