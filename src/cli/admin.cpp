@@ -546,6 +546,10 @@ void add_user_commands(CLI::App& app, global_options& g, std::function<int()>& r
             std::ifstream f;
             std::istream* in = &std::cin;
             if (io->file != "-") {
+                // A directory opens as a stream that reads nothing: "imported
+                // 0 users" and exit 0 would hide the wrong path.
+                std::error_code ec;
+                if (std::filesystem::is_directory(io->file, ec)) throw user_error("cannot read " + io->file + ": a directory");
                 f.open(io->file);
                 if (!f) throw user_error("cannot read " + io->file);
                 in = &f;
@@ -554,6 +558,7 @@ void add_user_commands(CLI::App& app, global_options& g, std::function<int()>& r
             std::string line;
             for (std::size_t n = 1; std::getline(*in, line); ++n)
                 if (auto u = parse_import_line(line, n)) users.push_back(std::move(*u));
+            if (in->bad()) throw user_error("cannot read " + io->file);
             auto db = open_db(g, db_open::migrated);
             db->import_users(users, io->replace);
             db->audit("admin", "", "", "user import " + std::to_string(users.size()));
@@ -697,6 +702,8 @@ void add_grant_commands(CLI::App& app, global_options& g, std::function<int()>& 
             auto db = open_db(g);
             if (*by_user) {
                 auto const n = db->delete_grants_of_user(*who);
+                // As grant del ADDR and user del: nothing to act on is "not found".
+                if (n == 0) throw user_error("no grants of " + *who);
                 db->audit("revoke", "", *who, "cli");
                 std::cout << "revoked " << n << " grants of " << *who << "\n";
                 return 0;
@@ -919,7 +926,13 @@ void add_admin_commands(CLI::App& app, global_options& g, std::function<int()>& 
     auto wrap = [inner, &outer_run] {
         outer_run = [inner] {
             try {
-                return (*inner)();
+                int const rc = (*inner)();
+                // A list sent to a full disk or a closed pipe is not a success.
+                if (!std::cout.flush()) {
+                    std::cerr << "popgate: cannot write to standard output\n";
+                    return exit_refused;
+                }
+                return rc;
             } catch (user_error const& e) {
                 std::cerr << "popgate: " << e.what() << (std::string_view(e.what()).ends_with('\n') ? "" : "\n");
             } catch (store::store_error const& e) {

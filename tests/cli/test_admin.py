@@ -94,6 +94,20 @@ def test_import_dovecot_and_shadow(gw, tmp_path):
     assert rows["dave"] == (sha, None, 1)
 
 
+def test_import_of_a_directory_is_refused(gw, tmp_path):
+    r = gw.cli("user", "import", str(tmp_path), check=False)
+    assert r.returncode == 1 and "a directory" in one_line_error(r)
+    assert gw.sql("SELECT count(*) FROM audit_log WHERE detail LIKE 'user import%'") == [(0,)]
+
+
+def test_output_that_cannot_be_written_is_a_failure(gw):
+    gw.add_user("alice", "pw")
+    with open("/dev/full", "w") as full:
+        r = subprocess.run([POPGATE, "-c", str(gw.config_file), "user", "list", "--json"], stdout=full,
+                           stderr=subprocess.PIPE, text=True, cwd=gw.root, timeout=60)
+    assert r.returncode == 1 and "cannot write to standard output" in r.stderr
+
+
 def test_import_is_all_or_nothing(gw, tmp_path):
     f = tmp_path / "passwd"
     f.write_text("ok:{PLAIN}pw\nbad:{CRAM-MD5}abcdef\n")
@@ -176,6 +190,10 @@ def test_grant_add_list_del_purge(gw):
     assert "198.51.100.8" in gw.cli("grant", "list", "--all").stdout
     assert "purged 1" in gw.cli("grant", "purge").stdout
     assert "revoked 1 grants of carol" in gw.cli("grant", "del", "carol", "--user").stdout
+    # Nothing to revoke is "not found", as for an address, and audits nothing.
+    audited = gw.sql("SELECT count(*) FROM audit_log WHERE event = 'revoke'")
+    assert "no grants of carol" in one_line_error(gw.cli("grant", "del", "carol", "--user", check=False))
+    assert gw.sql("SELECT count(*) FROM audit_log WHERE event = 'revoke'") == audited
     gw.cli("grant", "del", "198.51.100.7")
     assert gw.sql("SELECT count(*) FROM relay_grants") == [(0,)]
     assert "no grant" in one_line_error(gw.cli("grant", "del", "198.51.100.7", check=False))
