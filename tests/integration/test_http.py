@@ -155,6 +155,7 @@ def test_absolute_form_is_served_as_its_path(gw):
     (b"GET /healthz HTTP/1.1\r\n\r\n", b"400"),                  # no Host (RFC 9112 3.2)
     (b"GET /healthz HTTP/2.0\r\nHost: x\r\n\r\n", b"505"),
     (b"GET /healthz HTTP/0.9\r\nHost: x\r\n\r\n", b"505"),
+    (b"GET /healthz#top HTTP/1.1\r\nHost: x\r\n\r\n", b"400"),  # no target has a fragment
     (b"CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\n\r\n", b"400"),   # authority-form
     (b"GET ftp://evil.example/healthz HTTP/1.1\r\nHost: x\r\n\r\n", b"400"),
     (b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n", b"400"),

@@ -45,6 +45,8 @@ std::string allow_of(http_route const& r)
 // may be empty); nullopt for anything else.
 std::optional<std::string_view> origin_form_of(std::string_view target)
 {
+    // RFC 9112 §3.2: no form of request-target has a fragment.
+    if (target.find('#') != target.npos) return std::nullopt;
     if (target.starts_with('/')) return target;
     auto const colon = target.find("://");
     if (colon == target.npos) return std::nullopt;

@@ -114,7 +114,7 @@ BOOST_FIXTURE_TEST_CASE(refuses_unknown_paths_methods_and_targets, routes_fixtur
     BOOST_TEST(http_dispatch_of(all, verb::head, "/dovecot/auth-policy").refusal->status == 405u);
 
     for (auto const t : {"example.org:80", "*", "", "healthz", "ftp://example.org/healthz", "http:///healthz",
-                         "http:/healthz"}) {
+                         "http:/healthz", "/healthz#top", "http://example.org/healthz#top"}) {
         auto const d = http_dispatch_of(all, verb::get, t);
         BOOST_TEST_REQUIRE(d.refusal.has_value(), t);
         BOOST_TEST(d.refusal->status == 400u, t);
