@@ -354,6 +354,10 @@ std::vector<message_entry> maildir::scan(size_cache* sizes, std::vector<std::str
         if (notes) notes->push_back(std::move(text));
     };
 
+    // new/ before cur/: a message another program (Dovecot's IMAP, which
+    // does not see our lock) moves from new/ to cur/ meanwhile is then in
+    // one list or the other.
+    auto const incoming = messages_in(new_dir);
     std::vector<fs::path> listed = messages_in(cur_dir);
 
     // RFC 1939 §7: a unique-id names one message of the maildrop, and ours is
@@ -361,7 +365,8 @@ std::vector<message_entry> maildir::scan(size_cache* sizes, std::vector<std::str
     // has (a restore, or two delivery agents that clash), or whose name is
     // too long to take ":2,", moves under a fresh name, as Dovecot does:
     // left in new/, it would never be listed.
-    if (auto const incoming = messages_in(new_dir); !incoming.empty()) {
+    if (!incoming.empty()) {
+        bool moved_by_another = false;
         std::set<std::string, std::less<>> taken;
         for (auto const& p : listed) taken.emplace(base_name(p.filename().string()));
         for (auto const& from : incoming) {
@@ -369,10 +374,16 @@ std::vector<message_entry> maildir::scan(size_cache* sizes, std::vector<std::str
             auto const info = info_of(name);
             auto to = cur_dir / (std::string{base_name(name)} + info);
             int const err = taken.contains(base_name(name)) ? EEXIST : move_no_replace(from, to);
-            if (err == ENOENT) continue;  // a concurrent scan moved it first
+            if (err == ENOENT) {  // another program moved it first, maybe after cur/ was read
+                moved_by_another = true;
+                continue;
+            }
             if (err == EEXIST || err == ENAMETOOLONG) {
                 auto const fresh = move_to_fresh_name(from, cur_dir, info);
-                if (!fresh) continue;
+                if (!fresh) {
+                    moved_by_another = true;
+                    continue;
+                }
                 to = *fresh;
                 note("new/" + name + (err == EEXIST ? ": its name was taken in cur/" : ": name too long") +
                      "; moved to cur/" + to.filename().string());
@@ -382,6 +393,8 @@ std::vector<message_entry> maildir::scan(size_cache* sizes, std::vector<std::str
             taken.emplace(base_name(to.filename().string()));
             listed.push_back(std::move(to));
         }
+        // Rare: read cur/ again rather than leave that message out.
+        if (moved_by_another) listed = messages_in(cur_dir);
     }
 
     std::vector<std::pair<order_key, message_entry>> found;
