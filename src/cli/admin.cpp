@@ -764,7 +764,7 @@ void add_grant_commands(CLI::App& app, global_options& g, std::function<int()>& 
                           << shown(gr.method)
                           << (gr.tls ? "+tls" : "") << "\tuntil " << format_time(gr.expires_at)
                           << (gr.expires_at <= t ? " (expired)" : "")
-                          << (why.empty() ? "" : " (NEVER MATCHES: " + why + ")") << "\thits " << gr.hits
+                          << (why.empty() ? "" : " (NEVER MATCHES: " + shown(why) + ")") << "\thits " << gr.hits
                           << "\tlistener " << (gr.listener.empty() ? "-" : shown(gr.listener)) << "\tthis hour "
                           << quota(gr, true, s.grant_max_messages_per_hour) << " messages "
                           << quota(gr, false, s.grant_max_recipients_per_hour) << " recipients\tusers "
