@@ -148,7 +148,7 @@ smtp_step on_rcpt(smtp_state& st, proto::smtp_command const& cmd, smtp_offer con
     // and deciding again would charge the grant's hourly recipient quota for
     // a message that goes to it once.
     auto const addr = a->path.to_string();
-    if (std::any_of(st.rcpts.begin(), st.rcpts.end(), [&](auto const& x) { return x.address == addr; })) {
+    if (st.has_rcpt(addr)) {
         ++st.rcpt_attempts;
         auto s = queue(250, "2.1.5", "Ok");
         s.log.push_back({info, "smtp rcpt to=" + log::field("<" + addr + ">") + " ip=" + o.ip + " decision=repeat"});
@@ -291,6 +291,11 @@ smtp_step parse_error(proto::errc e)
 
 }  // namespace
 
+bool smtp_state::has_rcpt(std::string_view address) const noexcept
+{
+    return std::any_of(rcpts.begin(), rcpts.end(), [&](smtp_recipient const& x) { return x.address == address; });
+}
+
 void smtp_state::reset_transaction()
 {
     mail_from.clear();
@@ -388,7 +393,7 @@ bool smtp_asks_upstream(smtp_state const& st, std::string_view address, relay::v
     using proto::relay_verdict;
     bool const relayed = v.what == relay_verdict::relay_auth || v.what == relay_verdict::relay_grant ||
                          v.what == relay_verdict::relay_network;
-    return relayed && std::none_of(st.rcpts.begin(), st.rcpts.end(), [&](auto const& x) { return x.address == address; });
+    return relayed && !st.has_rcpt(address);
 }
 
 smtp_step smtp_rcpt_decided(smtp_state& st, proto::mail_args const& rcpt, relay::verdict const& v, smtp_offer const& o,
@@ -446,8 +451,7 @@ smtp_step smtp_rcpt_decided(smtp_state& st, proto::mail_args const& rcpt, relay:
             return s;
         }
     }
-    bool const dup = std::any_of(st.rcpts.begin(), st.rcpts.end(), [&](auto const& x) { return x.address == addr; });
-    if (!dup) st.rcpts.push_back(std::move(r));
+    if (!st.has_rcpt(addr)) st.rcpts.push_back(std::move(r));
     st.junk = 0;  // progress
     st.phase = smtp_phase::in_rcpt;
     s.reply = proto::reply(250, "2.1.5", "Ok");

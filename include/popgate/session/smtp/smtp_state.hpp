@@ -52,6 +52,8 @@ struct smtp_state {
     std::uint64_t transaction = 0;
 
     void reset_transaction();
+    // Whether this transaction has taken `address` already.
+    bool has_rcpt(std::string_view address) const noexcept;
     // After STARTTLS the session starts over (RFC 3207 §4.2).
     void forget_all();
 };
