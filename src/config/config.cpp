@@ -222,6 +222,7 @@ void read_http_keys(section& sec, toml::table const& t, listener& l, std::vector
             errors.push_back({t.source().begin.line, 0, std::string("listener: ") + key + " is for protocol \"http\""});
     sec.networks("trusted_networks", l.trusted_networks);  // [] : nobody
     sec.path("api_key_file", l.api_key_file);
+    if (auto const* k = t.get("api_key_file")) l.api_key_file_line = k->source().begin.line;
 }
 
 void read_listeners(toml::table const& root, settings& s, std::vector<error>& errors)
@@ -246,6 +247,7 @@ void read_listeners(toml::table const& root, settings& s, std::vector<error>& er
             continue;
         }
         listener l;
+        l.line = t->source().begin.line;
         std::size_t const before = errors.size();
         {
             section sec(*t, "listener", errors);
@@ -505,7 +507,7 @@ load_result parse(std::string_view text, std::filesystem::path const& source)
         errs.push_back({0, 0, "no [[listener]] configured: the daemon would serve nothing"});
     for (auto const& l : s.listeners)
         if (auto const why = nobody_can_log_in(s, l); !why.empty())
-            errs.push_back({0, 0, "listener '" + l.name + "': no client could ever log in here: " + why});
+            errs.push_back({l.line, 0, "listener '" + l.name + "': no client could ever log in here: " + why});
     if (!errs.empty()) {
         std::stable_sort(errs.begin(), errs.end(), [](auto const& a, auto const& b) { return a.line < b.line; });
         return r;
@@ -592,7 +594,8 @@ void read_api_keys(load_result& r)
         if (l.api_key_file.empty()) continue;
         std::ifstream in(l.api_key_file, std::ios::binary);
         if (!in.is_open()) {
-            r.errors.push_back({0, 0, "listener '" + l.name + "': cannot read api_key_file " + l.api_key_file.string()});
+            r.errors.push_back({l.api_key_file_line, 0,
+                                "listener '" + l.name + "': cannot read api_key_file " + l.api_key_file.string()});
             continue;
         }
         std::string key;
@@ -603,7 +606,7 @@ void read_api_keys(load_result& r)
             return c <= ' ' || c == ':' || c == 0x7f;
         });
         if (key.size() < 16 || key.size() > 256 || bad_char)
-            r.errors.push_back({0, 0, "listener '" + l.name + "': api_key_file " + l.api_key_file.string() +
+            r.errors.push_back({l.api_key_file_line, 0, "listener '" + l.name + "': api_key_file " + l.api_key_file.string() +
                                           ": the first line must be the secret, 16 to 256 characters without "
                                           "spaces, colons or control characters"});
         l.api_key = std::move(key);

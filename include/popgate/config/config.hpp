@@ -56,6 +56,10 @@ struct listener {
     std::vector<net::cidr> trusted_networks = default_http_trusted();
     std::filesystem::path api_key_file;
     std::string api_key;  // read from api_key_file by load(); never logged
+    // Where the file wrote it, for the errors found after parsing (0: not
+    // from a file).
+    std::size_t line = 0;
+    std::size_t api_key_file_line = 0;
 
     static std::vector<net::cidr> default_http_trusted();
 

@@ -727,6 +727,19 @@ BOOST_AUTO_TEST_CASE(http_listener_key_errors)
     BOOST_TEST(has_error(pop3, 1, "api_key_file is for protocol \"http\""), all_errors(pop3));
 }
 
+// Found after the whole file is read, and still placed at the listener's
+// [[listener]] line, so an administrator with several knows which one.
+BOOST_AUTO_TEST_CASE(a_listener_nobody_can_log_in_to_is_named_by_its_line)
+{
+    auto const r = parse("[auth]\napop = false\ncram_md5 = false\n"
+                         "[[listener]]\nprotocol = \"pop3\"\nport = 0\nplaintext = \"always\"\n"
+                         "[[listener]]\nname = \"closed\"\nprotocol = \"pop3\"\nport = 0\nplaintext = \"never\"\n");
+    BOOST_TEST(!r.value.has_value());
+    BOOST_TEST(r.errors.size() == 1u, all_errors(r));
+    BOOST_TEST(has_error(r, 8, "listener 'closed': no client could ever log in here"), all_errors(r));
+    BOOST_TEST(all_errors(r).starts_with("test.toml:8:0: listener 'closed'"), all_errors(r));
+}
+
 BOOST_AUTO_TEST_CASE(http_api_key_file_is_read_by_load)
 {
     temp_dir tmp;
@@ -736,12 +749,12 @@ BOOST_AUTO_TEST_CASE(http_api_key_file_is_read_by_load)
     write(conf, "[[listener]]\nprotocol = \"http\"\nport = 0\napi_key_file = \"" + key.string() + "\"\n");
     auto const missing = load(conf);
     BOOST_TEST(!missing.value.has_value());
-    BOOST_TEST(all_errors(missing).find("cannot read api_key_file") != std::string::npos, all_errors(missing));
+    BOOST_TEST(has_error(missing, 4, "cannot read api_key_file"), all_errors(missing));
     for (auto const bad : {"short\n", "has a space in the middle ok\n", "colon:colon:colon:colon\n", "\n"}) {
         write(key, bad);
         auto const r = load(conf);
         BOOST_TEST(!r.value.has_value(), bad);
-        BOOST_TEST(all_errors(r).find("16 to 256 characters") != std::string::npos, all_errors(r));
+        BOOST_TEST(has_error(r, 4, "16 to 256 characters"), all_errors(r));
     }
     write(key, "0123456789abcdef-secret\r\nsecond line ignored\n");
     auto const ok = load(conf);
