@@ -121,8 +121,15 @@ config::settings effective_settings(global_options const& g)
 // Only `db migrate` (and `serve`) create a database. Any other command on a
 // missing file names the file it looked for: an empty database made in the
 // place of one deleted under a running daemon would take grants and users
-// that daemon never sees.
-enum class db_open { existing, migrated, create };
+// that daemon never sees. `report` opens an older schema as it is, for the
+// commands that only say which it is.
+enum class db_open { existing, report, migrated, create };
+
+// What `db version` and `db check` say of an older schema. The writers
+// (user, allow and grant changes, `db copy`'s destination) migrate it as the
+// daemon does when it starts; the readers refuse it.
+constexpr std::string_view pending_migrations_advice =
+    "this database has migrations pending: run `popgate db migrate` (every node's daemon does at its start)";
 
 // README "Exit codes": a database that is missing, locked, unreadable or
 // newer than this binary is 3, whatever the command; the rest of the store's
@@ -140,7 +147,8 @@ std::unique_ptr<store::store> open_named(config::settings const& s, std::string 
     store::open_options o;
     o.busy_timeout = s.busy_timeout;
     o.must_exist = how != db_open::create;
-    o.migrate = how != db_open::existing;
+    o.migrate = how == db_open::migrated || how == db_open::create;
+    o.accept_older = how == db_open::report;
     o.keep_wal_files = !s.database_group.empty();  // an MTA reads the files while the daemon is down too
     o.max_connections = 1;
     return store::open_store(database, o);
@@ -811,12 +819,14 @@ void add_db_commands(CLI::App& app, global_options& g, std::function<int()>& run
     add_json_flag(version, g);
     version->callback([&] {
         run = [&g] {
-            auto st = open_db(g);
+            auto st = open_db(g, db_open::report);
+            int const schema = st->schema_version();
             if (g.json) {
-                print_json({{"schema_version", st->schema_version()}, {"latest", store::latest_schema_version()}});
+                print_json({{"schema_version", schema}, {"latest", store::latest_schema_version()}});
                 return 0;
             }
-            std::cout << st->schema_version() << " (this popgate: " << store::latest_schema_version() << ")\n";
+            std::cout << schema << " (this popgate: " << store::latest_schema_version() << ")\n";
+            if (schema < store::latest_schema_version()) std::cout << pending_migrations_advice << "\n";
             return 0;
         };
     });
@@ -824,22 +834,27 @@ void add_db_commands(CLI::App& app, global_options& g, std::function<int()>& run
     add_json_flag(check, g);
     check->callback([&] {
         run = [&g] {
-            auto st = open_db(g);
+            auto st = open_db(g, db_open::report);
             auto const t0 = std::chrono::steady_clock::now();
             int const schema = st->schema_version();
             auto const rtt = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
             auto const engine = st->engine_version();
-            bool const ok = st->integrity_ok();
+            bool const intact = st->integrity_ok();
+            bool const current = schema == store::latest_schema_version();
+            bool const ok = intact && current;
             if (g.json) {
                 print_json({{"engine", engine}, {"schema_version", schema},
-                            {"latest", store::latest_schema_version()}, {"round_trip_ms", rtt}, {"ok", ok}});
+                            {"latest", store::latest_schema_version()}, {"round_trip_ms", rtt},
+                            {"integrity_ok", intact}, {"ok", ok}});
                 return ok ? 0 : 1;
             }
             char ms[32];
             std::snprintf(ms, sizeof ms, "%.3f", rtt);
             std::cout << "engine " << engine << "\nschema version " << schema << " (this popgate: "
-                      << store::latest_schema_version() << ")\nround trip " << ms << " ms\n"
-                      << (ok ? "ok" : "integrity check FAILED") << "\n";
+                      << store::latest_schema_version() << ")\nround trip " << ms << " ms\n";
+            if (!current) std::cout << pending_migrations_advice << "\n";
+            if (!intact) std::cout << "integrity check FAILED\n";
+            if (ok) std::cout << "ok\n";
             return ok ? 0 : 1;
         };
     });

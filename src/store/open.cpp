@@ -9,6 +9,7 @@ std::unique_ptr<store> open_store(std::string const& database, open_options cons
     if (config::is_postgresql_uri(database)) {
         pg_options p;
         p.migrate = o.migrate;
+        p.accept_older = o.accept_older;
         p.statement_timeout = o.busy_timeout;
         p.watch_networks = o.watch_networks;
         p.max_connections = o.max_connections;
@@ -16,6 +17,7 @@ std::unique_ptr<store> open_store(std::string const& database, open_options cons
     }
     sqlite_options s;
     s.migrate = o.migrate;
+    s.accept_older = o.accept_older;
     s.must_exist = o.must_exist;
     s.busy_timeout = o.busy_timeout;
     s.keep_wal_files = o.keep_wal_files;

@@ -436,9 +436,10 @@ public:
 
     bool integrity_ok() override
     {
-        // PostgreSQL keeps its own pages checked; this proves a round trip
-        // and that the schema is popgate's.
-        return with([&](pg::connection& c) { return current_version(c) > 0; });
+        // PostgreSQL keeps its own pages checked (data checksums, if the
+        // cluster has them); this proves a round trip. Whether the schema is
+        // this popgate's is schema_version()'s to say.
+        return with([&](pg::connection& c) { return c.run("SELECT 1").i64(0, 0) == 1; });
     }
 
     std::string engine_version() override
@@ -668,7 +669,7 @@ private:
     {
         int const current = current_version(c);
         refuse_if_newer(current);
-        if (current < latest())
+        if (current < latest() && !opts_.accept_older)
             throw store_error(store_errc::unavailable,
                               "database " + pg::redact(uri_) + " has schema version " + std::to_string(current) +
                                   ", this popgate needs " + std::to_string(latest()) + ": run `popgate db migrate`");

@@ -580,7 +580,7 @@ private:
             migrate(first.get());
         } else {
             refuse_if_newer(first.get());
-            if (current_schema_version(first.get()) < latest_schema_version())
+            if (!opts_.accept_older && current_schema_version(first.get()) < latest_schema_version())
                 throw store_error(store_errc::unavailable,
                                   "database " + path_.string() + " has schema version " +
                                       std::to_string(current_schema_version(first.get())) +

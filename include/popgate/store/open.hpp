@@ -12,6 +12,9 @@ namespace popgate::store {
 struct open_options {
     bool migrate = true;      // the daemon and `db migrate`
     bool must_exist = false;  // admin commands: never create a database by accident
+    // Without migrate: open an older schema too (`db version`, `db check`,
+    // which only report it); else one is refused with "run db migrate".
+    bool accept_older = false;
     std::chrono::milliseconds busy_timeout{5000};  // SQLite's lock wait; PostgreSQL's statement timeout
     bool keep_wal_files = false;                   // SQLite (storage.group)
     bool watch_networks = false;                   // PostgreSQL, the daemon (LISTEN/NOTIFY)

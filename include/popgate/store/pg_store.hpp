@@ -14,6 +14,7 @@ struct pg_options {
     // Apply pending migrations on open (the daemon and `db migrate`); else a
     // database without the current schema is refused (admin commands).
     bool migrate = true;
+    bool accept_older = false;  // without migrate: report an older schema, not refuse it
     // Connections the pool keeps at most: the daemon's blocking threads, its
     // writer and the network watcher each use one at a time.
     std::size_t max_connections = 4;

@@ -11,6 +11,7 @@ struct sqlite_options {
     std::chrono::milliseconds busy_timeout{5000};
     bool migrate = true;      // apply pending migrations on open (the daemon and `db migrate`)
     bool must_exist = false;  // admin commands refuse to create a database by accident
+    bool accept_older = false;  // without migrate: report an older schema, not refuse it
     // How often a read checks that the path still names the open file (a
     // stat); writes check every time, just before they commit.
     std::chrono::milliseconds file_check_interval{2000};
