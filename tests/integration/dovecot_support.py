@@ -55,7 +55,11 @@ class Dovecot(LogFile):
     log_poll = 0.05
     log_wait = 10
 
-    def __init__(self, policy_url, api_secret=None, checks=False, users=None, root=None):
+    def __init__(self, policy_url, api_secret=None, checks=False, users=None, root=None, mechanisms="plain login"):
+        """`users` maps a name to its password, or to (password, passdb extra
+        fields) such as ("pw", "nologin=y") or (None, "proxy=y nopassword=y
+        host=127.0.0.1 port=N"); `mechanisms` is auth_mechanisms (with
+        "anonymous", the anonymous user is "anonymous")."""
         # Not under pytest's tmp_path: its parents are 0700 root, and the
         # unprivileged processes must reach this directory.
         self.root = Path(root or tempfile.mkdtemp(prefix="popgate-dovecot-"))
@@ -70,7 +74,12 @@ class Dovecot(LogFile):
         users = users or {"dave": "dave-secret"}
         passwd = self.root / "passwd"
         # passwd-file: user:{scheme}password:uid:gid:gecos:home:shell:extra
-        passwd.write_text("".join(f"{u}:{{PLAIN}}{p}::::::\n" for u, p in users.items()))
+        def passwd_line(user, entry):
+            password, extra = entry if isinstance(entry, tuple) else (entry, "")
+            secret = "" if password is None else f"{{PLAIN}}{password}"
+            return f"{user}:{secret}::::::{extra}\n"
+
+        passwd.write_text("".join(passwd_line(u, e) for u, e in users.items()))
         passwd.chmod(0o644)
         mail = self.root / "mail"
         mail.mkdir()
@@ -91,7 +100,7 @@ class Dovecot(LogFile):
             "listen = 127.0.0.1",
             "ssl = no",
             "disable_plaintext_auth = no",
-            "auth_mechanisms = plain login",
+            f"auth_mechanisms = {mechanisms}",
             "default_internal_user = nobody",
             "default_internal_group = nogroup",
             "default_login_user = nobody",

@@ -39,6 +39,21 @@ def pop3_from(port, source):
     return connect_from(poplib.POP3, port, source)
 
 
+def imap_login_refused(port, source, user, password):
+    m = imap_from(port, source)
+    with pytest.raises(imaplib.IMAP4.error):
+        m.login(user, password)
+    m.shutdown()
+
+
+def pop3_login_refused(port, source, user, password):
+    p = pop3_from(port, source)
+    p.user(user)
+    with pytest.raises(poplib.error_proto):
+        p.pass_(password)
+    p.close()
+
+
 def relay_from(g, source, rcpt="x@remote.test"):
     """One message from `source` through popgate's SMTP listener; {} when relayed."""
     with smtplib.SMTP("127.0.0.1", g.port("smtp"), timeout=10, source_address=(source, 0)) as s:
@@ -53,8 +68,9 @@ def gw(make_gateway, upstream, tmp_path):
     return make_gateway(overrides=relay_overrides(upstream), listeners=listeners)
 
 
-def start_dovecot(g, api_secret=SECRET, checks=False):
-    d = Dovecot(f"http://127.0.0.1:{g.port('http')}/dovecot/auth-policy", api_secret=api_secret, checks=checks)
+def start_dovecot(g, api_secret=SECRET, checks=False, **kwargs):
+    d = Dovecot(f"http://127.0.0.1:{g.port('http')}/dovecot/auth-policy", api_secret=api_secret, checks=checks,
+                **kwargs)
     try:
         d.start()
     except Exception:
@@ -112,16 +128,9 @@ def test_imap_and_pop3_logins_at_dovecot_grant_relaying(gw, dovecot, upstream):
 
 
 def test_failed_login_at_dovecot_grants_nothing(gw, dovecot, upstream):
-    m = imap_from(dovecot.imap_port, "127.0.0.4")
-    with pytest.raises(imaplib.IMAP4.error):
-        m.login("dave", "wrong-password")
-    m.shutdown()
+    imap_login_refused(dovecot.imap_port, "127.0.0.4", "dave", "wrong-password")
     assert gw.wait_log("user=dave remote=127.0.0.4 protocol=imap tls=no success=no result=no-grant")
-    p = pop3_from(dovecot.pop3_port, "127.0.0.4")
-    p.user("nobody-here")
-    with pytest.raises(poplib.error_proto):
-        p.pass_("whatever")
-    p.close()
+    pop3_login_refused(dovecot.pop3_port, "127.0.0.4", "nobody-here", "whatever")
     assert gw.wait_log("user=nobody-here remote=127.0.0.4 protocol=pop3 tls=no success=no result=no-grant")
     with pytest.raises(smtplib.SMTPRecipientsRefused) as e:
         relay_from(gw, "127.0.0.4")
@@ -129,6 +138,47 @@ def test_failed_login_at_dovecot_grants_nothing(gw, dovecot, upstream):
     assert grants(gw) == []
     assert upstream.messages == []
     assert "wrong-password" not in gw.log()
+
+
+def test_logins_dovecot_reports_but_nobody_proved_grant_nothing(gw, upstream):
+    # Dovecot reports "success" once its passdb says OK: before its login
+    # process refuses a nologin account, and before a proxy's backend checks
+    # the password (with nopassword, nobody does); and for ANONYMOUS. Each
+    # client here is refused or anonymous, and none may relay.
+    d = start_dovecot(gw, mechanisms="plain login anonymous", users={
+        "dave": "dave-secret",
+        "gone": ("gone-secret", "nologin=y reason=account-closed"),
+        # Proxied to popgate's own POP3 listener, which knows no such user.
+        "carol": (None, f"proxy=y nopassword=y host=127.0.0.1 port={gw.port('pop3')}"),
+    })
+    try:
+        imap_login_refused(d.imap_port, "127.0.0.21", "gone", "gone-secret")
+        assert gw.wait_log("user=gone remote=127.0.0.21 protocol=imap tls=no success=yes result=")
+        pop3_login_refused(d.pop3_port, "127.0.0.22", "carol", "any-guess-at-all")
+        assert gw.wait_log("user=carol remote=127.0.0.22 protocol=pop3 tls=no success=yes result=")
+        m = imap_from(d.imap_port, "127.0.0.23")
+        assert m.authenticate("ANONYMOUS", lambda _: b"trace@example.org")[0] == "OK"
+        m.logout()
+        assert gw.wait_log("user=anonymous remote=127.0.0.23 protocol=imap tls=no success=yes result=")
+        # The same Dovecot still grants a login somebody proved.
+        m = imap_from(d.imap_port, "127.0.0.24")
+        assert m.login("dave", "dave-secret")[0] == "OK"
+        m.logout()
+        assert gw.wait_log("user=dave remote=127.0.0.24 protocol=imap tls=no success=yes result=granted")
+    finally:
+        d.stop()
+    for source in ("127.0.0.21", "127.0.0.22", "127.0.0.23"):
+        with pytest.raises(smtplib.SMTPRecipientsRefused) as e:
+            relay_from(gw, source)
+        assert e.value.recipients["x@remote.test"][0] == 554
+    assert relay_from(gw, "127.0.0.24") == {}
+    assert [row[:2] for row in grants(gw)] == [("127.0.0.24", "dave")]
+    assert len(upstream.messages) == 1
+    log = gw.log()
+    assert "user=gone remote=127.0.0.21 protocol=imap tls=no success=yes result=no-grant reason=nologin mech=PLAIN" in log
+    assert "user=carol remote=127.0.0.22 protocol=pop3 tls=no success=yes result=no-grant reason=proxy mech=PLAIN" in log
+    assert ("user=anonymous remote=127.0.0.23 protocol=imap tls=no success=yes result=no-grant reason=anonymous "
+            "mech=ANONYMOUS") in log
 
 
 @pytest.mark.parametrize("api_secret, trusted, popgate_says, dovecot_says", [

@@ -19,8 +19,9 @@ from popgate_test import DEFAULT_LISTENERS, sqlite_only
 
 SECRET = "http-test-secret-0123456789"
 POLICY = "/dovecot/auth-policy"
-REPORT = {"login": "erin", "protocol": "imap", "remote": "127.0.0.8", "success": True,
-          "policy_reject": False, "tls": True}
+# As Dovecot 2.3.19 sends it with deploy/dovecot/95-popgate-auth-policy.conf.
+REPORT = {"login": "erin", "protocol": "imap", "remote": "127.0.0.8", "nologin": "no", "proxy": "no",
+          "proxy_maybe": "no", "mech": "PLAIN", "success": True, "policy_reject": False, "tls": True}
 
 
 @pytest.fixture
@@ -328,6 +329,16 @@ def test_check_config_is_quiet_about_a_listener_with_a_key(gw):
     ({"success": "yes"}, 400, "malformed report"),
     ({"success": None}, 400, "malformed report"),   # success missing: not a report
     ({"remote": None}, 400, "malformed report"),
+    # What Dovecot reports as success though nobody proved a password there
+    # (test_dovecot.py has the real ones), and a template without the fields.
+    ({"nologin": ""}, 200, "no grant: the passdb disables this login (nologin)"),
+    ({"proxy": ""}, 200, "no grant: a proxied login is proven at its backend"),
+    ({"proxy_maybe": ""}, 200, "no grant: a proxied login is proven at its backend"),
+    ({"mech": "anonymous"}, 200, "no grant: an anonymous login"),
+    ({"nologin": None}, 400, "report lacks nologin, proxy, proxy_maybe or mech: install the current "
+                            "95-popgate-auth-policy.conf"),
+    ({"mech": None, "proxy": None}, 400, "report lacks nologin, proxy, proxy_maybe or mech: install the current "
+                                         "95-popgate-auth-policy.conf"),
 ])
 def test_reports_that_grant_nothing(gw, change, status, msg):
     body = {k: v for k, v in {**REPORT, **change}.items() if v is not None}

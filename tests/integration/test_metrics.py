@@ -200,8 +200,8 @@ def guarded_gateway(make_gateway, upstream, tmp_path, **relay):
 
 def dovecot_report(g, remote, tls):
     """A successful Dovecot POP3 login of alice at `remote`, reported with the key."""
-    body = ('{"login":"alice","protocol":"pop3","remote":"%s","success":true,"tls":%s}'
-            % (remote, "true" if tls else "false")).encode()
+    body = ('{"login":"alice","protocol":"pop3","remote":"%s","nologin":"no","proxy":"no","proxy_maybe":"no",'
+            '"mech":"PLAIN","success":true,"tls":%s}' % (remote, "true" if tls else "false")).encode()
     req = urllib.request.Request(f"http://127.0.0.1:{g.port('http')}/dovecot/auth-policy?command=report",
                                  data=body, method="POST",
                                  headers={"Content-Type": "application/json", "X-API-Key": "metrics-test-key"})

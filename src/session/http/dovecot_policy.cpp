@@ -8,6 +8,7 @@
 
 #include "popgate/log/log.hpp"
 #include "popgate/metrics/catalog.hpp"
+#include "popgate/proto/ascii.hpp"
 #include "popgate/session/login_grant.hpp"
 
 #include <boost/json/parse.hpp>
@@ -96,6 +97,10 @@ std::optional<dovecot_policy_request> parse_dovecot_policy(std::string_view body
         r.success = s->get_bool();
     }
     if (auto const* t = o.if_contains("tls"); t && t->is_bool()) r.tls = t->get_bool();
+    r.nologin = string_field(o, "nologin");
+    r.proxy = string_field(o, "proxy");
+    r.proxy_maybe = string_field(o, "proxy_maybe");
+    r.mech = string_field(o, "mech");
     if (auto const* pr = o.if_contains("policy_reject")) {
         if (!pr->is_bool()) {
             why = "policy_reject must be true or false";
@@ -104,6 +109,15 @@ std::optional<dovecot_policy_request> parse_dovecot_policy(std::string_view body
         r.policy_reject = pr->get_bool();
     }
     return r;
+}
+
+std::string_view dovecot_report_refusal(dovecot_policy_request const& r) noexcept
+{
+    if (!r.nologin || !r.proxy || !r.proxy_maybe || !r.mech) return "attributes";
+    if (*r.nologin != "no") return "nologin";
+    if (*r.proxy != "no" || *r.proxy_maybe != "no") return "proxy";
+    if (proto::iequals(*r.mech, "ANONYMOUS")) return "anonymous";
+    return {};
 }
 
 std::string_view dovecot_grant_method(std::string_view protocol) noexcept
@@ -181,6 +195,23 @@ boost::asio::awaitable<http_reply> dovecot_policy_route::report(http_exchange& x
         metrics::dovecot_reports.with({"no_grant"}).inc();
         spdlog::info("sid={} http dovecot report {} success=yes policy_reject=yes result=no-grant", c.sid, fields());
         co_return policy_json(200, "no grant: the login was refused by policy");
+    }
+    if (auto const refusal = dovecot_report_refusal(*r); refusal == "attributes") {
+        // The shipped file's template before these fields: Dovecot logs the
+        // 400, so the administrator learns that nothing is granted.
+        metrics::dovecot_reports.with({"refused"}).inc();
+        spdlog::warn("sid={} http dovecot report {} success=yes result=no-grant reason=attributes "
+                     "missing=nologin,proxy,proxy_maybe,mech",
+                     c.sid, fields());
+        co_return policy_json(400, "report lacks nologin, proxy, proxy_maybe or mech: install the current "
+                                   "95-popgate-auth-policy.conf");
+    } else if (!refusal.empty()) {
+        metrics::dovecot_reports.with({"no_grant"}).inc();
+        spdlog::info("sid={} http dovecot report {} success=yes result=no-grant reason={} mech={}", c.sid, fields(),
+                     refusal, log::field(*r->mech, 32));
+        co_return policy_json(200, refusal == "nologin" ? "no grant: the passdb disables this login (nologin)"
+                                   : refusal == "proxy" ? "no grant: a proxied login is proven at its backend"
+                                                        : "no grant: an anonymous login");
     }
     if (method.empty()) {
         metrics::dovecot_reports.with({"no_grant"}).inc();

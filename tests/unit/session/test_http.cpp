@@ -194,7 +194,8 @@ BOOST_AUTO_TEST_CASE(parses_a_report)
 {
     std::string why;
     auto const r = parse_dovecot_policy(
-        R"({"login":"dave","protocol":"imap","remote":"127.0.0.1","success":true,"policy_reject":false,"tls":true})",
+        R"({"login":"dave","protocol":"imap","remote":"127.0.0.1","nologin":"no","proxy":"no","proxy_maybe":"no",)"
+        R"("mech":"PLAIN","success":true,"policy_reject":false,"tls":true})",
         why);
     BOOST_TEST_REQUIRE(r.has_value(), why);
     BOOST_TEST(r->login == "dave");
@@ -202,6 +203,47 @@ BOOST_AUTO_TEST_CASE(parses_a_report)
     BOOST_TEST(r->protocol == "imap");
     BOOST_TEST((r->success == std::optional<bool>(true)));
     BOOST_TEST(r->tls);
+    BOOST_TEST((r->mech == std::optional<std::string>("PLAIN")));
+    BOOST_TEST(dovecot_report_refusal(*r).empty());
+}
+
+// Each passdb field reads "" when the passdb set it (Dovecot keeps it as a
+// bare flag) and "no" when it did not; a template without them cannot tell.
+BOOST_AUTO_TEST_CASE(a_report_grants_only_what_a_password_proved)
+{
+    auto const shipped = [] {
+        dovecot_policy_request r;
+        r.nologin = r.proxy = r.proxy_maybe = "no";
+        r.mech = "PLAIN";
+        return r;
+    };
+    BOOST_TEST(dovecot_report_refusal(shipped()).empty());
+    auto r = shipped();
+    r.nologin = "";
+    BOOST_TEST(dovecot_report_refusal(r) == "nologin");
+    r = shipped();
+    r.nologin = "y";  // a template spelling it otherwise still refuses
+    BOOST_TEST(dovecot_report_refusal(r) == "nologin");
+    r = shipped();
+    r.proxy = "";
+    BOOST_TEST(dovecot_report_refusal(r) == "proxy");
+    r = shipped();
+    r.proxy_maybe = "";
+    BOOST_TEST(dovecot_report_refusal(r) == "proxy");
+    for (auto const m : {"ANONYMOUS", "anonymous"}) {
+        r = shipped();
+        r.mech = m;
+        BOOST_TEST(dovecot_report_refusal(r) == "anonymous", m);
+    }
+    r = shipped();
+    r.mech = "CRAM-MD5";
+    BOOST_TEST(dovecot_report_refusal(r).empty());
+    for (int missing = 0; missing < 4; ++missing) {
+        r = shipped();
+        auto& field = missing == 0 ? r.nologin : missing == 1 ? r.proxy : missing == 2 ? r.proxy_maybe : r.mech;
+        field.reset();
+        BOOST_TEST(dovecot_report_refusal(r) == "attributes", missing);
+    }
 }
 
 // "allow" carries no success; unknown fields (a password hash, nested

@@ -36,7 +36,20 @@ struct dovecot_policy_request {
     // fails the login, and a report says success with policy_reject.
     bool policy_reject = false;
     bool tls = false;
+    // The passdb's fields and the SASL mechanism, as the shipped attributes
+    // send them: "nologin=%{passdb:nologin:no}" reads "" when the passdb set
+    // the field and "no" when it did not (Dovecot keeps such fields as bare
+    // flags). Unset: the template does not name them.
+    std::optional<std::string> nologin, proxy, proxy_maybe, mech;
 };
+
+// Why a report of success proves no login that may grant, or "" when it
+// does. Dovecot reports success as soon as its passdb says OK, before its
+// login process applies the passdb's nologin (a disabled account) or proxy
+// (the password is checked by the backend, or by nobody with nopassword),
+// and for the ANONYMOUS mechanism. A report whose template lacks these
+// fields cannot tell, so it grants nothing either.
+std::string_view dovecot_report_refusal(dovecot_policy_request const& r) noexcept;
 
 // Pure: the fields popgate uses, or nullopt with `why` (one short line) for
 // a body that is not a JSON object, or lacks or mistypes login, remote or
