@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from popgate_test import POPGATE, SourcePOP3, eventually, make_gateway, upstream  # noqa: F401
-from private_postgres import PrivatePostgres, installed
+from private_postgres import SUPERUSER, PrivatePostgres, apply_schema, installed
 from smtp_support import relay_overrides
 
 pytestmark = pytest.mark.skipif(not installed(), reason="PostgreSQL 15 is not installed (deploy/install-deps.sh)")
@@ -307,3 +307,24 @@ def test_a_node_started_while_postgresql_is_down_exits_and_says_why(pg, make_gat
     assert "cannot connect to PostgreSQL postgresql://popgate@127.0.0.1:" in str(e.value)
     assert "startup failed: cannot connect to PostgreSQL" in g.log()
     assert "database unreachable" not in g.log()  # no outage: it never ran
+
+
+def test_a_node_runs_with_only_the_grants_of_roles_sql(pg, make_gateway, upstream):  # noqa: F811
+    # sql/postgresql/roles.sql: when another role owns the schema (and runs
+    # `db migrate` before each upgrade), its GRANTs are all popgate needs.
+    # PostgreSQL 15 gives PUBLIC no CREATE on schema public, so the daemon
+    # and the CLI must not try to create anything on a current schema.
+    pg.psql("postgres", "DROP DATABASE IF EXISTS owned WITH (FORCE)")
+    pg.psql("postgres", f"CREATE DATABASE owned OWNER {SUPERUSER}")
+    apply_schema(pg, "owned", owner=SUPERUSER)
+    source = Path(os.environ.get("POPGATE_SOURCE_DIR", ".")) / "sql" / "postgresql" / "roles.sql"
+    pg.psql("owned", source.read_text())
+    listeners = [{"name": "pop3", "protocol": "pop3", "tls": "starttls"},
+                 {"name": "smtp", "protocol": "smtp", "tls": "starttls"}]
+    g = make_gateway(relay_overrides(upstream, storage={"database": pg.uri("owned")}), listeners, name="rows-only")
+    g.add_user("bob", PASSWORD)
+    assert login(g, "127.0.0.61").startswith(b"+OK")
+    send(g, "127.0.0.61")
+    assert len(upstream.messages) == 1
+    assert pg.psql("owned", "SELECT tableowner FROM pg_tables WHERE tablename = 'relay_grants'") == [(SUPERUSER,)]
+    assert pg.psql("owned", "SELECT max(version) FROM schema_migrations") == [("5",)]

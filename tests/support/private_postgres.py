@@ -209,15 +209,16 @@ def schema_file(version="005_initial"):
     return Path(src) / "sql" / "postgresql" / f"{version}.sql"
 
 
-def apply_schema(pg, dbname):
+def apply_schema(pg, dbname, owner=ROLE):
     """What popgate's store does on an empty database: schema_migrations,
     then sql/postgresql/005_initial.sql and its version row, in one
-    transaction, as the popgate role (so popgate owns every object)."""
+    transaction, as the popgate role (so popgate owns every object), or as
+    the superuser with owner=SUPERUSER (an administrator's `db migrate`)."""
     sql = ("CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
            " applied_at bigint NOT NULL DEFAULT extract(epoch from now())::bigint);\n"
            + schema_file().read_text()
            + "\nINSERT INTO schema_migrations (version, name) VALUES (5, 'initial');\n")
-    pg.psql(dbname, sql, user=ROLE, single_transaction=True)
+    pg.psql(dbname, sql, user=None if owner == SUPERUSER else owner, single_transaction=True)
 
 
 # -- pytest ------------------------------------------------------------------
