@@ -579,10 +579,18 @@ private:
 
     // Runs f on a borrowed connection. A reused connection the server had
     // closed (it restarted, or failed over) is found on first use; the call
-    // is then tried once more on a fresh one: a statement that never reached
-    // a live server did nothing. Not after a call that timed out: it was
-    // sent and may have run, and a server that does not answer one
-    // connection will not answer the next either.
+    // is then tried again on another, until one that was just opened fails
+    // (the server is down: health_ says so) or the pool is spent: a
+    // statement that never reached a live server did nothing. The server
+    // may have closed every idle connection at once (a restart,
+    // idle_session_timeout), so one retry is not enough. Not after a call
+    // that timed out: it was sent and may have run, and a server that does
+    // not answer one connection will not answer the next either.
+    bool try_again(lease const& c, int attempt) const noexcept
+    {
+        return c.reused && !c.conn->timed_out() && attempt <= static_cast<int>(opts_.max_connections);
+    }
+
     template <class F>
     auto with(F&& f) -> std::invoke_result_t<F&, pg::connection&>
     {
@@ -592,7 +600,7 @@ private:
                 return f(*c.conn);
             } catch (store_error const& e) {
                 if (!c.conn->broken()) throw;
-                if (attempt == 0 && c.reused && !c.conn->timed_out()) continue;
+                if (try_again(c, attempt)) continue;
                 health_.failed(e.what());
                 throw;
             }
@@ -609,7 +617,7 @@ private:
             try {
                 c.conn->run("BEGIN");
             } catch (store_error const& e) {
-                if (c.conn->broken() && attempt == 0 && c.reused && !c.conn->timed_out()) continue;
+                if (c.conn->broken() && try_again(c, attempt)) continue;
                 if (c.conn->broken()) health_.failed(e.what());
                 throw;
             }
@@ -743,10 +751,18 @@ private:
     // sent while it was away is lost), reconnect with the health backoff.
     void watch(std::stop_token st)
     {
+        // A connection lost after it listened is reconnected at once, and is
+        // no outage by itself: the server may have closed it alone (an
+        // administrator, idle_session_timeout). A failed connect, or a
+        // second loss within a second of such a reconnect, is health_'s (its
+        // log line and backoff).
+        auto last_quick = clock::time_point{};
         while (!st.stop_requested()) {
+            bool listening = false;
             try {
                 pg::connection c(uri_, opts_.statement_timeout);
                 c.exec("LISTEN popgate_networks");
+                listening = true;
                 refresh_generation(c);
                 health_.ok();
                 auto next_check = clock::now() + opts_.network_check_interval;
@@ -773,6 +789,12 @@ private:
                     }
                 }
             } catch (store_error const& e) {
+                if (listening && clock::now() - last_quick > std::chrono::seconds(1)) {
+                    last_quick = clock::now();
+                    spdlog::info("database network watcher lost its connection, reconnecting reason={}",
+                                 log::field(e.what(), 400));
+                    continue;
+                }
                 health_.failed(e.what());
                 pollfd fd{wake_, POLLIN, 0};
                 ::poll(&fd, 1, static_cast<int>(health_.backoff().count()));

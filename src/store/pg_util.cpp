@@ -83,10 +83,20 @@ connection::connection(std::string const& uri, std::chrono::milliseconds stateme
     c_ = PQconnectdbParams(keys, values, 1);
     if (!c_) throw unavailable("PostgreSQL: out of memory");
     // The server's notices ("relation ... already exists, skipping") are not
-    // for the administrator's terminal: debug log lines.
-    PQsetNoticeProcessor(
-        c_, [](void*, char const* message) { spdlog::debug("postgresql notice={}", log::field(trimmed(message), 400)); },
-        nullptr);
+    // for the administrator's terminal: debug log lines. An error that
+    // arrives while the connection is idle comes this way too: a FATAL one
+    // (an administrator's pg_terminate_backend, idle_session_timeout, a
+    // shutdown) means the server is closing this connection, which libpq
+    // itself only finds at the next read.
+    PQsetNoticeReceiver(
+        c_,
+        [](void* self, PGresult const* r) {
+            spdlog::debug("postgresql notice={}", log::field(trimmed(PQresultErrorMessage(r)), 400));
+            char const* severity = PQresultErrorField(r, PG_DIAG_SEVERITY_NONLOCALIZED);
+            if (severity && (std::string_view(severity) == "FATAL" || std::string_view(severity) == "PANIC"))
+                static_cast<connection*>(self)->broken_ = true;
+        },
+        this);
     if (PQstatus(c_) != CONNECTION_OK) {
         auto msg = "cannot connect to PostgreSQL " + redact(uri) + ": " + trimmed(PQerrorMessage(c_));
         PQfinish(c_);
@@ -116,9 +126,14 @@ bool connection::went_stale()
     pollfd pfd{PQsocket(c_), POLLIN, 0};
     if (::poll(&pfd, 1, 0) <= 0) return false;
     // Something arrived on an idle connection: a notice, or the server's
-    // goodbye. Read it; a dead connection shows as CONNECTION_BAD.
-    if (!PQconsumeInput(c_)) broken_ = true;
-    while (PGnotify* n = PQnotifies(c_)) PQfreemem(n);
+    // goodbye (its FATAL error, parsed by PQnotifies and flagged by the
+    // notice receiver, then the end of the stream). Read it; a dead
+    // connection shows as CONNECTION_BAD.
+    for (int reads = 0; reads < 4 && !broken(); ++reads) {
+        if (!PQconsumeInput(c_)) broken_ = true;
+        while (PGnotify* n = PQnotifies(c_)) PQfreemem(n);
+        if (::poll(&pfd, 1, 0) <= 0) break;
+    }
     return broken();
 }
 

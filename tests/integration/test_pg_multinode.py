@@ -16,6 +16,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -146,6 +147,46 @@ def test_rows_written_with_psql_count_at_the_next_rcpt_on_every_node(pg, nodes):
         assert rcpt(g, "127.0.0.31")[0] == 554
         assert eventually(lambda g=g: rcpt(g, "127.0.0.32")[0] == 554, timeout=5)
 
+
+
+def client_backends(pg):
+    return pg.psql("popgate", "SELECT count(*) FROM pg_stat_activity WHERE datname = 'popgate'"
+                              " AND backend_type = 'client backend' AND pid <> pg_backend_pid()")[0][0]
+
+
+def test_connections_the_server_closes_while_idle_are_replaced_unseen(pg, nodes, upstream):  # noqa: F811
+    # An administrator's pg_terminate_backend, idle_session_timeout, a
+    # pooler: the server closes idle connections while PostgreSQL itself is
+    # up. README: such a connection is replaced on first use; no client may
+    # see a temporary failure for it, and no "database unreachable" is logged.
+    a, b = nodes
+    assert login(a, "127.0.0.71").startswith(b"+OK")
+    # Several RCPTs at once on each node, so that each pool holds more than
+    # one connection (one retry on the next dead one is not enough).
+    def burst():
+        with ThreadPoolExecutor(12) as pool:
+            answers = list(pool.map(lambda i: rcpt((a, b)[i % 2], "127.0.0.71")[0], range(24)))
+        assert answers == [250] * 24
+        return int(client_backends(pg)) >= 5   # both watchers, and more than one pooled connection somewhere
+
+    assert eventually(burst, timeout=20)
+    killed = pg.psql("popgate", "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                                " WHERE datname = 'popgate' AND backend_type = 'client backend'"
+                                " AND pid <> pg_backend_pid()")
+    assert int(killed[0][0]) >= 5
+    time.sleep(1)  # the server's goodbye reaches the idle connections
+    for g in (a, b):
+        assert rcpt(g, "127.0.0.71")[0] == 250
+        assert policy(g, "127.0.0.71") == "action=OK"
+    assert login(b, "127.0.0.72").startswith(b"+OK")
+    assert send(a, "127.0.0.72") == {}
+    # The watchers listen again: a network written now counts on both nodes.
+    pg.psql("popgate", "INSERT INTO allowed_networks (cidr, note) VALUES ('127.0.0.73/32', 'after the kill')")
+    for g in (a, b):
+        assert eventually(lambda g=g: rcpt(g, "127.0.0.73")[0] == 250, timeout=5)
+        assert "database unreachable" not in g.log(), g.log()[-3000:]
+        assert "reconnecting reason=" in g.log()
+    assert upstream.wait_for(lambda: len(upstream.messages) == 1)
 
 def test_a_grants_quota_is_shared_by_the_nodes(pg, make_gateway, upstream):  # noqa: F811
     """relay.grant_max_recipients_per_hour = 3 on two nodes of one database:
