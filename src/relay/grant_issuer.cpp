@@ -101,6 +101,9 @@ grant_plan grant_issuer::plan(login_facts const& l, config::settings const& s) c
                                                detail + " reason=" + reason + why});
         return p;
     }
+    g.needs_user = l.via != "dovecot";  // a Dovecot login's user is Dovecot's
+    g.audit_address = l.client.to_string();
+    g.audit_detail = detail + " until=" + iso_utc(g.expires_at);
     p.ops.emplace_back(g);
     if (s.max_grants_per_user > 0)
         // In the grant's transaction: the cap holds whatever other logins of
@@ -108,8 +111,6 @@ grant_plan grant_issuer::plan(login_facts const& l, config::settings const& s) c
         p.ops.emplace_back(store::grant_cap{l.user, g.address, s.max_grants_per_user, g.granted_at,
                                             "max_grants_per_user=" + std::to_string(s.max_grants_per_user) +
                                                 ": replaced by a login from " + g.address});
-    p.ops.emplace_back(store::audit_record{"grant", l.client.to_string(), l.user,
-                                           detail + " until=" + iso_utc(g.expires_at)});
     p.log_fields = "grant=" + g.address + " grant_until=" + iso_utc(g.expires_at);
     if (!p.replaced.empty()) {
         std::string list;

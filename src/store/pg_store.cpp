@@ -50,7 +50,7 @@ grant read_grant(pg::result const& r, int i)
 {
     return {r.text(i, 0),  r.text(i, 1),  r.text(i, 2),      r.boolean(i, 3), r.text(i, 4),
             r.i64(i, 5),   r.i64(i, 6),   r.i64(i, 7),       r.opt_i64(i, 8), r.i64(i, 9),
-            r.i64(i, 10),  r.i64(i, 11),  0};
+            r.i64(i, 10),  r.i64(i, 11),  0, {}, {}, false};
 }
 
 // The store's view of the server: up or down, one log line per change, and a
@@ -818,6 +818,15 @@ private:
 
     static void put_grant(pg::connection& c, grant const& g)
     {
+        if (g.needs_user) {
+            // FOR SHARE waits for an UPDATE or DELETE of the user in flight
+            // and reads the row as it committed; one that comes later waits
+            // for this commit, and its trigger then revokes the grant.
+            // Logins of one user share the lock and do not wait on each
+            // other.
+            auto r = c.run("SELECT 1 FROM users WHERE name = $1 AND NOT disabled FOR SHARE", {p(g.user)});
+            if (r.rows() == 0) throw store_error(store_errc::constraint, user_gone_meanwhile(g));
+        }
         // One row per address: a new login refreshes it, and never shortens
         // it (see overwrites()); the hit counter belongs to the address and
         // survives the refresh.
@@ -828,6 +837,7 @@ private:
               " expires_at = excluded.expires_at WHERE $8 OR relay_grants.expires_at <= excluded.expires_at",
               {p(g.address), p(g.user), p(g.method), p(g.tls), p(g.listener), p(g.granted_at), p(g.expires_at),
                p(overwrites(g))});
+        if (!g.audit_detail.empty()) put_audit(c, "grant", g.audit_address, g.user, g.audit_detail);
         if (g.user.empty()) return;
         // Who logged in at the address (sql/005): `grant list` counts them.
         c.run("INSERT INTO relay_grant_logins (address, \"user\", last_login, expires_at) VALUES ($1, $2, $3, $4)"

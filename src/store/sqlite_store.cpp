@@ -666,12 +666,24 @@ private:
         // polls from the same address), so that comes first: an UPDATE that
         // leaves `address` alone runs none of the address rules' triggers,
         // which every INSERT must pass.
+        if (g.needs_user) {
+            // BEGIN IMMEDIATE: a change of the user either committed before
+            // this read, or comes after this commit and its trigger revokes.
+            auto& u = c.prepare("SELECT 1 FROM users WHERE name = ?1 AND NOT disabled");
+            u.bind(1, g.user);
+            bool const may = u.step();
+            u.reset();
+            if (!may) throw store_error(store_errc::constraint, user_gone_meanwhile(g));
+        }
         std::int64_t const always = overwrites(g);
         auto& up = c.prepare("UPDATE relay_grants SET user = ?2, method = ?3, tls = ?4, listener = ?5,"
                              " granted_at = ?6, expires_at = ?7 WHERE address = ?1 AND (?8 OR expires_at <= ?7)");
         up.bind(1, g.address).bind(2, g.user).bind(3, g.method).bind(4, std::int64_t{g.tls});
         up.bind(5, g.listener).bind(6, g.granted_at).bind(7, g.expires_at).bind(8, always).run();
-        if (sqlite3_changes(c.db) > 0) return put_login(c, g);
+        if (sqlite3_changes(c.db) > 0) {
+            put_login(c, g);
+            return put_grant_audit(c, g);
+        }
         auto& q = c.prepare(
                "INSERT INTO relay_grants (address, user, method, tls, listener, granted_at, expires_at)"
                " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
@@ -681,6 +693,12 @@ private:
         q.bind(1, g.address).bind(2, g.user).bind(3, g.method).bind(4, std::int64_t{g.tls});
         q.bind(5, g.listener).bind(6, g.granted_at).bind(7, g.expires_at).bind(8, always).run();
         put_login(c, g);
+        put_grant_audit(c, g);
+    }
+
+    static void put_grant_audit(lease& c, grant const& g)
+    {
+        if (!g.audit_detail.empty()) put_audit(c, "grant", g.audit_address, g.user, g.audit_detail);
     }
 
     // Who logged in at the address (sql/005): `grant list` counts the users.
@@ -738,7 +756,7 @@ private:
     static grant read_grant(stmt const& q)
     {
         return {q.text(0), q.text(1), q.text(2), q.i64(3) != 0, q.text(4), q.i64(5), q.i64(6), q.i64(7),
-                q.opt_i64(8), q.i64(9), q.i64(10), q.i64(11), 0};
+                q.opt_i64(8), q.i64(9), q.i64(10), q.i64(11), 0, {}, {}, false};
     }
 
     static void insert_user(sqlite3* db, user_record const& u, bool replace)

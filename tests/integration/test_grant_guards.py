@@ -10,6 +10,7 @@ import base64
 import poplib
 import smtplib
 import subprocess
+import threading
 import time
 
 import pytest
@@ -351,6 +352,69 @@ def test_sql_revokes_the_users_grants(gw, statement, detail):
     assert rcpt_from(g, "127.0.0.43") == DENIED
     assert grants(g) == [("127.0.0.44", "bob")]
     assert ("revoke", "127.0.0.43", "alice", detail) in audit(g, "revoke")
+
+
+def held_user_change(g, statement, started, release):
+    """`statement` in a transaction an administrator's sqlite3 or psql
+    session holds open until `release` is set; `started` once it ran."""
+    if g.backend == "postgresql":
+        import psycopg2
+        con = psycopg2.connect(g.database)
+        commit = con.commit
+    else:
+        import sqlite3
+        con = sqlite3.connect(g.db, timeout=10, isolation_level=None)
+        con.execute("BEGIN IMMEDIATE")
+        commit = lambda: con.execute("COMMIT")  # noqa: E731
+    try:
+        con.cursor().execute(statement)
+        started.set()
+        release.wait(10)
+        commit()
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize("statement", [
+    "UPDATE users SET disabled = true WHERE name = 'alice'",
+    "DELETE FROM users WHERE name = 'alice'",
+    "UPDATE users SET name = 'alice2' WHERE name = 'alice'",
+], ids=["disabled", "deleted", "renamed"])
+def test_a_user_changed_during_the_login_keeps_no_grant(gw, statement):
+    # The password check reads the user before the change commits; the
+    # grant waits for the administrator's transaction. The trigger that
+    # revokes the user's grants cannot see one not yet written: the grant
+    # itself must check that its user can still log in.
+    g = gw()
+    started, release = threading.Event(), threading.Event()
+    admin = threading.Thread(target=held_user_change, args=(g, statement, started, release))
+    admin.start()
+    answer = []
+
+    def log_in():
+        try:
+            answer.append(login(g, "127.0.0.47"))
+        except poplib.error_proto as e:
+            answer.append(e.args[0])
+
+    try:
+        assert started.wait(10)
+        client = threading.Thread(target=log_in)
+        client.start()
+        time.sleep(1)   # the password check has run; the grant waits for the lock
+    finally:
+        release.set()
+        admin.join(15)
+    client.join(15)
+    # Not [AUTH]: the password was right when it was checked.
+    assert answer == [b"-ERR [SYS/TEMP] Unable to record the login, try again later"]
+    assert g.wait_log("pop3 grant failed user=alice ip=127.0.0.47 error=")
+    assert "during the login" in g.log()
+    assert grants(g) == []
+    assert audit(g, "grant") == []
+    assert rcpt_from(g, "127.0.0.47") == DENIED
+    # bob, untouched, still logs in and relays.
+    granted(g, "127.0.0.48", user="bob")
 
 
 def test_changes_that_lock_nobody_out_keep_the_grant(gw):

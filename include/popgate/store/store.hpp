@@ -47,6 +47,18 @@ struct grant {
     // Read by list_grants only: users with an unexpired login at this address
     // (relay_grant_logins), the grant's own user included.
     std::int64_t sharing_users = 0;
+    // Written with the grant, in the same step: its 'grant' audit row
+    // (address: the client's, which an IPv6 grant's prefix is not), so that a
+    // grant refused in the store (made_by_a_login) leaves no row saying it
+    // was made. No row when audit_detail is empty.
+    std::string audit_address;
+    std::string audit_detail;
+    // Made by popgate's own login of `user`: written only while that user
+    // can still log in (exists, not disabled), checked in the grant's
+    // transaction. The users triggers revoke a user's grants when the user
+    // is disabled or deleted, but cannot see a grant not yet committed: a
+    // login whose password check ran before the change would leave one.
+    bool needs_user = false;
 };
 
 // Whether writing `g` replaces a row of its address that lasts longer: an
@@ -54,6 +66,11 @@ struct grant {
 // never shortens a standing grant nor takes it over (as its user's, a
 // password change would then revoke it).
 inline bool overwrites(grant const& g) noexcept { return g.method == "cli" || g.method == "sql"; }
+
+inline std::string user_gone_meanwhile(grant const& g)
+{
+    return "relay_grants: user '" + g.user + "' was disabled or deleted during the login; no grant";
+}
 
 struct network {
     std::int64_t id = 0;

@@ -592,6 +592,46 @@ BOOST_AUTO_TEST_CASE(applies_grants_touches_and_audits_in_order)
     BOOST_TEST(a[0].detail == "pop3 mech=pass");
 }
 
+// A login's grant (needs_user) is written, with its audit row, only while
+// its user exists and is not disabled; a grant refused so leaves neither.
+BOOST_AUTO_TEST_CASE(a_logins_grant_needs_a_user_who_can_log_in)
+{
+    auto const t = now();
+    db->add_user(user("alice"));
+    auto off = user("carol");
+    off.disabled = true;
+    db->add_user(off);
+    auto const login_grant = [&](std::string address, std::string name) {
+        auto g = make_grant(std::move(address), std::move(name), t, t + 600);
+        g.needs_user = true;
+        g.audit_address = g.address;
+        g.audit_detail = "pop3 mech=pass";
+        return g;
+    };
+    std::vector<write_op> ops;
+    ops.emplace_back(login_grant("192.0.2.11", "alice"));
+    ops.emplace_back(login_grant("192.0.2.12", "carol"));   // disabled
+    ops.emplace_back(login_grant("192.0.2.13", "nobody"));  // deleted, or renamed
+    auto by_hand = make_grant("192.0.2.14", "nobody", t, t + 600);  // not a login: no such check
+    ops.emplace_back(by_hand);
+    std::vector<std::string> errors;
+    db->write_batch(ops, errors);
+    BOOST_TEST_REQUIRE(errors.size() == 4u);
+    BOOST_TEST(errors[0].empty(), errors[0]);
+    BOOST_TEST(errors[1].find("'carol' was disabled or deleted") != std::string::npos, errors[1]);
+    BOOST_TEST(errors[2].find("'nobody' was disabled or deleted") != std::string::npos, errors[2]);
+    BOOST_TEST(errors[3].empty(), errors[3]);
+    auto const g = db->list_grants(true, t);
+    BOOST_TEST_REQUIRE(g.size() == 2u);
+    BOOST_TEST(g[0].address == "192.0.2.11");
+    BOOST_TEST(g[1].address == "192.0.2.14");
+    auto const a = db->list_audit(10);
+    BOOST_TEST_REQUIRE(a.size() == 1u);
+    BOOST_TEST(a[0].event == "grant");
+    BOOST_TEST(a[0].address == "192.0.2.11");
+    BOOST_TEST(a[0].user == "alice");
+}
+
 BOOST_AUTO_TEST_CASE(a_failed_op_is_undone_alone)
 {
     auto const t = now();
