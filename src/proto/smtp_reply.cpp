@@ -9,12 +9,14 @@ namespace {
 
 constexpr bool is_digit(char c) noexcept { return c >= '0' && c <= '9'; }
 
-// Replaces controls so that text quoted from a peer cannot break reply framing.
+// Replaces what a reply's text may not hold (RFC 5321 §4.2 textstring: HT
+// and 32..126), so that text quoted from a peer cannot break reply framing
+// nor pass on 8-bit octets, perhaps a UTF-8 sequence cut in half.
 void append_safe(std::string& out, std::string_view text)
 {
     for (char c : text) {
         auto const u = static_cast<unsigned char>(c);
-        out.push_back(u < 32 || u == 127 ? '?' : c);
+        out.push_back(u == '\t' || (u >= 32 && u < 127) ? c : '?');
     }
 }
 

@@ -3,6 +3,7 @@ curl, raw sockets): protocol replies, the relay decision from grants, networks
 and AUTH, local delivery, synchronous relay to a capture upstream, and the
 smuggling / pipelining cases of issue 3."""
 import poplib
+import re
 import signal
 import smtplib
 import socket
@@ -340,6 +341,19 @@ def test_a_slow_reply_to_the_dot_is_waited_for_and_the_message_goes_once(make_ga
     assert g.wait_log("smtp relayed id=")
 
 
+def relay_raw(g):
+    """One message to x@remote.test over a raw connection; the raw reply to
+    the dot (all of it, however long or odd)."""
+    c = Conn(g.port("smtp"))
+    c.cmd(b"EHLO client.example\r\n")
+    assert c.cmd(b"MAIL FROM:<a@example.org>\r\n").startswith(b"250 ")
+    assert c.cmd(b"RCPT TO:<x@remote.test>\r\n").startswith(b"250 ")
+    assert c.cmd(b"DATA\r\n").startswith(b"354 ")
+    reply = c.cmd(BODY + b".\r\n")
+    c.close()
+    return reply
+
+
 def test_the_upstreams_250_text_is_cut_in_our_reply(relay_gw, upstream):
     """An upstream whose 250 to the dot is 1,500 octets long: our 250 quotes
     200 of them, and stays a valid reply line (RFC 5321: 512 octets). Before,
@@ -347,19 +361,21 @@ def test_the_upstreams_250_text_is_cut_in_our_reply(relay_gw, upstream):
     the message was queued upstream, and would send it again."""
     grant(relay_gw)
     upstream.data_reply = "250 2.0.0 queued as LONG " + "x" * 1475
-    c = Conn(relay_gw.port("smtp"))
-    c.cmd(b"EHLO client.example\r\n")
-    assert c.cmd(b"MAIL FROM:<a@example.org>\r\n").startswith(b"250 ")
-    assert c.cmd(b"RCPT TO:<x@remote.test>\r\n").startswith(b"250 ")
-    assert c.cmd(b"DATA\r\n").startswith(b"354 ")
-    reply = c.cmd(BODY + b".\r\n")
-    c.close()
+    reply = relay_raw(relay_gw)
     assert reply.startswith(b"250 2.0.0 Ok: queued as ") and reply.count(b"\r\n") == 1, reply[:100]
     assert b"(queued as LONG xxx" in reply and len(reply) <= 512, len(reply)
     assert len(upstream.messages) == 1
     # smtplib, the client that choked on the long line, now takes the reply.
     assert send(relay_gw.port("smtp"), ["y@remote.test"]) == {}
     assert len(upstream.messages) == 2
+
+
+def test_an_upstream_250_without_text_adds_no_empty_quote(relay_gw, upstream):
+    grant(relay_gw)
+    upstream.data_reply = "250"
+    reply = relay_raw(relay_gw)
+    assert re.fullmatch(rb"250 2\.0\.0 Ok: queued as [0-9A-F]+\r\n", reply), reply
+    assert len(upstream.messages) == 1
 
 
 def test_the_clients_250_does_not_wait_for_the_upstreams_221(make_gateway, upstream):

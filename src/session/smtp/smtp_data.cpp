@@ -375,7 +375,7 @@ asio::awaitable<bool> smtp_session::do_data()
                  v.what == relay::upstream_verdict::kind::permanent ? "upstream-rejected" : "upstream-tempfail");
             co_return true;
         }
-        upstream_note = " (" + v.text + ")";
+        if (!v.text.empty()) upstream_note = " (" + v.text + ")";  // a bare "250" has none
         spdlog::info("sid={} smtp relayed id={} upstream={}:{} {}", c_.sid, qid, s.upstream_host, s.upstream_port,
                      v.log);
     }

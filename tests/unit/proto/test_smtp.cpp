@@ -758,6 +758,11 @@ BOOST_AUTO_TEST_CASE(formats_single_and_multi_line)
 
     popgate::proto::smtp_reply none{421, "4.3.2", {}};
     BOOST_TEST(format_reply(none) == "421 4.3.2\r\n");
+
+    // Text quoted from a peer (an upstream's refusal) is RFC 5321's
+    // textstring: HT and printable US-ASCII. Controls and 8-bit octets (a
+    // UTF-8 sequence the 200-octet cut may have split) become '?'.
+    BOOST_TEST(reply(550, "5.1.1", "a\x1b[31mred\x07 \xc3\xbf\xc3\xbe\x7f.") == "550 5.1.1 a?[31mred? ?????.\r\n");
 }
 
 BOOST_AUTO_TEST_CASE(peer_text_cannot_inject_lines)
