@@ -452,8 +452,10 @@ public:
 
     site_rows read_site(unix_time t) override
     {
-        // One snapshot of the four tables.
+        // One snapshot of the four tables: READ COMMITTED would take one per
+        // statement, and a live database's rows could come from moments apart.
         return in_transaction([&](pg::connection& c) {
+            c.run("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY");
             site_rows s;
             auto u = c.run(POPGATE_PG_USER_COLUMNS " ORDER BY name");
             for (int i = 0; i < u.rows(); ++i) s.users.push_back(read_user(u, i));
