@@ -546,10 +546,12 @@ asio::awaitable<upstream_verdict> smtp_client::mail(upstream_envelope const& env
 }
 
 // A connection ready for RCPT: a kept one or a fresh one, MAIL taken.
-asio::awaitable<upstream_verdict> smtp_client::begin(upstream_envelope const& env, std::string const& first_rcpt)
+asio::awaitable<upstream_verdict> smtp_client::begin(upstream_envelope const& env, std::string const& first_rcpt,
+                                                     bool may_reuse)
 {
     auto key = pool_key();
-    if (s_.upstream_reuse_time.count() > 0) link_ = pool_.take(key, s_.upstream_reuse_time, ex_);
+    kept_ = false;
+    if (may_reuse && s_.upstream_reuse_time.count() > 0) link_ = pool_.take(key, s_.upstream_reuse_time, ex_);
     if (link_) {
         auto v = co_await mail(env, first_rcpt);
         // A kept connection that is gone (the upstream timed it out, closed
@@ -559,6 +561,7 @@ asio::awaitable<upstream_verdict> smtp_client::begin(upstream_envelope const& en
         // on this sender.
         bool const dead = v.what == upstream_verdict::kind::temporary;
         if (!dead) {
+            kept_ = true;
             v.log += link_->moved ? " reused=yes moved=yes" : " reused=yes";
             co_return v;
         }
@@ -612,12 +615,14 @@ asio::awaitable<upstream_verdict> smtp_client::recipient(upstream_envelope const
     co_return v;
 }
 
-asio::awaitable<upstream_verdict> smtp_client::ask_recipient(upstream_envelope const& env, std::string const& rcpt)
+asio::awaitable<upstream_verdict> smtp_client::ask_recipient(upstream_envelope const& env, std::string const& rcpt,
+                                                             bool fresh_only)
 {
     std::string const prefix = "<" + rcpt + ">: ";
     bool sent = false;  // this RCPT went with MAIL
-    if (txn_ == txn::none) {
-        auto v = co_await begin(env, rcpt);
+    bool const opened_here = txn_ == txn::none;
+    if (opened_here) {
+        auto v = co_await begin(env, rcpt, !fresh_only);
         sent = rcpt_sent_;
         if (v.what == upstream_verdict::kind::ok) {
             txn_ = txn::open;
@@ -656,7 +661,18 @@ asio::awaitable<upstream_verdict> smtp_client::ask_recipient(upstream_envelope c
             co_return v;
         }
         // Gone, 421 (closing), a 3xx or a reply that does not parse: the
-        // transaction cannot be trusted any more.
+        // transaction cannot be trusted any more. On a kept connection
+        // whose MAIL went with this first RCPT (PIPELINING), that is the
+        // kept connection dying, as a 421 to MAIL is: nothing was taken,
+        // so the transaction starts again on a fresh one.
+        if (opened_here && kept_ && accepted_ == 0) {
+            spdlog::debug("sid={} upstream kept connection lost at the first RCPT, reconnecting: {}", sid_,
+                          r ? log::field(joined(*r)) : std::string("no reply"));
+            abort();
+            link_.reset();
+            txn_ = txn::none;
+            co_return co_await ask_recipient(env, rcpt, true);
+        }
         txn_ = txn::failed;
         failure_ = broken(r ? "RCPT reply=" + std::to_string(code) + " text=" + log::field(joined(*r))
                             : std::string(written ? "RCPT: no valid reply" : "RCPT: write failed"));

@@ -152,6 +152,21 @@ def test_kept_connection_answering_mail_with_421_is_replaced(make_gateway, upstr
     assert delivered(upstream, [1, 2, 3]) == [1, 2, 2]
 
 
+@pytest.mark.parametrize("pipelining", [True, False], ids=["rcpt-with-mail", "rcpt-after-mail"])
+def test_kept_connection_answering_the_first_rcpt_with_421_is_replaced(make_gateway, upstream, pipelining):
+    # The upstream took MAIL on the kept connection, then closes it at the
+    # RCPT (with PIPELINING both went in one write): nothing was taken, so
+    # the message goes on a fresh connection, as after a 421 to MAIL.
+    upstream.pipelining = pipelining
+    g = reuse_gateway(make_gateway, upstream, reuse_time=30)
+    assert_accepted(relay(g.port("smtp"), 1))
+    upstream.rcpt_421_on_reuse = True
+    assert_accepted(relay(g.port("smtp"), 2))
+    assert delivered(upstream, [1, 2]) == [1, 2]
+    assert upstream.greetings == [1, 2]
+    assert [c for c, _ in upstream.rcpts] == [1, 1, 2]
+
+
 def test_connection_idle_longer_than_reuse_time_is_quit_not_reused(make_gateway, upstream):
     g = reuse_gateway(make_gateway, upstream, reuse_time=1)
     assert_accepted(relay(g.port("smtp"), 1))

@@ -410,7 +410,8 @@ class CaptureUpstream:
     each QUIT and `closed` of each connection that has ended. With
     `close_after_data` the upstream drops the connection shortly after its 250
     to DATA; with `mail_421_on_reuse` it answers MAIL on a connection that has
-    already carried a message with 421 and drops it.
+    already carried a message with 421 and drops it, and with
+    `rcpt_421_on_reuse` it takes MAIL there and answers the RCPT so.
 
     Per recipient: `rcpt_replies` maps an address to the reply its RCPT gets
     instead of 250 (the recipient is then not taken); `rcpts` records
@@ -437,6 +438,7 @@ class CaptureUpstream:
         self.mode = "accept"
         self.close_after_data = False
         self.mail_421_on_reuse = False
+        self.rcpt_421_on_reuse = False
         self.connections = []
         self.greetings = []
         self.quits = []
@@ -465,6 +467,14 @@ class CaptureUpstream:
                 # after the reply has been written
                 asyncio.get_running_loop().call_later(0.05, transport.close)
 
+        def closing_if_reused(server):
+            """True, dropping the connection soon, when it has carried a message."""
+            with outer.lock:
+                used = any(m["conn"] == server.conn_id for m in outer.messages)
+            if used:
+                drop_soon(server)
+            return used
+
         class Handler:
             async def handle_EHLO(self, server, session, envelope, hostname, responses):
                 session.host_name = hostname  # what aiosmtpd does when there is no hook
@@ -490,12 +500,8 @@ class CaptureUpstream:
                 behind = bytes(getattr(server._reader, "_buffer", b""))
                 with outer.lock:
                     outer.mail_with_rcpt.append(behind.upper().startswith(b"RCPT TO:"))
-                if outer.mail_421_on_reuse:
-                    with outer.lock:
-                        used = any(m["conn"] == server.conn_id for m in outer.messages)
-                    if used:
-                        drop_soon(server)
-                        return "421 4.3.2 closing this connection"
+                if outer.mail_421_on_reuse and closing_if_reused(server):
+                    return "421 4.3.2 closing this connection"
                 if outer.mail_reply:
                     return outer.mail_reply
                 envelope.mail_from = address
@@ -505,6 +511,8 @@ class CaptureUpstream:
             async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
                 with outer.lock:
                     outer.rcpts.append((server.conn_id, address))
+                if outer.rcpt_421_on_reuse and closing_if_reused(server):
+                    return "421 4.3.2 closing this connection"
                 if address in outer.rcpt_delays:
                     await asyncio.sleep(outer.rcpt_delays[address])
                 if outer.mode == "reject-rcpt":

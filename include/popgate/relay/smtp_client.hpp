@@ -171,9 +171,14 @@ private:
     // PIPELINING (RFC 2920): one round trip instead of two. `rcpt_sent`
     // then says that RCPT's reply is still to be read.
     asio::awaitable<upstream_verdict> mail(upstream_envelope const& env, std::string const& first_rcpt);
-    asio::awaitable<upstream_verdict> begin(upstream_envelope const& env, std::string const& first_rcpt);
+    // `may_reuse`: a kept connection may carry it (kept_ then says whether
+    // one did).
+    asio::awaitable<upstream_verdict> begin(upstream_envelope const& env, std::string const& first_rcpt,
+                                            bool may_reuse = true);
     bool rcpt_sent_ = false;
-    asio::awaitable<upstream_verdict> ask_recipient(upstream_envelope const& env, std::string const& rcpt);
+    bool kept_ = false;
+    asio::awaitable<upstream_verdict> ask_recipient(upstream_envelope const& env, std::string const& rcpt,
+                                                    bool fresh_only = false);
     asio::awaitable<void> keep_or_quit();
     upstream_verdict broken(std::string why);
     bool awaiting_dot_ = false;  // the final dot's reply: upstream_data_done_timeout bounds it
