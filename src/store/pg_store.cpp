@@ -825,9 +825,21 @@ private:
             // and reads the row as it committed; one that comes later waits
             // for this commit, and its trigger then revokes the grant.
             // Logins of one user share the lock and do not wait on each
-            // other.
-            auto r = c.run("SELECT 1 FROM users WHERE name = $1 AND NOT disabled FOR SHARE", {p(g.user)});
-            if (r.rows() == 0) throw store_error(store_errc::constraint, user_gone_meanwhile(g));
+            // other. The wait is short: the batch's other logins wait
+            // behind it, so a user row an administrator's open transaction
+            // holds fails this login alone ([SYS/TEMP], the op undone by its
+            // savepoint, the lock_timeout with it), not the whole batch.
+            c.run("SET LOCAL lock_timeout = 250");
+            std::optional<pg::result> r;
+            try {
+                r = c.run("SELECT 1 FROM users WHERE name = $1 AND NOT disabled FOR SHARE", {p(g.user)});
+            } catch (store_error const& e) {
+                if (e.code() != store_errc::busy) throw;
+                throw store_error(store_errc::constraint, "relay_grants: user '" + g.user +
+                                                              "' is being changed by another transaction; no grant");
+            }
+            c.run("SET LOCAL lock_timeout = DEFAULT");
+            if (r->rows() == 0) throw store_error(store_errc::constraint, user_gone_meanwhile(g));
         }
         // One row per address: a new login refreshes it, and never shortens
         // it (see overwrites()); the hit counter belongs to the address and

@@ -409,12 +409,58 @@ def test_a_user_changed_during_the_login_keeps_no_grant(gw, statement):
     # Not [AUTH]: the password was right when it was checked.
     assert answer == [b"-ERR [SYS/TEMP] Unable to record the login, try again later"]
     assert g.wait_log("pop3 grant failed user=alice ip=127.0.0.47 error=")
-    assert "during the login" in g.log()
+    # PostgreSQL waits 250 ms for the row, less than the transaction is held.
+    why = "being changed by another transaction" if g.backend == "postgresql" else "during the login"
+    assert why in g.log()
     assert grants(g) == []
     assert audit(g, "grant") == []
     assert rcpt_from(g, "127.0.0.47") == DENIED
     # bob, untouched, still logs in and relays.
     granted(g, "127.0.0.48", user="bob")
+
+
+def test_a_user_row_held_open_delays_no_other_login(gw):
+    # PostgreSQL: the grant's check locks its user's row FOR SHARE. An
+    # administrator's open transaction that changed the row (here a change
+    # that revokes nothing) makes that login fail at once, not wait out the
+    # busy timeout with the batch's other logins behind it. (SQLite: such a
+    # transaction holds the whole database, as it always has.)
+    g = gw()
+    if g.backend != "postgresql":
+        pytest.skip("row locks are PostgreSQL's")
+    started, release = threading.Event(), threading.Event()
+    admin = threading.Thread(target=held_user_change,
+                             args=(g, "UPDATE users SET apop_only = false WHERE name = 'alice'", started, release))
+    admin.start()
+    answers = {}
+
+    def log_in(user, source):
+        t0 = time.monotonic()
+        try:
+            reply = login(g, source, user=user)
+        except poplib.error_proto as e:
+            reply = e.args[0]
+        answers[user] = (reply, time.monotonic() - t0)
+
+    try:
+        assert started.wait(10)
+        clients = [threading.Thread(target=log_in, args=("alice", "127.0.0.63")),
+                   threading.Thread(target=log_in, args=("bob", "127.0.0.64"))]
+        for c in clients:
+            c.start()
+        for c in clients:
+            c.join(15)
+    finally:
+        release.set()
+        admin.join(15)
+    assert answers["alice"][0] == b"-ERR [SYS/TEMP] Unable to record the login, try again later"
+    assert answers["bob"][0].startswith(b"+OK")
+    # Both answered well inside storage.busy_timeout_ms (5 s).
+    assert answers["alice"][1] < 3 and answers["bob"][1] < 3, answers
+    assert g.wait_log("is being changed by another transaction")
+    assert grants(g) == [("127.0.0.64", "bob")]
+    # Once the transaction is over, alice logs in and is granted again.
+    granted(g, "127.0.0.63")
 
 
 def test_changes_that_lock_nobody_out_keep_the_grant(gw):
