@@ -58,8 +58,9 @@ class Dovecot(LogFile):
     def __init__(self, policy_url, api_secret=None, checks=False, users=None, root=None, mechanisms="plain login"):
         """`users` maps a name to its password, or to (password, passdb extra
         fields) such as ("pw", "nologin=y") or (None, "proxy=y nopassword=y
-        host=127.0.0.1 port=N"); `mechanisms` is auth_mechanisms (with
-        "anonymous", the anonymous user is "anonymous")."""
+        host=127.0.0.1 port=N"), where {imap_port} and {pop3_port} name this
+        Dovecot's own; `mechanisms` is auth_mechanisms (with "anonymous",
+        the anonymous user is "anonymous")."""
         # Not under pytest's tmp_path: its parents are 0700 root, and the
         # unprivileged processes must reach this directory.
         self.root = Path(root or tempfile.mkdtemp(prefix="popgate-dovecot-"))
@@ -77,6 +78,7 @@ class Dovecot(LogFile):
         def passwd_line(user, entry):
             password, extra = entry if isinstance(entry, tuple) else (entry, "")
             secret = "" if password is None else f"{{PLAIN}}{password}"
+            extra = extra.format(imap_port=self.imap_port, pop3_port=self.pop3_port)
             return f"{user}:{secret}::::::{extra}\n"
 
         passwd.write_text("".join(passwd_line(u, e) for u, e in users.items()))

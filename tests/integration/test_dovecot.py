@@ -150,6 +150,9 @@ def test_logins_dovecot_reports_but_nobody_proved_grant_nothing(gw, upstream):
         "gone": ("gone-secret", "nologin=y reason=account-closed"),
         # Proxied to popgate's own POP3 listener, which knows no such user.
         "carol": (None, f"proxy=y nopassword=y host=127.0.0.1 port={gw.port('pop3')}"),
+        # A proxy_maybe cluster's own user: Dovecot logs in here, and drops
+        # the proxy fields before it reports, after checking the password.
+        "erin": ("erin-secret", "proxy_maybe=y host=127.0.0.1 port={imap_port}"),
     })
     try:
         imap_login_refused(d.imap_port, "127.0.0.21", "gone", "gone-secret")
@@ -165,6 +168,10 @@ def test_logins_dovecot_reports_but_nobody_proved_grant_nothing(gw, upstream):
         assert m.login("dave", "dave-secret")[0] == "OK"
         m.logout()
         assert gw.wait_log("user=dave remote=127.0.0.24 protocol=imap tls=no success=yes result=granted")
+        m = imap_from(d.imap_port, "127.0.0.25")
+        assert m.login("erin", "erin-secret")[0] == "OK"
+        m.logout()
+        assert gw.wait_log("user=erin remote=127.0.0.25 protocol=imap tls=no success=yes result=granted")
     finally:
         d.stop()
     for source in ("127.0.0.21", "127.0.0.22", "127.0.0.23"):
@@ -172,7 +179,7 @@ def test_logins_dovecot_reports_but_nobody_proved_grant_nothing(gw, upstream):
             relay_from(gw, source)
         assert e.value.recipients["x@remote.test"][0] == 554
     assert relay_from(gw, "127.0.0.24") == {}
-    assert [row[:2] for row in grants(gw)] == [("127.0.0.24", "dave")]
+    assert [row[:2] for row in grants(gw)] == [("127.0.0.24", "dave"), ("127.0.0.25", "erin")]
     assert len(upstream.messages) == 1
     log = gw.log()
     assert "user=gone remote=127.0.0.21 protocol=imap tls=no success=yes result=no-grant reason=nologin mech=PLAIN" in log
