@@ -111,8 +111,15 @@ connection::connection(std::string const& uri, std::chrono::milliseconds stateme
     // (frozen) or not reachable: each call also waits at most that long and
     // a second more on this side, then gives the connection up.
     if (statement_timeout.count() > 0) answer_limit_ = statement_timeout + std::chrono::seconds(1);
-    exec("SET statement_timeout = " + std::to_string(statement_timeout.count()) +
-         "; SET idle_in_transaction_session_timeout = 60000");
+    try {
+        exec("SET statement_timeout = " + std::to_string(statement_timeout.count()) +
+             "; SET idle_in_transaction_session_timeout = 60000");
+    } catch (...) {
+        // No destructor runs for an object whose constructor throws.
+        PQfinish(c_);
+        c_ = nullptr;
+        throw;
+    }
 }
 
 connection::~connection()
