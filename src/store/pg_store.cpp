@@ -17,6 +17,7 @@
 #include <charconv>
 #include <condition_variable>
 #include <mutex>
+#include <set>
 #include <thread>
 #include <type_traits>
 
@@ -370,6 +371,7 @@ public:
         // the rare batch that needs it).
         try {
             in_transaction([&](pg::connection& c) {
+                lock_capped_users(c, ops);
                 for (auto const& op : ops) apply(c, op);
             });
             return;
@@ -377,6 +379,7 @@ public:
             if (e.code() != store_errc::constraint && e.code() != store_errc::duplicate) throw;
         }
         in_transaction([&](pg::connection& c) {
+            lock_capped_users(c, ops);
             for (std::size_t i = 0; i < ops.size(); ++i) {
                 c.run("SAVEPOINT op");
                 try {
@@ -389,6 +392,21 @@ public:
                 }
             }
         });
+    }
+
+    // relay.max_grants_per_user across nodes: a grant_cap counts the user's
+    // grants as its transaction sees them, and two nodes' batches do not see
+    // each other's uncommitted grant, so both would stay. A transaction-long
+    // advisory lock per capped user (its own key space: two int4 keys)
+    // makes the second batch wait for the first's commit and then count its
+    // grant. Taken at the start, in name order, so that batches cannot
+    // deadlock on them.
+    static void lock_capped_users(pg::connection& c, std::span<write_op const> ops)
+    {
+        std::set<std::string_view> users;
+        for (auto const& op : ops)
+            if (auto const* k = std::get_if<grant_cap>(&op)) users.insert(k->user);
+        for (auto const u : users) c.run("SELECT pg_advisory_xact_lock(7366, hashtext($1))", {p(u)});
     }
 
     static void apply(pg::connection& c, write_op const& op)

@@ -41,17 +41,24 @@ def pg():
     shutil.rmtree(d, ignore_errors=True)
 
 
-@pytest.fixture
-def nodes(pg, make_gateway, upstream):  # noqa: F811
+def two_nodes(pg, make_gateway, upstream, policy=False, **relay):  # noqa: F811
+    """Nodes A and B on a new database "popgate" with these [relay] keys;
+    bob exists."""
     uri = pg.create_database("popgate")
-    policy = {"name": "policy", "protocol": "policy"}
     listeners = [{"name": "pop3", "protocol": "pop3", "tls": "starttls"},
-                 {"name": "smtp", "protocol": "smtp", "tls": "starttls"}, policy]
-    overrides = relay_overrides(upstream, storage={"database": uri})
+                 {"name": "smtp", "protocol": "smtp", "tls": "starttls"}]
+    if policy:
+        listeners.append({"name": "policy", "protocol": "policy"})
+    overrides = relay_overrides(upstream, storage={"database": uri}, relay=relay)
     a = make_gateway(overrides, listeners, name="node-a")
     b = make_gateway(overrides, listeners, name="node-b")
     a.add_user("bob", PASSWORD)
     return a, b
+
+
+@pytest.fixture
+def nodes(pg, make_gateway, upstream):  # noqa: F811
+    return two_nodes(pg, make_gateway, upstream, policy=True)
 
 
 def login(g, source, password=PASSWORD):
@@ -188,6 +195,34 @@ def test_connections_the_server_closes_while_idle_are_replaced_unseen(pg, nodes,
         assert "reconnecting reason=" in g.log()
     assert upstream.wait_for(lambda: len(upstream.messages) == 1)
 
+def test_max_grants_per_user_holds_across_nodes(pg, make_gateway, upstream):  # noqa: F811
+    """relay.max_grants_per_user = 1 (replace-oldest) on two nodes: bob logs
+    in on both at once, from two addresses. Each node's batch counts bob's
+    grants as its own transaction sees them; an administrator's lock on
+    audit_log holds both batches until both have counted, so without a
+    per-user lock each keeps its own grant and bob holds two."""
+    a, b = two_nodes(pg, make_gateway, upstream, max_grants_per_user=1)
+    import psycopg2
+    admin = psycopg2.connect(pg.admin_conninfo("popgate"))
+    try:
+        admin.cursor().execute("LOCK TABLE audit_log IN SHARE MODE")
+        with ThreadPoolExecutor(2) as pool:
+            replies = [pool.submit(login, g, source) for g, source in ((a, "127.0.0.81"), (b, "127.0.0.82"))]
+            time.sleep(2)  # both logins have reached their batch
+            admin.rollback()
+            assert [r.result(timeout=20)[:3] for r in replies] == [b"+OK", b"+OK"]
+    finally:
+        admin.close()
+    rows = grant_rows(pg)
+    assert len(rows) == 1 and rows[0][1] == "bob", rows
+    kept, gone = rows[0][0], ({"127.0.0.81", "127.0.0.82"} - {rows[0][0]}).pop()
+    assert pg.psql("popgate", "SELECT host(address::inet), detail FROM audit_log WHERE event = 'revoke'") == \
+        [(gone, f"max_grants_per_user=1: replaced by a login from {kept}")]
+    for g in (a, b):
+        assert rcpt(g, gone)[0] == 554
+        assert rcpt(g, kept)[0] == 250
+
+
 def test_a_grants_quota_is_shared_by_the_nodes(pg, make_gateway, upstream):  # noqa: F811
     """relay.grant_max_recipients_per_hour = 3 on two nodes of one database:
     the count lives on the grant's row, so recipients relayed on either node
@@ -197,13 +232,7 @@ def test_a_grants_quota_is_shared_by_the_nodes(pg, make_gateway, upstream):  # n
     left = 3600 - time.time() % 3600
     if left < 90:  # the count starts again each clock hour: stay inside one
         time.sleep(left + 1)
-    uri = pg.create_database("popgate")
-    listeners = [{"name": "pop3", "protocol": "pop3", "tls": "starttls"},
-                 {"name": "smtp", "protocol": "smtp", "tls": "starttls"}]
-    overrides = relay_overrides(upstream, storage={"database": uri}, relay={"grant_max_recipients_per_hour": 3})
-    a = make_gateway(overrides, listeners, name="node-a")
-    b = make_gateway(overrides, listeners, name="node-b")
-    a.add_user("bob", PASSWORD)
+    a, b = two_nodes(pg, make_gateway, upstream, grant_max_recipients_per_hour=3)
     assert login(a, "127.0.0.41").startswith(b"+OK")
 
     def row_count():
