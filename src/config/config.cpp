@@ -606,9 +606,10 @@ void read_api_keys(load_result& r)
             return c <= ' ' || c == ':' || c == 0x7f;
         });
         if (key.size() < 16 || key.size() > 256 || bad_char)
-            r.errors.push_back({l.api_key_file_line, 0, "listener '" + l.name + "': api_key_file " + l.api_key_file.string() +
-                                          ": the first line must be the secret, 16 to 256 characters without "
-                                          "spaces, colons or control characters"});
+            r.errors.push_back({l.api_key_file_line, 0,
+                                "listener '" + l.name + "': api_key_file " + l.api_key_file.string() +
+                                    ": the first line must be the secret, 16 to 256 characters without "
+                                    "spaces, colons or control characters"});
         l.api_key = std::move(key);
     }
     if (!r.errors.empty()) r.value.reset();

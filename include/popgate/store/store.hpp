@@ -49,8 +49,8 @@ struct grant {
     std::int64_t sharing_users = 0;
     // Written with the grant, in the same step: its 'grant' audit row
     // (address: the client's, which an IPv6 grant's prefix is not), so that a
-    // grant refused in the store (made_by_a_login) leaves no row saying it
-    // was made. No row when audit_detail is empty.
+    // grant refused in the store (needs_user) leaves no row saying it was
+    // made. No row when audit_detail is empty.
     std::string audit_address;
     std::string audit_detail;
     // Made by popgate's own login of `user`: written only while that user
