@@ -345,3 +345,35 @@ def test_shipped_alert_rules_pass_promtool():
     r = subprocess.run([PROMTOOL, "check", "rules", *rules], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "SUCCESS" in r.stdout + r.stderr
+
+
+@pytest.mark.skipif(PROMTOOL is None, reason="promtool (Debian package prometheus) is needed")
+def test_refused_dovecot_reports_raise_the_alert(tmp_path):
+    # promtool's own rule test: the shipped rule fires once refusals appear,
+    # and stays quiet while Dovecot's reports are granted.
+    rules = os.path.join(ROOT, "deploy", "prometheus", "popgate-rules.yml")
+    spec = tmp_path / "dovecot-alert-test.yml"
+    spec.write_text(f"""rule_files: [{rules}]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'popgate_dovecot_reports_total{{instance="gw1",job="popgate",result="refused"}}'
+        values: '0x20 0+1x20'
+      - series: 'popgate_dovecot_reports_total{{instance="gw1",job="popgate",result="granted"}}'
+        values: '0+5x40'
+    alert_rule_test:
+      - eval_time: 15m
+        alertname: PopgateDovecotReportsRefused
+        exp_alerts: []
+      - eval_time: 35m
+        alertname: PopgateDovecotReportsRefused
+        exp_alerts:
+          - exp_labels: {{severity: warning, instance: gw1}}
+            exp_annotations:
+              summary: "popgate refuses Dovecot's login reports on gw1"
+              description: "14 refused in 15 minutes: see 'http dovecot report refused' and 'reason=attributes' in popgate's log."
+""")
+    r = subprocess.run([PROMTOOL, "test", "rules", str(spec)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "SUCCESS" in r.stdout + r.stderr
