@@ -660,12 +660,6 @@ private:
 
     static void put_grant(lease& c, grant const& g)
     {
-        // One row per address: a new login refreshes it, and never shortens
-        // it (see overwrites()). The hit counter belongs to the address and
-        // survives the refresh. Most logins refresh an existing row (a client
-        // polls from the same address), so that comes first: an UPDATE that
-        // leaves `address` alone runs none of the address rules' triggers,
-        // which every INSERT must pass.
         if (g.needs_user) {
             // BEGIN IMMEDIATE: a change of the user either committed before
             // this read, or comes after this commit and its trigger revokes.
@@ -675,29 +669,28 @@ private:
             u.reset();
             if (!may) throw store_error(store_errc::constraint, user_gone_meanwhile(g));
         }
+        // One row per address: a new login refreshes it, and never shortens
+        // it (see overwrites()). The hit counter belongs to the address and
+        // survives the refresh. Most logins refresh an existing row (a client
+        // polls from the same address), so that comes first: an UPDATE that
+        // leaves `address` alone runs none of the address rules' triggers,
+        // which every INSERT must pass.
         std::int64_t const always = overwrites(g);
         auto& up = c.prepare("UPDATE relay_grants SET user = ?2, method = ?3, tls = ?4, listener = ?5,"
                              " granted_at = ?6, expires_at = ?7 WHERE address = ?1 AND (?8 OR expires_at <= ?7)");
         up.bind(1, g.address).bind(2, g.user).bind(3, g.method).bind(4, std::int64_t{g.tls});
         up.bind(5, g.listener).bind(6, g.granted_at).bind(7, g.expires_at).bind(8, always).run();
-        if (sqlite3_changes(c.db) > 0) {
-            put_login(c, g);
-            return put_grant_audit(c, g);
+        if (sqlite3_changes(c.db) == 0) {
+            auto& q = c.prepare(
+                   "INSERT INTO relay_grants (address, user, method, tls, listener, granted_at, expires_at)"
+                   " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+                   " ON CONFLICT (address) DO UPDATE SET user = excluded.user, method = excluded.method,"
+                   " tls = excluded.tls, listener = excluded.listener, granted_at = excluded.granted_at,"
+                   " expires_at = excluded.expires_at WHERE ?8 OR relay_grants.expires_at <= excluded.expires_at");
+            q.bind(1, g.address).bind(2, g.user).bind(3, g.method).bind(4, std::int64_t{g.tls});
+            q.bind(5, g.listener).bind(6, g.granted_at).bind(7, g.expires_at).bind(8, always).run();
         }
-        auto& q = c.prepare(
-               "INSERT INTO relay_grants (address, user, method, tls, listener, granted_at, expires_at)"
-               " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
-               " ON CONFLICT (address) DO UPDATE SET user = excluded.user, method = excluded.method,"
-               " tls = excluded.tls, listener = excluded.listener, granted_at = excluded.granted_at,"
-               " expires_at = excluded.expires_at WHERE ?8 OR relay_grants.expires_at <= excluded.expires_at");
-        q.bind(1, g.address).bind(2, g.user).bind(3, g.method).bind(4, std::int64_t{g.tls});
-        q.bind(5, g.listener).bind(6, g.granted_at).bind(7, g.expires_at).bind(8, always).run();
         put_login(c, g);
-        put_grant_audit(c, g);
-    }
-
-    static void put_grant_audit(lease& c, grant const& g)
-    {
         if (!g.audit_detail.empty()) put_audit(c, "grant", g.audit_address, g.user, g.audit_detail);
     }
 
