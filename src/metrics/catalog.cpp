@@ -94,8 +94,10 @@ struct declare_fixed {
         for (auto k : {"busy", "unavailable"}) database_errors.with({k});
         for (auto s : {"user", "address"}) auth_blocks.with({s});
         for (auto r : {"granted", "no_grant", "refused", "unavailable"}) dovecot_reports.with({r});
-        // A Dovecot report has no popgate listener whose grant = false applies.
+        // A Dovecot report has no popgate listener whose grant = false
+        // applies, and names its client itself.
         grants_withheld.with({"pop3", "listener"});
+        grants_withheld.with({"pop3", "proxy_protocol"});
         for (auto src : {"pop3", "dovecot"}) {
             grants_replaced.with({src});
             for (auto r : {"no_grant_networks", "grant_requires_tls", "max_grants_per_user"})

@@ -13,6 +13,7 @@ std::string_view to_string(no_grant_reason r) noexcept
     switch (r) {
     case no_grant_reason::none: return "none";
     case no_grant_reason::listener: return "listener";
+    case no_grant_reason::no_client_address: return "no-client-address";
     case no_grant_reason::no_grant_network: return "no-grant-network";
     case no_grant_reason::no_tls: return "no-tls";
     case no_grant_reason::max_grants_per_user: return "max-grants-per-user";
@@ -26,6 +27,7 @@ std::string_view metric_reason(no_grant_reason r) noexcept
     switch (r) {
     case no_grant_reason::none: break;
     case no_grant_reason::listener: return "listener";
+    case no_grant_reason::no_client_address: return "proxy_protocol";
     case no_grant_reason::no_grant_network: return "no_grant_networks";
     case no_grant_reason::no_tls: return "grant_requires_tls";
     case no_grant_reason::max_grants_per_user: return "max_grants_per_user";
@@ -73,6 +75,8 @@ grant_plan grant_issuer::plan(login_facts const& l, config::settings const& s) c
                                   [&](net::cidr const& c) { return c.contains(l.client); });
     if (!l.listener_grants) {
         p.refused = no_grant_reason::listener;
+    } else if (!l.client_named) {
+        p.refused = no_grant_reason::no_client_address;
     } else if (net != s.no_grant_networks.end()) {
         p.refused = no_grant_reason::no_grant_network;
         why = " network=" + net->to_string();

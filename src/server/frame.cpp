@@ -188,6 +188,7 @@ struct origin {
     net::ip_address ip;
     std::uint16_t port = 0;
     std::optional<net::ip_address> proxy;
+    bool named = true;  // false: a proxy's header that named no client
 };
 
 // On a proxy_protocol listener: the client that a trusted proxy's header
@@ -219,7 +220,7 @@ asio::awaitable<std::optional<origin>> through_proxy(tcp::socket& sock, config::
                      log::field(r.why));
         co_return std::nullopt;
     }
-    origin o{direct.ip, direct.port, direct.ip};
+    origin o{direct.ip, direct.port, direct.ip, r.header.source.has_value()};
     if (r.header.source) {
         o.ip = *r.header.source;
         o.port = r.header.port;
@@ -288,7 +289,7 @@ asio::awaitable<void> serve_connection(tcp::socket sock, tcp::endpoint ep, confi
     // a SIGHUP that turns proxy_protocol on or off, or drops a proxy from
     // trusted_proxies, applies to the next connection.
     auto const& policy = current_policy(l, *settings);
-    origin from{peer_address(ep.address()), ep.port(), std::nullopt};
+    origin from{peer_address(ep.address()), ep.port(), std::nullopt, true};
     if (policy.proxy_protocol) {
         auto const via = co_await through_proxy(sock, policy, from, *settings, proto);
         if (!via) {
@@ -318,10 +319,12 @@ asio::awaitable<void> serve_connection(tcp::socket sock, tcp::endpoint ep, confi
     open_session const registered{env.sessions, sock.get_executor(), clock};
     tcp_stream st(sock, env.live.tls(), proto);
     connection c{log::new_session_id(), peer, peer.to_string(), policy, std::move(settings), st, clock};
+    c.client_named = from.named;
     st.attach(c);
     std::unique_ptr<session> s;  // made by converse(), after any implicit handshake
-    spdlog::info("sid={} {} connect ip={} port={} listener={} tls={}{}", c.sid, proto, c.ip, from.port, l.name,
-                 config::to_string(l.tls), from.proxy ? " proxy=" + from.proxy->to_string() : std::string());
+    spdlog::info("sid={} {} connect ip={} port={} listener={} tls={}{}{}", c.sid, proto, c.ip, from.port, l.name,
+                 config::to_string(l.tls), from.proxy ? " proxy=" + from.proxy->to_string() : std::string(),
+                 from.named ? "" : " client=unnamed");
     metrics::sessions_total.with({l.name, proto}).inc();
     metrics::gauge_hold const open{metrics::sessions_open.with({l.name, proto})};
     auto last_words = [&] {

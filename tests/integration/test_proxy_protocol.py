@@ -40,7 +40,8 @@ class HAProxy:
     """haproxy -f CFG -D -p PIDFILE, one frontend per gateway listener."""
 
     def __init__(self, root: Path, routes):
-        # routes: name -> (gateway port, "send-proxy" | "send-proxy-v2")
+        # routes: name -> (gateway port, "send-proxy" | "send-proxy-v2"[, Unix
+        # socket path to bind instead of a loopback port])
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.pidfile = root / "haproxy.pid"
@@ -55,8 +56,9 @@ class HAProxy:
             "    timeout client 30s",
             "    timeout server 30s",
         ]
-        for name, (gw_port, send) in routes.items():
-            lines += [f"frontend fe_{name}", f"    bind 127.0.0.1:{self.ports[name]}", f"    default_backend be_{name}",
+        for name, (gw_port, send, *unix) in routes.items():
+            bind = f"unix@{unix[0]}" if unix else f"127.0.0.1:{self.ports[name]}"
+            lines += [f"frontend fe_{name}", f"    bind {bind}", f"    default_backend be_{name}",
                       f"backend be_{name}", f"    server gw 127.0.0.1:{gw_port} {send}"]
         self.cfg.write_text("\n".join(lines) + "\n")
         check = subprocess.run([HAPROXY, "-c", "-f", str(self.cfg)], capture_output=True, text=True)
@@ -282,6 +284,66 @@ def test_unknown_and_local_keep_the_proxy_address(behind_haproxy):
     log = g.log()
     assert "pop3 connect ip=127.0.0.1 " in log and "smtp connect ip=127.0.0.1 " in log
     assert "proxy=127.0.0.1" in log
+
+
+class UnixPOP3(poplib.POP3):
+    def __init__(self, path, timeout=10):
+        self._path = path
+        super().__init__("localhost", 0, timeout=timeout)
+
+    def _create_socket(self, timeout):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(timeout)
+        s.connect(str(self._path))
+        return s
+
+
+class UnixSMTP(smtplib.SMTP):
+    def __init__(self, path, timeout=10):
+        self._path = path
+        super().__init__("localhost", 25, timeout=timeout)
+
+    def _get_socket(self, host, port, timeout):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(timeout)
+        s.connect(str(self._path))
+        return s
+
+
+def test_a_header_that_names_no_client_never_grants_the_proxy(behind_haproxy, upstream, tmp_path):
+    # HAProxy's clients on a Unix socket have no address to send: v1 says
+    # UNKNOWN, v2 LOCAL, and the gateway sees HAProxy's own 127.0.0.1. That
+    # address stands for every such client: a login on it must not let the
+    # others relay.
+    g, _ = behind_haproxy
+    sockets = tmp_path / "sockets"
+    sockets.mkdir()
+    h = HAProxy(tmp_path / "haproxy-unix", {
+        "pop3-v1": (g.port("pop3"), "send-proxy", sockets / "pop3-v1"),
+        "pop3-v2": (g.port("pop3"), "send-proxy-v2", sockets / "pop3-v2"),
+        "smtp-v2": (g.port("smtp"), "send-proxy-v2", sockets / "smtp-v2"),
+    })
+    try:
+        for name in ("pop3-v1", "pop3-v2"):
+            p = UnixPOP3(sockets / name)
+            p.user("alice")
+            assert p.pass_("secret-pw").startswith(b"+OK")  # the login itself succeeds
+            assert p.stat() == (0, 0)
+            p.quit()
+        assert grants(g) == []
+        with pytest.raises(smtplib.SMTPRecipientsRefused) as e:
+            with UnixSMTP(sockets / "smtp-v2") as s:
+                s.sendmail("a@example.org", ["x@remote.test"], BODY)
+        assert e.value.recipients == {"x@remote.test": (554, b"5.7.1 <x@remote.test>: Relay access denied")}
+    finally:
+        h.stop()
+    assert upstream.messages == []
+    rows = g.sql("SELECT address, user, detail FROM audit_log WHERE event = 'no-grant'")
+    assert [(a, u) for a, u, _ in rows] == [("127.0.0.1", "alice")] * 2
+    assert all(d.endswith(" reason=no-client-address") for _, _, d in rows), rows
+    log = g.log()
+    assert log.count("user=alice ip=127.0.0.1 ") == 2 and log.count("grant=no reason=no-client-address") == 2
+    assert "pop3 connect ip=127.0.0.1 " in log and "proxy=127.0.0.1 client=unnamed" in log
 
 
 def test_header_on_a_listener_without_proxy_protocol_is_a_bad_command(behind_haproxy):

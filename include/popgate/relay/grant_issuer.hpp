@@ -31,9 +31,12 @@ struct login_facts {
     std::string listener;     // its name
     bool listener_grants = true;  // [[listener]] grant
     std::string_view via = "pop3";  // the login's protocol, for the audit detail
+    // false: the address is a proxy's own, its header having named no
+    // client (server::connection::client_named); never granted.
+    bool client_named = true;
 };
 
-enum class no_grant_reason { none, listener, no_grant_network, no_tls, max_grants_per_user };
+enum class no_grant_reason { none, listener, no_client_address, no_grant_network, no_tls, max_grants_per_user };
 std::string_view to_string(no_grant_reason r) noexcept;
 
 struct grant_plan {

@@ -29,6 +29,12 @@ struct connection {
     io::stream& stream;
     io::session_clock& clock;        // the watchdog's deadline
     std::string end_reason = "eof";  // for the end log line
+    // false when a trusted proxy's header named no client (v1 UNKNOWN, v2
+    // LOCAL, a v2 UNSPEC, UNIX or UDP address block): `peer` is then the
+    // proxy's own address, which stands for whoever reached it that way (a
+    // health check, or every client of a frontend that takes no PROXY
+    // header itself), so no login on it may grant that address.
+    bool client_named = true;
 };
 
 class session {

@@ -26,6 +26,7 @@ struct login_event {
     std::string listener;    // the listener that learnt of it
     bool listener_grants = true;  // its [[listener]] grant
     std::string_view via;    // first word of the audit detail: "pop3", "dovecot"
+    bool client_named = true;  // server::connection::client_named
 };
 
 // Plans the grant for `l` under the guard rails of `s` (on `blocking` when

@@ -227,7 +227,8 @@ asio::awaitable<bool> pop3_session::record_login(std::string const& user, std::s
                                                  relay::grant_plan& plan)
 {
     try {
-        login_event const l{c_.peer, user, std::string(mech), tls, c_.listener.name, c_.listener.grant, "pop3"};
+        login_event const l{c_.peer, user, std::string(mech), tls, c_.listener.name, c_.listener.grant, "pop3",
+                            c_.client_named};
         plan = co_await commit_login_grant(svc_.blocking, svc_.writes, svc_.grants, l, s_);
         co_return true;
     } catch (std::exception const& e) {

@@ -305,6 +305,12 @@ BOOST_AUTO_TEST_CASE(each_rule_refuses_with_its_reason)
     BOOST_TEST(std::get<store::audit_record>(p.ops[0]).event == "no-grant");
     l.listener_grants = false;
     BOOST_TEST(issuer.plan(l, s).log_fields == "grant=no reason=listener");
+    // A proxy's header that named no client: the address is the proxy's.
+    l = {*net::parse_ip("192.0.2.8"), "alice", "pass", true, "pop3", true, "pop3", false};
+    p = issuer.plan(l, s);
+    BOOST_TEST(p.log_fields == "grant=no reason=no-client-address");
+    BOOST_TEST_REQUIRE(p.ops.size() == 1u);
+    BOOST_TEST(std::get<store::audit_record>(p.ops[0]).detail.ends_with(" reason=no-client-address"));
     l = {*net::parse_ip("192.0.2.7"), "alice", "apop", false, "pop3", true};
     s.grant_requires_tls = true;
     BOOST_TEST(issuer.plan(l, s).log_fields == "grant=no reason=no-tls");
