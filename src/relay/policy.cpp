@@ -19,14 +19,49 @@ bool is_local_domain(config::settings const& s, std::string_view domain)
                        [&](std::string const& d) { return iequals(d, domain); });
 }
 
+namespace {
+
+std::string lower(std::string_view s)
+{
+    std::string out(s);
+    std::transform(out.begin(), out.end(), out.begin(), proto::ascii_lower);
+    return out;
+}
+
+}  // namespace
+
+std::optional<store::user_record> policy::mailbox_user(request const& r)
+{
+    // The user named by the full address, else by the local part alone;
+    // each as written first, then with the domain in lower case (domains
+    // are case-insensitive, RFC 5321 §2.4), then all in lower case: a local
+    // part is case-sensitive on the wire, but Postfix and Dovecot fold it
+    // for their own mailboxes, and a miss here bounces the mail. A local
+    // part with an '@' of its own ("bob@example.org"@gw.test) names no
+    // user by itself: bob@example.org is not of this domain.
+    std::vector<std::string> names;
+    auto const add = [&](std::string n) {
+        if (std::find(names.begin(), names.end(), n) == names.end()) names.push_back(std::move(n));
+    };
+    if (!r.domain.empty()) {
+        add(std::string(r.address));
+        add(std::string(r.local_part) + "@" + lower(r.domain));
+        add(lower(r.local_part) + "@" + lower(r.domain));
+    }
+    if (r.local_part.find('@') == std::string_view::npos) {
+        add(std::string(r.local_part));
+        add(lower(r.local_part));
+    }
+    for (auto const& n : names)
+        if (auto u = db_.find_user(n)) return u;
+    return std::nullopt;
+}
+
 verdict policy::local(request const& r, config::settings const& s)
 {
     verdict v;
     v.what = proto::relay_verdict::local;
-    // The mailbox is the user named by the full address, else by the local part.
-    std::optional<store::user_record> u;
-    if (!r.domain.empty()) u = db_.find_user(r.address);
-    if (!u) u = db_.find_user(r.local_part);
+    auto u = mailbox_user(r);
     // RFC 5321 §4.5.1: mail to postmaster is never refused. With no user of
     // that name it still goes to the Maildir a "postmaster" user would have;
     // adding that user makes it readable over POP3.

@@ -537,6 +537,37 @@ def test_postmaster_is_always_accepted(make_gateway):
     assert strip_received(msgs[0]) == BODY.replace(b"\r\n", b"\n")
 
 
+def test_local_mailboxes_and_repeats_whatever_the_case_of_the_domain(make_gateway, upstream):
+    # A domain is case-insensitive (RFC 5321 2.4): dave@GW.TEST is the user
+    # dave@gw.test, whom a bounce used to tell the sender did not exist. A
+    # local part is folded as Postfix and Dovecot fold it for local
+    # mailboxes. A quoted local part with an '@' is no user of another
+    # domain, and one remote recipient written twice is sent once.
+    g = make_gateway(overrides=relay_overrides(upstream))
+    g.add_user("alice", "pw-a")
+    g.add_user("dave@gw.test", "pw-d")
+    g.add_user("bob@example.org", "pw-b")
+    grant(g)
+    c = Conn(g.port("smtp"))
+    c.cmd(b"EHLO client.test\r\n")
+    assert c.cmd(b"MAIL FROM:<a@remote.test>\r\n").startswith(b"250")
+    assert c.cmd(b"RCPT TO:<dave@GW.Test>\r\n").startswith(b"250 2.1.5")
+    assert c.cmd(b"RCPT TO:<ALICE@gw.test>\r\n").startswith(b"250 2.1.5")
+    assert c.cmd(b'RCPT TO:<"bob@example.org"@gw.test>\r\n').startswith(b"550 5.1.1")
+    assert c.cmd(b"RCPT TO:<x@remote.test>\r\n").startswith(b"250 2.1.5")
+    assert c.cmd(b"RCPT TO:<x@REMOTE.test>\r\n").startswith(b"250 2.1.5")
+    assert c.cmd(b"DATA\r\n").startswith(b"354")
+    assert c.cmd(BODY.replace(b"\r\n.", b"\r\n..") + b".\r\n").startswith(b"250 2.0.0")
+    c.cmd(b"QUIT\r\n")
+    assert len(g.messages("dave@gw.test")) == 1 and len(g.messages("alice")) == 1
+    assert g.messages("bob@example.org") == []
+    assert upstream.wait_for(lambda: len(upstream.messages) == 1)
+    assert upstream.messages[0]["rcpt_tos"] == ["x@remote.test"]
+    log = g.log()
+    assert "local detail=user=dave@gw.test" in log and "local detail=user=alice" in log
+    assert "decision=repeat" in log
+
+
 def test_the_drain_waits_for_the_upstreams_verdict_on_a_relayed_message(make_gateway, upstream):
     """SIGTERM while the upstream's reply to the dot is awaited (a slow
     before-queue filter: 12 s, past the drain's 10 s). The drain cut the

@@ -34,6 +34,7 @@ public:
 
 private:
     verdict gather(request const& r, config::settings const& s);  // decide() without the count
+    std::optional<store::user_record> mailbox_user(request const& r);
     verdict local(request const& r, config::settings const& s);
 
     decider& decider_;

@@ -1,5 +1,6 @@
 // The SMTP command steps: one line in, the replies and the effect out.
 #include "popgate/log/log.hpp"
+#include "popgate/proto/ascii.hpp"
 #include "popgate/session/smtp/smtp_state.hpp"
 
 #include <algorithm>
@@ -293,7 +294,15 @@ smtp_step parse_error(proto::errc e)
 
 bool smtp_state::has_rcpt(std::string_view address) const noexcept
 {
-    return std::any_of(rcpts.begin(), rcpts.end(), [&](smtp_recipient const& x) { return x.address == address; });
+    // One recipient however its domain is cased (RFC 5321 §2.4); the local
+    // part is the receiving host's to read, so it is compared as written. A
+    // quoted local part may hold an '@': the domain follows the last one.
+    auto const same = [&](std::string_view x) {
+        auto const at = address.rfind('@');
+        if (at == std::string_view::npos || x.rfind('@') != at) return x == address;
+        return x.substr(0, at) == address.substr(0, at) && proto::iequals(x.substr(at), address.substr(at));
+    };
+    return std::any_of(rcpts.begin(), rcpts.end(), [&](smtp_recipient const& x) { return same(x.address); });
 }
 
 void smtp_state::reset_transaction()
