@@ -467,6 +467,7 @@ load_result parse(std::string_view text, std::filesystem::path const& source)
     if (auto const* t = sub_table(root, "limits", errs)) {
         section sec(*t, "limits", errs);
         sec.integer("max_sessions", s.max_sessions, 1, 1000000);
+        sec.integer("max_service_sessions", s.max_service_sessions, 1, 1000000);
         sec.integer("max_sessions_per_ip", s.max_sessions_per_ip, 1, 1000000);
         sec.integer("max_connections_per_minute", s.max_connections_per_minute, 0, 1000000);
         sec.integer("max_junk_commands", s.max_junk_commands, 1, 1000000);

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -29,21 +30,30 @@ std::size_t raise_nofile_limit()
     return rl.rlim_cur == RLIM_INFINITY ? std::size_t{1} << 30 : static_cast<std::size_t>(rl.rlim_cur);
 }
 
-std::size_t sessions_for_fds(std::size_t nofile, std::size_t threads) noexcept
+std::size_t session_fds(std::size_t nofile, std::size_t threads) noexcept
 {
     std::size_t const reserve = fd_reserve_base + fd_reserve_per_thread * threads;
-    // Always at least one session: a daemon that admits nobody helps no one.
-    return nofile > reserve + fds_per_session ? (nofile - reserve) / fds_per_session : 1;
+    return nofile > reserve ? nofile - reserve : 0;
 }
 
 void cap_sessions_to_fds(config::settings& s, std::size_t nofile, std::size_t threads)
 {
-    auto const fit = sessions_for_fds(nofile, threads);
-    if (s.max_sessions <= fit) return;
-    spdlog::warn("limits max_sessions={} needs more descriptors than nofile={} allows: at most {} sessions "
-                 "(raise LimitNOFILE= or ulimit -n, or lower limits.max_sessions)",
-                 s.max_sessions, nofile, fit);
-    s.max_sessions = fit;
+    auto const fds = session_fds(nofile, threads);
+    if (s.max_sessions * fds_per_session + s.max_service_sessions * fds_per_service_session <= fds) return;
+    // Always at least one of each: a daemon that admits nobody helps no one.
+    auto const service = std::clamp(fds / 2 / fds_per_service_session, std::size_t{1}, s.max_service_sessions);
+    auto const left = fds > service * fds_per_service_session ? fds - service * fds_per_service_session : 0;
+    auto const mail = std::clamp(left / fds_per_session, std::size_t{1}, s.max_sessions);
+    if (mail < s.max_sessions)
+        spdlog::warn("limits max_sessions={} needs more descriptors than nofile={} allows: at most {} sessions "
+                     "(raise LimitNOFILE= or ulimit -n, or lower limits.max_sessions)",
+                     s.max_sessions, nofile, mail);
+    if (service < s.max_service_sessions)
+        spdlog::warn("limits max_service_sessions={} needs more descriptors than nofile={} allows: at most {} "
+                     "sessions (raise LimitNOFILE= or ulimit -n, or lower limits.max_service_sessions)",
+                     s.max_service_sessions, nofile, service);
+    s.max_sessions = mail;
+    s.max_service_sessions = service;
 }
 
 }  // namespace popgate::daemon

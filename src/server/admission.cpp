@@ -34,13 +34,18 @@ bool admission_control::admit(net::ip_address const& peer, config::settings cons
                               address_limits l)
 {
     std::lock_guard lock(mutex_);
+    if (l == address_limits::exempt) {
+        if (service_active_ >= s.max_service_sessions) {
+            why = "too many service sessions (limits.max_service_sessions=" +
+                  std::to_string(s.max_service_sessions) + ")";
+            return false;
+        }
+        ++service_active_;
+        return true;
+    }
     if (active_.load() >= s.max_sessions) {
         why = "too many sessions (limits.max_sessions=" + std::to_string(s.max_sessions) + ")";
         return false;
-    }
-    if (l == address_limits::exempt) {
-        ++active_;
-        return true;
     }
     auto const now = std::chrono::steady_clock::now();
     // Counted whether or not the connection is then admitted, so hammering
@@ -76,10 +81,12 @@ std::size_t admission_control::note_slow(net::ip_address const& peer)
 void admission_control::release(net::ip_address const& peer, address_limits l)
 {
     std::lock_guard lock(mutex_);
-    if (l == address_limits::apply) {
-        auto it = per_ip_.find(peer);
-        if (it != per_ip_.end() && --it->second == 0) per_ip_.erase(it);
+    if (l == address_limits::exempt) {
+        --service_active_;
+        return;
     }
+    auto it = per_ip_.find(peer);
+    if (it != per_ip_.end() && --it->second == 0) per_ip_.erase(it);
     --active_;
 }
 

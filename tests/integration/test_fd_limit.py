@@ -93,7 +93,7 @@ def test_reload_keeps_the_cap(low):
     _, cap = cap_of(low)
     low.reload()
     assert low.wait_log("reload done"), low.log()
-    assert low.log().count("needs more descriptors than") == 2, low.log()
+    assert low.log().count("max_sessions=1000 needs more descriptors than") == 2, low.log()
     socks, greetings = connect_all(low.port("pop3"), cap + 1)
     close_all(socks)
     assert greetings[-1].startswith(b"-ERR [SYS/TEMP] too many sessions"), greetings[-1]

@@ -15,7 +15,7 @@ import urllib.request
 
 import pytest
 
-from popgate_test import DEFAULT_LISTENERS, sqlite_only
+from popgate_test import DEFAULT_LISTENERS, eventually, sqlite_only
 
 SECRET = "http-test-secret-0123456789"
 POLICY = "/dovecot/auth-policy"
@@ -242,10 +242,11 @@ def test_idle_and_slow_requests_are_cut(gw):
     assert closed or time.time() - t < 9
     s.close()
     assert gw.wait_log("http end reason=timeout ip=127.0.0.1 requests=0")  # the idle one
-    # The slow one is counted as too slow (limits.max_slow_sessions_per_ip),
-    # as a slow POP3 or SMTP command is.
+    # The slow one is cut, and not counted against the address
+    # (limits.max_slow_sessions_per_ip is the mail clients'; the HTTP
+    # listener's clients are services, as the policy listener's are).
     assert gw.wait_log("http end reason=timeout-command ip=127.0.0.1 requests=0")
-    assert gw.wait_log("http command too slow ip=127.0.0.1 limit=2s slow_sessions=1")
+    assert "command too slow" not in gw.log()
 
 
 def test_untrusted_peer_gets_403(make_gateway):
@@ -454,3 +455,37 @@ def test_dovecot_reports_go_through_the_grant_guard_rails(make_gateway, tmp_path
     # Over TLS, outside the no-grant networks: granted.
     assert post(g, POLICY + "?command=report", REPORT, {"X-API-Key": SECRET}) == (200, '{"status":0,"msg":"granted"}')
     assert grants(g) == [("127.0.0.8", "erin", "dovecot-imap", 1, "http")]
+
+
+def test_health_checks_and_scrapes_have_a_budget_apart_from_mail_clients(make_gateway, tmp_path):
+    # A daemon full of mail clients (limits.max_sessions, and the per-address
+    # cap of the office NAT the scraper shares) still answers /healthz and
+    # /metrics: a supervisor would otherwise restart a healthy daemon and
+    # drop every session. The HTTP clients have limits.max_service_sessions.
+    key = tmp_path / "key"
+    key.write_text(SECRET + "\n")
+    listeners = DEFAULT_LISTENERS + [{"name": "http", "protocol": "http", "api_key_file": str(key)}]
+    g = make_gateway(listeners=listeners, overrides={"limits": {
+        "max_sessions": 2, "max_sessions_per_ip": 2, "max_service_sessions": 2, "max_connections_per_minute": 0}})
+    held = []
+    try:
+        for _ in range(2):
+            s = socket.create_connection(("127.0.0.1", g.port("pop3")), timeout=5)
+            held.append(s)
+            assert s.recv(512).startswith(b"+OK")
+        s = socket.create_connection(("127.0.0.1", g.port("pop3")), timeout=5)
+        assert s.recv(512).startswith(b"-ERR [SYS/TEMP] too many sessions (limits.max_sessions=2)")
+        s.close()
+        assert get(g, "/healthz")[0] == 200
+        assert get(g, "/metrics")[0] == 200
+        # Two idle HTTP connections fill the services' own budget.
+        for _ in range(2):
+            held.append(socket.create_connection(("127.0.0.1", g.port("http")), timeout=5))
+        assert eventually(lambda: g.log().count(" http connect ") >= 4)
+        data = raw(g, b"")  # the refusal comes at once, before any request
+        assert data.startswith(b"HTTP/1.1 503 "), data
+        assert b"too many service sessions (limits.max_service_sessions=2)" in data
+    finally:
+        for s in held:
+            s.close()
+    assert eventually(lambda: get(g, "/healthz")[0] == 200)

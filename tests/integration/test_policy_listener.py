@@ -334,8 +334,10 @@ def test_mta_connections_are_not_limited_per_address(make_gateway):
         c.close()
 
 
-def test_past_max_sessions_the_mta_is_told_to_try_later(make_gateway):
-    g = make_gateway(overrides={"limits": {"max_sessions": 1}},
+def test_past_max_service_sessions_the_mta_is_told_to_try_later(make_gateway):
+    # The policy clients' budget is limits.max_service_sessions, apart from
+    # the mail clients' max_sessions.
+    g = make_gateway(overrides={"limits": {"max_service_sessions": 1}},
                      listeners=[{"name": "policy", "protocol": "policy", "tls": "none"}])
     first = PolicyClient(g)
     assert first.ask(request("192.0.2.7")) == "action=DUNNO"
@@ -347,7 +349,8 @@ def test_past_max_sessions_the_mta_is_told_to_try_later(make_gateway):
     second.close()
     assert first.ask(request("192.0.2.7")) == "action=DUNNO"   # the admitted one goes on
     first.close()
-    assert g.wait_log("policy refused ip=127.0.0.1 listener=policy reason=too many sessions")
+    assert g.wait_log("policy refused ip=127.0.0.1 listener=policy reason=too many service sessions "
+                      "(limits.max_service_sessions=1)")
 
 
 def test_per_grant_quota_defers_past_the_hour_limit(make_gateway):

@@ -171,7 +171,8 @@ struct settings {
     std::chrono::seconds credential_cache_ttl{0};  // 0: off
 
     // [limits]
-    std::size_t max_sessions = 1000;
+    std::size_t max_sessions = 1000;          // mail clients (POP3, SMTP)
+    std::size_t max_service_sessions = 256;   // policy and HTTP clients
     std::size_t max_sessions_per_ip = 20;
     std::size_t max_connections_per_minute = 300;  // new connections per address per minute; 0: off
     std::size_t max_junk_commands = 100;           // NOOP/RSET/... in a row without progress

@@ -15,6 +15,8 @@ namespace popgate::daemon {
 // epoll, idle upstream connections) come out first: fd_reserve_base plus
 // fd_reserve_per_thread for every I/O and blocking thread.
 inline constexpr std::size_t fds_per_session = 3;
+// A service session (policy, HTTP) holds its socket only.
+inline constexpr std::size_t fds_per_service_session = 1;
 inline constexpr std::size_t fd_reserve_base = 64;
 inline constexpr std::size_t fd_reserve_per_thread = 4;
 
@@ -22,11 +24,13 @@ inline constexpr std::size_t fd_reserve_per_thread = 4;
 // the soft limit now in force.
 std::size_t raise_nofile_limit();
 
-// The most sessions `nofile` descriptors carry with `threads` threads.
-std::size_t sessions_for_fds(std::size_t nofile, std::size_t threads) noexcept;
+// The descriptors `nofile` leaves for sessions with `threads` threads.
+std::size_t session_fds(std::size_t nofile, std::size_t threads) noexcept;
 
-// Lowers s.max_sessions to sessions_for_fds() with a warning when the
-// configuration asks for more; at start and after every reload.
+// Lowers s.max_sessions and s.max_service_sessions, with a warning each,
+// when together they need more than session_fds(): the services keep at
+// most half of those descriptors, the mail clients the rest, and each at
+// least one session. At start and after every reload.
 void cap_sessions_to_fds(config::settings& s, std::size_t nofile, std::size_t threads);
 
 }  // namespace popgate::daemon

@@ -40,10 +40,13 @@ private:
 };
 
 // Which limits a listener's connections meet. Mail clients meet all of
-// them; the clients of a protocol that serves MTAs (policy: a connection
-// per Postfix smtpd process, all from the MTA's address) meet only
-// limits.max_sessions, and neither count against nor are refused for their
-// address.
+// them. The clients of a service protocol (policy: a connection per Postfix
+// smtpd process, all from the MTA's address; HTTP: Dovecot's reports,
+// Prometheus, health checks) neither count against nor are refused for
+// their address, and have a budget of their own,
+// limits.max_service_sessions: a daemon full of mail clients still answers
+// its health check and its MTA's policy lookups, and they take no place
+// from mail clients.
 enum class address_limits { apply, exempt };
 
 class admission_control {
@@ -57,11 +60,12 @@ public:
     // against the address (limits.max_slow_sessions_per_ip in 10 minutes).
     // Returns the address's count in the window.
     std::size_t note_slow(net::ip_address const& peer);
-    std::size_t active() const noexcept { return active_.load(); }
+    std::size_t active() const noexcept { return active_.load(); }  // mail clients'
 
 private:
     std::mutex mutex_;
     std::atomic<std::size_t> active_{0};
+    std::size_t service_active_ = 0;  // under mutex_
     std::map<net::ip_address, std::size_t> per_ip_;
     address_window recent_{std::chrono::minutes(1)};  // connections
     address_window slow_{std::chrono::minutes(10)};   // sessions ended by limits.command_timeout

@@ -2,6 +2,8 @@
 
 #include <boost/test/unit_test.hpp>
 
+#include <string>
+
 using namespace popgate;
 using server::address_window;
 
@@ -52,6 +54,35 @@ BOOST_AUTO_TEST_CASE(idle_addresses_are_swept_and_memory_stays_bounded)
         BOOST_TEST(w.tracked() <= 2u * 150000u + 1u);
     }
     BOOST_TEST(w.add(v4(next - 1), t) == 2u);  // the latest address still counted
+}
+
+// Mail clients and service clients (policy, HTTP) have budgets apart: a
+// full house of either leaves the other's places free, and the per-address
+// limits are the mail clients' alone.
+BOOST_AUTO_TEST_CASE(service_sessions_have_a_budget_apart_from_mail_sessions)
+{
+    using server::address_limits;
+    server::admission_control a;
+    config::settings s;
+    s.max_sessions = 2;
+    s.max_sessions_per_ip = 2;
+    s.max_service_sessions = 1;
+    s.max_connections_per_minute = 0;
+    std::string why;
+    BOOST_TEST(a.admit(v4(1), s, why));
+    BOOST_TEST(a.admit(v4(1), s, why));
+    BOOST_TEST(!a.admit(v4(2), s, why));
+    BOOST_TEST(why == "too many sessions (limits.max_sessions=2)");
+    BOOST_TEST(a.admit(v4(1), s, why, address_limits::exempt));  // neither the total nor the address is full
+    BOOST_TEST(!a.admit(v4(3), s, why, address_limits::exempt));
+    BOOST_TEST(why == "too many service sessions (limits.max_service_sessions=1)");
+    BOOST_TEST(a.active() == 2u);
+    a.release(v4(1), address_limits::exempt);
+    BOOST_TEST(a.active() == 2u);  // a service's end frees no mail client's place
+    BOOST_TEST(!a.admit(v4(2), s, why));
+    BOOST_TEST(a.admit(v4(3), s, why, address_limits::exempt));
+    a.release(v4(1));
+    BOOST_TEST(a.admit(v4(2), s, why));
 }
 
 BOOST_AUTO_TEST_SUITE_END()

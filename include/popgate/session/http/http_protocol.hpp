@@ -19,6 +19,9 @@ class http_protocol final : public server::protocol {
 public:
     explicit http_protocol(http_services s) : s_(s) {}
     std::string_view name() const noexcept override { return "http"; }
+    // Its clients are services (Dovecot's reports, Prometheus, a
+    // supervisor's health check), served from trusted_networks only.
+    server::address_limits limits_per_address() const noexcept override { return server::address_limits::exempt; }
     std::string refusal(std::string_view why, config::settings const& s) const override;
     std::unique_ptr<server::session> open(server::connection& c) override;
 

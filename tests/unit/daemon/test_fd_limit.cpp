@@ -1,0 +1,45 @@
+#include "popgate/config/config.hpp"
+#include "popgate/daemon/fd_limit.hpp"
+
+#include <boost/test/unit_test.hpp>
+
+using namespace popgate;
+using daemon::cap_sessions_to_fds;
+
+BOOST_AUTO_TEST_SUITE(fd_limit, *boost::unit_test::label("unit"))
+
+BOOST_AUTO_TEST_CASE(enough_descriptors_change_nothing)
+{
+    config::settings s;  // 1000 mail sessions, 256 service sessions
+    cap_sessions_to_fds(s, 65536, 4);
+    BOOST_TEST(s.max_sessions == 1000u);
+    BOOST_TEST(s.max_service_sessions == 256u);
+    // 64 + 4 x 2 for the daemon, 3 per mail session, 1 per service session.
+    s.max_sessions = 10;
+    cap_sessions_to_fds(s, 72 + 30 + 256, 2);
+    BOOST_TEST(s.max_sessions == 10u);
+    BOOST_TEST(s.max_service_sessions == 256u);
+}
+
+BOOST_AUTO_TEST_CASE(too_few_descriptors_share_what_there_is)
+{
+    config::settings s;
+    // 200 descriptors for sessions: the services keep half (100), the mail
+    // clients get a third of the rest each.
+    cap_sessions_to_fds(s, 72 + 200, 2);
+    BOOST_TEST(s.max_service_sessions == 100u);
+    BOOST_TEST(s.max_sessions == 33u);
+    // Services that need less than half leave the rest to mail clients.
+    s = {};
+    s.max_service_sessions = 20;
+    cap_sessions_to_fds(s, 72 + 200, 2);
+    BOOST_TEST(s.max_service_sessions == 20u);
+    BOOST_TEST(s.max_sessions == 60u);
+    // None left at all: still one of each.
+    s = {};
+    cap_sessions_to_fds(s, 10, 2);
+    BOOST_TEST(s.max_service_sessions == 1u);
+    BOOST_TEST(s.max_sessions == 1u);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
