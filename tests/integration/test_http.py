@@ -250,11 +250,17 @@ def test_idle_and_slow_requests_are_cut(gw):
 
 
 def test_untrusted_peer_gets_403(make_gateway):
-    listeners = DEFAULT_LISTENERS + [{"name": "http", "protocol": "http", "trusted_networks": ["192.0.2.0/24"]}]
+    listeners = DEFAULT_LISTENERS + [{"name": "http", "protocol": "http", "trusted_networks": ["192.0.2.0/24"]},
+                                     {"name": "mgmt", "protocol": "http"}]
     g = make_gateway(listeners=listeners)
     assert get(g, "/healthz") == (403, "forbidden: this address is not in the listener's trusted_networks\n")
     assert post(g, POLICY + "?command=report", REPORT)[0] == 403
     assert grants(g) == []
+    # A Dovecot outside trusted_networks is a refused report, as a wrong key
+    # is: the alert PopgateDovecotReportsRefused counts on it.
+    with urllib.request.urlopen(f"http://127.0.0.1:{g.port('mgmt')}/metrics", timeout=10) as r:
+        metrics = r.read().decode()
+    assert 'popgate_dovecot_reports_total{result="refused"} 1\n' in metrics
 
 
 # ------------------------------------------------------------------ the Dovecot endpoint by hand

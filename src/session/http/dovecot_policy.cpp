@@ -141,6 +141,12 @@ boost::asio::awaitable<http_reply> dovecot_policy_route::serve(http_exchange& x)
     co_return co_await report(x);
 }
 
+void dovecot_policy_route::refused_untrusted(std::string_view query) const noexcept
+{
+    if (http_query_value(query, "command") == std::optional<std::string_view>("report"))
+        metrics::dovecot_reports.with({"refused"}).inc();
+}
+
 boost::asio::awaitable<http_reply> dovecot_policy_route::report(http_exchange& x)
 {
     auto const& c = x.conn;

@@ -131,12 +131,13 @@ asio::awaitable<bool> http_session::send(std::string const& bytes)
 asio::awaitable<http_reply> http_session::answer(http_request const& req, bool chunked)
 {
     if (auto r = http_request_refusal(req, chunked)) co_return std::move(*r);
+    auto d = http_dispatch_of(svc_.routes, req.method(), req.target());
     if (!trusted_) {
+        if (d.route) d.route->refused_untrusted(d.query);
         auto r = http_text(403, "forbidden: this address is not in the listener's trusted_networks\n");
         r.close = true;
         co_return r;
     }
-    auto d = http_dispatch_of(svc_.routes, req.method(), req.target());
     if (d.refusal) co_return std::move(*d.refusal);
     http_exchange x{req, d.path, d.query, c_, l_};
     co_return co_await d.route->serve(x);

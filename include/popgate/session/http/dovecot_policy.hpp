@@ -71,6 +71,9 @@ public:
     std::string_view path() const noexcept override { return "/dovecot/auth-policy"; }
     std::span<beast_http::verb const> methods() const noexcept override;
     boost::asio::awaitable<http_reply> serve(http_exchange& x) override;
+    // A report from a Dovecot outside trusted_networks is refused like one
+    // with a wrong key: counted, so that PopgateDovecotReportsRefused fires.
+    void refused_untrusted(std::string_view query) const noexcept override;
 
 private:
     boost::asio::awaitable<http_reply> report(http_exchange& x);

@@ -69,6 +69,9 @@ public:
     // The methods it answers (HEAD too wherever GET is listed).
     virtual std::span<beast_http::verb const> methods() const noexcept = 0;
     virtual boost::asio::awaitable<http_reply> serve(http_exchange& x) = 0;
+    // A request for it from a peer outside the listener's trusted_networks,
+    // answered 403 without serve(): for the route's own counters.
+    virtual void refused_untrusted(std::string_view query) const noexcept { (void)query; }
 };
 
 // The route for a request, or the reply that refuses it: 400 for a target
