@@ -222,7 +222,8 @@ def test_fail2ban_filter_matches_every_failure_with_the_true_address(make_gatewa
 def test_fail2ban_reads_the_jail_with_the_filter(make_gateway, tmp_path):
     """fail2ban-client -d (dump the configuration, no server) over a copy of
     Debian's /etc/fail2ban with our jail and filter added and enabled: the
-    jail is valid and carries the filter's regexes and the log path."""
+    jail is valid and carries the filter's regexes; as shipped it reads the
+    journal (the packaged log.target), and with a log file it reads that."""
     g = make_gateway()
     conf = tmp_path / "etc-fail2ban"
     shutil.copytree("/etc/fail2ban", conf, symlinks=True)
@@ -230,8 +231,14 @@ def test_fail2ban_reads_the_jail_with_the_filter(make_gateway, tmp_path):
         f.unlink()
     shutil.copy(SOURCE_DIR / "deploy/fail2ban/jail.d/popgate.conf", conf / "jail.d")
     shutil.copy(SOURCE_DIR / "deploy/fail2ban/filter.d/popgate.conf", conf / "filter.d")
-    (conf / "jail.d/popgate.local").write_text(f"[popgate]\nenabled = true\nlogpath = {g.log_file}\n")
     client = shutil.which("fail2ban-client") or "/usr/bin/fail2ban-client"
+    (conf / "jail.d/popgate.local").write_text("[popgate]\nenabled = true\n")
+    r = subprocess.run([client, "-c", str(conf), "-t"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = subprocess.run([client, "-c", str(conf), "-d"], capture_output=True, text=True, timeout=120)
+    assert "['add', 'popgate', 'systemd']" in r.stdout, r.stdout
+    assert "['set', 'popgate', 'addjournalmatch', '_SYSTEMD_UNIT=popgate.service']" in r.stdout, r.stdout
+    (conf / "jail.d/popgate.local").write_text(f"[popgate]\nenabled = true\nbackend = auto\nlogpath = {g.log_file}\n")
     r = subprocess.run([client, "-c", str(conf), "-d"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     out = r.stdout
@@ -240,7 +247,7 @@ def test_fail2ban_reads_the_jail_with_the_filter(make_gateway, tmp_path):
     assert "['multi-set', 'popgate', 'addfailregex'" in out or "'addfailregex'" in out, out
     assert "smtp auth user=" in out and "pop3 login user=" in out
     # mode = shared, as the jail's comment tells shared-address sites to set it.
-    (conf / "jail.d/popgate.local").write_text(f"[popgate]\nenabled = true\nlogpath = {g.log_file}\n"
+    (conf / "jail.d/popgate.local").write_text(f"[popgate]\nenabled = true\nbackend = auto\nlogpath = {g.log_file}\n"
                                                "mode = shared\nmaxretry = 1\n")
     r = subprocess.run([client, "-c", str(conf), "-d"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
