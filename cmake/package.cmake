@@ -75,12 +75,13 @@ set(CPACK_PACKAGING_INSTALL_PREFIX /usr)
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
 set(CPACK_DEBIAN_PACKAGE_SECTION mail)
 set(CPACK_DEBIAN_PACKAGE_PRIORITY optional)
-set(CPACK_DEBIAN_PACKAGE_DESCRIPTION "POP-before-SMTP relay authorization gateway
- A POP3 login (USER/PASS, APOP, SASL; STLS or POP3S) grants the client's
- address relay rights for a while; the SMTP listener relays for granted
- addresses, allowed networks and SMTP AUTH clients to the legacy MTA.
- Users, networks and grants live in SQLite. Runs as the popgate user under a
- hardened systemd unit; not started on install.")
+# The extended description only: CPack puts the summary above it and
+# indents each line itself.
+set(CPACK_DEBIAN_PACKAGE_DESCRIPTION "A POP3 login (USER/PASS, APOP, SASL; STLS or POP3S) grants the client's
+address relay rights for a while; the SMTP listener relays for granted
+addresses, allowed networks and SMTP AUTH clients to the legacy MTA.
+Users, networks and grants live in SQLite or PostgreSQL. Runs as the popgate
+user under a hardened systemd unit; not started on install.")
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
 # Debug information stays in the build tree (the binary is 60 MB with it).
 set(CPACK_STRIP_FILES ON)

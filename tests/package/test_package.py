@@ -91,6 +91,12 @@ def test_control(deb):
     info = run("dpkg-deb", "-I", deb).stdout
     assert re.search(r"^ Package: popgate$", info, re.M), info
     assert re.search(r"^ Section: mail$", info, re.M), info
+    # The synopsis once, then the extended description, each line indented
+    # by one space (Debian policy 5.6.13), so that apt wraps it.
+    desc = run("dpkg-deb", "-f", deb, "Description").stdout.rstrip("\n").split("\n")
+    assert desc[0] == "POP-before-SMTP relay authorization gateway", desc
+    assert len(desc) > 2 and all(l.startswith(" ") and not l.startswith("  ") for l in desc[1:]), desc
+    assert desc[0] not in desc[1], desc
     depends = run("dpkg-deb", "-f", deb, "Depends").stdout
     for lib in ("libc6", "libssl3", "libsqlite3-0", "libcrypt1"):
         assert lib in depends, depends
