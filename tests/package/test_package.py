@@ -260,6 +260,10 @@ def test_man_pages_and_completion(root, tmp_path):
     assert "copy" in complete("popgate", "db", "''")
     assert {"--replace", "--json"} <= set(complete("popgate", "db", "copy", "--"))
     assert "--force" in complete("popgate", "allow", "add", "--")
+    # Values of `user set` flags, also after a global option.
+    assert complete("popgate", "user", "set", "alice", "--apop-only", "''") == ["false", "true"]
+    assert complete("popgate", "-c", "x.toml", "user", "set", "alice", "--disabled", "''") == ["false", "true"]
+    assert "--apop-only" in complete("popgate", "user", "set", "alice", "--disabled", "true", "--")
 
 
 def test_install_run_reload_and_purge_in_a_namespace(deb, tmp_path):
