@@ -137,6 +137,8 @@ def test_max_sessions_total_counts_both_protocols(make_gateway):
     assert d.rest_until_close() == (b"", True)
     assert g.wait_log("smtp refused ip=127.0.0.2 listener=smtp reason=too many sessions (limits.max_sessions=3)")
     assert g.wait_log("pop3 refused ip=127.0.0.3 listener=pop3 reason=too many sessions (limits.max_sessions=3)")
+    # Session id first, as on every line about a client (fail2ban's _pre).
+    assert re.search(r" sid=[0-9a-f]{8} smtp refused ip=127\.0\.0\.2 ", g.log()), g.log()
     assert held[1].smtp(b"NOOP\r\n") == b"250 2.0.0 Ok\r\n"
     held[1].smtp(b"QUIT\r\n")
 
