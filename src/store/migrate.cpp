@@ -54,11 +54,16 @@ void refuse_if_newer(sqlite3* db)
 int migrate(sqlite3* db, int target)
 {
     refuse_if_newer(db);
+    int const latest = latest_schema_version();
+    if (target < 0 || target > latest) target = latest;
+    // A database already there is only read: every open of the daemon and
+    // of the CLI comes here, and a write transaction would wait for an
+    // administrator's open one (a `grant list` held up by a BEGIN in
+    // sqlite3) where a reader does not.
+    if (current_schema_version(db) >= target) return 0;
     detail::exec(db, "CREATE TABLE IF NOT EXISTS schema_migrations ("
                      " version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
                      " applied_at INTEGER NOT NULL DEFAULT (unixepoch())) STRICT");
-    int const latest = latest_schema_version();
-    if (target < 0 || target > latest) target = latest;
     int applied = 0;
     for (auto const& m : known_migrations()) {
         if (m.version > target) break;
