@@ -4,17 +4,30 @@
 #include "popgate/net/ip.hpp"
 #include "popgate/proto/smtpd_policy.hpp"
 
+#include <openssl/ssl.h>
 #include <toml++/toml.h>
 
 #include <algorithm>
 #include <fstream>
 #include <functional>
+#include <memory>
 #include <set>
 #include <tuple>
 #include <sstream>
 
 namespace popgate::config {
 namespace {
+
+// Whether OpenSSL finds at least one usable entry in a TLS 1.2 cipher list
+// (tls.ciphers) or a TLS 1.3 suite list (tls.ciphersuites); "" is the default.
+bool openssl_accepts(std::string const& list, bool tls13)
+{
+    if (list.empty()) return true;
+    std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)> c(SSL_CTX_new(TLS_server_method()), &SSL_CTX_free);
+    if (!c) return true;  // out of memory: make_server_tls will say so
+    return (tls13 ? SSL_CTX_set_ciphersuites(c.get(), list.c_str()) : SSL_CTX_set_cipher_list(c.get(), list.c_str())) ==
+           1;
+}
 
 // Reads one TOML table into a struct, remembering which keys it knew so that
 // every other key is reported as unknown, with its line.
@@ -377,8 +390,12 @@ load_result parse(std::string_view text, std::filesystem::path const& source)
         sec.boolean("self_signed", s.tls.self_signed);
         sec.str("min_version", s.tls.min_version, [](auto const& v) { return v == "1.2" || v == "1.3"; },
                 "expected \"1.2\" or \"1.3\"");
-        sec.str("ciphers", s.tls.ciphers);
-        sec.str("ciphersuites", s.tls.ciphersuites);
+        // OpenSSL's own reading of the lists, here where the error has its
+        // line, and where a reload with a bad list is refused as a whole.
+        sec.str("ciphers", s.tls.ciphers, [](auto const& v) { return openssl_accepts(v, false); },
+                "no cipher OpenSSL knows in this list");
+        sec.str("ciphersuites", s.tls.ciphersuites, [](auto const& v) { return openssl_accepts(v, true); },
+                "no TLS 1.3 suite OpenSSL knows in this list");
         sec.path("second_cert_file", s.tls.second_cert_file);
         sec.path("second_key_file", s.tls.second_key_file);
         sec.boolean("session_tickets", s.tls.session_tickets);

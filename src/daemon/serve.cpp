@@ -59,6 +59,10 @@ struct server {
     std::optional<kept_tls> kept;  // only when the daemon switches users
     std::size_t nofile = 0;        // RLIMIT_NOFILE after raising it at start
     std::size_t threads = 0;       // I/O and blocking threads: fixed at start
+    // What the daemon was started with, --db applied: the values a reload
+    // cannot change are compared with these (keep_start_only).
+    std::shared_ptr<config::settings const> started;
+    bool database_from_command_line = false;  // serve --db: it stands for the file's
     std::unique_ptr<asio::signal_set> signals;
     bool draining = false;
 };
@@ -157,14 +161,50 @@ void reopen_log()
         spdlog::error("log not reopened, still writing to the old file: {}", why);
 }
 
+// What a reload cannot change, because it is set up once at start: the
+// store, the threads, the service account and the log destination. A
+// changed value is said (the administrator expects it to apply) and the
+// running one kept, so that the live settings tell what is in force.
+void keep_start_only(config::settings& fresh, config::settings const& started)
+{
+    auto const keep = [](std::string_view key, auto& now, auto const& was, auto show) {
+        if (now == was) return;
+        spdlog::warn("reload: {} changed from {} to {}: it needs a restart, the running value is kept", key,
+                     show(was), show(now));
+        now = was;
+    };
+    auto const text = [](auto const& v) { return log::field(std::string(v), 200); };
+    auto const path = [](std::filesystem::path const& p) { return log::field(p.string(), 200); };
+    auto const number = [](unsigned n) { return n ? std::to_string(n) : std::string("0 (one per core)"); };
+    auto const target = [](config::log_target t) {
+        switch (t) {
+        case config::log_target::file: return std::string("file");
+        case config::log_target::syslog: return std::string("syslog");
+        case config::log_target::stderr_stream: break;
+        }
+        return std::string("stderr");
+    };
+    keep("storage.database", fresh.database, started.database, path);
+    keep("server.threads", fresh.threads, started.threads, number);
+    keep("server.user", fresh.run_as_user, started.run_as_user, text);
+    keep("server.group", fresh.run_as_group, started.run_as_group, text);
+    keep("log.target", fresh.log_to, started.log_to, target);
+    keep("log.file", fresh.log_file, started.log_file, text);
+}
+
 void reload(server& srv)
 {
     auto r = config::load_effective(srv.config_file);
     if (!r.value) {
-        spdlog::error("reload refused, keeping the running configuration:\n{}",
-                      config::format_errors(r, srv.config_file));
+        // One log line, as every other: the errors joined.
+        auto errors = config::format_errors(r, srv.config_file);
+        while (!errors.empty() && errors.back() == '\n') errors.pop_back();
+        for (std::size_t i = 0; (i = errors.find('\n', i)) != std::string::npos;) errors.replace(i, 1, "; ");
+        spdlog::error("reload refused, keeping the running configuration: {}", errors);
         return;
     }
+    if (srv.database_from_command_line) r.value->database = srv.started->database;
+    keep_start_only(*r.value, *srv.started);
     // A reload must not undo the cap that the descriptors set.
     cap_sessions_to_fds(*r.value, srv.nofile, srv.threads);
     auto fresh = std::make_shared<config::settings const>(std::move(*r.value));
@@ -339,6 +379,7 @@ int serve(std::string const& config_file, std::string const& db_override, serve_
     }
     server srv;
     srv.config_file = config_file;
+    srv.database_from_command_line = !db_override.empty();
     try {
         srv.account = find_service_account(*settings);
         // Made before spdlog opens it, so that its mode (0640) does not depend on the umask.
@@ -374,6 +415,7 @@ int serve(std::string const& config_file, std::string const& db_override, serve_
         share_database(*settings, srv.account);  // storage.group, now that the files exist
         srv.threads = std::max(2u, cores) + (settings->threads ? settings->threads : cores);
         cap_sessions_to_fds(*settings, srv.nofile, srv.threads);
+        srv.started = settings;
         srv.ctx = std::make_unique<context>(settings, std::move(db), std::max(2u, cores));
         srv.io = std::make_unique<io::io_threads>(settings->threads ? settings->threads : cores);
         srv.ctx->watch_io_threads(*srv.io);

@@ -57,6 +57,72 @@ def test_sighup_reloads_and_refuses_a_broken_config(gateway):
     assert gateway.proc.poll() is None
 
 
+def test_sighup_keeps_what_needs_a_restart_and_says_so(gateway, tmp_path):
+    # The store, the threads and the log file are set up once at start. A
+    # reload that changes them used to say "reload done" and go on with the
+    # old ones in silence: an administrator moving to a new database kept
+    # writing to the old one. Now each is named, and the rest applies.
+    gateway.add_user("alice", "pw")
+    text = gateway.config_file.read_text()
+    changed = (text.replace(f'database = "{gateway.db}"', f'database = "{tmp_path / "other.db"}"')
+               .replace("threads = 2", "threads = 3")
+               .replace(f'file = "{gateway.log_file}"', f'file = "{tmp_path / "other.log"}"')
+               .replace('level = "debug"', 'level = "info"'))
+    assert "other.db" in changed and "other.log" in changed and "threads = 3" in changed
+    gateway.config_file.write_text(changed)
+    gateway.reload()
+    assert gateway.wait_log("reload done")
+    log = gateway.log()
+    assert (f'reload: storage.database changed from {gateway.db} to {tmp_path / "other.db"}: it needs a restart, '
+            "the running value is kept") in log, log
+    assert "reload: server.threads changed from 2 to 3: it needs a restart" in log
+    assert "reload: log.file changed from " in log
+    assert not (tmp_path / "other.db").exists() and not (tmp_path / "other.log").exists()
+    c = poplib.POP3("127.0.0.1", gateway.port("pop3"), timeout=10)  # alice is in the running database
+    c.user("alice")
+    assert c.pass_("pw").startswith(b"+OK")
+    c.quit()
+    assert " debug " not in gateway.log()[len(log):]  # the level did change
+
+
+def test_sighup_keeps_the_database_given_with_db_without_a_warning(tmp_path):
+    # serve --db names the store instead of the file's storage.database: a
+    # reload must neither move to the file's nor call that a change.
+    g = Gateway(tmp_path / "gw")
+    other = tmp_path / "given.db"
+    proc = subprocess.Popen([POPGATE, "-c", str(g.config_file), "serve", "--db", str(other),
+                             "--ready-file", str(g.ready_file)], cwd=g.root,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 15
+        while not g.ready_file.exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.02)
+        assert g.ready_file.exists(), g.log()
+        proc.send_signal(signal.SIGHUP)
+        assert g.wait_log("reload done")
+        assert "storage.database changed" not in g.log()
+        assert other.exists() and not g.db.exists()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+
+
+def test_sighup_with_a_cipher_list_openssl_refuses_changes_nothing(gateway):
+    # check-config refuses it with its line; a reload used to keep the old
+    # certificate and apply the rest of the file all the same.
+    text = gateway.config_file.read_text()
+    broken = text.replace("[tls]\n", '[tls]\nciphersuites = "BOGUS"\n').replace('level = "debug"', 'level = "info"')
+    gateway.config_file.write_text(broken)
+    r = gateway.cli("check-config", check=False)
+    assert r.returncode == 1
+    assert f"{gateway.config_file}:6:16: tls.ciphersuites: no TLS 1.3 suite OpenSSL knows in this list" in r.stdout + r.stderr
+    gateway.reload()
+    assert gateway.wait_log("reload refused, keeping the running configuration: ")
+    line = next(l for l in gateway.log().splitlines() if "reload refused" in l)
+    assert "tls.ciphersuites: no TLS 1.3 suite OpenSSL knows" in line
+    assert "reload done" not in gateway.log()
+
+
 def test_files_are_private(gateway):
     gateway.add_user("alice", "pw")
     assert stat.S_IMODE(os.stat(gateway.db).st_mode) == 0o600
