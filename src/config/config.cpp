@@ -636,6 +636,11 @@ void read_api_keys(load_result& r)
 
 load_result load(std::filesystem::path const& file)
 {
+    // A directory opens as a stream that reads nothing: it would pass for
+    // an empty file ("no [[listener]] configured").
+    std::error_code ec;
+    if (std::filesystem::is_directory(file, ec))
+        return {std::nullopt, {{0, 0, "cannot read " + file.string() + ": a directory"}}};
     std::ifstream in(file, std::ios::binary);
     if (!in) return {std::nullopt, {{0, 0, "cannot read " + file.string()}}};
     std::ostringstream ss;

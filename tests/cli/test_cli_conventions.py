@@ -119,6 +119,11 @@ def test_invalid_configuration_exits_1(tmp_path):
     bad.write_text("[limits]\nmax_recipients = 5\n")
     r = popgate("grant", "list", "-c", bad)
     assert r.returncode == 1 and "max_recipients" in r.stderr, r.stderr
+    # A directory is no configuration file, not an empty one.
+    for args in (("-c", tmp_path, "grant", "list"), ("check-config", tmp_path)):
+        r = popgate(*args)
+        assert r.returncode == 1 and f"cannot read {tmp_path}: a directory" in r.stdout + r.stderr, (args, r)
+        assert "no [[listener]]" not in r.stdout + r.stderr
 
 
 def test_serve_checks_the_database_given_with_db(tmp_path):
