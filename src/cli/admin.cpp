@@ -22,6 +22,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <optional>
 
 namespace popgate::cli {
@@ -563,9 +564,18 @@ void add_user_commands(CLI::App& app, global_options& g, std::function<int()>& r
                 in = &f;
             }
             std::vector<store::user_record> users;
+            // A name twice in one file is a mistake in it (which line is
+            // meant?), with --replace too: it would silently take the last.
+            std::map<std::string, std::size_t> first_line;
             std::string line;
-            for (std::size_t n = 1; std::getline(*in, line); ++n)
-                if (auto u = parse_import_line(line, n)) users.push_back(std::move(*u));
+            for (std::size_t n = 1; std::getline(*in, line); ++n) {
+                auto u = parse_import_line(line, n);
+                if (!u) continue;
+                if (auto const [at, fresh] = first_line.emplace(u->name, n); !fresh)
+                    throw user_error("line " + std::to_string(n) + ": user '" + u->name +
+                                     "' appears twice (first on line " + std::to_string(at->second) + ")");
+                users.push_back(std::move(*u));
+            }
             if (in->bad()) throw user_error("cannot read " + io->file);
             auto db = open_db(g, db_open::migrated);
             db->import_users(users, io->replace);

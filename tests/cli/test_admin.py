@@ -116,6 +116,11 @@ def test_import_is_all_or_nothing(gw, tmp_path):
     f.write_bytes(b"ok:{PLAIN}pw\nnul:{PLAIN}\0pw\n")
     err = one_line_error(gw.cli("user", "import", str(f), check=False))
     assert "line 2" in err and "NUL byte" in err
+    # One name twice: which password was meant? Refused, with --replace too.
+    f.write_text("ok:{PLAIN}pw\ndupe:{PLAIN}a\ndupe:{PLAIN}b\n")
+    for extra in ((), ("--replace",)):
+        err = one_line_error(gw.cli("user", "import", str(f), *extra, check=False))
+        assert "line 3: user 'dupe' appears twice (first on line 2)" in err, err
     gw.cli("db", "migrate")
     assert gw.sql("SELECT count(*) FROM users") == [(0,)]
 
