@@ -217,12 +217,14 @@ std::vector<state_dir> state_dirs_of(config::settings const& s)
 
 std::string why_not_creatable(fs::path const& dir)
 {
-    // make_dirs runs before the switch, as whoever started the daemon: root
-    // makes anything; anyone else needs the nearest existing directory writable.
-    if (::geteuid() == 0) return {};
+    // make_dirs runs before the switch, as whoever started the daemon: the
+    // nearest existing path must be a directory (a file there stops root
+    // too); then root makes anything, anyone else needs it writable.
     std::error_code ec;
     fs::path p = dir.empty() ? fs::path(".") : dir;
     while (!fs::exists(p, ec) && p.has_relative_path()) p = p.has_parent_path() ? p.parent_path() : fs::path(".");
+    if (fs::exists(p, ec) && !fs::is_directory(p, ec)) return "cannot be created: " + p.string() + " is not a directory";
+    if (::geteuid() == 0) return {};
     if (::access(p.c_str(), W_OK | X_OK) == 0) return {};
     return "cannot be created: " + describe(p) + " is not writable by " + user_name(::geteuid());
 }

@@ -211,6 +211,17 @@ def test_check_config_makes_nothing_and_accepts_missing_dirs_it_can_make(tmp_pat
     assert listing(g.root) == before  # no certificate, no directories made
 
 
+def test_check_config_refuses_a_directory_below_a_file(tmp_path):
+    # Whoever starts the daemon, root too, cannot make a directory where a
+    # file stands: serve would fail with "Not a directory".
+    (tmp_path / "afile").write_text("")
+    g = config_with(tmp_path, {"storage": {"database": str(tmp_path / "afile" / "sub" / "x.db")}})
+    r = popgate("check-config", g.config_file)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"storage.database: {tmp_path / 'afile' / 'sub'} cannot be created: {tmp_path / 'afile'} is not a directory" \
+        in r.stderr, r.stderr
+
+
 def test_check_config_wants_the_certificate_when_it_will_not_make_one(tmp_path):
     g = config_with(tmp_path, {"tls": {"self_signed": False}})
     r = popgate("check-config", g.config_file)
