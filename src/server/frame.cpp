@@ -347,10 +347,11 @@ asio::awaitable<void> serve_connection(tcp::socket sock, tcp::endpoint ep, confi
         spdlog::error("sid={} {} error={}", c.sid, proto, log::field(e.what()));
     }
     clock.finished = true;
-    // A timeout the session already named more closely ("timeout-in-data") stays.
+    // A timeout the session already named more closely ("timeout-in-data",
+    // "tls-timeout") stays.
     if (clock.shutdown) {
         if (c.end_reason.rfind("shutdown", 0) != 0) c.end_reason = "shutdown";
-    } else if (clock.expired && c.end_reason.rfind("timeout", 0) != 0) {
+    } else if (clock.expired && c.end_reason.find("timeout") == std::string::npos) {
         c.end_reason = "timeout";
     }
     if (c.end_reason == "timeout-command" && limits == address_limits::apply) {

@@ -263,6 +263,7 @@ def test_tls_handshake_timeout_on_every_tls_entry(make_gateway):
     assert time.time() - t0 <= 4
     assert wait_count(g, "pop3 tls handshake failed ip=127.0.0.1 error=timeout", 2), g.log()
     assert wait_count(g, "smtp tls handshake failed ip=127.0.0.1 error=timeout", 2), g.log()
+    assert wait_count(g, " end reason=tls-timeout ", 4), g.log()  # not a plain idle "timeout"
     # TLS still works for a client that does its part
     s = client_tls_context().wrap_socket(socket.create_connection(("127.0.0.1", g.port("pop3s")), timeout=5))
     assert s.recv(100).startswith(b"+OK popgate POP3 server ready")
