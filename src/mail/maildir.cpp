@@ -528,9 +528,13 @@ void delivery::flush()
 
 fs::path delivery::commit()
 {
+    prepare();
+    return publish();
+}
+
+void delivery::prepare()
+{
     if (finished_ || fd_ < 0) throw std::logic_error("maildir: commit after commit or abort");
-    fs::path final_path;
-    bool in_new = false;
     try {
         if (pending_cr_) buf_ += '\r';   // a trailing lone CR is content
         pending_cr_ = false;
@@ -539,7 +543,18 @@ fs::path delivery::commit()
         if (::fsync(fd_) != 0) throw_errno(errno, "maildir: fsync " + tmp_path_.string());
         int const fd = std::exchange(fd_, -1);
         if (::close(fd) != 0) throw_errno(errno, "maildir: close " + tmp_path_.string());
+    } catch (...) {
+        abort();
+        throw;
+    }
+}
 
+fs::path delivery::publish()
+{
+    if (finished_ || fd_ >= 0) throw std::logic_error("maildir: publish before prepare, or after commit or abort");
+    fs::path final_path;
+    bool in_new = false;
+    try {
         final_path = root_ / "new" /
                      (base_ + ",S=" + std::to_string(stored_size_) + ",W=" + std::to_string(wire_size_.size()));
         if (int const err = move_no_replace(tmp_path_, final_path); err != 0)
@@ -556,6 +571,26 @@ fs::path delivery::commit()
     }
     finished_ = true;
     return final_path;
+}
+
+void commit_all(std::span<delivery> copies)
+{
+    for (auto& d : copies) d.prepare();
+    std::vector<fs::path> published;
+    published.reserve(copies.size());
+    try {
+        for (auto& d : copies) published.push_back(d.publish());
+    } catch (...) {
+        // Undelivered: the client gets a temporary error and sends again.
+        for (auto const& p : published) {
+            ::unlink(p.c_str());
+            try {
+                fsync_dir(p.parent_path());
+            } catch (std::exception const&) {  // best effort: the first error is the one to tell
+            }
+        }
+        throw;
+    }
 }
 
 void delivery::abort() noexcept

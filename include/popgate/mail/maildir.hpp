@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -148,8 +149,16 @@ public:
 
     // fsync the file, rename it to new/<sec>.M<usec>P<pid>Q<n>.<host>,S=<stored>,W=<crlf>
     // and fsync new/. Returns the final path. Throws std::system_error (after
-    // removing the tmp file) on failure.
+    // removing the tmp file) on failure. prepare() then publish().
     std::filesystem::path commit();
+
+    // The two halves of commit(), for a message with several copies that
+    // must all appear or none (mail::commit_all): prepare() writes what is
+    // buffered, fsyncs and closes the tmp file, where a full disk, a quota
+    // or an I/O error shows; publish() renames it into new/ and fsyncs new/.
+    // Each throws std::system_error after removing what it made.
+    void prepare();
+    std::filesystem::path publish();
 
     // Removes the tmp file. Safe to call more than once.
     void abort() noexcept;
@@ -167,6 +176,13 @@ private:
     bool pending_cr_ = false;
     bool finished_ = false;       // committed or aborted: nothing left to clean up
 };
+
+// Commits every copy of one message, or none: all are prepared before any
+// is published, and a publish that fails takes back the copies already in
+// new/. Throws what the failing copy threw; the caller aborts the rest.
+// (A reader listing new/ in between may see a copy that is then taken back:
+// as close to all or nothing as a filesystem allows.)
+void commit_all(std::span<delivery> copies);
 
 // Expands a configured maildir template: %u user name, %n local part, %d
 // domain part (empty without '@'), %% a literal '%'. Rejects (throws

@@ -28,7 +28,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <ctime>
+#include <system_error>
 
 namespace popgate::session {
 namespace {
@@ -76,12 +78,8 @@ public:
     {
         for (auto& f : files_) f.write(bytes);
     }
-    // All tmp/ files fsynced and renamed into new/, or (on a throw) none
-    // that was not already: as close to all or nothing as a filesystem allows.
-    void commit()
-    {
-        for (auto& f : files_) f.commit();
-    }
+    // All tmp/ files fsynced and renamed into new/, or (on a throw) none.
+    void commit() { mail::commit_all(files_); }
     void abort() noexcept
     {
         for (auto& f : files_) f.abort();
@@ -92,17 +90,32 @@ private:
     std::vector<mail::delivery> files_;
 };
 
+// Why a local copy failed, and what the client is told: a full disk or
+// quota is "insufficient system storage" (RFC 3463 4.3.1), as the in-flight
+// limit is; anything else 4.3.0. Both temporary: the client sends again.
+struct copy_failure {
+    std::string error;  // "" = none
+    bool out_of_storage = false;
+    void note(std::exception const& e)
+    {
+        error = e.what();
+        auto const* se = dynamic_cast<std::system_error const*>(&e);
+        out_of_storage = se && (se->code() == std::errc::no_space_on_device ||
+                                se->code() == std::error_code(EDQUOT, std::generic_category()));
+    }
+};
+
 // Writes what the spool holds to every copy (blocking pool); a failure is
-// kept in `error`, and nothing more is written.
+// kept in `failed`, and nothing more is written.
 asio::awaitable<void> write_spool(asio::thread_pool& pool, local_copies& copies, std::string& spool,
-                                  std::string& error)
+                                  copy_failure& failed)
 {
-    if (spool.empty() || copies.empty() || !error.empty()) co_return;
+    if (spool.empty() || copies.empty() || !failed.error.empty()) co_return;
     try {
         auto job = [&copies, &spool] { copies.write(spool); };
         co_await io::run_blocking(pool, job);
     } catch (std::exception const& e) {
-        error = e.what();
+        failed.note(e);
     }
     spool.clear();
 }
@@ -214,7 +227,7 @@ asio::awaitable<bool> smtp_session::do_data()
         dests.push_back({r->maildir, header});
     }
     local_copies copies;  // destroyed before return: an unfinished tmp/ file is removed
-    std::string copy_error;
+    copy_failure copy_error;
     if (!dests.empty()) {
         try {
             clock.arm(s.smtp_idle_timeout + s.data_timeout);
@@ -321,6 +334,15 @@ asio::awaitable<bool> smtp_session::do_data()
         copies.abort();
         done(code, enh, text, result);
     };
+    // The upstream is the caller's to abort: after its 250 there is nothing left to abort.
+    auto const copy_failed = [&](copy_failure const& f, std::string_view note) {
+        spdlog::error("sid={} smtp delivery failed id={} error={}{}", c_.sid, qid, log::field(f.error), note);
+        copies.abort();
+        if (f.out_of_storage)
+            done(452, "4.3.1", "Error: insufficient system storage, try again later", "no-storage");
+        else
+            done(451, "4.3.0", "Error: local delivery failed, try again later", "delivery-failed");
+    };
     if (auto const e = dr.error()) {
         switch (*e) {
         case proto::errc::too_long: fail(552, "5.3.4", "Message size exceeds fixed limit", "too-big"); break;
@@ -336,9 +358,9 @@ asio::awaitable<bool> smtp_session::do_data()
         co_return true;
     }
     co_await write_spool(svc_.blocking, copies, spool, copy_error);
-    if (!copy_error.empty()) {
-        spdlog::error("sid={} smtp delivery failed id={} error={}", c_.sid, qid, log::field(copy_error));
-        fail(451, "4.3.0", "Error: local delivery failed, try again later", "delivery-failed");
+    if (!copy_error.error.empty()) {
+        if (up) up->abort();
+        copy_failed(copy_error, "");
         co_return true;
     }
     if (eight_bit_cut) {
@@ -386,10 +408,9 @@ asio::awaitable<bool> smtp_session::do_data()
             auto job = [&copies] { copies.commit(); };
             co_await io::run_blocking(svc_.blocking, job);
         } catch (std::exception const& e) {
-            copies.abort();
-            spdlog::error("sid={} smtp delivery failed id={} error={}{}", c_.sid, qid, log::field(e.what()),
-                          up ? " note=relayed copy already accepted upstream" : "");
-            done(451, "4.3.0", "Error: local delivery failed, try again later", "delivery-failed");
+            copy_failure f;
+            f.note(e);
+            copy_failed(f, up ? " note=relayed copy already accepted upstream" : "");
             co_return true;
         }
     }
