@@ -174,9 +174,13 @@ std::string unique_base(std::string_view hostname)
     auto const now = std::chrono::system_clock::now().time_since_epoch();
     auto const sec = std::chrono::duration_cast<std::chrono::seconds>(now);
     auto const usec = std::chrono::duration_cast<std::chrono::microseconds>(now - sec);
+    // A file name holds 255 octets (NAME_MAX) and a host name 253, escapes
+    // aside: the name also carries the time, ",S=...,W=..." and the flags,
+    // so the host is cut short, the rest of the name keeps it unique.
+    auto host = escape_host(hostname);
+    if (host.size() > 100) host.resize(100);
     return std::to_string(sec.count()) + ".M" + std::to_string(usec.count()) + "P" + std::to_string(::getpid()) +
-           "Q" + std::to_string(delivery_counter.fetch_add(1, std::memory_order_relaxed)) + "." +
-           escape_host(hostname);
+           "Q" + std::to_string(delivery_counter.fetch_add(1, std::memory_order_relaxed)) + "." + host;
 }
 
 std::string this_host()

@@ -117,3 +117,16 @@ def test_a_full_disk_is_452_and_leaves_no_copy(make_gateway):
     assert len(files(seen / "alice" / "new")) == 1 and len(files(seen / "bob" / "new")) == 1
     assert g.wait_log("smtp delivery failed id=")
     assert g.stop() == 0
+
+
+def test_the_longest_server_hostname_still_delivers(make_gateway):
+    # server.hostname goes into every Maildir file name; at 253 octets the
+    # name passed NAME_MAX and every local delivery got 451.
+    host = ".".join(["a" * 62] * 4)[:253]
+    g = make_gateway(overrides={"server": {"hostname": host}})
+    g.add_user("alice", "pw")
+    c = Conn(g.port("smtp"))
+    c.envelope([b"alice@gw.test"])
+    assert c.cmd(BODY + b".\r\n").startswith(b"250 2.0.0 ")
+    c.close()
+    assert len(g.messages("alice")) == 1

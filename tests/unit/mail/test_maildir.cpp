@@ -283,6 +283,20 @@ BOOST_FIXTURE_TEST_CASE(delivery_commit_stores_lf_and_sizes, maildir_fixture)
     BOOST_TEST(msgs[0].size == wire.size());
 }
 
+// server.hostname may be 253 octets: the file name (at most 255) must still
+// fit, in new/ and once a reader has added its flags in cur/.
+BOOST_FIXTURE_TEST_CASE(delivery_with_the_longest_host_name_fits, maildir_fixture)
+{
+    std::string host;
+    for (int i = 0; i < 4; ++i) host += std::string(62, 'a') + ".";
+    host.pop_back();  // 4 labels of 62 and 3 dots: 251 octets
+    delivery d{root, host};
+    d.write("Subject: a\r\n\r\nbody\r\n");
+    auto const p = d.commit();
+    BOOST_TEST(p.parent_path() == root / "new");
+    BOOST_TEST(p.filename().string().size() + 10 <= 255u);  // room for ":2,FRST" and more
+}
+
 BOOST_FIXTURE_TEST_CASE(delivery_handles_every_split, maildir_fixture)
 {
     std::string_view const wire = "A: 1\r\n\r\nx\r\r\n\rz\r\n\r";
