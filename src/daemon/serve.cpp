@@ -162,7 +162,9 @@ void reopen_log()
 }
 
 // What a reload cannot change, because it is set up once at start: the
-// store, the threads, the service account and the log destination. A
+// store (and, for SQLite, the group given its files; for PostgreSQL, the
+// statement timeout), the threads, the service account and the log
+// destination. A
 // changed value is said (the administrator expects it to apply) and the
 // running one kept, so that the live settings tell what is in force.
 void keep_start_only(config::settings& fresh, config::settings const& started)
@@ -185,6 +187,10 @@ void keep_start_only(config::settings& fresh, config::settings const& started)
         return std::string("stderr");
     };
     keep("storage.database", fresh.database, started.database, path);
+    keep("storage.group", fresh.database_group, started.database_group, text);
+    if (started.database_is_postgresql())
+        keep("storage.busy_timeout_ms", fresh.busy_timeout, started.busy_timeout,
+             [](std::chrono::milliseconds ms) { return std::to_string(ms.count()); });
     keep("server.threads", fresh.threads, started.threads, number);
     keep("server.user", fresh.run_as_user, started.run_as_user, text);
     keep("server.group", fresh.run_as_group, started.run_as_group, text);

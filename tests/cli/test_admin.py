@@ -397,8 +397,8 @@ def test_check_config_accepts_shipped_default():
 
 
 @pytest.mark.parametrize("tls_keys, problem", [
-    ('ciphers = "garbage"', "tls.ciphers: no usable cipher in 'garbage'"),
-    ('ciphersuites = "garbage"', "tls.ciphersuites: no usable suite in 'garbage'"),
+    ('ciphers = "garbage"', "popgate.toml:5:11: tls.ciphers: no cipher OpenSSL knows in this list"),
+    ('ciphersuites = "garbage"', "popgate.toml:5:16: tls.ciphersuites: no TLS 1.3 suite OpenSSL knows in this list"),
     ('second_cert_file = "{d}/rsa.pem"\nsecond_key_file = "{d}/rsa.key"', "tls.second_cert_file {d}/rsa.pem"),
 ])
 def test_check_config_tries_the_tls_settings_before_the_self_signed_files_exist(tmp_path, tls_keys, problem):

@@ -64,7 +64,7 @@ def test_sighup_keeps_what_needs_a_restart_and_says_so(gateway, tmp_path):
     # writing to the old one. Now each is named, and the rest applies.
     gateway.add_user("alice", "pw")
     text = gateway.config_file.read_text()
-    changed = (text.replace(f'database = "{gateway.db}"', f'database = "{tmp_path / "other.db"}"')
+    changed = (text.replace(f'database = "{gateway.db}"', f'database = "{tmp_path / "other.db"}"\ngroup = "nogroup"')
                .replace("threads = 2", "threads = 3")
                .replace(f'file = "{gateway.log_file}"', f'file = "{tmp_path / "other.log"}"')
                .replace('level = "debug"', 'level = "info"'))
@@ -76,6 +76,7 @@ def test_sighup_keeps_what_needs_a_restart_and_says_so(gateway, tmp_path):
     assert (f'reload: storage.database changed from {gateway.db} to {tmp_path / "other.db"}: it needs a restart, '
             "the running value is kept") in log, log
     assert "reload: server.threads changed from 2 to 3: it needs a restart" in log
+    assert "reload: storage.group changed from " in log
     assert "reload: log.file changed from " in log
     assert not (tmp_path / "other.db").exists() and not (tmp_path / "other.log").exists()
     c = poplib.POP3("127.0.0.1", gateway.port("pop3"), timeout=10)  # alice is in the running database
