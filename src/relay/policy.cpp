@@ -32,25 +32,26 @@ std::string lower(std::string_view s)
 
 std::optional<store::user_record> policy::mailbox_user(request const& r)
 {
-    // The user named by the full address, else by the local part alone;
-    // each as written first, then with the domain in lower case (domains
-    // are case-insensitive, RFC 5321 §2.4), then all in lower case: a local
-    // part is case-sensitive on the wire, but Postfix and Dovecot fold it
-    // for their own mailboxes, and a miss here bounces the mail. A local
-    // part with an '@' of its own ("bob@example.org"@gw.test) names no
-    // user by itself: bob@example.org is not of this domain.
+    // The user named by the full address, else by the local part alone:
+    // first with the local part as written (the domain as written, then in
+    // lower case: domains are case-insensitive, RFC 5321 §2.4), and only
+    // then with the local part in lower case. A local part is
+    // case-sensitive on the wire, but Postfix and Dovecot fold it for their
+    // own mailboxes, and a miss here bounces the mail; a user whose name
+    // matches as written always comes first. A local part with an '@' of its
+    // own ("bob@example.org"@gw.test) names no user by itself:
+    // bob@example.org is not of this domain.
     std::vector<std::string> names;
     auto const add = [&](std::string n) {
         if (std::find(names.begin(), names.end(), n) == names.end()) names.push_back(std::move(n));
     };
-    if (!r.domain.empty()) {
-        add(std::string(r.address));
-        add(std::string(r.local_part) + "@" + lower(r.domain));
-        add(lower(r.local_part) + "@" + lower(r.domain));
-    }
-    if (r.local_part.find('@') == std::string_view::npos) {
-        add(std::string(r.local_part));
-        add(lower(r.local_part));
+    bool const alone = r.local_part.find('@') == std::string_view::npos;
+    for (auto const& local : {std::string(r.local_part), lower(r.local_part)}) {
+        if (!r.domain.empty()) {
+            if (local == r.local_part) add(std::string(r.address));
+            add(local + "@" + lower(r.domain));
+        }
+        if (alone) add(local);
     }
     for (auto const& n : names)
         if (auto u = db_.find_user(n)) return u;

@@ -547,6 +547,8 @@ def test_local_mailboxes_and_repeats_whatever_the_case_of_the_domain(make_gatewa
     g.add_user("alice", "pw-a")
     g.add_user("dave@gw.test", "pw-d")
     g.add_user("bob@example.org", "pw-b")
+    g.add_user("Carol", "pw-c")  # named as written: she comes before carol@gw.test
+    g.add_user("carol@gw.test", "pw-c2")
     grant(g)
     c = Conn(g.port("smtp"))
     c.cmd(b"EHLO client.test\r\n")
@@ -554,6 +556,7 @@ def test_local_mailboxes_and_repeats_whatever_the_case_of_the_domain(make_gatewa
     assert c.cmd(b"RCPT TO:<dave@GW.Test>\r\n").startswith(b"250 2.1.5")
     assert c.cmd(b"RCPT TO:<ALICE@gw.test>\r\n").startswith(b"250 2.1.5")
     assert c.cmd(b'RCPT TO:<"bob@example.org"@gw.test>\r\n').startswith(b"550 5.1.1")
+    assert c.cmd(b"RCPT TO:<Carol@gw.test>\r\n").startswith(b"250 2.1.5")
     assert c.cmd(b"RCPT TO:<x@remote.test>\r\n").startswith(b"250 2.1.5")
     assert c.cmd(b"RCPT TO:<x@REMOTE.test>\r\n").startswith(b"250 2.1.5")
     assert c.cmd(b"DATA\r\n").startswith(b"354")
@@ -561,6 +564,7 @@ def test_local_mailboxes_and_repeats_whatever_the_case_of_the_domain(make_gatewa
     c.cmd(b"QUIT\r\n")
     assert len(g.messages("dave@gw.test")) == 1 and len(g.messages("alice")) == 1
     assert g.messages("bob@example.org") == []
+    assert len(g.messages("Carol")) == 1 and g.messages("carol@gw.test") == []
     assert upstream.wait_for(lambda: len(upstream.messages) == 1)
     assert upstream.messages[0]["rcpt_tos"] == ["x@remote.test"]
     log = g.log()
