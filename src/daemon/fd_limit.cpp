@@ -39,21 +39,28 @@ std::size_t session_fds(std::size_t nofile, std::size_t threads) noexcept
 void cap_sessions_to_fds(config::settings& s, std::size_t nofile, std::size_t threads)
 {
     auto const fds = session_fds(nofile, threads);
-    if (s.max_sessions * fds_per_session + s.max_service_sessions * fds_per_service_session <= fds) return;
+    // The services' places are set aside only where a listener serves them
+    // (the protocols whose trusted clients meet limits.max_service_sessions).
+    bool const services = std::any_of(s.listeners.begin(), s.listeners.end(), [](config::listener const& l) {
+        return l.protocol == "policy" || l.protocol == "http";
+    });
+    auto const wanted = services ? s.max_service_sessions : 0;
+    if (s.max_sessions * fds_per_session + wanted * fds_per_service_session <= fds) return;
     // Always at least one of each: a daemon that admits nobody helps no one.
-    auto const service = std::clamp(fds / 2 / fds_per_service_session, std::size_t{1}, s.max_service_sessions);
+    auto const service =
+        services ? std::clamp(fds / 2 / fds_per_service_session, std::size_t{1}, s.max_service_sessions) : 0;
     auto const left = fds > service * fds_per_service_session ? fds - service * fds_per_service_session : 0;
     auto const mail = std::clamp(left / fds_per_session, std::size_t{1}, s.max_sessions);
     if (mail < s.max_sessions)
         spdlog::warn("limits max_sessions={} needs more descriptors than nofile={} allows: at most {} sessions "
                      "(raise LimitNOFILE= or ulimit -n, or lower limits.max_sessions)",
                      s.max_sessions, nofile, mail);
-    if (service < s.max_service_sessions)
+    if (services && service < s.max_service_sessions)
         spdlog::warn("limits max_service_sessions={} needs more descriptors than nofile={} allows: at most {} "
                      "sessions (raise LimitNOFILE= or ulimit -n, or lower limits.max_service_sessions)",
                      s.max_service_sessions, nofile, service);
     s.max_sessions = mail;
-    s.max_service_sessions = service;
+    if (services) s.max_service_sessions = service;
 }
 
 }  // namespace popgate::daemon

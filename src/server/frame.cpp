@@ -305,7 +305,7 @@ asio::awaitable<void> serve_connection(tcp::socket sock, tcp::endpoint ep, confi
     // its grant: a host with a /64 cannot dodge them by changing address.
     net::ip_address const counted = net::limit_key(peer, settings->ipv6_prefix);
     std::string why;
-    auto const limits = p.limits_per_address();
+    auto const limits = p.limits_for(peer, policy);
     if (!env.admission.admit(counted, *settings, why, limits)) {
         // A session id of its own, first as on every client's line, so that
         // a filter (fail2ban's _pre) reads this line as it reads the others.

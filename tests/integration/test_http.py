@@ -495,3 +495,32 @@ def test_health_checks_and_scrapes_have_a_budget_apart_from_mail_clients(make_ga
         for s in held:
             s.close()
     assert eventually(lambda: get(g, "/healthz")[0] == 200)
+
+
+def test_peers_outside_trusted_networks_cannot_take_the_services_places(make_gateway, tmp_path):
+    # Admission comes before the 403: a peer outside trusted_networks that
+    # merely reaches the port meets a mail client's limits (here two
+    # sessions from one address), not the services' budget, so it cannot
+    # crowd out the MTA's policy lookups.
+    listeners = DEFAULT_LISTENERS + [{"name": "http", "protocol": "http", "trusted_networks": ["192.0.2.0/24"]},
+                                     {"name": "policy", "protocol": "policy", "tls": "none"}]
+    g = make_gateway(listeners=listeners, overrides={"limits": {
+        "max_service_sessions": 2, "max_sessions_per_ip": 2, "max_connections_per_minute": 0}})
+    held = []
+    try:
+        for _ in range(2):
+            held.append(socket.create_connection(("127.0.0.1", g.port("http")), timeout=5))
+        assert eventually(lambda: g.log().count(" http connect ") >= 2)
+        data = raw(g, b"")
+        assert data.startswith(b"HTTP/1.1 503 "), data
+        assert b"too many sessions from this address (limits.max_sessions_per_ip=2)" in data
+        # Both service places are still free for the MTA.
+        mtas = [socket.create_connection(("127.0.0.1", g.port("policy")), timeout=5) for _ in range(2)]
+        for m in mtas:
+            m.sendall(b"request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address=192.0.2.9\n"
+                      b"recipient=x@remote.test\n\n")
+            assert m.recv(512).startswith(b"action=DUNNO"), "policy lookup refused"
+        held += mtas
+    finally:
+        for s in held:
+            s.close()

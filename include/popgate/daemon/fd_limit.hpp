@@ -28,9 +28,10 @@ std::size_t raise_nofile_limit();
 std::size_t session_fds(std::size_t nofile, std::size_t threads) noexcept;
 
 // Lowers s.max_sessions and s.max_service_sessions, with a warning each,
-// when together they need more than session_fds(): the services keep at
-// most half of those descriptors, the mail clients the rest, and each at
-// least one session. At start and after every reload.
+// when together they need more than session_fds(): the services (only when
+// a policy or HTTP listener serves them) keep at most half of those
+// descriptors, the mail clients the rest, and each at least one session.
+// At start and after every reload.
 void cap_sessions_to_fds(config::settings& s, std::size_t nofile, std::size_t threads);
 
 }  // namespace popgate::daemon

@@ -63,9 +63,15 @@ public:
     virtual ~protocol() = default;
     // The name a [[listener]] uses ("pop3", "smtp").
     virtual std::string_view name() const noexcept = 0;
-    // Whether the per-address admission limits apply to its connections
-    // (server/admission.hpp): they do for mail clients.
-    virtual address_limits limits_per_address() const noexcept { return address_limits::apply; }
+    // Which admission limits a connection from `peer` to listener `l` meets
+    // (server/admission.hpp): a mail client's, unless the protocol serves
+    // services.
+    virtual address_limits limits_for(net::ip_address const& peer, config::listener const& l) const noexcept
+    {
+        (void)peer;
+        (void)l;
+        return address_limits::apply;
+    }
     // Sent in clear, best effort, to a connection that admission refused.
     virtual std::string refusal(std::string_view why, config::settings const& s) const = 0;
     // The session for one admitted connection; `c` outlives it. Called

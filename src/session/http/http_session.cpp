@@ -181,6 +181,13 @@ asio::awaitable<void> http_session::run()
 
 }  // namespace
 
+server::address_limits http_protocol::limits_for(net::ip_address const& peer, config::listener const& l) const noexcept
+{
+    auto const& nets = l.trusted_networks;
+    bool const trusted = std::any_of(nets.begin(), nets.end(), [&](net::cidr const& n) { return n.contains(peer); });
+    return trusted ? server::address_limits::exempt : server::address_limits::apply;
+}
+
 std::string http_protocol::refusal(std::string_view why, config::settings const&) const
 {
     auto r = http_text(503, "service unavailable: " + std::string(why) + "\n");

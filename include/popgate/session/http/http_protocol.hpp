@@ -19,9 +19,11 @@ class http_protocol final : public server::protocol {
 public:
     explicit http_protocol(http_services s) : s_(s) {}
     std::string_view name() const noexcept override { return "http"; }
-    // Its clients are services (Dovecot's reports, Prometheus, a
-    // supervisor's health check), served from trusted_networks only.
-    server::address_limits limits_per_address() const noexcept override { return server::address_limits::exempt; }
+    // Its clients in trusted_networks are services (Dovecot's reports,
+    // Prometheus, a supervisor's health check); anyone else, answered 403,
+    // meets a mail client's limits, so that it cannot hold the services'
+    // places.
+    server::address_limits limits_for(net::ip_address const& peer, config::listener const& l) const noexcept override;
     std::string refusal(std::string_view why, config::settings const& s) const override;
     std::unique_ptr<server::session> open(server::connection& c) override;
 

@@ -24,7 +24,10 @@ public:
     std::string_view name() const noexcept override { return "policy"; }
     // Its clients are MTAs: a connection per Postfix smtpd process, all
     // from one address. Only limits.max_service_sessions applies.
-    server::address_limits limits_per_address() const noexcept override { return server::address_limits::exempt; }
+    server::address_limits limits_for(net::ip_address const&, config::listener const&) const noexcept override
+    {
+        return server::address_limits::exempt;
+    }
     std::string refusal(std::string_view why, config::settings const& s) const override;
     std::unique_ptr<server::session> open(server::connection& c) override;
 
