@@ -586,14 +586,28 @@ void commit_all(std::span<delivery> copies)
         for (auto& d : copies) published.push_back(d.publish());
     } catch (...) {
         // Undelivered: the client gets a temporary error and sends again.
-        for (auto const& p : published) {
-            ::unlink(p.c_str());
-            try {
-                fsync_dir(p.parent_path());
-            } catch (std::exception const&) {  // best effort: the first error is the one to tell
-            }
-        }
+        for (auto const& p : published) take_back(p);
         throw;
+    }
+}
+
+void take_back(fs::path const& in_new) noexcept
+{
+    try {
+        if (::unlink(in_new.c_str()) != 0 && errno == ENOENT) {
+            // A reader (popgate's own listing, Dovecot) may have moved it to
+            // cur/ meanwhile, with flags after the base name.
+            auto const base = std::string{base_name(in_new.filename().string())};
+            std::error_code ec;
+            for (fs::directory_iterator it(in_new.parent_path().parent_path() / "cur", ec), end; !ec && it != end;
+                 it.increment(ec))
+                if (base_name(it->path().filename().string()) == base) {
+                    ::unlink(it->path().c_str());
+                    break;
+                }
+        }
+        fsync_dir(in_new.parent_path());
+    } catch (std::exception const&) {  // best effort: the error that failed the message is the one to tell
     }
 }
 

@@ -184,6 +184,10 @@ private:
 // as close to all or nothing as a filesystem allows.)
 void commit_all(std::span<delivery> copies);
 
+// Removes a copy that commit() put in new/, or, when a reader has moved it
+// to cur/ since (adding flags), that file. Best effort.
+void take_back(std::filesystem::path const& in_new) noexcept;
+
 // Expands a configured maildir template: %u user name, %n local part, %d
 // domain part (empty without '@'), %% a literal '%'. Rejects (throws
 // std::invalid_argument) user names that could escape the template directory:

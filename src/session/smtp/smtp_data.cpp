@@ -228,18 +228,28 @@ asio::awaitable<bool> smtp_session::do_data()
     }
     local_copies copies;  // destroyed before return: an unfinished tmp/ file is removed
     copy_failure copy_error;
+    // The upstream is the caller's to abort: after its 250 there is nothing left to abort.
+    auto const copy_failed = [&](copy_failure const& f, std::string_view note) {
+        spdlog::error("sid={} smtp delivery failed id={} error={}{}", c_.sid, qid, log::field(f.error), note);
+        copies.abort();
+        if (f.out_of_storage)
+            done(452, "4.3.1", "Error: insufficient system storage, try again later", "no-storage");
+        else
+            done(451, "4.3.0", "Error: local delivery failed, try again later", "delivery-failed");
+    };
     if (!dests.empty()) {
         try {
             clock.arm(s.smtp_idle_timeout + s.data_timeout);
             auto job = [&copies, &dests, &s] { copies.open(dests, s.hostname); };
             co_await io::run_blocking(svc_.blocking, job);
         } catch (std::exception const& e) {
-            if (up) up->abort();
-            copies.abort();
-            spdlog::error("sid={} smtp delivery failed id={} error={}", c_.sid, qid, log::field(e.what()));
-            done(451, "4.3.0", "Error: local delivery failed, try again later", "delivery-failed");
-            co_return true;
+            copy_error.note(e);
         }
+    }
+    if (!copy_error.error.empty()) {  // no tmp/ file or Maildir could be made: before the 354
+        if (up) up->abort();
+        copy_failed(copy_error, "");
+        co_return true;
     }
 
     ch_.queue("354 End data with <CR><LF>.<CR><LF>\r\n");
@@ -333,15 +343,6 @@ asio::awaitable<bool> smtp_session::do_data()
         if (up) up->abort();
         copies.abort();
         done(code, enh, text, result);
-    };
-    // The upstream is the caller's to abort: after its 250 there is nothing left to abort.
-    auto const copy_failed = [&](copy_failure const& f, std::string_view note) {
-        spdlog::error("sid={} smtp delivery failed id={} error={}{}", c_.sid, qid, log::field(f.error), note);
-        copies.abort();
-        if (f.out_of_storage)
-            done(452, "4.3.1", "Error: insufficient system storage, try again later", "no-storage");
-        else
-            done(451, "4.3.0", "Error: local delivery failed, try again later", "delivery-failed");
     };
     if (auto const e = dr.error()) {
         switch (*e) {

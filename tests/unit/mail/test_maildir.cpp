@@ -283,6 +283,24 @@ BOOST_FIXTURE_TEST_CASE(delivery_commit_stores_lf_and_sizes, maildir_fixture)
     BOOST_TEST(msgs[0].size == wire.size());
 }
 
+// A copy taken back after a reader moved it from new/ to cur/ (as a POP3
+// listing or Dovecot does) is gone all the same; other messages stay.
+BOOST_FIXTURE_TEST_CASE(take_back_finds_a_copy_a_reader_moved_to_cur, maildir_fixture)
+{
+    delivery a{root, "h"};
+    a.write("A: 1\r\n\r\nx\r\n");
+    auto const in_new = a.commit();
+    delivery b{root, "h"};
+    b.write("B: 1\r\n\r\ny\r\n");
+    auto const other = b.commit();
+    fs::rename(in_new, root / "cur" / (in_new.filename().string() + ":2,S"));
+    take_back(in_new);
+    BOOST_TEST(count_files(root / "cur") == 0u);
+    BOOST_TEST(fs::exists(other));
+    take_back(other);  // still in new/
+    BOOST_TEST(count_files(root / "new") == 0u);
+}
+
 // server.hostname may be 253 octets: the file name (at most 255) must still
 // fit, in new/ and once a reader has added its flags in cur/.
 BOOST_FIXTURE_TEST_CASE(delivery_with_the_longest_host_name_fits, maildir_fixture)
