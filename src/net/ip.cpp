@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 
 #include <algorithm>
+#include <bit>
 #include <charconv>
 #include <cstdio>
 #include <cstring>
@@ -156,8 +157,21 @@ std::optional<cidr> parse_cidr(std::string_view text, std::string* why, bool all
         auto const [end, ec] = std::from_chars(p.data(), p.data() + p.size(), prefix);
         if (p.empty() || p.size() > 3 || ec != std::errc{} || end != p.data() + p.size() ||
             (p.size() > 1 && p[0] == '0') || prefix > max) {
-            set_why(why, "bad prefix length '/" + std::string(p.substr(0, 8)) + "' (0.." +
-                             std::to_string(max) + ")");
+            std::string const shown(p.substr(0, 40));
+            if (auto const m = addr->v4 ? parse_ip(p) : std::nullopt; m && m->v4 && p.find(':') == p.npos) {
+                // A netmask where a prefix length belongs (Cisco, ifconfig).
+                auto const bits = std::uint32_t{m->bytes[12]} << 24 | std::uint32_t{m->bytes[13]} << 16 |
+                                  std::uint32_t{m->bytes[14]} << 8 | m->bytes[15];
+                auto const len = static_cast<unsigned>(std::countl_one(bits));
+                bool const contiguous = len == 32 || (bits << len) == 0;
+                set_why(why, "'/" + shown + "' is a netmask, not a prefix length" +
+                                 (contiguous ? "; write /" + std::to_string(len) : std::string("; write /0../32")));
+            } else if (addr->v4 && text.substr(0, slash).find(':') != std::string_view::npos) {
+                set_why(why, "IPv4-mapped IPv6 '" + std::string(text.substr(0, std::min<std::size_t>(slash, 64))) +
+                                 "' is not accepted; write the IPv4 network with a prefix length of 0..32");
+            } else {
+                set_why(why, "bad prefix length '/" + shown + "' (0.." + std::to_string(max) + ")");
+            }
             return std::nullopt;
         }
     }

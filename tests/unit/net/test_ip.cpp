@@ -272,7 +272,10 @@ constexpr bad_cidr_case bad_cidrs[]{
     {"2001:db8::/129", "prefix"},
     {"2001:db8::/-1", "prefix"},
     {"2001:db8::/064", "prefix"},
-    {"::ffff:10.0.0.0/104", "prefix"},  // mapped = IPv4: /104 is beyond 32
+    {"::ffff:10.0.0.0/104", "IPv4-mapped IPv6 '::ffff:10.0.0.0' is not accepted"},  // mapped = IPv4
+    {"192.168.1.0/255.255.255.0", "'/255.255.255.0' is a netmask, not a prefix length; write /24"},
+    {"10.0.0.0/255.0.255.0", "is a netmask, not a prefix length; write /0../32"},
+    {"10.0.0.0/0.0.0.0", "write /0"},
     {"", "IP"},
     {"/8", "IP"},
     {"10.0.0/8", "IPv4"},
