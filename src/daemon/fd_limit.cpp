@@ -36,14 +36,16 @@ std::size_t session_fds(std::size_t nofile, std::size_t threads) noexcept
     return nofile > reserve ? nofile - reserve : 0;
 }
 
-void cap_sessions_to_fds(config::settings& s, std::size_t nofile, std::size_t threads)
+bool serves_services(std::span<config::listener const> bound) noexcept
+{
+    return std::any_of(bound.begin(), bound.end(),
+                       [](config::listener const& l) { return l.protocol == "policy" || l.protocol == "http"; });
+}
+
+void cap_sessions_to_fds(config::settings& s, std::size_t nofile, std::size_t threads, bool services)
 {
     auto const fds = session_fds(nofile, threads);
-    // The services' places are set aside only where a listener serves them
-    // (the protocols whose trusted clients meet limits.max_service_sessions).
-    bool const services = std::any_of(s.listeners.begin(), s.listeners.end(), [](config::listener const& l) {
-        return l.protocol == "policy" || l.protocol == "http";
-    });
+    // The services' places are set aside only where a listener serves them.
     auto const wanted = services ? s.max_service_sessions : 0;
     if (s.max_sessions * fds_per_session + wanted * fds_per_service_session <= fds) return;
     // Always at least one of each: a daemon that admits nobody helps no one.

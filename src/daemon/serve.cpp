@@ -211,8 +211,11 @@ void reload(server& srv)
     }
     if (srv.database_from_command_line) r.value->database = srv.started->database;
     keep_start_only(*r.value, *srv.started);
-    // A reload must not undo the cap that the descriptors set.
-    cap_sessions_to_fds(*r.value, srv.nofile, srv.threads);
+    // A reload must not undo the cap that the descriptors set, for the
+    // listeners as bound (a reload binds none and closes none).
+    std::vector<config::listener> bound;
+    for (auto const& li : srv.listeners) bound.push_back(li.cfg);
+    cap_sessions_to_fds(*r.value, srv.nofile, srv.threads, serves_services(bound));
     auto fresh = std::make_shared<config::settings const>(std::move(*r.value));
     try {
         auto tls = load_tls(srv, *fresh);
@@ -420,7 +423,7 @@ int serve(std::string const& config_file, std::string const& db_override, serve_
         auto db = store::open_store(settings->database.string(), so);
         share_database(*settings, srv.account);  // storage.group, now that the files exist
         srv.threads = std::max(2u, cores) + (settings->threads ? settings->threads : cores);
-        cap_sessions_to_fds(*settings, srv.nofile, srv.threads);
+        cap_sessions_to_fds(*settings, srv.nofile, srv.threads, serves_services(settings->listeners));
         srv.started = settings;
         srv.ctx = std::make_unique<context>(settings, std::move(db), std::max(2u, cores));
         srv.io = std::make_unique<io::io_threads>(settings->threads ? settings->threads : cores);

@@ -99,6 +99,20 @@ def test_reload_keeps_the_cap(low):
     assert greetings[-1].startswith(b"-ERR [SYS/TEMP] too many sessions"), greetings[-1]
 
 
+def test_a_reload_that_adds_an_http_listener_keeps_the_cap_of_what_is_bound(low):
+    # A reload binds no listener: one added to the file serves nobody until
+    # a restart, so it must set no descriptors aside for services.
+    _, cap = cap_of(low)
+    low.config_file.write_text(low.config_file.read_text() +
+                               '\n[[listener]]\nname = "http"\nprotocol = "http"\naddress = "127.0.0.1"\nport = 0\n')
+    low.reload()
+    assert low.wait_log("reload done"), low.log()
+    caps = re.findall(r"limits max_sessions=1000 needs more descriptors than nofile=\d+ allows: at most (\d+) sessions",
+                      low.log())
+    assert caps == [str(cap), str(cap)], low.log()
+    assert "max_service_sessions=" not in low.log()
+
+
 def test_no_warning_when_the_descriptors_suffice(tmp_path):
     gw = Gateway(tmp_path / "gw", {"limits": {"max_sessions": 10}})
     gw.start(wrapper=("prlimit", "--nofile=512:512"))
