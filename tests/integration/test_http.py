@@ -524,3 +524,21 @@ def test_peers_outside_trusted_networks_cannot_take_the_services_places(make_gat
     finally:
         for s in held:
             s.close()
+
+
+def test_a_listener_rebound_in_the_file_keeps_its_policy_until_a_restart(make_gateway):
+    # A reload that changes a listener's address keeps it as bound, with its
+    # policy as started. The admission and the 403 used to read different
+    # copies of it: here the new trusted_networks refused a peer that the
+    # admission had taken as trusted, so it held a service place for a 403.
+    listeners = DEFAULT_LISTENERS + [{"name": "http", "protocol": "http", "trusted_networks": ["127.0.0.0/8"]}]
+    g = make_gateway(listeners=listeners)
+    old = ('[[listener]]\naddress = "127.0.0.1"\nport = 0\nname = "http"\nprotocol = "http"\n'
+           'trusted_networks = ["127.0.0.0/8"]')
+    text = g.config_file.read_text()
+    assert old in text
+    g.config_file.write_text(text.replace(old, old.replace('"127.0.0.1"', '"127.0.0.2"')
+                                                  .replace('"127.0.0.0/8"', '"10.0.0.0/8"')))
+    g.reload()
+    assert g.wait_log("reload: listener http changed its address")
+    assert get(g, "/healthz") == (200, "ok\n")

@@ -60,13 +60,6 @@ std::optional<std::string_view> origin_form_of(std::string_view target)
 
 }  // namespace
 
-config::listener const& http_listener_of(server::connection const& c) noexcept
-{
-    for (auto const& l : c.settings->listeners)
-        if (l.name == c.listener.name && l.protocol == c.listener.protocol) return l;
-    return c.listener;
-}
-
 http_dispatch http_dispatch_of(std::span<http_route* const> routes, beast_http::verb method, std::string_view target)
 {
     http_dispatch d;

@@ -30,7 +30,7 @@ using parser_t = beast_http::request_parser<beast_http::string_body>;
 class http_session final : public server::session {
 public:
     http_session(http_services s, server::connection& c)
-        : svc_(s), c_(c), s_(*c.settings), l_(http_listener_of(c))
+        : svc_(s), c_(c), s_(*c.settings), l_(c.listener)
     {
         auto const& nets = l_.trusted_networks;
         trusted_ = std::any_of(nets.begin(), nets.end(), [&](net::cidr const& n) { return n.contains(c.peer); });

@@ -58,10 +58,6 @@ struct http_exchange {
     config::listener const& listener;
 };
 
-// The listener of `c` in its settings snapshot (by name), or the one it was
-// bound with when a reload removed it.
-config::listener const& http_listener_of(server::connection const& c) noexcept;
-
 class http_route {
 public:
     virtual ~http_route() = default;
