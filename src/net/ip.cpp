@@ -166,9 +166,13 @@ std::optional<cidr> parse_cidr(std::string_view text, std::string* why, bool all
                 bool const contiguous = len == 32 || (bits << len) == 0;
                 set_why(why, "'/" + shown + "' is a netmask, not a prefix length" +
                                  (contiguous ? "; write /" + std::to_string(len) : std::string("; write /0../32")));
-            } else if (addr->v4 && text.substr(0, slash).find(':') != std::string_view::npos) {
-                set_why(why, "IPv4-mapped IPv6 '" + std::string(text.substr(0, std::min<std::size_t>(slash, 64))) +
-                                 "' is not accepted; write the IPv4 network with a prefix length of 0..32");
+            } else if (addr->v4 && text.substr(0, slash).find(':') != std::string_view::npos && ec == std::errc{} &&
+                       end == p.data() + p.size() && p[0] != '0' && prefix >= 96 && prefix <= 128) {
+                // An IPv4-mapped address is taken as the IPv4 one, and its
+                // prefix length counts the IPv4 bits.
+                set_why(why, "'" + std::string(text.substr(0, std::min<std::size_t>(slash, 64))) +
+                                 "' is IPv4-mapped: its prefix length counts the IPv4 bits (0..32); write /" +
+                                 std::to_string(prefix - 96));
             } else {
                 set_why(why, "bad prefix length '/" + shown + "' (0.." + std::to_string(max) + ")");
             }

@@ -272,7 +272,9 @@ constexpr bad_cidr_case bad_cidrs[]{
     {"2001:db8::/129", "prefix"},
     {"2001:db8::/-1", "prefix"},
     {"2001:db8::/064", "prefix"},
-    {"::ffff:10.0.0.0/104", "IPv4-mapped IPv6 '::ffff:10.0.0.0' is not accepted"},  // mapped = IPv4
+    {"::ffff:10.0.0.0/104", "'::ffff:10.0.0.0' is IPv4-mapped: its prefix length counts the IPv4 bits (0..32); "
+                            "write /8"},  // mapped = IPv4
+    {"::ffff:10.0.0.0/x", "bad prefix length '/x' (0..32)"},
     {"192.168.1.0/255.255.255.0", "'/255.255.255.0' is a netmask, not a prefix length; write /24"},
     {"10.0.0.0/255.0.255.0", "is a netmask, not a prefix length; write /0../32"},
     {"10.0.0.0/0.0.0.0", "write /0"},
