@@ -568,8 +568,9 @@ fs::path delivery::publish()
         fsync_dir(root_ / "new");
     } catch (...) {
         // Undelivered: the SMTP client gets a temporary error and retries, so
-        // a copy left in new/ would become a duplicate.
-        if (in_new) ::unlink(final_path.c_str());
+        // a copy left in new/ (or moved to cur/ by a reader) would become a
+        // duplicate.
+        if (in_new) take_back(final_path);
         abort();
         throw;
     }
@@ -594,19 +595,20 @@ void commit_all(std::span<delivery> copies)
 void take_back(fs::path const& in_new) noexcept
 {
     try {
+        fs::path dir = in_new.parent_path();  // whose unlink is to be made durable
         if (::unlink(in_new.c_str()) != 0 && errno == ENOENT) {
             // A reader (popgate's own listing, Dovecot) may have moved it to
             // cur/ meanwhile, with flags after the base name.
             auto const base = std::string{base_name(in_new.filename().string())};
+            dir = in_new.parent_path().parent_path() / "cur";
             std::error_code ec;
-            for (fs::directory_iterator it(in_new.parent_path().parent_path() / "cur", ec), end; !ec && it != end;
-                 it.increment(ec))
+            for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec))
                 if (base_name(it->path().filename().string()) == base) {
                     ::unlink(it->path().c_str());
                     break;
                 }
         }
-        fsync_dir(in_new.parent_path());
+        fsync_dir(dir);
     } catch (std::exception const&) {  // best effort: the error that failed the message is the one to tell
     }
 }
