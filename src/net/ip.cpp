@@ -169,10 +169,11 @@ std::optional<cidr> parse_cidr(std::string_view text, std::string* why, bool all
             } else if (addr->v4 && text.substr(0, slash).find(':') != std::string_view::npos && ec == std::errc{} &&
                        end == p.data() + p.size() && p[0] != '0' && prefix >= 96 && prefix <= 128) {
                 // An IPv4-mapped address is taken as the IPv4 one, and its
-                // prefix length counts the IPv4 bits.
+                // prefix length counts the IPv4 bits: name the IPv4 network
+                // meant, which the CLI and the file both take.
                 set_why(why, "'" + std::string(text.substr(0, std::min<std::size_t>(slash, 64))) +
-                                 "' is IPv4-mapped: its prefix length counts the IPv4 bits (0..32); write /" +
-                                 std::to_string(prefix - 96));
+                                 "' is IPv4-mapped: its prefix length counts the IPv4 bits (0..32); write the IPv4 "
+                                 "network " + cidr{mask(*addr, prefix - 96), prefix - 96}.to_string());
             } else {
                 set_why(why, "bad prefix length '/" + shown + "' (0.." + std::to_string(max) + ")");
             }

@@ -273,7 +273,7 @@ constexpr bad_cidr_case bad_cidrs[]{
     {"2001:db8::/-1", "prefix"},
     {"2001:db8::/064", "prefix"},
     {"::ffff:10.0.0.0/104", "'::ffff:10.0.0.0' is IPv4-mapped: its prefix length counts the IPv4 bits (0..32); "
-                            "write /8"},  // mapped = IPv4
+                            "write the IPv4 network 10.0.0.0/8"},  // mapped = IPv4
     {"::ffff:10.0.0.0/x", "bad prefix length '/x' (0..32)"},
     {"192.168.1.0/255.255.255.0", "'/255.255.255.0' is a netmask, not a prefix length; write /24"},
     {"10.0.0.0/255.0.255.0", "is a netmask, not a prefix length; write /0../32"},
