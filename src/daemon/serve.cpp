@@ -164,9 +164,9 @@ void reopen_log()
 // What a reload cannot change, because it is set up once at start: the
 // store (and, for SQLite, the group given its files; for PostgreSQL, the
 // statement timeout), the threads, the service account and the log
-// destination. A
-// changed value is said (the administrator expects it to apply) and the
-// running one kept, so that the live settings tell what is in force.
+// destination. A changed value is said (the administrator expects it to
+// apply) and the running one kept, so that the live settings tell what is
+// in force.
 void keep_start_only(config::settings& fresh, config::settings const& started)
 {
     auto const keep = [](std::string_view key, auto& now, auto const& was, auto show) {
