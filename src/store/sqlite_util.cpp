@@ -22,6 +22,12 @@ void throw_sqlite(sqlite3* db, int rc, std::string_view what)
                    : store_errc::constraint;
     }
     if (!what.empty() && code == store_errc::unavailable) msg = std::string(what) + ": " + msg;
+    // What is wrong with the file itself names the file: "file is not a
+    // database" alone does not say which.
+    if (db && (primary == SQLITE_NOTADB || primary == SQLITE_CORRUPT || primary == SQLITE_READONLY ||
+               primary == SQLITE_CANTOPEN || primary == SQLITE_IOERR || primary == SQLITE_FULL ||
+               primary == SQLITE_PERM))
+        if (char const* file = sqlite3_db_filename(db, "main"); file && *file) msg += " (" + std::string(file) + ")";
     if (code == store_errc::busy || code == store_errc::unavailable)
         metrics::database_errors.with({code == store_errc::busy ? "busy" : "unavailable"}).inc();
     throw store_error(code, msg);

@@ -276,7 +276,8 @@ def test_missing_and_unreadable_database(gw, tmp_path):
     junk = tmp_path / "junk.db"
     junk.write_bytes(b"this is not a database" * 100)
     r = gw.cli("--db", str(junk), "user", "list", check=False)
-    assert one_line_error(r)
+    err = one_line_error(r)
+    assert r.returncode == 3 and "not a database" in err and str(junk) in err, err
 
 
 @sqlite_only("SQLite's file lock (BEGIN IMMEDIATE)")
