@@ -484,7 +484,9 @@ def test_health_checks_and_scrapes_have_a_budget_apart_from_mail_clients(make_ga
         s.close()
         assert get(g, "/healthz")[0] == 200
         assert get(g, "/metrics")[0] == 200
-        # Two idle HTTP connections fill the services' own budget.
+        # Those two sessions end (the daemon sees each client's close in its
+        # own time), then two idle HTTP connections fill the services' budget.
+        assert eventually(lambda: g.log().count(" http end ") >= 2)
         for _ in range(2):
             held.append(socket.create_connection(("127.0.0.1", g.port("http")), timeout=5))
         assert eventually(lambda: g.log().count(" http connect ") >= 4)
