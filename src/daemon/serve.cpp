@@ -59,6 +59,7 @@ struct server {
     std::optional<kept_tls> kept;  // only when the daemon switches users
     std::size_t nofile = 0;        // RLIMIT_NOFILE after raising it at start
     std::size_t threads = 0;       // I/O and blocking threads: fixed at start
+    bool services_bound = false;   // a policy or HTTP listener is bound: fixed at start, as the listeners
     // What the daemon was started with, --db applied: the values a reload
     // cannot change are compared with these (keep_start_only).
     std::shared_ptr<config::settings const> started;
@@ -213,9 +214,7 @@ void reload(server& srv)
     keep_start_only(*r.value, *srv.started);
     // A reload must not undo the cap that the descriptors set, for the
     // listeners as bound (a reload binds none and closes none).
-    std::vector<config::listener> bound;
-    for (auto const& li : srv.listeners) bound.push_back(li.cfg);
-    cap_sessions_to_fds(*r.value, srv.nofile, srv.threads, serves_services(bound));
+    cap_sessions_to_fds(*r.value, srv.nofile, srv.threads, srv.services_bound);
     auto fresh = std::make_shared<config::settings const>(std::move(*r.value));
     try {
         auto tls = load_tls(srv, *fresh);
@@ -423,7 +422,8 @@ int serve(std::string const& config_file, std::string const& db_override, serve_
         auto db = store::open_store(settings->database.string(), so);
         share_database(*settings, srv.account);  // storage.group, now that the files exist
         srv.threads = std::max(2u, cores) + (settings->threads ? settings->threads : cores);
-        cap_sessions_to_fds(*settings, srv.nofile, srv.threads, serves_services(settings->listeners));
+        srv.services_bound = serves_services(settings->listeners);
+        cap_sessions_to_fds(*settings, srv.nofile, srv.threads, srv.services_bound);
         srv.started = settings;
         srv.ctx = std::make_unique<context>(settings, std::move(db), std::max(2u, cores));
         srv.io = std::make_unique<io::io_threads>(settings->threads ? settings->threads : cores);
