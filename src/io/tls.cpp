@@ -221,7 +221,31 @@ std::string pem_text(auto&& writer)
     return std::string(data, static_cast<std::size_t>(n));
 }
 
+// Where expect_alpn() keeps a session's ids.
+int alpn_index()
+{
+    static int const index = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+    return index;
+}
+
+int select_alpn(SSL* ssl, unsigned char const** out, unsigned char* outlen, unsigned char const* offered,
+                unsigned int offered_len, void*)
+{
+    auto const* wire = static_cast<std::string_view const*>(SSL_get_ex_data(ssl, alpn_index()));
+    if (!wire || wire->empty()) return SSL_TLSEXT_ERR_NOACK;
+    unsigned char* chosen = nullptr;
+    // Ours first: the server's order decides (RFC 7301 §3.2).
+    if (SSL_select_next_proto(&chosen, outlen, reinterpret_cast<unsigned char const*>(wire->data()),
+                              static_cast<unsigned int>(wire->size()), offered,
+                              offered_len) != OPENSSL_NPN_NEGOTIATED)
+        return SSL_TLSEXT_ERR_ALERT_FATAL;
+    *out = chosen;
+    return SSL_TLSEXT_ERR_OK;
+}
+
 }  // namespace
+
+void expect_alpn(SSL* ssl, std::string_view const* wire) { SSL_set_ex_data(ssl, alpn_index(), const_cast<std::string_view*>(wire)); }
 
 bool ensure_self_signed(config::tls_settings const& t, std::string const& hostname)
 {
@@ -277,6 +301,8 @@ std::shared_ptr<boost::asio::ssl::context> make_server_tls(config::tls_settings 
         throw std::runtime_error("tls.ciphers: no usable cipher in '" + ciphers + "'");
     if (!t.ciphersuites.empty() && SSL_CTX_set_ciphersuites(c, t.ciphersuites.c_str()) != 1)
         throw std::runtime_error("tls.ciphersuites: no usable suite in '" + t.ciphersuites + "'");
+
+    SSL_CTX_set_alpn_select_cb(c, select_alpn, nullptr);
 
     use_certificate(c, m.cert_chain_pem, m.key_pem, t.cert_file, "tls.cert_file", t.key_file, "tls.key_file");
     if (!t.second_cert_file.empty()) {

@@ -1,5 +1,7 @@
 #include "popgate/io/tls_socket.hpp"
 
+#include "popgate/io/tls.hpp"
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/ssl/error.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -14,11 +16,13 @@ namespace popgate::io {
 namespace asio = boost::asio;
 using boost::system::error_code;
 
-tls_socket::tls_socket(asio::ip::tcp::socket& sock, asio::ssl::context& ctx) : sock_(sock)
+tls_socket::tls_socket(asio::ip::tcp::socket& sock, asio::ssl::context& ctx, std::string_view alpn)
+    : sock_(sock), alpn_(alpn)
 {
     ssl_ = SSL_new(ctx.native_handle());
     if (!ssl_) throw std::bad_alloc();
     SSL_set_accept_state(ssl_);
+    expect_alpn(ssl_, &alpn_);
     // OpenSSL's own reads and writes must not block the I/O thread.
     error_code ec;
     sock_.non_blocking(true, ec);

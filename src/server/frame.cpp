@@ -37,8 +37,8 @@ using tcp = asio::ip::tcp;
 // A TCP connection, in clear until start_tls() and through OpenSSL after.
 class tcp_stream final : public io::stream {
 public:
-    tcp_stream(tcp::socket& sock, std::shared_ptr<ssl::context> tls_ctx, std::string_view proto)
-        : sock_(sock), tls_ctx_(std::move(tls_ctx)), proto_(proto)
+    tcp_stream(tcp::socket& sock, std::shared_ptr<ssl::context> tls_ctx, std::string_view proto, std::string_view alpn)
+        : sock_(sock), tls_ctx_(std::move(tls_ctx)), proto_(proto), alpn_(alpn)
     {
     }
     void attach(connection& c) noexcept { conn_ = &c; }
@@ -109,7 +109,7 @@ public:
             co_return false;
         }
         c.clock.arm(c.settings->tls_handshake_timeout);
-        tls_.emplace(sock_, *tls_ctx_);
+        tls_.emplace(sock_, *tls_ctx_, alpn_);
         auto ec = co_await tls_->handshake();
         metrics::tls_handshakes.with({c.listener.name, ec ? (c.clock.expired ? "timeout" : "failed") : "ok"}).inc();
         if (ec) {
@@ -127,6 +127,7 @@ private:
     tcp::socket& sock_;
     std::shared_ptr<ssl::context> tls_ctx_;  // kept for the session (a reload swaps the daemon's)
     std::string_view proto_;
+    std::string_view alpn_;  // the protocol's ALPN ids
     connection* conn_ = nullptr;
     std::optional<io::tls_socket> tls_;  // OpenSSL on the socket itself: no per-session buffers of Asio's
 };
@@ -320,7 +321,7 @@ asio::awaitable<void> serve_connection(tcp::socket sock, tcp::endpoint ep, confi
 
     io::session_clock clock;
     open_session const registered{env.sessions, sock.get_executor(), clock};
-    tcp_stream st(sock, env.live.tls(), proto);
+    tcp_stream st(sock, env.live.tls(), proto, p.alpn());
     connection c{log::new_session_id(), peer, peer.to_string(), policy, std::move(settings), st, clock};
     c.client_named = from.named;
     st.attach(c);

@@ -10,6 +10,7 @@
 
 #include <memory>
 #include <string>
+#include <string_view>
 
 struct ssl_st;
 
@@ -33,6 +34,13 @@ tls_material read_tls_material(config::tls_settings const& t);
 // messages). Throws std::runtime_error with an administrator-readable message
 // when the PEM is not a certificate or key, or the key does not match.
 std::shared_ptr<boost::asio::ssl::context> make_server_tls(config::tls_settings const& t, tls_material const& m);
+
+// ALPN (RFC 7301) against cross-protocol attacks (ALPACA): `wire` lists the
+// ids the session on `ssl` answers (server::protocol::alpn()) and must
+// outlive `ssl`. A client that offers ALPN without one of them gets a fatal
+// no_application_protocol alert; one that offers none is served, as mail
+// clients offer none. A session that states no ids takes any offer.
+void expect_alpn(ssl_st* ssl, std::string_view const* wire);
 
 // Writes a self-signed certificate and key (0600) for `hostname` if neither
 // file exists. Returns true if it made them.

@@ -25,8 +25,9 @@ namespace popgate::io {
 
 class tls_socket {
 public:
-    // Throws std::bad_alloc when OpenSSL cannot make the SSL object.
-    tls_socket(boost::asio::ip::tcp::socket& sock, boost::asio::ssl::context& ctx);
+    // Throws std::bad_alloc when OpenSSL cannot make the SSL object. `alpn`:
+    // the ALPN ids the session answers (io::expect_alpn), in static storage.
+    tls_socket(boost::asio::ip::tcp::socket& sock, boost::asio::ssl::context& ctx, std::string_view alpn);
     ~tls_socket();
     tls_socket(tls_socket const&) = delete;
     tls_socket& operator=(tls_socket const&) = delete;
@@ -58,6 +59,7 @@ private:
 
     boost::asio::ip::tcp::socket& sock_;
     ssl_st* ssl_ = nullptr;
+    std::string_view alpn_;  // the handshake's ALPN callback reads it through ssl_
 };
 
 }  // namespace popgate::io

@@ -63,6 +63,11 @@ public:
     virtual ~protocol() = default;
     // The name a [[listener]] uses ("pop3", "smtp").
     virtual std::string_view name() const noexcept = 0;
+    // The ALPN protocol ids (RFC 7301) it answers under TLS, in wire format
+    // (each id after its length octet), most preferred first; "" for a
+    // protocol without TLS. A client that offers ALPN without one of them is
+    // refused in the handshake (io/tls.hpp).
+    virtual std::string_view alpn() const noexcept = 0;
     // Which admission limits a connection from `peer` to listener `l` meets
     // (server/admission.hpp): a mail client's, unless the protocol serves
     // services.

@@ -22,6 +22,8 @@ class policy_protocol final : public server::protocol {
 public:
     explicit policy_protocol(policy_services s) : s_(s) {}
     std::string_view name() const noexcept override { return "policy"; }
+    // No TLS: Postfix and Exim speak the policy protocol in clear.
+    std::string_view alpn() const noexcept override { return ""; }
     // Its clients are MTAs: a connection per Postfix smtpd process, all
     // from one address. Only limits.max_service_sessions applies.
     server::address_limits limits_for(net::ip_address const&, config::listener const&) const noexcept override

@@ -28,6 +28,8 @@ class pop3_protocol final : public server::protocol {
 public:
     explicit pop3_protocol(pop3_services s) : s_(s) {}
     std::string_view name() const noexcept override { return "pop3"; }
+    // Registered with IANA (RFC 2595).
+    std::string_view alpn() const noexcept override { return "\x04pop3"; }
     std::string refusal(std::string_view why, config::settings const& s) const override;
     std::unique_ptr<server::session> open(server::connection& c) override;
 

@@ -30,6 +30,8 @@ class smtp_protocol final : public server::protocol {
 public:
     explicit smtp_protocol(smtp_services s) : s_(s) {}
     std::string_view name() const noexcept override { return "smtp"; }
+    // The ids Exim accepts on its SMTP ports.
+    std::string_view alpn() const noexcept override { return "\x04smtp\x05" "esmtp"; }
     std::string refusal(std::string_view why, config::settings const& s) const override;
     std::unique_ptr<server::session> open(server::connection& c) override;
 
