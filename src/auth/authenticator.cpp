@@ -1,12 +1,11 @@
 #include "popgate/auth/authenticator.hpp"
 
 #include "popgate/auth/password.hpp"
+#include "popgate/proto/ascii.hpp"
 
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
-
-#include <cctype>
 
 namespace popgate::auth {
 namespace {
@@ -40,13 +39,6 @@ std::string tag_of(std::string_view password)
     return std::string(reinterpret_cast<char*>(md), len);
 }
 
-std::string lower(std::string_view s)
-{
-    std::string out(s);
-    for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    return out;
-}
-
 // APOP and CRAM-MD5 share one rule: HMAC or digest over a challenge with the
 // user's shared secret, compared in constant time.
 template <class Digest>
@@ -62,7 +54,7 @@ result check_shared_secret(store::store& db, std::string_view user, bool apop, D
     if (!u) return {outcome::failed, {}, "no such user"};
     if (!apop && u->apop_only) return {outcome::apop_required, {}, "apop-only user", true};
     if (!u->shared_secret) return {outcome::no_secret, {}, "no shared secret", true};
-    if (!equal_ct(digest_of(*u->shared_secret), lower(digest_hex))) return {outcome::failed, {}, "wrong digest", true};
+    if (!equal_ct(digest_of(*u->shared_secret), proto::ascii_lowered(digest_hex))) return {outcome::failed, {}, "wrong digest", true};
     if (u->disabled) return {outcome::failed, {}, "disabled", true};
     return {outcome::ok, u->name, {}, true};
 }

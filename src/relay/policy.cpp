@@ -19,17 +19,6 @@ bool is_local_domain(config::settings const& s, std::string_view domain)
                        [&](std::string const& d) { return iequals(d, domain); });
 }
 
-namespace {
-
-std::string lower(std::string_view s)
-{
-    std::string out(s);
-    std::transform(out.begin(), out.end(), out.begin(), proto::ascii_lower);
-    return out;
-}
-
-}  // namespace
-
 std::optional<store::user_record> policy::mailbox_user(request const& r)
 {
     // The user named by the full address, else by the local part alone:
@@ -46,10 +35,10 @@ std::optional<store::user_record> policy::mailbox_user(request const& r)
         if (std::find(names.begin(), names.end(), n) == names.end()) names.push_back(std::move(n));
     };
     bool const alone = r.local_part.find('@') == std::string_view::npos;
-    for (auto const& local : {std::string(r.local_part), lower(r.local_part)}) {
+    for (auto const& local : {std::string(r.local_part), proto::ascii_lowered(r.local_part)}) {
         if (!r.domain.empty()) {
             if (local == r.local_part) add(std::string(r.address));
-            add(local + "@" + lower(r.domain));
+            add(local + "@" + proto::ascii_lowered(r.domain));
         }
         if (alone) add(local);
     }

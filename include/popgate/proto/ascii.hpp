@@ -3,6 +3,7 @@
 // domains, URL schemes). The protocols define case-insensitivity over ASCII
 // only, so <cctype>'s locale-dependent folding is never the right tool here.
 #include <algorithm>
+#include <string>
 #include <string_view>
 
 namespace popgate::proto {
@@ -15,6 +16,13 @@ constexpr char ascii_upper(char c) noexcept
 constexpr char ascii_lower(char c) noexcept
 {
     return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
+}
+
+inline std::string ascii_lowered(std::string_view s)
+{
+    std::string out(s);
+    std::transform(out.begin(), out.end(), out.begin(), ascii_lower);
+    return out;
 }
 
 constexpr bool iequals(std::string_view a, std::string_view b) noexcept

@@ -2,6 +2,7 @@
 // command table (proto::spec_for: phases, junk, progress, secret) is enforced
 // here, in one place, before a command's handler runs.
 #include "popgate/log/log.hpp"
+#include "popgate/proto/ascii.hpp"
 #include "popgate/session/pop3/pop3_state.hpp"
 
 #include <algorithm>
@@ -324,9 +325,7 @@ std::string pop3_logged_in(pop3_state& st, std::vector<mail::message_entry> mess
 
 std::string pop3_mech_name(proto::sasl_mech m)
 {
-    std::string n = "sasl-";
-    for (char c : proto::sasl_mech_name(m)) n += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    return n;
+    return "sasl-" + proto::ascii_lowered(proto::sasl_mech_name(m));
 }
 
 }  // namespace popgate::session
