@@ -409,24 +409,32 @@ void hand_database_to(config::settings const& s, std::string const& database, se
     gid_t const group = s.database_group.empty() ? a.gid : static_cast<gid_t>(-1);
     for (char const* suffix : {"", "-wal", "-shm"}) {
         auto const f = database + suffix;
-        // Opened without following a link, checked to be a file, changed
-        // through the descriptor: the directory may be the account's, and a
-        // link planted there must not hand root's files to it.
-        int const fd = ::open(f.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+        // Changed through a descriptor opened without following a link and
+        // checked to be a file: the directory may be the account's, and a
+        // link planted there must not hand root's files to it. An O_PATH
+        // descriptor, because the daemon has the database open: closing an
+        // ordinary descriptor of a file drops every POSIX lock the process
+        // holds on it (fcntl(2)), SQLite's among them, and the next sqlite3
+        // or popgate process would then take the database for unused and
+        // delete the WAL under the daemon. Linux keeps the locks when an
+        // O_PATH descriptor closes.
+        int const fd = ::open(f.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
         if (fd < 0) {
             if (errno == ENOENT) continue;
-            if (errno == ELOOP)
-                throw std::runtime_error("cannot hand " + f + " to " + a.name +
-                                         ": it is a symbolic link; name the file itself in storage.database");
             throw std::runtime_error("cannot hand " + f + " to " + a.name + ": " + std::strerror(errno));
         }
         struct stat st {};
-        bool const ok = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && ::fchown(fd, a.uid, group) == 0;
-        int const err = errno;
+        std::string why;
+        if (::fstat(fd, &st) != 0)
+            why = std::strerror(errno);
+        else if (S_ISLNK(st.st_mode))
+            why = "it is a symbolic link; name the file itself in storage.database";
+        else if (!S_ISREG(st.st_mode))
+            why = "not a regular file";
+        else if (::fchownat(fd, "", a.uid, group, AT_EMPTY_PATH) != 0)
+            why = std::strerror(errno);
         ::close(fd);
-        if (!ok)
-            throw std::runtime_error("cannot hand " + f + " to " + a.name + ": " +
-                                     (S_ISREG(st.st_mode) ? std::strerror(err) : "not a regular file"));
+        if (!why.empty()) throw std::runtime_error("cannot hand " + f + " to " + a.name + ": " + why);
     }
 }
 

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from popgate_test import POPGATE, Gateway, client_tls_context, gateway, make_gateway, upstream  # noqa: F401
+from popgate_test import (POPGATE, Gateway, SourcePOP3, client_tls_context, gateway, make_gateway,  # noqa: F401
+                          sqlite_only, upstream)
 from smtp_support import relay_overrides
 
 
@@ -194,6 +195,48 @@ def test_drops_privileges_after_binding():
         s = socket.create_connection(("127.0.0.1", g.port("pop3")))
         assert s.recv(512).startswith(b"+OK")
         s.close()
+    finally:
+        g.stop()
+        shutil.rmtree(top, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to test the privilege drop")
+@sqlite_only("the SQLite files the daemon hands to server.user")
+def test_daemon_keeps_its_sqlite_locks_across_the_drop(upstream):
+    """Handing the database it opened as root to server.user must leave the
+    daemon's SQLite locks in place. Closing any descriptor of a file drops
+    every POSIX lock the process holds on it: the next `popgate` or sqlite3
+    process then took the database for unused, checkpointed it and deleted
+    the WAL under the daemon. Logins after that were invisible to the CLI
+    (and Postfix), and a revoke never reached the daemon, which relayed on."""
+    nobody = pwd.getpwnam("nobody")
+    top = Path(tempfile.mkdtemp(prefix="popgate-daemon-", dir="/tmp"))
+    os.chmod(top, 0o755)
+    root = top / "gw"
+    g = Gateway(root, overrides=relay_overrides(upstream, server={"user": "nobody", "group": "nogroup"}))
+    os.chown(root, nobody.pw_uid, nobody.pw_gid)
+    g.start()
+    try:
+        assert g.wait_log("privileges dropped user=nobody")
+        g.add_user("alice", "pw-alice")   # a second SQLite process, as root, while the daemon runs
+        for source in ("127.0.0.2", "127.0.0.3"):
+            p = SourcePOP3(g.port("pop3"), source)
+            p.user("alice")
+            assert p.pass_("pw-alice").startswith(b"+OK")
+            p.quit()
+        granted = g.cli("grant", "list").stdout
+        assert "127.0.0.2" in granted and "127.0.0.3" in granted, granted
+        g.cli("grant", "del", "127.0.0.2")
+
+        def rcpt_from(source):
+            with smtplib.SMTP("127.0.0.1", g.port("smtp"), timeout=10, source_address=(source, 0)) as c:
+                c.ehlo("client.test")
+                c.mail("a@client.test")
+                code, _ = c.rcpt("bob@remote.test")
+                c.rset()
+                return code
+        assert rcpt_from("127.0.0.2") == 554
+        assert rcpt_from("127.0.0.3") == 250
     finally:
         g.stop()
         shutil.rmtree(top, ignore_errors=True)
