@@ -11,8 +11,8 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <map>
 #include <optional>
-#include <set>
 #include <cstdio>   // renameat2, RENAME_NOREPLACE (glibc >= 2.28)
 #include <stdexcept>
 #include <system_error>
@@ -54,6 +54,13 @@ int move_no_replace(fs::path const& from, fs::path const& to) noexcept
     if (::link(from.c_str(), to.c_str()) != 0) return errno;
     ::unlink(from.c_str());
     return 0;
+}
+
+bool same_file(fs::path const& a, fs::path const& b) noexcept
+{
+    struct stat sa {}, sb {};
+    return ::lstat(a.c_str(), &sa) == 0 && ::lstat(b.c_str(), &sb) == 0 && sa.st_dev == sb.st_dev &&
+           sa.st_ino == sb.st_ino;
 }
 
 void fsync_dir(fs::path const& dir)
@@ -371,13 +378,21 @@ std::vector<message_entry> maildir::scan(size_cache* sizes, std::vector<std::str
     // left in new/, it would never be listed.
     if (!incoming.empty()) {
         bool moved_by_another = false;
-        std::set<std::string, std::less<>> taken;
-        for (auto const& p : listed) taken.emplace(base_name(p.filename().string()));
+        std::map<std::string, fs::path, std::less<>> taken;  // base name -> its file in cur/
+        for (auto const& p : listed) taken.emplace(base_name(p.filename().string()), p);
         for (auto const& from : incoming) {
             auto const name = from.filename().string();
             auto const info = info_of(name);
             auto to = cur_dir / (std::string{base_name(name)} + info);
-            int const err = taken.contains(base_name(name)) ? EEXIST : move_no_replace(from, to);
+            auto const clash = taken.find(base_name(name));
+            // The same file under both names: a move by link(2) (a filesystem
+            // without RENAME_NOREPLACE, such as NFS) that a crash cut short
+            // before its unlink. The message is in cur/ already.
+            if (clash != taken.end() && same_file(from, clash->second)) {
+                ::unlink(from.c_str());
+                continue;
+            }
+            int const err = clash != taken.end() ? EEXIST : move_no_replace(from, to);
             if (err == ENOENT) {  // another program moved it first, maybe after cur/ was read
                 moved_by_another = true;
                 continue;
@@ -394,7 +409,7 @@ std::vector<message_entry> maildir::scan(size_cache* sizes, std::vector<std::str
             } else if (err != 0) {
                 throw_errno(err, "maildir: move " + from.string());
             }
-            taken.emplace(base_name(to.filename().string()));
+            taken.emplace(base_name(to.filename().string()), to);
             listed.push_back(std::move(to));
         }
         // Rare: read cur/ again rather than leave that message out.

@@ -221,6 +221,23 @@ BOOST_FIXTURE_TEST_CASE(base_names_taken_twice_get_fresh_ones, maildir_fixture)
     for (std::size_t i = 0; i < again.size(); ++i) BOOST_TEST(again[i].uid == msgs[i].uid);
 }
 
+BOOST_FIXTURE_TEST_CASE(a_move_by_link_cut_short_leaves_one_message, maildir_fixture)
+{
+    // Where renameat2 lacks RENAME_NOREPLACE (NFS) a move is link() then
+    // unlink(); a crash between them leaves one file under both names. It
+    // is one message with its UID, not a second one under a fresh name.
+    put(root / "cur" / "1700000005.M1P1.gw:2,S", "only\n");
+    fs::create_hard_link(root / "cur" / "1700000005.M1P1.gw:2,S", root / "new" / "1700000005.M1P1.gw");
+    std::vector<std::string> notes;
+    auto const msgs = md.scan(nullptr, &notes);
+    BOOST_TEST_REQUIRE(msgs.size() == 1u);
+    BOOST_TEST(msgs[0].uid == "1700000005.M1P1.gw");
+    BOOST_TEST(notes.empty());
+    BOOST_TEST(count_files(root / "new") == 0u);
+    BOOST_TEST(count_files(root / "cur") == 1u);
+    BOOST_TEST(fs::hard_link_count(root / "cur" / "1700000005.M1P1.gw:2,S") == 1u);
+}
+
 BOOST_AUTO_TEST_CASE(uid_rules)
 {
     BOOST_TEST(maildir_uid("1.M1P1Q0.host:2,S") == "1.M1P1Q0.host");
