@@ -6,6 +6,8 @@ set -eu
 # on PostgreSQL with it when POPGATE_TEST_BACKEND=postgresql (tests/support/popgate_test.py).
 # python3-systemd: fail2ban's systemd backend (journal) reads with it; the log
 # tests run fail2ban-regex on a journal that systemd-journald really wrote.
+# faketime: a daemon two days ahead sees the files a test just made as
+# stale (their ctime cannot be set back), in test_stale_tmp.py.
 pkgs="build-essential cmake ninja-build ccache pkg-config
 libboost1.81-dev libboost-test1.81-dev libssl-dev openssl libsqlite3-dev sqlite3
 libspdlog-dev libtomlplusplus-dev libcli11-dev libcrypt-dev
@@ -15,7 +17,7 @@ systemd dpkg-dev util-linux iproute2 groff-base man-db bash-completion logrotate
 haproxy fail2ban postfix postfix-sqlite dovecot-core dovecot-imapd dovecot-pop3d prometheus
 clang-14 libclang-rt-14-dev
 postgresql-15 libpq-dev postfix-pgsql python3-psycopg2
-python3-systemd"
+python3-systemd faketime"
 missing=""
 for p in $pkgs; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -10,6 +10,7 @@
 #include "popgate/io/io_threads.hpp"
 #include "popgate/io/tls.hpp"
 #include "popgate/log/log.hpp"
+#include "popgate/mail/maildir.hpp"
 #include "popgate/server/frame.hpp"
 #include "popgate/store/open.hpp"
 
@@ -27,6 +28,7 @@
 #include <iostream>
 #include <optional>
 #include <thread>
+#include <tuple>
 
 namespace popgate::daemon {
 namespace {
@@ -127,13 +129,21 @@ asio::awaitable<void> purge_loop(server& srv)
         srv.ctx->failures().expire(std::chrono::steady_clock::now());
         auto const s = srv.ctx->settings();
         try {
-            auto [grants, audit] = co_await io::run_blocking(srv.ctx->blocking(), [&] {
+            auto [grants, audit, stale] = co_await io::run_blocking(srv.ctx->blocking(), [&] {
                 auto const now = store::now();
-                return std::pair{srv.ctx->db().purge_expired_grants(now),
-                                 srv.ctx->db().purge_audit(s->audit_max_rows,
-                                                           now - std::int64_t{86400} * s->audit_max_age_days)};
+                // The drop folder's reader never sees its tmp/: what a
+                // crashed delivery left there goes here.
+                auto const wall = std::chrono::system_clock::now();
+                std::size_t const tmp = s->upstream_host.empty() && !s->relay_drop.empty()
+                                            ? mail::maildir(s->relay_drop).remove_stale_tmp(wall)
+                                            : 0;
+                return std::tuple{srv.ctx->db().purge_expired_grants(now),
+                                  srv.ctx->db().purge_audit(s->audit_max_rows,
+                                                            now - std::int64_t{86400} * s->audit_max_age_days),
+                                  tmp};
             });
-            if (grants || audit) spdlog::info("purge expired_grants={} audit_rows={}", grants, audit);
+            if (grants || audit || stale)
+                spdlog::info("purge expired_grants={} audit_rows={} stale_drop_tmp={}", grants, audit, stale);
         } catch (std::exception const& e) {
             spdlog::error("purge failed: {}", e.what());
         }

@@ -2,6 +2,7 @@
 
 #include <openssl/evp.h>
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -325,6 +326,26 @@ void maildir::ensure() const
     make_dir(root_ / "tmp");
     make_dir(root_ / "new");
     make_dir(root_ / "cur");
+}
+
+std::size_t maildir::remove_stale_tmp(std::chrono::system_clock::time_point now) const noexcept
+{
+    auto const cutoff = std::chrono::system_clock::to_time_t(now - stale_tmp_age);
+    int const fd = ::open((root_ / "tmp").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) return 0;
+    DIR* d = ::fdopendir(fd);
+    if (!d) {
+        ::close(fd);
+        return 0;
+    }
+    std::size_t removed = 0;
+    while (dirent const* e = ::readdir(d)) {
+        struct stat st {};
+        if (e->d_name[0] == '.' || ::fstatat(fd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+        if (S_ISREG(st.st_mode) && st.st_ctim.tv_sec < cutoff && ::unlinkat(fd, e->d_name, 0) == 0) ++removed;
+    }
+    ::closedir(d);  // closes fd
+    return removed;
 }
 
 std::optional<std::uint64_t> size_cache::wire_size(fs::path const& p)

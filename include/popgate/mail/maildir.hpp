@@ -3,6 +3,7 @@
 // local delivery. Blocking filesystem calls: run off the event loop.
 #include "popgate/proto/pop3.hpp"
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <mutex>
@@ -111,6 +112,13 @@ public:
     // is described in `notes`, for the log.
     std::vector<message_entry> scan(size_cache* sizes = nullptr, std::vector<std::string>* notes = nullptr);
 
+    // Removes what a delivery agent that died left in tmp/: regular files
+    // whose inode last changed (ctime, which utime(2) cannot set back, as
+    // Dovecot sets the mtime to the received date) more than stale_tmp_age
+    // before `now`, as the Maildir convention says (36 hours). Best effort:
+    // a missing tmp/ or a file that cannot go is skipped. Returns how many went.
+    std::size_t remove_stale_tmp(std::chrono::system_clock::time_point now) const noexcept;
+
     // Unlinks the message. ENOENT is fine: another session removed it first.
     void remove(message_entry const& m) const;
 
@@ -124,6 +132,8 @@ public:
 private:
     std::filesystem::path root_;
 };
+
+inline constexpr std::chrono::hours stale_tmp_age{36};
 
 // UIDL for a Maildir file name: the base name before ':', which survives the
 // new -> cur move and flag changes; its lowercase hex MD5 when it would break

@@ -91,6 +91,9 @@ pop3_session::opened_maildrop pop3_session::open_maildrop(std::string const& use
         }
         for (auto const& n : notes)
             spdlog::warn("sid={} maildir user={} renamed={}", c_.sid, log::field(user, 64), log::field(n, 600));
+        // What a crashed delivery left in tmp/ (ours or another agent's).
+        if (auto const stale = m.remove_stale_tmp(std::chrono::system_clock::now()))
+            spdlog::info("sid={} maildir user={} removed_stale_tmp={}", c_.sid, log::field(user, 64), stale);
     } catch (std::exception const& e) {
         o.what = opened_maildrop::status::unavailable;
         o.error = e.what();

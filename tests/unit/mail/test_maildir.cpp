@@ -238,6 +238,28 @@ BOOST_FIXTURE_TEST_CASE(a_move_by_link_cut_short_leaves_one_message, maildir_fix
     BOOST_TEST(fs::hard_link_count(root / "cur" / "1700000005.M1P1.gw:2,S") == 1u);
 }
 
+BOOST_FIXTURE_TEST_CASE(stale_tmp_files_go_after_36_hours, maildir_fixture)
+{
+    // What a delivery agent that died left in tmp/. The age is the inode's
+    // change time, which cannot be set back: a file whose mtime an agent
+    // set to an old received date is not taken for stale.
+    put(root / "tmp" / "1700000000.M1P1.gw", "left behind\n");
+    put(root / "tmp" / "1700000001.M1P1.gw", "being written\n");
+    fs::last_write_time(root / "tmp" / "1700000001.M1P1.gw", fs::file_time_type::clock::now() - std::chrono::hours(72));
+    fs::create_directory(root / "tmp" / "a-directory");
+    auto const now = std::chrono::system_clock::now();
+    // Within 36 hours of their change, nothing goes.
+    BOOST_TEST(md.remove_stale_tmp(now + std::chrono::hours(35)) == 0u);
+    BOOST_TEST(count_files(root / "tmp") == 3u);
+    // After, the files go; a directory stays.
+    BOOST_TEST(md.remove_stale_tmp(now + std::chrono::hours(37)) == 2u);
+    BOOST_TEST(count_files(root / "tmp") == 1u);
+    BOOST_TEST(fs::is_directory(root / "tmp" / "a-directory"));
+    // No tmp/ at all: nothing to do, no error.
+    fs::remove_all(root / "tmp");
+    BOOST_TEST(md.remove_stale_tmp(now + std::chrono::hours(37)) == 0u);
+}
+
 BOOST_AUTO_TEST_CASE(uid_rules)
 {
     BOOST_TEST(maildir_uid("1.M1P1Q0.host:2,S") == "1.M1P1Q0.host");
