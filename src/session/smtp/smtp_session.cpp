@@ -127,9 +127,12 @@ asio::awaitable<bool> smtp_session::do_starttls()
 {
     if (ch_.reader().has_pending()) {
         // RFC 3207 §5 / CVE-2011-0411: commands sent before the handshake
-        // must never run after it.
-        spdlog::warn("sid={} smtp starttls discarded pipelined bytes ip={} count={} data={}", c_.sid, c_.ip,
-                     ch_.reader().pending().size(), log::field(ch_.reader().pending(), 60));
+        // must never run after it. Logged by the first word and the length
+        // only: the bytes may be an AUTH with its credentials.
+        std::string_view const pending = ch_.reader().pending();
+        std::string_view const first = pending.substr(0, std::min(pending.find_first_of(" \r\n"), std::size_t{16}));
+        spdlog::warn("sid={} smtp starttls discarded pipelined bytes ip={} count={} first={}", c_.sid, c_.ip,
+                     pending.size(), log::field(first, 16));
         ch_.reader().clear();
     }
     bool const written = co_await ch_.flush();
