@@ -88,7 +88,7 @@ void decider::check_rows()
 }
 
 decision decider::decide(net::ip_address const& client, bool authenticated, bool auth_required, bool local_domain,
-                         bool local_needs_auth, quota_request const& quota)
+                         bool local_needs_auth, quota_request const& quota, bool client_named)
 {
     proto::relay_facts f;
     f.local_domain = local_domain;
@@ -99,7 +99,7 @@ decision decider::decide(net::ip_address const& client, bool authenticated, bool
     auto const now = store::now();
     std::optional<store::grant> g;
     std::optional<std::string> net;
-    if (!local_domain && !authenticated && !auth_required) {
+    if (!local_domain && !authenticated && !auth_required && client_named) {
         auto const keys = grant_keys(client);
         g = db_.find_active_grant(keys, now);
         f.has_grant = g.has_value();
@@ -134,7 +134,10 @@ decision decider::decide(net::ip_address const& client, bool authenticated, bool
     }
     case proto::relay_verdict::relay_auth: d.detail = "sasl"; break;
     case proto::relay_verdict::local: d.detail = "local-domain"; break;
-    default: d.detail = auth_required && !authenticated ? "auth-required-on-listener" : "no-grant-or-network";
+    default:
+        d.detail = auth_required && !authenticated ? "auth-required-on-listener"
+                   : client_named                  ? "no-grant-or-network"
+                                                   : "client-unnamed";
     }
     return d;
 }

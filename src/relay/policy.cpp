@@ -83,7 +83,7 @@ verdict policy::gather(request const& r, config::settings const& s)
         bool const own = r.from == asker::smtp_listener;
         quota_request const q{r.new_message, {s.grant_max_messages_per_hour, s.grant_max_recipients_per_hour}};
         auto const d = decider_.decide(r.client, r.authenticated, r.auth_required,
-                                       own && is_local_domain(s, r.domain), r.local_needs_auth, q);
+                                       own && is_local_domain(s, r.domain), r.local_needs_auth, q, r.client_named);
         if (d.verdict == proto::relay_verdict::local) return local(r, s);
         verdict v{d.verdict, d.detail, std::nullopt, d.reason};
         if (d.verdict == proto::relay_verdict::deny && own)

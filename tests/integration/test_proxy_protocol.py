@@ -346,6 +346,34 @@ def test_a_header_that_names_no_client_never_grants_the_proxy(behind_haproxy, up
     assert "pop3 connect ip=127.0.0.1 " in log and "proxy=127.0.0.1 client=unnamed" in log
 
 
+def test_a_client_the_header_does_not_name_relays_by_auth_only(behind_haproxy, upstream, tmp_path):
+    # The proxy's own address may have a grant (a monitoring login from the
+    # balancer host, an administrator's `grant add`) or sit in an allowed
+    # network: neither lets the clients it stands for relay.
+    g, _ = behind_haproxy
+    g.cli("grant", "add", "127.0.0.1", "--user", "monitor")
+    g.cli("allow", "add", "127.0.0.1/32")
+    sockets = tmp_path / "sockets"
+    sockets.mkdir()
+    h = HAProxy(tmp_path / "haproxy-unix", {"smtp-v2": (g.port("smtp"), "send-proxy-v2", sockets / "smtp-v2")})
+    try:
+        with pytest.raises(smtplib.SMTPRecipientsRefused) as e:
+            with UnixSMTP(sockets / "smtp-v2") as s:
+                s.sendmail("a@example.org", ["x@remote.test"], BODY)
+        assert e.value.recipients == {"x@remote.test": (554, b"5.7.1 <x@remote.test>: Relay access denied")}
+        # Mail for a local user still arrives that way.
+        with UnixSMTP(sockets / "smtp-v2") as s:
+            assert s.sendmail("a@example.org", ["alice@localhost"], BODY) == {}
+        # With SMTP AUTH it relays.
+        with UnixSMTP(sockets / "smtp-v2") as s:
+            s.login("alice", "secret-pw")
+            assert s.sendmail("a@example.org", ["y@remote.test"], BODY) == {}
+    finally:
+        h.stop()
+    assert [m["rcpt_tos"] for m in upstream.messages] == [["y@remote.test"]]
+    assert g.wait_log("decision=denied detail=client-unnamed")
+
+
 def test_header_on_a_listener_without_proxy_protocol_is_a_bad_command(behind_haproxy):
     g, _ = behind_haproxy
     data, _ = raw(g.port("direct"), "127.0.0.3", b"PROXY TCP4 192.0.2.66 127.0.0.1 1 110\r\nQUIT\r\n")

@@ -47,8 +47,10 @@ public:
     // store_error if the database is unusable, which the caller answers with
     // a 451 (never a relay).
     // A grant's quota use is counted here, in the same step as the check.
+    // An unnamed client (relay::request::client_named) relays by AUTH only.
     decision decide(net::ip_address const& client, bool authenticated, bool auth_required,
-                    bool local_domain = false, bool local_needs_auth = false, quota_request const& quota = {});
+                    bool local_domain = false, bool local_needs_auth = false, quota_request const& quota = {},
+                    bool client_named = true);
 
     // The grant keys of a client: its grant_key and, for IPv6, its full address.
     std::vector<std::string> grant_keys(net::ip_address const& client) const;

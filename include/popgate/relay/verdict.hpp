@@ -31,6 +31,11 @@ struct request {
     // this one is, it counts a message against the grant's quota.
     bool new_message = true;
     asker from = asker::smtp_listener;
+    // false: `client` is a trusted proxy's own address, which a PROXY header
+    // that named no client left (server::connection::client_named). It
+    // stands for every client reaching the proxy that way, so neither a
+    // grant nor an allowed network of that address relays for them.
+    bool client_named = true;
 };
 
 // A local recipient's mailbox (verdict local).

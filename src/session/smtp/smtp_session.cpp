@@ -85,7 +85,8 @@ asio::awaitable<bool> smtp_session::do_rcpt(proto::mail_args const& rcpt)
 {
     auto const addr = rcpt.path.to_string();
     relay::request req{c_.peer, rcpt.path.local, rcpt.path.domain, addr, st_.authenticated,
-                       c_.listener.auth_required, offer_.mail_needs_auth, !st_.grant_message};
+                       c_.listener.auth_required, offer_.mail_needs_auth, !st_.grant_message,
+                       relay::asker::smtp_listener, c_.client_named};
     auto job = [&] { return svc_.relay.decide(req, s_); };
     auto const v = co_await io::run_here_or_blocking(svc_.relay.in_place(), svc_.blocking, job);
     if (!s_.upstream_host.empty() && smtp_asks_upstream(st_, addr, v)) {

@@ -318,6 +318,27 @@ BOOST_AUTO_TEST_CASE(network_added_through_the_store)
     BOOST_TEST((decide("192.0.2.1").verdict == relay_verdict::deny));
 }
 
+BOOST_AUTO_TEST_CASE(an_unnamed_client_relays_by_auth_only)
+{
+    // A trusted proxy's own address, left by a PROXY header that named no
+    // client: its grant and its network stand for no one in particular.
+    store::network n;
+    n.cidr = "192.0.2.0/24";
+    db->add_network(n);
+    grant_for("192.0.2.7", "monitor", 600);
+    auto const unnamed = [&](bool authenticated) {
+        return decider.decide(ip("192.0.2.7"), authenticated, false, false, false, {}, false);
+    };
+    auto const d = unnamed(false);
+    BOOST_TEST((d.verdict == relay_verdict::deny));
+    BOOST_TEST(d.detail == "client-unnamed");
+    BOOST_TEST((unnamed(true).verdict == relay_verdict::relay_auth));
+    // A local domain is still delivered to.
+    BOOST_TEST((decider.decide(ip("192.0.2.7"), false, false, true, false, {}, false).verdict == relay_verdict::local));
+    // The same address, named, relays by its grant.
+    BOOST_TEST((decide("192.0.2.7").verdict == relay_verdict::relay_grant));
+}
+
 BOOST_AUTO_TEST_CASE(grant_wins_over_network)
 {
     sql("INSERT INTO allowed_networks (cidr) VALUES ('192.0.2.0/24')");
