@@ -35,7 +35,7 @@ std::string unique_challenge(std::string_view host)
 
 asio::awaitable<sasl_outcome> sasl_exchange(channel& ch, proto::sasl_server& sasl,
                                             std::optional<std::string_view> initial, std::string_view prompt,
-                                            std::size_t max_line)
+                                            std::size_t max_line, bool& at_prompt)
 {
     sasl_outcome out;
     out.step = sasl.start(initial);
@@ -51,7 +51,9 @@ asio::awaitable<sasl_outcome> sasl_exchange(channel& ch, proto::sasl_server& sas
             out.status = io::read_status::error;
             break;
         }
+        at_prompt = true;
         out.status = co_await ch.read_line(line, limit);
+        at_prompt = false;
         if (out.status != io::read_status::ok) break;
         if (!line.empty() && line.back() == '\n') line.pop_back();
         out.step = sasl.next(line);

@@ -32,9 +32,12 @@ struct sasl_outcome {
 // mechanism's verdict: each challenge is written as `prompt` + base64 + CRLF
 // ("+ " for POP3, "334 " for SMTP), each response read with the line limit
 // raised to `max_line` (RFC 4954 §4 lifts the command limit for them).
+// `at_prompt` is true while a response is awaited (the challenge written):
+// the session's watchdog may then say its last words, as at the command
+// prompt.
 asio::awaitable<sasl_outcome> sasl_exchange(channel& ch, proto::sasl_server& sasl,
                                             std::optional<std::string_view> initial, std::string_view prompt,
-                                            std::size_t max_line);
+                                            std::size_t max_line, bool& at_prompt);
 
 // A failed authentication (wrong credentials, not a store failure): an
 // audit row and one more failure for the address and the name (`kind`: only

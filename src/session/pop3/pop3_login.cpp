@@ -147,7 +147,8 @@ asio::awaitable<bool> pop3_session::do_auth(proto::sasl_mech m, std::optional<st
                   yes_no(initial.has_value()));
     std::string const challenge = m == proto::sasl_mech::cram_md5 ? unique_challenge(s_.hostname) : std::string{};
     proto::sasl_server sasl(m, challenge);
-    auto const x = co_await sasl_exchange(ch_, sasl, initial, "+ ", std::max(s_.pop3_max_line, sasl_line_max));
+    auto const x = co_await sasl_exchange(ch_, sasl, initial, "+ ", std::max(s_.pop3_max_line, sasl_line_max),
+                                          waiting_for_command_);
     switch (x.status) {
     case io::read_status::ok: break;
     case io::read_status::too_long: {

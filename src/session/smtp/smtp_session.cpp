@@ -166,7 +166,7 @@ asio::awaitable<bool> smtp_session::do_auth(std::string_view args)
     auto const mech = *req.mech;
     auto const challenge = mech == proto::sasl_mech::cram_md5 ? unique_challenge(host()) : std::string();
     proto::sasl_server sasl(mech, challenge);
-    auto const x = co_await sasl_exchange(ch_, sasl, req.initial, "334 ", o.max_line);
+    auto const x = co_await sasl_exchange(ch_, sasl, req.initial, "334 ", o.max_line, waiting_for_command_);
     if (x.status == io::read_status::too_long) {
         auto s = smtp_bad_command(st_, o, proto::reply(500, "5.5.6", "Authentication Exchange line is too long"));
         co_return co_await run_step(s);
