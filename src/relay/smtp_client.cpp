@@ -14,6 +14,7 @@
 #include <boost/asio/ssl.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include <cerrno>
 #include <chrono>
 #include <fstream>
 #include <map>
@@ -21,6 +22,7 @@
 #include <sstream>
 #include <utility>
 
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -117,6 +119,16 @@ void quit_and_close(upstream_link& l) noexcept
     if (!l.tls) io::send_nowait(l.sock, "QUIT\r\n");
     io::close_now(l.sock);
 }
+
+// Nothing has arrived on an idle connection: no reply nobody asked for (it
+// would be read as the answer to our next MAIL, and every reply after it
+// as the one before's), no 421 of an upstream timing us out, no close.
+bool quiet(upstream_link& l) noexcept
+{
+    char c = 0;
+    ssize_t const n = ::recv(l.sock.native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
 }  // namespace
 
 upstream_pool::~upstream_pool() { close_all(); }
@@ -182,6 +194,12 @@ std::unique_ptr<upstream_link> upstream_pool::take(std::string const& key,
         }
     }
     for (auto& l : stale) quit_and_close(*l);
+    if (found && !quiet(*found)) {
+        spdlog::info("upstream {} idle connection closed: the upstream sent something or closed it meanwhile",
+                     log::field(found->key));
+        io::close_now(found->sock);  // out of step: no QUIT either
+        found.reset();
+    }
     if (found) found->moved = foreign && !found->tls;
     if (found && foreign && !rehome(*found, home)) found.reset();
     return found;

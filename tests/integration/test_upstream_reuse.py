@@ -152,6 +152,29 @@ def test_kept_connection_answering_mail_with_421_is_replaced(make_gateway, upstr
     assert delivered(upstream, [1, 2, 3]) == [1, 2, 2]
 
 
+def test_kept_connection_the_upstream_wrote_on_meanwhile_is_not_reused(make_gateway, upstream):
+    # A reply nobody asked for, sent after the 250 to the end of data while
+    # the connection sat idle, would be read as the answer to the next
+    # MAIL, and every reply after it as the one before's: a recipient the
+    # upstream took would get the refusal of the one before it.
+    g = reuse_gateway(make_gateway, upstream, reuse_time=30)
+    upstream.late_line = "250 2.0.0 late extra"
+    assert_accepted(relay(g.port("smtp"), 1))
+    assert g.wait_log("relayed")
+    time.sleep(0.6)  # the late line has arrived
+    upstream.late_line = None
+    upstream.rcpt_replies = {"bad@remote.test": "550 5.1.1 no such user here"}
+    with smtplib.SMTP("127.0.0.1", g.port("smtp"), timeout=30) as s:
+        s.ehlo("client.test")
+        assert s.mail(sender(2))[0] == 250
+        assert s.rcpt("bad@remote.test")[0] == 550
+        assert s.rcpt(rcpt(2))[0] == 250
+        assert_accepted(s.data(body(2)))
+    assert delivered(upstream, [1, 2]) == [1, 2]
+    assert upstream.greetings == [1, 2]
+    assert g.wait_log("idle connection closed: the upstream sent something or closed it meanwhile")
+
+
 @pytest.mark.parametrize("pipelining", [True, False], ids=["rcpt-with-mail", "rcpt-after-mail"])
 def test_kept_connection_answering_the_first_rcpt_with_421_is_replaced(make_gateway, upstream, pipelining):
     # The upstream took MAIL on the kept connection, then closes it at the

@@ -428,7 +428,9 @@ class CaptureUpstream:
     MAIL parameters it came with ("mail_options"). `data_delay` holds the
     reply to the end of data back that many seconds (the message is taken
     first, as a slow before-queue filter does), `data_reply` replaces its
-    250 text, and `quit_delay` holds the 221 back."""
+    250 text, and `quit_delay` holds the 221 back. `late_line`, when set, is
+    written 0.3 s after each reply to the end of data: a reply nobody asked
+    for, which puts a reused connection out of step."""
 
     def __init__(self):
         from aiosmtpd.controller import Controller
@@ -457,6 +459,7 @@ class CaptureUpstream:
         self.data_delay = 0
         self.data_reply = None
         self.quit_delay = 0
+        self.late_line = None
         self.lock = threading.Lock()
         self._counting = False
         outer = self
@@ -548,6 +551,10 @@ class CaptureUpstream:
                     drop_soon(server)
                 if outer.data_delay:
                     await asyncio.sleep(outer.data_delay)
+                if outer.late_line:
+                    transport = server.transport
+                    asyncio.get_running_loop().call_later(
+                        0.3, lambda: transport.is_closing() or transport.write(outer.late_line.encode() + b"\r\n"))
                 return outer.data_reply or "250 2.0.0 queued as UPSTREAM1"
 
             async def handle_QUIT(self, server, session, envelope):
