@@ -4,6 +4,7 @@ replies, TLS garbage and protocol confusion, SASL base64 garbage, and address
 syntax torture. After each, the daemon is alive and serves a normal POP3 login
 and a normal SMTP delivery."""
 import base64
+import itertools
 import poplib
 import os
 import random
@@ -366,7 +367,10 @@ def test_address_syntax_torture(g):
     assert c.smtp(b"Subject: torture\r\n\r\nok\r\n.\r\n").startswith(b"250 2.0.0 Ok: queued as ")
     drop = g.dropped()
     assert len(drop) == 1
-    env_to = drop[0].split(b"\n")[1]
+    lines = drop[0].split(b"\n")
+    folded = [lines[1]] + [l for l in itertools.takewhile(lambda l: l.startswith(b" "), lines[2:])]
+    assert all(len(l) <= 998 for l in folded), folded   # RFC 5322 §2.1.1
+    env_to = b"".join(folded)                            # unfolded
     assert env_to.startswith(b"X-Envelope-To: ") and env_to.count(b"<") == len(GOOD_PATHS), env_to
     assert c.smtp(b"QUIT\r\n") == b"221 2.0.0 Bye\r\n"
     assert_serves(g)

@@ -292,6 +292,25 @@ def test_relay_drop_when_no_upstream(make_gateway):
     assert d[0].endswith(BODY.replace(b"\r\n", b"\n"))
 
 
+def test_relay_drop_folds_a_long_recipient_list(make_gateway):
+    g = make_gateway()
+    grant(g)
+    rcpts = [f"recipient-number-{i}@remote.test" for i in range(40)]
+    assert send(g.port("smtp"), rcpts) == {}
+    d = g.dropped()
+    assert len(d) == 1
+    lines = d[0].split(b"\n")
+    assert lines[1].startswith(b"X-Envelope-To: <recipient-number-0@remote.test>,")
+    header = [lines[1]]
+    for line in lines[2:]:
+        if not line.startswith(b" "):
+            break
+        header.append(line)
+    assert len(header) > 10 and all(len(line) <= 78 for line in header), header  # RFC 5322 §2.1.1
+    unfolded = b"".join(header)[len(b"X-Envelope-To: "):]
+    assert unfolded.split(b", ") == [b"<" + r.encode() + b">" for r in rcpts]
+
+
 def test_upstream_down_gives_451_and_nothing_delivered(make_gateway, tmp_path):
     s = socket.socket()
     s.bind(("127.0.0.1", 0))

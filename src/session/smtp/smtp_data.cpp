@@ -216,8 +216,20 @@ asio::awaitable<bool> smtp_session::do_data()
     std::vector<local_copies::destination> dests;
     if (!relay_rcpts.empty() && !use_upstream) {
         // The drop folder stands in for the upstream: keep the envelope visible.
+        // Folded before 78 octets where it can be (RFC 5322 §2.1.1: a line
+        // is at most 998), so that a hundred recipients fit.
         std::string env = "X-Envelope-From: <" + st_.mail_from + ">\r\nX-Envelope-To: ";
-        for (std::size_t i = 0; i < relay_rcpts.size(); ++i) env += (i ? ", <" : "<") + relay_rcpts[i] + ">";
+        std::size_t line = env.size() - env.rfind('\n') - 1;
+        for (std::size_t i = 0; i < relay_rcpts.size(); ++i) {
+            std::string const path = "<" + relay_rcpts[i] + ">";
+            if (i > 0) {
+                bool const fold = line + 2 + path.size() > 78;
+                env += fold ? ",\r\n " : ", ";
+                line = fold ? 1 : line + 2;
+            }
+            env += path;
+            line += path.size();
+        }
         dests.push_back({s.relay_drop, env + "\r\n" + header});
     }
     std::vector<std::string> users;
