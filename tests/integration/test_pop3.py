@@ -293,25 +293,6 @@ def test_wrong_password_no_grant_and_delay(make_gateway):
     p.quit()
 
 
-def test_apop_for_a_user_without_a_secret_does_not_lock_them_out(make_gateway):
-    # A client that tries APOP for a user who has only a password hash
-    # guesses nothing: refused, but not counted toward the per-user block
-    # (5 failures) or fail2ban's filter, so USER/PASS still works after.
-    g = make_gateway(overrides={"auth": {"failure_delay_ms": 50}})
-    g.add_user("erin", "erins-pw")
-    for _ in range(7):
-        p = pop(g)
-        with pytest.raises(poplib.error_proto) as e:
-            p.apop("erin", "erins-pw")
-        assert str(e.value) == str(AUTH_FAILED)
-        p.user("erin")
-        assert p.pass_("erins-pw").startswith(b"+OK")
-        p.quit()
-    log = g.log()
-    assert log.count("pop3 login user=erin ip=127.0.0.1 mech=apop tls=no result=no-secret") == 7
-    assert "result=fail " not in log and "auth-block" not in log
-
-
 def test_disabled_user_refused(gateway):
     gateway.add_user("dora", "pw-dora", "--disabled")
     r = Raw(gateway.port("pop3"))

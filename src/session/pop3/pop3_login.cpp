@@ -207,16 +207,6 @@ asio::awaitable<bool> pop3_session::finish_auth(auth::result const& r, std::stri
         co_return co_await ch_.send(pop3_reply::auth_unavailable);
     }
     count_login("pop3", mech, "fail");
-    if (r.what == auth::outcome::no_secret) {
-        // APOP or CRAM-MD5 for a user who has only a password hash: nothing
-        // was guessed. Not a failure for the brute-force guard or fail2ban
-        // (result=no-secret); answered as one, after the first failure's delay.
-        spdlog::info("sid={} pop3 login user={} ip={} mech={} tls={} result=no-secret", c_.sid, uesc, c_.ip, mech,
-                     yes_no(c_.stream.tls_active()));
-        under_way = {};
-        co_await pause_after_failure(ch_, s_.failure_delay, attempt_at_);
-        co_return co_await ch_.send(pop3_reply::auth_failed);
-    }
     spdlog::info("sid={} pop3 login user={} ip={} mech={} tls={} result=fail reason={}", c_.sid, uesc, c_.ip, mech,
                  yes_no(c_.stream.tls_active()), log::field(r.reason.empty() ? "failed" : r.reason));
     auto const v = record_auth_failure(svc_.guard, c_, attempted, auth::name_kind_of(r),

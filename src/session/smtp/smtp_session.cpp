@@ -247,18 +247,6 @@ asio::awaitable<bool> smtp_session::finish_auth(proto::sasl_step const& step, pr
         co_return true;
     }
     count_login("smtp", mname, "fail");
-    if (res.what == auth::outcome::no_secret) {
-        // CRAM-MD5 for a user who has only a password hash: nothing was
-        // guessed, and clients that try CRAM-MD5 first (curl, smtplib) fall
-        // back to PLAIN or LOGIN. Not a failure for the brute-force guard or
-        // fail2ban (result=no-secret), or a user's every login would count
-        // one; answered as one, after the first failure's delay.
-        spdlog::info("sid={} smtp auth user={} mech={} ip={} result=no-secret", c_.sid, who, mname, c_.ip);
-        under_way = {};
-        co_await pause_after_failure(ch_, s_.failure_delay, started);
-        ch_.queue(proto::reply(535, "5.7.8", "Error: authentication failed"));
-        co_return true;
-    }
     spdlog::info("sid={} smtp auth user={} mech={} ip={} result=failed reason={}", c_.sid, who, mname, c_.ip,
                  log::field(res.reason));
     auto const v = record_auth_failure(svc_.guard, c_, step.authcid, auth::name_kind_of(res),
