@@ -151,6 +151,20 @@ asio::awaitable<void> purge_loop(server& srv)
     }
 }
 
+// Idle upstream connections go once relay.upstream_reuse_time is over, not
+// only when the next message looks for one: each holds an smtpd of the
+// upstream, which would time it out and log that.
+asio::awaitable<void> upstream_sweep_loop(server& srv)
+{
+    asio::steady_timer t(co_await asio::this_coro::executor);
+    for (;;) {
+        t.expires_after(std::chrono::seconds(1));
+        auto [ec] = co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+        if (ec || srv.draining) co_return;
+        srv.ctx->upstreams().expire(srv.ctx->settings()->upstream_reuse_time);
+    }
+}
+
 log::destination log_destination(config::log_target t)
 {
     switch (t) {
@@ -484,6 +498,7 @@ int serve(std::string const& config_file, std::string const& db_override, serve_
     srv.ctx->set_state(session::serving_state::serving);
     asio::co_spawn(srv.io->main(), signal_loop(srv, *srv.signals), asio::detached);
     asio::co_spawn(srv.io->main(), purge_loop(srv), asio::detached);
+    asio::co_spawn(srv.io->main(), upstream_sweep_loop(srv), asio::detached);
 
     spdlog::info("popgate {} started threads={} database={}", POPGATE_VERSION, srv.io->size(),
                  log::field(store::database_label(settings->database.string())));

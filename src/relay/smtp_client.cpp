@@ -167,15 +167,7 @@ std::unique_ptr<upstream_link> upstream_pool::take(std::string const& key,
     std::unique_ptr<upstream_link> found;
     {
         std::lock_guard lock(mutex_);
-        auto const now = std::chrono::steady_clock::now();
-        std::vector<std::unique_ptr<upstream_link>> keep;
-        for (auto& l : idle_) {
-            if (now - l->idle_since >= max_idle_time || !l->sock.is_open())
-                stale.push_back(std::move(l));
-            else
-                keep.push_back(std::move(l));
-        }
-        idle_ = std::move(keep);
+        stale = take_stale_locked(max_idle_time);
         // The most recent one on the caller's own I/O thread, else the most
         // recent one (moved to this thread below).
         auto pick = idle_.rend();
@@ -203,6 +195,31 @@ std::unique_ptr<upstream_link> upstream_pool::take(std::string const& key,
     if (found) found->moved = foreign && !found->tls;
     if (found && foreign && !rehome(*found, home)) found.reset();
     return found;
+}
+
+std::vector<std::unique_ptr<upstream_link>>
+upstream_pool::take_stale_locked(std::chrono::steady_clock::duration max_idle_time)
+{
+    auto const now = std::chrono::steady_clock::now();
+    std::vector<std::unique_ptr<upstream_link>> stale, keep;
+    for (auto& l : idle_) {
+        if (now - l->idle_since >= max_idle_time || !l->sock.is_open())
+            stale.push_back(std::move(l));
+        else
+            keep.push_back(std::move(l));
+    }
+    idle_ = std::move(keep);
+    return stale;
+}
+
+void upstream_pool::expire(std::chrono::steady_clock::duration max_idle_time)
+{
+    std::vector<std::unique_ptr<upstream_link>> stale;
+    {
+        std::lock_guard lock(mutex_);
+        stale = take_stale_locked(max_idle_time);
+    }
+    for (auto& l : stale) quit_and_close(*l);
 }
 
 void upstream_pool::put(std::unique_ptr<upstream_link> link)

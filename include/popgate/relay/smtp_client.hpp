@@ -71,6 +71,10 @@ public:
     std::unique_ptr<upstream_link> take(std::string const& key, std::chrono::steady_clock::duration max_idle_time,
                                         boost::asio::any_io_executor const& home);
     void put(std::unique_ptr<upstream_link> link);
+    // QUIT and close the connections idle for `max_idle_time` or more (the
+    // daemon calls it every second, so that none outstays
+    // relay.upstream_reuse_time by more, holding an smtpd of the upstream).
+    void expire(std::chrono::steady_clock::duration max_idle_time);
     // QUIT and close every idle connection (shutdown; before the io_context goes).
     void close_all();
 
@@ -86,6 +90,9 @@ public:
     bool tls_recently_failed(std::string const& upstream) const;
 
 private:
+    // Takes out of idle_ (under mutex_) those idle for max_idle_time or more, or closed.
+    std::vector<std::unique_ptr<upstream_link>> take_stale_locked(std::chrono::steady_clock::duration max_idle_time);
+
     mutable std::mutex mutex_;
     std::vector<std::unique_ptr<upstream_link>> idle_;  // oldest first
     std::map<std::string, std::chrono::steady_clock::time_point> tls_failed_until_;  // under mutex_
