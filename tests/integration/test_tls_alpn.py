@@ -100,6 +100,10 @@ def test_https_listener_speaks_http_1_1_to_curl(make_gateway):
     ok = subprocess.run(["curl", "-sk", "-v", url], capture_output=True, timeout=60)
     assert b"ALPN: server accepted http/1.1" in ok.stderr
     assert ok.returncode == 0 and ok.stdout
+    # HTTP/1.0, which the listener serves too.
+    old = subprocess.run(["curl", "-sk", "-v", "--http1.0", url], capture_output=True, timeout=60)
+    assert b"ALPN: server accepted http/1.0" in old.stderr
+    assert old.returncode == 0 and old.stdout
     # Only HTTP/2 on offer: refused in the handshake rather than misread.
     raw = socket.create_connection(("127.0.0.1", g.port("https")), timeout=10)
     with pytest.raises(ssl.SSLError, match="no application protocol"):

@@ -19,7 +19,7 @@ class http_protocol final : public server::protocol {
 public:
     explicit http_protocol(http_services s) : s_(s) {}
     std::string_view name() const noexcept override { return "http"; }
-    std::string_view alpn() const noexcept override { return "\x08http/1.1"; }
+    std::string_view alpn() const noexcept override { return "\x08http/1.1\x08http/1.0"; }
     // Its clients in trusted_networks are services (Dovecot's reports,
     // Prometheus, a supervisor's health check); anyone else, answered 403,
     // meets a mail client's limits, so that it cannot hold the services'
