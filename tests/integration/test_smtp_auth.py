@@ -68,16 +68,18 @@ def test_credentials_pipelined_behind_starttls_stay_out_of_the_log(gw):
     # A client that sends AUTH before the handshake ends: discarded, and the
     # log names the command and the length, never the credentials.
     secret = base64.b64encode(b"\0dave\0pa55word")
-    s = socket.create_connection(("127.0.0.1", gw.port("smtp")), timeout=5)
-    read_reply(s)
-    s.sendall(b"EHLO x\r\n")
-    read_reply(s)
-    s.sendall(b"STARTTLS\r\nAUTH PLAIN " + secret + b"\r\n")
-    assert read_reply(s) == b"220 2.0.0 Ready to start TLS\r\n"
-    t = client_tls_context().wrap_socket(s)
-    t.close()
-    assert gw.wait_log(f"starttls discarded pipelined bytes ip=127.0.0.1 count={len(secret) + 13} first=AUTH")
-    assert secret.decode()[:12] not in gw.log()
+    for sep in (b" ", b"\t"):
+        s = socket.create_connection(("127.0.0.1", gw.port("smtp")), timeout=5)
+        read_reply(s)
+        s.sendall(b"EHLO x\r\n")
+        read_reply(s)
+        s.sendall(b"STARTTLS\r\nAUTH" + sep + b"PLAIN" + sep + secret + b"\r\n")
+        assert read_reply(s) == b"220 2.0.0 Ready to start TLS\r\n"
+        t = client_tls_context().wrap_socket(s)
+        t.close()
+    line = f"starttls discarded pipelined bytes ip=127.0.0.1 count={len(secret) + 13} first=AUTH\n"
+    assert gw.wait_log(line) and gw.log().count(line) == 2
+    assert secret.decode()[:12] not in gw.log() and "PLAIN" not in gw.log()
 
 
 def test_tls_only_policy_refuses_plain_before_starttls(tls_only_gw, upstream):

@@ -14,6 +14,8 @@
 #include "popgate/io/blocking.hpp"
 #include "popgate/log/log.hpp"
 
+#include <algorithm>
+
 namespace popgate::session {
 
 std::string smtp_protocol::refusal(std::string_view, config::settings const& s) const
@@ -131,7 +133,11 @@ asio::awaitable<bool> smtp_session::do_starttls()
         // must never run after it. Logged by the first word and the length
         // only: the bytes may be an AUTH with its credentials.
         std::string_view const pending = ch_.reader().pending();
-        std::string_view const first = pending.substr(0, std::min(pending.find_first_of(" \r\n"), std::size_t{16}));
+        auto const word_end = std::find_if(pending.begin(), pending.end(), [](char ch) {
+            return !((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9'));
+        });
+        std::string_view const first = pending.substr(
+            0, std::min(static_cast<std::size_t>(word_end - pending.begin()), std::size_t{16}));
         spdlog::warn("sid={} smtp starttls discarded pipelined bytes ip={} count={} first={}", c_.sid, c_.ip,
                      pending.size(), log::field(first, 16));
         ch_.reader().clear();
