@@ -268,6 +268,17 @@ void prepare_state_dirs(config::settings const& s, service_account const& a)
 {
     // Before anything is made: share_database would refuse it later anyway.
     if (auto const why = why_not_shareable(s); !why.empty()) throw std::runtime_error(why);
+    // Refused before SQLite opens them as root: a link where a database file
+    // goes (the directory may be the account's) would have root write, and
+    // then hand to the account, whatever it points to.
+    if (a.switches && !s.database_is_postgresql())
+        for (char const* suffix : {"", "-wal", "-shm"}) {
+            auto const f = s.database.string() + suffix;
+            struct stat st {};
+            if (::lstat(f.c_str(), &st) == 0 && S_ISLNK(st.st_mode))
+                throw std::runtime_error("storage.database: " + f + " is a symbolic link; name the file itself " +
+                                         "(the daemon opens it as root, then hands it to " + a.name + ")");
+        }
     auto const dirs = state_dirs_of(s);
     for (auto const& d : dirs) make_dirs(d.dir, d.mode, a, d.key);
 
@@ -401,6 +412,41 @@ std::string why_not_shareable(config::settings const& s)
     return {};
 }
 
+namespace {
+
+// Changes the owner, and with `mode` the mode, of the file `f` itself (never
+// what a link there points to, nor anything but a regular file) through an
+// O_PATH descriptor opened without following a link. The directory may be
+// the service account's, and a link planted there must not hand root's
+// files to it. And the daemon may have the file open under SQLite's POSIX
+// locks: closing an ordinary descriptor of a file drops every such lock the
+// process holds on it (fcntl(2)), and the next sqlite3 or popgate process
+// would then take the database for unused and delete the WAL under the
+// daemon; Linux keeps them when an O_PATH descriptor closes. "" when done
+// or when `f` does not exist, else why not.
+std::string change_file(std::string const& f, uid_t uid, gid_t gid, std::optional<mode_t> mode)
+{
+    int const fd = ::open(f.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return errno == ENOENT ? std::string() : std::string(std::strerror(errno));
+    struct stat st {};
+    std::string why;
+    if (::fstat(fd, &st) != 0)
+        why = std::strerror(errno);
+    else if (S_ISLNK(st.st_mode))
+        why = "it is a symbolic link; name the file itself in storage.database";
+    else if (!S_ISREG(st.st_mode))
+        why = "not a regular file";
+    else if (::fchownat(fd, "", uid, gid, AT_EMPTY_PATH) != 0)
+        why = std::strerror(errno);
+    // fchmod refuses an O_PATH descriptor; its /proc name reaches the file itself.
+    else if (mode && ::chmod(("/proc/self/fd/" + std::to_string(fd)).c_str(), *mode) != 0)
+        why = std::strerror(errno);
+    ::close(fd);
+    return why;
+}
+
+}  // namespace
+
 void hand_database_to(config::settings const& s, std::string const& database, service_account const& a)
 {
     if (!a.switches || config::is_postgresql_uri(database)) return;
@@ -409,32 +455,8 @@ void hand_database_to(config::settings const& s, std::string const& database, se
     gid_t const group = s.database_group.empty() ? a.gid : static_cast<gid_t>(-1);
     for (char const* suffix : {"", "-wal", "-shm"}) {
         auto const f = database + suffix;
-        // Changed through a descriptor opened without following a link and
-        // checked to be a file: the directory may be the account's, and a
-        // link planted there must not hand root's files to it. An O_PATH
-        // descriptor, because the daemon has the database open: closing an
-        // ordinary descriptor of a file drops every POSIX lock the process
-        // holds on it (fcntl(2)), SQLite's among them, and the next sqlite3
-        // or popgate process would then take the database for unused and
-        // delete the WAL under the daemon. Linux keeps the locks when an
-        // O_PATH descriptor closes.
-        int const fd = ::open(f.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
-        if (fd < 0) {
-            if (errno == ENOENT) continue;
-            throw std::runtime_error("cannot hand " + f + " to " + a.name + ": " + std::strerror(errno));
-        }
-        struct stat st {};
-        std::string why;
-        if (::fstat(fd, &st) != 0)
-            why = std::strerror(errno);
-        else if (S_ISLNK(st.st_mode))
-            why = "it is a symbolic link; name the file itself in storage.database";
-        else if (!S_ISREG(st.st_mode))
-            why = "not a regular file";
-        else if (::fchownat(fd, "", a.uid, group, AT_EMPTY_PATH) != 0)
-            why = std::strerror(errno);
-        ::close(fd);
-        if (!why.empty()) throw std::runtime_error("cannot hand " + f + " to " + a.name + ": " + why);
+        if (auto const why = change_file(f, a.uid, group, std::nullopt); !why.empty())
+            throw std::runtime_error("cannot hand " + f + " to " + a.name + ": " + why);
     }
 }
 
@@ -446,20 +468,20 @@ void share_database(config::settings const& s, service_account const& a)
     if (auto const why = why_not_shareable(s); !why.empty()) throw std::runtime_error(why);
     gid_t const gid = gr->gr_gid;
     uid_t const owner = a.switches ? a.uid : static_cast<uid_t>(-1);
-    auto share = [&](fs::path const& p, mode_t mode) {
-        if (::chown(p.c_str(), owner, gid) == 0 && ::chmod(p.c_str(), mode) == 0) return;
-        int const err = errno;  // describe() calls stat and getpwuid, which may set errno
+    auto const refuse = [&](fs::path const& p, mode_t mode, std::string const& why) {
         throw std::runtime_error("storage.group: cannot give " + p.string() + " to group " + s.database_group +
-                                 " with mode " + octal(mode) + ": " + std::strerror(err) + "; " + describe(p) +
+                                 " with mode " + octal(mode) + ": " + why + "; " + describe(p) +
                                  " (popgate must start as root, or as a member of " + s.database_group +
                                  "; under systemd see deploy/systemd/popgate.service.d/postfix-sqlite.conf)");
     };
+    // The directory as configured (it may be a link an administrator made);
+    // the files in it never through a link (change_file).
     auto const db_dir = database_dir(s);
-    share(db_dir, 02750);
-    share(s.database, 0640);
-    for (char const* suffix : {"-wal", "-shm"}) {
+    if (::chown(db_dir.c_str(), owner, gid) != 0 || ::chmod(db_dir.c_str(), 02750) != 0)
+        refuse(db_dir, 02750, std::strerror(errno));
+    for (char const* suffix : {"", "-wal", "-shm"}) {
         fs::path const f = s.database.string() + suffix;
-        if (std::error_code ec; fs::exists(f, ec)) share(f, 0640);
+        if (auto const why = change_file(f, owner, gid, 0640); !why.empty()) refuse(f, 0640, why);
     }
 }
 

@@ -242,6 +242,38 @@ def test_daemon_keeps_its_sqlite_locks_across_the_drop(upstream):
         shutil.rmtree(top, ignore_errors=True)
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to test the privilege drop")
+@sqlite_only("the SQLite files the daemon hands to server.user")
+@pytest.mark.parametrize("suffix", ["", "-wal", "-shm"])
+def test_a_link_where_a_database_file_goes_is_refused_before_root_opens_it(suffix):
+    # The database's directory is the service account's: a link it plants
+    # where a database file goes must not make root write, chown or chmod
+    # what it points to.
+    top = Path(tempfile.mkdtemp(prefix="popgate-daemon-", dir="/tmp"))
+    os.chmod(top, 0o755)
+    try:
+        victim = top / "victim"
+        victim.write_bytes(b"root's own file\n")
+        os.chmod(victim, 0o600)
+        root = top / "gw"
+        db_dir = root / "db"
+        g = Gateway(root, overrides={"server": {"user": "nobody", "group": "nogroup"},
+                                     "storage": {"database": str(db_dir / "popgate.db"), "group": "postfix"}})
+        nobody = pwd.getpwnam("nobody")
+        db_dir.mkdir(parents=True)
+        for d in (root, db_dir):
+            os.chown(d, nobody.pw_uid, nobody.pw_gid)
+        (db_dir / ("popgate.db" + suffix)).symlink_to(victim)
+        with pytest.raises(RuntimeError) as e:
+            g.start()
+        assert f"storage.database: {db_dir}/popgate.db{suffix} is a symbolic link; name the file itself" in str(e.value)
+        st = os.stat(victim)
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (0, 0, 0o600)
+        assert victim.read_bytes() == b"root's own file\n"
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
 def test_sessions_left_at_the_end_of_the_drain_end_as_shutdown(make_gateway, upstream):
     """What is still open when the 10 s drain is over is cut the way a
     timeout cuts it: the SMTP client at its prompt is told 421 4.3.2, the
