@@ -5,6 +5,7 @@
 #include "popgate/config/config.hpp"
 #include "popgate/daemon/state_dirs.hpp"
 #include "popgate/net/ip.hpp"
+#include "popgate/proto/ascii.hpp"
 #include "popgate/store/migrate.hpp"
 #include "popgate/store/open.hpp"
 
@@ -360,7 +361,7 @@ std::optional<store::user_record> parse_import_line(std::string line, std::size_
         auto const close = pw.find('}');
         if (close == std::string::npos) throw fail("unterminated {SCHEME}");
         scheme = pw.substr(1, close - 1);
-        for (auto& c : scheme) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+        std::transform(scheme.begin(), scheme.end(), scheme.begin(), proto::ascii_upper);
         pw.erase(0, close + 1);
     }
     if (scheme == "PLAIN" || scheme == "CLEARTEXT" || scheme == "CLEAR") {

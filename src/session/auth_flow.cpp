@@ -2,12 +2,12 @@
 
 #include "popgate/log/log.hpp"
 #include "popgate/metrics/catalog.hpp"
+#include "popgate/proto/ascii.hpp"
 #include "popgate/proto/pop3.hpp"
 
 #include <openssl/rand.h>
 #include <unistd.h>
 
-#include <cctype>
 #include <ctime>
 #include <stdexcept>
 
@@ -83,7 +83,7 @@ void count_login(std::string_view protocol, std::string_view mech, std::string_v
     char lower[16] = {};
     std::size_t n = 0;
     for (; n < mech.size() && n < sizeof lower; ++n)
-        lower[n] = static_cast<char>(std::tolower(static_cast<unsigned char>(mech[n])));
+        lower[n] = proto::ascii_lower(mech[n]);
     std::string_view const name = n == 0 ? std::string_view("none") : std::string_view(lower, n);
     metrics::logins.with({protocol, name, result}).inc();
 }

@@ -25,6 +25,7 @@
 #include "popgate/log/log.hpp"
 #include "popgate/mail/maildir.hpp"
 #include "popgate/mail/received.hpp"
+#include "popgate/proto/ascii.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -40,7 +41,7 @@ std::string make_queue_id()
     // 12 upper-case hex digits: unique enough to grep one message across logs
     // and the Received header.
     std::string id = log::new_session_id() + log::new_session_id().substr(0, 4);
-    for (auto& c : id) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    std::transform(id.begin(), id.end(), id.begin(), proto::ascii_upper);
     return id;
 }
 
