@@ -12,9 +12,11 @@ from popgate_test import POPGATE, make_gateway  # noqa: F401
 
 # libfaketime preloaded straight into the daemon (faketime(1) would stand
 # between it and the test's signals), on the wall clock only: the daemon's
-# timers and waits run on the monotonic one.
+# timers and waits run on the monotonic one, and the files' times are the
+# kernel's (NO_FAKE_STAT: a libfaketime that shifted what stat returns too
+# would shift the ctime with the clock).
 LIBFAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1"
-AHEAD = ("env", f"LD_PRELOAD={LIBFAKETIME}", "FAKETIME=+2d", "FAKETIME_DONT_FAKE_MONOTONIC=1")
+AHEAD = ("env", f"LD_PRELOAD={LIBFAKETIME}", "FAKETIME=+2d", "FAKETIME_DONT_FAKE_MONOTONIC=1", "NO_FAKE_STAT=1")
 
 
 def sanitized():
