@@ -324,6 +324,8 @@ void read_listeners(toml::table const& root, settings& s, std::vector<error>& er
         if (t->contains("grant") && l.protocol != "pop3") refuse("grant is for pop3 (logins there grant relay)");
         if (l.plaintext && !mail_protocol) refuse("plaintext is for pop3 and smtp");
         if (l.tls_required() && !mail_protocol) refuse("tls = \"required\" is for pop3 and smtp (STLS/STARTTLS)");
+        if (l.tls == tls_mode::starttls && l.protocol == "http")
+            refuse("tls = \"starttls\" is for pop3 and smtp (STLS/STARTTLS); HTTP takes \"implicit\" or \"none\"");
         if (t->contains("trusted_proxies") && !l.proxy_protocol)
             refuse("trusted_proxies is for a listener with proxy_protocol = true");
         if (!t->contains("trusted_proxies")) l.trusted_proxies = s.trusted_proxies;
@@ -474,6 +476,14 @@ load_result parse(std::string_view text, std::filesystem::path const& source)
         sec.boolean("cram_md5", s.cram_md5);
         sec.duration("failure_delay_ms", s.failure_delay, 0, 60000);
         sec.duration("failure_delay_max_ms", s.failure_delay_max, 0, 600000);
+        if (s.failure_delay_max < s.failure_delay) {
+            auto const* n = sec.get("failure_delay_max_ms");
+            if (!n) n = sec.get("failure_delay_ms");
+            if (n)
+                sec.fail(*n, "failure_delay_max_ms (" + std::to_string(s.failure_delay_max.count()) +
+                                 ") is below failure_delay_ms (" + std::to_string(s.failure_delay.count()) +
+                                 "): the first failure would wait longer than the most any may");
+        }
         sec.duration("failure_window", s.failure_window, 1, 86400);
         sec.integer("max_failures_per_user", s.max_failures_per_user, 1, 1000000);
         sec.integer("max_failures_per_ip", s.max_failures_per_ip, 1, 1000000);
