@@ -251,8 +251,8 @@ void reload(server& srv)
     for (auto const& li : srv.listeners) {
         auto const same = [&](config::listener const& l) { return l.same_binding(li.cfg); };
         if (std::none_of(fresh->listeners.begin(), fresh->listeners.end(), same))
-            spdlog::warn("reload: listener {} changed its address, port, protocol or implicit TLS (or is gone): "
-                         "it keeps its policy as started until a restart",
+            spdlog::warn("reload: listener {} changed its name, address, port, protocol or implicit TLS (or is "
+                         "gone): it keeps its policy as started until a restart",
                          li.cfg.name);
     }
     spdlog::set_level(spdlog::level::from_str(fresh->log_level));
