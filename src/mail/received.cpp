@@ -38,7 +38,9 @@ std::string rfc5322_date(std::time_t t)
 
 std::string_view received_protocol(bool esmtp, bool tls, bool authenticated) noexcept
 {
-    if (!esmtp) return tls ? "SMTPS" : "SMTP";
+    // AUTH is an ESMTP extension: a client that used it after HELO spoke
+    // ESMTP all the same, and RFC 4954 §7 asks for ESMTPA/ESMTPSA then.
+    if (!esmtp && !authenticated) return tls ? "SMTPS" : "SMTP";
     if (tls) return authenticated ? "ESMTPSA" : "ESMTPS";
     return authenticated ? "ESMTPA" : "ESMTP";
 }

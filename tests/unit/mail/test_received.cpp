@@ -19,6 +19,9 @@ BOOST_AUTO_TEST_CASE(protocol_names_rfc3848)
     BOOST_TEST(received_protocol(true, true, false) == "ESMTPS");
     BOOST_TEST(received_protocol(true, false, true) == "ESMTPA");
     BOOST_TEST(received_protocol(true, true, true) == "ESMTPSA");
+    // AUTH after HELO: still an authenticated submission (RFC 4954 §7).
+    BOOST_TEST(received_protocol(false, false, true) == "ESMTPA");
+    BOOST_TEST(received_protocol(false, true, true) == "ESMTPSA");
 }
 
 BOOST_AUTO_TEST_CASE(header_layout)
