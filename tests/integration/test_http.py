@@ -542,5 +542,5 @@ def test_a_listener_rebound_in_the_file_keeps_its_policy_until_a_restart(make_ga
     g.config_file.write_text(text.replace(old, old.replace('"127.0.0.1"', '"127.0.0.2"')
                                                   .replace('"127.0.0.0/8"', '"10.0.0.0/8"')))
     g.reload()
-    assert g.wait_log("reload: listener http changed its address")
+    assert g.wait_log("reload: listener http changed its name, address")
     assert get(g, "/healthz") == (200, "ok\n")
