@@ -156,6 +156,11 @@ struct state_dir {
     bool maildir;       // is itself a Maildir: tmp/, new/, cur/ are checked too when present
 };
 
+fs::path database_dir(config::settings const& s)
+{
+    return s.database.has_parent_path() ? s.database.parent_path() : fs::path(".");
+}
+
 }  // namespace
 
 service_account find_service_account(config::settings const& s)
@@ -271,14 +276,24 @@ void prepare_state_dirs(config::settings const& s, service_account const& a)
     // Refused before SQLite opens them as root: a link where a database file
     // goes (the directory may be the account's) would have root write, and
     // then hand to the account, whatever it points to.
-    if (a.switches && !s.database_is_postgresql())
+    if (a.switches && !s.database_is_postgresql()) {
+        struct stat st {};
+        // share_database gives the directory to storage.group: not through a link.
+        if (!s.database_group.empty() && ::lstat(database_dir(s).c_str(), &st) == 0 && S_ISLNK(st.st_mode))
+            throw std::runtime_error("storage.database: its directory " + database_dir(s).string() +
+                                     " is a symbolic link; name the directory itself (storage.group gives it to " +
+                                     s.database_group + ")");
         for (char const* suffix : {"", "-wal", "-shm"}) {
             auto const f = s.database.string() + suffix;
-            struct stat st {};
-            if (::lstat(f.c_str(), &st) == 0 && S_ISLNK(st.st_mode))
+            if (::lstat(f.c_str(), &st) != 0) continue;
+            if (S_ISLNK(st.st_mode))
                 throw std::runtime_error("storage.database: " + f + " is a symbolic link; name the file itself " +
                                          "(the daemon opens it as root, then hands it to " + a.name + ")");
+            if (S_ISREG(st.st_mode) && st.st_nlink != 1)
+                throw std::runtime_error("storage.database: " + f + " has other names (hard links); give the " +
+                                         "database a file of its own (the daemon hands it to " + a.name + ")");
         }
+    }
     auto const dirs = state_dirs_of(s);
     for (auto const& d : dirs) make_dirs(d.dir, d.mode, a, d.key);
 
@@ -336,11 +351,6 @@ void prepare_state_dirs(config::settings const& s, service_account const& a)
 }
 
 namespace {
-
-fs::path database_dir(config::settings const& s)
-{
-    return s.database.has_parent_path() ? s.database.parent_path() : fs::path(".");
-}
 
 fs::path normal(fs::path const& p)
 {
@@ -414,17 +424,20 @@ std::string why_not_shareable(config::settings const& s)
 
 namespace {
 
-// Changes the owner, and with `mode` the mode, of the file `f` itself (never
-// what a link there points to, nor anything but a regular file) through an
-// O_PATH descriptor opened without following a link. The directory may be
-// the service account's, and a link planted there must not hand root's
-// files to it. And the daemon may have the file open under SQLite's POSIX
+// Changes the owner, and with `mode` the mode, of `f` itself (a regular
+// file, or with `directory` a directory; never what a link there points to)
+// through an O_PATH descriptor opened without following a link. The
+// directory it is in may be the service account's, and a link planted
+// there must not hand root's files to it; nor a hard link (a file with
+// more than one name, or owned by someone other than root, this process or
+// the account). And the daemon may have the file open under SQLite's POSIX
 // locks: closing an ordinary descriptor of a file drops every such lock the
 // process holds on it (fcntl(2)), and the next sqlite3 or popgate process
 // would then take the database for unused and delete the WAL under the
 // daemon; Linux keeps them when an O_PATH descriptor closes. "" when done
 // or when `f` does not exist, else why not.
-std::string change_file(std::string const& f, uid_t uid, gid_t gid, std::optional<mode_t> mode)
+std::string change_file(std::string const& f, uid_t uid, gid_t gid, std::optional<mode_t> mode,
+                        bool directory = false)
 {
     int const fd = ::open(f.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0) return errno == ENOENT ? std::string() : std::string(std::strerror(errno));
@@ -433,14 +446,19 @@ std::string change_file(std::string const& f, uid_t uid, gid_t gid, std::optiona
     if (::fstat(fd, &st) != 0)
         why = std::strerror(errno);
     else if (S_ISLNK(st.st_mode))
-        why = "it is a symbolic link; name the file itself in storage.database";
-    else if (!S_ISREG(st.st_mode))
-        why = "not a regular file";
+        why = directory ? "it is a symbolic link; name the directory itself in storage.database"
+                        : "it is a symbolic link; name the file itself in storage.database";
+    else if (directory ? !S_ISDIR(st.st_mode) : !S_ISREG(st.st_mode))
+        why = directory ? "not a directory" : "not a regular file";
+    else if (!directory && st.st_nlink != 1)
+        why = "it has other names (hard links): give the database a file of its own";
+    else if (st.st_uid != 0 && st.st_uid != ::geteuid() && (uid == static_cast<uid_t>(-1) || st.st_uid != uid))
+        why = "it belongs to uid " + std::to_string(st.st_uid) + ", neither root nor the service account";
     else if (::fchownat(fd, "", uid, gid, AT_EMPTY_PATH) != 0)
         why = std::strerror(errno);
     // fchmod refuses an O_PATH descriptor; its /proc name reaches the file itself.
     else if (mode && ::chmod(("/proc/self/fd/" + std::to_string(fd)).c_str(), *mode) != 0)
-        why = std::strerror(errno);
+        why = errno == ENOENT ? std::string("its mode cannot be set without /proc mounted") : std::strerror(errno);
     ::close(fd);
     return why;
 }
@@ -469,16 +487,19 @@ void share_database(config::settings const& s, service_account const& a)
     gid_t const gid = gr->gr_gid;
     uid_t const owner = a.switches ? a.uid : static_cast<uid_t>(-1);
     auto const refuse = [&](fs::path const& p, mode_t mode, std::string const& why) {
+        // The advice about privileges only where they were what was missing.
+        std::string const advice = why == std::strerror(EPERM)
+                                       ? " (popgate must start as root, or as a member of " + s.database_group +
+                                             "; under systemd see deploy/systemd/popgate.service.d/postfix-sqlite.conf)"
+                                       : std::string();
         throw std::runtime_error("storage.group: cannot give " + p.string() + " to group " + s.database_group +
-                                 " with mode " + octal(mode) + ": " + why + "; " + describe(p) +
-                                 " (popgate must start as root, or as a member of " + s.database_group +
-                                 "; under systemd see deploy/systemd/popgate.service.d/postfix-sqlite.conf)");
+                                 " with mode " + octal(mode) + ": " + why + "; " + describe(p) + advice);
     };
-    // The directory as configured (it may be a link an administrator made);
-    // the files in it never through a link (change_file).
+    // Never through a link, the directory either: the one above it may be
+    // the account's (the packaged layout, /var/lib/popgate/db).
     auto const db_dir = database_dir(s);
-    if (::chown(db_dir.c_str(), owner, gid) != 0 || ::chmod(db_dir.c_str(), 02750) != 0)
-        refuse(db_dir, 02750, std::strerror(errno));
+    if (auto const why = change_file(db_dir.string(), owner, gid, 02750, true); !why.empty())
+        refuse(db_dir, 02750, why);
     for (char const* suffix : {"", "-wal", "-shm"}) {
         fs::path const f = s.database.string() + suffix;
         if (auto const why = change_file(f, owner, gid, 0640); !why.empty()) refuse(f, 0640, why);

@@ -263,13 +263,48 @@ def test_a_link_where_a_database_file_goes_is_refused_before_root_opens_it(suffi
         db_dir.mkdir(parents=True)
         for d in (root, db_dir):
             os.chown(d, nobody.pw_uid, nobody.pw_gid)
-        (db_dir / ("popgate.db" + suffix)).symlink_to(victim)
+        planted = db_dir / ("popgate.db" + suffix)
+        # A symbolic link, then a hard link (fs.protected_hardlinks lets the
+        # account make one to a file it may write but does not own).
+        for plant, why in ((planted.symlink_to, "is a symbolic link; name the file itself"),
+                           (lambda v: os.link(v, planted), "has other names (hard links)")):
+            plant(victim)
+            with pytest.raises(RuntimeError) as e:
+                g.start()
+            assert f"storage.database: {planted} {why}" in str(e.value)
+            st = os.stat(victim)
+            assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (0, 0, 0o600)
+            assert victim.read_bytes() == b"root's own file\n"
+            planted.unlink()
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to test the privilege drop")
+@sqlite_only("the SQLite directory storage.group gives away")
+def test_a_link_for_the_database_directory_is_refused_with_storage_group():
+    # The directory above the database's may be the account's (the packaged
+    # /var/lib/popgate/db): a link it puts there must not have root give
+    # another directory to the account and the MTA's group.
+    top = Path(tempfile.mkdtemp(prefix="popgate-daemon-", dir="/tmp"))
+    os.chmod(top, 0o755)
+    try:
+        nobody = pwd.getpwnam("nobody")
+        shared = top / "shared"
+        shared.mkdir(mode=0o1777)
+        os.chmod(shared, 0o1777)
+        root = top / "gw"
+        g = Gateway(root, overrides={"server": {"user": "nobody", "group": "nogroup"},
+                                     "storage": {"database": str(root / "db" / "popgate.db"), "group": "postfix"}})
+        os.chown(root, nobody.pw_uid, nobody.pw_gid)
+        (root / "db").symlink_to(shared)
         with pytest.raises(RuntimeError) as e:
             g.start()
-        assert f"storage.database: {db_dir}/popgate.db{suffix} is a symbolic link; name the file itself" in str(e.value)
-        st = os.stat(victim)
-        assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (0, 0, 0o600)
-        assert victim.read_bytes() == b"root's own file\n"
+        assert f"storage.database: its directory {root}/db is a symbolic link; name the directory itself" \
+            in str(e.value)
+        st = os.stat(shared)
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (0, 0, 0o1777)
+        assert list(shared.iterdir()) == []
     finally:
         shutil.rmtree(top, ignore_errors=True)
 
