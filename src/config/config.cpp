@@ -476,14 +476,12 @@ load_result parse(std::string_view text, std::filesystem::path const& source)
         sec.boolean("cram_md5", s.cram_md5);
         sec.duration("failure_delay_ms", s.failure_delay, 0, 60000);
         sec.duration("failure_delay_max_ms", s.failure_delay_max, 0, 600000);
-        if (s.failure_delay_max < s.failure_delay) {
-            auto const* n = sec.get("failure_delay_max_ms");
-            if (!n) n = sec.get("failure_delay_ms");
-            if (n)
-                sec.fail(*n, "failure_delay_max_ms (" + std::to_string(s.failure_delay_max.count()) +
-                                 ") is below failure_delay_ms (" + std::to_string(s.failure_delay.count()) +
-                                 "): the first failure would wait longer than the most any may");
-        }
+        // Set below the first delay, the cap would never apply. Left at its
+        // default under a larger first delay, it rises to it (as before).
+        if (auto const* n = sec.get("failure_delay_max_ms"); n && s.failure_delay_max < s.failure_delay)
+            sec.fail(*n, "failure_delay_max_ms (" + std::to_string(s.failure_delay_max.count()) +
+                             ") is below failure_delay_ms (" + std::to_string(s.failure_delay.count()) +
+                             "): the first failure would wait longer than the most any may");
         sec.duration("failure_window", s.failure_window, 1, 86400);
         sec.integer("max_failures_per_user", s.max_failures_per_user, 1, 1000000);
         sec.integer("max_failures_per_ip", s.max_failures_per_ip, 1, 1000000);
