@@ -255,6 +255,12 @@ void reload(server& srv)
                          "gone): it keeps its policy as started until a restart",
                          li.cfg.name);
     }
+    for (auto const& l : fresh->listeners) {
+        auto const bound = [&](listener_info const& li) { return li.cfg.same_binding(l); };
+        if (std::none_of(srv.listeners.begin(), srv.listeners.end(), bound))
+            spdlog::warn("reload: listener {} is not bound (new, or its binding changed): it waits for a restart",
+                         l.name);
+    }
     spdlog::set_level(spdlog::level::from_str(fresh->log_level));
     srv.ctx->reload(std::move(fresh));
     spdlog::info("reload done (listeners are kept as bound; a change of listeners needs a restart)");

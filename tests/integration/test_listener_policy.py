@@ -237,6 +237,8 @@ def test_sighup_can_harden_a_listener_from_no_tls_to_tls_required(g):
     g.reload()
     assert g.wait_log("reload done")
     assert "reload: listener pop3any changed its name, address" in g.log()
+    # and the file's version of it is named too: not bound until a restart
+    assert "reload: listener pop3any is not bound (new, or its binding changed): it waits for a restart" in g.log()
     assert "reload: listener internal" not in g.log()
     with smtplib.SMTP("127.0.0.1", g.port("internal"), timeout=10) as s:
         code, features = s.ehlo("client.example")
