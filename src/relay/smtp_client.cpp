@@ -113,6 +113,8 @@ void remember_endpoints(std::string const& host, std::uint16_t port, std::vector
 
 namespace {
 // Best effort, never waits: the upstream learns we are gone either way.
+// QUIT goes only in clear: a TLS link's stream belongs to its own I/O
+// thread, so it is just closed (the upstream logs a lost connection).
 void quit_and_close(upstream_link& l) noexcept
 {
     if (!l.sock.is_open()) return;

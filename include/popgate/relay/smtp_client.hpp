@@ -71,9 +71,10 @@ public:
     std::unique_ptr<upstream_link> take(std::string const& key, std::chrono::steady_clock::duration max_idle_time,
                                         boost::asio::any_io_executor const& home);
     void put(std::unique_ptr<upstream_link> link);
-    // QUIT and close the connections idle for `max_idle_time` or more (the
-    // daemon calls it every second, so that none outstays
-    // relay.upstream_reuse_time by more, holding an smtpd of the upstream).
+    // QUIT (in clear; a TLS one is only closed) and close the connections
+    // idle for `max_idle_time` or more (the daemon calls it every second, so
+    // that none outstays relay.upstream_reuse_time by more, holding an smtpd
+    // of the upstream).
     void expire(std::chrono::steady_clock::duration max_idle_time);
     // QUIT and close every idle connection (shutdown; before the io_context goes).
     void close_all();
