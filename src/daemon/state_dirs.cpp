@@ -428,14 +428,13 @@ namespace {
 // file, or with `directory` a directory; never what a link there points to)
 // through an O_PATH descriptor opened without following a link. The
 // directory it is in may be the service account's, and a link planted
-// there must not hand root's files to it; nor a hard link (a file with
-// more than one name, or owned by someone other than root, this process or
-// the account). And the daemon may have the file open under SQLite's POSIX
-// locks: closing an ordinary descriptor of a file drops every such lock the
-// process holds on it (fcntl(2)), and the next sqlite3 or popgate process
-// would then take the database for unused and delete the WAL under the
-// daemon; Linux keeps them when an O_PATH descriptor closes. "" when done
-// or when `f` does not exist, else why not.
+// there must not hand root's files to it; nor, run as root, a hard link
+// (a file with more than one name). And the daemon may have the file open
+// under SQLite's POSIX locks: closing an ordinary descriptor of a file
+// drops every such lock the process holds on it (fcntl(2)), and the next
+// sqlite3 or popgate process would then take the database for unused and
+// delete the WAL under the daemon; Linux keeps them when an O_PATH
+// descriptor closes. "" when done or when `f` does not exist, else why not.
 std::string change_file(std::string const& f, uid_t uid, gid_t gid, std::optional<mode_t> mode,
                         bool directory = false)
 {
@@ -450,10 +449,8 @@ std::string change_file(std::string const& f, uid_t uid, gid_t gid, std::optiona
                         : "it is a symbolic link; name the file itself in storage.database";
     else if (directory ? !S_ISDIR(st.st_mode) : !S_ISREG(st.st_mode))
         why = directory ? "not a directory" : "not a regular file";
-    else if (!directory && st.st_nlink != 1)
+    else if (!directory && st.st_nlink != 1 && ::geteuid() == 0)
         why = "it has other names (hard links): give the database a file of its own";
-    else if (st.st_uid != 0 && st.st_uid != ::geteuid() && (uid == static_cast<uid_t>(-1) || st.st_uid != uid))
-        why = "it belongs to uid " + std::to_string(st.st_uid) + ", neither root nor the service account";
     else if (::fchownat(fd, "", uid, gid, AT_EMPTY_PATH) != 0)
         why = std::strerror(errno);
     // fchmod refuses an O_PATH descriptor; its /proc name reaches the file itself.

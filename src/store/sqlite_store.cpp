@@ -92,13 +92,21 @@ conn_ptr open_connection(std::filesystem::path const& path, sqlite_options const
 {
     sqlite3* raw = nullptr;
     // Run as root (the daemon before it switches to server.user, `popgate db
-    // migrate` by an administrator), a link where the database goes is never
-    // followed: the directory may be the service account's, which could
-    // point it at a file of root's. SQLite refuses links for -wal and -shm
-    // itself.
+    // migrate` by an administrator), a link where the database file goes is
+    // not followed: the directory may be the service account's, which could
+    // point it at a file of root's. (SQLITE_OPEN_NOFOLLOW would refuse a link
+    // anywhere in the path, /var/lib/popgate -> /srv/... included; SQLite
+    // refuses links for -wal and -shm itself.)
     bool const root = ::geteuid() == 0;
-    int const flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (create ? SQLITE_OPEN_CREATE : 0) |
-                      (root ? SQLITE_OPEN_NOFOLLOW : 0);
+    struct stat st {};
+    if (root && ::lstat(path.c_str(), &st) == 0 && S_ISLNK(st.st_mode)) {
+        metrics::database_errors.with({"unavailable"}).inc();
+        throw store_error(store_errc::unavailable,
+                          "cannot open database " + path.string() +
+                              ": it is a symbolic link, which popgate run as root does not follow; name the file "
+                              "itself");
+    }
+    int const flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (create ? SQLITE_OPEN_CREATE : 0);
     // The database holds password hashes: never world-readable, even briefly.
     mode_t const old = ::umask(077);
     int const rc = sqlite3_open_v2(path.c_str(), &raw, flags, nullptr);
@@ -106,12 +114,6 @@ conn_ptr open_connection(std::filesystem::path const& path, sqlite_options const
     conn_ptr db(raw);
     if (rc != SQLITE_OK) {
         metrics::database_errors.with({"unavailable"}).inc();
-        struct stat st {};
-        if (root && ::lstat(path.c_str(), &st) == 0 && S_ISLNK(st.st_mode))
-            throw store_error(store_errc::unavailable,
-                              "cannot open database " + path.string() +
-                                  ": it is a symbolic link, which popgate run as root does not follow; name the "
-                                  "file itself");
         throw store_error(store_errc::unavailable,
                           "cannot open database " + path.string() + ": " +
                               (raw ? sqlite3_errmsg(raw) : sqlite3_errstr(rc)));

@@ -280,6 +280,26 @@ def test_a_link_where_a_database_file_goes_is_refused_before_root_opens_it(suffi
         shutil.rmtree(top, ignore_errors=True)
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+@sqlite_only("a SQLite file's path")
+def test_root_follows_a_link_above_the_database_but_not_at_it(tmp_path):
+    # /var/lib/popgate -> /srv/popgate is an administrator's choice: popgate
+    # run as root opens a database below a linked directory; only a link
+    # at the database file itself (which the account could plant) is refused.
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "linked").symlink_to(real)
+    r = subprocess.run([POPGATE, "--db", str(tmp_path / "linked" / "p.db"), "db", "migrate"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert (real / "p.db").exists()
+    (tmp_path / "file-link.db").symlink_to(real / "p.db")
+    r = subprocess.run([POPGATE, "--db", str(tmp_path / "file-link.db"), "user", "list"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0
+    assert "it is a symbolic link, which popgate run as root does not follow; name the file itself" in r.stderr
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to test the privilege drop")
 @sqlite_only("the SQLite directory storage.group gives away")
 def test_a_link_for_the_database_directory_is_refused_with_storage_group():
