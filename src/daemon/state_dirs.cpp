@@ -424,21 +424,23 @@ std::string why_not_shareable(config::settings const& s)
 
 namespace {
 
-// Changes the owner, and with `mode` the mode, of `f` itself (a regular
-// file, or with `directory` a directory; never what a link there points to)
-// through an O_PATH descriptor opened without following a link. The
-// directory it is in may be the service account's, and a link planted
-// there must not hand root's files to it; nor, run as root, a hard link
-// (a file with more than one name). And the daemon may have the file open
-// under SQLite's POSIX locks: closing an ordinary descriptor of a file
-// drops every such lock the process holds on it (fcntl(2)), and the next
-// sqlite3 or popgate process would then take the database for unused and
-// delete the WAL under the daemon; Linux keeps them when an O_PATH
-// descriptor closes. "" when done or when `f` does not exist, else why not.
+// Changes the owner, and with `mode` the mode, of `f` (a regular file, or
+// with `directory` a directory) through an O_PATH descriptor. As root, `f`
+// itself, never what a link there points to, and never a file with other
+// names (a hard link): the directory it is in may be the service
+// account's, and what the account plants there must not hand root's files
+// to it. Not as root, links are followed: the process can change only what
+// it could anyway. And the daemon may have the file open under SQLite's
+// POSIX locks: closing an ordinary descriptor of a file drops every such
+// lock the process holds on it (fcntl(2)), and the next sqlite3 or popgate
+// process would then take the database for unused and delete the WAL under
+// the daemon; Linux keeps them when an O_PATH descriptor closes. "" when
+// done or when `f` does not exist, else why not.
 std::string change_file(std::string const& f, uid_t uid, gid_t gid, std::optional<mode_t> mode,
                         bool directory = false)
 {
-    int const fd = ::open(f.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    bool const root = ::geteuid() == 0;
+    int const fd = ::open(f.c_str(), O_PATH | O_CLOEXEC | (root ? O_NOFOLLOW : 0));
     if (fd < 0) return errno == ENOENT ? std::string() : std::string(std::strerror(errno));
     struct stat st {};
     std::string why;
@@ -449,7 +451,7 @@ std::string change_file(std::string const& f, uid_t uid, gid_t gid, std::optiona
                         : "it is a symbolic link; name the file itself in storage.database";
     else if (directory ? !S_ISDIR(st.st_mode) : !S_ISREG(st.st_mode))
         why = directory ? "not a directory" : "not a regular file";
-    else if (!directory && st.st_nlink != 1 && ::geteuid() == 0)
+    else if (!directory && st.st_nlink != 1 && root)
         why = "it has other names (hard links): give the database a file of its own";
     else if (::fchownat(fd, "", uid, gid, AT_EMPTY_PATH) != 0)
         why = std::strerror(errno);
@@ -492,8 +494,8 @@ void share_database(config::settings const& s, service_account const& a)
         throw std::runtime_error("storage.group: cannot give " + p.string() + " to group " + s.database_group +
                                  " with mode " + octal(mode) + ": " + why + "; " + describe(p) + advice);
     };
-    // Never through a link, the directory either: the one above it may be
-    // the account's (the packaged layout, /var/lib/popgate/db).
+    // As root, never through a link, the directory either: the one above it
+    // may be the account's (the packaged layout, /var/lib/popgate/db).
     auto const db_dir = database_dir(s);
     if (auto const why = change_file(db_dir.string(), owner, gid, 02750, true); !why.empty())
         refuse(db_dir, 02750, why);
