@@ -14,8 +14,6 @@
 #include "popgate/io/blocking.hpp"
 #include "popgate/log/log.hpp"
 
-#include <algorithm>
-
 namespace popgate::session {
 
 std::string smtp_protocol::refusal(std::string_view, config::settings const& s) const
@@ -130,16 +128,13 @@ asio::awaitable<bool> smtp_session::do_starttls()
 {
     if (ch_.reader().has_pending()) {
         // RFC 3207 §5 / CVE-2011-0411: commands sent before the handshake
-        // must never run after it. Logged by the first word and the length
-        // only: the bytes may be an AUTH with its credentials.
+        // must never run after it. Logged by the length and the command it
+        // begins with, as a line that does not parse is (a known verb, never
+        // the client's bytes: they may be an AUTH with its credentials).
         std::string_view const pending = ch_.reader().pending();
-        auto const word_end = std::find_if(pending.begin(), pending.end(), [](char ch) {
-            return !((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9'));
-        });
-        std::string_view const first = pending.substr(
-            0, std::min(static_cast<std::size_t>(word_end - pending.begin()), std::size_t{16}));
+        auto const verb = proto::smtp_keyword_of(pending);
         spdlog::warn("sid={} smtp starttls discarded pipelined bytes ip={} count={} first={}", c_.sid, c_.ip,
-                     pending.size(), log::field(first, 16));
+                     pending.size(), verb.empty() ? std::string_view("-") : verb);
         ch_.reader().clear();
     }
     bool const written = co_await ch_.flush();
