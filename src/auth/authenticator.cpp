@@ -54,7 +54,8 @@ result check_shared_secret(store::store& db, std::string_view user, bool apop, D
     if (!u) return {outcome::failed, {}, "no such user"};
     if (!apop && u->apop_only) return {outcome::apop_required, {}, "apop-only user", true};
     if (!u->shared_secret) return {outcome::no_secret, {}, "no shared secret", true};
-    if (!equal_ct(digest_of(*u->shared_secret), proto::ascii_lowered(digest_hex))) return {outcome::failed, {}, "wrong digest", true};
+    if (!equal_ct(digest_of(*u->shared_secret), proto::ascii_lowered(digest_hex)))
+        return {outcome::failed, {}, "wrong digest", true};
     if (u->disabled) return {outcome::failed, {}, "disabled", true};
     return {outcome::ok, u->name, {}, true};
 }

@@ -245,7 +245,10 @@ int select_alpn(SSL* ssl, unsigned char const** out, unsigned char* outlen, unsi
 
 }  // namespace
 
-void expect_alpn(SSL* ssl, std::string_view const* wire) { SSL_set_ex_data(ssl, alpn_index(), const_cast<std::string_view*>(wire)); }
+void expect_alpn(SSL* ssl, std::string_view const* wire)
+{
+    SSL_set_ex_data(ssl, alpn_index(), const_cast<std::string_view*>(wire));
+}
 
 bool ensure_self_signed(config::tls_settings const& t, std::string const& hostname)
 {
