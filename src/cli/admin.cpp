@@ -146,6 +146,19 @@ std::unique_ptr<store::store> open_named(config::settings const& s, std::string 
 {
     if (auto const why = config::database_problem(database); !why.empty())
         throw user_error("database " + store::database_label(database) + ": " + why);
+    // Run as root beside a server.user that could change the way to the
+    // database (the packaged /var/lib/popgate is the account's), the command
+    // hands the files to the account and goes on as the account, for good:
+    // SQLite run as root would follow what the account put there, and the
+    // daemon opens the files as the account anyway. A database only root
+    // can reach (a copy under /root) is opened as root.
+    if (::geteuid() == 0 && !config::is_postgresql_uri(database)) {
+        auto const account = daemon::find_service_account(s);
+        if (daemon::account_can_redirect(database, account)) {
+            daemon::hand_database_to(s, database, account);
+            daemon::become_account(account);
+        }
+    }
     store::open_options o;
     o.busy_timeout = s.busy_timeout;
     o.must_exist = how != db_open::create;
@@ -811,9 +824,10 @@ void add_db_commands(CLI::App& app, global_options& g, std::function<int()>& run
         run = [&g] {
             // Run as root beside a server.user, the SQLite file made here is
             // the one the daemon (the packaged unit: User=popgate) opens as
-            // that user: it gets it, as serve hands it over at start. The
-            // account is looked up first: a missing one fails before the
-            // database is touched, not after.
+            // that user: open_named made it as the account, or, where only
+            // root could, it is handed over now, as serve does at start.
+            // The account is looked up first: a missing one fails before
+            // the database is touched, not after.
             auto const s = effective_settings(g);
             auto const database = g.db_path.empty() ? s.database.string() : g.db_path;
             std::optional<daemon::service_account> account;
@@ -821,7 +835,7 @@ void add_db_commands(CLI::App& app, global_options& g, std::function<int()>& run
             auto st = open_db(g, db_open::create);
             auto const version = st->schema_version();
             st.reset();
-            if (account) daemon::hand_database_to(s, database, *account);
+            if (account && ::geteuid() == 0) daemon::hand_database_to(s, database, *account);
             std::cout << "schema version " << version << "\n";
             return 0;
         };
@@ -888,10 +902,12 @@ void add_db_commands(CLI::App& app, global_options& g, std::function<int()>& run
             auto src = open_named(s, from, db_open::existing);
             // Only `db migrate` and `serve` make a database: a mistyped DEST
             // must not become a new file and a report of success.
-            if (std::error_code ec; !config::is_postgresql_uri(to) && !std::filesystem::exists(to, ec))
+            std::error_code ec;
+            if (!config::is_postgresql_uri(to) && !std::filesystem::exists(to, ec))
                 throw store::store_error(store::store_errc::unavailable,
-                                         "destination database " + to + " does not exist: run `popgate --db " + to +
-                                             " db migrate` first");
+                                         ec ? "cannot open destination database " + to + ": " + ec.message()
+                                            : "destination database " + to + " does not exist: run `popgate --db " +
+                                                  to + " db migrate` first");
             auto dst = open_named(s, to, db_open::migrated);
             auto const rows = src->read_site(store::now());
             dst->write_site(rows, *copy_replace);

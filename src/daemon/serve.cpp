@@ -15,7 +15,6 @@
 #include "popgate/store/open.hpp"
 
 #include <boost/asio.hpp>
-#include <grp.h>
 #include <signal.h>
 #include <malloc.h>
 #include <sys/stat.h>
@@ -342,21 +341,14 @@ asio::awaitable<void> signal_loop(server& srv, asio::signal_set& sigs)
     }
 }
 
-void drop_privileges(config::settings const& s, service_account const& a)
+void drop_privileges(service_account const& a)
 {
     if (::geteuid() != 0) return;
     if (!a.switches) {
         spdlog::warn("running as root: set server.user to drop privileges after binding");
         return;
     }
-    // The database was opened (and perhaps created) as root; the pool opens
-    // more connections later, as the service user, so it must own the files.
-    hand_database_to(s, s.database.string(), a);
-    // Group first (after setuid we could no longer change it), then verify that
-    // root cannot be regained.
-    if (::setgroups(0, nullptr) != 0 || ::setgid(a.gid) != 0 || ::setuid(a.uid) != 0)
-        throw std::runtime_error("cannot drop privileges to " + a.name + ": " + std::strerror(errno));
-    if (::setuid(0) == 0) throw std::runtime_error("privilege drop did not stick");
+    become_account(a);
     spdlog::info("privileges dropped user={} uid={} gid={}", a.name, a.uid, a.gid);
 }
 
@@ -449,7 +441,19 @@ int serve(std::string const& config_file, std::string const& db_override, serve_
         // HTTP routes each hold one connection at a time; the watcher its own.
         so.watch_networks = true;
         so.max_connections = std::max(2u, cores) + 2;
-        auto db = store::open_store(settings->database.string(), so);
+        // SQLite: the files are the account's before it opens them, and
+        // opened with its ids, as every later connection of the pool is.
+        // Root would follow what the account may have put in its directory
+        // (SQLite probes a -journal and hands new files to the database's
+        // owner); the account gains nothing it did not have.
+        std::unique_ptr<store::store> db;
+        if (settings->database_is_postgresql()) {
+            db = store::open_store(settings->database.string(), so);
+        } else {
+            hand_database_to(*settings, settings->database.string(), srv.account);
+            as_account const as(srv.account);
+            db = store::open_store(settings->database.string(), so);
+        }
         share_database(*settings, srv.account);  // storage.group, now that the files exist
         srv.threads = std::max(2u, cores) + (settings->threads ? settings->threads : cores);
         srv.services_bound = serves_services(settings->listeners);
@@ -484,7 +488,7 @@ int serve(std::string const& config_file, std::string const& db_override, serve_
         // Written while still privileged: the ready file's directory belongs
         // to whoever started the daemon, not to the service user.
         if (!o.ready_file.empty()) write_ready_file(o.ready_file, srv.listeners);
-        drop_privileges(*settings, srv.account);
+        drop_privileges(srv.account);
     } catch (std::exception const& e) {
         std::cerr << "popgate: " << e.what() << "\n";
         spdlog::error("startup failed: {}", e.what());

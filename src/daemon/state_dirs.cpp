@@ -67,32 +67,6 @@ void make_dirs(fs::path const& dir, mode_t mode, service_account const& a, char 
     }
 }
 
-// The process's effective ids become the account's for the lifetime of this
-// object, so that a check sees what the daemon will see after the switch.
-// Supplementary groups go for good: the switch drops them anyway.
-class as_account {
-public:
-    explicit as_account(service_account const& a) : active_{a.switches}
-    {
-        if (!active_) return;
-        if (::setgroups(0, nullptr) != 0 || ::setegid(a.gid) != 0 || ::seteuid(a.uid) != 0) {
-            int const err = errno;
-            if (::seteuid(0) != 0 || ::setegid(0) != 0) std::abort();
-            throw std::runtime_error("cannot take the ids of " + a.name + ": " + std::strerror(err));
-        }
-    }
-    ~as_account()
-    {
-        // Back to root (the saved uid); without it nothing else at start works.
-        if (active_ && (::seteuid(0) != 0 || ::setegid(0) != 0)) std::abort();
-    }
-    as_account(as_account const&) = delete;
-    as_account& operator=(as_account const&) = delete;
-
-private:
-    bool active_;
-};
-
 struct verdict {
     std::string why;
     fs::path culprit;  // the directory to look at: `dir` or one above it
@@ -186,6 +160,55 @@ service_account find_service_account(config::settings const& s)
     return a;
 }
 
+as_account::as_account(service_account const& a) : active_{a.switches}
+{
+    if (!active_) return;
+    if (::setgroups(0, nullptr) != 0 || ::setegid(a.gid) != 0 || ::seteuid(a.uid) != 0) {
+        int const err = errno;
+        if (::seteuid(0) != 0 || ::setegid(0) != 0) std::abort();
+        throw std::runtime_error("cannot take the ids of " + a.name + ": " + std::strerror(err));
+    }
+}
+
+as_account::~as_account()
+{
+    // Back to root (the saved uid); without it nothing else at start works.
+    if (active_ && (::seteuid(0) != 0 || ::setegid(0) != 0)) std::abort();
+}
+
+void become_account(service_account const& a)
+{
+    if (!a.switches) return;
+    // Group first (after setuid we could no longer change it), then verify
+    // that root cannot be regained.
+    if (::setgroups(0, nullptr) != 0 || ::setgid(a.gid) != 0 || ::setuid(a.uid) != 0)
+        throw std::runtime_error("cannot drop privileges to " + a.name + ": " + std::strerror(errno));
+    if (::setuid(0) == 0) throw std::runtime_error("privilege drop did not stick");
+}
+
+bool account_can_redirect(fs::path const& file, service_account const& a)
+{
+    if (!a.switches) return false;
+    as_account const as(a);
+    auto const path = fs::absolute(file).lexically_normal();
+    // The directory the files are in: a new name there (a -journal) is enough.
+    auto dir = path.parent_path();
+    if (::faccessat(AT_FDCWD, dir.c_str(), W_OK, AT_EACCESS) == 0) return true;
+    // Above it, the account must be able to replace the entry on the way: in
+    // a sticky directory (/tmp) only one it owns, or in one it owns.
+    while (dir != dir.root_path() && dir.has_relative_path()) {
+        auto const up = dir.parent_path();
+        struct stat above {}, entry {};
+        if (::faccessat(AT_FDCWD, up.c_str(), W_OK, AT_EACCESS) == 0 && ::stat(up.c_str(), &above) == 0) {
+            bool const sticky = (above.st_mode & S_ISVTX) != 0;
+            if (!sticky || above.st_uid == a.uid || ::lstat(dir.c_str(), &entry) != 0 || entry.st_uid == a.uid)
+                return true;
+        }
+        dir = up;
+    }
+    return false;
+}
+
 void prepare_log_file(fs::path const& file, service_account const& a)
 {
     if (file.empty()) return;
@@ -273,26 +296,15 @@ void prepare_state_dirs(config::settings const& s, service_account const& a)
 {
     // Before anything is made: share_database would refuse it later anyway.
     if (auto const why = why_not_shareable(s); !why.empty()) throw std::runtime_error(why);
-    // Refused before SQLite opens them as root: a link where a database file
-    // goes (the directory may be the account's) would have root write, and
-    // then hand to the account, whatever it points to.
-    if (a.switches && !s.database_is_postgresql()) {
+    // share_database gives the directory to storage.group: not through a
+    // link, and refused before anything is made there. (The files are
+    // handed over through change_file, which refuses links and hard links.)
+    if (a.switches && !s.database_is_postgresql() && !s.database_group.empty()) {
         struct stat st {};
-        // share_database gives the directory to storage.group: not through a link.
-        if (!s.database_group.empty() && ::lstat(database_dir(s).c_str(), &st) == 0 && S_ISLNK(st.st_mode))
+        if (::lstat(database_dir(s).c_str(), &st) == 0 && S_ISLNK(st.st_mode))
             throw std::runtime_error("storage.database: its directory " + database_dir(s).string() +
                                      " is a symbolic link; name the directory itself (storage.group gives it to " +
                                      s.database_group + ")");
-        for (char const* suffix : {"", "-wal", "-shm"}) {
-            auto const f = s.database.string() + suffix;
-            if (::lstat(f.c_str(), &st) != 0) continue;
-            if (S_ISLNK(st.st_mode))
-                throw std::runtime_error("storage.database: " + f + " is a symbolic link; name the file itself " +
-                                         "(the daemon opens it as root, then hands it to " + a.name + ")");
-            if (S_ISREG(st.st_mode) && st.st_nlink != 1)
-                throw std::runtime_error("storage.database: " + f + " has other names (hard links); give the " +
-                                         "database a file of its own (the daemon hands it to " + a.name + ")");
-        }
     }
     auto const dirs = state_dirs_of(s);
     for (auto const& d : dirs) make_dirs(d.dir, d.mode, a, d.key);
@@ -470,10 +482,10 @@ void hand_database_to(config::settings const& s, std::string const& database, se
     // The group stays storage.group's when one is set: the MTA's lookup
     // table reads the files through it.
     gid_t const group = s.database_group.empty() ? a.gid : static_cast<gid_t>(-1);
-    for (char const* suffix : {"", "-wal", "-shm"}) {
+    for (char const* suffix : {"", "-wal", "-shm", "-journal"}) {
         auto const f = database + suffix;
         if (auto const why = change_file(f, a.uid, group, std::nullopt); !why.empty())
-            throw std::runtime_error("cannot hand " + f + " to " + a.name + ": " + why);
+            throw std::runtime_error("storage.database: cannot hand " + f + " to " + a.name + ": " + why);
     }
 }
 

@@ -585,7 +585,10 @@ private:
     // names now: at start, and on a reopen.
     conn_ptr open_first()
     {
-        bool const exists = std::filesystem::exists(path_);
+        std::error_code ec;
+        bool const exists = std::filesystem::exists(path_, ec);
+        if (ec)  // a directory on the way that this process may not search
+            throw store_error(store_errc::unavailable, "cannot open database " + path_.string() + ": " + ec.message());
         if (!exists && opts_.must_exist)
             throw store_error(store_errc::unavailable,
                               "database " + path_.string() +

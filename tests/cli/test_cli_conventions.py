@@ -433,6 +433,52 @@ def test_db_migrate_as_root_hands_the_new_database_to_server_user(open_tmp):
     assert not g2.db.exists()
 
 
+@needs_root
+def test_root_commands_on_the_accounts_database_run_as_the_account(open_tmp):
+    """`sudo popgate ...` on a database in server.user's directory: SQLite
+    run as root followed what that account put there (a hard link at -wal
+    to a file the account may write had root truncate and chown it). The
+    command now hands the files to the account and runs as the account."""
+    g = Gateway(open_tmp / "cfg", {"server": {"user": "nobody"}})
+    os.chown(g.root, 65534, 65534)
+    g.db.parent.mkdir(parents=True, exist_ok=True)
+    os.chown(g.db.parent, 65534, 65534)
+    # A database root made there earlier (sqlite3 as root): handed over and
+    # written as the account, whose -wal and -shm are the account's too.
+    r = popgate("--db", g.db, "db", "migrate", cwd=open_tmp)  # no config: root's own
+    assert r.returncode == 0, r.stderr
+    assert os.stat(g.db).st_uid == 0
+    r = popgate("-c", g.config_file, "user", "add", "alice", input="pw-alice-1\n")
+    assert r.returncode == 0, r.stderr
+    for f in (g.db, Path(f"{g.db}-wal"), Path(f"{g.db}-shm")):
+        if f.exists():
+            assert os.stat(f).st_uid == 65534, f
+    # What it cannot reach as the account is refused, not done as root.
+    private = open_tmp / "root-only"
+    private.mkdir(mode=0o700)
+    assert popgate("--db", private / "copy.db", "db", "migrate", cwd=open_tmp).returncode == 0
+    r = popgate("-c", g.config_file, "db", "copy", g.db, private / "copy.db")
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert f"cannot open destination database {private}/copy.db: Permission denied" in r.stderr, r.stderr
+    r = popgate("--db", private / "copy.db", "user", "list", cwd=open_tmp)
+    assert r.returncode == 0 and "alice" not in r.stdout, r.stdout + r.stderr
+    # A hard link the account planted at -wal: refused before SQLite opens
+    # anything, and the file it names keeps its owner and its content.
+    victim = open_tmp / "victim"
+    victim.write_bytes(b"root's own file\n")
+    os.chmod(victim, 0o646)
+    wal = Path(f"{g.db}-wal")
+    if wal.exists():
+        wal.unlink()
+    os.link(victim, wal)
+    r = popgate("-c", g.config_file, "user", "list")
+    assert r.returncode != 0, r.stdout
+    assert f"storage.database: cannot hand {wal} to nobody: it has other names (hard links)" in r.stderr, r.stderr
+    st = os.stat(victim)
+    assert (st.st_uid, st.st_mode & 0o7777) == (0, 0o646)
+    assert victim.read_bytes() == b"root's own file\n"
+
+
 @pytest.mark.parametrize("args,message", [
     (("allow", "add", "192.0.2.0/24", "--until", "2027-02-31"), "bad time '2027-02-31'"),
     (("allow", "add", "192.0.2.0/24", "--until", "99999999999999999999"), "bad time '99999999999999999999'"),

@@ -244,7 +244,7 @@ def test_daemon_keeps_its_sqlite_locks_across_the_drop(upstream):
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to test the privilege drop")
 @sqlite_only("the SQLite files the daemon hands to server.user")
-@pytest.mark.parametrize("suffix", ["", "-wal", "-shm"])
+@pytest.mark.parametrize("suffix", ["", "-wal", "-shm", "-journal"])
 def test_a_link_where_a_database_file_goes_is_refused_before_root_opens_it(suffix):
     # The database's directory is the service account's: a link it plants
     # where a database file goes must not make root write, chown or chmod
@@ -266,12 +266,12 @@ def test_a_link_where_a_database_file_goes_is_refused_before_root_opens_it(suffi
         planted = db_dir / ("popgate.db" + suffix)
         # A symbolic link, then a hard link (fs.protected_hardlinks lets the
         # account make one to a file it may write but does not own).
-        for plant, why in ((planted.symlink_to, "is a symbolic link; name the file itself"),
-                           (lambda v: os.link(v, planted), "has other names (hard links)")):
+        for plant, why in ((planted.symlink_to, "it is a symbolic link; name the file itself"),
+                           (lambda v: os.link(v, planted), "it has other names (hard links)")):
             plant(victim)
             with pytest.raises(RuntimeError) as e:
                 g.start()
-            assert f"storage.database: {planted} {why}" in str(e.value)
+            assert f"storage.database: cannot hand {planted} to nobody: {why}" in str(e.value)
             st = os.stat(victim)
             assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (0, 0, 0o600)
             assert victim.read_bytes() == b"root's own file\n"

@@ -126,6 +126,30 @@ def reload(g):
 
 # -- a fresh directory ---------------------------------------------------------------
 
+def test_a_database_root_made_is_handed_over_then_opened_as_nobody(gateways, nobody):
+    """The daemon opens SQLite with the account's ids, never root's: a
+    database root made in the account's directory (sqlite3 run as root) is
+    handed over first, or the account could not write it."""
+    g = gateways.make(user="nobody")
+    v = g.root / "var"
+    v.mkdir(parents=True)
+    os.chmod(g.root, 0o755)
+    os.chown(v, *nobody)
+    import sqlite3
+    sqlite3.connect(g.db).close()
+    os.chmod(g.db, 0o644)
+    assert os.stat(g.db).st_uid == 0
+    g.start()
+    assert owner_mode(g.db)[:2] == nobody
+    assert os.stat(f"{g.db}-wal").st_uid == nobody[0]
+    g.add_user("alice", "pw-alice")
+    p = poplib.POP3("127.0.0.1", g.port("pop3"), timeout=30)
+    p.user("alice")
+    assert p.pass_("pw-alice").startswith(b"+OK")
+    p.quit()
+    assert "127.0.0.1" in g.cli("grant", "list").stdout
+
+
 @pytest.mark.parametrize("mask", [0o000, 0o077], ids=["umask000", "umask077"])
 def test_fresh_directory_gets_explicit_owners_and_modes(gateways, nobody, mask):
     g = gateways.make()

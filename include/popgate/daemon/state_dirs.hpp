@@ -26,6 +26,34 @@ struct service_account {
 // Throws std::runtime_error when server.user or server.group does not exist.
 service_account find_service_account(config::settings const& s);
 
+// The process's effective ids become the account's while this object lives
+// (nothing when the account does not switch), so that what it opens or
+// checks meanwhile is opened or checked as the account will: root's real
+// and saved uid stay, and the destructor takes root's ids back.
+// Supplementary groups go for good: the switch drops them anyway. The ids
+// are the process's, every thread's.
+class as_account {
+public:
+    explicit as_account(service_account const& a);
+    ~as_account();
+    as_account(as_account const&) = delete;
+    as_account& operator=(as_account const&) = delete;
+
+private:
+    bool active_;
+};
+
+// For good: the process becomes the account (groups, then gid, then uid),
+// and root cannot be regained. Nothing when the account does not switch.
+// Throws std::runtime_error when a step fails.
+void become_account(service_account const& a);
+
+// The account could change where `file`'s path leads: it may write the
+// directory `file` is in, or one above it (checked with its ids). Root
+// opening a SQLite database there would follow what the account put in
+// its place (a hard link at -journal, a directory swapped for a link).
+bool account_can_redirect(std::filesystem::path const& file, service_account const& a);
+
 // Makes the log file's missing directories (0750) and the file itself (0640),
 // owned by the account; an existing file keeps its owner and mode.
 void prepare_log_file(std::filesystem::path const& file, service_account const& a);
@@ -41,8 +69,8 @@ void prepare_log_file(std::filesystem::path const& file, service_account const& 
 // check switches the process's effective ids for a moment.
 void prepare_state_dirs(config::settings const& s, service_account const& a);
 
-// A SQLite database (and its -wal/-shm files) made or opened by root, handed
-// to the account that will open it next: its owner becomes the account, its
+// A SQLite database (and its -wal, -shm and -journal files) made by root,
+// handed to the account that will open it next: its owner becomes the account, its
 // group storage.group's when one is set (share_database gave it), else the
 // account's. Nothing for PostgreSQL, for files that are not there, or when
 // the account does not switch. Throws std::runtime_error naming the file.
