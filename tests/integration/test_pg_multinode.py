@@ -356,7 +356,7 @@ def test_db_check_reports_engine_schema_and_round_trip(pg, nodes):
     a, _ = nodes
     out = a.cli("db", "check").stdout
     assert out.startswith("engine PostgreSQL 15.")
-    assert "schema version 5 (this popgate: 5)" in out
+    assert "schema version 6 (this popgate: 6)" in out
     assert "round trip " in out and out.rstrip().endswith("ok")
     pg.stop()
     r = a.cli("db", "check", check=False)
@@ -397,4 +397,4 @@ def test_a_node_runs_with_only_the_grants_of_roles_sql(pg, make_gateway, upstrea
     send(g, "127.0.0.61")
     assert len(upstream.messages) == 1
     assert pg.psql("owned", "SELECT tableowner FROM pg_tables WHERE tablename = 'relay_grants'") == [(SUPERUSER,)]
-    assert pg.psql("owned", "SELECT max(version) FROM schema_migrations") == [("5",)]
+    assert pg.psql("owned", "SELECT max(version) FROM schema_migrations") == [("6",)]

@@ -15,7 +15,7 @@ from private_postgres import PG_BIN, PsqlError, apply_schema
 
 @pytest.fixture
 def db(postgres_server, pg_database):
-    """(pg, dbname) with the schema at version 5."""
+    """(pg, dbname) with the schema at version 6."""
     apply_schema(postgres_server, pg_database.dbname)
     return postgres_server, pg_database.dbname
 
@@ -45,7 +45,8 @@ MAPPED_NET = ("allowed_networks.cidr: IPv4-mapped IPv6 (::ffff:a.b.c.d/nnn) is n
 
 
 def test_schema_version_and_objects(db):
-    assert sql(db, "SELECT version, name FROM schema_migrations") == [("5", "initial")]
+    assert sql(db, "SELECT version, name FROM schema_migrations ORDER BY version") == [
+        ("5", "initial"), ("6", "truncate_revokes_grants")]
     names = {r[0] for r in sql(db, "SELECT relname FROM pg_class WHERE relnamespace = 'public'::regnamespace"
                                    " AND relkind IN ('r', 'v')")}
     assert names == {"users", "relay_grants", "relay_grant_logins", "allowed_networks", "network_generation",

@@ -204,20 +204,26 @@ class PrivatePostgres:
         self.psql("postgres", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-def schema_file(version="005_initial"):
+def schema_files():
+    """sql/postgresql/NNN_name.sql, in order: (version, name, path)."""
     src = os.environ.get("POPGATE_SOURCE_DIR") or str(Path(__file__).resolve().parents[2])
-    return Path(src) / "sql" / "postgresql" / f"{version}.sql"
+    out = []
+    for f in sorted((Path(src) / "sql" / "postgresql").glob("[0-9][0-9][0-9]_*.sql")):
+        number, name = f.stem.split("_", 1)
+        out.append((int(number), name, f))
+    return out
 
 
 def apply_schema(pg, dbname, owner=ROLE):
     """What popgate's store does on an empty database: schema_migrations,
-    then sql/postgresql/005_initial.sql and its version row, in one
-    transaction, as the popgate role (so popgate owns every object), or as
-    the superuser with owner=SUPERUSER (an administrator's `db migrate`)."""
+    then each file of sql/postgresql (005_initial.sql and those after it)
+    with its version row, in one transaction, as the popgate role (so
+    popgate owns every object), or as the superuser with owner=SUPERUSER
+    (an administrator's `db migrate`)."""
     sql = ("CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
-           " applied_at bigint NOT NULL DEFAULT extract(epoch from now())::bigint);\n"
-           + schema_file().read_text()
-           + "\nINSERT INTO schema_migrations (version, name) VALUES (5, 'initial');\n")
+           " applied_at bigint NOT NULL DEFAULT extract(epoch from now())::bigint);\n")
+    for version, name, path in schema_files():
+        sql += path.read_text() + f"\nINSERT INTO schema_migrations (version, name) VALUES ({version}, '{name}');\n"
     pg.psql(dbname, sql, user=None if owner == SUPERUSER else owner, single_transaction=True)
 
 

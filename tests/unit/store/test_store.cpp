@@ -1821,6 +1821,58 @@ BOOST_DATA_TEST_CASE(each_change_revokes_the_users_grants, bdata::make(revocatio
                boost::test_tools::per_element());
 }
 
+// sql/006_replace_revokes_grants.sql, sql/postgresql/006_truncate_revokes_grants.sql:
+// the bulk writes that fire no UPDATE or DELETE row trigger. SQLite's REPLACE
+// deletes the old row without its DELETE triggers; PostgreSQL's TRUNCATE
+// fires no row trigger at all.
+BOOST_AUTO_TEST_CASE(a_user_replaced_or_truncated_by_sql_loses_its_grants)
+{
+    auto const t = now();
+    db->add_user(user("alice"));
+    db->add_user(user("bob"));
+    db->upsert_grant(make_grant("192.0.2.1", "alice", t, t + 600));
+    db->upsert_grant(make_grant("192.0.2.3", "bob", t, t + 600));
+    std::string detail = "user deleted";
+    if (pg()) {
+        sql->must("TRUNCATE users");
+        BOOST_TEST(db->list_grants(true, t).empty());
+    } else {
+        // The same row again (REPLACE of an unchanged user) revokes nothing.
+        sql->must(std::string("REPLACE INTO users (name, password_hash) VALUES ('bob', '") + some_hash + "')");
+        sql->must(std::string("INSERT OR REPLACE INTO users (name, password_hash, disabled) VALUES ('alice', '") +
+                  some_hash + "', 1)");
+        detail = "user replaced";
+        BOOST_TEST(db->active_grants_of_user("alice", t).empty());
+        BOOST_TEST(db->active_grants_of_user("bob", t).size() == 1u);
+        // A plain INSERT that fails on the name revokes nothing either.
+        db->upsert_grant(make_grant("192.0.2.4", "alice", t, t + 600));
+        std::string other(some_hash);
+        other.back() = other.back() == 'a' ? 'b' : 'a';
+        BOOST_TEST(!sql->exec("INSERT INTO users (name, password_hash) VALUES ('alice', '" + other + "')").empty());
+        BOOST_TEST(db->active_grants_of_user("alice", t).size() == 1u);
+    }
+    std::vector<std::string> rows;
+    for (auto const& a : db->list_audit(100)) rows.push_back(a.event + " " + a.address + " " + a.user + " " + a.detail);
+    std::sort(rows.begin(), rows.end());
+    std::vector<std::string> want{"revoke 192.0.2.1 alice " + detail};
+    if (pg()) want.push_back("revoke 192.0.2.3 bob " + detail);
+    BOOST_TEST(rows == want, boost::test_tools::per_element());
+}
+
+// On PostgreSQL a TRUNCATE, which fires no DELETE trigger (on SQLite, which
+// has none, the DELETE it stands for).
+BOOST_AUTO_TEST_CASE(a_truncate_of_relay_grants_forgets_their_logins)
+{
+    auto const t = now();
+    db->add_user(user("alice"));
+    db->upsert_grant(make_grant("192.0.2.1", "alice", t, t + 600));
+    sql->must(pg() ? "TRUNCATE relay_grants" : "DELETE FROM relay_grants");
+    db->upsert_grant(make_grant("192.0.2.1", "bob", t, t + 600));
+    auto const grants = db->list_grants(true, t);
+    BOOST_TEST_REQUIRE(grants.size() == 1u);
+    BOOST_TEST(grants[0].sharing_users == 1);  // bob alone: alice's login went with her grant
+}
+
 BOOST_AUTO_TEST_CASE(changes_that_keep_the_login_revoke_nothing)
 {
     auto const t = now();
