@@ -614,9 +614,9 @@ void add_allow_commands(CLI::App& app, global_options& g, std::function<int()>& 
     add->add_option("--note", ao->note, "why (shown by list)");
     add->add_flag("--force", ao->force, "allow a network wider than /8 (IPv4) or /16 (IPv6)");
     auto* until = add->add_option("--until", ao->until, "expiry: 2026-12-04, '2026-12-04 18:00' or Unix seconds");
-    add->add_option("--for", ao->for_, "expiry as a duration: 90, 30m, 12h, 7d")->excludes(until);
-    add->callback([&, ao] {
-        run = [&g, ao] {
+    auto* for_ = add->add_option("--for", ao->for_, "expiry as a duration: 90, 30m, 12h, 7d")->excludes(until);
+    add->callback([&, ao, until, for_] {
+        run = [&g, ao, until, for_] {
             auto const c = canonical_network(ao->cidr);
             // 0.0.0.0/0 is an open relay for the whole Internet: one typo
             // away from a blocklisting. Wide networks take --force.
@@ -627,8 +627,10 @@ void add_allow_commands(CLI::App& app, global_options& g, std::function<int()>& 
             n.cidr = c.to_string();
             n.note = ao->note;
             auto const t = store::now();
-            if (!ao->until.empty()) n.expires_at = parse_time(ao->until);
-            if (!ao->for_.empty()) n.expires_at = t + parse_duration(ao->for_);
+            // Given, even empty (an unset $DUR in a script): an expiry to
+            // read, never a network allowed for good.
+            if (until->count()) n.expires_at = parse_time(ao->until);
+            if (for_->count()) n.expires_at = t + parse_duration(ao->for_);
             if (n.expires_at && *n.expires_at <= t) throw user_error("expiry " + format_time(n.expires_at) + " is in the past");
             auto db = open_db(g, db_open::migrated);
             // The table's UNIQUE compares text: a row written by hand as

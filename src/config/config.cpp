@@ -12,8 +12,8 @@
 #include <functional>
 #include <memory>
 #include <set>
-#include <tuple>
 #include <sstream>
+#include <tuple>
 
 namespace popgate::config {
 namespace {
@@ -552,6 +552,18 @@ bool settings::database_is_postgresql() const { return is_postgresql_uri(databas
 std::string database_problem(std::string const& d)
 {
     if (!is_postgresql_uri(d)) {
+        // Dovecot's `connect = host=... dbname=...` form: taken as a file
+        // name it would make a SQLite database of that name, a node that
+        // shares nothing with the others. Not echoed: it may hold a password.
+        std::istringstream words(d);
+        for (std::string w; words >> w;) {
+            auto const key = w.substr(0, w.find('='));
+            if (w.find('=') != std::string::npos &&
+                (key == "host" || key == "hostaddr" || key == "port" || key == "dbname" || key == "user" ||
+                 key == "password" || key == "passfile" || key == "sslmode" || key == "service"))
+                return "a libpq key=value connection string is not read: write it as a postgresql:// URI "
+                       "(postgresql://USER@HOST:PORT/DBNAME?passfile=FILE)";
+        }
         if (d.find("://") != std::string::npos)
             return "'" + d.substr(0, d.find("://")) + "://' is not a database popgate knows: give a SQLite file "
                    "path or a postgresql:// URI";

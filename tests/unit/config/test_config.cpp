@@ -387,6 +387,10 @@ error_case const error_cases[]{
      "no statement timeout at all"},
     {"unknown database scheme", "[[listener]]\nprotocol = \"pop3\"\n[storage]\ndatabase = \"mysql://db/popgate\"\n", 4,
      "'mysql://' is not a database popgate knows"},
+    // Dovecot's connect = form would have made a SQLite file of that name.
+    {"libpq key=value string",
+     "[[listener]]\nprotocol = \"pop3\"\n[storage]\ndatabase = \"host=127.0.0.1 dbname=gw password=s3cret\"\n", 4,
+     "a libpq key=value connection string is not read: write it as a postgresql:// URI"},
     {"storage.group with PostgreSQL",
      "[[listener]]\nprotocol = \"pop3\"\n[storage]\ndatabase = \"postgresql://popgate@db/popgate\"\ngroup = \"postfix\"\n",
      4, "read-only role"},
@@ -420,6 +424,11 @@ BOOST_AUTO_TEST_CASE(postgresql_uri_without_password_selects_postgresql)
     BOOST_TEST(r.value->database_is_postgresql());
     // A user name with an @ in the path part is not a password.
     BOOST_TEST(database_problem("postgresql:///popgate?host=/run/postgresql&user=popgate") == "");
+    BOOST_TEST(database_problem(" dbname=popgate") != "");
+    BOOST_TEST(database_problem("host=db password=s3cret") != "");
+    BOOST_TEST(database_problem("host=db password=s3cret").find("s3cret") == std::string::npos);
+    BOOST_TEST(database_problem("/srv/db/user=x/popgate.db") == "");  // a file path with '=' in it
+    BOOST_TEST(database_problem("var/port=1.db") == "");
     BOOST_TEST(database_problem("postgresql://db/popgate?application_name=pw:x@y") == "");
     // libpq decodes parameter names; values and other names are not passwords.
     // libpq takes user:password@ up to the first '/', across a '?'.
