@@ -36,22 +36,26 @@ std::size_t session_fds(std::size_t nofile, std::size_t threads) noexcept
     return nofile > reserve ? nofile - reserve : 0;
 }
 
-bool serves_services(std::span<config::listener const> bound) noexcept
+std::size_t service_protocols(std::span<config::listener const> bound) noexcept
 {
-    return std::any_of(bound.begin(), bound.end(),
-                       [](config::listener const& l) { return l.protocol == "policy" || l.protocol == "http"; });
+    auto const serves = [&](std::string_view p) {
+        return std::any_of(bound.begin(), bound.end(), [&](config::listener const& l) { return l.protocol == p; });
+    };
+    return (serves("policy") ? 1u : 0u) + (serves("http") ? 1u : 0u);
 }
 
-void cap_sessions_to_fds(config::settings& s, std::size_t nofile, std::size_t threads, bool services)
+void cap_sessions_to_fds(config::settings& s, std::size_t nofile, std::size_t threads, std::size_t services)
 {
     auto const fds = session_fds(nofile, threads);
     // The services' places are set aside only where a listener serves them.
-    auto const wanted = services ? s.max_service_sessions : 0;
+    auto const wanted = services * s.max_service_sessions;
     if (s.max_sessions * fds_per_session + wanted * fds_per_service_session <= fds) return;
     // Always at least one of each: a daemon that admits nobody helps no one.
     auto const service =
-        services ? std::clamp(fds / 2 / fds_per_service_session, std::size_t{1}, s.max_service_sessions) : 0;
-    auto const left = fds > service * fds_per_service_session ? fds - service * fds_per_service_session : 0;
+        services ? std::clamp(fds / 2 / services / fds_per_service_session, std::size_t{1}, s.max_service_sessions)
+                 : 0;
+    auto const set_aside = services * service * fds_per_service_session;
+    auto const left = fds > set_aside ? fds - set_aside : 0;
     auto const mail = std::clamp(left / fds_per_session, std::size_t{1}, s.max_sessions);
     if (mail < s.max_sessions)
         spdlog::warn("limits max_sessions={} needs more descriptors than nofile={} allows: at most {} sessions "

@@ -60,7 +60,7 @@ struct server {
     std::optional<kept_tls> kept;  // only when the daemon switches users
     std::size_t nofile = 0;        // RLIMIT_NOFILE after raising it at start
     std::size_t threads = 0;       // I/O and blocking threads: fixed at start
-    bool services_bound = false;   // a policy or HTTP listener is bound: fixed at start, as the listeners
+    std::size_t services_bound = 0;  // service protocols (policy, HTTP) bound: fixed at start, as the listeners
     // What the daemon was started with, --db applied: the values a reload
     // cannot change are compared with these (keep_start_only).
     std::shared_ptr<config::settings const> started;
@@ -456,7 +456,7 @@ int serve(std::string const& config_file, std::string const& db_override, serve_
         }
         share_database(*settings, srv.account);  // storage.group, now that the files exist
         srv.threads = std::max(2u, cores) + (settings->threads ? settings->threads : cores);
-        srv.services_bound = serves_services(settings->listeners);
+        srv.services_bound = service_protocols(settings->listeners);
         cap_sessions_to_fds(*settings, srv.nofile, srv.threads, srv.services_bound);
         srv.started = settings;
         srv.ctx = std::make_unique<context>(settings, std::move(db), std::max(2u, cores));

@@ -31,16 +31,18 @@ std::size_t address_window::count(net::ip_address const& peer, time_point now)
 }
 
 bool admission_control::admit(net::ip_address const& peer, config::settings const& s, std::string& why,
-                              address_limits l)
+                              address_limits l, std::string_view service)
 {
     std::lock_guard lock(mutex_);
     if (l == address_limits::exempt) {
-        if (service_active_ >= s.max_service_sessions) {
-            why = "too many service sessions (limits.max_service_sessions=" +
-                  std::to_string(s.max_service_sessions) + ")";
+        auto it = service_active_.find(service);
+        if (it == service_active_.end()) it = service_active_.emplace(std::string(service), 0).first;
+        if (it->second >= s.max_service_sessions) {
+            why = "too many " + (service.empty() ? std::string("service") : std::string(service)) +
+                  " sessions (limits.max_service_sessions=" + std::to_string(s.max_service_sessions) + ")";
             return false;
         }
-        ++service_active_;
+        ++it->second;
         return true;
     }
     if (active_.load() >= s.max_sessions) {
@@ -78,11 +80,11 @@ std::size_t admission_control::note_slow(net::ip_address const& peer)
     return slow_.add(peer, std::chrono::steady_clock::now());
 }
 
-void admission_control::release(net::ip_address const& peer, address_limits l)
+void admission_control::release(net::ip_address const& peer, address_limits l, std::string_view service)
 {
     std::lock_guard lock(mutex_);
     if (l == address_limits::exempt) {
-        --service_active_;
+        if (auto it = service_active_.find(service); it != service_active_.end()) --it->second;
         return;
     }
     auto it = per_ip_.find(peer);

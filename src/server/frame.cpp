@@ -307,7 +307,7 @@ asio::awaitable<void> serve_connection(tcp::socket sock, tcp::endpoint ep, confi
     net::ip_address const counted = net::limit_key(peer, settings->ipv6_prefix);
     std::string why;
     auto const limits = p.limits_for(peer, policy);
-    if (!env.admission.admit(counted, *settings, why, limits)) {
+    if (!env.admission.admit(counted, *settings, why, limits, p.name())) {
         // A session id of its own, first as on every client's line, so that
         // a filter (fail2ban's _pre) reads this line as it reads the others.
         spdlog::warn("sid={} {} refused ip={} listener={} reason={}", log::new_session_id(), proto, peer.to_string(),
@@ -317,7 +317,7 @@ asio::awaitable<void> serve_connection(tcp::socket sock, tcp::endpoint ep, confi
         sock.close(ec);
         co_return;
     }
-    admission_slot const admitted{env.admission, counted, limits};
+    admission_slot const admitted{env.admission, counted, limits, p.name()};
 
     io::session_clock clock;
     open_session const registered{env.sessions, sock.get_executor(), clock};

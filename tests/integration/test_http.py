@@ -492,11 +492,20 @@ def test_health_checks_and_scrapes_have_a_budget_apart_from_mail_clients(make_ga
         assert eventually(lambda: g.log().count(" http connect ") >= 4)
         data = raw(g, b"")  # the refusal comes at once, before any request
         assert data.startswith(b"HTTP/1.1 503 "), data
-        assert b"too many service sessions (limits.max_service_sessions=2)" in data
+        assert b"too many http sessions (limits.max_service_sessions=2)" in data
     finally:
         for s in held:
             s.close()
     assert eventually(lambda: get(g, "/healthz")[0] == 200)
+
+
+def answered_policy_lookup(g):
+    """A policy connection whose lookup was answered (DUNNO), left open."""
+    m = socket.create_connection(("127.0.0.1", g.port("policy")), timeout=5)
+    m.sendall(b"request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address=192.0.2.9\n"
+              b"recipient=x@remote.test\n\n")
+    assert m.recv(512).startswith(b"action=DUNNO"), "policy lookup refused"
+    return m
 
 
 def test_peers_outside_trusted_networks_cannot_take_the_services_places(make_gateway, tmp_path):
@@ -517,12 +526,33 @@ def test_peers_outside_trusted_networks_cannot_take_the_services_places(make_gat
         assert data.startswith(b"HTTP/1.1 503 "), data
         assert b"too many sessions from this address (limits.max_sessions_per_ip=2)" in data
         # Both service places are still free for the MTA.
-        mtas = [socket.create_connection(("127.0.0.1", g.port("policy")), timeout=5) for _ in range(2)]
-        for m in mtas:
-            m.sendall(b"request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address=192.0.2.9\n"
-                      b"recipient=x@remote.test\n\n")
-            assert m.recv(512).startswith(b"action=DUNNO"), "policy lookup refused"
-        held += mtas
+        held += [answered_policy_lookup(g) for _ in range(2)]
+    finally:
+        for s in held:
+            s.close()
+
+
+def test_idle_trusted_http_connections_leave_the_policy_lookups_their_places(make_gateway):
+    # A local process that opened max_service_sessions connections to the
+    # metrics port and sent nothing held the one budget HTTP and policy
+    # shared: every Postfix policy lookup was deferred (450s) until they
+    # timed out. Each service protocol now has a budget of its own.
+    listeners = DEFAULT_LISTENERS + [{"name": "http", "protocol": "http"},
+                                     {"name": "policy", "protocol": "policy", "tls": "none"}]
+    g = make_gateway(listeners=listeners, overrides={"limits": {"max_service_sessions": 2}})
+    held = [socket.create_connection(("127.0.0.1", g.port("http")), timeout=5) for _ in range(2)]
+    try:
+        assert eventually(lambda: g.log().count(" http connect ") >= 2)
+        data = raw(g, b"")
+        assert data.startswith(b"HTTP/1.1 503 "), data
+        assert b"too many http sessions (limits.max_service_sessions=2)" in data
+        held += [answered_policy_lookup(g) for _ in range(2)]
+        # And the policy budget, full in its turn, is its own.
+        m = socket.create_connection(("127.0.0.1", g.port("policy")), timeout=5)
+        held.append(m)
+        assert m.recv(512).startswith(b"action=DEFER_IF_REJECT 4.3.2")
+        assert g.wait_log("policy refused ip=127.0.0.1 listener=policy reason=too many policy sessions "
+                          "(limits.max_service_sessions=2)")
     finally:
         for s in held:
             s.close()

@@ -349,7 +349,7 @@ def test_past_max_service_sessions_the_mta_is_told_to_try_later(make_gateway):
     second.close()
     assert first.ask(request("192.0.2.7")) == "action=DUNNO"   # the admitted one goes on
     first.close()
-    assert g.wait_log("policy refused ip=127.0.0.1 listener=policy reason=too many service sessions "
+    assert g.wait_log("policy refused ip=127.0.0.1 listener=policy reason=too many policy sessions "
                       "(limits.max_service_sessions=1)")
 
 

@@ -28,16 +28,16 @@ std::size_t raise_nofile_limit();
 // The descriptors `nofile` leaves for sessions with `threads` threads.
 std::size_t session_fds(std::size_t nofile, std::size_t threads) noexcept;
 
-// Whether any of `bound` serves services (policy, HTTP): their clients meet
-// limits.max_service_sessions.
-bool serves_services(std::span<config::listener const> bound) noexcept;
+// How many service protocols (policy, HTTP: 0, 1 or 2) `bound` serves:
+// each has limits.max_service_sessions places of its own.
+std::size_t service_protocols(std::span<config::listener const> bound) noexcept;
 
 // Lowers s.max_sessions and s.max_service_sessions, with a warning each,
-// when together they need more than session_fds(): the services (only when
-// a bound listener serves them: `services`) keep at most half of those
-// descriptors, the mail clients the rest, and each at least one session.
-// At start and after every reload (listeners stay as bound until a
-// restart, so `services` is of the bound ones, not of the file's).
-void cap_sessions_to_fds(config::settings& s, std::size_t nofile, std::size_t threads, bool services);
+// when together they need more than session_fds(): the `services` service
+// protocols bound keep at most half of those descriptors (shared equally),
+// the mail clients the rest, and each at least one session. At start and
+// after every reload (listeners stay as bound until a restart, so
+// `services` counts the bound ones, not the file's).
+void cap_sessions_to_fds(config::settings& s, std::size_t nofile, std::size_t threads, std::size_t services);
 
 }  // namespace popgate::daemon

@@ -11,6 +11,7 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <string_view>
 
 namespace popgate::server {
 
@@ -43,19 +44,22 @@ private:
 // them. The clients of a service protocol (policy: a connection per Postfix
 // smtpd process, all from the MTA's address; HTTP: Dovecot's reports,
 // Prometheus, health checks) neither count against nor are refused for
-// their address, and have a budget of their own,
+// their address, and each service protocol has a budget of its own,
 // limits.max_service_sessions: a daemon full of mail clients still answers
-// its health check and its MTA's policy lookups, and they take no place
-// from mail clients.
+// its health check and its MTA's policy lookups, they take no place from
+// mail clients, and a local process holding every HTTP place leaves the
+// MTA's policy lookups theirs.
 enum class address_limits { apply, exempt };
 
 class admission_control {
 public:
     // false (with the reason for the log) past a limit. Every admitted
-    // connection calls release() once, with the same `l`.
+    // connection calls release() once, with the same `l` and `service`:
+    // the protocol whose budget an exempt connection takes.
     bool admit(net::ip_address const& peer, config::settings const& s, std::string& why,
-               address_limits l = address_limits::apply);
-    void release(net::ip_address const& peer, address_limits l = address_limits::apply);
+               address_limits l = address_limits::apply, std::string_view service = {});
+    void release(net::ip_address const& peer, address_limits l = address_limits::apply,
+                 std::string_view service = {});
     // A session of `peer` was cut by limits.command_timeout: it counts
     // against the address (limits.max_slow_sessions_per_ip in 10 minutes).
     // Returns the address's count in the window.
@@ -65,7 +69,7 @@ public:
 private:
     std::mutex mutex_;
     std::atomic<std::size_t> active_{0};
-    std::size_t service_active_ = 0;  // under mutex_
+    std::map<std::string, std::size_t, std::less<>> service_active_;  // by protocol; under mutex_
     std::map<net::ip_address, std::size_t> per_ip_;
     address_window recent_{std::chrono::minutes(1)};  // connections
     address_window slow_{std::chrono::minutes(10)};   // sessions ended by limits.command_timeout
@@ -74,11 +78,12 @@ private:
 // Holds one admission slot for the life of a session.
 class admission_slot {
 public:
-    admission_slot(admission_control& a, net::ip_address peer, address_limits l = address_limits::apply)
-        : a_(a), peer_(peer), limits_(l)
+    admission_slot(admission_control& a, net::ip_address peer, address_limits l = address_limits::apply,
+                   std::string_view service = {})
+        : a_(a), peer_(peer), limits_(l), service_(service)
     {
     }
-    ~admission_slot() { a_.release(peer_, limits_); }
+    ~admission_slot() { a_.release(peer_, limits_, service_); }
     admission_slot(admission_slot const&) = delete;
     admission_slot& operator=(admission_slot const&) = delete;
 
@@ -86,6 +91,7 @@ private:
     admission_control& a_;
     net::ip_address peer_;
     address_limits limits_;
+    std::string_view service_;  // a protocol's name: lives as long as the daemon
 };
 
 }  // namespace popgate::server

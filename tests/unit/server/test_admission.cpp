@@ -75,7 +75,7 @@ BOOST_AUTO_TEST_CASE(service_sessions_have_a_budget_apart_from_mail_sessions)
     BOOST_TEST(why == "too many sessions (limits.max_sessions=2)");
     BOOST_TEST(a.admit(v4(1), s, why, address_limits::exempt));  // neither the total nor the address is full
     BOOST_TEST(!a.admit(v4(3), s, why, address_limits::exempt));
-    BOOST_TEST(why == "too many service sessions (limits.max_service_sessions=1)");
+    BOOST_TEST(why == "too many service sessions (limits.max_service_sessions=1)");  // no protocol named
     BOOST_TEST(a.active() == 2u);
     a.release(v4(1), address_limits::exempt);
     BOOST_TEST(a.active() == 2u);  // a service's end frees no mail client's place
@@ -83,6 +83,28 @@ BOOST_AUTO_TEST_CASE(service_sessions_have_a_budget_apart_from_mail_sessions)
     BOOST_TEST(a.admit(v4(3), s, why, address_limits::exempt));
     a.release(v4(1));
     BOOST_TEST(a.admit(v4(2), s, why));
+}
+
+// Each service protocol has its budget: a local process that holds every
+// HTTP place leaves the MTA's policy lookups theirs.
+BOOST_AUTO_TEST_CASE(each_service_protocol_has_its_own_budget)
+{
+    using server::address_limits;
+    server::admission_control a;
+    config::settings s;
+    s.max_service_sessions = 2;
+    std::string why;
+    BOOST_TEST(a.admit(v4(1), s, why, address_limits::exempt, "http"));
+    BOOST_TEST(a.admit(v4(1), s, why, address_limits::exempt, "http"));
+    BOOST_TEST(!a.admit(v4(1), s, why, address_limits::exempt, "http"));
+    BOOST_TEST(why == "too many http sessions (limits.max_service_sessions=2)");
+    BOOST_TEST(a.admit(v4(1), s, why, address_limits::exempt, "policy"));
+    BOOST_TEST(a.admit(v4(1), s, why, address_limits::exempt, "policy"));
+    BOOST_TEST(!a.admit(v4(1), s, why, address_limits::exempt, "policy"));
+    BOOST_TEST(why == "too many policy sessions (limits.max_service_sessions=2)");
+    a.release(v4(1), address_limits::exempt, "policy");
+    BOOST_TEST(!a.admit(v4(1), s, why, address_limits::exempt, "http"));  // a policy place freed none of HTTP's
+    BOOST_TEST(a.admit(v4(1), s, why, address_limits::exempt, "policy"));
 }
 
 BOOST_AUTO_TEST_SUITE_END()
