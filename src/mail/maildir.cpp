@@ -483,21 +483,60 @@ std::vector<message_entry> maildir::scan(size_cache* sizes, std::vector<std::str
     return out;
 }
 
+namespace {
+
+std::optional<std::pair<std::int64_t, std::int64_t>> mtime_of(fs::path const& dir)
+{
+    struct stat st {};
+    if (::stat(dir.c_str(), &st) != 0) return std::nullopt;
+    return std::pair<std::int64_t, std::int64_t>{st.st_mtim.tv_sec, st.st_mtim.tv_nsec};
+}
+
+}  // namespace
+
 void maildir::remove(message_entry const& m) const
 {
-    if (::unlink(m.path.c_str()) == 0) return;
+    if (unlink_tracked(m.path) == 0) return;
     if (errno != ENOENT) throw_errno(errno, "maildir: unlink " + m.path.string());
     auto const now = renamed(m);
-    if (now && ::unlink(now->c_str()) != 0 && errno != ENOENT) throw_errno(errno, "maildir: unlink " + now->string());
+    if (now && unlink_tracked(*now) != 0 && errno != ENOENT) throw_errno(errno, "maildir: unlink " + now->string());
+}
+
+int maildir::unlink_tracked(fs::path const& p) const
+{
+    if (!indexed_at_) return ::unlink(p.c_str());
+    // Another agent's change between the two stats makes cur/ look unchanged
+    // since the listing: at worst a message it renamed then is taken for
+    // gone (not deleted, or "no longer available"), never another one.
+    bool const unchanged = mtime_of(root_ / "cur") == indexed_at_;
+    int const rc = ::unlink(p.c_str());
+    int const err = errno;
+    if (rc == 0 && unchanged) indexed_at_ = mtime_of(root_ / "cur");
+    errno = err;
+    return rc;
 }
 
 std::optional<fs::path> maildir::renamed(message_entry const& m) const
 {
     auto const base = std::string{base_name(m.path.filename().string())};
+    auto const look = [&]() -> std::optional<fs::path> {
+        auto const it = cur_index_.find(base);
+        struct stat st {};
+        if (it == cur_index_.end() || ::lstat(it->second.c_str(), &st) != 0) return std::nullopt;
+        return it->second;
+    };
+    if (indexed_at_) {
+        if (auto found = look()) return found;
+        if (mtime_of(root_ / "cur") == indexed_at_) return std::nullopt;  // gone, and nothing new since
+    }
+    // The mtime first: a change made while listing is seen at the next miss.
+    indexed_at_ = mtime_of(root_ / "cur");
+    cur_index_.clear();
     std::error_code ec;
     for (auto const& e : fs::directory_iterator(root_ / "cur", ec))
-        if (base_name(e.path().filename().string()) == base) return e.path();
-    return std::nullopt;
+        cur_index_.emplace(std::string{base_name(e.path().filename().string())}, e.path());
+    if (ec) indexed_at_.reset();
+    return look();
 }
 
 delivery::delivery(fs::path maildir_root, std::string_view hostname) : root_{std::move(maildir_root)}

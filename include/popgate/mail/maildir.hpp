@@ -124,13 +124,25 @@ public:
 
     // Where the message is now when it is no longer at m.path: another agent
     // (an IMAP server setting flags) may have renamed it within cur/, and the
-    // base name before ':' still identifies it. nullopt: it is gone.
+    // base name before ':' still identifies it. nullopt: it is gone. cur/ is
+    // listed once into an index of base names, and listed again only when a
+    // name is not found there and cur/ has changed since (its mtime; the
+    // object's own unlinks do not count): a client that flagged or expunged
+    // every message costs one listing, not one per message.
     std::optional<std::filesystem::path> renamed(message_entry const& m) const;
 
     std::filesystem::path const& root() const noexcept { return root_; }
 
 private:
+    // unlink(2), keeping the index's view of cur/ current when nothing but
+    // this unlink changed it.
+    int unlink_tracked(std::filesystem::path const& p) const;
+
     std::filesystem::path root_;
+    // renamed()'s index: base name -> path in cur/, and cur/'s mtime before
+    // the listing. One session's, used by one thread at a time.
+    mutable std::unordered_map<std::string, std::filesystem::path> cur_index_;
+    mutable std::optional<std::pair<std::int64_t, std::int64_t>> indexed_at_;  // seconds, nanoseconds
 };
 
 inline constexpr std::chrono::hours stale_tmp_age{36};
