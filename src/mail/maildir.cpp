@@ -148,9 +148,17 @@ order_key make_order_key(std::string name)
     auto const sec = leading_number(name, i);
     if (i > 0) {
         k.sec = sec;
-        if (name.compare(i, 2, ".M") == 0) {
-            i += 2;
-            k.usec = leading_number(name, i);
+        // The microseconds are the M<digits> of the unique part (up to the
+        // host): right after the dot in Dovecot's and popgate's names
+        // (1000.M5P1Q0.host), after the device and inode in Postfix's
+        // (1000.V801I1a2bM5.host; V and I are hex, which has no M).
+        if (i < name.size() && name[i] == '.') {
+            auto const end = name.find('.', i + 1);
+            auto const m = name.find('M', i + 1);
+            if (m != std::string::npos && m < end) {
+                i = m + 1;
+                k.usec = leading_number(name, i);
+            }
         }
     }
     k.name = std::move(name);

@@ -137,6 +137,20 @@ BOOST_FIXTURE_TEST_CASE(scan_moves_new_to_cur_and_orders_by_delivery, maildir_fi
     BOOST_TEST(fs::exists(root / "cur" / "999.M1P1Q0.host,S=3,W=42:2,"));
 }
 
+// Postfix's local(8) names a message <sec>.V<dev>I<inode>M<usec>.<host>:
+// two in one second came out in the order of their inodes as text.
+BOOST_FIXTURE_TEST_CASE(postfix_names_order_by_their_microseconds, maildir_fixture)
+{
+    put(root / "new" / "1796600000.V801I100000M900000.pf.example", "later\n");
+    put(root / "new" / "1796600000.V801I99999M100000.pf.example", "earlier\n");
+    put(root / "new" / "1796600000.M500000P7.dovecot.example", "between\n");
+    auto const msgs = md.scan();
+    BOOST_TEST_REQUIRE(msgs.size() == 3u);
+    BOOST_TEST(msgs[0].uid == "1796600000.V801I99999M100000.pf.example");
+    BOOST_TEST(msgs[1].uid == "1796600000.M500000P7.dovecot.example");
+    BOOST_TEST(msgs[2].uid == "1796600000.V801I100000M900000.pf.example");
+}
+
 BOOST_FIXTURE_TEST_CASE(size_cache_reads_each_message_once, maildir_fixture)
 {
     put(root / "new" / "1000.M1P1Q0.host", "a\nb\n");           // 4 stored, 6 on the wire
