@@ -84,6 +84,7 @@ struct declare_fixed {
             for (auto m : {"pass", "apop", "plain", "login", "cram-md5"}) logins.with({"pop3", m, r});
             for (auto m : {"plain", "login", "cram-md5"}) logins.with({"smtp", m, r});
         }
+        logins.with({"smtp", "none", "blocked"});  // AUTH from a blocked address, refused before its mechanism
         for (auto a : {"smtp", "policy"})
             for (auto v : {"local", "auth", "grant", "network", "denied", "quota", "error"}) relay_decisions.with({a, v});
         for (auto r : {"committed", "failed"}) grant_writes.with({r});

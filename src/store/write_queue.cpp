@@ -223,7 +223,12 @@ void write_queue::apply(std::vector<unit>& batch)
             }
         }
         if (u.done) {
-            metrics::grant_commit_seconds.get().observe(std::chrono::duration<double>(clock::now() - u.queued).count());
+            // Commits only (a failed one is counted by grant_writes{failed}):
+            // a lock that failed logins at busy_timeout_ms must not read as
+            // commits of that length.
+            if (first.empty())
+                metrics::grant_commit_seconds.get().observe(
+                    std::chrono::duration<double>(clock::now() - u.queued).count());
             u.done(first);
         }
     }

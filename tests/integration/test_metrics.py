@@ -109,6 +109,9 @@ def test_metrics_move_with_real_logins_relays_and_refusals(gw, upstream):
     assert any(k.startswith('popgate_build_info{version="') for k in before)
     assert before['popgate_sessions_open{listener="pop3",protocol="pop3"}'] == 0
     assert before["popgate_grants_active"] == 0
+    # Every series a refusal can count exists at 0 before it: rate() takes a
+    # new series' first sample as its start, so a first refusal would not show.
+    assert before['popgate_logins_total{protocol="smtp",mechanism="none",result="blocked"}'] == 0
 
     # POP3: one good login (grants 127.0.0.1), one wrong password.
     assert pop3_login(g, "alice", "right-pw").startswith(b"+OK")
