@@ -264,8 +264,17 @@ void read_listeners(toml::table const& root, settings& s, std::vector<error>& er
         std::size_t const before = errors.size();
         {
             section sec(*t, "listener", errors);
-            sec.str("name", l.name, [](auto const& v) { return !v.empty() && v.size() <= 32; },
-                    "1 to 32 characters");
+            // It goes into every log line of the listener, unquoted, and
+            // into metrics labels and the grants' listener column: a quote,
+            // a space, '=' or a line break there would forge fields.
+            sec.str("name", l.name,
+                    [](auto const& v) {
+                        return !v.empty() && v.size() <= 32 && std::all_of(v.begin(), v.end(), [](char c) {
+                            return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                                   c == '.' || c == '_' || c == '-';
+                        });
+                    },
+                    "1 to 32 letters, digits, '.', '_' or '-'");
             sec.choice("protocol", l.protocol, listener_protocols());
             // An IPv4-mapped address (::ffff:127.0.0.1) parses, but bind(2)
             // refuses it on the IPv6-only socket we listen on.

@@ -342,6 +342,11 @@ error_case const error_cases[]{
      5, "already used"},
     {"auth_required on pop3", "[[listener]]\nprotocol = \"pop3\"\nauth_required = true\n", 1, "smtp"},
     {"empty listener name", "[[listener]]\nname = \"\"\nprotocol = \"pop3\"\n", 2, "1 to 32"},
+    // Written unquoted into log lines: no field may be forged through it.
+    {"listener name with a space and '='", "[[listener]]\nname = \"p ip=192.0.2.1\"\nprotocol = \"pop3\"\n", 2,
+     "1 to 32 letters, digits, '.', '_' or '-'"},
+    {"listener name with a line break", "[[listener]]\nname = \"p\\nx\"\nprotocol = \"pop3\"\n", 2,
+     "1 to 32 letters"},
     {"proxy_protocol without trusted_proxies", "[[listener]]\nprotocol = \"pop3\"\nproxy_protocol = true\n", 1,
      "trusted_proxies"},
     {"trusted_proxies without proxy_protocol",
