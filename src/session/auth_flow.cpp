@@ -103,8 +103,11 @@ std::string_view blocked_what(auth::failure_tracker::block const& b) noexcept
 
 std::string block_fields(auth::block_scope scope, std::string const& user)
 {
-    if (scope == auth::block_scope::user) return "scope=user user=" + log::field(user, 64);
-    return "scope=address";
+    if (scope != auth::block_scope::user) return "scope=address";
+    // Names no user can have share one count (failure_tracker::counted_name):
+    // the block is theirs, not this one name's, which may never have failed.
+    if (&auth::failure_tracker::counted_name(user) != &user) return "scope=user user=- names=invalid";
+    return "scope=user user=" + log::field(user, 64);
 }
 
 std::optional<auth::failure_tracker::block> auth_blocked(auth_guard& g, server::connection const& c,

@@ -265,3 +265,20 @@ def test_right_passwords_beside_each_other_are_not_refused_for_checks_under_way(
         assert replies["pop3"].startswith("+OK Logged in"), replies
         assert replies["smtp"].startswith("235 "), replies
     assert "result=blocked" not in g.log() and "reason=busy" not in g.log()
+
+
+def test_names_no_user_can_have_are_blocked_as_one_and_logged_so(make_gateway):
+    # Names with a space (or over 255 octets, or 8-bit) share one count, so
+    # that invented names cannot grow memory. The block line named whichever
+    # of them came last, a name that had failed once: it now says the block
+    # is the invalid names'. A real user at the address is not blocked.
+    g = make_gateway(overrides=AUTH)
+    g.add_user("alice", "alice-pw")
+    replies = [pop3_login(g, f"guest {i}", "x", NAT)[0] for i in range(5)]
+    assert replies[:4] == [b"-ERR [AUTH] Authentication failed."] * 4, replies
+    assert replies[4].startswith(b"-ERR [AUTH] Too many authentication failures for this user"), replies
+    assert g.wait_log(f"pop3 auth-block ip={NAT} scope=user user=- names=invalid failures_ip=4 "
+                      "failures_user_ip=4")
+    assert "auth-block ip=127.0.0.7 scope=user user=\"guest" not in g.log()
+    r, _ = pop3_login(g, "alice", "alice-pw", NAT)
+    assert r.startswith(b"+OK Logged in"), r
