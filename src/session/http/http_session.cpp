@@ -81,11 +81,21 @@ asio::awaitable<http_session::got> http_session::read_request(parser_t& p)
     bool begun = !buf_.empty();
     c_.clock.arm(begun ? s_.command_timeout : s_.http_idle_timeout);
     bool continued = false;
+    // Beast applies header_limit to what one put() sees, and consumes the
+    // fields of an unfinished header as it goes: fed in parts, a header
+    // reached twice the limit. What it has taken of this one so far is
+    // subtracted from the limit of the next put().
+    std::size_t header_taken = 0;
     char chunk[4096];
     for (;;) {
         if (!buf_.empty()) {
             boost::system::error_code ec;
+            bool const in_header = !p.is_header_done();
+            if (in_header) p.header_limit(static_cast<std::uint32_t>(http_max_header - header_taken));
             auto const used = p.put(asio::buffer(buf_), ec);
+            if (in_header && !p.is_header_done()) header_taken += used;
+            if (!ec && in_header && !p.is_header_done() && header_taken >= http_max_header)
+                ec = beast_http::error::header_limit;
             buf_.erase(0, used);
             if (ec == beast_http::error::need_more) ec = {};
             if (ec) {
@@ -154,8 +164,7 @@ asio::awaitable<void> http_session::run()
     if (!trusted_)
         spdlog::warn("sid={} http peer not in trusted_networks ip={} listener={}", c_.sid, c_.ip, c_.listener.name);
     for (;;) {
-        parser_t p;
-        p.header_limit(static_cast<std::uint32_t>(http_max_header));
+        parser_t p;  // read_request sets its header limit
         p.body_limit(http_max_body);
         p.eager(true);
         auto const what = co_await read_request(p);
