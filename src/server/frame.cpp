@@ -310,8 +310,10 @@ asio::awaitable<void> serve_connection(tcp::socket sock, tcp::endpoint ep, confi
     if (!env.admission.admit(counted, *settings, why, limits, p.name())) {
         // A session id of its own, first as on every client's line, so that
         // a filter (fail2ban's _pre) reads this line as it reads the others.
-        spdlog::warn("sid={} {} refused ip={} listener={} reason={}", log::new_session_id(), proto, peer.to_string(),
-                     l.name, why);
+        // The reason is popgate's own words (no client's bytes), quoted as
+        // one value: it has spaces and '='.
+        spdlog::warn("sid={} {} refused ip={} listener={} reason=\"{}\"", log::new_session_id(), proto,
+                     peer.to_string(), l.name, why);
         // Under implicit TLS a clear-text line would be noise to the client.
         if (l.tls != config::tls_mode::implicit) io::send_nowait(sock, p.refusal(why, *settings));
         sock.close(ec);

@@ -115,4 +115,4 @@ def test_slow_sessions_count_against_the_address(make_gateway):
         assert g.wait_log(f"slow_sessions={n}")
     s = socket.create_connection(("127.0.0.1", g.port("pop3")), timeout=20)
     assert s.recv(512).startswith(b"-ERR [SYS/TEMP] too many slow sessions from this address")
-    assert g.wait_log("pop3 refused ip=127.0.0.1 listener=pop3 reason=too many slow sessions")
+    assert g.wait_log("pop3 refused ip=127.0.0.1 listener=pop3 reason=\"too many slow sessions")

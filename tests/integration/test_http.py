@@ -581,7 +581,7 @@ def test_idle_trusted_http_connections_leave_the_policy_lookups_their_places(mak
         m = socket.create_connection(("127.0.0.1", g.port("policy")), timeout=5)
         held.append(m)
         assert m.recv(512).startswith(b"action=DEFER_IF_REJECT 4.3.2")
-        assert g.wait_log("policy refused ip=127.0.0.1 listener=policy reason=too many policy sessions "
+        assert g.wait_log("policy refused ip=127.0.0.1 listener=policy reason=\"too many policy sessions "
                           "(limits.max_service_sessions=2)")
     finally:
         for s in held:

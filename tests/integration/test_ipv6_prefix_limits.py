@@ -49,7 +49,7 @@ def test_sessions_per_ip_count_the_whole_64(make_gateway):
     # a third address of the same /64: the same client, over its limit
     _, refused = proxied(g, "2001:db8:1:2:ffff:1:2:3")
     assert refused == TOO_MANY
-    assert g.wait_log("pop3 refused ip=2001:db8:1:2:ffff:1:2:3 listener=pop3 reason=too many sessions")
+    assert g.wait_log("pop3 refused ip=2001:db8:1:2:ffff:1:2:3 listener=pop3 reason=\"too many sessions")
     # the next /64 is another client
     _, other = proxied(g, "2001:db8:1:3::a")
     assert other.startswith(b"+OK")

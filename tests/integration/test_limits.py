@@ -103,9 +103,9 @@ def test_max_sessions_per_ip_refuses_with_protocol_error_and_other_address_serve
     # implicit TLS: no clear-text line (it would be noise to a TLS client), just the close
     e = Client(g.port("pop3s"), greet=False)
     assert e.rest_until_close() == (b"", True)
-    assert g.wait_log("pop3 refused ip=127.0.0.1 listener=pop3 reason=too many sessions from this address "
+    assert g.wait_log("pop3 refused ip=127.0.0.1 listener=pop3 reason=\"too many sessions from this address "
                       "(limits.max_sessions_per_ip=2)")
-    assert g.wait_log("smtp refused ip=127.0.0.1 listener=submission reason=too many sessions from this address")
+    assert g.wait_log("smtp refused ip=127.0.0.1 listener=submission reason=\"too many sessions from this address")
     assert g.wait_log("pop3 refused ip=127.0.0.1 listener=pop3s")
     # another address is served, and logs in
     r, _, o = pop3_login(g.port("pop3"), "alice", "pw-alice", src=OTHER)
@@ -135,8 +135,8 @@ def test_max_sessions_total_counts_both_protocols(make_gateway):
     d = Client(g.port("pop3"), src="127.0.0.3")
     assert d.greeting == b"-ERR [SYS/TEMP] too many sessions (limits.max_sessions=3)\r\n"
     assert d.rest_until_close() == (b"", True)
-    assert g.wait_log("smtp refused ip=127.0.0.2 listener=smtp reason=too many sessions (limits.max_sessions=3)")
-    assert g.wait_log("pop3 refused ip=127.0.0.3 listener=pop3 reason=too many sessions (limits.max_sessions=3)")
+    assert g.wait_log("smtp refused ip=127.0.0.2 listener=smtp reason=\"too many sessions (limits.max_sessions=3)")
+    assert g.wait_log("pop3 refused ip=127.0.0.3 listener=pop3 reason=\"too many sessions (limits.max_sessions=3)")
     # Session id first, as on every line about a client (fail2ban's _pre).
     assert re.search(r" sid=[0-9a-f]{8} smtp refused ip=127\.0\.0\.2 ", g.log()), g.log()
     assert held[1].smtp(b"NOOP\r\n") == b"250 2.0.0 Ok\r\n"
@@ -510,7 +510,7 @@ def test_connections_per_minute_per_address(make_gateway):
     c = Client(g.port("smtp"), greet=False)
     data, closed = c.rest_until_close()
     assert data.startswith(b"421 4.7.0 ") and closed
-    assert g.wait_log("reason=too many connections from this address")
+    assert g.wait_log("reason=\"too many connections from this address")
     # Another address is not affected.
     c = Client(g.port("pop3"), src=OTHER)
     assert c.greeting.startswith(b"+OK popgate POP3 server ready")

@@ -327,7 +327,7 @@ def test_mta_connections_are_not_limited_per_address(make_gateway):
     third = socket.create_connection(("127.0.0.1", g.port("pop3")), timeout=10)
     assert third.recv(4096).startswith(b"-ERR [SYS/TEMP] too many sessions from this address")
     third.close()
-    assert g.wait_log("pop3 refused ip=127.0.0.1 listener=pop3 reason=too many sessions from this address")
+    assert g.wait_log("pop3 refused ip=127.0.0.1 listener=pop3 reason=\"too many sessions from this address")
     for p in pops:
         p.quit()
     for c in clients:
@@ -349,7 +349,7 @@ def test_past_max_service_sessions_the_mta_is_told_to_try_later(make_gateway):
     second.close()
     assert first.ask(request("192.0.2.7")) == "action=DUNNO"   # the admitted one goes on
     first.close()
-    assert g.wait_log("policy refused ip=127.0.0.1 listener=policy reason=too many policy sessions "
+    assert g.wait_log("policy refused ip=127.0.0.1 listener=policy reason=\"too many policy sessions "
                       "(limits.max_service_sessions=1)")
 
 
