@@ -12,6 +12,7 @@
 #include <boost/json.hpp>
 #include <signal.h>
 #include <termios.h>
+#include <pwd.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -148,15 +149,23 @@ std::unique_ptr<store::store> open_named(config::settings const& s, std::string 
         throw user_error("database " + store::database_label(database) + ": " + why);
     // Run as root beside a server.user that could change the way to the
     // database (the packaged /var/lib/popgate is the account's), the command
-    // hands the files to the account and goes on as the account, for good:
-    // SQLite run as root would follow what the account put there, and the
-    // daemon opens the files as the account anyway. A database only root
-    // can reach (a copy under /root) is opened as root.
-    if (::geteuid() == 0 && !config::is_postgresql_uri(database)) {
+    // goes on as the account, for good: SQLite run as root would follow what
+    // the account put there, and the daemon opens the files as the account
+    // anyway. Nothing is handed over by root here: by path, through the
+    // account's directories, that could be led elsewhere too. A database
+    // only root can reach (a copy under /root) is opened as root. An account
+    // that does not exist has planted nothing.
+    if (::geteuid() == 0 && !config::is_postgresql_uri(database) && ::getpwnam(s.run_as_user.c_str()) != nullptr) {
         auto const account = daemon::find_service_account(s);
         if (daemon::account_can_redirect(database, account)) {
-            daemon::hand_database_to(s, database, account);
             daemon::become_account(account);
+            for (char const* suffix : {"", "-wal", "-shm"}) {
+                auto const f = database + suffix;
+                if (::access(f.c_str(), F_OK) == 0 && ::access(f.c_str(), R_OK | W_OK) != 0)
+                    throw user_error("database " + f + " is not writable by " + account.name +
+                                     ", whose directory it is in and as whom this command runs: chown " +
+                                     account.name + " " + f);
+            }
         }
     }
     store::open_options o;
@@ -826,8 +835,8 @@ void add_db_commands(CLI::App& app, global_options& g, std::function<int()>& run
         run = [&g] {
             // Run as root beside a server.user, the SQLite file made here is
             // the one the daemon (the packaged unit: User=popgate) opens as
-            // that user: open_named made it as the account, or, where only
-            // root could, it is handed over now, as serve does at start.
+            // that user: open_named made it as the account, or, in a
+            // directory only root may change, it is handed over now.
             // The account is looked up first: a missing one fails before
             // the database is touched, not after.
             auto const s = effective_settings(g);

@@ -441,16 +441,15 @@ int serve(std::string const& config_file, std::string const& db_override, serve_
         // HTTP routes each hold one connection at a time; the watcher its own.
         so.watch_networks = true;
         so.max_connections = std::max(2u, cores) + 2;
-        // SQLite: the files are the account's before it opens them, and
-        // opened with its ids, as every later connection of the pool is.
-        // Root would follow what the account may have put in its directory
-        // (SQLite probes a -journal and hands new files to the database's
-        // owner); the account gains nothing it did not have.
+        // SQLite: opened with the account's ids, as every later connection
+        // of the pool is. Root would follow what the account may have put
+        // in its directory (SQLite probes a -journal and hands new files to
+        // the database's owner); the account gains nothing it did not have.
         std::unique_ptr<store::store> db;
         if (settings->database_is_postgresql()) {
             db = store::open_store(settings->database.string(), so);
         } else {
-            hand_database_to(*settings, settings->database.string(), srv.account);
+            check_database_usable(*settings, srv.account);
             as_account const as(srv.account);
             db = store::open_store(settings->database.string(), so);
         }

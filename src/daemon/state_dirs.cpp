@@ -61,9 +61,17 @@ void make_dirs(fs::path const& dir, mode_t mode, service_account const& a, char 
             throw std::runtime_error(std::string(key) + ": cannot create " + prefix.string() + ": " +
                                      std::strerror(errno));
         }
-        if (::chmod(prefix.c_str(), m) != 0 || (a.switches && ::chown(prefix.c_str(), a.uid, a.gid) != 0))
+        // The directory just made, never a link put in its place meanwhile:
+        // the one above may be the account's, and root would chmod and
+        // chown whatever the link names.
+        int const fd = ::open(prefix.c_str(), O_PATH | O_NOFOLLOW | O_DIRECTORY | O_CLOEXEC);
+        bool const ok = fd >= 0 && ::chmod(("/proc/self/fd/" + std::to_string(fd)).c_str(), m) == 0 &&
+                        (!a.switches || ::fchownat(fd, "", a.uid, a.gid, AT_EMPTY_PATH) == 0);
+        int const err = errno;
+        if (fd >= 0) ::close(fd);
+        if (!ok)
             throw std::runtime_error(std::string(key) + ": cannot set the owner and mode of " + prefix.string() +
-                                     ": " + std::strerror(errno));
+                                     ": " + (fd < 0 ? "it was replaced while it was made" : std::strerror(err)));
     }
 }
 
@@ -186,27 +194,70 @@ void become_account(service_account const& a)
     if (::setuid(0) == 0) throw std::runtime_error("privilege drop did not stick");
 }
 
+namespace {
+
+// The account's groups, supplementary ones included: who it is, for what it
+// could do in a shell of its own, not only as the daemon (which drops them).
+std::vector<gid_t> groups_of(service_account const& a)
+{
+    int n = 32;
+    std::vector<gid_t> g(static_cast<std::size_t>(n));
+    if (::getgrouplist(a.name.c_str(), a.gid, g.data(), &n) < 0) {
+        g.resize(static_cast<std::size_t>(n));
+        if (::getgrouplist(a.name.c_str(), a.gid, g.data(), &n) < 0) n = 0;
+    }
+    g.resize(static_cast<std::size_t>(std::max(n, 0)));
+    if (std::find(g.begin(), g.end(), a.gid) == g.end()) g.push_back(a.gid);
+    return g;
+}
+
+// The account could add, remove or rename entries in the directory `st`
+// describes: it owns it (an owner may always chmod it writable again), or
+// its group or others may write it. `sticky_guard`: in a sticky directory
+// (/tmp) only the entries it owns, so none when the entry on the way
+// (`entry_uid`) is another's.
+bool account_may_change(struct stat const& st, service_account const& a, std::vector<gid_t> const& groups,
+                        std::optional<uid_t> entry_uid)
+{
+    if (st.st_uid == a.uid) return true;
+    bool const writable = (st.st_mode & S_IWOTH) != 0 ||
+                          ((st.st_mode & S_IWGRP) != 0 &&
+                           std::find(groups.begin(), groups.end(), st.st_gid) != groups.end());
+    if (!writable) return false;
+    if ((st.st_mode & S_ISVTX) == 0 || !entry_uid) return true;
+    return *entry_uid == a.uid;
+}
+
+}  // namespace
+
 bool account_can_redirect(fs::path const& file, service_account const& a)
 {
     if (!a.switches) return false;
-    as_account const as(a);
-    auto const path = fs::absolute(file).lexically_normal();
-    // The directory the files are in: a new name there (a -journal) is enough.
-    auto dir = path.parent_path();
-    if (::faccessat(AT_FDCWD, dir.c_str(), W_OK, AT_EACCESS) == 0) return true;
-    // Above it, the account must be able to replace the entry on the way: in
-    // a sticky directory (/tmp) only one it owns, or in one it owns.
-    while (dir != dir.root_path() && dir.has_relative_path()) {
-        auto const up = dir.parent_path();
-        struct stat above {}, entry {};
-        if (::faccessat(AT_FDCWD, up.c_str(), W_OK, AT_EACCESS) == 0 && ::stat(up.c_str(), &above) == 0) {
-            bool const sticky = (above.st_mode & S_ISVTX) != 0;
-            if (!sticky || above.st_uid == a.uid || ::lstat(dir.c_str(), &entry) != 0 || entry.st_uid == a.uid)
-                return true;
+    auto const groups = groups_of(a);
+    // The directory the files are in: a new name there (a -journal) is
+    // enough. Above it, the entry on the way must be one the account can
+    // replace. Both the path as written and the one its links lead to.
+    auto const check = [&](fs::path const& dir) {
+        fs::path d = dir;
+        std::optional<uid_t> entry;  // the owner of the entry below `d` on the way; none for the files' own
+        for (;;) {
+            struct stat st {};
+            if (::lstat(d.c_str(), &st) == 0) {
+                if (S_ISDIR(st.st_mode) && account_may_change(st, a, groups, entry)) return true;
+                if (S_ISLNK(st.st_mode) && st.st_uid == a.uid) return true;
+                entry = st.st_uid;
+            } else {
+                entry.reset();  // missing: whoever may write the directory above may make it
+            }
+            if (d == d.root_path() || !d.has_relative_path()) return false;
+            d = d.parent_path();
         }
-        dir = up;
-    }
-    return false;
+    };
+    auto const dir = fs::absolute(file).lexically_normal().parent_path();
+    if (check(dir)) return true;
+    std::error_code ec;
+    auto const real = fs::canonical(dir, ec);
+    return !ec && real != dir && check(real);
 }
 
 void prepare_log_file(fs::path const& file, service_account const& a)
@@ -449,10 +500,10 @@ namespace {
 // the daemon; Linux keeps them when an O_PATH descriptor closes. "" when
 // done or when `f` does not exist, else why not.
 std::string change_file(std::string const& f, uid_t uid, gid_t gid, std::optional<mode_t> mode,
-                        bool directory = false)
+                        bool directory = false, int dir_fd = AT_FDCWD)
 {
     bool const root = ::geteuid() == 0;
-    int const fd = ::open(f.c_str(), O_PATH | O_CLOEXEC | (root ? O_NOFOLLOW : 0));
+    int const fd = ::openat(dir_fd, f.c_str(), O_PATH | O_CLOEXEC | (root ? O_NOFOLLOW : 0));
     if (fd < 0) return errno == ENOENT ? std::string() : std::string(std::strerror(errno));
     struct stat st {};
     std::string why;
@@ -475,6 +526,21 @@ std::string change_file(std::string const& f, uid_t uid, gid_t gid, std::optiona
 }
 
 }  // namespace
+
+void check_database_usable(config::settings const& s, service_account const& a)
+{
+    if (!a.switches || s.database_is_postgresql()) return;
+    as_account const as(a);
+    for (char const* suffix : {"", "-wal", "-shm", "-journal"}) {
+        auto const f = s.database.string() + suffix;
+        struct stat st {};
+        if (::lstat(f.c_str(), &st) != 0) continue;
+        if (::faccessat(AT_FDCWD, f.c_str(), R_OK | W_OK, AT_EACCESS) == 0) continue;
+        throw std::runtime_error("storage.database: " + f + " is not readable and writable by " + a.name +
+                                 ", which opens it: " + describe(f) + "; chown " + a.name + " " + f +
+                                 " (root does not hand over files in a directory " + a.name + " may change)");
+    }
+}
 
 void hand_database_to(config::settings const& s, std::string const& database, service_account const& a)
 {
@@ -507,13 +573,24 @@ void share_database(config::settings const& s, service_account const& a)
                                  " with mode " + octal(mode) + ": " + why + "; " + describe(p) + advice);
     };
     // As root, never through a link, the directory either: the one above it
-    // may be the account's (the packaged layout, /var/lib/popgate/db).
+    // may be the account's (the packaged layout, /var/lib/popgate/db), which
+    // could put a link in its place. The files are then changed through the
+    // directory opened here, never by their path, which the account could
+    // lead elsewhere by swapping the directory after this check.
     auto const db_dir = database_dir(s);
     if (auto const why = change_file(db_dir.string(), owner, gid, 02750, true); !why.empty())
         refuse(db_dir, 02750, why);
+    bool const root = ::geteuid() == 0;
+    int const dir_fd = ::open(db_dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC | (root ? O_NOFOLLOW : 0));
+    if (dir_fd < 0) refuse(db_dir, 02750, std::strerror(errno));
+    struct fd_closer {
+        int fd;
+        ~fd_closer() { ::close(fd); }
+    } const closer{dir_fd};
     for (char const* suffix : {"", "-wal", "-shm"}) {
         fs::path const f = s.database.string() + suffix;
-        if (auto const why = change_file(f, owner, gid, 0640); !why.empty()) refuse(f, 0640, why);
+        if (auto const why = change_file(f.filename().string(), owner, gid, 0640, false, dir_fd); !why.empty())
+            refuse(f, 0640, why);
     }
 }
 

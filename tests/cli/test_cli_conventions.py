@@ -424,7 +424,7 @@ def test_db_migrate_as_root_hands_the_new_database_to_server_user(open_tmp):
     link = g.db.parent / "linked.db"
     link.symlink_to(victim)
     r = popgate("-c", g.config_file, "--db", link, "db", "migrate")
-    assert r.returncode != 0 and "symbolic link" in r.stderr, r.stdout + r.stderr
+    assert r.returncode != 0 and f"database {link} is not writable by nobody" in r.stderr, r.stdout + r.stderr
     assert os.stat(victim).st_uid == 0
     # server.user missing here: refused before the database is made, not after.
     g2 = Gateway(open_tmp / "cfg2", {"server": {"user": "no-such-user-here"}})
@@ -443,11 +443,18 @@ def test_root_commands_on_the_accounts_database_run_as_the_account(open_tmp):
     os.chown(g.root, 65534, 65534)
     g.db.parent.mkdir(parents=True, exist_ok=True)
     os.chown(g.db.parent, 65534, 65534)
-    # A database root made there earlier (sqlite3 as root): handed over and
-    # written as the account, whose -wal and -shm are the account's too.
+    # A database root made there earlier: not chowned by root (by path,
+    # through the account's directory), refused with the chown to run.
     r = popgate("--db", g.db, "db", "migrate", cwd=open_tmp)  # no config: root's own
     assert r.returncode == 0, r.stderr
+    r = popgate("-c", g.config_file, "user", "add", "alice", input="pw-alice-1\n")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"database {g.db} is not writable by nobody, whose directory it is in" in r.stderr, r.stderr
     assert os.stat(g.db).st_uid == 0
+    # Done as told: written as the account, whose -wal and -shm are its own.
+    for f in (g.db, Path(f"{g.db}-wal"), Path(f"{g.db}-shm")):
+        if f.exists():
+            os.chown(f, 65534, 65534)
     r = popgate("-c", g.config_file, "user", "add", "alice", input="pw-alice-1\n")
     assert r.returncode == 0, r.stderr
     for f in (g.db, Path(f"{g.db}-wal"), Path(f"{g.db}-shm")):
@@ -462,8 +469,9 @@ def test_root_commands_on_the_accounts_database_run_as_the_account(open_tmp):
     assert f"cannot open destination database {private}/copy.db: Permission denied" in r.stderr, r.stderr
     r = popgate("--db", private / "copy.db", "user", "list", cwd=open_tmp)
     assert r.returncode == 0 and "alice" not in r.stdout, r.stdout + r.stderr
-    # A hard link the account planted at -wal: refused before SQLite opens
-    # anything, and the file it names keeps its owner and its content.
+    # A hard link the account planted at -wal (fs.protected_hardlinks lets
+    # it link a file it may write): root's SQLite wrote into it and handed
+    # it to the database's owner. As the account, the file stays root's.
     victim = open_tmp / "victim"
     victim.write_bytes(b"root's own file\n")
     os.chmod(victim, 0o646)
@@ -472,11 +480,22 @@ def test_root_commands_on_the_accounts_database_run_as_the_account(open_tmp):
         wal.unlink()
     os.link(victim, wal)
     r = popgate("-c", g.config_file, "user", "list")
-    assert r.returncode != 0, r.stdout
-    assert f"storage.database: cannot hand {wal} to nobody: it has other names (hard links)" in r.stderr, r.stderr
     st = os.stat(victim)
-    assert (st.st_uid, st.st_mode & 0o7777) == (0, 0o646)
-    assert victim.read_bytes() == b"root's own file\n"
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (0, 0, 0o646), r.stdout + r.stderr
+    # And the account cannot turn the switch off by making its directory
+    # read-only: it owns it, and an owner may chmod it back.
+    os.chmod(g.db.parent, 0o555)
+    other = open_tmp / "victim2"
+    other.write_bytes(b"root's own file\n")
+    os.chmod(other, 0o646)
+    os.chmod(g.db.parent, 0o755)
+    wal.unlink(missing_ok=True)
+    os.link(other, wal)
+    os.chmod(g.db.parent, 0o555)
+    r = popgate("-c", g.config_file, "db", "check")
+    st = os.stat(other)
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (0, 0, 0o646), r.stdout + r.stderr
+    os.chmod(g.db.parent, 0o755)
 
 
 @pytest.mark.parametrize("args,message", [

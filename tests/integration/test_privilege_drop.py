@@ -126,10 +126,11 @@ def reload(g):
 
 # -- a fresh directory ---------------------------------------------------------------
 
-def test_a_database_root_made_is_handed_over_then_opened_as_nobody(gateways, nobody):
-    """The daemon opens SQLite with the account's ids, never root's: a
-    database root made in the account's directory (sqlite3 run as root) is
-    handed over first, or the account could not write it."""
+def test_a_database_root_made_in_the_accounts_directory_is_refused_not_chowned(gateways, nobody):
+    """The daemon opens SQLite with the account's ids, never root's, and
+    root chowns nothing in the account's directory (by path, the account
+    could lead it to another file). A database root made there (sqlite3 run
+    as root) is refused with the chown to run; then it serves."""
     g = gateways.make(user="nobody")
     v = g.root / "var"
     v.mkdir(parents=True)
@@ -138,7 +139,14 @@ def test_a_database_root_made_is_handed_over_then_opened_as_nobody(gateways, nob
     import sqlite3
     sqlite3.connect(g.db).close()
     os.chmod(g.db, 0o644)
+    g.allow_unclean_exit = True
+    with pytest.raises(RuntimeError) as e:
+        g.start(timeout=60)
+    assert ("storage.database: var/popgate.db is not readable and writable by nobody, which opens it: "
+            "var/popgate.db (owner root:root, mode 0644); chown nobody var/popgate.db") in str(e.value)
     assert os.stat(g.db).st_uid == 0
+    os.chown(g.db, *nobody)
+    g.allow_unclean_exit = False
     g.start()
     assert owner_mode(g.db)[:2] == nobody
     assert os.stat(f"{g.db}-wal").st_uid == nobody[0]

@@ -48,10 +48,13 @@ private:
 // Throws std::runtime_error when a step fails.
 void become_account(service_account const& a);
 
-// The account could change where `file`'s path leads: it may write the
-// directory `file` is in, or one above it (checked with its ids). Root
-// opening a SQLite database there would follow what the account put in
-// its place (a hard link at -journal, a directory swapped for a link).
+// The account could change where `file`'s path leads: it owns or may write
+// (with any of its groups) the directory `file` is in, or a directory above
+// it where it may replace the entry on the way (in a sticky one, only an
+// entry it owns), or owns a link on the way; along the path as written and
+// along the one its links lead to. An owner counts whatever the mode: it may
+// chmod. Root opening a SQLite database there would follow what the account
+// put in its place (a hard link at -journal, a directory swapped for a link).
 bool account_can_redirect(std::filesystem::path const& file, service_account const& a);
 
 // Makes the log file's missing directories (0750) and the file itself (0640),
@@ -69,11 +72,21 @@ void prepare_log_file(std::filesystem::path const& file, service_account const& 
 // check switches the process's effective ids for a moment.
 void prepare_state_dirs(config::settings const& s, service_account const& a);
 
-// A SQLite database (and its -wal, -shm and -journal files) made by root,
-// handed to the account that will open it next: its owner becomes the account, its
-// group storage.group's when one is set (share_database gave it), else the
-// account's. Nothing for PostgreSQL, for files that are not there, or when
-// the account does not switch. Throws std::runtime_error naming the file.
+// Started as root with server.user and SQLite: the daemon opens the
+// database with the account's ids, in a directory the account may change,
+// so root hands nothing over there (by path, through the account's
+// directories, a chown could be led to another file). Throws
+// std::runtime_error naming the file, its owner and mode and the chown to
+// run, when one of the database's files exists and the account cannot read
+// and write it (a database root made there).
+void check_database_usable(config::settings const& s, service_account const& a);
+
+// A SQLite database (and its -wal, -shm and -journal files) made by root
+// (`db migrate` in a directory only root may change), handed to the account
+// that will open it next: its owner becomes the account, its group
+// storage.group's when one is set, else the account's. Nothing for
+// PostgreSQL, for files that are not there, or when the account does not
+// switch. Throws std::runtime_error naming the file.
 void hand_database_to(config::settings const& s, std::string const& database, service_account const& a);
 
 // storage.group: lets that group (the MTA's: Postfix's sqlite: table) read
