@@ -213,9 +213,9 @@ std::vector<gid_t> groups_of(service_account const& a)
 
 // The account could add, remove or rename entries in the directory `st`
 // describes: it owns it (an owner may always chmod it writable again), or
-// its group or others may write it. `sticky_guard`: in a sticky directory
-// (/tmp) only the entries it owns, so none when the entry on the way
-// (`entry_uid`) is another's.
+// its group or others may write it; but in a sticky directory (/tmp) only
+// the entries it owns, so not when the entry on the way (`entry_uid`, none
+// for a name not there yet) is another's.
 bool account_may_change(struct stat const& st, service_account const& a, std::vector<gid_t> const& groups,
                         std::optional<uid_t> entry_uid)
 {
