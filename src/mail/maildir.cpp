@@ -527,15 +527,21 @@ int maildir::unlink_tracked(fs::path const& p) const
 std::optional<fs::path> maildir::renamed(message_entry const& m) const
 {
     auto const base = std::string{base_name(m.path.filename().string())};
+    bool stale = false;  // the index names it, and it is no longer there
     auto const look = [&]() -> std::optional<fs::path> {
         auto const it = cur_index_.find(base);
+        if (it == cur_index_.end()) return std::nullopt;
         struct stat st {};
-        if (it == cur_index_.end() || ::lstat(it->second.c_str(), &st) != 0) return std::nullopt;
-        return it->second;
+        if (::lstat(it->second.c_str(), &st) == 0) return it->second;
+        stale = true;
+        return std::nullopt;
     };
     if (indexed_at_) {
         if (auto found = look()) return found;
-        if (mtime_of(root_ / "cur") == indexed_at_) return std::nullopt;  // gone, and nothing new since
+        // Not in cur/ when it was listed, and nothing changed since: gone.
+        // A name the listing saw that has moved again is always looked for:
+        // unlink_tracked() may have taken that move's mtime for its own.
+        if (!stale && mtime_of(root_ / "cur") == indexed_at_) return std::nullopt;
     }
     // The mtime first: a change made while listing is seen at the next miss.
     indexed_at_ = mtime_of(root_ / "cur");

@@ -125,8 +125,9 @@ public:
     // Where the message is now when it is no longer at m.path: another agent
     // (an IMAP server setting flags) may have renamed it within cur/, and the
     // base name before ':' still identifies it. nullopt: it is gone. cur/ is
-    // listed once into an index of base names, and listed again only when a
-    // name is not found there and cur/ has changed since (its mtime; the
+    // listed once into an index of base names, and listed again when the
+    // index's path for the name is gone too (renamed again), or when the
+    // name is not in the index and cur/ has changed since (its mtime; the
     // object's own unlinks do not count): a client that flagged or expunged
     // every message costs one listing, not one per message.
     std::optional<std::filesystem::path> renamed(message_entry const& m) const;

@@ -345,6 +345,26 @@ BOOST_FIXTURE_TEST_CASE(renamed_messages_are_found_from_one_listing, maildir_fix
     BOOST_TEST(count_files(root / "cur") == 1u);
 }
 
+// A message the index knows, renamed again while this object's own unlink
+// ran (its mtime check took the rename's change for the unlink's): still
+// found, and so removed at QUIT. A review left hundreds of DELEd messages
+// on disk this way, the client told "maildrop empty".
+BOOST_FIXTURE_TEST_CASE(a_message_renamed_again_is_looked_for_whatever_the_mtime_says, maildir_fixture)
+{
+    for (char const* n : {"1.M1P1Q0.h", "2.M1P1Q0.h"}) put(root / "new" / n, "x\n");
+    auto const msgs = md.scan();
+    BOOST_TEST_REQUIRE(msgs.size() == 2u);
+    for (auto const& m : msgs) fs::rename(m.path, m.path.string() + "S");
+    BOOST_TEST(md.renamed(msgs[0]).value_or(fs::path()) == fs::path(msgs[0].path.string() + "S"));  // listed
+    struct stat listed {};
+    BOOST_TEST_REQUIRE(::stat((root / "cur").c_str(), &listed) == 0);
+    fs::rename(msgs[1].path.string() + "S", msgs[1].path.string() + "F");
+    timespec const times[2] = {listed.st_atim, listed.st_mtim};  // as if the change were absorbed
+    BOOST_TEST_REQUIRE(::utimensat(AT_FDCWD, (root / "cur").c_str(), times, 0) == 0);
+    md.remove(msgs[1]);
+    BOOST_TEST(!fs::exists(msgs[1].path.string() + "F"));
+}
+
 BOOST_FIXTURE_TEST_CASE(delivery_commit_stores_lf_and_sizes, maildir_fixture)
 {
     std::string_view const wire = "Subject: a\r\n\r\nbody\r\n.dot\r\nbare\rcr\r\n";
