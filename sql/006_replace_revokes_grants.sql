@@ -8,20 +8,37 @@
 -- a new one. A user disabled or given a new password that way kept relaying
 -- on the old login's grant until it expired.
 --
--- Before a row is inserted under a name that already has one, and the new
--- row would disable the user or change the password or shared secret, the
--- grants go, as the UPDATE triggers do it (detail 'user replaced'). The
--- same test covers INSERT ... ON CONFLICT DO UPDATE (popgate user import
--- --replace): an unchanged row revokes nothing. A plain INSERT that fails on
--- the name undoes the revocation with the rest of the statement. A name
--- inserted for the first time revokes nothing: grants a Dovecot login wrote
--- for a name popgate did not know stay.
+-- Before a row goes into users, the row it may replace is remembered in
+-- users_replaced (internal: it holds a row only between the two triggers, or
+-- one left by a statement that inserted nothing, which the next insert of
+-- that name overwrites). After a row went in, and only then: if it replaced
+-- one and is disabled or has another password or shared secret, the grants
+-- go, as the UPDATE triggers do it (detail 'user replaced'). So INSERT OR
+-- IGNORE, ON CONFLICT DO NOTHING, INSERT OR FAIL and an upsert's DO UPDATE
+-- (whose UPDATE triggers judge it) revoke nothing here, an unchanged row
+-- revokes nothing, and a name inserted for the first time revokes nothing:
+-- grants a Dovecot login wrote for a name popgate did not know stay.
 
-CREATE TRIGGER users_replace_revokes_grants BEFORE INSERT ON users
-    WHEN EXISTS (SELECT 1 FROM users
-                  WHERE name = NEW.name
-                    AND (NEW.disabled = 1 OR password_hash IS NOT NEW.password_hash
-                         OR shared_secret IS NOT NEW.shared_secret))
+CREATE TABLE users_replaced (
+    name          TEXT PRIMARY KEY NOT NULL,
+    password_hash TEXT,
+    shared_secret TEXT,
+    disabled      INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+
+CREATE TRIGGER users_replace_remember BEFORE INSERT ON users
 BEGIN
-    INSERT INTO revoke_user_grants (user, detail) VALUES (NEW.name, 'user replaced');
+    DELETE FROM users_replaced WHERE name = NEW.name;
+    INSERT INTO users_replaced (name, password_hash, shared_secret, disabled)
+        SELECT name, password_hash, shared_secret, disabled FROM users WHERE name = NEW.name;
+END;
+
+CREATE TRIGGER users_replace_revokes_grants AFTER INSERT ON users
+BEGIN
+    INSERT INTO revoke_user_grants (user, detail)
+        SELECT NEW.name, 'user replaced' FROM users_replaced
+         WHERE name = NEW.name
+           AND (NEW.disabled = 1 OR password_hash IS NOT NEW.password_hash
+                OR shared_secret IS NOT NEW.shared_secret);
+    DELETE FROM users_replaced WHERE name = NEW.name;
 END;

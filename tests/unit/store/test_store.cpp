@@ -1844,18 +1844,33 @@ BOOST_AUTO_TEST_CASE(a_user_replaced_or_truncated_by_sql_loses_its_grants)
         detail = "user replaced";
         BOOST_TEST(db->active_grants_of_user("alice", t).empty());
         BOOST_TEST(db->active_grants_of_user("bob", t).size() == 1u);
-        // A plain INSERT that fails on the name revokes nothing either.
+        // Statements that insert nothing revoke nothing either, though
+        // the row they name differs: a plain INSERT that fails on the
+        // name, OR IGNORE, OR FAIL, DO NOTHING, and an upsert's DO UPDATE
+        // of other columns (its UPDATE triggers judge it).
         db->upsert_grant(make_grant("192.0.2.4", "alice", t, t + 600));
         std::string other(some_hash);
         other.back() = other.back() == 'a' ? 'b' : 'a';
-        BOOST_TEST(!sql->exec("INSERT INTO users (name, password_hash) VALUES ('alice', '" + other + "')").empty());
+        auto const values = "(name, password_hash) VALUES ('alice', '" + other + "')";
+        BOOST_TEST(!sql->exec("INSERT INTO users " + values).empty());
+        BOOST_TEST(!sql->exec("INSERT OR FAIL INTO users " + values).empty());
+        sql->must("INSERT OR IGNORE INTO users " + values);
+        sql->must("INSERT INTO users " + values + " ON CONFLICT DO NOTHING");
+        sql->must("INSERT INTO users (name, disabled) VALUES ('alice', 1) ON CONFLICT (name) DO UPDATE"
+                  " SET apop_only = 0");
         BOOST_TEST(db->active_grants_of_user("alice", t).size() == 1u);
+        // The next REPLACE of the name judges against the row it replaces,
+        // not one those statements left remembered.
+        sql->must(std::string("REPLACE INTO users (name, password_hash, disabled) VALUES ('alice', '") + some_hash +
+                  "', 1)");
+        BOOST_TEST(db->active_grants_of_user("alice", t).empty());
     }
     std::vector<std::string> rows;
     for (auto const& a : db->list_audit(100)) rows.push_back(a.event + " " + a.address + " " + a.user + " " + a.detail);
     std::sort(rows.begin(), rows.end());
     std::vector<std::string> want{"revoke 192.0.2.1 alice " + detail};
     if (pg()) want.push_back("revoke 192.0.2.3 bob " + detail);
+    else want.push_back("revoke 192.0.2.4 alice " + detail);
     BOOST_TEST(rows == want, boost::test_tools::per_element());
 }
 
