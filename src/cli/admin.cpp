@@ -718,16 +718,17 @@ void add_grant_commands(CLI::App& app, global_options& g, std::function<int()>& 
     auto* add = grant->add_subcommand("add", "let an address relay for a while");
     add->add_option("address", ao->address, "client IP address")->required();
     add->add_option("--user", ao->user, "user to record");
-    add->add_option("--ttl", ao->ttl, "lifetime: 90, 30m, 12h, 7d (default: relay.grant_ttl)");
-    add->callback([&, ao] {
-        run = [&g, ao] {
+    auto* ttl = add->add_option("--ttl", ao->ttl, "lifetime: 90, 30m, 12h, 7d (default: relay.grant_ttl)");
+    add->callback([&, ao, ttl] {
+        run = [&g, ao, ttl] {
             auto const s = effective_settings(g);
             store::grant gr;
             gr.address = net::grant_key(canonical_address(ao->address), s.ipv6_prefix).to_string();
             gr.user = ao->user;
             gr.method = "cli";
             gr.granted_at = store::now();
-            gr.expires_at = gr.granted_at + (ao->ttl.empty() ? s.grant_ttl.count() : parse_duration(ao->ttl));
+            // Given, even empty, it is read (as allow add's --for).
+            gr.expires_at = gr.granted_at + (ttl->count() ? parse_duration(ao->ttl) : s.grant_ttl.count());
             auto db = open_db(g, db_open::migrated);
             db->upsert_grant(gr);
             db->audit("grant", gr.address, gr.user, "cli");

@@ -12,7 +12,6 @@
 #include <functional>
 #include <memory>
 #include <set>
-#include <sstream>
 #include <tuple>
 
 namespace popgate::config {
@@ -558,21 +557,32 @@ bool is_postgresql_uri(std::string_view database) noexcept
 
 bool settings::database_is_postgresql() const { return is_postgresql_uri(database.native()); }
 
+bool looks_like_conninfo(std::string_view d) noexcept
+{
+    constexpr std::string_view keys[] = {"host", "hostaddr", "port",    "dbname", "user",
+                                         "password", "passfile", "sslmode", "service"};
+    auto const space = [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; };
+    auto const word = [](char c) { return (c >= 'a' && c <= 'z') || c == '_'; };
+    for (std::size_t i = 0; i < d.size(); ++i) {
+        if (i > 0 && !space(d[i - 1])) continue;  // a keyword starts the string or follows a space
+        std::size_t j = i;
+        while (j < d.size() && word(d[j])) ++j;
+        auto const key = d.substr(i, j - i);
+        while (j < d.size() && space(d[j])) ++j;
+        if (j < d.size() && d[j] == '=' && std::find(std::begin(keys), std::end(keys), key) != std::end(keys))
+            return true;
+    }
+    return false;
+}
+
 std::string database_problem(std::string const& d)
 {
     if (!is_postgresql_uri(d)) {
-        // Dovecot's `connect = host=... dbname=...` form: taken as a file
-        // name it would make a SQLite database of that name, a node that
-        // shares nothing with the others. Not echoed: it may hold a password.
-        std::istringstream words(d);
-        for (std::string w; words >> w;) {
-            auto const key = w.substr(0, w.find('='));
-            if (w.find('=') != std::string::npos &&
-                (key == "host" || key == "hostaddr" || key == "port" || key == "dbname" || key == "user" ||
-                 key == "password" || key == "passfile" || key == "sslmode" || key == "service"))
-                return "a libpq key=value connection string is not read: write it as a postgresql:// URI "
-                       "(postgresql://USER@HOST:PORT/DBNAME?passfile=FILE)";
-        }
+        // A node that would share nothing with the others. Not echoed: it
+        // may hold a password.
+        if (looks_like_conninfo(d))
+            return "a libpq key=value connection string is not read: write it as a postgresql:// URI "
+                   "(postgresql://USER@HOST:PORT/DBNAME?passfile=FILE)";
         if (d.find("://") != std::string::npos)
             return "'" + d.substr(0, d.find("://")) + "://' is not a database popgate knows: give a SQLite file "
                    "path or a postgresql:// URI";

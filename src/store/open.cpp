@@ -26,6 +26,7 @@ std::unique_ptr<store> open_store(std::string const& database, open_options cons
 
 std::string database_label(std::string const& database)
 {
+    if (config::looks_like_conninfo(database)) return "(a libpq key=value string, not shown)";
     return config::is_postgresql_uri(database) ? redact_uri(database) : database;
 }
 

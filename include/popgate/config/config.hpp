@@ -228,6 +228,11 @@ std::string_view embedded_default() noexcept;
 // values that select PostgreSQL; anything else is a SQLite file.
 bool is_postgresql_uri(std::string_view database) noexcept;
 
+// A libpq key=value connection string (Dovecot's `connect =` form: host=...
+// dbname=..., spaces around '=' allowed), which popgate does not read: taken
+// as a file name it would make a SQLite database of that name.
+bool looks_like_conninfo(std::string_view database) noexcept;
+
 // Why a storage.database value cannot be used ("" when it can): an unknown
 // scheme, or a postgresql:// URI that carries a password. Also what the
 // --db option is checked with.

@@ -1,4 +1,5 @@
 #include "popgate/config/config.hpp"
+#include "popgate/store/open.hpp"
 
 #include "temp_dir.hpp"
 
@@ -434,6 +435,9 @@ BOOST_AUTO_TEST_CASE(postgresql_uri_without_password_selects_postgresql)
     BOOST_TEST(database_problem("host=db password=s3cret").find("s3cret") == std::string::npos);
     BOOST_TEST(database_problem("/srv/db/user=x/popgate.db") == "");  // a file path with '=' in it
     BOOST_TEST(database_problem("var/port=1.db") == "");
+    BOOST_TEST(database_problem("host = db.example dbname = popgate") != "");  // libpq allows the spaces
+    BOOST_TEST(database_problem("var/my host=x.db") != "");  // so a file name like that is refused too
+    BOOST_TEST(popgate::store::database_label("host=db password=s3cret").find("s3cret") == std::string::npos);
     BOOST_TEST(database_problem("postgresql://db/popgate?application_name=pw:x@y") == "");
     // libpq decodes parameter names; values and other names are not passwords.
     // libpq takes user:password@ up to the first '/', across a '?'.
