@@ -731,6 +731,18 @@ private:
                 spdlog::info("database migrated version={} name={}", m.version, m.name);
             }
             c.exec("COMMIT");
+        } catch (store_error const& e) {
+            if (!c.broken()) PQclear(PQexec(c.raw(), "ROLLBACK"));
+            // A role that may read and write rows and no more (roles.sql),
+            // on a schema another role owns and has not migrated yet.
+            if (found > 0 && std::string_view(e.what()).find("(42501)") != std::string_view::npos)
+                throw store_error(store_errc::unavailable,
+                                  "database " + pg::redact(uri_) + " has schema version " + std::to_string(found) +
+                                      ", this popgate needs " + std::to_string(latest()) +
+                                      ", and this role may not apply migrations (" + e.what() +
+                                      "): run `popgate db migrate` as the role that owns the schema "
+                                      "(sql/postgresql/roles.sql)");
+            throw;
         } catch (...) {
             if (!c.broken()) PQclear(PQexec(c.raw(), "ROLLBACK"));
             throw;

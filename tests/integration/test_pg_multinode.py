@@ -398,3 +398,23 @@ def test_a_node_runs_with_only_the_grants_of_roles_sql(pg, make_gateway, upstrea
     assert len(upstream.messages) == 1
     assert pg.psql("owned", "SELECT tableowner FROM pg_tables WHERE tablename = 'relay_grants'") == [(SUPERUSER,)]
     assert pg.psql("owned", "SELECT max(version) FROM schema_migrations") == [("6",)]
+
+
+def test_a_rows_only_node_on_an_older_schema_says_who_must_migrate(pg, make_gateway):  # noqa: F811
+    # The owner has not run `db migrate` after an upgrade: the node, whose
+    # role may not create, said only "permission denied for schema public".
+    pg.psql("postgres", "DROP DATABASE IF EXISTS older WITH (FORCE)")
+    pg.psql("postgres", f"CREATE DATABASE older OWNER {SUPERUSER}")
+    apply_schema(pg, "older", owner=SUPERUSER, versions=[5])
+    source = Path(os.environ.get("POPGATE_SOURCE_DIR", ".")) / "sql" / "postgresql" / "roles.sql"
+    pg.psql("older", source.read_text())
+    g = make_gateway({"storage": {"database": pg.uri("older")}}, start=False, name="rows-only-older")
+    g.allow_unclean_exit = True
+    with pytest.raises(RuntimeError) as e:
+        g.start()
+    assert "has schema version 5, this popgate needs 6, and this role may not apply migrations" in str(e.value)
+    assert "run `popgate db migrate` as the role that owns the schema" in str(e.value)
+    apply_schema(pg, "older", owner=SUPERUSER, versions=range(6, 1000))  # the owner's migrate
+    g.allow_unclean_exit = False
+    g.start()
+    assert pg.psql("older", "SELECT max(version) FROM schema_migrations") == [("6",)]

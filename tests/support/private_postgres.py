@@ -214,15 +214,17 @@ def schema_files():
     return out
 
 
-def apply_schema(pg, dbname, owner=ROLE):
+def apply_schema(pg, dbname, owner=ROLE, versions=range(5, 1000)):
     """What popgate's store does on an empty database: schema_migrations,
-    then each file of sql/postgresql (005_initial.sql and those after it)
-    with its version row, in one transaction, as the popgate role (so
-    popgate owns every object), or as the superuser with owner=SUPERUSER
-    (an administrator's `db migrate`)."""
-    sql = ("CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
+    then each file of sql/postgresql (005_initial.sql and those after it;
+    those in `versions`, for an older schema) with its version row, in one
+    transaction, as the popgate role (so popgate owns every object), or as
+    the superuser with owner=SUPERUSER (an administrator's `db migrate`)."""
+    sql = ("CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
            " applied_at bigint NOT NULL DEFAULT extract(epoch from now())::bigint);\n")
     for version, name, path in schema_files():
+        if version not in versions:
+            continue
         sql += path.read_text() + f"\nINSERT INTO schema_migrations (version, name) VALUES ({version}, '{name}');\n"
     pg.psql(dbname, sql, user=None if owner == SUPERUSER else owner, single_transaction=True)
 
