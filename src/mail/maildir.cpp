@@ -506,8 +506,14 @@ void maildir::remove(message_entry const& m) const
 {
     if (unlink_tracked(m.path) == 0) return;
     if (errno != ENOENT) throw_errno(errno, "maildir: unlink " + m.path.string());
-    auto const now = renamed(m);
-    if (now && unlink_tracked(*now) != 0 && errno != ENOENT) throw_errno(errno, "maildir: unlink " + now->string());
+    // Renamed again between the lookup and the unlink: looked for afresh, a
+    // few times, as Dovecot retries its maildir operations.
+    for (int tries = 0; tries < renamed_tries; ++tries) {
+        auto const now = renamed(m, tries > 0);
+        if (!now) return;  // gone
+        if (unlink_tracked(*now) == 0) return;
+        if (errno != ENOENT) throw_errno(errno, "maildir: unlink " + now->string());
+    }
 }
 
 int maildir::unlink_tracked(fs::path const& p) const
@@ -524,7 +530,7 @@ int maildir::unlink_tracked(fs::path const& p) const
     return rc;
 }
 
-std::optional<fs::path> maildir::renamed(message_entry const& m) const
+std::optional<fs::path> maildir::renamed(message_entry const& m, bool fresh) const
 {
     auto const base = std::string{base_name(m.path.filename().string())};
     bool stale = false;  // the index names it, and it is no longer there
@@ -536,21 +542,27 @@ std::optional<fs::path> maildir::renamed(message_entry const& m) const
         stale = true;
         return std::nullopt;
     };
-    if (indexed_at_) {
+    if (indexed_at_ && !fresh) {
         if (auto found = look()) return found;
         // Not in cur/ when it was listed, and nothing changed since: gone.
         // A name the listing saw that has moved again is always looked for:
         // unlink_tracked() may have taken that move's mtime for its own.
         if (!stale && mtime_of(root_ / "cur") == indexed_at_) return std::nullopt;
     }
-    // The mtime first: a change made while listing is seen at the next miss.
-    indexed_at_ = mtime_of(root_ / "cur");
-    cur_index_.clear();
-    std::error_code ec;
-    for (auto const& e : fs::directory_iterator(root_ / "cur", ec))
-        cur_index_.emplace(std::string{base_name(e.path().filename().string())}, e.path());
-    if (ec) indexed_at_.reset();
-    return look();
+    // readdir(3) may miss a file renamed while the directory is read: a
+    // listing during which cur/ changed and that did not find the name is
+    // read again, a few times.
+    for (int tries = 0; tries < renamed_tries; ++tries) {
+        auto const before = mtime_of(root_ / "cur");
+        cur_index_.clear();
+        std::error_code ec;
+        for (auto const& e : fs::directory_iterator(root_ / "cur", ec))
+            cur_index_.emplace(std::string{base_name(e.path().filename().string())}, e.path());
+        indexed_at_ = ec ? std::nullopt : before;  // a change made while listing is seen at the next miss
+        if (auto found = look()) return found;
+        if (!before || mtime_of(root_ / "cur") == before) break;  // a quiet listing: gone
+    }
+    return std::nullopt;
 }
 
 delivery::delivery(fs::path maildir_root, std::string_view hostname) : root_{std::move(maildir_root)}

@@ -130,7 +130,11 @@ public:
     // name is not in the index and cur/ has changed since (its mtime; the
     // object's own unlinks do not count): a client that flagged or expunged
     // every message costs one listing, not one per message.
-    std::optional<std::filesystem::path> renamed(message_entry const& m) const;
+    // `fresh`: list cur/ again whatever the index says (the path it gave
+    // was gone when the caller used it).
+    std::optional<std::filesystem::path> renamed(message_entry const& m, bool fresh = false) const;
+    // How often a lookup is repeated while another agent keeps renaming.
+    static constexpr int renamed_tries = 5;
 
     std::filesystem::path const& root() const noexcept { return root_; }
 

@@ -83,13 +83,16 @@ pop3_offer pop3_session::offer() const
 asio::awaitable<bool> pop3_session::send_message(mail::message_entry const& m, std::optional<std::uint32_t> top)
 {
     fd_guard f{::open(m.path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW)};
-    if (f.fd < 0 && errno == ENOENT && md_) {
-        // Renamed meanwhile by another agent (an IMAP server setting a flag):
-        // the same message, as DELE finds it too.
-        if (auto const now = md_->renamed(m))
+    // Renamed meanwhile by another agent (an IMAP server setting a flag):
+    // the same message, as DELE finds it too; looked for afresh when it was
+    // renamed again before the open.
+    for (int tries = 0; f.fd < 0 && errno == ENOENT && md_ && tries < mail::maildir::renamed_tries; ++tries) {
+        if (auto const now = md_->renamed(m, tries > 0))
             f.fd = ::open(now->c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-        else
-            errno = ENOENT;
+        else {
+            errno = ENOENT;  // gone
+            break;
+        }
     }
     if (f.fd < 0) {
         int const err = errno;
