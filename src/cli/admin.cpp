@@ -911,6 +911,10 @@ void add_db_commands(CLI::App& app, global_options& g, std::function<int()>& run
             auto const s = effective_settings(g);
             auto const& [from, to] = *copy_args;
             if (from == to) throw user_error("source and destination are the same database");
+            // Checked (and shown) as open_named checks and shows it: a
+            // conninfo string or a URI may hold a password.
+            if (auto const why = config::database_problem(to); !why.empty())
+                throw user_error("destination database " + store::database_label(to) + ": " + why);
             auto src = open_named(s, from, db_open::existing);
             // Only `db migrate` and `serve` make a database: a mistyped DEST
             // must not become a new file and a report of success.

@@ -505,6 +505,8 @@ def test_root_commands_on_the_accounts_database_run_as_the_account(open_tmp):
     (("allow", "add", "192.0.2.0/24", "--until", ""), "bad time ''"),
     (("allow", "add", "192.0.2.0/24", "--for", ""), "bad duration ''"),
     (("grant", "add", "192.0.2.7", "--ttl", ""), "bad duration ''"),
+    # A conninfo string is refused and not shown, as a destination too.
+    (("db", "copy", "var/popgate.db", "host = db.example password=s3cret"), "(a libpq key=value string, not shown)"),
     (("db", "audit", "-n", "-1"), "--limit: Value -1 not in range"),
     (("db", "audit", "-n", "0"), "--limit: Value 0 not in range"),
 ])
@@ -515,7 +517,7 @@ def test_impossible_times_and_limits_are_refused_not_moved(tmp_path, args, messa
     assert popgate("-c", g.config_file, "db", "migrate").returncode == 0
     r = popgate("-c", g.config_file, *args)
     assert r.returncode != 0 and message in r.stderr, r.stdout + r.stderr
-    assert "stoll" not in r.stderr
+    assert "stoll" not in r.stderr and "s3cret" not in r.stderr
     assert "192.0.2.0/24" not in popgate("-c", g.config_file, "allow", "list").stdout
     assert "192.0.2.7" not in popgate("-c", g.config_file, "grant", "list").stdout
 
