@@ -44,12 +44,130 @@ std::string octal(mode_t m)
     return buf;
 }
 
+struct fd_holder {
+    int fd = -1;
+    fd_holder() = default;
+    explicit fd_holder(int f) : fd(f) {}
+    fd_holder(fd_holder&& o) noexcept : fd(std::exchange(o.fd, -1)) {}
+    fd_holder& operator=(fd_holder&& o) noexcept
+    {
+        if (this != &o) {
+            if (fd >= 0) ::close(fd);
+            fd = std::exchange(o.fd, -1);
+        }
+        return *this;
+    }
+    ~fd_holder()
+    {
+        if (fd >= 0) ::close(fd);
+    }
+};
+
+// Sets the mode (and, with `a`, hands to the account) the directory or file
+// that `fd` (O_PATH) holds. fchmod refuses an O_PATH descriptor; its /proc
+// name reaches the file itself.
+bool set_owner_mode(int fd, std::optional<mode_t> mode, service_account const* a)
+{
+    if (mode && ::chmod(("/proc/self/fd/" + std::to_string(fd)).c_str(), *mode) != 0) return false;
+    return !a || !a->switches || ::fchownat(fd, "", a->uid, a->gid, AT_EMPTY_PATH) == 0;
+}
+
+// What open_dir_trusted makes when a directory is missing.
+struct make_spec {
+    mode_t last_mode;  // the last directory's; 0750 above it
+    service_account const* account;
+};
+
+// An O_PATH descriptor of the directory `dir`, reached as root may trust:
+// component by component through real directories (openat, O_NOFOLLOW),
+// and through a symbolic link only when root owns it and the directory
+// holding it, which no group and no one else may write (an administrator's
+// /var/lib/popgate -> /srv/popgate). A link someone else made, or could
+// have put in place, is not followed: a directory of the account's on the
+// way cannot lead root elsewhere, however it is swapped meanwhile. With
+// `make`, a missing directory is made through the descriptor of the one
+// above it, then chmodded and handed over through its own. Invalid (with
+// `why`) when it cannot.
+fd_holder open_dir_trusted(fs::path const& dir, std::optional<make_spec> const& make, std::string& why)
+{
+    std::vector<std::string> todo;  // components left, the next one last
+    auto const push = [&todo](fs::path const& p) {
+        std::vector<std::string> parts;
+        for (auto const& c : p)
+            if (auto const n = c.string(); !n.empty() && n != "/" && n != ".") parts.push_back(n);
+        todo.insert(todo.end(), parts.rbegin(), parts.rend());
+    };
+    auto const from_root = [](bool absolute) {
+        return fd_holder(::open(absolute ? "/" : ".", O_PATH | O_DIRECTORY | O_CLOEXEC));
+    };
+    fd_holder at = from_root(dir.is_absolute());
+    push(dir);
+    int links = 0;
+    while (at.fd >= 0 && !todo.empty()) {
+        std::string const name = todo.back();
+        todo.pop_back();
+        fd_holder next(::openat(at.fd, name.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        if (next.fd < 0 && errno == ENOENT && make) {
+            mode_t const m = todo.empty() ? make->last_mode : 0750;
+            bool const made = ::mkdirat(at.fd, name.c_str(), m) == 0;
+            if (!made && errno != EEXIST) {
+                why = "cannot create " + name + ": " + std::strerror(errno);
+                return {};
+            }
+            next = fd_holder(::openat(at.fd, name.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+            // Only what this process made (someone may have put their own in
+            // its place between the two calls: left as it is).
+            struct stat st {};
+            if (made && next.fd >= 0 && ::fstat(next.fd, &st) == 0 && st.st_uid == ::geteuid() &&
+                !set_owner_mode(next.fd, m, make->account)) {
+                why = "cannot set the owner and mode of " + name + ": " + std::strerror(errno);
+                return {};
+            }
+        }
+        if (next.fd < 0 && (errno == ELOOP || errno == ENOTDIR)) {
+            struct stat link {}, holder {};
+            if (::fstatat(at.fd, name.c_str(), &link, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(link.st_mode)) {
+                bool const trusted = link.st_uid == 0 && ::fstat(at.fd, &holder) == 0 && holder.st_uid == 0 &&
+                                     (holder.st_mode & (S_IWGRP | S_IWOTH)) == 0;
+                std::string target(4096, '\0');
+                auto const n = trusted && ++links <= 40 ? ::readlinkat(at.fd, name.c_str(), target.data(), target.size())
+                                                        : -1;
+                if (n <= 0 || static_cast<std::size_t>(n) >= target.size()) {
+                    why = name + " is a symbolic link that only root, in a directory only root may write, "
+                                 "may make for popgate to follow as root";
+                    return {};
+                }
+                target.resize(static_cast<std::size_t>(n));
+                if (fs::path(target).is_absolute()) at = from_root(true);
+                push(target);
+                continue;
+            }
+        }
+        if (next.fd < 0) {
+            why = name + ": " + std::strerror(errno);
+            return {};
+        }
+        at = std::move(next);
+    }
+    if (at.fd < 0) why = std::strerror(errno);
+    return at;
+}
+
 // Makes every missing directory of `dir`: the last one with `mode`, those
 // above it 0750, each chmod'ed after mkdir so that the umask does not decide,
-// and handed to the account when the daemon is about to switch to it.
+// and handed to the account when the daemon is about to switch to it. As
+// root, through open_dir_trusted: a directory of the account's on the way
+// (the packaged /var/lib/popgate) cannot lead root to chown another. Not as
+// root, by path: the process can change only what it could anyway.
 void make_dirs(fs::path const& dir, mode_t mode, service_account const& a, char const* key)
 {
     if (dir.empty()) return;
+    if (::geteuid() == 0) {
+        std::string why;
+        if (open_dir_trusted(dir, make_spec{mode, &a}, why).fd < 0)
+            throw std::runtime_error(std::string(key) + ": " + dir.string() + ": " + why);
+        return;
+    }
     fs::path prefix;
     auto const last = std::prev(dir.end());
     for (auto it = dir.begin(); it != dir.end(); ++it) {
@@ -61,17 +179,9 @@ void make_dirs(fs::path const& dir, mode_t mode, service_account const& a, char 
             throw std::runtime_error(std::string(key) + ": cannot create " + prefix.string() + ": " +
                                      std::strerror(errno));
         }
-        // The directory just made, never a link put in its place meanwhile:
-        // the one above may be the account's, and root would chmod and
-        // chown whatever the link names.
-        int const fd = ::open(prefix.c_str(), O_PATH | O_NOFOLLOW | O_DIRECTORY | O_CLOEXEC);
-        bool const ok = fd >= 0 && ::chmod(("/proc/self/fd/" + std::to_string(fd)).c_str(), m) == 0 &&
-                        (!a.switches || ::fchownat(fd, "", a.uid, a.gid, AT_EMPTY_PATH) == 0);
-        int const err = errno;
-        if (fd >= 0) ::close(fd);
-        if (!ok)
-            throw std::runtime_error(std::string(key) + ": cannot set the owner and mode of " + prefix.string() +
-                                     ": " + (fd < 0 ? "it was replaced while it was made" : std::strerror(err)));
+        if (::chmod(prefix.c_str(), m) != 0)
+            throw std::runtime_error(std::string(key) + ": cannot set the mode of " + prefix.string() + ": " +
+                                     std::strerror(errno));
     }
 }
 
@@ -207,7 +317,11 @@ std::vector<gid_t> groups_of(service_account const& a)
         if (::getgrouplist(a.name.c_str(), a.gid, g.data(), &n) < 0) n = 0;
     }
     g.resize(static_cast<std::size_t>(std::max(n, 0)));
-    if (std::find(g.begin(), g.end(), a.gid) == g.end()) g.push_back(a.gid);
+    // server.group, and the user's own (passwd) group when server.group is another.
+    std::vector<gid_t> own{a.gid};
+    if (passwd const* pw = ::getpwnam(a.name.c_str())) own.push_back(pw->pw_gid);
+    for (gid_t const o : own)
+        if (std::find(g.begin(), g.end(), o) == g.end()) g.push_back(o);
     return g;
 }
 
@@ -216,13 +330,17 @@ std::vector<gid_t> groups_of(service_account const& a)
 // its group or others may write it; but in a sticky directory (/tmp) only
 // the entries it owns, so not when the entry on the way (`entry_uid`, none
 // for a name not there yet) is another's.
-bool account_may_change(struct stat const& st, service_account const& a, std::vector<gid_t> const& groups,
-                        std::optional<uid_t> entry_uid)
+bool account_may_change(fs::path const& dir, struct stat const& st, service_account const& a,
+                        std::vector<gid_t> const& groups, std::optional<uid_t> entry_uid)
 {
     if (st.st_uid == a.uid) return true;
-    bool const writable = (st.st_mode & S_IWOTH) != 0 ||
-                          ((st.st_mode & S_IWGRP) != 0 &&
-                           std::find(groups.begin(), groups.end(), st.st_gid) != groups.end());
+    bool writable = (st.st_mode & S_IWOTH) != 0 ||
+                    ((st.st_mode & S_IWGRP) != 0 && std::find(groups.begin(), groups.end(), st.st_gid) != groups.end());
+    if (!writable) {
+        // What the mode bits do not say (an ACL entry for the account).
+        as_account const as(a);
+        writable = ::faccessat(AT_FDCWD, dir.c_str(), W_OK, AT_EACCESS) == 0;
+    }
     if (!writable) return false;
     if ((st.st_mode & S_ISVTX) == 0 || !entry_uid) return true;
     return *entry_uid == a.uid;
@@ -243,7 +361,7 @@ bool account_can_redirect(fs::path const& file, service_account const& a)
         for (;;) {
             struct stat st {};
             if (::lstat(d.c_str(), &st) == 0) {
-                if (S_ISDIR(st.st_mode) && account_may_change(st, a, groups, entry)) return true;
+                if (S_ISDIR(st.st_mode) && account_may_change(d, st, a, groups, entry)) return true;
                 if (S_ISLNK(st.st_mode) && st.st_uid == a.uid) return true;
                 entry = st.st_uid;
             } else {
@@ -253,10 +371,14 @@ bool account_can_redirect(fs::path const& file, service_account const& a)
             d = d.parent_path();
         }
     };
-    auto const dir = fs::absolute(file).lexically_normal().parent_path();
+    // As written, not lexically normalised: "l/.." is the parent of where
+    // the link l leads, which lstat() resolves as the kernel does. Then
+    // the path the kernel resolves, as far as it exists (a missing
+    // database directory included).
+    auto const dir = fs::absolute(file).parent_path();
     if (check(dir)) return true;
     std::error_code ec;
-    auto const real = fs::canonical(dir, ec);
+    auto const real = fs::weakly_canonical(dir, ec);
     return !ec && real != dir && check(real);
 }
 
@@ -264,7 +386,16 @@ void prepare_log_file(fs::path const& file, service_account const& a)
 {
     if (file.empty()) return;
     if (file.has_parent_path()) make_dirs(file.parent_path(), 0750, a, "log.file");
-    int const fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0640);
+    // As root, through the directory reached as root may trust (make_dirs).
+    fd_holder dir;
+    if (::geteuid() == 0) {
+        std::string why;
+        dir = open_dir_trusted(file.has_parent_path() ? file.parent_path() : fs::path("."), std::nullopt, why);
+        if (dir.fd < 0) throw std::runtime_error("log.file: " + file.string() + ": " + why);
+    }
+    int const fd = ::openat(dir.fd >= 0 ? dir.fd : AT_FDCWD,
+                            (dir.fd >= 0 ? file.filename() : file).c_str(),
+                            O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0640);
     if (fd < 0) {
         if (errno == EEXIST) return;
         throw std::runtime_error("log.file: cannot create " + file.string() + ": " + std::strerror(errno));
@@ -536,8 +667,13 @@ void check_database_usable(config::settings const& s, service_account const& a)
         struct stat st {};
         if (::lstat(f.c_str(), &st) != 0) continue;
         if (::faccessat(AT_FDCWD, f.c_str(), R_OK | W_OK, AT_EACCESS) == 0) continue;
+        // No chown advice for a name the account may have planted: it
+        // would give away what the link or the other names lead to.
+        std::string const fix = S_ISLNK(st.st_mode) ? "it is a symbolic link: remove it, and name the file itself"
+                                : st.st_nlink != 1  ? "it has other names (hard links): remove this one"
+                                                    : "chown " + a.name + " " + f;
         throw std::runtime_error("storage.database: " + f + " is not readable and writable by " + a.name +
-                                 ", which opens it: " + describe(f) + "; chown " + a.name + " " + f +
+                                 ", which opens it: " + describe(f) + "; " + fix +
                                  " (root does not hand over files in a directory " + a.name + " may change)");
     }
 }
@@ -548,10 +684,18 @@ void hand_database_to(config::settings const& s, std::string const& database, se
     // The group stays storage.group's when one is set: the MTA's lookup
     // table reads the files through it.
     gid_t const group = s.database_group.empty() ? a.gid : static_cast<gid_t>(-1);
+    // Through the directory reached as root may trust (open_dir_trusted),
+    // never by path.
+    fs::path const path(database);
+    std::string why;
+    fd_holder const dir = open_dir_trusted(path.has_parent_path() ? path.parent_path() : fs::path("."), std::nullopt,
+                                           why);
+    if (dir.fd < 0) throw std::runtime_error("storage.database: cannot hand " + database + " to " + a.name + ": " + why);
     for (char const* suffix : {"", "-wal", "-shm", "-journal"}) {
         auto const f = database + suffix;
-        if (auto const why = change_file(f, a.uid, group, std::nullopt); !why.empty())
-            throw std::runtime_error("storage.database: cannot hand " + f + " to " + a.name + ": " + why);
+        if (auto const no = change_file(fs::path(f).filename().string(), a.uid, group, std::nullopt, false, dir.fd);
+            !no.empty())
+            throw std::runtime_error("storage.database: cannot hand " + f + " to " + a.name + ": " + no);
     }
 }
 
@@ -572,24 +716,26 @@ void share_database(config::settings const& s, service_account const& a)
         throw std::runtime_error("storage.group: cannot give " + p.string() + " to group " + s.database_group +
                                  " with mode " + octal(mode) + ": " + why + "; " + describe(p) + advice);
     };
-    // As root, never through a link, the directory either: the one above it
-    // may be the account's (the packaged layout, /var/lib/popgate/db), which
-    // could put a link in its place. The files are then changed through the
-    // directory opened here, never by their path, which the account could
-    // lead elsewhere by swapping the directory after this check.
+    // As root, the directory is reached as root may trust (open_dir_trusted:
+    // the one above it may be the account's, the packaged layout
+    // /var/lib/popgate/db, which could swap a directory on the way for a
+    // link), once; it and the files are changed through that descriptor,
+    // never by path. Not as root, by path: only what the process could
+    // change anyway.
     auto const db_dir = database_dir(s);
-    if (auto const why = change_file(db_dir.string(), owner, gid, 02750, true); !why.empty())
-        refuse(db_dir, 02750, why);
-    bool const root = ::geteuid() == 0;
-    int const dir_fd = ::open(db_dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC | (root ? O_NOFOLLOW : 0));
-    if (dir_fd < 0) refuse(db_dir, 02750, std::strerror(errno));
-    struct fd_closer {
-        int fd;
-        ~fd_closer() { ::close(fd); }
-    } const closer{dir_fd};
+    fd_holder dir;
+    if (::geteuid() == 0) {
+        std::string why;
+        dir = open_dir_trusted(db_dir, std::nullopt, why);
+        if (dir.fd < 0) refuse(db_dir, 02750, why);
+    } else {
+        dir = fd_holder(::open(db_dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+        if (dir.fd < 0) refuse(db_dir, 02750, std::strerror(errno));
+    }
+    if (auto const why = change_file(".", owner, gid, 02750, true, dir.fd); !why.empty()) refuse(db_dir, 02750, why);
     for (char const* suffix : {"", "-wal", "-shm"}) {
         fs::path const f = s.database.string() + suffix;
-        if (auto const why = change_file(f.filename().string(), owner, gid, 0640, false, dir_fd); !why.empty())
+        if (auto const why = change_file(f.filename().string(), owner, gid, 0640, false, dir.fd); !why.empty())
             refuse(f, 0640, why);
     }
 }

@@ -498,6 +498,33 @@ def test_root_commands_on_the_accounts_database_run_as_the_account(open_tmp):
     os.chmod(g.db.parent, 0o755)
 
 
+@needs_root
+def test_a_dot_dot_after_a_link_does_not_hide_the_accounts_directory(open_tmp):
+    """rootonly/l/../db with l -> the account's directory: the path as
+    written, lexically normalised, was root's, so root's SQLite opened the
+    database in the account's directory and followed a hard link there."""
+    nobody = 65534
+    (open_tmp / "rootonly").mkdir()
+    acct = open_tmp / "acct"
+    (acct / "sub").mkdir(parents=True)
+    for d in (acct, acct / "sub"):
+        os.chown(d, nobody, nobody)
+    (open_tmp / "rootonly" / "l").symlink_to(acct / "sub")
+    db = open_tmp / "rootonly" / "l" / ".." / "db" / "popgate.db"
+    g = Gateway(open_tmp / "cfg", {"server": {"user": "nobody"}, "storage": {"database": str(db)}})
+    r = popgate("-c", g.config_file, "db", "migrate")
+    assert r.returncode == 0, r.stderr
+    real = acct / "db" / "popgate.db"
+    assert os.stat(real).st_uid == nobody  # made as the account
+    victim = open_tmp / "victim"
+    victim.write_bytes(b"root's own file\n")
+    os.chmod(victim, 0o646)
+    os.link(victim, f"{real}-wal")
+    r = popgate("-c", g.config_file, "user", "list")
+    st = os.stat(victim)
+    assert (st.st_uid, st.st_gid) == (0, 0), r.stdout + r.stderr
+
+
 @pytest.mark.parametrize("args,message", [
     (("allow", "add", "192.0.2.0/24", "--until", "2027-02-31"), "bad time '2027-02-31'"),
     (("allow", "add", "192.0.2.0/24", "--until", "99999999999999999999"), "bad time '99999999999999999999'"),

@@ -281,6 +281,45 @@ def test_a_link_where_a_database_file_goes_is_refused_before_root_opens_it(suffi
         shutil.rmtree(top, ignore_errors=True)
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to test the privilege drop")
+@sqlite_only("the SQLite directory the daemon makes")
+def test_root_makes_no_directory_through_a_link_the_account_made():
+    # A directory of the account's on the way to the database, and a link
+    # in it that the account made (to a directory of root's): mkdir() by
+    # path followed it, and root made the missing database directory in
+    # root's directory and gave it to the account. Root now walks the path
+    # itself and follows only links root made in directories only root may
+    # write.
+    top = Path(tempfile.mkdtemp(prefix="popgate-daemon-", dir="/tmp"))
+    os.chmod(top, 0o755)
+    try:
+        nobody = pwd.getpwnam("nobody")
+        acct, rootarea = top / "acct", top / "rootarea"
+        acct.mkdir()
+        rootarea.mkdir(mode=0o755)
+        os.chown(acct, nobody.pw_uid, nobody.pw_gid)
+        (acct / "b").symlink_to(rootarea)
+        os.lchown(acct / "b", nobody.pw_uid, nobody.pw_gid)
+        g = Gateway(top / "gw", overrides={"server": {"user": "nobody", "group": "nogroup"},
+                                           "storage": {"database": str(acct / "b" / "db" / "popgate.db")}})
+        g.allow_unclean_exit = True
+        with pytest.raises(RuntimeError) as e:
+            g.start(timeout=60)
+        assert "storage.database: " in str(e.value)
+        assert "b is a symbolic link that only root, in a directory only root may write, may make" in str(e.value)
+        assert list(rootarea.iterdir()) == []
+        # The same link made by root in a directory of root's is followed.
+        (acct / "b").unlink()
+        (top / "linked").symlink_to(acct)
+        g2 = Gateway(top / "gw2", overrides={"server": {"user": "nobody", "group": "nogroup"},
+                                             "storage": {"database": str(top / "linked" / "db" / "popgate.db")}})
+        g2.start()
+        assert os.stat(acct / "db").st_uid == nobody.pw_uid
+        g2.stop()
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 @sqlite_only("a SQLite file's path")
 def test_root_follows_a_link_above_the_database_but_not_at_it(tmp_path):
