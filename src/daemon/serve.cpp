@@ -77,9 +77,19 @@ bool any_tls(config::settings const& s)
 }
 
 // The certificate and key (made first when self_signed and both are missing).
-io::tls_material read_tls(config::settings const& s)
+// Started as root, a self-signed pair in a directory the account controls
+// (the default var/tls, /var/lib/popgate/tls) is made with the account's
+// ids: root writing there by path could be led by a link anywhere.
+io::tls_material read_tls(config::settings const& s, service_account const& a)
 {
-    if (io::ensure_self_signed(s.tls, s.hostname))
+    bool made = false;
+    if (::geteuid() == 0 && (account_can_redirect(s.tls.cert_file, a) || account_can_redirect(s.tls.key_file, a))) {
+        as_account const as(a);
+        made = io::ensure_self_signed(s.tls, s.hostname);
+    } else {
+        made = io::ensure_self_signed(s.tls, s.hostname);
+    }
+    if (made)
         spdlog::info("tls self-signed certificate created cert={} key={}", s.tls.cert_file.string(),
                      s.tls.key_file.string());
     return io::read_tls_material(s.tls);
@@ -90,7 +100,7 @@ std::shared_ptr<asio::ssl::context> load_tls(server& srv, config::settings const
     if (!any_tls(s)) return nullptr;
     io::tls_material m;
     try {
-        m = read_tls(s);
+        m = read_tls(s, srv.account);
     } catch (std::exception const& e) {
         // After the switch the service user usually may not read the key:
         // keep serving what was read as root rather than fail the reload.
@@ -413,8 +423,8 @@ int serve(std::string const& config_file, std::string const& db_override, serve_
     try {
         srv.account = find_service_account(*settings);
         // Made before spdlog opens it, so that its mode (0640) does not depend on the umask.
-        prepare_log_file(settings->log_file, srv.account);
-        log::setup(settings->log_level, log_destination(settings->log_to), settings->log_file);
+        int const log_fd = prepare_log_file(settings->log_file, srv.account);
+        log::setup(settings->log_level, log_destination(settings->log_to), settings->log_file, log_fd);
         srv.nofile = raise_nofile_limit();
         ::umask(077);  // every file the daemon makes (database, Maildirs, keys) is private
         // OpenSSL writes a TLS session's socket itself (io::tls_socket) with

@@ -103,9 +103,19 @@ fd_holder open_dir_trusted(fs::path const& dir, std::optional<make_spec> const& 
     fd_holder at = from_root(dir.is_absolute());
     push(dir);
     int links = 0;
+    bool others = false;  // a directory passed may be changed by someone other than root
     while (at.fd >= 0 && !todo.empty()) {
         std::string const name = todo.back();
         todo.pop_back();
+        struct stat here {};
+        if (::fstat(at.fd, &here) == 0 && (here.st_uid != 0 || (here.st_mode & (S_IWGRP | S_IWOTH)) != 0))
+            others = true;
+        // Its owner may move such a directory elsewhere meanwhile: what is
+        // above it then is wherever they put it.
+        if (name == ".." && others) {
+            why = "'..' after a directory that someone other than root may change";
+            return {};
+        }
         fd_holder next(::openat(at.fd, name.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
         if (next.fd < 0 && errno == ENOENT && make) {
             mode_t const m = todo.empty() ? make->last_mode : 0750;
@@ -133,8 +143,9 @@ fd_holder open_dir_trusted(fs::path const& dir, std::optional<make_spec> const& 
                 auto const n = trusted && ++links <= 40 ? ::readlinkat(at.fd, name.c_str(), target.data(), target.size())
                                                         : -1;
                 if (n <= 0 || static_cast<std::size_t>(n) >= target.size()) {
-                    why = name + " is a symbolic link that only root, in a directory only root may write, "
-                                 "may make for popgate to follow as root";
+                    why = trusted ? name + ": too many symbolic links on the way (a loop?)"
+                                  : name + " is a symbolic link that only root, in a directory only root may "
+                                           "write, may make for popgate to follow as root";
                     return {};
                 }
                 target.resize(static_cast<std::size_t>(n));
@@ -382,30 +393,40 @@ bool account_can_redirect(fs::path const& file, service_account const& a)
     return !ec && real != dir && check(real);
 }
 
-void prepare_log_file(fs::path const& file, service_account const& a)
+int prepare_log_file(fs::path const& file, service_account const& a)
 {
-    if (file.empty()) return;
+    if (file.empty()) return -1;
     if (file.has_parent_path()) make_dirs(file.parent_path(), 0750, a, "log.file");
     // As root, through the directory reached as root may trust (make_dirs).
     fd_holder dir;
-    if (::geteuid() == 0) {
+    bool const root = ::geteuid() == 0;
+    if (root) {
         std::string why;
         dir = open_dir_trusted(file.has_parent_path() ? file.parent_path() : fs::path("."), std::nullopt, why);
         if (dir.fd < 0) throw std::runtime_error("log.file: " + file.string() + ": " + why);
     }
-    int const fd = ::openat(dir.fd >= 0 ? dir.fd : AT_FDCWD,
-                            (dir.fd >= 0 ? file.filename() : file).c_str(),
-                            O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0640);
-    if (fd < 0) {
-        if (errno == EEXIST) return;
-        throw std::runtime_error("log.file: cannot create " + file.string() + ": " + std::strerror(errno));
+    constexpr int flags = O_WRONLY | O_APPEND | O_CLOEXEC | O_NOFOLLOW;
+    int const at = dir.fd >= 0 ? dir.fd : AT_FDCWD;
+    auto const name = dir.fd >= 0 ? file.filename() : file;
+    int fd = ::openat(at, name.c_str(), flags | O_CREAT | O_EXCL, 0640);
+    if (fd >= 0) {
+        bool const ok = ::fchmod(fd, 0640) == 0 && (!a.switches || ::fchown(fd, a.uid, a.gid) == 0);
+        int const err = errno;
+        if (!ok) {
+            ::close(fd);
+            throw std::runtime_error("log.file: cannot set the owner and mode of " + file.string() + ": " +
+                                     std::strerror(err));
+        }
+    } else if (errno == EEXIST && root) {
+        fd = ::openat(at, name.c_str(), flags);
     }
-    bool const ok = ::fchmod(fd, 0640) == 0 && (!a.switches || ::fchown(fd, a.uid, a.gid) == 0);
-    int const err = errno;
-    ::close(fd);
-    if (!ok)
-        throw std::runtime_error("log.file: cannot set the owner and mode of " + file.string() + ": " +
-                                 std::strerror(err));
+    if (fd < 0 && (root || errno != EEXIST))
+        throw std::runtime_error("log.file: cannot open " + file.string() + ": " + std::strerror(errno));
+    if (!root && fd >= 0) {
+        ::close(fd);
+        return -1;
+    }
+    return fd;
 }
 
 namespace {

@@ -50,10 +50,14 @@ std::FILE* open_log(std::string const& path, std::string& why)
 // after logrotate (or `mv`) it would write into the renamed file for ever.
 class reopenable_file_sink final : public spdlog::sinks::base_sink<std::mutex> {
 public:
-    explicit reopenable_file_sink(std::string path) : path_(std::move(path))
+    reopenable_file_sink(std::string path, int opened) : path_(std::move(path))
     {
         std::string why;
-        file_ = open_log(path_, why);
+        file_ = opened >= 0 ? ::fdopen(opened, "a") : open_log(path_, why);
+        if (!file_ && opened >= 0) {
+            why = path_ + ": " + std::strerror(errno);
+            ::close(opened);
+        }
         if (!file_) throw std::runtime_error("log.file: cannot open " + why);
     }
     ~reopenable_file_sink() override { std::fclose(file_); }
@@ -144,7 +148,7 @@ std::shared_ptr<reopenable_file_sink> file_sink;
 
 }  // namespace
 
-void setup(std::string_view level, destination to, std::string const& file)
+void setup(std::string_view level, destination to, std::string const& file, int opened)
 {
     std::shared_ptr<spdlog::sinks::sink> sink;
     file_sink.reset();
@@ -159,7 +163,8 @@ void setup(std::string_view level, destination to, std::string const& file)
         }
         break;
     case destination::file:
-        file_sink = std::make_shared<reopenable_file_sink>(file);
+        file_sink = std::make_shared<reopenable_file_sink>(file, opened);
+        opened = -1;
         sink = file_sink;
         break;
     case destination::syslog:
@@ -174,6 +179,7 @@ void setup(std::string_view level, destination to, std::string const& file)
     logger->set_level(spdlog::level::from_str(std::string(level)));
     logger->flush_on(spdlog::level::info);
     spdlog::set_default_logger(std::move(logger));
+    if (opened >= 0) ::close(opened);  // not the file destination's
 }
 
 bool reopen(std::string& why)

@@ -320,6 +320,69 @@ def test_root_makes_no_directory_through_a_link_the_account_made():
         shutil.rmtree(top, ignore_errors=True)
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to test the privilege drop")
+def test_the_self_signed_pair_in_the_accounts_directory_is_made_as_the_account():
+    # tls/ in a directory of the account's (the default var/tls): a link the
+    # account put there had root write a new key and certificate into a
+    # directory of root's. The pair is made with the account's ids.
+    top = Path(tempfile.mkdtemp(prefix="popgate-daemon-", dir="/tmp"))
+    os.chmod(top, 0o755)
+    try:
+        nobody = pwd.getpwnam("nobody")
+        state, rootarea = top / "state", top / "rootarea"
+        state.mkdir()
+        rootarea.mkdir(mode=0o700)
+        os.chown(state, nobody.pw_uid, nobody.pw_gid)
+        (state / "tls").symlink_to(rootarea)
+        os.lchown(state / "tls", nobody.pw_uid, nobody.pw_gid)
+        g = Gateway(top / "gw", overrides={"server": {"user": "nobody", "group": "nogroup"},
+                                           "storage": {"database": str(state / "popgate.db")},
+                                           "mail": {"maildir": str(state / "mail" / "%u"),
+                                                    "relay_drop": str(state / "drop")},
+                                           "tls": {"cert_file": str(state / "tls" / "cert.pem"),
+                                                   "key_file": str(state / "tls" / "key.pem")}})
+        g.allow_unclean_exit = True
+        with pytest.raises(RuntimeError) as e:
+            g.start(timeout=60)
+        assert "Permission denied" in str(e.value) and "cert.pem" in str(e.value)
+        assert list(rootarea.iterdir()) == []
+        # Without the link, the account's own pair.
+        (state / "tls").unlink()
+        g.allow_unclean_exit = False
+        g.start()
+        st = os.stat(state / "tls" / "key.pem")
+        assert (st.st_uid, st.st_mode & 0o777) == (nobody.pw_uid, 0o600)
+        g.stop()
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to test the privilege drop")
+@sqlite_only("the SQLite directory the daemon makes")
+def test_root_takes_no_dot_dot_after_a_directory_the_account_may_move():
+    # rootonly/l/../db, l a link root made to a directory of the account's:
+    # the account may move that directory elsewhere while root walks, and
+    # '..' then leads wherever it put it.
+    top = Path(tempfile.mkdtemp(prefix="popgate-daemon-", dir="/tmp"))
+    os.chmod(top, 0o755)
+    try:
+        nobody = pwd.getpwnam("nobody")
+        (top / "rootonly").mkdir()
+        (top / "acct" / "sub").mkdir(parents=True)
+        for d in (top / "acct", top / "acct" / "sub"):
+            os.chown(d, nobody.pw_uid, nobody.pw_gid)
+        (top / "rootonly" / "l").symlink_to(top / "acct" / "sub")
+        g = Gateway(top / "gw", overrides={
+            "server": {"user": "nobody", "group": "nogroup"},
+            "storage": {"database": str(top / "rootonly" / "l" / ".." / "db" / "popgate.db")}})
+        g.allow_unclean_exit = True
+        with pytest.raises(RuntimeError) as e:
+            g.start(timeout=60)
+        assert "'..' after a directory that someone other than root may change" in str(e.value)
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 @sqlite_only("a SQLite file's path")
 def test_root_follows_a_link_above_the_database_but_not_at_it(tmp_path):

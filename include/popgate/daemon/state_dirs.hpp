@@ -59,7 +59,11 @@ bool account_can_redirect(std::filesystem::path const& file, service_account con
 
 // Makes the log file's missing directories (0750) and the file itself (0640),
 // owned by the account; an existing file keeps its owner and mode.
-void prepare_log_file(std::filesystem::path const& file, service_account const& a);
+// Started as root, it returns a descriptor of the file opened for appending
+// through a directory it walked itself (log::setup takes it over): by path,
+// a directory of the account's on the way could lead root's open elsewhere.
+// Else -1 (the log opens the path).
+int prepare_log_file(std::filesystem::path const& file, service_account const& a);
 
 // The database directory, the Maildir root (mail.maildir up to its first
 // placeholder) and, without an upstream, the relay drop: missing ones are made

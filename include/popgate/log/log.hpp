@@ -18,7 +18,10 @@ enum class destination {
 
 // Level "trace".."error"; `file` is the path for destination::file. Replaces
 // the default logger; call once, before any thread logs.
-void setup(std::string_view level, destination to, std::string const& file);
+// `opened`: with destination::file, a descriptor of `file` opened for
+// appending (the daemon started as root opens it through a directory it
+// walked itself), taken over; -1: the path is opened here.
+void setup(std::string_view level, destination to, std::string const& file, int opened = -1);
 
 // Opens the log file's path again (SIGHUP, SIGUSR1): after `mv popgate.log
 // popgate.log.1` new lines go to a new popgate.log. When the path cannot be
