@@ -13,7 +13,6 @@
 #include <signal.h>
 #include <termios.h>
 #include <pwd.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -160,17 +159,9 @@ std::unique_ptr<store::store> open_named(config::settings const& s, std::string 
         auto const account = daemon::find_service_account(s);
         if (daemon::account_can_redirect(database, account)) {
             daemon::become_account(account);
-            for (char const* suffix : {"", "-wal", "-shm"}) {
-                auto const f = database + suffix;
-                struct stat st {};
-                if (::lstat(f.c_str(), &st) != 0 || ::access(f.c_str(), R_OK | W_OK) == 0) continue;
-                // No chown advice for a name the account may have planted.
-                std::string const fix = S_ISLNK(st.st_mode) ? "it is a symbolic link: remove it"
-                                        : st.st_nlink != 1  ? "it has other names (hard links): remove this one"
-                                                            : "chown " + account.name + " " + f;
-                throw user_error("database " + f + " is not writable by " + account.name +
-                                 ", whose directory it is in and as whom this command runs: " + fix);
-            }
+            if (auto const why = daemon::unusable_database_file(database, account); !why.empty())
+                throw user_error("database " + why + " (this command runs as " + account.name +
+                                 ", whose directory it is in)");
         }
     }
     store::open_options o;

@@ -140,8 +140,8 @@ fd_holder open_dir_trusted(fs::path const& dir, std::optional<make_spec> const& 
                 bool const trusted = link.st_uid == 0 && ::fstat(at.fd, &holder) == 0 && holder.st_uid == 0 &&
                                      (holder.st_mode & (S_IWGRP | S_IWOTH)) == 0;
                 std::string target(4096, '\0');
-                auto const n = trusted && ++links <= 40 ? ::readlinkat(at.fd, name.c_str(), target.data(), target.size())
-                                                        : -1;
+                auto const n =
+                    trusted && ++links <= 40 ? ::readlinkat(at.fd, name.c_str(), target.data(), target.size()) : -1;
                 if (n <= 0 || static_cast<std::size_t>(n) >= target.size()) {
                     why = trusted ? name + ": too many symbolic links on the way (a loop?)"
                                   : name + " is a symbolic link that only root, in a directory only root may "
@@ -679,12 +679,10 @@ std::string change_file(std::string const& f, uid_t uid, gid_t gid, std::optiona
 
 }  // namespace
 
-void check_database_usable(config::settings const& s, service_account const& a)
+std::string unusable_database_file(std::string const& database, service_account const& a)
 {
-    if (!a.switches || s.database_is_postgresql()) return;
-    as_account const as(a);
     for (char const* suffix : {"", "-wal", "-shm", "-journal"}) {
-        auto const f = s.database.string() + suffix;
+        auto const f = database + suffix;
         struct stat st {};
         if (::lstat(f.c_str(), &st) != 0) continue;
         if (::faccessat(AT_FDCWD, f.c_str(), R_OK | W_OK, AT_EACCESS) == 0) continue;
@@ -693,10 +691,18 @@ void check_database_usable(config::settings const& s, service_account const& a)
         std::string const fix = S_ISLNK(st.st_mode) ? "it is a symbolic link: remove it, and name the file itself"
                                 : st.st_nlink != 1  ? "it has other names (hard links): remove this one"
                                                     : "chown " + a.name + " " + f;
-        throw std::runtime_error("storage.database: " + f + " is not readable and writable by " + a.name +
-                                 ", which opens it: " + describe(f) + "; " + fix +
-                                 " (root does not hand over files in a directory " + a.name + " may change)");
+        return f + " is not readable and writable by " + a.name + ", which opens it: " + describe(f) + "; " + fix;
     }
+    return {};
+}
+
+void check_database_usable(config::settings const& s, service_account const& a)
+{
+    if (!a.switches || s.database_is_postgresql()) return;
+    as_account const as(a);
+    if (auto const why = unusable_database_file(s.database.string(), a); !why.empty())
+        throw std::runtime_error("storage.database: " + why + " (root does not hand over files in a directory " +
+                                 a.name + " may change)");
 }
 
 void hand_database_to(config::settings const& s, std::string const& database, service_account const& a)

@@ -424,7 +424,9 @@ def test_db_migrate_as_root_hands_the_new_database_to_server_user(open_tmp):
     link = g.db.parent / "linked.db"
     link.symlink_to(victim)
     r = popgate("-c", g.config_file, "--db", link, "db", "migrate")
-    assert r.returncode != 0 and f"database {link} is not writable by nobody" in r.stderr, r.stdout + r.stderr
+    assert r.returncode != 0 and f"database {link} is not readable and writable by nobody" in r.stderr, \
+        r.stdout + r.stderr
+    assert "it is a symbolic link: remove it" in r.stderr and "chown" not in r.stderr, r.stderr
     assert os.stat(victim).st_uid == 0
     # server.user missing here: refused before the database is made, not after.
     g2 = Gateway(open_tmp / "cfg2", {"server": {"user": "no-such-user-here"}})
@@ -449,7 +451,9 @@ def test_root_commands_on_the_accounts_database_run_as_the_account(open_tmp):
     assert r.returncode == 0, r.stderr
     r = popgate("-c", g.config_file, "user", "add", "alice", input="pw-alice-1\n")
     assert r.returncode == 1, r.stdout + r.stderr
-    assert f"database {g.db} is not writable by nobody, whose directory it is in" in r.stderr, r.stderr
+    assert (f"database {g.db} is not readable and writable by nobody, which opens it: {g.db} (owner root:root, "
+            f"mode 0600); chown nobody {g.db} (this command runs as nobody, whose directory it is in)") \
+        in r.stderr, r.stderr
     assert os.stat(g.db).st_uid == 0
     # Done as told: written as the account, whose -wal and -shm are its own.
     for f in (g.db, Path(f"{g.db}-wal"), Path(f"{g.db}-shm")):

@@ -85,6 +85,14 @@ void prepare_state_dirs(config::settings const& s, service_account const& a);
 // and write it (a database root made there).
 void check_database_usable(config::settings const& s, service_account const& a);
 
+// "" when the process, with its effective ids (under as_account, or after
+// become_account), can read and write each of the SQLite database's files
+// that exist; else "FILE is not readable and writable by ACCOUNT, which
+// opens it: FILE (owner, mode); what to do", with no chown advice for a link
+// or a file with other names, which the account may have planted (it would
+// give away what they lead to).
+std::string unusable_database_file(std::string const& database, service_account const& a);
+
 // A SQLite database (and its -wal, -shm and -journal files) made by root
 // (`db migrate` in a directory only root may change), handed to the account
 // that will open it next: its owner becomes the account, its group
