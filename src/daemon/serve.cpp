@@ -82,13 +82,17 @@ bool any_tls(config::settings const& s)
 // ids: root writing there by path could be led by a link anywhere.
 io::tls_material read_tls(config::settings const& s, service_account const& a)
 {
-    bool made = false;
-    if (::geteuid() == 0 && (account_can_redirect(s.tls.cert_file, a) || account_can_redirect(s.tls.key_file, a))) {
-        as_account const as(a);
-        made = io::ensure_self_signed(s.tls, s.hostname);
-    } else {
-        made = io::ensure_self_signed(s.tls, s.hostname);
-    }
+    // A pair that is there (one an older popgate made as root, in a
+    // directory only root may read) is read as root, as always.
+    std::error_code ec;
+    bool const to_make = s.tls.self_signed && !std::filesystem::exists(s.tls.cert_file, ec) &&
+                         !std::filesystem::exists(s.tls.key_file, ec);
+    std::optional<as_account> as;
+    if (to_make && ::geteuid() == 0 &&
+        (account_can_redirect(s.tls.cert_file, a) || account_can_redirect(s.tls.key_file, a)))
+        as.emplace(a);
+    bool const made = io::ensure_self_signed(s.tls, s.hostname);
+    as.reset();
     if (made)
         spdlog::info("tls self-signed certificate created cert={} key={}", s.tls.cert_file.string(),
                      s.tls.key_file.string());

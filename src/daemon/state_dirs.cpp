@@ -405,7 +405,9 @@ int prepare_log_file(fs::path const& file, service_account const& a)
         dir = open_dir_trusted(file.has_parent_path() ? file.parent_path() : fs::path("."), std::nullopt, why);
         if (dir.fd < 0) throw std::runtime_error("log.file: " + file.string() + ": " + why);
     }
-    constexpr int flags = O_WRONLY | O_APPEND | O_CLOEXEC | O_NOFOLLOW;
+    // O_NONBLOCK: a FIFO put there must not hold the start until someone
+    // reads it (refused below, as anything but a regular file).
+    constexpr int flags = O_WRONLY | O_APPEND | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK;
     int const at = dir.fd >= 0 ? dir.fd : AT_FDCWD;
     auto const name = dir.fd >= 0 ? file.filename() : file;
     int fd = ::openat(at, name.c_str(), flags | O_CREAT | O_EXCL, 0640);
@@ -422,6 +424,11 @@ int prepare_log_file(fs::path const& file, service_account const& a)
     }
     if (fd < 0 && (root || errno != EEXIST))
         throw std::runtime_error("log.file: cannot open " + file.string() + ": " + std::strerror(errno));
+    if (struct stat st {}; fd >= 0 && (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))) {
+        ::close(fd);
+        throw std::runtime_error("log.file: " + file.string() + " is not a regular file");
+    }
+    if (fd >= 0) ::fcntl(fd, F_SETFL, O_WRONLY | O_APPEND);  // blocking writes from here on
     if (!root && fd >= 0) {
         ::close(fd);
         return -1;

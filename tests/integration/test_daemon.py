@@ -358,6 +358,29 @@ def test_the_self_signed_pair_in_the_accounts_directory_is_made_as_the_account()
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to test the privilege drop")
+def test_a_fifo_at_the_log_file_is_refused_not_waited_for(tmp_path):
+    # The account's directory: a FIFO there held a root start in open()
+    # until someone read it, and then logged to that reader.
+    top = Path(tempfile.mkdtemp(prefix="popgate-daemon-", dir="/tmp"))
+    os.chmod(top, 0o755)
+    try:
+        nobody = pwd.getpwnam("nobody")
+        logs = top / "logs"
+        logs.mkdir()
+        os.chown(logs, nobody.pw_uid, nobody.pw_gid)
+        os.mkfifo(logs / "popgate.log")
+        g = Gateway(top / "gw", overrides={"server": {"user": "nobody", "group": "nogroup"},
+                                           "log": {"target": "file", "file": str(logs / "popgate.log")}})
+        g.allow_unclean_exit = True
+        with pytest.raises(RuntimeError) as e:
+            g.start(timeout=10)
+        # O_NONBLOCK: a FIFO nobody reads is refused at once (ENXIO).
+        assert f"log.file: cannot open {logs}/popgate.log: No such device or address" in str(e.value)
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to test the privilege drop")
 @sqlite_only("the SQLite directory the daemon makes")
 def test_root_takes_no_dot_dot_after_a_directory_the_account_may_move():
     # rootonly/l/../db, l a link root made to a directory of the account's:

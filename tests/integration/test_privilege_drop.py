@@ -126,6 +126,39 @@ def reload(g):
 
 # -- a fresh directory ---------------------------------------------------------------
 
+def test_a_pair_an_older_root_start_made_is_still_read_as_root(gateways, nobody):
+    """An older popgate started as root made the self-signed pair as root,
+    in a var/tls only root may read, inside the account's var/. The pair is
+    now made as the account where the account controls its path; one that
+    is there is read as root, as before (a review found the start refused:
+    'Permission denied [var/tls/cert.pem]')."""
+    first = gateways.make(user=None)
+    layout = {"storage": {"database": "var/popgate.db"},
+              "mail": {"maildir": "var/mail/%u", "relay_drop": "var/relay-drop"},
+              "tls": {"cert_file": "var/tls/cert.pem", "key_file": "var/tls/key.pem"}}
+    pop3s = [{"name": "pop3s", "protocol": "pop3", "tls": "implicit"}]
+    # One directory, one config file: each Gateway writes it when made.
+    old = Gateway(first.root, overrides=layout, listeners=pop3s)
+    old.start()
+    assert old.stop() == 0
+    cert, key = first.root / "var" / "tls" / "cert.pem", first.root / "var" / "tls" / "key.pem"
+    assert owner_mode(key) == (0, 0, 0o600) and owner_mode(key.parent)[0] == 0
+    before = hashlib.sha256(ssl.PEM_cert_to_DER_cert(cert.read_text())).hexdigest()
+    for d, dirs, files in os.walk(first.root / "var"):
+        if Path(d) == key.parent:
+            dirs[:] = []
+            continue
+        for n in [d, *(os.path.join(d, f) for f in files + dirs)]:
+            if Path(n) != key.parent:
+                os.lchown(n, *nobody)
+    g = Gateway(first.root, overrides={**layout, "server": {"user": "nobody", "group": "nogroup"}},
+                listeners=pop3s)
+    g.start()
+    assert g.wait_log("privileges dropped user=nobody")
+    assert fingerprint(g.port("pop3s")) == before
+    assert owner_mode(key) == (0, 0, 0o600)
+    assert g.stop() == 0
+
 def test_a_database_root_made_in_the_accounts_directory_is_refused_not_chowned(gateways, nobody):
     """The daemon opens SQLite with the account's ids, never root's, and
     root chowns nothing in the account's directory (by path, the account
