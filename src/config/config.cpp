@@ -4,6 +4,7 @@
 #include "popgate/net/ip.hpp"
 #include "popgate/proto/smtpd_policy.hpp"
 
+#include <libpq-fe.h>
 #include <openssl/ssl.h>
 #include <toml++/toml.h>
 
@@ -557,11 +558,31 @@ bool is_postgresql_uri(std::string_view database) noexcept
 
 bool settings::database_is_postgresql() const { return is_postgresql_uri(database.native()); }
 
-bool looks_like_conninfo(std::string_view d) noexcept
+bool looks_like_conninfo(std::string_view d)
 {
-    constexpr std::string_view keys[] = {"host", "hostaddr", "port",    "dbname", "user",
-                                         "password", "passfile", "sslmode", "service"};
-    auto const space = [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; };
+    // libpq decides: what it parses is a connection string (its whole
+    // grammar, every keyword of this libpq, quoting included). A string it
+    // refuses still counts when any word of it is one of libpq's keywords
+    // followed by '=' ("host=db dbnme=gw password=..." misspelt): it may
+    // hold a password all the same. A path with no '=' is a file name.
+    if (d.find('=') == std::string_view::npos || is_postgresql_uri(d)) return false;
+    std::string const text(d);
+    char* err = nullptr;
+    if (PQconninfoOption* parsed = PQconninfoParse(text.c_str(), &err)) {
+        PQconninfoFree(parsed);
+        return true;
+    }
+    PQfreemem(err);
+    // Every keyword this libpq knows, with no defaults looked up.
+    std::unique_ptr<PQconninfoOption, decltype(&PQconninfoFree)> const known(PQconninfoParse("", nullptr),
+                                                                              PQconninfoFree);
+    if (!known) return true;  // out of memory: refusing is the safe side
+    auto const keyword = [&](std::string_view key) {
+        for (auto const* o = known.get(); o->keyword; ++o)
+            if (key == o->keyword) return true;
+        return false;
+    };
+    auto const space = [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; };
     auto const word = [](char c) { return (c >= 'a' && c <= 'z') || c == '_'; };
     for (std::size_t i = 0; i < d.size(); ++i) {
         if (i > 0 && !space(d[i - 1])) continue;  // a keyword starts the string or follows a space
@@ -569,8 +590,7 @@ bool looks_like_conninfo(std::string_view d) noexcept
         while (j < d.size() && word(d[j])) ++j;
         auto const key = d.substr(i, j - i);
         while (j < d.size() && space(d[j])) ++j;
-        if (j < d.size() && d[j] == '=' && std::find(std::begin(keys), std::end(keys), key) != std::end(keys))
-            return true;
+        if (j < d.size() && d[j] == '=' && keyword(key)) return true;
     }
     return false;
 }

@@ -538,6 +538,7 @@ def test_a_dot_dot_after_a_link_does_not_hide_the_accounts_directory(open_tmp):
     (("grant", "add", "192.0.2.7", "--ttl", ""), "bad duration ''"),
     # A conninfo string is refused and not shown, as a destination too.
     (("db", "copy", "var/popgate.db", "host = db.example password=s3cret"), "(a libpq key=value string, not shown)"),
+    (("db", "copy", "var/popgate.db", "sslpassword=s3cret connect_timeout=5"), "(a libpq key=value string, not shown)"),
     (("db", "audit", "-n", "-1"), "--limit: Value -1 not in range"),
     (("db", "audit", "-n", "0"), "--limit: Value 0 not in range"),
 ])

@@ -230,8 +230,9 @@ bool is_postgresql_uri(std::string_view database) noexcept;
 
 // A libpq key=value connection string (Dovecot's `connect =` form: host=...
 // dbname=..., spaces around '=' allowed), which popgate does not read: taken
-// as a file name it would make a SQLite database of that name.
-bool looks_like_conninfo(std::string_view database) noexcept;
+// as a file name it would make a SQLite database of that name. libpq's own
+// parser (PQconninfoParse) decides, and any of its keywords before a '='.
+bool looks_like_conninfo(std::string_view database);
 
 // Why a storage.database value cannot be used ("" when it can): an unknown
 // scheme, or a postgresql:// URI that carries a password. Also what the

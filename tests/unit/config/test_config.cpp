@@ -438,6 +438,17 @@ BOOST_AUTO_TEST_CASE(postgresql_uri_without_password_selects_postgresql)
     BOOST_TEST(database_problem("host = db.example dbname = popgate") != "");  // libpq allows the spaces
     BOOST_TEST(database_problem("var/my host=x.db") != "");  // so a file name like that is refused too
     BOOST_TEST(popgate::store::database_label("host=db password=s3cret").find("s3cret") == std::string::npos);
+    // Any keyword of libpq's, not only the common nine: a client key's
+    // passphrase became a file name. Quoted values as libpq reads them.
+    BOOST_TEST(database_problem("sslpassword=s3cret connect_timeout=5") != "");
+    BOOST_TEST(database_problem("sslkey=/k sslpassword='a b' target_session_attrs=any") != "");
+    BOOST_TEST(database_problem("options='-c x=y'") != "");
+    BOOST_TEST(database_problem("host=db dbnme=gw password=s3cret") != "");  // misspelt: libpq refuses it, still not a file
+    BOOST_TEST(popgate::store::database_label("sslpassword=s3cret").find("s3cret") == std::string::npos);
+    BOOST_TEST(popgate::store::database_label("postgresql://u@db/gw?passfile=/etc/pgpass") ==
+               "postgresql://u@db/gw?passfile=/etc/pgpass");
+    BOOST_TEST(database_problem("var/a=b.db") == "");
+    BOOST_TEST(database_problem("=x") == "");
     BOOST_TEST(database_problem("postgresql://db/popgate?application_name=pw:x@y") == "");
     // libpq decodes parameter names; values and other names are not passwords.
     // libpq takes user:password@ up to the first '/', across a '?'.
