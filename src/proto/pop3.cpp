@@ -1,5 +1,7 @@
 #include "popgate/proto/pop3.hpp"
 
+#include <algorithm>
+
 #include <array>
 #include <cstring>
 
@@ -158,9 +160,13 @@ result<std::pair<std::uint32_t, std::uint32_t>> parse_top_args(std::string_view 
     if (sp == s.npos) return errc::bad_arguments;
     auto msg = parse_msg_number(s.substr(0, sp));
     if (!msg) return msg.error();
-    auto lines = parse_decimal(s.substr(sp + 1), 0xffff'ffffu);
-    if (!lines) return lines.error();
-    return std::pair{*msg, *lines};
+    // Any count of lines past the last is the whole body, as Dovecot reads
+    // it: a client asking for "all" with 2^32 or 10^12 is served, not
+    // refused. Digits only, at least one.
+    auto const count = s.substr(sp + 1);
+    if (count.empty() || !std::all_of(count.begin(), count.end(), is_digit)) return errc::bad_number;
+    auto lines = parse_decimal(count, 0xffff'ffffu);
+    return std::pair{*msg, lines ? *lines : 0xffff'ffffu};
 }
 
 result<std::pair<std::string_view, std::string_view>> parse_apop_args(std::string_view s) noexcept

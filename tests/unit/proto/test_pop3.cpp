@@ -207,7 +207,10 @@ static top_case const tops[]{
     {" 1 0", false, 0, 0},
     {"0 1", false, 0, 0},
     {"1 -1", false, 0, 0},
-    {"1 4294967296", false, 0, 0},
+    {"1 4294967296", true, 1, 4294967295u},  // past any message's last line: the whole body, as Dovecot
+    {"1 000000000000000000000000000012", true, 1, 12},
+    {"1 99999999999999999999999999999999", true, 1, 4294967295u},
+    {"1 4294967296x", false, 0, 0},
     {"1  0", false, 0, 0},
     {"1 0 ", false, 0, 0},
     {"1 0 5", false, 0, 0},
