@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from popgate_test import client_tls_context, eventually, make_gateway  # noqa: F401  (fixture)
+from popgate_test import client_tls_context, eventually, make_gateway, sqlite_only  # noqa: F401  (fixture)
 from pop3_support import SourcePOP3, SourcePOP3_SSL, _close_clients  # noqa: F401  (autouse fixture)
 
 BODY = b"From: a@example.org\r\nTo: x@remote.test\r\nSubject: guard\r\n\r\nbody\r\n"
@@ -352,6 +352,33 @@ def test_sql_revokes_the_users_grants(gw, statement, detail):
     assert rcpt_from(g, "127.0.0.43") == DENIED
     assert grants(g) == [("127.0.0.44", "bob")]
     assert ("revoke", "127.0.0.43", "alice", detail) in audit(g, "revoke")
+
+
+@sqlite_only("REPLACE is SQLite's; on PostgreSQL a rename onto a name fails on the key")
+@pytest.mark.parametrize("statement,alice_renamed", [
+    # alice, with her own password, becomes bob: bob's login must not relay on.
+    ("UPDATE OR REPLACE users SET name = 'bob' WHERE name = 'alice'", True),
+    # A row put at bob's rowid, or moved there, deletes bob.
+    ("INSERT OR REPLACE INTO users (rowid, name, password_hash) "
+     "SELECT rowid, 'carol', password_hash FROM users WHERE name = 'bob'", False),
+    ("UPDATE OR REPLACE users SET rowid = (SELECT rowid FROM users WHERE name = 'bob') WHERE name = 'alice'", False),
+])
+def test_a_user_replaced_in_the_sqlite3_shell_stops_relaying(gw, statement, alice_renamed):
+    """REPLACE deletes the row in its way without DELETE triggers; schema 7
+    revokes that user's grants (detail 'user replaced'), through the
+    administrator's own sqlite3 shell, while the daemon runs."""
+    g = gw()
+    granted(g, "127.0.0.45")
+    granted(g, "127.0.0.46", user="bob")
+    r = subprocess.run(["sqlite3", str(g.db), statement], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert rcpt_from(g, "127.0.0.46") == DENIED
+    assert ("revoke", "127.0.0.46", "bob", "user replaced") in audit(g, "revoke")
+    assert g.sql("SELECT count(*) FROM users_replaced") == [(0,)]
+    if alice_renamed:
+        assert rcpt_from(g, "127.0.0.45") == DENIED  # the rename's own revocation
+    else:
+        assert rcpt_from(g, "127.0.0.45")[0] == 250  # alice's grant was not in the way
 
 
 def held_user_change(g, statement, started, release):

@@ -356,7 +356,7 @@ def test_db_check_reports_engine_schema_and_round_trip(pg, nodes):
     a, _ = nodes
     out = a.cli("db", "check").stdout
     assert out.startswith("engine PostgreSQL 15.")
-    assert "schema version 6 (this popgate: 6)" in out
+    assert "schema version 7 (this popgate: 7)" in out
     assert "round trip " in out and out.rstrip().endswith("ok")
     pg.stop()
     r = a.cli("db", "check", check=False)
@@ -397,7 +397,7 @@ def test_a_node_runs_with_only_the_grants_of_roles_sql(pg, make_gateway, upstrea
     send(g, "127.0.0.61")
     assert len(upstream.messages) == 1
     assert pg.psql("owned", "SELECT tableowner FROM pg_tables WHERE tablename = 'relay_grants'") == [(SUPERUSER,)]
-    assert pg.psql("owned", "SELECT max(version) FROM schema_migrations") == [("6",)]
+    assert pg.psql("owned", "SELECT max(version) FROM schema_migrations") == [("7",)]
 
 
 def test_a_rows_only_node_on_an_older_schema_says_who_must_migrate(pg, make_gateway):  # noqa: F811
@@ -412,9 +412,9 @@ def test_a_rows_only_node_on_an_older_schema_says_who_must_migrate(pg, make_gate
     g.allow_unclean_exit = True
     with pytest.raises(RuntimeError) as e:
         g.start()
-    assert "has schema version 5, this popgate needs 6, and this role may not apply migrations" in str(e.value)
+    assert "has schema version 5, this popgate needs 7, and this role may not apply migrations" in str(e.value)
     assert "run `popgate db migrate` as the role that owns the schema" in str(e.value)
     apply_schema(pg, "older", owner=SUPERUSER, versions=range(6, 1000))  # the owner's migrate
     g.allow_unclean_exit = False
     g.start()
-    assert pg.psql("older", "SELECT max(version) FROM schema_migrations") == [("6",)]
+    assert pg.psql("older", "SELECT max(version) FROM schema_migrations") == [("7",)]

@@ -46,7 +46,7 @@ MAPPED_NET = ("allowed_networks.cidr: IPv4-mapped IPv6 (::ffff:a.b.c.d/nnn) is n
 
 def test_schema_version_and_objects(db):
     assert sql(db, "SELECT version, name FROM schema_migrations ORDER BY version") == [
-        ("5", "initial"), ("6", "truncate_revokes_grants")]
+        ("5", "initial"), ("6", "truncate_revokes_grants"), ("7", "replace_by_update_or_rowid")]
     names = {r[0] for r in sql(db, "SELECT relname FROM pg_class WHERE relnamespace = 'public'::regnamespace"
                                    " AND relkind IN ('r', 'v')")}
     assert names == {"users", "relay_grants", "relay_grant_logins", "allowed_networks", "network_generation",

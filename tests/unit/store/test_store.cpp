@@ -1874,6 +1874,70 @@ BOOST_AUTO_TEST_CASE(a_user_replaced_or_truncated_by_sql_loses_its_grants)
     BOOST_TEST(rows == want, boost::test_tools::per_element());
 }
 
+// sql/007_replace_by_update_or_rowid.sql: the other rows SQLite's REPLACE
+// deletes without DELETE triggers. A rename onto another user's name, and a
+// row put at another user's rowid by INSERT or UPDATE.
+BOOST_AUTO_TEST_CASE(a_user_replaced_by_a_rename_or_a_rowid_loses_its_grants)
+{
+    if (pg()) return;  // no REPLACE: a rename onto a name fails on the key (test below)
+    auto const t = now();
+    for (auto const* n : {"alice", "bob", "carol", "dave", "erin"}) db->add_user(user(n));
+    std::string other(some_hash);
+    other.back() = other.back() == 'a' ? 'b' : 'a';
+    sql->must("UPDATE users SET password_hash = '" + other + "' WHERE name = 'alice'");
+    db->upsert_grant(make_grant("192.0.2.1", "alice", t, t + 600));
+    db->upsert_grant(make_grant("192.0.2.2", "bob", t, t + 600));
+    db->upsert_grant(make_grant("192.0.2.3", "carol", t, t + 600));
+    db->upsert_grant(make_grant("192.0.2.4", "dave", t, t + 600));
+    db->upsert_grant(make_grant("192.0.2.5", "erin", t, t + 600));
+    auto const rowid = [&](char const* n) {
+        return std::to_string(sql->scalar(std::string("SELECT rowid FROM users WHERE name = '") + n + "'"));
+    };
+    auto const revoked = [&] {
+        std::vector<std::string> rows;
+        for (auto const& a : db->list_audit(100))
+            if (a.event == "revoke") rows.push_back(a.user + " " + a.detail);
+        std::sort(rows.begin(), rows.end());
+        return rows;
+    };
+    // Changes that move no row onto another revoke nothing new: a rename to
+    // the same name, a rowid nobody has, an insert with a rowid of its own.
+    sql->must("UPDATE OR REPLACE users SET name = name, rowid = rowid WHERE name = 'erin'");
+    sql->must("UPDATE OR REPLACE users SET rowid = 1000 WHERE name = 'erin'");
+    sql->must(std::string("INSERT OR REPLACE INTO users (rowid, name, password_hash) VALUES (2000, 'frank', '") +
+              some_hash + "')");
+    BOOST_TEST(revoked().empty(), revoked().size());
+    // alice (another password) is bob now: bob's login no longer relays.
+    sql->must("UPDATE OR REPLACE users SET name = 'bob' WHERE name = 'alice'");
+    BOOST_TEST(db->active_grants_of_user("bob", t).empty());
+    BOOST_TEST(db->active_grants_of_user("alice", t).empty());  // the rename's own revocation
+    // A row put at carol's rowid deletes carol.
+    sql->must("INSERT OR REPLACE INTO users (rowid, name, password_hash) VALUES (" + rowid("carol") + ", 'gina', '" +
+              some_hash + "')");
+    BOOST_TEST(db->active_grants_of_user("carol", t).empty());
+    // A row moved to dave's rowid deletes dave.
+    sql->must("UPDATE OR REPLACE users SET rowid = " + rowid("dave") + " WHERE name = 'gina'");
+    BOOST_TEST(db->active_grants_of_user("dave", t).empty());
+    BOOST_TEST(db->active_grants_of_user("erin", t).size() == 1u);
+    BOOST_TEST(revoked() == (std::vector<std::string>{"alice user renamed", "bob user replaced",
+                                                       "carol user replaced", "dave user replaced"}),
+               boost::test_tools::per_element());
+    BOOST_TEST(sql->scalar("SELECT count(*) FROM users_replaced") == 0);
+}
+
+BOOST_AUTO_TEST_CASE(a_rename_onto_another_user_fails_and_revokes_nothing)
+{
+    auto const t = now();
+    db->add_user(user("alice"));
+    db->add_user(user("bob"));
+    db->upsert_grant(make_grant("192.0.2.2", "bob", t, t + 600));
+    db->upsert_grant(make_grant("192.0.2.1", "alice", t, t + 600));
+    BOOST_TEST(!sql->exec("UPDATE users SET name = 'bob' WHERE name = 'alice'").empty());
+    if (!pg()) sql->must("UPDATE OR IGNORE users SET name = 'bob' WHERE name = 'alice'");
+    BOOST_TEST(db->active_grants_of_user("bob", t).size() == 1u);
+    BOOST_TEST(db->active_grants_of_user("alice", t).size() == 1u);
+}
+
 // On PostgreSQL a TRUNCATE, which fires no DELETE trigger (on SQLite, which
 // has none, the DELETE it stands for).
 BOOST_AUTO_TEST_CASE(a_truncate_of_relay_grants_forgets_their_logins)
