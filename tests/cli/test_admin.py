@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from popgate_test import POPGATE, Gateway, sqlite_only
+from popgate_test import LATEST_SCHEMA, POPGATE, Gateway, sqlite_only
 
 
 @pytest.fixture
@@ -254,7 +254,7 @@ def test_list_marks_rows_from_before_schema_3_and_del_removes_them(gw):
         "INSERT INTO allowed_networks (cidr) VALUES ('2001:0db8::/32')",
         "INSERT INTO allowed_networks (cidr) VALUES ('10.0.0.0/8')",
     ])
-    assert "schema version 6" in gw.cli("db", "migrate").stdout  # rows kept
+    assert f"schema version {LATEST_SCHEMA}" in gw.cli("db", "migrate").stdout  # rows kept
     grants = {l.split("\t")[0]: l for l in gw.cli("grant", "list").stdout.splitlines()}
     assert "(NEVER MATCHES: '0::1' is not IPv6 in canonical form" in grants["0::1"] and "; write ::1)" in grants["0::1"]
     assert "write the IPv4 address 127.0.0.3)" in grants["::ffff:7f00:3"]
@@ -310,33 +310,33 @@ def test_an_older_schema_is_reported_by_version_and_check(gw):
     # has must answer for an older one (a node not yet upgraded, a restored
     # backup), not refuse it; the readers still refuse it.
     gw.cli("db", "migrate")
-    gw.sql("DELETE FROM schema_migrations WHERE version = 6")
-    older = 5
+    gw.sql("DELETE FROM schema_migrations WHERE version = ?", (LATEST_SCHEMA,))
+    older = LATEST_SCHEMA - 1
     version = gw.cli("db", "version")
-    assert version.stdout.splitlines()[0] == f"{older} (this popgate: 6)"
+    assert version.stdout.splitlines()[0] == f"{older} (this popgate: {LATEST_SCHEMA})"
     assert "run `popgate db migrate`" in version.stdout
-    assert json.loads(gw.cli("db", "version", "--json").stdout) == {"schema_version": older, "latest": 6}
+    assert json.loads(gw.cli("db", "version", "--json").stdout) == {"schema_version": older, "latest": LATEST_SCHEMA}
     check = gw.cli("db", "check", check=False)
     assert check.returncode == 1, check
-    assert f"schema version {older} (this popgate: 6)" in check.stdout
+    assert f"schema version {older} (this popgate: {LATEST_SCHEMA})" in check.stdout
     assert "run `popgate db migrate`" in check.stdout and "ok" not in check.stdout.splitlines()
     checked = json.loads(gw.cli("db", "check", "--json", check=False).stdout)
     assert checked["schema_version"] == older and checked["integrity_ok"] is True and checked["ok"] is False
     refused = gw.cli("user", "list", check=False)
     assert refused.returncode == 3 and "run `popgate db migrate`" in one_line_error(refused)
-    assert gw.sql("SELECT count(*) FROM schema_migrations WHERE version = 6") == [(0,)]  # none of these migrated it
+    assert gw.sql("SELECT count(*) FROM schema_migrations WHERE version = ?", (LATEST_SCHEMA,)) == [(0,)]  # none migrated it
 
 
 def test_db_commands(gw):
-    assert "schema version 6" in gw.cli("db", "migrate").stdout
+    assert f"schema version {LATEST_SCHEMA}" in gw.cli("db", "migrate").stdout
     engine = "PostgreSQL 15." if gw.backend == "postgresql" else "SQLite 3."
     lines = gw.cli("db", "check").stdout.splitlines()
     assert lines[0].startswith("engine " + engine)
-    assert lines[1] == "schema version 6 (this popgate: 6)"
+    assert lines[1] == f"schema version {LATEST_SCHEMA} (this popgate: {LATEST_SCHEMA})"
     assert re.fullmatch(r"round trip \d+\.\d{3} ms", lines[2])
     assert lines[3:] == ["ok"]
     checked = json.loads(gw.cli("db", "check", "--json").stdout)
-    assert checked["engine"].startswith(engine) and checked["schema_version"] == 6
+    assert checked["engine"].startswith(engine) and checked["schema_version"] == LATEST_SCHEMA
     assert checked["integrity_ok"] is True and checked["ok"] is True
     gw.add_user("alice", "pw")
     assert "admin\t-\talice\tuser add" in gw.cli("db", "audit").stdout
@@ -436,7 +436,7 @@ def test_schema_4_upgrade_keeps_audit_rows_and_grants_and_revokes_with_the_user(
         " unixepoch() + 600)",
         "INSERT INTO audit_log (event, address, user, detail) VALUES ('grant', '192.0.2.7', 'mallory', 'old row')",
     ])
-    assert "schema version 6" in gw.cli("db", "migrate").stdout
+    assert f"schema version {LATEST_SCHEMA}" in gw.cli("db", "migrate").stdout
     assert gw.sql("SELECT event, user, detail FROM audit_log") == [("grant", "mallory", "old row")]
     assert gw.sql("SELECT address, hits, quota_hour, quota_messages, quota_recipients FROM relay_grants") == [
         ("192.0.2.7", 0, 0, 0, 0)]

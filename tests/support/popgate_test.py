@@ -31,6 +31,8 @@ POPGATE = os.environ.get("POPGATE_BIN", "build/ci/popgate")
 # PostgreSQL per pytest process, tests/support/private_postgres.py). CTest
 # sets it for the <kind>_pg.<file> runs (tests/CMakeLists.txt).
 BACKEND = os.environ.get("POPGATE_TEST_BACKEND", "sqlite")
+# The schema version this source tree's migrations reach (sql/NNN_*.sql).
+LATEST_SCHEMA = max(int(p.name[:3]) for p in (Path(__file__).resolve().parents[2] / "sql").glob("[0-9][0-9][0-9]_*.sql"))
 if BACKEND not in ("sqlite", "postgresql"):
     raise RuntimeError(f"POPGATE_TEST_BACKEND={BACKEND!r}: sqlite or postgresql")
 
