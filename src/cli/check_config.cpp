@@ -35,7 +35,7 @@ bool uses_tls(config::settings const& s)
 // As serve does at start, before it switches users: the files are read by
 // whoever starts the daemon. Both missing with self_signed: made at start,
 // so their directory must be one the starter can make or write.
-void check_tls(config::settings const& s, std::vector<std::string>& problems)
+void check_tls(config::settings const& s, daemon::service_account const& a, std::vector<std::string>& problems)
 {
     if (!uses_tls(s)) return;
     auto const& t = s.tls;
@@ -57,7 +57,12 @@ void check_tls(config::settings const& s, std::vector<std::string>& problems)
     // what start will make, or the daemon would be the first to refuse it.
     bool const made_at_start = !have_cert && !have_key && t.self_signed;
     try {
-        auto const material = made_at_start ? io::self_signed_material(t, s.hostname) : io::read_tls_material(t);
+        // Read as the daemon reads them at start.
+        auto const material =
+            made_at_start ? io::self_signed_material(t, s.hostname)
+                          : io::read_tls_material(t, [&a](auto const& file, std::string& why) {
+                                return daemon::open_to_read(file, a, why);
+                            });
         io::make_server_tls(t, material);  // a certificate, a key, and the pair matches
     } catch (std::exception const& e) {
         problems.push_back(e.what());
@@ -180,7 +185,7 @@ int check_config(std::string const& file)
     std::vector<std::string> problems;
     try {
         auto const account = daemon::find_service_account(s);
-        check_tls(s, problems);
+        check_tls(s, account, problems);
         check_upstream(s, problems);
         check_files_as_account(s, account, problems);
         for (auto& p : daemon::check_state_dirs(s, account)) problems.push_back(std::move(p));

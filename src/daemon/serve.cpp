@@ -83,7 +83,9 @@ bool any_tls(config::settings const& s)
 io::tls_material read_tls(config::settings const& s, service_account const& a)
 {
     // A pair that is there (one an older popgate made as root, in a
-    // directory only root may read) is read as root, as always.
+    // directory only root may read) is read as root, as always; where the
+    // account could put a link or another name in its way, only through
+    // open_to_read (a key of root's served as popgate's own).
     std::error_code ec;
     bool const to_make = s.tls.self_signed && !std::filesystem::exists(s.tls.cert_file, ec) &&
                          !std::filesystem::exists(s.tls.key_file, ec);
@@ -96,7 +98,8 @@ io::tls_material read_tls(config::settings const& s, service_account const& a)
     if (made)
         spdlog::info("tls self-signed certificate created cert={} key={}", s.tls.cert_file.string(),
                      s.tls.key_file.string());
-    return io::read_tls_material(s.tls);
+    return io::read_tls_material(s.tls,
+                                 [&a](auto const& file, std::string& why) { return open_to_read(file, a, why); });
 }
 
 std::shared_ptr<asio::ssl::context> load_tls(server& srv, config::settings const& s)

@@ -393,6 +393,43 @@ bool account_can_redirect(fs::path const& file, service_account const& a)
     return !ec && real != dir && check(real);
 }
 
+int open_to_read(fs::path const& file, service_account const& a, std::string& why)
+{
+    if (::geteuid() != 0 || !account_can_redirect(file, a)) {
+        int const fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+        if (fd < 0) why = std::strerror(errno);
+        return fd;
+    }
+    fd_holder const dir =
+        open_dir_trusted(file.has_parent_path() ? file.parent_path() : fs::path("."), std::nullopt, why);
+    if (dir.fd < 0) return -1;
+    // O_NONBLOCK: a FIFO put there must not hold the start (refused below).
+    fd_holder f(::openat(dir.fd, file.filename().c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
+    if (f.fd < 0) {
+        why = errno == ELOOP ? "a symbolic link in a directory " + a.name +
+                                   " may change, which root does not follow there: name the file itself"
+                             : std::string(std::strerror(errno));
+        return -1;
+    }
+    struct stat st {};
+    if (::fstat(f.fd, &st) != 0) {
+        why = std::strerror(errno);
+        return -1;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        why = "not a regular file";
+        return -1;
+    }
+    // A hard link the account made to a file of someone else's (where the
+    // kernel allows it: fs.protected_hardlinks = 0).
+    if (st.st_nlink > 1 && st.st_uid != a.uid) {
+        why = "a file with other names, owned by another user than " + a.name + ", in a directory " + a.name +
+              " may change: give it one name, or keep it where only root may write";
+        return -1;
+    }
+    return std::exchange(f.fd, -1);
+}
+
 int prepare_log_file(fs::path const& file, service_account const& a)
 {
     if (file.empty()) return -1;

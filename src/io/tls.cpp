@@ -47,13 +47,14 @@ using bio_ptr = std::unique_ptr<BIO, ossl_deleter<BIO, BIO_free_all>>;
 // PEM files are small; anything this big is not one.
 constexpr std::size_t max_pem_size = 1 << 20;
 
-std::string read_pem_file(std::filesystem::path const& p, char const* key)
+std::string read_pem_file(std::filesystem::path const& p, char const* key, file_opener const& open = {})
 {
     auto const fail = [&](std::string const& why) -> std::runtime_error {
         return std::runtime_error(std::string(key) + " " + p.string() + ": " + why);
     };
-    int const fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) throw fail(std::strerror(errno));
+    std::string why;
+    int const fd = open ? open(p, why) : ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) throw fail(open ? why : std::strerror(errno));
     std::string out;
     char buf[16384];
     for (;;) {
@@ -276,12 +277,13 @@ tls_material self_signed_material(config::tls_settings const& t, std::string con
     return m;
 }
 
-tls_material read_tls_material(config::tls_settings const& t)
+tls_material read_tls_material(config::tls_settings const& t, file_opener const& open)
 {
-    tls_material m{read_pem_file(t.cert_file, "tls.cert_file"), read_pem_file(t.key_file, "tls.key_file"), {}, {}};
+    tls_material m{read_pem_file(t.cert_file, "tls.cert_file", open), read_pem_file(t.key_file, "tls.key_file", open),
+                   {}, {}};
     if (!t.second_cert_file.empty()) {
-        m.second_cert_chain_pem = read_pem_file(t.second_cert_file, "tls.second_cert_file");
-        m.second_key_pem = read_pem_file(t.second_key_file, "tls.second_key_file");
+        m.second_cert_chain_pem = read_pem_file(t.second_cert_file, "tls.second_cert_file", open);
+        m.second_key_pem = read_pem_file(t.second_key_file, "tls.second_key_file", open);
     }
     return m;
 }

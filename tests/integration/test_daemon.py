@@ -358,6 +358,68 @@ def test_the_self_signed_pair_in_the_accounts_directory_is_made_as_the_account()
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to test the privilege drop")
+@pytest.mark.parametrize("how", ["symlink", "hardlink"])
+def test_a_key_of_roots_is_not_read_through_the_accounts_directory(how):
+    # tls/ in a directory of the account's: a link there to a key only root
+    # may read (another service's) had root load it and serve it as
+    # popgate's. Root reads such paths through a walk that follows no link
+    # the account could have made, and refuses another name of a file that
+    # is not the account's (the hard link the kernel lets the account make
+    # when fs.protected_hardlinks is 0; made by root here).
+    top = Path(tempfile.mkdtemp(prefix="popgate-daemon-", dir="/tmp"))
+    os.chmod(top, 0o755)
+    try:
+        nobody = pwd.getpwnam("nobody")
+        state, rootarea = top / "state", top / "rootarea"
+        (state / "tls").mkdir(parents=True)
+        rootarea.mkdir(mode=0o700)
+        for d in (state, state / "tls"):
+            os.chown(d, nobody.pw_uid, nobody.pw_gid)
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                        "-subj", "/CN=other-service", "-keyout", str(rootarea / "key.pem"),
+                        "-out", str(rootarea / "cert.pem"), "-days", "2"], check=True, capture_output=True)
+        os.chmod(rootarea / "key.pem", 0o600)
+        for name in ("cert.pem", "key.pem"):
+            if how == "symlink":
+                (state / "tls" / name).symlink_to(rootarea / name)
+                os.lchown(state / "tls" / name, nobody.pw_uid, nobody.pw_gid)
+            else:
+                os.link(rootarea / name, state / "tls" / name)
+        g = Gateway(top / "gw", overrides={"server": {"user": "nobody", "group": "nogroup"},
+                                           "storage": {"database": str(state / "popgate.db")},
+                                           "mail": {"maildir": str(state / "mail" / "%u"),
+                                                    "relay_drop": str(state / "drop")},
+                                           "tls": {"cert_file": str(state / "tls" / "cert.pem"),
+                                                   "key_file": str(state / "tls" / "key.pem")}},
+                    listeners=[{"name": "pop3s", "protocol": "pop3", "tls": "implicit"}])
+        g.allow_unclean_exit = True
+        with pytest.raises(RuntimeError) as e:
+            g.start(timeout=60)
+        why = ("a symbolic link in a directory nobody may change, which root does not follow there"
+               if how == "symlink" else "a file with other names, owned by another user than nobody")
+        assert f"tls.cert_file {state}/tls/cert.pem: {why}" in str(e.value)
+        # check-config says the same before a start.
+        r = subprocess.run([POPGATE, "-c", str(g.config_file), "check-config"], capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode != 0 and why in r.stdout + r.stderr, r.stdout + r.stderr
+        # The same files named where only root may write are read, as always.
+        g2 = Gateway(top / "gw2", overrides={"server": {"user": "nobody", "group": "nogroup"},
+                                             "storage": {"database": str(state / "popgate.db")},
+                                             "mail": {"maildir": str(state / "mail" / "%u"),
+                                                      "relay_drop": str(state / "drop")},
+                                             "tls": {"cert_file": str(rootarea / "cert.pem"),
+                                                     "key_file": str(rootarea / "key.pem")}},
+                     listeners=[{"name": "pop3s", "protocol": "pop3", "tls": "implicit"}])
+        g2.start()
+        with socket.create_connection(("127.0.0.1", g2.port("pop3s")), timeout=10) as raw:
+            with client_tls_context().wrap_socket(raw) as s:
+                assert s.recv(512).startswith(b"+OK")
+        g2.stop()
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to test the privilege drop")
 def test_a_fifo_at_the_log_file_is_refused_not_waited_for(tmp_path):
     # The account's directory: a FIFO there held a root start in open()
     # until someone read it, and then logged to that reader.

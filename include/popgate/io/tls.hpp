@@ -8,6 +8,8 @@
 
 #include <boost/asio/ssl/context.hpp>
 
+#include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -27,8 +29,14 @@ struct tls_material {
     std::string second_key_pem;
 };
 
+// How a file is opened to be read: a descriptor, or -1 with `why` set. The
+// daemon started as root passes one that does not follow what the service
+// account could put in a file's way (daemon::open_to_read); empty: open(2)
+// by path.
+using file_opener = std::function<int(std::filesystem::path const& file, std::string& why)>;
+
 // Throws std::runtime_error naming the key and file when one cannot be read.
-tls_material read_tls_material(config::tls_settings const& t);
+tls_material read_tls_material(config::tls_settings const& t, file_opener const& open = {});
 
 // A server context from material read earlier (t's file names appear only in
 // messages). Throws std::runtime_error with an administrator-readable message
