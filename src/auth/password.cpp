@@ -28,6 +28,16 @@ std::string hash_password(std::string_view password, hash_scheme scheme)
     // the kernel's random source itself.
     if (password.find('\0') != std::string_view::npos)
         throw std::invalid_argument("a password cannot hold a NUL byte");
+    // libcrypt refuses longer ones ("crypt failed" said nothing of why).
+    if (password.size() >= CRYPT_MAX_PASSPHRASE_SIZE)
+        throw std::invalid_argument("a password is at most " + std::to_string(CRYPT_MAX_PASSPHRASE_SIZE - 1) +
+                                    " bytes (libcrypt's limit); this one has " + std::to_string(password.size()));
+    // bcrypt reads the first 72 bytes and ignores the rest: every password
+    // that starts the same would log in.
+    if (scheme == hash_scheme::bcrypt && password.size() > 72)
+        throw std::invalid_argument("bcrypt reads only the first 72 bytes of a password and this one has " +
+                                    std::to_string(password.size()) +
+                                    ": use yescrypt (the default) or sha512-crypt for it");
     if (!crypt_gensalt_rn(prefix, 0, nullptr, 0, salt, sizeof salt))
         throw std::runtime_error("crypt_gensalt failed for scheme " + std::string(prefix));
     auto data = std::make_unique<crypt_data>();

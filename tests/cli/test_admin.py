@@ -67,6 +67,17 @@ def test_user_errors(gw):
     assert "NUL byte" in one_line_error(gw.cli("user", "passwd", "alice", input="pw\0x\n", check=False))
     assert gw.sql("SELECT name FROM users ORDER BY name") == [("alice",)]
     assert "unknown scheme" in one_line_error(gw.cli("user", "add", "erin", "--scheme", "md5", input="x\n", check=False))
+    # libcrypt's limit said only "crypt failed"; bcrypt would keep 72 bytes
+    # of a longer password and let any password that starts the same in.
+    assert "a password is at most 511 bytes (libcrypt's limit); this one has 512" == one_line_error(
+        gw.cli("user", "add", "frank", input="x" * 512 + "\n", check=False)).removeprefix("popgate: error: ")
+    assert "bcrypt reads only the first 72 bytes of a password and this one has 73" in one_line_error(
+        gw.cli("user", "passwd", "alice", "--scheme", "bcrypt", input="y" * 73 + "\n", check=False))
+    assert gw.sql("SELECT name FROM users ORDER BY name") == [("alice",)]
+    gw.add_user("frank", "x" * 511)
+    gw.cli("user", "passwd", "alice", "--scheme", "bcrypt", input="y" * 72 + "\n")
+    (h,), = gw.sql("SELECT password_hash FROM users WHERE name = 'alice'")
+    assert h.startswith("$2b$")
 
 
 def test_passwd_changes_hash_and_shared_secret(gw):

@@ -150,6 +150,20 @@ BOOST_DATA_TEST_CASE(hash_and_verify, bdata::make(schemes), c)
     BOOST_TEST((*parsed == c.scheme));
 }
 
+// What hash_password refuses, and why: bcrypt reads 72 bytes, so a longer
+// password would share its hash with every one that starts the same.
+BOOST_AUTO_TEST_CASE(bcrypt_past_72_bytes_and_libcrypts_limit_are_refused)
+{
+    std::string const p72(72, 'y');
+    auto const h = hash_password(p72, hash_scheme::bcrypt);
+    BOOST_TEST(verify_password(p72 + "anything", h));  // the reason
+    BOOST_CHECK_THROW(hash_password(p72 + "z", hash_scheme::bcrypt), std::invalid_argument);
+    BOOST_TEST(hash_password(p72 + "z", hash_scheme::yescrypt).starts_with("$y$"));
+    BOOST_TEST(!verify_password(p72, hash_password(p72 + "z", hash_scheme::sha512_crypt)));
+    BOOST_TEST(verify_password(std::string(511, 'x'), hash_password(std::string(511, 'x'), hash_scheme::yescrypt)));
+    BOOST_CHECK_THROW(hash_password(std::string(512, 'x'), hash_scheme::yescrypt), std::invalid_argument);
+}
+
 BOOST_AUTO_TEST_CASE(parse_scheme_names)
 {
     BOOST_TEST((parse_scheme("sha512").value() == hash_scheme::sha512_crypt));
