@@ -57,7 +57,7 @@ result check_shared_secret(store::store& db, std::string_view user, bool apop, D
     if (!equal_ct(digest_of(*u->shared_secret), proto::ascii_lowered(digest_hex)))
         return {outcome::failed, {}, "wrong digest", true};
     if (u->disabled) return {outcome::failed, {}, "disabled", true};
-    return {outcome::ok, u->name, {}, true};
+    return {outcome::ok, u->name, {}, true, {u->password_hash, u->shared_secret}};
 }
 
 }  // namespace
@@ -128,7 +128,7 @@ result authenticator::check_password(std::string_view user, std::string_view pas
     // A disabled user learns nothing the wrong-password answer would not say.
     if (u->disabled) return {outcome::failed, {}, "disabled", true};
     remember(u->name, *u->password_hash, password);
-    return {outcome::ok, u->name, {}, true};
+    return {outcome::ok, u->name, {}, true, {u->password_hash, u->shared_secret}};
 }
 
 result authenticator::check_apop(std::string_view user, std::string_view timestamp, std::string_view digest_hex)

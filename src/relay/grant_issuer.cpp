@@ -106,6 +106,7 @@ grant_plan grant_issuer::plan(login_facts const& l, config::settings const& s) c
         return p;
     }
     g.needs_user = l.via != "dovecot";  // a Dovecot login's user is Dovecot's
+    g.checked = l.checked;
     g.audit_address = l.client.to_string();
     g.audit_detail = detail + " until=" + iso_utc(g.expires_at);
     p.ops.emplace_back(g);

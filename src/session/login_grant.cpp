@@ -15,8 +15,8 @@ boost::asio::awaitable<relay::grant_plan> commit_login_grant(boost::asio::thread
                                                              relay::grant_issuer const& issuer, login_event const& l,
                                                              config::settings const& s)
 {
-    relay::login_facts const facts{l.client, l.user, l.method, l.tls, l.listener, l.listener_grants, l.via,
-                                      l.client_named};
+    relay::login_facts const facts{l.client,          l.user, l.method,       l.tls, l.listener,
+                                   l.listener_grants, l.via,  l.client_named, l.checked};
     auto job = [&] { return issuer.plan(facts, s); };
     auto plan = co_await io::run_here_or_blocking(issuer.in_place(s), blocking, job);
     // Committed on return: an SMTP connection after the caller's answer sees it.

@@ -862,14 +862,17 @@ private:
             c.run("SET LOCAL lock_timeout = 250");
             std::optional<pg::result> r;
             try {
-                r = c.run("SELECT 1 FROM users WHERE name = $1 AND NOT disabled FOR SHARE", {p(g.user)});
+                r = c.run("SELECT password_hash, shared_secret FROM users WHERE name = $1 AND NOT disabled FOR SHARE",
+                          {p(g.user)});
             } catch (store_error const& e) {
                 if (e.code() != store_errc::busy) throw;
                 throw store_error(store_errc::constraint, "relay_grants: user '" + g.user +
                                                               "' is being changed by another transaction; no grant");
             }
             c.run("SET LOCAL lock_timeout = DEFAULT");
-            if (r->rows() == 0) throw store_error(store_errc::constraint, user_gone_meanwhile(g));
+            std::optional<credentials> found;
+            if (r->rows() > 0) found = credentials{r->opt_text(0, 0), r->opt_text(0, 1)};
+            check_grant_user(g, found);
         }
         // One row per address: a new login refreshes it, and never shortens
         // it (see overwrites()); the hit counter belongs to the address and

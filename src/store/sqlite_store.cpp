@@ -682,11 +682,12 @@ private:
         if (g.needs_user) {
             // BEGIN IMMEDIATE: a change of the user either committed before
             // this read, or comes after this commit and its trigger revokes.
-            auto& u = c.prepare("SELECT 1 FROM users WHERE name = ?1 AND NOT disabled");
+            auto& u = c.prepare("SELECT password_hash, shared_secret FROM users WHERE name = ?1 AND NOT disabled");
             u.bind(1, g.user);
-            bool const may = u.step();
+            std::optional<credentials> found;
+            if (u.step()) found = credentials{u.opt_text(0), u.opt_text(1)};
             u.reset();
-            if (!may) throw store_error(store_errc::constraint, user_gone_meanwhile(g));
+            check_grant_user(g, found);
         }
         // One row per address: a new login refreshes it, and never shortens
         // it (see overwrites()). The hit counter belongs to the address and

@@ -32,6 +32,9 @@ struct result {
     // The name is a user of this site (whatever else failed): the brute-force
     // defence counts only unknown names toward a spray. Never in a reply.
     bool known_user = false;
+    // When ok: the user's password hash and shared secret as checked (the
+    // grant is written only while they are still these).
+    store::credentials checked{};
 };
 
 inline name_kind name_kind_of(result const& r) noexcept

@@ -34,6 +34,8 @@ struct login_facts {
     // false: the address is a proxy's own, its header having named no
     // client (server::connection::client_named); never granted.
     bool client_named = true;
+    // The credentials the login checked, when popgate checked them.
+    std::optional<store::credentials> checked{};
 };
 
 enum class no_grant_reason { none, listener, no_client_address, no_grant_network, no_tls, max_grants_per_user };

@@ -27,6 +27,8 @@ struct login_event {
     bool listener_grants = true;  // its [[listener]] grant
     std::string_view via;    // first word of the audit detail: "pop3", "dovecot"
     bool client_named = true;  // server::connection::client_named
+    // popgate's own login: the credentials it checked (auth::result::checked).
+    std::optional<store::credentials> checked{};
 };
 
 // Plans the grant for `l` under the guard rails of `s` (on `blocking` when

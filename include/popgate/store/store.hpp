@@ -29,6 +29,14 @@ struct user_record {
     unix_time updated_at = 0;
 };
 
+// What a login checked: the user's password hash and shared secret as it
+// read them (a change of either revokes the user's grants: sql/005).
+struct credentials {
+    std::optional<std::string> password_hash;
+    std::optional<std::string> shared_secret;
+    bool operator==(credentials const&) const = default;
+};
+
 struct grant {
     std::string address;  // net::grant_key(...).to_string()
     std::string user;
@@ -59,6 +67,11 @@ struct grant {
     // is disabled or deleted, but cannot see a grant not yet committed: a
     // login whose password check ran before the change would leave one.
     bool needs_user = false;
+    // With needs_user, when set: the user's password hash and shared secret
+    // must still be these, as the login read them. A password changed (or
+    // the user replaced) after the check and before this commit is a change
+    // the triggers cannot revoke either.
+    std::optional<credentials> checked{};
 };
 
 // Whether writing `g` replaces a row of its address that lasts longer: an
@@ -71,6 +84,13 @@ inline std::string user_gone_meanwhile(grant const& g)
 {
     return "relay_grants: user '" + g.user + "' was disabled or deleted during the login; no grant";
 }
+
+inline std::string credentials_changed_meanwhile(grant const& g)
+{
+    return "relay_grants: user '" + g.user + "' was given another password or shared secret during the login; "
+           "no grant";
+}
+
 
 struct network {
     std::int64_t id = 0;
@@ -146,6 +166,15 @@ public:
 private:
     store_errc code_;
 };
+
+// Whether the user row `found` (as put_grant reads it: none when the user is
+// gone or disabled) still lets `g` be written; throws store_error
+// (constraint) naming why not.
+inline void check_grant_user(grant const& g, std::optional<credentials> const& found)
+{
+    if (!found) throw store_error(store_errc::constraint, user_gone_meanwhile(g));
+    if (g.checked && *g.checked != *found) throw store_error(store_errc::constraint, credentials_changed_meanwhile(g));
+}
 
 class store {
 public:

@@ -197,7 +197,7 @@ asio::awaitable<bool> pop3_session::finish_auth(auth::result const& r, std::stri
 {
     st_.pending_user.clear();
     auto under_way = std::move(attempt_);  // ends with this verdict
-    if (r.what == auth::outcome::ok) co_return co_await complete_login(r.user, mech, std::move(opened));
+    if (r.what == auth::outcome::ok) co_return co_await complete_login(r, mech, std::move(opened));
 
     auto const uesc = log::field(attempted, 64);
     if (r.what == auth::outcome::unavailable) {
@@ -227,12 +227,13 @@ asio::awaitable<bool> pop3_session::finish_auth(auth::result const& r, std::stri
 // The guard rails decide whether this login grants (relay/grant_issuer);
 // the login succeeds either way. Committed on return: an SMTP connection
 // after our +OK sees the grant. False (logged) when it could not be.
-asio::awaitable<bool> pop3_session::record_login(std::string const& user, std::string_view mech, bool tls,
+asio::awaitable<bool> pop3_session::record_login(auth::result const& r, std::string_view mech, bool tls,
                                                  relay::grant_plan& plan)
 {
+    auto const& user = r.user;
     try {
         login_event const l{c_.peer, user, std::string(mech), tls, c_.listener.name, c_.listener.grant, "pop3",
-                            c_.client_named};
+                            c_.client_named, r.checked};
         plan = co_await commit_login_grant(svc_.blocking, svc_.writes, svc_.grants, l, s_);
         co_return true;
     } catch (std::exception const& e) {
@@ -245,9 +246,10 @@ asio::awaitable<bool> pop3_session::record_login(std::string const& user, std::s
 // Locks and opens the maildrop (unless the password check already did, in
 // the same hop to the blocking pool), commits the grant, then +OK. Any
 // failure leaves the session in AUTHORIZATION with the lock released.
-asio::awaitable<bool> pop3_session::complete_login(std::string const& user, std::string_view mech,
+asio::awaitable<bool> pop3_session::complete_login(auth::result const& r, std::string_view mech,
                                                    std::optional<opened_maildrop> opened)
 {
+    auto const& user = r.user;
     auto const uesc = log::field(user, 64);
     bool const tls = c_.stream.tls_active();
     if (!opened) {
@@ -274,7 +276,7 @@ asio::awaitable<bool> pop3_session::complete_login(std::string const& user, std:
     user_ = user;
 
     relay::grant_plan plan;
-    bool const recorded = co_await record_login(user, mech, tls, plan);
+    bool const recorded = co_await record_login(r, mech, tls, plan);
     if (!recorded) {
         count_login("pop3", mech, "unavailable");
         lock_.release();

@@ -30,9 +30,9 @@ private:
     struct opened_maildrop;
     asio::awaitable<bool> finish_auth(auth::result const& r, std::string_view mech, std::string const& attempted,
                                       std::optional<opened_maildrop> opened);
-    asio::awaitable<bool> complete_login(std::string const& user, std::string_view mech,
+    asio::awaitable<bool> complete_login(auth::result const& r, std::string_view mech,
                                          std::optional<opened_maildrop> opened);
-    asio::awaitable<bool> record_login(std::string const& user, std::string_view mech, bool tls,
+    asio::awaitable<bool> record_login(auth::result const& r, std::string_view mech, bool tls,
                                        relay::grant_plan& plan);
     opened_maildrop open_maildrop(std::string const& user);
 
