@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <optional>
+#include <string>
+#include <vector>
 
 namespace popgate::session {
 
@@ -122,17 +124,50 @@ std::string http_serialize(http_reply const& r, unsigned version, bool keep_aliv
     return out;
 }
 
+namespace {
+
+// The request's transfer codings in order, over all its Transfer-Encoding
+// fields (RFC 9110 5.3: one list), lowered, parameters and empty list
+// elements left out.
+std::vector<std::string> transfer_codings(http_request const& req)
+{
+    std::vector<std::string> out;
+    auto const [first, last] = req.equal_range(beast_http::field::transfer_encoding);
+    for (auto f = first; f != last; ++f) {
+        std::string_view rest(f->value().data(), f->value().size());
+        while (!rest.empty()) {
+            auto const comma = rest.find(',');
+            auto item = rest.substr(0, comma);
+            item = item.substr(0, item.find(';'));
+            if (auto const b = item.find_first_not_of(" \t"); b != item.npos)
+                out.push_back(proto::ascii_lowered(item.substr(b, item.find_last_not_of(" \t") - b + 1)));
+            if (comma == rest.npos) break;
+            rest.remove_prefix(comma + 1);
+        }
+    }
+    return out;
+}
+
+}  // namespace
+
 std::optional<http_reply> http_request_refusal(http_request const& req, bool chunked)
 {
     std::optional<http_reply> r;
+    auto const codings = transfer_codings(req);
     if (req.version() != 10 && req.version() != 11) {
         r = http_text(505, "HTTP version not supported: HTTP/1.1 and HTTP/1.0 only\n");
     } else if (auto const hosts = req.count(beast_http::field::host); hosts > 1) {
         r = http_text(400, "bad request: more than one Host header\n");
     } else if (req.version() == 11 && hosts == 0) {
         r = http_text(400, "bad request: Host header missing\n");
-    } else if (req.find(beast_http::field::transfer_encoding) != req.end() && (!chunked || req.version() == 10)) {
+    } else if (req.find(beast_http::field::transfer_encoding) != req.end() &&
+               (!chunked || req.version() == 10 || codings.empty() || codings.back() != "chunked" ||
+                std::count(codings.begin(), codings.end(), "chunked") > 1)) {
         r = http_text(400, "bad request: a Transfer-Encoding other than chunked, or in HTTP/1.0\n");
+    } else if (codings.size() > 1) {
+        // RFC 9112 6.1: chunked last, framing sound, but a coding under it
+        // (gzip, chunked) popgate does not decode.
+        r = http_text(501, "transfer coding not implemented: only chunked\n");
     }
     if (r) r->close = true;
     return r;
@@ -146,7 +181,10 @@ http_reply http_refusal_of(boost::system::error_code parse_error)
     } else if (parse_error == beast_http::error::body_limit) {
         r = http_text(413, "request body too large (limit " + std::to_string(http_max_body) + " octets)\n");
     } else if (parse_error == beast_http::error::bad_version) {
-        r = http_text(505, "HTTP version not supported: HTTP/1.1 and HTTP/1.0 only\n");
+        // Beast parses any well-formed version (HTTP/2.0 is refused with 505
+        // by http_request_refusal): this one is no version at all, or the
+        // line goes on after it, or ends in a bare LF.
+        r = http_text(400, "bad request: the request line must end with HTTP/1.1 or HTTP/1.0 and CRLF\n");
     } else {
         r = http_text(400, "bad request: " + parse_error.message() + "\n");
     }
