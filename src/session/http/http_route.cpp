@@ -148,6 +148,21 @@ std::vector<std::string> transfer_codings(http_request const& req)
     return out;
 }
 
+// The request line at the start of `unparsed` ends in " HTTP/d.d" CRLF
+// (RFC 9112 2.3): a version, if not one popgate serves.
+bool well_formed_version(std::string_view unparsed)
+{
+    auto const crlf = unparsed.find("\r\n");
+    if (crlf == unparsed.npos) return false;
+    auto const line = unparsed.substr(0, crlf);
+    auto const sp = line.rfind(' ');
+    if (sp == line.npos) return false;
+    auto const v = line.substr(sp + 1);
+    auto const digit = [](char c) { return c >= '0' && c <= '9'; };
+    return v.size() == 8 && v.starts_with("HTTP/") && digit(v[5]) && v[6] == '.' && digit(v[7]) &&
+           line.find('\n') == line.npos;
+}
+
 }  // namespace
 
 std::optional<http_reply> http_request_refusal(http_request const& req, bool chunked)
@@ -173,18 +188,19 @@ std::optional<http_reply> http_request_refusal(http_request const& req, bool chu
     return r;
 }
 
-http_reply http_refusal_of(boost::system::error_code parse_error)
+http_reply http_refusal_of(boost::system::error_code parse_error, std::string_view unparsed)
 {
     http_reply r;
     if (parse_error == beast_http::error::header_limit) {
         r = http_text(431, "request header fields too large (limit " + std::to_string(http_max_header) + " octets)\n");
     } else if (parse_error == beast_http::error::body_limit) {
         r = http_text(413, "request body too large (limit " + std::to_string(http_max_body) + " octets)\n");
-    } else if (parse_error == beast_http::error::bad_version) {
-        // Beast parses any well-formed version (HTTP/2.0 is refused with 505
-        // by http_request_refusal): this one is no version at all, or the
-        // line goes on after it, or ends in a bare LF.
+    } else if (parse_error == beast_http::error::bad_version && !well_formed_version(unparsed)) {
+        // Beast says bad_version for a version it does not serve and for
+        // what is no version at all: words after it, a bare LF, HTTP/11.
         r = http_text(400, "bad request: the request line must end with HTTP/1.1 or HTTP/1.0 and CRLF\n");
+    } else if (parse_error == beast_http::error::bad_version) {
+        r = http_text(505, "HTTP version not supported: HTTP/1.1 and HTTP/1.0 only\n");
     } else {
         r = http_text(400, "bad request: " + parse_error.message() + "\n");
     }

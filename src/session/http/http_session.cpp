@@ -170,7 +170,7 @@ asio::awaitable<void> http_session::run()
         auto const what = co_await read_request(p);
         if (what == got::eof || what == got::gone) co_return;
         if (what == got::malformed) {
-            auto const r = http_refusal_of(parse_error_);
+            auto const r = http_refusal_of(parse_error_, buf_);
             spdlog::info("sid={} http refused ip={} status={} error={}", c_.sid, c_.ip, r.status,
                          log::field(parse_error_.message()));
             c_.end_reason = "malformed";

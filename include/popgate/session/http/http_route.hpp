@@ -110,6 +110,6 @@ inline constexpr std::size_t http_max_unparsed = http_max_header;
 // header section over http_max_header, 413 for a body over http_max_body,
 // 505 for a version other than HTTP/1.x, 400 otherwise. Always closes the connection: after a malformed request
 // the next one cannot be found reliably.
-http_reply http_refusal_of(boost::system::error_code parse_error);
+http_reply http_refusal_of(boost::system::error_code parse_error, std::string_view unparsed = {});
 
 }  // namespace popgate::session
