@@ -4,6 +4,7 @@
 #include "popgate/log/log.hpp"
 #include "popgate/metrics/catalog.hpp"
 #include "popgate/pg_migrations_data.hpp"
+#include "popgate/store/copy_rows.hpp"
 #include "popgate/store/migrate.hpp"
 
 #include <spdlog/spdlog.h>
@@ -506,25 +507,29 @@ public:
             if (replace)
                 c.exec("DELETE FROM relay_grant_logins; DELETE FROM relay_grants; DELETE FROM allowed_networks;"
                        " DELETE FROM users");
-            for (auto const& u : s.users)
+            copy_rows("users", s.users, site_key::user, [&](user_record const& u) {
                 c.run("INSERT INTO users (name, password_hash, shared_secret, disabled, apop_only, created_at,"
                       " updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
                       {p(u.name), p(u.password_hash), p(u.shared_secret), p(u.disabled), p(u.apop_only),
                        p(u.created_at), p(u.updated_at)});
-            for (auto const& n : s.networks)
+            });
+            copy_rows("allowed_networks", s.networks, site_key::network, [&](network const& n) {
                 c.run("INSERT INTO allowed_networks (cidr, note, created_at, expires_at) VALUES ($1, $2, $3, $4)",
                       {p(n.cidr), p(n.note), p(n.created_at), p(n.expires_at)});
-            for (auto const& g : s.grants)
+            });
+            copy_rows("relay_grants", s.grants, site_key::grant, [&](grant const& g) {
                 c.run("INSERT INTO relay_grants (address, \"user\", method, tls, listener, granted_at, expires_at,"
                       " hits, last_used, quota_hour, quota_messages, quota_recipients)"
                       " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
                       {p(g.address), p(g.user), p(g.method), p(g.tls), p(g.listener), p(g.granted_at),
                        p(g.expires_at), p(g.hits), p(g.last_used), p(g.quota_hour), p(g.quota_messages),
                        p(g.quota_recipients)});
-            for (auto const& l : s.logins)
+            });
+            copy_rows("relay_grant_logins", s.logins, site_key::login, [&](grant_login const& l) {
                 c.run("INSERT INTO relay_grant_logins (address, \"user\", last_login, expires_at)"
                       " VALUES ($1, $2, $3, $4)",
                       {p(l.address), p(l.user), p(l.last_login), p(l.expires_at)});
+            });
         });
     }
 

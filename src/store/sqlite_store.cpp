@@ -2,6 +2,7 @@
 
 #include "popgate/log/log.hpp"
 #include "popgate/metrics/catalog.hpp"
+#include "popgate/store/copy_rows.hpp"
 #include "popgate/store/migrate.hpp"
 #include "sqlite_util.hpp"
 
@@ -500,19 +501,19 @@ public:
         if (replace)
             detail::exec(c.db, "DELETE FROM relay_grant_logins; DELETE FROM relay_grants;"
                                " DELETE FROM allowed_networks; DELETE FROM users");
-        for (auto const& u : s.users) {
+        copy_rows("users", s.users, site_key::user, [&](user_record const& u) {
             auto& q = c.prepare("INSERT INTO users (name, password_hash, shared_secret, disabled, apop_only,"
                                 " created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
             q.bind(1, u.name).bind_opt(2, u.password_hash).bind_opt(3, u.shared_secret);
             q.bind(4, std::int64_t{u.disabled}).bind(5, std::int64_t{u.apop_only}).bind(6, u.created_at);
             q.bind(7, u.updated_at).run();
-        }
-        for (auto const& n : s.networks) {
+        });
+        copy_rows("allowed_networks", s.networks, site_key::network, [&](network const& n) {
             auto& q = c.prepare("INSERT INTO allowed_networks (cidr, note, created_at, expires_at)"
                                 " VALUES (?1, ?2, ?3, ?4)");
             q.bind(1, n.cidr).bind(2, n.note).bind(3, n.created_at).bind_opt(4, n.expires_at).run();
-        }
-        for (auto const& g : s.grants) {
+        });
+        copy_rows("relay_grants", s.grants, site_key::grant, [&](grant const& g) {
             auto& q = c.prepare("INSERT INTO relay_grants (address, user, method, tls, listener, granted_at,"
                                 " expires_at, hits, last_used, quota_hour, quota_messages, quota_recipients)"
                                 " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)");
@@ -520,12 +521,12 @@ public:
             q.bind(5, g.listener).bind(6, g.granted_at).bind(7, g.expires_at).bind(8, g.hits);
             q.bind_opt(9, g.last_used).bind(10, g.quota_hour).bind(11, g.quota_messages);
             q.bind(12, g.quota_recipients).run();
-        }
-        for (auto const& l : s.logins) {
+        });
+        copy_rows("relay_grant_logins", s.logins, site_key::login, [&](grant_login const& l) {
             auto& q = c.prepare("INSERT INTO relay_grant_logins (address, user, last_login, expires_at)"
                                 " VALUES (?1, ?2, ?3, ?4)");
             q.bind(1, l.address).bind(2, l.user).bind(3, l.last_login).bind(4, l.expires_at).run();
-        }
+        });
         tx.commit();
     }
 

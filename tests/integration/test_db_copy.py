@@ -104,6 +104,23 @@ def test_sqlite_to_postgresql_and_back_keeps_every_column(site, pg_database, pos
         assert sqlite_rows(back, sql) == sqlite_rows(site, sql), sql
 
 
+def test_a_row_postgresql_refuses_is_named_and_nothing_is_copied(site, pg_database, postgres_server):  # noqa: F811
+    # SQLite keeps any bytes as TEXT; PostgreSQL refuses a note that is not
+    # UTF-8. The copy failed as a whole with PostgreSQL's message alone; it
+    # now names the table and the row, so the administrator can fix it.
+    con = sqlite3.connect(site)
+    with con:
+        con.execute("UPDATE allowed_networks SET note = CAST(X'6f6666696365ff' AS TEXT) WHERE cidr = '2001:db8::/32'")
+    con.close()
+    r = cli("db", "copy", site, pg_database)
+    assert r.returncode != 0
+    assert "allowed_networks row 2001:db8::/32 refused: " in r.stderr, r.stderr
+    assert "invalid byte sequence" in r.stderr, r.stderr
+    db = pg_database.dbname
+    for table in ("users", "allowed_networks", "relay_grants"):
+        assert postgres_server.psql(db, f"SELECT count(*) FROM {table}") == [("0",)], table
+
+
 def test_a_copied_user_logs_in_on_a_daemon_serving_postgresql(site, pg_database, make_gateway):  # noqa: F811
     assert cli("db", "copy", site, pg_database).returncode == 0
     g = make_gateway({"storage": {"database": str(pg_database)}})
