@@ -58,11 +58,11 @@ void check_tls(config::settings const& s, daemon::service_account const& a, std:
     bool const made_at_start = !have_cert && !have_key && t.self_signed;
     try {
         // Read as the daemon reads them at start.
+        io::file_opener const open = [&a](auto const& file, std::string& why) {
+            return daemon::open_to_read(file, a, why);
+        };
         auto const material =
-            made_at_start ? io::self_signed_material(t, s.hostname)
-                          : io::read_tls_material(t, [&a](auto const& file, std::string& why) {
-                                return daemon::open_to_read(file, a, why);
-                            });
+            made_at_start ? io::self_signed_material(t, s.hostname, open) : io::read_tls_material(t, open);
         io::make_server_tls(t, material);  // a certificate, a key, and the pair matches
     } catch (std::exception const& e) {
         problems.push_back(e.what());
@@ -141,7 +141,9 @@ void check_files_as_account(config::settings const& s, daemon::service_account c
             err.back() = errno;
         } else {
             for (std::size_t i = 0; i < files.size(); ++i) {
-                int const fd = ::open(files[i].second.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
+                // O_NONBLOCK: a FIFO there must not hold the check (and this
+                // child) until someone writes to it.
+                int const fd = ::open(files[i].second.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
                 err[i] = fd < 0 ? errno : 0;
                 if (fd >= 0) ::close(fd);
             }

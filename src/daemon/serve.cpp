@@ -83,9 +83,9 @@ bool any_tls(config::settings const& s)
 io::tls_material read_tls(config::settings const& s, service_account const& a)
 {
     // A pair that is there (one an older popgate made as root, in a
-    // directory only root may read) is read as root, as always; where the
-    // account could put a link or another name in its way, only through
-    // open_to_read (a key of root's served as popgate's own).
+    // directory only root may read) is read as root, as always, through
+    // open_to_read: no link or other name the account could have put in its
+    // way is followed (a key of root's served as popgate's own).
     std::error_code ec;
     bool const to_make = s.tls.self_signed && !std::filesystem::exists(s.tls.cert_file, ec) &&
                          !std::filesystem::exists(s.tls.key_file, ec);

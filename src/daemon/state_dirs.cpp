@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <iterator>
 #include <optional>
 #include <stdexcept>
@@ -366,7 +367,11 @@ bool account_can_redirect(fs::path const& file, service_account const& a)
     // The directory the files are in: a new name there (a -journal) is
     // enough. Above it, the entry on the way must be one the account can
     // replace. Both the path as written and the one its links lead to.
-    auto const check = [&](fs::path const& dir) {
+    // A link met on the way (root's /etc/popgate/tls -> the account's
+    // /var/lib/popgate/tls) is checked where it leads as well: the account
+    // may change what is there.
+    int links = 0;
+    std::function<bool(fs::path const&)> check = [&](fs::path const& dir) {
         fs::path d = dir;
         std::optional<uid_t> entry;  // the owner of the entry below `d` on the way; none for the files' own
         for (;;) {
@@ -374,6 +379,12 @@ bool account_can_redirect(fs::path const& file, service_account const& a)
             if (::lstat(d.c_str(), &st) == 0) {
                 if (S_ISDIR(st.st_mode) && account_may_change(d, st, a, groups, entry)) return true;
                 if (S_ISLNK(st.st_mode) && st.st_uid == a.uid) return true;
+                if (S_ISLNK(st.st_mode)) {
+                    std::error_code ec;
+                    auto const target = fs::read_symlink(d, ec);
+                    if (ec || ++links > 40) return true;  // unreadable or a loop: not trusted
+                    if (check(target.is_absolute() ? target : d.parent_path() / target)) return true;
+                }
                 entry = st.st_uid;
             } else {
                 entry.reset();  // missing: whoever may write the directory above may make it
@@ -395,39 +406,73 @@ bool account_can_redirect(fs::path const& file, service_account const& a)
 
 int open_to_read(fs::path const& file, service_account const& a, std::string& why)
 {
-    if (::geteuid() != 0 || !account_can_redirect(file, a)) {
+    if (::geteuid() != 0 || !a.switches) {
         int const fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
         if (fd < 0) why = std::strerror(errno);
         return fd;
     }
-    fd_holder const dir =
-        open_dir_trusted(file.has_parent_path() ? file.parent_path() : fs::path("."), std::nullopt, why);
-    if (dir.fd < 0) return -1;
-    // O_NONBLOCK: a FIFO put there must not hold the start (refused below).
-    fd_holder f(::openat(dir.fd, file.filename().c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
-    if (f.fd < 0) {
-        why = errno == ELOOP ? "a symbolic link in a directory " + a.name +
-                                   " may change, which root does not follow there: name the file itself"
-                             : std::string(std::strerror(errno));
-        return -1;
+    // Root, about to become the account: every directory through the walk,
+    // and the file's own name followed only where open_dir_trusted follows
+    // a link (root's link, in a directory only root may write: an
+    // administrator's /etc/popgate/key.pem -> /etc/letsencrypt/...). A link
+    // there that leads into the account's directory is walked on from
+    // there, under the same rule.
+    fs::path path = file;
+    for (int hops = 0; hops <= 40; ++hops) {
+        fd_holder const dir =
+            open_dir_trusted(path.has_parent_path() ? path.parent_path() : fs::path("."), std::nullopt, why);
+        if (dir.fd < 0) return -1;
+        struct stat holder {};
+        if (::fstat(dir.fd, &holder) != 0) {
+            why = std::strerror(errno);
+            return -1;
+        }
+        // Only root could have put a name here.
+        bool const roots_only = holder.st_uid == 0 && (holder.st_mode & (S_IWGRP | S_IWOTH)) == 0;
+        auto const name = path.filename();
+        // O_NONBLOCK: a FIFO put there must not hold the start (refused below).
+        fd_holder f(::openat(dir.fd, name.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
+        if (f.fd < 0 && errno == ELOOP) {
+            struct stat link {};
+            std::string target(4096, '\0');
+            ssize_t n = -1;
+            if (::fstatat(dir.fd, name.c_str(), &link, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(link.st_mode) &&
+                link.st_uid == 0 && roots_only)
+                n = ::readlinkat(dir.fd, name.c_str(), target.data(), target.size());
+            if (n <= 0 || static_cast<std::size_t>(n) >= target.size()) {
+                why = "a symbolic link that someone other than root could have made, which root does not follow "
+                      "for " + a.name + ": name the file itself";
+                return -1;
+            }
+            target.resize(static_cast<std::size_t>(n));
+            path = fs::path(target).is_absolute() ? fs::path(target) : path.parent_path() / target;
+            continue;
+        }
+        if (f.fd < 0) {
+            why = std::strerror(errno);
+            return -1;
+        }
+        struct stat st {};
+        if (::fstat(f.fd, &st) != 0) {
+            why = std::strerror(errno);
+            return -1;
+        }
+        if (!S_ISREG(st.st_mode)) {
+            why = "not a regular file";
+            return -1;
+        }
+        // A hard link someone made to another's file (where the kernel
+        // allows it: fs.protected_hardlinks = 0), in a directory not root's
+        // alone.
+        if (st.st_nlink > 1 && st.st_uid != a.uid && !roots_only) {
+            why = "a file with other names, owned by another user than " + a.name + ", in a directory someone " +
+                  "other than root may change: give it one name, or keep it where only root may write";
+            return -1;
+        }
+        return std::exchange(f.fd, -1);
     }
-    struct stat st {};
-    if (::fstat(f.fd, &st) != 0) {
-        why = std::strerror(errno);
-        return -1;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        why = "not a regular file";
-        return -1;
-    }
-    // A hard link the account made to a file of someone else's (where the
-    // kernel allows it: fs.protected_hardlinks = 0).
-    if (st.st_nlink > 1 && st.st_uid != a.uid) {
-        why = "a file with other names, owned by another user than " + a.name + ", in a directory " + a.name +
-              " may change: give it one name, or keep it where only root may write";
-        return -1;
-    }
-    return std::exchange(f.fd, -1);
+    why = "too many symbolic links on the way (a loop?)";
+    return -1;
 }
 
 int prepare_log_file(fs::path const& file, service_account const& a)

@@ -254,7 +254,15 @@ void expect_alpn(SSL* ssl, std::string_view const* wire)
 bool ensure_self_signed(config::tls_settings const& t, std::string const& hostname)
 {
     namespace fs = std::filesystem;
-    bool const have_cert = fs::exists(t.cert_file), have_key = fs::exists(t.key_file);
+    // Without the exception's bare "filesystem error: status: ...": the key
+    // and the file name what could not be looked at.
+    auto const exists = [](fs::path const& f, char const* key) {
+        std::error_code ec;
+        bool const there = fs::exists(f, ec);
+        if (ec) throw std::runtime_error(std::string(key) + " " + f.string() + ": " + ec.message());
+        return there;
+    };
+    bool const have_cert = exists(t.cert_file, "tls.cert_file"), have_key = exists(t.key_file, "tls.key_file");
     if (have_cert || have_key || !t.self_signed) return false;
     auto const made = make_self_signed(hostname);
     write_pem(t.key_file, [&](FILE* f) { return PEM_write_PrivateKey(f, made.key.get(), nullptr, nullptr, 0, nullptr, nullptr) == 1; });
@@ -262,7 +270,7 @@ bool ensure_self_signed(config::tls_settings const& t, std::string const& hostna
     return true;
 }
 
-tls_material self_signed_material(config::tls_settings const& t, std::string const& hostname)
+tls_material self_signed_material(config::tls_settings const& t, std::string const& hostname, file_opener const& open)
 {
     auto const made = make_self_signed(hostname);
     tls_material m;
@@ -271,8 +279,8 @@ tls_material self_signed_material(config::tls_settings const& t, std::string con
         return PEM_write_bio_PrivateKey(b, made.key.get(), nullptr, nullptr, 0, nullptr, nullptr) == 1;
     });
     if (!t.second_cert_file.empty()) {
-        m.second_cert_chain_pem = read_pem_file(t.second_cert_file, "tls.second_cert_file");
-        m.second_key_pem = read_pem_file(t.second_key_file, "tls.second_key_file");
+        m.second_cert_chain_pem = read_pem_file(t.second_cert_file, "tls.second_cert_file", open);
+        m.second_key_pem = read_pem_file(t.second_key_file, "tls.second_key_file", open);
     }
     return m;
 }

@@ -395,7 +395,7 @@ def test_a_key_of_roots_is_not_read_through_the_accounts_directory(how):
         g.allow_unclean_exit = True
         with pytest.raises(RuntimeError) as e:
             g.start(timeout=60)
-        why = ("a symbolic link in a directory nobody may change, which root does not follow there"
+        why = ("a symbolic link that someone other than root could have made, which root does not follow for nobody"
                if how == "symlink" else "a file with other names, owned by another user than nobody")
         assert f"tls.cert_file {state}/tls/cert.pem: {why}" in str(e.value)
         # check-config says the same before a start.
@@ -415,6 +415,120 @@ def test_a_key_of_roots_is_not_read_through_the_accounts_directory(how):
             with client_tls_context().wrap_socket(raw) as s:
                 assert s.recv(512).startswith(b"+OK")
         g2.stop()
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to test the privilege drop")
+@pytest.mark.parametrize("layout,served", [
+    ("root-link-to-accounts-file", False),   # /etc/popgate/key.pem -> the account's file, now its link
+    ("root-dir-link-to-accounts-dir", False),  # /etc/popgate/tls -> the account's tls, swapped for a link
+    ("letsencrypt", True),                    # live/ -> ../archive/, root's links in root's directories
+    ("roots-tls-in-accounts-var", True),      # a root-owned var/tls holding root's links
+    ("root-only-tls-with-a-backup-link", True),  # key.pem.bak, root's hard link, in a root-only var/tls
+])
+def test_roots_links_are_followed_only_where_the_account_changes_nothing(layout, served):
+    # A review of the first walk found root following its own link into the
+    # account's directory (A, B) and refusing root's own layouts (the last two).
+    # Under /run, not the world-writable /tmp, after which the walk refuses
+    # the '..' of letsencrypt's relative links.
+    top = Path(tempfile.mkdtemp(prefix="popgate-test-", dir="/run"))
+    os.chmod(top, 0o755)
+    try:
+        nobody = pwd.getpwnam("nobody")
+        state, secret, etc = top / "state", top / "secret", top / "etc"
+        for d in (state, secret, etc):
+            d.mkdir()
+        os.chown(state, nobody.pw_uid, nobody.pw_gid)
+        os.chmod(secret, 0o700)
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                        "-subj", "/CN=other-service", "-keyout", str(secret / "key.pem"),
+                        "-out", str(secret / "cert.pem"), "-days", "2"], check=True, capture_output=True)
+        os.chmod(secret / "key.pem", 0o600)
+        names = ("cert.pem", "key.pem")
+
+        def as_nobody(fn):
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    os.setgid(nobody.pw_gid)
+                    os.setuid(nobody.pw_uid)
+                    fn()
+                finally:
+                    os._exit(0)
+            os.waitpid(pid, 0)
+
+        if layout == "root-link-to-accounts-file":
+            (state / "tls").mkdir()
+            os.chown(state / "tls", nobody.pw_uid, nobody.pw_gid)
+            for n in names:
+                (etc / n).symlink_to(state / "tls" / n)
+            as_nobody(lambda: [(state / "tls" / n).symlink_to(secret / n) for n in names])
+            files = [etc / n for n in names]
+        elif layout == "root-dir-link-to-accounts-dir":
+            (etc / "tls").symlink_to(state / "tls")
+            as_nobody(lambda: (state / "tls").symlink_to(secret))
+            files = [etc / "tls" / n for n in names]
+        elif layout == "letsencrypt":
+            (etc / "archive").mkdir()
+            (etc / "live").mkdir()
+            for n in names:
+                shutil.copy(secret / n, etc / "archive" / n)
+                (etc / "live" / n).symlink_to(Path("..") / "archive" / n)
+            files = [etc / "live" / n for n in names]
+        elif layout == "roots-tls-in-accounts-var":
+            (state / "tls").mkdir(mode=0o755)
+            for n in names:
+                (state / "tls" / n).symlink_to(secret / n)
+            files = [state / "tls" / n for n in names]
+        else:
+            (state / "tls").mkdir(mode=0o700)
+            for n in names:
+                shutil.copy(secret / n, state / "tls" / n)
+            os.link(state / "tls" / "key.pem", state / "tls" / "key.pem.bak")
+            files = [state / "tls" / n for n in names]
+        g = Gateway(top / "gw", overrides={"server": {"user": "nobody", "group": "nogroup"},
+                                           "storage": {"database": str(state / "popgate.db")},
+                                           "mail": {"maildir": str(state / "mail" / "%u"),
+                                                    "relay_drop": str(state / "drop")},
+                                           "tls": {"cert_file": str(files[0]), "key_file": str(files[1])}},
+                    listeners=[{"name": "pop3s", "protocol": "pop3", "tls": "implicit"}])
+        if not served:
+            g.allow_unclean_exit = True
+            with pytest.raises(RuntimeError) as e:
+                g.start(timeout=60)
+            assert "is a symbolic link that only root" in str(e.value) or \
+                "which root does not follow for nobody" in str(e.value), str(e.value)
+            return
+        g.start()
+        with socket.create_connection(("127.0.0.1", g.port("pop3s")), timeout=10) as raw:
+            with client_tls_context().wrap_socket(raw) as s:
+                assert s.recv(512).startswith(b"+OK")
+        g.stop()
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to test the privilege drop")
+def test_check_config_is_not_held_by_a_fifo_at_the_key():
+    # check-config opened the TLS files as the account in a child without
+    # O_NONBLOCK: a FIFO there held it (and the child) until someone wrote.
+    top = Path(tempfile.mkdtemp(prefix="popgate-daemon-", dir="/tmp"))
+    os.chmod(top, 0o755)
+    try:
+        nobody = pwd.getpwnam("nobody")
+        tls = top / "tls"
+        tls.mkdir()
+        os.chown(tls, nobody.pw_uid, nobody.pw_gid)
+        os.mkfifo(tls / "cert.pem")
+        os.mkfifo(tls / "key.pem")
+        g = Gateway(top / "gw", overrides={"server": {"user": "nobody", "group": "nogroup"},
+                                           "tls": {"cert_file": str(tls / "cert.pem"), "key_file": str(tls / "key.pem")}},
+                    listeners=[{"name": "pop3s", "protocol": "pop3", "tls": "implicit"}])
+        r = subprocess.run([POPGATE, "-c", str(g.config_file), "check-config"], capture_output=True, text=True,
+                           timeout=30)
+        assert r.returncode != 0
+        assert f"tls.cert_file {tls}/cert.pem: not a regular file" in r.stdout + r.stderr, r.stdout + r.stderr
     finally:
         shutil.rmtree(top, ignore_errors=True)
 

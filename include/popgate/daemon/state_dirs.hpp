@@ -57,11 +57,12 @@ void become_account(service_account const& a);
 // put in its place (a hard link at -journal, a directory swapped for a link).
 bool account_can_redirect(std::filesystem::path const& file, service_account const& a);
 
-// Opens `file` to read it (a TLS certificate or key). Started as root, where
-// the account could change where the path leads (account_can_redirect):
-// through a directory walked as root may trust (as prepare_log_file), the
-// file itself not a link, a regular file, and not one of several names of
-// another user's file. Else by path. A descriptor, or -1 with `why`.
+// Opens `file` to read it (a TLS certificate or key). Started as root with
+// an account to switch to: through directories walked as root may trust
+// (open_dir_trusted), the file's own name followed only if it is root's
+// link in a directory only root may write, a regular file, and, outside such
+// a directory, not one of several names of another user's file. Else by
+// path. A descriptor, or -1 with `why`.
 int open_to_read(std::filesystem::path const& file, service_account const& a, std::string& why);
 
 // Makes the log file's missing directories (0750) and the file itself (0640),

@@ -57,7 +57,8 @@ bool ensure_self_signed(config::tls_settings const& t, std::string const& hostna
 // What ensure_self_signed would make, in memory and written nowhere, with
 // tls.second_cert_file and second_key_file read when set: for check-config,
 // which must try the TLS settings before the daemon has made its files.
-tls_material self_signed_material(config::tls_settings const& t, std::string const& hostname);
+tls_material self_signed_material(config::tls_settings const& t, std::string const& hostname,
+                                  file_opener const& open = {});
 
 // A client context for talking to the upstream MTA (TLS 1.2+). With
 // relay.upstream_starttls = "verify" it checks the upstream's chain against
