@@ -2,6 +2,7 @@
 
 #include "popgate/default_config.hpp"
 #include "popgate/net/ip.hpp"
+#include "popgate/proto/ascii.hpp"
 #include "popgate/proto/smtpd_policy.hpp"
 
 #include <libpq-fe.h>
@@ -583,14 +584,20 @@ bool looks_like_conninfo(std::string_view d)
         return false;
     };
     auto const space = [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; };
-    auto const word = [](char c) { return (c >= 'a' && c <= 'z') || c == '_'; };
+    auto const word = [](char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_'; };
+    // A keyword starts the string or follows a space or a ';' (the
+    // Host=db;Password=... of other drivers' connection strings), in any
+    // case; "password" after any other character too (a path holds none).
     for (std::size_t i = 0; i < d.size(); ++i) {
-        if (i > 0 && !space(d[i - 1])) continue;  // a keyword starts the string or follows a space
+        if (i > 0 && word(d[i - 1])) continue;
+        bool const separated = i == 0 || space(d[i - 1]) || d[i - 1] == ';';
         std::size_t j = i;
         while (j < d.size() && word(d[j])) ++j;
-        auto const key = d.substr(i, j - i);
+        auto const key = proto::ascii_lowered(d.substr(i, j - i));
         while (j < d.size() && space(d[j])) ++j;
-        if (j < d.size() && d[j] == '=' && keyword(key)) return true;
+        if (j < d.size() && d[j] == '=' &&
+            ((separated && keyword(key)) || key == "password" || key == "sslpassword"))
+            return true;
     }
     return false;
 }
@@ -612,7 +619,7 @@ std::string database_problem(std::string const& d)
     // every message that names the database.
     constexpr char const* refused =
         "a password in the URI is refused: put it in a passfile (?passfile=/etc/popgate/pgpass, mode 0600) or "
-        "PGPASSFILE";
+        "PGPASSFILE; for sslpassword=, give sslkey a key without a passphrase that only popgate's user may read";
     auto const rest = d.substr(d.find("://") + 3);
     auto const at = rest.find('@');
     auto const end = rest.find('/');  // libpq looks for the '@' up to the first '/' only
@@ -654,7 +661,7 @@ bool is_password_parameter(std::string_view written_name)
         }
         name += c;
     }
-    return name == "password";
+    return name == "password" || name == "sslpassword";
 }
 
 std::vector<net::cidr> listener::default_http_trusted()

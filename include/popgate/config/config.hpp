@@ -243,8 +243,9 @@ std::string database_problem(std::string const& database);
 // 0 with PostgreSQL. Checked again when --db replaces the database.
 std::string busy_timeout_problem(settings const& s);
 
-// Whether a URI query parameter's name, as written, is libpq's "password":
-// libpq percent-decodes names, so "pass%77ord" is one too.
+// Whether a URI query parameter's name, as written, is libpq's "password"
+// or "sslpassword" (the client key's passphrase): libpq percent-decodes
+// names, so "pass%77ord" is one too.
 bool is_password_parameter(std::string_view written_name);
 
 std::string to_string(tls_mode m);

@@ -449,6 +449,17 @@ BOOST_AUTO_TEST_CASE(postgresql_uri_without_password_selects_postgresql)
                "postgresql://u@db/gw?passfile=/etc/pgpass");
     BOOST_TEST(database_problem("var/a=b.db") == "");
     BOOST_TEST(database_problem("=x") == "");
+    // Other drivers' strings, any case: a keyword after ';', and a password
+    // wherever it is (a review found these made files named after them).
+    BOOST_TEST(database_problem("server=db;password=s3cret") != "");
+    BOOST_TEST(database_problem("Host=db;Username=gw;Password=s3cret;Database=popgate") != "");
+    BOOST_TEST(database_problem("HOST=db PASSWORD=s3cret") != "");
+    BOOST_TEST(database_problem("/srv/db/user=x/popgate.db") == "");  // still a path
+    // The client key's passphrase in a URI: refused like a password, and
+    // never shown.
+    BOOST_TEST(database_problem("postgresql://gw@db/gw?sslkey=/k&sslpassword=s3cret") != "");
+    BOOST_TEST(popgate::store::database_label("postgresql://gw@db/gw?sslpassword=s3cret").find("s3cret") ==
+               std::string::npos);
     BOOST_TEST(database_problem("postgresql://db/popgate?application_name=pw:x@y") == "");
     // libpq decodes parameter names; values and other names are not passwords.
     // libpq takes user:password@ up to the first '/', across a '?'.
