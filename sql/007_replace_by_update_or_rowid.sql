@@ -21,9 +21,24 @@
 -- before each row, so nothing a statement that changed nothing left is ever
 -- judged. This also replaces migration 6's two triggers with these (a
 -- development database may hold an earlier text of them).
+--
+-- One statement can still revoke a user it leaves unchanged: a REPLACE of
+-- several rows that swaps two users' rowids judges the first row before
+-- the second puts the other user back (a fresh login grants again).
+--
+-- And users_touch (migration 1) no longer recurses for ever under PRAGMA
+-- recursive_triggers = ON, which made any UPDATE of a user changed in the
+-- same second fail: a row already stamped this second is left as it is.
 
 DROP TRIGGER users_replace_remember;
 DROP TRIGGER users_replace_revokes_grants;
+DROP TRIGGER users_touch;
+
+CREATE TRIGGER users_touch AFTER UPDATE ON users
+    WHEN NEW.updated_at = OLD.updated_at AND OLD.updated_at IS NOT unixepoch()
+BEGIN
+    UPDATE users SET updated_at = unixepoch() WHERE name = NEW.name;
+END;
 
 -- The judgement after a row went in or moved, given the row as it is now
 -- (internal, as revoke_user_grants: it holds no rows; an insert runs it).

@@ -1925,6 +1925,18 @@ BOOST_AUTO_TEST_CASE(a_user_replaced_by_a_rename_or_a_rowid_loses_its_grants)
     BOOST_TEST(sql->scalar("SELECT count(*) FROM users_replaced") == 0);
 }
 
+// users_touch recursed for ever under recursive_triggers (an administrator's
+// pragma): an UPDATE in the second the row was stamped failed.
+BOOST_AUTO_TEST_CASE(a_user_updated_twice_in_a_second_under_recursive_triggers)
+{
+    if (pg()) return;  // PostgreSQL stamps in a BEFORE trigger
+    db->add_user(user("alice"));
+    sql->must("PRAGMA recursive_triggers = ON; UPDATE users SET apop_only = 0 WHERE name = 'alice';"
+              " UPDATE users SET apop_only = 0 WHERE name = 'alice'");
+    sql->must("UPDATE users SET updated_at = 5 WHERE name = 'alice'; UPDATE users SET disabled = 1 WHERE name = 'alice'");
+    BOOST_TEST(sql->scalar("SELECT updated_at > 5 FROM users WHERE name = 'alice'") == 1);
+}
+
 BOOST_AUTO_TEST_CASE(a_rename_onto_another_user_fails_and_revokes_nothing)
 {
     auto const t = now();
