@@ -223,7 +223,14 @@ result connection::run(char const* sql, std::initializer_list<param> params)
     char const* values[16] = {};
     if (params.size() > std::size(values)) throw std::logic_error("pg::connection::run: too many parameters");
     int i = 0;
-    for (auto const& v : params) values[i++] = v ? v->c_str() : nullptr;
+    for (auto const& v : params) {
+        // Text parameters go as C strings: one holding a NUL would reach
+        // PostgreSQL cut short (a shared secret "\0..." as ""), and its
+        // text type cannot hold one anyway.
+        if (v && v->find('\0') != std::string::npos)
+            throw store_error(store_errc::constraint, "a value holding a NUL byte, which PostgreSQL text cannot hold");
+        values[i++] = v ? v->c_str() : nullptr;
+    }
     PGresult* r = PQsendQueryPrepared(c_, it->second.c_str(), i, values, nullptr, nullptr, 0)
                       ? await_result("query")
                       : nullptr;

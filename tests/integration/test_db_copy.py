@@ -121,6 +121,22 @@ def test_a_row_postgresql_refuses_is_named_and_nothing_is_copied(site, pg_databa
         assert postgres_server.psql(db, f"SELECT count(*) FROM {table}") == [("0",)], table
 
 
+def test_a_secret_holding_a_nul_is_refused_not_cut_short(site, pg_database, postgres_server):  # noqa: F811
+    # libpq takes text parameters as C strings: a shared secret "\0..." went
+    # to PostgreSQL as "" (APOP with an empty secret then logged in), and
+    # the copy said it had succeeded.
+    con = sqlite3.connect(site)
+    with con:
+        con.execute("UPDATE users SET shared_secret = CAST(X'00746f70736563726574' AS TEXT) WHERE name = 'alice'")
+    con.close()
+    r = cli("db", "copy", site, pg_database)
+    assert r.returncode != 0
+    assert "users row alice refused: a value holding a NUL byte, which PostgreSQL text cannot hold" in r.stderr, \
+        r.stderr
+    assert "topsecret" not in r.stderr
+    assert postgres_server.psql(pg_database.dbname, "SELECT count(*) FROM users") == [("0",)]
+
+
 def test_a_copied_user_logs_in_on_a_daemon_serving_postgresql(site, pg_database, make_gateway):  # noqa: F811
     assert cli("db", "copy", site, pg_database).returncode == 0
     g = make_gateway({"storage": {"database": str(pg_database)}})
