@@ -160,6 +160,7 @@ def test_absolute_form_is_served_as_its_path(gw):
     (b"GET /healthz HTTP/1.1 extra\r\nHost: x\r\n\r\n", b"400"),
     (b"GET /healthz HTTP/1.1\nHost: x\r\n\r\n", b"400"),
     (b"GET /healthz HTTP/11\r\nHost: x\r\n\r\n", b"400"),
+    (b"GET /a b HTTP/1.1\r\nHost: x\r\n\r\n", b"400"),
     (b"GET /healthz#top HTTP/1.1\r\nHost: x\r\n\r\n", b"400"),  # no target has a fragment
     (b"CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\n\r\n", b"400"),   # authority-form
     (b"GET ftp://evil.example/healthz HTTP/1.1\r\nHost: x\r\n\r\n", b"400"),

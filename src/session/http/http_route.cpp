@@ -155,8 +155,9 @@ bool well_formed_version(std::string_view unparsed)
     auto const crlf = unparsed.find("\r\n");
     if (crlf == unparsed.npos) return false;
     auto const line = unparsed.substr(0, crlf);
+    // method SP request-target SP version: a third word is no version.
+    if (std::count(line.begin(), line.end(), ' ') != 2) return false;
     auto const sp = line.rfind(' ');
-    if (sp == line.npos) return false;
     auto const v = line.substr(sp + 1);
     auto const digit = [](char c) { return c >= '0' && c <= '9'; };
     return v.size() == 8 && v.starts_with("HTTP/") && digit(v[5]) && v[6] == '.' && digit(v[7]) &&

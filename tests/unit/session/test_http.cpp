@@ -161,6 +161,8 @@ BOOST_AUTO_TEST_CASE(parse_errors_become_4xx_and_close)
     BOOST_TEST(http_refusal_of(he::error::bad_version, "GET / HTTP/1.1 x\r\nHost: a\r\n\r\n").status == 400u);
     BOOST_TEST(http_refusal_of(he::error::bad_version, "GET / HTTP/1.1\nHost: a\r\n\r\n").status == 400u);
     BOOST_TEST(http_refusal_of(he::error::bad_version, "GET / HTTP/11\r\n\r\n").status == 400u);
+    BOOST_TEST(http_refusal_of(he::error::bad_version, "GET /a b HTTP/1.1\r\n\r\n").status == 400u);
+    BOOST_TEST(http_refusal_of(he::error::bad_version, "GET /a b HTTP/2.0\r\n\r\n").status == 400u);
     BOOST_TEST(http_refusal_of(he::error::bad_version).status == 400u);
     auto const bad = http_refusal_of(he::error::bad_method);
     BOOST_TEST(bad.status == 400u);
