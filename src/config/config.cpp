@@ -587,7 +587,8 @@ bool looks_like_conninfo(std::string_view d)
     auto const word = [](char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_'; };
     // A keyword starts the string or follows a space or a ';' (the
     // Host=db;Password=... of other drivers' connection strings), in any
-    // case; "password" after any other character too (a path holds none).
+    // case; "password" (ODBC's "pwd") after any other character too (a path
+    // holds none).
     for (std::size_t i = 0; i < d.size(); ++i) {
         if (i > 0 && word(d[i - 1])) continue;
         bool const separated = i == 0 || space(d[i - 1]) || d[i - 1] == ';';
@@ -596,7 +597,7 @@ bool looks_like_conninfo(std::string_view d)
         auto const key = proto::ascii_lowered(d.substr(i, j - i));
         while (j < d.size() && space(d[j])) ++j;
         if (j < d.size() && d[j] == '=' &&
-            ((separated && keyword(key)) || key == "password" || key == "sslpassword"))
+            ((separated && keyword(key)) || key == "password" || key == "sslpassword" || key == "pwd"))
             return true;
     }
     return false;
@@ -661,7 +662,11 @@ bool is_password_parameter(std::string_view written_name)
         }
         name += c;
     }
-    return name == "password" || name == "sslpassword";
+    // libpq refuses "Password" or "password " (and says so with the value):
+    // any case and spacing is one to refuse and to hide.
+    auto const b = name.find_first_not_of(" \t"), e = name.find_last_not_of(" \t");
+    auto const bare = b == std::string::npos ? std::string() : proto::ascii_lowered(name.substr(b, e - b + 1));
+    return bare == "password" || bare == "sslpassword";
 }
 
 std::vector<net::cidr> listener::default_http_trusted()

@@ -455,6 +455,13 @@ BOOST_AUTO_TEST_CASE(postgresql_uri_without_password_selects_postgresql)
     BOOST_TEST(database_problem("Host=db;Username=gw;Password=s3cret;Database=popgate") != "");
     BOOST_TEST(database_problem("HOST=db PASSWORD=s3cret") != "");
     BOOST_TEST(database_problem("/srv/db/user=x/popgate.db") == "");  // still a path
+    BOOST_TEST(database_problem("Server=db;Pwd=s3cret") != "");
+    // libpq refuses these names and quotes the URI: refused here, and hidden.
+    for (auto const* uri : {"postgresql://gw@db/gw?Password=s3cret", "postgresql://gw@db/gw?PASSWORD=s3cret",
+                            "postgresql://gw@db/gw?password%20=s3cret", "postgresql://gw@db/gw?Sslpassword=s3cret"}) {
+        BOOST_TEST(database_problem(uri) != "", uri);
+        BOOST_TEST(popgate::store::database_label(uri).find("s3cret") == std::string::npos, uri);
+    }
     // The client key's passphrase in a URI: refused like a password, and
     // never shown.
     BOOST_TEST(database_problem("postgresql://gw@db/gw?sslkey=/k&sslpassword=s3cret") != "");
