@@ -407,9 +407,19 @@ bool account_can_redirect(fs::path const& file, service_account const& a)
 int open_to_read(fs::path const& file, service_account const& a, std::string& why)
 {
     if (::geteuid() != 0 || !a.switches) {
-        int const fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
-        if (fd < 0) why = std::strerror(errno);
-        return fd;
+        // By path, but a FIFO put there must not hold check-config, the
+        // start or a SIGHUP's reload: a regular file only.
+        fd_holder f(::open(file.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
+        struct stat st {};
+        if (f.fd < 0 || ::fstat(f.fd, &st) != 0) {
+            why = std::strerror(errno);
+            return -1;
+        }
+        if (!S_ISREG(st.st_mode)) {
+            why = "not a regular file";
+            return -1;
+        }
+        return std::exchange(f.fd, -1);
     }
     // Root, about to become the account: every directory through the walk,
     // and the file's own name followed only where open_dir_trusted follows

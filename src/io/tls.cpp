@@ -366,6 +366,11 @@ std::shared_ptr<boost::asio::ssl::context> make_client_tls(config::settings cons
     // The handshake fails unless the chain ends at one of these CAs; the
     // name is set per connection (set_upstream_name).
     SSL_CTX_set_verify(c, SSL_VERIFY_PEER, nullptr);
+    // OpenSSL opens it by path and would wait on a FIFO for ever (check-config
+    // as root, or a daemon's first upstream connection): a regular file only.
+    struct stat ca {};
+    if (!s.upstream_ca_file.empty() && ::stat(s.upstream_ca_file.c_str(), &ca) == 0 && !S_ISREG(ca.st_mode))
+        throw std::runtime_error("relay.upstream_ca_file: " + s.upstream_ca_file.string() + ": not a regular file");
     ERR_clear_error();
     bool const loaded = s.upstream_ca_file.empty()
                             ? SSL_CTX_set_default_verify_paths(c) == 1

@@ -533,6 +533,46 @@ def test_check_config_is_not_held_by_a_fifo_at_the_key():
         shutil.rmtree(top, ignore_errors=True)
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run check-config as another user")
+def test_check_config_of_another_user_and_roots_ca_check_are_not_held_by_fifos():
+    # The account's own check-config (the packaged unit's ExecStartPre), its
+    # start and its SIGHUP opened the TLS files by path without O_NONBLOCK;
+    # root's check-config loaded relay.upstream_ca_file through OpenSSL by
+    # path. A FIFO at either held them for ever.
+    top = Path(tempfile.mkdtemp(prefix="popgate-daemon-", dir="/tmp"))
+    os.chmod(top, 0o755)
+    try:
+        nobody = pwd.getpwnam("nobody")
+        state = top / "state"
+        state.mkdir()
+        os.chown(state, nobody.pw_uid, nobody.pw_gid)
+        for n in ("cert.pem", "key.pem", "ca.pem"):
+            os.mkfifo(state / n)
+            os.chown(state / n, nobody.pw_uid, nobody.pw_gid)
+        g = Gateway(top / "gw", overrides={"tls": {"cert_file": str(state / "cert.pem"),
+                                                   "key_file": str(state / "key.pem")},
+                                           "storage": {"database": str(state / "popgate.db")},
+                                           "mail": {"maildir": str(state / "mail" / "%u"),
+                                                    "relay_drop": str(state / "drop")}},
+                    listeners=[{"name": "pop3s", "protocol": "pop3", "tls": "implicit"}])
+        os.chmod(g.config_file, 0o644)
+        os.chmod(g.config_file.parent, 0o755)
+        r = subprocess.run(["setpriv", f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}", "--clear-groups",
+                            POPGATE, "-c", str(g.config_file), "check-config"],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode != 0
+        assert f"tls.cert_file {state}/cert.pem: not a regular file" in r.stdout + r.stderr, r.stdout + r.stderr
+        g2 = Gateway(top / "gw2", overrides={"relay": {"upstream_host": "127.0.0.1", "upstream_starttls": "verify",
+                                                       "upstream_ca_file": str(state / "ca.pem")}})
+        r = subprocess.run([POPGATE, "-c", str(g2.config_file), "check-config"], capture_output=True, text=True,
+                           timeout=30)
+        assert r.returncode != 0
+        assert f"relay.upstream_ca_file: {state}/ca.pem: not a regular file" in r.stdout + r.stderr, \
+            r.stdout + r.stderr
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to test the privilege drop")
 def test_a_fifo_at_the_log_file_is_refused_not_waited_for(tmp_path):
     # The account's directory: a FIFO there held a root start in open()
