@@ -151,6 +151,23 @@ def test_absolute_form_is_served_as_its_path(gw):
     assert r.startswith(b"HTTP/1.1 404 "), r[:200]
 
 
+@pytest.mark.parametrize("header", [
+    b"Host: a\r\nTransfer-Encoding: gzip, chunked\r\n",
+    b"Host: a\r\nHost: b\r\nContent-Length: 10\r\n",
+    b"Content-Length: 10\r\n",   # no Host
+])
+def test_a_header_that_decides_the_refusal_is_answered_before_any_body(gw, header):
+    """The refusal used to come only once the whole body was read: curl's
+    Expect: 100-continue got a 100 first, and a client that waits for the
+    100 before sending the body waited out limits.command_timeout."""
+    start = time.monotonic()
+    r = raw(gw, b"POST " + POLICY.encode() + b"?command=allow HTTP/1.1\r\n" + header +
+            b"Expect: 100-continue\r\n\r\n", timeout=10)
+    assert re.match(rb"HTTP/1\.1 (400|501) ", r), r[:200]
+    assert b"100 Continue" not in r and not r.endswith(b"<timeout>"), r[:200]
+    assert time.monotonic() - start < 3
+
+
 @pytest.mark.parametrize("request_bytes, status", [
     (b"GARBAGE\r\n\r\n", b"400"),
     (b"GET /healthz HTTP/1.1\r\n\r\n", b"400"),                  # no Host (RFC 9112 3.2)

@@ -49,7 +49,7 @@ public:
     }
 
 private:
-    enum class got { request, eof, malformed, gone };
+    enum class got { request, eof, malformed, refused, gone };
     asio::awaitable<got> read_request(parser_t& p);
     asio::awaitable<bool> send(std::string const& bytes);
     asio::awaitable<http_reply> answer(http_request const& req, bool chunked);
@@ -62,6 +62,7 @@ private:
     std::string buf_;  // received, not yet parsed (a pipelined request)
     std::size_t requests_ = 0;
     boost::system::error_code parse_error_;
+    std::optional<http_reply> refused_;  // got::refused: what the header alone was refused with
 };
 
 // RFC 9110 §10.1.1 and §15.2: an HTTP/1.0 client's Expect is ignored, and
@@ -101,6 +102,12 @@ asio::awaitable<http_session::got> http_session::read_request(parser_t& p)
             if (ec) {
                 parse_error_ = ec;
                 co_return got::malformed;
+            }
+            // A header that decides the refusal (Host, Transfer-Encoding) is
+            // answered at once: no 100 Continue, no wait for a body.
+            if (in_header && p.is_header_done() && !p.is_done()) {
+                refused_ = http_request_refusal(p.get(), p.chunked());
+                if (refused_) co_return got::refused;
             }
             if (p.is_done()) co_return got::request;
             // Unparsed and waiting for more: a peer, trusted or not (that is
@@ -175,6 +182,13 @@ asio::awaitable<void> http_session::run()
                          log::field(parse_error_.message()));
             c_.end_reason = "malformed";
             bool const sent = co_await send(http_serialize(r, 11, false, false));
+            (void)sent;  // closing either way
+            co_return;
+        }
+        if (what == got::refused) {
+            spdlog::info("sid={} http refused ip={} status={} error=header", c_.sid, c_.ip, refused_->status);
+            c_.end_reason = "refused";
+            bool const sent = co_await send(http_serialize(*refused_, p.get().version() == 10 ? 10 : 11, false, false));
             (void)sent;  // closing either way
             co_return;
         }
