@@ -189,6 +189,9 @@ sasl_step sasl_server::on_response(std::string const& d)
         stage_ = -1;
         return s;
     case sasl_mech::cram_md5: {
+        // As PLAIN and LOGIN: no user name holds a NUL (and PostgreSQL's
+        // text cannot take one to look it up).
+        if (d.find('\0') != std::string::npos) return fail(errc::nul_byte);
         // RFC 2195: "user SP 32-lowercase-hex"; the user name may hold spaces,
         // so split at the last one.
         auto const sp = d.rfind(' ');

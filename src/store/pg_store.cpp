@@ -145,6 +145,9 @@ public:
 
     std::optional<user_record> find_user(std::string_view name) override
     {
+        // No user has such a name (users.name is printable ASCII), and the
+        // query would refuse it as a store failure: a client's name is not one.
+        if (name.find('\0') != std::string_view::npos) return std::nullopt;
         return with([&](pg::connection& c) -> std::optional<user_record> {
             auto r = c.run(POPGATE_PG_USER_COLUMNS " WHERE name = $1", {p(name)});
             if (r.rows() == 0) return std::nullopt;

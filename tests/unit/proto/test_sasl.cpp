@@ -329,6 +329,15 @@ BOOST_AUTO_TEST_CASE(empty_or_nul_fields_fail)
         CHECK_KIND(r, step_kind::failed);
         BOOST_TEST((r.error == errc::nul_byte));
     }
+    {
+        // CRAM-MD5 too: on PostgreSQL the lookup of such a name was a store
+        // failure ([SYS/TEMP], no failure counted, no delay).
+        sasl_server s(sasl_mech::cram_md5, "<1.2@gw>");
+        s.start(std::nullopt);
+        auto const r = s.next(base64_encode("al\0ice 0123456789abcdef0123456789abcdef"sv));
+        CHECK_KIND(r, step_kind::failed);
+        BOOST_TEST((r.error == errc::nul_byte));
+    }
 }
 
 BOOST_AUTO_TEST_CASE(star_cancels_at_any_step)

@@ -1937,6 +1937,15 @@ BOOST_AUTO_TEST_CASE(a_user_updated_twice_in_a_second_under_recursive_triggers)
     BOOST_TEST(sql->scalar("SELECT updated_at > 5 FROM users WHERE name = 'alice'") == 1);
 }
 
+// A client's name holding a NUL is no user, on either engine; PostgreSQL's
+// text cannot take it, and the lookup was a store failure there.
+BOOST_AUTO_TEST_CASE(a_name_holding_a_nul_is_no_user)
+{
+    db->add_user(user("al"));
+    BOOST_TEST(!db->find_user(std::string("al\0ice", 6)).has_value());
+    BOOST_TEST(db->find_user("al").has_value());
+}
+
 BOOST_AUTO_TEST_CASE(a_rename_onto_another_user_fails_and_revokes_nothing)
 {
     auto const t = now();
