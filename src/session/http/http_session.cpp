@@ -103,9 +103,12 @@ asio::awaitable<http_session::got> http_session::read_request(parser_t& p)
                 parse_error_ = ec;
                 co_return got::malformed;
             }
-            // A header that decides the refusal (Host, Transfer-Encoding) is
-            // answered at once: no 100 Continue, no wait for a body.
-            if (in_header && p.is_header_done() && !p.is_done()) {
+            // A client that waits for 100 Continue before its body, with a
+            // header that decides the refusal (Host, Transfer-Encoding), is
+            // answered at once. One that sends its body anyway has it read
+            // first (bounded by http_max_body): closing with it unread could
+            // reset the connection before the client reads the refusal.
+            if (in_header && p.is_header_done() && !p.is_done() && expects_continue(p.get())) {
                 refused_ = http_request_refusal(p.get(), p.chunked());
                 if (refused_) co_return got::refused;
             }
