@@ -53,8 +53,21 @@ std::string read_pem_file(std::filesystem::path const& p, char const* key, file_
         return std::runtime_error(std::string(key) + " " + p.string() + ": " + why);
     };
     std::string why;
-    int const fd = open ? open(p, why) : ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) throw fail(open ? why : std::strerror(errno));
+    int fd = -1;
+    if (open) {
+        fd = open(p, why);
+    } else {
+        // A FIFO there must not hold the caller: a regular file only.
+        fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+        struct stat st {};
+        why = fd < 0 ? std::strerror(errno) : ::fstat(fd, &st) != 0 ? std::strerror(errno) : "";
+        if (fd >= 0 && why.empty() && !S_ISREG(st.st_mode)) why = "not a regular file";
+        if (fd >= 0 && !why.empty()) {
+            ::close(fd);
+            fd = -1;
+        }
+    }
+    if (fd < 0) throw fail(why);
     std::string out;
     char buf[16384];
     for (;;) {
