@@ -79,6 +79,24 @@ struct make_spec {
     service_account const* account;
 };
 
+// Where the symbolic link `name` in the directory `dir` leads, when root may
+// follow it: root owns it and the directory, which no group and no one else
+// may write (an administrator's /var/lib/popgate -> /srv/popgate). Nothing
+// when it is another's link, or in a directory others may change, or
+// unreadable.
+std::optional<std::string> trusted_link_target(int dir, char const* name)
+{
+    struct stat link {}, holder {};
+    if (::fstatat(dir, name, &link, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISLNK(link.st_mode) || link.st_uid != 0 ||
+        ::fstat(dir, &holder) != 0 || holder.st_uid != 0 || (holder.st_mode & (S_IWGRP | S_IWOTH)) != 0)
+        return std::nullopt;
+    std::string target(4096, '\0');
+    auto const n = ::readlinkat(dir, name, target.data(), target.size());
+    if (n <= 0 || static_cast<std::size_t>(n) >= target.size()) return std::nullopt;
+    target.resize(static_cast<std::size_t>(n));
+    return target;
+}
+
 // An O_PATH descriptor of the directory `dir`, reached as root may trust:
 // component by component through real directories (openat, O_NOFOLLOW),
 // and through a symbolic link only when root owns it and the directory
@@ -136,22 +154,20 @@ fd_holder open_dir_trusted(fs::path const& dir, std::optional<make_spec> const& 
             }
         }
         if (next.fd < 0 && (errno == ELOOP || errno == ENOTDIR)) {
-            struct stat link {}, holder {};
+            struct stat link {};
             if (::fstatat(at.fd, name.c_str(), &link, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(link.st_mode)) {
-                bool const trusted = link.st_uid == 0 && ::fstat(at.fd, &holder) == 0 && holder.st_uid == 0 &&
-                                     (holder.st_mode & (S_IWGRP | S_IWOTH)) == 0;
-                std::string target(4096, '\0');
-                auto const n =
-                    trusted && ++links <= 40 ? ::readlinkat(at.fd, name.c_str(), target.data(), target.size()) : -1;
-                if (n <= 0 || static_cast<std::size_t>(n) >= target.size()) {
-                    why = trusted ? name + ": too many symbolic links on the way (a loop?)"
-                                  : name + " is a symbolic link that only root, in a directory only root may "
-                                           "write, may make for popgate to follow as root";
+                auto const target = trusted_link_target(at.fd, name.c_str());
+                if (!target) {
+                    why = name + " is a symbolic link that only root, in a directory only root may write, may make "
+                                 "for popgate to follow as root";
                     return {};
                 }
-                target.resize(static_cast<std::size_t>(n));
-                if (fs::path(target).is_absolute()) at = from_root(true);
-                push(target);
+                if (++links > 40) {
+                    why = name + ": too many symbolic links on the way (a loop?)";
+                    return {};
+                }
+                if (fs::path(*target).is_absolute()) at = from_root(true);
+                push(*target);
                 continue;
             }
         }
@@ -443,19 +459,13 @@ int open_to_read(fs::path const& file, service_account const& a, std::string& wh
         // O_NONBLOCK: a FIFO put there must not hold the start (refused below).
         fd_holder f(::openat(dir.fd, name.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
         if (f.fd < 0 && errno == ELOOP) {
-            struct stat link {};
-            std::string target(4096, '\0');
-            ssize_t n = -1;
-            if (::fstatat(dir.fd, name.c_str(), &link, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(link.st_mode) &&
-                link.st_uid == 0 && roots_only)
-                n = ::readlinkat(dir.fd, name.c_str(), target.data(), target.size());
-            if (n <= 0 || static_cast<std::size_t>(n) >= target.size()) {
+            auto const target = trusted_link_target(dir.fd, name.c_str());
+            if (!target) {
                 why = "a symbolic link that someone other than root could have made, which root does not follow "
                       "for " + a.name + ": name the file itself";
                 return -1;
             }
-            target.resize(static_cast<std::size_t>(n));
-            path = fs::path(target).is_absolute() ? fs::path(target) : path.parent_path() / target;
+            path = fs::path(*target).is_absolute() ? fs::path(*target) : path.parent_path() / *target;
             continue;
         }
         if (f.fd < 0) {
