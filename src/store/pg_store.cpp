@@ -707,10 +707,19 @@ private:
     {
         int const current = current_version(c);
         refuse_if_newer(current);
-        if (current < latest() && !opts_.accept_older)
+        if (current < latest() && !opts_.accept_older) {
+            // A role that may not apply migrations (roles.sql's rows-only
+            // role) is told who must, as the daemon's start tells it.
+            auto const owns = c.run("SELECT pg_has_role(relowner, 'USAGE') FROM pg_class"
+                                    " WHERE oid = to_regclass('schema_migrations')");
+            bool const may = owns.rows() == 0 || owns.text(0, 0) == "t";
             throw store_error(store_errc::unavailable,
                               "database " + pg::redact(uri_) + " has schema version " + std::to_string(current) +
-                                  ", this popgate needs " + std::to_string(latest()) + ": run `popgate db migrate`");
+                                  ", this popgate needs " + std::to_string(latest()) +
+                                  (may ? ": run `popgate db migrate`"
+                                       : ": run `popgate db migrate` as the role that owns the schema; this one may "
+                                         "only read and write rows (sql/postgresql/roles.sql)"));
+        }
     }
 
     // All pending migrations in one transaction, under an advisory lock:

@@ -414,6 +414,12 @@ def test_a_rows_only_node_on_an_older_schema_says_who_must_migrate(pg, make_gate
         g.start()
     assert "has schema version 5, this popgate needs 7, and this role may not apply migrations" in str(e.value)
     assert "run `popgate db migrate` as the role that owns the schema" in str(e.value)
+    # The administrator's commands with that role say the same (they said
+    # only "run `popgate db migrate`", which that role cannot).
+    r = g.cli("user", "list", check=False)
+    assert r.returncode != 0
+    assert "run `popgate db migrate` as the role that owns the schema; this one may only read and write rows" \
+        in r.stderr, r.stderr
     apply_schema(pg, "older", owner=SUPERUSER, versions=range(6, 1000))  # the owner's migrate
     g.allow_unclean_exit = False
     g.start()
