@@ -100,6 +100,39 @@ bio_ptr memory_bio(std::string const& pem)
 // a daemon has none to give: fail instead.
 int no_passphrase(char*, int, int, void*) { return 0; }
 
+// Every certificate and CRL in `pem` becomes trusted by `c`, as
+// SSL_CTX_load_verify_locations(file) would make them; throws naming `file`
+// when there is none or one is malformed.
+void load_ca_pem(SSL_CTX* c, std::string const& pem, std::filesystem::path const& file)
+{
+    auto const fail = [&] {
+        return std::runtime_error("relay.upstream_ca_file: cannot load " + file.string() + ": " + openssl_error());
+    };
+    auto const bio = memory_bio(pem);
+    STACK_OF(X509_INFO)* infos = PEM_X509_INFO_read_bio(bio.get(), nullptr, no_passphrase, nullptr);
+    if (!infos) throw fail();
+    std::unique_ptr<STACK_OF(X509_INFO), void (*)(STACK_OF(X509_INFO)*)> const hold(
+        infos, [](STACK_OF(X509_INFO)* p) { sk_X509_INFO_pop_free(p, X509_INFO_free); });
+    X509_STORE* store = SSL_CTX_get_cert_store(c);
+    int loaded = 0;
+    for (int i = 0; i < sk_X509_INFO_num(infos); ++i) {
+        X509_INFO const* info = sk_X509_INFO_value(infos, i);
+        if (info->x509) {
+            if (X509_STORE_add_cert(store, info->x509) != 1) throw fail();
+            ++loaded;
+        }
+        if (info->crl) {
+            if (X509_STORE_add_crl(store, info->crl) != 1) throw fail();
+            ++loaded;
+        }
+    }
+    if (loaded == 0) {
+        ERR_clear_error();
+        throw std::runtime_error("relay.upstream_ca_file: cannot load " + file.string() +
+                                 ": no certificate or CRL in it");
+    }
+}
+
 void write_pem(std::filesystem::path const& p, auto&& writer)
 {
     if (p.has_parent_path()) std::filesystem::create_directories(p.parent_path());
@@ -379,20 +412,17 @@ std::shared_ptr<boost::asio::ssl::context> make_client_tls(config::settings cons
     // The handshake fails unless the chain ends at one of these CAs; the
     // name is set per connection (set_upstream_name).
     SSL_CTX_set_verify(c, SSL_VERIFY_PEER, nullptr);
-    // OpenSSL opens it by path and would wait on a FIFO for ever (check-config
-    // as root, or a daemon's first upstream connection): a regular file only.
-    struct stat ca {};
-    if (!s.upstream_ca_file.empty() && ::stat(s.upstream_ca_file.c_str(), &ca) == 0 && !S_ISREG(ca.st_mode))
-        throw std::runtime_error("relay.upstream_ca_file: " + s.upstream_ca_file.string() + ": not a regular file");
     ERR_clear_error();
-    bool const loaded = s.upstream_ca_file.empty()
-                            ? SSL_CTX_set_default_verify_paths(c) == 1
-                            : SSL_CTX_load_verify_locations(c, s.upstream_ca_file.c_str(), nullptr) == 1;
-    if (!loaded)
-        throw std::runtime_error(
-            (s.upstream_ca_file.empty() ? std::string("relay.upstream_starttls = verify: cannot load the system's CAs")
-                                        : "relay.upstream_ca_file: cannot load " + s.upstream_ca_file.string()) +
-            ": " + openssl_error());
+    if (s.upstream_ca_file.empty()) {
+        if (SSL_CTX_set_default_verify_paths(c) != 1)
+            throw std::runtime_error("relay.upstream_starttls = verify: cannot load the system's CAs: " +
+                                     openssl_error());
+        return ctx;
+    }
+    // Read once through one descriptor (a regular file only: a FIFO swapped
+    // in must not hold check-config or an I/O thread), then loaded from
+    // memory, where OpenSSL would open the path again.
+    load_ca_pem(c, read_pem_file(s.upstream_ca_file, "relay.upstream_ca_file: cannot load"), s.upstream_ca_file);
     return ctx;
 }
 

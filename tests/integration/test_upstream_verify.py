@@ -6,6 +6,8 @@ Every refusal (another CA, another name, a self-signed certificate, no
 STARTTLS at all) gives the client 451 4.4.1 at its recipient, delivers
 nothing, sends no AUTH password, and logs OpenSSL's reason. check-config
 refuses a CA file it cannot load, and a CA file or name without "verify"."""
+import os
+import smtplib
 import ssl
 import subprocess
 import threading
@@ -191,3 +193,46 @@ def test_a_ca_file_or_name_without_verify_is_a_configuration_error(make_gateway,
     r = g.cli("check-config", check=False)
     assert r.returncode != 0
     assert f'relay.{key}: used only with upstream_starttls = "verify"' in r.stdout + r.stderr
+
+
+def test_a_fifo_swapped_in_for_the_ca_file_never_holds_a_relay(make_gateway, tmp_path, upstream, pki):
+    # The CA file was checked with stat() and then opened by OpenSSL by
+    # path: a FIFO renamed into its place between the two held the I/O
+    # thread (and every session on it) for ever. A rename loop flips the
+    # name between the CA and a FIFO while messages are relayed, each on a
+    # new upstream connection; every RCPT must still get its answer: 250
+    # when the CA was read, 451 when the FIFO was found.
+    up = upstream(pki["leaf"])
+    d = tmp_path / "ca"
+    d.mkdir()
+    ca, fifo_spare, ca_spare = d / "ca.pem", d / "fifo", d / "ca.spare"
+    ca_spare.write_bytes(pki["ca"].read_bytes())
+    os.mkfifo(fifo_spare)
+    os.link(ca_spare, ca)
+    g = gateway(make_gateway, tmp_path, up, upstream_ca_file=str(ca), upstream_reuse_time=0)
+    stop = threading.Event()
+
+    def flip():
+        while not stop.is_set():
+            for source in (fifo_spare, ca_spare):
+                os.link(source, d / "next")
+                os.rename(d / "next", ca)
+
+    t = threading.Thread(target=flip, daemon=True)
+    t.start()
+    codes = []
+    try:
+        for _ in range(150):
+            with smtplib.SMTP("127.0.0.1", g.port("smtp"), timeout=10) as s:
+                s.ehlo("client.test")
+                assert s.mail("a@example.org")[0] == 250
+                code, _ = s.rcpt("x@remote.test")
+                codes.append(code)
+                if code == 250:
+                    assert s.data(BODY)[0] == 250
+    finally:
+        stop.set()
+        t.join()
+    assert set(codes) <= {250, 451}, codes
+    assert len(up.messages) == codes.count(250)
+    assert g.wait_log("relay.upstream_ca_file: cannot load " + str(ca) + ": not a regular file")
