@@ -133,6 +133,50 @@ def test_pipelined_requests_are_answered_in_order(gw):
     assert out.endswith(b"ready\n")
 
 
+@pytest.mark.parametrize("before", [b"\r\n", b"\r\n\r\n\n"], ids=["crlf", "crlfs-and-lf"])
+def test_empty_lines_before_a_request_line_are_ignored(gw, before):
+    # RFC 9112 2.2: a server SHOULD ignore at least one empty line before
+    # the request line; Beast alone refused it with 400.
+    out = raw(gw, before + b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 200 OK\r\n") and out.endswith(b"ok\n"), out
+    # The CRLF some clients send after a POST body, then the next request
+    # on the same connection.
+    body = json.dumps({"login": "carol", "remote": "192.0.2.90"}).encode()
+    out = raw(gw, b"POST " + POLICY.encode() + b"?command=allow HTTP/1.1\r\nHost: x\r\nContent-Type: "
+              b"application/json\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body + before +
+              b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert re.findall(rb"HTTP/1\.1 \d{3}", out) == [b"HTTP/1.1 200", b"HTTP/1.1 200"], out
+    assert out.endswith(b"ready\n"), out
+
+
+def test_empty_lines_alone_do_not_hold_the_connection(gw):
+    # They are not a request begun: the connection is still cut at
+    # http_idle_timeout (2 s here), however many of them come.
+    s = socket.create_connection(("127.0.0.1", gw.port("http")), timeout=10)
+    t = time.time()
+    closed = False
+    while time.time() - t < 9:
+        try:
+            s.sendall(b"\r\n")
+            time.sleep(0.2)
+        except OSError:
+            closed = True
+            break
+        s.setblocking(False)
+        try:
+            if s.recv(100) == b"":
+                closed = True
+                break
+        except BlockingIOError:
+            pass
+        finally:
+            s.setblocking(True)
+    s.close()
+    assert closed and time.time() - t < 6
+    assert gw.wait_log("http end reason=timeout ip=127.0.0.1 requests=0")
+    assert "http refused" not in gw.log()
+
+
 # ------------------------------------------------------------------ refusals of the HTTP layer
 
 

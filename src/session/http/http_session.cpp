@@ -79,7 +79,18 @@ bool expects_continue(http_request const& req)
 // limits.command_timeout, however slowly it trickles in.
 asio::awaitable<http_session::got> http_session::read_request(parser_t& p)
 {
-    bool begun = !buf_.empty();
+    // RFC 9112 §2.2: empty lines before a request line are ignored (a client
+    // that ends its POST body with an extra CRLF), and do not begin it: they
+    // never hold the connection past limits.http_idle_timeout.
+    auto const skip_empty_lines = [&] {
+        if (p.got_some()) return;
+        while (buf_.starts_with("\r\n") || buf_.starts_with('\n')) buf_.erase(0, buf_[0] == '\r' ? 2 : 1);
+    };
+    // Whether buf_ holds a byte of the request itself ("\r" alone may be
+    // the first half of an empty line).
+    auto const request_begun = [&] { return p.got_some() || (!buf_.empty() && buf_ != "\r"); };
+    skip_empty_lines();
+    bool begun = request_begun();
     c_.clock.arm(begun ? s_.command_timeout : s_.http_idle_timeout);
     bool continued = false;
     // Beast applies header_limit to what one put() sees, and consumes the
@@ -89,7 +100,7 @@ asio::awaitable<http_session::got> http_session::read_request(parser_t& p)
     std::size_t header_taken = 0;
     char chunk[4096];
     for (;;) {
-        if (!buf_.empty()) {
+        if (request_begun()) {
             boost::system::error_code ec;
             bool const in_header = !p.is_header_done();
             if (in_header) p.header_limit(static_cast<std::uint32_t>(http_max_header - header_taken));
@@ -139,11 +150,12 @@ asio::awaitable<http_session::got> http_session::read_request(parser_t& p)
             }
             co_return got::gone;
         }
-        if (!begun) {
+        buf_.append(chunk, n);
+        skip_empty_lines();
+        if (!begun && request_begun()) {
             begun = true;
             c_.clock.arm(s_.command_timeout);
         }
-        buf_.append(chunk, n);
     }
 }
 
