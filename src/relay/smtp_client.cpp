@@ -398,7 +398,9 @@ asio::awaitable<upstream_verdict> smtp_client::command(std::string const& line, 
     auto r = co_await read_reply();
     if (!r) co_return broken(std::string(what) + ": no valid reply");
     upstream_verdict v;
-    v.log = std::string(what) + " reply=" + std::to_string(r->code) + " text=" + log::field(joined(*r));
+    // Logged as the value of one field: no " key=" of its own.
+    v.log = std::string(what) + ": " + std::to_string(r->code) + " " + joined(*r);
+    v.said = joined(*r);
     int const cls = proto::reply_class(r->code);
     if (cls == expect_class) {
         v.what = upstream_verdict::kind::ok;
@@ -418,7 +420,7 @@ asio::awaitable<upstream_verdict> smtp_client::command(std::string const& line, 
         v.text = std::string(client_prefix) + "Error: upstream refused: " + quoted(*r);
         co_return v;
     }
-    auto b = broken(v.log);
+    auto b = broken(v.log);  // its log names the step and the upstream's code
     co_return b;
 }
 
@@ -599,10 +601,9 @@ asio::awaitable<upstream_verdict> smtp_client::begin(upstream_envelope const& en
         bool const dead = v.what == upstream_verdict::kind::temporary;
         if (!dead) {
             kept_ = true;
-            v.log += link_->moved ? " reused=yes moved=yes" : " reused=yes";
             co_return v;
         }
-        spdlog::debug("sid={} upstream kept connection unusable, reconnecting: {}", sid_, v.log);
+        spdlog::debug("sid={} upstream kept connection unusable, reconnecting detail={}", sid_, log::field(v.log, 200));
         link_.reset();  // broken() closed it already
     }
     // Opportunistic TLS as an opportunistic client does it (Postfix's "may"):
@@ -619,9 +620,10 @@ asio::awaitable<upstream_verdict> smtp_client::begin(upstream_envelope const& en
     bool const fell_back = c.starttls_failed && opportunistic;
     if (fell_back) {
         pool_.tls_failed(upstream);
-        spdlog::warn("sid={} upstream {} STARTTLS failed, relaying in clear on a new connection and without TLS "
-                     "for {} s: {}",
-                     sid_, upstream, upstream_pool::tls_fallback_time.count(), c.verdict.log);
+        spdlog::warn("sid={} upstream STARTTLS failed, relaying in clear on a new connection and without TLS "
+                     "for {} s upstream={} detail={}",
+                     sid_, upstream_pool::tls_fallback_time.count(), log::field(upstream),
+                     log::field(c.verdict.log, 200));
         link_.reset();  // broken() closed it already
         c = co_await connect(key, starttls_use::skip);
     }
@@ -663,7 +665,8 @@ asio::awaitable<upstream_verdict> smtp_client::ask_recipient(upstream_envelope c
         sent = rcpt_sent_;
         if (v.what == upstream_verdict::kind::ok) {
             txn_ = txn::open;
-            spdlog::debug("sid={} upstream transaction open {}", sid_, v.log);
+            spdlog::debug("sid={} upstream transaction open detail={}{}", sid_, log::field(v.log, 200),
+                          !kept_ ? "" : link_->moved ? " reused=yes moved=yes" : " reused=yes");
         } else {
             txn_ = txn::failed;
             failure_ = std::move(v);
@@ -711,7 +714,7 @@ asio::awaitable<upstream_verdict> smtp_client::ask_recipient(upstream_envelope c
             co_return co_await ask_recipient(env, rcpt, true);
         }
         txn_ = txn::failed;
-        failure_ = broken(r ? "RCPT reply=" + std::to_string(code) + " text=" + log::field(joined(*r))
+        failure_ = broken(r ? "RCPT: " + std::to_string(code) + " " + joined(*r)
                             : std::string(written ? "RCPT: no valid reply" : "RCPT: write failed"));
     }
     auto v = failure_;
@@ -772,7 +775,7 @@ asio::awaitable<void> smtp_client::release()
     auto const v = co_await command(rset, 2, "RSET");
     if (v.what != upstream_verdict::kind::ok) {
         // command() closed the connection: the upstream drops the transaction.
-        spdlog::debug("sid={} upstream transaction dropped: {}", sid_, v.log);
+        spdlog::debug("sid={} upstream transaction dropped detail={}", sid_, log::field(v.log, 200));
         txn_ = txn::none;
         accepted_ = 0;
         co_return;
@@ -799,7 +802,7 @@ asio::awaitable<upstream_verdict> smtp_client::finish()
     auto v = co_await command(dot, 2, "end of data");
     awaiting_dot_ = false;
     count_upstream("message", v, asked);
-    v.log += " tls=" + tls_note;
+    v.tls = tls_note;
     if (v.what == upstream_verdict::kind::ok) {
         ++link_->messages;
         co_await keep_or_quit();

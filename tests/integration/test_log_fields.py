@@ -9,7 +9,7 @@ import smtplib
 
 import pytest
 
-from popgate_test import make_gateway  # noqa: F401  (fixture)
+from popgate_test import make_gateway, upstream  # noqa: F401  (fixtures)
 
 FORGED = "192.0.2.66"
 HOSTILE = [
@@ -59,3 +59,46 @@ def test_hostile_names_do_not_forge_the_address(make_gateway):
     # The names are there, quoted and escaped, not dropped.
     assert any('user="evil ip\\x3d192.0.2.66 result\\x3dok"' in l for l in failures), failures
     assert not any("\t" in l for l in lines)
+
+
+def fields(line):
+    """key=value fields of a line as a strict parser reads them: a value is
+    a bare word or a double-quoted string with backslash escapes."""
+    return dict(re.findall(r'(?:^| )([a-z_]+)=("(?:[^"\\]|\\.)*"|[^ "]*)(?= |$)', line))
+
+
+@pytest.mark.parametrize("reply, line_start, expect", [
+    ("250 2.0.0 queued as Q1 ip=192.0.2.66 result=refused", "smtp relayed ",
+     {"upstream_reply": "250", "upstream_status": "2.0.0", "result": "ok", "tls": "no",
+      "upstream_detail": '"queued as Q1 ip\\x3d192.0.2.66 result\\x3drefused"'}),
+    ("554 5.7.1 content refused ip=192.0.2.66 result=ok", "smtp upstream refused ",
+     {"stage": "end-of-data", "upstream_reply": "554", "upstream_status": "5.7.1", "result": "refused", "tls": "no",
+      "upstream_detail": '"content refused ip\\x3d192.0.2.66 result\\x3dok"'}),
+    ("421 4.3.2 closing ip=192.0.2.66", "smtp upstream refused ",
+     {"stage": "end-of-data", "upstream_reply": "451", "upstream_status": "4.4.1", "result": "refused", "tls": "no",
+      "upstream_detail": '"end of data: 421 closing ip\\x3d192.0.2.66"'}),
+], ids=["relayed", "refused", "gone"])
+def test_the_upstreams_verdict_on_a_message_is_logged_as_fields(make_gateway, upstream, reply, line_start, expect):
+    # The lines after the end of data spoke in bare words ("end of data
+    # reply=250 text=..."); they now carry the RCPT line's fields, and what
+    # the upstream said is quoted: it cannot forge one.
+    upstream.data_reply = reply
+    g = make_gateway(overrides={"relay": {"upstream_host": "127.0.0.1", "upstream_port": upstream.port,
+                                          "upstream_starttls": "none"}})
+    g.sql("INSERT INTO relay_grants(address, expires_at) VALUES('127.0.0.1', unixepoch()+600)")
+    with smtplib.SMTP("127.0.0.1", g.port("smtp"), timeout=15) as s:
+        s.ehlo("client.test")
+        code, _ = s.docmd("MAIL", "FROM:<a@example.org>")
+        assert code == 250
+        assert s.docmd("RCPT", "TO:<x@remote.test>")[0] == 250
+        code, _ = s.data(b"Subject: fields\r\n\r\nbody\r\n")
+    assert code == int(expect["upstream_reply"])
+    assert g.wait_log(line_start)
+    line = next(l for l in g.log().splitlines() if line_start in l)
+    got = fields(line)
+    assert got["ip"] == "127.0.0.1" and got["id"], line
+    assert {k: got.get(k) for k in expect} == expect, line
+    if line_start == "smtp relayed ":
+        assert got["upstream"] == f"127.0.0.1:{upstream.port}", line
+    lines = [l for l in g.log().splitlines() if " sid=" in l]
+    assert set(ips_in(lines)) == {"127.0.0.1"}, lines

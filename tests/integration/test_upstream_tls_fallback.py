@@ -196,7 +196,7 @@ def test_opportunistic_relays_in_clear_once_and_remembers_the_failure(make_gatew
         msgs = list(up.messages)
     assert [(c, f, r) for c, f, r, _ in msgs] == [(2, "s1@example.org", ["r1@remote.test"])]
     assert strip_received(msgs[0][3]) == body(1)
-    assert g.wait_log("STARTTLS failed, relaying in clear on a new connection and without TLS for 600 s: ")
+    assert g.wait_log("STARTTLS failed, relaying in clear on a new connection and without TLS for 600 s upstream=")
     assert tls_failure_logged(g)
     assert g.wait_log("tls=fallback")
 

@@ -148,6 +148,19 @@ private:
     std::uint64_t held_ = 0;
 };
 
+// The upstream's answer to DATA or to the end of data, in the words of the
+// RCPT line (smtp_steps.cpp): every field key=value, what the upstream said
+// quoted, so that a log parser finds the same fields in each.
+std::string upstream_fields(relay::upstream_verdict const& v, std::string_view result)
+{
+    std::string out = "upstream_reply=" + std::to_string(v.code) +
+                      " upstream_status=" + (v.enhanced.empty() ? std::string("-") : v.enhanced) +
+                      " result=" + std::string(result);
+    if (!v.tls.empty()) out += " tls=" + v.tls;
+    out += " upstream_detail=" + log::field(v.said.empty() ? v.log : v.said, 200);
+    return out;
+}
+
 }  // namespace
 
 asio::awaitable<bool> smtp_session::do_data()
@@ -199,13 +212,13 @@ asio::awaitable<bool> smtp_session::do_data()
             v = co_await up->data();
         }
         if (v.what != relay::upstream_verdict::kind::ok) {
-            spdlog::warn("sid={} smtp upstream refused id={} ip={} reply={} {} detail={}", c_.sid, qid, c_.ip, v.code,
-                         v.enhanced, v.log);
+            spdlog::warn("sid={} smtp upstream refused id={} ip={} stage=data {}", c_.sid, qid, c_.ip,
+                         upstream_fields(v, "refused"));
             ch_.queue(proto::reply(v.code, v.enhanced, v.text));
             st_.reset_transaction();
             co_return true;
         }
-        spdlog::debug("sid={} smtp upstream open id={} {}", c_.sid, qid, v.log);
+        spdlog::debug("sid={} smtp upstream open id={} detail={}", c_.sid, qid, log::field(v.log, 200));
     }
 
     std::string const header = mail::received_header(
@@ -405,15 +418,16 @@ asio::awaitable<bool> smtp_session::do_data()
         auto v = co_await up->finish();
         spared.reset();
         if (v.what != relay::upstream_verdict::kind::ok) {
-            spdlog::warn("sid={} smtp upstream refused id={} detail={}", c_.sid, qid, v.log);
+            spdlog::warn("sid={} smtp upstream refused id={} ip={} stage=end-of-data {}", c_.sid, qid, c_.ip,
+                         upstream_fields(v, "refused"));
             copies.abort();
             done(v.code, v.enhanced, v.text,
                  v.what == relay::upstream_verdict::kind::permanent ? "upstream-rejected" : "upstream-tempfail");
             co_return true;
         }
         if (!v.text.empty()) upstream_note = " (" + v.text + ")";  // a bare "250" has none
-        spdlog::info("sid={} smtp relayed id={} upstream={}:{} {}", c_.sid, qid, s.upstream_host, s.upstream_port,
-                     v.log);
+        spdlog::info("sid={} smtp relayed id={} ip={} upstream={} {}", c_.sid, qid, c_.ip,
+                     log::field(s.upstream_host + ":" + std::to_string(s.upstream_port)), upstream_fields(v, "ok"));
     }
 
     if (!copies.empty()) {
