@@ -367,6 +367,7 @@ asio::awaitable<std::optional<std::string>> smtp_client::read_line()
         else
             r = co_await timed(link_->sock.async_read_some(asio::buffer(chunk), asio::as_tuple(asio::use_awaitable)));
         if (!r || std::get<0>(*r)) co_return std::nullopt;
+        if (link_->tls) link_->tls_read = true;
         buf.append(chunk, std::get<1>(*r));
     }
 }
@@ -394,9 +395,28 @@ asio::awaitable<std::optional<proto::smtp_reply>> smtp_client::read_reply()
 asio::awaitable<upstream_verdict> smtp_client::command(std::string const& line, int expect_class,
                                                        std::string_view what, std::string_view client_prefix)
 {
+    if (out_of_step()) co_return broken(std::string(what) + ": the upstream sent a reply before it was asked");
     if (!co_await write(line)) co_return broken(std::string(what) + ": write failed");
     auto r = co_await read_reply();
-    if (!r) co_return broken(std::string(what) + ": no valid reply");
+    co_return judge(r, expect_class, what, client_prefix);
+}
+
+bool smtp_client::out_of_step() const noexcept
+{
+    if (!is_open()) return false;  // the write fails and says so
+    if (!link_->buf.empty()) return true;
+    // Right after a handshake the upstream's session tickets may wait
+    // unread in the socket: not a reply. Once a record has been read they
+    // have been.
+    if (link_->tls && !link_->tls_read) return false;
+    if (link_->tls && SSL_pending(link_->tls->native_handle()) > 0) return true;
+    return !quiet(*link_);
+}
+
+upstream_verdict smtp_client::judge(std::optional<proto::smtp_reply> const& r, int expect_class,
+                                    std::string_view what, std::string_view client_prefix)
+{
+    if (!r) return broken(std::string(what) + ": no valid reply");
     upstream_verdict v;
     // Logged as the value of one field: no " key=" of its own.
     v.log = std::string(what) + ": " + std::to_string(r->code) + " " + joined(*r);
@@ -407,7 +427,7 @@ asio::awaitable<upstream_verdict> smtp_client::command(std::string const& line, 
         v.code = r->code;
         v.enhanced = r->enhanced;
         v.text = quoted(*r);
-        co_return v;
+        return v;
     }
     // The upstream's own temporary refusal (452 storage, 451 a milter, 450
     // greylisting at MAIL) is its verdict, as a 5xx is: the client reads
@@ -418,23 +438,22 @@ asio::awaitable<upstream_verdict> smtp_client::command(std::string const& line, 
         v.code = r->code;
         v.enhanced = enhanced_or_generic(*r);
         v.text = std::string(client_prefix) + "Error: upstream refused: " + quoted(*r);
-        co_return v;
+        return v;
     }
-    auto b = broken(v.log);  // its log names the step and the upstream's code
-    co_return b;
+    return broken(v.log);  // its log names the step and the upstream's code
 }
 
 asio::awaitable<bool> smtp_client::ehlo(std::vector<std::string>& ext)
 {
     std::string const line = "EHLO " + s_.hostname + "\r\n";
-    if (!co_await write(line)) co_return false;
+    if (out_of_step() || !co_await write(line)) co_return false;
     auto r = co_await read_reply();
     if (!r) co_return false;
     ext.clear();
     if (proto::reply_class(r->code) == 5) {
         // RFC 5321 §3.2: an old server that does not know EHLO is greeted
         // with HELO, and offers no extension.
-        if (!co_await write("HELO " + s_.hostname + "\r\n")) co_return false;
+        if (out_of_step() || !co_await write("HELO " + s_.hostname + "\r\n")) co_return false;
         r = co_await read_reply();
         co_return r && proto::reply_class(r->code) == 2;
     }
@@ -676,7 +695,8 @@ asio::awaitable<upstream_verdict> smtp_client::ask_recipient(upstream_envelope c
         std::string const line = "RCPT TO:<" + rcpt + ">\r\n";
         std::optional<proto::smtp_reply> r;
         bool written = sent;
-        if (!sent) written = co_await write(line);
+        bool const early = !sent && out_of_step();
+        if (!sent && !early) written = co_await write(line);
         if (written) r = co_await read_reply();
         int const code = r ? r->code : 0;
         int const cls = proto::reply_class(code);
@@ -714,8 +734,9 @@ asio::awaitable<upstream_verdict> smtp_client::ask_recipient(upstream_envelope c
             co_return co_await ask_recipient(env, rcpt, true);
         }
         txn_ = txn::failed;
-        failure_ = broken(r ? "RCPT: " + std::to_string(code) + " " + joined(*r)
-                            : std::string(written ? "RCPT: no valid reply" : "RCPT: write failed"));
+        failure_ = broken(r       ? "RCPT: " + std::to_string(code) + " " + joined(*r)
+                          : early ? std::string("RCPT: the upstream sent a reply before it was asked")
+                                  : std::string(written ? "RCPT: no valid reply" : "RCPT: write failed"));
     }
     auto v = failure_;
     v.text = prefix + v.text;
@@ -799,7 +820,19 @@ asio::awaitable<upstream_verdict> smtp_client::finish()
     // before-queue filter); giving up sooner, after the upstream may have
     // queued the message, makes the client send it again.
     awaiting_dot_ = true;
-    auto v = co_await command(dot, 2, "end of data");
+    upstream_verdict v;
+    if (out_of_step()) {
+        // A reply before the dot: an upstream that refuses in the middle of
+        // the body (552, too big) is passed on; a 2xx answers nothing sent
+        // yet, and is never taken for the verdict on this message.
+        auto r = co_await read_reply();
+        v = r && proto::reply_class(r->code) == 2
+                ? broken("end of data: a " + std::to_string(r->code) + " reply before it was sent")
+                : judge(r, 2, "before the end of data", {});
+        abort();
+    } else {
+        v = co_await command(dot, 2, "end of data");
+    }
     awaiting_dot_ = false;
     count_upstream("message", v, asked);
     v.tls = tls_note;

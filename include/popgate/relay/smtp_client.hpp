@@ -47,6 +47,7 @@ struct upstream_link {
     bool moved = false;  // taken from another I/O thread's idle set by the last take()
     std::string key;                      // which upstream, as configured
     std::string tls_note = "no";          // for the log: TLS yes, verified, no, or fallback (clear after a failure)
+    bool tls_read = false;                // a record read since the handshake (its tickets with it)
     std::chrono::steady_clock::time_point idle_since;
 };
 
@@ -165,6 +166,15 @@ private:
     asio::awaitable<std::optional<std::string>> read_line();
     asio::awaitable<upstream_verdict> command(std::string const& line, int expect_class, std::string_view what,
                                               std::string_view client_prefix = {});
+    // What a reply means for the client: ok when of `expect_class`, the
+    // upstream's refusal passed on (closing), or broken.
+    upstream_verdict judge(std::optional<proto::smtp_reply> const& r, int expect_class, std::string_view what,
+                           std::string_view client_prefix);
+    // Bytes from the upstream that no command of ours has asked for yet:
+    // SMTP is lockstep (RFC 5321 §4.1.1, RFC 2920 §3), so they would be
+    // read as the answer to the next command, and every reply after as the
+    // one before's.
+    bool out_of_step() const noexcept;
     asio::awaitable<bool> ehlo(std::vector<std::string>& extensions);
     // AUTH as relay.upstream_user, which may go only over TLS unless
     // relay.upstream_auth_in_clear allows it.

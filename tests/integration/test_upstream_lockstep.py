@@ -1,0 +1,216 @@
+"""SMTP is lockstep (RFC 5321 4.1.1, RFC 2920 3): a reply the relay client
+did not ask for was read as the answer to its next command, and every reply
+after it as the one before's. An upstream that said 250 in the middle of the
+body and 554 to the final dot had its 250 taken as the verdict: the client
+was told 250 and the relayed copy was lost. The upstream here is a raw
+socket server scripted per command; the client is smtplib, with a local
+recipient beside the relayed ones, so that the promise is checked for both:
+a message answered 250 is delivered, a message refused is delivered nowhere."""
+import smtplib
+import socket
+import threading
+import time
+
+import pytest
+
+from popgate_test import make_gateway  # noqa: F401  (fixture)
+from smtp_support import relay_overrides
+
+SENDER = "s@example.org"
+# Long enough that the relay client is still sending it when the upstream
+# speaks after its first 200 bytes.
+BODY = b"Subject: lockstep\r\n\r\n" + b"a line of the body\r\n" * 50000
+
+
+class ScriptedUpstream:
+    """One connection at a time. `replies` maps a command word (MAIL, DATA,
+    DOT, or RCPT:<address>) to the bytes answered; `late` to bytes sent
+    0.2 s after that answer; `midbody` is sent once 200 bytes of the body
+    have arrived (a refusal there is its last word on the message: the dot
+    gets no other). Records the messages it answered 250 at the dot."""
+
+    def __init__(self, replies=None, late=None, midbody=None, pipelining=False):
+        self.replies = replies or {}
+        self.late = late or {}
+        self.midbody = midbody
+        self.pipelining = pipelining
+        self.accepted = []
+        self.commands = []
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self.stopped = False
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def stop(self):
+        self.stopped = True
+        self.sock.close()
+
+    def serve(self):
+        while not self.stopped:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.conversation, args=(c,), daemon=True).start()
+
+    def answer(self, c, key, default):
+        c.sendall(self.replies.get(key, default))
+        if key in self.late:
+            time.sleep(0.2)
+            c.sendall(self.late[key])
+
+    def conversation(self, c):
+        f = c.makefile("rb")
+        try:
+            c.sendall(b"220 up.test ESMTP\r\n")
+            while True:
+                line = f.readline()
+                if not line:
+                    return
+                word = line.split(b" ")[0].split(b":")[0].strip().upper().decode()
+                self.commands.append(line.strip().decode())
+                if word == "EHLO":
+                    c.sendall(b"250-up.test\r\n" + (b"250-PIPELINING\r\n" if self.pipelining else b"") +
+                              b"250 8BITMIME\r\n")
+                elif word == "MAIL":
+                    self.answer(c, "MAIL", b"250 2.1.0 Ok\r\n")
+                elif word == "RCPT":
+                    addr = line.decode().split("<", 1)[1].split(">", 1)[0]
+                    self.answer(c, "RCPT:" + addr, b"250 2.1.5 Ok\r\n")
+                elif word == "DATA":
+                    self.answer(c, "DATA", b"354 go ahead\r\n")
+                    body, told = b"", False
+                    while not body.endswith(b"\r\n.\r\n"):
+                        chunk = f.readline()
+                        if not chunk:
+                            return
+                        body += chunk
+                        if self.midbody and not told and len(body) > 200:
+                            c.sendall(self.midbody)
+                            told = True
+                    if self.midbody and not self.midbody.startswith(b"2"):
+                        continue
+                    reply = self.replies.get("DOT", b"250 2.0.0 queued as UP1\r\n")
+                    if reply.startswith(b"250"):
+                        self.accepted.append(body)
+                    self.answer(c, "DOT", reply)
+                elif word == "RSET":
+                    c.sendall(b"250 2.0.0 Ok\r\n")
+                elif word == "QUIT":
+                    c.sendall(b"221 2.0.0 Bye\r\n")
+                    return
+                else:
+                    c.sendall(b"502 5.5.2 what\r\n")
+        except OSError:
+            return
+        finally:
+            c.close()
+
+
+@pytest.fixture
+def scripted():
+    made = []
+
+    def make(**kw):
+        u = ScriptedUpstream(**kw)
+        made.append(u)
+        return u
+
+    yield make
+    for u in made:
+        u.stop()
+
+
+def gateway(make_gateway, up):
+    o = relay_overrides(up, relay={"upstream_reuse_time": 0, "upstream_timeout": 5})
+    g = make_gateway(overrides=o)
+    g.add_user("alice", "alice-pw")
+    g.sql("INSERT INTO relay_grants(address, expires_at) VALUES('127.0.0.1', unixepoch()+600)")
+    return g
+
+
+def send_to_alice_and_one_relayed(g):
+    """The reply to the end of data of one message to a local and a relayed
+    recipient, both taken."""
+    with smtplib.SMTP("127.0.0.1", g.port("smtp"), timeout=30) as s:
+        s.ehlo("client.test")
+        assert s.mail(SENDER)[0] == 250
+        assert s.rcpt("alice@gw.test")[0] == 250
+        assert s.rcpt("x@remote.test")[0] == 250
+        return s.data(BODY)
+
+
+def test_a_250_in_the_middle_of_the_body_is_not_the_verdict(make_gateway, scripted):
+    up = scripted(midbody=b"250 2.0.0 early\r\n", replies={"DOT": b"554 5.7.1 refused after all\r\n"})
+    g = gateway(make_gateway, up)
+    code, text = send_to_alice_and_one_relayed(g)
+    assert (code, text[:6]) == (451, b"4.4.1 "), (code, text)
+    assert up.accepted == [] and g.messages("alice") == []
+    assert g.wait_log("a 250 reply before it was sent")
+    assert "smtp relayed" not in g.log()
+
+
+def test_a_refusal_in_the_middle_of_the_body_is_passed_on(make_gateway, scripted):
+    up = scripted(midbody=b"552 5.3.4 message too big\r\n")
+    g = gateway(make_gateway, up)
+    code, text = send_to_alice_and_one_relayed(g)
+    assert code == 552 and b"message too big" in text, (code, text)
+    assert up.accepted == [] and g.messages("alice") == []
+
+
+@pytest.mark.parametrize("pipelining", [False, True], ids=["plain", "pipelining"])
+@pytest.mark.parametrize("where", ["RCPT:a@remote.test", "MAIL"])
+@pytest.mark.parametrize("when", ["together", "late"])
+def test_a_reply_given_twice_fails_the_transaction_and_nothing_is_delivered(make_gateway, scripted, pipelining,
+                                                                            where, when):
+    # b@ would be refused 550: read one step early, its 550 became DATA's
+    # verdict and b@'s RCPT got the stray 250.
+    ok = b"250 2.1.5 Ok\r\n" if where.startswith("RCPT") else b"250 2.1.0 Ok\r\n"
+    replies = {"RCPT:b@remote.test": b"550 5.1.1 unknown b\r\n"}
+    late = {}
+    if when == "together":
+        replies[where] = ok + ok
+    else:
+        late[where] = ok
+    up = scripted(replies=replies, late=late, pipelining=pipelining)
+    g = gateway(make_gateway, up)
+    with smtplib.SMTP("127.0.0.1", g.port("smtp"), timeout=30) as s:
+        s.ehlo("client.test")
+        assert s.mail(SENDER)[0] == 250
+        assert s.rcpt("alice@gw.test")[0] == 250
+        first = s.rcpt("a@remote.test")
+        time.sleep(0.4)  # a late duplicate has arrived
+        second = s.rcpt("b@remote.test")
+        data = s.docmd("DATA")
+        if data[0] == 354:
+            s.send(BODY + b".\r\n")
+            data = s.getreply()
+    codes = (first[0], second[0], data[0])
+    if (where, when, pipelining) == ("MAIL", "together", False):
+        # The stray reply was there before a@'s RCPT was written: both
+        # relayed recipients get 451 and the message goes to alice only.
+        assert codes == (451, 451, 250), codes
+        assert up.accepted == [] and len(g.messages("alice")) == 1, codes
+    else:
+        # a@ gets a 250 (its own, or the stray one read as its reply); b@
+        # finds a reply nobody asked for waiting, and the transaction,
+        # which holds a@, can carry the message nowhere.
+        assert codes == (250, 451, 451), codes
+        assert up.accepted == [] and g.messages("alice") == [], codes
+    assert g.wait_log("the upstream sent a reply before it was asked")
+
+
+def test_an_upstream_in_step_relays_as_before(make_gateway, scripted):
+    up = scripted(replies={"RCPT:b@remote.test": b"550 5.1.1 unknown b\r\n"}, pipelining=True)
+    g = gateway(make_gateway, up)
+    with smtplib.SMTP("127.0.0.1", g.port("smtp"), timeout=30) as s:
+        s.ehlo("client.test")
+        assert s.mail(SENDER)[0] == 250
+        assert s.rcpt("alice@gw.test")[0] == 250
+        assert s.rcpt("a@remote.test")[0] == 250
+        assert s.rcpt("b@remote.test")[0] == 550
+        code, _ = s.data(BODY)
+    assert code == 250
+    assert len(up.accepted) == 1 and len(g.messages("alice")) == 1
