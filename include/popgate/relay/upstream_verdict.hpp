@@ -13,8 +13,8 @@ struct upstream_verdict {
     std::string enhanced = "4.4.1";
     std::string text;         // reply text for the client
     std::string log;          // what happened, for the log line (peer bytes escaped)
-    std::string said;         // the upstream's reply text, when `code` is the upstream's own
-    std::string tls;          // the end of data: how the connection was protected ("no", "yes", "verified")
+    std::string said{};       // the upstream's reply text, when `code` is the upstream's own
+    std::string tls{};        // the end of data: how the connection was protected ("no", "yes", "verified")
 };
 
 // The upstream could not be reached or broke off: the client tries again
