@@ -521,6 +521,17 @@ load_result parse(std::string_view text, std::filesystem::path const& source)
         sec.integer("max_message_size", s.max_message_size, 1024, std::int64_t{1} << 40);
         sec.integer("max_recipients", s.max_recipients, 100, 100000);
         sec.integer("max_data_in_flight", s.max_data_in_flight, 1024, std::int64_t{1} << 50);
+        // A message that can never fit would get 451 at every try until its
+        // sender gives up days later, while SIZE announces that it fits.
+        if (s.max_data_in_flight < s.max_message_size) {
+            auto const* n = t->get("max_data_in_flight");
+            if (!n) n = t->get("max_message_size");
+            if (n)
+                sec.fail(*n, "max_data_in_flight (" + std::to_string(s.max_data_in_flight) +
+                                 ") is smaller than max_message_size (" + std::to_string(s.max_message_size) +
+                                 "): a message between the two would get 451 at every try; make max_data_in_flight "
+                                 "at least max_message_size");
+        }
         sec.integer("max_bad_commands", s.max_bad_commands, 1, 100000);
     }
     if (auto const* t = sub_table(root, "log", errs)) {

@@ -87,7 +87,8 @@ def test_fifty_unterminated_messages_stay_out_of_memory(make_gateway):
 
 
 def test_data_in_flight_cap_defers_with_451(make_gateway):
-    g = make_gateway(overrides={"limits": {"max_data_in_flight": 2 * 1024 * 1024}})
+    g = make_gateway(overrides={"limits": {"max_data_in_flight": 2 * 1024 * 1024,
+                                           "max_message_size": 2 * 1024 * 1024}})
     g.add_user("alice", "pw")
     body = (b"y" * 998 + b"\r\n") * 1024        # 1 MB
     first, first_f = open_data(g.port("smtp"))
