@@ -327,6 +327,9 @@ BAD_PARAMS = [(b"<a@b.test> SIZE=99999999999999999999999", b"501 5.5.4 Bad SIZE 
               (b"<a@b.test> SIZE=", b"501 5.5.4 Syntax error in parameters\r\n"),
               (b"<a@b.test> BODY=7BIT BODY=8BITMIME", b"501 5.5.4 Syntax error in parameters\r\n"),
               (b"<a@b.test> FOO=bar", b"555 5.5.4 Unsupported option: FOO\r\n"),
+              # RFC 5321 4.1.1.11, as Postfix: a BODY value not implemented (BINARYMIME needs CHUNKING).
+              (b"<a@b.test> BODY=BINARYMIME", b"555 5.5.4 Unsupported option: BODY=BINARYMIME\r\n"),
+              (b"<a@b.test> BODY=" + b"x" * 100, b"555 5.5.4 Unsupported option: BODY=" + b"x" * 64 + b"\r\n"),
               (b"<a@b.test> <c@d.test>", b"501 5.5.4 Syntax error in parameters\r\n")]
 
 

@@ -378,10 +378,10 @@ def test_max_bad_commands_both_protocols_spare_neighbours(make_gateway):
     assert g.wait_log("pop3 too-many-errors ip=127.0.0.1 count=2")
     # SMTP: errors up to the limit answered, the next one gets 421 and the close
     s = Client(g.port("smtp"))
-    assert s.smtp(b"FOO\r\n") == b"502 5.5.2 Error: command not recognized\r\n"
+    assert s.smtp(b"FOO\r\n") == b"500 5.5.2 Error: command not recognized\r\n"
     assert s.smtp(b"RCPT TO:<x@y.test>\r\n") == b"503 5.5.1 Error: need MAIL command\r\n"
     # the error past the limit is answered, then 421 and the close
-    assert s.smtp(b"BAR\r\n") == b"502 5.5.2 Error: command not recognized\r\n"
+    assert s.smtp(b"BAR\r\n") == b"500 5.5.2 Error: command not recognized\r\n"
     assert s.reply() == b"421 4.7.0 gw.test Error: too many errors\r\n"
     assert s.rest_until_close() == (b"", True)
     assert g.wait_log("smtp too many errors ip=127.0.0.1 count=3")

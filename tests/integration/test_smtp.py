@@ -76,7 +76,7 @@ def test_greeting_ehlo_and_simple_commands(make_gateway):
     assert c.cmd(b"NOOP\r\n") == b"250 2.0.0 Ok\r\n"
     assert c.cmd(b"VRFY alice\r\n").startswith(b"252 2.0.0 ")
     assert c.cmd(b"HELP\r\n").startswith(b"214-2.0.0 Commands: ")
-    assert c.cmd(b"FOO bar\r\n") == b"502 5.5.2 Error: command not recognized\r\n"
+    assert c.cmd(b"FOO bar\r\n") == b"500 5.5.2 Error: command not recognized\r\n"
     assert c.cmd(b"RCPT TO:<x@gw.test>\r\n") == b"503 5.5.1 Error: need MAIL command\r\n"
     assert c.cmd(b"DATA\r\n") == b"503 5.5.1 Error: need MAIL command\r\n"
     assert c.cmd(b"MAIL FROM:bad\r\n") == b"501 5.1.7 Bad sender address syntax\r\n"
@@ -99,7 +99,7 @@ def test_greeting_ehlo_and_simple_commands(make_gateway):
 def test_too_many_bad_commands_closes(make_gateway):
     g = make_gateway(overrides={"limits": {"max_bad_commands": 3}})
     out = raw_exchange(g.port("smtp"), b"X\r\nY\r\nZ\r\nW\r\nNOOP\r\n")
-    assert out.endswith(b"502 5.5.2 Error: command not recognized\r\n" * 3 +
+    assert out.endswith(b"500 5.5.2 Error: command not recognized\r\n" * 3 +
                         b"421 4.7.0 gw.test Error: too many errors\r\n"), out
 
 

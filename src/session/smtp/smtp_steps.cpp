@@ -113,7 +113,9 @@ smtp_step on_mail(smtp_state& st, proto::smtp_command const& cmd, smtp_offer con
             size = *n;
         } else if (p.keyword == "BODY") {
             auto b = proto::parse_body_param(p.value);
-            if (!b) return bad(st, o, 501, "5.5.4", "Bad BODY parameter");
+            // RFC 5321 §4.1.1.11: a value not implemented (BINARYMIME
+            // without CHUNKING) is 555, as in Postfix.
+            if (!b) return bad(st, o, 555, "5.5.4", "Unsupported option: BODY=" + p.value.substr(0, 64));
             eight = *b == proto::body_type::eight_bit_mime;
         } else if (p.keyword == "AUTH") {
             // RFC 4954 §5: accepted and not passed on (we do not trust it).
@@ -282,7 +284,9 @@ smtp_step sequence_error(smtp_state const& st, smtp_verb v)
 smtp_step parse_error(proto::errc e)
 {
     switch (e) {
-    case proto::errc::unknown_command: return queue(502, "5.5.2", "Error: command not recognized");
+    // RFC 5321 §4.2.4: 500 is "not recognized"; 502 is a command known and
+    // not implemented (EXPN, STARTTLS without TLS).
+    case proto::errc::unknown_command: return queue(500, "5.5.2", "Error: command not recognized");
     case proto::errc::bad_arguments: return queue(501, "5.5.4", "Syntax error in parameters");
     case proto::errc::line_too_long: return queue(500, "5.5.2", "Error: line too long");
     case proto::errc::bare_cr_or_lf: return queue(500, "5.5.2", "Error: bare <CR> received");

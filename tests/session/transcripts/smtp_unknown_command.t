@@ -1,10 +1,11 @@
-# RFC 5321 §4.2.4: an unknown command is 502 5.5.2 (as Postfix answers);
+# RFC 5321 §4.2.4: an unknown command is 500 5.5.2, as Postfix 3.7 answers
+# (502 is a command known and not implemented, as EXPN);
 # MAIL/RCPT without "FROM:"/"TO:" are syntax errors (501); an empty line is
 # 500. The session goes on.
 @protocol smtp
 S: 220 gw.test ESMTP popgate
 C: XYZZY
-S: 502 5.5.2 Error: command not recognized
+S: 500 5.5.2 Error: command not recognized
 C: EHLO client.example
 S: 250-gw.test
 S: 250-PIPELINING
