@@ -818,7 +818,8 @@ void add_grant_commands(CLI::App& app, global_options& g, std::function<int()>& 
     purge->callback([&] {
         run = [&g] {
             auto db = open_db(g);
-            std::cout << "purged " << db->purge_expired_grants(store::now()) << " expired grants\n";
+            auto const purged = db->purge_expired_grants(store::now());  // nothing on stdout if it fails
+            std::cout << "purged " << purged << " expired grants\n";
             return 0;
         };
     });

@@ -673,6 +673,10 @@ bool is_password_parameter(std::string_view written_name)
         }
         name += c;
     }
+    // "password%3Dsecret" is a parameter without '=' for libpq, which
+    // refuses it and quotes it whole: the name is what comes before the
+    // '=' it decodes to.
+    name = name.substr(0, name.find('='));
     // libpq refuses "Password" or "password " (and says so with the value):
     // any case and spacing is one to refuse and to hide.
     auto const b = name.find_first_not_of(" \t"), e = name.find_last_not_of(" \t");

@@ -270,8 +270,14 @@ std::string redact(std::string_view uri)
             auto const item = rest.substr(0, amp);
             auto const eq = item.find('=');
             if (!first) query += '&';
-            if (eq != std::string_view::npos && config::is_password_parameter(item.substr(0, eq))) {
-                query.append(item.substr(0, eq + 1)).append("***");
+            auto const name = item.substr(0, eq);  // the whole item when it has no '='
+            if (config::is_password_parameter(name)) {
+                // The name as written, unless it holds the value itself
+                // ("password%3Dsecret").
+                if (eq == std::string_view::npos || name.find('%') != std::string_view::npos)
+                    query.append("***");
+                else
+                    query.append(item.substr(0, eq + 1)).append("***");
             } else {
                 query.append(item);
             }

@@ -101,6 +101,19 @@ def test_database_unavailable_exits_3(gw, tmp_path):
     assert r.returncode == 3 and "newer" in r.stderr, r.stderr
 
 
+def test_a_purge_that_fails_writes_nothing_on_stdout(gw):
+    # "purged " went out before the purge ran: a script reading stdout got
+    # half a line beside the error. A trigger of the administrator's makes
+    # the DELETE fail, as a read-only PostgreSQL does.
+    gw.sql("INSERT INTO relay_grants(address, granted_at, expires_at) VALUES('192.0.2.9', unixepoch()-20, unixepoch()-10)")
+    gw.sql("CREATE TRIGGER keep_grants BEFORE DELETE ON relay_grants BEGIN SELECT RAISE(ABORT, 'kept'); END")
+    r = gw.cli("grant", "purge", check=False)
+    assert r.returncode != 0 and "kept" in r.stderr and r.stdout == "", (r.returncode, r.stdout, r.stderr)
+    gw.sql("DROP TRIGGER keep_grants")
+    r = gw.cli("grant", "purge")
+    assert r.stdout == "purged 1 expired grants\n", r.stdout
+
+
 def test_locked_database_exits_3(tmp_path):
     g = Gateway(tmp_path / "gw", {"storage": {"busy_timeout_ms": 200}})
     g.cli("db", "migrate")
@@ -539,6 +552,9 @@ def test_a_dot_dot_after_a_link_does_not_hide_the_accounts_directory(open_tmp):
     # A conninfo string is refused and not shown, as a destination too.
     (("db", "copy", "var/popgate.db", "host = db.example password=s3cret"), "(a libpq key=value string, not shown)"),
     (("db", "copy", "var/popgate.db", "sslpassword=s3cret connect_timeout=5"), "(a libpq key=value string, not shown)"),
+    # A scheme in capitals is not one popgate takes; its password was echoed.
+    (("--db", "Postgresql://gw:s3cret@127.0.0.1:1/gw", "user", "list"), "'Postgresql://' is not a database"),
+    (("--db", "postgresql://gw@127.0.0.1:1/gw?password%3Ds3cret", "user", "list"), "a password in the URI is refused"),
     (("db", "audit", "-n", "-1"), "--limit: Value -1 not in range"),
     (("db", "audit", "-n", "0"), "--limit: Value 0 not in range"),
 ])

@@ -482,6 +482,18 @@ BOOST_AUTO_TEST_CASE(postgresql_uri_without_password_selects_postgresql)
     BOOST_TEST(is_password_parameter("%70%61%73%73%77%6F%72%64"));
     BOOST_TEST(!is_password_parameter("passfile"));
     BOOST_TEST(!is_password_parameter("password%"));
+    // A parameter with no '=' whose name decodes to one: libpq refuses it
+    // and quotes it whole (a review found the password in that message).
+    BOOST_TEST(is_password_parameter("password%3Ds3cret"));
+    BOOST_TEST(database_problem("postgresql://gw@db/gw?password%3Ds3cret") != "");
+    BOOST_TEST(popgate::store::database_label("postgresql://gw@db/gw?password%3Ds3cret").find("s3cret") ==
+               std::string::npos);
+    BOOST_TEST(popgate::store::database_label("postgresql://gw@db/gw?pass%77ord=s3cret").find("s3cret") ==
+               std::string::npos);
+    // A scheme popgate does not take is named, its password not shown.
+    BOOST_TEST(popgate::store::database_label("Postgresql://gw:s3cret@db/gw").find("s3cret") == std::string::npos);
+    BOOST_TEST(popgate::store::database_label("mysql://gw@db/gw?password=s3cret").find("s3cret") ==
+               std::string::npos);
     BOOST_TEST(database_problem("postgresql://db/popgate?application_name=password") == "");
     // SQLite's 0 ("do not wait") stays allowed.
     BOOST_TEST(parse("[[listener]]\nprotocol = \"pop3\"\n[storage]\nbusy_timeout_ms = 0\n").value.has_value());
