@@ -1,6 +1,7 @@
 #include "popgate/store/pg_store.hpp"
 
 #include "pg_util.hpp"
+#include "popgate/io/task_clock.hpp"
 #include "popgate/log/log.hpp"
 #include "popgate/metrics/catalog.hpp"
 #include "popgate/pg_migrations_data.hpp"
@@ -366,8 +367,22 @@ public:
     void write_batch(std::span<write_op const> ops, std::vector<std::string>& errors,
                      std::optional<clock::time_point> deadline) override
     {
-        (void)deadline;  // statement_timeout bounds each statement instead
         errors.assign(ops.size(), std::string{});
+        // The earliest deadline of the batch bounds its statements, where it
+        // is nearer than statement_timeout: a login that queued behind a
+        // batch held up by a lock waits its own busy timeout from its start,
+        // not that batch's and then its own (write_queue retries the units
+        // still within theirs).
+        std::string limit;
+        if (deadline) {
+            auto const left = std::chrono::duration_cast<std::chrono::milliseconds>(*deadline - clock::now());
+            if (left.count() <= 0) {
+                metrics::database_errors.with({"busy"}).inc();
+                throw store_error(store_errc::busy, "the busy timeout passed before the write could begin");
+            }
+            if (left < opts_.statement_timeout - std::chrono::milliseconds(100))
+                limit = "SET LOCAL statement_timeout = " + std::to_string(left.count());
+        }
         // PostgreSQL aborts the whole transaction on any error. The batch is
         // first tried as it is, one round trip per op; only when an op is
         // refused is it run again with a savepoint around each op, so that
@@ -375,6 +390,7 @@ public:
         // the rare batch that needs it).
         try {
             in_transaction([&](pg::connection& c) {
+                if (!limit.empty()) c.run(limit.c_str());
                 lock_capped_users(c, ops);
                 for (auto const& op : ops) apply(c, op);
             });
@@ -383,6 +399,7 @@ public:
             if (e.code() != store_errc::constraint && e.code() != store_errc::duplicate) throw;
         }
         in_transaction([&](pg::connection& c) {
+            if (!limit.empty()) c.run(limit.c_str());
             lock_capped_users(c, ops);
             for (std::size_t i = 0; i < ops.size(); ++i) {
                 c.run("SAVEPOINT op");
@@ -562,8 +579,20 @@ private:
 
     lease borrow()
     {
+        // A call that waited its whole budget for a pool thread (behind a
+        // held lock, every thread waits out statement_timeout) answers
+        // "busy" at once, as it would have after its own statement timed out.
+        auto const budget = std::chrono::duration_cast<clock::duration>(opts_.statement_timeout);
+        if (io::task_waited >= budget) {
+            metrics::database_errors.with({"busy"}).inc();
+            throw store_error(store_errc::busy,
+                              "waited " +
+                                  std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(io::task_waited)
+                                                     .count()) +
+                                  " ms for a database thread: every one is held up (a lock, a slow server)");
+        }
         std::unique_lock lock(mutex_);
-        auto const until = clock::now() + opts_.statement_timeout;
+        auto const until = clock::now() + budget - io::task_waited;
         for (;;) {
             while (!idle_.empty()) {
                 auto c = std::move(idle_.back());

@@ -15,6 +15,7 @@ import smtplib
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -424,3 +425,62 @@ def test_a_rows_only_node_on_an_older_schema_says_who_must_migrate(pg, make_gate
     g.allow_unclean_exit = False
     g.start()
     assert pg.psql("older", "SELECT max(version) FROM schema_migrations") == [("7",)]
+
+
+def _hold_lock(pg, table, seconds):
+    """A psql session that holds ACCESS EXCLUSIVE on `table` for `seconds`
+    (a VACUUM FULL, an administrator's LOCK TABLE); returns once it holds it."""
+    t = threading.Thread(target=pg.psql, daemon=True, args=(
+        "popgate", f"BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep({seconds}); COMMIT;"))
+    t.start()
+    assert eventually(lambda: pg.psql("popgate", "SELECT count(*) FROM pg_locks WHERE granted AND "
+                                      f"mode = 'AccessExclusiveLock' AND relation = '{table}'::regclass") == [("1",)])
+    return t
+
+
+def test_a_held_lock_delays_no_answer_past_its_busy_timeout(pg, make_gateway, upstream):  # noqa: F811
+    """Behind a lock on relay_grants each decision waits out its statement
+    timeout on one of the two database threads; the others queued behind
+    them, so 16 policy lookups at once were answered two per busy_timeout_ms
+    (the last after 8 s), and a login queued behind another login's grant
+    waited for that one's timeout and then its own. Each now gives up within
+    its own budget, counted from when it asked."""
+    uri = pg.create_database("popgate")
+    listeners = [{"name": "pop3", "protocol": "pop3"}, {"name": "policy", "protocol": "policy"}]
+    g = make_gateway(relay_overrides(upstream, storage={"database": uri, "busy_timeout_ms": 1000}), listeners)
+    g.add_user("bob", PASSWORD)
+    for n in range(5):  # one maildrop each: logins at once to one are refused [IN-USE]
+        g.add_user(f"bob{n}", PASSWORD)
+    assert policy(g, "127.0.0.60") == "action=DUNNO"
+    holder = _hold_lock(pg, "relay_grants", 4)
+
+    def timed_policy(n):
+        started = time.time()
+        return policy(g, f"127.0.0.{70 + n}"), time.time() - started
+
+    with ThreadPoolExecutor(16) as ex:
+        answers = list(ex.map(timed_policy, range(16)))
+    assert all(a.startswith("action=DEFER_IF_REJECT 4.3.0") for a, _ in answers), answers
+    assert max(t for _, t in answers) < 2.5, sorted(round(t, 2) for _, t in answers)
+    holder.join(timeout=30)
+    holder = _hold_lock(pg, "relay_grants", 5)
+
+    def timed_login(n):
+        time.sleep(0.3 * n)
+        p = SourcePOP3(g.port("pop3"), f"127.0.0.{90 + n}")
+        try:
+            p.user(f"bob{n}")
+            started = time.time()
+            with pytest.raises(poplib.error_proto) as e:
+                p.pass_(PASSWORD)
+            return e.value.args[0], time.time() - started
+        finally:
+            p.close()
+
+    with ThreadPoolExecutor(5) as ex:
+        logins = list(ex.map(timed_login, range(5)))
+    assert all(r.startswith(b"-ERR [SYS/TEMP]") for r, _ in logins), logins
+    assert max(t for _, t in logins) < 1.6, [round(t, 2) for _, t in logins]
+    holder.join(timeout=30)
+    assert eventually(lambda: login(g, "127.0.0.99").startswith(b"+OK"))
+    assert policy(g, "127.0.0.99") == "action=OK"

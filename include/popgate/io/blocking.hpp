@@ -11,6 +11,9 @@
 #include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include "popgate/io/task_clock.hpp"
+
+#include <chrono>
 #include <exception>
 #include <optional>
 #include <type_traits>
@@ -27,9 +30,11 @@ auto run_blocking(asio::thread_pool& pool, F f)
     return asio::async_initiate<asio::use_awaitable_t<> const, void(std::exception_ptr, value_t)>(
         [&pool](auto handler, F fn) {
             auto work = asio::make_work_guard(asio::get_associated_executor(handler));
-            asio::post(pool, [h = std::move(handler), fn = std::move(fn), work = std::move(work)]() mutable {
+            auto const posted = std::chrono::steady_clock::now();
+            asio::post(pool, [h = std::move(handler), fn = std::move(fn), work = std::move(work), posted]() mutable {
                 std::exception_ptr ep;
                 std::optional<value_t> v;
+                task_waited = std::chrono::steady_clock::now() - posted;
                 try {
                     if constexpr (std::is_void_v<raw_t>) {
                         fn();
@@ -40,6 +45,7 @@ auto run_blocking(asio::thread_pool& pool, F f)
                 } catch (...) {
                     ep = std::current_exception();
                 }
+                task_waited = {};
                 auto ex = asio::get_associated_executor(h);
                 asio::dispatch(ex, [h = std::move(h), ep, v = std::move(v)]() mutable {
                     std::move(h)(ep, v ? std::move(*v) : value_t{});
