@@ -256,14 +256,21 @@ void reload(server& srv)
     // listeners as bound (a reload binds none and closes none).
     cap_sessions_to_fds(*r.value, srv.nofile, srv.threads, srv.services_bound);
     auto fresh = std::make_shared<config::settings const>(std::move(*r.value));
+    // A file with any error is refused whole, as check-config refuses it: a
+    // key that does not match its certificate leaves every other change out
+    // too, so that the running settings still say what is in force.
+    decltype(load_tls(srv, *fresh)) tls;
     try {
-        auto tls = load_tls(srv, *fresh);
-        // Sessions hold their own reference to the context they started with:
-        // live TLS sessions go on with the old certificate, new ones get this.
-        if (tls) srv.ctx->live().set_tls(std::move(tls));
+        tls = load_tls(srv, *fresh);
     } catch (std::exception const& e) {
-        spdlog::error("reload: TLS not reloaded, keeping the old certificate: {}", e.what());
+        spdlog::error("reload refused, keeping the running configuration: TLS not reloaded, the old certificate "
+                      "stays: {}",
+                      e.what());
+        return;
     }
+    // Sessions hold their own reference to the context they started with:
+    // live TLS sessions go on with the old certificate, new ones get this.
+    if (tls) srv.ctx->live().set_tls(std::move(tls));
     for (auto const& li : srv.listeners) {
         auto const same = [&](config::listener const& l) { return l.same_binding(li.cfg); };
         if (std::none_of(fresh->listeners.begin(), fresh->listeners.end(), same))

@@ -51,13 +51,32 @@ def test_sighup_swaps_certificate_for_new_connections_only(gateway):
     old.close()
 
 
-def test_sighup_with_broken_key_keeps_old_certificate(gateway):
+def smtp_greeting(port):
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        return s.recv(512)
+
+
+def test_sighup_with_broken_key_keeps_old_certificate_and_the_whole_file_out(gateway):
+    # The documented "a file with any error is refused whole": the rest of
+    # the file (here server.hostname) was applied beside a key that does
+    # not load, which check-config refuses.
     port = gateway.port("pop3s")
     before = fingerprint(port)
+    good_key = gateway.key.read_text()
+    text = gateway.config_file.read_text()
+    assert 'hostname = "gw.test"' in text
+    gateway.config_file.write_text(text.replace('hostname = "gw.test"', 'hostname = "changed.test"'))
     gateway.key.write_text("not a key\n")
     gateway.reload()
-    assert gateway.wait_log("TLS not reloaded")
+    assert gateway.wait_log("reload refused, keeping the running configuration: TLS not reloaded")
     assert fingerprint(port) == before
+    assert smtp_greeting(gateway.port("smtp")).startswith(b"220 gw.test "), "the rest of the file was applied"
+    assert "reload done" not in gateway.log()
+    # With the key back, the same file applies whole.
+    gateway.key.write_text(good_key)
+    gateway.reload()
+    assert gateway.wait_log("reload done")
+    assert smtp_greeting(gateway.port("smtp")).startswith(b"220 changed.test ")
 
 
 def test_only_tls12_and_later(gateway):
