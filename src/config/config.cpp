@@ -21,6 +21,14 @@ namespace {
 
 // Whether OpenSSL finds at least one usable entry in a TLS 1.2 cipher list
 // (tls.ciphers) or a TLS 1.3 suite list (tls.ciphersuites); "" is the default.
+// A host or domain name as popgate writes and compares it: letters, digits,
+// '.' and '-', 1 to 253 of them.
+bool is_domain_name(std::string const& v)
+{
+    return !v.empty() && v.size() <= 253 &&
+           v.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-") == std::string::npos;
+}
+
 bool openssl_accepts(std::string const& list, bool tls13)
 {
     if (list.empty()) return true;
@@ -76,6 +84,16 @@ public:
         std::string s;
         bool seen = false;
         str(key, s, [&](std::string const&) { seen = true; return true; });
+        if (seen) out = s;
+    }
+
+    // A path that may not be "" (the daemon would fail to make or open it
+    // at start, after check-config said the file was fine).
+    void required_path(std::string_view key, std::filesystem::path& out)
+    {
+        std::string s;
+        bool seen = false;
+        str(key, s, [&](std::string const& v) { seen = !v.empty(); return seen; }, "expected a path, not \"\"");
         if (seen) out = s;
     }
 
@@ -385,20 +403,19 @@ load_result parse(std::string_view text, std::filesystem::path const& source)
     }
     if (auto const* t = sub_table(root, "server", errs)) {
         section sec(*t, "server", errs);
-        sec.str("hostname", s.hostname, [](auto const& v) {
-            return !v.empty() && v.size() <= 253 && v.find_first_not_of(
-                "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-") == std::string::npos;
-        }, "expected a host name (letters, digits, '.', '-')");
+        sec.str("hostname", s.hostname, is_domain_name, "expected a host name (letters, digits, '.', '-')");
         sec.integer("threads", s.threads, 0, 256);
         sec.str("user", s.run_as_user);
         sec.str("group", s.run_as_group);
+        if (auto const* n = t->get("group"); n && !s.run_as_group.empty() && s.run_as_user.empty())
+            sec.fail(*n, "group: used only with server.user, which it switches to; set user, or remove this key");
         sec.networks("trusted_proxies", s.trusted_proxies);
     }
     read_listeners(root, s, errs);
     if (auto const* t = sub_table(root, "tls", errs)) {
         section sec(*t, "tls", errs);
-        sec.path("cert_file", s.tls.cert_file);
-        sec.path("key_file", s.tls.key_file);
+        sec.required_path("cert_file", s.tls.cert_file);
+        sec.required_path("key_file", s.tls.key_file);
         sec.boolean("self_signed", s.tls.self_signed);
         sec.str("min_version", s.tls.min_version, [](auto const& v) { return v == "1.2" || v == "1.3"; },
                 "expected \"1.2\" or \"1.3\"");
@@ -439,14 +456,22 @@ load_result parse(std::string_view text, std::filesystem::path const& source)
                                                                  v.find("%n") != std::string::npos; },
                 "must contain %u or %n so that every user has a Maildir of their own");
         sec.strings("local_domains", s.local_domains);
-        sec.path("relay_drop", s.relay_drop);
+        for (auto const& d : s.local_domains)
+            if (!is_domain_name(d)) {
+                sec.fail(*t->get("local_domains"),
+                         "local_domains: \"" + d + "\" is not a domain (letters, digits, '.', '-')");
+                break;
+            }
+        sec.required_path("relay_drop", s.relay_drop);
     }
     if (auto const* t = sub_table(root, "relay", errs)) {
         section sec(*t, "relay", errs);
         sec.duration("grant_ttl", s.grant_ttl, 1, 31 * 86400);
         sec.integer("ipv6_prefix", s.ipv6_prefix, 1, 128);
         sec.duration("purge_interval", s.purge_interval, 1, 86400);
-        sec.str("upstream_host", s.upstream_host);
+        sec.str("upstream_host", s.upstream_host, [](auto const& v) {
+            return v.empty() || is_domain_name(v) || net::parse_ip(v).has_value();
+        }, "expected a host name (letters, digits, '.', '-') or an IP address");
         sec.integer("upstream_port", s.upstream_port, 1, 65535);
         sec.choice("upstream_starttls", s.upstream_starttls,
                    {{"none", upstream_tls::none}, {"opportunistic", upstream_tls::opportunistic},
@@ -463,6 +488,10 @@ load_result parse(std::string_view text, std::filesystem::path const& source)
         sec.str("upstream_user", s.upstream_user);
         sec.path("upstream_password_file", s.upstream_password_file);
         sec.boolean("upstream_auth_in_clear", s.upstream_auth_in_clear);
+        if (auto const* n = t->get("upstream_password_file");
+            n && !s.upstream_password_file.empty() && s.upstream_user.empty())
+            sec.fail(*n, "upstream_password_file: used only with upstream_user, whose password it holds; set that, "
+                         "or remove this key");
         if (auto const* n = t->get("upstream_user");
             n && !s.upstream_user.empty() && s.upstream_starttls == upstream_tls::none && !s.upstream_auth_in_clear)
             sec.fail(*n, "upstream_user: with upstream_starttls = \"none\" the password would go in clear; use "
