@@ -831,9 +831,11 @@ private:
     {
         // A connection lost after it listened is reconnected at once, and is
         // no outage by itself: the server may have closed it alone (an
-        // administrator, idle_session_timeout). A failed connect, or a
-        // second loss within a second of such a reconnect, is health_'s (its
-        // log line and backoff).
+        // administrator, idle_session_timeout). A second loss within a
+        // second of such a reconnect pauses the watcher alone for a second:
+        // the connect worked, so the server is up, and health_'s backoff
+        // would refuse every decision and login meanwhile. Only a failed
+        // connect is health_'s (its log line and backoff).
         auto last_quick = clock::time_point{};
         while (!st.stop_requested()) {
             bool listening = false;
@@ -867,10 +869,15 @@ private:
                     }
                 }
             } catch (store_error const& e) {
-                if (listening && clock::now() - last_quick > std::chrono::seconds(1)) {
+                if (listening) {
+                    bool const again = clock::now() - last_quick <= std::chrono::seconds(1);
                     last_quick = clock::now();
-                    spdlog::info("database network watcher lost its connection, reconnecting reason={}",
-                                 log::field(e.what(), 400));
+                    spdlog::info("database network watcher lost its connection, reconnecting{} reason={}",
+                                 again ? " in a second" : "", log::field(e.what(), 400));
+                    if (again) {
+                        pollfd fd{wake_, POLLIN, 0};
+                        ::poll(&fd, 1, 1000);
+                    }
                     continue;
                 }
                 health_.failed(e.what());

@@ -484,3 +484,35 @@ def test_a_held_lock_delays_no_answer_past_its_busy_timeout(pg, make_gateway, up
     holder.join(timeout=30)
     assert eventually(lambda: login(g, "127.0.0.99").startswith(b"+OK"))
     assert policy(g, "127.0.0.99") == "action=OK"
+
+
+def test_the_network_watcher_lost_twice_in_a_second_takes_no_answer_down(pg, nodes):
+    """Every connection of the node, the watcher's included, closed by the
+    server every 0.3 s (an administrator's pg_terminate_backend, a pooler):
+    the watcher's second loss within a second marked the whole store
+    unreachable, and every lookup that needed a new connection answered
+    DEFER for the backoff although the server was up and the watcher's next
+    connect worked. Now the watcher waits a second alone."""
+    a, _ = nodes
+    assert policy(a, "127.0.0.61") == "action=DUNNO"
+    stop = time.time() + 4
+    answers = []
+
+    def ask():
+        while time.time() < stop:
+            answers.append(policy(a, "127.0.0.61"))
+
+    with ThreadPoolExecutor(3) as ex:
+        asking = [ex.submit(ask) for _ in range(3)]
+        killed = 0
+        while time.time() < stop - 0.5:
+            killed += int(pg.psql("popgate", "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                  "WHERE datname = 'popgate' AND pid <> pg_backend_pid() AND backend_type = "
+                                  "'client backend'")[0][0])
+            time.sleep(0.3)
+        for f in asking:
+            f.result()
+    assert killed >= 3, killed
+    assert len(answers) > 20 and set(answers) == {"action=DUNNO"}, sorted(set(answers))
+    assert a.wait_log("reconnecting in a second")
+    assert "database unreachable" not in a.log()
