@@ -662,9 +662,11 @@ std::string database_problem(std::string const& d)
         "a password in the URI is refused: put it in a passfile (?passfile=/etc/popgate/pgpass, mode 0600) or "
         "PGPASSFILE; for sslpassword=, give sslkey a key without a passphrase that only popgate's user may read";
     auto const rest = d.substr(d.find("://") + 3);
-    auto const at = rest.find('@');
-    auto const end = rest.find('/');  // libpq looks for the '@' up to the first '/' only
-    if (at != std::string::npos && (end == std::string::npos || at < end) && rest.substr(0, at).find(':') != std::string::npos)
+    // libpq looks for user:password@ up to the first '/' only. The last '@'
+    // there: a host list with "u2:pw@h2" after the first host is no host
+    // libpq can read, and its error would quote the password.
+    auto const authority = rest.substr(0, rest.find('/'));
+    if (auto const at = authority.rfind('@'); at != std::string::npos && authority.substr(0, at).find(':') != std::string::npos)
         return refused;
     if (auto const q = d.find('?'); q != std::string::npos) {
         std::string_view query = std::string_view(d).substr(q + 1);

@@ -252,11 +252,13 @@ void connection::exec(std::string const& sql)
 std::string redact(std::string_view uri)
 {
     std::string out(uri);
-    // postgresql://user:secret@host/db -> postgresql://user@host/db
+    // postgresql://user:secret@host/db -> postgresql://user@host/db; the last
+    // '@' before the first '/' (u@h1,u2:secret@h2 -> u@h1,u2@h2).
     if (auto const scheme = out.find("://"); scheme != std::string::npos) {
-        auto const at = out.find('@', scheme + 3);
         auto const slash = out.find('/', scheme + 3);
-        if (at != std::string::npos && (slash == std::string::npos || at < slash)) {
+        auto const authority_end = slash == std::string::npos ? out.size() : slash;
+        auto const at = out.rfind('@', authority_end == 0 ? 0 : authority_end - 1);
+        if (at != std::string::npos && at > scheme + 2) {
             auto const colon = out.find(':', scheme + 3);
             if (colon != std::string::npos && colon < at) out.erase(colon, at - colon);
         }

@@ -496,6 +496,14 @@ BOOST_AUTO_TEST_CASE(postgresql_uri_without_password_selects_postgresql)
     // libpq decodes parameter names; values and other names are not passwords.
     // libpq takes user:password@ up to the first '/', across a '?'.
     BOOST_TEST(database_problem("postgresql://u:pw?x@db.example/popgate") != "");
+    // A host list: user:password@ after the first host is no host libpq
+    // reads, and its error quoted it.
+    BOOST_TEST(database_problem("postgresql://u@h1,u2:s3cret@h2/db") != "");
+    BOOST_TEST(popgate::store::database_label("postgresql://u@h1,u2:s3cret@h2/db").find("s3cret") ==
+               std::string::npos);
+    BOOST_TEST(database_problem("postgresql://u@h1:5432,h2:5433/db") == "");  // ports in a host list are fine
+    BOOST_TEST(popgate::store::database_label("postgresql://u@h1:5432,h2:5433/db") ==
+               "postgresql://u@h1:5432,h2:5433/db");
     BOOST_TEST(is_password_parameter("password"));
     BOOST_TEST(is_password_parameter("pass%77ord"));
     BOOST_TEST(is_password_parameter("%70%61%73%73%77%6F%72%64"));
