@@ -30,6 +30,7 @@ context::context(std::shared_ptr<config::settings const> s, std::unique_ptr<stor
       failures_(throttle_of(*s))
 {
     auth_.set_cache_ttl(s->credential_cache_ttl);
+    decider_.set_no_grant_networks(s->no_grant_networks);
     // One line per route.
     auto healthz = std::make_unique<session::healthz_route>();
     healthz_ = healthz.get();
@@ -51,6 +52,7 @@ void context::watch_io_threads(io::io_threads const& threads) noexcept { healthz
 void context::reload(std::shared_ptr<config::settings const> s)
 {
     decider_.set_ipv6_prefix(s->ipv6_prefix);
+    decider_.set_no_grant_networks(s->no_grant_networks);
     auth_.set_cache_ttl(s->credential_cache_ttl);
     // The counts themselves survive a reload; only the thresholds change.
     failures_.set_settings(throttle_of(*s));

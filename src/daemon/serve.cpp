@@ -232,6 +232,9 @@ void keep_start_only(config::settings& fresh, config::settings const& started)
     if (started.database_is_postgresql())
         keep("storage.busy_timeout_ms", fresh.busy_timeout, started.busy_timeout,
              [](std::chrono::milliseconds ms) { return std::to_string(ms.count()); });
+    // A grant row holds its prefix's base address, not the prefix: read
+    // with another length it names another network (see popgate.toml(5)).
+    keep("relay.ipv6_prefix", fresh.ipv6_prefix, started.ipv6_prefix, number);
     keep("server.threads", fresh.threads, started.threads, number);
     keep("server.user", fresh.run_as_user, started.run_as_user, text);
     keep("server.group", fresh.run_as_group, started.run_as_group, text);

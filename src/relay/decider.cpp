@@ -11,9 +11,21 @@ namespace popgate::relay {
 std::vector<std::string> decider::grant_keys(net::ip_address const& client) const
 {
     unsigned const prefix = ipv6_prefix_.load(std::memory_order_relaxed);
+    if (!client.v4 && prefix < 128) {
+        std::lock_guard lock(no_grant_mutex_);
+        if (std::any_of(no_grant_networks_.begin(), no_grant_networks_.end(),
+                        [&](net::cidr const& n) { return n.contains(client); }))
+            return {client.to_string()};
+    }
     std::vector<std::string> keys{net::grant_key(client, prefix).to_string()};
     if (!client.v4 && prefix < 128) keys.push_back(client.to_string());
     return keys;
+}
+
+void decider::set_no_grant_networks(std::vector<net::cidr> nets)
+{
+    std::lock_guard lock(no_grant_mutex_);
+    no_grant_networks_ = std::move(nets);
 }
 
 void decider::reload_networks_locked(std::int64_t gen)

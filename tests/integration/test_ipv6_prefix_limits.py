@@ -72,3 +72,45 @@ def test_failures_of_a_name_count_over_the_whole_64(make_gateway):
     assert c.cmd(b"PASS pw-alice\r\n").startswith(USER_BLOCKED)
     # from another /64 alice logs in
     assert login(g, "2001:db8:5:7::1", "pw-alice").startswith(b"+OK Logged in")
+
+
+def test_a_guest_network_inside_a_wider_prefix_relays_on_no_grant_of_that_prefix(make_gateway):
+    # A guest /64 inside the site's /48 (relay.ipv6_prefix = 48): its own
+    # logins never grant, but a staff login elsewhere in the /48 granted the
+    # whole /48, and the guests relayed on it.
+    g = make_gateway(overrides={**BASE, "relay": {"ipv6_prefix": 48, "no_grant_networks": ["2001:db8:0:99::/64"]}},
+                     listeners=LISTENERS + [{"name": "smtp", "protocol": "smtp", "proxy_protocol": True}])
+    g.add_user("alice", "pw-alice")
+    guest, staff = "2001:db8:0:99::7", "2001:db8:0:1::5"
+
+    def rcpt(client):
+        c = Client(g.port("smtp"), greet=False)
+        c.send(f"PROXY TCP6 {client} 2001:db8:ffff::1 40000 25\r\n".encode())
+        assert c.line().startswith(b"220 ")
+        c.smtp(b"EHLO client.test\r\n")
+        assert c.smtp(b"MAIL FROM:<alice@gw.test>\r\n").startswith(b"250 ")
+        return c.smtp(b"RCPT TO:<x@remote.test>\r\n")
+
+    assert login(g, guest, "pw-alice").startswith(b"+OK")
+    assert g.wait_log("reason=no-grant-network")
+    assert rcpt(guest).startswith(b"554 5.7.1 ")
+    g.add_user("bob", "pw-bob")
+    c, greeting = proxied(g, staff)
+    assert c.cmd(b"USER bob\r\n") == b"+OK\r\n"
+    assert c.cmd(b"PASS pw-bob\r\n").startswith(b"+OK")
+    assert g.sql("SELECT address FROM relay_grants") == [("2001:db8::",)]
+    assert rcpt("2001:db8:0:2::9").startswith(b"250 ")  # the rest of the /48 relays on it
+    assert rcpt(guest).startswith(b"554 5.7.1 "), "a guest relayed on the /48's grant"
+    # A row of the guest's own address (plain SQL: the CLI grants by the
+    # prefix) is its own grant, and counts.
+    g.sql("INSERT INTO relay_grants(address, expires_at) VALUES(?, unixepoch()+600)", (guest,))
+    assert rcpt(guest).startswith(b"250 ")
+    # A reload does not change the prefix: the rows hold no length, and read
+    # with another they would name other networks (2001:db8::/64, where
+    # nobody logged in, instead of the /48).
+    text = g.config_file.read_text()
+    assert "ipv6_prefix = 48" in text
+    g.config_file.write_text(text.replace("ipv6_prefix = 48", "ipv6_prefix = 64"))
+    g.reload()
+    assert g.wait_log("relay.ipv6_prefix changed from 48 to 64: it needs a restart")
+    assert rcpt("2001:db8:0:2::9").startswith(b"250 ")

@@ -40,6 +40,11 @@ public:
 
     // SIGHUP: read by I/O threads at the same time, hence atomic.
     void set_ipv6_prefix(unsigned p) noexcept { ipv6_prefix_.store(p, std::memory_order_relaxed); }
+    // relay.no_grant_networks (at start and SIGHUP). An IPv6 client in one
+    // relays on a grant of its own address only, never on its prefix's: a
+    // login elsewhere in a wider ipv6_prefix must not let a guest network
+    // relay.
+    void set_no_grant_networks(std::vector<net::cidr> nets);
 
     // The verdict of proto::decide_relay over the facts of this client and
     // recipient domain; for a local domain no lookup is made (relay::policy
@@ -52,7 +57,8 @@ public:
                     bool local_domain = false, bool local_needs_auth = false, quota_request const& quota = {},
                     bool client_named = true);
 
-    // The grant keys of a client: its grant_key and, for IPv6, its full address.
+    // The grant keys of a client: its grant_key and, for IPv6, its full address
+    // (that alone in a no-grant network).
     std::vector<std::string> grant_keys(net::ip_address const& client) const;
 
     // Logs one warning per stored row that decisions cannot use as written,
@@ -97,6 +103,8 @@ private:
     std::set<std::pair<std::int64_t, std::string>> warned_networks_;  // under mutex_
     std::mutex grants_mutex_;
     std::set<std::string> warned_grants_;  // under grants_mutex_
+    mutable std::mutex no_grant_mutex_;
+    std::vector<net::cidr> no_grant_networks_;  // under no_grant_mutex_
 };
 
 }  // namespace popgate::relay
