@@ -579,11 +579,15 @@ private:
 
     lease borrow()
     {
-        // A call that waited its whole budget for a pool thread (behind a
-        // held lock, every thread waits out statement_timeout) answers
-        // "busy" at once, as it would have after its own statement timed out.
+        // A call that waited its whole budget for a pool thread while
+        // statements were timing out (behind a held lock every thread waits
+        // out statement_timeout) answers "busy" at once, as it would have
+        // after its own statement timed out. A wait behind other work of the
+        // pool (a burst of logins' crypt(3)) is no sign of that: the call
+        // then goes on with the budget it always had.
         auto const budget = std::chrono::duration_cast<clock::duration>(opts_.statement_timeout);
-        if (io::task_waited >= budget) {
+        bool const held_up = held_up_within(budget);
+        if (held_up && io::task_waited >= budget) {
             metrics::database_errors.with({"busy"}).inc();
             throw store_error(store_errc::busy,
                               "waited " +
@@ -592,7 +596,7 @@ private:
                                   " ms for a database thread: every one is held up (a lock, a slow server)");
         }
         std::unique_lock lock(mutex_);
-        auto const until = clock::now() + budget - io::task_waited;
+        auto const until = clock::now() + (held_up ? budget - io::task_waited : budget);
         for (;;) {
             while (!idle_.empty()) {
                 auto c = std::move(idle_.back());
@@ -603,6 +607,7 @@ private:
             if (open_ < opts_.max_connections) break;
             if (freed_.wait_until(lock, until) == std::cv_status::timeout && idle_.empty() &&
                 open_ >= opts_.max_connections) {
+                note_held_up();
                 metrics::database_errors.with({"busy"}).inc();
                 throw store_error(store_errc::busy, "all PostgreSQL connections are busy");
             }
@@ -643,6 +648,15 @@ private:
     // idle_session_timeout), so one retry is not enough. Not after a call
     // that timed out: it was sent and may have run, and a server that does
     // not answer one connection will not answer the next either.
+    // When a statement last timed out or found the server busy, or a call
+    // found every connection taken for its whole budget.
+    void note_held_up() noexcept { held_up_at_.store(clock::now().time_since_epoch().count(), std::memory_order_relaxed); }
+    bool held_up_within(clock::duration d) const noexcept
+    {
+        auto const at = held_up_at_.load(std::memory_order_relaxed);
+        return at != 0 && clock::now() - clock::time_point(clock::duration(at)) <= d;
+    }
+
     bool try_again(lease const& c, int attempt) const noexcept
     {
         return c.reused && !c.conn->timed_out() && attempt <= static_cast<int>(opts_.max_connections);
@@ -656,6 +670,7 @@ private:
             try {
                 return f(*c.conn);
             } catch (store_error const& e) {
+                if (e.code() == store_errc::busy || c.conn->timed_out()) note_held_up();
                 if (!c.conn->broken()) throw;
                 if (try_again(c, attempt)) continue;
                 health_.failed(e.what());
@@ -674,6 +689,7 @@ private:
             try {
                 c.conn->run("BEGIN");
             } catch (store_error const& e) {
+                if (e.code() == store_errc::busy || c.conn->timed_out()) note_held_up();
                 if (c.conn->broken() && try_again(c, attempt)) continue;
                 if (c.conn->broken()) health_.failed(e.what());
                 throw;
@@ -689,6 +705,7 @@ private:
                     return out;
                 }
             } catch (store_error const& e) {
+                if (e.code() == store_errc::busy || c.conn->timed_out()) note_held_up();
                 if (c.conn->broken()) health_.failed(e.what());
                 else if (c.conn->in_transaction()) {
                     try {
@@ -987,6 +1004,7 @@ private:
     std::vector<std::unique_ptr<pg::connection>> idle_;  // under mutex_
     std::size_t open_ = 0;                               // idle and lent; under mutex_
     std::atomic<std::int64_t> generation_{-1};
+    std::atomic<clock::rep> held_up_at_{0};  // note_held_up(); 0: never
     std::atomic<std::uint64_t> tickets_{0};
     std::mutex generation_mutex_;
     std::uint64_t generation_ticket_ = 0;  // of the read stored in generation_; under generation_mutex_

@@ -516,3 +516,32 @@ def test_the_network_watcher_lost_twice_in_a_second_takes_no_answer_down(pg, nod
     assert len(answers) > 20 and set(answers) == {"action=DUNNO"}, sorted(set(answers))
     assert a.wait_log("reconnecting in a second")
     assert "database unreachable" not in a.log()
+
+
+def test_a_burst_of_logins_on_a_healthy_database_all_log_in(pg, make_gateway, upstream):  # noqa: F811
+    """The budget a held lock cuts short (above) is not to be taken by the
+    wait for a pool thread behind other logins' crypt(3): with a small
+    busy_timeout_ms, a burst of logins on an idle server got -ERR [SYS/TEMP]
+    "waited ... for a database thread" (a review's finding, 104 of 200)."""
+    uri = pg.create_database("popgate")
+    g = make_gateway(relay_overrides(upstream, storage={"database": uri, "busy_timeout_ms": 200}),
+                     [{"name": "pop3", "protocol": "pop3"}])
+    g.add_user("bob", PASSWORD)
+    hashed = pg.psql("popgate", "SELECT password_hash FROM users WHERE name = 'bob'")[0][0]
+    pg.psql("popgate", "INSERT INTO users (name, password_hash) SELECT 'u' || n, '" + hashed + "' "
+                       "FROM generate_series(1, 300) n")
+
+    def one(n):
+        p = SourcePOP3(g.port("pop3"), f"127.0.{1 + n // 200}.{1 + n % 200}")
+        try:
+            p.user(f"u{n + 1}")
+            return p.pass_(PASSWORD)
+        except poplib.error_proto as e:
+            return e.args[0]
+        finally:
+            p.close()
+
+    with ThreadPoolExecutor(300) as ex:
+        replies = list(ex.map(one, range(300)))
+    failed = [r for r in replies if not r.startswith(b"+OK")]
+    assert failed == [], (len(failed), failed[:3])
