@@ -13,6 +13,8 @@
 #include <boost/asio/read.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <openssl/bio.h>
+#include <openssl/ssl.h>
 
 #include <cerrno>
 #include <chrono>
@@ -409,7 +411,13 @@ bool smtp_client::out_of_step() const noexcept
     // unread in the socket: not a reply. Once a record has been read they
     // have been.
     if (link_->tls && !link_->tls_read) return false;
-    if (link_->tls && SSL_pending(link_->tls->native_handle()) > 0) return true;
+    if (link_->tls) {
+        // A record being read, or whole records the TLS stream has already
+        // taken from the socket (two records in one segment): neither is in
+        // buf, nor seen by a peek at the socket.
+        SSL* ssl = link_->tls->native_handle();
+        if (SSL_pending(ssl) > 0 || BIO_ctrl_pending(SSL_get_rbio(ssl)) > 0) return true;
+    }
     return !quiet(*link_);
 }
 

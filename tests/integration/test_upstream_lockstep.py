@@ -8,6 +8,8 @@ recipient beside the relayed ones, so that the promise is checked for both:
 a message answered 250 is delivered, a message refused is delivered nowhere."""
 import smtplib
 import socket
+import ssl
+import subprocess
 import threading
 import time
 
@@ -29,8 +31,9 @@ class ScriptedUpstream:
     have arrived (a refusal there is its last word on the message: the dot
     gets no other). Records the messages it answered 250 at the dot."""
 
-    def __init__(self, replies=None, late=None, midbody=None, pipelining=False):
+    def __init__(self, replies=None, late=None, midbody=None, pipelining=False, tls=None):
         self.replies = replies or {}
+        self.tls = tls  # a server SSLContext: STARTTLS offered
         self.late = late or {}
         self.midbody = midbody
         self.pipelining = pipelining
@@ -56,7 +59,16 @@ class ScriptedUpstream:
             threading.Thread(target=self.conversation, args=(c,), daemon=True).start()
 
     def answer(self, c, key, default):
-        c.sendall(self.replies.get(key, default))
+        reply = self.replies.get(key, default)
+        if isinstance(reply, list):
+            # Each part its own write (under TLS its own record), all in one
+            # TCP segment: the client reads them at once.
+            c.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+            for part in reply:
+                c.sendall(part)
+            c.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
+        else:
+            c.sendall(reply)
         if key in self.late:
             time.sleep(0.2)
             c.sendall(self.late[key])
@@ -73,7 +85,12 @@ class ScriptedUpstream:
                 self.commands.append(line.strip().decode())
                 if word == "EHLO":
                     c.sendall(b"250-up.test\r\n" + (b"250-PIPELINING\r\n" if self.pipelining else b"") +
+                              (b"250-STARTTLS\r\n" if self.tls and not isinstance(c, ssl.SSLSocket) else b"") +
                               b"250 8BITMIME\r\n")
+                elif word == "STARTTLS":
+                    c.sendall(b"220 2.0.0 ready\r\n")
+                    c = self.tls.wrap_socket(c, server_side=True)
+                    f = c.makefile("rb")
                 elif word == "MAIL":
                     self.answer(c, "MAIL", b"250 2.1.0 Ok\r\n")
                 elif word == "RCPT":
@@ -214,3 +231,45 @@ def test_an_upstream_in_step_relays_as_before(make_gateway, scripted):
         code, _ = s.data(BODY)
     assert code == 250
     assert len(up.accepted) == 1 and len(g.messages("alice")) == 1
+
+
+@pytest.fixture(scope="module")
+def upstream_tls(tmp_path_factory):
+    d = tmp_path_factory.mktemp("up-tls")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-subj", "/CN=up.test", "-keyout", str(d / "key.pem"), "-out", str(d / "cert.pem"), "-days", "2"],
+                   check=True, capture_output=True)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(d / "cert.pem", d / "key.pem")
+    return ctx
+
+
+@pytest.mark.parametrize("case", ["data", "rcpt"])
+def test_over_tls_a_reply_in_a_record_of_its_own_is_still_out_of_step(make_gateway, scripted, upstream_tls, case):
+    # Two TLS records in one TCP segment: the second was read into the TLS
+    # stream's own buffer with the first, where neither our buffer nor a
+    # peek at the socket saw it. DATA's 354 came with a 250 behind it, and
+    # that 250 was taken for the verdict on the message (a review's finding).
+    if case == "data":
+        up = scripted(tls=upstream_tls, replies={"DATA": [b"354 go ahead\r\n", b"250 2.0.0 early\r\n"],
+                                                 "DOT": b"554 5.7.1 refused after all\r\n"})
+    else:
+        up = scripted(tls=upstream_tls, replies={"RCPT:x@remote.test": [b"250 2.1.5 Ok\r\n", b"250 2.1.5 Ok\r\n"],
+                                                 "RCPT:b@remote.test": b"550 5.1.1 unknown b\r\n"})
+    o = relay_overrides(up, relay={"upstream_reuse_time": 0, "upstream_timeout": 5, "upstream_starttls": "required"})
+    g = make_gateway(overrides=o)
+    g.add_user("alice", "alice-pw")
+    g.sql("INSERT INTO relay_grants(address, expires_at) VALUES('127.0.0.1', unixepoch()+600)")
+    if case == "data":
+        code, text = send_to_alice_and_one_relayed(g)
+        assert (code, text[:6]) == (451, b"4.4.1 "), (code, text)
+    else:
+        with smtplib.SMTP("127.0.0.1", g.port("smtp"), timeout=30) as s:
+            s.ehlo("client.test")
+            assert s.mail(SENDER)[0] == 250
+            assert s.rcpt("alice@gw.test")[0] == 250
+            assert s.rcpt("x@remote.test")[0] == 250
+            assert s.rcpt("b@remote.test")[0] == 451  # the stray 250 was its answer
+            assert s.docmd("DATA")[0] == 451
+    assert up.accepted == [] and g.messages("alice") == []
+    assert any(cmd == "STARTTLS" for cmd in up.commands)
