@@ -47,7 +47,8 @@ using bio_ptr = std::unique_ptr<BIO, ossl_deleter<BIO, BIO_free_all>>;
 // PEM files are small; anything this big is not one.
 constexpr std::size_t max_pem_size = 1 << 20;
 
-std::string read_pem_file(std::filesystem::path const& p, char const* key, file_opener const& open = {})
+std::string read_pem_file(std::filesystem::path const& p, char const* key, file_opener const& open = {},
+                          std::size_t cap = max_pem_size)
 {
     auto const fail = [&](std::string const& why) -> std::runtime_error {
         return std::runtime_error(std::string(key) + " " + p.string() + ": " + why);
@@ -80,9 +81,9 @@ std::string read_pem_file(std::filesystem::path const& p, char const* key, file_
             throw fail(std::strerror(err));
         }
         out.append(buf, static_cast<std::size_t>(n));
-        if (out.size() > max_pem_size) {
+        if (out.size() > cap) {
             ::close(fd);
-            throw fail("larger than 1 MB, not a PEM file");
+            throw fail("larger than " + std::to_string(cap >> 20) + " MB, not a PEM file this needs");
         }
     }
     ::close(fd);
@@ -422,7 +423,9 @@ std::shared_ptr<boost::asio::ssl::context> make_client_tls(config::settings cons
     // Read once through one descriptor (a regular file only: a FIFO swapped
     // in must not hold check-config or an I/O thread), then loaded from
     // memory, where OpenSSL would open the path again.
-    load_ca_pem(c, read_pem_file(s.upstream_ca_file, "relay.upstream_ca_file: cannot load"), s.upstream_ca_file);
+    // CAs and their CRLs: a large CA's CRL runs to megabytes.
+    load_ca_pem(c, read_pem_file(s.upstream_ca_file, "relay.upstream_ca_file: cannot load", {}, 256u << 20),
+                s.upstream_ca_file);
     return ctx;
 }
 

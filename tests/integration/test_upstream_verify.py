@@ -177,6 +177,14 @@ def test_check_config_loads_the_ca_file(make_gateway, tmp_path, upstream, pki):
     r = good.cli("check-config", check=False)
     assert r.returncode == 0, r.stdout + r.stderr
 
+    # A bundle over 1 MB (the cap of a certificate or key file): CRLs run to
+    # megabytes; text between the blocks stands in for them here.
+    big = tmp_path / "big-bundle.pem"
+    big.write_text("# a comment line of a large bundle\n" * 50000 + pki["ca"].read_text())
+    assert big.stat().st_size > 1 << 20
+    r = gateway(make_gateway, tmp_path, up, start=False, upstream_ca_file=str(big)).cli("check-config", check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+
     (tmp_path / "not-a-ca.pem").write_text("not a certificate\n")
     for bad in (tmp_path / "missing.pem", tmp_path / "not-a-ca.pem"):
         g = gateway(make_gateway, tmp_path, up, start=False, upstream_ca_file=str(bad))
