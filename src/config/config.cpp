@@ -456,8 +456,16 @@ load_result parse(std::string_view text, std::filesystem::path const& source)
                                                                  v.find("%n") != std::string::npos; },
                 "must contain %u or %n so that every user has a Maildir of their own");
         sec.strings("local_domains", s.local_domains);
+        // A domain, or an address literal as RCPT TO writes it ([192.0.2.1],
+        // [IPv6:2001:db8::1]).
+        auto const literal = [](std::string const& d) {
+            if (d.size() < 3 || d.front() != '[' || d.back() != ']') return false;
+            auto inner = std::string_view(d).substr(1, d.size() - 2);
+            if (inner.size() > 5 && proto::ascii_lowered(inner.substr(0, 5)) == "ipv6:") inner.remove_prefix(5);
+            return net::parse_ip(inner).has_value();
+        };
         for (auto const& d : s.local_domains)
-            if (!is_domain_name(d)) {
+            if (!is_domain_name(d) && !literal(d)) {
                 sec.fail(*t->get("local_domains"),
                          "local_domains: \"" + d + "\" is not a domain (letters, digits, '.', '-')");
                 break;
@@ -469,9 +477,13 @@ load_result parse(std::string_view text, std::filesystem::path const& source)
         sec.duration("grant_ttl", s.grant_ttl, 1, 31 * 86400);
         sec.integer("ipv6_prefix", s.ipv6_prefix, 1, 128);
         sec.duration("purge_interval", s.purge_interval, 1, 86400);
+        // '_' too: names in /etc/hosts and container networks have it, and
+        // the resolver takes them.
         sec.str("upstream_host", s.upstream_host, [](auto const& v) {
-            return v.empty() || is_domain_name(v) || net::parse_ip(v).has_value();
-        }, "expected a host name (letters, digits, '.', '-') or an IP address");
+            return v.empty() || net::parse_ip(v).has_value() ||
+                   (v.size() <= 253 && v.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                                           "0123456789.-_") == std::string::npos);
+        }, "expected a host name (letters, digits, '.', '-', '_') or an IP address");
         sec.integer("upstream_port", s.upstream_port, 1, 65535);
         sec.choice("upstream_starttls", s.upstream_starttls,
                    {{"none", upstream_tls::none}, {"opportunistic", upstream_tls::opportunistic},
@@ -708,11 +720,11 @@ bool is_password_parameter(std::string_view written_name)
     // refuses it and quotes it whole: the name is what comes before the
     // '=' it decodes to.
     name = name.substr(0, name.find('='));
-    // libpq refuses "Password" or "password " (and says so with the value):
-    // any case and spacing is one to refuse and to hide.
-    auto const b = name.find_first_not_of(" \t"), e = name.find_last_not_of(" \t");
-    auto const bare = b == std::string::npos ? std::string() : proto::ascii_lowered(name.substr(b, e - b + 1));
-    return bare == "password" || bare == "sslpassword";
+    // libpq refuses "Password", "password ", "password+" or a name with a
+    // NUL in it, and quotes the parameter, value and all: any name that
+    // holds the word, in any case, is one to refuse and to hide (no other
+    // keyword of libpq's does).
+    return proto::ascii_lowered(name).find("password") != std::string::npos;
 }
 
 std::vector<net::cidr> listener::default_http_trusted()

@@ -310,6 +310,8 @@ error_case const error_cases[]{
     {"upstream password file without user",
      "[[listener]]\nprotocol = \"pop3\"\n[relay]\nupstream_password_file = \"/pw\"\n", 4,
      "upstream_password_file: used only with upstream_user"},
+    {"local domain literal not an address", "[[listener]]\nprotocol = \"pop3\"\n[mail]\nlocal_domains = [\"[x]\"]\n", 4,
+     "local_domains: \"[x]\" is not a domain"},
     {"upstream host not a name", "[[listener]]\nprotocol = \"pop3\"\n[relay]\nupstream_host = \"bad host!\"\n", 4,
      "upstream_host: expected a host name"},
     {"empty local domain", "[[listener]]\nprotocol = \"pop3\"\n[mail]\nlocal_domains = [\"gw.test\", \"\"]\n", 4,
@@ -508,7 +510,13 @@ BOOST_AUTO_TEST_CASE(postgresql_uri_without_password_selects_postgresql)
     BOOST_TEST(is_password_parameter("pass%77ord"));
     BOOST_TEST(is_password_parameter("%70%61%73%73%77%6F%72%64"));
     BOOST_TEST(!is_password_parameter("passfile"));
-    BOOST_TEST(!is_password_parameter("password%"));
+    // Names libpq refuses and quotes whole, value and all: refused here.
+    BOOST_TEST(is_password_parameter("password%"));
+    BOOST_TEST(is_password_parameter("password+"));
+    BOOST_TEST(is_password_parameter("password%00"));
+    BOOST_TEST(popgate::store::database_label("postgresql://gw@db/gw?password+=s3cret").find("s3cret") ==
+               std::string::npos);
+    BOOST_TEST(database_problem("postgresql://gw@db/gw?password%00=s3cret") != "");
     // A parameter with no '=' whose name decodes to one: libpq refuses it
     // and quotes it whole (a review found the password in that message).
     BOOST_TEST(is_password_parameter("password%3Ds3cret"));
@@ -652,6 +660,11 @@ level = "debug"
     BOOST_TEST(s.grant_ttl.count() == 60);
     BOOST_TEST(s.ipv6_prefix == 56u);
     BOOST_TEST(s.upstream_host == "mx.internal");
+    // A name with '_' (an /etc/hosts or container name) and address literals
+    // in local_domains are taken.
+    auto const more = parse("[[listener]]\nprotocol = \"pop3\"\n[relay]\nupstream_host = \"smtp_relay\"\n"
+                            "[mail]\nlocal_domains = [\"gw.test\", \"[192.0.2.1]\", \"[IPv6:2001:db8::1]\"]\n");
+    BOOST_TEST(more.value.has_value());
     BOOST_TEST((s.upstream_starttls == upstream_tls::verify));
     BOOST_TEST(s.upstream_ca_file == fs::path("/etc/ssl/internal-ca.pem"));
     BOOST_TEST(s.upstream_tls_name == "relay.internal");
