@@ -127,6 +127,15 @@ void quit_and_close(upstream_link& l) noexcept
 // Nothing has arrived on an idle connection: no reply nobody asked for (it
 // would be read as the answer to our next MAIL, and every reply after it
 // as the one before's), no 421 of an upstream timing us out, no close.
+// "host|port|..." (smtp_client::pool_key) as "host:port", for the log.
+std::string host_port_of(std::string const& key)
+{
+    auto const a = key.find('|');
+    if (a == std::string::npos) return key;
+    auto const b = key.find('|', a + 1);
+    return key.substr(0, a) + ":" + key.substr(a + 1, b == std::string::npos ? std::string::npos : b - a - 1);
+}
+
 bool quiet(upstream_link& l) noexcept
 {
     char c = 0;
@@ -191,8 +200,9 @@ std::unique_ptr<upstream_link> upstream_pool::take(std::string const& key,
     }
     for (auto& l : stale) quit_and_close(*l);
     if (found && !quiet(*found)) {
-        spdlog::info("upstream {} idle connection closed: the upstream sent something or closed it meanwhile",
-                     log::field(found->key));
+        spdlog::info("upstream idle connection closed: the upstream sent something or closed it meanwhile "
+                     "upstream={}",
+                     log::field(host_port_of(found->key)));
         io::close_now(found->sock);  // out of step: no QUIT either
         found.reset();
     }
@@ -515,8 +525,8 @@ asio::awaitable<smtp_client::connected> smtp_client::connect(std::string key, st
         }
         connect_error =
             ep.address().to_string() + ": " + (conn ? std::get<0>(*conn).message() : std::string("timeout"));
-        spdlog::debug("sid={} upstream connect {}:{} failed {}", sid_, s_.upstream_host, s_.upstream_port,
-                      connect_error);
+        spdlog::debug("sid={} upstream connect failed upstream={} detail={}", sid_,
+                      log::field(s_.upstream_host + ":" + std::to_string(s_.upstream_port)), log::field(connect_error));
     }
     if (!up)
         co_return connected{broken("connect " + s_.upstream_host + ":" + std::to_string(s_.upstream_port) +
@@ -734,8 +744,8 @@ asio::awaitable<upstream_verdict> smtp_client::ask_recipient(upstream_envelope c
         // kept connection dying, as a 421 to MAIL is: nothing was taken,
         // so the transaction starts again on a fresh one.
         if (opened_here && kept_ && accepted_ == 0) {
-            spdlog::debug("sid={} upstream kept connection lost at the first RCPT, reconnecting: {}", sid_,
-                          r ? log::field(joined(*r)) : std::string("no reply"));
+            spdlog::debug("sid={} upstream kept connection lost at the first RCPT, reconnecting detail={}", sid_,
+                          log::field(r ? joined(*r) : std::string("no reply")));
             abort();
             link_.reset();
             txn_ = txn::none;

@@ -172,7 +172,8 @@ def test_kept_connection_the_upstream_wrote_on_meanwhile_is_not_reused(make_gate
         assert_accepted(s.data(body(2)))
     assert delivered(upstream, [1, 2]) == [1, 2]
     assert upstream.greetings == [1, 2]
-    assert g.wait_log("idle connection closed: the upstream sent something or closed it meanwhile")
+    assert g.wait_log("idle connection closed: the upstream sent something or closed it meanwhile "
+                      f"upstream=127.0.0.1:{upstream.port}")
 
 
 @pytest.mark.parametrize("pipelining", [True, False], ids=["rcpt-with-mail", "rcpt-after-mail"])
