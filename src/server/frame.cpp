@@ -111,6 +111,16 @@ public:
         c.clock.arm(c.settings->tls_handshake_timeout);
         tls_.emplace(sock_, *tls_ctx_, alpn_);
         auto ec = co_await tls_->handshake();
+        // A peer that closed before sending a byte attempted no TLS: a load
+        // balancer's health check (HAProxy's, after its PROXY LOCAL header),
+        // a port probe. Counted as failed handshakes they fired the shipped
+        // alert on every site behind one; logged as the plain close it is.
+        if (ec && !c.clock.expired && BIO_number_read(SSL_get_rbio(tls_->native_handle())) == 0) {
+            c.end_reason = "eof";
+            spdlog::debug("sid={} {} closed before its TLS hello ip={} error={}", c.sid, proto_, c.ip,
+                          log::field(ec.message()));
+            co_return false;
+        }
         metrics::tls_handshakes.with({c.listener.name, ec ? (c.clock.expired ? "timeout" : "failed") : "ok"}).inc();
         if (ec) {
             c.end_reason = c.clock.expired ? "tls-timeout" : "tls-failed";

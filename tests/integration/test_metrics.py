@@ -297,6 +297,31 @@ def test_grants_replaced_by_replace_oldest_are_counted(make_gateway, upstream, t
     assert all(delta(before, after, k) == 0 for k in after if k.startswith(WITHHELD))
 
 
+def test_a_connection_closed_before_its_tls_hello_is_no_failed_handshake(gw):
+    # HAProxy's health check of an implicit-TLS server (a PROXY LOCAL
+    # header, or nothing, then a close or a reset) counted as a failed
+    # handshake, and a site behind HAProxy had PopgateTlsHandshakeFailures
+    # firing for good (a review's finding, with promtool).
+    before = samples(scrape(gw))
+    for reset in (False, True):
+        s = socket.create_connection(("127.0.0.1", gw.port("pop3s")), timeout=5)
+        if reset:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        s.close()
+    s = socket.create_connection(("127.0.0.1", gw.port("pop3s")), timeout=5)
+    s.sendall(b"not a hello\r\n")  # a byte that is not TLS: a failed handshake, as before
+    try:
+        s.recv(100)
+    except OSError:
+        pass
+    s.close()
+    assert gw.wait_log("pop3 tls handshake failed")
+    assert gw.wait_log("closed before its TLS hello")
+    after = samples(scrape(gw))
+    assert delta(before, after, 'popgate_tls_handshakes_total{listener="pop3s",result="failed"}') == 1
+    assert delta(before, after, 'popgate_tls_handshakes_total{listener="pop3s",result="ok"}') == 0
+
+
 def test_metrics_refused_outside_trusted_networks_and_for_other_methods(gw):
     g = gw
     with pytest.raises(urllib.error.HTTPError) as e:
