@@ -124,9 +124,6 @@ void quit_and_close(upstream_link& l) noexcept
     io::close_now(l.sock);
 }
 
-// Nothing has arrived on an idle connection: no reply nobody asked for (it
-// would be read as the answer to our next MAIL, and every reply after it
-// as the one before's), no 421 of an upstream timing us out, no close.
 // "host|port|..." (smtp_client::pool_key) as "host:port", for the log.
 std::string host_port_of(std::string const& key)
 {
@@ -136,6 +133,9 @@ std::string host_port_of(std::string const& key)
     return key.substr(0, a) + ":" + key.substr(a + 1, b == std::string::npos ? std::string::npos : b - a - 1);
 }
 
+// Nothing has arrived on an idle connection: no reply nobody asked for (it
+// would be read as the answer to our next MAIL, and every reply after it
+// as the one before's), no 421 of an upstream timing us out, no close.
 bool quiet(upstream_link& l) noexcept
 {
     char c = 0;
@@ -379,7 +379,6 @@ asio::awaitable<std::optional<std::string>> smtp_client::read_line()
         else
             r = co_await timed(link_->sock.async_read_some(asio::buffer(chunk), asio::as_tuple(asio::use_awaitable)));
         if (!r || std::get<0>(*r)) co_return std::nullopt;
-        if (link_->tls) link_->tls_read = true;
         buf.append(chunk, std::get<1>(*r));
     }
 }
@@ -413,22 +412,31 @@ asio::awaitable<upstream_verdict> smtp_client::command(std::string const& line, 
     co_return judge(r, expect_class, what, client_prefix);
 }
 
-bool smtp_client::out_of_step() const noexcept
+bool smtp_client::out_of_step()
 {
     if (!is_open()) return false;  // the write fails and says so
     if (!link_->buf.empty()) return true;
-    // Right after a handshake the upstream's session tickets may wait
-    // unread in the socket: not a reply. Once a record has been read they
-    // have been.
-    if (link_->tls && !link_->tls_read) return false;
-    if (link_->tls) {
-        // A record being read, or whole records the TLS stream has already
-        // taken from the socket (two records in one segment): neither is in
-        // buf, nor seen by a peek at the socket.
-        SSL* ssl = link_->tls->native_handle();
-        if (SSL_pending(ssl) > 0 || BIO_ctrl_pending(SSL_get_rbio(ssl)) > 0) return true;
+    if (!link_->tls) return !quiet(*link_);
+    // Under TLS not every byte is a reply: a session ticket (right after the
+    // handshake, or later), a KeyUpdate (RFC 8446 §4.6.3). What has come,
+    // in the socket, in the TLS stream's BIO (two records in one segment)
+    // or in a record being read, is given to OpenSSL without waiting; only
+    // application data is out of step.
+    SSL* ssl = link_->tls->native_handle();
+    if (SSL_pending(ssl) == 0 && BIO_ctrl_pending(SSL_get_rbio(ssl)) == 0 && quiet(*link_)) return false;
+    boost::system::error_code ec;
+    link_->sock.non_blocking(true, ec);
+    char chunk[4096];
+    std::size_t const n = ec ? 0 : link_->tls->read_some(asio::buffer(chunk), ec);
+    boost::system::error_code restored;
+    link_->sock.non_blocking(false, restored);
+    if (n > 0) {
+        link_->buf.append(chunk, n);
+        return true;
     }
-    return !quiet(*link_);
+    // would_block: nothing but TLS's own records. Anything else (a close,
+    // an alert) ends the connection: not a reply to wait for either.
+    return ec != asio::error::would_block;
 }
 
 upstream_verdict smtp_client::judge(std::optional<proto::smtp_reply> const& r, int expect_class,

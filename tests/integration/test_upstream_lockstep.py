@@ -6,10 +6,12 @@ was told 250 and the relayed copy was lost. The upstream here is a raw
 socket server scripted per command; the client is smtplib, with a local
 recipient beside the relayed ones, so that the promise is checked for both:
 a message answered 250 is delivered, a message refused is delivered nowhere."""
+import ctypes
 import smtplib
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 
@@ -71,7 +73,8 @@ class ScriptedUpstream:
             c.sendall(reply)
         if key in self.late:
             time.sleep(0.2)
-            c.sendall(self.late[key])
+            late = self.late[key]
+            late(c) if callable(late) else c.sendall(late)
 
     def conversation(self, c):
         f = c.makefile("rb")
@@ -273,3 +276,42 @@ def test_over_tls_a_reply_in_a_record_of_its_own_is_still_out_of_step(make_gatew
             assert s.docmd("DATA")[0] == 451
     assert up.accepted == [] and g.messages("alice") == []
     assert any(cmd == "STARTTLS" for cmd in up.commands)
+
+
+def key_update(c):
+    """A TLS 1.3 KeyUpdate from the upstream, sent at once (RFC 8446 4.6.3):
+    TLS's own record, no SMTP bytes. Python has no call for it: OpenSSL's,
+    on the SSL* of CPython 3.11's _ssl object (after its head and socket)."""
+    libssl = ctypes.CDLL("libssl.so.3")
+    libssl.SSL_key_update.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    libssl.SSL_do_handshake.argtypes = [ctypes.c_void_p]
+    libssl.SSL_version.argtypes = [ctypes.c_void_p]
+    ssl_ptr = ctypes.c_void_p.from_address(id(c._sslobj) + 24).value
+    assert libssl.SSL_version(ssl_ptr) == 0x0304
+    assert libssl.SSL_key_update(ssl_ptr, 0) == 1 and libssl.SSL_do_handshake(ssl_ptr) == 1
+
+
+@pytest.mark.skipif(sys.version_info[:2] != (3, 11), reason="reaches into CPython 3.11's _ssl object")
+@pytest.mark.parametrize("after", ["RCPT:x@remote.test", "DATA"])
+def test_a_tls_keyupdate_from_the_upstream_is_no_reply(make_gateway, scripted, upstream_tls, after):
+    # d55a686 took any TLS record waiting to be read for an unsolicited
+    # reply: a KeyUpdate after a RCPT's 250 gave the next RCPT 451, and one
+    # after DATA's 354 held the end of data until upstream_data_done_timeout
+    # and then 451, at every try (a review's finding).
+    up = scripted(tls=upstream_tls, late={after: key_update})
+    o = relay_overrides(up, relay={"upstream_reuse_time": 0, "upstream_timeout": 5, "upstream_starttls": "required",
+                                   "upstream_data_done_timeout": 3})
+    g = make_gateway(overrides=o)
+    g.add_user("alice", "alice-pw")
+    g.sql("INSERT INTO relay_grants(address, expires_at) VALUES('127.0.0.1', unixepoch()+600)")
+    with smtplib.SMTP("127.0.0.1", g.port("smtp"), timeout=30) as s:
+        s.ehlo("client.test")
+        assert s.mail(SENDER)[0] == 250
+        assert s.rcpt("x@remote.test")[0] == 250
+        time.sleep(0.5)  # the KeyUpdate has come
+        assert s.rcpt("y@remote.test")[0] == 250
+        assert s.docmd("DATA")[0] == 354
+        time.sleep(0.5)
+        s.send(BODY + b".\r\n")
+        assert s.getreply()[0] == 250
+    assert len(up.accepted) == 1

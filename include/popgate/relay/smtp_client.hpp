@@ -47,7 +47,6 @@ struct upstream_link {
     bool moved = false;  // taken from another I/O thread's idle set by the last take()
     std::string key;                      // which upstream, as configured
     std::string tls_note = "no";          // for the log: TLS yes, verified, no, or fallback (clear after a failure)
-    bool tls_read = false;                // a record read since the handshake (its tickets with it)
     std::chrono::steady_clock::time_point idle_since;
 };
 
@@ -174,7 +173,7 @@ private:
     // SMTP is lockstep (RFC 5321 §4.1.1, RFC 2920 §3), so they would be
     // read as the answer to the next command, and every reply after as the
     // one before's.
-    bool out_of_step() const noexcept;
+    bool out_of_step();
     asio::awaitable<bool> ehlo(std::vector<std::string>& extensions);
     // AUTH as relay.upstream_user, which may go only over TLS unless
     // relay.upstream_auth_in_clear allows it.
