@@ -719,7 +719,10 @@ void add_grant_commands(CLI::App& app, global_options& g, std::function<int()>& 
         run = [&g, ao, ttl] {
             auto const s = effective_settings(g);
             store::grant gr;
-            gr.address = net::grant_key(canonical_address(ao->address), s.ipv6_prefix).to_string();
+            // A client in relay.no_grant_networks by its own address: the
+            // daemon looks up no grant of its prefix for it.
+            gr.address =
+                net::grant_key(canonical_address(ao->address), s.ipv6_prefix, s.no_grant_networks).to_string();
             gr.user = ao->user;
             gr.method = "cli";
             gr.granted_at = store::now();

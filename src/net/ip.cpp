@@ -229,6 +229,13 @@ ip_address grant_key(ip_address client, unsigned ipv6_prefix) noexcept
     return limit_key(client, ipv6_prefix);
 }
 
+ip_address grant_key(ip_address client, unsigned ipv6_prefix, std::span<cidr const> own_address_only) noexcept
+{
+    for (auto const& n : own_address_only)
+        if (n.contains(client)) return client;
+    return grant_key(client, ipv6_prefix);
+}
+
 ip_address limit_key(ip_address client, unsigned ipv6_prefix) noexcept
 {
     if (client.v4) return client;

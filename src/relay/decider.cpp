@@ -11,15 +11,15 @@ namespace popgate::relay {
 std::vector<std::string> decider::grant_keys(net::ip_address const& client) const
 {
     unsigned const prefix = ipv6_prefix_.load(std::memory_order_relaxed);
-    if (!client.v4 && prefix < 128) {
+    if (client.v4 || prefix >= 128) return {client.to_string()};
+    std::string key;
+    {
         std::lock_guard lock(no_grant_mutex_);
-        if (std::any_of(no_grant_networks_.begin(), no_grant_networks_.end(),
-                        [&](net::cidr const& n) { return n.contains(client); }))
-            return {client.to_string()};
+        key = net::grant_key(client, prefix, no_grant_networks_).to_string();
     }
-    std::vector<std::string> keys{net::grant_key(client, prefix).to_string()};
-    if (!client.v4 && prefix < 128) keys.push_back(client.to_string());
-    return keys;
+    auto const whole = client.to_string();
+    if (key == whole) return {key};  // link-local, or in a no-grant network
+    return {key, whole};
 }
 
 void decider::set_no_grant_networks(std::vector<net::cidr> nets)

@@ -101,9 +101,9 @@ def test_a_guest_network_inside_a_wider_prefix_relays_on_no_grant_of_that_prefix
     assert g.sql("SELECT address FROM relay_grants") == [("2001:db8::",)]
     assert rcpt("2001:db8:0:2::9").startswith(b"250 ")  # the rest of the /48 relays on it
     assert rcpt(guest).startswith(b"554 5.7.1 "), "a guest relayed on the /48's grant"
-    # A row of the guest's own address (plain SQL: the CLI grants by the
-    # prefix) is its own grant, and counts.
-    g.sql("INSERT INTO relay_grants(address, expires_at) VALUES(?, unixepoch()+600)", (guest,))
+    # An administrator's grant of the guest is of its own address (it was
+    # the prefix's, which the guest does not use), and counts.
+    assert g.cli("grant", "add", guest).stdout.startswith(f"granted {guest} until ")
     assert rcpt(guest).startswith(b"250 ")
     # A reload does not change the prefix: the rows hold no length, and read
     # with another they would name other networks (2001:db8::/64, where

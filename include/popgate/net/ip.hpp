@@ -7,6 +7,7 @@
 #include <compare>
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -70,6 +71,11 @@ std::string spelling_problem(std::string_view text, cidr const& c);
 // except link-local IPv6 (fe80::/10), which is taken whole: fe80::/64 is
 // every link's prefix, a grant to it would cover every LAN the host is on.
 ip_address grant_key(ip_address client, unsigned ipv6_prefix) noexcept;
+// The same, but a client in one of `own_address_only` (relay.no_grant_networks)
+// is taken whole: a grant of its prefix, made by a login elsewhere in it,
+// must not cover a guest network inside it, and a grant an administrator
+// gives such a client is of its address alone.
+ip_address grant_key(ip_address client, unsigned ipv6_prefix, std::span<cidr const> own_address_only) noexcept;
 
 // The key a client is counted by for the per-address limits and the
 // brute-force counters: IPv4 as is, IPv6 truncated to `ipv6_prefix` bits,
