@@ -10,6 +10,7 @@
 #include <toml++/toml.h>
 
 #include <algorithm>
+#include <cctype>
 #include <fstream>
 #include <functional>
 #include <memory>
@@ -21,12 +22,25 @@ namespace {
 
 // Whether OpenSSL finds at least one usable entry in a TLS 1.2 cipher list
 // (tls.ciphers) or a TLS 1.3 suite list (tls.ciphersuites); "" is the default.
-// A host or domain name as popgate writes and compares it: letters, digits,
-// '.' and '-', 1 to 253 of them.
-bool is_domain_name(std::string const& v)
+// A host or domain name as popgate writes and compares it: labels of
+// letters, digits and '-' (not at either end of a label; `extra` allows
+// more, '_' for a name the resolver takes) joined by single dots, 1 to 253
+// characters, no dot at either end ("gw.test." would never equal the
+// "gw.test" of an address).
+bool is_domain_name(std::string const& v, std::string_view extra = {})
 {
-    return !v.empty() && v.size() <= 253 &&
-           v.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-") == std::string::npos;
+    if (v.empty() || v.size() > 253) return false;
+    std::size_t start = 0;
+    for (;;) {
+        auto const end = std::min(v.find('.', start), v.size());
+        auto const label = std::string_view(v).substr(start, end - start);
+        if (label.empty() || label.size() > 63 || label.front() == '-' || label.back() == '-') return false;
+        for (char const c : label)
+            if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && extra.find(c) == std::string_view::npos)
+                return false;
+        if (end == v.size()) return true;
+        start = end + 1;
+    }
 }
 
 bool openssl_accepts(std::string const& list, bool tls13)
@@ -403,7 +417,8 @@ load_result parse(std::string_view text, std::filesystem::path const& source)
     }
     if (auto const* t = sub_table(root, "server", errs)) {
         section sec(*t, "server", errs);
-        sec.str("hostname", s.hostname, is_domain_name, "expected a host name (letters, digits, '.', '-')");
+        sec.str("hostname", s.hostname, [](auto const& v) { return is_domain_name(v); },
+                "expected a host name (labels of letters, digits and '-' joined by dots)");
         sec.integer("threads", s.threads, 0, 256);
         sec.str("user", s.run_as_user);
         sec.str("group", s.run_as_group);
@@ -467,7 +482,8 @@ load_result parse(std::string_view text, std::filesystem::path const& source)
         for (auto const& d : s.local_domains)
             if (!is_domain_name(d) && !literal(d)) {
                 sec.fail(*t->get("local_domains"),
-                         "local_domains: \"" + d + "\" is not a domain (letters, digits, '.', '-')");
+                         "local_domains: \"" + d + "\" is not a domain (labels of letters, digits and '-' joined by "
+                         "dots) or an address literal ([192.0.2.1])");
                 break;
             }
         sec.required_path("relay_drop", s.relay_drop);
@@ -480,10 +496,8 @@ load_result parse(std::string_view text, std::filesystem::path const& source)
         // '_' too: names in /etc/hosts and container networks have it, and
         // the resolver takes them.
         sec.str("upstream_host", s.upstream_host, [](auto const& v) {
-            return v.empty() || net::parse_ip(v).has_value() ||
-                   (v.size() <= 253 && v.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                                                           "0123456789.-_") == std::string::npos);
-        }, "expected a host name (letters, digits, '.', '-', '_') or an IP address");
+            return v.empty() || net::parse_ip(v).has_value() || is_domain_name(v, "_");
+        }, "expected a host name (labels of letters, digits, '-' and '_' joined by dots) or an IP address");
         sec.integer("upstream_port", s.upstream_port, 1, 65535);
         sec.choice("upstream_starttls", s.upstream_starttls,
                    {{"none", upstream_tls::none}, {"opportunistic", upstream_tls::opportunistic},
@@ -678,7 +692,8 @@ std::string database_problem(std::string const& d)
     // there: a host list with "u2:pw@h2" after the first host is no host
     // libpq can read, and its error would quote the password.
     auto const authority = rest.substr(0, rest.find('/'));
-    if (auto const at = authority.rfind('@'); at != std::string::npos && authority.substr(0, at).find(':') != std::string::npos)
+    if (auto const at = authority.rfind('@');
+        at != std::string::npos && authority.substr(0, at).find(':') != std::string::npos)
         return refused;
     if (auto const q = d.find('?'); q != std::string::npos) {
         std::string_view query = std::string_view(d).substr(q + 1);
