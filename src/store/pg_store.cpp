@@ -639,6 +639,18 @@ private:
         }
     }
 
+    // When a statement last timed out or found the server busy, or a call
+    // found every connection taken for its whole budget.
+    void note_held_up() noexcept
+    {
+        held_up_at_.store(clock::now().time_since_epoch().count(), std::memory_order_relaxed);
+    }
+    bool held_up_within(clock::duration d) const noexcept
+    {
+        auto const at = held_up_at_.load(std::memory_order_relaxed);
+        return at != 0 && clock::now() - clock::time_point(clock::duration(at)) <= d;
+    }
+
     // Runs f on a borrowed connection. A reused connection the server had
     // closed (it restarted, or failed over) is found on first use; the call
     // is then tried again on another, until one that was just opened fails
@@ -648,15 +660,6 @@ private:
     // idle_session_timeout), so one retry is not enough. Not after a call
     // that timed out: it was sent and may have run, and a server that does
     // not answer one connection will not answer the next either.
-    // When a statement last timed out or found the server busy, or a call
-    // found every connection taken for its whole budget.
-    void note_held_up() noexcept { held_up_at_.store(clock::now().time_since_epoch().count(), std::memory_order_relaxed); }
-    bool held_up_within(clock::duration d) const noexcept
-    {
-        auto const at = held_up_at_.load(std::memory_order_relaxed);
-        return at != 0 && clock::now() - clock::time_point(clock::duration(at)) <= d;
-    }
-
     bool try_again(lease const& c, int attempt) const noexcept
     {
         return c.reused && !c.conn->timed_out() && attempt <= static_cast<int>(opts_.max_connections);
