@@ -434,9 +434,13 @@ bool smtp_client::out_of_step()
         link_->buf.append(chunk, n);
         return true;
     }
-    // would_block: nothing but TLS's own records. Anything else (a close,
-    // an alert) ends the connection: not a reply to wait for either.
-    return ec != asio::error::would_block;
+    // would_block with nothing left over: only TLS's own records had come.
+    // A record begun and not complete may be a reply: out of step (a
+    // KeyUpdate cut in two costs a 451 now and then; a reply taken for the
+    // next command's would cost a message). Anything else (a close, an
+    // alert) ends the connection: not a reply to wait for either.
+    if (ec != asio::error::would_block) return true;
+    return SSL_has_pending(ssl) == 1 || BIO_ctrl_pending(SSL_get_rbio(ssl)) > 0;
 }
 
 upstream_verdict smtp_client::judge(std::optional<proto::smtp_reply> const& r, int expect_class,
