@@ -308,12 +308,15 @@ void check_user_name(std::string const& name)
         if (c < 0x21 || c > 0x7e) throw user_error("bad user name: only printable ASCII is allowed");
 }
 
-std::string normalise_address(std::string const& text, unsigned ipv6_prefix)
+// The grant key of `text` as the daemon looks it up (net::grant_key: the
+// prefix's, or the address itself in relay.no_grant_networks).
+std::string normalise_address(std::string const& text, unsigned ipv6_prefix,
+                              std::span<net::cidr const> own_address_only = {})
 {
     std::string why;
     auto a = net::parse_ip(text, &why);
     if (!a) throw user_error(why);
-    return net::grant_key(*a, ipv6_prefix).to_string();
+    return net::grant_key(*a, ipv6_prefix, own_address_only).to_string();
 }
 
 // What `grant add` and `allow add` write: only the canonical spelling, the
@@ -752,7 +755,9 @@ void add_grant_commands(CLI::App& app, global_options& g, std::function<int()>& 
                 return 0;
             }
             auto const s = effective_settings(g);
-            auto const key = normalise_address(*who, s.ipv6_prefix);
+            // A guest's own grant only: never the prefix grant of the hosts
+            // around it.
+            auto const key = normalise_address(*who, s.ipv6_prefix, s.no_grant_networks);
             // The grant key, the full IPv6 address, and the text as typed: the
             // daemon matches the first two, and a row written by hand before
             // schema 3 may be spelt otherwise. All of them go: a revoke that

@@ -495,8 +495,10 @@ load_result parse(std::string_view text, std::filesystem::path const& source)
         sec.duration("purge_interval", s.purge_interval, 1, 86400);
         // '_' too: names in /etc/hosts and container networks have it, and
         // the resolver takes them.
+        // An absolute name (one final dot) is the resolver's too.
         sec.str("upstream_host", s.upstream_host, [](auto const& v) {
-            return v.empty() || net::parse_ip(v).has_value() || is_domain_name(v, "_");
+            return v.empty() || net::parse_ip(v).has_value() ||
+                   is_domain_name(v.ends_with('.') ? v.substr(0, v.size() - 1) : v, "_");
         }, "expected a host name (labels of letters, digits, '-' and '_' joined by dots) or an IP address");
         sec.integer("upstream_port", s.upstream_port, 1, 65535);
         sec.choice("upstream_starttls", s.upstream_starttls,

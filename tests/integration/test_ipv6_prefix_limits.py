@@ -105,6 +105,10 @@ def test_a_guest_network_inside_a_wider_prefix_relays_on_no_grant_of_that_prefix
     # the prefix's, which the guest does not use), and counts.
     assert g.cli("grant", "add", guest).stdout.startswith(f"granted {guest} until ")
     assert rcpt(guest).startswith(b"250 ")
+    # And revoking it takes that grant only, not the site's /48 beside it.
+    assert g.cli("grant", "del", guest).stdout == f"revoked {guest}\n"
+    assert rcpt(guest).startswith(b"554 5.7.1 ")
+    assert g.sql("SELECT address FROM relay_grants") == [("2001:db8::",)]
     # A reload does not change the prefix: the rows hold no length, and read
     # with another they would name other networks (2001:db8::/64, where
     # nobody logged in, instead of the /48).

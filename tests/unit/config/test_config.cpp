@@ -670,6 +670,7 @@ level = "debug"
     BOOST_TEST(s.upstream_host == "mx.internal");
     // A name with '_' (an /etc/hosts or container name) and address literals
     // in local_domains are taken.
+    BOOST_TEST(parse("[[listener]]\nprotocol = \"pop3\"\n[relay]\nupstream_host = \"mx.example.com.\"\n").value.has_value());
     auto const more = parse("[[listener]]\nprotocol = \"pop3\"\n[relay]\nupstream_host = \"smtp_relay\"\n"
                             "[mail]\nlocal_domains = [\"gw.test\", \"[192.0.2.1]\", \"[IPv6:2001:db8::1]\"]\n");
     BOOST_TEST(more.value.has_value());
