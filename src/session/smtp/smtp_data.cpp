@@ -148,19 +148,6 @@ private:
     std::uint64_t held_ = 0;
 };
 
-// The upstream's answer to DATA or to the end of data, in the words of the
-// RCPT line (smtp_steps.cpp): every field key=value, what the upstream said
-// quoted, so that a log parser finds the same fields in each.
-std::string upstream_fields(relay::upstream_verdict const& v, std::string_view result)
-{
-    std::string out = "upstream_reply=" + std::to_string(v.code) +
-                      " upstream_status=" + (v.enhanced.empty() ? std::string("-") : v.enhanced) +
-                      " result=" + std::string(result);
-    if (!v.tls.empty()) out += " tls=" + v.tls;
-    out += " upstream_detail=" + log::field(v.said.empty() ? v.log : v.said, 200);
-    return out;
-}
-
 }  // namespace
 
 asio::awaitable<bool> smtp_session::do_data()

@@ -451,11 +451,13 @@ smtp_step smtp_rcpt_decided(smtp_state& st, proto::mail_args const& rcpt, relay:
         if (v.what == proto::relay_verdict::relay_grant) st.grant_message = true;
         if (upstream) {
             auto& line = s.log.back().text;
-            line += " upstream_reply=" + std::to_string(upstream->code);
-            if (upstream->what == relay::upstream_verdict::kind::ok) break;
+            if (upstream->what == relay::upstream_verdict::kind::ok) {
+                line += " upstream_reply=" + std::to_string(upstream->code);
+                break;
+            }
             // The upstream's refusal of this recipient, as it said it (code
             // and enhanced code; its text quoted after ours).
-            line += " upstream_status=" + upstream->enhanced + " result=refused upstream_detail=" + log::field(upstream->log, 200);
+            line += " " + upstream_fields(*upstream, "refused");
             s.log.back().level = upstream->what == relay::upstream_verdict::kind::permanent ? info : warn;
             // Not counted as the client's error: a stale address in a
             // large mailing, or a sender the upstream refuses (each RCPT
@@ -503,6 +505,16 @@ smtp_auth_request smtp_auth_start(std::string_view args, smtp_offer const& o)
     }
     r.mech = m;
     return r;
+}
+
+std::string upstream_fields(relay::upstream_verdict const& v, std::string_view result)
+{
+    std::string out = "upstream_reply=" + std::to_string(v.code) +
+                      " upstream_status=" + (v.enhanced.empty() ? std::string("-") : v.enhanced) +
+                      " result=" + std::string(result);
+    if (!v.tls.empty()) out += " tls=" + v.tls;
+    out += " upstream_detail=" + log::field(v.said.empty() ? v.log : v.said, 200);
+    return out;
 }
 
 }  // namespace popgate::session

@@ -117,6 +117,11 @@ bool smtp_asks_upstream(smtp_state const& st, std::string_view address, relay::v
 smtp_step smtp_rcpt_decided(smtp_state& st, proto::mail_args const& rcpt, relay::verdict const& v,
                             smtp_offer const& o, relay::upstream_verdict const* upstream = nullptr);
 
+// The upstream's verdict as log fields, the same on the RCPT line and on the
+// data-phase lines: upstream_reply=, upstream_status=, result=, tls= (when
+// known) and what the upstream said, quoted, in upstream_detail=.
+std::string upstream_fields(relay::upstream_verdict const& v, std::string_view result);
+
 // AUTH's argument: the mechanism and initial response, or the refusal.
 struct smtp_auth_request {
     std::optional<proto::sasl_mech> mech;  // unset: `refusal` says why
