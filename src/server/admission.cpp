@@ -52,12 +52,13 @@ bool admission_control::admit(net::ip_address const& peer, config::settings cons
     auto const now = std::chrono::steady_clock::now();
     // Counted whether or not the connection is then admitted, so hammering
     // does not reset the window.
-    if (s.max_connections_per_minute > 0 && recent_.add(peer, now) > s.max_connections_per_minute) {
+    bool const windows = l == address_limits::apply;
+    if (windows && s.max_connections_per_minute > 0 && recent_.add(peer, now) > s.max_connections_per_minute) {
         why = "too many connections from this address (limits.max_connections_per_minute=" +
               std::to_string(s.max_connections_per_minute) + ")";
         return false;
     }
-    if (s.max_slow_sessions_per_ip > 0 && slow_.count(peer, now) >= s.max_slow_sessions_per_ip) {
+    if (windows && s.max_slow_sessions_per_ip > 0 && slow_.count(peer, now) >= s.max_slow_sessions_per_ip) {
         why = "too many slow sessions from this address (limits.max_slow_sessions_per_ip=" +
               std::to_string(s.max_slow_sessions_per_ip) + " in 10 minutes)";
         return false;

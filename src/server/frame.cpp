@@ -316,7 +316,12 @@ asio::awaitable<void> serve_connection(tcp::socket sock, tcp::endpoint ep, confi
     // its grant: a host with a /64 cannot dodge them by changing address.
     net::ip_address const counted = net::limit_key(peer, settings->ipv6_prefix);
     std::string why;
-    auto const limits = p.limits_for(peer, policy);
+    auto limits = p.limits_for(peer, policy);
+    // The balancer's own connections: a header that names no client (v2
+    // LOCAL, v1 UNKNOWN), or names the proxy itself, as HAProxy's v1 health
+    // checks do.
+    if (limits == address_limits::apply && from.proxy && (!from.named || from.ip == *from.proxy))
+        limits = address_limits::balancer;
     if (!env.admission.admit(counted, *settings, why, limits, p.name())) {
         // A session id of its own, first as on every client's line, so that
         // a filter (fail2ban's _pre) reads this line as it reads the others.

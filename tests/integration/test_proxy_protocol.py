@@ -39,9 +39,10 @@ PROXY_LISTENERS = [
 class HAProxy:
     """haproxy -f CFG -D -p PIDFILE, one frontend per gateway listener."""
 
-    def __init__(self, root: Path, routes):
+    def __init__(self, root: Path, routes, checks=None):
         # routes: name -> (gateway port, "send-proxy" | "send-proxy-v2"[, Unix
-        # socket path to bind instead of a loopback port])
+        # socket path to bind instead of a loopback port]); checks: name ->
+        # the backend's health-check option ("option smtpchk"), run every 50 ms
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.pidfile = root / "haproxy.pid"
@@ -58,8 +59,10 @@ class HAProxy:
         ]
         for name, (gw_port, send, *unix) in routes.items():
             bind = f"unix@{unix[0]}" if unix else f"127.0.0.1:{self.ports[name]}"
+            check = (checks or {}).get(name)
             lines += [f"frontend fe_{name}", f"    bind {bind}", f"    default_backend be_{name}",
-                      f"backend be_{name}", f"    server gw 127.0.0.1:{gw_port} {send}"]
+                      f"backend be_{name}"] + ([f"    {check}"] if check else []) + [
+                      f"    server gw 127.0.0.1:{gw_port} {send}" + (" check inter 50ms" if check else "")]
         self.cfg.write_text("\n".join(lines) + "\n")
         check = subprocess.run([HAPROXY, "-c", "-f", str(self.cfg)], capture_output=True, text=True)
         assert check.returncode == 0, check.stdout + check.stderr
@@ -372,6 +375,46 @@ def test_a_client_the_header_does_not_name_relays_by_auth_only(behind_haproxy, u
         h.stop()
     assert [m["rcpt_tos"] for m in upstream.messages] == [["y@remote.test"]]
     assert g.wait_log("decision=denied detail=client-unnamed")
+
+
+def test_the_balancers_health_checks_do_not_use_up_its_connection_rate(make_gateway, upstream, tmp_path):
+    # HAProxy checks each backend every `inter`. Its checks relay no client:
+    # their header is v2 LOCAL, or v1 naming HAProxy's own address and port
+    # (the pop3 route's). Counted in the balancer's
+    # max_connections_per_minute they were refused from the 6th on, so
+    # HAProxy's SMTP check failed and it took the gateway out of service.
+    g = make_gateway(overrides=relay_overrides(upstream, server={"trusted_proxies": ["127.0.0.1"]},
+                                               limits={"max_connections_per_minute": 5}),
+                     listeners=PROXY_LISTENERS)
+    g.add_user("alice", "secret-pw")
+    h = HAProxy(tmp_path / "haproxy", {"smtp": (g.port("smtp"), "send-proxy-v2"),
+                                       "pop3": (g.port("pop3"), "send-proxy")},
+                checks={"smtp": "option smtpchk", "pop3": "option tcp-check"})
+    try:
+        # Forty checks and more, eight times the window's limit.
+        eventually(lambda: g.log().count("smtp connect ip=127.0.0.1 ") >= 20
+                   and g.log().count("pop3 connect ip=127.0.0.1 ") >= 20, timeout=30)
+        time.sleep(0.5)  # HAProxy's verdict on the latest checks
+        # A client through HAProxy is served: the balancer kept the gateway.
+        p = SourcePOP3(h.port("pop3"), "127.0.0.2")
+        p.user("alice")
+        assert p.pass_("secret-pw").startswith(b"+OK")
+        p.quit()
+        assert send_from(h.port("smtp"), "127.0.0.2", "x@remote.test") == {}
+    finally:
+        h.stop()
+    log = g.log()
+    assert " refused ip=127.0.0.1 " not in log, log
+    assert "client=unnamed" in log
+    assert [m["rcpt_tos"] for m in upstream.messages] == [["x@remote.test"]]
+    # A client the balancer names is still held to its own window: the
+    # sixth connection in a minute is refused, from HAProxy's address too.
+    for i in range(6):
+        named = f"PROXY TCP4 192.0.2.9 127.0.0.1 {4000 + i} 25\r\nQUIT\r\n".encode()
+        data, _ = raw(g.port("smtp-v1"), "127.0.0.1", named, wait=1.0)
+        assert data.startswith(b"421 " if i == 5 else b"220 "), (i, data)
+    assert g.wait_log("smtp refused ip=192.0.2.9 listener=smtp-v1 reason=\"too many connections from this "
+                      "address (limits.max_connections_per_minute=5)\"")
 
 
 def test_header_on_a_listener_without_proxy_protocol_is_a_bad_command(behind_haproxy):

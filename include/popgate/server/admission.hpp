@@ -49,7 +49,16 @@ private:
 // its health check and its MTA's policy lookups, they take no place from
 // mail clients, and a local process holding every HTTP place leaves the
 // MTA's policy lookups theirs.
-enum class address_limits { apply, exempt };
+//
+// A balancer's own connection (a trusted proxy's PROXY header that names
+// no client or the proxy itself: HAProxy's health checks, a frontend on a
+// Unix socket, a client on the balancer's host) is
+// counted by the balancer's address in limits.max_sessions and
+// limits.max_sessions_per_ip, but not in the windows of
+// limits.max_connections_per_minute and limits.max_slow_sessions_per_ip:
+// those judge one client's behaviour, and the balancer's checks every
+// second on each listener are not a client's flood.
+enum class address_limits { apply, balancer, exempt };
 
 class admission_control {
 public:

@@ -107,4 +107,41 @@ BOOST_AUTO_TEST_CASE(each_service_protocol_has_its_own_budget)
     BOOST_TEST(a.admit(v4(1), s, why, address_limits::exempt, "policy"));
 }
 
+// A balancer's own connections (a PROXY header naming no client) are
+// counted in the sessions, the balancer's address included, and not in the
+// windows that judge one client: its health checks do not lock it out, and
+// the clients it names are still limited.
+BOOST_AUTO_TEST_CASE(a_balancers_own_connections_skip_the_per_minute_window)
+{
+    using server::address_limits;
+    server::admission_control a;
+    config::settings s;
+    s.max_sessions = 3;
+    s.max_sessions_per_ip = 2;
+    s.max_connections_per_minute = 2;
+    s.max_slow_sessions_per_ip = 1;
+    std::string why;
+    for (int i = 0; i < 10; ++i) {  // ten health checks in a minute
+        BOOST_TEST(a.admit(v4(1), s, why, address_limits::balancer));
+        a.release(v4(1), address_limits::balancer);
+    }
+    a.note_slow(v4(1));
+    BOOST_TEST(a.admit(v4(1), s, why, address_limits::balancer));  // nor the slow-session window
+    BOOST_TEST(a.admit(v4(1), s, why, address_limits::balancer));
+    BOOST_TEST(!a.admit(v4(1), s, why, address_limits::balancer));  // the balancer's sessions are counted
+    BOOST_TEST(why == "too many sessions from this address (limits.max_sessions_per_ip=2)");
+    BOOST_TEST(a.active() == 2u);
+    BOOST_TEST(a.admit(v4(2), s, why));
+    BOOST_TEST(!a.admit(v4(3), s, why, address_limits::balancer));  // and in the total
+    BOOST_TEST(why == "too many sessions (limits.max_sessions=3)");
+    a.release(v4(1), address_limits::balancer);
+    a.release(v4(2));
+    BOOST_TEST(a.admit(v4(2), s, why));
+    a.release(v4(2));
+    BOOST_TEST(!a.admit(v4(2), s, why));  // a named client is still held to its window
+    BOOST_TEST(why == "too many connections from this address (limits.max_connections_per_minute=2)");
+    BOOST_TEST(!a.admit(v4(1), s, why));  // the slow session counts against the address as a client
+    BOOST_TEST(why == "too many slow sessions from this address (limits.max_slow_sessions_per_ip=1 in 10 minutes)");
+}
+
 BOOST_AUTO_TEST_SUITE_END()
