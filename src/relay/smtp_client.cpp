@@ -142,6 +142,20 @@ bool quiet(upstream_link& l) noexcept
     ssize_t const n = ::recv(l.sock.native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
     return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }
+
+constexpr std::string_view unasked_reply = "the upstream sent a reply before it was asked";
+constexpr std::string_view upstream_closed = "the upstream closed the connection";
+
+// What the socket holds that no command asked for: bytes (a reply), or
+// its end (0 from a peek, or an error such as a reset).
+std::optional<std::string_view> unasked_in_socket(upstream_link& l) noexcept
+{
+    char c = 0;
+    ssize_t const n = ::recv(l.sock.native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n > 0) return unasked_reply;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return std::nullopt;
+    return upstream_closed;
+}
 }  // namespace
 
 upstream_pool::~upstream_pool() { close_all(); }
@@ -406,24 +420,24 @@ asio::awaitable<std::optional<proto::smtp_reply>> smtp_client::read_reply()
 asio::awaitable<upstream_verdict> smtp_client::command(std::string const& line, int expect_class,
                                                        std::string_view what, std::string_view client_prefix)
 {
-    if (out_of_step()) co_return broken(std::string(what) + ": the upstream sent a reply before it was asked");
+    if (auto const why = out_of_step()) co_return broken(std::string(what) + ": " + std::string(*why));
     if (!co_await write(line)) co_return broken(std::string(what) + ": write failed");
     auto r = co_await read_reply();
     co_return judge(r, expect_class, what, client_prefix);
 }
 
-bool smtp_client::out_of_step()
+std::optional<std::string_view> smtp_client::out_of_step()
 {
-    if (!is_open()) return false;  // the write fails and says so
-    if (!link_->buf.empty()) return true;
-    if (!link_->tls) return !quiet(*link_);
+    if (!is_open()) return std::nullopt;  // the write fails and says so
+    if (!link_->buf.empty()) return unasked_reply;
+    if (!link_->tls) return unasked_in_socket(*link_);
     // Under TLS not every byte is a reply: a session ticket (right after the
     // handshake, or later), a KeyUpdate (RFC 8446 §4.6.3). What has come,
     // in the socket, in the TLS stream's BIO (two records in one segment)
     // or in a record being read, is given to OpenSSL without waiting; only
     // application data is out of step.
     SSL* ssl = link_->tls->native_handle();
-    if (SSL_pending(ssl) == 0 && BIO_ctrl_pending(SSL_get_rbio(ssl)) == 0 && quiet(*link_)) return false;
+    if (SSL_pending(ssl) == 0 && BIO_ctrl_pending(SSL_get_rbio(ssl)) == 0 && quiet(*link_)) return std::nullopt;
     boost::system::error_code ec;
     link_->sock.non_blocking(true, ec);
     char chunk[4096];
@@ -432,15 +446,16 @@ bool smtp_client::out_of_step()
     link_->sock.non_blocking(false, restored);
     if (n > 0) {
         link_->buf.append(chunk, n);
-        return true;
+        return unasked_reply;
     }
     // would_block with nothing left over: only TLS's own records had come.
     // A record begun and not complete may be a reply: out of step (a
     // KeyUpdate cut in two costs a 451 now and then; a reply taken for the
-    // next command's would cost a message). Anything else (a close, an
-    // alert) ends the connection: not a reply to wait for either.
-    if (ec != asio::error::would_block) return true;
-    return SSL_has_pending(ssl) == 1 || BIO_ctrl_pending(SSL_get_rbio(ssl)) > 0;
+    // next command's would cost a message). Anything else (a close_notify,
+    // a FIN, an alert) ends the connection: not a reply to wait for either.
+    if (ec != asio::error::would_block) return upstream_closed;
+    if (SSL_has_pending(ssl) == 1 || BIO_ctrl_pending(SSL_get_rbio(ssl)) > 0) return unasked_reply;
+    return std::nullopt;
 }
 
 upstream_verdict smtp_client::judge(std::optional<proto::smtp_reply> const& r, int expect_class,
@@ -725,7 +740,7 @@ asio::awaitable<upstream_verdict> smtp_client::ask_recipient(upstream_envelope c
         std::string const line = "RCPT TO:<" + rcpt + ">\r\n";
         std::optional<proto::smtp_reply> r;
         bool written = sent;
-        bool const early = !sent && out_of_step();
+        auto const early = sent ? std::nullopt : out_of_step();
         if (!sent && !early) written = co_await write(line);
         if (written) r = co_await read_reply();
         int const code = r ? r->code : 0;
@@ -765,7 +780,7 @@ asio::awaitable<upstream_verdict> smtp_client::ask_recipient(upstream_envelope c
         }
         txn_ = txn::failed;
         failure_ = broken(r       ? "RCPT: " + std::to_string(code) + " " + joined(*r)
-                          : early ? std::string("RCPT: the upstream sent a reply before it was asked")
+                          : early ? "RCPT: " + std::string(*early)
                                   : std::string(written ? "RCPT: no valid reply" : "RCPT: write failed"));
     }
     auto v = failure_;
@@ -851,7 +866,10 @@ asio::awaitable<upstream_verdict> smtp_client::finish()
     // queued the message, makes the client send it again.
     awaiting_dot_ = true;
     upstream_verdict v;
-    if (out_of_step()) {
+    if (auto const why = out_of_step(); why == upstream_closed) {
+        v = broken("end of data: " + std::string(*why));
+        abort();
+    } else if (why) {
         // A reply before the dot: an upstream that refuses in the middle of
         // the body (552, too big) is passed on; a 2xx answers nothing sent
         // yet, and is never taken for the verdict on this message.

@@ -146,8 +146,10 @@ def scripted():
         u.stop()
 
 
-def gateway(make_gateway, up):
-    o = relay_overrides(up, relay={"upstream_reuse_time": 0, "upstream_timeout": 5})
+def gateway(make_gateway, up, **relay):
+    """A gateway relaying to `up` (no pooling), alice local, 127.0.0.1
+    granted; `relay` adds [relay] keys."""
+    o = relay_overrides(up, relay={"upstream_reuse_time": 0, "upstream_timeout": 5, **relay})
     g = make_gateway(overrides=o)
     g.add_user("alice", "alice-pw")
     g.sql("INSERT INTO relay_grants(address, expires_at) VALUES('127.0.0.1', unixepoch()+600)")
@@ -262,10 +264,7 @@ def test_over_tls_a_reply_in_a_record_of_its_own_is_still_out_of_step(make_gatew
     else:
         up = scripted(tls=upstream_tls, replies={"RCPT:x@remote.test": [b"250 2.1.5 Ok\r\n", b"250 2.1.5 Ok\r\n"],
                                                  "RCPT:b@remote.test": b"550 5.1.1 unknown b\r\n"})
-    o = relay_overrides(up, relay={"upstream_reuse_time": 0, "upstream_timeout": 5, "upstream_starttls": "required"})
-    g = make_gateway(overrides=o)
-    g.add_user("alice", "alice-pw")
-    g.sql("INSERT INTO relay_grants(address, expires_at) VALUES('127.0.0.1', unixepoch()+600)")
+    g = gateway(make_gateway, up, upstream_starttls="required")
     if case == "data":
         code, text = send_to_alice_and_one_relayed(g)
         assert (code, text[:6]) == (451, b"4.4.1 "), (code, text)
@@ -302,11 +301,7 @@ def test_a_tls_keyupdate_from_the_upstream_is_no_reply(make_gateway, scripted, u
     # after DATA's 354 held the end of data until upstream_data_done_timeout
     # and then 451, at every try (a review's finding).
     up = scripted(tls=upstream_tls, late={after: key_update})
-    o = relay_overrides(up, relay={"upstream_reuse_time": 0, "upstream_timeout": 5, "upstream_starttls": "required",
-                                   "upstream_data_done_timeout": 3})
-    g = make_gateway(overrides=o)
-    g.add_user("alice", "alice-pw")
-    g.sql("INSERT INTO relay_grants(address, expires_at) VALUES('127.0.0.1', unixepoch()+600)")
+    g = gateway(make_gateway, up, upstream_starttls="required", upstream_data_done_timeout=3)
     with smtplib.SMTP("127.0.0.1", g.port("smtp"), timeout=30) as s:
         s.ehlo("client.test")
         assert s.mail(SENDER)[0] == 250
@@ -318,6 +313,40 @@ def test_a_tls_keyupdate_from_the_upstream_is_no_reply(make_gateway, scripted, u
         s.send(BODY + b".\r\n")
         assert s.getreply()[0] == 250
     assert len(up.accepted) == 1
+
+
+def close_between_commands(c):
+    """The upstream ends the connection after a reply, unasked: under TLS
+    with a close_notify first (not waiting for the gateway's), then a FIN."""
+    if isinstance(c, ssl.SSLSocket):
+        c.settimeout(0.2)
+        try:
+            c.unwrap()
+        except (OSError, ValueError):
+            pass
+    c.shutdown(socket.SHUT_RDWR)
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["clear", "starttls"])
+def test_an_upstream_that_closes_between_commands_is_logged_as_closed(make_gateway, scripted, upstream_tls, tls):
+    # The relay client found the closed connection before its next command
+    # and failed the transaction (451), right; its log line said "the
+    # upstream sent a reply before it was asked", which sent administrators
+    # looking for a misbehaving upstream instead of a closed connection.
+    up = scripted(tls=upstream_tls if tls else None, late={"RCPT:x@remote.test": close_between_commands})
+    g = gateway(make_gateway, up, upstream_starttls="required" if tls else "none")
+    with smtplib.SMTP("127.0.0.1", g.port("smtp"), timeout=30) as s:
+        s.ehlo("client.test")
+        assert s.mail(SENDER)[0] == 250
+        assert s.rcpt("alice@gw.test")[0] == 250
+        assert s.rcpt("x@remote.test")[0] == 250
+        time.sleep(0.5)  # the upstream has closed
+        code, text = s.rcpt("y@remote.test")
+        assert (code, text[:6]) == (451, b"4.4.1 "), (code, text)
+        assert s.docmd("DATA")[0] == 451  # x@'s transaction is gone: nothing to carry the message
+    assert up.accepted == [] and g.messages("alice") == []
+    assert g.wait_log("RCPT: the upstream closed the connection")
+    assert "before it was asked" not in g.log()
 
 
 class SplittingProxy:
@@ -376,11 +405,7 @@ def test_over_tls_a_reply_record_cut_across_segments_is_still_out_of_step(make_g
     proxy = SplittingProxy(up.port)
     up.before_midbody = lambda: setattr(proxy, "split_next", True)
     try:
-        o = relay_overrides(up, relay={"upstream_port": proxy.port, "upstream_reuse_time": 0, "upstream_timeout": 5,
-                                       "upstream_starttls": "required"})
-        g = make_gateway(overrides=o)
-        g.add_user("alice", "alice-pw")
-        g.sql("INSERT INTO relay_grants(address, expires_at) VALUES('127.0.0.1', unixepoch()+600)")
+        g = gateway(make_gateway, up, upstream_port=proxy.port, upstream_starttls="required")
         code, text = send_to_alice_and_one_relayed(g)
         assert (code, text[:6]) == (451, b"4.4.1 "), (code, text)
         assert up.accepted == [] and g.messages("alice") == []

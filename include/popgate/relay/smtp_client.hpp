@@ -172,8 +172,10 @@ private:
     // Bytes from the upstream that no command of ours has asked for yet:
     // SMTP is lockstep (RFC 5321 §4.1.1, RFC 2920 §3), so they would be
     // read as the answer to the next command, and every reply after as the
-    // one before's.
-    bool out_of_step();
+    // one before's. Or the upstream has closed the connection (a FIN, a
+    // TLS close_notify) since its last reply. nullopt: in step; otherwise
+    // what happened, for the log.
+    std::optional<std::string_view> out_of_step();
     asio::awaitable<bool> ehlo(std::vector<std::string>& extensions);
     // AUTH as relay.upstream_user, which may go only over TLS unless
     // relay.upstream_auth_in_clear allows it.
