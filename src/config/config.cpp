@@ -671,6 +671,13 @@ bool looks_like_conninfo(std::string_view d)
     return false;
 }
 
+bool looks_like_uri_without_slashes(std::string_view d)
+{
+    auto const lowered = proto::ascii_lowered(d.substr(0, 11));
+    return (lowered.starts_with("postgresql:") || lowered.starts_with("postgres:")) &&
+           d.find("://") == std::string_view::npos;
+}
+
 std::string database_problem(std::string const& d)
 {
     if (!is_postgresql_uri(d)) {
@@ -682,6 +689,9 @@ std::string database_problem(std::string const& d)
         if (d.find("://") != std::string::npos)
             return "'" + d.substr(0, d.find("://")) + "://' is not a database popgate knows: give a SQLite file "
                    "path or a postgresql:// URI";
+        if (looks_like_uri_without_slashes(d))
+            return "not a postgresql:// URI (the '//' after the scheme is missing), nor a SQLite file path to "
+                   "take: write postgresql://USER@HOST:PORT/DBNAME";
         return d.empty() ? "empty: give a SQLite file path or a postgresql:// URI" : "";
     }
     // A password written here would sit in a world-readable config and in

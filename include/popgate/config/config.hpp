@@ -234,6 +234,11 @@ bool is_postgresql_uri(std::string_view database) noexcept;
 // parser (PQconninfoParse) decides, and any of its keywords before a '='.
 bool looks_like_conninfo(std::string_view database);
 
+// "postgresql:user:pw@host/db", the '//' left out (any case): a file name
+// to SQLite, which every message would echo, password and all. Refused,
+// and not shown.
+bool looks_like_uri_without_slashes(std::string_view database);
+
 // Why a storage.database value cannot be used ("" when it can): an unknown
 // scheme, or a postgresql:// URI that carries a password. Also what the
 // --db option is checked with.

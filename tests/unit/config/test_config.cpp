@@ -469,6 +469,11 @@ BOOST_AUTO_TEST_CASE(postgresql_uri_without_password_selects_postgresql)
     BOOST_TEST(database_problem("host=db password=s3cret") != "");
     BOOST_TEST(database_problem("host=db password=s3cret").find("s3cret") == std::string::npos);
     BOOST_TEST(database_problem("/srv/db/user=x/popgate.db") == "");  // a file path with '=' in it
+    BOOST_TEST(database_problem("postgresql:u:s3cret@db/gw").find("'//' after the scheme is missing") !=
+               std::string::npos);
+    BOOST_TEST(database_problem("POSTGRES:u:s3cret@db/gw").find("s3cret") == std::string::npos);
+    BOOST_TEST(database_problem("postgres:u:s3cret@db/gw") != "");
+    BOOST_TEST(database_problem("var/postgresql:u@x.db") == "");  // a file name may hold the word
     BOOST_TEST(database_problem("var/port=1.db") == "");
     BOOST_TEST(database_problem("host = db.example dbname = popgate") != "");  // libpq allows the spaces
     BOOST_TEST(database_problem("var/my host=x.db") != "");  // so a file name like that is refused too
