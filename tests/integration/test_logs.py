@@ -187,6 +187,32 @@ def login_mix(g):
     s.close()
 
 
+def test_an_address_blocked_during_an_smtp_auth_is_logged_as_an_address_block(make_gateway, tmp_path):
+    # An AUTH LOGIN begun before the address was blocked, its password sent
+    # after other names' failures had blocked the address: its refusal was
+    # logged reason=user-blocked with a name that never failed, a line that
+    # fail2ban's filter leaves alone (it is a user's problem), in both modes.
+    g = make_gateway(overrides={"auth": MIX_AUTH})
+    g.add_user("alice", "right-pw")
+    smtp = g.port("smtp")
+    s = smtplib.SMTP("127.0.0.1", smtp, timeout=10, source_address=("127.0.0.7", 0))
+    s.ehlo("client.test")
+    assert s.docmd("AUTH", "LOGIN " + base64.b64encode(b"alice").decode())[0] == 334
+    for i in range(3):
+        assert smtp_auth(smtp, "127.0.0.7", "PLAIN", f"u{i}", "wrong") == 535
+    assert g.wait_log("smtp auth-block ip=127.0.0.7 scope=address")
+    code, text = s.docmd(base64.b64encode(b"right-pw").decode())
+    assert code == 454 and b"from your address" in text, (code, text)
+    s.quit()
+    assert g.wait_log("smtp auth refused ip=127.0.0.7 reason=address-blocked seconds_left=")
+    g.stop()
+    assert "user-blocked" not in g.log()
+    ips, lines = fail2ban_ips(g.log_file, tmp_path, mode="shared")
+    assert ips == ["127.0.0.7"] * 2, lines  # the block, and the AUTH it refused
+    ips, lines = fail2ban_ips(g.log_file, tmp_path)
+    assert ips == ["127.0.0.7"] * 4, lines  # three failures, and the refusal
+
+
 def test_fail2ban_filter_matches_every_failure_with_the_true_address(make_gateway, tmp_path):
     g = make_gateway(overrides={"auth": MIX_AUTH})
     login_mix(g)

@@ -207,8 +207,13 @@ asio::awaitable<bool> smtp_session::finish_auth(proto::sasl_step const& step, pr
         // failures at the address do not get here below its ceiling), or
         // checks beside it were still under way after seconds (busy).
         count_login("smtp", mname, "blocked");
-        spdlog::info("sid={} smtp auth refused ip={} reason={} user={} seconds_left={}", c_.sid, c_.ip,
-                     b->busy ? "busy" : "user-blocked", log::field(step.authcid, 64), b->left.count());
+        // An address blocked since this AUTH began (other sessions' failures
+        // meanwhile) is logged as at the start of an AUTH: fail2ban's filter
+        // reads that line, and this name may never have failed.
+        bool const address = !b->busy && b->scope == auth::block_scope::address;
+        spdlog::info("sid={} smtp auth refused ip={} reason={}{} seconds_left={}", c_.sid, c_.ip,
+                     b->busy ? "busy" : address ? "address-blocked" : "user-blocked",
+                     address ? std::string() : " user=" + log::field(step.authcid, 64), b->left.count());
         auto s = smtp_bad_command(st_, o, proto::reply(454, "4.7.0", "Too many failed authentications " +
                                                                          std::string(blocked_what(*b)) +
                                                                          ", try again in " +
