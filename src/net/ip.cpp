@@ -220,6 +220,13 @@ std::string spelling_problem(std::string_view text, cidr const& c)
     return "'" + t + "' is not IPv6 in canonical form" + std::string(rfc5952) + "; write " + canon;
 }
 
+namespace {
+// ::/8, reserved by the IETF (RFC 4291 §2.4): ::1, the unspecified ::, the
+// deprecated IPv4-compatible ::a.b.c.d. No site's prefix: ::1 is one host,
+// and ::/64 would hold it with every IPv4-compatible address.
+bool reserved_v6(ip_address const& a) noexcept { return !a.v4 && a.bytes[0] == 0; }
+}  // namespace
+
 ip_address grant_key(ip_address client, unsigned ipv6_prefix) noexcept
 {
     if (client.v4) return client;
@@ -238,7 +245,7 @@ ip_address grant_key(ip_address client, unsigned ipv6_prefix, std::span<cidr con
 
 ip_address limit_key(ip_address client, unsigned ipv6_prefix) noexcept
 {
-    if (client.v4) return client;
+    if (client.v4 || reserved_v6(client)) return client;
     return mask(client, std::min(ipv6_prefix, 128u));
 }
 

@@ -42,6 +42,16 @@ def login(g, client, password):
     return c.cmd(b"PASS " + password.encode() + b"\r\n")
 
 
+def rcpt(g, client):
+    """The reply to a relayed RCPT from `client` (named by a PROXY header)."""
+    c = Client(g.port("smtp"), greet=False)
+    c.send(f"PROXY TCP6 {client} 2001:db8:ffff::1 40000 25\r\n".encode())
+    assert c.line().startswith(b"220 ")
+    c.smtp(b"EHLO client.test\r\n")
+    assert c.smtp(b"MAIL FROM:<alice@gw.test>\r\n").startswith(b"250 ")
+    return c.smtp(b"RCPT TO:<x@remote.test>\r\n")
+
+
 def test_sessions_per_ip_count_the_whole_64(make_gateway):
     g = gateway(make_gateway, limits={"max_sessions_per_ip": 2, "max_connections_per_minute": 0})
     held = [proxied(g, f"2001:db8:1:2::{n}") for n in ("a", "b")]
@@ -83,31 +93,23 @@ def test_a_guest_network_inside_a_wider_prefix_relays_on_no_grant_of_that_prefix
     g.add_user("alice", "pw-alice")
     guest, staff = "2001:db8:0:99::7", "2001:db8:0:1::5"
 
-    def rcpt(client):
-        c = Client(g.port("smtp"), greet=False)
-        c.send(f"PROXY TCP6 {client} 2001:db8:ffff::1 40000 25\r\n".encode())
-        assert c.line().startswith(b"220 ")
-        c.smtp(b"EHLO client.test\r\n")
-        assert c.smtp(b"MAIL FROM:<alice@gw.test>\r\n").startswith(b"250 ")
-        return c.smtp(b"RCPT TO:<x@remote.test>\r\n")
-
     assert login(g, guest, "pw-alice").startswith(b"+OK")
     assert g.wait_log("reason=no-grant-network")
-    assert rcpt(guest).startswith(b"554 5.7.1 ")
+    assert rcpt(g, guest).startswith(b"554 5.7.1 ")
     g.add_user("bob", "pw-bob")
     c, greeting = proxied(g, staff)
     assert c.cmd(b"USER bob\r\n") == b"+OK\r\n"
     assert c.cmd(b"PASS pw-bob\r\n").startswith(b"+OK")
     assert g.sql("SELECT address FROM relay_grants") == [("2001:db8::",)]
-    assert rcpt("2001:db8:0:2::9").startswith(b"250 ")  # the rest of the /48 relays on it
-    assert rcpt(guest).startswith(b"554 5.7.1 "), "a guest relayed on the /48's grant"
+    assert rcpt(g, "2001:db8:0:2::9").startswith(b"250 ")  # the rest of the /48 relays on it
+    assert rcpt(g, guest).startswith(b"554 5.7.1 "), "a guest relayed on the /48's grant"
     # An administrator's grant of the guest is of its own address (it was
     # the prefix's, which the guest does not use), and counts.
     assert g.cli("grant", "add", guest).stdout.startswith(f"granted {guest} until ")
-    assert rcpt(guest).startswith(b"250 ")
+    assert rcpt(g, guest).startswith(b"250 ")
     # And revoking it takes that grant only, not the site's /48 beside it.
     assert g.cli("grant", "del", guest).stdout == f"revoked {guest}\n"
-    assert rcpt(guest).startswith(b"554 5.7.1 ")
+    assert rcpt(g, guest).startswith(b"554 5.7.1 ")
     assert g.sql("SELECT address FROM relay_grants") == [("2001:db8::",)]
     # A reload does not change the prefix: the rows hold no length, and read
     # with another they would name other networks (2001:db8::/64, where
@@ -117,4 +119,27 @@ def test_a_guest_network_inside_a_wider_prefix_relays_on_no_grant_of_that_prefix
     g.config_file.write_text(text.replace("ipv6_prefix = 48", "ipv6_prefix = 64"))
     g.reload()
     assert g.wait_log("relay.ipv6_prefix changed from 48 to 64: it needs a restart")
-    assert rcpt("2001:db8:0:2::9").startswith(b"250 ")
+    assert rcpt(g, "2001:db8:0:2::9").startswith(b"250 ")
+
+
+def test_a_login_from_the_loopback_host_grants_that_host_only(make_gateway):
+    # ::1 is one host, and ::/8 no site's prefix: a login from ::1 granted
+    # ::/64, and every client a proxy named in it relayed, the
+    # IPv4-compatible ::203.0.113.7 among them (a review's finding).
+    g = make_gateway(overrides=BASE, listeners=LISTENERS + [{"name": "smtp", "protocol": "smtp",
+                                                             "proxy_protocol": True}])
+    g.add_user("alice", "pw-alice")
+
+    assert login(g, "::1", "pw-alice").startswith(b"+OK")
+    assert g.sql("SELECT address FROM relay_grants") == [("::1",)]
+    assert rcpt(g, "::1").startswith(b"250 ")
+    for other in ("::5", "::203.0.113.7"):
+        assert rcpt(g, other).startswith(b"554 5.7.1 "), other
+
+
+def test_the_loopback_host_has_a_brute_force_count_of_its_own(make_gateway):
+    # alice blocked at ::5 (in ::/64 with ::1) is not blocked at ::1.
+    g = gateway(make_gateway, auth={"max_failures_per_user": 1})
+    assert login(g, "::5", "wrong") == FAILED
+    assert g.wait_log("pop3 auth-block ip=::5 scope=user user=alice")
+    assert login(g, "::1", "pw-alice").startswith(b"+OK Logged in")

@@ -69,7 +69,8 @@ std::string spelling_problem(std::string_view text, cidr const& c);
 // The relay_grants key of a client: IPv4 as is; IPv6 truncated to
 // `ipv6_prefix` bits (so a /64 of privacy addresses shares one grant),
 // except link-local IPv6 (fe80::/10), which is taken whole: fe80::/64 is
-// every link's prefix, a grant to it would cover every LAN the host is on.
+// every link's prefix, a grant to it would cover every LAN the host is on;
+// and ::/8 (::1, IPv4-compatible ::a.b.c.d), whole as in limit_key().
 ip_address grant_key(ip_address client, unsigned ipv6_prefix) noexcept;
 // The same, but a client in one of `own_address_only` (relay.no_grant_networks)
 // is taken whole: a grant of its prefix, made by a login elsewhere in it,
@@ -81,7 +82,10 @@ ip_address grant_key(ip_address client, unsigned ipv6_prefix, std::span<cidr con
 // brute-force counters: IPv4 as is, IPv6 truncated to `ipv6_prefix` bits,
 // link-local too. A link's hosts then share one count (as an office behind
 // one NAT does), and no host escapes a limit by adding fe80:: addresses,
-// which every host may do at will.
+// which every host may do at will. IPv6 in ::/8 (reserved: ::1, ::, the
+// IPv4-compatible ::a.b.c.d a proxy may name) is taken whole: it is no
+// site's prefix, and ::/64 would put the loopback host with every
+// IPv4-compatible client.
 ip_address limit_key(ip_address client, unsigned ipv6_prefix) noexcept;
 
 }  // namespace popgate::net

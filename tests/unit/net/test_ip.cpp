@@ -429,8 +429,14 @@ constexpr key_case keys[]{
     {"2001:db8:1:2:3:4:5:6", 56, "2001:db8:1::"},
     {"2001:db8:1:ff02:3:4:5:6", 56, "2001:db8:1:ff00::"},
     {"2001:db8:1:2:3:4:5:6", 0, "::"},
-    {"::1", 64, "::"},
+    // ::/8 (reserved) whole: ::1 is one host, and ::/64 held it with every
+    // IPv4-compatible address a proxy may name.
+    {"::1", 64, "::1"},
     {"::1", 128, "::1"},
+    {"::5", 48, "::5"},
+    {"::203.0.113.7", 64, "::cb00:7107"},
+    {"ff::1", 64, "ff::1"},
+    {"100::1", 64, "100::"},  // just past ::/8: masked as usual
     // Link-local (fe80::/10) whole, whatever the prefix: fe80::/64 is every link's.
     {"fe80::1", 64, "fe80::1"},
     {"fe80::a:b:c:d", 48, "fe80::a:b:c:d"},
