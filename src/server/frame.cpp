@@ -372,8 +372,11 @@ asio::awaitable<void> serve_connection(tcp::socket sock, tcp::endpoint ep, confi
     } else if (clock.expired && c.end_reason.find("timeout") == std::string::npos) {
         c.end_reason = "timeout";
     }
-    if (c.end_reason == "timeout-command" && limits == address_limits::apply) {
-        auto const n = env.admission.note_slow(counted);
+    if (c.end_reason == "timeout-command" && limits != address_limits::exempt) {
+        // A balancer's own connection is logged, not counted: its address
+        // stands for more than one client.
+        auto const n = limits == address_limits::apply ? std::to_string(env.admission.note_slow(counted))
+                                                       : std::string("uncounted");
         spdlog::warn("sid={} {} command too slow ip={} limit={}s slow_sessions={}", c.sid, proto, c.ip,
                      c.settings->command_timeout.count(), n);
     }

@@ -384,7 +384,7 @@ def test_the_balancers_health_checks_do_not_use_up_its_connection_rate(make_gate
     # max_connections_per_minute they were refused from the 6th on, so
     # HAProxy's SMTP check failed and it took the gateway out of service.
     g = make_gateway(overrides=relay_overrides(upstream, server={"trusted_proxies": ["127.0.0.1"]},
-                                               limits={"max_connections_per_minute": 5}),
+                                               limits={"max_connections_per_minute": 5, "command_timeout": 1}),
                      listeners=PROXY_LISTENERS)
     g.add_user("alice", "secret-pw")
     h = HAProxy(tmp_path / "haproxy", {"smtp": (g.port("smtp"), "send-proxy-v2"),
@@ -415,6 +415,10 @@ def test_the_balancers_health_checks_do_not_use_up_its_connection_rate(make_gate
         assert data.startswith(b"421 " if i == 5 else b"220 "), (i, data)
     assert g.wait_log("smtp refused ip=192.0.2.9 listener=smtp-v1 reason=\"too many connections from this "
                       "address (limits.max_connections_per_minute=5)\"")
+    # A slow session of the balancer's own is logged, not counted.
+    data, _ = raw(g.port("smtp-v1"), "127.0.0.1", b"PROXY TCP4 127.0.0.1 127.0.0.1 4100 25\r\nNOO", wait=4.0)
+    assert data.startswith(b"220 ") and b"421 4.4.2" in data, data
+    assert g.wait_log("smtp command too slow ip=127.0.0.1 limit=1s slow_sessions=uncounted")
 
 
 def test_header_on_a_listener_without_proxy_protocol_is_a_bad_command(behind_haproxy):
