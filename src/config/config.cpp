@@ -673,9 +673,14 @@ bool looks_like_conninfo(std::string_view d)
 
 bool looks_like_uri_without_slashes(std::string_view d)
 {
-    auto const lowered = proto::ascii_lowered(d.substr(0, 11));
-    return (lowered.starts_with("postgresql:") || lowered.starts_with("postgres:")) &&
-           d.find("://") == std::string_view::npos;
+    // After any blanks, in any case; a "://" further on (in a password, in
+    // a query value) does not make it a URI.
+    auto const start = d.find_first_not_of(" \t\r\n\f\v");
+    if (start == std::string_view::npos) return false;
+    auto const lowered = proto::ascii_lowered(d.substr(start, 13));
+    for (std::string_view const scheme : {"postgresql:", "postgres:"})
+        if (lowered.starts_with(scheme)) return lowered.substr(scheme.size(), 2) != "//" || start > 0;
+    return false;
 }
 
 std::string database_problem(std::string const& d)
@@ -686,12 +691,19 @@ std::string database_problem(std::string const& d)
         if (looks_like_conninfo(d))
             return "a libpq key=value connection string is not read: write it as a postgresql:// URI "
                    "(postgresql://USER@HOST:PORT/DBNAME?passfile=FILE)";
-        if (d.find("://") != std::string::npos)
-            return "'" + d.substr(0, d.find("://")) + "://' is not a database popgate knows: give a SQLite file "
-                   "path or a postgresql:// URI";
         if (looks_like_uri_without_slashes(d))
-            return "not a postgresql:// URI (the '//' after the scheme is missing), nor a SQLite file path to "
-                   "take: write postgresql://USER@HOST:PORT/DBNAME";
+            return "not a postgresql:// URI (the '//' after the scheme is missing, or blanks before it), nor a "
+                   "SQLite file path to take: write postgresql://USER@HOST:PORT/DBNAME";
+        if (auto const sep = d.find("://"); sep != std::string::npos) {
+            // The scheme is shown only when it is one: "u:pw@h://" is not.
+            auto const scheme = std::string_view(d).substr(0, sep);
+            bool const word = !scheme.empty() && std::all_of(scheme.begin(), scheme.end(), [](char c) {
+                return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '+' ||
+                       c == '-' || c == '.';
+            });
+            return (word ? "'" + std::string(scheme) + "://'" : std::string("a string with '://'")) +
+                   " is not a database popgate knows: give a SQLite file path or a postgresql:// URI";
+        }
         return d.empty() ? "empty: give a SQLite file path or a postgresql:// URI" : "";
     }
     // A password written here would sit in a world-readable config and in

@@ -28,7 +28,7 @@ std::string database_label(std::string const& database)
 {
     if (config::looks_like_conninfo(database)) return "(a libpq key=value string, not shown)";
     if (config::looks_like_uri_without_slashes(database))
-        return "(a postgresql: URI without '//', not shown)";
+        return "(a postgresql: string that is no URI, not shown)";
     // Any URI, not only one popgate takes ("Postgresql://user:pw@..."
     // differs in case alone): its password is not shown either.
     return database.find("://") != std::string::npos ? redact_uri(database) : database;

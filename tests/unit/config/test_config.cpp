@@ -474,6 +474,15 @@ BOOST_AUTO_TEST_CASE(postgresql_uri_without_password_selects_postgresql)
     BOOST_TEST(database_problem("POSTGRES:u:s3cret@db/gw").find("s3cret") == std::string::npos);
     BOOST_TEST(database_problem("postgres:u:s3cret@db/gw") != "");
     BOOST_TEST(database_problem("var/postgresql:u@x.db") == "");  // a file name may hold the word
+    // A "://" further on, or blanks before, do not make it a URI (a review's finding).
+    for (auto const* d : {"postgresql:gw:s3cret@db/gw?application_name=a://b", "postgresql:gw:s3://cret@db/gw",
+                          " postgresql:gw:s3cret@db/gw", " postgresql://gw:s3cret@db/gw"}) {
+        BOOST_TEST(database_problem(d).find("s3") == std::string::npos, d);
+        BOOST_TEST(database_problem(d) != "", d);
+        BOOST_TEST(popgate::store::database_label(d).find("s3") == std::string::npos, d);
+    }
+    BOOST_TEST(database_problem("gw:s3cret@db://x").find("s3cret") == std::string::npos);
+    BOOST_TEST(database_problem("mysql://gw@db/x").find("'mysql://'") != std::string::npos);
     BOOST_TEST(database_problem("var/port=1.db") == "");
     BOOST_TEST(database_problem("host = db.example dbname = popgate") != "");  // libpq allows the spaces
     BOOST_TEST(database_problem("var/my host=x.db") != "");  // so a file name like that is refused too
