@@ -259,13 +259,17 @@ void read_plaintext(section& sec, plaintext_policy& out)
                 {"always", plaintext_policy::always}});
 }
 
-// The keys only an HTTP listener takes (trusted peers, the Dovecot secret).
-void read_http_keys(section& sec, toml::table const& t, listener& l, std::vector<error>& errors)
+// The keys only the service listeners take: the trusted peers (HTTP and
+// policy), the Dovecot secret (HTTP).
+void read_service_keys(section& sec, toml::table const& t, listener& l, std::vector<error>& errors)
 {
-    bool const http = t["protocol"].value<std::string>() == "http";
-    for (auto const key : {"trusted_networks", "api_key_file"})
-        if (!http && t.contains(key))
-            errors.push_back({t.source().begin.line, 0, std::string("listener: ") + key + " is for protocol \"http\""});
+    auto const protocol = t["protocol"].value<std::string>();
+    bool const http = protocol == "http";
+    if (!http && protocol != "policy" && t.contains("trusted_networks"))
+        errors.push_back({t.source().begin.line, 0,
+                          "listener: trusted_networks is for protocol \"http\" or \"policy\""});
+    if (!http && t.contains("api_key_file"))
+        errors.push_back({t.source().begin.line, 0, "listener: api_key_file is for protocol \"http\""});
     sec.networks("trusted_networks", l.trusted_networks);  // [] : nobody
     sec.path("api_key_file", l.api_key_file);
     if (auto const* k = t.get("api_key_file")) l.api_key_file_line = k->source().begin.line;
@@ -337,7 +341,7 @@ void read_listeners(toml::table const& root, settings& s, std::vector<error>& er
                     [](auto const& v) { return popgate::proto::policy_action_valid(v); },
                     "expected a Postfix action that accepts: OK, PERMIT or a number (PREPEND, FILTER and "
                     "the like fall through to reject_unauth_destination), 1 to 200 printable ASCII characters");
-            read_http_keys(sec, *t, l, errors);
+            read_service_keys(sec, *t, l, errors);
             if (!t->contains("protocol"))
                 errors.push_back({t->source().begin.line, 0, "listener: 'protocol' is required"});
         }
@@ -764,6 +768,12 @@ bool is_password_parameter(std::string_view written_name)
     // holds the word, in any case, is one to refuse and to hide (no other
     // keyword of libpq's does).
     return proto::ascii_lowered(name).find("password") != std::string::npos;
+}
+
+bool listener::serves(net::ip_address const& peer) const noexcept
+{
+    return std::any_of(trusted_networks.begin(), trusted_networks.end(),
+                       [&](net::cidr const& n) { return n.contains(peer); });
 }
 
 std::vector<net::cidr> listener::default_http_trusted()

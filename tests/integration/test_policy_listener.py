@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from popgate_test import Gateway, make_gateway  # noqa: F401
+from popgate_test import Gateway, eventually, make_gateway  # noqa: F401
 
 LISTENERS = [
     {"name": "pop3", "protocol": "pop3", "tls": "none"},
@@ -389,3 +389,51 @@ def test_per_grant_quota_defers_past_the_hour_limit(make_gateway):
     c = PolicyClient(g)
     assert c.ask(request("192.0.2.7", "a@remote.test", instance="m6")) == deferred
     c.close()
+
+
+def test_a_peer_outside_trusted_networks_is_closed_unanswered(make_gateway):
+    # Anyone who could connect was answered: it learned which addresses hold
+    # grants (OK or DUNNO), used up a grant's quota with made-up instances,
+    # and held the MTA's places (a review's finding). Now only the listener's
+    # trusted_networks are answered.
+    g = make_gateway(overrides={"relay": {"grant_max_messages_per_hour": 2}},
+                     listeners=[{"name": "policy", "protocol": "policy", "tls": "none",
+                                 "trusted_networks": ["127.0.0.1"]}])
+    grant(g, "192.0.2.7")
+    stranger = socket.create_connection(("127.0.0.1", g.port("policy")), timeout=10,
+                                        source_address=("127.0.0.99", 0))
+    stranger.sendall(request("192.0.2.7", instance="burn1") + request("192.0.2.7", instance="burn2"))
+    stranger.settimeout(5)
+    try:
+        got = stranger.recv(4096)
+    except ConnectionResetError:
+        got = b""
+    assert got == b""  # closed, not a word
+    stranger.close()
+    assert g.wait_log("policy peer not in trusted_networks ip=127.0.0.99 listener=policy")
+    assert g.wait_log("policy end reason=untrusted ip=127.0.0.99")
+    assert "policy rcpt" not in g.log()
+    # The MTA is answered, and the grant's quota is whole.
+    c = PolicyClient(g)
+    assert c.ask(request("192.0.2.7", instance="m1")) == "action=OK"
+    assert c.ask(request("192.0.2.7", instance="m2")) == "action=OK"
+    assert c.ask(request("192.0.2.7", instance="m3")).startswith("action=DEFER_IF_REJECT 4.7.1 Relay quota")
+    c.close()
+    # Hits are written once a second.
+    assert eventually(lambda: g.sql("SELECT hits FROM relay_grants WHERE address = '192.0.2.7'") == [(2,)])
+
+
+def test_strangers_are_counted_as_mail_clients_are(make_gateway):
+    # Not the MTA: held to the per-address limits of mail clients, so that
+    # they cannot use up the MTA's limits.max_service_sessions.
+    g = make_gateway(overrides={"limits": {"max_connections_per_minute": 2}},
+                     listeners=[{"name": "policy", "protocol": "policy", "tls": "none",
+                                 "trusted_networks": ["127.0.0.1"]}])
+    for _ in range(3):
+        s = socket.create_connection(("127.0.0.1", g.port("policy")), timeout=10, source_address=("127.0.0.98", 0))
+        s.close()
+    assert g.wait_log("policy refused ip=127.0.0.98 listener=policy reason=\"too many connections from this address")
+    for _ in range(4):  # the MTA is not: four connections within the minute
+        c = PolicyClient(g)
+        assert c.ask(request("192.0.2.7")) == "action=DUNNO"
+        c.close()

@@ -129,3 +129,26 @@ def test_popgate_down_makes_postfix_defer_not_relay(stack):
     assert g.stop() == 0
     code, text = pf.rcpt("bob@remote.test", source="127.0.0.8")
     assert code == 451 and "4.3.5" in text, (code, text)   # Postfix's own "Server configuration problem"
+
+
+def test_mail_for_postfixs_own_domains_is_not_asked_about(stack):
+    # Postfix runs its relay restrictions for every recipient: without
+    # permit_auth_destination before check_policy_service, popgate was asked
+    # about mail for inbound.test too, and counted it as the grant's hits
+    # and against grant_max_messages_per_hour, which are for relayed mail
+    # (a review's finding).
+    g, pf, sink = stack
+    assert pop3_login(g, "127.0.0.9").startswith(b"+OK")
+    for n in range(3):
+        pf.send("carol@inbound.test", f"inbound {n}", source="127.0.0.9")
+    assert sink.wait_for(lambda: len([m for m in sink.messages if "carol@inbound.test" in m["rcpt_tos"]]) == 3, 30)
+    pf.send("bob@remote.test", "relayed", source="127.0.0.9")
+    assert delivered(sink, "bob@remote.test")
+    assert g.wait_log("policy rcpt to=<bob@remote.test> ip=127.0.0.9 decision=grant")
+    assert "policy rcpt to=<carol@inbound.test>" not in g.log()
+    hits = lambda: g.sql("SELECT hits FROM relay_grants WHERE address = '127.0.0.9'")[0][0]
+    deadline = time.time() + 10
+    while time.time() < deadline and hits() < 1:
+        time.sleep(0.1)
+    time.sleep(1.5)  # a later write of hits would have come by now
+    assert hits() == 1

@@ -51,8 +51,10 @@ struct listener {
     std::vector<net::cidr> trusted_proxies;
     // policy only: the action answered for a client that may relay.
     std::string policy_action_ok = "OK";
-    // protocol "http" only: the peers served (others get 403), and the file
-    // holding the secret Dovecot sends in X-API-Key (empty: none required).
+    // protocol "http" and "policy": the peers served (others get 403 from
+    // HTTP, and a policy listener closes on them unanswered). "http" only:
+    // the file holding the secret Dovecot sends in X-API-Key (empty: none
+    // required).
     std::vector<net::cidr> trusted_networks = default_http_trusted();
     std::filesystem::path api_key_file;
     std::string api_key;  // read from api_key_file by load(); never logged
@@ -63,6 +65,8 @@ struct listener {
 
     static std::vector<net::cidr> default_http_trusted();
 
+    // Whether `peer` is in trusted_networks.
+    bool serves(net::ip_address const& peer) const noexcept;
     bool starttls() const noexcept { return tls == tls_mode::starttls || tls == tls_mode::required; }
     bool tls_required() const noexcept { return tls == tls_mode::required; }
     // What a SIGHUP cannot change on a bound socket: the listener of the

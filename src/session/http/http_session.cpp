@@ -27,18 +27,10 @@ namespace {
 namespace asio = boost::asio;
 using parser_t = beast_http::request_parser<beast_http::string_body>;
 
-// Whether the listener serves `peer` (its trusted_networks): a service, not
-// a stranger answered 403.
-bool trusts(config::listener const& l, net::ip_address const& peer)
-{
-    auto const& nets = l.trusted_networks;
-    return std::any_of(nets.begin(), nets.end(), [&](net::cidr const& n) { return n.contains(peer); });
-}
-
 class http_session final : public server::session {
 public:
     http_session(http_services s, server::connection& c)
-        : svc_(s), c_(c), s_(*c.settings), l_(c.listener), trusted_(trusts(l_, c.peer))
+        : svc_(s), c_(c), s_(*c.settings), l_(c.listener), trusted_(l_.serves(c.peer))
     {
     }
 
@@ -227,7 +219,7 @@ asio::awaitable<void> http_session::run()
 
 server::address_limits http_protocol::limits_for(net::ip_address const& peer, config::listener const& l) const noexcept
 {
-    return trusts(l, peer) ? server::address_limits::exempt : server::address_limits::apply;
+    return l.serves(peer) ? server::address_limits::exempt : server::address_limits::apply;
 }
 
 std::string http_protocol::refusal(std::string_view why, config::settings const&) const

@@ -60,6 +60,16 @@ private:
 
 asio::awaitable<void> policy_session::run()
 {
+    // Not the MTA: a stranger that could read which addresses hold grants,
+    // use up their quotas, or hold the MTA's places. Closed unanswered:
+    // an MTA on a host left out of trusted_networks defers (Postfix: 451
+    // 4.3.5), it does not relay.
+    if (!c_.listener.serves(c_.peer)) {
+        spdlog::warn("sid={} policy peer not in trusted_networks ip={} listener={}", c_.sid, c_.ip,
+                     c_.listener.name);
+        c_.end_reason = "untrusted";
+        co_return;
+    }
     // The client speaks first: there is no greeting.
     proto::policy_request req;
     // Once a request has begun, all of it must arrive within limits.command_timeout.

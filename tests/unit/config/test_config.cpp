@@ -866,6 +866,20 @@ BOOST_AUTO_TEST_CASE(http_listener_key_errors)
     BOOST_TEST(has_error(wrong_type, 4, "array of strings"), all_errors(wrong_type));
     auto const pop3 = parse("[[listener]]\nprotocol = \"pop3\"\nport = 0\napi_key_file = \"k\"\n");
     BOOST_TEST(has_error(pop3, 1, "api_key_file is for protocol \"http\""), all_errors(pop3));
+    auto const smtp = parse("[[listener]]\nprotocol = \"smtp\"\nport = 0\ntrusted_networks = [\"::1\"]\n");
+    BOOST_TEST(has_error(smtp, 1, "trusted_networks is for protocol \"http\" or \"policy\""), all_errors(smtp));
+    // A policy listener answers its trusted_networks only (loopback unless
+    // set); its Dovecot secret is HTTP's alone.
+    auto const policy = parse("[[listener]]\nprotocol = \"policy\"\nport = 0\ntrusted_networks = [\"192.0.2.25\"]\n");
+    BOOST_TEST_REQUIRE(policy.errors.empty(), all_errors(policy));
+    BOOST_TEST(policy.value->listeners[0].serves(*popgate::net::parse_ip("192.0.2.25")));
+    BOOST_TEST(!policy.value->listeners[0].serves(*popgate::net::parse_ip("127.0.0.1")));
+    auto const dflt = parse("[[listener]]\nprotocol = \"policy\"\nport = 0\n");
+    BOOST_TEST_REQUIRE(dflt.errors.empty(), all_errors(dflt));
+    BOOST_TEST(dflt.value->listeners[0].serves(*popgate::net::parse_ip("::1")));
+    BOOST_TEST(!dflt.value->listeners[0].serves(*popgate::net::parse_ip("192.0.2.25")));
+    auto const key = parse("[[listener]]\nprotocol = \"policy\"\nport = 0\napi_key_file = \"k\"\n");
+    BOOST_TEST(has_error(key, 1, "api_key_file is for protocol \"http\""), all_errors(key));
 }
 
 // Found after the whole file is read, and still placed at the listener's

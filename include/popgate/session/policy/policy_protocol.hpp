@@ -25,10 +25,13 @@ public:
     // No TLS: Postfix and Exim speak the policy protocol in clear.
     std::string_view alpn() const noexcept override { return ""; }
     // Its clients are MTAs: a connection per Postfix smtpd process, all
-    // from one address. Only limits.max_service_sessions applies.
-    server::address_limits limits_for(net::ip_address const&, config::listener const&) const noexcept override
+    // from one address. Only limits.max_service_sessions applies to those in
+    // the listener's trusted_networks; anyone else is a stranger, closed
+    // unanswered, and counted as a mail client is: strangers cannot take
+    // the MTA's places.
+    server::address_limits limits_for(net::ip_address const& peer, config::listener const& l) const noexcept override
     {
-        return server::address_limits::exempt;
+        return l.serves(peer) ? server::address_limits::exempt : server::address_limits::apply;
     }
     std::string refusal(std::string_view why, config::settings const& s) const override;
     std::unique_ptr<server::session> open(server::connection& c) override;
