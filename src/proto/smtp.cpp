@@ -205,7 +205,6 @@ result<std::size_t> parse_path(std::string_view s, smtp_path& out, path_kind kin
         out.local.assign(s.substr(local_start, pos - local_start));
         if (!is_dot_string(out.local)) return errc::bad_address;
     }
-    if (pos - local_start > smtp_max_local_part) return errc::too_long;
 
     if (at('@')) {
         ++pos;
@@ -225,9 +224,7 @@ result<std::size_t> parse_path(std::string_view s, smtp_path& out, path_kind kin
     }
 
     if (!at('>')) return errc::bad_address;
-    ++pos;
-    if (pos > smtp_max_path) return errc::too_long;
-    return pos;
+    return pos + 1;
 }
 
 // esmtp-keyword = (ALPHA / DIGIT) *(ALPHA / DIGIT / "-")

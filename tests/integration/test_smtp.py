@@ -616,3 +616,27 @@ def test_the_drain_waits_for_the_upstreams_verdict_on_a_relayed_message(make_gat
     assert g.proc.wait(60) == 0
     assert len(upstream.messages) == 1
     assert "awaiting_upstream=1" in g.log()
+
+
+def test_long_srs_and_verp_addresses_are_taken_as_postfix_takes_them(relay_gw, upstream):
+    # A local part over 64 octets (an SRS sender from a forwarder, a VERP
+    # bounce address) got "501 5.1.7 Bad sender address syntax", and mail
+    # to or from it bounced; RFC 5321 4.5.3.1 gives 64 as the least a
+    # server takes, and Postfix takes longer ones.
+    g = relay_gw
+    g.add_user("alice", "pw")
+    grant(g)
+    srs = "bounces+SRS=k5Ch0=TW=long-department-name.example.com=firstname.lastname@contoso.onmicrosoft.com"
+    verp = "list-bounces+" + "x" * 120 + "=remote.test@lists.example.org"
+    assert send(g.port("smtp"), ["alice@gw.test", verp], sender=srs) == {}
+    assert [(m["mail_from"], m["rcpt_tos"]) for m in upstream.messages] == [(srs, [verp])]
+    assert len(g.messages("alice")) == 1
+    # A domain longer than DNS allows is refused, and called too long.
+    c = Conn(g.port("smtp"))
+    c.cmd(b"EHLO client.test\r\n")
+    label = "d" * 63
+    assert c.cmd(f"MAIL FROM:<a@{label}.{label}.{label}.{label}d>\r\n".encode()) == b"501 5.1.7 Path too long\r\n"
+    assert c.cmd(b"MAIL FROM:<a@example.org>\r\n").startswith(b"250 ")
+    assert c.cmd(f"RCPT TO:<b@{label}.{label}.{label}.{label}d>\r\n".encode()) == b"501 5.1.3 Path too long\r\n"
+    c.close()
+    assert len(upstream.messages) == 1

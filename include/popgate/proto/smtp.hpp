@@ -20,9 +20,12 @@ namespace popgate::proto {
 inline constexpr std::size_t smtp_max_command_line = 512;  // §4.5.3.1.4, incl. CRLF
 inline constexpr std::size_t smtp_max_reply_line = 512;    // §4.5.3.1.5, incl. CRLF
 inline constexpr std::size_t smtp_max_text_line = 1000;    // §4.5.3.1.6, incl. CRLF
-inline constexpr std::size_t smtp_max_local_part = 64;     // §4.5.3.1.1
-inline constexpr std::size_t smtp_max_domain = 255;        // §4.5.3.1.2
-inline constexpr std::size_t smtp_max_path = 256;          // §4.5.3.1.3, incl. "<" ">"
+// §4.5.3.1.1 and §4.5.3.1.3 give 64 octets for a local part and 256 for a
+// path as minimums a server must take, and ask that none be imposed where
+// possible: SRS senders of forwarders and VERP bounce addresses pass 64, and
+// Postfix takes them. Only the command line bounds them here. A domain
+// longer than DNS allows cannot exist.
+inline constexpr std::size_t smtp_max_domain = 255;  // §4.5.3.1.2
 
 // ---------------------------------------------------------------- commands
 

@@ -102,6 +102,7 @@ smtp_step on_mail(smtp_state& st, proto::smtp_command const& cmd, smtp_offer con
     auto a = proto::parse_mail_from(cmd.args);
     if (!a) {
         if (a.error() == proto::errc::bad_parameter) return bad(st, o, 501, "5.5.4", "Syntax error in parameters");
+        if (a.error() == proto::errc::too_long) return bad(st, o, 501, "5.1.7", "Path too long");  // §4.5.3.1.10
         return bad(st, o, 501, "5.1.7", "Bad sender address syntax");
     }
     std::optional<std::uint64_t> size;
@@ -144,6 +145,7 @@ smtp_step on_rcpt(smtp_state& st, proto::smtp_command const& cmd, smtp_offer con
     auto a = proto::parse_rcpt_to(cmd.args);
     if (!a) {
         if (a.error() == proto::errc::bad_parameter) return bad(st, o, 501, "5.5.4", "Syntax error in parameters");
+        if (a.error() == proto::errc::too_long) return bad(st, o, 501, "5.1.3", "Path too long");
         return bad(st, o, 501, "5.1.3", "Bad recipient address syntax");
     }
     if (!a->params.empty()) return bad(st, o, 555, "5.5.4", "Unsupported option: " + a->params.front().keyword);

@@ -361,28 +361,24 @@ BOOST_AUTO_TEST_CASE(body_param)
 
 BOOST_AUTO_TEST_CASE(length_limits)
 {
-    // RFC 5321 §4.5.3.1: local 64, domain 255, path 256 (with brackets).
-    auto const local64 = std::string(64, 'l');
-    BOOST_TEST(parse_mail_from("<" + local64 + "@x>").has_value());
-    BOOST_TEST((parse_mail_from("<" + local64 + "l@x>").error() == errc::too_long));
-    // Quoted: the wire form counts, quotes included.
-    BOOST_TEST((parse_mail_from("<\"" + std::string(63, 'q') + "\"@x>").error() == errc::too_long));
-    BOOST_TEST(parse_mail_from("<\"" + std::string(62, 'q') + "\"@x>").has_value());
+    // RFC 5321 §4.5.3.1: 64 octets of local part and 256 of path are the
+    // least a server takes, not a limit: SRS and VERP addresses pass them
+    // (Postfix takes them). The command line bounds them.
+    auto const local300 = std::string(300, 'l');
+    BOOST_TEST(parse_mail_from("<" + local300 + "@x>").has_value());
+    BOOST_TEST(parse_rcpt_to("<" + local300 + "@x>").value().path.local == local300);
+    BOOST_TEST(parse_mail_from("<\"" + std::string(100, 'q') + "\"@x>").has_value());
+    BOOST_TEST(parse_mail_from("<bounces+SRS=k5Ch0=TW=long-department-name.example.com=firstname.lastname"
+                               "@contoso.onmicrosoft.com>").has_value());
 
     // 255-octet domain made of 63-octet labels: 4*63 + 3 dots = 255.
     std::string const label(63, 'd');
     auto const domain255 = label + "." + label + "." + label + "." + label;
     BOOST_TEST(domain255.size() == 255u);
-    BOOST_TEST((parse_mail_from("<a@" + domain255 + ">").error() == errc::too_long));  // path 259
+    BOOST_TEST(parse_mail_from("<a@" + domain255 + ">").has_value());  // path 259
     // A 64-label is refused as syntax (RFC 1035), a 256 domain as too long.
     BOOST_TEST((parse_mail_from("<a@" + std::string(64, 'd') + ">").error() == errc::bad_address));
     BOOST_TEST((parse_mail_from("<a@" + domain255 + "d>").error() == errc::too_long));
-
-    // Path of exactly 256: "<" + 1 + "@" + 252 + ">" = 256.
-    auto const domain252 = label + "." + label + "." + label + "." + std::string(60, 'd');
-    BOOST_TEST(domain252.size() == 252u);
-    BOOST_TEST(parse_mail_from("<a@" + domain252 + ">").has_value());
-    BOOST_TEST((parse_mail_from("<ab@" + domain252 + ">").error() == errc::too_long));
 }
 
 BOOST_AUTO_TEST_CASE(from_command_line_to_path)
