@@ -236,3 +236,21 @@ def test_refused_reports_grant_nothing_and_logins_go_on(make_gateway, upstream, 
     assert upstream.messages == []
     if api_secret:
         assert api_secret not in g.log()
+
+
+def test_doveadm_auth_test_is_no_policy_error(gw):
+    # `doveadm auth test` reports protocol=doveadm and remote="": the 400
+    # popgate gave for the empty remote made Dovecot log "Policy server HTTP
+    # error" at each test an administrator ran (a review's finding).
+    import subprocess
+    d = start_dovecot(gw)
+    try:
+        r = subprocess.run(["doveadm", "-c", str(d.config_file), "auth", "test", "dave", "dave-secret"],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0 and "auth succeeded" in r.stdout + r.stderr, r.stdout + r.stderr
+        assert gw.wait_log("http dovecot report ip=127.0.0.1 user=dave remote=\"\" protocol=doveadm success=yes "
+                           "result=no-grant reason=protocol")
+        assert "Policy server HTTP error" not in d.log()
+    finally:
+        d.stop()
+    assert grants(gw) == []

@@ -435,6 +435,8 @@ def test_check_config_is_quiet_about_a_listener_with_a_key(gw):
     ({"policy_reject": True}, 200, "no grant: the login was refused by policy"),
     ({"policy_reject": "yes"}, 400, "malformed report"),
     ({"protocol": "submission"}, 200, "no grant: only pop3 and imap logins grant relaying"),
+    # doveadm auth test: its remote is empty, and its protocol grants nothing anyway.
+    ({"protocol": "doveadm", "remote": ""}, 200, "no grant: only pop3 and imap logins grant relaying"),
     ({"remote": "not-an-address"}, 400, "remote is not an IP address"),
     ({"remote": ""}, 400, "remote is not an IP address"),
     ({"login": ""}, 400, "malformed report"),

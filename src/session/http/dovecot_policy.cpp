@@ -177,6 +177,18 @@ boost::asio::awaitable<http_reply> dovecot_policy_route::report(http_exchange& x
         co_return policy_json(400, "malformed report");
     }
     auto const user = log::field(r->login, 64);
+    auto const method = dovecot_grant_method(r->protocol);
+    if (method.empty()) {
+        // Not a POP3 or IMAP login: nothing to grant, whatever its remote.
+        // `doveadm auth test` reports protocol=doveadm with remote="", and a
+        // 400 there made Dovecot log an error at every test.
+        metrics::dovecot_reports.with({"no_grant"}).inc();
+        spdlog::info("sid={} http dovecot report ip={} user={} remote={} protocol={} success={} result=no-grant "
+                     "reason=protocol",
+                     c.sid, c.ip, user, log::field(r->remote, 64), log::field(r->protocol, 32),
+                     *r->success ? "yes" : "no");
+        co_return policy_json(200, "no grant: only pop3 and imap logins grant relaying");
+    }
     auto const remote = net::parse_ip(r->remote);
     if (!remote) {
         metrics::dovecot_reports.with({"refused"}).inc();
@@ -185,7 +197,6 @@ boost::asio::awaitable<http_reply> dovecot_policy_route::report(http_exchange& x
         co_return policy_json(400, "remote is not an IP address");
     }
     auto const rip = remote->to_string();
-    auto const method = dovecot_grant_method(r->protocol);
     auto const fields = [&] {
         return "ip=" + c.ip + " user=" + user + " remote=" + rip + " protocol=" + log::field(r->protocol, 32) +
                " tls=" + (r->tls ? "yes" : "no");
@@ -218,11 +229,6 @@ boost::asio::awaitable<http_reply> dovecot_policy_route::report(http_exchange& x
         co_return policy_json(200, refusal == "nologin" ? "no grant: the passdb disables this login (nologin)"
                                    : refusal == "proxy" ? "no grant: a proxied login is proven at its backend"
                                                         : "no grant: an anonymous login");
-    }
-    if (method.empty()) {
-        metrics::dovecot_reports.with({"no_grant"}).inc();
-        spdlog::info("sid={} http dovecot report {} success=yes result=no-grant reason=protocol", c.sid, fields());
-        co_return policy_json(200, "no grant: only pop3 and imap logins grant relaying");
     }
     relay::grant_plan plan;
     try {
