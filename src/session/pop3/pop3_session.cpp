@@ -146,10 +146,12 @@ asio::awaitable<bool> pop3_session::do_quit()
         };
         failed = co_await io::run_blocking(svc_.blocking, job);
     }
+    // The messages still in the maildrop: those not marked, and those marked
+    // that could not be removed.
+    auto const left = st_.box->live_count() + failed;
     spdlog::info("sid={} pop3 update user={} deleted={} failed={} left={}", c_.sid, log::field(user_, 64),
-                 marked.size() - failed, failed, st_.box->live_count());
+                 marked.size() - failed, failed, left);
     lock_.release();
-    auto const left = st_.box->live_count();
     std::string const bye = failed      ? "-ERR [SYS/TEMP] Some deleted messages not removed\r\n"
                             : left == 0 ? "+OK popgate POP3 server signing off (maildrop empty)\r\n"
                                         : "+OK popgate POP3 server signing off (" + std::to_string(left) +
