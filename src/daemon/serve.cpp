@@ -17,13 +17,13 @@
 #include <boost/asio.hpp>
 #include <signal.h>
 #include <malloc.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <iostream>
 #include <optional>
 #include <thread>
@@ -406,9 +406,35 @@ void write_ready_file(std::string const& path, std::vector<listener_info> const&
         json += (i ? ", " : "") + json_string(ls[i].cfg.name) + ": " + std::to_string(ls[i].bound_port);
     json += "}\n";
     std::string const tmp = path + ".tmp";
-    {
-        std::ofstream f(tmp);
-        f << json;
+    // Each step checked: a directory the daemon may not write was reported
+    // as the rename's "No such file", and a short write (a full disk) was
+    // renamed into place as half a file.
+    auto const fail = [&](char const* what, int err) {
+        throw std::runtime_error("cannot write the ready file: " + std::string(what) + " " + tmp + ": " +
+                                 std::strerror(err));
+    };
+    // A new file, never one found there: a link planted at the .tmp name
+    // would have had the daemon (root, at this point) write through it.
+    if (::unlink(tmp.c_str()) != 0 && errno != ENOENT) fail("unlink", errno);
+    int const fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (fd < 0) fail("open", errno);
+    std::size_t done = 0;
+    while (done < json.size()) {
+        auto const n = ::write(fd, json.data() + done, json.size() - done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+            int const err = n < 0 ? errno : EIO;
+            ::close(fd);
+            ::unlink(tmp.c_str());
+            fail("write", err);
+        }
+        done += static_cast<std::size_t>(n);
+    }
+    int err = ::fsync(fd) == 0 ? 0 : errno;
+    if (::close(fd) != 0 && err == 0) err = errno;
+    if (err != 0) {
+        ::unlink(tmp.c_str());
+        fail("fsync", err);
     }
     std::filesystem::rename(tmp, path);  // readers never see half a file
 }

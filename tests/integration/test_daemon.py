@@ -1,5 +1,6 @@
 """The daemon frame: start, reload, drain, privileges, file modes, and the
 database edited with sqlite3 while the daemon runs."""
+import json
 import os
 import poplib
 import pwd
@@ -773,3 +774,25 @@ def test_a_client_streaming_data_is_cut_at_the_end_of_the_drain(make_gateway, up
     assert "smtp end reason=shutdown-in-data" in log, log[-3000:]
     assert "stopped sessions_left=0" in log
     assert upstream.messages == []  # no final dot, nothing relayed
+
+
+def test_the_ready_file_is_written_whole_or_the_start_fails(tmp_path):
+    # Its writes were not checked: a directory that could not be written
+    # was reported as the rename's "No such file", and a link planted at
+    # the .tmp name was written through (as root, at that point).
+    g = Gateway(tmp_path / "gw")
+    victim = tmp_path / "victim"
+    victim.write_text("untouched\n")
+    tmp = Path(str(g.ready_file) + ".tmp")
+    tmp.symlink_to(victim)
+    g.start()
+    assert victim.read_text() == "untouched\n"
+    assert not g.ready_file.is_symlink() and json.loads(g.ready_file.read_text())
+    assert not tmp.exists()
+    g.stop()
+    r = subprocess.run([POPGATE, "-c", str(g.config_file), "serve", "--ready-file",
+                        str(tmp_path / "no-such-dir" / "ready.json")],
+                       cwd=g.root, capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0
+    assert "cannot write the ready file: open " + str(tmp_path / "no-such-dir" / "ready.json.tmp") + \
+        ": No such file or directory" in r.stderr, r.stderr
