@@ -43,12 +43,18 @@ if [ ! -e "$policy" ]; then
     printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
     $SUDO chmod 755 "$policy"
     own_policy=1
+    # dash runs no EXIT trap when a signal kills it: an apt-get stopped by
+    # Ctrl-C or a lost ssh session would leave every later package install
+    # on the host unable to start its services.
     trap '$SUDO rm -f "$policy"' EXIT
+    trap '$SUDO rm -f "$policy"; trap - EXIT; exit 130' INT
+    trap '$SUDO rm -f "$policy"; trap - EXIT; exit 143' TERM
+    trap '$SUDO rm -f "$policy"; trap - EXIT; exit 129' HUP
 fi
 $SUDO apt-get update -qq
 # shellcheck disable=SC2086
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
 if [ -n "$own_policy" ]; then
     $SUDO rm -f "$policy"
-    trap - EXIT
+    trap - EXIT INT TERM HUP
 fi
