@@ -224,7 +224,9 @@ result<std::size_t> parse_path(std::string_view s, smtp_path& out, path_kind kin
     }
 
     if (!at('>')) return errc::bad_address;
-    return pos + 1;
+    ++pos;
+    if (pos > smtp_max_path) return errc::too_long;
+    return pos;
 }
 
 // esmtp-keyword = (ALPHA / DIGIT) *(ALPHA / DIGIT / "-")

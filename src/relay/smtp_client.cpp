@@ -377,15 +377,30 @@ asio::awaitable<bool> smtp_client::write(std::string_view data)
 
 asio::awaitable<std::optional<std::string>> smtp_client::read_line()
 {
+    // A line longer than we keep is cut, not a broken upstream: Postfix
+    // echoes a refused address in its reply, and an address may be as long
+    // as a command line (RFC 5321 4.5.3.1 asks for no limit). Its first
+    // `keep` octets are the line; the rest is read and dropped, up to
+    // `most` octets in all.
+    constexpr std::size_t keep = proto::smtp_max_reply_line * 4 - 2;  // the reply parser's bound, less CRLF
+    constexpr std::size_t most = 1 << 20;
     auto& buf = link_->buf;
+    std::optional<std::string> head;  // once cut
+    std::size_t dropped = 0;
     for (;;) {
         auto const lf = buf.find("\r\n");
         if (lf != std::string::npos) {
-            std::string line = buf.substr(0, lf);
+            std::string line = head ? std::move(*head) : buf.substr(0, std::min(lf, keep));
             buf.erase(0, lf + 2);
             co_return line;
         }
-        if (buf.size() > proto::smtp_max_reply_line * 4 || !link_->sock.is_open()) co_return std::nullopt;
+        if (buf.size() > keep) {
+            if (!head) head = buf.substr(0, keep);
+            dropped += buf.size() - 1;
+            buf.erase(0, buf.size() - 1);  // a last '\r' may begin the CRLF
+            if (dropped > most) co_return std::nullopt;
+        }
+        if (!link_->sock.is_open()) co_return std::nullopt;
         char chunk[4096];
         std::optional<std::tuple<boost::system::error_code, std::size_t>> r;
         if (link_->tls)

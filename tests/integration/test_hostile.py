@@ -316,12 +316,17 @@ def test_smtp_sasl_garbage(g):
 
 BAD_PATHS = [b"<a@b.test", b"a@b.test", b"<<a@b.test>>", b"< a@b.test >", b"<a@[999.1.1.1]>",
              b"<a@b..test>", b"<a..b@c.test>", b"<.a@b.test>", b"<a@-b.test>", b"<a\x01@b.test>",
-             b"<" + b"x" * 65 + b"@b.test>", b"<a@" + b"d" * 256 + b">", b"<a@b.test>\t", b"<@>", b"<a@>",
+             b"<a@b.test>\t", b"<@>", b"<a@>",
              b"<@b.test>", b"<a@b@c.test>", b"<a@b.test>>", b"<\"unterminated@b.test>", b"<a@b.test", b"",
              b"<\x7f@b.test>", b"<a b@c.test>", b"<@r1,:a@b.test>", b"<a@[]>",
              b"<a@[IPv6:zz::1]>", "<ü@b.test>".encode()]
 GOOD_PATHS = [b"<@r1.test,@r2.test:a@b.test>", b"<\"q u\"@b.test>", b"<a@[127.0.0.1]>", b"<a@[IPv6:::1]>",
-              b"<a+tag@b.test>", b"<" + b"x" * 64 + b"@b.test>"]
+              b"<a+tag@b.test>", b"<" + b"x" * 64 + b"@b.test>",
+              # Past RFC 5321's minimums, as Postfix takes them (SRS, VERP).
+              b"<" + b"x" * 65 + b"@b.test>", b"<" + b"x" * 891 + b"@b.test>"]
+# A domain longer than DNS allows, a path over popgate's 900 octets.
+LONG_PATHS = [b"<a@" + b"d" * 256 + b">", b"<a@" + b".".join([b"d" * 63] * 4) + b"d>",
+              b"<" + b"x" * 892 + b"@b.test>"]
 BAD_PARAMS = [(b"<a@b.test> SIZE=99999999999999999999999", b"501 5.5.4 Bad SIZE parameter\r\n"),
               (b"<a@b.test> SIZE=-1", b"501 5.5.4 Bad SIZE parameter\r\n"),
               (b"<a@b.test> SIZE=", b"501 5.5.4 Syntax error in parameters\r\n"),
@@ -350,6 +355,8 @@ def test_address_syntax_torture(g):
             c = smtp_session(g)
         assert c.smtp(b"MAIL FROM:" + p + b"\r\n") == b"501 5.1.7 Bad sender address syntax\r\n", p
     c = smtp_session(g)
+    for p in LONG_PATHS:
+        assert c.smtp(b"MAIL FROM:" + p + b"\r\n") == b"501 5.1.7 Path too long\r\n", p
     for p, want in BAD_PARAMS:
         assert c.smtp(b"MAIL FROM:" + p + b"\r\n") == want, p
     for p in GOOD_PATHS + [b"<>"]:

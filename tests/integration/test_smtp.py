@@ -631,12 +631,14 @@ def test_long_srs_and_verp_addresses_are_taken_as_postfix_takes_them(relay_gw, u
     assert send(g.port("smtp"), ["alice@gw.test", verp], sender=srs) == {}
     assert [(m["mail_from"], m["rcpt_tos"]) for m in upstream.messages] == [(srs, [verp])]
     assert len(g.messages("alice")) == 1
-    # A domain longer than DNS allows is refused, and called too long.
+    # A domain longer than DNS allows, or a path over 900 octets, is
+    # refused, and called too long.
     c = Conn(g.port("smtp"))
     c.cmd(b"EHLO client.test\r\n")
     label = "d" * 63
     assert c.cmd(f"MAIL FROM:<a@{label}.{label}.{label}.{label}d>\r\n".encode()) == b"501 5.1.7 Path too long\r\n"
     assert c.cmd(b"MAIL FROM:<a@example.org>\r\n").startswith(b"250 ")
     assert c.cmd(f"RCPT TO:<b@{label}.{label}.{label}.{label}d>\r\n".encode()) == b"501 5.1.3 Path too long\r\n"
+    assert c.cmd(b"RCPT TO:<" + b"b" * 892 + b"@b.test>\r\n") == b"501 5.1.3 Path too long\r\n"
     c.close()
     assert len(upstream.messages) == 1

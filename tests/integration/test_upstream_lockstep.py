@@ -411,3 +411,32 @@ def test_over_tls_a_reply_record_cut_across_segments_is_still_out_of_step(make_g
         assert up.accepted == [] and g.messages("alice") == []
     finally:
         proxy.stop()
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["whole", "in-two-reads"])
+def test_an_upstream_reply_longer_than_2046_octets_is_cut_not_a_broken_upstream(make_gateway, scripted, split):
+    # Postfix echoes a refused address in its reply, and popgate takes
+    # paths of up to 900 octets; a reply line past the 2046 octets kept was
+    # taken for a broken upstream, and the whole transaction, recipients
+    # already accepted included, got 451 (a review's finding).
+    long_rcpt = "w" * 870 + "@remote.test"
+    refusal = b"554 5.7.1 <" + long_rcpt.encode() * 3 + b">: Relay access denied\r\n"
+    assert len(refusal) > 2048
+    if split:  # the cut is made before the line's end has come
+        up = scripted(replies={"RCPT:" + long_rcpt: refusal[:2300]},
+                      late={"RCPT:" + long_rcpt: refusal[2300:]})
+    else:
+        up = scripted(replies={"RCPT:" + long_rcpt: refusal})
+    g = gateway(make_gateway, up)
+    with smtplib.SMTP("127.0.0.1", g.port("smtp"), timeout=30) as s:
+        s.ehlo("client.test")
+        assert s.mail(SENDER)[0] == 250
+        assert s.rcpt("x@remote.test")[0] == 250
+        code, text = s.rcpt(long_rcpt)
+        assert code == 554 and b"Relay access denied" not in text and len(text) < 2100, (code, len(text))
+        assert s.rcpt("y@remote.test")[0] == 250
+        code, _ = s.data(BODY)
+        assert code == 250
+    assert len(up.accepted) == 1
+    assert [c for c in up.commands if c.startswith("RCPT")] == \
+        ["RCPT TO:<x@remote.test>", f"RCPT TO:<{long_rcpt}>", "RCPT TO:<y@remote.test>"]

@@ -23,9 +23,12 @@ inline constexpr std::size_t smtp_max_text_line = 1000;    // §4.5.3.1.6, incl.
 // §4.5.3.1.1 and §4.5.3.1.3 give 64 octets for a local part and 256 for a
 // path as minimums a server must take, and ask that none be imposed where
 // possible: SRS senders of forwarders and VERP bounce addresses pass 64, and
-// Postfix takes them. Only the command line bounds them here. A domain
+// Postfix takes them. popgate takes a path of up to 900 octets ("<" and ">"
+// included), so that an address always fits one 998-octet header line
+// (relay_drop's X-Envelope-To) and an upstream's reply echoing it. A domain
 // longer than DNS allows cannot exist.
 inline constexpr std::size_t smtp_max_domain = 255;  // §4.5.3.1.2
+inline constexpr std::size_t smtp_max_path = 900;
 
 // ---------------------------------------------------------------- commands
 
