@@ -248,8 +248,8 @@ def test_doveadm_auth_test_is_no_policy_error(gw):
         r = subprocess.run(["doveadm", "-c", str(d.config_file), "auth", "test", "dave", "dave-secret"],
                            capture_output=True, text=True, timeout=30)
         assert r.returncode == 0 and "auth succeeded" in r.stdout + r.stderr, r.stdout + r.stderr
-        assert gw.wait_log("http dovecot report ip=127.0.0.1 user=dave remote=\"\" protocol=doveadm success=yes "
-                           "result=no-grant reason=protocol")
+        assert gw.wait_log("http dovecot report ip=127.0.0.1 user=dave remote=\"\" protocol=doveadm tls=no "
+                           "success=yes result=no-grant reason=protocol")
         assert "Policy server HTTP error" not in d.log()
     finally:
         d.stop()

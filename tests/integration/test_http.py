@@ -437,6 +437,7 @@ def test_check_config_is_quiet_about_a_listener_with_a_key(gw):
     ({"protocol": "submission"}, 200, "no grant: only pop3 and imap logins grant relaying"),
     # doveadm auth test: its remote is empty, and its protocol grants nothing anyway.
     ({"protocol": "doveadm", "remote": ""}, 200, "no grant: only pop3 and imap logins grant relaying"),
+    ({"success": False, "remote": ""}, 200, "no grant: authentication failed"),
     ({"remote": "not-an-address"}, 400, "remote is not an IP address"),
     ({"remote": ""}, 400, "remote is not an IP address"),
     ({"login": ""}, 400, "malformed report"),

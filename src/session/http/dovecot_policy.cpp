@@ -178,16 +178,18 @@ boost::asio::awaitable<http_reply> dovecot_policy_route::report(http_exchange& x
     }
     auto const user = log::field(r->login, 64);
     auto const method = dovecot_grant_method(r->protocol);
-    if (method.empty()) {
-        // Not a POP3 or IMAP login: nothing to grant, whatever its remote.
-        // `doveadm auth test` reports protocol=doveadm with remote="", and a
-        // 400 there made Dovecot log an error at every test.
+    if (method.empty() || !*r->success) {
+        // A failed login, or not a POP3 or IMAP one: nothing to grant,
+        // whatever its remote. `doveadm auth test` reports protocol=doveadm
+        // (or the -x service=) with remote="", and a 400 there made Dovecot
+        // log an error at every test.
         metrics::dovecot_reports.with({"no_grant"}).inc();
-        spdlog::info("sid={} http dovecot report ip={} user={} remote={} protocol={} success={} result=no-grant "
-                     "reason=protocol",
-                     c.sid, c.ip, user, log::field(r->remote, 64), log::field(r->protocol, 32),
-                     *r->success ? "yes" : "no");
-        co_return policy_json(200, "no grant: only pop3 and imap logins grant relaying");
+        spdlog::info("sid={} http dovecot report ip={} user={} remote={} protocol={} tls={} success={} "
+                     "result=no-grant{}",
+                     c.sid, c.ip, user, log::field(r->remote, 64), log::field(r->protocol, 32), r->tls ? "yes" : "no",
+                     *r->success ? "yes" : "no", method.empty() ? " reason=protocol" : "");
+        co_return policy_json(200, method.empty() ? "no grant: only pop3 and imap logins grant relaying"
+                                                  : "no grant: authentication failed");
     }
     auto const remote = net::parse_ip(r->remote);
     if (!remote) {
@@ -201,11 +203,6 @@ boost::asio::awaitable<http_reply> dovecot_policy_route::report(http_exchange& x
         return "ip=" + c.ip + " user=" + user + " remote=" + rip + " protocol=" + log::field(r->protocol, 32) +
                " tls=" + (r->tls ? "yes" : "no");
     };
-    if (!*r->success) {
-        metrics::dovecot_reports.with({"no_grant"}).inc();
-        spdlog::info("sid={} http dovecot report {} success=no result=no-grant", c.sid, fields());
-        co_return policy_json(200, "no grant: authentication failed");
-    }
     if (r->policy_reject) {
         // The password was right, but a policy refused the login: the user
         // is not logged in, so the address gets nothing.
