@@ -675,6 +675,18 @@ bool looks_like_conninfo(std::string_view d)
     return false;
 }
 
+std::string_view uri_scheme(std::string_view d) noexcept
+{
+    auto const sep = d.find("://");
+    if (sep == std::string_view::npos || sep == 0) return {};
+    auto const scheme = d.substr(0, sep);
+    bool const word = std::all_of(scheme.begin(), scheme.end(), [](char c) {
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '+' || c == '-' ||
+               c == '.';
+    });
+    return word ? scheme : std::string_view{};
+}
+
 bool looks_like_uri_without_slashes(std::string_view d)
 {
     // After any blanks, in any case; a "://" further on (in a password, in
@@ -698,14 +710,10 @@ std::string database_problem(std::string const& d)
         if (looks_like_uri_without_slashes(d))
             return "not a postgresql:// URI (the '//' after the scheme is missing, or blanks before it), nor a "
                    "SQLite file path to take: write postgresql://USER@HOST:PORT/DBNAME";
-        if (auto const sep = d.find("://"); sep != std::string::npos) {
+        if (d.find("://") != std::string::npos) {
             // The scheme is shown only when it is one: "u:pw@h://" is not.
-            auto const scheme = std::string_view(d).substr(0, sep);
-            bool const word = !scheme.empty() && std::all_of(scheme.begin(), scheme.end(), [](char c) {
-                return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '+' ||
-                       c == '-' || c == '.';
-            });
-            return (word ? "'" + std::string(scheme) + "://'" : std::string("a string with '://'")) +
+            auto const scheme = uri_scheme(d);
+            return (scheme.empty() ? std::string("a string with '://'") : "'" + std::string(scheme) + "://'") +
                    " is not a database popgate knows: give a SQLite file path or a postgresql:// URI";
         }
         return d.empty() ? "empty: give a SQLite file path or a postgresql:// URI" : "";

@@ -31,7 +31,9 @@ std::string database_label(std::string const& database)
         return "(a postgresql: string that is no URI, not shown)";
     // Any URI, not only one popgate takes ("Postgresql://user:pw@..."
     // differs in case alone): its password is not shown either.
-    return database.find("://") != std::string::npos ? redact_uri(database) : database;
+    if (database.find("://") == std::string::npos) return database;
+    // "u:pw@h://x" is no URI to redact: its password would stay.
+    return config::uri_scheme(database).empty() ? "(a string with '://', not shown)" : redact_uri(database);
 }
 
 }  // namespace popgate::store

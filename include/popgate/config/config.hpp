@@ -243,6 +243,10 @@ bool looks_like_conninfo(std::string_view database);
 // and not shown.
 bool looks_like_uri_without_slashes(std::string_view database);
 
+// What precedes the first "://" when that is a scheme's word (letters,
+// digits, + - .); empty otherwise ("u:pw@h://x" has none to show).
+std::string_view uri_scheme(std::string_view database) noexcept;
+
 // Why a storage.database value cannot be used ("" when it can): an unknown
 // scheme, or a postgresql:// URI that carries a password. Also what the
 // --db option is checked with.

@@ -482,6 +482,7 @@ BOOST_AUTO_TEST_CASE(postgresql_uri_without_password_selects_postgresql)
         BOOST_TEST(popgate::store::database_label(d).find("s3") == std::string::npos, d);
     }
     BOOST_TEST(database_problem("gw:s3cret@db://x").find("s3cret") == std::string::npos);
+    BOOST_TEST(popgate::store::database_label("gw:s3cret@db://x").find("s3cret") == std::string::npos);
     BOOST_TEST(database_problem("mysql://gw@db/x").find("'mysql://'") != std::string::npos);
     BOOST_TEST(database_problem("var/port=1.db") == "");
     BOOST_TEST(database_problem("host = db.example dbname = popgate") != "");  // libpq allows the spaces
