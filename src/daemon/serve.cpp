@@ -436,7 +436,12 @@ void write_ready_file(std::string const& path, std::vector<listener_info> const&
         ::unlink(tmp.c_str());
         fail("fsync", err);
     }
-    std::filesystem::rename(tmp, path);  // readers never see half a file
+    std::error_code ec;
+    std::filesystem::rename(tmp, path, ec);  // readers never see half a file
+    if (ec) {
+        ::unlink(tmp.c_str());
+        throw std::runtime_error("cannot write the ready file: rename to " + path + ": " + ec.message());
+    }
 }
 
 }  // namespace

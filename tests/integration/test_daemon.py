@@ -796,3 +796,11 @@ def test_the_ready_file_is_written_whole_or_the_start_fails(tmp_path):
     assert r.returncode != 0
     assert "cannot write the ready file: open " + str(tmp_path / "no-such-dir" / "ready.json.tmp") + \
         ": No such file or directory" in r.stderr, r.stderr
+    # A rename that fails leaves no .tmp behind.
+    taken = tmp_path / "taken"
+    (taken / "ready.json").mkdir(parents=True)
+    (taken / "ready.json" / "x").write_text("")
+    r = subprocess.run([POPGATE, "-c", str(g.config_file), "serve", "--ready-file", str(taken / "ready.json")],
+                       cwd=g.root, capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0 and "cannot write the ready file: rename to " in r.stderr, r.stderr
+    assert sorted(p.name for p in taken.iterdir()) == ["ready.json"]
