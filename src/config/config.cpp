@@ -726,8 +726,10 @@ std::string database_problem(std::string const& d)
     auto const rest = d.substr(d.find("://") + 3);
     // libpq looks for user:password@ up to the first '/' only. The last '@'
     // there: a host list with "u2:pw@h2" after the first host is no host
-    // libpq can read, and its error would quote the password.
-    auto const authority = rest.substr(0, rest.find('/'));
+    // libpq can read, and its error would quote the password. Or up to the
+    // query when that comes later: "gw:Zm9v/YmFy@db" (a base64 password) is
+    // no host either, and libpq's error quoted it.
+    auto const authority = rest.substr(0, std::max(rest.find('/'), rest.find_first_of("?#")));
     if (auto const at = authority.rfind('@');
         at != std::string::npos && authority.substr(0, at).find(':') != std::string::npos)
         return refused;

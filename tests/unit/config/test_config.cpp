@@ -483,6 +483,12 @@ BOOST_AUTO_TEST_CASE(postgresql_uri_without_password_selects_postgresql)
     }
     BOOST_TEST(database_problem("gw:s3cret@db://x").find("s3cret") == std::string::npos);
     BOOST_TEST(popgate::store::database_label("gw:s3cret@db://x").find("s3cret") == std::string::npos);
+    // A password with a '/' in it (base64) is one too (a review's finding).
+    BOOST_TEST(database_problem("postgresql://gw:Zm9v/YmFy@127.0.0.1:1/x").find("a password in the URI") == 0u);
+    BOOST_TEST(popgate::store::database_label("postgresql://gw:Zm9v/YmFy@127.0.0.1:1/x") ==
+               "postgresql://gw@127.0.0.1:1/x");
+    BOOST_TEST(popgate::store::database_label("mysql://gw:s3/cret@db/x").find("cret") == std::string::npos);
+    BOOST_TEST(database_problem("postgresql:///popgate?host=/run/postgresql&user=popgate") == "");
     BOOST_TEST(database_problem("mysql://gw@db/x").find("'mysql://'") != std::string::npos);
     BOOST_TEST(database_problem("var/port=1.db") == "");
     BOOST_TEST(database_problem("host = db.example dbname = popgate") != "");  // libpq allows the spaces
