@@ -683,3 +683,13 @@ def test_a_listener_rebound_in_the_file_keeps_its_policy_until_a_restart(make_ga
     g.reload()
     assert g.wait_log("reload: listener http changed its name, address")
     assert get(g, "/healthz") == (200, "ok\n")
+
+
+def test_a_failed_report_logs_its_remote_as_the_others_do(gw):
+    # Answered before its remote is read (a doveadm test has none), a failed
+    # login logged the remote as sent; every other report line has it
+    # canonical, and a search by address missed the failures.
+    body = {**REPORT, "success": False, "remote": "::ffff:127.0.0.9"}
+    assert post(gw, POLICY + "?command=report", body, {"X-API-Key": SECRET})[0] == 200
+    assert gw.wait_log(" remote=127.0.0.9 protocol=")
+    assert "::ffff:127.0.0.9" not in gw.log()

@@ -184,10 +184,14 @@ boost::asio::awaitable<http_reply> dovecot_policy_route::report(http_exchange& x
         // (or the -x service=) with remote="", and a 400 there made Dovecot
         // log an error at every test.
         metrics::dovecot_reports.with({"no_grant"}).inc();
+        // The remote as every other report line has it (canonical), when it
+        // is an address.
+        auto const parsed = net::parse_ip(r->remote);
         spdlog::info("sid={} http dovecot report ip={} user={} remote={} protocol={} tls={} success={} "
                      "result=no-grant{}",
-                     c.sid, c.ip, user, log::field(r->remote, 64), log::field(r->protocol, 32), r->tls ? "yes" : "no",
-                     *r->success ? "yes" : "no", method.empty() ? " reason=protocol" : "");
+                     c.sid, c.ip, user, parsed ? parsed->to_string() : log::field(r->remote, 64),
+                     log::field(r->protocol, 32), r->tls ? "yes" : "no", *r->success ? "yes" : "no",
+                     method.empty() ? " reason=protocol" : "");
         co_return policy_json(200, method.empty() ? "no grant: only pop3 and imap logins grant relaying"
                                                   : "no grant: authentication failed");
     }
