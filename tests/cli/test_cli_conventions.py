@@ -558,6 +558,9 @@ def test_a_dot_dot_after_a_link_does_not_hide_the_accounts_directory(open_tmp):
     # Without its '//' a URI was a SQLite file name, echoed in every error.
     (("--db", "postgresql:gw:s3cret@127.0.0.1/gw", "user", "list"), "the '//' after the scheme is missing"),
     (("db", "copy", "var/popgate.db", "Postgres:gw:s3cret@db/gw"), "the '//' after the scheme is missing"),
+    # A password with a '/' in it (base64): libpq's error quoted it.
+    (("--db", "postgresql://gw:s3cret/x@127.0.0.1:1/gw", "user", "list"), "a password in the URI is refused"),
+    (("--db", "mysql://gw:s3cret/x@db/gw", "user", "list"), "'mysql://' is not a database"),
     (("db", "audit", "-n", "-1"), "--limit: Value -1 not in range"),
     (("db", "audit", "-n", "0"), "--limit: Value 0 not in range"),
 ])
