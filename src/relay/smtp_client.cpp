@@ -133,16 +133,6 @@ std::string host_port_of(std::string const& key)
     return key.substr(0, a) + ":" + key.substr(a + 1, b == std::string::npos ? std::string::npos : b - a - 1);
 }
 
-// Nothing has arrived on an idle connection: no reply nobody asked for (it
-// would be read as the answer to our next MAIL, and every reply after it
-// as the one before's), no 421 of an upstream timing us out, no close.
-bool quiet(upstream_link& l) noexcept
-{
-    char c = 0;
-    ssize_t const n = ::recv(l.sock.native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
-    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
-}
-
 constexpr std::string_view unasked_reply = "the upstream sent a reply before it was asked";
 constexpr std::string_view upstream_closed = "the upstream closed the connection";
 
@@ -156,6 +146,11 @@ std::optional<std::string_view> unasked_in_socket(upstream_link& l) noexcept
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return std::nullopt;
     return upstream_closed;
 }
+
+// Nothing has arrived on an idle connection: no reply nobody asked for (it
+// would be read as the answer to our next MAIL, and every reply after it
+// as the one before's), no 421 of an upstream timing us out, no close.
+bool quiet(upstream_link& l) noexcept { return !unasked_in_socket(l); }
 }  // namespace
 
 upstream_pool::~upstream_pool() { close_all(); }
