@@ -687,6 +687,18 @@ std::string_view uri_scheme(std::string_view d) noexcept
     return word ? scheme : std::string_view{};
 }
 
+std::string_view uri_userinfo(std::string_view uri) noexcept
+{
+    auto const sep = uri.find("://");
+    if (sep == std::string_view::npos) return {};
+    auto const rest = uri.substr(sep + 3);
+    // The last '@' there: a host list with "u2:pw@h2" after the first host
+    // is no host libpq can read, and its error would quote the password.
+    auto const authority = rest.substr(0, std::max(rest.find('/'), rest.find_first_of("?#")));
+    auto const at = authority.rfind('@');
+    return at == std::string_view::npos ? std::string_view{} : authority.substr(0, at);
+}
+
 bool looks_like_uri_without_slashes(std::string_view d)
 {
     // After any blanks, in any case; a "://" further on (in a password, in
@@ -723,16 +735,7 @@ std::string database_problem(std::string const& d)
     constexpr char const* refused =
         "a password in the URI is refused: put it in a passfile (?passfile=/etc/popgate/pgpass, mode 0600) or "
         "PGPASSFILE; for sslpassword=, give sslkey a key without a passphrase that only popgate's user may read";
-    auto const rest = d.substr(d.find("://") + 3);
-    // libpq looks for user:password@ up to the first '/' only. The last '@'
-    // there: a host list with "u2:pw@h2" after the first host is no host
-    // libpq can read, and its error would quote the password. Or up to the
-    // query when that comes later: "gw:Zm9v/YmFy@db" (a base64 password) is
-    // no host either, and libpq's error quoted it.
-    auto const authority = rest.substr(0, std::max(rest.find('/'), rest.find_first_of("?#")));
-    if (auto const at = authority.rfind('@');
-        at != std::string::npos && authority.substr(0, at).find(':') != std::string::npos)
-        return refused;
+    if (uri_userinfo(d).find(':') != std::string_view::npos) return refused;
     if (auto const q = d.find('?'); q != std::string::npos) {
         std::string_view query = std::string_view(d).substr(q + 1);
         while (!query.empty()) {

@@ -252,18 +252,12 @@ void connection::exec(std::string const& sql)
 std::string redact(std::string_view uri)
 {
     std::string out(uri);
-    // postgresql://user:secret@host/db -> postgresql://user@host/db; the last
-    // '@' before the first '/' (u@h1,u2:secret@h2 -> u@h1,u2@h2), where
-    // libpq looks, or before the query when that comes later: a password
-    // may hold a '/' ("gw:Zm9v/YmFy@db", base64) as it may hold a '?'.
-    if (auto const scheme = out.find("://"); scheme != std::string::npos) {
-        auto const slash = out.find('/', scheme + 3);
-        auto const query = out.find_first_of("?#", scheme + 3);
-        auto const authority_end = std::min(std::max(slash, query), out.size());
-        auto const at = out.rfind('@', authority_end == 0 ? 0 : authority_end - 1);
-        if (at != std::string::npos && at > scheme + 2) {
-            auto const colon = out.find(':', scheme + 3);
-            if (colon != std::string::npos && colon < at) out.erase(colon, at - colon);
+    // postgresql://user:secret@host/db -> postgresql://user@host/db, read
+    // where libpq reads it (config::uri_userinfo).
+    if (auto const info = config::uri_userinfo(out); !info.empty()) {
+        if (auto const colon = info.find(':'); colon != std::string_view::npos) {
+            auto const from = static_cast<std::size_t>(info.data() - out.data()) + colon;
+            out.erase(from, info.size() - colon);
         }
     }
     // ...?password=secret&... (or pass%77ord=: libpq decodes names) -> ***

@@ -247,6 +247,14 @@ bool looks_like_uri_without_slashes(std::string_view database);
 // digits, + - .); empty otherwise ("u:pw@h://x" has none to show).
 std::string_view uri_scheme(std::string_view database) noexcept;
 
+// The user[:password] part of a URI, where libpq looks for it: after the
+// first "://", before the last '@' that comes before the first '/' or the
+// query, whichever comes later (a password may hold a '/', "gw:Zm9v/YmFy@db",
+// as it may hold a '?'). A view into the argument; empty when there is none.
+// Both the refusal of a password (database_problem) and the redaction of
+// libpq's messages read it here, so the two cannot drift apart.
+std::string_view uri_userinfo(std::string_view uri) noexcept;
+
 // Why a storage.database value cannot be used ("" when it can): an unknown
 // scheme, or a postgresql:// URI that carries a password. Also what the
 // --db option is checked with.
