@@ -178,35 +178,31 @@ boost::asio::awaitable<http_reply> dovecot_policy_route::report(http_exchange& x
     }
     auto const user = log::field(r->login, 64);
     auto const method = dovecot_grant_method(r->protocol);
+    auto const remote = net::parse_ip(r->remote);
+    // The remote as every report line has it: canonical when it is an
+    // address, else as given (a report that grants nothing needs none).
+    auto const shown_remote = remote ? remote->to_string() : log::field(r->remote, 64);
+    auto const fields = [&] {
+        return "ip=" + c.ip + " user=" + user + " remote=" + shown_remote +
+               " protocol=" + log::field(r->protocol, 32) + " tls=" + (r->tls ? "yes" : "no");
+    };
     if (method.empty() || !*r->success) {
         // A failed login, or not a POP3 or IMAP one: nothing to grant,
         // whatever its remote. `doveadm auth test` reports protocol=doveadm
         // (or the -x service=) with remote="", and a 400 there made Dovecot
         // log an error at every test.
         metrics::dovecot_reports.with({"no_grant"}).inc();
-        // The remote as every other report line has it (canonical), when it
-        // is an address.
-        auto const parsed = net::parse_ip(r->remote);
-        spdlog::info("sid={} http dovecot report ip={} user={} remote={} protocol={} tls={} success={} "
-                     "result=no-grant{}",
-                     c.sid, c.ip, user, parsed ? parsed->to_string() : log::field(r->remote, 64),
-                     log::field(r->protocol, 32), r->tls ? "yes" : "no", *r->success ? "yes" : "no",
-                     method.empty() ? " reason=protocol" : "");
+        spdlog::info("sid={} http dovecot report {} success={} result=no-grant{}", c.sid, fields(),
+                     *r->success ? "yes" : "no", method.empty() ? " reason=protocol" : "");
         co_return policy_json(200, method.empty() ? "no grant: only pop3 and imap logins grant relaying"
                                                   : "no grant: authentication failed");
     }
-    auto const remote = net::parse_ip(r->remote);
     if (!remote) {
         metrics::dovecot_reports.with({"refused"}).inc();
         spdlog::info("sid={} http dovecot report refused ip={} user={} reason=bad-remote remote={}", c.sid, c.ip,
-                     user, log::field(r->remote, 64));
+                     user, shown_remote);
         co_return policy_json(400, "remote is not an IP address");
     }
-    auto const rip = remote->to_string();
-    auto const fields = [&] {
-        return "ip=" + c.ip + " user=" + user + " remote=" + rip + " protocol=" + log::field(r->protocol, 32) +
-               " tls=" + (r->tls ? "yes" : "no");
-    };
     if (r->policy_reject) {
         // The password was right, but a policy refused the login: the user
         // is not logged in, so the address gets nothing.
