@@ -28,6 +28,7 @@
 #include <optional>
 #include <thread>
 #include <tuple>
+#include <utility>
 
 namespace popgate::daemon {
 namespace {
@@ -398,6 +399,34 @@ std::string json_string(std::string_view v)
     return out + "\"";
 }
 
+// Writes all of `data` to `fd`, fsyncs and closes it. The step that failed
+// and its errno; {"", 0} when none did. A short write (a full disk) is a
+// failure, not half a file.
+std::pair<char const*, int> write_synced_and_close(int fd, std::string_view data)
+{
+    char const* what = "";
+    int err = 0;
+    for (std::size_t done = 0; done < data.size();) {
+        auto const n = ::write(fd, data.data() + done, data.size() - done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+            what = "write";
+            err = n < 0 ? errno : EIO;
+            break;
+        }
+        done += static_cast<std::size_t>(n);
+    }
+    if (err == 0 && ::fsync(fd) != 0) {
+        what = "fsync";
+        err = errno;
+    }
+    if (::close(fd) != 0 && err == 0) {
+        what = "close";
+        err = errno;
+    }
+    return {what, err};
+}
+
 // {"listener name": bound port, ...}: tests and scripts read the ports here.
 void write_ready_file(std::string const& path, std::vector<listener_info> const& ls)
 {
@@ -407,8 +436,7 @@ void write_ready_file(std::string const& path, std::vector<listener_info> const&
     json += "}\n";
     std::string const tmp = path + ".tmp";
     // Each step checked: a directory the daemon may not write was reported
-    // as the rename's "No such file", and a short write (a full disk) was
-    // renamed into place as half a file.
+    // as the rename's "No such file".
     auto const fail = [&](char const* what, int err) {
         throw std::runtime_error("cannot write the ready file: " + std::string(what) + " " + tmp + ": " +
                                  std::strerror(err));
@@ -418,30 +446,14 @@ void write_ready_file(std::string const& path, std::vector<listener_info> const&
     if (::unlink(tmp.c_str()) != 0 && errno != ENOENT) fail("unlink", errno);
     int const fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
     if (fd < 0) fail("open", errno);
-    std::size_t done = 0;
-    while (done < json.size()) {
-        auto const n = ::write(fd, json.data() + done, json.size() - done);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) {
-            int const err = n < 0 ? errno : EIO;
-            ::close(fd);
-            ::unlink(tmp.c_str());
-            fail("write", err);
-        }
-        done += static_cast<std::size_t>(n);
-    }
-    int err = ::fsync(fd) == 0 ? 0 : errno;
-    if (::close(fd) != 0 && err == 0) err = errno;
-    if (err != 0) {
-        ::unlink(tmp.c_str());
-        fail("fsync", err);
-    }
+    // From here on, whatever fails leaves no .tmp behind.
+    auto const [what, err] = write_synced_and_close(fd, json);
     std::error_code ec;
-    std::filesystem::rename(tmp, path, ec);  // readers never see half a file
-    if (ec) {
-        ::unlink(tmp.c_str());
-        throw std::runtime_error("cannot write the ready file: rename to " + path + ": " + ec.message());
-    }
+    if (err == 0) std::filesystem::rename(tmp, path, ec);  // readers never see half a file
+    if (err == 0 && !ec) return;
+    ::unlink(tmp.c_str());
+    if (err != 0) fail(what, err);
+    throw std::runtime_error("cannot write the ready file: rename to " + path + ": " + ec.message());
 }
 
 }  // namespace
