@@ -645,6 +645,11 @@ private:
     {
         held_up_at_.store(clock::now().time_since_epoch().count(), std::memory_order_relaxed);
     }
+    // After a statement failed: the three places that catch it ask here.
+    void note_if_held_up(store_error const& e, pg::connection const& conn) noexcept
+    {
+        if (e.code() == store_errc::busy || conn.timed_out()) note_held_up();
+    }
     bool held_up_within(clock::duration d) const noexcept
     {
         auto const at = held_up_at_.load(std::memory_order_relaxed);
@@ -673,7 +678,7 @@ private:
             try {
                 return f(*c.conn);
             } catch (store_error const& e) {
-                if (e.code() == store_errc::busy || c.conn->timed_out()) note_held_up();
+                note_if_held_up(e, *c.conn);
                 if (!c.conn->broken()) throw;
                 if (try_again(c, attempt)) continue;
                 health_.failed(e.what());
@@ -692,7 +697,7 @@ private:
             try {
                 c.conn->run("BEGIN");
             } catch (store_error const& e) {
-                if (e.code() == store_errc::busy || c.conn->timed_out()) note_held_up();
+                note_if_held_up(e, *c.conn);
                 if (c.conn->broken() && try_again(c, attempt)) continue;
                 if (c.conn->broken()) health_.failed(e.what());
                 throw;
@@ -708,7 +713,7 @@ private:
                     return out;
                 }
             } catch (store_error const& e) {
-                if (e.code() == store_errc::busy || c.conn->timed_out()) note_held_up();
+                note_if_held_up(e, *c.conn);
                 if (c.conn->broken()) health_.failed(e.what());
                 else if (c.conn->in_transaction()) {
                     try {
