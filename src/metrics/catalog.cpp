@@ -55,6 +55,10 @@ family<counter> database_errors{the_registry, "popgate_database_errors_total",
                                 {"kind"}};
 family<counter> auth_blocks{the_registry, "popgate_auth_blocks_total",
                             "Brute-force blocks imposed, on a user at an address or on a whole address", {"scope"}};
+family<counter> connections_refused{the_registry, "popgate_connections_refused_total",
+                                    "Connections closed before a session began: by a limit, or a failed PROXY "
+                                    "header",
+                                    {"listener", "reason"}};
 family<counter> tls_handshakes{the_registry, "popgate_tls_handshakes_total", "Server TLS handshakes by listener",
                                {"listener", "result"}};
 family<counter> dovecot_reports{the_registry, "popgate_dovecot_reports_total",
@@ -112,6 +116,12 @@ void declare_listener(std::string_view name, std::string_view protocol, bool tls
 {
     sessions_open.with({name, protocol});
     sessions_total.with({name, protocol});
+    // Every reason on every listener: a SIGHUP may turn proxy_protocol on,
+    // and an HTTP peer outside trusted_networks is held to a mail client's
+    // limits.
+    for (auto r : {"max_sessions", "max_sessions_per_ip", "max_connections_per_minute", "max_slow_sessions_per_ip",
+                   "max_service_sessions", "proxy_untrusted_peer", "proxy_bad_header", "proxy_header_timeout"})
+        connections_refused.with({name, r});
     if (tls)
         for (auto r : {"ok", "failed", "timeout"}) tls_handshakes.with({name, r});
 }

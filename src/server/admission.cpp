@@ -30,45 +30,40 @@ std::size_t address_window::count(net::ip_address const& peer, time_point now)
     return 0;
 }
 
-bool admission_control::admit(net::ip_address const& peer, config::settings const& s, std::string& why,
+bool admission_control::admit(net::ip_address const& peer, config::settings const& s, refusal& why,
                               address_limits l, std::string_view service)
 {
+    // The limit's key names it twice: as the reason, and in the words.
+    auto const refuse = [&why](std::string_view key, std::size_t value, std::string words,
+                               std::string_view tail = {}) {
+        why = {key, words + " (limits." + std::string(key) + "=" + std::to_string(value) + std::string(tail) + ")"};
+        return false;
+    };
     std::lock_guard lock(mutex_);
     if (l == address_limits::exempt) {
         auto it = service_active_.find(service);
         if (it == service_active_.end()) it = service_active_.emplace(std::string(service), 0).first;
-        if (it->second >= s.max_service_sessions) {
-            why = "too many " + (service.empty() ? std::string("service") : std::string(service)) +
-                  " sessions (limits.max_service_sessions=" + std::to_string(s.max_service_sessions) + ")";
-            return false;
-        }
+        if (it->second >= s.max_service_sessions)
+            return refuse("max_service_sessions", s.max_service_sessions,
+                          "too many " + std::string(service.empty() ? "service" : service) + " sessions");
         ++it->second;
         return true;
     }
-    if (active_.load() >= s.max_sessions) {
-        why = "too many sessions (limits.max_sessions=" + std::to_string(s.max_sessions) + ")";
-        return false;
-    }
+    if (active_.load() >= s.max_sessions) return refuse("max_sessions", s.max_sessions, "too many sessions");
     auto const now = std::chrono::steady_clock::now();
     // Counted whether or not the connection is then admitted, so hammering
     // does not reset the window.
     bool const windows = l == address_limits::apply;
-    if (windows && s.max_connections_per_minute > 0 && recent_.add(peer, now) > s.max_connections_per_minute) {
-        why = "too many connections from this address (limits.max_connections_per_minute=" +
-              std::to_string(s.max_connections_per_minute) + ")";
-        return false;
-    }
-    if (windows && s.max_slow_sessions_per_ip > 0 && slow_.count(peer, now) >= s.max_slow_sessions_per_ip) {
-        why = "too many slow sessions from this address (limits.max_slow_sessions_per_ip=" +
-              std::to_string(s.max_slow_sessions_per_ip) + " in 10 minutes)";
-        return false;
-    }
+    if (windows && s.max_connections_per_minute > 0 && recent_.add(peer, now) > s.max_connections_per_minute)
+        return refuse("max_connections_per_minute", s.max_connections_per_minute,
+                      "too many connections from this address");
+    if (windows && s.max_slow_sessions_per_ip > 0 && slow_.count(peer, now) >= s.max_slow_sessions_per_ip)
+        return refuse("max_slow_sessions_per_ip", s.max_slow_sessions_per_ip,
+                      "too many slow sessions from this address", " in 10 minutes");
     auto& n = per_ip_[peer];
     if (n >= s.max_sessions_per_ip) {
-        why = "too many sessions from this address (limits.max_sessions_per_ip=" +
-              std::to_string(s.max_sessions_per_ip) + ")";
         if (n == 0) per_ip_.erase(peer);
-        return false;
+        return refuse("max_sessions_per_ip", s.max_sessions_per_ip, "too many sessions from this address");
     }
     ++n;
     ++active_;

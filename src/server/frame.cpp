@@ -214,6 +214,7 @@ asio::awaitable<std::optional<origin>> through_proxy(tcp::socket& sock, config::
     auto const& trusted = l.trusted_proxies;
     if (std::none_of(trusted.begin(), trusted.end(), [&](net::cidr const& c) { return c.contains(direct.ip); })) {
         spdlog::warn("{} proxy refused ip={} listener={} reason=untrusted-peer", proto, peer, l.name);
+        metrics::connections_refused.with({l.name, "proxy_untrusted_peer"}).inc();
         co_return std::nullopt;
     }
     // The header comes at once with the connection (proxy-protocol.txt §2);
@@ -223,12 +224,14 @@ asio::awaitable<std::optional<origin>> through_proxy(tcp::socket& sock, config::
     if (got.index() == 1) {
         spdlog::warn("{} proxy refused ip={} listener={} reason=header-timeout limit={}s", proto, peer, l.name,
                      s.tls_handshake_timeout.count());
+        metrics::connections_refused.with({l.name, "proxy_header_timeout"}).inc();
         co_return std::nullopt;
     }
     auto const& r = std::get<0>(got);
     if (r.status != net::proxy_status::complete) {
         spdlog::warn("{} proxy refused ip={} listener={} reason=bad-header error={}", proto, peer, l.name,
                      log::field(r.why));
+        metrics::connections_refused.with({l.name, "proxy_bad_header"}).inc();
         co_return std::nullopt;
     }
     origin o{direct.ip, direct.port, direct.ip, r.header.source.has_value()};
@@ -315,7 +318,7 @@ asio::awaitable<void> serve_connection(tcp::socket sock, tcp::endpoint ep, confi
     // Per-address limits count an IPv6 client by its relay.ipv6_prefix, as
     // its grant: a host with a /64 cannot dodge them by changing address.
     net::ip_address const counted = net::limit_key(peer, settings->ipv6_prefix);
-    std::string why;
+    refusal why;
     auto limits = p.limits_for(peer, policy);
     // The balancer's own connections: a header that names no client (v2
     // LOCAL, v1 UNKNOWN), or names the proxy itself, as HAProxy's v1 health
@@ -328,9 +331,10 @@ asio::awaitable<void> serve_connection(tcp::socket sock, tcp::endpoint ep, confi
         // The reason is popgate's own words (no client's bytes), quoted as
         // one value: it has spaces and '='.
         spdlog::warn("sid={} {} refused ip={} listener={} reason=\"{}\"", log::new_session_id(), proto,
-                     peer.to_string(), l.name, why);
+                     peer.to_string(), l.name, why.why);
+        metrics::connections_refused.with({l.name, why.limit}).inc();
         // Under implicit TLS a clear-text line would be noise to the client.
-        if (l.tls != config::tls_mode::implicit) io::send_nowait(sock, p.refusal(why, *settings));
+        if (l.tls != config::tls_mode::implicit) io::send_nowait(sock, p.refusal(why.why, *settings));
         sock.close(ec);
         co_return;
     }

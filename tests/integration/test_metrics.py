@@ -405,3 +405,90 @@ tests:
     r = subprocess.run([PROMTOOL, "test", "rules", str(spec)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "SUCCESS" in r.stdout + r.stderr
+
+
+def test_connections_turned_away_are_counted_by_listener_and_reason(make_gateway):
+    # A listener refusing every client (max_sessions reached, a balancer
+    # sending bad PROXY headers) looked like a quiet one: no series moved
+    # (a review's finding). And a reload that turns STARTTLS on made the
+    # handshake series appear at 1, not 0.
+    listeners = [
+        {"name": "pop3", "protocol": "pop3", "tls": "none"},
+        {"name": "pop3s", "protocol": "pop3", "tls": "implicit"},
+        {"name": "pop3p", "protocol": "pop3", "tls": "none", "proxy_protocol": True},
+        {"name": "http", "protocol": "http", "trusted_networks": ["127.0.0.1/32"]},
+    ]
+    g = make_gateway(listeners=listeners, overrides={"server": {"trusted_proxies": ["127.0.0.1"]},
+                                                     "limits": {"max_sessions_per_ip": 1}})
+    refused = 'popgate_connections_refused_total{{listener="{}",reason="{}"}}'
+    before = samples(scrape(g))
+    for reason in ("max_sessions", "max_sessions_per_ip", "max_connections_per_minute", "max_slow_sessions_per_ip",
+                   "max_service_sessions", "proxy_untrusted_peer", "proxy_bad_header", "proxy_header_timeout"):
+        assert before[refused.format("pop3", reason)] == 0  # there before the first refusal (rate() needs it)
+    assert not any(k.startswith('popgate_tls_handshakes_total{listener="pop3"') for k in before)
+    held = SourcePOP3(g.port("pop3"), "127.0.0.1")
+    second = socket.create_connection(("127.0.0.1", g.port("pop3")), timeout=10)
+    assert second.recv(200).startswith(b"-ERR [SYS/TEMP] too many sessions from this address")
+    second.close()
+    held.quit()
+    for source, payload in (("127.0.0.1", b"PROXY BOGUS\r\n"), ("127.0.0.2", b"")):
+        s = socket.create_connection(("127.0.0.1", g.port("pop3p")), timeout=10, source_address=(source, 0))
+        s.sendall(payload)
+        try:
+            assert s.recv(200) == b""  # closed without a byte (a reset when it left the header unread)
+        except ConnectionResetError:
+            pass
+        s.close()
+    assert g.wait_log("reason=untrusted-peer")
+    after = samples(scrape(g))
+    assert delta(before, after, refused.format("pop3", "max_sessions_per_ip")) == 1
+    assert delta(before, after, refused.format("pop3p", "proxy_bad_header")) == 1
+    assert delta(before, after, refused.format("pop3p", "proxy_untrusted_peer")) == 1
+    moved = {k for k in after if k.startswith("popgate_connections_refused_total") and delta(before, after, k)}
+    assert moved == {refused.format("pop3", "max_sessions_per_ip"), refused.format("pop3p", "proxy_bad_header"),
+                     refused.format("pop3p", "proxy_untrusted_peer")}
+    # STARTTLS turned on by a reload: the listener's handshake series read 0.
+    text = g.config_file.read_text()
+    g.config_file.write_text(text.replace('tls = "none"', 'tls = "starttls"', 1))
+    g.reload()
+    assert g.wait_log("reload done")
+    reloaded = samples(scrape(g))
+    for result in ("ok", "failed", "timeout"):
+        assert reloaded[f'popgate_tls_handshakes_total{{listener="pop3",result="{result}"}}'] == 0
+    assert not any(k.startswith('popgate_tls_handshakes_total{listener="pop3p"') for k in reloaded)
+    rc, out = promtool_check_metrics(scrape(g)) if PROMTOOL else (0, "")
+    assert rc == 0, out
+
+
+@pytest.mark.skipif(PROMTOOL is None, reason="promtool (Debian package prometheus) is needed")
+def test_connections_refused_alert_fires_for_a_full_gateway_not_for_one_client(tmp_path):
+    # promtool's rule test: max_sessions and bad PROXY headers raise it; one
+    # address held to max_sessions_per_ip (the limit doing its job) does not.
+    rules = os.path.join(ROOT, "deploy", "prometheus", "popgate-rules.yml")
+    spec = tmp_path / "refused-alert-test.yml"
+    series = 'popgate_connections_refused_total{{instance="gw1",job="popgate",listener="{}",reason="{}"}}'
+    spec.write_text(f"""rule_files: [{rules}]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: '{series.format("smtp", "max_sessions_per_ip")}'
+        values: '0+10x40'
+      - series: '{series.format("smtp", "max_sessions")}'
+        values: '0x20 0+3x20'
+      - series: '{series.format("pop3", "proxy_bad_header")}'
+        values: '0x40'
+    alert_rule_test:
+      - eval_time: 15m
+        alertname: PopgateConnectionsRefused
+        exp_alerts: []
+      - eval_time: 35m
+        alertname: PopgateConnectionsRefused
+        exp_alerts:
+          - exp_labels: {{severity: warning, instance: gw1, listener: smtp, reason: max_sessions}}
+            exp_annotations:
+              summary: "popgate turns connections away on listener smtp (max_sessions) on gw1"
+""")
+    r = subprocess.run([PROMTOOL, "test", "rules", str(spec)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "SUCCESS" in r.stdout + r.stderr

@@ -32,6 +32,12 @@ extern family<histogram> upstream_seconds;  // {step}
 extern family<counter> database_errors;
 // {scope: user address}: brute-force blocks imposed.
 extern family<counter> auth_blocks;
+// {listener, reason}: connections closed before a session began. reason: the
+// limit that refused it (max_sessions max_sessions_per_ip
+// max_connections_per_minute max_slow_sessions_per_ip max_service_sessions),
+// or a PROXY header that failed (proxy_untrusted_peer proxy_bad_header
+// proxy_header_timeout).
+extern family<counter> connections_refused;
 // {listener, result: ok failed timeout}: implicit TLS and STARTTLS handshakes.
 extern family<counter> tls_handshakes;
 // {result: granted no_grant refused unavailable}: Dovecot auth-policy reports.
@@ -47,7 +53,8 @@ extern family<gauge> build_info;               // {version, commit} 1
 extern family<gauge> process_start_time;      // unix seconds
 
 // Creates a listener's children at start so that they read 0 before the
-// first connection (rate() needs the first sample).
+// first connection (rate() needs the first sample). Again at a reload,
+// which may turn TLS on: what exists is left as it is.
 void declare_listener(std::string_view name, std::string_view protocol, bool tls);
 
 }  // namespace popgate::metrics

@@ -60,12 +60,20 @@ private:
 // second on each listener are not a client's flood.
 enum class address_limits { apply, balancer, exempt };
 
+// Why admit() turned a connection away: the limit's key in [limits] (the
+// reason of popgate_connections_refused_total) and the words for the log
+// and the client.
+struct refusal {
+    std::string_view limit;
+    std::string why;
+};
+
 class admission_control {
 public:
-    // false (with the reason for the log) past a limit. Every admitted
+    // false (with the limit and the reason for the log) past a limit. Every admitted
     // connection calls release() once, with the same `l` and `service`:
     // the protocol whose budget an exempt connection takes.
-    bool admit(net::ip_address const& peer, config::settings const& s, std::string& why,
+    bool admit(net::ip_address const& peer, config::settings const& s, refusal& why,
                address_limits l = address_limits::apply, std::string_view service = {});
     void release(net::ip_address const& peer, address_limits l = address_limits::apply,
                  std::string_view service = {});

@@ -68,14 +68,16 @@ BOOST_AUTO_TEST_CASE(service_sessions_have_a_budget_apart_from_mail_sessions)
     s.max_sessions_per_ip = 2;
     s.max_service_sessions = 1;
     s.max_connections_per_minute = 0;
-    std::string why;
+    server::refusal why;
     BOOST_TEST(a.admit(v4(1), s, why));
     BOOST_TEST(a.admit(v4(1), s, why));
     BOOST_TEST(!a.admit(v4(2), s, why));
-    BOOST_TEST(why == "too many sessions (limits.max_sessions=2)");
+    BOOST_TEST(why.why == "too many sessions (limits.max_sessions=2)");
+    BOOST_TEST(why.limit == "max_sessions");
     BOOST_TEST(a.admit(v4(1), s, why, address_limits::exempt));  // neither the total nor the address is full
     BOOST_TEST(!a.admit(v4(3), s, why, address_limits::exempt));
-    BOOST_TEST(why == "too many service sessions (limits.max_service_sessions=1)");  // no protocol named
+    BOOST_TEST(why.why == "too many service sessions (limits.max_service_sessions=1)");  // no protocol named
+    BOOST_TEST(why.limit == "max_service_sessions");
     BOOST_TEST(a.active() == 2u);
     a.release(v4(1), address_limits::exempt);
     BOOST_TEST(a.active() == 2u);  // a service's end frees no mail client's place
@@ -93,15 +95,17 @@ BOOST_AUTO_TEST_CASE(each_service_protocol_has_its_own_budget)
     server::admission_control a;
     config::settings s;
     s.max_service_sessions = 2;
-    std::string why;
+    server::refusal why;
     BOOST_TEST(a.admit(v4(1), s, why, address_limits::exempt, "http"));
     BOOST_TEST(a.admit(v4(1), s, why, address_limits::exempt, "http"));
     BOOST_TEST(!a.admit(v4(1), s, why, address_limits::exempt, "http"));
-    BOOST_TEST(why == "too many http sessions (limits.max_service_sessions=2)");
+    BOOST_TEST(why.why == "too many http sessions (limits.max_service_sessions=2)");
+    BOOST_TEST(why.limit == "max_service_sessions");
     BOOST_TEST(a.admit(v4(1), s, why, address_limits::exempt, "policy"));
     BOOST_TEST(a.admit(v4(1), s, why, address_limits::exempt, "policy"));
     BOOST_TEST(!a.admit(v4(1), s, why, address_limits::exempt, "policy"));
-    BOOST_TEST(why == "too many policy sessions (limits.max_service_sessions=2)");
+    BOOST_TEST(why.why == "too many policy sessions (limits.max_service_sessions=2)");
+    BOOST_TEST(why.limit == "max_service_sessions");
     a.release(v4(1), address_limits::exempt, "policy");
     BOOST_TEST(!a.admit(v4(1), s, why, address_limits::exempt, "http"));  // a policy place freed none of HTTP's
     BOOST_TEST(a.admit(v4(1), s, why, address_limits::exempt, "policy"));
@@ -120,7 +124,7 @@ BOOST_AUTO_TEST_CASE(a_balancers_own_connections_skip_the_per_minute_window)
     s.max_sessions_per_ip = 2;
     s.max_connections_per_minute = 2;
     s.max_slow_sessions_per_ip = 1;
-    std::string why;
+    server::refusal why;
     for (int i = 0; i < 10; ++i) {  // ten health checks in a minute
         BOOST_TEST(a.admit(v4(1), s, why, address_limits::balancer));
         a.release(v4(1), address_limits::balancer);
@@ -129,19 +133,23 @@ BOOST_AUTO_TEST_CASE(a_balancers_own_connections_skip_the_per_minute_window)
     BOOST_TEST(a.admit(v4(1), s, why, address_limits::balancer));  // nor the slow-session window
     BOOST_TEST(a.admit(v4(1), s, why, address_limits::balancer));
     BOOST_TEST(!a.admit(v4(1), s, why, address_limits::balancer));  // the balancer's sessions are counted
-    BOOST_TEST(why == "too many sessions from this address (limits.max_sessions_per_ip=2)");
+    BOOST_TEST(why.why == "too many sessions from this address (limits.max_sessions_per_ip=2)");
+    BOOST_TEST(why.limit == "max_sessions_per_ip");
     BOOST_TEST(a.active() == 2u);
     BOOST_TEST(a.admit(v4(2), s, why));
     BOOST_TEST(!a.admit(v4(3), s, why, address_limits::balancer));  // and in the total
-    BOOST_TEST(why == "too many sessions (limits.max_sessions=3)");
+    BOOST_TEST(why.why == "too many sessions (limits.max_sessions=3)");
+    BOOST_TEST(why.limit == "max_sessions");
     a.release(v4(1), address_limits::balancer);
     a.release(v4(2));
     BOOST_TEST(a.admit(v4(2), s, why));
     a.release(v4(2));
     BOOST_TEST(!a.admit(v4(2), s, why));  // a named client is still held to its window
-    BOOST_TEST(why == "too many connections from this address (limits.max_connections_per_minute=2)");
+    BOOST_TEST(why.why == "too many connections from this address (limits.max_connections_per_minute=2)");
+    BOOST_TEST(why.limit == "max_connections_per_minute");
     BOOST_TEST(!a.admit(v4(1), s, why));  // the slow session counts against the address as a client
-    BOOST_TEST(why == "too many slow sessions from this address (limits.max_slow_sessions_per_ip=1 in 10 minutes)");
+    BOOST_TEST(why.why == "too many slow sessions from this address (limits.max_slow_sessions_per_ip=1 in 10 minutes)");
+    BOOST_TEST(why.limit == "max_slow_sessions_per_ip");
 }
 
 BOOST_AUTO_TEST_SUITE_END()
