@@ -202,6 +202,14 @@ int check_config(std::string const& file)
             std::cerr << name << ": note: listener '" << l.name
                       << "' has no api_key_file: it serves health and /metrics but refuses every Dovecot "
                          "auth-policy report (403)\n";
+    // Not a problem either, but a typo in a path would be served as a
+    // self-signed certificate by the first start.
+    std::error_code ec;
+    if (uses_tls(s) && s.tls.self_signed && !fs::exists(s.tls.cert_file, ec) && !fs::exists(s.tls.key_file, ec))
+        std::cerr << name << ": note: tls.cert_file " << s.tls.cert_file.string() << " and tls.key_file "
+                  << s.tls.key_file.string()
+                  << " are missing: the daemon's start makes a self-signed pair there (tls.self_signed); a reload "
+                     "(SIGHUP) does not, and is refused\n";
     for (auto const& p : problems) std::cerr << name << ": " << p << "\n";
     if (!problems.empty()) return 1;
     std::cout << "configuration OK (" << s.listeners.size() << " listeners)\n";

@@ -77,11 +77,12 @@ bool any_tls(config::settings const& s)
     return false;
 }
 
-// The certificate and key (made first when self_signed and both are missing).
-// Started as root, a self-signed pair in a directory the account controls
-// (the default var/tls, /var/lib/popgate/tls) is made with the account's
-// ids: root writing there by path could be led by a link anywhere.
-io::tls_material read_tls(config::settings const& s, service_account const& a)
+// The certificate and key (made first at start when self_signed and both
+// are missing). Started as root, a self-signed pair in a directory the
+// account controls (the default var/tls, /var/lib/popgate/tls) is made with
+// the account's ids: root writing there by path could be led by a link
+// anywhere.
+io::tls_material read_tls(config::settings const& s, service_account const& a, bool at_start)
 {
     // A pair that is there (one an older popgate made as root, in a
     // directory only root may read) is read as root, as always, through
@@ -90,6 +91,14 @@ io::tls_material read_tls(config::settings const& s, service_account const& a)
     std::error_code ec;
     bool const to_make = s.tls.self_signed && !std::filesystem::exists(s.tls.cert_file, ec) &&
                          !std::filesystem::exists(s.tls.key_file, ec);
+    // A reload never makes one: a mistyped path in a renewed config (or a
+    // pair deleted by mistake) put a self-signed certificate in service,
+    // logged as routine.
+    if (to_make && !at_start)
+        throw std::runtime_error("tls.cert_file " + s.tls.cert_file.string() + " and tls.key_file " +
+                                 s.tls.key_file.string() +
+                                 " are both missing: a reload does not make a self-signed certificate (only a "
+                                 "start does, with tls.self_signed); check the paths");
     std::optional<as_account> as;
     if (to_make && ::geteuid() == 0 &&
         (account_can_redirect(s.tls.cert_file, a) || account_can_redirect(s.tls.key_file, a)))
@@ -103,12 +112,12 @@ io::tls_material read_tls(config::settings const& s, service_account const& a)
                                  [&a](auto const& file, std::string& why) { return open_to_read(file, a, why); });
 }
 
-std::shared_ptr<asio::ssl::context> load_tls(server& srv, config::settings const& s)
+std::shared_ptr<asio::ssl::context> load_tls(server& srv, config::settings const& s, bool at_start)
 {
     if (!any_tls(s)) return nullptr;
     io::tls_material m;
     try {
-        m = read_tls(s, srv.account);
+        m = read_tls(s, srv.account, at_start);
     } catch (std::exception const& e) {
         // After the switch the service user usually may not read the key:
         // keep serving what was read as root rather than fail the reload.
@@ -263,9 +272,9 @@ void reload(server& srv)
     // A file with any error is refused whole, as check-config refuses it: a
     // key that does not match its certificate leaves every other change out
     // too, so that the running settings still say what is in force.
-    decltype(load_tls(srv, *fresh)) tls;
+    decltype(load_tls(srv, *fresh, false)) tls;
     try {
-        tls = load_tls(srv, *fresh);
+        tls = load_tls(srv, *fresh, false);
     } catch (std::exception const& e) {
         spdlog::error("reload refused, keeping the running configuration: TLS not reloaded, the old certificate "
                       "stays: {}",
@@ -502,7 +511,7 @@ int serve(std::string const& config_file, std::string const& db_override, serve_
         // CPU of a login storm, measured with perf). Keep up to 64 MB for reuse.
         ::mallopt(M_TRIM_THRESHOLD, 64 << 20);
         ::mallopt(M_MMAP_THRESHOLD, 4 << 20);
-        auto tls = load_tls(srv, *settings);
+        auto tls = load_tls(srv, *settings, true);
         unsigned const cores = std::max(1u, std::thread::hardware_concurrency());
         store::open_options so;
         so.busy_timeout = settings->busy_timeout;

@@ -6,7 +6,7 @@ import socket
 import ssl
 import subprocess
 
-from popgate_test import client_tls_context, gateway  # noqa: F401
+from popgate_test import POPGATE, client_tls_context, gateway  # noqa: F401
 
 
 def fingerprint(port):
@@ -99,3 +99,27 @@ def test_only_tls12_and_later(gateway):
         with client_tls_context().wrap_socket(raw) as s:
             assert s.version() in ("TLSv1.2", "TLSv1.3")
             assert s.recv(512).startswith(b"220 ")
+
+
+def test_sighup_never_makes_a_self_signed_certificate(gateway):
+    # A renewed config with a mistyped path (both files missing) had the
+    # reload make a self-signed pair there and serve it, logged as routine
+    # (a review's finding): only a start makes one.
+    port = gateway.port("pop3s")
+    before = fingerprint(port)
+    typo = gateway.root / "letsencrypt" / "live" / "mail.exmaple"
+    text = gateway.config_file.read_text()
+    gateway.config_file.write_text(text.replace(str(gateway.cert), str(typo / "fullchain.pem"))
+                                   .replace(str(gateway.key), str(typo / "privkey.pem")))
+    r = subprocess.run([POPGATE, "-c", str(gateway.config_file), "check-config"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr  # a first start would make them, so the file is valid...
+    assert "note: tls.cert_file " + str(typo / "fullchain.pem") in r.stderr  # ...but it says so
+    assert "a reload (SIGHUP) does not" in r.stderr
+    made = gateway.log().count("self-signed certificate created")
+    gateway.reload()
+    assert gateway.wait_log("reload refused, keeping the running configuration")
+    assert gateway.wait_log("are both missing: a reload does not make a self-signed certificate")
+    assert not typo.exists()
+    assert gateway.log().count("self-signed certificate created") == made
+    assert fingerprint(port) == before
