@@ -538,6 +538,29 @@ def test_smtp_junk_commands_without_progress(make_gateway):
     assert d.smtp(b"NOOP\r\n").startswith(b"250")
 
 
+def test_smtp_auth_success_restarts_the_junk_count(make_gateway):
+    # The docs call a login progress, but a successful SMTP AUTH left the
+    # count where it was: 90 NOOPs, AUTH, and the 10th NOOP after it got
+    # 421 (found by the submission review).
+    g = make_gateway(overrides={"limits": {"max_junk_commands": 5}})
+    g.add_user("alice", "pw")
+    c = Client(g.port("smtp"))
+    assert c.smtp(b"EHLO client.test\r\n").startswith(b"250")
+    for _ in range(3):
+        assert c.smtp(b"NOOP\r\n").startswith(b"250")
+    assert c.smtp(b"AUTH PLAIN " + base64.b64encode(b"\0alice\0pw") + b"\r\n").startswith(b"235")
+    for _ in range(5):
+        assert c.smtp(b"NOOP\r\n").startswith(b"250")
+    assert c.smtp(b"NOOP\r\n") == b"421 4.7.0 gw.test Error: too many commands without progress\r\n"
+    # A refused AUTH is no progress: it counts.
+    d = Client(g.port("smtp"))
+    assert d.smtp(b"EHLO client.test\r\n").startswith(b"250")
+    for _ in range(4):
+        assert d.smtp(b"NOOP\r\n").startswith(b"250")
+    assert d.smtp(b"AUTH PLAIN " + base64.b64encode(b"\0alice\0wrong") + b"\r\n").startswith(b"535")
+    assert d.smtp(b"NOOP\r\n") == b"421 4.7.0 gw.test Error: too many commands without progress\r\n"
+
+
 def test_pop3_junk_commands_without_progress(make_gateway):
     g = make_gateway(overrides={"limits": {"max_junk_commands": 4}})
     g.add_user("alice", "pw")

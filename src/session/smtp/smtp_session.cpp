@@ -239,6 +239,7 @@ asio::awaitable<bool> smtp_session::finish_auth(proto::sasl_step const& step, pr
     if (res.what == auth::outcome::ok) {
         st_.authenticated = true;
         st_.auth_user = res.user;
+        st_.junk = 0;  // progress, as the docs have it: a client that NOOPs before it logs in is served after
         count_login("smtp", mname, "ok");
         spdlog::info("sid={} smtp auth user={} mech={} ip={} tls={} result=ok", c_.sid, log::field(res.user, 64),
                      mname, c_.ip, o.tls_active ? "yes" : "no");
