@@ -111,9 +111,16 @@ connection::connection(std::string const& uri, std::chrono::milliseconds stateme
     // (frozen) or not reachable: each call also waits at most that long and
     // a second more on this side, then gives the connection up.
     if (statement_timeout.count() > 0) answer_limit_ = statement_timeout + std::chrono::seconds(1);
+    // A POP3 login answers +OK once its grant committed. With a server's
+    // synchronous_commit = off, a commit returns before its WAL is on disk,
+    // and a crash then lost grants already answered for: such a session
+    // asks for the local flush ("local"). A stronger setting (on,
+    // remote_write, remote_apply: a synchronous standby) is left as it is.
     try {
         exec("SET statement_timeout = " + std::to_string(statement_timeout.count()) +
-             "; SET idle_in_transaction_session_timeout = 60000");
+             "; SET idle_in_transaction_session_timeout = 60000"
+             "; SELECT set_config('synchronous_commit', 'local', false)"
+             " WHERE current_setting('synchronous_commit') = 'off'");
     } catch (...) {
         // No destructor runs for an object whose constructor throws.
         PQfinish(c_);

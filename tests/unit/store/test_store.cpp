@@ -351,6 +351,31 @@ BOOST_AUTO_TEST_CASE(pg_answer_limit_is_per_statement, *boost::unit_test::label(
     BOOST_TEST(!c.timed_out());
 }
 
+// A commit answered for is on disk: with the server's synchronous_commit =
+// off (the test server's own setting), popgate's sessions ask for the local
+// flush, and a stronger setting is kept (a review lost two answered grants
+// to pg_ctl stop -m immediate with the server's off).
+BOOST_AUTO_TEST_CASE(pg_sessions_commit_to_disk, *boost::unit_test::label("unit") *
+                                                     boost::unit_test::label("both") *
+                                                     boost::unit_test::precondition(on_postgresql))
+{
+    popgate::test::backend_db backend;
+    {
+        popgate::store::pg::connection plain(backend.database(), std::chrono::milliseconds(1000));
+        plain.exec("ALTER DATABASE " + plain.run("SELECT quote_ident(current_database())").text(0, 0) +
+                   " SET synchronous_commit = off");
+    }
+    popgate::store::pg::connection c(backend.database(), std::chrono::milliseconds(1000));
+    BOOST_TEST(c.run("SHOW synchronous_commit").text(0, 0) == "local");
+    {
+        popgate::store::pg::connection plain(backend.database(), std::chrono::milliseconds(1000));
+        plain.exec("ALTER DATABASE " + plain.run("SELECT quote_ident(current_database())").text(0, 0) +
+                   " SET synchronous_commit = remote_apply");
+    }
+    popgate::store::pg::connection strong(backend.database(), std::chrono::milliseconds(1000));
+    BOOST_TEST(strong.run("SHOW synchronous_commit").text(0, 0) == "remote_apply");
+}
+
 BOOST_FIXTURE_TEST_SUITE(store_users, both_fixture, *boost::unit_test::label("unit") * boost::unit_test::label("both"))
 
 BOOST_AUTO_TEST_CASE(add_find_update_delete)
