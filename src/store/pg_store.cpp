@@ -630,6 +630,7 @@ private:
         }
         try {
             auto c = std::make_unique<pg::connection>(uri_, opts_.statement_timeout);
+            follow_clock(*c);
             health_.ok();
             return lease(this, std::move(c), false);
         } catch (store_error const& e) {
@@ -645,6 +646,31 @@ private:
     {
         held_up_at_.store(clock::now().time_since_epoch().count(), std::memory_order_relaxed);
     }
+    // Measured at each new connection (store::follow_server_clock): the
+    // server's clock against the middle of the round trip, to the second.
+    void follow_clock(pg::connection& c)
+    {
+        using namespace std::chrono;
+        auto const before = system_clock::now();
+        auto const server_ms = c.run("SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint").i64(0, 0);
+        auto const after = system_clock::now();
+        auto const local_ms = duration_cast<milliseconds>((before + (after - before) / 2).time_since_epoch()).count();
+        auto const diff = server_ms - local_ms;
+        std::int64_t const offset = (diff + (diff < 0 ? -500 : 500)) / 1000;
+        popgate::store::follow_server_clock(offset);
+        // Logged when it moves by more than the rounding's second.
+        auto const prev = logged_offset_.exchange(offset);
+        auto const apart = [](std::int64_t o) { return o <= -2 || o >= 2; };
+        if (apart(offset) && offset != prev)
+            spdlog::warn("clock: this host's is {} s {} the PostgreSQL server's; grants, quotas and purges follow "
+                         "the server's clock (keep the clocks in step: NTP) database={}",
+                         offset < 0 ? -offset : offset, offset > 0 ? "behind" : "ahead of",
+                         log::field(pg::redact(uri_)));
+        else if (!apart(offset) && apart(prev))
+            spdlog::info("clock: this host's is in step with the PostgreSQL server's again database={}",
+                         log::field(pg::redact(uri_)));
+    }
+
     // After a statement failed: the three places that catch it ask here.
     void note_if_held_up(store_error const& e, pg::connection const& conn) noexcept
     {
@@ -1013,6 +1039,7 @@ private:
     std::size_t open_ = 0;                               // idle and lent; under mutex_
     std::atomic<std::int64_t> generation_{-1};
     std::atomic<clock::rep> held_up_at_{0};  // note_held_up(); 0: never
+    std::atomic<std::int64_t> logged_offset_{0};  // follow_clock()'s last, as logged
     std::atomic<std::uint64_t> tickets_{0};
     std::mutex generation_mutex_;
     std::uint64_t generation_ticket_ = 0;  // of the read stored in generation_; under generation_mutex_

@@ -21,11 +21,21 @@
 
 namespace popgate::store {
 
+namespace {
+std::atomic<std::int64_t> server_clock_offset{0};
+}  // namespace
+
 unix_time now() noexcept
 {
     return std::chrono::duration_cast<std::chrono::seconds>(
                std::chrono::system_clock::now().time_since_epoch())
-        .count();
+               .count() +
+           server_clock_offset.load(std::memory_order_relaxed);
+}
+
+void follow_server_clock(std::int64_t offset_seconds) noexcept
+{
+    server_clock_offset.store(offset_seconds, std::memory_order_relaxed);
 }
 
 namespace {

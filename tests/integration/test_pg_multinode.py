@@ -545,3 +545,43 @@ def test_a_burst_of_logins_on_a_healthy_database_all_log_in(pg, make_gateway, up
         replies = list(ex.map(one, range(300)))
     failed = [r for r in replies if not r.startswith(b"+OK")]
     assert failed == [], (len(failed), failed[:3])
+
+
+FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+
+
+@pytest.mark.skipif(not os.path.exists(FAKETIME_LIB), reason="faketime (deploy/install-deps.sh) is needed")
+@pytest.mark.parametrize("skew, words", [("-5m", "300 s behind"), ("+1h", "3600 s ahead of")])
+def test_a_node_with_a_wrong_clock_judges_grants_by_the_servers(pg, make_gateway, upstream, monkeypatch,  # noqa: F811
+                                                                 skew, words):
+    # Each node judged a shared grant's expiry by its own clock: one five
+    # minutes slow relayed (250) on a grant expired for every other node and
+    # for Postfix's pgsql: map; one an hour fast refused fresh grants and
+    # its purge deleted them (a review's finding, with faketime).
+    a, b = two_nodes(pg, make_gateway, upstream, purge_interval=1)
+    b.stop()
+    # The library itself, not the faketime wrapper: SIGTERM must reach the
+    # daemon. Only the daemon's environment: psql and the CLI keep the time.
+    with monkeypatch.context() as m:
+        m.setenv("LD_PRELOAD", FAKETIME_LIB)
+        m.setenv("FAKETIME", skew)
+        m.setenv("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+        b.start()
+    assert b.wait_log("clock: this host's is " + words + " the PostgreSQL server's")
+    pg.psql("popgate", "INSERT INTO relay_grants (address, granted_at, expires_at) VALUES ('127.0.0.41', unixepoch() - 90, unixepoch() - 30);"
+                       "INSERT INTO relay_grants (address, expires_at) VALUES ('127.0.0.42', unixepoch() + 600)")
+    for g in (a, b):
+        assert rcpt(g, "127.0.0.41")[0] == 554  # expired by the server's clock
+        assert rcpt(g, "127.0.0.42")[0] == 250
+    assert pg.psql("popgate", "SELECT relay_client_allowed('127.0.0.41'), relay_client_allowed('127.0.0.42')") == \
+        [("f", "t")]
+    # A login on the skewed node writes a grant every node honours.
+    assert login(b, "127.0.0.43").startswith(b"+OK")
+    assert rcpt(a, "127.0.0.43")[0] == 250
+    left = int(pg.psql("popgate", "SELECT expires_at - unixepoch() FROM relay_grants WHERE address = '127.0.0.43'")
+               [0][0])
+    assert 1700 <= left <= 1802  # grant_ttl 1800, by the server's clock
+    # The skewed node's purge (every second) takes the expired grant only.
+    assert eventually(lambda: pg.psql("popgate", "SELECT host(address) FROM relay_grants ORDER BY 1") ==
+                      [("127.0.0.42",), ("127.0.0.43",)])
+    assert rcpt(a, "127.0.0.42")[0] == 250
