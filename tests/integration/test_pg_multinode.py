@@ -17,6 +17,8 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -585,3 +587,31 @@ def test_a_node_with_a_wrong_clock_judges_grants_by_the_servers(pg, make_gateway
     assert eventually(lambda: pg.psql("popgate", "SELECT host(address) FROM relay_grants ORDER BY 1") ==
                       [("127.0.0.42",), ("127.0.0.43",)])
     assert rcpt(a, "127.0.0.42")[0] == 250
+
+
+def test_readyz_says_503_for_a_database_emptied_under_the_node(pg, make_gateway, upstream):  # noqa: F811
+    # The database dropped and made again (empty) while a node ran: every
+    # login and RCPT failed, and /readyz said 200 (a review's finding). A
+    # newer schema, from a node upgraded first, stays 200.
+    uri = pg.create_database("popgate")
+    listeners = [{"name": "smtp", "protocol": "smtp", "tls": "starttls"},
+                 {"name": "http", "protocol": "http"}]
+    g = make_gateway(relay_overrides(upstream, storage={"database": uri}), listeners)
+
+    def readyz():
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{g.port('http')}/readyz", timeout=10) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    assert readyz() == (200, "ready\n")
+    pg.psql("popgate", "INSERT INTO schema_migrations (version, name) VALUES (99, 'from a newer node')")
+    assert readyz() == (200, "ready\n")
+    pg.psql("popgate", "DROP SCHEMA public CASCADE; CREATE SCHEMA public AUTHORIZATION popgate")
+    assert readyz() == (503, "not ready: database schema 0, this popgate needs 7\n")
+    assert g.wait_log("http readyz database schema is 0, this popgate needs 7: restart it to migrate")
+    assert rcpt(g, "127.0.0.1")[0] == 451  # what every client got meanwhile
+    g.stop()
+    g.start()  # a restart migrates it
+    assert readyz() == (200, "ready\n")

@@ -9,6 +9,7 @@
 #include "popgate/io/blocking.hpp"
 #include "popgate/log/log.hpp"
 #include "popgate/metrics/catalog.hpp"
+#include "popgate/store/migrate.hpp"
 
 #include <spdlog/spdlog.h>
 
@@ -47,16 +48,26 @@ boost::asio::awaitable<http_reply> readyz_route::serve(http_exchange& x)
     // A read of the schema version: the same check of the file (deleted,
     // replaced) and the same connection pool as a relay decision's read.
     std::string error;
+    int version = 0;
     try {
         auto job = [this] { return db_.schema_version(); };
-        int const version = co_await io::run_blocking(blocking_, job);
-        (void)version;
+        version = co_await io::run_blocking(blocking_, job);
     } catch (std::exception const& e) {
         error = e.what();
     }
     if (!error.empty()) {
         spdlog::warn("sid={} http readyz database unavailable error={}", x.conn.sid, log::field(error));
         co_return http_text(503, "not ready: database unavailable\n");
+    }
+    // A database emptied or replaced under the running node (dropped and
+    // created again on PostgreSQL) answered the read and every login and
+    // decision failed. A newer schema (another node upgraded first) is
+    // served on: taking every older node out at once would stop the site.
+    if (int const needed = store::latest_schema_version(); version < needed) {
+        spdlog::warn("sid={} http readyz database schema is {}, this popgate needs {}: restart it to migrate",
+                     x.conn.sid, version, needed);
+        co_return http_text(503, "not ready: database schema " + std::to_string(version) + ", this popgate needs " +
+                                     std::to_string(needed) + "\n");
     }
     co_return http_text(200, "ready\n");
 }
