@@ -376,13 +376,18 @@ asio::awaitable<void> serve_connection(tcp::socket sock, tcp::endpoint ep, confi
     } else if (clock.expired && c.end_reason.find("timeout") == std::string::npos) {
         c.end_reason = "timeout";
     }
-    if (c.end_reason == "timeout-command" && limits != address_limits::exempt) {
+    // A TLS handshake left unfinished is the half-typed command of TLS: it
+    // held a place of max_sessions for tls_handshake_timeout, and stalls
+    // from a few addresses shut every client out.
+    bool const slow_tls = c.end_reason == "tls-timeout";
+    if ((c.end_reason == "timeout-command" || slow_tls) && limits != address_limits::exempt) {
         // A balancer's own connection is logged, not counted: its address
         // stands for more than one client.
         auto const n = limits == address_limits::apply ? std::to_string(env.admission.note_slow(counted))
                                                        : std::string("uncounted");
-        spdlog::warn("sid={} {} command too slow ip={} limit={}s slow_sessions={}", c.sid, proto, c.ip,
-                     c.settings->command_timeout.count(), n);
+        spdlog::warn("sid={} {} {} too slow ip={} limit={}s slow_sessions={}", c.sid, proto,
+                     slow_tls ? "tls handshake" : "command", c.ip,
+                     (slow_tls ? c.settings->tls_handshake_timeout : c.settings->command_timeout).count(), n);
     }
     // A connection that never got its session (a failed handshake) still
     // names its client.

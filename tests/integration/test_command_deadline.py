@@ -116,3 +116,39 @@ def test_slow_sessions_count_against_the_address(make_gateway):
     s = socket.create_connection(("127.0.0.1", g.port("pop3")), timeout=20)
     assert s.recv(512).startswith(b"-ERR [SYS/TEMP] too many slow sessions from this address")
     assert g.wait_log("pop3 refused ip=127.0.0.1 listener=pop3 reason=\"too many slow sessions")
+
+
+def test_stalled_tls_handshakes_count_as_slow_sessions(make_gateway):
+    # Half a ClientHello, or none after STLS, held a place of max_sessions
+    # for the whole tls_handshake_timeout and never counted: a few
+    # addresses kept every client out (a review's finding). Now the
+    # address is refused once it has stalled max_slow_sessions_per_ip
+    # handshakes; another address is served.
+    g = make_gateway(overrides={"limits": {"tls_handshake_timeout": 1, "max_slow_sessions_per_ip": 2}})
+    hello_start = bytes.fromhex("16030100c8010000c40303") + b"\x00" * 8  # a record that promises more
+    s = socket.create_connection(("127.0.0.1", g.port("pop3s")), timeout=20, source_address=("127.0.0.23", 0))
+    s.sendall(hello_start)
+    assert s.recv(512) == b""  # cut at the handshake's bound
+    s.close()
+    s = connect_from(g, "pop3", "127.0.0.23")
+    s.sendall(b"STLS\r\n")
+    assert s.recv(512).startswith(b"+OK")
+    assert s.recv(512) == b""  # no ClientHello after STLS: cut the same way
+    s.close()
+    assert g.wait_log("pop3 tls handshake too slow ip=127.0.0.23 limit=1s slow_sessions=2")
+    refused = connect_raw(g, "pop3", "127.0.0.23")
+    assert refused.recv(512).startswith(b"-ERR [SYS/TEMP] too many slow sessions from this address")
+    refused.close()
+    assert connect_from(g, "pop3", "127.0.0.24").fileno() >= 0  # another address is served
+
+
+def connect_raw(g, listener, source):
+    s = socket.create_connection(("127.0.0.1", g.port(listener)), timeout=20, source_address=(source, 0))
+    s.settimeout(20)
+    return s
+
+
+def connect_from(g, listener, source):
+    s = connect_raw(g, listener, source)
+    assert s.recv(512).startswith(b"+OK")
+    return s
