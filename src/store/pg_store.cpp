@@ -646,18 +646,19 @@ private:
     {
         held_up_at_.store(clock::now().time_since_epoch().count(), std::memory_order_relaxed);
     }
-    // Measured at each new connection (store::follow_server_clock): the
-    // server's clock against the middle of the round trip, to the second.
+    // Measured at each new connection and every network_check_interval
+    // (store::follow_server_clock): the server's clock at the middle of the
+    // round trip. This host's wall clock is read only for the log.
     void follow_clock(pg::connection& c)
     {
         using namespace std::chrono;
-        auto const before = system_clock::now();
+        auto const before = steady_clock::now();
+        auto const wall_before = system_clock::now();
         auto const server_ms = c.run("SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint").i64(0, 0);
-        auto const after = system_clock::now();
-        auto const local_ms = duration_cast<milliseconds>((before + (after - before) / 2).time_since_epoch()).count();
-        auto const diff = server_ms - local_ms;
+        auto const half = (steady_clock::now() - before) / 2;
+        popgate::store::follow_server_clock(server_ms, before + half);
+        auto const diff = server_ms - duration_cast<milliseconds>((wall_before + half).time_since_epoch()).count();
         std::int64_t const offset = (diff + (diff < 0 ? -500 : 500)) / 1000;
-        popgate::store::follow_server_clock(offset);
         // Logged when it moves by more than the rounding's second.
         auto const prev = logged_offset_.exchange(offset);
         auto const apart = [](std::int64_t o) { return o <= -2 || o >= 2; };
@@ -895,6 +896,7 @@ private:
                 c.exec("LISTEN popgate_networks");
                 listening = true;
                 refresh_generation(c);
+                follow_clock(c);
                 health_.ok();
                 auto next_check = clock::now() + opts_.network_check_interval;
                 while (!st.stop_requested()) {
@@ -916,6 +918,7 @@ private:
                     }
                     if (clock::now() >= next_check) {
                         refresh_generation(c);
+                        follow_clock(c);
                         next_check = clock::now() + opts_.network_check_interval;
                     }
                 }

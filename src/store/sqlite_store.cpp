@@ -14,6 +14,7 @@
 #include <atomic>
 #include <chrono>
 #include <iterator>
+#include <limits>
 #include <mutex>
 #include <thread>
 #include <type_traits>
@@ -22,20 +23,28 @@
 namespace popgate::store {
 
 namespace {
-std::atomic<std::int64_t> server_clock_offset{0};
+// The server's Unix milliseconds minus steady_clock's, as last measured;
+// `unset` until then (and always on SQLite).
+constexpr std::int64_t unset = std::numeric_limits<std::int64_t>::min();
+std::atomic<std::int64_t> server_minus_steady_ms{unset};
+
+std::int64_t steady_ms(std::chrono::steady_clock::time_point t) noexcept
+{
+    return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
+}
 }  // namespace
 
 unix_time now() noexcept
 {
-    return std::chrono::duration_cast<std::chrono::seconds>(
-               std::chrono::system_clock::now().time_since_epoch())
-               .count() +
-           server_clock_offset.load(std::memory_order_relaxed);
+    using namespace std::chrono;
+    if (auto const d = server_minus_steady_ms.load(std::memory_order_relaxed); d != unset)
+        return (steady_ms(steady_clock::now()) + d) / 1000;
+    return duration_cast<seconds>(system_clock::now().time_since_epoch()).count();
 }
 
-void follow_server_clock(std::int64_t offset_seconds) noexcept
+void follow_server_clock(std::int64_t server_unix_ms, std::chrono::steady_clock::time_point at) noexcept
 {
-    server_clock_offset.store(offset_seconds, std::memory_order_relaxed);
+    server_minus_steady_ms.store(server_unix_ms - steady_ms(at), std::memory_order_relaxed);
 }
 
 namespace {

@@ -615,3 +615,33 @@ def test_readyz_says_503_for_a_database_emptied_under_the_node(pg, make_gateway,
     g.stop()
     g.start()  # a restart migrates it
     assert readyz() == (200, "ready\n")
+
+
+@pytest.mark.skipif(not os.path.exists(FAKETIME_LIB), reason="faketime (deploy/install-deps.sh) is needed")
+def test_a_node_whose_clock_is_stepped_right_keeps_the_servers_time(pg, make_gateway, upstream, monkeypatch,  # noqa: F811
+                                                                     tmp_path):
+    # The first cut measured an offset and added it to the wall clock: once
+    # NTP stepped the node's clock right, it was wrong by the old offset,
+    # refused fresh grants and purged them (a review's finding). The time
+    # now runs on from the server's reading by the monotonic clock.
+    a, b = two_nodes(pg, make_gateway, upstream, purge_interval=1)
+    b.stop()
+    skew = tmp_path / "faketime"
+    skew.write_text("-5m\n")
+    with monkeypatch.context() as m:
+        m.setenv("LD_PRELOAD", FAKETIME_LIB)
+        m.setenv("FAKETIME_TIMESTAMP_FILE", str(skew))
+        m.setenv("FAKETIME_NO_CACHE", "1")
+        m.setenv("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+        b.start()
+    assert b.wait_log("clock: this host's is 300 s behind the PostgreSQL server's")
+    skew.write_text("+0\n")  # NTP steps the clock right
+    time.sleep(1.5)
+    pg.psql("popgate", "INSERT INTO relay_grants (address, expires_at) VALUES ('127.0.0.42', unixepoch() + 120)")
+    time.sleep(1.5)  # two of the skewed node's purges
+    assert rcpt(b, "127.0.0.42")[0] == 250
+    assert login(b, "127.0.0.43").startswith(b"+OK")
+    left = int(pg.psql("popgate", "SELECT expires_at - unixepoch() FROM relay_grants WHERE address = '127.0.0.43'")
+               [0][0])
+    assert 1700 <= left <= 1802
+    assert pg.psql("popgate", "SELECT count(*) FROM relay_grants")[0][0] == "2"

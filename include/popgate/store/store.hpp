@@ -259,13 +259,15 @@ public:
     virtual void write_site(site_rows const& rows, bool replace) = 0;
 };
 
-// Unix seconds by the database's clock: this host's, moved by the offset
-// follow_server_clock() last set (none on SQLite, whose file is local).
+// Unix seconds by the database's clock: this host's wall clock on SQLite
+// (the file is local); after follow_server_clock(), the server's time then
+// plus the monotonic time since, so a step of this host's clock (NTP
+// fixing it after boot) changes nothing.
 unix_time now() noexcept;
 // On PostgreSQL every node judges a grant's expiry, a quota's hour and a
 // purge by one clock, the server's, as the SQL function an MTA's pgsql:
 // map calls does: a node whose clock ran slow relayed on grants expired
-// for every other. The server's clock minus this host's, in seconds.
-void follow_server_clock(std::int64_t offset_seconds) noexcept;
+// for every other. The server's Unix milliseconds, read at `at`.
+void follow_server_clock(std::int64_t server_unix_ms, std::chrono::steady_clock::time_point at) noexcept;
 
 }  // namespace popgate::store
