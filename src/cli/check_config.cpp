@@ -209,7 +209,7 @@ int check_config(std::string const& file)
         std::cerr << name << ": note: tls.cert_file " << s.tls.cert_file.string() << " and tls.key_file "
                   << s.tls.key_file.string()
                   << " are missing: the daemon's start makes a self-signed pair there (tls.self_signed); a reload "
-                     "(SIGHUP) does not, and is refused\n";
+                     "(SIGHUP) never replaces a certificate in service with one, and is refused\n";
     for (auto const& p : problems) std::cerr << name << ": " << p << "\n";
     if (!problems.empty()) return 1;
     std::cout << "configuration OK (" << s.listeners.size() << " listeners)\n";

@@ -57,14 +57,6 @@ void context::reload(std::shared_ptr<config::settings const> s)
     // The counts themselves survive a reload; only the thresholds change.
     failures_.set_settings(throttle_of(*s));
     writes_.set_busy_timeout(s->busy_timeout);
-    // A reload may turn STARTTLS on for a bound listener: its handshake
-    // series read 0 from now, not 1 at the first failure. A listener the
-    // new file adds is not bound before a restart, and gets none.
-    auto const before = live_.settings();
-    for (auto const& l : s->listeners)
-        if (std::any_of(before->listeners.begin(), before->listeners.end(),
-                        [&](config::listener const& b) { return b.same_binding(l); }))
-            metrics::declare_listener(l.name, l.protocol, l.tls != config::tls_mode::none);
     live_.set_settings(std::move(s));
 }
 

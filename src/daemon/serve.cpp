@@ -11,6 +11,7 @@
 #include "popgate/io/tls.hpp"
 #include "popgate/log/log.hpp"
 #include "popgate/mail/maildir.hpp"
+#include "popgate/metrics/catalog.hpp"
 #include "popgate/server/frame.hpp"
 #include "popgate/store/open.hpp"
 
@@ -77,28 +78,26 @@ bool any_tls(config::settings const& s)
     return false;
 }
 
-// The certificate and key (made first at start when self_signed and both
-// are missing). Started as root, a self-signed pair in a directory the
+// Missing for sure: a file that cannot be looked at (a directory only root
+// may search, read after the switch) is not.
+bool surely_missing(std::filesystem::path const& p)
+{
+    std::error_code ec;
+    return !std::filesystem::exists(p, ec) && !ec;
+}
+
+// The certificate and key (made first when self_signed and both are
+// missing; load_tls says when that may be). Started as root, a self-signed pair in a directory the
 // account controls (the default var/tls, /var/lib/popgate/tls) is made with
 // the account's ids: root writing there by path could be led by a link
 // anywhere.
-io::tls_material read_tls(config::settings const& s, service_account const& a, bool at_start)
+io::tls_material read_tls(config::settings const& s, service_account const& a)
 {
     // A pair that is there (one an older popgate made as root, in a
     // directory only root may read) is read as root, as always, through
     // open_to_read: no link or other name the account could have put in its
     // way is followed (a key of root's served as popgate's own).
-    std::error_code ec;
-    bool const to_make = s.tls.self_signed && !std::filesystem::exists(s.tls.cert_file, ec) &&
-                         !std::filesystem::exists(s.tls.key_file, ec);
-    // A reload never makes one: a mistyped path in a renewed config (or a
-    // pair deleted by mistake) put a self-signed certificate in service,
-    // logged as routine.
-    if (to_make && !at_start)
-        throw std::runtime_error("tls.cert_file " + s.tls.cert_file.string() + " and tls.key_file " +
-                                 s.tls.key_file.string() +
-                                 " are both missing: a reload does not make a self-signed certificate (only a "
-                                 "start does, with tls.self_signed); check the paths");
+    bool const to_make = s.tls.self_signed && surely_missing(s.tls.cert_file) && surely_missing(s.tls.key_file);
     std::optional<as_account> as;
     if (to_make && ::geteuid() == 0 &&
         (account_can_redirect(s.tls.cert_file, a) || account_can_redirect(s.tls.key_file, a)))
@@ -112,12 +111,24 @@ io::tls_material read_tls(config::settings const& s, service_account const& a, b
                                  [&a](auto const& file, std::string& why) { return open_to_read(file, a, why); });
 }
 
-std::shared_ptr<asio::ssl::context> load_tls(server& srv, config::settings const& s, bool at_start)
+// `in_service`: the certificate new connections get now (none at start,
+// nor before a reload first turns TLS on).
+std::shared_ptr<asio::ssl::context> load_tls(server& srv, config::settings const& s, bool in_service)
 {
     if (!any_tls(s)) return nullptr;
+    // A certificate in service is never replaced by a self-signed one: a
+    // mistyped path in a renewed config (or a pair deleted by mistake) had
+    // the reload make one and serve it, logged as routine. Refused before
+    // the fallback below, which keeps serving but applies the rest.
+    if (in_service && s.tls.self_signed && surely_missing(s.tls.cert_file) && surely_missing(s.tls.key_file))
+        throw std::runtime_error("tls.cert_file " + s.tls.cert_file.string() + " and tls.key_file " +
+                                 s.tls.key_file.string() +
+                                 " are both missing: a reload does not replace the certificate in service with a "
+                                 "self-signed one (tls.self_signed makes one at start, or at the reload that first "
+                                 "turns TLS on); check the paths");
     io::tls_material m;
     try {
-        m = read_tls(s, srv.account, at_start);
+        m = read_tls(s, srv.account);
     } catch (std::exception const& e) {
         // After the switch the service user usually may not read the key:
         // keep serving what was read as root rather than fail the reload.
@@ -272,9 +283,9 @@ void reload(server& srv)
     // A file with any error is refused whole, as check-config refuses it: a
     // key that does not match its certificate leaves every other change out
     // too, so that the running settings still say what is in force.
-    decltype(load_tls(srv, *fresh, false)) tls;
+    decltype(load_tls(srv, *fresh, true)) tls;
     try {
-        tls = load_tls(srv, *fresh, false);
+        tls = load_tls(srv, *fresh, srv.ctx->live().tls() != nullptr);
     } catch (std::exception const& e) {
         spdlog::error("reload refused, keeping the running configuration: TLS not reloaded, the old certificate "
                       "stays: {}",
@@ -286,7 +297,13 @@ void reload(server& srv)
     if (tls) srv.ctx->live().set_tls(std::move(tls));
     for (auto const& li : srv.listeners) {
         auto const same = [&](config::listener const& l) { return l.same_binding(li.cfg); };
-        if (std::none_of(fresh->listeners.begin(), fresh->listeners.end(), same))
+        // A reload may turn STARTTLS on for a bound listener: its handshake
+        // series read 0 from now, not 1 at the first failure. Only bound
+        // listeners: one the new file adds waits for a restart, series too.
+        auto const it = std::find_if(fresh->listeners.begin(), fresh->listeners.end(), same);
+        if (it != fresh->listeners.end())
+            metrics::declare_listener(it->name, it->protocol, it->tls != config::tls_mode::none);
+        else
             spdlog::warn("reload: listener {} changed its name, address, port, protocol or implicit TLS (or is "
                          "gone): it keeps its policy as started until a restart",
                          li.cfg.name);
@@ -511,7 +528,7 @@ int serve(std::string const& config_file, std::string const& db_override, serve_
         // CPU of a login storm, measured with perf). Keep up to 64 MB for reuse.
         ::mallopt(M_TRIM_THRESHOLD, 64 << 20);
         ::mallopt(M_MMAP_THRESHOLD, 4 << 20);
-        auto tls = load_tls(srv, *settings, true);
+        auto tls = load_tls(srv, *settings, false);
         unsigned const cores = std::max(1u, std::thread::hardware_concurrency());
         store::open_options so;
         so.busy_timeout = settings->busy_timeout;

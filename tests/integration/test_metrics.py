@@ -21,7 +21,7 @@ import urllib.request
 
 import pytest
 
-from popgate_test import CaptureUpstream, client_tls_context, make_gateway, upstream  # noqa: F401  (fixtures)
+from popgate_test import CaptureUpstream, client_tls_context, eventually, make_gateway, upstream  # noqa: F401  (fixtures)
 from pop3_support import SourcePOP3, SourcePOP3_SSL, _close_clients  # noqa: F401  (autouse fixture)
 from smtp_support import relay_overrides
 
@@ -456,6 +456,14 @@ def test_connections_turned_away_are_counted_by_listener_and_reason(make_gateway
     for result in ("ok", "failed", "timeout"):
         assert reloaded[f'popgate_tls_handshakes_total{{listener="pop3",result="{result}"}}'] == 0
     assert not any(k.startswith('popgate_tls_handshakes_total{listener="pop3p"') for k in reloaded)
+    # A listener the file adds waits for a restart, and so do its series,
+    # however many reloads come.
+    g.config_file.write_text(g.config_file.read_text() + '\n[[listener]]\nname = "later"\nprotocol = "pop3"\n'
+                             'address = "127.0.0.1"\nport = 0\n')
+    for n in (1, 2):
+        g.reload()
+        assert eventually(lambda: g.log().count("reload: listener later is not bound") == n)
+    assert not any('listener="later"' in k for k in samples(scrape(g)))
     rc, out = promtool_check_metrics(scrape(g)) if PROMTOOL else (0, "")
     assert rc == 0, out
 

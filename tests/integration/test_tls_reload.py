@@ -6,7 +6,7 @@ import socket
 import ssl
 import subprocess
 
-from popgate_test import POPGATE, client_tls_context, gateway  # noqa: F401
+from popgate_test import POPGATE, client_tls_context, gateway, make_gateway  # noqa: F401
 
 
 def fingerprint(port):
@@ -115,11 +115,31 @@ def test_sighup_never_makes_a_self_signed_certificate(gateway):
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr  # a first start would make them, so the file is valid...
     assert "note: tls.cert_file " + str(typo / "fullchain.pem") in r.stderr  # ...but it says so
-    assert "a reload (SIGHUP) does not" in r.stderr
+    assert "a reload (SIGHUP) never replaces a certificate in service with one" in r.stderr
     made = gateway.log().count("self-signed certificate created")
     gateway.reload()
     assert gateway.wait_log("reload refused, keeping the running configuration")
-    assert gateway.wait_log("are both missing: a reload does not make a self-signed certificate")
+    assert gateway.wait_log("are both missing: a reload does not replace the certificate in service")
     assert not typo.exists()
     assert gateway.log().count("self-signed certificate created") == made
     assert fingerprint(port) == before
+
+
+def test_the_reload_that_first_turns_tls_on_makes_the_pair(make_gateway):
+    # No certificate in service yet: nothing a typo could replace, so the
+    # reload that turns STARTTLS on makes the self-signed pair, as a start
+    # would (the first cut of the refusal above refused this too).
+    g = make_gateway(listeners=[{"name": "smtp", "protocol": "smtp", "tls": "none"}])
+    assert not g.cert.exists()
+    g.config_file.write_text(g.config_file.read_text().replace('tls = "none"', 'tls = "starttls"', 1))
+    g.reload()
+    assert g.wait_log("reload done")
+    assert g.wait_log("tls self-signed certificate created")
+    assert g.cert.exists() and g.key.exists()
+    with socket.create_connection(("127.0.0.1", g.port("smtp")), timeout=5) as s:
+        assert s.recv(512).startswith(b"220")
+        s.sendall(b"EHLO client.test\r\n")
+        ehlo = b""
+        while not ehlo.endswith(b"\r\n") or b"250 " not in ehlo:
+            ehlo += s.recv(512)
+        assert b"STARTTLS" in ehlo
