@@ -124,6 +124,7 @@ public:
         metrics::tls_handshakes.with({c.listener.name, ec ? (c.clock.expired ? "timeout" : "failed") : "ok"}).inc();
         if (ec) {
             c.end_reason = c.clock.expired ? "tls-timeout" : "tls-failed";
+            c.tls_stalled = c.clock.expired && BIO_number_read(SSL_get_rbio(tls_->native_handle())) > 0;
             spdlog::info("sid={} {} tls handshake failed ip={} error={}", c.sid, proto_, c.ip,
                          c.clock.expired ? std::string("timeout") : log::field(ec.message()));
             co_return false;
@@ -376,10 +377,12 @@ asio::awaitable<void> serve_connection(tcp::socket sock, tcp::endpoint ep, confi
     } else if (clock.expired && c.end_reason.find("timeout") == std::string::npos) {
         c.end_reason = "timeout";
     }
-    // A TLS handshake left unfinished is the half-typed command of TLS: it
-    // held a place of max_sessions for tls_handshake_timeout, and stalls
-    // from a few addresses shut every client out.
-    bool const slow_tls = c.end_reason == "tls-timeout";
+    // A TLS handshake begun and left unfinished is the half-typed command of
+    // TLS: it held a place of max_sessions for tls_handshake_timeout, and
+    // stalls from a few addresses shut every client out. One that never
+    // began (a plain-text client at POP3S, silent after STLS) is an idle
+    // client, as on a plain port: counting it shut a NAT's users out.
+    bool const slow_tls = c.end_reason == "tls-timeout" && c.tls_stalled;
     if ((c.end_reason == "timeout-command" || slow_tls) && limits != address_limits::exempt) {
         // A balancer's own connection is logged, not counted: its address
         // stands for more than one client.

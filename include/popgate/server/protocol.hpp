@@ -29,6 +29,10 @@ struct connection {
     io::stream& stream;
     io::session_clock& clock;        // the watchdog's deadline
     std::string end_reason = "eof";  // for the end log line
+    // A TLS handshake cut by its timeout after the client sent part of it:
+    // a stall, counted against the address. A client that sent nothing (a
+    // plain-text client pointed at POP3S) is not.
+    bool tls_stalled = false;
     // false when a trusted proxy's header named no client (v1 UNKNOWN, v2
     // LOCAL, a v2 UNSPEC, UNIX or UDP address block): `peer` is then the
     // proxy's own address, which stands for whoever reached it that way (a
