@@ -634,13 +634,15 @@ void add_allow_commands(CLI::App& app, global_options& g, std::function<int()>& 
             store::network n;
             n.cidr = c.to_string();
             n.note = ao->note;
+            // Opened first: on PostgreSQL store::now() is the server's time
+            // once a connection has read it, this host's before.
+            auto db = open_db(g, db_open::migrated);
             auto const t = store::now();
             // Given, even empty (an unset $DUR in a script): an expiry to
             // read, never a network allowed for good.
             if (until->count()) n.expires_at = parse_time(ao->until);
             if (for_->count()) n.expires_at = t + parse_duration(ao->for_);
             if (n.expires_at && *n.expires_at <= t) throw user_error("expiry " + format_time(n.expires_at) + " is in the past");
-            auto db = open_db(g, db_open::migrated);
             // The table's UNIQUE compares text: a row written by hand as
             // "192.0.2.7" is the same network as "192.0.2.7/32".
             if (auto const rows = allowed_rows_of(*db, c); !rows.empty())
@@ -728,10 +730,10 @@ void add_grant_commands(CLI::App& app, global_options& g, std::function<int()>& 
                 net::grant_key(canonical_address(ao->address), s.ipv6_prefix, s.no_grant_networks).to_string();
             gr.user = ao->user;
             gr.method = "cli";
+            auto db = open_db(g, db_open::migrated);  // first: store::now() is then the server's time
             gr.granted_at = store::now();
             // Given, even empty, it is read (as allow add's --for).
             gr.expires_at = gr.granted_at + (ttl->count() ? parse_duration(ao->ttl) : s.grant_ttl.count());
-            auto db = open_db(g, db_open::migrated);
             db->upsert_grant(gr);
             db->audit("grant", gr.address, gr.user, "cli");
             std::cout << "granted " << gr.address << " until " << format_time(gr.expires_at) << "\n";

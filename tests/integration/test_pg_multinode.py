@@ -583,9 +583,18 @@ def test_a_node_with_a_wrong_clock_judges_grants_by_the_servers(pg, make_gateway
     left = int(pg.psql("popgate", "SELECT expires_at - unixepoch() FROM relay_grants WHERE address = '127.0.0.43'")
                [0][0])
     assert 1700 <= left <= 1802  # grant_ttl 1800, by the server's clock
+    # The CLI on the skewed host too: it read the time before it connected.
+    with monkeypatch.context() as m:
+        m.setenv("LD_PRELOAD", FAKETIME_LIB)
+        m.setenv("FAKETIME", skew)
+        m.setenv("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+        b.cli("grant", "add", "127.0.0.44", "--ttl", "10m")
+    left = int(pg.psql("popgate", "SELECT expires_at - unixepoch() FROM relay_grants WHERE address = '127.0.0.44'")
+               [0][0])
+    assert 590 <= left <= 601
     # The skewed node's purge (every second) takes the expired grant only.
     assert eventually(lambda: pg.psql("popgate", "SELECT host(address) FROM relay_grants ORDER BY 1") ==
-                      [("127.0.0.42",), ("127.0.0.43",)])
+                      [("127.0.0.42",), ("127.0.0.43",), ("127.0.0.44",)])
     assert rcpt(a, "127.0.0.42")[0] == 250
 
 
