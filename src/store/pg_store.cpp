@@ -630,7 +630,7 @@ private:
         }
         try {
             auto c = std::make_unique<pg::connection>(uri_, opts_.statement_timeout);
-            follow_clock(*c);
+            follow_clock(c->clock_at_connect());
             health_.ok();
             return lease(this, std::move(c), false);
         } catch (store_error const& e) {
@@ -651,13 +651,16 @@ private:
     // round trip. This host's wall clock is read only for the log.
     void follow_clock(pg::connection& c)
     {
-        using namespace std::chrono;
-        auto const before = steady_clock::now();
-        auto const wall_before = system_clock::now();
+        auto const before = std::chrono::steady_clock::now();
         auto const server_ms = c.run("SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint").i64(0, 0);
-        auto const half = (steady_clock::now() - before) / 2;
-        popgate::store::follow_server_clock(server_ms, before + half);
-        auto const diff = server_ms - duration_cast<milliseconds>((wall_before + half).time_since_epoch()).count();
+        follow_clock({server_ms, before + (std::chrono::steady_clock::now() - before) / 2});
+    }
+    void follow_clock(pg::connection::clock_reading const& r)
+    {
+        using namespace std::chrono;
+        popgate::store::follow_server_clock(r.server_ms, r.at);
+        auto const wall_at = system_clock::now() - (steady_clock::now() - r.at);
+        auto const diff = r.server_ms - duration_cast<milliseconds>(wall_at.time_since_epoch()).count();
         std::int64_t const offset = (diff + (diff < 0 ? -500 : 500)) / 1000;
         // Logged when it moves by more than the rounding's second.
         auto const prev = logged_offset_.exchange(offset);
@@ -896,7 +899,7 @@ private:
                 c.exec("LISTEN popgate_networks");
                 listening = true;
                 refresh_generation(c);
-                follow_clock(c);
+                follow_clock(c.clock_at_connect());
                 health_.ok();
                 auto next_check = clock::now() + opts_.network_check_interval;
                 while (!st.stop_requested()) {

@@ -116,11 +116,20 @@ connection::connection(std::string const& uri, std::chrono::milliseconds stateme
     // and a crash then lost grants already answered for: such a session
     // asks for the local flush ("local"). A stronger setting (on,
     // remote_write, remote_apply: a synchronous standby) is left as it is.
+    // The server's clock is read in the same round trip (no second
+    // statement a server closing connections could cut in between).
     try {
-        exec("SET statement_timeout = " + std::to_string(statement_timeout.count()) +
-             "; SET idle_in_transaction_session_timeout = 60000"
-             "; SELECT set_config('synchronous_commit', 'local', false)"
-             " WHERE current_setting('synchronous_commit') = 'off'");
+        std::string const setup = "SET statement_timeout = " + std::to_string(statement_timeout.count()) +
+                                  "; SET idle_in_transaction_session_timeout = 60000"
+                                  "; SELECT set_config('synchronous_commit', 'local', false)"
+                                  " WHERE current_setting('synchronous_commit') = 'off'"
+                                  "; SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint";
+        auto const before = std::chrono::steady_clock::now();
+        PGresult* r = PQsendQuery(c_, setup.c_str()) ? await_result("statement", 4) : nullptr;
+        if (!r || PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) fail(r, "statement");
+        auto const half = (std::chrono::steady_clock::now() - before) / 2;
+        clock_at_connect_ = {std::stoll(PQgetvalue(r, 0, 0)), before + half};
+        PQclear(r);
     } catch (...) {
         // No destructor runs for an object whose constructor throws.
         PQfinish(c_);

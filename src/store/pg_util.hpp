@@ -76,6 +76,13 @@ public:
     bool went_stale();
     bool in_transaction() const noexcept { return PQtransactionStatus(c_) != PQTRANS_IDLE; }
     PGconn* raw() const noexcept { return c_; }
+    // The server's Unix milliseconds, read with the session's settings,
+    // and this side's steady clock at the middle of that round trip.
+    struct clock_reading {
+        std::int64_t server_ms = 0;
+        std::chrono::steady_clock::time_point at{};
+    };
+    clock_reading const& clock_at_connect() const noexcept { return clock_at_connect_; }
 
 private:
     [[noreturn]] void fail(PGresult* r, std::string_view what);
@@ -92,6 +99,7 @@ private:
     bool broken_ = false;
     bool timed_out_ = false;
     std::chrono::milliseconds answer_limit_{0};  // 0: none, per statement
+    clock_reading clock_at_connect_;
     std::unordered_map<char const*, std::string> prepared_;
 };
 
