@@ -566,6 +566,9 @@ def test_a_node_with_a_wrong_clock_judges_grants_by_the_servers(pg, make_gateway
     # daemon. Only the daemon's environment: psql and the CLI keep the time.
     with monkeypatch.context() as m:
         m.setenv("LD_PRELOAD", FAKETIME_LIB)
+        # Under AddressSanitizer (the dev preset) a preloaded library would
+        # come before its runtime, which it refuses at start.
+        m.setenv("ASAN_OPTIONS", os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0")
         m.setenv("FAKETIME", skew)
         m.setenv("FAKETIME_DONT_FAKE_MONOTONIC", "1")
         b.start()
@@ -586,6 +589,9 @@ def test_a_node_with_a_wrong_clock_judges_grants_by_the_servers(pg, make_gateway
     # The CLI on the skewed host too: it read the time before it connected.
     with monkeypatch.context() as m:
         m.setenv("LD_PRELOAD", FAKETIME_LIB)
+        # Under AddressSanitizer (the dev preset) a preloaded library would
+        # come before its runtime, which it refuses at start.
+        m.setenv("ASAN_OPTIONS", os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0")
         m.setenv("FAKETIME", skew)
         m.setenv("FAKETIME_DONT_FAKE_MONOTONIC", "1")
         b.cli("grant", "add", "127.0.0.44", "--ttl", "10m")
@@ -639,6 +645,9 @@ def test_a_node_whose_clock_is_stepped_right_keeps_the_servers_time(pg, make_gat
     skew.write_text("-5m\n")
     with monkeypatch.context() as m:
         m.setenv("LD_PRELOAD", FAKETIME_LIB)
+        # Under AddressSanitizer (the dev preset) a preloaded library would
+        # come before its runtime, which it refuses at start.
+        m.setenv("ASAN_OPTIONS", os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0")
         m.setenv("FAKETIME_TIMESTAMP_FILE", str(skew))
         m.setenv("FAKETIME_NO_CACHE", "1")
         m.setenv("FAKETIME_DONT_FAKE_MONOTONIC", "1")
