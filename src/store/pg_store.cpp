@@ -628,17 +628,31 @@ private:
             give_back();
             throw;
         }
-        try {
-            auto c = std::make_unique<pg::connection>(uri_, opts_.statement_timeout);
-            follow_clock(c->clock_at_connect());
-            health_.ok();
-            return lease(this, std::move(c), false);
-        } catch (store_error const& e) {
-            give_back();
-            health_.failed(e.what());
-            throw;
+        // A connection the server closed during its setup was accepted: the
+        // server is up (it closes connections: an administrator, a pooler),
+        // and another is tried at once. Only a connect that fails, or
+        // max_lost_in_a_row such losses, is an outage.
+        for (int lost = 1;; ++lost) {
+            try {
+                auto c = std::make_unique<pg::connection>(uri_, opts_.statement_timeout);
+                follow_clock(c->clock_at_connect());
+                health_.ok();
+                return lease(this, std::move(c), false);
+            } catch (pg::connection_lost const& e) {
+                if (lost < max_lost_in_a_row) continue;
+                give_back();
+                health_.failed(e.what());
+                throw;
+            } catch (store_error const& e) {
+                give_back();
+                health_.failed(e.what());
+                throw;
+            }
         }
     }
+    // Connections in a row the server may close just after it accepted them
+    // before one call gives up and calls the server unreachable.
+    static constexpr int max_lost_in_a_row = 3;
 
     // When a statement last timed out or found the server busy, or a call
     // found every connection taken for its whole budget.
@@ -688,29 +702,33 @@ private:
 
     // Runs f on a borrowed connection. A reused connection the server had
     // closed (it restarted, or failed over) is found on first use; the call
-    // is then tried again on another, until one that was just opened fails
-    // (the server is down: health_ says so) or the pool is spent: a
+    // is then tried again on another, until the pool is spent or a new
+    // connect fails (the server is down: health_ says so, in borrow()): a
     // statement that never reached a live server did nothing. The server
     // may have closed every idle connection at once (a restart,
-    // idle_session_timeout), so one retry is not enough. Not after a call
-    // that timed out: it was sent and may have run, and a server that does
-    // not answer one connection will not answer the next either.
-    bool try_again(lease const& c, int attempt) const noexcept
+    // idle_session_timeout), so one retry is not enough. A connection just
+    // opened and closed by the server before it answered (an administrator
+    // or a pooler closing connections) is tried again too, max_lost_in_a_row
+    // times in a row. Not after a call that timed out: it was sent and may
+    // have run, and a server that does not answer one connection will not
+    // answer the next either.
+    bool try_again(lease const& c, int attempt, int& fresh_lost) const noexcept
     {
-        return c.reused && !c.conn->timed_out() && attempt <= static_cast<int>(opts_.max_connections);
+        if (c.conn->timed_out() || attempt > static_cast<int>(opts_.max_connections)) return false;
+        return c.reused || ++fresh_lost < max_lost_in_a_row;
     }
 
     template <class F>
     auto with(F&& f) -> std::invoke_result_t<F&, pg::connection&>
     {
-        for (int attempt = 0;; ++attempt) {
+        for (int attempt = 0, fresh_lost = 0;; ++attempt) {
             auto c = borrow();
             try {
                 return f(*c.conn);
             } catch (store_error const& e) {
                 note_if_held_up(e, *c.conn);
                 if (!c.conn->broken()) throw;
-                if (try_again(c, attempt)) continue;
+                if (try_again(c, attempt, fresh_lost)) continue;
                 health_.failed(e.what());
                 throw;
             }
@@ -722,13 +740,13 @@ private:
     template <class F>
     auto in_transaction(F&& f) -> std::invoke_result_t<F&, pg::connection&>
     {
-        for (int attempt = 0;; ++attempt) {
+        for (int attempt = 0, fresh_lost = 0;; ++attempt) {
             auto c = borrow();
             try {
                 c.conn->run("BEGIN");
             } catch (store_error const& e) {
                 note_if_held_up(e, *c.conn);
-                if (c.conn->broken() && try_again(c, attempt)) continue;
+                if (c.conn->broken() && try_again(c, attempt, fresh_lost)) continue;
                 if (c.conn->broken()) health_.failed(e.what());
                 throw;
             }
@@ -744,8 +762,11 @@ private:
                 }
             } catch (store_error const& e) {
                 note_if_held_up(e, *c.conn);
-                if (c.conn->broken()) health_.failed(e.what());
-                else if (c.conn->in_transaction()) {
+                // A server that closed the connection mid-transaction was
+                // up: the next connect tells whether it still is. One that
+                // did not answer in time is not.
+                if (c.conn->timed_out()) health_.failed(e.what());
+                else if (!c.conn->broken() && c.conn->in_transaction()) {
                     try {
                         c.conn->run("ROLLBACK");
                     } catch (store_error const&) {
@@ -884,13 +905,14 @@ private:
     // sent while it was away is lost), reconnect with the health backoff.
     void watch(std::stop_token st)
     {
-        // A connection lost after it listened is reconnected at once, and is
-        // no outage by itself: the server may have closed it alone (an
-        // administrator, idle_session_timeout). A second loss within a
-        // second of such a reconnect pauses the watcher alone for a second:
-        // the connect worked, so the server is up, and health_'s backoff
-        // would refuse every decision and login meanwhile. Only a failed
-        // connect is health_'s (its log line and backoff).
+        // A connection lost once the server accepted it (before or after it
+        // listened) is reconnected at once, and is no outage by itself: the
+        // server may have closed it alone (an administrator,
+        // idle_session_timeout). A second loss within a second of such a
+        // reconnect pauses the watcher alone for a second: the connect
+        // worked, so the server is up, and health_'s backoff would refuse
+        // every decision and login meanwhile. Only a failed connect is
+        // health_'s (its log line and backoff).
         auto last_quick = clock::time_point{};
         while (!st.stop_requested()) {
             bool listening = false;
@@ -926,7 +948,7 @@ private:
                     }
                 }
             } catch (store_error const& e) {
-                if (listening) {
+                if (listening || dynamic_cast<pg::connection_lost const*>(&e)) {
                     bool const again = clock::now() - last_quick <= std::chrono::seconds(1);
                     last_quick = clock::now();
                     spdlog::info("database network watcher lost its connection, reconnecting{} reason={}",

@@ -73,6 +73,12 @@ store_error unavailable(std::string msg)
     return store_error(store_errc::unavailable, std::move(msg));
 }
 
+connection_lost lost(std::string msg)
+{
+    metrics::database_errors.with({"unavailable"}).inc();
+    return connection_lost(msg);
+}
+
 }  // namespace
 
 connection::connection(std::string const& uri, std::chrono::milliseconds statement_timeout)
@@ -165,7 +171,7 @@ void connection::fail(PGresult* r, std::string_view what)
     result owned(r);  // cleared on the way out
     if (!r || PQstatus(c_) != CONNECTION_OK) {
         broken_ = true;
-        throw unavailable("PostgreSQL connection lost (" + std::string(what) + "): " + trimmed(PQerrorMessage(c_)));
+        throw lost("PostgreSQL connection lost (" + std::string(what) + "): " + trimmed(PQerrorMessage(c_)));
     }
     char const* state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
     std::string const sqlstate = state ? state : "";
@@ -184,8 +190,12 @@ void connection::fail(PGresult* r, std::string_view what)
     }
     // 08 (connection), 57P0x (shutdown, cannot connect now), 53 (resources),
     // 25P03 (idle transaction timeout), and anything else: try again later.
-    if (sqlstate.starts_with("08") || sqlstate.starts_with("57P")) broken_ = true;
-    throw unavailable("PostgreSQL " + std::string(what) + ": " + primary + (sqlstate.empty() ? "" : " (" + sqlstate + ")"));
+    auto msg = "PostgreSQL " + std::string(what) + ": " + primary + (sqlstate.empty() ? "" : " (" + sqlstate + ")");
+    if (sqlstate.starts_with("08") || sqlstate.starts_with("57P")) {
+        broken_ = true;
+        throw lost(std::move(msg));
+    }
+    throw unavailable(std::move(msg));
 }
 
 PGresult* connection::await_result(std::string_view what, std::size_t statements)

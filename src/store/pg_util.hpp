@@ -49,6 +49,15 @@ private:
     std::unique_ptr<PGresult, void (*)(PGresult*)> r_;
 };
 
+// The server closed a connection it had accepted (an administrator's
+// pg_terminate_backend, idle_session_timeout, a pooler, a shutdown): the
+// server was up a moment ago. The store tries another connection before it
+// calls the server unreachable; a connect that fails is a plain store_error.
+class connection_lost : public store_error {
+public:
+    explicit connection_lost(std::string const& what) : store_error(store_errc::unavailable, what) {}
+};
+
 class connection {
 public:
     // Connects (blocking: never on an I/O thread). Throws store_error

@@ -490,11 +490,13 @@ def test_a_held_lock_delays_no_answer_past_its_busy_timeout(pg, make_gateway, up
 
 def test_the_network_watcher_lost_twice_in_a_second_takes_no_answer_down(pg, nodes):
     """Every connection of the node, the watcher's included, closed by the
-    server every 0.3 s (an administrator's pg_terminate_backend, a pooler):
+    server every 0.1 s (an administrator's pg_terminate_backend, a pooler):
     the watcher's second loss within a second marked the whole store
     unreachable, and every lookup that needed a new connection answered
     DEFER for the backoff although the server was up and the watcher's next
-    connect worked. Now the watcher waits a second alone."""
+    connect worked. Now the watcher waits a second alone. So did a
+    connection closed after the server accepted it and before its first
+    answer (in its setup, or its first statement): it is now tried again."""
     a, _ = nodes
     assert policy(a, "127.0.0.61") == "action=DUNNO"
     stop = time.time() + 4
@@ -511,13 +513,44 @@ def test_the_network_watcher_lost_twice_in_a_second_takes_no_answer_down(pg, nod
             killed += int(pg.psql("popgate", "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
                                   "WHERE datname = 'popgate' AND pid <> pg_backend_pid() AND backend_type = "
                                   "'client backend'")[0][0])
-            time.sleep(0.3)
+            time.sleep(0.1)
         for f in asking:
             f.result()
     assert killed >= 3, killed
     assert len(answers) > 20 and set(answers) == {"action=DUNNO"}, sorted(set(answers))
     assert a.wait_log("reconnecting in a second")
     assert "database unreachable" not in a.log()
+
+
+def test_logins_while_the_server_closes_connections_keep_the_node_up(pg, nodes):
+    """POP3 logins, each a transaction (its grant), while the server closes
+    every connection of the node every 0.1 s: a transaction cut short marked
+    the whole store unreachable, and every login and decision after it was
+    refused for the backoff although the server was up. Now that login
+    alone may fail, and the node stays up."""
+    a, _ = nodes
+    stop = time.time() + 4
+    answers = []
+
+    def log_in():
+        while time.time() < stop:  # from 20 addresses: the per-address connection rate stays in bounds
+            answers.append(login(a, f"127.0.1.{len(answers) % 20 + 1}"))
+
+    with ThreadPoolExecutor(1) as ex:
+        logging_in = ex.submit(log_in)
+        killed = 0
+        while time.time() < stop - 0.5:
+            killed += int(pg.psql("popgate", "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                  "WHERE datname = 'popgate' AND pid <> pg_backend_pid() AND backend_type = "
+                                  "'client backend'")[0][0])
+            time.sleep(0.1)
+        logging_in.result()
+    assert killed >= 3, killed
+    refused = [r for r in answers if not r.startswith(b"+OK")]
+    assert len(answers) > 20 and len(refused) <= len(answers) // 10, (len(answers), refused[:3])
+    assert all(r.startswith(b"-ERR [SYS/TEMP]") for r in refused), refused[:3]
+    assert "database unreachable" not in a.log()
+    assert policy(a, "127.0.1.1") == "action=OK"
 
 
 def test_a_burst_of_logins_on_a_healthy_database_all_log_in(pg, make_gateway, upstream):  # noqa: F811
