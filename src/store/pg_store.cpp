@@ -666,7 +666,7 @@ private:
     void follow_clock(pg::connection& c)
     {
         auto const before = std::chrono::steady_clock::now();
-        auto const server_ms = c.run("SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint").i64(0, 0);
+        auto const server_ms = c.run(pg::server_clock_sql).i64(0, 0);
         follow_clock({server_ms, before + (std::chrono::steady_clock::now() - before) / 2});
     }
     void follow_clock(pg::connection::clock_reading const& r)

@@ -128,8 +128,8 @@ connection::connection(std::string const& uri, std::chrono::milliseconds stateme
         std::string const setup = "SET statement_timeout = " + std::to_string(statement_timeout.count()) +
                                   "; SET idle_in_transaction_session_timeout = 60000"
                                   "; SELECT set_config('synchronous_commit', 'local', false)"
-                                  " WHERE current_setting('synchronous_commit') = 'off'"
-                                  "; SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint";
+                                  " WHERE current_setting('synchronous_commit') = 'off'; " +
+                                  server_clock_sql;
         auto const before = std::chrono::steady_clock::now();
         PGresult* r = PQsendQuery(c_, setup.c_str()) ? await_result("statement", 4) : nullptr;
         if (!r || PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) fail(r, "statement");

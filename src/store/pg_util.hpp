@@ -58,6 +58,10 @@ public:
     explicit connection_lost(std::string const& what) : store_error(store_errc::unavailable, what) {}
 };
 
+// The server's clock, Unix milliseconds: read in each connection's setup
+// and again by the network watcher.
+inline constexpr char server_clock_sql[] = "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint";
+
 class connection {
 public:
     // Connects (blocking: never on an I/O thread). Throws store_error
