@@ -25,24 +25,16 @@ namespace {
 
 namespace fs = std::filesystem;
 
-bool uses_tls(config::settings const& s)
-{
-    for (auto const& l : s.listeners)
-        if (l.tls != config::tls_mode::none) return true;
-    return false;
-}
-
 // As serve does at start, before it switches users: the files are read by
 // whoever starts the daemon. Both missing with self_signed: made at start,
 // so their directory must be one the starter can make or write.
 void check_tls(config::settings const& s, daemon::service_account const& a, std::vector<std::string>& problems)
 {
-    if (!uses_tls(s)) return;
+    if (!s.uses_tls()) return;
     auto const& t = s.tls;
     std::error_code ec;
-    bool const have_cert = fs::exists(t.cert_file, ec);
-    bool const have_key = fs::exists(t.key_file, ec);
-    if (!have_cert && !have_key && t.self_signed) {
+    bool const made_at_start = daemon::makes_self_signed(t);
+    if (made_at_start) {
         for (auto const& [key, file] : {std::pair{"tls.cert_file", t.cert_file}, std::pair{"tls.key_file", t.key_file}}) {
             auto const dir = file.has_parent_path() ? file.parent_path() : fs::path(".");
             bool const dir_ok = fs::exists(dir, ec) ? ::access(dir.c_str(), W_OK | X_OK) == 0 || ::geteuid() == 0
@@ -55,7 +47,6 @@ void check_tls(config::settings const& s, daemon::service_account const& a, std:
     }
     // The rest of [tls] (ciphers, suites, a second certificate) is tried on
     // what start will make, or the daemon would be the first to refuse it.
-    bool const made_at_start = !have_cert && !have_key && t.self_signed;
     try {
         // Read as the daemon reads them at start.
         io::file_opener const open = [&a](auto const& file, std::string& why) {
@@ -118,7 +109,7 @@ void check_files_as_account(config::settings const& s, daemon::service_account c
 {
     if (!a.switches) return;
     std::vector<std::pair<std::string, fs::path>> files;
-    if (uses_tls(s)) {
+    if (s.uses_tls()) {
         files.emplace_back("tls.cert_file", s.tls.cert_file);
         files.emplace_back("tls.key_file", s.tls.key_file);
     }
@@ -204,8 +195,7 @@ int check_config(std::string const& file)
                          "auth-policy report (403)\n";
     // Not a problem either, but a typo in a path would be served as a
     // self-signed certificate by the first start.
-    std::error_code ec;
-    if (uses_tls(s) && s.tls.self_signed && !fs::exists(s.tls.cert_file, ec) && !fs::exists(s.tls.key_file, ec))
+    if (s.uses_tls() && daemon::makes_self_signed(s.tls))
         std::cerr << name << ": note: tls.cert_file " << s.tls.cert_file.string() << " and tls.key_file "
                   << s.tls.key_file.string()
                   << " are missing: the daemon's start makes a self-signed pair there (tls.self_signed); a reload "

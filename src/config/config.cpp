@@ -631,6 +631,11 @@ bool is_postgresql_uri(std::string_view database) noexcept
 
 bool settings::database_is_postgresql() const { return is_postgresql_uri(database.native()); }
 
+bool settings::uses_tls() const
+{
+    return std::ranges::any_of(listeners, [](listener const& l) { return l.tls != tls_mode::none; });
+}
+
 bool looks_like_conninfo(std::string_view d)
 {
     // libpq decides: what it parses is a connection string (its whole

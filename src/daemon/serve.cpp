@@ -71,21 +71,6 @@ struct server {
     bool draining = false;
 };
 
-bool any_tls(config::settings const& s)
-{
-    for (auto const& l : s.listeners)
-        if (l.tls != config::tls_mode::none) return true;
-    return false;
-}
-
-// Missing for sure: a file that cannot be looked at (a directory only root
-// may search, read after the switch) is not.
-bool surely_missing(std::filesystem::path const& p)
-{
-    std::error_code ec;
-    return !std::filesystem::exists(p, ec) && !ec;
-}
-
 // The certificate and key (made first when self_signed and both are
 // missing; load_tls says when that may be). Started as root, a self-signed pair in a directory the
 // account controls (the default var/tls, /var/lib/popgate/tls) is made with
@@ -97,7 +82,7 @@ io::tls_material read_tls(config::settings const& s, service_account const& a)
     // directory only root may read) is read as root, as always, through
     // open_to_read: no link or other name the account could have put in its
     // way is followed (a key of root's served as popgate's own).
-    bool const to_make = s.tls.self_signed && surely_missing(s.tls.cert_file) && surely_missing(s.tls.key_file);
+    bool const to_make = makes_self_signed(s.tls);
     std::optional<as_account> as;
     if (to_make && ::geteuid() == 0 &&
         (account_can_redirect(s.tls.cert_file, a) || account_can_redirect(s.tls.key_file, a)))
@@ -115,12 +100,12 @@ io::tls_material read_tls(config::settings const& s, service_account const& a)
 // nor before a reload first turns TLS on).
 std::shared_ptr<asio::ssl::context> load_tls(server& srv, config::settings const& s, bool in_service)
 {
-    if (!any_tls(s)) return nullptr;
+    if (!s.uses_tls()) return nullptr;
     // A certificate in service is never replaced by a self-signed one: a
     // mistyped path in a renewed config (or a pair deleted by mistake) had
     // the reload make one and serve it, logged as routine. Refused before
     // the fallback below, which keeps serving but applies the rest.
-    if (in_service && s.tls.self_signed && surely_missing(s.tls.cert_file) && surely_missing(s.tls.key_file))
+    if (in_service && makes_self_signed(s.tls))
         throw std::runtime_error("tls.cert_file " + s.tls.cert_file.string() + " and tls.key_file " +
                                  s.tls.key_file.string() +
                                  " are both missing: a reload does not replace the certificate in service with a "

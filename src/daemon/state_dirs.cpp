@@ -555,6 +555,17 @@ std::vector<state_dir> state_dirs_of(config::settings const& s)
 
 }  // namespace
 
+bool surely_missing(fs::path const& p)
+{
+    std::error_code ec;
+    return !fs::exists(p, ec) && !ec;
+}
+
+bool makes_self_signed(config::tls_settings const& t)
+{
+    return t.self_signed && surely_missing(t.cert_file) && surely_missing(t.key_file);
+}
+
 std::string why_not_creatable(fs::path const& dir)
 {
     // make_dirs runs before the switch, as whoever started the daemon: the

@@ -120,6 +120,7 @@ struct settings {
 
     std::vector<listener> listeners;
     tls_settings tls;
+    bool uses_tls() const;  // a listener with implicit TLS or STARTTLS: [tls] is read
 
     // [storage]
     // A SQLite file, or a postgresql:// URI (libpq; never with a password).

@@ -140,4 +140,12 @@ std::vector<std::string> check_state_dirs(config::settings const& s, service_acc
 // it; else why not.
 std::string why_not_creatable(std::filesystem::path const& dir);
 
+// Missing for sure: a file that cannot be looked at (in a directory only
+// root may search) is not.
+bool surely_missing(std::filesystem::path const& p);
+// tls.self_signed and both files of the pair surely missing: the daemon's
+// start makes a self-signed pair there (a reload never does in place of a
+// certificate in service). serve and check-config judge it alike.
+bool makes_self_signed(config::tls_settings const& t);
+
 }  // namespace popgate::daemon
