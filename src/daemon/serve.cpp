@@ -334,9 +334,14 @@ asio::awaitable<void> signal_loop(server& srv, asio::signal_set& sigs)
                      srv.ctx->active_sessions());
         srv.draining = true;
         srv.ctx->set_state(session::serving_state::draining);
-        for (auto& a : srv.acceptors) {
+        // Mail and policy listeners close at once. HTTP ones answer on until
+        // the process ends: a balancer's or orchestrator's probe then reads
+        // /readyz "503 not ready: draining" (and takes the node out), not a
+        // refused connection it could take for a crash.
+        for (std::size_t i = 0; i < srv.acceptors.size(); ++i) {
+            if (srv.listeners[i].cfg.protocol == "http") continue;
             boost::system::error_code ignored;
-            a->close(ignored);
+            srv.acceptors[i]->close(ignored);
         }
         // Sessions finish what they are doing; whatever is still open after
         // the grace period is cut. Nothing is lost by that: a POP3 session that

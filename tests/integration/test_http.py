@@ -6,6 +6,7 @@ import http.client
 import json
 import os
 import re
+import signal
 import smtplib
 import socket
 import subprocess
@@ -112,6 +113,35 @@ def test_readyz_says_503_when_the_database_is_gone(gw):
     while get(gw, "/readyz")[0] != 200 and time.time() < deadline:
         time.sleep(0.2)
     assert get(gw, "/readyz") == (200, "ready\n")
+
+
+def test_readyz_says_503_draining_while_sigterm_drains(gw):
+    """After SIGTERM the mail listeners close at once, but a POP3 session
+    still open holds the drain: the HTTP listener closed with them, so a
+    balancer's probe got a refused connection instead of the documented
+    "503 not ready: draining". It now answers until the process ends."""
+    pop = socket.create_connection(("127.0.0.1", gw.port("pop3")), timeout=10)
+    assert pop.recv(512).startswith(b"+OK")
+    gw.proc.send_signal(signal.SIGTERM)
+    assert gw.wait_log("draining sessions=1")
+    assert eventually(lambda: refused(gw.port("pop3")))
+    r = subprocess.run(["curl", "-sS", "-i", url(gw, "/readyz")], capture_output=True, timeout=20)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(b"HTTP/1.1 503 ") and r.stdout.endswith(b"\r\n\r\nnot ready: draining (shutting down)\n")
+    assert get(gw, "/healthz") == (200, "ok\n")  # alive: a supervisor must not restart it
+    pop.sendall(b"QUIT\r\n")
+    assert pop.recv(512).startswith(b"+OK")
+    pop.close()
+    assert gw.proc.wait(15) == 0
+    assert refused(gw.port("http"))
+
+
+def refused(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return False
+    except OSError:
+        return True
 
 
 def test_keep_alive_serves_many_requests_on_one_connection(gw):
