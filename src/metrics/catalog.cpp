@@ -96,7 +96,7 @@ struct declare_fixed {
             upstream_seconds.with({s});
             for (auto r : {"ok", "temporary", "permanent"}) upstream_results.with({s, r});
         }
-        for (auto k : {"busy", "unavailable"}) database_errors.with({k});
+        for (auto k : {"busy", "unavailable", "lost"}) database_errors.with({k});
         for (auto s : {"user", "address"}) auth_blocks.with({s});
         for (auto r : {"granted", "no_grant", "refused", "unavailable"}) dovecot_reports.with({r});
         // A Dovecot report has no popgate listener whose grant = false

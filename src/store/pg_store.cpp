@@ -166,7 +166,7 @@ public:
                     throw store_error(store_errc::duplicate, "user '" + u.name + "' already exists");
                 throw;
             }
-        });
+        }, effect::writes);
     }
 
     void update_user(user_record const& u) override
@@ -176,14 +176,14 @@ public:
                            " updated_at = unixepoch() WHERE name = $1",
                            {p(u.name), p(u.password_hash), p(u.shared_secret), p(u.disabled), p(u.apop_only)});
             if (r.affected() == 0) throw store_error(store_errc::not_found, "no such user '" + u.name + "'");
-        });
+        }, effect::writes);
     }
 
     bool delete_user(std::string_view name) override
     {
         return with([&](pg::connection& c) {
             return c.run("DELETE FROM users WHERE name = $1", {p(name)}).affected() > 0;
-        });
+        }, effect::writes);
     }
 
     std::vector<user_record> list_users() override
@@ -243,14 +243,14 @@ public:
 
     void touch_grant(std::string const& address, unix_time t) override
     {
-        with([&](pg::connection& c) { put_touch(c, {address, t}); });
+        with([&](pg::connection& c) { put_touch(c, {address, t}); }, effect::writes);
     }
 
     bool delete_grant(std::string_view address) override
     {
         return with([&](pg::connection& c) {
             return c.run("DELETE FROM relay_grants WHERE address = $1::inet", {p(address)}).affected() > 0;
-        });
+        }, effect::writes);
     }
 
     std::size_t delete_grants_of_user(std::string_view user) override
@@ -258,7 +258,7 @@ public:
         return with([&](pg::connection& c) {
             return static_cast<std::size_t>(
                 c.run("DELETE FROM relay_grants WHERE \"user\" = $1", {p(user)}).affected());
-        });
+        }, effect::writes);
     }
 
     std::vector<grant> active_grants_of_user(std::string_view user, unix_time t) override
@@ -325,14 +325,14 @@ public:
                     throw store_error(store_errc::duplicate, "network " + n.cidr + " is already allowed");
                 throw;
             }
-        });
+        }, effect::writes);
     }
 
     bool delete_network(std::string_view cidr) override
     {
         return with([&](pg::connection& c) {
             return c.run("DELETE FROM allowed_networks WHERE cidr = $1::cidr", {p(cidr)}).affected() > 0;
-        });
+        }, effect::writes);
     }
 
     std::vector<network> list_networks() override
@@ -361,7 +361,7 @@ public:
     void audit(std::string_view event, std::string_view address, std::string_view user,
                std::string_view detail) override
     {
-        with([&](pg::connection& c) { put_audit(c, event, address, user, detail); });
+        with([&](pg::connection& c) { put_audit(c, event, address, user, detail); }, effect::writes);
     }
 
     void write_batch(std::span<write_op const> ops, std::vector<std::string>& errors,
@@ -465,7 +465,7 @@ public:
                 c.run("DELETE FROM audit_log WHERE at < $2 OR id <= (SELECT max(id) FROM audit_log) - $1",
                       {p(static_cast<std::int64_t>(keep_rows)), p(older_than)})
                     .affected());
-        });
+        }, effect::writes);
     }
 
     int schema_version() override
@@ -579,6 +579,14 @@ private:
 
     lease borrow()
     {
+        int fresh_lost = 0;
+        return borrow(fresh_lost);
+    }
+    // fresh_lost: the new connections the server closed during this call
+    // (counted here and by with()), shared so that max_lost_in_a_row bounds
+    // the call, not each of its steps.
+    lease borrow(int& fresh_lost)
+    {
         // A call that waited its whole budget for a pool thread while
         // statements were timing out (behind a held lock every thread waits
         // out statement_timeout) answers "busy" at once, as it would have
@@ -631,15 +639,15 @@ private:
         // A connection the server closed during its setup was accepted: the
         // server is up (it closes connections: an administrator, a pooler),
         // and another is tried at once. Only a connect that fails, or
-        // max_lost_in_a_row such losses, is an outage.
-        for (int lost = 1;; ++lost) {
+        // max_lost_in_a_row such losses in one call, is an outage.
+        for (;;) {
             try {
                 auto c = std::make_unique<pg::connection>(uri_, opts_.statement_timeout);
                 follow_clock(c->clock_at_connect());
                 health_.ok();
                 return lease(this, std::move(c), false);
             } catch (pg::connection_lost const& e) {
-                if (lost < max_lost_in_a_row) continue;
+                if (++fresh_lost < max_lost_in_a_row) continue;
                 give_back();
                 health_.failed(e.what());
                 throw;
@@ -650,7 +658,7 @@ private:
             }
         }
     }
-    // Connections in a row the server may close just after it accepted them
+    // New connections the server may close just after it accepted them
     // before one call gives up and calls the server unreachable.
     static constexpr int max_lost_in_a_row = 3;
 
@@ -700,81 +708,108 @@ private:
         return at != 0 && clock::now() - clock::time_point(clock::duration(at)) <= d;
     }
 
+    // What a call on a connection may do: a statement that writes may have
+    // run (and committed) when the server closed the connection under it.
+    enum class effect { reads, writes };
+
     // Runs f on a borrowed connection. A reused connection the server had
     // closed (it restarted, or failed over) is found on first use; the call
     // is then tried again on another, until the pool is spent or a new
     // connect fails (the server is down: health_ says so, in borrow()): a
     // statement that never reached a live server did nothing. The server
     // may have closed every idle connection at once (a restart,
-    // idle_session_timeout), so one retry is not enough. A connection just
-    // opened and closed by the server before it answered (an administrator
-    // or a pooler closing connections) is tried again too, max_lost_in_a_row
-    // times in a row. Not after a call that timed out: it was sent and may
-    // have run, and a server that does not answer one connection will not
-    // answer the next either.
-    bool try_again(lease const& c, int attempt, int& fresh_lost) const noexcept
+    // idle_session_timeout), so one retry is not enough. A new connection
+    // the server closed (an administrator or a pooler closing connections)
+    // is tried again too, for reads only, max_lost_in_a_row in one call: a
+    // write on it was sent to a live server and may have run, so that call
+    // fails alone and the store stays up. Not after a call that timed out:
+    // it was sent and may have run, and a server that does not answer one
+    // connection will not answer the next either.
+    template <class F>
+    auto with(F&& f, effect e = effect::reads) -> std::invoke_result_t<F&, pg::connection&>
     {
-        if (c.conn->timed_out() || attempt > static_cast<int>(opts_.max_connections)) return false;
-        return c.reused || ++fresh_lost < max_lost_in_a_row;
+        return counting_losses([&] {
+            for (int attempt = 0, fresh_lost = 0;; ++attempt) {
+                auto c = borrow(fresh_lost);
+                try {
+                    return f(*c.conn);
+                } catch (store_error const& err) {
+                    note_if_held_up(err, *c.conn);
+                    if (!c.conn->broken()) throw;
+                    if (!after_loss(c, attempt, fresh_lost, e, err)) throw;
+                }
+            }
+        });
     }
 
-    template <class F>
-    auto with(F&& f) -> std::invoke_result_t<F&, pg::connection&>
+    // After a call found its connection broken: true to try it again;
+    // false when it fails, health_ told when that means an outage.
+    bool after_loss(lease const& c, int attempt, int& fresh_lost, effect e, store_error const& err)
     {
-        for (int attempt = 0, fresh_lost = 0;; ++attempt) {
-            auto c = borrow();
-            try {
-                return f(*c.conn);
-            } catch (store_error const& e) {
-                note_if_held_up(e, *c.conn);
-                if (!c.conn->broken()) throw;
-                if (try_again(c, attempt, fresh_lost)) continue;
-                health_.failed(e.what());
-                throw;
-            }
+        if (!c.reused) ++fresh_lost;
+        bool const spent = attempt > static_cast<int>(opts_.max_connections) || fresh_lost >= max_lost_in_a_row;
+        if (c.conn->timed_out() || spent) {
+            health_.failed(err.what());
+            return false;
+        }
+        return c.reused || e == effect::reads;
+    }
+
+    // A loss the call could not get past is a failed operation ("unavailable");
+    // the losses it got past are only "lost".
+    template <class F>
+    static auto counting_losses(F&& f) -> std::invoke_result_t<F&>
+    {
+        try {
+            return f();
+        } catch (pg::connection_lost const&) {
+            metrics::database_errors.with({"unavailable"}).inc();
+            throw;
         }
     }
 
     // BEGIN ... COMMIT around f; rolled back if f throws. Retried like
-    // with() only when BEGIN itself found the connection dead.
+    // with()'s reads when BEGIN itself found the connection dead; never
+    // after (the transaction may have committed as the connection went).
     template <class F>
     auto in_transaction(F&& f) -> std::invoke_result_t<F&, pg::connection&>
     {
-        for (int attempt = 0, fresh_lost = 0;; ++attempt) {
-            auto c = borrow();
-            try {
-                c.conn->run("BEGIN");
-            } catch (store_error const& e) {
-                note_if_held_up(e, *c.conn);
-                if (c.conn->broken() && try_again(c, attempt, fresh_lost)) continue;
-                if (c.conn->broken()) health_.failed(e.what());
-                throw;
-            }
-            try {
-                if constexpr (std::is_void_v<std::invoke_result_t<F&, pg::connection&>>) {
-                    f(*c.conn);
-                    c.conn->run("COMMIT");
-                    return;
-                } else {
-                    auto out = f(*c.conn);
-                    c.conn->run("COMMIT");
-                    return out;
+        return counting_losses([&]() -> std::invoke_result_t<F&, pg::connection&> {
+            for (int attempt = 0, fresh_lost = 0;; ++attempt) {
+                auto c = borrow(fresh_lost);
+                try {
+                    c.conn->run("BEGIN");
+                } catch (store_error const& err) {
+                    note_if_held_up(err, *c.conn);
+                    if (c.conn->broken() && after_loss(c, attempt, fresh_lost, effect::reads, err)) continue;
+                    throw;
                 }
-            } catch (store_error const& e) {
-                note_if_held_up(e, *c.conn);
-                // A server that closed the connection mid-transaction was
-                // up: the next connect tells whether it still is. One that
-                // did not answer in time is not.
-                if (c.conn->timed_out()) health_.failed(e.what());
-                else if (!c.conn->broken() && c.conn->in_transaction()) {
-                    try {
-                        c.conn->run("ROLLBACK");
-                    } catch (store_error const&) {
+                try {
+                    if constexpr (std::is_void_v<std::invoke_result_t<F&, pg::connection&>>) {
+                        f(*c.conn);
+                        c.conn->run("COMMIT");
+                        return;
+                    } else {
+                        auto out = f(*c.conn);
+                        c.conn->run("COMMIT");
+                        return out;
                     }
+                } catch (store_error const& err) {
+                    note_if_held_up(err, *c.conn);
+                    // A server that closed the connection mid-transaction was
+                    // up: the next connect tells whether it still is. One
+                    // that did not answer in time is not.
+                    if (c.conn->timed_out()) health_.failed(err.what());
+                    else if (!c.conn->broken() && c.conn->in_transaction()) {
+                        try {
+                            c.conn->run("ROLLBACK");
+                        } catch (store_error const&) {
+                        }
+                    }
+                    throw;
                 }
-                throw;
             }
-        }
+        });
     }
 
     static std::vector<grant> grants_of(pg::result const& r)
@@ -914,12 +949,14 @@ private:
         // every decision and login meanwhile. Only a failed connect is
         // health_'s (its log line and backoff).
         auto last_quick = clock::time_point{};
+        int lost_before_listening = 0;  // in a row: a pooler whose server is down accepts, then closes
         while (!st.stop_requested()) {
             bool listening = false;
             try {
                 pg::connection c(uri_, opts_.statement_timeout);
                 c.exec("LISTEN popgate_networks");
                 listening = true;
+                lost_before_listening = 0;
                 refresh_generation(c);
                 follow_clock(c.clock_at_connect());
                 health_.ok();
@@ -948,7 +985,8 @@ private:
                     }
                 }
             } catch (store_error const& e) {
-                if (listening || dynamic_cast<pg::connection_lost const*>(&e)) {
+                bool const lost = dynamic_cast<pg::connection_lost const*>(&e) != nullptr;
+                if (listening || (lost && ++lost_before_listening < max_lost_in_a_row)) {
                     bool const again = clock::now() - last_quick <= std::chrono::seconds(1);
                     last_quick = clock::now();
                     spdlog::info("database network watcher lost its connection, reconnecting{} reason={}",

@@ -73,9 +73,11 @@ store_error unavailable(std::string msg)
     return store_error(store_errc::unavailable, std::move(msg));
 }
 
+// Counted as "lost" where it happens; the store counts "unavailable" too
+// when the call it broke fails for it (pg_store's counting_losses).
 connection_lost lost(std::string msg)
 {
-    metrics::database_errors.with({"unavailable"}).inc();
+    metrics::database_errors.with({"lost"}).inc();
     return connection_lost(msg);
 }
 

@@ -50,9 +50,10 @@ private:
 };
 
 // The server closed a connection it had accepted (an administrator's
-// pg_terminate_backend, idle_session_timeout, a pooler, a shutdown): the
-// server was up a moment ago. The store tries another connection before it
-// calls the server unreachable; a connect that fails is a plain store_error.
+// pg_terminate_backend, idle_session_timeout, a shutdown; or a pooler in
+// front of it, SQLSTATE 08, whose server may be down): the store may try
+// another connection before it calls the server unreachable. A connect that
+// fails is a plain store_error.
 class connection_lost : public store_error {
 public:
     explicit connection_lost(std::string const& what) : store_error(store_errc::unavailable, what) {}
@@ -65,8 +66,9 @@ inline constexpr char server_clock_sql[] = "SELECT (extract(epoch FROM clock_tim
 class connection {
 public:
     // Connects (blocking: never on an I/O thread). Throws store_error
-    // (unavailable) with libpq's reason; the URI's password never appears:
-    // it is refused by the configuration before this is reached.
+    // (unavailable) with libpq's reason, or connection_lost when the server
+    // closed the connection during its setup; the URI's password never
+    // appears: it is refused by the configuration before this is reached.
     connection(std::string const& conninfo, std::chrono::milliseconds statement_timeout);
     ~connection();
     connection(connection const&) = delete;

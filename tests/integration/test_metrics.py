@@ -94,6 +94,17 @@ def pop3_login(g, user, password, source="127.0.0.1"):
         p.quit()
 
 
+def promtool_test_rules(tmp_path, tests):
+    """`promtool test rules` of the shipped rules file with these tests
+    (YAML, the list under `tests:`, each at two spaces)."""
+    rules = os.path.join(ROOT, "deploy", "prometheus", "popgate-rules.yml")
+    spec = tmp_path / "rules-test.yml"
+    spec.write_text(f"rule_files: [{rules}]\nevaluation_interval: 1m\ntests:\n{tests.lstrip(chr(10))}")
+    r = subprocess.run([PROMTOOL, "test", "rules", str(spec)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "SUCCESS" in r.stdout + r.stderr
+
+
 def promtool_check_metrics(text):
     r = subprocess.run([PROMTOOL, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
     return r.returncode, r.stdout + r.stderr
@@ -379,11 +390,7 @@ def test_shipped_alert_rules_pass_promtool():
 def test_refused_dovecot_reports_raise_the_alert(tmp_path):
     # promtool's own rule test: the shipped rule fires once refusals appear,
     # and stays quiet while Dovecot's reports are granted.
-    rules = os.path.join(ROOT, "deploy", "prometheus", "popgate-rules.yml")
-    spec = tmp_path / "dovecot-alert-test.yml"
-    spec.write_text(f"""rule_files: [{rules}]
-evaluation_interval: 1m
-tests:
+    promtool_test_rules(tmp_path, f"""
   - interval: 1m
     input_series:
       - series: 'popgate_dovecot_reports_total{{instance="gw1",job="popgate",result="refused"}}'
@@ -402,9 +409,6 @@ tests:
               summary: "popgate refuses Dovecot's login reports on gw1"
               description: "14 refused in 15 minutes: see 'http dovecot report refused' and 'reason=attributes' in popgate's log."
 """)
-    r = subprocess.run([PROMTOOL, "test", "rules", str(spec)], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert "SUCCESS" in r.stdout + r.stderr
 
 
 def test_connections_turned_away_are_counted_by_listener_and_reason(make_gateway):
@@ -472,12 +476,8 @@ def test_connections_turned_away_are_counted_by_listener_and_reason(make_gateway
 def test_connections_refused_alert_fires_for_a_full_gateway_not_for_one_client(tmp_path):
     # promtool's rule test: max_sessions and bad PROXY headers raise it; one
     # address held to max_sessions_per_ip (the limit doing its job) does not.
-    rules = os.path.join(ROOT, "deploy", "prometheus", "popgate-rules.yml")
-    spec = tmp_path / "refused-alert-test.yml"
     series = 'popgate_connections_refused_total{{instance="gw1",job="popgate",listener="{}",reason="{}"}}'
-    spec.write_text(f"""rule_files: [{rules}]
-evaluation_interval: 1m
-tests:
+    promtool_test_rules(tmp_path, f"""
   - interval: 1m
     input_series:
       - series: '{series.format("smtp", "max_sessions_per_ip")}'
@@ -497,6 +497,30 @@ tests:
             exp_annotations:
               summary: "popgate turns connections away on listener smtp (max_sessions) on gw1"
 """)
-    r = subprocess.run([PROMTOOL, "test", "rules", str(spec)], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert "SUCCESS" in r.stdout + r.stderr
+
+
+@pytest.mark.skipif(PROMTOOL is None, reason="promtool (Debian package prometheus) is needed")
+def test_database_errors_alert_fires_for_failures_not_for_connections_tried_again(tmp_path):
+    # An administrator's pg_terminate_backend closes connections that the
+    # store tries again on another (kind="lost"): clients see nothing, so it
+    # must not page. A failed operation (kind="unavailable") does.
+    series = 'popgate_database_errors_total{{instance="gw1",job="popgate",kind="{}"}}'
+    promtool_test_rules(tmp_path, f"""
+  - interval: 1m
+    input_series:
+      - series: '{series.format("lost")}'
+        values: '0+5x40'
+      - series: '{series.format("unavailable")}'
+        values: '0x20 1+1x20'
+    alert_rule_test:
+      - eval_time: 15m
+        alertname: PopgateDatabaseErrors
+        exp_alerts: []
+      - eval_time: 25m
+        alertname: PopgateDatabaseErrors
+        exp_alerts:
+          - exp_labels: {{severity: critical, instance: gw1, job: popgate, kind: unavailable}}
+            exp_annotations:
+              summary: "popgate database errors (unavailable) on gw1"
+              description: "5 failed database operations in 5 minutes."
+""")

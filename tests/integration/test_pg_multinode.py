@@ -44,7 +44,7 @@ def pg():
     shutil.rmtree(d, ignore_errors=True)
 
 
-def two_nodes(pg, make_gateway, upstream, policy=False, **relay):  # noqa: F811
+def two_nodes(pg, make_gateway, upstream, policy=False, http=False, **relay):  # noqa: F811
     """Nodes A and B on a new database "popgate" with these [relay] keys;
     bob exists."""
     uri = pg.create_database("popgate")
@@ -52,6 +52,8 @@ def two_nodes(pg, make_gateway, upstream, policy=False, **relay):  # noqa: F811
                  {"name": "smtp", "protocol": "smtp", "tls": "starttls"}]
     if policy:
         listeners.append({"name": "policy", "protocol": "policy"})
+    if http:
+        listeners.append({"name": "http", "protocol": "http"})
     overrides = relay_overrides(upstream, storage={"database": uri}, relay=relay)
     a = make_gateway(overrides, listeners, name="node-a")
     b = make_gateway(overrides, listeners, name="node-b")
@@ -61,7 +63,7 @@ def two_nodes(pg, make_gateway, upstream, policy=False, **relay):  # noqa: F811
 
 @pytest.fixture
 def nodes(pg, make_gateway, upstream):  # noqa: F811
-    return two_nodes(pg, make_gateway, upstream, policy=True)
+    return two_nodes(pg, make_gateway, upstream, policy=True, http=True)
 
 
 def login(g, source, password=PASSWORD):
@@ -104,6 +106,13 @@ def policy(g, client):
                 break
             data += chunk
         return data.decode().strip()
+
+
+def database_errors(g, kind):
+    with urllib.request.urlopen(f"http://127.0.0.1:{g.port('http')}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    line = next(ln for ln in text.splitlines() if ln.startswith(f'popgate_database_errors_total{{kind="{kind}"}} '))
+    return float(line.split()[-1])
 
 
 def grant_rows(pg):
@@ -499,6 +508,7 @@ def test_the_network_watcher_lost_twice_in_a_second_takes_no_answer_down(pg, nod
     answer (in its setup, or its first statement): it is now tried again."""
     a, _ = nodes
     assert policy(a, "127.0.0.61") == "action=DUNNO"
+    unavailable, lost = database_errors(a, "unavailable"), database_errors(a, "lost")
     stop = time.time() + 4
     answers = []
 
@@ -520,6 +530,9 @@ def test_the_network_watcher_lost_twice_in_a_second_takes_no_answer_down(pg, nod
     assert len(answers) > 20 and set(answers) == {"action=DUNNO"}, sorted(set(answers))
     assert a.wait_log("reconnecting in a second")
     assert "database unreachable" not in a.log()
+    # Each connection closed is counted "lost" (no alert); no decision failed.
+    assert database_errors(a, "lost") > lost
+    assert database_errors(a, "unavailable") == unavailable
 
 
 def test_logins_while_the_server_closes_connections_keep_the_node_up(pg, nodes):
