@@ -103,7 +103,11 @@ int no_passphrase(char*, int, int, void*) { return 0; }
 
 // Every certificate and CRL in `pem` becomes trusted by `c`, as
 // SSL_CTX_load_verify_locations(file) would make them; throws naming `file`
-// when there is none or one is malformed.
+// when there is none or one is malformed. A file with CRLs has them
+// checked: the upstream's certificate is refused when its issuer's CRL
+// revokes it, when that CRL has expired, or when the file holds no CRL of
+// its issuer (an administrator who gives CRLs expects revocation to count,
+// and a check that passes without one would not be a check).
 void load_ca_pem(SSL_CTX* c, std::string const& pem, std::filesystem::path const& file)
 {
     auto const fail = [&] {
@@ -116,6 +120,7 @@ void load_ca_pem(SSL_CTX* c, std::string const& pem, std::filesystem::path const
         infos, [](STACK_OF(X509_INFO)* p) { sk_X509_INFO_pop_free(p, X509_INFO_free); });
     X509_STORE* store = SSL_CTX_get_cert_store(c);
     int loaded = 0;
+    bool crls = false;
     for (int i = 0; i < sk_X509_INFO_num(infos); ++i) {
         X509_INFO const* info = sk_X509_INFO_value(infos, i);
         if (info->x509) {
@@ -125,6 +130,7 @@ void load_ca_pem(SSL_CTX* c, std::string const& pem, std::filesystem::path const
         if (info->crl) {
             if (X509_STORE_add_crl(store, info->crl) != 1) throw fail();
             ++loaded;
+            crls = true;
         }
     }
     if (loaded == 0) {
@@ -132,6 +138,7 @@ void load_ca_pem(SSL_CTX* c, std::string const& pem, std::filesystem::path const
         throw std::runtime_error("relay.upstream_ca_file: cannot load " + file.string() +
                                  ": no certificate or CRL in it");
     }
+    if (crls) X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK);
 }
 
 void write_pem(std::filesystem::path const& p, auto&& writer)

@@ -160,6 +160,60 @@ def test_a_certificate_that_does_not_verify_gets_451_and_nothing_is_sent(make_ga
     assert up.messages == [] and up.auths == []
 
 
+def make_crl(d, ca, revoke=None):
+    """A CRL of `ca` (its files in d, as make_ca wrote them), revoking the
+    certificate file `revoke` if given."""
+    work = d / f"crl-{ca}-{revoke.stem if revoke else 'none'}"
+    work.mkdir()
+    (work / "index.txt").write_text("")
+    (work / "crlnumber").write_text("1000\n")
+    (work / "ca.cnf").write_text(f"""[ca]
+default_ca = here
+[here]
+database = {work}/index.txt
+crlnumber = {work}/crlnumber
+default_md = sha256
+default_crl_days = 2
+""")
+    keys = ["-config", str(work / "ca.cnf"), "-keyfile", str(d / f"{ca}.key"), "-cert", str(d / f"{ca}.pem")]
+    if revoke:
+        openssl("ca", *keys, "-revoke", str(revoke), cwd=work)
+    openssl("ca", *keys, "-gencrl", "-out", str(work / "crl.pem"), cwd=work)
+    return (work / "crl.pem").read_text()
+
+
+@pytest.mark.parametrize("case", ["revoked", "issuer-crl-missing"])
+def test_a_crl_in_the_ca_file_is_checked(make_gateway, tmp_path, upstream, pki, case):
+    """The CA file may hold CRLs (popgate.toml(5)): they were loaded but
+    never checked, so an upstream whose certificate its CA had revoked got
+    the mail and the AUTH password. A file with CRLs now has the upstream's
+    certificate checked against its issuer's CRL: revoked, or no CRL of its
+    issuer in the file, is 451 and nothing sent."""
+    d = pki["ca"].parent
+    crl = {"revoked": lambda: make_crl(d, "test-ca", revoke=pki["leaf"][0]),
+           "issuer-crl-missing": lambda: make_crl(d, "other-ca")}[case]()
+    bundle = tmp_path / "ca-with-crl.pem"
+    bundle.write_text(pki["ca"].read_text() + crl)
+    up = upstream(pki["leaf"])
+    g = gateway(make_gateway, tmp_path, up, upstream_ca_file=str(bundle), upstream_tls_name="mx.test")
+    code, text = send(g)
+    assert code == 451 and text.startswith(b"4.4.1"), (code, text)
+    assert up.messages == [] and up.auths == []
+    why = {"revoked": "certificate revoked", "issuer-crl-missing": "unable to get certificate CRL"}[case]
+    assert g.wait_log("certificate not verified: " + why)
+
+
+def test_a_crl_that_does_not_revoke_the_upstream_lets_the_message_go(make_gateway, tmp_path, upstream, pki):
+    d = pki["ca"].parent
+    bundle = tmp_path / "ca-with-crl.pem"
+    bundle.write_text(pki["ca"].read_text() + make_crl(d, "test-ca"))
+    up = upstream(pki["leaf"])
+    g = gateway(make_gateway, tmp_path, up, upstream_ca_file=str(bundle), upstream_tls_name="mx.test")
+    assert send(g)[0] == 250
+    assert len(up.messages) == 1 and up.auths == [(USER, PASSWORD)]
+    assert g.wait_log("tls=verified")
+
+
 def test_an_upstream_without_starttls_gets_no_message(make_gateway, tmp_path, upstream, pki):
     up = upstream(None)
     g = gateway(make_gateway, tmp_path, up, upstream_ca_file=str(pki["ca"]))
