@@ -397,6 +397,14 @@ std::optional<store::user_record> parse_import_line(std::string line, std::size_
         scheme != "BLF-CRYPT" && scheme != "MD5-CRYPT" && scheme != "BCRYPT")
         throw fail("password scheme {" + scheme + "} cannot be imported (crypt(3) hashes and {PLAIN} can)");
     if (pw == "*" || pw == "x" || pw.empty()) throw fail("no password hash (locked or shadowed entry)");
+    // Traditional DES crypt: 13 characters of ./0-9A-Za-z, no '$'. libcrypt
+    // could check it, but it reads 8 characters of a password and brute
+    // forces in hours: refused by name, with what to do instead.
+    if (pw.size() == 13 && std::ranges::all_of(pw, [](char c) {
+            return c == '.' || c == '/' || (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
+        }))
+        throw fail("a traditional DES crypt hash, refused (it keeps 8 characters of a password and is broken in "
+                   "hours): set a new password with 'popgate user passwd', or import the password as {PLAIN}");
     if (!auth::is_crypt_hash(pw)) throw fail("not a crypt(3) hash this system can verify");
     u.password_hash = pw;
     return u;

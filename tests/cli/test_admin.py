@@ -124,6 +124,11 @@ def test_import_is_all_or_nothing(gw, tmp_path):
     f.write_text("ok:{PLAIN}pw\nbad:{CRAM-MD5}abcdef\n")
     err = one_line_error(gw.cli("user", "import", str(f), check=False))
     assert "line 2" in err and "CRAM-MD5" in err
+    # A traditional DES hash (Dovecot's {CRYPT} of old) is refused by name.
+    for line in ("des:{CRYPT}saHW9GdxihkGQ\n", "des:saHW9GdxihkGQ:1000:1000::/home/des:/bin/sh\n"):
+        f.write_text("ok:{PLAIN}pw\n" + line)
+        err = one_line_error(gw.cli("user", "import", str(f), check=False))
+        assert "line 2" in err and "a traditional DES crypt hash, refused" in err, err
     f.write_bytes(b"ok:{PLAIN}pw\nnul:{PLAIN}\0pw\n")
     err = one_line_error(gw.cli("user", "import", str(f), check=False))
     assert "line 2" in err and "NUL byte" in err
