@@ -96,6 +96,27 @@ io::tls_material read_tls(config::settings const& s, service_account const& a)
                                  [&a](auto const& file, std::string& why) { return open_to_read(file, a, why); });
 }
 
+// The certificates about to be served: their notAfter to the metric, and a
+// warning line for one that expires within 14 days or has expired (clients
+// that verify refuse it; most mail clients ask their user first).
+void note_expiry(io::tls_material const& m)
+{
+    auto const now = std::chrono::duration_cast<std::chrono::seconds>(
+                         std::chrono::system_clock::now().time_since_epoch())
+                         .count();
+    for (auto const& [key, pem] : {std::pair{"tls.cert_file", &m.cert_chain_pem},
+                                   std::pair{"tls.second_cert_file", &m.second_cert_chain_pem}}) {
+        auto const at = io::not_after(*pem);
+        metrics::tls_certificate_expiry.with({key}).set(at.value_or(0));
+        if (!at) continue;
+        if (*at <= now)
+            spdlog::error("tls certificate expired certificate={} days_ago={}: clients that verify refuse it", key,
+                          (now - *at) / 86400);
+        else if (auto const days = (*at - now + 86399) / 86400; days <= 14)  // begun days count
+            spdlog::warn("tls certificate expires soon certificate={} days_left={}", key, days);
+    }
+}
+
 // `in_service`: the certificate new connections get now (none at start,
 // nor before a reload first turns TLS on).
 std::shared_ptr<asio::ssl::context> load_tls(server& srv, config::settings const& s, bool in_service)
@@ -122,9 +143,12 @@ std::shared_ptr<asio::ssl::context> load_tls(server& srv, config::settings const
         spdlog::warn("reload: {}; keeping the certificate read at start (or at the last reload that could read it): "
                      "let {} read tls.cert_file and tls.key_file to renew it on SIGHUP, or restart",
                      e.what(), srv.account.name);
-        return io::make_server_tls(s.tls, k->material);
+        auto ctx = io::make_server_tls(s.tls, k->material);
+        note_expiry(k->material);
+        return ctx;
     }
     auto ctx = io::make_server_tls(s.tls, m);
+    note_expiry(m);
     if (srv.account.switches) srv.kept = kept_tls{s.tls.cert_file, s.tls.key_file, std::move(m)};
     return ctx;
 }

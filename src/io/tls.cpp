@@ -141,6 +141,22 @@ void load_ca_pem(SSL_CTX* c, std::string const& pem, std::filesystem::path const
     if (crls) X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK);
 }
 
+}  // namespace
+
+std::optional<std::int64_t> not_after(std::string const& chain_pem)
+{
+    if (chain_pem.empty()) return std::nullopt;
+    auto const bio = memory_bio(chain_pem);
+    std::unique_ptr<X509, void (*)(X509*)> const x(PEM_read_bio_X509(bio.get(), nullptr, no_passphrase, nullptr),
+                                                   X509_free);
+    ERR_clear_error();
+    std::tm tm{};
+    if (!x || ASN1_TIME_to_tm(X509_get0_notAfter(x.get()), &tm) != 1) return std::nullopt;
+    return static_cast<std::int64_t>(::timegm(&tm));
+}
+
+namespace {
+
 void write_pem(std::filesystem::path const& p, auto&& writer)
 {
     if (p.has_parent_path()) std::filesystem::create_directories(p.parent_path());

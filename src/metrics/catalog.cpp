@@ -70,6 +70,9 @@ family<counter> grants_replaced{the_registry, "popgate_grants_replaced_total",
                                 "Grants revoked to make room for a new login (relay.max_grants_per_user, "
                                 "replace-oldest)",
                                 {"source"}};
+family<gauge> tls_certificate_expiry{the_registry, "popgate_tls_certificate_expiry_seconds",
+                                     "When the TLS certificate in service expires (notAfter), Unix seconds; 0: none",
+                                     {"certificate"}};
 family<gauge> build_info{the_registry, "popgate_build_info", "The popgate build that is running",
                          {"version", "commit"}};
 family<gauge> process_start_time{the_registry, "popgate_process_start_time_seconds",

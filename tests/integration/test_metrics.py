@@ -6,6 +6,7 @@ counters scraped with urllib before and after move by exactly what was done,
 and `promtool check metrics` accepts the scrape. Refusals: an address outside
 trusted_networks gets 403, another method 405. The shipped alert rules pass
 `promtool check rules`."""
+import datetime
 import glob
 import os
 import poplib
@@ -523,4 +524,70 @@ def test_database_errors_alert_fires_for_failures_not_for_connections_tried_agai
             exp_annotations:
               summary: "popgate database errors (unavailable) on gw1"
               description: "5 failed database operations in 5 minutes."
+""")
+
+
+def make_cert(cert, key, days):
+    cert.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-subj", "/CN=gw.test", "-keyout", str(key), "-out", str(cert), "-days", str(days)],
+                   check=True, capture_output=True, timeout=60)
+    end = subprocess.run(["openssl", "x509", "-in", str(cert), "-noout", "-enddate"], check=True,
+                         capture_output=True, text=True, timeout=60).stdout.strip().split("=", 1)[1]
+    return datetime.datetime.strptime(end, "%b %d %H:%M:%S %Y %Z").replace(tzinfo=datetime.timezone.utc).timestamp()
+
+
+def test_certificate_expiry_is_a_metric_and_a_warning(make_gateway, upstream):
+    """An administrator's Prometheus could not see a certificate running
+    out: now popgate_tls_certificate_expiry_seconds holds the notAfter of
+    the certificate in service (0 for a second one not configured), a
+    certificate within 14 days logs a warning at start and reload, and the
+    value follows a renewal on SIGHUP."""
+    listeners = [{k: v for k, v in l.items() if k != "api_key_file"} for l in LISTENERS]
+    g = make_gateway(listeners=listeners, overrides=relay_overrides(upstream), start=False)
+    soon = make_cert(g.cert, g.key, 5)
+    g.start()
+    s = samples(scrape(g))
+    assert s['popgate_tls_certificate_expiry_seconds{certificate="tls.cert_file"}'] == soon
+    assert s['popgate_tls_certificate_expiry_seconds{certificate="tls.second_cert_file"}'] == 0
+    assert g.wait_log("tls certificate expires soon certificate=tls.cert_file days_left=5")
+    later = make_cert(g.cert, g.key, 90)
+    g.reload()
+    assert g.wait_log("reload done")
+    s = samples(scrape(g))
+    assert s['popgate_tls_certificate_expiry_seconds{certificate="tls.cert_file"}'] == later
+    assert g.log().count("tls certificate expires soon") == 1
+
+
+@pytest.mark.skipif(PROMTOOL is None, reason="promtool (Debian package prometheus) is needed")
+def test_certificate_expiry_alert_fires_within_14_days(tmp_path):
+    # promtool's clock starts at 0: a notAfter 10 days out fires (after its
+    # hour), 30 days out and 0 (no second certificate) do not.
+    series = 'popgate_tls_certificate_expiry_seconds{{instance="gw1",job="popgate",certificate="{}"}}'
+    promtool_test_rules(tmp_path, f"""
+  - interval: 1m
+    input_series:
+      - series: '{series.format("tls.cert_file")}'
+        values: '{10 * 86400}x200'
+      - series: '{series.format("tls.second_cert_file")}'
+        values: '0x200'
+    alert_rule_test:
+      - eval_time: 30m
+        alertname: PopgateCertificateExpiresSoon
+        exp_alerts: []
+      - eval_time: 2h
+        alertname: PopgateCertificateExpiresSoon
+        exp_alerts:
+          - exp_labels: {{severity: warning, instance: gw1, job: popgate, certificate: tls.cert_file}}
+            exp_annotations:
+              summary: "popgate's TLS certificate (tls.cert_file) on gw1 expires soon"
+              description: "1970-01-11 00:00:00 +0000 UTC is its notAfter."
+  - interval: 1m
+    input_series:
+      - series: '{series.format("tls.cert_file")}'
+        values: '{30 * 86400}x200'
+    alert_rule_test:
+      - eval_time: 2h
+        alertname: PopgateCertificateExpiresSoon
+        exp_alerts: []
 """)

@@ -8,9 +8,12 @@
 
 #include <boost/asio/ssl/context.hpp>
 
+#include <cstdint>
+
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -34,6 +37,10 @@ struct tls_material {
 // account could put in a file's way (daemon::open_to_read); empty: open(2)
 // by path.
 using file_opener = std::function<int(std::filesystem::path const& file, std::string& why)>;
+
+// The notAfter of a PEM chain's first certificate, Unix seconds; nullopt
+// when there is none or it cannot be read.
+std::optional<std::int64_t> not_after(std::string const& chain_pem);
 
 // Throws std::runtime_error naming the key and file when one cannot be read.
 tls_material read_tls_material(config::tls_settings const& t, file_opener const& open = {});

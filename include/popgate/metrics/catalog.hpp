@@ -49,6 +49,9 @@ extern family<counter> grants_withheld;
 // {source: pop3 dovecot}: grants revoked by replace-oldest, as read before
 // the commit that revoked them.
 extern family<counter> grants_replaced;
+// {certificate: tls.cert_file tls.second_cert_file}: the notAfter of the
+// certificate in service, Unix seconds; 0 while none is configured.
+extern family<gauge> tls_certificate_expiry;
 extern family<gauge> build_info;               // {version, commit} 1
 extern family<gauge> process_start_time;      // unix seconds
 
