@@ -712,19 +712,19 @@ private:
     // run (and committed) when the server closed the connection under it.
     enum class effect { reads, writes };
 
-    // Runs f on a borrowed connection. A reused connection the server had
-    // closed (it restarted, or failed over) is found on first use; the call
-    // is then tried again on another, until the pool is spent or a new
-    // connect fails (the server is down: health_ says so, in borrow()): a
-    // statement that never reached a live server did nothing. The server
+    // Runs f on a borrowed connection. A connection the server closed (it
+    // restarted, failed over, or an administrator or a pooler closes
+    // connections) is mostly found idle, before use (went_stale); one found
+    // in use is tried again on another, until the pool is spent, a new
+    // connect fails (the server is down: health_ says so, in borrow()), or
+    // max_lost_in_a_row new connections were lost in the call. The server
     // may have closed every idle connection at once (a restart,
-    // idle_session_timeout), so one retry is not enough. A new connection
-    // the server closed (an administrator or a pooler closing connections)
-    // is tried again too, for reads only, max_lost_in_a_row in one call: a
-    // write on it was sent to a live server and may have run, so that call
-    // fails alone and the store stays up. Not after a call that timed out:
-    // it was sent and may have run, and a server that does not answer one
-    // connection will not answer the next either.
+    // idle_session_timeout), so one retry is not enough. A read is always
+    // tried again; a write only when its statement was never sent: one sent
+    // may have run, so that call fails alone and the store stays up. Not
+    // after a call that timed out: it was sent and may have run, and a
+    // server that does not answer one connection will not answer the next
+    // either.
     template <class F>
     auto with(F&& f, effect e = effect::reads) -> std::invoke_result_t<F&, pg::connection&>
     {
@@ -752,7 +752,11 @@ private:
             health_.failed(err.what());
             return false;
         }
-        return c.reused || e == effect::reads;
+        // A write is sent again only when it never left: the server may
+        // have run and committed it before it closed the connection (a
+        // backend cut while it waited for a synchronous standby commits
+        // locally first), on a reused connection as on a new one.
+        return e == effect::reads || !c.conn->maybe_ran();
     }
 
     // A loss the call could not get past is a failed operation ("unavailable");
@@ -967,8 +971,7 @@ private:
                     if (fds[1].revents) break;
                     if (fds[0].revents) {
                         if (!PQconsumeInput(c.raw()))
-                            throw store_error(store_errc::unavailable,
-                                              std::string("network watcher: ") + PQerrorMessage(c.raw()));
+                            throw pg::lost_connection(std::string("network watcher: ") + PQerrorMessage(c.raw()));
                         bool heard = false;
                         while (PGnotify* n = PQnotifies(c.raw())) {
                             heard = true;

@@ -73,13 +73,7 @@ store_error unavailable(std::string msg)
     return store_error(store_errc::unavailable, std::move(msg));
 }
 
-// Counted as "lost" where it happens; the store counts "unavailable" too
-// when the call it broke fails for it (pg_store's counting_losses).
-connection_lost lost(std::string msg)
-{
-    metrics::database_errors.with({"lost"}).inc();
-    return connection_lost(msg);
-}
+
 
 }  // namespace
 
@@ -153,7 +147,7 @@ connection::~connection()
 
 bool connection::went_stale()
 {
-    if (broken()) return true;
+    if (broken()) return counted_lost();
     pollfd pfd{PQsocket(c_), POLLIN, 0};
     if (::poll(&pfd, 1, 0) <= 0) return false;
     // Something arrived on an idle connection: a notice, or the server's
@@ -165,7 +159,13 @@ bool connection::went_stale()
         while (PGnotify* n = PQnotifies(c_)) PQfreemem(n);
         if (::poll(&pfd, 1, 0) <= 0) break;
     }
-    return broken();
+    return broken() && counted_lost();
+}
+
+bool connection::counted_lost() noexcept
+{
+    metrics::database_errors.with({"lost"}).inc();
+    return true;
 }
 
 void connection::fail(PGresult* r, std::string_view what)
@@ -173,7 +173,7 @@ void connection::fail(PGresult* r, std::string_view what)
     result owned(r);  // cleared on the way out
     if (!r || PQstatus(c_) != CONNECTION_OK) {
         broken_ = true;
-        throw lost("PostgreSQL connection lost (" + std::string(what) + "): " + trimmed(PQerrorMessage(c_)));
+        throw lost_connection("PostgreSQL connection lost (" + std::string(what) + "): " + trimmed(PQerrorMessage(c_)));
     }
     char const* state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
     std::string const sqlstate = state ? state : "";
@@ -195,7 +195,7 @@ void connection::fail(PGresult* r, std::string_view what)
     auto msg = "PostgreSQL " + std::string(what) + ": " + primary + (sqlstate.empty() ? "" : " (" + sqlstate + ")");
     if (sqlstate.starts_with("08") || sqlstate.starts_with("57P")) {
         broken_ = true;
-        throw lost(std::move(msg));
+        throw lost_connection(std::move(msg));
     }
     throw unavailable(std::move(msg));
 }
@@ -238,6 +238,7 @@ PGresult* connection::await_result(std::string_view what, std::size_t statements
 
 result connection::run(char const* sql, std::initializer_list<param> params)
 {
+    maybe_ran_ = false;
     auto it = prepared_.find(sql);
     if (it == prepared_.end()) {
         std::string name = "s" + std::to_string(prepared_.size());
@@ -259,9 +260,8 @@ result connection::run(char const* sql, std::initializer_list<param> params)
             throw store_error(store_errc::constraint, "a value holding a NUL byte, which PostgreSQL text cannot hold");
         values[i++] = v ? v->c_str() : nullptr;
     }
-    PGresult* r = PQsendQueryPrepared(c_, it->second.c_str(), i, values, nullptr, nullptr, 0)
-                      ? await_result("query")
-                      : nullptr;
+    maybe_ran_ = PQsendQueryPrepared(c_, it->second.c_str(), i, values, nullptr, nullptr, 0) == 1;
+    PGresult* r = maybe_ran_ ? await_result("query") : nullptr;
     auto const st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) fail(r, "query");
     return result(r);
@@ -271,10 +271,17 @@ void connection::exec(std::string const& sql)
 {
     // Each ';' may end a statement (or sit in a function body: a longer limit).
     auto const statements = 1 + static_cast<std::size_t>(std::count(sql.begin(), sql.end(), ';'));
-    PGresult* r = PQsendQuery(c_, sql.c_str()) ? await_result("statement", statements) : nullptr;
+    maybe_ran_ = PQsendQuery(c_, sql.c_str()) == 1;
+    PGresult* r = maybe_ran_ ? await_result("statement", statements) : nullptr;
     auto const st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) fail(r, "statement");
     PQclear(r);
+}
+
+connection_lost lost_connection(std::string const& msg)
+{
+    metrics::database_errors.with({"lost"}).inc();
+    return connection_lost(msg);
 }
 
 std::string redact(std::string_view uri)

@@ -63,6 +63,10 @@ public:
 // and again by the network watcher.
 inline constexpr char server_clock_sql[] = "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint";
 
+// Counted as popgate_database_errors_total{kind="lost"} where it happens;
+// the store counts "unavailable" too when the call it broke fails for it.
+connection_lost lost_connection(std::string const& msg);
+
 class connection {
 public:
     // Connects (blocking: never on an I/O thread). Throws store_error
@@ -87,8 +91,12 @@ public:
     // and may have run): not worth trying again elsewhere.
     bool timed_out() const noexcept { return timed_out_; }
     // Without blocking: has the server sent something (an error, a close)
-    // while the connection sat idle? Then it is not worth reusing.
+    // while the connection sat idle? Then it is not worth reusing (and
+    // counted "lost").
     bool went_stale();
+    // The last run() or exec() sent its statement: when the connection was
+    // lost after that, the statement may have run (and committed).
+    bool maybe_ran() const noexcept { return maybe_ran_; }
     bool in_transaction() const noexcept { return PQtransactionStatus(c_) != PQTRANS_IDLE; }
     PGconn* raw() const noexcept { return c_; }
     // The server's Unix milliseconds, read with the session's settings,
@@ -100,6 +108,8 @@ public:
     clock_reading const& clock_at_connect() const noexcept { return clock_at_connect_; }
 
 private:
+    bool counted_lost() noexcept;
+    bool maybe_ran_ = false;
     [[noreturn]] void fail(PGresult* r, std::string_view what);
     // The result of the command just sent (the first error, else the last
     // result), waiting at most answer_limit_: a server that stops answering

@@ -709,3 +709,37 @@ def test_a_node_whose_clock_is_stepped_right_keeps_the_servers_time(pg, make_gat
                [0][0])
     assert 1700 <= left <= 1802
     assert pg.psql("popgate", "SELECT count(*) FROM relay_grants")[0][0] == "2"
+
+
+def test_a_write_the_server_may_have_committed_is_not_sent_again(pg):
+    """A statement sent on a pooled connection that the server then closed
+    was sent again on another: when the first had committed (a backend cut
+    while it waited for a synchronous standby commits locally first),
+    `allow add` answered "already allowed" for the row it had just written.
+    A write that was sent is now never sent again: the call fails, and the
+    row is there."""
+    uri = pg.create_database("popgate")
+    assert subprocess.run([POPGATE, "--db", uri, "db", "migrate"], capture_output=True, timeout=60).returncode == 0
+    # The test cluster runs with synchronous_commit = off (popgate raises it
+    # to local): "on" and a standby that never comes hold each commit.
+    pg.psql("postgres", "ALTER SYSTEM SET synchronous_commit = on")
+    pg.psql("postgres", "ALTER SYSTEM SET synchronous_standby_names = 'nowhere'")
+    pg.psql("postgres", "SELECT pg_reload_conf()")
+    try:
+        add = subprocess.Popen([POPGATE, "--db", uri, "allow", "add", "198.51.100.7"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+        def waiting():
+            return pg.psql("popgate", "SELECT pid FROM pg_stat_activity WHERE wait_event = 'SyncRep'"
+                                      " AND query LIKE 'INSERT INTO allowed_networks%'")
+
+        assert eventually(waiting, timeout=20), "the INSERT never waited for the standby"
+        # Before the settings go back: that would release the wait.
+        pg.psql("popgate", f"SELECT pg_terminate_backend({waiting()[0][0]})")
+    finally:
+        pg.psql("postgres", "ALTER SYSTEM RESET synchronous_standby_names")
+        pg.psql("postgres", "ALTER SYSTEM RESET synchronous_commit")
+        pg.psql("postgres", "SELECT pg_reload_conf()")
+    out, err = add.communicate(timeout=60)
+    assert add.returncode != 0, out
+    assert "already allowed" not in err and "connection lost" in err, err
+    assert pg.psql("popgate", "SELECT host(cidr) FROM allowed_networks") == [("198.51.100.7",)]
