@@ -70,6 +70,7 @@ void check_upstream(config::settings const& s, std::vector<std::string>& problem
     if (s.upstream_starttls == config::upstream_tls::verify) {
         try {
             io::make_client_tls(s);
+            for (auto& why : io::expired_crls(s)) problems.push_back(std::move(why));
         } catch (std::exception const& e) {
             problems.push_back(e.what());
         }

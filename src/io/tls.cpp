@@ -104,10 +104,11 @@ int no_passphrase(char*, int, int, void*) { return 0; }
 // Every certificate and CRL in `pem` becomes trusted by `c`, as
 // SSL_CTX_load_verify_locations(file) would make them; throws naming `file`
 // when there is none or one is malformed. A file with CRLs has them
-// checked: the upstream's certificate is refused when its issuer's CRL
-// revokes it, when that CRL has expired, or when the file holds no CRL of
-// its issuer (an administrator who gives CRLs expects revocation to count,
-// and a check that passes without one would not be a check).
+// checked for every certificate of the chain below the trusted root: one
+// is refused when its issuer's CRL revokes it, when that CRL has expired,
+// or when the file holds no CRL of its issuer (an administrator who gives
+// CRLs expects revocation to count, an intermediate CA's included, and a
+// check that passes without one would not be a check).
 void load_ca_pem(SSL_CTX* c, std::string const& pem, std::filesystem::path const& file)
 {
     auto const fail = [&] {
@@ -138,10 +139,41 @@ void load_ca_pem(SSL_CTX* c, std::string const& pem, std::filesystem::path const
         throw std::runtime_error("relay.upstream_ca_file: cannot load " + file.string() +
                                  ": no certificate or CRL in it");
     }
-    if (crls) X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK);
+    if (crls) X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL);
 }
 
 }  // namespace
+
+std::vector<std::string> expired_crls(config::settings const& s)
+{
+    std::vector<std::string> out;
+    if (s.upstream_starttls != config::upstream_tls::verify || s.upstream_ca_file.empty()) return out;
+    std::string pem;
+    try {
+        pem = read_pem_file(s.upstream_ca_file, "relay.upstream_ca_file: cannot load", {}, 256u << 20);
+    } catch (std::exception const&) {
+        return out;
+    }
+    auto const bio = memory_bio(pem);
+    STACK_OF(X509_INFO)* infos = PEM_X509_INFO_read_bio(bio.get(), nullptr, no_passphrase, nullptr);
+    ERR_clear_error();
+    if (!infos) return out;
+    std::unique_ptr<STACK_OF(X509_INFO), void (*)(STACK_OF(X509_INFO)*)> const hold(
+        infos, [](STACK_OF(X509_INFO)* p) { sk_X509_INFO_pop_free(p, X509_INFO_free); });
+    for (int i = 0; i < sk_X509_INFO_num(infos); ++i) {
+        X509_CRL* crl = sk_X509_INFO_value(infos, i)->crl;
+        ASN1_TIME const* next = crl ? X509_CRL_get0_nextUpdate(crl) : nullptr;
+        if (!next || X509_cmp_current_time(next) > 0) continue;
+        char issuer[256] = {};
+        X509_NAME_oneline(X509_CRL_get_issuer(crl), issuer, sizeof issuer);
+        std::tm tm{};
+        char when[32] = "?";
+        if (ASN1_TIME_to_tm(next, &tm) == 1) std::strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S UTC", &tm);
+        out.push_back("relay.upstream_ca_file: the CRL of " + std::string(issuer) + " expired " + when +
+                      ": every upstream certificate it covers is refused until a fresh one is in the file");
+    }
+    return out;
+}
 
 std::optional<std::int64_t> not_after(std::string const& chain_pem)
 {

@@ -259,7 +259,11 @@ void upstream_pool::put(std::unique_ptr<upstream_link> link)
     if (oldest) quit_and_close(*oldest);
 }
 
-std::shared_ptr<asio::ssl::context> upstream_pool::client_tls(config::settings const& s)
+namespace {
+
+// What verification trusts: the mode, and with "verify" the CA file as it
+// is now (a new CRL or CA in place counts at once).
+std::string trust_key(config::settings const& s)
 {
     std::string key = std::to_string(static_cast<int>(s.upstream_starttls));
     if (s.upstream_starttls == config::upstream_tls::verify) {
@@ -269,10 +273,19 @@ std::shared_ptr<asio::ssl::context> upstream_pool::client_tls(config::settings c
             key += "|" + std::to_string(st.st_mtim.tv_sec) + "." + std::to_string(st.st_mtim.tv_nsec) + "|" +
                    std::to_string(st.st_size);
     }
+    return key;
+}
+
+}  // namespace
+
+std::shared_ptr<asio::ssl::context> upstream_pool::client_tls(config::settings const& s)
+{
+    std::string key = trust_key(s);
     std::lock_guard lock(mutex_);
     if (!client_tls_ || key != client_tls_key_) {
         client_tls_ = io::make_client_tls(s);  // throws: nothing cached, the next connection tries again
         client_tls_key_ = std::move(key);
+        for (auto const& why : io::expired_crls(s)) spdlog::error("upstream tls: {}", why);
     }
     return client_tls_;
 }
@@ -320,9 +333,9 @@ bool smtp_client::takes_8bit() const noexcept { return link_ && offers(link_->ex
 std::string smtp_client::pool_key() const
 {
     // Everything a kept connection was opened (and verified) under: a reload
-    // that changes any of it does not reuse connections made before.
-    return s_.upstream_host + "|" + std::to_string(s_.upstream_port) + "|" +
-           std::to_string(static_cast<int>(s_.upstream_starttls)) + "|" + s_.upstream_ca_file.string() + "|" +
+    // that changes any of it, or a CA file rewritten in place (a new CRL),
+    // does not reuse connections made before.
+    return s_.upstream_host + "|" + std::to_string(s_.upstream_port) + "|" + trust_key(s_) + "|" +
            s_.upstream_tls_name + "|" + s_.upstream_user + "|" + s_.hostname;
 }
 

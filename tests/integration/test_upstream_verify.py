@@ -7,6 +7,7 @@ STARTTLS at all) gives the client 451 4.4.1 at its recipient, delivers
 nothing, sends no AUTH password, and logs OpenSSL's reason. check-config
 refuses a CA file it cannot load, and a CA file or name without "verify"."""
 import os
+import shutil
 import smtplib
 import ssl
 import subprocess
@@ -160,10 +161,11 @@ def test_a_certificate_that_does_not_verify_gets_451_and_nothing_is_sent(make_ga
     assert up.messages == [] and up.auths == []
 
 
-def make_crl(d, ca, revoke=None):
+def make_crl(d, ca, revoke=None, work=None, expired=False):
     """A CRL of `ca` (its files in d, as make_ca wrote them), revoking the
-    certificate file `revoke` if given."""
-    work = d / f"crl-{ca}-{revoke.stem if revoke else 'none'}"
+    certificate file `revoke` if given; made in `work` (a new directory);
+    `expired`: its nextUpdate in 2020."""
+    work = work or d / f"crl-{ca}-{revoke.stem if revoke else 'none'}"
     work.mkdir()
     (work / "index.txt").write_text("")
     (work / "crlnumber").write_text("1000\n")
@@ -178,7 +180,8 @@ default_crl_days = 2
     keys = ["-config", str(work / "ca.cnf"), "-keyfile", str(d / f"{ca}.key"), "-cert", str(d / f"{ca}.pem")]
     if revoke:
         openssl("ca", *keys, "-revoke", str(revoke), cwd=work)
-    openssl("ca", *keys, "-gencrl", "-out", str(work / "crl.pem"), cwd=work)
+    dates = ["-crl_lastupdate", "20200101000000Z", "-crl_nextupdate", "20200201000000Z"] if expired else []
+    openssl("ca", *keys, "-gencrl", *dates, "-out", str(work / "crl.pem"), cwd=work)
     return (work / "crl.pem").read_text()
 
 
@@ -212,6 +215,76 @@ def test_a_crl_that_does_not_revoke_the_upstream_lets_the_message_go(make_gatewa
     assert send(g)[0] == 250
     assert len(up.messages) == 1 and up.auths == [(USER, PASSWORD)]
     assert g.wait_log("tls=verified")
+
+
+@pytest.mark.parametrize("revoked", [True, False], ids=["intermediate-revoked", "none-revoked"])
+def test_an_intermediate_ca_is_checked_against_the_roots_crl(make_gateway, tmp_path, upstream, pki, revoked):
+    """Only the leaf was checked (X509_V_FLAG_CRL_CHECK): an upstream whose
+    intermediate CA the root had revoked got the mail. Every certificate of
+    the chain below the root is now checked against its issuer's CRL."""
+    d = tmp_path / "chain"
+    d.mkdir()
+    for f in ("test-ca.pem", "test-ca.key"):
+        shutil.copy(pki["ca"].parent / f, d / f)
+    (d / "inter.ext").write_text("basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n")
+    openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=inter-ca",
+            "-keyout", "inter-ca.key", "-out", "inter-ca.csr", cwd=d)
+    openssl("x509", "-req", "-in", "inter-ca.csr", "-CA", "test-ca.pem", "-CAkey", "test-ca.key", "-CAcreateserial",
+            "-days", "2", "-extfile", "inter.ext", "-out", "inter-ca.pem", cwd=d)
+    leaf, key = make_leaf(d, "inter-ca", "mx.test", "DNS:mx.test,IP:127.0.0.1")
+    chain = d / "chain.pem"
+    chain.write_text(leaf.read_text() + (d / "inter-ca.pem").read_text())
+    root_crl = make_crl(d, "test-ca", revoke=d / "inter-ca.pem" if revoked else None, work=d / "root-crl")
+    bundle = d / "ca-with-crls.pem"
+    bundle.write_text(pki["ca"].read_text() + root_crl + make_crl(d, "inter-ca", work=d / "inter-crl"))
+    up = upstream((chain, key))
+    g = gateway(make_gateway, tmp_path, up, upstream_ca_file=str(bundle), upstream_tls_name="mx.test")
+    code, text = send(g)
+    if not revoked:
+        assert code == 250 and len(up.messages) == 1, (code, text)
+        return
+    assert code == 451 and text.startswith(b"4.4.1"), (code, text)
+    assert up.messages == [] and up.auths == []
+    assert g.wait_log("certificate not verified: certificate revoked")
+
+
+def test_a_crl_written_in_place_counts_for_a_kept_connection(make_gateway, tmp_path, upstream, pki):
+    """A kept upstream connection, verified under the old file, carried the
+    next message after a CRL revoking the upstream was put in place (until
+    relay.upstream_reuse_time ran out)."""
+    d = pki["ca"].parent
+    bundle = tmp_path / "ca-with-crl.pem"
+    bundle.write_text(pki["ca"].read_text() + make_crl(d, "test-ca", work=tmp_path / "crl-before"))
+    up = upstream(pki["leaf"])
+    g = gateway(make_gateway, tmp_path, up, upstream_ca_file=str(bundle), upstream_tls_name="mx.test",
+                upstream_reuse_time=60)
+    assert send(g)[0] == 250
+    bundle.write_text(pki["ca"].read_text() +
+                      make_crl(d, "test-ca", revoke=pki["leaf"][0], work=tmp_path / "crl-after"))
+    code, text = send(g)
+    assert code == 451 and text.startswith(b"4.4.1"), (code, text)
+    assert len(up.messages) == 1
+    assert g.wait_log("certificate not verified: certificate revoked")
+
+
+def test_an_expired_crl_is_named_by_check_config_and_the_log(make_gateway, tmp_path, upstream, pki):
+    """An expired CRL refuses every certificate it covers (OpenSSL's "CRL
+    has expired"), but check-config said "configuration OK": the first
+    sign was 451 on every relayed message. check-config now names the CRL,
+    and the daemon logs it when it loads the file."""
+    bundle = tmp_path / "ca-with-old-crl.pem"
+    bundle.write_text(pki["ca"].read_text() +
+                      make_crl(pki["ca"].parent, "test-ca", work=tmp_path / "old-crl", expired=True))
+    up = upstream(pki["leaf"])
+    g = gateway(make_gateway, tmp_path, up, upstream_ca_file=str(bundle), upstream_tls_name="mx.test")
+    r = g.cli("check-config", check=False)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "relay.upstream_ca_file: the CRL of /CN=test-ca expired 2020-02-01 00:00:00 UTC" in r.stderr, r.stderr
+    code, text = send(g)
+    assert code == 451 and text.startswith(b"4.4.1"), (code, text)
+    assert up.messages == [] and up.auths == []
+    assert g.wait_log("certificate not verified: CRL has expired")
+    assert g.wait_log("upstream tls: relay.upstream_ca_file: the CRL of /CN=test-ca expired")
 
 
 def test_an_upstream_without_starttls_gets_no_message(make_gateway, tmp_path, upstream, pki):

@@ -16,6 +16,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 struct ssl_st;
 
@@ -37,6 +38,12 @@ struct tls_material {
 // account could put in a file's way (daemon::open_to_read); empty: open(2)
 // by path.
 using file_opener = std::function<int(std::filesystem::path const& file, std::string& why)>;
+
+// With relay.upstream_starttls = "verify": each CRL of relay.upstream_ca_file
+// whose nextUpdate has passed, as "the CRL of <issuer> expired <when>"
+// (every certificate it covers is then refused). Empty when none, or when
+// the file cannot be read (make_client_tls says why).
+std::vector<std::string> expired_crls(config::settings const& s);
 
 // The notAfter of a PEM chain's first certificate, Unix seconds; nullopt
 // when there is none or it cannot be read.
