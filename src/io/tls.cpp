@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -104,7 +105,7 @@ int no_passphrase(char*, int, int, void*) { return 0; }
 // Every certificate and CRL in `pem` becomes trusted by `c`, as
 // SSL_CTX_load_verify_locations(file) would make them; throws naming `file`
 // when there is none or one is malformed. A file with CRLs has them
-// checked for every certificate of the chain below the trusted root: one
+// checked for every certificate of the chain (the root's own CRL too): one
 // is refused when its issuer's CRL revokes it, when that CRL has expired,
 // or when the file holds no CRL of its issuer (an administrator who gives
 // CRLs expects revocation to count, an intermediate CA's included, and a
@@ -160,16 +161,30 @@ std::vector<std::string> expired_crls(config::settings const& s)
     if (!infos) return out;
     std::unique_ptr<STACK_OF(X509_INFO), void (*)(STACK_OF(X509_INFO)*)> const hold(
         infos, [](STACK_OF(X509_INFO)* p) { sk_X509_INFO_pop_free(p, X509_INFO_free); });
+    // An issuer with a CRL still in date is verified by that one (OpenSSL
+    // prefers it): its older, expired ones are no problem.
+    auto const in_date = [](X509_CRL* crl) {
+        ASN1_TIME const* next = X509_CRL_get0_nextUpdate(crl);
+        return !next || X509_cmp_current_time(next) > 0;  // -1: passed; 0: unreadable, not called expired
+    };
+    auto const issuer_of = [](X509_CRL* crl) {
+        char name[256] = {};
+        X509_NAME_oneline(X509_CRL_get_issuer(crl), name, sizeof name);
+        return std::string(name);
+    };
+    std::vector<std::string> fresh;
+    for (int i = 0; i < sk_X509_INFO_num(infos); ++i)
+        if (X509_CRL* crl = sk_X509_INFO_value(infos, i)->crl; crl && in_date(crl)) fresh.push_back(issuer_of(crl));
     for (int i = 0; i < sk_X509_INFO_num(infos); ++i) {
         X509_CRL* crl = sk_X509_INFO_value(infos, i)->crl;
-        ASN1_TIME const* next = crl ? X509_CRL_get0_nextUpdate(crl) : nullptr;
-        if (!next || X509_cmp_current_time(next) > 0) continue;
-        char issuer[256] = {};
-        X509_NAME_oneline(X509_CRL_get_issuer(crl), issuer, sizeof issuer);
+        if (!crl || in_date(crl) || X509_cmp_current_time(X509_CRL_get0_nextUpdate(crl)) == 0) continue;
+        auto const issuer = issuer_of(crl);
+        if (std::find(fresh.begin(), fresh.end(), issuer) != fresh.end()) continue;
+        ASN1_TIME const* next = X509_CRL_get0_nextUpdate(crl);
         std::tm tm{};
         char when[32] = "?";
         if (ASN1_TIME_to_tm(next, &tm) == 1) std::strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S UTC", &tm);
-        out.push_back("relay.upstream_ca_file: the CRL of " + std::string(issuer) + " expired " + when +
+        out.push_back("relay.upstream_ca_file: the CRL of " + issuer + " expired " + when +
                       ": every upstream certificate it covers is refused until a fresh one is in the file");
     }
     return out;

@@ -281,13 +281,16 @@ std::string trust_key(config::settings const& s)
 std::shared_ptr<asio::ssl::context> upstream_pool::client_tls(config::settings const& s)
 {
     std::string key = trust_key(s);
-    std::lock_guard lock(mutex_);
-    if (!client_tls_ || key != client_tls_key_) {
-        client_tls_ = io::make_client_tls(s);  // throws: nothing cached, the next connection tries again
-        client_tls_key_ = std::move(key);
-        for (auto const& why : io::expired_crls(s)) spdlog::error("upstream tls: {}", why);
-    }
-    return client_tls_;
+    std::unique_lock lock(mutex_);
+    if (client_tls_ && key == client_tls_key_) return client_tls_;
+    client_tls_ = io::make_client_tls(s);  // throws: nothing cached, the next connection tries again
+    client_tls_key_ = std::move(key);
+    auto ctx = client_tls_;
+    lock.unlock();
+    // The file changed: say so once if it holds a CRL that refuses
+    // everything it covers (read again outside the pool's lock).
+    for (auto const& why : io::expired_crls(s)) spdlog::error("upstream tls: {}", why);
+    return ctx;
 }
 
 void upstream_pool::tls_failed(std::string const& upstream)
