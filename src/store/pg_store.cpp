@@ -710,6 +710,7 @@ private:
 
     // What a call on a connection may do: a statement that writes may have
     // run (and committed) when the server closed the connection under it.
+    // A writes call runs one statement: maybe_ran() tells of the last one.
     enum class effect { reads, writes };
 
     // Runs f on a borrowed connection. A connection the server closed (it

@@ -711,7 +711,7 @@ def test_a_node_whose_clock_is_stepped_right_keeps_the_servers_time(pg, make_gat
     assert pg.psql("popgate", "SELECT count(*) FROM relay_grants")[0][0] == "2"
 
 
-def test_a_write_the_server_may_have_committed_is_not_sent_again(pg):
+def test_a_write_the_server_may_have_committed_is_not_sent_again(pg, make_gateway):
     """A statement sent on a pooled connection that the server then closed
     was sent again on another: when the first had committed (a backend cut
     while it waited for a synchronous standby commits locally first),
@@ -719,15 +719,17 @@ def test_a_write_the_server_may_have_committed_is_not_sent_again(pg):
     A write that was sent is now never sent again: the call fails, and the
     row is there."""
     uri = pg.create_database("popgate")
-    assert subprocess.run([POPGATE, "--db", uri, "db", "migrate"], capture_output=True, timeout=60).returncode == 0
+    # A statement timeout would end the wait (committed) before the kill on a slow machine.
+    g = make_gateway({"storage": {"database": uri, "busy_timeout_ms": 120000}}, start=False)
+    assert g.cli("db", "migrate", check=False).returncode == 0
     # The test cluster runs with synchronous_commit = off (popgate raises it
     # to local): "on" and a standby that never comes hold each commit.
     pg.psql("postgres", "ALTER SYSTEM SET synchronous_commit = on")
     pg.psql("postgres", "ALTER SYSTEM SET synchronous_standby_names = 'nowhere'")
     pg.psql("postgres", "SELECT pg_reload_conf()")
     try:
-        add = subprocess.Popen([POPGATE, "--db", uri, "allow", "add", "198.51.100.7"], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+        add = subprocess.Popen([POPGATE, "-c", str(g.config_file), "allow", "add", "198.51.100.7"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=g.root)
         def waiting():
             return pg.psql("popgate", "SELECT pid FROM pg_stat_activity WHERE wait_event = 'SyncRep'"
                                       " AND query LIKE 'INSERT INTO allowed_networks%'")
