@@ -115,6 +115,29 @@ def database_errors(g, kind):
     return float(line.split()[-1])
 
 
+def killing_connections(pg, work, threads=1, seconds=4):
+    """Runs work() over and over in `threads` threads for `seconds`, while
+    the server closes every connection to database popgate every 0.1 s (an
+    administrator's pg_terminate_backend); how many it closed."""
+    stop = time.time() + seconds
+
+    def loop():
+        while time.time() < stop:
+            work()
+
+    with ThreadPoolExecutor(threads) as ex:
+        running = [ex.submit(loop) for _ in range(threads)]
+        killed = 0
+        while time.time() < stop - 0.5:
+            killed += int(pg.psql("popgate", "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                  "WHERE datname = 'popgate' AND pid <> pg_backend_pid() AND backend_type = "
+                                  "'client backend'")[0][0])
+            time.sleep(0.1)
+        for f in running:
+            f.result()
+    return killed
+
+
 def grant_rows(pg):
     return pg.psql("popgate", 'SELECT host(address), "user", method FROM relay_grants ORDER BY 1')
 
@@ -509,23 +532,8 @@ def test_the_network_watcher_lost_twice_in_a_second_takes_no_answer_down(pg, nod
     a, _ = nodes
     assert policy(a, "127.0.0.61") == "action=DUNNO"
     unavailable, lost = database_errors(a, "unavailable"), database_errors(a, "lost")
-    stop = time.time() + 4
     answers = []
-
-    def ask():
-        while time.time() < stop:
-            answers.append(policy(a, "127.0.0.61"))
-
-    with ThreadPoolExecutor(3) as ex:
-        asking = [ex.submit(ask) for _ in range(3)]
-        killed = 0
-        while time.time() < stop - 0.5:
-            killed += int(pg.psql("popgate", "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                                  "WHERE datname = 'popgate' AND pid <> pg_backend_pid() AND backend_type = "
-                                  "'client backend'")[0][0])
-            time.sleep(0.1)
-        for f in asking:
-            f.result()
+    killed = killing_connections(pg, lambda: answers.append(policy(a, "127.0.0.61")), threads=3)
     assert killed >= 3, killed
     assert len(answers) > 20 and set(answers) == {"action=DUNNO"}, sorted(set(answers))
     assert a.wait_log("reconnecting in a second")
@@ -542,22 +550,9 @@ def test_logins_while_the_server_closes_connections_keep_the_node_up(pg, nodes):
     refused for the backoff although the server was up. Now that login
     alone may fail, and the node stays up."""
     a, _ = nodes
-    stop = time.time() + 4
     answers = []
-
-    def log_in():
-        while time.time() < stop:  # from 20 addresses: the per-address connection rate stays in bounds
-            answers.append(login(a, f"127.0.1.{len(answers) % 20 + 1}"))
-
-    with ThreadPoolExecutor(1) as ex:
-        logging_in = ex.submit(log_in)
-        killed = 0
-        while time.time() < stop - 0.5:
-            killed += int(pg.psql("popgate", "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                                  "WHERE datname = 'popgate' AND pid <> pg_backend_pid() AND backend_type = "
-                                  "'client backend'")[0][0])
-            time.sleep(0.1)
-        logging_in.result()
+    # From 20 addresses: the per-address connection rate stays in bounds.
+    killed = killing_connections(pg, lambda: answers.append(login(a, f"127.0.1.{len(answers) % 20 + 1}")))
     assert killed >= 3, killed
     refused = [r for r in answers if not r.startswith(b"+OK")]
     assert len(answers) > 20 and len(refused) <= len(answers) // 10, (len(answers), refused[:3])
